@@ -1,0 +1,85 @@
+/*
+ * csum.c - the Internet checksum (RFC 1071).
+ *
+ * The ones-complement sum does not depend on byte order (RFC 1071 section 2(B)), so the data
+ * is summed in native order, 32 bits at a time into a 64-bit accumulator, and only the folded
+ * 16-bit result is swapped into "big-endian word" order. Every sum returned or accepted here
+ * is in that order, so the folded checksum is stored with stk__put16().
+ *
+ * Chaining: stk__csum_add() treats data as starting on an even offset. A checksum built from
+ * several pieces is correct only if every piece except the last has an even length.
+ */
+#include "stk_int.h"
+
+static int host_is_little_endian(void)
+{
+    const uint16_t probe = 1;
+    uint8_t first;
+
+    memcpy(&first, &probe, 1);
+    return first == 1;
+}
+
+/* Folds a 64-bit accumulator of 16-bit words to 16 bits with end-around carries. */
+static uint32_t fold64(uint64_t acc)
+{
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    acc = (acc & 0xffffffffu) + (acc >> 32);
+    acc = (acc & 0xffffu) + (acc >> 16);
+    acc = (acc & 0xffffu) + (acc >> 16);
+    acc = (acc & 0xffffu) + (acc >> 16);
+    return (uint32_t)acc;
+}
+
+uint32_t stk__csum_add(uint32_t sum, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    uint64_t acc = 0;
+
+    /* Each 8-byte load adds two 32-bit halves, so the accumulator cannot overflow before
+     * 2^31 iterations (16 GiB), far beyond any packet. */
+    while (len >= 32) {
+        uint64_t w[4];
+        memcpy(w, p, sizeof(w));
+        acc += (w[0] & 0xffffffffu) + (w[0] >> 32);
+        acc += (w[1] & 0xffffffffu) + (w[1] >> 32);
+        acc += (w[2] & 0xffffffffu) + (w[2] >> 32);
+        acc += (w[3] & 0xffffffffu) + (w[3] >> 32);
+        p += 32;
+        len -= 32;
+    }
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        acc += (w & 0xffffffffu) + (w >> 32);
+        p += 8;
+        len -= 8;
+    }
+    if (len > 0) {
+        /* The tail starts on an even offset, so padding it with zeros at the end matches
+         * RFC 1071's rule of padding an odd final byte with a zero octet. */
+        uint64_t w = 0;
+        memcpy(&w, p, len);
+        acc += (w & 0xffffffffu) + (w >> 32);
+    }
+
+    uint32_t folded = fold64(acc);
+    if (host_is_little_endian())
+        folded = (uint32_t)(((folded & 0xffu) << 8) | (folded >> 8));
+
+    /* 2^32 is congruent to 1 modulo 0xffff, so a carry out of 32 bits wraps around. */
+    uint64_t total = (uint64_t)sum + folded;
+    return (uint32_t)((total & 0xffffffffu) + (total >> 32));
+}
+
+uint16_t stk__csum_fold(uint32_t sum)
+{
+    return (uint16_t)~fold64(sum);
+}
+
+uint32_t stk__csum_pseudo(uint32_t src, uint32_t dst, uint8_t proto, uint16_t l4len)
+{
+    uint64_t acc =
+        (uint64_t)(src >> 16) + (src & 0xffffu) + (dst >> 16) + (dst & 0xffffu) + proto + l4len;
+    return (uint32_t)acc;
+}

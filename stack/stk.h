@@ -1,0 +1,299 @@
+/*
+ * stk.h - the public API of the ustack protocol engine.
+ *
+ * One engine instance serves one core. It has no threads, no clock, no global state and
+ * makes no system calls: the caller passes the time into every entry point, hands received
+ * frames to stk_input(), and receives frames to transmit through the packet I/O callbacks
+ * in struct stk_config. stk_next_timer() says when the engine next needs stk_poll().
+ *
+ * All functions return 0 (or a count) on success and a negative errno value on failure.
+ * Addresses and ports in this API are in host byte order.
+ */
+#ifndef USTACK_STK_H
+#define USTACK_STK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct stk_engine;
+
+/* Time: microseconds from an arbitrary, monotonic origin chosen by the caller. */
+typedef uint64_t stk_time_t;
+#define STK_US_PER_MS 1000ull
+#define STK_US_PER_S  1000000ull
+
+/* A piece of a frame handed to the packet I/O layer for transmission. */
+struct stk_iov {
+    const void *base;
+    size_t len;
+};
+
+/* Transmit metadata: what the device may finish for us (offloads). */
+enum {
+    STK_TX_IP_CSUM = 1u << 0,  /* IPv4 header checksum left for the device */
+    STK_TX_TCP_CSUM = 1u << 1, /* TCP checksum holds the pseudo-header sum only */
+    STK_TX_TSO = 1u << 2,      /* payload larger than one segment: device segments it */
+};
+
+struct stk_txmeta {
+    uint32_t flags;   /* STK_TX_* */
+    uint16_t l2_len;  /* Ethernet header bytes */
+    uint16_t l3_len;  /* IPv4 header bytes */
+    uint16_t l4_len;  /* TCP header bytes incl. options (0 when not TCP) */
+    uint16_t tso_mss; /* payload bytes per segment when STK_TX_TSO */
+};
+
+/* Receive flags: checks the device already did. */
+enum {
+    STK_RX_IP_CSUM_OK = 1u << 0,
+    STK_RX_L4_CSUM_OK = 1u << 1,
+};
+
+/* Congestion control algorithms. */
+enum stk_cc_algo {
+    STK_CC_NEWRENO = 0,
+    STK_CC_CUBIC = 1,
+};
+
+/* Readiness events, reported by stk_events() and the on_event callback. */
+enum {
+    STK_EV_IN = 1u << 0,    /* data, EOF, or a connection to accept */
+    STK_EV_OUT = 1u << 1,   /* send space, or a connect that finished */
+    STK_EV_ERR = 1u << 2,   /* a pending error (see STK_SO_ERROR) */
+    STK_EV_HUP = 1u << 3,   /* both directions are shut */
+    STK_EV_RDHUP = 1u << 4, /* the peer sent FIN */
+};
+
+struct stk_config {
+    uint8_t mac[6];
+    uint32_t ip;      /* our address */
+    uint8_t prefix;   /* subnet prefix length */
+    uint32_t gateway; /* 0: none; off-subnet destinations are then unreachable */
+    uint16_t mtu;     /* IP MTU; 0 means 1500 */
+
+    /* 16 random bytes chosen at start (ISNs per RFC 6528, SYN cookies). */
+    uint8_t secret[16];
+
+    /* Packet I/O. tx() must consume (copy or reference until sent) the frame
+     * described by iov[0..n) before returning; it returns 0 or -ENOBUFS. */
+    void *io_ctx;
+    int (*tx)(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta);
+
+    /* Offloads the device performs (STK_TX_* flags the engine may use). */
+    uint32_t tx_offloads;
+    uint32_t tso_max; /* largest TSO payload; 0 = 65000 */
+
+    /* Memory for buffers and control blocks; NULL means malloc/free. */
+    void *mem_ctx;
+    void *(*alloc)(void *mem_ctx, size_t size);
+    void (*free)(void *mem_ctx, void *p, size_t size);
+
+    /* Called when a socket's readiness may have changed (never re-entrantly into tx). */
+    void *ev_ctx;
+    void (*on_event)(void *ev_ctx, int sd, void *user, uint32_t events);
+
+    /* For active opens: may this local port be used for that 4-tuple (e.g. does its return
+     * traffic hash to this core)? NULL means any port. */
+    void *port_ctx;
+    int (*port_ok)(void *port_ctx, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport);
+    uint16_t port_lo, port_hi; /* ephemeral range; 0,0 means 32768..60999 */
+
+    /* Tuning; 0 selects the default shown. */
+    uint32_t max_socks;            /* 65536 */
+    uint32_t sndbuf;               /* 256 KiB per socket, rounded up to a power of two */
+    uint32_t rcvbuf;               /* 256 KiB per socket, rounded up to a power of two */
+    uint32_t rto_min_us;           /* 200 ms (RFC 6298 says 1 s; Linux uses 200 ms) */
+    uint32_t rto_max_us;           /* 60 s */
+    uint32_t rto_init_us;          /* 1 s */
+    uint32_t delack_us;            /* 40 ms */
+    uint32_t msl_us;               /* 30 s; TIME_WAIT lasts 2 MSL */
+    uint32_t syn_retries;          /* 6 */
+    uint32_t data_retries;         /* 15 */
+    uint32_t arp_timeout_us;       /* 60 s cache lifetime */
+    uint32_t challenge_ack_per_s;  /* 1000: RFC 5961 challenge-ACK rate limit */
+    enum stk_cc_algo cc;           /* default algorithm for new connections */
+    uint8_t no_sack, no_ts, no_ws; /* turn options off (tests, interop) */
+};
+
+/* Counters. Every drop has a reason. */
+/* clang-format off */
+#define STK_COUNTERS(X) \
+    X(eth_in) \
+    X(eth_out) \
+    X(eth_drop_short) \
+    X(eth_drop_type) \
+    X(eth_drop_dst) \
+    X(arp_in) \
+    X(arp_out) \
+    X(arp_drop_bad) \
+    X(arp_queue_drop) \
+    X(arp_requests) \
+    X(arp_replies) \
+    X(ip_in) \
+    X(ip_out) \
+    X(ip_drop_hdr) \
+    X(ip_drop_csum) \
+    X(ip_drop_len) \
+    X(ip_drop_frag) \
+    X(ip_drop_opts) \
+    X(ip_drop_dst) \
+    X(ip_drop_proto) \
+    X(ip_drop_noroute) \
+    X(icmp_in) \
+    X(icmp_echo_replies) \
+    X(icmp_drop) \
+    X(tcp_in) \
+    X(tcp_out) \
+    X(tcp_bytes_in) \
+    X(tcp_bytes_out) \
+    X(tcp_retrans) \
+    X(tcp_retrans_bytes) \
+    X(tcp_fast_retrans) \
+    X(tcp_rto) \
+    X(tcp_drop_csum) \
+    X(tcp_drop_hdr) \
+    X(tcp_drop_opts) \
+    X(tcp_drop_paws) \
+    X(tcp_drop_outwin) \
+    X(tcp_drop_ack) \
+    X(tcp_drop_ooo_full) \
+    X(tcp_drop_rcvbuf) \
+    X(tcp_rst_in) \
+    X(tcp_rst_out) \
+    X(tcp_challenge_acks) \
+    X(tcp_challenge_limited) \
+    X(tcp_syn_in) \
+    X(tcp_syncookies_sent) \
+    X(tcp_syncookies_ok) \
+    X(tcp_syncookies_bad) \
+    X(tcp_listen_overflow) \
+    X(tcp_active_opens) \
+    X(tcp_passive_opens) \
+    X(tcp_conn_timeouts) \
+    X(tcp_keepalive_drops) \
+    X(tcp_ooo_segs) \
+    X(tcp_dup_segs) \
+    X(tcp_zwp) \
+    X(tcp_tw_reuse) \
+    X(tcp_nomem) \
+    X(tx_fail)
+/* clang-format on */
+
+struct stk_counters {
+#define STK_CTR_FIELD(n) uint64_t n;
+    STK_COUNTERS(STK_CTR_FIELD)
+#undef STK_CTR_FIELD
+    uint32_t conns_by_state[11]; /* indexed by enum stk_tcp_state */
+};
+
+enum stk_tcp_state {
+    STK_TCP_CLOSED = 0,
+    STK_TCP_LISTEN,
+    STK_TCP_SYN_SENT,
+    STK_TCP_SYN_RECEIVED,
+    STK_TCP_ESTABLISHED,
+    STK_TCP_FIN_WAIT_1,
+    STK_TCP_FIN_WAIT_2,
+    STK_TCP_CLOSE_WAIT,
+    STK_TCP_CLOSING,
+    STK_TCP_LAST_ACK,
+    STK_TCP_TIME_WAIT,
+};
+const char *stk_state_name(enum stk_tcp_state s);
+
+/* Engine life cycle. */
+int stk_engine_create(const struct stk_config *cfg, stk_time_t now, struct stk_engine **out);
+void stk_engine_destroy(struct stk_engine *e);
+/* A received Ethernet frame. The engine does not keep the pointer. */
+void stk_input(struct stk_engine *e, stk_time_t now, const void *frame, size_t len,
+               uint32_t rx_flags);
+/* Run expired timers and pending output. */
+void stk_poll(struct stk_engine *e, stk_time_t now);
+/* When stk_poll() is next needed (absolute time), or UINT64_MAX if never. */
+stk_time_t stk_next_timer(const struct stk_engine *e);
+const struct stk_counters *stk_counters(const struct stk_engine *e);
+/* Send a gratuitous ARP (also done by stk_engine_create). */
+void stk_announce(struct stk_engine *e, stk_time_t now);
+
+/* Sockets (TCP). sd is a small integer owned by the engine. */
+struct stk_sockaddr {
+    uint32_t ip;
+    uint16_t port;
+};
+
+enum {
+    STK_MSG_PEEK = 1u << 0,
+    STK_MSG_MORE = 1u << 1,    /* more data follows: hold a partial segment */
+    STK_MSG_WAITALL = 1u << 2, /* accepted for the shim; the engine never blocks */
+};
+
+enum stk_shut { STK_SHUT_RD = 0, STK_SHUT_WR = 1, STK_SHUT_RDWR = 2 };
+
+enum stk_sockopt {
+    STK_SO_ERROR = 1,     /* get: pending error as a positive errno, then cleared */
+    STK_SO_REUSEADDR,     /* int bool */
+    STK_SO_KEEPALIVE,     /* int bool */
+    STK_SO_LINGER,        /* -1 = off, else seconds; 0 makes close() abort with RST */
+    STK_SO_SNDBUF,        /* bytes, before connect/listen */
+    STK_SO_RCVBUF,        /* bytes, before connect/listen */
+    STK_TCP_NODELAY,      /* int bool */
+    STK_TCP_CORK,         /* int bool */
+    STK_TCP_KEEPIDLE,     /* seconds */
+    STK_TCP_KEEPINTVL,    /* seconds */
+    STK_TCP_KEEPCNT,      /* probes */
+    STK_TCP_MAXSEG,       /* get: send MSS; set: clamp before connect */
+    STK_TCP_CONGESTION,   /* enum stk_cc_algo */
+    STK_SO_STATE,         /* get: enum stk_tcp_state */
+    STK_SO_NREAD,         /* get: bytes readable (FIONREAD) */
+    STK_SO_NWRITE,        /* get: bytes not yet acknowledged (SIOCOUTQ) */
+    STK_SO_SNDSPACE,      /* get: bytes send() would accept now */
+    STK_TCP_DEFER_ACCEPT, /* seconds: accept() returns only once data arrived */
+};
+
+struct stk_tcp_info {
+    uint8_t state, ca_state, retransmits, backoff;
+    uint8_t snd_wscale, rcv_wscale, options; /* options: 1 TS, 2 SACK, 4 WS */
+    uint32_t rto_us, rtt_us, rttvar_us;
+    uint32_t snd_mss, rcv_mss;
+    uint32_t snd_cwnd, snd_ssthresh; /* bytes */
+    uint32_t snd_wnd, rcv_wnd;
+    uint32_t unacked, sacked, lost, retrans; /* bytes */
+    uint64_t total_retrans, bytes_acked, bytes_received, segs_in, segs_out;
+};
+
+int stk_socket(struct stk_engine *e, void *user);
+int stk_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr);
+int stk_listen(struct stk_engine *e, int sd, int backlog);
+/* Returns a new sd (with user set to user) or -EAGAIN; *peer filled when non-NULL. */
+int stk_accept(struct stk_engine *e, stk_time_t now, int sd, void *user, struct stk_sockaddr *peer);
+/* Starts the handshake: -EINPROGRESS on success. */
+int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_sockaddr *to);
+ssize_t stk_send(struct stk_engine *e, stk_time_t now, int sd, const void *buf, size_t len,
+                 uint32_t flags);
+ssize_t stk_recv(struct stk_engine *e, stk_time_t now, int sd, void *buf, size_t len,
+                 uint32_t flags);
+/* Zero-copy receive: up to two pieces of readable data; then consume what was used. */
+int stk_recv_peek(struct stk_engine *e, int sd, struct stk_iov iov[2]);
+int stk_recv_consume(struct stk_engine *e, stk_time_t now, int sd, size_t len);
+int stk_shutdown(struct stk_engine *e, stk_time_t now, int sd, enum stk_shut how);
+/* Releases sd. The connection finishes (or aborts, with linger 0) in the background. */
+int stk_close(struct stk_engine *e, stk_time_t now, int sd);
+/* Sends RST and releases sd. */
+int stk_abort(struct stk_engine *e, stk_time_t now, int sd);
+int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt opt, int val);
+int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val);
+uint32_t stk_events(struct stk_engine *e, int sd);
+int stk_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr);
+int stk_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr);
+int stk_tcp_info(struct stk_engine *e, int sd, struct stk_tcp_info *info);
+void *stk_user(struct stk_engine *e, int sd);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,243 @@
+/*
+ * stk_int.h - declarations shared between the engine's source files (not public).
+ *
+ * Every function takes the per-core engine first; nothing here is global or static-mutable.
+ * Internal functions return 0 or a negative errno.
+ */
+#ifndef USTACK_STK_INT_H
+#define USTACK_STK_INT_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stk.h"
+#include "util.h"
+
+/* ---- Wire formats --------------------------------------------------------------------- */
+#define STK_ETH_HLEN      14
+#define STK_ETH_P_IP      0x0800
+#define STK_ETH_P_ARP     0x0806
+#define STK_IP_HLEN       20
+#define STK_IP_PROTO_ICMP 1
+#define STK_IP_PROTO_TCP  6
+#define STK_TCP_HLEN      20
+#define STK_TCP_MAXOPT    40
+/* Room in front of an L4 header for Ethernet and IPv4 (no IP options are ever sent). */
+#define STK_L2L3_HLEN (STK_ETH_HLEN + STK_IP_HLEN)
+
+/* ---- Checksums (csum.c) ---------------------------------------------------------------- */
+/* Ones-complement sum of len bytes added to sum (not folded), in big-endian word order (store
+ * the folded result with stk__put16). Every piece chained but the last must have even
+ * length. */
+uint32_t stk__csum_add(uint32_t sum, const void *data, size_t len);
+/* Fold to 16 bits and complement: the value to store in a header. */
+uint16_t stk__csum_fold(uint32_t sum);
+/* Sum of the IPv4 pseudo-header (addresses in host order, l4len in bytes). */
+uint32_t stk__csum_pseudo(uint32_t src, uint32_t dst, uint8_t proto, uint16_t l4len);
+
+/* ---- Keyed hash (siphash.c): SipHash-2-4 ----------------------------------------------- */
+uint64_t stk__siphash(const uint8_t key[16], const void *data, size_t len);
+
+/* ---- Timing wheel (wheel.c) ------------------------------------------------------------ */
+/* A hashed wheel of 1 ms ticks. Nodes far in the future stay in their slot and are skipped
+ * until their tick comes round, so any delay is allowed. */
+#define STK_WHEEL_SLOTS 4096u /* power of two */
+struct stk_wheel_node {
+    struct stk_wheel_node *next, **pprev; /* pprev == NULL: not armed */
+    uint64_t expire;                      /* absolute tick */
+};
+struct stk_wheel {
+    struct stk_wheel_node *slot[STK_WHEEL_SLOTS];
+    uint64_t now;   /* last tick processed */
+    uint32_t count; /* armed nodes */
+};
+void stk__wheel_init(struct stk_wheel *w, uint64_t now_tick);
+/* Arms (or re-arms) node to fire at tick expire (clamped to at least now + 1). */
+void stk__wheel_arm(struct stk_wheel *w, struct stk_wheel_node *n, uint64_t expire);
+void stk__wheel_disarm(struct stk_wheel *w, struct stk_wheel_node *n);
+static inline bool stk__wheel_armed(const struct stk_wheel_node *n)
+{
+    return n->pprev != NULL;
+}
+/* Advances to now_tick, disarming and calling fire(ctx, node) for every node whose expire
+ * <= now_tick, in tick order. fire may arm/disarm any node (including the one fired). */
+void stk__wheel_advance(struct stk_wheel *w, uint64_t now_tick,
+                        void (*fire)(void *ctx, struct stk_wheel_node *n), void *ctx);
+/* Earliest tick at which a node may fire, or UINT64_MAX if none is armed. May be early
+ * (never late). */
+uint64_t stk__wheel_next(const struct stk_wheel *w);
+
+/* ---- Sequence range sets (rangeset.c) -------------------------------------------------- */
+/* A small sorted set of disjoint, non-adjacent [start, end) sequence ranges, used for the
+ * receiver's out-of-order map and the sender's SACK scoreboard. All ranges must lie within
+ * 2^31 of each other (true inside one window). */
+#define STK_RS_MAX 16
+struct stk_rs_range {
+    uint32_t start, end;
+};
+struct stk_rangeset {
+    uint8_t n;
+    struct stk_rs_range r[STK_RS_MAX];
+};
+static inline void stk__rs_clear(struct stk_rangeset *rs)
+{
+    rs->n = 0;
+}
+/* Adds [start, end), merging with overlapping or adjacent ranges. If the result would need
+ * more than max ranges (max <= STK_RS_MAX), the set is left unchanged and -ENOSPC is
+ * returned. Empty ranges are ignored (return 0). */
+int stk__rs_add(struct stk_rangeset *rs, uint32_t start, uint32_t end, unsigned max);
+/* Removes everything below seq (a range straddling seq is cut to start at seq). */
+void stk__rs_trim_below(struct stk_rangeset *rs, uint32_t seq);
+/* If a range starts exactly at seq, removes it and returns its end; otherwise returns seq. */
+uint32_t stk__rs_pop_at(struct stk_rangeset *rs, uint32_t seq);
+bool stk__rs_contains(const struct stk_rangeset *rs, uint32_t seq);
+/* Total bytes covered by ranges at or above seq. */
+uint32_t stk__rs_bytes_above(const struct stk_rangeset *rs, uint32_t seq);
+/* Index of the range holding seq, or of the first range above it; rs->n if none. */
+unsigned stk__rs_find(const struct stk_rangeset *rs, uint32_t seq);
+
+/* ---- SACK scoreboard, RFC 6675 (sack.c) ------------------------------------------------ */
+struct stk_sack_sb {
+    struct stk_rangeset sacked; /* SACKed ranges above snd_una */
+    uint32_t high_rxt;          /* RFC 6675 HighRxt: highest retransmitted seq + 1 */
+    uint32_t high_data;         /* RFC 6675 HighData in the caller; kept for reference */
+    uint32_t recovery_point;    /* RFC 6675 RecoveryPoint */
+};
+/* Records the SACK blocks of one ACK (blocks outside (snd_una, snd_max] are ignored and
+ * counted in *ignored when non-NULL). Returns the number of newly SACKed bytes. */
+uint32_t stk__sack_update(struct stk_sack_sb *sb, uint32_t snd_una, uint32_t snd_max,
+                          const struct stk_rs_range *blocks, int nblocks, int *ignored);
+/* RFC 6675 IsLost(seq): DupThresh (3) discontiguous SACKed ranges above seq, or more than
+ * (DupThresh - 1) * mss SACKed bytes above it. */
+bool stk__sack_is_lost(const struct stk_sack_sb *sb, uint32_t seq, uint32_t mss);
+/* RFC 6675 SetPipe(): octets in flight, from snd_una to snd_max. */
+uint32_t stk__sack_pipe(const struct stk_sack_sb *sb, uint32_t snd_una, uint32_t snd_max,
+                        uint32_t mss);
+/* RFC 6675 NextSeg() rules 1 and 3 (rule 2, new data, is the caller's; rule 4, the rescue
+ * retransmission, is not implemented). Both pick the lowest unSACKed byte at or above
+ * high_rxt: when stk__sack_is_lost() holds for it, it is a rule-1 answer. On success stores
+ * the range to retransmit ([*seq, *seq + *len), len <= mss) and returns true. The caller
+ * sets high_rxt = seq + len after retransmitting. */
+bool stk__sack_next_seg(const struct stk_sack_sb *sb, uint32_t snd_una, uint32_t snd_max,
+                        uint32_t mss, uint32_t *seq, uint32_t *len);
+
+/* ---- Congestion control (cc.c): NewReno (RFC 5681/6582) and CUBIC (RFC 9438) ----------- */
+struct stk_cc {
+    uint8_t algo; /* enum stk_cc_algo */
+    uint32_t mss;
+    uint32_t cwnd, ssthresh; /* bytes */
+    uint32_t ca_acked;       /* bytes acked since the last cwnd increment in CA */
+    /* CUBIC (RFC 9438 section 4) */
+    double w_max;           /* segments */
+    double w_last_max;      /* RFC 9438 cwnd_prior: where alpha switches to 1 */
+    double k;               /* seconds */
+    double w_est;           /* segments: Reno-friendly estimate */
+    stk_time_t epoch_start; /* 0: no epoch */
+    uint32_t cwnd_epoch;    /* cwnd (bytes) at epoch start */
+};
+/* Initial window per RFC 6928 (10 segments, capped at 14600 bytes or 2 segments). */
+void stk__cc_init(struct stk_cc *cc, enum stk_cc_algo algo, uint32_t mss, stk_time_t now);
+/* New data acknowledged outside recovery. cwnd_limited: the sender was limited by cwnd
+ * (RFC 7661 style: do not grow cwnd while application-limited). */
+void stk__cc_on_ack(struct stk_cc *cc, uint32_t acked, bool cwnd_limited, uint32_t srtt_us,
+                    stk_time_t now);
+/* Loss detected by duplicate ACKs / SACK: sets ssthresh (NewReno: max(flight/2, 2*mss);
+ * CUBIC: cwnd*0.7 with fast convergence) and cwnd = ssthresh. */
+void stk__cc_on_loss(struct stk_cc *cc, uint32_t flight, stk_time_t now);
+/* Retransmission timeout: ssthresh as on loss, cwnd = 1 mss (loss window). */
+void stk__cc_on_rto(struct stk_cc *cc, uint32_t flight, stk_time_t now);
+/* The connection was idle longer than an RTO (RFC 5681 4.1 restart window). */
+void stk__cc_on_idle(struct stk_cc *cc, stk_time_t now);
+void stk__cc_set_mss(struct stk_cc *cc, uint32_t mss);
+
+/* ---- Byte rings (ring.c) --------------------------------------------------------------- */
+/* Single-owner byte ring; size is a power of two; head and tail run free (mod 2^32). */
+struct stk_ring {
+    uint8_t *buf;
+    uint32_t size;
+    uint32_t head; /* next byte written */
+    uint32_t tail; /* next byte read */
+};
+static inline uint32_t stk__ring_used(const struct stk_ring *r)
+{
+    return r->head - r->tail;
+}
+static inline uint32_t stk__ring_free(const struct stk_ring *r)
+{
+    return r->size - (r->head - r->tail);
+}
+/* Copies len bytes to offset off past head (without moving head). Caller checks space. */
+void stk__ring_write_at(struct stk_ring *r, uint32_t off, const void *src, uint32_t len);
+/* Copies len bytes starting off bytes past tail into dst (without moving tail). */
+void stk__ring_read_at(const struct stk_ring *r, uint32_t off, void *dst, uint32_t len);
+/* Up to two contiguous pieces covering [tail + off, tail + off + len). Returns count. */
+int stk__ring_iov(const struct stk_ring *r, uint32_t off, uint32_t len, struct stk_iov iov[2]);
+
+/* ---- Ethernet, ARP, IPv4, ICMP (net.c, arp.c) ------------------------------------------ */
+struct stk__arp;
+int stk__arp_create(struct stk_engine *e, stk_time_t now);
+void stk__arp_destroy(struct stk_engine *e);
+void stk__arp_input(struct stk_engine *e, stk_time_t now, const uint8_t *arp, size_t len);
+void stk__arp_poll(struct stk_engine *e, stk_time_t now);
+stk_time_t stk__arp_next_timer(const struct stk_engine *e);
+void stk__arp_announce(struct stk_engine *e, stk_time_t now);
+/* Resolves ip to a MAC. Returns 0 and fills mac, or -EAGAIN after starting (or while
+ * waiting for) resolution. */
+int stk__arp_resolve(struct stk_engine *e, stk_time_t now, uint32_t ip, uint8_t mac[6]);
+/* Queues a complete frame (its Ethernet destination still to be filled) until ip resolves.
+ * Copies the frame. -ENOBUFS when the bounded queue is full (counted). */
+int stk__arp_queue(struct stk_engine *e, stk_time_t now, uint32_t ip, const struct stk_iov *iov,
+                   int n, const struct stk_txmeta *meta);
+
+/* The next IPv4 identification value (kept in arp.c's private per-engine state). */
+uint16_t stk__ip_next_id(struct stk_engine *e);
+/* The Ethernet frame dispatcher (stk_input calls it). */
+void stk__eth_input(struct stk_engine *e, stk_time_t now, const uint8_t *frame, size_t len,
+                    uint32_t rx_flags);
+/* Next hop for dst: dst itself on our subnet, else the gateway; 0 if unreachable. */
+uint32_t stk__ip_route(const struct stk_engine *e, uint32_t dst);
+/* Sends an IPv4 packet. hdr points at STK_L2L3_HLEN free bytes followed by l4_len bytes of
+ * L4 header (checksum already final, or pseudo-only when meta->flags has STK_TX_TCP_CSUM);
+ * payload follows in iov[0..npay). Fills the IPv4 and Ethernet headers, resolves the next
+ * hop (queueing behind ARP), and calls cfg.tx. meta may be NULL (no offloads). */
+int stk__ip_send(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto, uint8_t *hdr,
+                 size_t l4_len, const struct stk_iov *payload, int npay, struct stk_txmeta *meta);
+/* Hands a frame to cfg.tx and counts it. */
+int stk__eth_tx(struct stk_engine *e, const struct stk_iov *iov, int n,
+                const struct stk_txmeta *meta);
+
+/* A validated IPv4 packet as the transport layers see it. */
+struct stk_ipv4_pkt {
+    uint32_t src, dst;
+    uint8_t proto, ttl, tos;
+    const uint8_t *l4; /* transport header */
+    size_t l4_len;     /* transport bytes (IP total length minus header) */
+    uint32_t rx_flags;
+};
+void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
+void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
+
+/* ---- The engine -------------------------------------------------------------------------- */
+struct stk_tcp; /* TCP's per-engine state (tcp.h) */
+
+struct stk_engine {
+    struct stk_config cfg;
+    stk_time_t now;
+    struct stk_counters ctr;
+    struct stk_wheel wheel;
+    struct stk__arp *arp;
+    struct stk_tcp *tcp;
+};
+
+void *stk__alloc(struct stk_engine *e, size_t size); /* zeroed */
+void stk__free(struct stk_engine *e, void *p, size_t size);
+
+static inline uint64_t stk__tick(stk_time_t t)
+{
+    return t / STK_US_PER_MS;
+}
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * tcp.h - TCP's internal state: the control block, per-engine tables, and the functions the
+ * TCP source files share (tcp_conn.c, tcp_in.c, tcp_out.c, tcp_sock.c).
+ */
+#ifndef USTACK_TCP_H
+#define USTACK_TCP_H
+
+#include "stk_int.h"
+
+/* TCP header flags. */
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_PSH 0x08
+#define TH_ACK 0x10
+#define TH_URG 0x20
+
+#define STK_TCP_DUPTHRESH   3
+#define STK_TCP_MAX_WS      14
+#define STK_TCP_DEFAULT_MSS 536 /* RFC 9293 3.7.1: assumed when the peer sends none */
+#define STK_OOO_MAX         8   /* out-of-order holes kept per connection */
+#define STK_TS_PAWS_IDLE_US (24ull * 24 * 3600 * STK_US_PER_S) /* RFC 7323 5.5 */
+
+/* A parsed, validated segment (DESIGN.md: parse once, then act). */
+struct stk_seg {
+    uint32_t src, dst; /* IPv4, host order */
+    uint16_t sport, dport;
+    uint32_t seq, ack;
+    uint32_t wnd; /* raw 16-bit window */
+    uint8_t flags;
+    const uint8_t *data;
+    uint32_t len; /* payload bytes */
+    /* options */
+    uint16_t mss; /* 0: absent */
+    int8_t ws;    /* -1: absent */
+    bool sack_ok, ts;
+    uint32_t tsval, tsecr;
+    uint8_t nsack;
+    struct stk_rs_range sack[4];
+};
+
+/* Control-block flags. */
+enum {
+    TF_NODELAY = 1u << 0,
+    TF_CORK = 1u << 1,
+    TF_MORE = 1u << 2,       /* last send had MSG_MORE */
+    TF_ACK_NOW = 1u << 3,    /* send an ACK at the next output */
+    TF_FIN_QUEUED = 1u << 4, /* shutdown(SHUT_WR) or close(): FIN after the data */
+    TF_FIN_SENT = 1u << 5,   /* FIN has been sent at least once (snd_max covers it) */
+    TF_RCV_FIN = 1u << 6,    /* peer's FIN seen at rcv_fin_seq (maybe out of order) */
+    TF_SHUT_RD = 1u << 7,    /* application shut the read side */
+    TF_SACK = 1u << 8,       /* SACK agreed */
+    TF_TS = 1u << 9,         /* timestamps agreed */
+    TF_WS = 1u << 10,        /* window scaling agreed */
+    TF_KEEPALIVE = 1u << 11,
+    TF_REUSEADDR = 1u << 12,
+    TF_ORPHAN = 1u << 13, /* closed by the application; no socket */
+    TF_IN_RECOVERY = 1u << 14,
+    TF_RTT_TIMING = 1u << 15, /* rtt_seq is being timed (no timestamps) */
+    TF_EV_PENDING = 1u << 16, /* on the engine's event list */
+    TF_BOUND = 1u << 17,
+    TF_PASSIVE = 1u << 18,    /* created by a listener */
+    TF_EOF_READ = 1u << 19,   /* the application has seen EOF */
+    TF_COOKIE = 1u << 20,     /* established from a SYN cookie */
+    TF_ACCEPTED = 1u << 21,   /* handed out by accept() */
+    TF_DATA_SEEN = 1u << 22,  /* TCP_DEFER_ACCEPT: data arrived */
+    TF_WAS_SYNCED = 1u << 23, /* reached ESTABLISHED once */
+};
+
+struct stk_tcb {
+    /* Identity and tables. */
+    uint32_t lip, rip;
+    uint16_t lport, rport;
+    struct stk_tcb *hnext;  /* connection or listen hash chain */
+    struct stk_tcb *bnext;  /* bind list of a port */
+    struct stk_tcb *evnext; /* engine event list */
+    int sd;                 /* socket id, -1 when orphaned */
+    void *user;
+    enum stk_tcp_state state;
+    uint32_t flags;
+    int so_error; /* positive errno pending for the application */
+
+    /* Listener side: children in SYN-RECEIVED count against synq, established ones wait in
+     * the accept queue. Children point at their listener. */
+    struct stk_tcb *listener;
+    struct stk_tcb *qnext; /* accept queue link */
+    struct stk_tcb *acc_head, *acc_tail;
+    uint32_t acc_len, backlog, synq_len;
+    uint32_t defer_accept_s;
+
+    /* Options and sizes. */
+    uint16_t snd_mss;  /* largest payload we send */
+    uint16_t rcv_mss;  /* largest payload we announced */
+    uint16_t user_mss; /* TCP_MAXSEG clamp, 0: none */
+    uint8_t snd_ws, rcv_ws;
+    uint8_t cc_algo;
+
+    /* Send sequence space (RFC 9293 3.3.1). snd_max is the highest seq ever sent;
+     * snd_nxt drops back to snd_una on a timeout. snd_buf_seq is the seq of the first byte
+     * in sndbuf. */
+    uint32_t iss, snd_una, snd_nxt, snd_max, snd_wnd, snd_wl1, snd_wl2, max_snd_wnd;
+    uint32_t snd_buf_seq;
+    /* Receive sequence space. rcv_adv is the right edge we last advertised. */
+    uint32_t irs, rcv_nxt, rcv_adv, last_ack_sent, rcv_fin_seq;
+    uint32_t rcv_wnd_max; /* largest window the buffer allows */
+
+    /* Timestamps (RFC 7323). */
+    uint32_t ts_recent, ts_offset;
+    stk_time_t ts_recent_age;
+
+    /* RTT and RTO (RFC 6298). */
+    uint32_t srtt_us, rttvar_us, rto_us;
+    uint32_t rtt_seq;
+    stk_time_t rtt_start;
+    uint8_t backoff, retries, keep_probes, zwp_probes;
+
+    /* Congestion control and loss recovery. */
+    struct stk_cc cc;
+    struct stk_sack_sb sb;
+    uint32_t dupacks, recover;
+    stk_time_t last_send, last_recv;
+
+    /* Receive reassembly: out-of-order ranges already written into rcvbuf beyond rcv_nxt.
+     * The most recently received out-of-order block is reported first (RFC 2018). */
+    struct stk_rangeset ooo;
+    struct stk_rs_range last_ooo;
+    uint32_t delack_segs;
+
+    /* Buffers, allocated when the connection is established. */
+    struct stk_ring sndbuf, rcvbuf;
+    uint32_t sndbuf_size, rcvbuf_size;
+
+    /* Timers: absolute deadlines (0 = off) behind one wheel node, re-armed lazily. */
+    struct stk_wheel_node tnode;
+    stk_time_t t_rexmt, t_persist, t_delack, t_keep, t_2msl, t_cork;
+    uint32_t keep_idle_s, keep_intvl_s, keep_cnt;
+    int linger_s; /* -1: off */
+
+    /* Statistics for TCP_INFO. */
+    uint64_t total_retrans, bytes_acked, bytes_received, segs_in, segs_out;
+};
+
+struct stk_tcp {
+    struct stk_tcb **socks; /* sd -> tcb */
+    int *sd_free;           /* stack of free socket ids */
+    uint32_t nsd_free;
+    struct stk_tcb **conn_hash;
+    uint32_t conn_mask;
+    struct stk_tcb *listen_hash[256];
+    struct stk_tcb *bind_hash[1024];
+    struct stk_tcb *ev_head; /* sockets with readiness to report */
+    uint32_t nconns;
+    uint32_t port_cursor;
+    /* RFC 5961 challenge ACK limit: a budget refilled each second. */
+    stk_time_t chal_window;
+    uint32_t chal_count;
+};
+
+/* tcp_conn.c */
+int stk__tcp_create(struct stk_engine *e);
+void stk__tcp_destroy(struct stk_engine *e);
+void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n);
+void stk__tcp_poll(struct stk_engine *e, stk_time_t now);
+stk_time_t stk__tcp_next_timer(const struct stk_engine *e);
+struct stk_tcb *stk__tcb_new(struct stk_engine *e);
+void stk__tcb_free(struct stk_engine *e, struct stk_tcb *t);
+void stk__set_state(struct stk_engine *e, struct stk_tcb *t, enum stk_tcp_state s);
+void stk__conn_insert(struct stk_engine *e, struct stk_tcb *t);
+void stk__conn_remove(struct stk_engine *e, struct stk_tcb *t);
+struct stk_tcb *stk__conn_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
+                                 uint16_t rport);
+struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport);
+void stk__listen_insert(struct stk_engine *e, struct stk_tcb *t);
+void stk__listen_remove(struct stk_engine *e, struct stk_tcb *t);
+int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_t port);
+void stk__unbind(struct stk_engine *e, struct stk_tcb *t);
+int stk__pick_port(struct stk_engine *e, struct stk_tcb *t);
+uint32_t stk__isn(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
+                  stk_time_t now);
+uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_t mss,
+                          stk_time_t now);
+/* Returns the MSS encoded by a valid cookie, or 0. */
+uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_time_t now);
+int stk__bufs_alloc(struct stk_engine *e, struct stk_tcb *t);
+void stk__timer_update(struct stk_engine *e, struct stk_tcb *t);
+void stk__notify(struct stk_engine *e, struct stk_tcb *t);
+void stk__flush_events(struct stk_engine *e);
+/* Ends a connection: reports err (positive errno, 0 for none) and moves to CLOSED; frees it
+ * when no socket refers to it. */
+void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err);
+bool stk__challenge_ok(struct stk_engine *e, stk_time_t now);
+uint32_t stk__ts_now(const struct stk_tcb *t, stk_time_t now);
+
+/* tcp_out.c */
+/* Sends what the state, windows, Nagle and congestion control allow, plus a pending ACK. */
+void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+int stk__send_ack(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+int stk__send_syn(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+/* A RST (or RST-ACK) answering segment s with no control block (RFC 9293 3.10.7.1). */
+void stk__send_rst_for(struct stk_engine *e, const struct stk_seg *s, stk_time_t now);
+void stk__send_rst(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+int stk__send_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+/* Retransmits [seq, seq+len) (at most one MSS). */
+int stk__retransmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t len,
+                    stk_time_t now);
+int stk__send_zwp(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+uint32_t stk__rcv_window(const struct stk_tcb *t);
+uint32_t stk__tcp_flight(const struct stk_tcb *t);
+uint32_t stk__data_end(const struct stk_tcb *t);
+
+/* tcp_in.c */
+void stk__rto_update(struct stk_engine *e, struct stk_tcb *t, uint32_t rtt_us);
+
+static inline bool stk__state_synced(enum stk_tcp_state s)
+{
+    switch (s) {
+    case STK_TCP_ESTABLISHED:
+    case STK_TCP_FIN_WAIT_1:
+    case STK_TCP_FIN_WAIT_2:
+    case STK_TCP_CLOSE_WAIT:
+    case STK_TCP_CLOSING:
+    case STK_TCP_LAST_ACK:
+    case STK_TCP_TIME_WAIT:
+        return true;
+    default:
+        return false;
+    }
+}
+static inline bool stk__state_can_recv(enum stk_tcp_state s)
+{
+    return s == STK_TCP_ESTABLISHED || s == STK_TCP_FIN_WAIT_1 || s == STK_TCP_FIN_WAIT_2;
+}
+static inline bool stk__state_can_send(enum stk_tcp_state s)
+{
+    return s == STK_TCP_ESTABLISHED || s == STK_TCP_CLOSE_WAIT;
+}
+
+#endif

@@ -1,0 +1,616 @@
+/*
+ * tcp_conn.c - control blocks, lookup tables, ports, ISNs and SYN cookies, timers, events.
+ */
+#include <string.h>
+
+#include "tcp.h"
+
+#define TCB_OF_NODE(n) ((struct stk_tcb *)((char *)(n)-offsetof(struct stk_tcb, tnode)))
+
+int stk__tcp_create(struct stk_engine *e)
+{
+    struct stk_tcp *tcp = stk__alloc(e, sizeof(*tcp));
+    if (!tcp)
+        return -ENOMEM;
+    uint32_t n = e->cfg.max_socks;
+    uint32_t buckets = stk__roundup_pow2(n);
+    tcp->socks = stk__alloc(e, n * sizeof(*tcp->socks));
+    tcp->sd_free = stk__alloc(e, n * sizeof(*tcp->sd_free));
+    tcp->conn_hash = stk__alloc(e, buckets * sizeof(*tcp->conn_hash));
+    if (!tcp->socks || !tcp->sd_free || !tcp->conn_hash) {
+        stk__free(e, tcp->socks, n * sizeof(*tcp->socks));
+        stk__free(e, tcp->sd_free, n * sizeof(*tcp->sd_free));
+        stk__free(e, tcp->conn_hash, buckets * sizeof(*tcp->conn_hash));
+        stk__free(e, tcp, sizeof(*tcp));
+        return -ENOMEM;
+    }
+    /* Hand out low socket ids first, as the kernel does with fds. */
+    for (uint32_t i = 0; i < n; i++)
+        tcp->sd_free[i] = (int)(n - 1 - i);
+    tcp->nsd_free = n;
+    tcp->conn_mask = buckets - 1;
+    tcp->port_cursor = stk__get32(e->cfg.secret);
+    e->tcp = tcp;
+    return 0;
+}
+
+static void free_chain_list(struct stk_engine *e, struct stk_tcb *t)
+{
+    while (t) {
+        struct stk_tcb *next = t->hnext;
+        stk__tcb_free(e, t);
+        t = next;
+    }
+}
+
+void stk__tcp_destroy(struct stk_engine *e)
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (!tcp)
+        return;
+    uint32_t n = e->cfg.max_socks;
+    /* Every control block is reachable from the connection hash, the listen hash, a
+     * listener's accept queue or the socket table (unbound, unconnected sockets). */
+    for (uint32_t i = 0; i < n; i++) {
+        struct stk_tcb *t = tcp->socks[i];
+        if (t && t->state == STK_TCP_CLOSED)
+            stk__tcb_free(e, t); /* in no table */
+    }
+    for (uint32_t i = 0; i <= tcp->conn_mask; i++)
+        free_chain_list(e, tcp->conn_hash[i]);
+    for (unsigned i = 0; i < 256; i++)
+        free_chain_list(e, tcp->listen_hash[i]);
+    stk__free(e, tcp->socks, n * sizeof(*tcp->socks));
+    stk__free(e, tcp->sd_free, n * sizeof(*tcp->sd_free));
+    stk__free(e, tcp->conn_hash, (tcp->conn_mask + 1) * sizeof(*tcp->conn_hash));
+    stk__free(e, tcp, sizeof(*tcp));
+    e->tcp = NULL;
+}
+
+struct stk_tcb *stk__tcb_new(struct stk_engine *e)
+{
+    struct stk_tcb *t = stk__alloc(e, sizeof(*t));
+    if (!t) {
+        e->ctr.tcp_nomem++;
+        return NULL;
+    }
+    t->sd = -1;
+    t->state = STK_TCP_CLOSED;
+    t->linger_s = -1;
+    t->rto_us = e->cfg.rto_init_us;
+    t->sndbuf_size = e->cfg.sndbuf;
+    t->rcvbuf_size = e->cfg.rcvbuf;
+    t->keep_idle_s = 7200;
+    t->keep_intvl_s = 75;
+    t->keep_cnt = 9;
+    t->cc_algo = (uint8_t)e->cfg.cc;
+    t->snd_mss = STK_TCP_DEFAULT_MSS;
+    e->ctr.conns_by_state[STK_TCP_CLOSED]++;
+    return t;
+}
+
+void stk__tcb_free(struct stk_engine *e, struct stk_tcb *t)
+{
+    stk__wheel_disarm(&e->wheel, &t->tnode);
+    e->ctr.conns_by_state[t->state]--;
+    stk__free(e, t->sndbuf.buf, t->sndbuf.size);
+    stk__free(e, t->rcvbuf.buf, t->rcvbuf.size);
+    stk__free(e, t, sizeof(*t));
+}
+
+int stk__bufs_alloc(struct stk_engine *e, struct stk_tcb *t)
+{
+    if (!t->sndbuf.buf) {
+        t->sndbuf.buf = e->cfg.alloc(e->cfg.mem_ctx, t->sndbuf_size);
+        if (!t->sndbuf.buf)
+            goto nomem;
+        t->sndbuf.size = t->sndbuf_size;
+        t->sndbuf.head = t->sndbuf.tail = 0;
+    }
+    if (!t->rcvbuf.buf) {
+        t->rcvbuf.buf = e->cfg.alloc(e->cfg.mem_ctx, t->rcvbuf_size);
+        if (!t->rcvbuf.buf)
+            goto nomem;
+        t->rcvbuf.size = t->rcvbuf_size;
+        t->rcvbuf.head = t->rcvbuf.tail = 0;
+    }
+    return 0;
+nomem:
+    e->ctr.tcp_nomem++;
+    return -ENOMEM;
+}
+
+/* Every state change goes through here, so counters (and a trace, when wanted) stay true. */
+void stk__set_state(struct stk_engine *e, struct stk_tcb *t, enum stk_tcp_state s)
+{
+    if (t->state == s)
+        return;
+    e->ctr.conns_by_state[t->state]--;
+    e->ctr.conns_by_state[s]++;
+    t->state = s;
+    stk__notify(e, t);
+}
+
+/* ---- Lookup ------------------------------------------------------------------------------ */
+
+static uint32_t tuple_hash(uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport)
+{
+    /* Multiplicative mixing is enough: the table is per core and ports are varied. Hostile
+     * peers cannot choose our ephemeral ports, and listeners' children vary by rip/rport. */
+    uint64_t h = ((uint64_t)rip << 32 | (uint32_t)rport << 16 | lport) ^ ((uint64_t)lip << 7);
+    h *= 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 32);
+}
+
+void stk__conn_insert(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcp *tcp = e->tcp;
+    uint32_t b = tuple_hash(t->lip, t->lport, t->rip, t->rport) & tcp->conn_mask;
+    t->hnext = tcp->conn_hash[b];
+    tcp->conn_hash[b] = t;
+    tcp->nconns++;
+}
+
+void stk__conn_remove(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcp *tcp = e->tcp;
+    uint32_t b = tuple_hash(t->lip, t->lport, t->rip, t->rport) & tcp->conn_mask;
+    for (struct stk_tcb **pp = &tcp->conn_hash[b]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == t) {
+            *pp = t->hnext;
+            t->hnext = NULL;
+            tcp->nconns--;
+            return;
+        }
+    }
+}
+
+struct stk_tcb *stk__conn_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
+                                 uint16_t rport)
+{
+    struct stk_tcp *tcp = e->tcp;
+    uint32_t b = tuple_hash(lip, lport, rip, rport) & tcp->conn_mask;
+    for (struct stk_tcb *t = tcp->conn_hash[b]; t; t = t->hnext)
+        if (t->rip == rip && t->rport == rport && t->lport == lport && t->lip == lip)
+            return t;
+    return NULL;
+}
+
+void stk__listen_insert(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcb **head = &e->tcp->listen_hash[t->lport & 255];
+    t->hnext = *head;
+    *head = t;
+}
+
+void stk__listen_remove(struct stk_engine *e, struct stk_tcb *t)
+{
+    for (struct stk_tcb **pp = &e->tcp->listen_hash[t->lport & 255]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == t) {
+            *pp = t->hnext;
+            t->hnext = NULL;
+            return;
+        }
+    }
+}
+
+struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport)
+{
+    struct stk_tcb *any = NULL;
+    for (struct stk_tcb *t = e->tcp->listen_hash[lport & 255]; t; t = t->hnext) {
+        if (t->lport != lport)
+            continue;
+        if (t->lip == lip)
+            return t;
+        if (t->lip == 0)
+            any = t;
+    }
+    return any;
+}
+
+/* ---- Ports ------------------------------------------------------------------------------- */
+
+static struct stk_tcb **bind_head(struct stk_engine *e, uint16_t port)
+{
+    return &e->tcp->bind_hash[port & 1023];
+}
+
+static bool addr_overlap(uint32_t a, uint32_t b)
+{
+    return a == 0 || b == 0 || a == b;
+}
+
+/* bind(2) rules as Linux applies them: two sockets may share a port only when their
+ * addresses differ, or both set SO_REUSEADDR and neither is listening. */
+int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_t port)
+{
+    for (struct stk_tcb *o = *bind_head(e, port); o; o = o->bnext) {
+        if (o->lport != port || !addr_overlap(o->lip, ip))
+            continue;
+        bool reuse =
+            (t->flags & TF_REUSEADDR) && (o->flags & TF_REUSEADDR) && o->state != STK_TCP_LISTEN;
+        if (o->state == STK_TCP_TIME_WAIT && (t->flags & TF_REUSEADDR))
+            reuse = true;
+        if (!reuse)
+            return -EADDRINUSE;
+    }
+    t->lip = ip;
+    t->lport = port;
+    struct stk_tcb **head = bind_head(e, port);
+    t->bnext = *head;
+    *head = t;
+    t->flags |= TF_BOUND;
+    return 0;
+}
+
+void stk__unbind(struct stk_engine *e, struct stk_tcb *t)
+{
+    if (!(t->flags & TF_BOUND))
+        return;
+    for (struct stk_tcb **pp = bind_head(e, t->lport); *pp; pp = &(*pp)->bnext) {
+        if (*pp == t) {
+            *pp = t->bnext;
+            break;
+        }
+    }
+    t->bnext = NULL;
+    t->flags &= ~TF_BOUND;
+}
+
+static bool port_bound(struct stk_engine *e, uint16_t port)
+{
+    for (struct stk_tcb *o = *bind_head(e, port); o; o = o->bnext)
+        if (o->lport == port)
+            return true;
+    return false;
+}
+
+/* Chooses an ephemeral port for an active open to t->rip:t->rport. A port is usable when no
+ * socket is bound to it (so listeners keep theirs), the 4-tuple is free (a TIME-WAIT
+ * holder may be recycled, see tcp_in.c), and port_ok agrees (RSS steering). */
+int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcp *tcp = e->tcp;
+    uint32_t lo = e->cfg.port_lo, range = e->cfg.port_hi - lo + 1u;
+    uint32_t start = tcp->port_cursor + tuple_hash(0, 0, t->rip, t->rport);
+    for (uint32_t i = 0; i < range; i++) {
+        uint16_t port = (uint16_t)(lo + (start + i) % range);
+        if (port_bound(e, port))
+            continue;
+        struct stk_tcb *o = stk__conn_lookup(e, t->lip, port, t->rip, t->rport);
+        if (o) {
+            if (o->state != STK_TCP_TIME_WAIT || !(o->flags & TF_TS))
+                continue;
+            /* RFC 6191: with timestamps the old incarnation's segments are rejected by
+             * PAWS, so the tuple is safe to reuse. */
+            stk__tcp_drop(e, o, 0);
+            e->ctr.tcp_tw_reuse++;
+        }
+        if (e->cfg.port_ok && !e->cfg.port_ok(e->cfg.port_ctx, t->lip, port, t->rip, t->rport))
+            continue;
+        tcp->port_cursor += i + 1;
+        t->lport = port;
+        return 0;
+    }
+    return -EADDRNOTAVAIL;
+}
+
+/* ---- ISNs and SYN cookies ------------------------------------------------------------------ */
+
+static uint64_t tuple_mac(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
+                          uint16_t rport, uint32_t extra)
+{
+    uint8_t buf[16];
+    stk__put32(buf, lip);
+    stk__put32(buf + 4, rip);
+    stk__put16(buf + 8, lport);
+    stk__put16(buf + 10, rport);
+    stk__put32(buf + 12, extra);
+    return stk__siphash(e->cfg.secret, buf, sizeof(buf));
+}
+
+/* RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 us
+ * clock. */
+uint32_t stk__isn(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
+                  stk_time_t now)
+{
+    return (uint32_t)(now / 4) + (uint32_t)tuple_mac(e, lip, lport, rip, rport, 0);
+}
+
+/* SYN cookies carry what the handshake must remember in the ISN: a 5-bit time slot
+ * (64 s each), a 3-bit MSS index, and a 24-bit MAC of the 4-tuple, the slot and the peer's
+ * ISN. Window scale and SACK are not remembered: a cookie connection runs without them
+ * unless timestamps carry them (not done), which is the classic trade-off. */
+static const uint16_t cookie_mss[8] = {536, 1200, 1360, 1400, 1440, 1460, 4312, 8960};
+
+static uint32_t cookie_slot(stk_time_t now)
+{
+    return (uint32_t)(now / (64 * STK_US_PER_S));
+}
+
+static uint32_t cookie_mac(struct stk_engine *e, const struct stk_seg *s, uint32_t slot,
+                           uint32_t peer_isn)
+{
+    return (uint32_t)tuple_mac(e, s->dst, s->dport, s->src, s->sport, slot ^ (peer_isn * 31u)) &
+           0xffffff;
+}
+
+uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_t mss,
+                          stk_time_t now)
+{
+    unsigned idx = 0;
+    for (unsigned i = 0; i < 8; i++)
+        if (cookie_mss[i] <= mss)
+            idx = i;
+    uint32_t slot = cookie_slot(now) & 31;
+    return slot << 27 | idx << 24 | cookie_mac(e, s, slot, s->seq);
+}
+
+uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_time_t now)
+{
+    uint32_t cookie = s->ack - 1, peer_isn = s->seq - 1;
+    uint32_t slot = cookie >> 27, cur = cookie_slot(now) & 31;
+    /* Accept cookies from this slot or the previous one (up to 128 s old). */
+    if (slot != cur && slot != ((cur - 1) & 31))
+        return 0;
+    if ((cookie & 0xffffff) != cookie_mac(e, s, slot, peer_isn))
+        return 0;
+    return cookie_mss[(cookie >> 24) & 7];
+}
+
+/* ---- Timers ------------------------------------------------------------------------------ */
+
+static stk_time_t earliest(const struct stk_tcb *t)
+{
+    stk_time_t d[] = {t->t_rexmt, t->t_persist, t->t_delack, t->t_keep, t->t_2msl, t->t_cork};
+    stk_time_t m = UINT64_MAX;
+    for (unsigned i = 0; i < sizeof(d) / sizeof(d[0]); i++)
+        if (d[i] && d[i] < m)
+            m = d[i];
+    return m;
+}
+
+/* Lazy re-arm: the wheel node only moves when a deadline becomes earlier than the armed one;
+ * a later deadline is found when the node fires early and re-arms. */
+void stk__timer_update(struct stk_engine *e, struct stk_tcb *t)
+{
+    stk_time_t m = earliest(t);
+    if (m == UINT64_MAX)
+        return; /* an armed node fires once, finds nothing due, and stays disarmed */
+    uint64_t tick = (m + STK_US_PER_MS - 1) / STK_US_PER_MS;
+    if (!stk__wheel_armed(&t->tnode) || t->tnode.expire > tick)
+        stk__wheel_arm(&e->wheel, &t->tnode, tick);
+}
+
+static void on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    t->t_rexmt = 0;
+    bool syn = t->state == STK_TCP_SYN_SENT || t->state == STK_TCP_SYN_RECEIVED;
+    uint32_t limit = syn ? e->cfg.syn_retries : e->cfg.data_retries;
+    if (t->retries >= limit) {
+        e->ctr.tcp_conn_timeouts++;
+        stk__tcp_drop(e, t, ETIMEDOUT);
+        return;
+    }
+    t->retries++;
+    if (t->backoff < 16)
+        t->backoff++;
+    e->ctr.tcp_rto++;
+    /* RFC 6298 5.5: back off the timer; 5.6: restart it on retransmission. */
+    t->rto_us = (uint32_t)stk__min64((uint64_t)t->rto_us * 2, e->cfg.rto_max_us);
+    t->flags &= ~(TF_RTT_TIMING | TF_IN_RECOVERY);
+    t->dupacks = 0;
+    if (syn) {
+        stk__send_syn(e, t, now);
+        t->t_rexmt = now + t->rto_us;
+        return;
+    }
+    stk__cc_on_rto(&t->cc, stk__tcp_flight(t), now);
+    /* Go back to snd_una; output skips what SACK says arrived. RFC 6675 5.1: retransmit
+     * only what is not SACKed; HighRxt restarts at snd_una. */
+    t->recover = t->snd_max;
+    t->sb.high_rxt = t->snd_una;
+    t->snd_nxt = t->snd_una;
+    stk__tcp_output(e, t, now);
+    if (!t->t_rexmt && t->snd_una != t->snd_max)
+        t->t_rexmt = now + t->rto_us;
+}
+
+static void on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    t->t_persist = 0;
+    if (stk__data_end(t) == t->snd_una)
+        return;
+    /* An earlier probe byte may still be outstanding: it is simply probed again. */
+    t->snd_nxt = t->snd_una;
+    stk__send_zwp(e, t, now);
+    if (t->snd_wnd != 0) {
+        /* The window was open, just small: the bytes went out as data, timed normally. */
+        if (!t->t_rexmt)
+            t->t_rexmt = now + t->rto_us;
+        return;
+    }
+    if (t->zwp_probes < 16)
+        t->zwp_probes++;
+    uint64_t iv = (uint64_t)t->rto_us << t->zwp_probes;
+    t->t_persist = now + stk__min64(iv, e->cfg.rto_max_us);
+}
+
+static void on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    t->t_keep = 0;
+    if (!(t->flags & TF_KEEPALIVE) || !stk__state_synced(t->state) || t->state == STK_TCP_TIME_WAIT)
+        return;
+    stk_time_t idle_until = t->last_recv + (stk_time_t)t->keep_idle_s * STK_US_PER_S;
+    if (now < idle_until && t->keep_probes == 0) {
+        t->t_keep = idle_until;
+        return;
+    }
+    if (t->keep_probes >= t->keep_cnt) {
+        e->ctr.tcp_keepalive_drops++;
+        stk__send_rst(e, t, now);
+        stk__tcp_drop(e, t, ETIMEDOUT);
+        return;
+    }
+    t->keep_probes++;
+    stk__send_keepalive(e, t, now);
+    t->t_keep = now + (stk_time_t)t->keep_intvl_s * STK_US_PER_S;
+}
+
+void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
+{
+    struct stk_tcb *t = TCB_OF_NODE(n);
+    stk_time_t now = e->now;
+    /* Each handler may end the connection; stop at the first one that does. */
+    if (t->t_2msl && t->t_2msl <= now) {
+        t->t_2msl = 0;
+        stk__tcp_drop(e, t, 0);
+        return;
+    }
+    if (t->t_delack && t->t_delack <= now) {
+        t->t_delack = 0;
+        t->flags |= TF_ACK_NOW;
+        stk__tcp_output(e, t, now);
+    }
+    if (t->t_cork && t->t_cork <= now) {
+        /* Linux releases corked data after 200 ms; so do we. */
+        t->t_cork = 0;
+        t->flags &= ~(TF_CORK | TF_MORE);
+        stk__tcp_output(e, t, now);
+    }
+    if (t->t_rexmt && t->t_rexmt <= now) {
+        on_rexmt(e, t, now);
+        if (t->state == STK_TCP_CLOSED)
+            return;
+    }
+    if (t->t_persist && t->t_persist <= now)
+        on_persist(e, t, now);
+    if (t->t_keep && t->t_keep <= now) {
+        on_keepalive(e, t, now);
+        if (t->state == STK_TCP_CLOSED)
+            return;
+    }
+    stk__timer_update(e, t);
+    stk__flush_events(e);
+}
+
+void stk__tcp_poll(struct stk_engine *e, stk_time_t now)
+{
+    (void)now;
+    stk__flush_events(e);
+}
+
+stk_time_t stk__tcp_next_timer(const struct stk_engine *e)
+{
+    (void)e;
+    return UINT64_MAX; /* every TCP timer lives on the wheel */
+}
+
+/* ---- Events and teardown --------------------------------------------------------------- */
+
+void stk__notify(struct stk_engine *e, struct stk_tcb *t)
+{
+    if (t->sd < 0 || (t->flags & TF_EV_PENDING) || !e->cfg.on_event)
+        return;
+    t->flags |= TF_EV_PENDING;
+    t->evnext = e->tcp->ev_head;
+    e->tcp->ev_head = t;
+}
+
+/* Readiness is reported in batches, once per engine entry, never from inside tx(). */
+void stk__flush_events(struct stk_engine *e)
+{
+    while (e->tcp->ev_head) {
+        struct stk_tcb *t = e->tcp->ev_head;
+        e->tcp->ev_head = t->evnext;
+        t->evnext = NULL;
+        t->flags &= ~TF_EV_PENDING;
+        if (t->sd >= 0)
+            e->cfg.on_event(e->cfg.ev_ctx, t->sd, t->user, stk_events(e, t->sd));
+    }
+}
+
+static void ev_unlink(struct stk_engine *e, struct stk_tcb *t)
+{
+    if (!(t->flags & TF_EV_PENDING))
+        return;
+    for (struct stk_tcb **pp = &e->tcp->ev_head; *pp; pp = &(*pp)->evnext) {
+        if (*pp == t) {
+            *pp = t->evnext;
+            break;
+        }
+    }
+    t->flags &= ~TF_EV_PENDING;
+}
+
+static void unlink_from_listener(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcb *l = t->listener;
+    if (!l)
+        return;
+    if (t->state == STK_TCP_SYN_RECEIVED && l->synq_len)
+        l->synq_len--;
+    for (struct stk_tcb **pp = &l->acc_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->qnext) {
+        if (*pp == t) {
+            *pp = t->qnext;
+            if (l->acc_tail == t)
+                l->acc_tail = prev;
+            l->acc_len--;
+            break;
+        }
+    }
+    (void)e;
+    t->qnext = NULL;
+    t->listener = NULL;
+}
+
+void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err)
+{
+    if (t->state == STK_TCP_CLOSED)
+        return;
+    if (err)
+        t->so_error = err;
+    unlink_from_listener(e, t);
+    if (t->state == STK_TCP_LISTEN) {
+        stk__listen_remove(e, t);
+        /* Connections never accepted die with their listener. */
+        while (t->acc_head) {
+            struct stk_tcb *c = t->acc_head;
+            stk__send_rst(e, c, e->now);
+            stk__tcp_drop(e, c, ECONNRESET);
+        }
+    } else {
+        stk__conn_remove(e, t);
+    }
+    stk__unbind(e, t);
+    t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_2msl = t->t_cork = 0;
+    stk__wheel_disarm(&e->wheel, &t->tnode);
+    stk__set_state(e, t, STK_TCP_CLOSED);
+    if (t->sd < 0) {
+        ev_unlink(e, t);
+        stk__tcb_free(e, t);
+    }
+}
+
+bool stk__challenge_ok(struct stk_engine *e, stk_time_t now)
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (now - tcp->chal_window >= STK_US_PER_S) {
+        tcp->chal_window = now;
+        tcp->chal_count = 0;
+    }
+    if (tcp->chal_count >= e->cfg.challenge_ack_per_s) {
+        e->ctr.tcp_challenge_limited++;
+        return false;
+    }
+    tcp->chal_count++;
+    e->ctr.tcp_challenge_acks++;
+    return true;
+}
+
+/* Our timestamp clock ticks in milliseconds, offset per connection so values do not reveal
+ * uptime or link connections (RFC 7323 section 5.4). */
+uint32_t stk__ts_now(const struct stk_tcb *t, stk_time_t now)
+{
+    return (uint32_t)(now / STK_US_PER_MS) + t->ts_offset;
+}

@@ -1,0 +1,926 @@
+/*
+ * tcp_in.c - TCP input: parse and validate a segment once, then process it in the order of
+ * RFC 9293 section 3.10.7 ("SEGMENT ARRIVES"), with the RFC 5961 and RFC 7323 checks, and
+ * one handler per state group.
+ */
+#include <string.h>
+
+#include "tcp.h"
+
+/* ---- Parsing ------------------------------------------------------------------------------ */
+
+static int parse_options(struct stk_seg *s, const uint8_t *o, unsigned n)
+{
+    unsigned i = 0;
+    while (i < n) {
+        uint8_t kind = o[i];
+        if (kind == 0)
+            break; /* EOL */
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= n || o[i + 1] < 2 || i + o[i + 1] > n)
+            return -EINVAL; /* a length that overruns the header is malformed */
+        uint8_t len = o[i + 1];
+        const uint8_t *v = o + i + 2;
+        switch (kind) {
+        case 2:
+            if (len != 4)
+                return -EINVAL;
+            s->mss = stk__get16(v);
+            break;
+        case 3:
+            if (len != 3)
+                return -EINVAL;
+            s->ws = (int8_t)(v[0] > STK_TCP_MAX_WS ? STK_TCP_MAX_WS : v[0]);
+            break;
+        case 4:
+            if (len != 2)
+                return -EINVAL;
+            s->sack_ok = true;
+            break;
+        case 5:
+            if (len < 10 || (len - 2) % 8)
+                return -EINVAL;
+            s->nsack = 0;
+            for (unsigned b = 0; b < (unsigned)(len - 2) / 8 && b < 4; b++) {
+                s->sack[b].start = stk__get32(v + 8 * b);
+                s->sack[b].end = stk__get32(v + 8 * b + 4);
+                s->nsack++;
+            }
+            break;
+        case 8:
+            if (len != 10)
+                return -EINVAL;
+            s->ts = true;
+            s->tsval = stk__get32(v);
+            s->tsecr = stk__get32(v + 4);
+            break;
+        default:
+            break; /* unknown options are skipped by their length (RFC 9293 3.1) */
+        }
+        i += len;
+    }
+    return 0;
+}
+
+static int parse(struct stk_engine *e, const struct stk_ipv4_pkt *ip, struct stk_seg *s)
+{
+    const uint8_t *th = ip->l4;
+    if (ip->l4_len < STK_TCP_HLEN) {
+        e->ctr.tcp_drop_hdr++;
+        return -EINVAL;
+    }
+    unsigned hlen = (unsigned)(th[12] >> 4) * 4;
+    if (hlen < STK_TCP_HLEN || hlen > ip->l4_len) {
+        e->ctr.tcp_drop_hdr++;
+        return -EINVAL;
+    }
+    if (!(ip->rx_flags & STK_RX_L4_CSUM_OK)) {
+        uint32_t sum = stk__csum_pseudo(ip->src, ip->dst, STK_IP_PROTO_TCP, (uint16_t)ip->l4_len);
+        sum = stk__csum_add(sum, th, ip->l4_len);
+        if (stk__csum_fold(sum) != 0) {
+            e->ctr.tcp_drop_csum++;
+            return -EINVAL;
+        }
+    }
+    memset(s, 0, sizeof(*s));
+    s->src = ip->src;
+    s->dst = ip->dst;
+    s->sport = stk__get16(th);
+    s->dport = stk__get16(th + 2);
+    s->seq = stk__get32(th + 4);
+    s->ack = stk__get32(th + 8);
+    s->flags = th[13] & 0x3f;
+    s->wnd = stk__get16(th + 14);
+    s->data = th + hlen;
+    s->len = (uint32_t)(ip->l4_len - hlen);
+    s->ws = -1;
+    /* Combinations no legitimate stack sends are dropped before they touch state. */
+    if (s->sport == 0 || s->dport == 0 || ((s->flags & TH_SYN) && (s->flags & (TH_RST | TH_FIN)))) {
+        e->ctr.tcp_drop_hdr++;
+        return -EINVAL;
+    }
+    if (parse_options(s, th + STK_TCP_HLEN, hlen - STK_TCP_HLEN)) {
+        e->ctr.tcp_drop_opts++;
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- RTT (RFC 6298) ------------------------------------------------------------------------ */
+
+void stk__rto_update(struct stk_engine *e, struct stk_tcb *t, uint32_t rtt_us)
+{
+    if (rtt_us == 0)
+        rtt_us = 1;
+    if (t->srtt_us == 0) {
+        /* 2.2: SRTT <- R, RTTVAR <- R/2. */
+        t->srtt_us = rtt_us;
+        t->rttvar_us = rtt_us / 2;
+    } else {
+        /* 2.3: RTTVAR <- 3/4 RTTVAR + 1/4 |SRTT - R'|; SRTT <- 7/8 SRTT + 1/8 R'. */
+        uint32_t d = t->srtt_us > rtt_us ? t->srtt_us - rtt_us : rtt_us - t->srtt_us;
+        t->rttvar_us = (3 * t->rttvar_us + d) / 4;
+        t->srtt_us = (7 * t->srtt_us + rtt_us) / 8;
+    }
+    /* RTO <- SRTT + max(G, 4 * RTTVAR), bounded below and above (2.4, 2.5). */
+    uint64_t rto = (uint64_t)t->srtt_us + stk__max32(4 * t->rttvar_us, 1000);
+    rto = stk__max64(rto, e->cfg.rto_min_us);
+    t->rto_us = (uint32_t)stk__min64(rto, e->cfg.rto_max_us);
+    t->backoff = 0;
+}
+
+/* ---- Shared steps --------------------------------------------------------------------------- */
+
+static uint16_t clamp_mss(struct stk_engine *e, const struct stk_tcb *t, uint16_t peer)
+{
+    uint32_t mss = peer ? peer : STK_TCP_DEFAULT_MSS;
+    mss = stk__min32(mss, e->cfg.mtu - 40u);
+    if (t->user_mss)
+        mss = stk__min32(mss, t->user_mss);
+    if (t->flags & TF_TS)
+        mss -= 12; /* every segment carries the timestamp option */
+    return (uint16_t)stk__max32(mss, 64);
+}
+
+static uint8_t rcv_wscale_for(uint32_t buf)
+{
+    uint8_t ws = 0;
+    while (ws < STK_TCP_MAX_WS && (buf >> ws) > 65535)
+        ws++;
+    return ws;
+}
+
+/* Applies the options of a SYN (or SYN-ACK) and fixes the connection's parameters. */
+static void syn_options(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
+                        stk_time_t now)
+{
+    bool active = t->state == STK_TCP_SYN_SENT;
+    /* An active open offered everything the config allows; the peer's answer decides. */
+    if (s->sack_ok && !e->cfg.no_sack)
+        t->flags |= TF_SACK;
+    if (s->ts && !e->cfg.no_ts) {
+        t->flags |= TF_TS;
+        t->ts_recent = s->tsval;
+        t->ts_recent_age = now;
+    }
+    if (s->ws >= 0 && !e->cfg.no_ws) {
+        t->flags |= TF_WS;
+        t->snd_ws = (uint8_t)s->ws;
+        if (!active)
+            t->rcv_ws = rcv_wscale_for(t->rcvbuf_size);
+    } else {
+        t->snd_ws = 0;
+        t->rcv_ws = 0;
+    }
+    t->snd_mss = clamp_mss(e, t, s->mss);
+    t->rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+    t->snd_wnd = s->wnd; /* RFC 7323 2.2: never scaled in a SYN */
+    t->max_snd_wnd = t->snd_wnd;
+    t->snd_wl1 = s->seq;
+    t->snd_wl2 = s->ack;
+    t->irs = s->seq;
+    t->rcv_nxt = s->seq + 1;
+    t->rcv_adv = t->rcv_nxt;
+    stk__cc_init(&t->cc, (enum stk_cc_algo)t->cc_algo, t->snd_mss, now);
+}
+
+static void send_challenge_ack(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    if (stk__challenge_ok(e, now))
+        stk__send_ack(e, t, now);
+}
+
+static void enter_time_wait(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    stk__set_state(e, t, STK_TCP_TIME_WAIT);
+    t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_cork = 0;
+    t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
+    /* Nothing will be sent or read again: give the buffers back now. */
+    if (t->sd < 0) {
+        stk__free(e, t->sndbuf.buf, t->sndbuf.size);
+        t->sndbuf.buf = NULL;
+        t->snd_buf_seq += stk__ring_used(&t->sndbuf);
+        t->sndbuf.size = t->sndbuf.head = t->sndbuf.tail = 0;
+    }
+}
+
+static void establish(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    stk__set_state(e, t, STK_TCP_ESTABLISHED);
+    t->flags |= TF_WAS_SYNCED;
+    t->retries = 0;
+    t->last_recv = now;
+    if (t->flags & TF_KEEPALIVE)
+        t->t_keep = now + (stk_time_t)t->keep_idle_s * STK_US_PER_S;
+}
+
+/* The handshake's ACK arrived on a passive open: the child joins its listener's accept
+ * queue, or, when that is full, stays in SYN-RECEIVED (the ACK is dropped, as Linux does,
+ * and the peer's retransmission or ours retries). */
+static bool passive_established(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    struct stk_tcb *l = t->listener;
+    if (l && l->acc_len >= l->backlog) {
+        e->ctr.tcp_listen_overflow++;
+        return false;
+    }
+    if (stk__bufs_alloc(e, t))
+        return false;
+    if (l && l->synq_len)
+        l->synq_len--;
+    establish(e, t, now);
+    if (l) {
+        t->qnext = NULL;
+        if (l->acc_tail)
+            l->acc_tail->qnext = t;
+        else
+            l->acc_head = t;
+        l->acc_tail = t;
+        l->acc_len++;
+        if (!l->defer_accept_s)
+            stk__notify(e, l);
+    }
+    return true;
+}
+
+/* ---- Data and FIN -----------------------------------------------------------------------------
+ */
+
+static void process_fin(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    if (!(t->flags & TF_RCV_FIN) || t->rcv_nxt != t->rcv_fin_seq)
+        return;
+    t->rcv_nxt++;
+    t->flags |= TF_ACK_NOW;
+    switch (t->state) {
+    case STK_TCP_SYN_RECEIVED:
+    case STK_TCP_ESTABLISHED:
+        stk__set_state(e, t, STK_TCP_CLOSE_WAIT);
+        break;
+    case STK_TCP_FIN_WAIT_1:
+        if ((t->flags & TF_FIN_SENT) && t->snd_una == t->snd_max)
+            enter_time_wait(e, t, now);
+        else
+            stk__set_state(e, t, STK_TCP_CLOSING);
+        break;
+    case STK_TCP_FIN_WAIT_2:
+        enter_time_wait(e, t, now);
+        break;
+    default:
+        break;
+    }
+    if (t->listener && t->listener->defer_accept_s)
+        stk__notify(e, t->listener);
+    stk__notify(e, t);
+}
+
+/* Stores in-window data: in order at rcv_nxt, or out of order straight into its place in
+ * the receive buffer, with its range remembered (the holes are bounded by STK_OOO_MAX). */
+static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, const uint8_t *data,
+                         uint32_t len, stk_time_t now)
+{
+    if (!t->rcvbuf.buf && stk__bufs_alloc(e, t))
+        return;
+    uint32_t off = seq - t->rcv_nxt;
+    uint32_t room = stk__ring_free(&t->rcvbuf);
+    if (off >= room) {
+        e->ctr.tcp_drop_rcvbuf++;
+        return;
+    }
+    if (len > room - off) {
+        e->ctr.tcp_drop_rcvbuf++;
+        len = room - off;
+    }
+    if (t->flags & TF_SHUT_RD) {
+        /* Read side shut: the bytes are acknowledged and discarded. */
+        if (off == 0) {
+            t->rcv_nxt += len;
+            t->flags |= TF_ACK_NOW;
+        }
+        return;
+    }
+    if (off == 0) {
+        stk__ring_write_at(&t->rcvbuf, 0, data, len);
+        t->rcvbuf.head += len;
+        t->rcv_nxt += len;
+        bool had_holes = t->ooo.n != 0;
+        if (had_holes) {
+            stk__rs_trim_below(&t->ooo, t->rcv_nxt);
+            uint32_t end = stk__rs_pop_at(&t->ooo, t->rcv_nxt);
+            t->rcvbuf.head += end - t->rcv_nxt;
+            t->rcv_nxt = end;
+            t->flags |= TF_ACK_NOW; /* RFC 5681 4.2: ACK at once when a hole fills */
+        }
+        /* RFC 1122 4.2.3.2 / RFC 5681 4.2: ACK at least every second full-sized segment,
+         * and within the delayed-ACK time otherwise. */
+        t->delack_segs += len >= t->rcv_mss ? 2 : 1;
+        if (t->delack_segs >= 3 || len >= t->rcv_mss * 2u)
+            t->flags |= TF_ACK_NOW;
+        else if (!t->t_delack)
+            t->t_delack = now + e->cfg.delack_us;
+    } else {
+        if (stk__rs_add(&t->ooo, seq, seq + len, STK_OOO_MAX)) {
+            e->ctr.tcp_drop_ooo_full++;
+            t->flags |= TF_ACK_NOW;
+            return;
+        }
+        stk__ring_write_at(&t->rcvbuf, off, data, len);
+        t->last_ooo.start = seq;
+        t->last_ooo.end = seq + len;
+        e->ctr.tcp_ooo_segs++;
+        t->flags |= TF_ACK_NOW; /* a duplicate ACK (with SACK) tells the sender at once */
+    }
+    t->bytes_received += len;
+    e->ctr.tcp_bytes_in += len;
+    t->flags |= TF_DATA_SEEN;
+    if (t->listener && t->listener->defer_accept_s)
+        stk__notify(e, t->listener);
+    stk__notify(e, t);
+}
+
+/* ---- ACK processing ----------------------------------------------------------------------------
+ */
+
+static void exit_recovery(struct stk_tcb *t)
+{
+    t->flags &= ~TF_IN_RECOVERY;
+    t->dupacks = 0;
+    if (!(t->flags & TF_SACK)) {
+        /* RFC 6582 3.2 step 3: deflate to min(ssthresh, FlightSize + SMSS). */
+        uint32_t flight = stk__tcp_flight(t);
+        t->cc.cwnd = stk__max32(stk__min32(t->cc.ssthresh, flight + t->snd_mss), t->snd_mss);
+    } else {
+        t->cc.cwnd = stk__max32(t->cc.ssthresh, t->snd_mss);
+    }
+}
+
+static void enter_recovery(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    e->ctr.tcp_fast_retrans++;
+    t->flags |= TF_IN_RECOVERY;
+    t->flags &= ~TF_RTT_TIMING;
+    t->recover = t->snd_max;
+    t->sb.recovery_point = t->snd_max;
+    stk__cc_on_loss(&t->cc, stk__tcp_flight(t), now);
+    /* RFC 6675 5 (4.2) / RFC 5681 3.2 step 2: retransmit the first unacknowledged segment. */
+    uint32_t len = stk__min32(t->snd_mss, t->snd_max - t->snd_una);
+    stk__retransmit(e, t, t->snd_una, len, now);
+    t->sb.high_rxt = t->snd_una + (len ? len : 1);
+    t->t_rexmt = now + t->rto_us;
+}
+
+static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
+                        stk_time_t now)
+{
+    uint32_t ack = s->ack;
+    uint32_t acked = ack - t->snd_una;
+    bool cwnd_limited = stk__tcp_flight(t) + t->snd_mss >= t->cc.cwnd;
+
+    /* RTT: timestamps give a sample on every advancing ACK (RFC 7323 4.1); otherwise the
+     * timed segment, which Karn's rule kept clear of retransmissions. */
+    if ((t->flags & TF_TS) && s->ts && s->tsecr) {
+        uint32_t ms = stk__ts_now(t, now) - s->tsecr;
+        if (ms < 60 * 1000)
+            stk__rto_update(e, t,
+                            ms ? ms * 1000 : (uint32_t)stk__min64(now - t->last_send + 1, 1000));
+    } else if ((t->flags & TF_RTT_TIMING) && stk__seq_gt(ack, t->rtt_seq)) {
+        t->flags &= ~TF_RTT_TIMING;
+        stk__rto_update(e, t, (uint32_t)stk__min64(now - t->rtt_start, UINT32_MAX));
+    }
+
+    /* Release acknowledged bytes from the send buffer (the SYN and FIN are not in it). */
+    uint32_t data_end = stk__data_end(t);
+    uint32_t upto = stk__seq_lt(ack, data_end) ? ack : data_end;
+    if (stk__seq_gt(upto, t->snd_buf_seq)) {
+        uint32_t n = upto - t->snd_buf_seq;
+        t->sndbuf.tail += n;
+        t->snd_buf_seq = upto;
+        t->bytes_acked += n;
+    }
+    t->snd_una = ack;
+    if (stk__seq_lt(t->snd_nxt, ack))
+        t->snd_nxt = ack;
+    stk__rs_trim_below(&t->sb.sacked, ack);
+    t->retries = 0;
+    t->zwp_probes = 0;
+    t->t_persist = 0;
+    /* RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it. */
+    t->t_rexmt = t->snd_una == t->snd_max ? 0 : now + t->rto_us;
+
+    if (t->flags & TF_IN_RECOVERY) {
+        if (stk__seq_ge(ack, t->recover)) {
+            exit_recovery(t);
+        } else if (!(t->flags & TF_SACK)) {
+            /* RFC 6582 3.2 step 4: a partial ACK retransmits the next hole at once. */
+            uint32_t len = stk__min32(t->snd_mss, t->snd_max - t->snd_una);
+            stk__retransmit(e, t, t->snd_una, len, now);
+            t->sb.high_rxt = t->snd_una + len;
+            t->cc.cwnd = t->cc.cwnd > acked ? t->cc.cwnd - acked : 0;
+            t->cc.cwnd = stk__max32(t->cc.cwnd + t->snd_mss, t->snd_mss);
+            t->dupacks = 0;
+        }
+    } else {
+        t->dupacks = 0;
+        stk__cc_on_ack(&t->cc, acked, cwnd_limited, t->srtt_us, now);
+    }
+    if (stk__ring_free(&t->sndbuf) && t->sndbuf.buf)
+        stk__notify(e, t);
+}
+
+/* RFC 9293 3.10.7.4, fifth check, for synchronized states. Returns false when the segment
+ * must be dropped (or the connection ended). */
+static bool process_ack(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
+                        stk_time_t now)
+{
+    uint32_t ack = s->ack;
+    /* RFC 5961 5.2: acceptable only within [SND.UNA - MAX.SND.WND, SND.NXT]; anything else
+     * is discarded with an ACK (rate limited, as it is a challenge ACK). */
+    if (stk__seq_gt(ack, t->snd_max) || stk__seq_lt(ack, t->snd_una - t->max_snd_wnd)) {
+        e->ctr.tcp_drop_ack++;
+        send_challenge_ack(e, t, now);
+        return false;
+    }
+    uint32_t new_wnd = s->wnd << t->snd_ws;
+    bool advanced = stk__seq_gt(ack, t->snd_una);
+    uint32_t newly_sacked = 0;
+    if ((t->flags & TF_SACK) && s->nsack)
+        newly_sacked = stk__sack_update(&t->sb, advanced ? ack : t->snd_una, t->snd_max, s->sack,
+                                        s->nsack, NULL);
+    if (advanced) {
+        ack_advance(e, t, s, now);
+    } else if (ack == t->snd_una && t->snd_una != t->snd_max && s->len == 0 &&
+               !(s->flags & (TH_SYN | TH_FIN)) && t->snd_wnd != 0 &&
+               ((t->flags & TF_SACK) ? (newly_sacked > 0 || new_wnd == t->snd_wnd)
+                                     : new_wnd == t->snd_wnd)) {
+        /* A duplicate ACK (RFC 5681 section 2, RFC 6675 section 2). */
+        t->dupacks++;
+        if (!(t->flags & TF_IN_RECOVERY) &&
+            (t->dupacks >= STK_TCP_DUPTHRESH ||
+             ((t->flags & TF_SACK) && stk__sack_is_lost(&t->sb, t->snd_una, t->snd_mss))))
+            enter_recovery(e, t, now);
+    }
+
+    /* Window update (RFC 9293 3.10.7.4): only from a segment at least as new as the last
+     * one that set the window. */
+    if (stk__seq_lt(t->snd_wl1, s->seq) || (t->snd_wl1 == s->seq && stk__seq_le(t->snd_wl2, ack))) {
+        bool opened = t->snd_wnd == 0 && new_wnd != 0;
+        t->snd_wnd = new_wnd;
+        t->snd_wl1 = s->seq;
+        t->snd_wl2 = ack;
+        if (new_wnd > t->max_snd_wnd)
+            t->max_snd_wnd = new_wnd;
+        if (opened && t->t_persist) {
+            /* A probe byte the peer may have dropped goes out again with the new data. */
+            t->t_persist = 0;
+            t->snd_nxt = t->snd_una;
+        }
+    }
+
+    bool fin_acked = (t->flags & TF_FIN_SENT) && t->snd_una == t->snd_max;
+    switch (t->state) {
+    case STK_TCP_FIN_WAIT_1:
+        if (fin_acked) {
+            stk__set_state(e, t, STK_TCP_FIN_WAIT_2);
+            /* An orphan waits for the peer's FIN only so long (Linux tcp_fin_timeout). */
+            if (t->sd < 0)
+                t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
+        }
+        break;
+    case STK_TCP_CLOSING:
+        if (fin_acked)
+            enter_time_wait(e, t, now);
+        break;
+    case STK_TCP_LAST_ACK:
+        if (fin_acked) {
+            stk__tcp_drop(e, t, 0);
+            return false;
+        }
+        break;
+    default:
+        break;
+    }
+    return true;
+}
+
+/* ---- Per-state handlers ------------------------------------------------------------------------
+ */
+
+static bool seq_acceptable(const struct stk_tcb *t, const struct stk_seg *s)
+{
+    uint32_t seglen = s->len + ((s->flags & TH_SYN) ? 1 : 0) + ((s->flags & TH_FIN) ? 1 : 0);
+    uint32_t wnd = stk__seq_gt(t->rcv_adv, t->rcv_nxt) ? t->rcv_adv - t->rcv_nxt : 0;
+    /* RFC 9293 3.10.7.4, the four cases of the acceptability test. */
+    if (seglen == 0)
+        return wnd == 0 ? s->seq == t->rcv_nxt : stk__seq_in(s->seq, t->rcv_nxt, t->rcv_nxt + wnd);
+    if (wnd == 0)
+        return false;
+    return stk__seq_in(s->seq, t->rcv_nxt, t->rcv_nxt + wnd) ||
+           stk__seq_in(s->seq + seglen - 1, t->rcv_nxt, t->rcv_nxt + wnd);
+}
+
+/* RFC 7323 5.3 R1: PAWS. True when the segment is an old duplicate to drop. */
+static bool paws_reject(const struct stk_tcb *t, const struct stk_seg *s, stk_time_t now)
+{
+    if (!(t->flags & TF_TS) || !s->ts || (s->flags & TH_RST))
+        return false;
+    if (!stk__ts_lt(s->tsval, t->ts_recent))
+        return false;
+    /* R1: ts_recent older than 24 days is invalid; the segment is then accepted. */
+    return now - t->ts_recent_age < STK_TS_PAWS_IDLE_US;
+}
+
+static void reset_received(struct stk_engine *e, struct stk_tcb *t)
+{
+    e->ctr.tcp_rst_in++;
+    switch (t->state) {
+    case STK_TCP_SYN_RECEIVED:
+        /* A passive child simply goes away; a simultaneous open was refused. */
+        stk__tcp_drop(e, t, (t->flags & TF_PASSIVE) ? 0 : ECONNREFUSED);
+        break;
+    case STK_TCP_ESTABLISHED:
+    case STK_TCP_FIN_WAIT_1:
+    case STK_TCP_FIN_WAIT_2:
+    case STK_TCP_CLOSE_WAIT:
+        stk__tcp_drop(e, t, ECONNRESET);
+        break;
+    default:
+        stk__tcp_drop(e, t, 0);
+        break;
+    }
+}
+
+static void synced_input(struct stk_engine *e, struct stk_tcb *t, struct stk_seg *s, stk_time_t now)
+{
+    if (paws_reject(t, s, now)) {
+        e->ctr.tcp_drop_paws++;
+        stk__send_ack(e, t, now);
+        return;
+    }
+    /* First: sequence number. */
+    if (!seq_acceptable(t, s)) {
+        if (s->flags & TH_RST)
+            return;
+        e->ctr.tcp_drop_outwin++;
+        if (stk__seq_lt(s->seq, t->rcv_nxt) && s->len)
+            e->ctr.tcp_dup_segs++;
+        if (t->state == STK_TCP_SYN_RECEIVED)
+            stk__send_syn(e, t, now); /* the peer may have lost our SYN-ACK */
+        else
+            stk__send_ack(e, t, now);
+        return;
+    }
+    /* Second: RST (RFC 5961 3.2): exact match resets, anything else in the window gets a
+     * challenge ACK. */
+    if (s->flags & TH_RST) {
+        if (s->seq == t->rcv_nxt)
+            reset_received(e, t);
+        else
+            send_challenge_ack(e, t, now);
+        return;
+    }
+    /* Fourth: SYN in a synchronized state (RFC 5961 4.2): challenge ACK. */
+    if (s->flags & TH_SYN) {
+        if (t->state == STK_TCP_SYN_RECEIVED && s->seq == t->irs)
+            stk__send_syn(e, t, now);
+        else
+            send_challenge_ack(e, t, now);
+        return;
+    }
+    /* Fifth: ACK. */
+    if (!(s->flags & TH_ACK))
+        return;
+    /* RFC 7323 4.3: ts_recent follows the segment that covers the last ACK we sent. */
+    if ((t->flags & TF_TS) && s->ts && stk__seq_le(s->seq, t->last_ack_sent) &&
+        !stk__ts_lt(s->tsval, t->ts_recent)) {
+        t->ts_recent = s->tsval;
+        t->ts_recent_age = now;
+    }
+    if (t->state == STK_TCP_SYN_RECEIVED) {
+        if (!stk__seq_gt(s->ack, t->snd_una) || stk__seq_gt(s->ack, t->snd_max)) {
+            stk__send_rst_for(e, s, now);
+            return;
+        }
+        if ((t->flags & TF_PASSIVE) ? !passive_established(e, t, now)
+                                    : (stk__bufs_alloc(e, t) != 0)) {
+            return;
+        }
+        if (!(t->flags & TF_PASSIVE))
+            establish(e, t, now);
+        t->snd_wnd = s->wnd << t->snd_ws;
+        t->max_snd_wnd = t->snd_wnd;
+        t->snd_wl1 = s->seq;
+        t->snd_wl2 = s->ack;
+    }
+    t->last_recv = now;
+    t->keep_probes = 0;
+    if (!process_ack(e, t, s, now))
+        return;
+
+    /* Trim to the window: bytes before rcv_nxt are old, bytes past the edge are dropped. */
+    uint32_t seq = s->seq;
+    const uint8_t *data = s->data;
+    uint32_t len = s->len;
+    bool fin = (s->flags & TH_FIN) != 0;
+    if (stk__seq_lt(seq, t->rcv_nxt)) {
+        uint32_t cut = stk__min32(t->rcv_nxt - seq, len);
+        seq += cut;
+        data += cut;
+        len -= cut;
+        if (len == 0 && fin && stk__seq_lt(seq, t->rcv_nxt))
+            fin = false; /* an old FIN */
+    }
+    uint32_t edge = stk__seq_gt(t->rcv_adv, t->rcv_nxt) ? t->rcv_adv : t->rcv_nxt;
+    if (stk__seq_gt(seq + len, edge)) {
+        len = stk__seq_gt(edge, seq) ? edge - seq : 0;
+        fin = false;
+        e->ctr.tcp_drop_outwin++;
+        t->flags |= TF_ACK_NOW;
+    }
+
+    /* Seventh: segment text. */
+    if (len) {
+        if (stk__state_can_recv(t->state)) {
+            if (t->sd < 0) {
+                /* Data for a connection the application closed: nobody can read it, so
+                 * the peer is told with a RST (RFC 9293 3.10.4, RFC 2525 2.17). */
+                stk__send_rst(e, t, now);
+                stk__tcp_drop(e, t, 0);
+                return;
+            }
+            receive_data(e, t, seq, data, len, now);
+        }
+    }
+    /* Eighth: FIN, possibly ahead of missing data. */
+    if (fin && stk__state_can_recv(t->state)) {
+        t->flags |= TF_RCV_FIN;
+        t->rcv_fin_seq = seq + len;
+        if (t->rcv_fin_seq != t->rcv_nxt)
+            t->flags |= TF_ACK_NOW;
+    } else if (fin && t->state == STK_TCP_TIME_WAIT) {
+        t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
+        t->flags |= TF_ACK_NOW;
+    } else if (fin) {
+        t->flags |= TF_ACK_NOW; /* a retransmitted FIN: our ACK was lost */
+    }
+    process_fin(e, t, now);
+    if (t->state != STK_TCP_CLOSED)
+        stk__tcp_output(e, t, now);
+}
+
+static void syn_sent_input(struct stk_engine *e, struct stk_tcb *t, struct stk_seg *s,
+                           stk_time_t now)
+{
+    bool ack_ok = false;
+    if (s->flags & TH_ACK) {
+        /* RFC 9293 3.10.7.3: an ACK outside (ISS, SND.NXT] gets a RST unless it is one. */
+        if (stk__seq_le(s->ack, t->iss) || stk__seq_gt(s->ack, t->snd_max)) {
+            stk__send_rst_for(e, s, now);
+            return;
+        }
+        ack_ok = true;
+    }
+    if (s->flags & TH_RST) {
+        /* RFC 5961 3.2 leaves SYN-SENT alone: a RST is good if it acknowledges our SYN. */
+        if (ack_ok) {
+            e->ctr.tcp_rst_in++;
+            stk__tcp_drop(e, t, ECONNREFUSED);
+        }
+        return;
+    }
+    if (!(s->flags & TH_SYN))
+        return;
+    syn_options(e, t, s, now);
+    if (ack_ok) {
+        if (stk__bufs_alloc(e, t)) {
+            stk__tcp_drop(e, t, ENOMEM);
+            return;
+        }
+        t->snd_una = s->ack;
+        if ((t->flags & TF_TS) && s->tsecr) {
+            uint32_t ms = stk__ts_now(t, now) - s->tsecr;
+            stk__rto_update(e, t, ms ? ms * 1000 : 500);
+        } else if (t->retries == 0) {
+            stk__rto_update(e, t, (uint32_t)stk__min64(now - t->rtt_start, UINT32_MAX));
+        }
+        t->t_rexmt = 0;
+        t->retries = 0;
+        establish(e, t, now);
+        t->flags |= TF_ACK_NOW;
+        /* Data or FIN riding on the SYN-ACK is rare; it is processed as usual. */
+        if (s->len || (s->flags & TH_FIN)) {
+            s->seq++;
+            s->flags &= (uint8_t)~TH_SYN;
+            synced_input(e, t, s, now);
+            return;
+        }
+        stk__tcp_output(e, t, now);
+        return;
+    }
+    /* Simultaneous open (RFC 9293 3.5, figure 8). */
+    stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
+    stk__send_syn(e, t, now);
+    t->t_rexmt = now + t->rto_us;
+    stk__timer_update(e, t);
+}
+
+/* A SYN reaching a listener: a child in SYN-RECEIVED, or a SYN cookie when the SYN queue
+ * is full. */
+static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk_seg *s,
+                       stk_time_t now)
+{
+    e->ctr.tcp_syn_in++;
+    if (l->acc_len >= l->backlog) {
+        e->ctr.tcp_listen_overflow++;
+        return; /* as Linux: the client retries once accept() makes room */
+    }
+    if (l->synq_len >= l->backlog) {
+        /* Stateless answer (SYN cookie). */
+        struct stk_tcb c;
+        memset(&c, 0, sizeof(c));
+        c.state = STK_TCP_SYN_RECEIVED;
+        c.lip = s->dst;
+        c.lport = s->dport;
+        c.rip = s->src;
+        c.rport = s->sport;
+        c.rcvbuf_size = l->rcvbuf_size;
+        c.user_mss = l->user_mss;
+        if (s->ts && !e->cfg.no_ts) {
+            c.flags |= TF_TS;
+            c.ts_recent = s->tsval;
+        }
+        uint16_t mss = clamp_mss(e, &c, s->mss);
+        c.iss = stk__cookie_make(e, s, mss, now);
+        c.rcv_nxt = s->seq + 1;
+        c.rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+        e->ctr.tcp_syncookies_sent++;
+        stk__send_syn(e, &c, now);
+        return;
+    }
+    struct stk_tcb *t = stk__tcb_new(e);
+    if (!t)
+        return;
+    t->lip = s->dst;
+    t->lport = s->dport;
+    t->rip = s->src;
+    t->rport = s->sport;
+    t->flags |= TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE));
+    t->user_mss = l->user_mss;
+    t->sndbuf_size = l->sndbuf_size;
+    t->rcvbuf_size = l->rcvbuf_size;
+    t->keep_idle_s = l->keep_idle_s;
+    t->keep_intvl_s = l->keep_intvl_s;
+    t->keep_cnt = l->keep_cnt;
+    t->linger_s = l->linger_s;
+    t->cc_algo = l->cc_algo;
+    t->listener = l;
+    t->ts_offset = (uint32_t)stk__isn(e, t->rip, t->rport, t->lip, t->lport, 0);
+    stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
+    syn_options(e, t, s, now);
+    t->iss = stk__isn(e, t->lip, t->lport, t->rip, t->rport, now);
+    t->snd_una = t->iss;
+    t->snd_buf_seq = t->iss + 1;
+    t->snd_max = t->iss;
+    stk__conn_insert(e, t);
+    l->synq_len++;
+    e->ctr.tcp_passive_opens++;
+    t->rtt_start = now;
+    stk__send_syn(e, t, now);
+    t->t_rexmt = now + t->rto_us;
+    stk__timer_update(e, t);
+}
+
+/* An ACK with no connection may complete a SYN-cookie handshake. */
+static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
+                                    const struct stk_seg *s, stk_time_t now)
+{
+    uint16_t mss = stk__cookie_check(e, s, now);
+    if (!mss) {
+        e->ctr.tcp_syncookies_bad++;
+        return NULL;
+    }
+    if (l->acc_len >= l->backlog) {
+        e->ctr.tcp_listen_overflow++;
+        return NULL;
+    }
+    struct stk_tcb *t = stk__tcb_new(e);
+    if (!t)
+        return NULL;
+    e->ctr.tcp_syncookies_ok++;
+    t->lip = s->dst;
+    t->lport = s->dport;
+    t->rip = s->src;
+    t->rport = s->sport;
+    t->flags |= TF_PASSIVE | TF_COOKIE | (l->flags & (TF_NODELAY | TF_KEEPALIVE));
+    if (s->ts && !e->cfg.no_ts) {
+        t->flags |= TF_TS;
+        t->ts_recent = s->tsval;
+        t->ts_recent_age = now;
+    }
+    t->sndbuf_size = l->sndbuf_size;
+    t->rcvbuf_size = l->rcvbuf_size;
+    t->keep_idle_s = l->keep_idle_s;
+    t->keep_intvl_s = l->keep_intvl_s;
+    t->keep_cnt = l->keep_cnt;
+    t->linger_s = l->linger_s;
+    t->cc_algo = l->cc_algo;
+    t->listener = l;
+    t->snd_mss = mss;
+    t->rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+    t->iss = s->ack - 1;
+    t->irs = s->seq - 1;
+    t->snd_una = t->snd_nxt = t->snd_max = s->ack;
+    t->snd_buf_seq = s->ack;
+    t->rcv_nxt = s->seq;
+    t->rcv_adv = s->seq + stk__min32(t->rcvbuf_size, 65535);
+    t->snd_wnd = t->max_snd_wnd = s->wnd;
+    t->snd_wl1 = s->seq - 1;
+    t->snd_wl2 = s->ack;
+    stk__cc_init(&t->cc, (enum stk_cc_algo)t->cc_algo, t->snd_mss, now);
+    stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
+    l->synq_len++; /* passive_established takes it back */
+    stk__conn_insert(e, t);
+    if (!passive_established(e, t, now)) {
+        stk__tcp_drop(e, t, 0);
+        return NULL;
+    }
+    e->ctr.tcp_passive_opens++;
+    return t;
+}
+
+/* TIME-WAIT (RFC 9293 3.10.7.4 and RFC 6191): a new SYN may reopen the pair when it is
+ * clearly newer; RSTs are ignored (RFC 1337); a retransmitted FIN is acknowledged again. */
+static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_seg *s,
+                            stk_time_t now)
+{
+    if (s->flags & TH_RST)
+        return true;
+    if ((s->flags & TH_SYN) && !(s->flags & TH_ACK)) {
+        bool newer = (t->flags & TF_TS) && s->ts ? stk__ts_lt(t->ts_recent, s->tsval)
+                                                 : stk__seq_gt(s->seq, t->rcv_nxt);
+        if (newer && stk__listen_lookup(e, s->dst, s->dport)) {
+            stk__tcp_drop(e, t, 0);
+            return false; /* let the listener take it */
+        }
+        send_challenge_ack(e, t, now);
+        return true;
+    }
+    if (paws_reject(t, s, now)) {
+        e->ctr.tcp_drop_paws++;
+        stk__send_ack(e, t, now);
+        return true;
+    }
+    if ((s->flags & TH_FIN) || s->len) {
+        if (s->flags & TH_FIN)
+            t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
+        stk__send_ack(e, t, now);
+        stk__timer_update(e, t);
+    }
+    return true;
+}
+
+void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
+{
+    struct stk_seg s;
+    e->ctr.tcp_in++;
+    if (parse(e, ip, &s))
+        return;
+    struct stk_tcb *t = stk__conn_lookup(e, s.dst, s.dport, s.src, s.sport);
+    if (t && t->state == STK_TCP_TIME_WAIT) {
+        t->segs_in++;
+        if (time_wait_input(e, t, &s, now))
+            goto out;
+        t = NULL;
+    }
+    if (!t) {
+        struct stk_tcb *l = stk__listen_lookup(e, s.dst, s.dport);
+        if (!l) {
+            stk__send_rst_for(e, &s, now);
+            goto out;
+        }
+        /* RFC 9293 3.10.7.2, LISTEN: RST ignored; ACK refused unless it is a cookie's; SYN
+         * starts a handshake; anything else dropped. */
+        if (s.flags & TH_RST)
+            goto out;
+        if (s.flags & TH_ACK) {
+            if (!(s.flags & TH_SYN) && (t = cookie_child(e, l, &s, now)) != NULL) {
+                synced_input(e, t, &s, now);
+                goto out;
+            }
+            stk__send_rst_for(e, &s, now);
+            goto out;
+        }
+        if (s.flags & TH_SYN)
+            listen_syn(e, l, &s, now);
+        goto out;
+    }
+    t->segs_in++;
+    if (t->state == STK_TCP_SYN_SENT)
+        syn_sent_input(e, t, &s, now);
+    else
+        synced_input(e, t, &s, now);
+out:
+    stk__flush_events(e);
+}

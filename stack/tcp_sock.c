@@ -1,0 +1,700 @@
+/*
+ * tcp_sock.c - the engine's non-blocking socket API (stk.h), on which the shim builds POSIX
+ * sockets. Errors are the kernel's errno values for the same situation, negated.
+ */
+#include <string.h>
+
+#include "tcp.h"
+
+static struct stk_tcb *sock_get(struct stk_engine *e, int sd)
+{
+    if (sd < 0 || (uint32_t)sd >= e->cfg.max_socks)
+        return NULL;
+    return e->tcp->socks[sd];
+}
+
+#define GET_OR_EBADF(t, e, sd)                                                                     \
+    struct stk_tcb *t = sock_get(e, sd);                                                           \
+    if (!t)                                                                                        \
+    return -EBADF
+
+static int sd_alloc(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (tcp->nsd_free == 0)
+        return -EMFILE;
+    int sd = tcp->sd_free[--tcp->nsd_free];
+    tcp->socks[sd] = t;
+    t->sd = sd;
+    return sd;
+}
+
+static void sd_release(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (t->sd < 0)
+        return;
+    tcp->socks[t->sd] = NULL;
+    tcp->sd_free[tcp->nsd_free++] = t->sd;
+    t->sd = -1;
+    t->user = NULL;
+    t->flags |= TF_ORPHAN;
+    if (t->flags & TF_EV_PENDING) {
+        for (struct stk_tcb **pp = &tcp->ev_head; *pp; pp = &(*pp)->evnext) {
+            if (*pp == t) {
+                *pp = t->evnext;
+                break;
+            }
+        }
+        t->flags &= ~TF_EV_PENDING;
+    }
+}
+
+int stk_socket(struct stk_engine *e, void *user)
+{
+    struct stk_tcb *t = stk__tcb_new(e);
+    if (!t)
+        return -ENOBUFS;
+    int sd = sd_alloc(e, t);
+    if (sd < 0) {
+        stk__tcb_free(e, t);
+        return sd;
+    }
+    t->user = user;
+    return sd;
+}
+
+void *stk_user(struct stk_engine *e, int sd)
+{
+    struct stk_tcb *t = sock_get(e, sd);
+    return t ? t->user : NULL;
+}
+
+static int bind_any_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip)
+{
+    uint32_t lo = e->cfg.port_lo, range = e->cfg.port_hi - lo + 1u;
+    uint32_t start = e->tcp->port_cursor++;
+    for (uint32_t i = 0; i < range; i++) {
+        uint16_t port = (uint16_t)(lo + (start + i) % range);
+        if (stk__bind_port(e, t, ip, port) == 0)
+            return 0;
+    }
+    return -EADDRINUSE;
+}
+
+int stk_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (!addr)
+        return -EFAULT;
+    if ((t->flags & TF_BOUND) || t->state != STK_TCP_CLOSED)
+        return -EINVAL;
+    if (addr->ip != 0 && addr->ip != e->cfg.ip)
+        return -EADDRNOTAVAIL;
+    if (addr->port == 0)
+        return bind_any_port(e, t, addr->ip);
+    return stk__bind_port(e, t, addr->ip, addr->port);
+}
+
+int stk_listen(struct stk_engine *e, int sd, int backlog)
+{
+    GET_OR_EBADF(t, e, sd);
+    /* As Linux: backlog is clamped to [1, 65535]; listen() again just resizes it. */
+    uint32_t bl = backlog < 1 ? 1u : backlog > 65535 ? 65535u : (uint32_t)backlog;
+    if (t->state == STK_TCP_LISTEN) {
+        t->backlog = bl;
+        return 0;
+    }
+    if (t->state != STK_TCP_CLOSED || (t->flags & TF_WAS_SYNCED))
+        return -EINVAL;
+    if (!(t->flags & TF_BOUND)) {
+        int rc = bind_any_port(e, t, 0);
+        if (rc)
+            return rc;
+    }
+    /* Two listeners on one address and port (SO_REUSEADDR lets both bind) cannot coexist. */
+    struct stk_tcb *o = stk__listen_lookup(e, t->lip, t->lport);
+    if (o && (o->lip == t->lip || o->lip == 0 || t->lip == 0))
+        return -EADDRINUSE;
+    t->backlog = bl;
+    stk__set_state(e, t, STK_TCP_LISTEN);
+    stk__listen_insert(e, t);
+    return 0;
+}
+
+/* A child is ready for accept() once established, and with TCP_DEFER_ACCEPT once data (or a
+ * FIN) arrived or the deferral time passed. */
+static bool child_ready(const struct stk_tcb *l, const struct stk_tcb *c, stk_time_t now)
+{
+    if (!l->defer_accept_s)
+        return true;
+    return (c->flags & (TF_DATA_SEEN | TF_RCV_FIN)) ||
+           now - c->last_recv >= (stk_time_t)l->defer_accept_s * STK_US_PER_S;
+}
+
+int stk_accept(struct stk_engine *e, stk_time_t now, int sd, void *user, struct stk_sockaddr *peer)
+{
+    GET_OR_EBADF(l, e, sd);
+    if (l->state != STK_TCP_LISTEN)
+        return -EINVAL;
+    struct stk_tcb *prev = NULL, *c = l->acc_head;
+    while (c && !child_ready(l, c, now)) {
+        prev = c;
+        c = c->qnext;
+    }
+    if (!c)
+        return -EAGAIN;
+    int nsd = sd_alloc(e, c);
+    if (nsd < 0)
+        return nsd;
+    if (prev)
+        prev->qnext = c->qnext;
+    else
+        l->acc_head = c->qnext;
+    if (l->acc_tail == c)
+        l->acc_tail = prev;
+    l->acc_len--;
+    c->qnext = NULL;
+    c->listener = NULL;
+    c->flags |= TF_ACCEPTED;
+    c->flags &= ~TF_ORPHAN;
+    c->user = user;
+    if (peer) {
+        peer->ip = c->rip;
+        peer->port = c->rport;
+    }
+    stk__notify(e, c);
+    stk__flush_events(e);
+    return nsd;
+}
+
+int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_sockaddr *to)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (!to)
+        return -EFAULT;
+    switch (t->state) {
+    case STK_TCP_CLOSED:
+        break;
+    case STK_TCP_SYN_SENT:
+    case STK_TCP_SYN_RECEIVED:
+        return -EALREADY;
+    default:
+        return -EISCONN;
+    }
+    if (t->flags & TF_WAS_SYNCED)
+        return -EISCONN;
+    if (to->ip == 0 || to->ip == 0xffffffffu)
+        return -EINVAL;
+    if (to->port == 0)
+        return -ECONNREFUSED;
+    if (stk__ip_route(e, to->ip) == 0)
+        return -ENETUNREACH;
+    t->rip = to->ip;
+    t->rport = to->port;
+    if (!(t->flags & TF_BOUND)) {
+        t->lip = e->cfg.ip;
+        int rc = stk__pick_port(e, t);
+        if (rc)
+            return rc;
+        rc = stk__bind_port(e, t, t->lip, t->lport);
+        if (rc)
+            return rc;
+    } else {
+        if (t->lip == 0)
+            t->lip = e->cfg.ip;
+        if (stk__conn_lookup(e, t->lip, t->lport, t->rip, t->rport))
+            return -EADDRNOTAVAIL;
+    }
+    t->so_error = 0;
+    t->iss = stk__isn(e, t->lip, t->lport, t->rip, t->rport, now);
+    t->ts_offset = (uint32_t)stk__isn(e, t->rip, t->rport, t->lip, t->lport, 0);
+    t->snd_una = t->iss;
+    t->snd_max = t->iss;
+    t->snd_buf_seq = t->iss + 1;
+    t->rcv_ws = e->cfg.no_ws ? 0 : (uint8_t)0;
+    if (!e->cfg.no_ws)
+        while (t->rcv_ws < STK_TCP_MAX_WS && (t->rcvbuf_size >> t->rcv_ws) > 65535)
+            t->rcv_ws++;
+    t->rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+    t->rtt_start = now;
+    stk__set_state(e, t, STK_TCP_SYN_SENT);
+    stk__conn_insert(e, t);
+    e->ctr.tcp_active_opens++;
+    stk__send_syn(e, t, now);
+    t->t_rexmt = now + t->rto_us;
+    stk__timer_update(e, t);
+    return -EINPROGRESS;
+}
+
+/* A pending error is reported once, by the next call that can report it (as SO_ERROR). */
+static int take_error(struct stk_tcb *t)
+{
+    int err = t->so_error;
+    t->so_error = 0;
+    return -err;
+}
+
+ssize_t stk_send(struct stk_engine *e, stk_time_t now, int sd, const void *buf, size_t len,
+                 uint32_t flags)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (t->so_error)
+        return take_error(t);
+    switch (t->state) {
+    case STK_TCP_ESTABLISHED:
+    case STK_TCP_CLOSE_WAIT:
+        break;
+    case STK_TCP_SYN_SENT:
+    case STK_TCP_SYN_RECEIVED:
+        return -EAGAIN; /* the shim waits for the handshake, as the kernel does */
+    case STK_TCP_LISTEN:
+        return -ENOTCONN;
+    case STK_TCP_CLOSED:
+        return (t->flags & TF_WAS_SYNCED) ? -EPIPE : -ENOTCONN;
+    default:
+        return -EPIPE;
+    }
+    if (t->flags & TF_FIN_QUEUED)
+        return -EPIPE;
+    if (len && !buf)
+        return -EFAULT;
+    uint32_t room = stk__ring_free(&t->sndbuf);
+    if (room == 0)
+        return -EAGAIN;
+    uint32_t n = (uint32_t)stk__min64(len, room);
+    stk__ring_write_at(&t->sndbuf, 0, buf, n);
+    t->sndbuf.head += n;
+    if (flags & STK_MSG_MORE)
+        t->flags |= TF_MORE;
+    else
+        t->flags &= ~TF_MORE;
+    if (t->snd_una == t->snd_max && now - t->last_send > t->rto_us)
+        stk__cc_on_idle(&t->cc, now); /* RFC 5681 4.1: restart after idle */
+    stk__tcp_output(e, t, now);
+    stk__flush_events(e);
+    return (ssize_t)n;
+}
+
+static bool read_side_done(const struct stk_tcb *t)
+{
+    if (t->flags & TF_SHUT_RD)
+        return true;
+    return (t->flags & TF_RCV_FIN) && t->rcv_nxt == t->rcv_fin_seq + 1;
+}
+
+/* The window may have grown enough to be worth announcing (the receiver half of SWS
+ * avoidance, RFC 1122 4.2.3.3): do so at once rather than wait for the peer to probe. */
+static void window_update(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    if (!stk__state_can_recv(t->state))
+        return;
+    uint32_t cur = stk__seq_gt(t->rcv_adv, t->rcv_nxt) ? t->rcv_adv - t->rcv_nxt : 0;
+    uint32_t win = stk__rcv_window(t);
+    if (win > cur && win - cur >= stk__min32(t->rcvbuf_size / 2, 2u * t->rcv_mss)) {
+        t->flags |= TF_ACK_NOW;
+        stk__tcp_output(e, t, now);
+    }
+}
+
+int stk_recv_peek(struct stk_engine *e, int sd, struct stk_iov iov[2])
+{
+    GET_OR_EBADF(t, e, sd);
+    uint32_t used = t->rcvbuf.buf ? stk__ring_used(&t->rcvbuf) : 0;
+    if (used == 0) {
+        if (t->so_error)
+            return take_error(t);
+        if (read_side_done(t))
+            return 0;
+        if (t->state == STK_TCP_CLOSED || t->state == STK_TCP_LISTEN)
+            return (t->flags & TF_WAS_SYNCED) ? 0 : -ENOTCONN;
+        return -EAGAIN;
+    }
+    return stk__ring_iov(&t->rcvbuf, 0, used, iov);
+}
+
+int stk_recv_consume(struct stk_engine *e, stk_time_t now, int sd, size_t len)
+{
+    GET_OR_EBADF(t, e, sd);
+    uint32_t used = t->rcvbuf.buf ? stk__ring_used(&t->rcvbuf) : 0;
+    if (len > used)
+        return -EINVAL;
+    t->rcvbuf.tail += (uint32_t)len;
+    window_update(e, t, now);
+    stk__flush_events(e);
+    return 0;
+}
+
+ssize_t stk_recv(struct stk_engine *e, stk_time_t now, int sd, void *buf, size_t len,
+                 uint32_t flags)
+{
+    struct stk_iov iov[2];
+    int n = stk_recv_peek(e, sd, iov);
+    if (n <= 0)
+        return n;
+    if (len && !buf)
+        return -EFAULT;
+    size_t got = 0;
+    for (int i = 0; i < n && got < len; i++) {
+        size_t c = stk__min64(iov[i].len, len - got);
+        memcpy((uint8_t *)buf + got, iov[i].base, c);
+        got += c;
+    }
+    if (!(flags & STK_MSG_PEEK))
+        stk_recv_consume(e, now, sd, got);
+    return (ssize_t)got;
+}
+
+int stk_shutdown(struct stk_engine *e, stk_time_t now, int sd, enum stk_shut how)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (how != STK_SHUT_RD && how != STK_SHUT_WR && how != STK_SHUT_RDWR)
+        return -EINVAL;
+    if (t->state == STK_TCP_LISTEN) {
+        /* Linux stops listening; pending connections are reset. */
+        stk__tcp_drop(e, t, 0);
+        stk__flush_events(e);
+        return 0;
+    }
+    if (t->state == STK_TCP_CLOSED || t->state == STK_TCP_SYN_SENT) {
+        if (t->state == STK_TCP_SYN_SENT)
+            stk__tcp_drop(e, t, 0);
+        return (t->flags & TF_WAS_SYNCED) ? 0 : -ENOTCONN;
+    }
+    if (how != STK_SHUT_WR)
+        t->flags |= TF_SHUT_RD;
+    if (how != STK_SHUT_RD && !(t->flags & TF_FIN_QUEUED)) {
+        t->flags |= TF_FIN_QUEUED;
+        t->flags &= ~(TF_CORK | TF_MORE);
+        switch (t->state) {
+        case STK_TCP_ESTABLISHED:
+        case STK_TCP_SYN_RECEIVED:
+            stk__set_state(e, t, STK_TCP_FIN_WAIT_1);
+            break;
+        case STK_TCP_CLOSE_WAIT:
+            stk__set_state(e, t, STK_TCP_LAST_ACK);
+            break;
+        default:
+            break;
+        }
+        stk__tcp_output(e, t, now);
+    }
+    stk__notify(e, t);
+    stk__flush_events(e);
+    return 0;
+}
+
+int stk_abort(struct stk_engine *e, stk_time_t now, int sd)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (t->state != STK_TCP_LISTEN && t->state != STK_TCP_CLOSED)
+        stk__send_rst(e, t, now);
+    sd_release(e, t);
+    if (t->state == STK_TCP_CLOSED) {
+        stk__unbind(e, t);
+        stk__tcb_free(e, t);
+    } else {
+        stk__tcp_drop(e, t, 0);
+    }
+    stk__flush_events(e);
+    return 0;
+}
+
+int stk_close(struct stk_engine *e, stk_time_t now, int sd)
+{
+    GET_OR_EBADF(t, e, sd);
+    bool unread = t->rcvbuf.buf && stk__ring_used(&t->rcvbuf) > 0;
+    switch (t->state) {
+    case STK_TCP_CLOSED:
+    case STK_TCP_LISTEN:
+    case STK_TCP_SYN_SENT:
+        sd_release(e, t);
+        if (t->state == STK_TCP_CLOSED) {
+            stk__unbind(e, t);
+            stk__tcb_free(e, t);
+        } else {
+            stk__tcp_drop(e, t, 0);
+        }
+        stk__flush_events(e);
+        return 0;
+    default:
+        break;
+    }
+    /* Unread data or SO_LINGER 0 abort the connection (RFC 2525 2.17; Linux does the
+     * same), so the peer learns its data was not consumed. */
+    if (unread || t->linger_s == 0)
+        return stk_abort(e, now, sd);
+    sd_release(e, t);
+    if (!(t->flags & TF_FIN_QUEUED)) {
+        t->flags |= TF_FIN_QUEUED;
+        t->flags &= ~(TF_CORK | TF_MORE);
+        if (t->state == STK_TCP_ESTABLISHED || t->state == STK_TCP_SYN_RECEIVED)
+            stk__set_state(e, t, STK_TCP_FIN_WAIT_1);
+        else if (t->state == STK_TCP_CLOSE_WAIT)
+            stk__set_state(e, t, STK_TCP_LAST_ACK);
+        stk__tcp_output(e, t, now);
+    }
+    if (t->state == STK_TCP_FIN_WAIT_2 && !t->t_2msl) {
+        t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
+        stk__timer_update(e, t);
+    }
+    stk__flush_events(e);
+    return 0;
+}
+
+static void set_flag(struct stk_tcb *t, uint32_t f, int on)
+{
+    if (on)
+        t->flags |= f;
+    else
+        t->flags &= ~f;
+}
+
+int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt opt, int val)
+{
+    GET_OR_EBADF(t, e, sd);
+    bool before_open = t->state == STK_TCP_CLOSED && !t->sndbuf.buf;
+    switch (opt) {
+    case STK_SO_REUSEADDR:
+        set_flag(t, TF_REUSEADDR, val);
+        return 0;
+    case STK_SO_KEEPALIVE:
+        set_flag(t, TF_KEEPALIVE, val);
+        if (val && stk__state_synced(t->state) && !t->t_keep) {
+            t->t_keep = now + (stk_time_t)t->keep_idle_s * STK_US_PER_S;
+            stk__timer_update(e, t);
+        }
+        return 0;
+    case STK_SO_LINGER:
+        t->linger_s = val < 0 ? -1 : val;
+        return 0;
+    case STK_SO_SNDBUF:
+    case STK_SO_RCVBUF: {
+        if (val < 0)
+            return -EINVAL;
+        if (!before_open && t->state != STK_TCP_LISTEN)
+            return 0; /* buffers are sized at connect/listen; later changes are ignored */
+        uint32_t v = stk__roundup_pow2(stk__max32((uint32_t)val, 4096));
+        v = stk__min32(v, 1u << 26);
+        if (opt == STK_SO_SNDBUF)
+            t->sndbuf_size = v;
+        else
+            t->rcvbuf_size = v;
+        return 0;
+    }
+    case STK_TCP_NODELAY:
+        set_flag(t, TF_NODELAY, val);
+        if (val)
+            stk__tcp_output(e, t, now);
+        return 0;
+    case STK_TCP_CORK:
+        set_flag(t, TF_CORK, val);
+        if (!val) {
+            t->t_cork = 0;
+            t->flags &= ~TF_MORE;
+            stk__tcp_output(e, t, now);
+        }
+        return 0;
+    case STK_TCP_KEEPIDLE:
+    case STK_TCP_KEEPINTVL:
+        if (val < 1 || val > 32767)
+            return -EINVAL;
+        if (opt == STK_TCP_KEEPIDLE)
+            t->keep_idle_s = (uint32_t)val;
+        else
+            t->keep_intvl_s = (uint32_t)val;
+        return 0;
+    case STK_TCP_KEEPCNT:
+        if (val < 1 || val > 127)
+            return -EINVAL;
+        t->keep_cnt = (uint32_t)val;
+        return 0;
+    case STK_TCP_MAXSEG:
+        if (val != 0 && (val < 88 || val > 65535))
+            return -EINVAL;
+        t->user_mss = (uint16_t)val;
+        return 0;
+    case STK_TCP_CONGESTION:
+        if (val != STK_CC_NEWRENO && val != STK_CC_CUBIC)
+            return -ENOENT;
+        t->cc_algo = (uint8_t)val;
+        if (stk__state_synced(t->state)) {
+            uint32_t cwnd = t->cc.cwnd, ssthresh = t->cc.ssthresh;
+            stk__cc_init(&t->cc, (enum stk_cc_algo)val, t->snd_mss, now);
+            t->cc.cwnd = cwnd;
+            t->cc.ssthresh = ssthresh;
+        }
+        return 0;
+    case STK_TCP_DEFER_ACCEPT:
+        t->defer_accept_s = val < 0 ? 0 : (uint32_t)val;
+        return 0;
+    default:
+        return -ENOPROTOOPT;
+    }
+}
+
+int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (!val)
+        return -EFAULT;
+    switch (opt) {
+    case STK_SO_ERROR:
+        *val = t->so_error;
+        t->so_error = 0;
+        return 0;
+    case STK_SO_REUSEADDR:
+        *val = !!(t->flags & TF_REUSEADDR);
+        return 0;
+    case STK_SO_KEEPALIVE:
+        *val = !!(t->flags & TF_KEEPALIVE);
+        return 0;
+    case STK_SO_LINGER:
+        *val = t->linger_s;
+        return 0;
+    case STK_SO_SNDBUF:
+        *val = (int)t->sndbuf_size;
+        return 0;
+    case STK_SO_RCVBUF:
+        *val = (int)t->rcvbuf_size;
+        return 0;
+    case STK_TCP_NODELAY:
+        *val = !!(t->flags & TF_NODELAY);
+        return 0;
+    case STK_TCP_CORK:
+        *val = !!(t->flags & TF_CORK);
+        return 0;
+    case STK_TCP_KEEPIDLE:
+        *val = (int)t->keep_idle_s;
+        return 0;
+    case STK_TCP_KEEPINTVL:
+        *val = (int)t->keep_intvl_s;
+        return 0;
+    case STK_TCP_KEEPCNT:
+        *val = (int)t->keep_cnt;
+        return 0;
+    case STK_TCP_MAXSEG:
+        *val = stk__state_synced(t->state) ? t->snd_mss : (t->user_mss ? t->user_mss : 536);
+        return 0;
+    case STK_TCP_CONGESTION:
+        *val = t->cc_algo;
+        return 0;
+    case STK_SO_STATE:
+        *val = (int)t->state;
+        return 0;
+    case STK_SO_NREAD:
+        *val = t->state == STK_TCP_LISTEN || !t->rcvbuf.buf ? 0 : (int)stk__ring_used(&t->rcvbuf);
+        return 0;
+    case STK_SO_NWRITE:
+        *val = t->sndbuf.buf ? (int)stk__ring_used(&t->sndbuf) : 0;
+        return 0;
+    case STK_SO_SNDSPACE:
+        *val = t->sndbuf.buf && stk__state_can_send(t->state) ? (int)stk__ring_free(&t->sndbuf) : 0;
+        return 0;
+    case STK_TCP_DEFER_ACCEPT:
+        *val = (int)t->defer_accept_s;
+        return 0;
+    default:
+        return -ENOPROTOOPT;
+    }
+}
+
+uint32_t stk_events(struct stk_engine *e, int sd)
+{
+    struct stk_tcb *t = sock_get(e, sd);
+    if (!t)
+        return STK_EV_ERR | STK_EV_HUP;
+    uint32_t ev = 0;
+    if (t->so_error)
+        ev |= STK_EV_ERR;
+    switch (t->state) {
+    case STK_TCP_LISTEN:
+        for (struct stk_tcb *c = t->acc_head; c; c = c->qnext) {
+            if (child_ready(t, c, e->now)) {
+                ev |= STK_EV_IN;
+                break;
+            }
+        }
+        return ev;
+    case STK_TCP_SYN_SENT:
+    case STK_TCP_SYN_RECEIVED:
+        return ev;
+    case STK_TCP_CLOSED:
+        /* As Linux's tcp_poll: a closed socket is hung up and writable (writes fail). */
+        ev |= STK_EV_HUP | STK_EV_OUT;
+        if (t->flags & TF_WAS_SYNCED)
+            ev |= STK_EV_IN | STK_EV_RDHUP;
+        return ev;
+    default:
+        break;
+    }
+    if ((t->rcvbuf.buf && stk__ring_used(&t->rcvbuf)) || read_side_done(t))
+        ev |= STK_EV_IN;
+    if (read_side_done(t))
+        ev |= STK_EV_RDHUP;
+    if (stk__state_can_send(t->state) && !(t->flags & TF_FIN_QUEUED)) {
+        if (t->sndbuf.buf && stk__ring_free(&t->sndbuf))
+            ev |= STK_EV_OUT;
+    } else if (t->flags & TF_FIN_QUEUED) {
+        ev |= STK_EV_OUT; /* writes fail at once with EPIPE */
+    }
+    if (read_side_done(t) && (t->flags & TF_FIN_QUEUED))
+        ev |= STK_EV_HUP;
+    return ev;
+}
+
+int stk_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (!addr)
+        return -EFAULT;
+    addr->ip = t->lip;
+    addr->port = t->lport;
+    return 0;
+}
+
+int stk_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (!addr)
+        return -EFAULT;
+    if (t->state == STK_TCP_CLOSED || t->state == STK_TCP_LISTEN || t->state == STK_TCP_SYN_SENT)
+        return -ENOTCONN;
+    addr->ip = t->rip;
+    addr->port = t->rport;
+    return 0;
+}
+
+int stk_tcp_info(struct stk_engine *e, int sd, struct stk_tcp_info *info)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (!info)
+        return -EFAULT;
+    memset(info, 0, sizeof(*info));
+    info->state = (uint8_t)t->state;
+    info->ca_state = (t->flags & TF_IN_RECOVERY) ? 3 : 0;
+    info->retransmits = t->retries;
+    info->backoff = t->backoff;
+    info->snd_wscale = t->snd_ws;
+    info->rcv_wscale = t->rcv_ws;
+    info->options = (uint8_t)(((t->flags & TF_TS) ? 1 : 0) | ((t->flags & TF_SACK) ? 2 : 0) |
+                              ((t->flags & TF_WS) ? 4 : 0));
+    info->rto_us = t->rto_us;
+    info->rtt_us = t->srtt_us;
+    info->rttvar_us = t->rttvar_us;
+    info->snd_mss = t->snd_mss;
+    info->rcv_mss = t->rcv_mss;
+    info->snd_cwnd = t->cc.cwnd;
+    info->snd_ssthresh = t->cc.ssthresh;
+    info->snd_wnd = t->snd_wnd;
+    info->rcv_wnd = stk__seq_gt(t->rcv_adv, t->rcv_nxt) ? t->rcv_adv - t->rcv_nxt : 0;
+    info->unacked = stk__tcp_flight(t);
+    info->sacked = stk__rs_bytes_above(&t->sb.sacked, t->snd_una);
+    info->retrans = stk__seq_gt(t->sb.high_rxt, t->snd_una) ? t->sb.high_rxt - t->snd_una : 0;
+    info->total_retrans = t->total_retrans;
+    info->bytes_acked = t->bytes_acked;
+    info->bytes_received = t->bytes_received;
+    info->segs_in = t->segs_in;
+    info->segs_out = t->segs_out;
+    return 0;
+}
