@@ -198,6 +198,7 @@ static void enter_time_wait(struct stk_engine *e, struct stk_tcb *t, stk_time_t 
     stk__set_state(e, t, STK_TCP_TIME_WAIT);
     t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_cork = 0;
     t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
+    stk__timer_update(e, t);
     /* Nothing will be sent or read again: give the buffers back now. */
     if (t->sd < 0) {
         stk__free(e, t->sndbuf.buf, t->sndbuf.size);
@@ -316,8 +317,9 @@ static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, 
         }
         /* RFC 1122 4.2.3.2 / RFC 5681 4.2: ACK at least every second full-sized segment,
          * and within the delayed-ACK time otherwise. */
-        t->delack_segs += len >= t->rcv_mss ? 2 : 1;
-        if (t->delack_segs >= 3 || len >= t->rcv_mss * 2u)
+        uint32_t full = t->rcv_mss - ((t->flags & TF_TS) ? 12u : 0u); /* RFC 7323 options */
+        t->delack_segs += len >= full ? 2 : 1;
+        if (t->delack_segs >= 3 || len >= full * 2u)
             t->flags |= TF_ACK_NOW;
         else if (!t->t_delack)
             t->t_delack = now + e->cfg.delack_us;
@@ -451,11 +453,12 @@ static bool process_ack(struct stk_engine *e, struct stk_tcb *t, const struct st
                                         s->nsack, NULL);
     if (advanced) {
         ack_advance(e, t, s, now);
-    } else if (ack == t->snd_una && t->snd_una != t->snd_max && s->len == 0 &&
-               !(s->flags & (TH_SYN | TH_FIN)) && t->snd_wnd != 0 &&
-               ((t->flags & TF_SACK) ? (newly_sacked > 0 || new_wnd == t->snd_wnd)
-                                     : new_wnd == t->snd_wnd)) {
-        /* A duplicate ACK (RFC 5681 section 2, RFC 6675 section 2). */
+    } else if (ack == t->snd_una && t->snd_una != t->snd_max && t->snd_wnd != 0 &&
+               (newly_sacked > 0 || (s->len == 0 && !(s->flags & (TH_SYN | TH_FIN)) &&
+                                     new_wnd == t->snd_wnd && !(t->flags & TF_SACK)))) {
+        /* A duplicate ACK: with SACK, any ACK reporting newly SACKed data (RFC 6675
+         * section 2), even one carrying data the other way; without, RFC 5681 section 2's
+         * strict definition. */
         t->dupacks++;
         if (!(t->flags & TF_IN_RECOVERY) &&
             (t->dupacks >= STK_TCP_DUPTHRESH ||
@@ -554,6 +557,14 @@ static void reset_received(struct stk_engine *e, struct stk_tcb *t)
 
 static void synced_input(struct stk_engine *e, struct stk_tcb *t, struct stk_seg *s, stk_time_t now)
 {
+    /* RFC 9293 figure 8: after crossing SYNs, the peer's SYN-ACK acknowledging ours completes
+     * the open. Its SYN is the one already seen, so only the ACK is processed. */
+    if (t->state == STK_TCP_SYN_RECEIVED && !(t->flags & TF_PASSIVE) &&
+        (s->flags & (TH_SYN | TH_ACK | TH_RST)) == (TH_SYN | TH_ACK) && s->seq == t->irs &&
+        s->ack == t->snd_max) {
+        s->seq++;
+        s->flags &= (uint8_t)~TH_SYN;
+    }
     if (paws_reject(t, s, now)) {
         e->ctr.tcp_drop_paws++;
         stk__send_ack(e, t, now);
@@ -643,7 +654,7 @@ static void synced_input(struct stk_engine *e, struct stk_tcb *t, struct stk_seg
     /* Seventh: segment text. */
     if (len) {
         if (stk__state_can_recv(t->state)) {
-            if (t->sd < 0) {
+            if (t->flags & TF_ORPHAN) {
                 /* Data for a connection the application closed: nobody can read it, so
                  * the peer is told with a RST (RFC 9293 3.10.4, RFC 2525 2.17). */
                 stk__send_rst(e, t, now);

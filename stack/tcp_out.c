@@ -236,7 +236,10 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
 
 int stk__send_ack(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
-    return xmit(e, t, t->snd_nxt, 0, TH_ACK, now);
+    /* A pure ACK carries SND.MAX, not SND.NXT: after a timeout pulled snd_nxt back, the
+     * peer may already hold bytes beyond it, and an ACK below its RCV.NXT would fail its
+     * acceptability test and be dropped (as BSD does). */
+    return xmit(e, t, t->snd_max, 0, TH_ACK, now);
 }
 
 int stk__send_syn(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
@@ -387,6 +390,7 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     if (!can_output(t->state)) {
         if ((t->flags & TF_ACK_NOW) && stk__state_synced(t->state))
             stk__send_ack(e, t, now);
+        stk__timer_update(e, t);
         return;
     }
     if (t->flags & TF_IN_RECOVERY)

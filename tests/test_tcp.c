@@ -1,0 +1,1966 @@
+/*
+ * test_tcp.c - segment-level scripted tests of the TCP engine (stack/tcp_*.c).
+ *
+ * One engine talks to a scripted peer. The test crafts every segment the peer sends with
+ * tests/lib/pkt.h, hands it to stk_input(), and asserts on the exact segments the engine
+ * sends back (flags, sequence and acknowledgment numbers, window, options), parsed by the
+ * independent parser in pkt.c. Time is a fake clock the test advances; timers run through
+ * stk_poll() at the instant stk_next_timer() names, so the time each segment left is exact.
+ *
+ * The engine is 198.18.0.2 (pkt_tcp_spec_init's destination), the peer 198.18.0.1. ARP
+ * traffic is answered by the harness and never reaches a test.
+ *
+ * The TCase "regressions" holds tests written for engine bugs found by these scripts (data
+ * before accept(), delayed ACKs with timestamps, simultaneous open); they must pass too.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pkt.h"
+#include "stk.h"
+
+#define T0       (100 * STK_US_PER_S)
+#define MS       STK_US_PER_MS
+#define SEC      STK_US_PER_S
+#define US_IP    PKT_IP(198, 18, 0, 2)
+#define PEER_IP  PKT_IP(198, 18, 0, 1)
+#define PEER2_IP PKT_IP(198, 18, 0, 7)
+#define LPORT    80
+#define PPORT    40000
+#define PEER_ISN 0xfffff000u /* the peer's sequence numbers wrap during the tests */
+
+#define F_FIN PKT_TCP_FIN
+#define F_SYN PKT_TCP_SYN
+#define F_RST PKT_TCP_RST
+#define F_PSH PKT_TCP_PSH
+#define F_ACK PKT_TCP_ACK
+
+static const uint8_t US_MAC[6] = {0x02, 0, 0, 0, 0, 0x02};
+static const uint8_t PEER_MAC[6] = {0x02, 0, 0, 0, 0, 0x01};
+static const uint8_t PEER2_MAC[6] = {0x02, 0, 0, 0, 0, 0x07};
+
+/* Check's ck_assert reports every call through a pipe in fork mode; these only cost a
+ * branch unless they fail. */
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            ck_abort_msg(__VA_ARGS__);                                                             \
+    } while (0)
+#define EQ(a, b)                                                                                   \
+    do {                                                                                           \
+        unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);             \
+        REQUIRE(a_ == b_, "line %d: %s = %llu, expected %s = %llu", __LINE__, #a, a_, #b, b_);     \
+    } while (0)
+#define EQI(a, b)                                                                                  \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        REQUIRE(a_ == b_, "line %d: %s = %lld, expected %s = %lld", __LINE__, #a, a_, #b, b_);     \
+    } while (0)
+
+/* ---- Harness ----------------------------------------------------------------------------- */
+
+/* Options a scripted peer puts in its SYN. */
+struct popts {
+    uint16_t mss; /* 0: none */
+    int ws;       /* -1: none */
+    bool sack, ts;
+};
+static const struct popts FULL = {1460, 7, true, true};
+static const struct popts BARE = {1460, -1, false, false};
+
+/* One engine, what it sent, and the state of the scripted peer of the current connection. */
+struct th {
+    struct pkt_capture raw;  /* everything the engine transmitted, not yet sorted */
+    struct pkt_capture segs; /* the engine's TCP segments, oldest first */
+    stk_time_t sent_at[PKT_CAP_MAX_FRAMES];
+    struct stk_engine *e;
+    struct stk_config cfg;
+    stk_time_t now;
+
+    /* The peer. */
+    uint32_t peer_ip;
+    uint16_t pport, lport; /* peer's port, engine's port */
+    uint32_t pseq;         /* peer's next sequence number */
+    uint32_t pack;         /* what the peer acknowledges (the engine's next byte) */
+    uint32_t iss;          /* the engine's ISN on this connection */
+    uint16_t pwin;         /* window field the peer sends */
+    bool ts;               /* the peer sends timestamps */
+    uint32_t ts_base;      /* peer's timestamp clock: ts_base + now / 1 ms */
+    uint32_t tsecr;        /* the last tsval the engine sent, echoed by the peer */
+
+    int lsd, sd;
+    struct pkt_info p; /* the last segment popped (valid until the next pop) */
+    stk_time_t p_time; /* when it was sent */
+    char fmt[256];
+};
+
+static struct stk_config base_cfg(void)
+{
+    struct stk_config c;
+    memset(&c, 0, sizeof(c));
+    memcpy(c.mac, US_MAC, 6);
+    c.ip = US_IP;
+    c.prefix = 24;
+    c.max_socks = 64;
+    c.sndbuf = 65536;
+    c.rcvbuf = 131072; /* window scale 2 */
+    c.arp_timeout_us = UINT32_MAX;
+    for (int i = 0; i < 16; i++)
+        c.secret[i] = (uint8_t)(0x5a ^ (i * 37));
+    return c;
+}
+
+static void inject_raw(struct th *h, const uint8_t *f, size_t n)
+{
+    stk_input(h->e, h->now, f, n, 0);
+}
+
+/* Moves what the engine sent into segs, stamping each with the current time; answers ARP
+ * requests for the peers (the engine then sends what was waiting). */
+static void drain(struct th *h)
+{
+    while (pkt_capture_count(&h->raw)) {
+        const struct pkt_frame *f = pkt_capture_pop(&h->raw);
+        struct pkt_info p;
+        int rc = pkt_parse(f->data, f->len, &p);
+        REQUIRE(rc == PKT_OK, "engine sent a bad frame: %s", pkt_strerror(rc));
+        if (p.kind == PKT_KIND_ARP) {
+            if (p.arp_op == PKT_ARP_REQUEST && (p.arp_tpa == PEER_IP || p.arp_tpa == PEER2_IP)) {
+                uint8_t r[64];
+                const uint8_t *mac = p.arp_tpa == PEER_IP ? PEER_MAC : PEER2_MAC;
+                size_t n = pkt_build_arp_reply(r, sizeof(r), mac, p.arp_tpa, US_MAC, US_IP);
+                inject_raw(h, r, n);
+            }
+            continue;
+        }
+        REQUIRE(p.kind == PKT_KIND_TCP, "engine sent a non-TCP frame");
+        uint64_t idx = h->segs.total;
+        REQUIRE(pkt_capture_add(&h->segs, f->data, f->len) == 0, "segment queue full");
+        h->sent_at[idx % PKT_CAP_MAX_FRAMES] = h->now;
+    }
+}
+
+static void learn_peer(struct th *h, const uint8_t mac[6], uint32_t ip)
+{
+    uint8_t f[64];
+    size_t n = pkt_build_arp_request(f, sizeof(f), mac, ip, US_IP);
+    inject_raw(h, f, n);
+    drain(h);
+}
+
+static struct th *th_new_cfg(const struct stk_config *c)
+{
+    struct th *h = calloc(1, sizeof(*h));
+    REQUIRE(h != NULL, "calloc");
+    pkt_capture_init(&h->raw);
+    pkt_capture_init(&h->segs);
+    h->cfg = *c;
+    h->cfg.io_ctx = &h->raw;
+    h->cfg.tx = pkt_capture_tx;
+    h->now = T0;
+    REQUIRE(stk_engine_create(&h->cfg, h->now, &h->e) == 0, "stk_engine_create");
+    learn_peer(h, PEER_MAC, PEER_IP);
+    learn_peer(h, PEER2_MAC, PEER2_IP);
+    h->peer_ip = PEER_IP;
+    h->pport = PPORT;
+    h->lport = LPORT;
+    h->pwin = 65535;
+    h->ts_base = 5000;
+    h->lsd = h->sd = -1;
+    REQUIRE(pkt_capture_count(&h->segs) == 0, "unexpected segment at start");
+    return h;
+}
+
+static struct th *th_new(void)
+{
+    struct stk_config c = base_cfg();
+    return th_new_cfg(&c);
+}
+
+static void th_free(struct th *h)
+{
+    stk_engine_destroy(h->e);
+    pkt_capture_fini(&h->raw);
+    pkt_capture_fini(&h->segs);
+    free(h);
+}
+
+static const struct stk_counters *ctr(const struct th *h)
+{
+    return stk_counters(h->e);
+}
+
+/* Runs every timer due up to `until`, at the instant it is due, then sets the clock there. */
+static void advance(struct th *h, stk_time_t until)
+{
+    drain(h);
+    for (int guard = 0; guard < 100000; guard++) {
+        stk_time_t nt = stk_next_timer(h->e);
+        if (nt > until)
+            break;
+        if (nt > h->now)
+            h->now = nt;
+        stk_poll(h->e, h->now);
+        drain(h);
+        if (stk_next_timer(h->e) <= h->now) {
+            if (h->now + MS > until)
+                break;
+            h->now += MS; /* a timer reported early: step on */
+        }
+    }
+    if (until > h->now)
+        h->now = until;
+    stk_poll(h->e, h->now);
+    drain(h);
+}
+
+static void advance_by(struct th *h, stk_time_t dt)
+{
+    advance(h, h->now + dt);
+}
+
+static int state_of(struct th *h, int sd)
+{
+    int v = -1;
+    REQUIRE(stk_getopt(h->e, sd, STK_SO_STATE, &v) == 0, "getopt STATE on %d", sd);
+    return v;
+}
+
+static int nread(struct th *h, int sd)
+{
+    int v = -1;
+    REQUIRE(stk_getopt(h->e, sd, STK_SO_NREAD, &v) == 0, "getopt NREAD");
+    return v;
+}
+
+static const char *fmt(struct th *h, const struct pkt_info *p)
+{
+    return pkt_format(p, h->fmt, sizeof(h->fmt));
+}
+
+/* Pops the engine's next segment into h->p; fails when there is none. The peer then
+ * echoes its timestamp, as RFC 7323 asks. */
+static const struct pkt_info *pop_(struct th *h, int line)
+{
+    drain(h);
+    const struct pkt_frame *f = pkt_capture_pop(&h->segs);
+    REQUIRE(f != NULL, "line %d: expected a segment, none was sent", line);
+    h->p_time = h->sent_at[f->index % PKT_CAP_MAX_FRAMES];
+    int rc = pkt_parse(f->data, f->len, &h->p);
+    REQUIRE(rc == PKT_OK, "line %d: %s", line, pkt_strerror(rc));
+    REQUIRE(h->p.src_ip == US_IP && h->p.dst_ip == h->peer_ip, "line %d: addresses of %s", line,
+            fmt(h, &h->p));
+    if (h->p.opt.ts)
+        h->tsecr = h->p.opt.tsval;
+    return &h->p;
+}
+#define POP(h) pop_(h, __LINE__)
+
+/* The next segment has exactly these flags (PSH ignored), seq, ack (0 when no ACK flag) and
+ * payload length. */
+static const struct pkt_info *expect_(struct th *h, int line, uint8_t flags, uint32_t seq,
+                                      uint32_t ack, size_t len)
+{
+    const struct pkt_info *p = pop_(h, line);
+    REQUIRE((p->flags & ~F_PSH) == (flags & ~F_PSH) && p->seq == seq &&
+                p->ack == ((flags & F_ACK) ? ack : 0) && p->payload_len == len,
+            "line %d: got %s; expected flags %#x seq=%u ack=%u len=%zu", line, fmt(h, p), flags,
+            seq, (flags & F_ACK) ? ack : 0, len);
+    REQUIRE(p->sport == h->lport && p->dport == h->pport, "line %d: ports of %s", line, fmt(h, p));
+    return p;
+}
+#define EXPECT(h, flags, seq, ack, len) expect_(h, __LINE__, flags, seq, ack, len)
+/* A pure ACK from the engine's current position. */
+#define EXPECT_ACK(h) expect_(h, __LINE__, F_ACK, (h)->pack, (h)->pseq, 0)
+
+static void none_(struct th *h, int line)
+{
+    drain(h);
+    const struct pkt_frame *f = pkt_capture_peek(&h->segs, 0);
+    if (f) {
+        struct pkt_info p;
+        pkt_parse(f->data, f->len, &p);
+        ck_abort_msg("line %d: unexpected segment %s", line, fmt(h, &p));
+    }
+}
+#define EXPECT_NONE(h) none_(h, __LINE__)
+
+/* A segment from the peer with its current numbers. */
+static void spec_for(struct th *h, struct pkt_tcp_spec *s, uint8_t flags)
+{
+    pkt_tcp_spec_init(s);
+    s->src_ip = h->peer_ip;
+    if (h->peer_ip == PEER2_IP)
+        memcpy(s->src_mac, PEER2_MAC, 6);
+    s->sport = h->pport;
+    s->dport = h->lport;
+    s->seq = h->pseq;
+    s->ack = (flags & F_ACK) ? h->pack : 0;
+    s->flags = flags;
+    s->window = h->pwin;
+    if (h->ts) {
+        s->ts = true;
+        s->tsval = h->ts_base + (uint32_t)(h->now / MS);
+        s->tsecr = (flags & F_ACK) ? h->tsecr : 0;
+    }
+}
+
+static void inject(struct th *h, const struct pkt_tcp_spec *s)
+{
+    uint8_t f[2048];
+    size_t n = pkt_build_tcp(s, f, sizeof(f));
+    REQUIRE(n > 0, "pkt_build_tcp");
+    inject_raw(h, f, n);
+}
+
+/* The peer sends flags with len bytes of data (a pattern) and advances its sequence. */
+static void peer_send(struct th *h, uint8_t flags, size_t len)
+{
+    static uint8_t data[9000];
+    for (size_t i = 0; i < len && i < sizeof(data); i++)
+        data[i] = (uint8_t)(h->pseq + i);
+    struct pkt_tcp_spec s;
+    spec_for(h, &s, flags);
+    s.payload = data;
+    s.payload_len = len;
+    inject(h, &s);
+    h->pseq += (uint32_t)len + ((flags & F_SYN) ? 1 : 0) + ((flags & F_FIN) ? 1 : 0);
+}
+
+static void peer_ack(struct th *h)
+{
+    peer_send(h, F_ACK, 0);
+}
+
+/* The peer sends len bytes at seq (which need not be pseq); pseq is left alone. */
+static void peer_send_at(struct th *h, uint32_t seq, size_t len)
+{
+    uint32_t save = h->pseq;
+    h->pseq = seq;
+    peer_send(h, F_ACK, len);
+    h->pseq = save;
+}
+
+static void syn_spec(struct th *h, struct pkt_tcp_spec *s, uint8_t flags, const struct popts *o)
+{
+    h->ts = o->ts;
+    spec_for(h, s, flags);
+    s->mss = o->mss;
+    s->wscale = o->ws;
+    s->sack_perm = o->sack;
+}
+
+static int listen_on(struct th *h, uint16_t port, int backlog)
+{
+    int sd = stk_socket(h->e, NULL);
+    REQUIRE(sd >= 0, "socket");
+    struct stk_sockaddr a = {0, port};
+    REQUIRE(stk_bind(h->e, sd, &a) == 0, "bind");
+    REQUIRE(stk_listen(h->e, sd, backlog) == 0, "listen");
+    return sd;
+}
+
+/* The peer's SYN to the listener; returns the SYN-ACK (h->iss and h->pack set). */
+static const struct pkt_info *peer_syn(struct th *h, const struct popts *o)
+{
+    struct pkt_tcp_spec s;
+    syn_spec(h, &s, F_SYN, o);
+    inject(h, &s);
+    h->pseq++;
+    const struct pkt_info *p = POP(h);
+    REQUIRE(p->flags == (F_SYN | F_ACK) && p->ack == h->pseq, "SYN-ACK expected: %s", fmt(h, p));
+    h->iss = p->seq;
+    h->pack = p->seq + 1;
+    return p;
+}
+
+/* Listener on LPORT (made on first use), handshake from the peer, accept. */
+static void passive_open(struct th *h, const struct popts *o)
+{
+    if (h->lsd < 0)
+        h->lsd = listen_on(h, LPORT, 16);
+    h->lport = LPORT;
+    h->pseq = PEER_ISN;
+    peer_syn(h, o);
+    peer_ack(h);
+    struct stk_sockaddr peer;
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, &peer);
+    REQUIRE(h->sd >= 0, "accept: %d", h->sd);
+    EQ(peer.ip, h->peer_ip);
+    EQ(peer.port, h->pport);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EXPECT_NONE(h);
+}
+
+/* connect() to the peer, which answers SYN-ACK with options o; the engine's ACK is
+ * checked. */
+static void active_open(struct th *h, const struct popts *o)
+{
+    h->sd = stk_socket(h->e, NULL);
+    REQUIRE(h->sd >= 0, "socket");
+    struct stk_sockaddr to = {h->peer_ip, h->pport};
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    REQUIRE(p->flags == F_SYN, "SYN expected: %s", fmt(h, p));
+    h->iss = p->seq;
+    h->lport = p->sport;
+    h->pack = p->seq + 1;
+    h->pseq = PEER_ISN;
+    struct pkt_tcp_spec s;
+    syn_spec(h, &s, F_SYN | F_ACK, o);
+    inject(h, &s);
+    h->pseq++;
+    EXPECT_ACK(h);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+}
+
+static ssize_t app_send(struct th *h, size_t len, uint32_t flags)
+{
+    static uint8_t buf[65536];
+    for (size_t i = 0; i < len && i < sizeof(buf); i++)
+        buf[i] = (uint8_t)(i * 7 + 1);
+    return stk_send(h->e, h->now, h->sd, buf, len, flags);
+}
+
+static void nodelay(struct th *h)
+{
+    REQUIRE(stk_setopt(h->e, h->now, h->sd, STK_TCP_NODELAY, 1) == 0, "NODELAY");
+}
+
+/* ---- Handshake ---------------------------------------------------------------------------- */
+
+START_TEST(passive_full_options)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 16);
+    h->pseq = PEER_ISN;
+    const struct pkt_info *p = peer_syn(h, &FULL);
+    /* SYN-ACK: every option the peer offered, our MSS from the MTU, an unscaled window. */
+    EQ(p->ack, PEER_ISN + 1);
+    REQUIRE(p->opt.has_mss, "no MSS");
+    EQ(p->opt.mss, 1460);
+    REQUIRE(p->opt.sack_perm, "no SACK-permitted");
+    REQUIRE(p->opt.ts, "no timestamps");
+    EQ(p->opt.tsecr, h->ts_base + T0 / MS);
+    EQ(p->opt.wscale, 2); /* 128 KiB receive buffer */
+    EQ(p->window, 65535);
+    EQ(p->payload_len, 0);
+    EQ(state_of(h, h->lsd), STK_TCP_LISTEN);
+    EQI(stk_accept(h->e, h->now, h->lsd, NULL, NULL), -EAGAIN);
+
+    peer_ack(h);
+    EXPECT_NONE(h);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    struct stk_tcp_info ti;
+    EQ(stk_tcp_info(h->e, h->sd, &ti), 0);
+    EQ(ti.options, 7);
+    EQ(ti.snd_wscale, 7);
+    EQ(ti.rcv_wscale, 2);
+    EQ(ti.snd_mss, 1460 - 12);
+    EQ(ti.snd_wnd, 65535u << 7);
+    EQ(ctr(h)->tcp_passive_opens, 1);
+
+    /* Data flows both ways; our segments carry timestamps and a scaled window. */
+    peer_send(h, F_ACK | F_PSH, 100);
+    nodelay(h);
+    EQI(app_send(h, 10, 0), 10);
+    p = EXPECT(h, F_ACK | F_PSH, h->iss + 1, PEER_ISN + 101, 10);
+    REQUIRE(p->opt.ts, "no TS in a data segment");
+    EQ(p->opt.tsecr, h->ts_base + T0 / MS);
+    EQ(p->window, (131072 - 100) >> 2);
+    char buf[200];
+    EQI(stk_recv(h->e, h->now, h->sd, buf, sizeof(buf), 0), 100);
+    EQ((uint8_t)buf[0], (uint8_t)(PEER_ISN + 1));
+    th_free(h);
+}
+END_TEST
+
+START_TEST(passive_no_options)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 16);
+    h->pseq = PEER_ISN;
+    struct popts o = {0, -1, false, false}; /* not even MSS: 536 is assumed */
+    const struct pkt_info *p = peer_syn(h, &o);
+    EQ(p->opt.mss, 1460);
+    REQUIRE(!p->opt.sack_perm && !p->opt.ts && p->opt.wscale == -1, "options not offered: %s",
+            fmt(h, p));
+    peer_ack(h);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept");
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.options, 0);
+    EQ(ti.snd_mss, 536);
+    EQ(ti.snd_wscale, 0);
+    EQ(ti.rcv_wscale, 0);
+
+    /* The peer's window is not scaled: 1072 bytes means exactly two 536-byte segments. */
+    h->pwin = 1072;
+    peer_ack(h);
+    nodelay(h);
+    EQI(app_send(h, 3000, 0), 3000);
+    EXPECT(h, F_ACK, h->iss + 1, h->pseq, 536);
+    REQUIRE(!h->p.opt.ts && h->p.opt.nsack == 0, "options in %s", fmt(h, &h->p));
+    EQ(h->p.window, 65535); /* unscaled, capped */
+    EXPECT(h, F_ACK, h->iss + 537, h->pseq, 536);
+    EXPECT_NONE(h);
+    /* An out-of-order segment gets a plain duplicate ACK: no SACK was agreed. */
+    peer_send_at(h, h->pseq + 100, 10);
+    p = EXPECT(h, F_ACK, h->iss + 1 + 1072, h->pseq, 0);
+    EQ(p->opt.nsack, 0);
+    REQUIRE(!p->opt.ts, "TS option sent");
+    th_free(h);
+}
+END_TEST
+
+START_TEST(active_open_options)
+{
+    struct th *h = th_new();
+    h->sd = stk_socket(h->e, NULL);
+    struct stk_sockaddr to = {PEER_IP, PPORT};
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EALREADY);
+    const struct pkt_info *p = POP(h);
+    EQ(p->flags, F_SYN);
+    EQ(p->ack, 0);
+    EQ(p->opt.mss, 1460);
+    REQUIRE(p->opt.sack_perm && p->opt.ts, "SYN options: %s", fmt(h, p));
+    EQ(p->opt.tsecr, 0);
+    EQ(p->opt.wscale, 2);
+    EQ(p->window, 65535);
+    EQ(p->dport, PPORT);
+    REQUIRE(p->sport >= 32768 && p->sport <= 60999, "ephemeral port %u", p->sport);
+    EQ(ctr(h)->tcp_active_opens, 1);
+
+    h->iss = p->seq;
+    h->lport = p->sport;
+    h->pack = h->iss + 1;
+    h->pseq = PEER_ISN;
+    struct pkt_tcp_spec s;
+    struct popts o = {1400, 3, true, true};
+    syn_spec(h, &s, F_SYN | F_ACK, &o);
+    s.window = 1000;
+    inject(h, &s);
+    h->pseq++;
+    p = EXPECT_ACK(h);
+    REQUIRE(p->opt.ts, "TS in the ACK");
+    EQ(p->window, 131072 >> 2);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(stk_events(h->e, h->sd) & STK_EV_OUT, STK_EV_OUT);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.options, 7);
+    EQ(ti.snd_mss, 1400 - 12);
+    EQ(ti.snd_wscale, 3);
+    EQ(ti.rcv_wscale, 2);
+    EQ(ti.snd_wnd, 1000); /* the window in a SYN-ACK is never scaled (RFC 7323 2.2) */
+    int v;
+    stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &v);
+    EQI(v, 1388);
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EISCONN);
+    struct stk_sockaddr a;
+    EQ(stk_getpeername(h->e, h->sd, &a), 0);
+    EQ(a.ip, PEER_IP);
+    EQ(a.port, PPORT);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(active_open_peer_without_options)
+{
+    /* We offer everything; a peer that answers with nothing gets nothing. */
+    struct th *h = th_new();
+    active_open(h, &BARE);
+    REQUIRE(!h->p.opt.ts, "TS in the handshake ACK");
+    EQ(h->p.window, 65535);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.options, 0);
+    EQ(ti.rcv_wscale, 0);
+    EQ(ti.snd_mss, 1460);
+    nodelay(h);
+    EQI(app_send(h, 100, 0), 100);
+    const struct pkt_info *p = EXPECT(h, F_ACK | F_PSH, h->iss + 1, h->pseq, 100);
+    REQUIRE(!p->opt.ts && p->tcp_hlen == 20, "options in %s", fmt(h, p));
+    EQ(p->window, 65535);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(mss_clamping)
+{
+    /* A 1000-byte MTU: we announce 960 and never send more, whatever the peer says. */
+    struct stk_config c = base_cfg();
+    c.mtu = 1000;
+    struct th *h = th_new_cfg(&c);
+    h->lsd = listen_on(h, LPORT, 4);
+    h->pseq = PEER_ISN;
+    const struct pkt_info *p = peer_syn(h, &FULL);
+    EQ(p->opt.mss, 960);
+    peer_ack(h);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    int v;
+    stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &v);
+    EQI(v, 960 - 12);
+    nodelay(h);
+    EQI(app_send(h, 2000, 0), 2000);
+    EXPECT(h, F_ACK, h->iss + 1, h->pseq, 948);
+    EQ(h->p.ip_len, 1000);
+    EXPECT(h, F_ACK, h->iss + 949, h->pseq, 948);
+    EXPECT(h, F_ACK | F_PSH, h->iss + 1897, h->pseq, 104);
+    th_free(h);
+
+    /* The peer's smaller MSS and TCP_MAXSEG both clamp. */
+    h = th_new();
+    h->lsd = listen_on(h, LPORT, 4);
+    EQ(stk_setopt(h->e, h->now, h->lsd, STK_TCP_MAXSEG, 700), 0);
+    h->pseq = PEER_ISN;
+    struct popts o = {800, -1, false, false};
+    peer_syn(h, &o);
+    peer_ack(h);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &v);
+    EQI(v, 700);
+    nodelay(h);
+    EQI(app_send(h, 1000, 0), 1000);
+    EXPECT(h, F_ACK, h->iss + 1, h->pseq, 700);
+    EXPECT(h, F_ACK | F_PSH, h->iss + 701, h->pseq, 300);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(simultaneous_open)
+{
+    /* RFC 9293 figure 8: SYNs cross. */
+    struct th *h = th_new();
+    h->sd = stk_socket(h->e, NULL);
+    struct stk_sockaddr to = {PEER_IP, PPORT};
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    EQ(p->flags, F_SYN);
+    h->iss = p->seq;
+    h->lport = p->sport;
+    h->pseq = PEER_ISN;
+    struct pkt_tcp_spec s;
+    syn_spec(h, &s, F_SYN, &BARE);
+    inject(h, &s);
+    h->pseq++;
+    /* SYN-RECEIVED: our SYN again, now acknowledging theirs. */
+    p = EXPECT(h, F_SYN | F_ACK, h->iss, PEER_ISN + 1, 0);
+    EQ(p->opt.mss, 1460);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_RECEIVED);
+    /* The peer's ACK of our SYN completes the open. */
+    h->pack = h->iss + 1;
+    peer_ack(h);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EXPECT_NONE(h);
+    nodelay(h);
+    EQI(app_send(h, 5, 0), 5);
+    EXPECT(h, F_ACK | F_PSH, h->iss + 1, PEER_ISN + 1, 5);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(simultaneous_close)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_shutdown(h->e, h->now, h->sd, STK_SHUT_WR), 0);
+    EXPECT(h, F_FIN | F_ACK, h->iss + 1, h->pseq, 0);
+    EQ(state_of(h, h->sd), STK_TCP_FIN_WAIT_1);
+    /* The peer's FIN crosses ours: it does not acknowledge our FIN. */
+    peer_send(h, F_FIN | F_ACK, 0);
+    EXPECT(h, F_ACK, h->iss + 2, h->pseq, 0);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSING);
+    h->pack = h->iss + 2;
+    peer_ack(h);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    EXPECT_NONE(h);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), 0); /* EOF */
+    th_free(h);
+}
+END_TEST
+
+/* ---- RST for segments without a connection (RFC 9293 3.10.7.1) -------------------------- */
+
+START_TEST(rst_closed_port)
+{
+    struct th *h = th_new();
+    h->lport = 81;
+    h->pseq = 1000;
+    h->pack = 0x55667788;
+    /* No ACK bit: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, SYN counting one. */
+    peer_send(h, F_SYN, 0);
+    EXPECT(h, F_RST | F_ACK, 0, 1001, 0);
+    peer_send(h, F_PSH, 20);
+    EXPECT(h, F_RST | F_ACK, 0, 1021, 0);
+    peer_send(h, F_FIN, 5);
+    EXPECT(h, F_RST | F_ACK, 0, 1027, 0);
+    /* ACK bit on: <SEQ=SEG.ACK><CTL=RST>. */
+    peer_send(h, F_ACK, 0);
+    EXPECT(h, F_RST, 0x55667788, 0, 0);
+    EQ(h->p.opt.nsack + h->p.opt.ts + h->p.opt.has_mss, 0);
+    peer_send(h, F_ACK | F_PSH, 30);
+    EXPECT(h, F_RST, 0x55667788, 0, 0);
+    /* A RST is never answered. */
+    peer_send(h, F_RST, 0);
+    peer_send(h, F_RST | F_ACK, 0);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_rst_out, 5);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(syn_received_bad_ack_and_rst)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 4);
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    /* An ACK that is not for our SYN-ACK: <SEQ=SEG.ACK><CTL=RST>, the child survives. */
+    uint32_t good = h->pack;
+    h->pack = good + 1000;
+    peer_ack(h);
+    EXPECT(h, F_RST, good + 1000, 0, 0);
+    h->pack = good;
+    /* A RST in the window removes the half-open child without a word. */
+    peer_send(h, F_RST, 0);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_rst_in, 1);
+    /* Its handshake can no longer complete. */
+    peer_ack(h);
+    EXPECT(h, F_RST, good, 0, 0);
+    EQI(stk_accept(h->e, h->now, h->lsd, NULL, NULL), -EAGAIN);
+    th_free(h);
+}
+END_TEST
+
+/* ---- RFC 5961 ------------------------------------------------------------------------------ */
+
+START_TEST(rst_exact_resets)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    peer_send(h, F_RST, 0);
+    EXPECT_NONE(h);
+    char b[8];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ECONNRESET);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_rst_in, 1);
+    EQ(ctr(h)->tcp_challenge_acks, 0);
+    EQI(app_send(h, 1, 0), -EPIPE);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(rst_in_window_challenged)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    uint32_t save = h->pseq;
+    h->pseq += 1000;
+    peer_send(h, F_RST, 0);
+    h->pseq = save;
+    const struct pkt_info *p = EXPECT_ACK(h);
+    REQUIRE(p->opt.ts, "challenge ACK without TS");
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(ctr(h)->tcp_challenge_acks, 1);
+    EQ(ctr(h)->tcp_rst_in, 0);
+    /* The connection still works. */
+    peer_send(h, F_ACK | F_PSH, 10);
+    EQ(nread(h, h->sd), 10);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(rst_out_of_window_ignored)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    uint32_t save = h->pseq;
+    h->pseq += 0x40000000u;
+    peer_send(h, F_RST, 0);
+    h->pseq = save - 10;
+    peer_send(h, F_RST | F_ACK, 0);
+    h->pseq = save;
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(ctr(h)->tcp_challenge_acks, 0);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(syn_on_established)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    /* In window, and also the peer's old ISN: both get a challenge ACK, nothing resets. */
+    uint32_t save = h->pseq;
+    struct pkt_tcp_spec s;
+    syn_spec(h, &s, F_SYN, &FULL);
+    s.seq = save + 500;
+    inject(h, &s);
+    h->pseq = save;
+    EXPECT_ACK(h);
+    s.seq = PEER_ISN;
+    inject(h, &s);
+    EXPECT_ACK(h);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(ctr(h)->tcp_challenge_acks, 1); /* the second was merely outside the window */
+    EQ(ctr(h)->tcp_rst_out, 0);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(ack_of_unsent_data)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    uint32_t save = h->pack;
+    h->pack += 5000;
+    peer_send(h, F_ACK | F_PSH, 100);
+    h->pack = save;
+    h->pseq -= 100;
+    /* Dropped with an ACK: data not taken, rcv_nxt unchanged. */
+    EXPECT_ACK(h);
+    EQ(nread(h, h->sd), 0);
+    EQ(ctr(h)->tcp_drop_ack, 1);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(challenge_ack_rate_limit)
+{
+    struct stk_config c = base_cfg();
+    c.challenge_ack_per_s = 2;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &BARE);
+    uint32_t save = h->pseq;
+    for (int i = 0; i < 5; i++) {
+        h->pseq = save + 100 + (uint32_t)i;
+        peer_send(h, F_RST, 0);
+    }
+    h->pseq = save;
+    EXPECT_ACK(h);
+    EXPECT_ACK(h);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_challenge_acks, 2);
+    EQ(ctr(h)->tcp_challenge_limited, 3);
+    /* A second later the budget is back. */
+    advance_by(h, SEC);
+    h->pseq = save + 7;
+    peer_send(h, F_RST, 0);
+    h->pseq = save;
+    EXPECT_ACK(h);
+    EQ(ctr(h)->tcp_challenge_acks, 3);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    th_free(h);
+}
+END_TEST
+
+/* ---- PAWS (RFC 7323 5) ---------------------------------------------------------------- */
+
+START_TEST(paws_old_timestamp)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    advance_by(h, 100 * MS);
+    peer_send(h, F_ACK | F_PSH, 10); /* ts_recent is now ts_base + 100100 */
+    EQ(nread(h, h->sd), 10);
+    advance_by(h, 100 * MS);
+    EXPECT_ACK(h); /* delayed ACK of those 10 bytes */
+    uint32_t base = h->ts_base;
+    h->ts_base -= 1000; /* an old duplicate: tsval behind ts_recent */
+    peer_send(h, F_ACK | F_PSH, 20);
+    h->ts_base = base;
+    h->pseq -= 20;
+    EXPECT_ACK(h);
+    EQ(ctr(h)->tcp_drop_paws, 1);
+    EQ(nread(h, h->sd), 10);
+    /* The same bytes with a current timestamp are taken. */
+    peer_send(h, F_ACK | F_PSH, 20);
+    EQ(nread(h, h->sd), 30);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Input validation ------------------------------------------------------------------- */
+
+START_TEST(out_of_window_data)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    /* Beyond the right edge. */
+    peer_send_at(h, h->pseq + ti.rcv_wnd + 1000, 100);
+    EXPECT_ACK(h);
+    EQ(ctr(h)->tcp_drop_outwin, 1);
+    /* Entirely old. */
+    peer_send_at(h, h->pseq - 3000, 100);
+    EXPECT_ACK(h);
+    EQ(ctr(h)->tcp_drop_outwin, 2);
+    EQ(ctr(h)->tcp_dup_segs, 1);
+    EQ(nread(h, h->sd), 0);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    /* The next in-order byte is still rcv_nxt. */
+    peer_send(h, F_ACK | F_PSH, 5);
+    EQ(nread(h, h->sd), 5);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(malformed_segments_dropped)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    uint8_t data[40] = {0};
+    struct pkt_tcp_spec s;
+
+    spec_for(h, &s, F_ACK | F_PSH);
+    s.payload = data;
+    s.payload_len = 10;
+    s.bad_tcp_csum = true;
+    inject(h, &s);
+    EQ(ctr(h)->tcp_drop_csum, 1);
+
+    /* Data offset beyond the segment. */
+    spec_for(h, &s, F_ACK | F_PSH);
+    s.ts = false;
+    s.payload = data;
+    s.payload_len = 10;
+    s.tcp_doff = 15;
+    inject(h, &s);
+    /* Data offset below 5. */
+    s.tcp_doff = 3;
+    inject(h, &s);
+    /* IP says the segment is shorter than a TCP header. */
+    s.tcp_doff = 0;
+    s.payload_len = 0;
+    s.ip_len_delta = -8;
+    inject(h, &s);
+    EQ(ctr(h)->tcp_drop_hdr, 3);
+
+    /* Bogus option lengths. */
+    static const uint8_t bad_opts[][8] = {
+        {2, 40, 0, 0},            /* MSS length overruns the header */
+        {8, 3, 0, 0},             /* timestamps of length 3 */
+        {3, 2, 1, 1},             /* window scale of length 2 */
+        {5, 9, 0, 0, 0, 0, 0, 0}, /* SACK, not a multiple of 8 */
+        {30, 1, 0, 0},            /* unknown kind, length 1 */
+        {30, 0, 0, 0},            /* length 0 */
+    };
+    for (unsigned i = 0; i < sizeof(bad_opts) / sizeof(bad_opts[0]); i++) {
+        spec_for(h, &s, F_ACK | F_PSH);
+        s.payload = data;
+        s.payload_len = 10;
+        s.raw_opts = bad_opts[i];
+        s.raw_opts_len = 8;
+        inject(h, &s);
+        EQ(ctr(h)->tcp_drop_opts, i + 1);
+    }
+    EXPECT_NONE(h);
+    EQ(nread(h, h->sd), 0);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(ctr(h)->tcp_drop_outwin + ctr(h)->tcp_drop_ack, 0);
+    /* An unknown option of a valid length is skipped, and the segment accepted. */
+    static const uint8_t ok_opts[] = {30, 4, 0, 0};
+    spec_for(h, &s, F_ACK | F_PSH);
+    s.payload = data;
+    s.payload_len = 10;
+    s.raw_opts = ok_opts;
+    s.raw_opts_len = 4;
+    inject(h, &s);
+    EQ(nread(h, h->sd), 10);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Out-of-order data ----------------------------------------------------------------------- */
+
+START_TEST(ooo_reassembly_and_sack)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    uint32_t r = h->pseq;
+    peer_send_at(h, r + 100, 100);
+    const struct pkt_info *p = EXPECT(h, F_ACK, h->pack, r, 0);
+    EQ(p->opt.nsack, 1);
+    EQ(p->opt.sack[0].start, r + 100);
+    EQ(p->opt.sack[0].end, r + 200);
+    EQ(nread(h, h->sd), 0);
+
+    peer_send_at(h, r + 300, 100);
+    p = EXPECT(h, F_ACK, h->pack, r, 0);
+    EQ(p->opt.nsack, 2);
+    EQ(p->opt.sack[0].start, r + 300); /* the most recent first (RFC 2018 4) */
+    EQ(p->opt.sack[0].end, r + 400);
+    EQ(p->opt.sack[1].start, r + 100);
+    EQ(p->opt.sack[1].end, r + 200);
+    EQ(ctr(h)->tcp_ooo_segs, 2);
+
+    /* Extending a block makes it the first. */
+    peer_send_at(h, r + 200, 50);
+    p = EXPECT(h, F_ACK, h->pack, r, 0);
+    EQ(p->opt.nsack, 2);
+    EQ(p->opt.sack[0].start, r + 100);
+    EQ(p->opt.sack[0].end, r + 250);
+    EQ(p->opt.sack[1].start, r + 300);
+
+    /* The first hole fills: delivered up to the next hole, ACKed at once. */
+    peer_send_at(h, r, 100);
+    p = EXPECT(h, F_ACK, h->pack, r + 250, 0);
+    EQ(p->opt.nsack, 1);
+    EQ(p->opt.sack[0].start, r + 300);
+    EQ(p->opt.sack[0].end, r + 400);
+    EQ(nread(h, h->sd), 250);
+
+    peer_send_at(h, r + 250, 50);
+    p = EXPECT(h, F_ACK, h->pack, r + 400, 0);
+    EQ(p->opt.nsack, 0);
+    uint8_t buf[400];
+    EQI(stk_recv(h->e, h->now, h->sd, buf, sizeof(buf), 0), 400);
+    for (uint32_t i = 0; i < 400; i++)
+        REQUIRE(buf[i] == (uint8_t)(r + i), "byte %u", i);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(ooo_bound)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    uint32_t r = h->pseq;
+    for (uint32_t k = 1; k <= 8; k++) {
+        peer_send_at(h, r + 100 * k, 10);
+        const struct pkt_info *p = EXPECT(h, F_ACK, h->pack, r, 0);
+        EQ(p->opt.nsack, k < 3 ? k : 3); /* three blocks fit beside timestamps */
+        EQ(p->opt.sack[0].start, r + 100 * k);
+    }
+    EQ(ctr(h)->tcp_drop_ooo_full, 0);
+    peer_send_at(h, r + 900, 10);
+    const struct pkt_info *p = EXPECT(h, F_ACK, h->pack, r, 0);
+    REQUIRE(p->opt.sack[0].start != r + 900, "a dropped range was SACKed");
+    EQ(ctr(h)->tcp_drop_ooo_full, 1);
+    EQ(ctr(h)->tcp_ooo_segs, 8);
+    /* Filling the holes below delivers exactly what was kept. */
+    for (uint32_t k = 0; k < 9; k++)
+        peer_send_at(h, r + 100 * k + (k ? 10 : 0), k ? 90 : 100);
+    EQ(nread(h, h->sd), 900);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Delayed ACK -------------------------------------------------------------------------- */
+
+START_TEST(delack_small_segment)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    stk_time_t t = h->now;
+    peer_send(h, F_ACK | F_PSH, 100);
+    EXPECT_NONE(h);
+    advance(h, t + 40 * MS - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 100 * MS);
+    EXPECT_ACK(h);
+    EQ(h->p_time, t + 40 * MS);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(delack_configured_time)
+{
+    struct stk_config c = base_cfg();
+    c.delack_us = 10 * MS;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &BARE);
+    stk_time_t t = h->now;
+    peer_send(h, F_ACK | F_PSH, 100);
+    advance(h, t + 100 * MS);
+    EXPECT_ACK(h);
+    EQ(h->p_time, t + 10 * MS);
+    /* Data we send carries the ACK, and the delayed one is then not sent. */
+    t = h->now;
+    peer_send(h, F_ACK | F_PSH, 100);
+    nodelay(h);
+    EQI(app_send(h, 10, 0), 10);
+    EXPECT(h, F_ACK | F_PSH, h->pack, h->pseq, 10);
+    advance(h, t + 100 * MS);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(delack_two_full_segments)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    peer_send(h, F_ACK, 1460);
+    EXPECT_NONE(h);
+    peer_send(h, F_ACK, 1460);
+    EXPECT_ACK(h);
+    EQ(h->p.ack, PEER_ISN + 1 + 2920);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Nagle, cork, MSG_MORE -------------------------------------------------------------- */
+
+START_TEST(nagle_waits_for_ack)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQI(app_send(h, 100, 0), 100);
+    EQI(app_send(h, 50, 0), 50);
+    EXPECT_NONE(h);
+    h->pack = s + 100;
+    peer_ack(h);
+    EXPECT(h, F_ACK | F_PSH, s + 100, h->pseq, 150);
+    /* A full segment is never held. */
+    EQI(app_send(h, 1460, 0), 1460);
+    EXPECT(h, F_ACK | F_PSH, s + 250, h->pseq, 1460);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(nodelay_sends_at_once)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT_NONE(h);
+    /* Setting NODELAY pushes what Nagle held. */
+    nodelay(h);
+    EXPECT(h, F_ACK | F_PSH, s + 100, h->pseq, 100);
+    EQI(app_send(h, 10, 0), 10);
+    EXPECT(h, F_ACK | F_PSH, s + 200, h->pseq, 10);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(cork_holds_partial)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    uint32_t s = h->iss + 1;
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_CORK, 1), 0);
+    stk_time_t t = h->now;
+    EQI(app_send(h, 100, 0), 100);
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT_NONE(h);
+    /* Uncorking sends at once. */
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_CORK, 0), 0);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 200);
+    h->pack = s + 200;
+    peer_ack(h);
+
+    /* Corked: full segments go, the tail waits 200 ms. */
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_CORK, 1), 0);
+    t = h->now;
+    EQI(app_send(h, 1460 + 300, 0), 1760);
+    EXPECT(h, F_ACK, s + 200, h->pseq, 1460);
+    EXPECT_NONE(h);
+    advance(h, t + 199 * MS);
+    EXPECT_NONE(h);
+    advance(h, t + 300 * MS);
+    EXPECT(h, F_ACK | F_PSH, s + 1660, h->pseq, 300);
+    EQ(h->p_time, t + 200 * MS);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(msg_more)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 100, STK_MSG_MORE), 100);
+    EQI(app_send(h, 100, STK_MSG_MORE), 100);
+    EXPECT_NONE(h);
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 300);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Retransmission ---------------------------------------------------------------------- */
+
+START_TEST(rto_backoff_and_timeout)
+{
+    struct stk_config c = base_cfg();
+    c.data_retries = 3;
+    c.rto_init_us = 1 * SEC;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &BARE); /* no timestamps: the handshake gives no RTT sample */
+    uint32_t s = h->iss + 1;
+    nodelay(h);
+    stk_time_t t = h->now;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    static const unsigned at_s[] = {1, 3, 7};
+    for (unsigned i = 0; i < 3; i++) {
+        advance(h, t + (at_s[i] + 1) * SEC - 1);
+        EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+        EQ(h->p_time, t + at_s[i] * SEC);
+        EXPECT_NONE(h);
+        struct stk_tcp_info ti;
+        stk_tcp_info(h->e, h->sd, &ti);
+        EQ(ti.retransmits, i + 1);
+        EQ(ti.backoff, i + 1);
+    }
+    EQ(ctr(h)->tcp_rto, 3);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    advance(h, t + 15 * SEC - 1);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    advance(h, t + 15 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_conn_timeouts, 1);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ETIMEDOUT);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(syn_retries)
+{
+    struct stk_config c = base_cfg();
+    c.syn_retries = 2;
+    struct th *h = th_new_cfg(&c);
+    h->sd = stk_socket(h->e, NULL);
+    struct stk_sockaddr to = {PEER_IP, PPORT};
+    stk_time_t t = h->now;
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    uint32_t iss = p->seq;
+    h->lport = p->sport;
+    EQ(p->flags, F_SYN);
+    advance(h, t + 5 * SEC);
+    EXPECT(h, F_SYN, iss, 0, 0);
+    EQ(h->p_time, t + 1 * SEC);
+    REQUIRE(h->p.opt.has_mss && h->p.opt.ts, "retransmitted SYN keeps its options");
+    EXPECT(h, F_SYN, iss, 0, 0);
+    EQ(h->p_time, t + 3 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    advance(h, t + 7 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    int err = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_ERROR, &err), 0);
+    EQI(err, ETIMEDOUT);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(syn_refused_by_rst)
+{
+    struct th *h = th_new();
+    h->sd = stk_socket(h->e, NULL);
+    struct stk_sockaddr to = {PEER_IP, PPORT};
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    h->lport = p->sport;
+    h->pport = PPORT;
+    /* RFC 9293 3.10.7.3: a RST whose ACK is not for our SYN is dropped; an ACK that is
+     * not gets a RST <SEQ=SEG.ACK>; the right RST refuses the connection. */
+    uint32_t iss = p->seq;
+    h->pseq = 0;
+    h->pack = iss + 5;
+    peer_send(h, F_RST | F_ACK, 0);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    peer_send(h, F_ACK, 0);
+    EXPECT(h, F_RST, iss + 5, 0, 0);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    h->pack = iss + 1;
+    peer_send(h, F_RST | F_ACK, 0);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    int err = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_ERROR, &err), 0);
+    EQI(err, ECONNREFUSED);
+    th_free(h);
+}
+END_TEST
+
+/* Sends n full segments of mss bytes with NODELAY; returns the first sequence number. */
+static uint32_t send_segments(struct th *h, unsigned n, uint32_t mss)
+{
+    uint32_t s = h->pack;
+    EQI(app_send(h, n * mss, 0), n * mss);
+    for (unsigned i = 0; i < n; i++)
+        EXPECT(h, F_ACK, s + i * mss, h->pseq, mss);
+    EXPECT_NONE(h);
+    return s;
+}
+
+START_TEST(fast_retransmit_dupacks)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    uint32_t s = send_segments(h, 5, 1460);
+    /* Segment 1 is lost: three duplicate ACKs. */
+    peer_ack(h);
+    peer_ack(h);
+    EXPECT_NONE(h);
+    peer_ack(h);
+    EXPECT(h, F_ACK, s, h->pseq, 1460);
+    EQ(ctr(h)->tcp_fast_retrans, 1);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.ca_state, 3);
+    /* The ACK of everything ends recovery. */
+    h->pack = s + 5 * 1460;
+    peer_ack(h);
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.ca_state, 0);
+    EQ(ti.unacked, 0);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(fast_retransmit_sack)
+{
+    struct th *h = th_new();
+    struct popts o = {1460, -1, true, false};
+    passive_open(h, &o);
+    nodelay(h);
+    uint32_t s = send_segments(h, 5, 1460);
+    /* One duplicate ACK SACKing three segments above the hole: RFC 6675 IsLost holds. */
+    struct pkt_tcp_spec sp;
+    spec_for(h, &sp, F_ACK);
+    sp.nsack = 1;
+    sp.sack[0].start = s + 1460;
+    sp.sack[0].end = s + 4 * 1460;
+    inject(h, &sp);
+    EXPECT(h, F_ACK, s, h->pseq, 1460);
+    EQ(ctr(h)->tcp_fast_retrans, 1);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.sacked, 3 * 1460);
+    /* The retransmission fills the hole: everything up to the SACKed range is acked. */
+    h->pack = s + 4 * 1460;
+    peer_ack(h);
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.unacked, 1460);
+    EQ(ti.sacked, 0);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(rtt_estimate)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    uint32_t rttvar_prev = UINT32_MAX;
+    for (int i = 0; i < 4; i++) {
+        EQI(app_send(h, 100, 0), 100);
+        POP(h);
+        advance_by(h, 50 * MS);
+        h->pack += 100;
+        peer_ack(h);
+        struct stk_tcp_info ti;
+        stk_tcp_info(h->e, h->sd, &ti);
+        EQ(ti.rtt_us, 50000);
+        REQUIRE(ti.rttvar_us < rttvar_prev, "rttvar %u did not shrink", ti.rttvar_us);
+        rttvar_prev = ti.rttvar_us;
+        EQ(ti.rto_us, 200000); /* srtt + 4 rttvar is below rto_min */
+    }
+    th_free(h);
+
+    /* With timestamps every ACK is a sample. */
+    h = th_new();
+    passive_open(h, &FULL);
+    nodelay(h);
+    EQI(app_send(h, 100, 0), 100);
+    POP(h);
+    advance_by(h, 30 * MS);
+    h->pack += 100;
+    peer_ack(h);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    REQUIRE(ti.rtt_us > 1000 && ti.rtt_us <= 30000, "rtt %u", ti.rtt_us);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Zero window ------------------------------------------------------------------------- */
+
+START_TEST(zero_window_persist)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    h->pwin = 0;
+    peer_ack(h);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.snd_wnd, 0);
+    uint32_t rto = ti.rto_us;
+    uint32_t s = h->iss + 1;
+    stk_time_t t = h->now;
+    EQI(app_send(h, 1000, 0), 1000);
+    EXPECT_NONE(h);
+    /* Probes with one byte beyond the window, backing off. */
+    stk_time_t when = t;
+    for (unsigned i = 0; i < 3; i++) {
+        when += (stk_time_t)rto << i;
+        advance(h, when + (rto << i) / 2);
+        EXPECT(h, F_ACK, s, h->pseq, 1);
+        EQ(h->p_time, when);
+        EXPECT_NONE(h);
+        peer_ack(h); /* the peer drops the byte: still no room */
+        EXPECT_NONE(h);
+    }
+    EQ(ctr(h)->tcp_zwp, 3);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    /* The window opens: everything goes. */
+    h->pwin = 65535;
+    peer_ack(h);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 1000);
+    EXPECT_NONE(h);
+    h->pack = s + 1000;
+    peer_ack(h);
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.unacked, 0);
+    advance_by(h, 10 * SEC);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Keepalive ------------------------------------------------------------------------------ */
+
+static void keepalive_on(struct th *h, int idle, int intvl, int cnt)
+{
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_KEEPIDLE, idle), 0);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_KEEPINTVL, intvl), 0);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_KEEPCNT, cnt), 0);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_SO_KEEPALIVE, 1), 0);
+}
+
+START_TEST(keepalive_answered)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    stk_time_t t = h->now;
+    keepalive_on(h, 10, 2, 3);
+    advance(h, t + 10 * SEC - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 10 * SEC);
+    EXPECT(h, F_ACK, h->pack - 1, h->pseq, 0);
+    EQ(h->p_time, t + 10 * SEC);
+    /* Answered: the connection lives, and the next probe comes after a new idle time. */
+    advance_by(h, 500 * MS);
+    peer_ack(h);
+    t = h->now;
+    advance(h, t + 10 * SEC - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 10 * SEC);
+    EXPECT(h, F_ACK, h->pack - 1, h->pseq, 0);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(keepalive_timeout)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    stk_time_t t = h->now;
+    keepalive_on(h, 10, 2, 3);
+    advance(h, t + 30 * SEC);
+    for (unsigned i = 0; i < 3; i++) {
+        EXPECT(h, F_ACK, h->pack - 1, h->pseq, 0);
+        EQ(h->p_time, t + (10 + 2 * i) * SEC);
+    }
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
+    EQ(h->p_time, t + 16 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_keepalive_drops, 1);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ETIMEDOUT);
+    th_free(h);
+}
+END_TEST
+
+/* ---- TIME-WAIT ------------------------------------------------------------------------------ */
+
+/* Active close of an active open: returns with the connection in TIME-WAIT. */
+static void to_time_wait(struct th *h)
+{
+    active_open(h, &BARE);
+    EQ(stk_shutdown(h->e, h->now, h->sd, STK_SHUT_WR), 0);
+    EXPECT(h, F_FIN | F_ACK, h->pack, h->pseq, 0);
+    h->pack++;
+    peer_ack(h);
+    EQ(state_of(h, h->sd), STK_TCP_FIN_WAIT_2);
+    peer_send(h, F_FIN | F_ACK, 0);
+    EXPECT_ACK(h);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+}
+
+START_TEST(time_wait_expiry)
+{
+    struct stk_config c = base_cfg();
+    c.msl_us = 1 * SEC;
+    struct th *h = th_new_cfg(&c);
+    to_time_wait(h);
+    stk_time_t t = h->now;
+    advance(h, t + 2 * SEC - 1);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    EXPECT_NONE(h);
+    advance(h, t + 2 * SEC);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EXPECT_NONE(h);
+    /* The tuple is gone: the peer's ACK now meets a closed port. */
+    peer_ack(h);
+    EXPECT(h, F_RST, h->pack, 0, 0);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(time_wait_fin_reacked)
+{
+    struct stk_config c = base_cfg();
+    c.msl_us = 1 * SEC;
+    struct th *h = th_new_cfg(&c);
+    to_time_wait(h);
+    advance_by(h, 1500 * MS);
+    /* Our last ACK was lost: the peer's FIN again is ACKed again, and TIME-WAIT restarts. */
+    h->pseq--;
+    peer_send(h, F_FIN | F_ACK, 0);
+    EXPECT_ACK(h);
+    stk_time_t t = h->now;
+    advance(h, t + 2 * SEC - 1);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    /* A RST does not end TIME-WAIT (RFC 1337). */
+    peer_send(h, F_RST, 0);
+    h->pseq--;
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    advance(h, t + 2 * SEC);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+/* ---- SYN cookies ------------------------------------------------------------------------- */
+
+START_TEST(syn_cookies)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 2);
+    /* Two SYNs fill the SYN queue. */
+    for (int i = 0; i < 2; i++) {
+        h->pport = (uint16_t)(PPORT + 10 + i);
+        h->pseq = 1000u * (uint32_t)i;
+        peer_syn(h, &BARE);
+    }
+    EQ(ctr(h)->tcp_syncookies_sent, 0);
+    /* The next SYN is answered statelessly. */
+    h->pport = PPORT;
+    h->pseq = PEER_ISN;
+    struct popts o = {1400, 7, true, false};
+    const struct pkt_info *p = peer_syn(h, &o);
+    EQ(ctr(h)->tcp_syncookies_sent, 1);
+    EQ(p->opt.mss, 1460);
+    REQUIRE(p->opt.wscale == -1 && !p->opt.sack_perm, "cookie SYN-ACK offers no WS/SACK: %s",
+            fmt(h, p));
+    /* Completing the handshake with the cookie creates the connection. */
+    peer_ack(h);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_syncookies_ok, 1);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    peer_send(h, F_ACK | F_PSH, 10);
+    EQ(nread(h, h->sd), 10);
+    int v;
+    stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &v);
+    EQI(v, 1400); /* the largest table MSS not above the peer's */
+    nodelay(h);
+    EQI(app_send(h, 5, 0), 5);
+    EXPECT(h, F_ACK | F_PSH, h->iss + 1, h->pseq, 5);
+
+    /* A forged ACK: refused with RST. */
+    h->pport = PPORT + 1;
+    h->pseq = 777;
+    h->pack = 0x12345678;
+    peer_ack(h);
+    EXPECT(h, F_RST, 0x12345678, 0, 0);
+    EQ(ctr(h)->tcp_syncookies_bad, 1);
+    EQ(ctr(h)->tcp_syncookies_ok, 1);
+    /* A cookie replayed from another port does not validate either. */
+    h->pport = PPORT + 2;
+    h->pseq = PEER_ISN + 1;
+    h->pack = h->iss + 1;
+    peer_ack(h);
+    EXPECT(h, F_RST, h->iss + 1, 0, 0);
+    EQ(ctr(h)->tcp_syncookies_bad, 2);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Aborts ------------------------------------------------------------------------------- */
+
+START_TEST(linger_zero_rst)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_SO_LINGER, 0), 0);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
+    EXPECT_NONE(h);
+    peer_ack(h);
+    EXPECT(h, F_RST, h->pack, 0, 0); /* the connection is gone */
+    th_free(h);
+}
+END_TEST
+
+START_TEST(close_unread_rst)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    peer_send(h, F_ACK | F_PSH, 10);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(orphan_data_rst)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_FIN | F_ACK, h->pack, h->pseq, 0);
+    h->pack++;
+    peer_ack(h);
+    EXPECT_NONE(h);
+    peer_send(h, F_ACK | F_PSH, 10);
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq - 10, 0);
+    EXPECT_NONE(h);
+    peer_send(h, F_ACK | F_PSH, 10);
+    EXPECT(h, F_RST, h->pack, 0, 0);
+    th_free(h);
+}
+END_TEST
+
+/* ---- API ------------------------------------------------------------------------------------ */
+
+START_TEST(listen_backlog_overflow)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 1);
+    EQI(stk_accept(h->e, h->now, h->lsd, NULL, NULL), -EAGAIN);
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    peer_ack(h);
+    EXPECT_NONE(h);
+    EQ(stk_events(h->e, h->lsd) & STK_EV_IN, STK_EV_IN);
+    /* The accept queue is full: the next SYN is dropped and counted. */
+    h->pport = PPORT + 1;
+    struct pkt_tcp_spec s;
+    syn_spec(h, &s, F_SYN, &BARE);
+    inject(h, &s);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_listen_overflow, 1);
+    int sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(sd >= 0, "accept");
+    EQI(stk_accept(h->e, h->now, h->lsd, NULL, NULL), -EAGAIN);
+    /* Room again: the retried SYN is answered. */
+    inject(h, &s);
+    const struct pkt_info *p = POP(h);
+    EQ(p->flags, F_SYN | F_ACK);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(api_errnos)
+{
+    struct th *h = th_new();
+    struct stk_engine *e = h->e;
+    char b[8];
+    int sd = stk_socket(e, NULL);
+    REQUIRE(sd >= 0, "socket");
+    EQI(stk_send(e, h->now, sd, "x", 1, 0), -ENOTCONN);
+    EQI(stk_recv(e, h->now, sd, b, sizeof(b), 0), -ENOTCONN);
+    EQI(stk_shutdown(e, h->now, sd, STK_SHUT_WR), -ENOTCONN);
+    struct stk_sockaddr a;
+    EQI(stk_getpeername(e, sd, &a), -ENOTCONN);
+    EQI(stk_accept(e, h->now, sd, NULL, NULL), -EINVAL);
+
+    /* EBADF for ids never handed out, or released. */
+    EQI(stk_send(e, h->now, 63, "x", 1, 0), -EBADF);
+    EQI(stk_send(e, h->now, -1, "x", 1, 0), -EBADF);
+    EQI(stk_close(e, h->now, 1000), -EBADF);
+    EQ(stk_close(e, h->now, sd), 0);
+    EQI(stk_recv(e, h->now, sd, b, sizeof(b), 0), -EBADF);
+    int v;
+    EQI(stk_getopt(e, sd, STK_SO_STATE, &v), -EBADF);
+
+    /* EADDRINUSE: a second bind, and a second listener even with SO_REUSEADDR. */
+    int a1 = stk_socket(e, NULL), a2 = stk_socket(e, NULL);
+    struct stk_sockaddr p80 = {0, 8080};
+    EQ(stk_bind(e, a1, &p80), 0);
+    EQI(stk_bind(e, a2, &p80), -EADDRINUSE);
+    EQ(stk_close(e, h->now, a2), 0);
+    EQ(stk_setopt(e, h->now, a1, STK_SO_REUSEADDR, 1), 0);
+    a2 = stk_socket(e, NULL);
+    EQ(stk_setopt(e, h->now, a2, STK_SO_REUSEADDR, 1), 0);
+    EQ(stk_bind(e, a2, &p80), 0);
+    EQ(stk_listen(e, a1, 4), 0);
+    EQI(stk_listen(e, a2, 4), -EADDRINUSE);
+    EQI(stk_bind(e, a1, &p80), -EINVAL);
+
+    /* EISCONN, EPIPE after SHUT_WR. */
+    passive_open(h, &BARE);
+    struct stk_sockaddr to = {PEER_IP, 9};
+    EQI(stk_connect(e, h->now, h->sd, &to), -EISCONN);
+    EQ(stk_shutdown(e, h->now, h->sd, STK_SHUT_WR), 0);
+    EXPECT(h, F_FIN | F_ACK, h->pack, h->pseq, 0);
+    EQI(stk_send(e, h->now, h->sd, "x", 1, 0), -EPIPE);
+    EQ(stk_events(e, h->sd) & STK_EV_OUT, STK_EV_OUT);
+    th_free(h);
+}
+END_TEST
+
+/* ---- ISNs (RFC 6528) ------------------------------------------------------------------------- */
+
+static uint32_t syn_isn(struct th *h, int sd, uint32_t ip, uint16_t port)
+{
+    struct stk_sockaddr to = {ip, port};
+    h->peer_ip = ip;
+    EQI(stk_connect(h->e, h->now, sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    EQ(p->flags, F_SYN);
+    return p->seq;
+}
+
+START_TEST(isn_per_tuple)
+{
+    struct th *h = th_new();
+    struct stk_sockaddr me = {0, 5555};
+    int s1 = stk_socket(h->e, NULL), s2 = stk_socket(h->e, NULL);
+    EQ(stk_bind(h->e, s1, &me), 0);
+    me.port = 5556;
+    EQ(stk_bind(h->e, s2, &me), 0);
+    uint32_t i1 = syn_isn(h, s1, PEER_IP, 443);
+    uint32_t i2 = syn_isn(h, s2, PEER_IP, 443);
+    uint32_t d = i1 - i2;
+    REQUIRE(d > (1u << 20) && d < 0u - (1u << 20), "ISNs %u and %u look related", i1, i2);
+    int s3 = stk_socket(h->e, NULL);
+    uint32_t i3 = syn_isn(h, s3, PEER2_IP, 443);
+    d = i1 - i3;
+    REQUIRE(d > (1u << 20) && d < 0u - (1u << 20), "ISNs %u and %u look related", i1, i3);
+
+    /* The same tuple 1 s later: the same offset plus the 4 us clock. */
+    EQ(stk_abort(h->e, h->now, s1), 0);
+    EQ(stk_abort(h->e, h->now, s2), 0);
+    EQ(stk_abort(h->e, h->now, s3), 0);
+    pkt_capture_clear(&h->segs);
+    advance_by(h, SEC);
+    s1 = stk_socket(h->e, NULL);
+    me.port = 5555;
+    EQ(stk_bind(h->e, s1, &me), 0);
+    uint32_t i4 = syn_isn(h, s1, PEER_IP, 443);
+    EQ(i4 - i1, SEC / 4);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Known bugs (see the report) ------------------------------------------------------------ */
+
+/* RFC 5681 4.2 / RFC 1122 4.2.3.2: an ACK for at least every second full-sized segment.
+ * With timestamps a full-sized segment carries MSS - 12 bytes. */
+START_TEST(bug_delack_full_segments_with_ts)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    peer_send(h, F_ACK, 1448);
+    EXPECT_NONE(h);
+    peer_send(h, F_ACK, 1448);
+    EXPECT_ACK(h);
+    th_free(h);
+}
+END_TEST
+
+/* RFC 9293 3.10.7.4 (seventh, segment text): a connection established but not yet
+ * accepted is not closed; its data waits for accept(). Only an orphan answers data with
+ * RST. */
+START_TEST(bug_data_before_accept)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 16);
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    peer_ack(h);
+    peer_send(h, F_ACK | F_PSH, 10);
+    EXPECT_NONE(h);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    EQ(nread(h, h->sd), 10);
+    th_free(h);
+}
+END_TEST
+
+/* The same through a SYN cookie, whose completing ACK often carries the first data. */
+START_TEST(bug_cookie_ack_with_data)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 1);
+    h->pport = PPORT + 10;
+    h->pseq = 1;
+    peer_syn(h, &BARE);
+    h->pport = PPORT;
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    EQ(ctr(h)->tcp_syncookies_sent, 1);
+    peer_send(h, F_ACK | F_PSH, 10);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_syncookies_ok, 1);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    EQ(nread(h, h->sd), 10);
+    th_free(h);
+}
+END_TEST
+
+/* RFC 9293 figure 8: in SYN-RECEIVED after crossing SYNs, the peer's SYN-ACK acknowledging
+ * our SYN establishes the connection. */
+START_TEST(bug_simultaneous_open_synack)
+{
+    struct th *h = th_new();
+    h->sd = stk_socket(h->e, NULL);
+    struct stk_sockaddr to = {PEER_IP, PPORT};
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    h->iss = p->seq;
+    h->lport = p->sport;
+    h->pseq = PEER_ISN;
+    struct pkt_tcp_spec s;
+    syn_spec(h, &s, F_SYN, &BARE);
+    inject(h, &s);
+    EXPECT(h, F_SYN | F_ACK, h->iss, PEER_ISN + 1, 0);
+    /* The peer's own SYN-ACK (figure 8 line 6). */
+    h->pack = h->iss + 1;
+    syn_spec(h, &s, F_SYN | F_ACK, &BARE);
+    inject(h, &s);
+    h->pseq++;
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Suite ------------------------------------------------------------------------------- */
+
+static TCase *tcase(Suite *s, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 30);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+int main(void)
+{
+    Suite *s = suite_create("tcp");
+    TCase *tc = tcase(s, "handshake");
+    tcase_add_test(tc, passive_full_options);
+    tcase_add_test(tc, passive_no_options);
+    tcase_add_test(tc, active_open_options);
+    tcase_add_test(tc, active_open_peer_without_options);
+    tcase_add_test(tc, mss_clamping);
+    tcase_add_test(tc, simultaneous_open);
+    tcase_add_test(tc, simultaneous_close);
+    tc = tcase(s, "rst");
+    tcase_add_test(tc, rst_closed_port);
+    tcase_add_test(tc, syn_refused_by_rst);
+    tcase_add_test(tc, syn_received_bad_ack_and_rst);
+    tc = tcase(s, "rfc5961");
+    tcase_add_test(tc, rst_exact_resets);
+    tcase_add_test(tc, rst_in_window_challenged);
+    tcase_add_test(tc, rst_out_of_window_ignored);
+    tcase_add_test(tc, syn_on_established);
+    tcase_add_test(tc, ack_of_unsent_data);
+    tcase_add_test(tc, challenge_ack_rate_limit);
+    tc = tcase(s, "paws");
+    tcase_add_test(tc, paws_old_timestamp);
+    tc = tcase(s, "validation");
+    tcase_add_test(tc, out_of_window_data);
+    tcase_add_test(tc, malformed_segments_dropped);
+    tc = tcase(s, "ooo");
+    tcase_add_test(tc, ooo_reassembly_and_sack);
+    tcase_add_test(tc, ooo_bound);
+    tc = tcase(s, "delack");
+    tcase_add_test(tc, delack_small_segment);
+    tcase_add_test(tc, delack_configured_time);
+    tcase_add_test(tc, delack_two_full_segments);
+    tc = tcase(s, "nagle");
+    tcase_add_test(tc, nagle_waits_for_ack);
+    tcase_add_test(tc, nodelay_sends_at_once);
+    tcase_add_test(tc, cork_holds_partial);
+    tcase_add_test(tc, msg_more);
+    tc = tcase(s, "rexmt");
+    tcase_add_test(tc, rto_backoff_and_timeout);
+    tcase_add_test(tc, syn_retries);
+    tcase_add_test(tc, fast_retransmit_dupacks);
+    tcase_add_test(tc, fast_retransmit_sack);
+    tcase_add_test(tc, rtt_estimate);
+    tc = tcase(s, "zero_window");
+    tcase_add_test(tc, zero_window_persist);
+    tc = tcase(s, "keepalive");
+    tcase_add_test(tc, keepalive_answered);
+    tcase_add_test(tc, keepalive_timeout);
+    tc = tcase(s, "time_wait");
+    tcase_add_test(tc, time_wait_expiry);
+    tcase_add_test(tc, time_wait_fin_reacked);
+    tc = tcase(s, "syncookies");
+    tcase_add_test(tc, syn_cookies);
+    tc = tcase(s, "abort");
+    tcase_add_test(tc, linger_zero_rst);
+    tcase_add_test(tc, close_unread_rst);
+    tcase_add_test(tc, orphan_data_rst);
+    tc = tcase(s, "api");
+    tcase_add_test(tc, listen_backlog_overflow);
+    tcase_add_test(tc, api_errnos);
+    tc = tcase(s, "isn");
+    tcase_add_test(tc, isn_per_tuple);
+    tc = tcase(s, "regressions");
+    tcase_add_test(tc, bug_delack_full_segments_with_ts);
+    tcase_add_test(tc, bug_simultaneous_open_synack);
+    tcase_add_test(tc, bug_data_before_accept);
+    tcase_add_test(tc, bug_cookie_ack_with_data);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

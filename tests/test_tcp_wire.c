@@ -1,0 +1,475 @@
+/*
+ * test_tcp_wire.c - two engines joined by the in-memory wire: bulk transfers that must
+ * arrive byte-exact through loss, reordering, duplication, corruption and a zero-window
+ * reader, and thousands of short connections that must all complete.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire.h"
+
+#define MB (1024u * 1024u)
+
+/* Sanitizer builds run the same tests on less data: they are about memory errors, and the
+ * plain build already proves the full sizes. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SCALE 8
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SCALE 8
+#endif
+#endif
+#ifndef SCALE
+#define SCALE 1
+#endif
+
+/* The byte at offset i of a stream with a given seed: cheap, and any shift, loss or
+ * duplication of stream bytes shows up as a mismatch. */
+static uint8_t pattern(uint32_t seed, uint64_t i)
+{
+    uint64_t x = (i >> 3) * 0x9E3779B97F4A7C15ull ^ seed;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    return (uint8_t)(x >> ((i & 7) * 8));
+}
+
+/* One direction of application traffic over one connection. */
+struct stream {
+    struct stk_engine *tx_eng, *rx_eng;
+    int tx_sd, rx_sd;
+    uint32_t seed;
+    uint64_t total, sent, received;
+    uint64_t mismatches;
+    bool fin_sent, eof_seen;
+    bool reader_paused;
+};
+
+static void dump_counters(struct wire *w)
+{
+    for (int side = 0; side < 2; side++) {
+        const struct stk_counters *c = stk_counters(wire_engine(w, side));
+        fprintf(stderr,
+                "side %d: paws %llu outwin %llu csum %llu ack %llu ooo_full %llu rcvbuf %llu hdr "
+                "%llu opts %llu\n",
+                side, (unsigned long long)c->tcp_drop_paws, (unsigned long long)c->tcp_drop_outwin,
+                (unsigned long long)c->tcp_drop_csum, (unsigned long long)c->tcp_drop_ack,
+                (unsigned long long)c->tcp_drop_ooo_full, (unsigned long long)c->tcp_drop_rcvbuf,
+                (unsigned long long)c->tcp_drop_hdr, (unsigned long long)c->tcp_drop_opts);
+        fprintf(
+            stderr,
+            "  arp in %llu out %llu req %llu qdrop %llu eth_out %llu tcp_out %llu tx_fail %llu\n",
+            (unsigned long long)c->arp_in, (unsigned long long)c->arp_out,
+            (unsigned long long)c->arp_requests, (unsigned long long)c->arp_queue_drop,
+            (unsigned long long)c->eth_out, (unsigned long long)c->tcp_out,
+            (unsigned long long)c->tx_fail);
+    }
+}
+
+static void stream_pump(struct wire *w, struct stream *s)
+{
+    uint8_t buf[16384];
+    while (s->sent < s->total) {
+        size_t n = (size_t)(s->total - s->sent);
+        if (n > sizeof(buf))
+            n = sizeof(buf);
+        for (size_t i = 0; i < n; i++)
+            buf[i] = pattern(s->seed, s->sent + i);
+        ssize_t r = stk_send(s->tx_eng, w->now, s->tx_sd, buf, n, 0);
+        if (r <= 0)
+            break;
+        s->sent += (uint64_t)r;
+    }
+    if (s->sent == s->total && !s->fin_sent) {
+        ck_assert_int_eq(stk_shutdown(s->tx_eng, w->now, s->tx_sd, STK_SHUT_WR), 0);
+        s->fin_sent = true;
+    }
+    while (!s->reader_paused && !s->eof_seen) {
+        ssize_t r = stk_recv(s->rx_eng, w->now, s->rx_sd, buf, sizeof(buf), 0);
+        if (r == 0) {
+            s->eof_seen = true;
+            break;
+        }
+        if (r < 0) {
+            if (r != -EAGAIN)
+                dump_counters(w);
+            ck_assert_int_eq(r, -EAGAIN);
+            break;
+        }
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i] != pattern(s->seed, s->received + (uint64_t)i))
+                s->mismatches++;
+        s->received += (uint64_t)r;
+    }
+}
+
+struct duplex {
+    struct wire *w;
+    struct stream s[2];
+};
+
+static int duplex_done(void *ctx)
+{
+    struct duplex *d = ctx;
+    stream_pump(d->w, &d->s[0]);
+    stream_pump(d->w, &d->s[1]);
+    return d->s[0].eof_seen && d->s[1].eof_seen;
+}
+
+static struct wire *make_wire(uint64_t seed, const struct stk_config *ca,
+                              const struct stk_config *cb)
+{
+    struct wire *w = NULL;
+    struct wire_opts o = {.seed = seed};
+    o.cfg[0] = ca;
+    o.cfg[1] = cb;
+    o.pcap = getenv("USTACK_TEST_PCAP");
+    ck_assert_int_eq(wire_create(&w, &o), 0);
+    return w;
+}
+
+static int connected_pred(void *ctx)
+{
+    int *flags = ctx;
+    return *flags;
+}
+
+/* Opens a connection A -> B (B listening on port 80); returns the two socket ids. */
+static void connect_pair(struct wire *w, int *a_sd, int *b_sd)
+{
+    struct stk_engine *a = wire_engine(w, WIRE_A), *b = wire_engine(w, WIRE_B);
+    int l = stk_socket(b, NULL);
+    ck_assert_int_ge(l, 0);
+    struct stk_sockaddr addr = {.ip = 0, .port = 80};
+    ck_assert_int_eq(stk_bind(b, l, &addr), 0);
+    ck_assert_int_eq(stk_listen(b, l, 128), 0);
+    int c = stk_socket(a, NULL);
+    struct stk_sockaddr to = {.ip = WIRE_IP_B, .port = 80};
+    ck_assert_int_eq(stk_connect(a, w->now, c, &to), -EINPROGRESS);
+    int acc = -1;
+    for (int i = 0; i < 100000 && acc < 0; i++) {
+        acc = stk_accept(b, w->now, l, NULL, NULL);
+        if (acc >= 0)
+            break;
+        ck_assert_int_eq(acc, -EAGAIN);
+        ck_assert_int_ge(wire_step(w), 0);
+    }
+    ck_assert_int_ge(acc, 0);
+    int done = 0;
+    for (int i = 0; i < 100000; i++) {
+        int st = -1;
+        ck_assert_int_eq(stk_getopt(a, c, STK_SO_STATE, &st), 0);
+        if (st == STK_TCP_ESTABLISHED) {
+            done = 1;
+            break;
+        }
+        ck_assert_int_ge(wire_step(w), 0);
+    }
+    ck_assert(connected_pred(&done));
+    ck_assert_int_eq(stk_close(b, w->now, l), 0);
+    *a_sd = c;
+    *b_sd = acc;
+}
+
+static void run_duplex(struct wire *w, uint64_t bytes_each, stk_time_t max_time)
+{
+    int a_sd, b_sd;
+    connect_pair(w, &a_sd, &b_sd);
+    struct duplex d = {.w = w};
+    d.s[0] = (struct stream){.tx_eng = wire_engine(w, WIRE_A),
+                             .rx_eng = wire_engine(w, WIRE_B),
+                             .tx_sd = a_sd,
+                             .rx_sd = b_sd,
+                             .seed = 1,
+                             .total = bytes_each};
+    d.s[1] = (struct stream){.tx_eng = wire_engine(w, WIRE_B),
+                             .rx_eng = wire_engine(w, WIRE_A),
+                             .tx_sd = b_sd,
+                             .rx_sd = a_sd,
+                             .seed = 2,
+                             .total = bytes_each};
+    int rc = wire_run(w, duplex_done, &d, max_time);
+    if (rc)
+        fprintf(stderr, "seed %llu: A->B %llu/%llu B->A %llu/%llu at t=%llu us\n",
+                (unsigned long long)w->seed, (unsigned long long)d.s[0].received,
+                (unsigned long long)bytes_each, (unsigned long long)d.s[1].received,
+                (unsigned long long)bytes_each, (unsigned long long)w->now);
+    if (rc)
+        dump_counters(w);
+    ck_assert_int_eq(rc, 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_uint_eq(d.s[i].received, bytes_each);
+        ck_assert_uint_eq(d.s[i].mismatches, 0);
+    }
+    ck_assert_int_eq(stk_close(wire_engine(w, WIRE_A), w->now, a_sd), 0);
+    ck_assert_int_eq(stk_close(wire_engine(w, WIRE_B), w->now, b_sd), 0);
+    /* Both sides finish the close: one in TIME-WAIT, then nothing. */
+    ck_assert_int_eq(wire_run_for(w, 200 * STK_US_PER_S), 0);
+    const struct stk_counters *ca = stk_counters(wire_engine(w, WIRE_A));
+    const struct stk_counters *cb = stk_counters(wire_engine(w, WIRE_B));
+    for (int s = STK_TCP_LISTEN; s <= STK_TCP_TIME_WAIT; s++) {
+        if (ca->conns_by_state[s] || cb->conns_by_state[s])
+            fprintf(stderr, "left in %s: A %u B %u\n", stk_state_name((enum stk_tcp_state)s),
+                    ca->conns_by_state[s], cb->conns_by_state[s]);
+        ck_assert_uint_eq(ca->conns_by_state[s], 0);
+        ck_assert_uint_eq(cb->conns_by_state[s], 0);
+    }
+}
+
+START_TEST(test_clean_duplex)
+{
+    struct wire *w = make_wire(11, NULL, NULL);
+    wire_fault(w, WIRE_A_TO_B)->delay_us = 50;
+    wire_fault(w, WIRE_B_TO_A)->delay_us = 50;
+    run_duplex(w, 50ull * MB / SCALE, 600 * STK_US_PER_S);
+    ck_assert_uint_eq(stk_counters(wire_engine(w, WIRE_A))->tcp_retrans, 0);
+    wire_destroy(w);
+}
+END_TEST
+
+static void all_faults(struct wire *w, double loss)
+{
+    for (int dir = 0; dir < 2; dir++) {
+        struct wire_fault *f = wire_fault(w, dir);
+        f->loss = loss;
+        f->dup = 0.01;
+        f->corrupt = 0.01;
+        f->reorder = 0.02;
+        f->delay_us = 1000;
+        f->jitter_us = 200;
+    }
+}
+
+START_TEST(test_faulty_duplex_cubic)
+{
+    struct stk_config c = {.cc = STK_CC_CUBIC};
+    struct wire *w = make_wire(1000 + (uint64_t)_i, &c, &c);
+    all_faults(w, 0.05);
+    run_duplex(w, 50ull * MB / SCALE / 2, 3600 * STK_US_PER_S);
+    const struct stk_counters *ca = stk_counters(wire_engine(w, WIRE_A));
+    ck_assert_uint_gt(ca->tcp_retrans, 0);
+    ck_assert_uint_gt(ca->tcp_fast_retrans, 0);
+    ck_assert_uint_gt(ca->tcp_drop_csum + ca->ip_drop_csum + ca->eth_drop_dst + ca->eth_drop_type +
+                          ca->ip_drop_hdr + ca->ip_drop_dst + ca->tcp_drop_hdr + ca->ip_drop_len +
+                          ca->ip_drop_proto + ca->tcp_drop_opts + ca->ip_drop_frag +
+                          ca->ip_drop_opts + ca->arp_drop_bad + ca->eth_drop_short,
+                      0);
+    wire_destroy(w);
+}
+END_TEST
+
+START_TEST(test_faulty_duplex_newreno_nosack)
+{
+    struct stk_config c = {.cc = STK_CC_NEWRENO, .no_sack = 1};
+    struct wire *w = make_wire(2000 + (uint64_t)_i, &c, &c);
+    all_faults(w, 0.05);
+    run_duplex(w, 50ull * MB / SCALE / 4, 3600 * STK_US_PER_S);
+    ck_assert_uint_gt(stk_counters(wire_engine(w, WIRE_A))->tcp_retrans, 0);
+    wire_destroy(w);
+}
+END_TEST
+
+START_TEST(test_faulty_no_options)
+{
+    struct stk_config c = {.no_sack = 1, .no_ts = 1, .no_ws = 1};
+    struct wire *w = make_wire(3000, &c, &c);
+    all_faults(w, 0.02);
+    run_duplex(w, 4ull * MB / SCALE, 3600 * STK_US_PER_S);
+    wire_destroy(w);
+}
+END_TEST
+
+START_TEST(test_link_down)
+{
+    struct wire *w = make_wire(4000, NULL, NULL);
+    for (int dir = 0; dir < 2; dir++) {
+        wire_fault(w, dir)->delay_us = 500;
+        wire_fault(w, dir)->down_from = w->now + 10 * STK_US_PER_MS;
+        wire_fault(w, dir)->down_until = w->now + 5010 * STK_US_PER_MS;
+    }
+    run_duplex(w, 50ull * MB / SCALE, 3600 * STK_US_PER_S);
+    ck_assert_uint_gt(stk_counters(wire_engine(w, WIRE_A))->tcp_rto, 0);
+    wire_destroy(w);
+}
+END_TEST
+
+/* The reader stops for a minute: the window closes, the sender probes it, and when the
+ * reader resumes every byte arrives. */
+START_TEST(test_zero_window_reader)
+{
+    struct stk_config small = {.rcvbuf = 64 * 1024};
+    struct wire *w = make_wire(5000, NULL, &small);
+    wire_fault(w, WIRE_A_TO_B)->delay_us = 100;
+    wire_fault(w, WIRE_B_TO_A)->delay_us = 100;
+    int a_sd, b_sd;
+    connect_pair(w, &a_sd, &b_sd);
+    struct duplex d = {.w = w};
+    d.s[0] = (struct stream){.tx_eng = wire_engine(w, WIRE_A),
+                             .rx_eng = wire_engine(w, WIRE_B),
+                             .tx_sd = a_sd,
+                             .rx_sd = b_sd,
+                             .seed = 7,
+                             .total = 2 * MB,
+                             .reader_paused = true};
+    d.s[1] = (struct stream){.tx_eng = wire_engine(w, WIRE_B),
+                             .rx_eng = wire_engine(w, WIRE_A),
+                             .tx_sd = b_sd,
+                             .rx_sd = a_sd,
+                             .seed = 8,
+                             .total = 0};
+    ck_assert_int_eq(wire_run(w, duplex_done, &d, 60 * STK_US_PER_S), -ETIMEDOUT);
+    struct stk_tcp_info ti;
+    ck_assert_int_eq(stk_tcp_info(wire_engine(w, WIRE_A), a_sd, &ti), 0);
+    ck_assert_uint_eq(ti.snd_wnd, 0);
+    ck_assert_uint_gt(stk_counters(wire_engine(w, WIRE_A))->tcp_zwp, 2);
+    int nread = 0;
+    ck_assert_int_eq(stk_getopt(wire_engine(w, WIRE_B), b_sd, STK_SO_NREAD, &nread), 0);
+    /* Full, but for what silly window avoidance (RFC 1122 4.2.3.3) would not offer. */
+    ck_assert_int_gt(nread, 64 * 1024 - 1460);
+    /* The connection survived a minute of probing (B already sent its FIN). */
+    int st = 0;
+    ck_assert_int_eq(stk_getopt(wire_engine(w, WIRE_A), a_sd, STK_SO_STATE, &st), 0);
+    ck_assert_int_eq(st, STK_TCP_CLOSE_WAIT);
+    d.s[0].reader_paused = false;
+    ck_assert_int_eq(wire_run(w, duplex_done, &d, 120 * STK_US_PER_S), 0);
+    ck_assert_uint_eq(d.s[0].received, 2 * MB);
+    ck_assert_uint_eq(d.s[0].mismatches, 0);
+    wire_destroy(w);
+}
+END_TEST
+
+/* Many short connections: connect, send a request, get a response, close - N of them, a
+ * few at a time, all of which must complete. */
+struct shorty {
+    struct wire *w;
+    int listener;
+    int total, started, completed, active;
+    struct conn {
+        int c_sd, s_sd;
+        int phase;
+    } conns[16];
+};
+
+static int shorty_done(void *ctx)
+{
+    struct shorty *s = ctx;
+    struct stk_engine *a = wire_engine(s->w, WIRE_A), *b = wire_engine(s->w, WIRE_B);
+    stk_time_t now = s->w->now;
+    for (;;) {
+        int sd = stk_accept(b, now, s->listener, NULL, NULL);
+        if (sd < 0)
+            break;
+        /* Server side: read the request, answer, close. */
+        for (int i = 0; i < 16; i++) {
+            if (s->conns[i].phase > 0 && s->conns[i].s_sd < 0) {
+                s->conns[i].s_sd = sd;
+                break;
+            }
+        }
+    }
+    for (int i = 0; i < 16; i++) {
+        struct conn *c = &s->conns[i];
+        char buf[256];
+        if (c->phase == 0 && s->started < s->total) {
+            c->c_sd = stk_socket(a, NULL);
+            ck_assert_int_ge(c->c_sd, 0);
+            struct stk_sockaddr to = {.ip = WIRE_IP_B, .port = 8080};
+            ck_assert_int_eq(stk_connect(a, now, c->c_sd, &to), -EINPROGRESS);
+            c->s_sd = -1;
+            c->phase = 1;
+            s->started++;
+        }
+        if (c->phase == 1 && stk_send(a, now, c->c_sd, "GET / HTTP/1.0\r\n\r\n", 18, 0) == 18)
+            c->phase = 2;
+        if (c->phase == 2 && c->s_sd >= 0 && stk_recv(b, now, c->s_sd, buf, sizeof(buf), 0) == 18) {
+            ck_assert_int_eq(stk_send(b, now, c->s_sd, "HTTP/1.0 200 OK\r\n\r\nhello", 24, 0), 24);
+            ck_assert_int_eq(stk_close(b, now, c->s_sd), 0);
+            c->phase = 3;
+        }
+        if (c->phase == 3) {
+            ssize_t r = stk_recv(a, now, c->c_sd, buf, sizeof(buf), 0);
+            if (r == 24) {
+                ck_assert(memcmp(buf, "HTTP/1.0 200 OK\r\n\r\nhello", 24) == 0);
+                c->phase = 4;
+            } else {
+                ck_assert_int_eq(r, -EAGAIN);
+            }
+        }
+        if (c->phase == 4 && stk_recv(a, now, c->c_sd, buf, sizeof(buf), 0) == 0) {
+            ck_assert_int_eq(stk_close(a, now, c->c_sd), 0);
+            s->completed++;
+            c->phase = 0;
+        }
+    }
+    return s->completed == s->total;
+}
+
+static void run_short(struct wire *w, int n)
+{
+    struct stk_engine *b = wire_engine(w, WIRE_B);
+    struct shorty s = {.w = w, .total = n};
+    s.listener = stk_socket(b, NULL);
+    struct stk_sockaddr addr = {.ip = WIRE_IP_B, .port = 8080};
+    ck_assert_int_eq(stk_bind(b, s.listener, &addr), 0);
+    ck_assert_int_eq(stk_listen(b, s.listener, 64), 0);
+    int rc = wire_run(w, shorty_done, &s, 3600 * STK_US_PER_S);
+    if (rc)
+        fprintf(stderr, "short connections: %d/%d completed\n", s.completed, n);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(s.completed, n);
+    ck_assert_uint_eq(stk_counters(wire_engine(w, WIRE_A))->tcp_active_opens, (uint64_t)n);
+}
+
+START_TEST(test_short_connections)
+{
+    struct wire *w = make_wire(6000, NULL, NULL);
+    wire_fault(w, WIRE_A_TO_B)->delay_us = 20;
+    wire_fault(w, WIRE_B_TO_A)->delay_us = 20;
+    run_short(w, 5000 / SCALE);
+    wire_destroy(w);
+}
+END_TEST
+
+START_TEST(test_short_connections_faulty)
+{
+    struct wire *w = make_wire(7000, NULL, NULL);
+    all_faults(w, 0.03);
+    run_short(w, 1000 / SCALE);
+    wire_destroy(w);
+}
+END_TEST
+
+static void add(Suite *s, const char *name, const TTest *fn, int loops)
+{
+    /* One case per test, so CK_RUN_CASE=<name> runs just that one. */
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, fn, 0, loops);
+    suite_add_tcase(s, tc);
+}
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("tcp_wire");
+    add(s, "clean_duplex", test_clean_duplex, 1);
+    add(s, "faulty_cubic", test_faulty_duplex_cubic, 2);
+    add(s, "faulty_newreno_nosack", test_faulty_duplex_newreno_nosack, 2);
+    add(s, "faulty_no_options", test_faulty_no_options, 1);
+    add(s, "link_down", test_link_down, 1);
+    add(s, "zero_window", test_zero_window_reader, 1);
+    add(s, "short", test_short_connections, 1);
+    add(s, "short_faulty", test_short_connections_faulty, 1);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
