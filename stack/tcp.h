@@ -83,7 +83,9 @@ struct stk_tcb {
     /* Listener side: children in SYN-RECEIVED count against synq, established ones wait in
      * the accept queue. Children point at their listener. */
     struct stk_tcb *listener;
-    struct stk_tcb *qnext; /* accept queue link */
+    struct stk_tcb *qnext;               /* accept queue link */
+    struct stk_tcb *syn_next, *syn_prev; /* listener's SYN-RECEIVED children */
+    struct stk_tcb *syn_head;            /* listener: its SYN-RECEIVED children */
     struct stk_tcb *acc_head, *acc_tail;
     uint32_t acc_len, backlog, synq_len;
     uint32_t defer_accept_s;
@@ -188,6 +190,10 @@ void stk__flush_events(struct stk_engine *e);
 /* Ends a connection: reports err (positive errno, 0 for none) and moves to CLOSED; frees it
  * when no socket refers to it. */
 void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err);
+/* A listener's SYN queue: children in SYN-RECEIVED, counted in synq_len, so that closing
+ * the listener can end them (they point at it). */
+void stk__synq_add(struct stk_tcb *l, struct stk_tcb *t);
+void stk__synq_del(struct stk_tcb *t);
 bool stk__challenge_ok(struct stk_engine *e, stk_time_t now);
 uint32_t stk__ts_now(const struct stk_tcb *t, stk_time_t now);
 

@@ -543,13 +543,37 @@ static void ev_unlink(struct stk_engine *e, struct stk_tcb *t)
     t->flags &= ~TF_EV_PENDING;
 }
 
+void stk__synq_add(struct stk_tcb *l, struct stk_tcb *t)
+{
+    t->syn_prev = NULL;
+    t->syn_next = l->syn_head;
+    if (l->syn_head)
+        l->syn_head->syn_prev = t;
+    l->syn_head = t;
+    l->synq_len++;
+}
+
+void stk__synq_del(struct stk_tcb *t)
+{
+    struct stk_tcb *l = t->listener;
+    if (!l || (!t->syn_prev && l->syn_head != t))
+        return; /* not on the queue */
+    if (t->syn_prev)
+        t->syn_prev->syn_next = t->syn_next;
+    else
+        l->syn_head = t->syn_next;
+    if (t->syn_next)
+        t->syn_next->syn_prev = t->syn_prev;
+    t->syn_next = t->syn_prev = NULL;
+    l->synq_len--;
+}
+
 static void unlink_from_listener(struct stk_engine *e, struct stk_tcb *t)
 {
     struct stk_tcb *l = t->listener;
     if (!l)
         return;
-    if (t->state == STK_TCP_SYN_RECEIVED && l->synq_len)
-        l->synq_len--;
+    stk__synq_del(t);
     for (struct stk_tcb **pp = &l->acc_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->qnext) {
         if (*pp == t) {
             *pp = t->qnext;
@@ -573,7 +597,12 @@ void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err)
     unlink_from_listener(e, t);
     if (t->state == STK_TCP_LISTEN) {
         stk__listen_remove(e, t);
-        /* Connections never accepted die with their listener. */
+        /* Connections never accepted die with their listener, as do handshakes. */
+        while (t->syn_head) {
+            struct stk_tcb *c = t->syn_head;
+            stk__send_rst(e, c, e->now);
+            stk__tcp_drop(e, c, 0);
+        }
         while (t->acc_head) {
             struct stk_tcb *c = t->acc_head;
             stk__send_rst(e, c, e->now);

@@ -230,8 +230,7 @@ static bool passive_established(struct stk_engine *e, struct stk_tcb *t, stk_tim
     }
     if (stk__bufs_alloc(e, t))
         return false;
-    if (l && l->synq_len)
-        l->synq_len--;
+    stk__synq_del(t);
     establish(e, t, now);
     if (l) {
         t->qnext = NULL;
@@ -795,7 +794,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     t->snd_buf_seq = t->iss + 1;
     t->snd_max = t->iss;
     stk__conn_insert(e, t);
-    l->synq_len++;
+    stk__synq_add(l, t);
     e->ctr.tcp_passive_opens++;
     t->rtt_start = now;
     stk__send_syn(e, t, now);
@@ -851,7 +850,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
     t->snd_wl2 = s->ack;
     stk__cc_init(&t->cc, (enum stk_cc_algo)t->cc_algo, t->snd_mss, now);
     stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
-    l->synq_len++; /* passive_established takes it back */
+    stk__synq_add(l, t); /* passive_established takes it off */
     stk__conn_insert(e, t);
     if (!passive_established(e, t, now)) {
         stk__tcp_drop(e, t, 0);

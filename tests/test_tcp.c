@@ -1674,6 +1674,27 @@ END_TEST
 
 /* ---- API ------------------------------------------------------------------------------------ */
 
+/* Closing a listener ends the handshakes in its SYN queue (they refer to it): the peer gets
+ * a RST, and its late ACK meets no listener. ASan would catch a dangling child. */
+START_TEST(listener_close_with_syn_queue)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 8);
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    EQI(stk_close(h->e, h->now, h->lsd), 0);
+    const struct pkt_info *p = POP(h);
+    EQ(p->flags & F_RST, F_RST);
+    EQ(ctr(h)->conns_by_state[STK_TCP_SYN_RECEIVED], 0);
+    EQ(ctr(h)->conns_by_state[STK_TCP_LISTEN], 0);
+    peer_ack(h);
+    p = POP(h);
+    EQ(p->flags & F_RST, F_RST);
+    advance_by(h, 10 * STK_US_PER_S);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(listen_backlog_overflow)
 {
     struct th *h = th_new();
@@ -1949,6 +1970,7 @@ int main(void)
     tcase_add_test(tc, orphan_data_rst);
     tc = tcase(s, "api");
     tcase_add_test(tc, listen_backlog_overflow);
+    tcase_add_test(tc, listener_close_with_syn_queue);
     tcase_add_test(tc, api_errnos);
     tc = tcase(s, "isn");
     tcase_add_test(tc, isn_per_tuple);
