@@ -120,6 +120,19 @@ nomem:
     return -ENOMEM;
 }
 
+void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv)
+{
+    if (snd && t->sndbuf.buf) {
+        t->snd_buf_seq += stk__ring_used(&t->sndbuf);
+        stk__free(e, t->sndbuf.buf, t->sndbuf.size);
+        memset(&t->sndbuf, 0, sizeof(t->sndbuf));
+    }
+    if (rcv && t->rcvbuf.buf) {
+        stk__free(e, t->rcvbuf.buf, t->rcvbuf.size);
+        memset(&t->rcvbuf, 0, sizeof(t->rcvbuf));
+    }
+}
+
 /* Every state change goes through here, so counters (and a trace, when wanted) stay true. */
 void stk__set_state(struct stk_engine *e, struct stk_tcb *t, enum stk_tcp_state s)
 {
@@ -229,7 +242,8 @@ int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_
             continue;
         bool reuse =
             (t->flags & TF_REUSEADDR) && (o->flags & TF_REUSEADDR) && o->state != STK_TCP_LISTEN;
-        if (o->state == STK_TCP_TIME_WAIT && (t->flags & TF_REUSEADDR))
+        /* An active open has already checked its 4-tuple against TIME-WAIT holders. */
+        if (o->state == STK_TCP_TIME_WAIT && ((t->flags & TF_REUSEADDR) || t->rip != 0))
             reuse = true;
         if (!reuse)
             return -EADDRINUSE;
@@ -259,8 +273,10 @@ void stk__unbind(struct stk_engine *e, struct stk_tcb *t)
 
 static bool port_bound(struct stk_engine *e, uint16_t port)
 {
+    /* A TIME-WAIT holder does not keep the port: its 4-tuple is checked (and recycled under
+     * RFC 6191) by the caller. */
     for (struct stk_tcb *o = *bind_head(e, port); o; o = o->bnext)
-        if (o->lport == port)
+        if (o->lport == port && o->state != STK_TCP_TIME_WAIT)
             return true;
     return false;
 }
@@ -278,16 +294,16 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
         if (port_bound(e, port))
             continue;
         struct stk_tcb *o = stk__conn_lookup(e, t->lip, port, t->rip, t->rport);
+        if (o && (o->state != STK_TCP_TIME_WAIT || !(o->flags & TF_TS) || o->sd >= 0))
+            continue;
+        if (e->cfg.port_ok && !e->cfg.port_ok(e->cfg.port_ctx, t->lip, port, t->rip, t->rport))
+            continue;
         if (o) {
-            if (o->state != STK_TCP_TIME_WAIT || !(o->flags & TF_TS))
-                continue;
             /* RFC 6191: with timestamps the old incarnation's segments are rejected by
-             * PAWS, so the tuple is safe to reuse. */
+             * PAWS, so a closed TIME-WAIT holder's tuple is safe to reuse. */
             stk__tcp_drop(e, o, 0);
             e->ctr.tcp_tw_reuse++;
         }
-        if (e->cfg.port_ok && !e->cfg.port_ok(e->cfg.port_ctx, t->lip, port, t->rip, t->rport))
-            continue;
         tcp->port_cursor += i + 1;
         t->lport = port;
         return 0;
@@ -382,7 +398,8 @@ void stk__timer_update(struct stk_engine *e, struct stk_tcb *t)
         stk__wheel_arm(&e->wheel, &t->tnode, tick);
 }
 
-static void on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+/* Returns true when the connection was dropped: t may then have been freed. */
+static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     t->t_rexmt = 0;
     bool syn = t->state == STK_TCP_SYN_SENT || t->state == STK_TCP_SYN_RECEIVED;
@@ -390,7 +407,7 @@ static void on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     if (t->retries >= limit) {
         e->ctr.tcp_conn_timeouts++;
         stk__tcp_drop(e, t, ETIMEDOUT);
-        return;
+        return true;
     }
     t->retries++;
     if (t->backoff < 16)
@@ -403,7 +420,7 @@ static void on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     if (syn) {
         stk__send_syn(e, t, now);
         t->t_rexmt = now + t->rto_us;
-        return;
+        return false;
     }
     stk__cc_on_rto(&t->cc, stk__tcp_flight(t), now);
     /* Go back to snd_una; output skips what SACK says arrived. RFC 6675 5.1: retransmit
@@ -414,6 +431,7 @@ static void on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     stk__tcp_output(e, t, now);
     if (!t->t_rexmt && t->snd_una != t->snd_max)
         t->t_rexmt = now + t->rto_us;
+    return false;
 }
 
 static void on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
@@ -436,25 +454,27 @@ static void on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     t->t_persist = now + stk__min64(iv, e->cfg.rto_max_us);
 }
 
-static void on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+/* Returns true when the connection was dropped: t may then have been freed. */
+static bool on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     t->t_keep = 0;
     if (!(t->flags & TF_KEEPALIVE) || !stk__state_synced(t->state) || t->state == STK_TCP_TIME_WAIT)
-        return;
+        return false;
     stk_time_t idle_until = t->last_recv + (stk_time_t)t->keep_idle_s * STK_US_PER_S;
     if (now < idle_until && t->keep_probes == 0) {
         t->t_keep = idle_until;
-        return;
+        return false;
     }
     if (t->keep_probes >= t->keep_cnt) {
         e->ctr.tcp_keepalive_drops++;
         stk__send_rst(e, t, now);
         stk__tcp_drop(e, t, ETIMEDOUT);
-        return;
+        return true;
     }
     t->keep_probes++;
     stk__send_keepalive(e, t, now);
     t->t_keep = now + (stk_time_t)t->keep_intvl_s * STK_US_PER_S;
+    return false;
 }
 
 void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
@@ -478,18 +498,13 @@ void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
         t->flags &= ~(TF_CORK | TF_MORE);
         stk__tcp_output(e, t, now);
     }
-    if (t->t_rexmt && t->t_rexmt <= now) {
-        on_rexmt(e, t, now);
-        if (t->state == STK_TCP_CLOSED)
-            return;
-    }
+    /* A dropped connection without a socket has been freed: t must not be read again. */
+    if (t->t_rexmt && t->t_rexmt <= now && on_rexmt(e, t, now))
+        return;
     if (t->t_persist && t->t_persist <= now)
         on_persist(e, t, now);
-    if (t->t_keep && t->t_keep <= now) {
-        on_keepalive(e, t, now);
-        if (t->state == STK_TCP_CLOSED)
-            return;
-    }
+    if (t->t_keep && t->t_keep <= now && on_keepalive(e, t, now))
+        return;
     stk__timer_update(e, t);
     stk__flush_events(e);
 }

@@ -199,13 +199,9 @@ static void enter_time_wait(struct stk_engine *e, struct stk_tcb *t, stk_time_t 
     t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_cork = 0;
     t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
     stk__timer_update(e, t);
-    /* Nothing will be sent or read again: give the buffers back now. */
-    if (t->sd < 0) {
-        stk__free(e, t->sndbuf.buf, t->sndbuf.size);
-        t->sndbuf.buf = NULL;
-        t->snd_buf_seq += stk__ring_used(&t->sndbuf);
-        t->sndbuf.size = t->sndbuf.head = t->sndbuf.tail = 0;
-    }
+    /* Nothing will be sent again, and an orphan's data will never be read: the buffers go
+     * back now rather than after 2 MSL. */
+    stk__bufs_release(e, t, true, t->sd < 0);
 }
 
 static void establish(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)

@@ -256,7 +256,7 @@ void stk__send_rst(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     if (!stk__state_synced(t->state) && t->state != STK_TCP_SYN_RECEIVED)
         return;
-    xmit(e, t, t->snd_nxt, 0, TH_RST | TH_ACK, now);
+    xmit(e, t, t->snd_max, 0, TH_RST | TH_ACK, now); /* SND.MAX, as for pure ACKs */
 }
 
 /* RFC 9293 3.10.7.1: If the ACK bit is off, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>;

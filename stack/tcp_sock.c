@@ -212,7 +212,7 @@ int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_s
     t->snd_una = t->iss;
     t->snd_max = t->iss;
     t->snd_buf_seq = t->iss + 1;
-    t->rcv_ws = e->cfg.no_ws ? 0 : (uint8_t)0;
+    t->rcv_ws = 0;
     if (!e->cfg.no_ws)
         while (t->rcv_ws < STK_TCP_MAX_WS && (t->rcvbuf_size >> t->rcv_ws) > 65535)
             t->rcv_ws++;
@@ -434,6 +434,8 @@ int stk_close(struct stk_engine *e, stk_time_t now, int sd)
             stk__set_state(e, t, STK_TCP_LAST_ACK);
         stk__tcp_output(e, t, now);
     }
+    if (t->state == STK_TCP_TIME_WAIT)
+        stk__bufs_release(e, t, true, true);
     if (t->state == STK_TCP_FIN_WAIT_2 && !t->t_2msl) {
         t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
         stk__timer_update(e, t);

@@ -1,0 +1,636 @@
+/*
+ * fuzz_input.c - libFuzzer target for the engine's input path.
+ *
+ * Each run builds one engine and puts it in interesting states before the fuzz input is
+ * read: a listener on port 80, an established passive connection, a passive one still in
+ * SYN-RECEIVED, an active one in SYN-SENT, an established active one with unacknowledged
+ * data queued, and one in TIME-WAIT. A scripted peer (198.18.0.2) drives the handshakes;
+ * the engine is 198.18.0.1.
+ *
+ * The input is then a sequence of records [op][len lo][len hi][len bytes of payload]:
+ *
+ *   op 0  the payload is a raw Ethernet frame.
+ *   op 1  the payload is b0 = connection selector, b1 = mode bits (FZ_M_*), then a TCP
+ *         header with options and data. The harness writes the connection's ports, may
+ *         rebase seq/ack on what the engine last sent (so small deltas reach deep states),
+ *         and wraps it in Ethernet/IPv4 with correct checksums.
+ *   op 2  advance the clock (b0 picks the unit, b1..b3 the amount) and poll.
+ *   op 3  a socket API call chosen by the payload (send, recv, close, shutdown, ...).
+ *   op 4  an ARP request or reply from the peer (refreshes or changes its MAC).
+ *
+ * Every frame the engine transmits is parsed with pkt_parse (an oracle independent of the
+ * engine); a malformed one, or one not from our addresses, traps. So does anything ASan or
+ * UBSan see, and a leak after stk_engine_destroy.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pkt.h"
+#include "stk.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FZ_MTU       1500
+#define FZ_MAX_FRAME (PKT_ETH_HLEN + FZ_MTU)
+#define FZ_CONNS     16
+#define FZ_SDS       16
+#define FZ_RECORDS   512 /* bounds the work per input so that no input is slow */
+
+/* Mode bits of op 1. */
+enum {
+    FZ_M_SEQ_REL = 1u << 0,  /* seq field is a delta from the engine's last ACK */
+    FZ_M_ACK_REL = 1u << 1,  /* ack field is a delta from the highest seq the engine sent */
+    FZ_M_FIX_DOFF = 1u << 2, /* data offset clamped to the bytes actually present */
+    FZ_M_TS = 1u << 3,       /* a timestamp option gets a fresh TSval and a valid TSecr */
+    FZ_M_BAD_CSUM = 1u << 4, /* spoil the TCP checksum */
+    FZ_M_RX_OK = 1u << 5,    /* claim the device verified the checksums (only if right) */
+    FZ_M_SACK_REL = 1u << 6, /* SACK block edges are deltas from the (final) ack field */
+};
+
+static const uint8_t our_mac[6] = {0x02, 0, 0, 0, 0, 0x01};
+static const uint8_t peer_mac[6] = {0x02, 0, 0, 0, 0, 0x02};
+#define OUR_IP  PKT_IP(198, 18, 0, 1)
+#define PEER_IP PKT_IP(198, 18, 0, 2)
+
+/* What the harness knows of one 4-tuple, learnt from the segments the engine sent. */
+struct fz_conn {
+    uint16_t lport, rport;
+    bool seen_ack;    /* the engine sent an ACK (rcv_nxt is meaningful) */
+    uint32_t rcv_nxt; /* the ack field of the engine's last ACK */
+    uint32_t snd_max; /* highest seq + len (+ SYN/FIN) the engine sent */
+    uint32_t tsval;   /* the engine's last TSval, to echo */
+};
+
+struct fz {
+    struct stk_engine *e;
+    stk_time_t now;
+    uint32_t peer_ts; /* the peer's timestamp clock */
+    uint16_t ip_id;
+    struct fz_conn conns[FZ_CONNS];
+    int nconns;
+    int sds[FZ_SDS];
+    int nsds;
+    uint8_t tx_buf[FZ_MAX_FRAME];
+    uint8_t rx_buf[FZ_MAX_FRAME];
+    uint8_t io_buf[65536];
+};
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static bool seq_lt(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+static struct fz_conn *conn_find(struct fz *f, uint16_t lport, uint16_t rport)
+{
+    for (int i = 0; i < f->nconns; i++)
+        if (f->conns[i].lport == lport && f->conns[i].rport == rport)
+            return &f->conns[i];
+    return NULL;
+}
+
+static struct fz_conn *conn_get(struct fz *f, uint16_t lport, uint16_t rport)
+{
+    struct fz_conn *c = conn_find(f, lport, rport);
+    if (c || f->nconns == FZ_CONNS)
+        return c;
+    c = &f->conns[f->nconns++];
+    memset(c, 0, sizeof(*c));
+    c->lport = lport;
+    c->rport = rport;
+    return c;
+}
+
+static void sd_add(struct fz *f, int sd)
+{
+    if (sd >= 0 && f->nsds < FZ_SDS)
+        f->sds[f->nsds++] = sd;
+}
+
+/* Records what a TCP segment from the engine tells about its connection. */
+static void learn(struct fz *f, const struct pkt_info *p)
+{
+    if (p->flags & PKT_TCP_RST)
+        return;
+    struct fz_conn *c = conn_get(f, p->sport, p->dport);
+    if (!c)
+        return;
+    uint32_t end =
+        p->seq + (uint32_t)p->payload_len + !!(p->flags & PKT_TCP_SYN) + !!(p->flags & PKT_TCP_FIN);
+    if (p->flags & PKT_TCP_SYN)
+        c->snd_max = end;
+    else if (seq_lt(c->snd_max, end))
+        c->snd_max = end;
+    if (p->flags & PKT_TCP_ACK) {
+        c->seen_ack = true;
+        c->rcv_nxt = p->ack;
+    }
+    if (p->opt.ts)
+        c->tsval = p->opt.tsval;
+}
+
+/* The engine's transmit hook: every frame must parse and come from us, and is then
+ * discarded after the harness learnt from it. */
+static int fz_tx(void *ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta)
+{
+    struct fz *f = ctx;
+    (void)meta;
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].len > sizeof(f->tx_buf) - len)
+            __builtin_trap(); /* larger than the MTU allows without TSO */
+        memcpy(f->tx_buf + len, iov[i].base, iov[i].len);
+        len += iov[i].len;
+    }
+    struct pkt_info p;
+    int rc = pkt_parse(f->tx_buf, len, &p);
+    if (rc != PKT_OK) {
+        char line[256];
+        pkt_format(&p, line, sizeof(line));
+        fprintf(stderr, "engine sent a malformed frame (%s): %s\n", pkt_strerror(rc), line);
+        __builtin_trap();
+    }
+    if (memcmp(p.src_mac, our_mac, 6) != 0)
+        __builtin_trap();
+    if ((p.kind == PKT_KIND_TCP || p.kind == PKT_KIND_ICMP) && p.src_ip != OUR_IP)
+        __builtin_trap();
+    if (p.kind == PKT_KIND_TCP && p.dst_ip == PEER_IP)
+        learn(f, &p);
+    return 0;
+}
+
+static void feed(struct fz *f, const uint8_t *frame, size_t len, uint32_t rx_flags)
+{
+    stk_input(f->e, f->now, frame, len, rx_flags);
+}
+
+static void advance(struct fz *f, stk_time_t dt)
+{
+    f->now += dt;
+    f->peer_ts += (uint32_t)(dt / 1000) + 1;
+    stk_poll(f->e, f->now);
+    /* A wheel tick may report slightly early; a few extra polls settle everything due. */
+    for (int i = 0; i < 4 && stk_next_timer(f->e) <= f->now; i++)
+        stk_poll(f->e, f->now);
+}
+
+/* A segment from the scripted peer during setup. */
+static void peer_seg(struct fz *f, uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq,
+                     uint32_t ack, bool opts, const void *payload, size_t len)
+{
+    struct pkt_tcp_spec s;
+    pkt_tcp_spec_init(&s);
+    memcpy(s.src_mac, peer_mac, 6);
+    memcpy(s.dst_mac, our_mac, 6);
+    s.src_ip = PEER_IP;
+    s.dst_ip = OUR_IP;
+    s.sport = sport;
+    s.dport = dport;
+    s.flags = flags;
+    s.seq = seq;
+    s.ack = ack;
+    s.ip_id = f->ip_id++;
+    s.payload = payload;
+    s.payload_len = len;
+    if (opts) {
+        struct fz_conn *c = conn_find(f, dport, sport);
+        s.ts = true;
+        s.tsval = ++f->peer_ts;
+        s.tsecr = c ? c->tsval : 0;
+        if (flags & PKT_TCP_SYN) {
+            s.mss = 1460;
+            s.wscale = 7;
+            s.sack_perm = true;
+        }
+    } else if (flags & PKT_TCP_SYN) {
+        s.mss = 1400;
+    }
+    size_t n = pkt_build_tcp(&s, f->rx_buf, sizeof(f->rx_buf));
+    if (n == 0)
+        __builtin_trap();
+    feed(f, f->rx_buf, n, 0);
+}
+
+static void peer_arp(struct fz *f, uint16_t op, const uint8_t mac[6])
+{
+    uint8_t buf[64];
+    size_t n = op == PKT_ARP_REQUEST
+                   ? pkt_build_arp_request(buf, sizeof(buf), mac, PEER_IP, OUR_IP)
+                   : pkt_build_arp_reply(buf, sizeof(buf), mac, PEER_IP, our_mac, OUR_IP);
+    feed(f, buf, n, 0);
+}
+
+/* An active open to the peer's port, answered with a SYN-ACK when synack is set. */
+static int active_open(struct fz *f, uint16_t rport, bool synack, bool opts, uint32_t peer_isn)
+{
+    int sd = stk_socket(f->e, NULL);
+    if (sd < 0)
+        return sd;
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = rport};
+    stk_connect(f->e, f->now, sd, &to);
+    struct stk_sockaddr me;
+    if (stk_getsockname(f->e, sd, &me) != 0)
+        return sd;
+    struct fz_conn *c = conn_find(f, me.port, rport);
+    if (synack && c) {
+        advance(f, 300);
+        peer_seg(f, rport, me.port, PKT_TCP_SYN | PKT_TCP_ACK, peer_isn, c->snd_max, opts, NULL, 0);
+    }
+    return sd;
+}
+
+static void setup(struct fz *f)
+{
+    peer_arp(f, PKT_ARP_REQUEST, peer_mac);
+
+    int l = stk_socket(f->e, NULL);
+    struct stk_sockaddr any80 = {.ip = 0, .port = 80};
+    stk_bind(f->e, l, &any80);
+    stk_listen(f->e, l, 8);
+    sd_add(f, l);
+
+    /* Passive, with timestamps, SACK and window scaling: established and accepted. */
+    const uint32_t p_isn = 1000000;
+    peer_seg(f, 40000, 80, PKT_TCP_SYN, p_isn, 0, true, NULL, 0);
+    struct fz_conn *c = conn_find(f, 80, 40000);
+    if (c) {
+        advance(f, 200);
+        peer_seg(f, 40000, 80, PKT_TCP_ACK, p_isn + 1, c->snd_max, true, NULL, 0);
+    }
+    sd_add(f, stk_accept(f->e, f->now, l, NULL, NULL));
+
+    /* Passive, without options, left in SYN-RECEIVED. */
+    peer_seg(f, 40001, 80, PKT_TCP_SYN, 2000000, 0, false, NULL, 0);
+
+    /* Active, left in SYN-SENT. */
+    sd_add(f, active_open(f, 8080, false, true, 0));
+
+    /* Active, established without timestamps, with data queued and partly in flight. */
+    int a2 = active_open(f, 8081, true, false, 5000000);
+    sd_add(f, a2);
+    for (size_t i = 0; i < 6000; i++)
+        f->io_buf[i] = (uint8_t)(i * 7);
+    stk_send(f->e, f->now, a2, f->io_buf, 6000, 0);
+
+    /* Active, closed by us and by the peer: TIME-WAIT (the socket id is released). */
+    int a3 = active_open(f, 8082, true, true, 7000000);
+    struct stk_sockaddr me;
+    if (a3 >= 0 && stk_getsockname(f->e, a3, &me) == 0) {
+        stk_close(f->e, f->now, a3);
+        struct fz_conn *t = conn_find(f, me.port, 8082);
+        if (t) {
+            advance(f, 300);
+            peer_seg(f, 8082, me.port, PKT_TCP_FIN | PKT_TCP_ACK, t->rcv_nxt, t->snd_max, true,
+                     NULL, 0);
+        }
+    } else if (a3 >= 0) {
+        stk_close(f->e, f->now, a3);
+    }
+    advance(f, 1000);
+
+    /* FUZZ_INPUT_VERBOSE=1 shows that the setup reached the states it aims for. */
+    const char *verbose = getenv("FUZZ_INPUT_VERBOSE");
+    if (verbose && *verbose == '1') {
+        const struct stk_counters *ctr = stk_counters(f->e);
+        for (int s = STK_TCP_LISTEN; s <= STK_TCP_TIME_WAIT; s++)
+            if (ctr->conns_by_state[s])
+                fprintf(stderr, "setup: %u in %s\n", ctr->conns_by_state[s],
+                        stk_state_name((enum stk_tcp_state)s));
+        for (int i = 0; i < f->nconns; i++)
+            fprintf(stderr, "setup: conn %d %u->%u rcv_nxt %u snd_max %u\n", i, f->conns[i].rport,
+                    f->conns[i].lport, f->conns[i].rcv_nxt, f->conns[i].snd_max);
+    }
+}
+
+/* Walks the options of a TCP header: makes a well-formed timestamp option pass PAWS, and
+ * turns SACK block edges from deltas into sequence numbers near the ack field. */
+static void patch_opts(struct fz *f, const struct fz_conn *c, uint8_t *th, size_t tlen,
+                       uint8_t mode)
+{
+    size_t hl = (size_t)(th[12] >> 4) * 4;
+    if (hl > tlen)
+        hl = tlen;
+    uint32_t ack = rd32(th + 8);
+    for (size_t i = PKT_TCP_HLEN; i < hl;) {
+        uint8_t kind = th[i];
+        if (kind == PKT_TCPOPT_EOL)
+            break;
+        if (kind == PKT_TCPOPT_NOP) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= hl || th[i + 1] < 2 || i + th[i + 1] > hl)
+            break;
+        uint8_t olen = th[i + 1];
+        if (kind == PKT_TCPOPT_TS && olen == 10 && (mode & FZ_M_TS)) {
+            wr32(th + i + 2, ++f->peer_ts);
+            wr32(th + i + 6, c->tsval);
+        }
+        if (kind == PKT_TCPOPT_SACK && (mode & FZ_M_SACK_REL))
+            for (size_t j = i + 2; j + 4 <= i + olen; j += 4)
+                wr32(th + j, rd32(th + j) + ack);
+        i += olen;
+    }
+}
+
+/* op 1: a TCP segment for a known 4-tuple (or, for the selector past the end, with the
+ * ports as given), wrapped in valid Ethernet and IPv4. */
+static void op_tcp(struct fz *f, const uint8_t *p, size_t len)
+{
+    if (len < 2)
+        return;
+    unsigned sel = p[0] % (unsigned)(f->nconns + 1);
+    uint8_t mode = p[1];
+    p += 2;
+    len -= 2;
+    size_t tlen = len < PKT_TCP_HLEN ? PKT_TCP_HLEN : len;
+    if (tlen > FZ_MTU - PKT_IP_HLEN)
+        tlen = FZ_MTU - PKT_IP_HLEN;
+    uint8_t *fr = f->rx_buf;
+    uint8_t *ip = fr + PKT_ETH_HLEN, *th = ip + PKT_IP_HLEN;
+    memset(th, 0, PKT_TCP_HLEN);
+    memcpy(th, p, len < tlen ? len : tlen);
+
+    if (sel < (unsigned)f->nconns) {
+        const struct fz_conn *c = &f->conns[sel];
+        wr16(th, c->rport);
+        wr16(th + 2, c->lport);
+        if (mode & FZ_M_SEQ_REL)
+            wr32(th + 4, rd32(th + 4) + c->rcv_nxt);
+        if (mode & FZ_M_ACK_REL)
+            wr32(th + 8, rd32(th + 8) + c->snd_max);
+        if (mode & (FZ_M_TS | FZ_M_SACK_REL))
+            patch_opts(f, c, th, tlen, mode);
+    }
+    if (mode & FZ_M_FIX_DOFF) {
+        unsigned doff = th[12] >> 4;
+        if (doff < 5)
+            doff = 5;
+        if (doff * 4 > tlen)
+            doff = (unsigned)(tlen / 4);
+        th[12] = (uint8_t)(doff << 4 | (th[12] & 0x0f));
+    }
+
+    memcpy(fr, our_mac, 6);
+    memcpy(fr + 6, peer_mac, 6);
+    wr16(fr + 12, PKT_ETH_P_IP);
+    ip[0] = 0x45;
+    ip[1] = 0;
+    wr16(ip + 2, (uint16_t)(PKT_IP_HLEN + tlen));
+    wr16(ip + 4, f->ip_id++);
+    wr16(ip + 6, PKT_IP_DF);
+    ip[8] = 64;
+    ip[9] = PKT_IP_PROTO_TCP;
+    wr16(ip + 10, 0);
+    wr32(ip + 12, PEER_IP);
+    wr32(ip + 16, OUR_IP);
+    wr16(ip + 10, pkt_csum_fold(pkt_csum_add(0, ip, PKT_IP_HLEN)));
+    wr16(th + 16, 0);
+    uint32_t sum = pkt_csum_pseudo(PEER_IP, OUR_IP, PKT_IP_PROTO_TCP, (uint16_t)tlen);
+    uint16_t csum = pkt_csum_fold(pkt_csum_add(sum, th, tlen));
+    if (mode & FZ_M_BAD_CSUM)
+        csum ^= 0x0100;
+    wr16(th + 16, csum);
+    uint32_t rx_flags = 0;
+    if ((mode & FZ_M_RX_OK) && !(mode & FZ_M_BAD_CSUM))
+        rx_flags = STK_RX_IP_CSUM_OK | STK_RX_L4_CSUM_OK;
+    feed(f, fr, PKT_ETH_HLEN + PKT_IP_HLEN + tlen, rx_flags);
+}
+
+/* op 2: b0 picks the unit (us, ms, s, or the engine's next timer), b1..b2 the amount. */
+static void op_time(struct fz *f, const uint8_t *p, size_t len)
+{
+    uint8_t unit = len > 0 ? p[0] : 0;
+    uint32_t amount = (len > 1 ? p[1] : 1) | (uint32_t)(len > 2 ? p[2] : 0) << 8;
+    stk_time_t dt;
+    switch (unit & 3) {
+    case 0:
+        dt = amount;
+        break;
+    case 1:
+        dt = (stk_time_t)amount * STK_US_PER_MS;
+        break;
+    case 2:
+        dt = (stk_time_t)(amount & 0x3ff) * STK_US_PER_S;
+        break;
+    default: {
+        stk_time_t next = stk_next_timer(f->e);
+        dt = next == UINT64_MAX || next <= f->now ? 1 : next - f->now;
+        if (dt > 3600 * STK_US_PER_S)
+            dt = 3600 * STK_US_PER_S;
+        break;
+    }
+    }
+    advance(f, dt);
+}
+
+/* op 3: b0 picks the socket, b1 the call, b2..b5 its arguments, the rest is data. */
+static void op_api(struct fz *f, const uint8_t *p, size_t len)
+{
+    uint8_t a[6] = {0};
+    memcpy(a, p, len < sizeof(a) ? len : sizeof(a));
+    const uint8_t *extra = len > sizeof(a) ? p + sizeof(a) : NULL;
+    size_t nextra = len > sizeof(a) ? len - sizeof(a) : 0;
+    int sd = f->nsds ? f->sds[a[0] % f->nsds] : -1;
+    /* Some calls go to a raw id so that stale and invalid ids are exercised too. */
+    if (a[0] >= 0xf0)
+        sd = (int)(a[0] & 0x0f) - 2;
+    uint32_t arg = (uint32_t)a[2] | (uint32_t)a[3] << 8;
+    int val = (int)(int16_t)(a[4] | a[5] << 8);
+    struct stk_sockaddr addr;
+    struct stk_iov iov[2];
+    struct stk_tcp_info info;
+    int v;
+
+    switch (a[1] % 20) {
+    case 0:
+    case 1: {
+        size_t n = arg % (sizeof(f->io_buf) + 1);
+        if (extra)
+            for (size_t i = 0; i < n; i++)
+                f->io_buf[i] = extra[i % nextra];
+        uint32_t flags = (a[1] >> 5) & (STK_MSG_MORE | STK_MSG_WAITALL);
+        stk_send(f->e, f->now, sd, f->io_buf, n, flags);
+        break;
+    }
+    case 2:
+    case 3:
+        stk_recv(f->e, f->now, sd, f->io_buf, arg % (sizeof(f->io_buf) + 1),
+                 (a[1] >> 5) & (STK_MSG_PEEK | STK_MSG_WAITALL));
+        break;
+    case 4: {
+        int n = stk_recv_peek(f->e, sd, iov);
+        size_t avail = 0;
+        for (int i = 0; i < n && i < 2; i++) {
+            /* Touching every byte lets ASan check the pieces really are readable. */
+            const volatile uint8_t *b = iov[i].base;
+            for (size_t j = 0; j < iov[i].len; j++)
+                (void)b[j];
+            avail += iov[i].len;
+        }
+        stk_recv_consume(f->e, f->now, sd, (a[5] & 1) ? arg : (avail ? arg % (avail + 1) : 0));
+        break;
+    }
+    case 5:
+        stk_close(f->e, f->now, sd);
+        break;
+    case 6:
+        stk_shutdown(f->e, f->now, sd, (enum stk_shut)(a[2] % 4));
+        break;
+    case 7:
+        stk_abort(f->e, f->now, sd);
+        break;
+    case 8: {
+        enum stk_sockopt opt = (enum stk_sockopt)(a[2] % 20);
+        /* Buffer sizes are capped so that no input can make a run slow by allocating. */
+        if ((opt == STK_SO_SNDBUF || opt == STK_SO_RCVBUF) && val > (1 << 20))
+            val = 1 << 20;
+        stk_setopt(f->e, f->now, sd, opt, val);
+        break;
+    }
+    case 9:
+        stk_getopt(f->e, sd, (enum stk_sockopt)(a[2] % 20), &v);
+        break;
+    case 10:
+        sd_add(f, stk_accept(f->e, f->now, sd, NULL, &addr));
+        break;
+    case 11: {
+        int n = stk_socket(f->e, NULL);
+        sd_add(f, n);
+        if (n >= 0 && (a[2] & 1)) {
+            addr.ip = (a[2] & 2) ? OUR_IP : 0;
+            addr.port = (uint16_t)(a[3] | a[4] << 8);
+            stk_bind(f->e, n, &addr);
+        }
+        break;
+    }
+    case 12:
+        addr.ip = (a[5] & 0x80) ? (uint32_t)(PKT_IP(198, 18, 0, 0) | (a[5] & 0x7f)) : PEER_IP;
+        addr.port = (uint16_t)arg;
+        stk_connect(f->e, f->now, sd, &addr);
+        break;
+    case 13:
+        addr.ip = (a[5] & 1) ? OUR_IP : 0;
+        addr.port = (uint16_t)arg;
+        stk_bind(f->e, sd, &addr);
+        break;
+    case 14:
+        stk_listen(f->e, sd, val);
+        break;
+    case 15:
+        stk_tcp_info(f->e, sd, &info);
+        break;
+    case 16:
+        stk_events(f->e, sd);
+        stk_getsockname(f->e, sd, &addr);
+        stk_getpeername(f->e, sd, &addr);
+        break;
+    case 17:
+        stk_poll(f->e, f->now);
+        break;
+    case 18:
+        stk_announce(f->e, f->now);
+        break;
+    default:
+        (void)stk_user(f->e, sd);
+        (void)stk_counters(f->e);
+        break;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct fz f;
+    memset(&f, 0, sizeof(f));
+    f.now = STK_US_PER_S;
+    f.peer_ts = 100;
+
+    struct stk_config cfg = {0};
+    memcpy(cfg.mac, our_mac, 6);
+    cfg.ip = OUR_IP;
+    cfg.prefix = 24;
+    cfg.mtu = FZ_MTU;
+    for (int i = 0; i < 16; i++)
+        cfg.secret[i] = (uint8_t)(0x5a ^ i * 37);
+    cfg.io_ctx = &f;
+    cfg.tx = fz_tx;
+    /* Few sockets and small buffers keep each run fast; 128 KiB of receive buffer still
+     * needs window scaling. */
+    cfg.max_socks = 32;
+    cfg.sndbuf = 16384;
+    cfg.rcvbuf = 131072;
+    cfg.port_lo = 50000;
+    cfg.port_hi = 50063;
+    if (stk_engine_create(&cfg, f.now, &f.e) != 0)
+        __builtin_trap();
+    setup(&f);
+
+    for (int rec = 0; rec < FZ_RECORDS && size >= 3; rec++) {
+        uint8_t op = data[0];
+        size_t len = (size_t)data[1] | (size_t)data[2] << 8;
+        data += 3;
+        size -= 3;
+        if (len > size)
+            len = size;
+        switch (op % 5) {
+        case 0:
+            feed(&f, data, len, (op & 0x80) ? STK_RX_IP_CSUM_OK | STK_RX_L4_CSUM_OK : 0);
+            break;
+        case 1:
+            op_tcp(&f, data, len);
+            break;
+        case 2:
+            op_time(&f, data, len);
+            break;
+        case 3:
+            op_api(&f, data, len);
+            break;
+        default:
+            peer_arp(&f, (op & 0x80) ? PKT_ARP_REPLY : PKT_ARP_REQUEST,
+                     len >= 6 && (data[0] & 0x40) ? data : peer_mac);
+            break;
+        }
+        data += len;
+        size -= len;
+    }
+    const char *verbose = getenv("FUZZ_INPUT_VERBOSE");
+    if (verbose && *verbose == '1') {
+        const struct stk_counters *c = stk_counters(f.e);
+        fprintf(stderr,
+                "end: bytes_in %llu out %llu fast_retrans %llu rto %llu ooo %llu zwp %llu "
+                "rst_in %llu rst_out %llu passive %llu drops: paws %llu outwin %llu ack %llu\n",
+                (unsigned long long)c->tcp_bytes_in, (unsigned long long)c->tcp_bytes_out,
+                (unsigned long long)c->tcp_fast_retrans, (unsigned long long)c->tcp_rto,
+                (unsigned long long)c->tcp_ooo_segs, (unsigned long long)c->tcp_zwp,
+                (unsigned long long)c->tcp_rst_in, (unsigned long long)c->tcp_rst_out,
+                (unsigned long long)c->tcp_passive_opens, (unsigned long long)c->tcp_drop_paws,
+                (unsigned long long)c->tcp_drop_outwin, (unsigned long long)c->tcp_drop_ack);
+        for (int s = STK_TCP_LISTEN; s <= STK_TCP_TIME_WAIT; s++)
+            if (c->conns_by_state[s])
+                fprintf(stderr, "end: %u in %s\n", c->conns_by_state[s],
+                        stk_state_name((enum stk_tcp_state)s));
+    }
+    stk_engine_destroy(f.e);
+    return 0;
+}
