@@ -51,6 +51,7 @@ struct stk_wheel_node {
 struct stk_wheel {
     struct stk_wheel_node *slot[STK_WHEEL_SLOTS];
     uint64_t now;   /* last tick processed */
+    uint64_t hint;  /* no node expires before this (exact after each advance) */
     uint32_t count; /* armed nodes */
 };
 void stk__wheel_init(struct stk_wheel *w, uint64_t now_tick);
@@ -65,8 +66,8 @@ static inline bool stk__wheel_armed(const struct stk_wheel_node *n)
  * <= now_tick, in tick order. fire may arm/disarm any node (including the one fired). */
 void stk__wheel_advance(struct stk_wheel *w, uint64_t now_tick,
                         void (*fire)(void *ctx, struct stk_wheel_node *n), void *ctx);
-/* Earliest tick at which a node may fire, or UINT64_MAX if none is armed. May be early
- * (never late). */
+/* Earliest tick at which a node may fire, or UINT64_MAX if none is armed. O(1); may be
+ * early (never late) after a disarm, and is exact again after the next advance. */
 uint64_t stk__wheel_next(const struct stk_wheel *w);
 
 /* ---- Sequence range sets (rangeset.c) -------------------------------------------------- */

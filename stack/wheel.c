@@ -45,6 +45,7 @@ void stk__wheel_init(struct stk_wheel *w, uint64_t now_tick)
 {
     memset(w->slot, 0, sizeof(w->slot));
     w->now = now_tick;
+    w->hint = UINT64_MAX;
     w->count = 0;
 }
 
@@ -57,6 +58,8 @@ void stk__wheel_arm(struct stk_wheel *w, struct stk_wheel_node *n, uint64_t expi
     if (expire <= w->now)
         expire = w->now + 1;
     n->expire = expire;
+    if (expire < w->hint)
+        w->hint = expire;
     list_insert(&w->slot[expire & SLOT_MASK], n);
 }
 
@@ -162,14 +165,42 @@ static void advance_far(struct stk_wheel *w, uint64_t now_tick, fire_fn fire, vo
     drain(w, &pending, now_tick, fire, ctx);
 }
 
+static void advance_ticks(struct stk_wheel *w, uint64_t now_tick, fire_fn fire, void *ctx);
+
+/* The exact earliest expiry. A node found at tick t's slot has expire >= t (invariant), so
+ * once t reaches the best expire seen no later slot can beat it. Worst case (everything
+ * more than a revolution away) this reads all STK_WHEEL_SLOTS heads plus every node; it
+ * runs only when an advance passed the cached hint, not on every stk__wheel_next(). */
+static uint64_t scan_next(const struct stk_wheel *w)
+{
+    uint64_t best = UINT64_MAX;
+    for (uint64_t i = 1; i <= STK_WHEEL_SLOTS; i++) {
+        uint64_t t = w->now + i;
+        if (t >= best)
+            break;
+        for (const struct stk_wheel_node *n = w->slot[t & SLOT_MASK]; n; n = n->next)
+            if (n->expire < best)
+                best = n->expire;
+    }
+    return best;
+}
+
 void stk__wheel_advance(struct stk_wheel *w, uint64_t now_tick, fire_fn fire, void *ctx)
 {
     if (now_tick <= w->now)
         return;
-    if (now_tick - w->now >= STK_WHEEL_SLOTS) {
+    if (now_tick - w->now >= STK_WHEEL_SLOTS)
         advance_far(w, now_tick, fire, ctx);
-        return;
-    }
+    else
+        advance_ticks(w, now_tick, fire, ctx);
+    if (w->count == 0)
+        w->hint = UINT64_MAX;
+    else if (w->hint <= w->now)
+        w->hint = scan_next(w);
+}
+
+static void advance_ticks(struct stk_wheel *w, uint64_t now_tick, fire_fn fire, void *ctx)
+{
     /* Within one revolution each tick maps to a distinct slot. By the invariant, a node in
      * tick t's slot with expire <= t has expire == t, so ticks in order give expire order.
      * w->now is t while tick t fires, so a node re-armed for "now + 1" fires at t + 1, still
@@ -191,21 +222,5 @@ void stk__wheel_advance(struct stk_wheel *w, uint64_t now_tick, fire_fn fire, vo
 
 uint64_t stk__wheel_next(const struct stk_wheel *w)
 {
-    uint64_t best = UINT64_MAX;
-
-    if (w->count == 0)
-        return best;
-    /* A node found at tick t's slot has expire >= t (invariant), so once t reaches the best
-     * expire seen no later slot can beat it and the result is exact. Worst case (everything
-     * more than a revolution away) this reads all STK_WHEEL_SLOTS heads plus every node,
-     * a few microseconds; callers ask once per poll, not per packet. */
-    for (uint64_t i = 1; i <= STK_WHEEL_SLOTS; i++) {
-        uint64_t t = w->now + i;
-        if (t >= best)
-            break;
-        for (const struct stk_wheel_node *n = w->slot[t & SLOT_MASK]; n; n = n->next)
-            if (n->expire < best)
-                best = n->expire;
-    }
-    return best;
+    return w->count ? w->hint : UINT64_MAX;
 }
