@@ -248,7 +248,7 @@ START_TEST(test_faulty_duplex_cubic)
     struct stk_config c = {.cc = STK_CC_CUBIC};
     struct wire *w = make_wire(1000 + (uint64_t)_i, &c, &c);
     all_faults(w, 0.05);
-    run_duplex(w, 50ull * MB / SCALE / 2, 3600 * STK_US_PER_S);
+    run_duplex(w, 50ull * MB / SCALE, 3600 * STK_US_PER_S);
     const struct stk_counters *ca = stk_counters(wire_engine(w, WIRE_A));
     ck_assert_uint_gt(ca->tcp_retrans, 0);
     ck_assert_uint_gt(ca->tcp_fast_retrans, 0);
