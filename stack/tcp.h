@@ -65,6 +65,7 @@ enum {
     TF_ACCEPTED = 1u << 21,   /* handed out by accept() */
     TF_DATA_SEEN = 1u << 22,  /* TCP_DEFER_ACCEPT: data arrived */
     TF_WAS_SYNCED = 1u << 23, /* reached ESTABLISHED once */
+    TF_RTO_GUARD = 1u << 24,  /* after a timeout, until snd_una passes recover */
 };
 
 struct stk_tcb {

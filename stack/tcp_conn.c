@@ -426,6 +426,7 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     /* Go back to snd_una; output skips what SACK says arrived. RFC 6675 5.1: retransmit
      * only what is not SACKed; HighRxt restarts at snd_una. */
     t->recover = t->snd_max;
+    t->flags |= TF_RTO_GUARD;
     t->sb.high_rxt = t->snd_una;
     t->snd_nxt = t->snd_una;
     stk__tcp_output(e, t, now);

@@ -398,6 +398,8 @@ static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct st
         t->bytes_acked += n;
     }
     t->snd_una = ack;
+    if ((t->flags & TF_RTO_GUARD) && stk__seq_gt(ack, t->recover))
+        t->flags &= ~TF_RTO_GUARD;
     if (stk__seq_lt(t->snd_nxt, ack))
         t->snd_nxt = ack;
     stk__rs_trim_below(&t->sb.sacked, ack);
@@ -455,7 +457,9 @@ static bool process_ack(struct stk_engine *e, struct stk_tcb *t, const struct st
          * section 2), even one carrying data the other way; without, RFC 5681 section 2's
          * strict definition. */
         t->dupacks++;
-        if (!(t->flags & TF_IN_RECOVERY) &&
+        /* RFC 6582 3.2 step 1 and section 4: duplicate ACKs for data sent before a timeout
+         * do not start a second recovery. */
+        if (!(t->flags & (TF_IN_RECOVERY | TF_RTO_GUARD)) &&
             (t->dupacks >= STK_TCP_DUPTHRESH ||
              ((t->flags & TF_SACK) && stk__sack_is_lost(&t->sb, t->snd_una, t->snd_mss))))
             enter_recovery(e, t, now);

@@ -1341,6 +1341,30 @@ START_TEST(fast_retransmit_dupacks)
 }
 END_TEST
 
+/* RFC 6582 section 4: after a timeout, duplicate ACKs that the old flight still triggers
+ * must not start a fast retransmit (and cut the window again). */
+START_TEST(no_fast_retransmit_after_rto)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    uint32_t s = send_segments(h, 5, 1460);
+    /* Nothing is acknowledged: the timeout resends the first segment. */
+    advance_by(h, 1100 * STK_US_PER_MS);
+    EXPECT(h, F_ACK, s, h->pseq, 1460);
+    EQ(ctr(h)->tcp_rto, 1);
+    /* Late duplicate ACKs for the old flight arrive. */
+    for (int i = 0; i < 4; i++)
+        peer_ack(h);
+    EQ(ctr(h)->tcp_fast_retrans, 0);
+    /* Once snd_una passes what was outstanding at the timeout, the guard is gone. */
+    h->pack = s + 5 * 1460;
+    peer_ack(h);
+    EQ(ctr(h)->tcp_fast_retrans, 0);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(fast_retransmit_sack)
 {
     struct th *h = th_new();
@@ -1952,6 +1976,7 @@ int main(void)
     tcase_add_test(tc, rto_backoff_and_timeout);
     tcase_add_test(tc, syn_retries);
     tcase_add_test(tc, fast_retransmit_dupacks);
+    tcase_add_test(tc, no_fast_retransmit_after_rto);
     tcase_add_test(tc, fast_retransmit_sack);
     tcase_add_test(tc, rtt_estimate);
     tc = tcase(s, "zero_window");
