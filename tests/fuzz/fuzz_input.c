@@ -30,6 +30,7 @@
 
 #include "pkt.h"
 #include "stk.h"
+#include "util.h" /* byte order and wrap-safe comparisons */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -78,30 +79,6 @@ struct fz {
     uint8_t io_buf[65536];
 };
 
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void wr16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static bool seq_lt(uint32_t a, uint32_t b)
-{
-    return (int32_t)(a - b) < 0;
-}
-
 static struct fz_conn *conn_find(struct fz *f, uint16_t lport, uint16_t rport)
 {
     for (int i = 0; i < f->nconns; i++)
@@ -140,7 +117,7 @@ static void learn(struct fz *f, const struct pkt_info *p)
         p->seq + (uint32_t)p->payload_len + !!(p->flags & PKT_TCP_SYN) + !!(p->flags & PKT_TCP_FIN);
     if (p->flags & PKT_TCP_SYN)
         c->snd_max = end;
-    else if (seq_lt(c->snd_max, end))
+    else if (stk__seq_lt(c->snd_max, end))
         c->snd_max = end;
     if (p->flags & PKT_TCP_ACK) {
         c->seen_ack = true;
@@ -331,7 +308,7 @@ static void patch_opts(struct fz *f, const struct fz_conn *c, uint8_t *th, size_
     size_t hl = (size_t)(th[12] >> 4) * 4;
     if (hl > tlen)
         hl = tlen;
-    uint32_t ack = rd32(th + 8);
+    uint32_t ack = stk__get32(th + 8);
     for (size_t i = PKT_TCP_HLEN; i < hl;) {
         uint8_t kind = th[i];
         if (kind == PKT_TCPOPT_EOL)
@@ -344,12 +321,12 @@ static void patch_opts(struct fz *f, const struct fz_conn *c, uint8_t *th, size_
             break;
         uint8_t olen = th[i + 1];
         if (kind == PKT_TCPOPT_TS && olen == 10 && (mode & FZ_M_TS)) {
-            wr32(th + i + 2, ++f->peer_ts);
-            wr32(th + i + 6, c->tsval);
+            stk__put32(th + i + 2, ++f->peer_ts);
+            stk__put32(th + i + 6, c->tsval);
         }
         if (kind == PKT_TCPOPT_SACK && (mode & FZ_M_SACK_REL))
             for (size_t j = i + 2; j + 4 <= i + olen; j += 4)
-                wr32(th + j, rd32(th + j) + ack);
+                stk__put32(th + j, stk__get32(th + j) + ack);
         i += olen;
     }
 }
@@ -374,12 +351,12 @@ static void op_tcp(struct fz *f, const uint8_t *p, size_t len)
 
     if (sel < (unsigned)f->nconns) {
         const struct fz_conn *c = &f->conns[sel];
-        wr16(th, c->rport);
-        wr16(th + 2, c->lport);
+        stk__put16(th, c->rport);
+        stk__put16(th + 2, c->lport);
         if (mode & FZ_M_SEQ_REL)
-            wr32(th + 4, rd32(th + 4) + c->rcv_nxt);
+            stk__put32(th + 4, stk__get32(th + 4) + c->rcv_nxt);
         if (mode & FZ_M_ACK_REL)
-            wr32(th + 8, rd32(th + 8) + c->snd_max);
+            stk__put32(th + 8, stk__get32(th + 8) + c->snd_max);
         if (mode & (FZ_M_TS | FZ_M_SACK_REL))
             patch_opts(f, c, th, tlen, mode);
     }
@@ -394,24 +371,24 @@ static void op_tcp(struct fz *f, const uint8_t *p, size_t len)
 
     memcpy(fr, our_mac, 6);
     memcpy(fr + 6, peer_mac, 6);
-    wr16(fr + 12, PKT_ETH_P_IP);
+    stk__put16(fr + 12, PKT_ETH_P_IP);
     ip[0] = 0x45;
     ip[1] = 0;
-    wr16(ip + 2, (uint16_t)(PKT_IP_HLEN + tlen));
-    wr16(ip + 4, f->ip_id++);
-    wr16(ip + 6, PKT_IP_DF);
+    stk__put16(ip + 2, (uint16_t)(PKT_IP_HLEN + tlen));
+    stk__put16(ip + 4, f->ip_id++);
+    stk__put16(ip + 6, PKT_IP_DF);
     ip[8] = 64;
     ip[9] = PKT_IP_PROTO_TCP;
-    wr16(ip + 10, 0);
-    wr32(ip + 12, PEER_IP);
-    wr32(ip + 16, OUR_IP);
-    wr16(ip + 10, pkt_csum_fold(pkt_csum_add(0, ip, PKT_IP_HLEN)));
-    wr16(th + 16, 0);
+    stk__put16(ip + 10, 0);
+    stk__put32(ip + 12, PEER_IP);
+    stk__put32(ip + 16, OUR_IP);
+    stk__put16(ip + 10, pkt_csum_fold(pkt_csum_add(0, ip, PKT_IP_HLEN)));
+    stk__put16(th + 16, 0);
     uint32_t sum = pkt_csum_pseudo(PEER_IP, OUR_IP, PKT_IP_PROTO_TCP, (uint16_t)tlen);
     uint16_t csum = pkt_csum_fold(pkt_csum_add(sum, th, tlen));
     if (mode & FZ_M_BAD_CSUM)
         csum ^= 0x0100;
-    wr16(th + 16, csum);
+    stk__put16(th + 16, csum);
     uint32_t rx_flags = 0;
     if ((mode & FZ_M_RX_OK) && !(mode & FZ_M_BAD_CSUM))
         rx_flags = STK_RX_IP_CSUM_OK | STK_RX_L4_CSUM_OK;
