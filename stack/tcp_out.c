@@ -168,6 +168,8 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
 {
     uint8_t hdr[STK_L2L3_HLEN + STK_TCP_HLEN + STK_TCP_MAXOPT];
     uint8_t *th = hdr + STK_L2L3_HLEN;
+    if (!t->sndbuf.buf)
+        len = 0; /* buffers already released (TIME-WAIT, closing): header only */
     uint32_t seg_room = len > t->snd_mss ? t->snd_mss : len; /* TSO: per segment */
     uint32_t hdr_room = e->cfg.mtu - STK_IP_HLEN - STK_TCP_HLEN;
     unsigned room = seg_room >= hdr_room ? 0 : stk__min32(hdr_room - seg_room, STK_TCP_MAXOPT);
