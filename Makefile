@@ -16,7 +16,18 @@ STACK_SRC   := $(wildcard stack/*.c)
 STACK_HDR   := $(wildcard stack/*.h)
 TESTLIB_SRC := $(wildcard tests/lib/*.c)
 TESTLIB_HDR := $(wildcard tests/lib/*.h)
-TEST_SRC    := $(wildcard tests/test_*.c)
+SHIM_SRC    := $(wildcard shim/*.c)
+SHIM_HDR    := $(wildcard shim/*.h)
+# Suites that link DPDK are built by their own rules (and not under the sanitizers).
+DIO_TEST_SRC := tests/test_dio.c
+TEST_SRC    := $(filter-out $(DIO_TEST_SRC),$(wildcard tests/test_*.c))
+DPDK_CFLAGS := $(shell pkg-config --cflags libdpdk 2>/dev/null)
+DPDK_LIBS   := $(shell pkg-config --libs libdpdk 2>/dev/null) -lrte_net_ring -lnuma
+DIO_SRC     := $(filter-out dpdk_io/ustackd.c,$(wildcard dpdk_io/*.c))
+DIO_HDR     := $(wildcard dpdk_io/*.h)
+DIO_OBJ     := $(DIO_SRC:%.c=$(BUILD)/%.o)
+SHIM_OBJ_ALL = $(SHIM_SRC:%.c=$(BUILD)/%.o)
+DIO_CFLAGS  := $(BASE_CFLAGS) -D_GNU_SOURCE -Ishim -Idpdk_io $(DPDK_CFLAGS)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
 
 STACK_OBJ     := $(STACK_SRC:%.c=$(BUILD)/%.o)
@@ -27,7 +38,10 @@ FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 .PHONY: all test check unit san-test fuzz-run deps format format-check bench-engine clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
-all: $(BUILD)/libstk.a $(TESTS) $(BENCHES)
+DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Kernel-side tools: the reference server and the load generator/verifier.
+BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
+all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(BENCHES) $(BENCH_TOOLS)
 
 deps:
 	@tools/deps.sh
@@ -40,19 +54,37 @@ $(BUILD)/san/stack/%.o: stack/%.c $(STACK_HDR)
 	@mkdir -p $(dir $@)
 	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -c $< -o $@
 
+$(BUILD)/shim/%.o: shim/%.c $(SHIM_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -Ishim -c $< -o $@
+
+$(BUILD)/dpdk_io/%.o: dpdk_io/%.c $(DIO_HDR) $(STACK_HDR) $(SHIM_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(DIO_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libdio.a: $(DIO_OBJ) $(SHIM_OBJ_ALL)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/ustackd: $(BUILD)/dpdk_io/ustackd.o $(BUILD)/libdio.a $(BUILD)/libstk.a
+	$(CC) $^ $(DPDK_LIBS) -lm -o $@
+
+$(BUILD)/tests/test_dio: tests/test_dio.c $(BUILD)/libdio.a $(BUILD)/libstk.a
+	@mkdir -p $(dir $@)
+	$(CC) $(DIO_CFLAGS) $(CFLAGS) $< $(BUILD)/libdio.a $(BUILD)/libstk.a $(CHECK_LIBS) $(DPDK_LIBS) -lm -o $@
+
 $(BUILD)/libstk.a: $(STACK_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/san/libstk.a: $(STACK_SAN_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(BUILD)/libstk.a
+$(BUILD)/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR) $(BUILD)/libstk.a
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -Itests/lib $< $(TESTLIB_SRC) $(BUILD)/libstk.a $(CHECK_LIBS) -lm -o $@
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_SRC) $(BUILD)/libstk.a $(CHECK_LIBS) -lm -o $@
 
-$(BUILD)/san/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(BUILD)/san/libstk.a
+$(BUILD)/san/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR) $(BUILD)/san/libstk.a
 	@mkdir -p $(dir $@)
-	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -Itests/lib $< $(TESTLIB_SRC) $(BUILD)/san/libstk.a $(CHECK_LIBS) -lm -o $@
+	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_SRC) $(BUILD)/san/libstk.a $(CHECK_LIBS) -lm -o $@
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(STACK_SRC) $(STACK_HDR) $(TESTLIB_SRC) $(TESTLIB_HDR)
 	@mkdir -p $(dir $@)
@@ -62,8 +94,12 @@ $(BUILD)/bench/bench_engine: bench/bench_engine.c $(TESTLIB_SRC) $(TESTLIB_HDR) 
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O2 -g -D_GNU_SOURCE -Itests/lib $< $(TESTLIB_SRC) $(BUILD)/libstk.a -lm -o $@
 
-unit: $(TESTS)
-	@tools/run-tests $(TESTS)
+$(BUILD)/bench/kserve $(BUILD)/bench/loadgen: $(BUILD)/bench/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -pthread $< -lm -o $@
+
+unit: $(TESTS) $(DIO_TESTS)
+	@tools/run-tests $(TESTS) $(DIO_TESTS)
 
 san-test: $(SAN_TESTS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 tools/run-tests $(SAN_TESTS)

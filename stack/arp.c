@@ -278,7 +278,7 @@ void stk__arp_announce(struct stk_engine *e, stk_time_t now)
     (void)now;
     /* Without an address there is nothing to announce (and spa 0 would be an RFC 5227
      * probe, which means something else). */
-    if (e->cfg.ip == 0)
+    if (e->cfg.ip == 0 || e->cfg.arp_passive)
         return;
     /* A gratuitous request (sender and target both our address) updates the caches of
      * neighbours that already know us; RFC 5227 2.3 prefers a request to a reply. */
@@ -399,7 +399,7 @@ void stk__arp_input(struct stk_engine *e, stk_time_t now, const uint8_t *arp, si
     }
     /* Requests for our address are answered, including RFC 5227 probes (spa 0), which are
      * answered to the prober's MAC so it sees the address is taken. */
-    if (for_us && op == ARP_OP_REQUEST) {
+    if (for_us && op == ARP_OP_REQUEST && !e->cfg.arp_passive) {
         e->ctr.arp_replies++;
         send_arp(e, ARP_OP_REPLY, sha, sha, spa, e->cfg.ip);
     }

@@ -118,6 +118,10 @@ struct stk_config {
     uint32_t challenge_ack_per_s;  /* 1000: RFC 5961 challenge-ACK rate limit */
     enum stk_cc_algo cc;           /* default algorithm for new connections */
     uint8_t no_sack, no_ts, no_ws; /* turn options off (tests, interop) */
+
+    /* Learn from ARP but never answer requests or announce: for every engine but one when
+     * several engines (cores) share an address and all see the same ARP frames. */
+    uint8_t arp_passive;
 };
 
 /* Counters. Every drop has a reason. */

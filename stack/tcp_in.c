@@ -298,7 +298,9 @@ static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, 
         }
         return;
     }
+    uint32_t in_order = 0; /* bytes RCV.NXT moves: each byte counts once, when in order */
     if (off == 0) {
+        uint32_t before = t->rcv_nxt;
         stk__ring_write_at(&t->rcvbuf, 0, data, len);
         t->rcvbuf.head += len;
         t->rcv_nxt += len;
@@ -310,6 +312,7 @@ static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, 
             t->rcv_nxt = end;
             t->flags |= TF_ACK_NOW; /* RFC 5681 4.2: ACK at once when a hole fills */
         }
+        in_order = t->rcv_nxt - before;
         /* RFC 1122 4.2.3.2 / RFC 5681 4.2: ACK at least every second full-sized segment,
          * and within the delayed-ACK time otherwise. */
         uint32_t full = t->rcv_mss - ((t->flags & TF_TS) ? 12u : 0u); /* RFC 7323 options */
@@ -330,8 +333,8 @@ static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, 
         e->ctr.tcp_ooo_segs++;
         t->flags |= TF_ACK_NOW; /* a duplicate ACK (with SACK) tells the sender at once */
     }
-    t->bytes_received += len;
-    e->ctr.tcp_bytes_in += len;
+    t->bytes_received += in_order;
+    e->ctr.tcp_bytes_in += in_order;
     t->flags |= TF_DATA_SEEN;
     if (t->listener && t->listener->defer_accept_s)
         stk__notify(e, t->listener);

@@ -209,6 +209,10 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
     if (e->cfg.tx_offloads & STK_TX_TCP_CSUM) {
         /* The device completes the sum; it expects the folded, uncomplemented pseudo sum. */
         meta.flags |= STK_TX_TCP_CSUM;
+        /* For TSO, devices (and DPDK's contract) take the pseudo-header without the
+         * length, since each segment they cut has its own. */
+        if (meta.flags & STK_TX_TSO)
+            sum = stk__csum_pseudo(t->lip, t->rip, STK_IP_PROTO_TCP, 0);
         uint16_t p = (uint16_t)~stk__csum_fold(sum);
         stk__put16(th + 16, p);
     } else {
@@ -236,12 +240,23 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
     return rc;
 }
 
+/* The sequence number of a segment without data (pure ACK, RST). SND.MAX, not SND.NXT:
+ * after a timeout pulled snd_nxt back, the peer may already hold bytes beyond it, and an
+ * ACK below its RCV.NXT would fail its acceptability test and be dropped (as BSD does).
+ * But never beyond the right edge of the peer's window: after a zero-window probe sent a
+ * byte the peer did not take, SND.MAX is RCV.NXT + 1 at a peer whose window is still zero,
+ * where only SEQ = RCV.NXT is acceptable; its ACK would be dropped unprocessed, and with
+ * both ends waiting on each other the connection would stall (Linux clamps the same way,
+ * tcp_acceptable_seq). */
+static uint32_t ack_seq(const struct stk_tcb *t)
+{
+    uint32_t edge = t->snd_una + t->snd_wnd;
+    return stk__seq_gt(t->snd_max, edge) ? edge : t->snd_max;
+}
+
 int stk__send_ack(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
-    /* A pure ACK carries SND.MAX, not SND.NXT: after a timeout pulled snd_nxt back, the
-     * peer may already hold bytes beyond it, and an ACK below its RCV.NXT would fail its
-     * acceptability test and be dropped (as BSD does). */
-    return xmit(e, t, t->snd_max, 0, TH_ACK, now);
+    return xmit(e, t, ack_seq(t), 0, TH_ACK, now);
 }
 
 int stk__send_syn(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
@@ -258,7 +273,7 @@ void stk__send_rst(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     if (!stk__state_synced(t->state) && t->state != STK_TCP_SYN_RECEIVED)
         return;
-    xmit(e, t, t->snd_max, 0, TH_RST | TH_ACK, now); /* SND.MAX, as for pure ACKs */
+    xmit(e, t, ack_seq(t), 0, TH_RST | TH_ACK, now); /* as for pure ACKs */
 }
 
 /* RFC 9293 3.10.7.1: If the ACK bit is off, <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>;

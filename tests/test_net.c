@@ -242,6 +242,35 @@ START_TEST(arp_request_answered_exactly)
 }
 END_TEST
 
+/* A passive engine (a second core sharing the address) learns from every ARP frame but
+ * never answers or announces, so the peer sees one reply per request. */
+START_TEST(arp_passive_learns_silently)
+{
+    struct stk_config c = base_cfg();
+    c.arp_passive = 1;
+    struct tn *t = tn_new_cfg(&c);
+    expect_none(t);
+    uint8_t f[64];
+    size_t n = pkt_build_arp_request(f, sizeof(f), PEER_MAC, PEER_IP, US_IP);
+    inject(t, f, n);
+    expect_none(t);
+    ck_assert_uint_eq(ctr(t)->arp_in, 1);
+    ck_assert_uint_eq(ctr(t)->arp_replies, 0);
+    uint8_t mac[6];
+    ck_assert_int_eq(stk__arp_resolve(t->e, t->now, PEER_IP, mac), 0);
+    ck_assert_mem_eq(mac, PEER_MAC, 6);
+    stk_announce(t->e, t->now + 1);
+    expect_none(t);
+    /* It still asks for neighbours it needs, and learns from the replies. */
+    ck_assert_int_eq(stk__arp_resolve(t->e, t->now, OTHER_IP, mac), -EAGAIN);
+    pop_request(t, OTHER_IP);
+    arp_reply_from(t, OTHER_MAC, OTHER_IP);
+    ck_assert_int_eq(stk__arp_resolve(t->e, t->now, OTHER_IP, mac), 0);
+    ck_assert_mem_eq(mac, OTHER_MAC, 6);
+    tn_free(t);
+}
+END_TEST
+
 START_TEST(arp_for_others_ignored)
 {
     struct tn *t = tn_new();
@@ -1144,6 +1173,7 @@ int main(void)
     tcase_add_test(tc, resolution_retransmit_and_give_up);
     tcase_add_test(tc, routing);
     tcase_add_test(tc, cache_expiry);
+    tcase_add_test(tc, arp_passive_learns_silently);
     tcase_add_test(tc, queue_bounds);
     tcase_add_test(tc, cache_eviction);
     tcase_add_test(tc, tx_failure_counted);

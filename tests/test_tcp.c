@@ -1433,6 +1433,27 @@ END_TEST
 
 /* ---- Zero window ------------------------------------------------------------------------- */
 
+/* Received bytes are counted once each, when they become in order: an out-of-order
+ * segment later covered again by a retransmission is not counted twice. */
+START_TEST(bytes_in_counted_once)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    uint32_t base = h->pseq;
+    peer_send_at(h, base + 100, 100); /* out of order */
+    EQ(ctr(h)->tcp_bytes_in, 0);
+    h->pseq = base;
+    peer_send(h, F_ACK, 300); /* covers the hole and the stored bytes, and 100 more */
+    EQ(ctr(h)->tcp_bytes_in, 300);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.bytes_received, 300);
+    peer_send_at(h, base, 300); /* a whole duplicate */
+    EQ(ctr(h)->tcp_bytes_in, 300);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(zero_window_persist)
 {
     struct th *h = th_new();
@@ -1461,6 +1482,13 @@ START_TEST(zero_window_persist)
     }
     EQ(ctr(h)->tcp_zwp, 3);
     EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    /* Data from the peer is acknowledged with SEQ at the right edge of the peer's window
+     * (s), not at SND.MAX (s + 1, the probe byte it dropped): a peer with a zero window
+     * accepts only SEQ = RCV.NXT, and would drop the ACK unprocessed. */
+    peer_send(h, F_ACK | F_PSH, 100);
+    advance_by(h, SEC / 2);
+    EXPECT(h, F_ACK, s, h->pseq, 0);
+    EXPECT_NONE(h);
     /* The window opens: everything goes. */
     h->pwin = 65535;
     peer_ack(h);
@@ -1981,6 +2009,7 @@ int main(void)
     tcase_add_test(tc, rtt_estimate);
     tc = tcase(s, "zero_window");
     tcase_add_test(tc, zero_window_persist);
+    tcase_add_test(tc, bytes_in_counted_once);
     tc = tcase(s, "keepalive");
     tcase_add_test(tc, keepalive_answered);
     tcase_add_test(tc, keepalive_timeout);

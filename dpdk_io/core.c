@@ -1,0 +1,639 @@
+/*
+ * core.c - the per-core stack loop, software steering, idle sleeping, and the stack's life
+ * cycle (create, start, stop, statistics).
+ */
+#include <errno.h>
+#include <numa.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_thash.h>
+
+#include "dio_int.h"
+
+#define ETH_HLEN      14
+#define ETHERTYPE_IP  0x0800
+#define ETHERTYPE_ARP 0x0806
+#define SLEEP_MIN_US  20
+
+/* ---- Clock ---------------------------------------------------------------------------- */
+
+static uint64_t tsc0, tsc_mult; /* microseconds = (tsc - tsc0) * tsc_mult >> 32 */
+
+static void clock_init(void)
+{
+    if (tsc_mult)
+        return;
+    uint64_t hz = rte_get_tsc_hz();
+    tsc0 = rte_get_tsc_cycles();
+    tsc_mult = (uint64_t)((((unsigned __int128)1000000) << 32) / hz);
+}
+
+stk_time_t dio_now(void)
+{
+    uint64_t d = rte_get_tsc_cycles() - tsc0;
+    /* Start at one second so that "time 0" never appears as a real timestamp. */
+    return STK_US_PER_S + (uint64_t)(((unsigned __int128)d * tsc_mult) >> 32);
+}
+
+/* ---- Ownership ------------------------------------------------------------------------ */
+
+static unsigned owner_of_hash(const struct dio_stack *s, uint32_t h)
+{
+    unsigned n = s->reta_size;
+    return s->reta_core[(n & (n - 1)) == 0 ? (h & (n - 1)) : h % n];
+}
+
+/* The core that owns a 4-tuple as seen on receive (source = the peer). The key is
+ * symmetric, so the transmit direction hashes the same. */
+unsigned dio__owner(const struct dio_stack *s, uint32_t sip, uint32_t dip, uint16_t sport,
+                    uint16_t dport)
+{
+    uint32_t tuple[3] = {sip, dip, ((uint32_t)sport << 16) | dport};
+    return owner_of_hash(s, rte_softrss(tuple, 3, s->key));
+}
+
+static int port_ok(void *ctx, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport)
+{
+    struct dio_core *c = ctx;
+    return dio__owner(c->s, rip, lip, rport, lport) == c->idx;
+}
+
+static inline uint16_t rd16(const uint8_t *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static inline uint32_t rd32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+#define OWNER_ALL ((unsigned)-1)
+
+/* Which core handles a frame: TCP by its connection's hash, ARP every core (each engine
+ * keeps its own cache; only core 0 answers), anything else core 0. */
+static unsigned classify(const struct dio_stack *s, const struct rte_mbuf *m, const uint8_t *p,
+                         uint32_t len)
+{
+    if (len < ETH_HLEN)
+        return 0;
+    uint16_t type = rd16(p + 12);
+    if (type == ETHERTYPE_ARP)
+        return OWNER_ALL;
+    if (type != ETHERTYPE_IP || len < ETH_HLEN + 20)
+        return 0;
+    const uint8_t *ip = p + ETH_HLEN;
+    unsigned ihl = (ip[0] & 0x0f) * 4u;
+    if (ip[9] != 6 || (rd16(ip + 6) & 0x3fff) || ihl < 20 || len < ETH_HLEN + ihl + 4)
+        return 0;
+    if (s->hw_rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH))
+        return owner_of_hash(s, m->hash.rss);
+    return dio__owner(s, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
+}
+
+void dio__wake(struct dio_core *c)
+{
+    uint64_t one = 1;
+    if (write(c->wake_fd, &one, sizeof(one)) < 0) {
+        /* The counter is saturated, so the core is awake anyway. */
+    }
+}
+
+static void input(struct dio_core *c, struct rte_mbuf *m, stk_time_t now)
+{
+    uint32_t f = 0;
+    uint64_t ol = m->ol_flags;
+    if ((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD)
+        f |= STK_RX_IP_CSUM_OK;
+    if ((ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD)
+        f |= STK_RX_L4_CSUM_OK;
+    stk_input(c->e, now, rte_pktmbuf_mtod(m, const void *), rte_pktmbuf_data_len(m), f);
+    rte_pktmbuf_free(m);
+}
+
+static void steer(struct dio_core *c, struct dio_core *to, struct rte_mbuf *m)
+{
+    if (rte_ring_mp_enqueue(to->steer, m) != 0) {
+        c->ctr.rx_drop_steer++;
+        rte_pktmbuf_free(m);
+        return;
+    }
+    c->ctr.rx_steered++;
+    if (atomic_load(&to->sleeping))
+        dio__wake(to);
+}
+
+static void rx_frames(struct dio_core *c, struct rte_mbuf **pkts, unsigned n, stk_time_t now)
+{
+    struct dio_stack *s = c->s;
+    unsigned ncores = s->sc.ncores;
+    for (unsigned i = 0; i < n; i++) {
+        struct rte_mbuf *m = pkts[i];
+        uint32_t len = rte_pktmbuf_pkt_len(m);
+        /* Larger than our MTU allows (with a VLAN tag's worth of slack) or scattered over
+         * segments: not ours to take; counted. */
+        if (len > s->mtu + ETH_HLEN + 4u || m->nb_segs != 1) {
+            c->ctr.rx_drop_oversize++;
+            rte_pktmbuf_free(m);
+            continue;
+        }
+        if (ncores == 1) {
+            input(c, m, now);
+            continue;
+        }
+        unsigned owner = classify(s, m, rte_pktmbuf_mtod(m, const uint8_t *), len);
+        if (owner == OWNER_ALL) {
+            /* Every engine learns the neighbour; the frame is shared read-only. */
+            rte_mbuf_refcnt_update(m, (int16_t)(ncores - 1));
+            for (unsigned k = 0; k < ncores; k++) {
+                if (k == c->idx)
+                    continue;
+                c->ctr.rx_arp_copies++;
+                steer(c, &s->cores[k], m);
+            }
+            input(c, m, now);
+        } else if (owner == c->idx) {
+            input(c, m, now);
+        } else {
+            steer(c, &s->cores[owner], m);
+        }
+    }
+}
+
+static void on_event(void *ctx, int sd, void *user, uint32_t events)
+{
+    struct dio_core *c = ctx;
+    if (c->s->sc.app.event)
+        c->s->sc.app.event(c->s->sc.app.ctx, c, sd, user, events);
+}
+
+/* ---- Idle ----------------------------------------------------------------------------- */
+
+/* Sleeps until a frame (RX interrupt, where the device has them), a wake-up from another
+ * core, the next engine timer, or at most max_us. */
+static void idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
+{
+    struct dio_stack *s = c->s;
+    atomic_store(&c->sleeping, 1);
+    /* Re-check after announcing the sleep: a producer that enqueued before seeing the flag
+     * did not wake us. */
+    if (rte_ring_count(c->steer) || (c->txfwd && rte_ring_count(c->txfwd)) ||
+        atomic_load(&s->stop) || c->ntx) {
+        atomic_store(&c->sleeping, 0);
+        return;
+    }
+    stk_time_t next = stk_next_timer(c->e);
+    uint64_t us = max_us;
+    if (next != UINT64_MAX)
+        us = next <= now ? 0 : (next - now < us ? next - now : us);
+    if (us) {
+        if (c->rx_intr)
+            rte_eth_dev_rx_intr_enable(s->port, (uint16_t)c->rxq);
+        struct epoll_event ev[4];
+        struct timespec ts = {.tv_sec = (time_t)(us / 1000000),
+                              .tv_nsec = (long)(us % 1000000) * 1000};
+        c->ctr.sleeps++;
+        int n = epoll_pwait2(c->ep_fd, ev, 4, &ts, NULL);
+        if (n < 0 && errno == ENOSYS)
+            n = epoll_wait(c->ep_fd, ev, 4, (int)((us + 999) / 1000));
+        if (c->rx_intr)
+            rte_eth_dev_rx_intr_disable(s->port, (uint16_t)c->rxq);
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.fd == c->wake_fd) {
+                uint64_t v;
+                c->ctr.wakeups++;
+                if (read(c->wake_fd, &v, sizeof(v)) < 0) {
+                    /* Nothing to drain: another read got it. */
+                }
+            } else {
+                /* Acknowledge the RX interrupt event so it fires again. */
+                rte_eth_dev_rx_intr_ctl_q_get_fd(s->port, (uint16_t)c->rxq);
+                uint64_t v;
+                if (read(ev[i].data.fd, &v, sizeof(v)) < 0) {
+                    /* Level-triggered devices need no acknowledgement. */
+                }
+            }
+        }
+    }
+    atomic_store(&c->sleeping, 0);
+}
+
+static int idle_setup(struct dio_core *c)
+{
+    c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    c->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (c->wake_fd < 0 || c->ep_fd < 0)
+        return -errno;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = c->wake_fd};
+    if (epoll_ctl(c->ep_fd, EPOLL_CTL_ADD, c->wake_fd, &ev) < 0)
+        return -errno;
+    c->rx_intr = false;
+    if (c->rxq >= 0 && c->s->rx_intr) {
+        int fd = rte_eth_dev_rx_intr_ctl_q_get_fd(c->s->port, (uint16_t)c->rxq);
+        if (fd >= 0) {
+            ev.events = EPOLLIN;
+            ev.data.fd = fd;
+            c->rx_intr = epoll_ctl(c->ep_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
+        }
+    }
+    return 0;
+}
+
+/* ---- The loop ------------------------------------------------------------------------- */
+
+static int engine_setup(struct dio_core *c, stk_time_t now)
+{
+    struct dio_stack *s = c->s;
+    const struct shim_conf *k = &s->conf;
+    struct stk_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    memcpy(cfg.mac, s->mac, 6);
+    cfg.ip = k->ip;
+    cfg.prefix = k->prefix;
+    cfg.gateway = k->gw;
+    cfg.mtu = s->mtu;
+    if (getrandom(cfg.secret, sizeof(cfg.secret), 0) != (ssize_t)sizeof(cfg.secret))
+        return -EIO;
+    cfg.io_ctx = c;
+    cfg.tx = dio__tx;
+    if (s->tx_ol & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM)
+        cfg.tx_offloads |= STK_TX_IP_CSUM;
+    if (s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_CKSUM)
+        cfg.tx_offloads |= STK_TX_TCP_CSUM;
+    if (s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO) {
+        cfg.tx_offloads |= STK_TX_TSO;
+        cfg.tso_max = s->tso_max;
+    }
+    cfg.ev_ctx = c;
+    cfg.on_event = on_event;
+    if (s->sc.ncores > 1) {
+        cfg.port_ctx = c;
+        cfg.port_ok = port_ok;
+    }
+    cfg.max_socks = k->max_socks;
+    cfg.sndbuf = k->sndbuf;
+    cfg.rcvbuf = k->rcvbuf;
+    cfg.cc = (enum stk_cc_algo)k->cc;
+    cfg.arp_passive = c->idx != 0;
+    return stk_engine_create(&cfg, now, &c->e);
+}
+
+static void answer_stats(struct dio_core *c)
+{
+    unsigned req = atomic_load_explicit(&c->stats_req, memory_order_acquire);
+    if (req == atomic_load_explicit(&c->stats_done, memory_order_relaxed))
+        return;
+    if (c->e)
+        c->snap_engine = *stk_counters(c->e);
+    c->snap_io = c->ctr;
+    atomic_store_explicit(&c->stats_done, req, memory_order_release);
+}
+
+/* One pass: returns how much work it found. */
+static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
+{
+    struct dio_stack *s = c->s;
+    struct rte_mbuf *pkts[DIO_BURST];
+    unsigned work = 0;
+    if (c->rxq >= 0) {
+        uint16_t n = rte_eth_rx_burst(s->port, (uint16_t)c->rxq, pkts, DIO_BURST);
+        if (n) {
+            c->ctr.rx_bursts++;
+            c->ctr.rx_pkts += n;
+            rx_frames(c, pkts, n, now);
+            work += n;
+        }
+    }
+    unsigned n = rte_ring_sc_dequeue_burst(c->steer, (void **)pkts, DIO_BURST, NULL);
+    for (unsigned i = 0; i < n; i++)
+        input(c, pkts[i], now);
+    c->ctr.rx_steered_in += n;
+    work += n;
+    if (app && s->sc.app.poll)
+        work += s->sc.app.poll(s->sc.app.ctx, c, now);
+    if (stk_next_timer(c->e) <= now)
+        stk_poll(c->e, now);
+    if (c->txfwd) {
+        /* Frames of cores without a TX queue of their own. */
+        unsigned room = DIO_TXBUF - c->ntx;
+        n = rte_ring_sc_dequeue_burst(c->txfwd, (void **)&c->txbuf[c->ntx],
+                                      room < DIO_BURST ? room : DIO_BURST, NULL);
+        if (n && c->ntx == 0)
+            c->tx_first_us = now;
+        c->ntx += n;
+        work += n;
+    }
+    dio__tx_flush(c, now, false);
+    answer_stats(c);
+    return work;
+}
+
+static bool engine_quiet(struct dio_core *c)
+{
+    const struct stk_counters *k = stk_counters(c->e);
+    for (unsigned st = 0; st < sizeof(k->conns_by_state) / sizeof(k->conns_by_state[0]); st++)
+        if (st != STK_TCP_CLOSED && st != STK_TCP_LISTEN && st != STK_TCP_TIME_WAIT &&
+            k->conns_by_state[st])
+            return false;
+    return c->ntx == 0;
+}
+
+int dio__core_main(void *arg)
+{
+    struct dio_core *c = arg;
+    struct dio_stack *s = c->s;
+    /* Engine memory (control blocks, socket buffers) on this core's own node. */
+    if (numa_available() >= 0)
+        numa_set_localalloc();
+    stk_time_t now = dio_now();
+    int rc = idle_setup(c);
+    if (rc == 0)
+        rc = engine_setup(c, now);
+    if (rc) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "core %u: engine start failed: %s", c->idx,
+                 strerror(-rc));
+        atomic_store(&c->ready, -1);
+        return rc;
+    }
+    if (s->sc.app.init && (rc = s->sc.app.init(s->sc.app.ctx, c, now)) != 0) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "core %u: application start failed: %s", c->idx,
+                 strerror(rc < 0 ? -rc : rc));
+        stk_engine_destroy(c->e);
+        c->e = NULL;
+        atomic_store(&c->ready, -1);
+        return rc;
+    }
+    atomic_store(&c->ready, 1);
+
+    stk_time_t last_work = now;
+    uint64_t backoff = SLEEP_MIN_US;
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+        now = dio_now();
+        if (loop_once(c, now, true)) {
+            last_work = now;
+            backoff = SLEEP_MIN_US;
+        } else if (now - last_work >= s->conf.idle_spin_us) {
+            /* Sleeps grow while nothing happens, so a long-idle core costs little and a
+             * briefly idle one wakes fast. With RX interrupts the sleep ends on a frame,
+             * and a core without an RX queue is woken by the cores that pass it frames;
+             * both sleep until their next timer. */
+            uint64_t cap = (c->rx_intr || c->rxq < 0) ? 100000 : s->conf.idle_sleep_us;
+            idle_sleep(c, now, backoff < cap ? backoff : cap);
+            backoff = backoff * 2 < cap ? backoff * 2 : cap;
+        }
+    }
+
+    /* Stopping: the application closes its sockets, then the engine runs until its
+     * connections have finished or the grace time is over. */
+    now = dio_now();
+    if (s->sc.app.fini)
+        s->sc.app.fini(s->sc.app.ctx, c, now);
+    stk_time_t end = now + (uint64_t)s->grace_ms * 1000;
+    while ((now = dio_now()) < end) {
+        if (!loop_once(c, now, false) && engine_quiet(c))
+            break;
+        if (!c->rx_intr)
+            rte_delay_us_sleep(50);
+    }
+    dio__tx_flush(c, now, true);
+    answer_stats(c);
+    return 0;
+}
+
+/* ---- Life cycle ----------------------------------------------------------------------- */
+
+int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, char *err,
+                     size_t errlen)
+{
+    if (sc->ncores == 0 || sc->ncores > DIO_MAX_CORES) {
+        dio__err(err, errlen, "USTACK_CORES: 1..%d cores", DIO_MAX_CORES);
+        return -EINVAL;
+    }
+    clock_init();
+    struct dio_stack *s = calloc(1, sizeof(*s) + sc->ncores * sizeof(struct dio_core));
+    if (!s)
+        return -ENOMEM;
+    s->sc = *sc;
+    s->conf = *sc->conf;
+    s->sc.conf = &s->conf;
+    s->port = sc->port_id;
+    for (unsigned i = 0; i < sc->ncores; i++) {
+        struct dio_core *c = &s->cores[i];
+        c->s = s;
+        c->idx = i;
+        c->lcore = sc->lcores[i];
+        c->wake_fd = c->ep_fd = -1;
+        if (rte_lcore_is_enabled(c->lcore) == 0 || c->lcore == rte_get_main_lcore()) {
+            dio__err(err, errlen, "core %u: lcore %u is not a usable EAL worker", i, c->lcore);
+            free(s);
+            return -EINVAL;
+        }
+    }
+    int rc = dio__port_setup(s, err, errlen);
+    for (unsigned i = 0; rc == 0 && i < sc->ncores; i++) {
+        struct dio_core *c = &s->cores[i];
+        char name[RTE_RING_NAMESIZE];
+        int sock = (int)rte_lcore_to_socket_id(c->lcore);
+        snprintf(name, sizeof(name), "ustk%u_st%u", s->port, i);
+        c->steer = rte_ring_create(name, DIO_STEER_RING, sock, RING_F_SC_DEQ);
+        if (c->txq >= 0 && s->ntxq < sc->ncores) {
+            snprintf(name, sizeof(name), "ustk%u_tf%u", s->port, i);
+            c->txfwd = rte_ring_create(name, DIO_STEER_RING, sock, RING_F_SC_DEQ);
+            if (!c->txfwd)
+                rc = -ENOMEM;
+        }
+        if (!c->steer)
+            rc = -ENOMEM;
+        if (rc)
+            dio__err(err, errlen, "core %u: ring: %s", i, rte_strerror(rte_errno));
+    }
+    if (rc) {
+        dio_stack_destroy(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int dio_stack_start(struct dio_stack *s, char *err, size_t errlen)
+{
+    atomic_store(&s->stop, 0);
+    for (unsigned i = 0; i < s->sc.ncores; i++) {
+        struct dio_core *c = &s->cores[i];
+        atomic_store(&c->ready, 0);
+        int rc = rte_eal_remote_launch(dio__core_main, c, c->lcore);
+        if (rc) {
+            dio__err(err, errlen, "core %u: lcore %u busy: %s", i, c->lcore, strerror(-rc));
+            dio_stack_stop(s, 0);
+            return rc;
+        }
+    }
+    s->launched = true;
+    /* Wait (bounded) for every core to come up or fail. */
+    for (int spins = 0; spins < 10000; spins++) {
+        unsigned up = 0;
+        for (unsigned i = 0; i < s->sc.ncores; i++) {
+            int r = atomic_load(&s->cores[i].ready);
+            if (r < 0) {
+                dio__err(err, errlen, "%s", s->cores[i].errmsg);
+                dio_stack_stop(s, 0);
+                return -EIO;
+            }
+            up += r == 1;
+        }
+        if (up == s->sc.ncores)
+            return 0;
+        usleep(1000);
+    }
+    dio__err(err, errlen, "stack cores did not start within 10 s");
+    dio_stack_stop(s, 0);
+    return -ETIMEDOUT;
+}
+
+void dio_stack_stop(struct dio_stack *s, unsigned grace_ms)
+{
+    if (!s->launched) {
+        for (unsigned i = 0; i < s->sc.ncores; i++)
+            rte_eal_wait_lcore(s->cores[i].lcore);
+        return;
+    }
+    s->grace_ms = grace_ms;
+    atomic_store(&s->stop, 1);
+    for (unsigned i = 0; i < s->sc.ncores; i++)
+        if (s->cores[i].wake_fd >= 0)
+            dio__wake(&s->cores[i]);
+    for (unsigned i = 0; i < s->sc.ncores; i++)
+        rte_eal_wait_lcore(s->cores[i].lcore);
+    s->launched = false;
+}
+
+static void drain_ring(struct rte_ring *r)
+{
+    void *m;
+    while (r && rte_ring_dequeue(r, &m) == 0)
+        rte_pktmbuf_free(m);
+}
+
+void dio_stack_destroy(struct dio_stack *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; i < s->sc.ncores; i++) {
+        struct dio_core *c = &s->cores[i];
+        drain_ring(c->steer);
+        drain_ring(c->txfwd);
+        rte_ring_free(c->steer);
+        rte_ring_free(c->txfwd);
+        for (unsigned k = 0; k < c->ntx; k++)
+            rte_pktmbuf_free(c->txbuf[k]);
+        if (c->e)
+            stk_engine_destroy(c->e);
+        if (c->wake_fd >= 0)
+            close(c->wake_fd);
+        if (c->ep_fd >= 0)
+            close(c->ep_fd);
+    }
+    if (s->port_started) {
+        rte_eth_dev_stop(s->port);
+    }
+    for (unsigned k = 0; k < DIO_NSOCKETS; k++)
+        rte_mempool_free(s->pools[k]);
+    free(s);
+}
+
+unsigned dio_stack_ncores(const struct dio_stack *s)
+{
+    return s->sc.ncores;
+}
+
+const char *dio_stack_describe(const struct dio_stack *s)
+{
+    return s->desc;
+}
+
+int dio_stack_counters(struct dio_stack *s, unsigned core, struct stk_counters *engine,
+                       struct dio_counters *io)
+{
+    if (core >= s->sc.ncores)
+        return -EINVAL;
+    struct dio_core *c = &s->cores[core];
+    if (s->launched) {
+        unsigned req = atomic_fetch_add(&c->stats_req, 1) + 1;
+        dio__wake(c);
+        int ok = 0;
+        for (int i = 0; i < 2000 && !ok; i++) {
+            ok = atomic_load_explicit(&c->stats_done, memory_order_acquire) == req;
+            if (!ok)
+                usleep(500);
+        }
+        if (!ok)
+            return -ETIMEDOUT;
+    } else if (c->e) {
+        c->snap_engine = *stk_counters(c->e);
+        c->snap_io = c->ctr;
+    }
+    if (engine)
+        *engine = c->snap_engine;
+    if (io)
+        *io = c->snap_io;
+    return 0;
+}
+
+void dio_stack_print_stats(struct dio_stack *s, FILE *f, const char *prefix)
+{
+    for (unsigned i = 0; i < s->sc.ncores; i++) {
+        struct stk_counters k;
+        struct dio_counters d;
+        if (dio_stack_counters(s, i, &k, &d)) {
+            fprintf(f, "%s core=%u unavailable=1\n", prefix, i);
+            continue;
+        }
+        fprintf(f, "%s core=%u", prefix, i);
+#define PR(n)                                                                                      \
+    if (k.n)                                                                                       \
+        fprintf(f, " " #n "=%llu", (unsigned long long)k.n);
+        STK_COUNTERS(PR)
+#undef PR
+#define PR(n)                                                                                      \
+    if (d.n)                                                                                       \
+        fprintf(f, " " #n "=%llu", (unsigned long long)d.n);
+        DIO_COUNTERS(PR)
+#undef PR
+        unsigned conns = 0;
+        for (unsigned st = STK_TCP_SYN_SENT; st <= STK_TCP_TIME_WAIT; st++)
+            conns += k.conns_by_state[st];
+        fprintf(f, " conns=%u\n", conns);
+    }
+    fflush(f);
+}
+
+struct stk_engine *dio_core_engine(struct dio_core *c)
+{
+    return c->e;
+}
+
+unsigned dio_core_index(const struct dio_core *c)
+{
+    return c->idx;
+}
+
+void dio_core_set_app_data(struct dio_core *c, void *p)
+{
+    c->app_data = p;
+}
+
+void *dio_core_app_data(struct dio_core *c)
+{
+    return c->app_data;
+}

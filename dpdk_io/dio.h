@@ -1,0 +1,148 @@
+/*
+ * dio.h - ustack's packet I/O layer and per-core runtime on DPDK.
+ *
+ * A dio_stack is one DPDK port served by N stack cores. Each core is an EAL lcore pinned
+ * to one CPU that owns one protocol engine (stack/), at most one RX/TX queue pair of the
+ * port, a steering ring, and its connections and timers. Its loop is: RX burst -> steer
+ * (a frame whose connection another core owns is passed to that core) -> engine input ->
+ * application hook -> timers -> TX burst; it spins while there is work and sleeps when
+ * idle (see docs/io.md).
+ *
+ * Which core owns a connection is decided by one symmetric Toeplitz hash of the 4-tuple
+ * and one redirection table, both known in software. Where the device does RSS it is
+ * programmed with the same key and table, so frames normally arrive on the owner already;
+ * where it does not, or has fewer queues than there are cores, the software steering
+ * makes up the difference. Active opens pick a local port that hashes to the connecting
+ * core (stk_config.port_ok).
+ *
+ * This is the only code in ustack that includes DPDK headers; this header itself does not,
+ * so ustackd's main and the tests need only the names declared here.
+ */
+#ifndef USTACK_DIO_H
+#define USTACK_DIO_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "conf.h"
+#include "stk.h"
+
+#define DIO_MAX_CORES 64
+
+struct dio_stack;
+struct dio_core;
+
+/* What runs on every stack core besides the engine: an application (the built-in
+ * services, the shared-memory request handler, a test client). All hooks run on the
+ * core's own thread and may call the stk_* API on dio_core_engine(c). */
+struct dio_app {
+    void *ctx;
+    /* After the core's engine exists; nonzero fails the stack's start. */
+    int (*init)(void *ctx, struct dio_core *c, stk_time_t now);
+    /* Every loop iteration; returns how much work it did (0 lets the core go idle). */
+    unsigned (*poll)(void *ctx, struct dio_core *c, stk_time_t now);
+    /* A socket's readiness may have changed (the engine's on_event). */
+    void (*event)(void *ctx, struct dio_core *c, int sd, void *user, uint32_t events);
+    /* The stack is stopping: close what is open (the engine keeps running briefly so that
+     * FINs and RSTs go out). */
+    void (*fini)(void *ctx, struct dio_core *c, stk_time_t now);
+};
+
+struct dio_stack_conf {
+    const struct shim_conf *conf; /* ip/prefix/gw/mac/mtu, tuning and idle settings */
+    uint16_t port_id;
+    unsigned ncores;
+    unsigned lcores[DIO_MAX_CORES]; /* the EAL lcore of each stack core */
+    struct dio_app app;
+};
+
+/* Per-core I/O counters (the engine has its own, see stk_counters). */
+/* clang-format off */
+#define DIO_COUNTERS(X) \
+    X(rx_pkts) \
+    X(rx_bursts) \
+    X(rx_steered) \
+    X(rx_steered_in) \
+    X(rx_drop_oversize) \
+    X(rx_drop_steer) \
+    X(rx_arp_copies) \
+    X(tx_pkts) \
+    X(tx_bursts) \
+    X(tx_forwarded) \
+    X(tx_drop_nombuf) \
+    X(tx_drop_full) \
+    X(tx_tso) \
+    X(sleeps) \
+    X(wakeups)
+/* clang-format on */
+
+struct dio_counters {
+#define DIO_CTR_FIELD(n) uint64_t n;
+    DIO_COUNTERS(DIO_CTR_FIELD)
+#undef DIO_CTR_FIELD
+};
+
+/* --- process set-up ------------------------------------------------------------------ */
+
+/* Starts DPDK's EAL for ustackd from the configuration: the device (a PCI address becomes
+ * an allow-list entry, anything else a --vdev), hugepages if reserved (else --no-huge),
+ * a per-process --file-prefix, and one lcore per USTACK_CORES entry; lcore 0 is the
+ * control thread (allowed on every stack CPU) and lcores 1..N the stack cores, returned in
+ * lcores[]. Returns 0 or -errno with one line in err. */
+int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DIO_MAX_CORES],
+                 char *err, size_t errlen);
+
+/* Starts the EAL with explicit arguments (tests). */
+int dio_eal_init_args(int argc, char **argv, char *err, size_t errlen);
+void dio_eal_cleanup(void);
+
+/* The port a USTACK_DEV string names, once the EAL has probed it. */
+int dio_port_find(const char *dev, uint16_t *port_id, char *err, size_t errlen);
+
+/* Two ports joined back to back by rte_rings, nq queue pairs each: what one sends on queue
+ * i the other receives on queue i (tests: two stacks in one process). No RSS, no offloads. */
+int dio_ring_pair(const char *name, unsigned nq, uint16_t *a, uint16_t *b, char *err,
+                  size_t errlen);
+
+/* --- stacks ---------------------------------------------------------------------------- */
+
+/* Configures the port (queues, RSS, offloads, MTU, mbuf pools) and starts it. */
+int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, char *err,
+                     size_t errlen);
+/* Launches the cores and waits (bounded) until every engine is up. */
+int dio_stack_start(struct dio_stack *s, char *err, size_t errlen);
+/* Asks every core to stop: app fini, then at most grace_ms of engine time to flush. */
+void dio_stack_stop(struct dio_stack *s, unsigned grace_ms);
+/* Stops the port and frees everything; the stack must be stopped. */
+void dio_stack_destroy(struct dio_stack *s);
+
+unsigned dio_stack_ncores(const struct dio_stack *s);
+/* A consistent copy of one core's counters, taken by the core itself (bounded wait; falls
+ * back to -ETIMEDOUT if the core does not answer). */
+int dio_stack_counters(struct dio_stack *s, unsigned core, struct stk_counters *engine,
+                       struct dio_counters *io);
+/* Prints "<prefix> core=<i> name=value ..." for every core (nonzero counters only). */
+void dio_stack_print_stats(struct dio_stack *s, FILE *f, const char *prefix);
+/* A short description of the port set-up (driver, queues, RSS, offloads), one line. */
+const char *dio_stack_describe(const struct dio_stack *s);
+
+/* --- on a stack core ---------------------------------------------------------------- */
+
+struct stk_engine *dio_core_engine(struct dio_core *c);
+unsigned dio_core_index(const struct dio_core *c);
+/* Per-core application state, set by the app's init. */
+void dio_core_set_app_data(struct dio_core *c, void *p);
+void *dio_core_app_data(struct dio_core *c);
+
+/* Microseconds on the monotonic clock the engines use. */
+stk_time_t dio_now(void);
+
+/* --- the built-in services (ustackd --echo/--discard/--source) ----------------------- */
+
+struct dio_services {
+    uint16_t echo_port, discard_port, source_port; /* 0: off */
+};
+/* An app that serves the configured services on every core. */
+struct dio_app dio_services_app(struct dio_services *svc);
+
+#endif

@@ -1,0 +1,82 @@
+/* dio_int.h - dpdk_io internals shared by its files. */
+#ifndef USTACK_DIO_INT_H
+#define USTACK_DIO_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include "dio.h"
+
+#define DIO_BURST      32
+#define DIO_TXBUF      128 /* frames a core may hold before a flush must succeed */
+#define DIO_STEER_RING 4096
+#define DIO_RETA_MAX   512
+#define DIO_KEY_LEN    52 /* longest Toeplitz key among common NICs (i40e) */
+#define DIO_NSOCKETS   8
+
+struct dio_core {
+    struct dio_stack *s;
+    unsigned idx, lcore;
+    int rxq, txq;             /* this core's queues, or -1 */
+    struct rte_mempool *pool; /* on this core's NUMA node */
+    struct rte_ring *steer;   /* frames other cores passed to us (multi-producer) */
+    struct rte_ring *txfwd;   /* frames other cores ask us to send (when we own a txq) */
+    struct stk_engine *e;
+    void *app_data;
+    struct rte_mbuf *txbuf[DIO_TXBUF];
+    unsigned ntx;
+    uint64_t tx_first_us; /* when the oldest frame in txbuf was queued */
+    int wake_fd;          /* eventfd: other cores wake us while we sleep */
+    int ep_fd;            /* epoll: wake_fd and the RX interrupt, when there is one */
+    bool rx_intr;
+    atomic_int sleeping;
+    atomic_int ready; /* 1 up, -1 init failed */
+    atomic_uint stats_req, stats_done;
+    struct stk_counters snap_engine;
+    struct dio_counters snap_io;
+    struct dio_counters ctr;
+    char errmsg[160];
+} __rte_cache_aligned;
+
+struct dio_stack {
+    struct dio_stack_conf sc;
+    struct shim_conf conf;
+    uint16_t port;
+    unsigned nrxq, ntxq;
+    bool hw_rss;    /* the device hashes with our key and table */
+    bool rx_intr;   /* the device has RX queue interrupts */
+    uint64_t tx_ol; /* RTE_ETH_TX_OFFLOAD_* in use */
+    uint64_t rx_ol;
+    uint32_t tso_max;
+    uint16_t mtu;
+    uint8_t mac[6];
+    uint8_t key[DIO_KEY_LEN];
+    unsigned key_len, reta_size;
+    uint16_t reta_core[DIO_RETA_MAX]; /* hash bucket -> owning core */
+    struct rte_mempool *pools[DIO_NSOCKETS];
+    atomic_int stop;
+    unsigned grace_ms;
+    bool port_started, launched;
+    char desc[256];
+    struct dio_core cores[];
+};
+
+/* core.c */
+int dio__core_main(void *arg);
+unsigned dio__owner(const struct dio_stack *s, uint32_t sip, uint32_t dip, uint16_t sport,
+                    uint16_t dport);
+
+void dio__wake(struct dio_core *c);
+
+/* port.c */
+int dio__port_setup(struct dio_stack *s, char *err, size_t errlen);
+int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta);
+void dio__tx_flush(struct dio_core *c, uint64_t now_us, bool force);
+
+#define dio__err(err, errlen, ...) snprintf((err), (errlen), __VA_ARGS__)
+
+#endif

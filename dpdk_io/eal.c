@@ -1,0 +1,230 @@
+/*
+ * eal.c - starting DPDK's EAL from ustack's configuration, finding the port, and the
+ * back-to-back ring ports the tests use.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_ring.h>
+
+#include "dio_int.h"
+
+#define MAX_ARGS 64
+
+/* "0000:01:00.0" or "01:00.0", optionally followed by ",devargs". */
+static bool is_pci(const char *dev)
+{
+    unsigned a, b, c, d;
+    char tail = 0;
+    int n = 0;
+    if (sscanf(dev, "%4x:%2x:%2x.%1u%n", &a, &b, &c, &d, &n) == 4 ||
+        sscanf(dev, "%2x:%2x.%1u%n", &b, &c, &d, &n) == 3) {
+        tail = dev[n];
+        return tail == 0 || tail == ',';
+    }
+    return false;
+}
+
+/* Hugepages are used when some are free and a hugetlbfs is mounted for EAL to find. */
+static bool hugepages_usable(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    long free_pages = 0;
+    char line[128];
+    if (!f)
+        return false;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "HugePages_Free: %ld", &free_pages) == 1)
+            break;
+    fclose(f);
+    if (free_pages <= 0)
+        return false;
+    f = fopen("/proc/mounts", "r");
+    bool mounted = false;
+    if (!f)
+        return false;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, " hugetlbfs "))
+            mounted = true;
+    fclose(f);
+    return mounted;
+}
+
+static int log_level(int lvl)
+{
+    static const int map[] = {4, 5, 7, 8}; /* RTE_LOG_ERR, WARNING, INFO, DEBUG */
+    return (lvl >= 0 && lvl <= 3) ? map[lvl] : 5;
+}
+
+int dio_eal_init_args(int argc, char **argv, char *err, size_t errlen)
+{
+    if (rte_eal_init(argc, argv) < 0) {
+        dio__err(err, errlen, "DPDK EAL start failed: %s (see the EAL lines above)",
+                 rte_strerror(rte_errno));
+        return -(rte_errno ? rte_errno : EINVAL);
+    }
+    return 0;
+}
+
+void dio_eal_cleanup(void)
+{
+    rte_eal_cleanup();
+}
+
+int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DIO_MAX_CORES],
+                 char *err, size_t errlen)
+{
+    static char store[4096];
+    static char *argv[MAX_ARGS + 1];
+    char *p = store, *end = store + sizeof(store);
+    int argc = 0;
+
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        int n_ = snprintf(p, (size_t)(end - p), __VA_ARGS__);                                      \
+        if (n_ < 0 || n_ >= end - p || argc >= MAX_ARGS) {                                         \
+            dio__err(err, errlen, "USTACK_EAL: too many EAL arguments");                           \
+            return -E2BIG;                                                                         \
+        }                                                                                          \
+        argv[argc++] = p;                                                                          \
+        p += n_ + 1;                                                                               \
+    } while (0)
+
+    if (c->dev[0] == 0) {
+        dio__err(err, errlen,
+                 "USTACK_DEV is not set (expected a PCI address or a DPDK vdev "
+                 "string such as net_af_xdp0,iface=eth1)");
+        return -EINVAL;
+    }
+    if (c->ip == 0) {
+        dio__err(err, errlen, "USTACK_IP is not set (expected a.b.c.d/prefix)");
+        return -EINVAL;
+    }
+    if (c->ncores + 1 > RTE_MAX_LCORE || c->ncores > DIO_MAX_CORES) {
+        dio__err(err, errlen, "USTACK_CORES: too many cores (at most %d)", DIO_MAX_CORES);
+        return -EINVAL;
+    }
+    ADD("%s", prog);
+    /* Each process its own runtime directory, so two ustackd never share EAL state. */
+    ADD("--file-prefix=ustack-%ld", (long)getpid());
+    /* lcore 0 is the control thread and may run on any stack CPU; lcore k (k >= 1) is
+     * stack core k-1, pinned to its CPU. */
+    char cpus[512], *q = cpus;
+    for (unsigned i = 0; i < c->ncores; i++)
+        q += snprintf(q, sizeof(cpus) - (size_t)(q - cpus), "%s%u", i ? "," : "", c->cores[i]);
+    char lc[1024];
+    int n = snprintf(lc, sizeof(lc), "--lcores=0@(%s)", cpus);
+    for (unsigned i = 0; i < c->ncores; i++) {
+        n += snprintf(lc + n, sizeof(lc) - (size_t)n, ",%u@%u", i + 1, c->cores[i]);
+        lcores[i] = i + 1;
+    }
+    ADD("%s", lc);
+    ADD("--main-lcore=0");
+    bool huge = c->huge == 1 || (c->huge == -1 && hugepages_usable());
+    if (!huge) {
+        /* Memory for the mbuf pools (about 2.3 KiB per mbuf) plus rings and slack. */
+        unsigned long mb = 128 + (unsigned long)c->ncores * c->mbufs * 3 / 1024 +
+                           (c->mtu > 1500 ? (unsigned long)c->ncores * c->mbufs * 8 / 1024 : 0);
+        ADD("--no-huge");
+        ADD("-m");
+        ADD("%lu", mb);
+    }
+    if (is_pci(c->dev)) {
+        ADD("-a");
+        ADD("%s", c->dev);
+    } else {
+        ADD("--no-pci");
+        ADD("--vdev=%s", c->dev);
+    }
+    ADD("--log-level=%d", log_level(c->log_level));
+    /* USTACK_EAL last, so it can override what we chose. */
+    char extra[sizeof(c->eal)];
+    snprintf(extra, sizeof(extra), "%s", c->eal);
+    for (char *save = NULL, *tok = strtok_r(extra, " \t", &save); tok;
+         tok = strtok_r(NULL, " \t", &save))
+        ADD("%s", tok);
+#undef ADD
+    argv[argc] = NULL;
+    if (c->log_level >= SHIM_LOG_DEBUG) {
+        fprintf(stderr, "ustack: EAL arguments:");
+        for (int i = 1; i < argc; i++)
+            fprintf(stderr, " %s", argv[i]);
+        fprintf(stderr, "\n");
+    }
+    int rc = dio_eal_init_args(argc, argv, err, errlen);
+    if (rc) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", err);
+        dio__err(err, errlen, "USTACK_DEV=%s USTACK_CORES=%s: %s", c->dev, cpus, why);
+    }
+    return rc;
+}
+
+int dio_port_find(const char *dev, uint16_t *port_id, char *err, size_t errlen)
+{
+    char name[RTE_ETH_NAME_MAX_LEN];
+    size_t n = strcspn(dev, ",");
+    if (n >= sizeof(name) - 5) {
+        dio__err(err, errlen, "USTACK_DEV=%s: device name too long", dev);
+        return -EINVAL;
+    }
+    memcpy(name, dev, n);
+    name[n] = 0;
+    if (rte_eth_dev_get_port_by_name(name, port_id) == 0)
+        return 0;
+    if (is_pci(dev) && strchr(name, ':') == strrchr(name, ':')) {
+        /* DPDK names PCI ports with the domain: 01:00.0 is 0000:01:00.0. */
+        char full[RTE_ETH_NAME_MAX_LEN + 8];
+        snprintf(full, sizeof(full), "0000:%s", name);
+        if (rte_eth_dev_get_port_by_name(full, port_id) == 0)
+            return 0;
+    }
+    dio__err(err, errlen,
+             "USTACK_DEV=%s: DPDK could not open this device (no port named %s after probing; "
+             "see the EAL lines above: is the interface present, the PCI device bound to a "
+             "DPDK-capable driver, and are we root?)",
+             dev, name);
+    return -ENODEV;
+}
+
+int dio_ring_pair(const char *name, unsigned nq, uint16_t *a, uint16_t *b, char *err, size_t errlen)
+{
+    struct rte_ring *ab[RTE_MAX_QUEUES_PER_PORT], *ba[RTE_MAX_QUEUES_PER_PORT];
+    char rn[RTE_RING_NAMESIZE];
+    if (nq == 0 || nq > 16) {
+        dio__err(err, errlen, "ring pair %s: 1..16 queues", name);
+        return -EINVAL;
+    }
+    for (unsigned i = 0; i < nq; i++) {
+        snprintf(rn, sizeof(rn), "%s_ab%u", name, i);
+        ab[i] = rte_ring_create(rn, 2048, (int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
+        snprintf(rn, sizeof(rn), "%s_ba%u", name, i);
+        ba[i] = rte_ring_create(rn, 2048, (int)rte_socket_id(), RING_F_SP_ENQ | RING_F_SC_DEQ);
+        if (!ab[i] || !ba[i]) {
+            dio__err(err, errlen, "ring pair %s: %s", name, rte_strerror(rte_errno));
+            return -ENOMEM;
+        }
+    }
+    char pn[64];
+    snprintf(pn, sizeof(pn), "%s_a", name);
+    int pa = rte_eth_from_rings(pn, ba, nq, ab, nq, rte_socket_id());
+    snprintf(pn, sizeof(pn), "%s_b", name);
+    int pb = rte_eth_from_rings(pn, ab, nq, ba, nq, rte_socket_id());
+    if (pa < 0 || pb < 0) {
+        dio__err(err, errlen, "ring pair %s: rte_eth_from_rings: %s", name,
+                 rte_strerror(rte_errno));
+        return -ENODEV;
+    }
+    *a = (uint16_t)pa;
+    *b = (uint16_t)pb;
+    return 0;
+}

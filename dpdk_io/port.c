@@ -1,0 +1,366 @@
+/*
+ * port.c - configuring a DPDK port for a stack (queues, RSS, offloads, MTU, mbuf pools) and
+ * the engine's transmit path.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <rte_errno.h>
+#include <rte_log.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include "dio_int.h"
+
+#define RX_DESC 1024
+#define TX_DESC 1024
+
+/* A symmetric Toeplitz key: with the 16-bit pattern 0x6d5a repeated, swapping source and
+ * destination (addresses and ports) gives the same hash, so both directions of a
+ * connection land on the same queue (Woo and Park, "Scalable TCP Session Monitoring with
+ * Symmetric Receive-side Scaling", 2012). */
+static void symmetric_key(uint8_t *key, unsigned len)
+{
+    for (unsigned i = 0; i < len; i++)
+        key[i] = (i & 1) ? 0x5a : 0x6d;
+}
+
+static struct rte_mempool *pool_for(struct dio_stack *s, unsigned socket, unsigned ncores_here,
+                                    char *err, size_t errlen)
+{
+    unsigned sock = socket < DIO_NSOCKETS ? socket : 0;
+    if (s->pools[sock])
+        return s->pools[sock];
+    char name[RTE_MEMPOOL_NAMESIZE];
+    snprintf(name, sizeof(name), "ustk%u_%u", s->port, sock);
+    /* Room for a whole frame at our MTU in one segment, so only TSO needs chains. */
+    unsigned room = s->mtu + 18u > 2048u ? s->mtu + 18u : 2048u;
+    unsigned n = s->conf.mbufs * ncores_here;
+    struct rte_mempool *mp = rte_pktmbuf_pool_create(
+        name, n, 256, 0, (uint16_t)(room + RTE_PKTMBUF_HEADROOM), (int)socket);
+    if (!mp)
+        mp = rte_pktmbuf_pool_create(name, n, 256, 0, (uint16_t)(room + RTE_PKTMBUF_HEADROOM),
+                                     SOCKET_ID_ANY);
+    if (!mp)
+        dio__err(err, errlen,
+                 "mbuf pool of %u buffers on NUMA node %u: %s (lower USTACK_MBUFS, or give EAL "
+                 "more memory with USTACK_EAL=\"-m <MB>\")",
+                 n, socket, rte_strerror(rte_errno));
+    s->pools[sock] = mp;
+    return mp;
+}
+
+static void pick_mac(struct dio_stack *s)
+{
+    struct rte_ether_addr a;
+    if (s->conf.mac_set) {
+        memcpy(a.addr_bytes, s->conf.mac, 6);
+        /* Devices that cannot change their address still receive it in promiscuous mode. */
+        if (rte_eth_dev_default_mac_addr_set(s->port, &a) != 0)
+            rte_eth_promiscuous_enable(s->port);
+        memcpy(s->mac, s->conf.mac, 6);
+        return;
+    }
+    if (rte_eth_macaddr_get(s->port, &a) == 0 && !rte_is_zero_ether_addr(&a)) {
+        memcpy(s->mac, a.addr_bytes, 6);
+        return;
+    }
+    /* Ring ports have no address of their own: make a locally administered one. */
+    if (getrandom(s->mac, 6, 0) != 6)
+        memset(s->mac, 0x42, 6);
+    s->mac[0] = (uint8_t)((s->mac[0] & 0xfe) | 0x02);
+}
+
+static const char *onoff(bool b)
+{
+    return b ? "on" : "off";
+}
+
+int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
+{
+    struct rte_eth_dev_info info;
+    uint16_t port = s->port;
+    unsigned ncores = s->sc.ncores;
+    int rc = rte_eth_dev_info_get(port, &info);
+    if (rc) {
+        dio__err(err, errlen, "port %u: no device information: %s", port, rte_strerror(-rc));
+        return rc;
+    }
+    s->nrxq = ncores < info.max_rx_queues ? ncores : info.max_rx_queues;
+    s->ntxq = ncores < info.max_tx_queues ? ncores : info.max_tx_queues;
+    if (s->nrxq == 0 || s->ntxq == 0) {
+        dio__err(err, errlen, "port %u (%s): the device has no queues", port, info.driver_name);
+        return -ENODEV;
+    }
+
+    struct rte_eth_conf pc;
+    memset(&pc, 0, sizeof(pc));
+    s->mtu = (uint16_t)s->conf.mtu;
+    if (info.max_mtu && s->mtu > info.max_mtu) {
+        dio__err(err, errlen, "USTACK_MTU=%u: larger than the device allows (%u)", s->mtu,
+                 info.max_mtu);
+        return -EINVAL;
+    }
+    pc.rxmode.mtu = s->mtu;
+
+    /* Checksums on receive and transmit, TSO when the device also chains segments. */
+    uint64_t rx_want = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+    s->rx_ol = info.rx_offload_capa & rx_want;
+    uint64_t tx_want = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+    s->tx_ol = info.tx_offload_capa & tx_want;
+    if ((info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_TCP_TSO) &&
+        (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) &&
+        (s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_CKSUM) && (s->tx_ol & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM))
+        s->tx_ol |= RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+    s->tso_max = 0;
+    if (s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO) {
+        unsigned segs = info.tx_desc_lim.nb_seg_max ? info.tx_desc_lim.nb_seg_max : 32;
+        unsigned max = (segs - 1) * 2048;
+        s->tso_max = max < 65000 ? max : 65000;
+        if (s->tso_max < 2 * 1460u) {
+            s->tx_ol &= ~RTE_ETH_TX_OFFLOAD_TCP_TSO;
+            s->tso_max = 0;
+        }
+    }
+
+    /* RSS with our key, when the device hashes TCP over IPv4 and there is more than one
+     * queue to spread over. */
+    s->key_len = info.hash_key_size ? info.hash_key_size : 40;
+    if (s->key_len > DIO_KEY_LEN)
+        s->key_len = DIO_KEY_LEN;
+    symmetric_key(s->key, DIO_KEY_LEN);
+    uint64_t hf = info.flow_type_rss_offloads & (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_TCP);
+    bool rss = s->nrxq > 1 && (hf & RTE_ETH_RSS_NONFRAG_IPV4_TCP);
+    if (rss) {
+        pc.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+        pc.rx_adv_conf.rss_conf.rss_key = s->key;
+        pc.rx_adv_conf.rss_conf.rss_key_len = (uint8_t)s->key_len;
+        pc.rx_adv_conf.rss_conf.rss_hf = hf;
+        if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_RSS_HASH)
+            s->rx_ol |= RTE_ETH_RX_OFFLOAD_RSS_HASH;
+    }
+    pc.rxmode.offloads = s->rx_ol;
+    pc.txmode.offloads = s->tx_ol;
+    /* RX interrupts let an idle core sleep in the kernel until a frame arrives. */
+    pc.intr_conf.rxq = 1;
+    rc = rte_eth_dev_configure(port, (uint16_t)s->nrxq, (uint16_t)s->ntxq, &pc);
+    if (rc) {
+        pc.intr_conf.rxq = 0;
+        rc = rte_eth_dev_configure(port, (uint16_t)s->nrxq, (uint16_t)s->ntxq, &pc);
+    }
+    if (rc && rss) {
+        /* Some devices list RSS but refuse our key or hash types: steer in software. */
+        rss = false;
+        s->rx_ol &= ~RTE_ETH_RX_OFFLOAD_RSS_HASH;
+        memset(&pc.rx_adv_conf, 0, sizeof(pc.rx_adv_conf));
+        pc.rxmode.mq_mode = RTE_ETH_MQ_RX_NONE;
+        pc.rxmode.offloads = s->rx_ol;
+        rc = rte_eth_dev_configure(port, (uint16_t)s->nrxq, (uint16_t)s->ntxq, &pc);
+    }
+    if (rc) {
+        dio__err(err, errlen, "port %u (%s): configure with %u/%u queues failed: %s", port,
+                 info.driver_name, s->nrxq, s->ntxq, rte_strerror(-rc));
+        return rc;
+    }
+
+    /* The redirection table: bucket i belongs to core i % ncores. The hardware table maps
+     * bucket i to queue i % nrxq, which is the same core whenever there is a queue per
+     * core; otherwise the software steering moves frames to their owner. */
+    s->reta_size = (rss && info.reta_size && info.reta_size <= DIO_RETA_MAX) ? info.reta_size : 128;
+    for (unsigned i = 0; i < s->reta_size; i++)
+        s->reta_core[i] = (uint16_t)(i % ncores);
+    s->hw_rss = false;
+    if (rss) {
+        struct rte_eth_rss_reta_entry64 reta[DIO_RETA_MAX / RTE_ETH_RETA_GROUP_SIZE];
+        memset(reta, 0, sizeof(reta));
+        for (unsigned i = 0; i < s->reta_size; i++) {
+            reta[i / RTE_ETH_RETA_GROUP_SIZE].mask |= 1ull << (i % RTE_ETH_RETA_GROUP_SIZE);
+            reta[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE] =
+                (uint16_t)(i % s->nrxq);
+        }
+        bool reta_ok = rte_eth_dev_rss_reta_update(port, reta, (uint16_t)s->reta_size) == 0;
+        s->hw_rss = reta_ok && s->nrxq == ncores;
+    }
+
+    uint16_t nrxd = RX_DESC, ntxd = TX_DESC;
+    rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrxd, &ntxd);
+
+    /* Pools per NUMA node, sized by the cores on that node. */
+    unsigned per_socket[DIO_NSOCKETS] = {0};
+    for (unsigned i = 0; i < ncores; i++) {
+        unsigned sock = rte_lcore_to_socket_id(s->sc.lcores[i]);
+        per_socket[sock < DIO_NSOCKETS ? sock : 0]++;
+    }
+    for (unsigned i = 0; i < ncores; i++) {
+        struct dio_core *c = &s->cores[i];
+        unsigned sock = rte_lcore_to_socket_id(c->lcore);
+        c->pool = pool_for(s, sock, per_socket[sock < DIO_NSOCKETS ? sock : 0], err, errlen);
+        if (!c->pool)
+            return -ENOMEM;
+        c->rxq = i < s->nrxq ? (int)i : -1;
+        c->txq = i < s->ntxq ? (int)i : -1;
+        if (c->rxq >= 0) {
+            struct rte_eth_rxconf rxc = info.default_rxconf;
+            rxc.offloads = s->rx_ol;
+            rc = rte_eth_rx_queue_setup(port, (uint16_t)i, nrxd, sock, &rxc, c->pool);
+            if (rc) {
+                dio__err(err, errlen, "port %u: RX queue %u: %s", port, i, rte_strerror(-rc));
+                return rc;
+            }
+        }
+        if (c->txq >= 0) {
+            struct rte_eth_txconf txc = info.default_txconf;
+            txc.offloads = s->tx_ol;
+            rc = rte_eth_tx_queue_setup(port, (uint16_t)i, ntxd, sock, &txc);
+            if (rc) {
+                dio__err(err, errlen, "port %u: TX queue %u: %s", port, i, rte_strerror(-rc));
+                return rc;
+            }
+        }
+    }
+    /* Some drivers take the MTU only here; a device without the call keeps its own. */
+    rc = rte_eth_dev_set_mtu(port, s->mtu);
+    if (rc && rc != -ENOTSUP) {
+        dio__err(err, errlen, "USTACK_MTU=%u: the device refused it: %s", s->mtu,
+                 rte_strerror(-rc));
+        return rc;
+    }
+    pick_mac(s);
+    rc = rte_eth_dev_start(port);
+    if (rc) {
+        dio__err(err, errlen, "port %u (%s): start failed: %s", port, info.driver_name,
+                 rte_strerror(-rc));
+        return rc;
+    }
+    s->port_started = true;
+    /* Whether queue interrupts exist: asked once here, quietly, since devices without
+     * them log an error for the question. */
+    uint32_t lvl = rte_log_get_global_level();
+    rte_log_set_global_level(RTE_LOG_EMERG);
+    s->rx_intr = pc.intr_conf.rxq && rte_eth_dev_rx_intr_ctl_q_get_fd(port, 0) >= 0;
+    rte_log_set_global_level(lvl);
+    /* Multicast is not needed (ARP is broadcast), and promiscuity only costs. */
+    snprintf(s->desc, sizeof(s->desc),
+             "driver=%s queues=%u/%u cores=%u rss=%s steering=%s rx_csum=%s tx_csum=%s tso=%s "
+             "mtu=%u mac=%02x:%02x:%02x:%02x:%02x:%02x",
+             info.driver_name, s->nrxq, s->ntxq, ncores, rss ? (s->hw_rss ? "hw" : "hw+sw") : "off",
+             s->hw_rss || ncores == 1 ? "none" : "software",
+             onoff(s->rx_ol & RTE_ETH_RX_OFFLOAD_TCP_CKSUM),
+             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_CKSUM),
+             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO), s->mtu, s->mac[0], s->mac[1], s->mac[2],
+             s->mac[3], s->mac[4], s->mac[5]);
+    return 0;
+}
+
+/* ---- Transmit ------------------------------------------------------------------------- */
+
+/* Copies the engine's frame into an mbuf (a chain only for TSO frames). The engine's
+ * buffers are per socket rings that it reuses at once, so a copy is the simple and safe
+ * contract; attaching external buffers is a later optimisation. */
+int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta)
+{
+    struct dio_core *c = io_ctx;
+    struct dio_stack *s = c->s;
+    if (c->ntx >= DIO_TXBUF) {
+        dio__tx_flush(c, 0, true);
+        if (c->ntx >= DIO_TXBUF) {
+            c->ctr.tx_drop_full++;
+            return -ENOBUFS;
+        }
+    }
+    struct rte_mbuf *head = rte_pktmbuf_alloc(c->pool);
+    if (!head) {
+        c->ctr.tx_drop_nombuf++;
+        return -ENOBUFS;
+    }
+    struct rte_mbuf *seg = head;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *src = iov[i].base;
+        size_t left = iov[i].len;
+        while (left) {
+            uint16_t room = rte_pktmbuf_tailroom(seg);
+            if (room == 0) {
+                struct rte_mbuf *next = rte_pktmbuf_alloc(c->pool);
+                if (!next || head->nb_segs >= RTE_MBUF_MAX_NB_SEGS - 1) {
+                    rte_pktmbuf_free(next);
+                    rte_pktmbuf_free(head);
+                    c->ctr.tx_drop_nombuf++;
+                    return -ENOBUFS;
+                }
+                seg->next = next;
+                head->nb_segs++;
+                seg = next;
+                room = rte_pktmbuf_tailroom(seg);
+            }
+            uint16_t k = left < room ? (uint16_t)left : room;
+            memcpy(rte_pktmbuf_mtod_offset(seg, uint8_t *, seg->data_len), src, k);
+            seg->data_len = (uint16_t)(seg->data_len + k);
+            head->pkt_len += k;
+            src += k;
+            left -= k;
+        }
+    }
+    if (meta->flags) {
+        head->l2_len = meta->l2_len;
+        head->l3_len = meta->l3_len;
+        head->l4_len = meta->l4_len;
+        uint64_t f = RTE_MBUF_F_TX_IPV4;
+        if (meta->flags & STK_TX_IP_CSUM)
+            f |= RTE_MBUF_F_TX_IP_CKSUM;
+        if (meta->flags & STK_TX_TCP_CSUM)
+            f |= RTE_MBUF_F_TX_TCP_CKSUM;
+        if (meta->flags & STK_TX_TSO) {
+            f |= RTE_MBUF_F_TX_TCP_SEG;
+            head->tso_segsz = meta->tso_mss;
+            c->ctr.tx_tso++;
+        }
+        head->ol_flags |= f;
+    }
+    if (c->ntx == 0)
+        c->tx_first_us = dio_now();
+    c->txbuf[c->ntx++] = head;
+    (void)s;
+    return 0;
+}
+
+/* Sends what the core holds: on its own TX queue, or through the queue owner's forwarding
+ * ring when the device has fewer TX queues than there are cores. Unless forced, a partial
+ * burst may wait up to USTACK_TX_FLUSH_US for company. */
+void dio__tx_flush(struct dio_core *c, uint64_t now_us, bool force)
+{
+    struct dio_stack *s = c->s;
+    if (c->ntx == 0)
+        return;
+    if (!force && s->conf.tx_flush_us && c->ntx < DIO_BURST &&
+        now_us - c->tx_first_us < s->conf.tx_flush_us)
+        return;
+    unsigned sent;
+    if (c->txq >= 0) {
+        uint16_t n = (uint16_t)c->ntx;
+        if (s->tx_ol)
+            n = rte_eth_tx_prepare(s->port, (uint16_t)c->txq, c->txbuf, n);
+        sent = rte_eth_tx_burst(s->port, (uint16_t)c->txq, c->txbuf, n);
+        if (n < c->ntx && sent == n) {
+            /* A frame the device cannot take as prepared: drop it, or it blocks the rest. */
+            rte_pktmbuf_free(c->txbuf[n]);
+            c->ctr.tx_drop_full++;
+            memmove(&c->txbuf[n], &c->txbuf[n + 1], (c->ntx - n - 1) * sizeof(c->txbuf[0]));
+            c->ntx--;
+        }
+        c->ctr.tx_bursts++;
+        c->ctr.tx_pkts += sent;
+    } else {
+        struct dio_core *owner = &s->cores[c->idx % s->ntxq];
+        sent = rte_ring_mp_enqueue_burst(owner->txfwd, (void **)c->txbuf, c->ntx, NULL);
+        c->ctr.tx_forwarded += sent;
+        if (sent && atomic_load(&owner->sleeping))
+            dio__wake(owner);
+    }
+    if (sent < c->ntx)
+        memmove(c->txbuf, c->txbuf + sent, (c->ntx - sent) * sizeof(c->txbuf[0]));
+    c->ntx -= sent;
+    if (c->ntx)
+        c->tx_first_us = now_us ? now_us : dio_now();
+}

@@ -1,0 +1,80 @@
+/*
+ * conf.h - ustack's configuration: the USTACK_* environment variables and the file named
+ * by USTACK_CONF, parsed and validated once at start-up.
+ *
+ * Used by ustackd (dpdk_io/) and, later, by libustack.so (preload/), so it must not
+ * allocate memory (the interposer may call it while malloc itself is being resolved) and
+ * must not depend on DPDK. A variable set in the environment wins over the same name in
+ * the USTACK_CONF file. A bad value makes shim_conf_load() fail with one line in err that
+ * names the variable, the value and what is accepted, e.g.
+ *   "USTACK_IP=10.0.0/24: not an IPv4 address/prefix (expected a.b.c.d/0..32)"
+ * A value that came from the file also gets " [from <file>:<line>]" at the end. Every
+ * variable is checked, even when USTACK=0, and a variable that is set but empty is an error
+ * (unset it to get the default). The echoed value is cut to 64 bytes, control bytes as '?'.
+ *
+ * The USTACK_CONF file (at most 8192 bytes): one NAME=value per line, blanks around name
+ * and value ignored, one pair of matching '...' or "..." around the value dropped (no
+ * escapes), blank lines and lines starting with # ignored (no # comments after a value).
+ * Every name must be a known USTACK_* variable other than USTACK_CONF, at most once.
+ *
+ * Unknown names: shim_conf_load() also walks environ and fails on any USTACK_* name it does
+ * not know (catching typos such as USTACK_CORE), except USTACK_TEST_*, which are test
+ * harness knobs. shim_conf_load_from() cannot enumerate its lookup, so there unknown names
+ * are only caught in the file.
+ */
+#ifndef USTACK_SHIM_CONF_H
+#define USTACK_SHIM_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHIM_MAX_CORES 64
+
+enum shim_log_level { SHIM_LOG_ERROR = 0, SHIM_LOG_WARN, SHIM_LOG_INFO, SHIM_LOG_DEBUG };
+
+struct shim_conf {
+    int enabled;    /* USTACK: 1 (default) or 0 */
+    char dev[256];  /* USTACK_DEV: PCI address or vdev string; "" = not set */
+    uint32_t ip;    /* USTACK_IP a.b.c.d/prefix, host byte order; 0 = not set */
+    uint8_t prefix; /*   the prefix length (0..32) */
+    uint32_t gw;    /* USTACK_GW a.b.c.d, host order; 0 = none. Must be on-subnet. */
+    uint8_t mac[6]; /* USTACK_MAC xx:xx:xx:xx:xx:xx; mac_set says whether given */
+    int mac_set;
+    /* USTACK_CORES "0", "0,1", "0-3", "0,2-3": ascending, no duplicates, each an allowed
+     * CPU. Default "0", or the lowest allowed CPU if the affinity mask excludes CPU 0. */
+    unsigned ncores;
+    unsigned cores[SHIM_MAX_CORES];
+    char eal[512];          /* USTACK_EAL: extra EAL arguments, split on blanks by the user */
+    int log_level;          /* USTACK_LOG error|warn|info|debug or 0..3; default warn */
+    unsigned mtu;           /* USTACK_MTU 576..9000; default 1500 */
+    unsigned idle_spin_us;  /* USTACK_IDLE_SPIN_US 0..1000000: busy-poll this long after
+                               the last work before sleeping; default 200 */
+    unsigned idle_sleep_us; /* USTACK_IDLE_SLEEP_US 10..100000: longest sleep while idle
+                               (when the device has no RX interrupt); default 2000 */
+    unsigned tx_flush_us;   /* USTACK_TX_FLUSH_US 0..1000: longest a frame waits in a
+                               partial TX burst; default 0 (flush every loop) */
+    unsigned sndbuf;        /* USTACK_SNDBUF bytes 4096..64 MiB, or with a K/M suffix
+                               (x1024, x1048576); 0 = engine default */
+    unsigned rcvbuf;        /* USTACK_RCVBUF likewise; 0 = engine default */
+    unsigned max_socks;     /* USTACK_MAX_SOCKS per core 16..16777216; 0 = engine default */
+    int cc;                 /* USTACK_CC newreno|cubic -> 0 / 1 (enum stk_cc_algo) */
+    unsigned mbufs;         /* USTACK_MBUFS per core 1024..1048576; default 16384 */
+    int huge;               /* USTACK_HUGE auto|0|1: -1 auto (use hugepages if reserved) */
+};
+
+/* Fills c with the defaults, then the USTACK_CONF file (if named), then the environment.
+ * Returns 0, or -EINVAL / -ENOENT (USTACK_CONF names a file that cannot be read) with a
+ * one-line reason in err (err may be NULL; a short err is truncated, always terminated).
+ * On failure *c is partly filled and must not be used. */
+int shim_conf_load(struct shim_conf *c, char *err, size_t errlen);
+
+/* The same with a caller-supplied lookup instead of getenv() (tests); lookup returns NULL
+ * for an unset name. */
+typedef const char *(*shim_conf_lookup_fn)(void *ctx, const char *name);
+int shim_conf_load_from(struct shim_conf *c, shim_conf_lookup_fn lookup, void *ctx, char *err,
+                        size_t errlen);
+
+/* "a.b.c.d" from a host-order address into buf (>= 16 bytes); returns buf. */
+const char *shim_ip_str(uint32_t ip, char *buf);
+
+#endif

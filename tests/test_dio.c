@@ -1,0 +1,340 @@
+/*
+ * test_dio.c - the DPDK runtime end to end: two stacks in one process, joined back to back
+ * by ring ports (dio_ring_pair), one serving the built-in echo service and the other running
+ * a client on its stack cores. Byte-exact bulk transfer and many short connections, with 1
+ * and 2 cores per stack, one or two queues (ring ports have no RSS, so with two cores the
+ * software steering and, with one queue, TX forwarding carry the traffic).
+ *
+ * Each test runs in its own forked process (Check's default), which starts its own EAL with
+ * --no-huge and a unique file prefix.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dio.h"
+
+#define IP_A      ((198u << 24) | (18u << 16) | (1u << 8) | 1u)
+#define IP_B      ((198u << 24) | (18u << 16) | (1u << 8) | 2u)
+#define ECHO_PORT 7
+
+/* ---- A client app run on the stack cores of stack A ------------------------------------ */
+
+struct tconn {
+    int sd;
+    uint32_t seed;
+    uint64_t sent, rcvd;
+    int state; /* 0 unused, 1 open, 2 finished */
+};
+
+struct tclient {
+    unsigned conns_per_core, max_active;
+    uint64_t bytes;
+    atomic_uint done, failed, mismatched;
+};
+
+struct tcore {
+    struct tclient *cl;
+    struct tconn *c;
+    unsigned next, active;
+    uint8_t buf[16384];
+};
+
+static inline uint8_t pat(uint32_t seed, uint64_t i)
+{
+    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    return (uint8_t)(x >> 29);
+}
+
+static int cl_init(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    (void)now;
+    struct tclient *cl = ctx;
+    struct tcore *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -1;
+    t->cl = cl;
+    t->c = calloc(cl->conns_per_core, sizeof(*t->c));
+    if (!t->c)
+        return -1;
+    for (unsigned i = 0; i < cl->conns_per_core; i++)
+        t->c[i].seed = (dio_core_index(c) << 20) ^ (i * 2654435761u);
+    dio_core_set_app_data(c, t);
+    return 0;
+}
+
+static void conn_fail(struct tcore *t, struct stk_engine *e, stk_time_t now, struct tconn *k)
+{
+    atomic_fetch_add(&t->cl->failed, 1);
+    stk_abort(e, now, k->sd);
+    k->state = 2;
+    t->active--;
+}
+
+static unsigned cl_poll(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    (void)ctx;
+    struct tcore *t = dio_core_app_data(c);
+    struct tclient *cl = t->cl;
+    struct stk_engine *e = dio_core_engine(c);
+    unsigned work = 0;
+    while (t->active < cl->max_active && t->next < cl->conns_per_core) {
+        struct tconn *k = &t->c[t->next++];
+        k->sd = stk_socket(e, k);
+        struct stk_sockaddr to = {.ip = IP_B, .port = ECHO_PORT};
+        if (k->sd < 0 || stk_connect(e, now, k->sd, &to) != -EINPROGRESS) {
+            atomic_fetch_add(&cl->failed, 1);
+            k->state = 2;
+            continue;
+        }
+        stk_setopt(e, now, k->sd, STK_TCP_NODELAY, 1);
+        k->state = 1;
+        t->active++;
+        work++;
+    }
+    for (unsigned i = 0; i < t->next; i++) {
+        struct tconn *k = &t->c[i];
+        if (k->state != 1)
+            continue;
+        uint32_t ev = stk_events(e, k->sd);
+        if (ev & (STK_EV_ERR | STK_EV_HUP)) {
+            conn_fail(t, e, now, k);
+            continue;
+        }
+        if (!(ev & (STK_EV_OUT | STK_EV_IN)))
+            continue;
+        while (k->sent < cl->bytes) {
+            uint64_t n = cl->bytes - k->sent;
+            if (n > sizeof(t->buf))
+                n = sizeof(t->buf);
+            for (uint64_t j = 0; j < n; j++)
+                t->buf[j] = pat(k->seed, k->sent + j);
+            ssize_t w = stk_send(e, now, k->sd, t->buf, n, 0);
+            if (w <= 0)
+                break;
+            k->sent += (uint64_t)w;
+            work++;
+        }
+        for (;;) {
+            ssize_t r = stk_recv(e, now, k->sd, t->buf, sizeof(t->buf), 0);
+            if (r <= 0)
+                break;
+            for (ssize_t j = 0; j < r; j++) {
+                if (t->buf[j] != pat(k->seed, k->rcvd + (uint64_t)j)) {
+                    atomic_fetch_add(&cl->mismatched, 1);
+                    break;
+                }
+            }
+            k->rcvd += (uint64_t)r;
+            work++;
+        }
+        if (k->rcvd > cl->bytes) {
+            conn_fail(t, e, now, k);
+        } else if (k->rcvd == cl->bytes) {
+            stk_close(e, now, k->sd);
+            k->state = 2;
+            t->active--;
+            atomic_fetch_add(&cl->done, 1);
+        }
+    }
+    return work;
+}
+
+static void cl_fini(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    (void)ctx;
+    struct tcore *t = dio_core_app_data(c);
+    struct stk_engine *e = dio_core_engine(c);
+    for (unsigned i = 0; i < t->next; i++)
+        if (t->c[i].state == 1)
+            stk_abort(e, now, t->c[i].sd);
+    free(t->c);
+    free(t);
+}
+
+/* ---- Set-up -------------------------------------------------------------------------- */
+
+static void eal_start(void)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "--file-prefix=ustack-test-dio-%ld", (long)getpid());
+    /* lcore 0: this thread; 1..2 stack A, 3..4 stack B, spread over the first two CPUs
+     * (or all on CPU 0 on a one-CPU machine). */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *lc = ncpu > 1 ? "--lcores=0@0,1@0,2@1,3@1,4@0" : "--lcores=0@0,1@0,2@0,3@0,4@0";
+    char *argv[] = {"test_dio", prefix,           "--no-huge",     "-m", "600", "--no-pci",
+                    (char *)lc, "--main-lcore=0", "--log-level=3", NULL};
+    char err[256];
+    int rc = dio_eal_init_args(9, argv, err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s", err);
+}
+
+static struct shim_conf conf_for(uint32_t ip)
+{
+    struct shim_conf c;
+    memset(&c, 0, sizeof(c));
+    c.ip = ip;
+    c.prefix = 24;
+    c.mtu = 1500;
+    c.idle_spin_us = 0; /* four stack threads share two CPUs: yield as soon as idle */
+    c.idle_sleep_us = 200;
+    c.mbufs = 8192;
+    c.sndbuf = c.rcvbuf = 256 * 1024;
+    c.huge = 0;
+    return c;
+}
+
+struct pair {
+    struct shim_conf ca, cb;
+    struct dio_stack *a, *b;
+    struct dio_services svc;
+    struct tclient cl;
+};
+
+static void pair_start(struct pair *p, unsigned ncores, unsigned nq)
+{
+    char err[256];
+    uint16_t pa, pb;
+    eal_start();
+    ck_assert_msg(dio_ring_pair("tp", nq, &pa, &pb, err, sizeof(err)) == 0, "%s", err);
+    p->ca = conf_for(IP_A);
+    p->cb = conf_for(IP_B);
+    p->svc.echo_port = ECHO_PORT;
+
+    struct dio_stack_conf sb = {.conf = &p->cb, .port_id = pb, .ncores = ncores};
+    sb.lcores[0] = 3;
+    sb.lcores[1] = 4;
+    sb.app = dio_services_app(&p->svc);
+    ck_assert_msg(dio_stack_create(&sb, &p->b, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(dio_stack_start(p->b, err, sizeof(err)) == 0, "%s", err);
+
+    struct dio_stack_conf sa = {.conf = &p->ca, .port_id = pa, .ncores = ncores};
+    sa.lcores[0] = 1;
+    sa.lcores[1] = 2;
+    sa.app = (struct dio_app){.ctx = &p->cl, .init = cl_init, .poll = cl_poll, .fini = cl_fini};
+    ck_assert_msg(dio_stack_create(&sa, &p->a, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(dio_stack_start(p->a, err, sizeof(err)) == 0, "%s", err);
+}
+
+/* Waits (bounded) for the client to finish every connection. */
+static void wait_done(struct pair *p, unsigned ncores, unsigned seconds)
+{
+    unsigned total = p->cl.conns_per_core * ncores;
+    for (unsigned i = 0; i < seconds * 100; i++) {
+        if (atomic_load(&p->cl.done) + atomic_load(&p->cl.failed) >= total)
+            break;
+        usleep(10000);
+    }
+    ck_assert_uint_eq(atomic_load(&p->cl.mismatched), 0);
+    ck_assert_uint_eq(atomic_load(&p->cl.failed), 0);
+    ck_assert_uint_eq(atomic_load(&p->cl.done), total);
+}
+
+static void pair_stop(struct pair *p)
+{
+    dio_stack_stop(p->a, 500);
+    dio_stack_stop(p->b, 500);
+}
+
+static void pair_destroy(struct pair *p)
+{
+    dio_stack_destroy(p->a);
+    dio_stack_destroy(p->b);
+}
+
+static void run_bulk(unsigned ncores, unsigned nq, unsigned conns, uint64_t bytes)
+{
+    static struct pair p;
+    memset(&p, 0, sizeof(p));
+    p.cl.conns_per_core = conns;
+    p.cl.max_active = conns;
+    p.cl.bytes = bytes;
+    pair_start(&p, ncores, nq);
+    wait_done(&p, ncores, 90);
+    pair_stop(&p);
+    /* Every byte went through both engines, and each core carried its own connections. */
+    uint64_t in = 0;
+    for (unsigned i = 0; i < ncores; i++) {
+        struct stk_counters ka, kb;
+        struct dio_counters da, db;
+        ck_assert_int_eq(dio_stack_counters(p.a, i, &ka, &da), 0);
+        ck_assert_int_eq(dio_stack_counters(p.b, i, &kb, &db), 0);
+        ck_assert_uint_eq(ka.tcp_active_opens, conns);
+        ck_assert_uint_gt(kb.tcp_passive_opens, 0);
+        ck_assert_uint_eq(da.rx_drop_oversize + db.rx_drop_oversize, 0);
+        in += kb.tcp_bytes_in;
+        if (ncores > 1 && nq == 1 && i > 0)
+            ck_assert_uint_gt(da.tx_forwarded, 0); /* core 1 has no TX queue */
+        if (ncores > 1 && i == 0)
+            ck_assert_uint_gt(db.rx_steered + da.rx_steered, 0);
+    }
+    ck_assert_uint_eq(in, bytes * conns * ncores);
+    pair_destroy(&p);
+}
+
+START_TEST(bulk_one_core)
+{
+    run_bulk(1, 1, 4, 8u << 20);
+}
+END_TEST
+
+START_TEST(bulk_two_cores_one_queue)
+{
+    run_bulk(2, 1, 4, 4u << 20);
+}
+END_TEST
+
+START_TEST(bulk_two_cores_two_queues)
+{
+    run_bulk(2, 2, 4, 4u << 20);
+}
+END_TEST
+
+/* Many short connections from both client cores: each lands on the core that opened it
+ * (port_ok chose its source port), and the server spreads them over its cores by hash. */
+START_TEST(many_connections)
+{
+    static struct pair p;
+    memset(&p, 0, sizeof(p));
+    p.cl.conns_per_core = 1000;
+    p.cl.max_active = 64;
+    p.cl.bytes = 300;
+    pair_start(&p, 2, 2);
+    wait_done(&p, 2, 90);
+    pair_stop(&p);
+    unsigned passive = 0;
+    for (unsigned i = 0; i < 2; i++) {
+        struct stk_counters ka, kb;
+        ck_assert_int_eq(dio_stack_counters(p.a, i, &ka, NULL), 0);
+        ck_assert_int_eq(dio_stack_counters(p.b, i, &kb, NULL), 0);
+        ck_assert_uint_eq(ka.tcp_active_opens, 1000);
+        ck_assert_uint_eq(ka.tcp_rst_in, 0);
+        /* Both server cores took a fair share (the hash spreads source ports). */
+        ck_assert_uint_gt(kb.tcp_passive_opens, 500);
+        passive += (unsigned)kb.tcp_passive_opens;
+    }
+    ck_assert_uint_eq(passive, 2000);
+    pair_destroy(&p);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("dio");
+    TCase *tc = tcase_create("ring");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, bulk_one_core);
+    tcase_add_test(tc, bulk_two_cores_one_queue);
+    tcase_add_test(tc, bulk_two_cores_two_queues);
+    tcase_add_test(tc, many_connections);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
