@@ -18,17 +18,22 @@ TESTLIB_SRC := $(wildcard tests/lib/*.c)
 TESTLIB_HDR := $(wildcard tests/lib/*.h)
 SHIM_SRC    := $(wildcard shim/*.c)
 SHIM_HDR    := $(wildcard shim/*.h)
+# What both ends share (configuration, the region's primitives); the client side of the
+# shim (the rest of shim/) goes only into libustack.so.
+SHIM_CORE_SRC := shim/conf.c shim/shm.c
 # Suites that link DPDK are built by their own rules (and not under the sanitizers).
-DIO_TEST_SRC := tests/test_dio.c
+DIO_TEST_SRC := $(wildcard tests/test_dio.c tests/test_shmsrv.c)
 TEST_SRC    := $(filter-out $(DIO_TEST_SRC),$(wildcard tests/test_*.c))
 DPDK_CFLAGS := $(shell pkg-config --cflags libdpdk 2>/dev/null)
 DPDK_LIBS   := $(shell pkg-config --libs libdpdk 2>/dev/null) -lrte_net_ring -lnuma
 DIO_SRC     := $(filter-out dpdk_io/ustackd.c,$(wildcard dpdk_io/*.c))
 DIO_HDR     := $(wildcard dpdk_io/*.h)
 DIO_OBJ     := $(DIO_SRC:%.c=$(BUILD)/%.o)
-SHIM_OBJ_ALL = $(SHIM_SRC:%.c=$(BUILD)/%.o)
+SHIM_OBJ_ALL = $(SHIM_CORE_SRC:%.c=$(BUILD)/%.o)
 DIO_CFLAGS  := $(BASE_CFLAGS) -D_GNU_SOURCE -Ishim -Idpdk_io $(DPDK_CFLAGS)
 FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+SEM_SRC     := $(wildcard tests/sem/sem_*.c)
+SEM_BINS    := $(SEM_SRC:tests/sem/%.c=$(BUILD)/sem/%)
 
 STACK_OBJ     := $(STACK_SRC:%.c=$(BUILD)/%.o)
 STACK_SAN_OBJ := $(STACK_SRC:%.c=$(BUILD)/san/%.o)
@@ -36,12 +41,23 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run deps format format-check bench-engine clean
+.PHONY: all test check unit san-test fuzz-run net-test sem sem-test deps format format-check bench-engine clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
+# only the POSIX names (version script) and never links DPDK.
+PRELOAD_SRC := $(wildcard preload/*.c)
+PRELOAD_HDR := $(wildcard preload/*.h)
+PRELOAD_SO  := $(if $(PRELOAD_SRC),$(BUILD)/libustack.so)
+$(BUILD)/libustack.so: $(PRELOAD_SRC) $(PRELOAD_HDR) $(SHIM_SRC) $(SHIM_HDR) $(wildcard preload/*.map)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -fPIC -shared -fvisibility=hidden $(CFLAGS) -Istack -Ishim -Ipreload \
+		$(PRELOAD_SRC) $(SHIM_SRC) -Wl,--version-script=preload/libustack.map -Wl,-z,defs \
+		-ldl -lpthread -o $@
+
 # Kernel-side tools: the reference server and the load generator/verifier.
 BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
-all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(BENCHES) $(BENCH_TOOLS)
+all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS)
 
 deps:
 	@tools/deps.sh
@@ -72,19 +88,23 @@ $(BUILD)/tests/test_dio: tests/test_dio.c $(BUILD)/libdio.a $(BUILD)/libstk.a
 	@mkdir -p $(dir $@)
 	$(CC) $(DIO_CFLAGS) $(CFLAGS) $< $(BUILD)/libdio.a $(BUILD)/libstk.a $(CHECK_LIBS) $(DPDK_LIBS) -lm -o $@
 
+$(BUILD)/tests/test_shmsrv: tests/test_shmsrv.c $(BUILD)/libdio.a $(BUILD)/libstk.a
+	@mkdir -p $(dir $@)
+	$(CC) $(DIO_CFLAGS) $(CFLAGS) $< $(BUILD)/libdio.a $(BUILD)/libstk.a $(CHECK_LIBS) $(DPDK_LIBS) -lm -o $@
+
 $(BUILD)/libstk.a: $(STACK_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/san/libstk.a: $(STACK_SAN_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR) $(BUILD)/libstk.a
+$(BUILD)/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_CORE_SRC) $(SHIM_HDR) $(BUILD)/libstk.a
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_SRC) $(BUILD)/libstk.a $(CHECK_LIBS) -lm -o $@
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_CORE_SRC) $(BUILD)/libstk.a $(CHECK_LIBS) -lm -o $@
 
-$(BUILD)/san/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR) $(BUILD)/san/libstk.a
+$(BUILD)/san/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_CORE_SRC) $(SHIM_HDR) $(BUILD)/san/libstk.a
 	@mkdir -p $(dir $@)
-	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_SRC) $(BUILD)/san/libstk.a $(CHECK_LIBS) -lm -o $@
+	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_CORE_SRC) $(BUILD)/san/libstk.a $(CHECK_LIBS) -lm -o $@
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(STACK_SRC) $(STACK_HDR) $(TESTLIB_SRC) $(TESTLIB_HDR)
 	@mkdir -p $(dir $@)
@@ -97,6 +117,19 @@ $(BUILD)/bench/bench_engine: bench/bench_engine.c $(TESTLIB_SRC) $(TESTLIB_HDR) 
 $(BUILD)/bench/kserve $(BUILD)/bench/loadgen: $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -pthread $< -lm -o $@
+
+# Network tests (root): ustackd against the kernel through veth pairs in namespaces.
+net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen
+	@tests/net/run-all.sh
+
+# Socket-semantics programs (tests/sem): run on the kernel (proving every expectation is the
+# kernel's own behaviour) and, once libustack.so serves them, on ustack.
+$(BUILD)/sem/%: tests/sem/%.c tests/sem/sem.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -pthread $< -o $@
+sem: $(SEM_BINS)
+sem-test: $(SEM_BINS)
+	@SEM_BIN=$(CURDIR)/$(BUILD)/sem tests/sem/run.sh
 
 unit: $(TESTS) $(DIO_TESTS)
 	@tools/run-tests $(TESTS) $(DIO_TESTS)
@@ -112,6 +145,8 @@ test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory san-test
 	@$(MAKE) --no-print-directory fuzz-run
+	@$(MAKE) --no-print-directory net-test
+	@$(MAKE) --no-print-directory sem-test
 	@$(MAKE) --no-print-directory layering-check format-check
 	@echo "make test: all suites passed"
 
@@ -120,6 +155,7 @@ check: test
 # stack/ and shim/ must never include DPDK (DESIGN.md section 1).
 layering-check:
 	@! grep -rn '#include <rte_' stack shim preload 2>/dev/null || { echo "DPDK header outside dpdk_io/"; exit 1; }
+	@if [ -f $(BUILD)/libustack.so ]; then ! ldd $(BUILD)/libustack.so | grep -q librte_ || { echo "libustack.so links DPDK"; exit 1; }; fi
 
 bench-engine: $(BUILD)/bench/bench_engine
 	$(BUILD)/bench/bench_engine

@@ -3,6 +3,7 @@
  * cycle (create, start, stop, statistics).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <numa.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #define ETHERTYPE_IP  0x0800
 #define ETHERTYPE_ARP 0x0806
 #define SLEEP_MIN_US  20
+#define APP_FD_TAG    0x80000000u /* epoll data of an app's wake eventfd */
 
 /* ---- Clock ---------------------------------------------------------------------------- */
 
@@ -130,6 +132,11 @@ static void steer(struct dio_core *c, struct dio_core *to, struct rte_mbuf *m)
         return;
     }
     c->ctr.rx_steered++;
+    /* The ring's tail store must be visible before we read the flag (and the sleeper
+     * stores the flag before it reads the ring): without a full fence x86 may satisfy
+     * this load before the store leaves the store buffer, both sides miss each other and
+     * the frame waits out the owner's whole sleep. */
+    atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load(&to->sleeping))
         dio__wake(to);
 }
@@ -186,10 +193,18 @@ static void idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
 {
     struct dio_stack *s = c->s;
     atomic_store(&c->sleeping, 1);
+    atomic_thread_fence(memory_order_seq_cst);
     /* Re-check after announcing the sleep: a producer that enqueued before seeing the flag
      * did not wake us. */
+    const struct dio_app *app = &s->sc.app;
     if (rte_ring_count(c->steer) || (c->txfwd && rte_ring_count(c->txfwd)) ||
         atomic_load(&s->stop) || c->ntx) {
+        atomic_store(&c->sleeping, 0);
+        return;
+    }
+    if (app->sleep_prepare && app->sleep_prepare(app->ctx, c)) {
+        if (app->sleep_done)
+            app->sleep_done(app->ctx, c);
         atomic_store(&c->sleeping, 0);
         return;
     }
@@ -216,6 +231,12 @@ static void idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
                 if (read(c->wake_fd, &v, sizeof(v)) < 0) {
                     /* Nothing to drain: another read got it. */
                 }
+            } else if (ev[i].data.u32 & APP_FD_TAG) {
+                uint64_t v;
+                c->ctr.wakeups++;
+                if (read((int)(ev[i].data.u32 & ~APP_FD_TAG), &v, sizeof(v)) < 0) {
+                    /* Already drained. */
+                }
             } else {
                 /* Acknowledge the RX interrupt event so it fires again. */
                 rte_eth_dev_rx_intr_ctl_q_get_fd(s->port, (uint16_t)c->rxq);
@@ -226,7 +247,15 @@ static void idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
             }
         }
     }
+    if (app->sleep_done)
+        app->sleep_done(app->ctx, c);
     atomic_store(&c->sleeping, 0);
+}
+
+int dio_core_add_wake_fd(struct dio_core *c, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)fd | APP_FD_TAG};
+    return epoll_ctl(c->ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
 static int idle_setup(struct dio_core *c)
@@ -615,6 +644,14 @@ void dio_stack_print_stats(struct dio_stack *s, FILE *f, const char *prefix)
             conns += k.conns_by_state[st];
         fprintf(f, " conns=%u\n", conns);
     }
+    /* The device's own view: frames it missed (ring full) or could not buffer. */
+    struct rte_eth_stats es;
+    if (rte_eth_stats_get(s->port, &es) == 0)
+        fprintf(f,
+                "%s port=%u ipackets=%" PRIu64 " opackets=%" PRIu64 " imissed=%" PRIu64
+                " ierrors=%" PRIu64 " oerrors=%" PRIu64 " rx_nombuf=%" PRIu64 "\n",
+                prefix, s->port, es.ipackets, es.opackets, es.imissed, es.ierrors, es.oerrors,
+                es.rx_nombuf);
     fflush(f);
 }
 

@@ -46,6 +46,11 @@ struct dio_app {
     /* The stack is stopping: close what is open (the engine keeps running briefly so that
      * FINs and RSTs go out). */
     void (*fini)(void *ctx, struct dio_core *c, stk_time_t now);
+    /* The core is about to sleep: return nonzero if work is pending (then it does not).
+     * An app with producers in other threads or processes publishes "asleep" here (and
+     * re-checks its queues after), and clears it in sleep_done. */
+    int (*sleep_prepare)(void *ctx, struct dio_core *c);
+    void (*sleep_done)(void *ctx, struct dio_core *c);
 };
 
 struct dio_stack_conf {
@@ -133,6 +138,10 @@ unsigned dio_core_index(const struct dio_core *c);
 /* Per-core application state, set by the app's init. */
 void dio_core_set_app_data(struct dio_core *c, void *p);
 void *dio_core_app_data(struct dio_core *c);
+
+/* Adds an eventfd that wakes this core from its idle sleep (the core drains it). Call from
+ * the app's init. */
+int dio_core_add_wake_fd(struct dio_core *c, int fd);
 
 /* Microseconds on the monotonic clock the engines use. */
 stk_time_t dio_now(void);

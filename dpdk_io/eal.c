@@ -3,6 +3,8 @@
  * back-to-back ring ports the tests use.
  */
 #include <ctype.h>
+#include <ftw.h>
+#include <limits.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,9 +77,24 @@ int dio_eal_init_args(int argc, char **argv, char *err, size_t errlen)
     return 0;
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
 void dio_eal_cleanup(void)
 {
+    /* EAL leaves its runtime directory (config, fbarrays, sockets: megabytes) behind;
+     * ours is per process, so remove it. */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", rte_eal_get_runtime_dir());
     rte_eal_cleanup();
+    if (strstr(dir, "/ustack-"))
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DIO_MAX_CORES],
@@ -143,7 +160,11 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
         ADD("%s", c->dev);
     } else {
         ADD("--no-pci");
-        ADD("--vdev=%s", c->dev);
+        /* AF_PACKET's default ring (512 frames) overflows under a few hundred connections'
+         * bursts, and every overflow becomes a retransmission timeout at the peer; 4096
+         * frames (8 MiB per queue) unless the user chose a size. */
+        bool pkt = strncmp(c->dev, "net_af_packet", 13) == 0 && !strstr(c->dev, "framecnt=");
+        ADD("--vdev=%s%s", c->dev, pkt ? ",framecnt=4096" : "");
     }
     ADD("--log-level=%d", log_level(c->log_level));
     /* USTACK_EAL last, so it can override what we chose. */

@@ -14,7 +14,7 @@
 
 #include "dio_int.h"
 
-#define RX_DESC 1024
+#define RX_DESC 4096
 #define TX_DESC 1024
 
 /* A symmetric Toeplitz key: with the 16-bit pattern 0x6d5a repeated, swapping source and
@@ -355,6 +355,7 @@ void dio__tx_flush(struct dio_core *c, uint64_t now_us, bool force)
         struct dio_core *owner = &s->cores[c->idx % s->ntxq];
         sent = rte_ring_mp_enqueue_burst(owner->txfwd, (void **)c->txbuf, c->ntx, NULL);
         c->ctr.tx_forwarded += sent;
+        atomic_thread_fence(memory_order_seq_cst); /* see steer() in core.c */
         if (sent && atomic_load(&owner->sleeping))
             dio__wake(owner);
     }

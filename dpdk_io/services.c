@@ -33,8 +33,10 @@ struct svc_core {
     unsigned open;
 };
 
-#define PATTERN 251
-static uint8_t pattern[PATTERN * 66]; /* any window of 16 KiB at any phase */
+#define PATTERN   251
+#define SRC_CHUNK 16384
+/* Any window of SRC_CHUNK bytes starting at any phase 0..PATTERN-1. */
+static uint8_t pattern[SRC_CHUNK + PATTERN];
 
 static void queue(struct svc_core *sc, struct conn *k)
 {
@@ -85,7 +87,7 @@ static bool serve(struct svc_core *sc, struct stk_engine *e, stk_time_t now, str
         int space = 0;
         stk_getopt(e, k->sd, STK_SO_SNDSPACE, &space);
         while (space > 0 && !(ev & (STK_EV_ERR | STK_EV_HUP))) {
-            size_t want = (size_t)space < 16384 ? (size_t)space : 16384;
+            size_t want = (size_t)space < SRC_CHUNK ? (size_t)space : SRC_CHUNK;
             ssize_t n = stk_send(e, now, k->sd, pattern + k->off % PATTERN, want, 0);
             if (n <= 0)
                 break;

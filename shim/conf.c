@@ -7,7 +7,9 @@
  * stdio), error text is formatted into the caller's buffer, and strerror_r() replaces
  * strerror().
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "conf.h"
 
 #include <errno.h>

@@ -19,10 +19,12 @@
 
 #include "stk_int.h"
 
-#define ARP_ENTRIES    256
-#define ARP_BUCKETS    128 /* power of two */
-#define ARP_QMAX       64  /* frames waiting for resolution, per engine */
-#define ARP_QPER       8   /* ... and per neighbour */
+#define ARP_ENTRIES 256
+#define ARP_BUCKETS 128 /* power of two */
+/* A passive open burst (a hundred SYNs from a host we have not resolved yet) must not lose
+ * its SYN-ACKs to a tiny queue; Linux keeps about 100 frames per neighbour (unres_qlen). */
+#define ARP_QMAX       512 /* frames waiting for resolution, per engine */
+#define ARP_QPER       64  /* ... and per neighbour */
 #define ARP_TRIES      3   /* requests sent before giving up */
 #define ARP_RETRANS_US (1 * STK_US_PER_S)
 #define ARP_LEN        28

@@ -244,6 +244,7 @@ static void pair_destroy(struct pair *p)
 {
     dio_stack_destroy(p->a);
     dio_stack_destroy(p->b);
+    dio_eal_cleanup();
 }
 
 static void run_bulk(unsigned ncores, unsigned nq, unsigned conns, uint64_t bytes)

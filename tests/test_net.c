@@ -963,33 +963,35 @@ START_TEST(cache_expiry)
 }
 END_TEST
 
+#define QPER 64  /* ARP_QPER */
+#define QMAX 512 /* ARP_QMAX */
 START_TEST(queue_bounds)
 {
     struct tn *t = tn_new();
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < QPER; i++)
         ck_assert_int_eq(send_echo(t, PEER_IP, (uint16_t)i, 100, NULL), 0);
-    ck_assert_int_eq(send_echo(t, PEER_IP, 8, 100, NULL), -ENOBUFS);
+    ck_assert_int_eq(send_echo(t, PEER_IP, QPER, 100, NULL), -ENOBUFS);
     ck_assert_uint_eq(ctr(t)->arp_queue_drop, 1);
-    /* Seven more neighbours fill the engine-wide queue of 64 frames. */
-    for (uint32_t h = 0; h < 7; h++)
-        for (int i = 0; i < 8; i++)
+    /* Seven more neighbours fill the engine-wide queue. */
+    for (uint32_t h = 0; h < QMAX / QPER - 1; h++)
+        for (int i = 0; i < QPER; i++)
             ck_assert_int_eq(send_echo(t, PKT_IP(198, 18, 0, 100 + h), (uint16_t)i, 0, NULL), 0);
     ck_assert_int_eq(send_echo(t, PKT_IP(198, 18, 0, 200), 0, 0, NULL), -ENOBUFS);
     ck_assert_uint_eq(ctr(t)->arp_queue_drop, 2);
-    ck_assert_uint_eq(ctr(t)->arp_requests, 9);
+    ck_assert_uint_eq(ctr(t)->arp_requests, QMAX / QPER + 1);
     pkt_capture_clear(&t->cap);
 
-    /* PEER's eight frames are released in order, making room again. */
+    /* PEER's frames are released in order, making room again. */
     arp_reply_from(t, PEER_MAC, PEER_IP);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < QPER; i++)
         expect_echo_to(t, PEER_MAC, PEER_IP, (uint16_t)i);
     expect_none(t);
     ck_assert_int_eq(send_echo(t, PKT_IP(198, 18, 0, 200), 1, 0, NULL), 0);
 
-    /* The rest never resolve: all 57 frames are dropped and counted. */
+    /* The rest never resolve: all their frames are dropped and counted. */
     for (int s = 1; s <= 3; s++)
         poll_at(t, T0 + (stk_time_t)s * STK_US_PER_S);
-    ck_assert_uint_eq(ctr(t)->arp_queue_drop, 2 + 57);
+    ck_assert_uint_eq(ctr(t)->arp_queue_drop, 2 + (QMAX - QPER) + 1);
     /* Only PEER's expiry is left to wait for. */
     ck_assert_uint_eq(stk__arp_next_timer(t->e), T0 + 60 * STK_US_PER_S);
     tn_free(t);

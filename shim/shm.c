@@ -1,0 +1,431 @@
+/*
+ * shm.c - the primitives of the shared-memory protocol (see shm.h and docs/shm.md): region
+ * layout, the per-core command queue, byte rings, accept queues, slot allocation, futexes.
+ * No allocation, no DPDK, no engine: both libustack.so and ustackd link it.
+ */
+#include "shm.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define RLX memory_order_relaxed
+
+/* The queues' retry loops end after this many rounds: with honest peers a round fails only
+ * when another producer/consumer won the same position, but a corrupted sequence word would
+ * otherwise keep a stack core spinning here for ever. Giving up reads as full / empty. */
+#define SHM_SPIN_MAX 4096
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) & ~(a - 1);
+}
+
+uint64_t shm_region_size(const struct shm_geometry *g)
+{
+    if (g->ncores == 0 || g->ncores > SHM_MAX_CORES || g->nsocks == 0 || g->nsocks > (1u << 24) ||
+        g->nreplies == 0 || g->nreplies > (1u << 20) || g->ring_size < 4096 ||
+        g->ring_size > (1u << 24) || (g->ring_size & (g->ring_size - 1)))
+        return 0;
+    uint64_t off = align_up(sizeof(struct shm_hdr), 4096);
+    off += align_up((uint64_t)g->ncores * sizeof(struct shm_cmdq), 4096);
+    off += align_up((uint64_t)g->nreplies * sizeof(struct shm_reply), 4096);
+    off += align_up((uint64_t)g->nsocks * sizeof(struct shm_sock), 4096);
+    off += (uint64_t)g->nsocks * 2 * g->ring_size;
+    return off;
+}
+
+void shm_region_init(void *base, const struct shm_geometry *g)
+{
+    struct shm_hdr *h = base;
+    uint64_t off = align_up(sizeof(struct shm_hdr), 4096);
+    h->off_cmdq = off;
+    off += align_up((uint64_t)g->ncores * sizeof(struct shm_cmdq), 4096);
+    h->off_reply = off;
+    off += align_up((uint64_t)g->nreplies * sizeof(struct shm_reply), 4096);
+    h->off_sock = off;
+    off += align_up((uint64_t)g->nsocks * sizeof(struct shm_sock), 4096);
+    h->off_data = off;
+    h->version = SHM_VERSION;
+    h->ncores = g->ncores;
+    h->nsocks = g->nsocks;
+    h->nreplies = g->nreplies;
+    h->ring_size = g->ring_size;
+    h->size = shm_region_size(g);
+    for (uint32_t c = 0; c < g->ncores; c++) {
+        struct shm_cmdq *q = shm_cmdq(base, c);
+        for (uint32_t i = 0; i < SHM_CMDQ_LEN; i++)
+            atomic_store_explicit(&q->slot[i].seq, i, RLX);
+        q->wake_fd = -1;
+    }
+    atomic_store_explicit(&h->state, SHM_STARTING, RLX);
+    /* The magic last: a region is not valid before it is laid out. */
+    atomic_thread_fence(REL);
+    h->magic = SHM_MAGIC;
+}
+
+int shm_region_check(const void *base, uint64_t mapped)
+{
+    const struct shm_hdr *h = base;
+    if (mapped < sizeof(*h) || h->magic != SHM_MAGIC || h->version != SHM_VERSION)
+        return -EINVAL;
+    struct shm_geometry g = {h->ncores, h->nsocks, h->nreplies, h->ring_size};
+    uint64_t size = shm_region_size(&g);
+    if (size == 0 || size != h->size || size > mapped)
+        return -EINVAL;
+    /* The offsets must be the ones this geometry gives. */
+    struct shm_hdr ref;
+    memset(&ref, 0, sizeof(ref));
+    uint64_t off = align_up(sizeof(struct shm_hdr), 4096);
+    ref.off_cmdq = off;
+    off += align_up((uint64_t)g.ncores * sizeof(struct shm_cmdq), 4096);
+    ref.off_reply = off;
+    off += align_up((uint64_t)g.nreplies * sizeof(struct shm_reply), 4096);
+    ref.off_sock = off;
+    off += align_up((uint64_t)g.nsocks * sizeof(struct shm_sock), 4096);
+    ref.off_data = off;
+    if (h->off_cmdq != ref.off_cmdq || h->off_reply != ref.off_reply ||
+        h->off_sock != ref.off_sock || h->off_data != ref.off_data)
+        return -EINVAL;
+    return 0;
+}
+
+/* ---- Command queue: Vyukov's bounded queue. Slot i holds sequence number pos when free
+ * for the producer at position pos, pos + 1 when filled for the consumer. --------------- */
+
+int shm_cmdq_push(struct shm_cmdq *q, const struct shm_cmd *c)
+{
+    uint32_t pos = atomic_load_explicit(&q->enq, RLX);
+    for (int spin = 0; spin < SHM_SPIN_MAX; spin++) {
+        struct shm_cmd *s = &q->slot[pos & (SHM_CMDQ_LEN - 1)];
+        uint32_t seq = atomic_load_explicit(&s->seq, ACQ);
+        int32_t dif = (int32_t)(seq - pos);
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&q->enq, &pos, pos + 1, RLX, RLX)) {
+                /* Copy everything but the sequence word, then publish. */
+                memcpy((char *)s + sizeof(s->seq), (const char *)c + sizeof(c->seq),
+                       sizeof(*c) - sizeof(c->seq));
+                atomic_store_explicit(&s->seq, pos + 1, REL);
+                return 0;
+            }
+        } else if (dif < 0) {
+            return -EAGAIN;
+        } else {
+            pos = atomic_load_explicit(&q->enq, RLX);
+        }
+    }
+    return -EAGAIN;
+}
+
+int shm_cmdq_pop(struct shm_cmdq *q, struct shm_cmd *out)
+{
+    uint32_t pos = atomic_load_explicit(&q->deq, RLX);
+    struct shm_cmd *s = &q->slot[pos & (SHM_CMDQ_LEN - 1)];
+    uint32_t seq = atomic_load_explicit(&s->seq, ACQ);
+    if ((int32_t)(seq - (pos + 1)) < 0)
+        return 0;
+    memcpy((char *)out + sizeof(out->seq), (const char *)s + sizeof(s->seq),
+           sizeof(*out) - sizeof(out->seq));
+    atomic_store_explicit(&s->seq, pos + SHM_CMDQ_LEN, REL);
+    atomic_store_explicit(&q->deq, pos + 1, RLX);
+    return 1;
+}
+
+bool shm_cmdq_empty(struct shm_cmdq *q)
+{
+    uint32_t pos = atomic_load_explicit(&q->deq, RLX);
+    uint32_t seq = atomic_load_explicit(&q->slot[pos & (SHM_CMDQ_LEN - 1)].seq, ACQ);
+    return (int32_t)(seq - (pos + 1)) < 0;
+}
+
+/* ---- Byte rings ---------------------------------------------------------------------- */
+
+bool shm_ring_sane(const struct shm_ring *r, uint32_t size)
+{
+    uint32_t h = atomic_load_explicit(&r->head, ACQ), t = atomic_load_explicit(&r->tail, ACQ);
+    return h - t <= size;
+}
+
+uint32_t shm_ring_used(const struct shm_ring *r, uint32_t size)
+{
+    uint32_t h = atomic_load_explicit(&r->head, ACQ), t = atomic_load_explicit(&r->tail, RLX);
+    uint32_t u = h - t;
+    return u <= size ? u : 0;
+}
+
+uint32_t shm_ring_space(const struct shm_ring *r, uint32_t size)
+{
+    uint32_t h = atomic_load_explicit(&r->head, RLX), t = atomic_load_explicit(&r->tail, ACQ);
+    uint32_t u = h - t;
+    return u <= size ? size - u : 0;
+}
+
+int shm_ring_wspan(const struct shm_ring *r, uint8_t *data, uint32_t size, uint8_t *p[2],
+                   uint32_t n[2])
+{
+    uint32_t space = shm_ring_space(r, size);
+    uint32_t h = atomic_load_explicit(&r->head, RLX);
+    uint32_t at = h & (size - 1);
+    uint32_t first = size - at < space ? size - at : space;
+    p[0] = data + at;
+    n[0] = first;
+    p[1] = data;
+    n[1] = space - first;
+    return space == 0 ? 0 : (n[1] ? 2 : 1);
+}
+
+void shm_ring_produce(struct shm_ring *r, uint32_t len)
+{
+    atomic_store_explicit(&r->head, atomic_load_explicit(&r->head, RLX) + len, REL);
+}
+
+int shm_ring_rspan(const struct shm_ring *r, const uint8_t *data, uint32_t size,
+                   const uint8_t *p[2], uint32_t n[2])
+{
+    uint32_t used = shm_ring_used(r, size);
+    uint32_t t = atomic_load_explicit(&r->tail, RLX);
+    uint32_t at = t & (size - 1);
+    uint32_t first = size - at < used ? size - at : used;
+    p[0] = data + at;
+    n[0] = first;
+    p[1] = data;
+    n[1] = used - first;
+    return used == 0 ? 0 : (n[1] ? 2 : 1);
+}
+
+uint32_t shm_ring_write(struct shm_ring *r, uint8_t *data, uint32_t size, const void *src,
+                        uint32_t len)
+{
+    uint8_t *p[2];
+    uint32_t n[2];
+    int k = shm_ring_wspan(r, data, size, p, n);
+    uint32_t done = 0;
+    for (int i = 0; i < k && done < len; i++) {
+        uint32_t c = len - done < n[i] ? len - done : n[i];
+        memcpy(p[i], (const uint8_t *)src + done, c);
+        done += c;
+    }
+    if (done)
+        shm_ring_produce(r, done);
+    return done;
+}
+
+uint32_t shm_ring_skip(struct shm_ring *r, uint32_t size, uint32_t len)
+{
+    uint32_t used = shm_ring_used(r, size);
+    if (len > used)
+        len = used;
+    atomic_store_explicit(&r->tail, atomic_load_explicit(&r->tail, RLX) + len, REL);
+    return len;
+}
+
+uint32_t shm_ring_read(struct shm_ring *r, const uint8_t *data, uint32_t size, void *dst,
+                       uint32_t len, bool peek)
+{
+    const uint8_t *p[2];
+    uint32_t n[2];
+    int k = shm_ring_rspan(r, data, size, p, n);
+    uint32_t done = 0;
+    for (int i = 0; i < k && done < len; i++) {
+        uint32_t c = len - done < n[i] ? len - done : n[i];
+        memcpy((uint8_t *)dst + done, p[i], c);
+        done += c;
+    }
+    if (done && !peek)
+        atomic_store_explicit(&r->tail, atomic_load_explicit(&r->tail, RLX) + done, REL);
+    return done;
+}
+
+/* ---- Accept queue: a bounded MPMC queue (stack cores push, application processes pop). */
+
+uint32_t shm_aq_capacity(uint32_t ring_size)
+{
+    /* The largest power of two of entries that fits the rx data area. */
+    uint32_t n = ring_size / sizeof(struct shm_aq_entry);
+    while (n & (n - 1))
+        n &= n - 1;
+    return n;
+}
+
+void shm_aq_init(struct shm_sock *l, void *aq_data, uint32_t ring_size)
+{
+    struct shm_aq_entry *e = aq_data;
+    uint32_t cap = shm_aq_capacity(ring_size);
+    for (uint32_t i = 0; i < cap; i++)
+        atomic_store_explicit(&e[i].seq, i, RLX);
+    atomic_store_explicit(&l->aq_enq, 0, RLX);
+    atomic_store_explicit(&l->aq_deq, 0, RLX);
+    atomic_thread_fence(REL);
+}
+
+int shm_aq_push(struct shm_sock *l, void *aq_data, uint32_t ring_size, uint32_t sock)
+{
+    struct shm_aq_entry *e = aq_data;
+    uint32_t cap = shm_aq_capacity(ring_size);
+    uint32_t pos = atomic_load_explicit(&l->aq_enq, RLX);
+    for (int spin = 0; spin < SHM_SPIN_MAX; spin++) {
+        struct shm_aq_entry *s = &e[pos & (cap - 1)];
+        uint32_t seq = atomic_load_explicit(&s->seq, ACQ);
+        int32_t dif = (int32_t)(seq - pos);
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&l->aq_enq, &pos, pos + 1, RLX, RLX)) {
+                s->sock = sock;
+                atomic_store_explicit(&s->seq, pos + 1, REL);
+                return 0;
+            }
+        } else if (dif < 0) {
+            return -EAGAIN;
+        } else {
+            pos = atomic_load_explicit(&l->aq_enq, RLX);
+        }
+    }
+    return -EAGAIN;
+}
+
+int shm_aq_pop(struct shm_sock *l, void *aq_data, uint32_t ring_size, uint32_t *sock)
+{
+    struct shm_aq_entry *e = aq_data;
+    uint32_t cap = shm_aq_capacity(ring_size);
+    uint32_t pos = atomic_load_explicit(&l->aq_deq, RLX);
+    for (int spin = 0; spin < SHM_SPIN_MAX; spin++) {
+        struct shm_aq_entry *s = &e[pos & (cap - 1)];
+        uint32_t seq = atomic_load_explicit(&s->seq, ACQ);
+        int32_t dif = (int32_t)(seq - (pos + 1));
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&l->aq_deq, &pos, pos + 1, RLX, RLX)) {
+                *sock = s->sock;
+                atomic_store_explicit(&s->seq, pos + cap, REL);
+                return 1;
+            }
+        } else if (dif < 0) {
+            return 0;
+        } else {
+            pos = atomic_load_explicit(&l->aq_deq, RLX);
+        }
+    }
+    return 0;
+}
+
+bool shm_aq_empty(struct shm_sock *l)
+{
+    return atomic_load_explicit(&l->aq_enq, ACQ) == atomic_load_explicit(&l->aq_deq, ACQ);
+}
+
+/* ---- Slots --------------------------------------------------------------------------- */
+
+uint32_t shm_sock_alloc(void *base)
+{
+    struct shm_hdr *h = base;
+    uint32_t n = h->nsocks;
+    uint32_t start = atomic_fetch_add_explicit(&h->sock_hint, 1, RLX) % n;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (start + k) % n;
+        struct shm_sock *s = shm_sock(base, i);
+        uint32_t expect = SHM_SOCK_FREE;
+        if (atomic_load_explicit(&s->state, RLX) == SHM_SOCK_FREE &&
+            atomic_compare_exchange_strong_explicit(&s->state, &expect, SHM_SOCK_RESERVED, ACQ,
+                                                    RLX)) {
+            atomic_store_explicit(&h->sock_hint, i + 1, RLX);
+            return i;
+        }
+    }
+    return SHM_NONE;
+}
+
+void shm_sock_free(void *base, uint32_t i)
+{
+    struct shm_hdr *h = base;
+    if (i >= h->nsocks)
+        return;
+    struct shm_sock *s = shm_sock(base, i);
+    uint32_t gen = atomic_load_explicit(&s->gen, RLX) + 1;
+    /* Reset everything a next user reads, then release the slot. */
+    atomic_store_explicit(&s->refs, 0, RLX);
+    atomic_store_explicit(&s->flags, 0, RLX);
+    atomic_store_explicit(&s->so_error, 0, RLX);
+    atomic_store_explicit(&s->armed, 0, RLX);
+    atomic_store_explicit(&s->kick, 0, RLX);
+    atomic_store_explicit(&s->app_flags, 0, RLX); /* else a next socket starts shut down */
+    atomic_store_explicit(&s->rx.head, 0, RLX);
+    atomic_store_explicit(&s->rx.tail, 0, RLX);
+    atomic_store_explicit(&s->tx.head, 0, RLX);
+    atomic_store_explicit(&s->tx.tail, 0, RLX);
+    atomic_store_explicit(&s->aq_enq, 0, RLX);
+    atomic_store_explicit(&s->aq_deq, 0, RLX);
+    s->lip = s->rip = 0;
+    s->lport = s->rport = 0;
+    atomic_store_explicit(&s->gen, gen, RLX);
+    atomic_fetch_add_explicit(&s->seq, 1, RLX);
+    atomic_store_explicit(&s->state, SHM_SOCK_FREE, REL);
+}
+
+bool shm_sock_valid(void *base, uint32_t i, uint32_t gen)
+{
+    struct shm_hdr *h = base;
+    if (i >= h->nsocks)
+        return false;
+    struct shm_sock *s = shm_sock(base, i);
+    return atomic_load_explicit(&s->gen, ACQ) == gen;
+}
+
+uint32_t shm_reply_alloc(void *base, uint32_t tid, int32_t pid)
+{
+    struct shm_hdr *h = base;
+    uint32_t n = h->nreplies;
+    uint32_t start = atomic_fetch_add_explicit(&h->reply_hint, 1, RLX) % n;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t i = (start + k) % n;
+        struct shm_reply *r = shm_reply(base, i);
+        uint32_t expect = 0;
+        if (atomic_load_explicit(&r->owner, RLX) == 0 &&
+            atomic_compare_exchange_strong_explicit(&r->owner, &expect, tid ? tid : 1, ACQ, RLX)) {
+            r->pid = pid;
+            return i;
+        }
+    }
+    return SHM_NONE;
+}
+
+void shm_reply_release(void *base, uint32_t i)
+{
+    struct shm_hdr *h = base;
+    if (i < h->nreplies)
+        atomic_store_explicit(&shm_reply(base, i)->owner, 0, REL);
+}
+
+/* ---- Waiting ------------------------------------------------------------------------- */
+
+int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000);
+        tp = &ts;
+    }
+    /* Not FUTEX_PRIVATE: the word is in memory shared between processes. */
+    long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, tp, NULL, 0);
+    if (rc == 0 || errno == EAGAIN)
+        return 0;
+    return errno == ETIMEDOUT ? -ETIMEDOUT : errno == EINTR ? -EINTR : -errno;
+}
+
+void shm_futex_wake(_Atomic uint32_t *word, int n)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+void shm_sock_notify(struct shm_sock *s)
+{
+    /* Sequentially consistent, not release/acquire: this is one half of a Dekker pair (bump
+     * seq, then read waiters; a waiter bumps waiters, then re-reads seq), and only a full
+     * barrier keeps the waiters load from moving before the seq store. */
+    atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&s->waiters, memory_order_seq_cst))
+        shm_futex_wake(&s->seq, 1 << 30);
+}

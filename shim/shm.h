@@ -1,0 +1,344 @@
+/*
+ * shm.h - the shared-memory protocol between applications (libustack.so) and ustackd.
+ *
+ * One region (a memfd) per ustackd, mapped by ustackd and by every application process that
+ * uses it, at different addresses: everything in it refers to everything else by index or
+ * offset, never by pointer. Layout:
+ *
+ *   [struct shm_hdr][struct shm_cmdq x ncores][struct shm_reply x nreplies]
+ *   [struct shm_sock x nsocks][data: 2 x ring_size bytes per socket, socket i at i]
+ *
+ * Sockets live in ustackd; the region holds what both sides need to move data and wait
+ * without system calls when busy:
+ *  - per socket, two single-producer/single-consumer byte rings: rx (stack -> app) and tx
+ *    (app -> stack), with free-running 32-bit head/tail; a listener's rx area holds its
+ *    accept queue instead (a bounded multi-producer/multi-consumer queue of socket ids);
+ *  - per stack core, a bounded multi-producer command queue (Vyukov's sequence-numbered
+ *    slots) that application threads of any process push to and the core pops;
+ *  - reply slots, one per application thread that waits for a command's result;
+ *  - futex words (shared futexes: the region is MAP_SHARED) for blocking waits, and for
+ *    poll/epoll/select an eventfd per socket that ustackd signals when the app armed it.
+ *
+ * ustackd trusts nothing read from the region: every index, generation, length, head and
+ * tail is checked before use (shm_valid_* below), so a misbehaving client can break only
+ * its own sockets.
+ *
+ * This header is shared by both ends and depends on neither DPDK nor the engine.
+ */
+#ifndef USTACK_SHIM_SHM_H
+#define USTACK_SHIM_SHM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
+#define SHM_VERSION   1u
+#define SHM_NONE      0xffffffffu
+#define SHM_MAX_CORES 64
+#define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
+#define SHM_CACHELINE 64
+
+/* ---- Commands (application -> stack core) ---------------------------------------------- */
+
+enum shm_op {
+    SHM_OP_NOP = 0,
+    SHM_OP_SOCKET,   /* create the engine socket; a0 = eventfd number in pid (or -1) */
+    SHM_OP_ATTACH,   /* an accepted socket gets its eventfd: a0 = fd in pid */
+    SHM_OP_BIND,     /* ip/port; reply ip/port = bound address */
+    SHM_OP_LISTEN,   /* a0 = backlog; sent to every core */
+    SHM_OP_CONNECT,  /* ip/port; reply -EINPROGRESS or an error */
+    SHM_OP_SHUTDOWN, /* a0 = SHUT_RD/WR/RDWR */
+    SHM_OP_CLOSE,    /* the last holder closed it (no reply) */
+    SHM_OP_SETOPT,   /* a0 = enum stk_sockopt, a1 = value */
+    SHM_OP_GETOPT,   /* a0 = enum stk_sockopt; reply val */
+    SHM_OP_KICK,     /* tx data queued or rx space freed (no reply) */
+    SHM_OP_INFO,     /* reply: struct stk_tcp_info in the reply's info area */
+    SHM_OP_COUNT
+};
+
+/* shm_cmd.flags */
+enum {
+    /* SHM_OP_CLOSE: reset the connection (RST) instead of closing it gracefully. Stack cores
+     * send it to each other for accepted connections a closed listener never handed out. */
+    SHM_CMD_F_ABORT = 1u << 0,
+};
+
+struct shm_cmd {
+    _Atomic uint32_t seq; /* queue slot sequence (see shm_cmdq_push) */
+    uint16_t op;
+    uint16_t flags;
+    uint32_t sock;  /* socket index */
+    uint32_t gen;   /* its generation when the app looked it up */
+    uint32_t reply; /* reply slot index, or SHM_NONE */
+    int32_t pid;    /* the calling process */
+    int32_t a0, a1;
+    uint32_t ip;   /* host byte order */
+    uint16_t port; /* host byte order */
+    uint16_t pad;
+    uint8_t rsv[24];
+};
+
+struct shm_cmdq {
+    _Alignas(SHM_CACHELINE) _Atomic uint32_t enq;
+    _Alignas(SHM_CACHELINE) _Atomic uint32_t deq; /* written by the core only */
+    _Atomic uint32_t sleeping;                    /* the core is (about to be) asleep */
+    int32_t wake_fd; /* eventfd waking the core; same number in every client process */
+    _Alignas(SHM_CACHELINE) struct shm_cmd slot[SHM_CMDQ_LEN];
+};
+
+/* ---- Replies (stack core -> the waiting application thread) ------------------------------ */
+
+struct shm_reply {
+    _Atomic uint32_t owner; /* 0 free, else the owning thread's tid */
+    _Atomic uint32_t seq;   /* futex: bumped by the stack when a result is posted */
+    int32_t pid;            /* the owning process (for reclaiming after its death) */
+    int32_t result;         /* 0 or -errno */
+    int32_t val;
+    uint32_t ip;
+    uint16_t port;
+    uint16_t pad;
+    uint8_t info[256 - 28]; /* SHM_OP_INFO: struct stk_tcp_info */
+};
+
+/* ---- Sockets ------------------------------------------------------------------------- */
+
+enum shm_sock_state {
+    SHM_SOCK_FREE = 0,
+    SHM_SOCK_RESERVED, /* being set up by whoever allocated it */
+    SHM_SOCK_LIVE,     /* the application may use it */
+    SHM_SOCK_CLOSING,  /* the last holder closed it; the stack finishes and frees it */
+};
+
+/* Conditions only the stack knows, published in shm_sock.flags. The app derives POLLIN and
+ * POLLOUT from the rings and these. */
+enum {
+    SHM_F_CONNECTED = 1u << 0, /* connect finished (or accepted) */
+    SHM_F_LISTENING = 1u << 1,
+    SHM_F_EOF = 1u << 2,     /* peer's FIN: all data before it is in the rx ring */
+    SHM_F_ERROR = 1u << 3,   /* so_error holds a pending error */
+    SHM_F_RESET = 1u << 4,   /* the connection is gone (reset, timeout): no more I/O */
+    SHM_F_WR_SHUT = 1u << 5, /* our side shut down writing */
+    SHM_F_RD_SHUT = 1u << 6,
+    SHM_F_HUP = 1u << 7, /* both directions closed */
+    SHM_F_CONNECTING = 1u << 8,
+};
+
+/* What applications did to a socket (shared by every holder, as the kernel's file is). */
+enum {
+    SHM_A_WR_SHUT = 1u << 0, /* shutdown(SHUT_WR) called: no more writes */
+    SHM_A_RD_SHUT = 1u << 1, /* shutdown(SHUT_RD) called: reads return 0 */
+};
+
+/* Stack-side condition: it holds engine data that did not fit the rx ring; the app kicks
+ * after reading so that the stack refills. */
+#define SHM_F_RX_BLOCKED (1u << 9)
+
+struct shm_ring {
+    _Alignas(SHM_CACHELINE) _Atomic uint32_t head; /* producer: bytes written, free-running */
+    _Alignas(SHM_CACHELINE) _Atomic uint32_t tail; /* consumer: bytes read, free-running */
+};
+
+struct shm_sock {
+    _Atomic uint32_t state; /* enum shm_sock_state */
+    _Atomic uint32_t gen;   /* bumped every time the slot is freed */
+    _Atomic uint32_t refs;  /* application fds (across processes) holding it */
+    uint32_t core;          /* the core that owns it (a listener: the core that bound it) */
+    _Atomic uint32_t flags; /* SHM_F_*, written by the stack */
+    _Atomic int32_t so_error;
+    _Atomic uint32_t seq;       /* futex: bumped by the stack at every change an app may wait for */
+    _Atomic uint32_t waiters;   /* app threads blocked on seq */
+    _Atomic uint32_t armed;     /* POLL* bits an app waits for through the eventfd */
+    _Atomic uint32_t kick;      /* 1 while a SHM_OP_KICK is queued */
+    _Atomic uint32_t app_flags; /* SHM_A_*, written by applications */
+    uint32_t lip, rip;          /* host order, set by the stack */
+    uint16_t lport, rport;
+    struct shm_ring rx, tx;
+    /* A listener's accept queue lives in its rx data area: entries of {seq, socket}. */
+    _Alignas(SHM_CACHELINE) _Atomic uint32_t aq_enq;
+    _Alignas(SHM_CACHELINE) _Atomic uint32_t aq_deq;
+};
+
+struct shm_aq_entry {
+    _Atomic uint32_t seq;
+    uint32_t sock;
+};
+
+/* ---- The region ---------------------------------------------------------------------- */
+
+enum shm_hdr_state { SHM_STARTING = 0, SHM_READY, SHM_FAILED, SHM_GONE };
+
+struct shm_hdr {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t ncores;
+    uint64_t size;
+    uint32_t nsocks, nreplies;
+    uint32_t ring_size; /* bytes per ring, a power of two */
+    uint32_t pad;
+    uint64_t off_cmdq, off_reply, off_sock, off_data;
+    _Atomic uint32_t state;    /* enum shm_hdr_state; futex for the spawner's wait */
+    _Atomic int32_t stack_pid; /* ustackd */
+    _Atomic uint32_t sock_hint, reply_hint;
+    char errmsg[512]; /* why ustackd failed to start, for the application to print */
+};
+
+/* The sizes a region is made with. */
+struct shm_geometry {
+    uint32_t ncores, nsocks, nreplies, ring_size;
+};
+
+/* Bytes needed for a region of this geometry (0 if it is invalid). */
+uint64_t shm_region_size(const struct shm_geometry *g);
+/* Lays out a zeroed region of shm_region_size() bytes. */
+void shm_region_init(void *base, const struct shm_geometry *g);
+/* Checks a mapped region's header against its mapping size: 0 or -EINVAL. */
+int shm_region_check(const void *base, uint64_t mapped);
+
+static inline struct shm_hdr *shm_hdr(void *base)
+{
+    return (struct shm_hdr *)base;
+}
+static inline struct shm_cmdq *shm_cmdq(void *base, uint32_t core)
+{
+    return (struct shm_cmdq *)((char *)base + shm_hdr(base)->off_cmdq) + core;
+}
+static inline struct shm_reply *shm_reply(void *base, uint32_t i)
+{
+    return (struct shm_reply *)((char *)base + shm_hdr(base)->off_reply) + i;
+}
+static inline struct shm_sock *shm_sock(void *base, uint32_t i)
+{
+    return (struct shm_sock *)((char *)base + shm_hdr(base)->off_sock) + i;
+}
+static inline uint8_t *shm_rx_data(void *base, uint32_t i)
+{
+    struct shm_hdr *h = shm_hdr(base);
+    return (uint8_t *)base + h->off_data + (uint64_t)i * 2 * h->ring_size;
+}
+static inline uint8_t *shm_tx_data(void *base, uint32_t i)
+{
+    return shm_rx_data(base, i) + shm_hdr(base)->ring_size;
+}
+
+/* ---- Command queue ------------------------------------------------------------------- */
+
+/* Any thread of any process: copies *c into the queue. Returns 0, or -EAGAIN when full. */
+int shm_cmdq_push(struct shm_cmdq *q, const struct shm_cmd *c);
+/* The owning core only: pops into *out. Returns 1, or 0 when empty. */
+int shm_cmdq_pop(struct shm_cmdq *q, struct shm_cmd *out);
+bool shm_cmdq_empty(struct shm_cmdq *q);
+
+/* ---- Byte rings ---------------------------------------------------------------------- */
+
+/* Bytes readable / writable, from the consumer's / producer's point of view. A head/tail
+ * pair a peer corrupted reads as 0 (and shm_ring_sane() says so). */
+uint32_t shm_ring_used(const struct shm_ring *r, uint32_t size);
+uint32_t shm_ring_space(const struct shm_ring *r, uint32_t size);
+bool shm_ring_sane(const struct shm_ring *r, uint32_t size);
+/* Producer: copies up to len bytes in; returns bytes copied. */
+uint32_t shm_ring_write(struct shm_ring *r, uint8_t *data, uint32_t size, const void *src,
+                        uint32_t len);
+/* Consumer: copies up to len bytes out (peek leaves them); returns bytes copied. */
+uint32_t shm_ring_read(struct shm_ring *r, const uint8_t *data, uint32_t size, void *dst,
+                       uint32_t len, bool peek);
+/* Consumer: drops up to len bytes. */
+uint32_t shm_ring_skip(struct shm_ring *r, uint32_t size, uint32_t len);
+/* Producer/consumer zero-copy views: up to two pieces of writable / readable bytes. */
+int shm_ring_wspan(const struct shm_ring *r, uint8_t *data, uint32_t size, uint8_t *p[2],
+                   uint32_t n[2]);
+void shm_ring_produce(struct shm_ring *r, uint32_t len);
+int shm_ring_rspan(const struct shm_ring *r, const uint8_t *data, uint32_t size,
+                   const uint8_t *p[2], uint32_t n[2]);
+
+/* ---- Accept queue (in a listener's rx data area) --------------------------------------- */
+
+uint32_t shm_aq_capacity(uint32_t ring_size);
+/* The stack, when the socket starts listening (before anyone can push or pop). */
+void shm_aq_init(struct shm_sock *l, void *aq_data, uint32_t ring_size);
+/* Stack cores: 0 or -EAGAIN when full. */
+int shm_aq_push(struct shm_sock *l, void *aq_data, uint32_t ring_size, uint32_t sock);
+/* Applications (any process): 1 and *sock, or 0 when empty. */
+int shm_aq_pop(struct shm_sock *l, void *aq_data, uint32_t ring_size, uint32_t *sock);
+bool shm_aq_empty(struct shm_sock *l);
+
+/* ---- Slots --------------------------------------------------------------------------- */
+
+/* Reserves a free socket slot (FREE -> RESERVED); returns its index or SHM_NONE. */
+uint32_t shm_sock_alloc(void *base);
+/* Back to FREE, with a new generation (the stack, once it is done with the socket). */
+void shm_sock_free(void *base, uint32_t i);
+/* Is i a valid index whose generation is gen? (ustackd checks every command with it.) */
+bool shm_sock_valid(void *base, uint32_t i, uint32_t gen);
+
+/* A reply slot for thread tid of process pid, or SHM_NONE. */
+uint32_t shm_reply_alloc(void *base, uint32_t tid, int32_t pid);
+void shm_reply_release(void *base, uint32_t i);
+
+/* ---- Waiting ------------------------------------------------------------------------- */
+
+/* Blocks while *word == expected, up to timeout_ns (< 0: forever). Returns 0 when woken or
+ * the value differs, -ETIMEDOUT, or -EINTR. Shared (cross-process) futex. */
+int shm_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
+void shm_futex_wake(_Atomic uint32_t *word, int n);
+
+/* The stack after changing something a socket's users may wait for: bumps seq and wakes
+ * blocked threads. (The eventfd for poll/epoll is the stack's business, see docs/shm.md.) */
+void shm_sock_notify(struct shm_sock *s);
+
+/* ---- Readiness ----------------------------------------------------------------------- */
+
+/* Linux's poll bits (<poll.h>; the same values as EPOLLIN...), so that this header needs no
+ * _GNU_SOURCE for POLLRDHUP. */
+#define SHM_POLLIN    0x0001u
+#define SHM_POLLOUT   0x0004u
+#define SHM_POLLERR   0x0008u
+#define SHM_POLLHUP   0x0010u
+#define SHM_POLLRDHUP 0x2000u
+
+/* The POLL* bits socket i is ready for, from its rings and flags alone: the one definition
+ * both ends use (the app to answer poll/select/epoll and to re-check after arming, the
+ * stack to decide whether an armed eventfd must be signalled). It follows Linux's tcp_poll:
+ *  - a listener: POLLIN when its accept queue is not empty; POLLERR as below; nothing else;
+ *  - "read side done" = EOF (peer's FIN, all data before it in the rx ring) or RESET or
+ *    shut down for reading (by the stack's SHM_F_RD_SHUT or an app's SHM_A_RD_SHUT):
+ *    POLLIN | POLLRDHUP;
+ *  - "write side done" = RESET or shut down for writing (SHM_F_WR_SHUT, SHM_A_WR_SHUT);
+ *  - POLLHUP: RESET, or SHM_F_HUP, or both sides done, or a socket neither connected nor
+ *    connecting (a fresh or failed socket, as Linux's TCP_CLOSE);
+ *  - while connecting: nothing but POLLERR;
+ *  - otherwise POLLIN when the rx ring holds data, and POLLOUT when the tx ring has space,
+ *    or the write side is done, or it never connected (a write then fails at once, so it
+ *    does not block: Linux reports POLLOUT then too);
+ *  - POLLERR: so_error != 0 (cleared by SHM_OP_GETOPT STK_SO_ERROR).
+ * Corrupted ring indices read as an empty rx ring and a full tx ring. */
+static inline uint32_t shm_sock_poll(void *base, uint32_t i)
+{
+    struct shm_hdr *h = shm_hdr(base);
+    if (i >= h->nsocks)
+        return SHM_POLLERR | SHM_POLLHUP;
+    struct shm_sock *s = shm_sock(base, i);
+    uint32_t f = atomic_load_explicit(&s->flags, memory_order_acquire);
+    uint32_t a = atomic_load_explicit(&s->app_flags, memory_order_acquire);
+    uint32_t m = atomic_load_explicit(&s->so_error, memory_order_relaxed) ? SHM_POLLERR : 0;
+    if (f & SHM_F_LISTENING)
+        return m | (shm_aq_empty(s) ? 0 : SHM_POLLIN);
+    bool rd_done = (f & (SHM_F_EOF | SHM_F_RESET | SHM_F_RD_SHUT)) || (a & SHM_A_RD_SHUT);
+    bool wr_done = (f & (SHM_F_RESET | SHM_F_WR_SHUT)) || (a & SHM_A_WR_SHUT);
+    bool conn = f & SHM_F_CONNECTED;
+    if ((f & (SHM_F_RESET | SHM_F_HUP)) || (rd_done && wr_done) ||
+        !(f & (SHM_F_CONNECTED | SHM_F_CONNECTING)))
+        m |= SHM_POLLHUP;
+    if (rd_done)
+        m |= SHM_POLLIN | SHM_POLLRDHUP;
+    if ((f & SHM_F_CONNECTING) && !conn)
+        return m;
+    if (shm_ring_used(&s->rx, h->ring_size))
+        m |= SHM_POLLIN;
+    if (wr_done || !conn || shm_ring_space(&s->tx, h->ring_size))
+        m |= SHM_POLLOUT;
+    return m;
+}
+
+#endif

@@ -1,0 +1,57 @@
+#!/bin/bash
+# Runs every tests/net/test_*.sh (as root), prints a summary and exits non-zero if any test
+# failed. A test exiting 77 is a SKIP: never counted as a pass, and it fails the run unless
+# NET_ALLOW_SKIP=1. Each test is bounded by NET_TEST_TIMEOUT seconds (default 150).
+# Usage: tests/net/run-all.sh [test_name ...]   (default: all)
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+TIMEOUT=${NET_TEST_TIMEOUT:-150}
+
+die() { echo "net tests: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "must run as root (they create network namespaces and veths)"
+command -v ip >/dev/null 2>&1 || die "'ip' (iproute2) not found"
+command -v timeout >/dev/null 2>&1 || die "'timeout' (coreutils) not found"
+ip netns list >/dev/null 2>&1 || die "'ip netns' is not usable here"
+probe="usk-probe-$$"
+ip netns add "$probe" 2>/dev/null || die "cannot create a network namespace ('ip netns add' failed)"
+ip netns del "$probe"
+
+tests=()
+if [ $# -gt 0 ]; then
+    for t in "$@"; do
+        t=${t%.sh}; t=${t#test_}
+        [ -x "$here/test_$t.sh" ] || die "no test $here/test_$t.sh"
+        tests+=("$here/test_$t.sh")
+    done
+else
+    for t in "$here"/test_*.sh; do
+        [ -e "$t" ] && tests+=("$t")
+    done
+fi
+[ ${#tests[@]} -gt 0 ] || die "no tests found in $here"
+
+pass=0 fail=0 skip=0
+failed="" skipped=""
+start=$SECONDS
+for t in "${tests[@]}"; do
+    name=$(basename "$t" .sh); name=${name#test_}
+    t0=$SECONDS
+    rc=0
+    timeout -k 10 "$TIMEOUT" "$t" || rc=$?
+    dt=$((SECONDS - t0))
+    case $rc in
+        0) pass=$((pass + 1)); echo "== $name: pass (${dt}s)" ;;
+        77) skip=$((skip + 1)); skipped="$skipped $name"; echo "== $name: SKIP (${dt}s)" ;;
+        124 | 137) fail=$((fail + 1)); failed="$failed $name"
+            echo "FAIL $name: timed out after $TIMEOUT s"; echo "== $name: FAIL (${dt}s)" ;;
+        *) fail=$((fail + 1)); failed="$failed $name"; echo "== $name: FAIL, exit $rc (${dt}s)" ;;
+    esac
+done
+
+echo "net tests: $pass passed, $fail failed, $skip skipped ($((SECONDS - start)) s)${failed:+; failed:$failed}${skipped:+; skipped:$skipped}"
+[ "$fail" = 0 ] || exit 1
+if [ "$skip" != 0 ] && [ "${NET_ALLOW_SKIP:-0}" != 1 ]; then
+    echo "net tests: skipped tests fail the run (set NET_ALLOW_SKIP=1 to allow skips)"
+    exit 1
+fi
+exit 0

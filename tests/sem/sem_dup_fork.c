@@ -1,0 +1,358 @@
+/* tests/sem/sem_dup_fork.c - one socket under several fds and processes: dup/dup2/dup3,
+ * F_DUPFD(_CLOEXEC), shared status flags, closing one of several holders, fork and exec.
+ * Whether the peer saw our FIN is learnt from the peer itself (its control connection
+ * reports "eof"). Every expectation is what Linux does; run.sh proves it by running this on
+ * the kernel. */
+#include "sem.h"
+
+#include <sys/wait.h>
+
+/* A connection from the peer, accepted on our listener k; *ctl gets the control connection
+ * that will report the peer's view of it. */
+static int accept_back(int k, int *ctl)
+{
+    int l = sem_listen_self(k, 0);
+    if (l < 0)
+        return -1;
+    *ctl = sem_ctl(sem_lport(k), 0, 0, 1);
+    if (*ctl < 0)
+        return -1;
+    int s = sem_accept_within(l, 5000);
+    sem_close(l);
+    char line[64];
+    if (s < 0 || sem_ctl_line(*ctl, line, sizeof line, 5000) <= 0 || strcmp(line, "ok 0"))
+        return -1;
+    return s;
+}
+
+/* 1 if the peer reported EOF on its connection within ms, 0 if not, -1 on another answer. */
+static int peer_eof(int ctl, int ms)
+{
+    char line[64];
+    int n = sem_ctl_line(ctl, line, sizeof line, ms);
+    if (n == 0)
+        return 0;
+    return n > 0 && !strncmp(line, "eof 0", 5) ? 1 : -1;
+}
+
+/* A round trip through whatever echoes on fd (echo server or connect-back connection). */
+static int roundtrip(int fd, const char *msg)
+{
+    size_t n = strlen(msg);
+    char buf[64];
+    if (send(fd, msg, n, 0) != (ssize_t)n || sem_read_full(fd, buf, n, 5000) != (ssize_t)n)
+        return -1;
+    return memcmp(buf, msg, n) ? -1 : 0;
+}
+
+static int wait_child(pid_t pid, int ms)
+{
+    int st = 0;
+    double end = sem_ms() + ms;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (sem_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        sem_sleep_ms(10);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void dup_shares(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    int d = sem_track(dup(a));
+    CHECK(d >= 0 && d != a, "dup");
+    CHECK(send(d, "dup", 3, 0) == 3, "send on the dup");
+    char buf[4];
+    CHECK(sem_read_full(a, buf, 3, 5000) == 3 && !memcmp(buf, "dup", 3), "recv on the original");
+    CHECK(sem_port_of(a, 0) == sem_port_of(d, 0), "different local ports");
+}
+
+/* O_NONBLOCK lives in the shared open file; FD_CLOEXEC belongs to each fd. */
+static void flags_shared(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    int d = sem_track(dup(a));
+    CHECK_OK(fcntl(a, F_SETFL, O_NONBLOCK));
+    CHECK(fcntl(d, F_GETFL) & O_NONBLOCK, "O_NONBLOCK not shared by the dup");
+    char ch;
+    CHECK_ERR(recv(d, &ch, 1, 0), EAGAIN);
+    CHECK_OK(fcntl(d, F_SETFD, FD_CLOEXEC));
+    CHECK(fcntl(a, F_GETFD) == 0, "FD_CLOEXEC leaked to the original");
+}
+
+/* dup2 onto a live socket fd closes that socket (the peer sees EOF); the number then
+ * refers to the other connection. */
+static void dup2_onto_socket(void)
+{
+    int ctl, s = accept_back(0, &ctl);
+    CHECK(s >= 0, "accept");
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK(dup2(a, s) == s, "dup2");
+    CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF after dup2 replaced its socket");
+    CHECK(sem_port_of(s, 1) == sem_port_base + SEM_P_ECHO, "dup2 target is not the echo conn");
+    CHECK_OK(roundtrip(s, "via-dup2"));
+}
+
+/* dup2 onto a number whose socket has another fd keeps that socket alive. */
+static void dup2_keeps_other_holder(void)
+{
+    int ctl, s = accept_back(1, &ctl);
+    CHECK(s >= 0, "accept");
+    int keep = sem_track(dup(s));
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK(dup2(a, s) == s, "dup2");
+    CHECK(peer_eof(ctl, 300) == 0, "peer saw EOF while a dup still held the socket");
+    CHECK_OK(roundtrip(keep, "kept"));
+    CHECK_OK(sem_close(keep));
+    CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF after the last close");
+}
+
+static void dup2_dup3_edges(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK(dup2(a, a) == a, "dup2 onto itself");
+    CHECK_OK(roundtrip(a, "self"));
+    CHECK_ERR(dup3(a, a, 0), EINVAL);
+    int x = sem_track(dup3(a, 700, O_CLOEXEC));
+    CHECK(x == 700, "dup3 to 700 gave %d", x);
+    CHECK(fcntl(x, F_GETFD) == FD_CLOEXEC, "dup3 O_CLOEXEC");
+    CHECK_ERR(dup3(a, 701, O_NONBLOCK), EINVAL);
+    CHECK_ERR(dup2(a, -1), EBADF);
+}
+
+/* A pipe dup2'ed onto a socket's number closes the socket; the number is then a pipe. */
+static void dup2_kernel_onto_socket(void)
+{
+    int ctl, s = accept_back(2, &ctl);
+    CHECK(s >= 0, "accept");
+    int p[2];
+    CHECK_OK(pipe(p));
+    sem_track(p[0]);
+    sem_track(p[1]);
+    CHECK(dup2(p[1], s) == s, "dup2");
+    CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF");
+    int v;
+    socklen_t l = sizeof v;
+    CHECK_ERR(getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &l), ENOTSOCK);
+    CHECK(write(s, "pipe", 4) == 4, "write to the pipe through the old socket number");
+    char buf[4];
+    CHECK(read(p[0], buf, 4) == 4 && !memcmp(buf, "pipe", 4), "pipe data");
+}
+
+/* A socket dup2'ed onto a pipe's number: the number is now the socket, and the pipe end
+ * it held is closed. */
+static void dup2_socket_onto_kernel(void)
+{
+    int p[2];
+    CHECK_OK(pipe(p));
+    sem_track(p[0]);
+    sem_track(p[1]);
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK(dup2(a, p[0]) == p[0], "dup2");
+    int v = 0;
+    socklen_t l = sizeof v;
+    CHECK_OK(getsockopt(p[0], SOL_SOCKET, SO_TYPE, &v, &l));
+    CHECK(v == SOCK_STREAM, "SO_TYPE %d", v);
+    CHECK_OK(roundtrip(p[0], "onto-pipe"));
+    CHECK_ERR(write(p[1], "x", 1), EPIPE); /* the pipe has no reader any more */
+}
+
+static void f_dupfd(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    int c = sem_track(fcntl(a, F_DUPFD_CLOEXEC, 500));
+    CHECK(c >= 500, "F_DUPFD_CLOEXEC gave %d", c);
+    CHECK(fcntl(c, F_GETFD) == FD_CLOEXEC, "FD_CLOEXEC not set");
+    int d = sem_track(fcntl(a, F_DUPFD, 600));
+    CHECK(d >= 600, "F_DUPFD gave %d", d);
+    CHECK(fcntl(d, F_GETFD) == 0, "F_DUPFD set FD_CLOEXEC");
+    CHECK_OK(sem_close(a));
+    CHECK_OK(roundtrip(c, "cloexec"));
+    CHECK_OK(roundtrip(d, "dupfd"));
+}
+
+/* Closing one of two fds leaves the connection up; the last close ends it. */
+static void close_one_dup(void)
+{
+    int ctl, s = accept_back(3, &ctl);
+    CHECK(s >= 0, "accept");
+    int d = sem_track(dup(s));
+    CHECK_OK(sem_close(s));
+    CHECK(peer_eof(ctl, 300) == 0, "peer saw EOF while the dup was open");
+    CHECK_OK(roundtrip(d, "still"));
+    CHECK_OK(sem_close(d));
+    CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF after the last close");
+}
+
+/* shutdown() acts on the socket, whichever fd it goes through. */
+static void shutdown_through_dup(void)
+{
+    int ctl, s = accept_back(4, &ctl);
+    CHECK(s >= 0, "accept");
+    int d = sem_track(dup(s));
+    CHECK_OK(shutdown(d, SHUT_WR));
+    CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF after shutdown on a dup");
+    CHECK_ERR(send(s, "x", 1, MSG_NOSIGNAL), EPIPE);
+}
+
+/* The child writes on the inherited socket; the parent reads the echo and goes on. */
+static void fork_child_writes(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0)
+        _exit(send(a, "child", 5, 0) == 5 ? 0 : 1);
+    CHECK(wait_child(pid, 5000) == 0, "child failed");
+    char buf[8];
+    CHECK(sem_read_full(a, buf, 5, 5000) == 5 && !memcmp(buf, "child", 5), "child's data");
+    CHECK_OK(roundtrip(a, "parent"));
+}
+
+/* After fork the connection ends only when both processes have closed it. */
+static void fork_close_needs_both(void)
+{
+    int ctl, s = accept_back(5, &ctl);
+    CHECK(s >= 0, "accept");
+    int go[2];
+    CHECK_OK(pipe(go));
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        close(go[1]);
+        char ch;
+        struct pollfd p = {go[0], POLLIN, 0};
+        poll(&p, 1, 10000);
+        ssize_t r = read(go[0], &ch, 1);
+        int v = 0;
+        socklen_t l = sizeof v;
+        int ok = r == 1 && getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &l) == 0 && v == SOCK_STREAM;
+        close(s);
+        _exit(ok ? 0 : 1);
+    }
+    close(go[0]);
+    sem_close(s);
+    int early = peer_eof(ctl, 300);
+    (void)!write(go[1], "g", 1);
+    close(go[1]);
+    int rc = wait_child(pid, 5000);
+    CHECK(early == 0, "peer saw EOF while the child still held the socket");
+    CHECK(rc == 0, "child failed (%d)", rc);
+    CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF after both closed");
+}
+
+/* A child that exits without closing leaves the parent's connection intact. */
+static void fork_child_exits(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0)
+        _exit(0);
+    CHECK(wait_child(pid, 5000) == 0, "child failed");
+    CHECK_OK(roundtrip(a, "after-child"));
+}
+
+/* A listener inherited across fork accepts in the child. */
+static void fork_child_accepts(void)
+{
+    int l = sem_listen_self(6, 0);
+    CHECK(l >= 0, "listen");
+    int res[2];
+    CHECK_OK(pipe(res));
+    sem_track(res[0]);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        int s = sem_accept_within(l, 5000);
+        char buf[3] = {0};
+        ssize_t n = s >= 0 ? sem_read_full(s, buf, 3, 5000) : -1;
+        (void)!write(res[1], buf, n == 3 ? 3 : 0);
+        _exit(n == 3 ? 0 : 1);
+    }
+    close(res[1]);
+    int c = sem_ctl(sem_lport(6), 3, 0, 1);
+    int rc = wait_child(pid, 10000);
+    CHECK(c >= 0, "control");
+    CHECK(rc == 0, "child failed (%d)", rc);
+    char buf[3];
+    CHECK(read(res[0], buf, 3) == 3 && sem_check_pat(buf, 0, 3) < 0, "child's data");
+}
+
+/* An exec'ed program inherits the socket (and not the FD_CLOEXEC one) and can write on it. */
+static const char *self_path;
+
+static void exec_inherits(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO), b = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0 && b >= 0, "connect");
+    CHECK_OK(fcntl(b, F_SETFD, FD_CLOEXEC));
+    char fa[16], fb[16];
+    snprintf(fa, sizeof fa, "%d", a);
+    snprintf(fb, sizeof fb, "%d", b);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        execl(self_path, self_path, "--exec-child", fa, fb, (char *)NULL);
+        _exit(127);
+    }
+    int rc = wait_child(pid, 10000);
+    CHECK(rc == 0, "exec'ed child failed (%d)", rc);
+    char buf[8];
+    CHECK(sem_read_full(a, buf, 4, 5000) == 4 && !memcmp(buf, "exec", 4), "child's data");
+    CHECK_OK(roundtrip(b, "b-alive"));
+}
+
+static int exec_child(int a, int b)
+{
+    if (fcntl(b, F_GETFD) != -1 || errno != EBADF)
+        return 2;
+    int v = 0;
+    socklen_t l = sizeof v;
+    if (getsockopt(a, SOL_SOCKET, SO_TYPE, &v, &l) < 0 || v != SOCK_STREAM)
+        return 3;
+    return send(a, "exec", 4, 0) == 4 ? 0 : 4;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && !strcmp(argv[1], "--exec-child"))
+        return exec_child(atoi(argv[2]), atoi(argv[3]));
+    self_path = "/proc/self/exe";
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n > 0) {
+        path[n] = 0;
+        self_path = path;
+    }
+    sem_init("sem_dup_fork", 8);
+    SEM_RUN(dup_shares);
+    SEM_RUN(flags_shared);
+    SEM_RUN(dup2_onto_socket);
+    SEM_RUN(dup2_keeps_other_holder);
+    SEM_RUN(dup2_dup3_edges);
+    SEM_RUN(dup2_kernel_onto_socket);
+    SEM_RUN(dup2_socket_onto_kernel);
+    SEM_RUN(f_dupfd);
+    SEM_RUN(close_one_dup);
+    SEM_RUN(shutdown_through_dup);
+    SEM_RUN(fork_child_writes);
+    SEM_RUN(fork_close_needs_both);
+    SEM_RUN(fork_child_exits);
+    SEM_RUN(fork_child_accepts);
+    SEM_RUN(exec_inherits);
+    return sem_done();
+}
