@@ -154,4 +154,77 @@ struct dio_services {
 /* An app that serves the configured services on every core. */
 struct dio_app dio_services_app(struct dio_services *svc);
 
+/* --- the shared-memory server (docs/shm.md; dpdk_io/shm_server.c) -------------------- */
+
+/* Counters of the shared-memory server, per core. */
+/* clang-format off */
+#define DIO_SHM_COUNTERS(X) \
+    X(shm_cmds) \
+    X(shm_cmd_invalid) \
+    X(shm_reply_invalid) \
+    X(shm_kicks) \
+    X(shm_sockets) \
+    X(shm_connects) \
+    X(shm_listens) \
+    X(shm_accepts) \
+    X(shm_accept_noslot) \
+    X(shm_aq_overflow) \
+    X(shm_closes) \
+    X(shm_aborts) \
+    X(shm_close_timeouts) \
+    X(shm_orphans) \
+    X(shm_rx_bytes) \
+    X(shm_tx_bytes) \
+    X(shm_rx_blocked) \
+    X(shm_ring_insane) \
+    X(shm_efd_writes) \
+    X(shm_efd_fail) \
+    X(shm_fwd) \
+    X(shm_fwd_retry) \
+    X(shm_replies_reaped)
+/* clang-format on */
+
+struct dio_shm_counters {
+#define DIO_SHM_CTR_FIELD(n) uint64_t n;
+    DIO_SHM_COUNTERS(DIO_SHM_CTR_FIELD)
+#undef DIO_SHM_CTR_FIELD
+};
+
+struct dio_shm;
+
+/* Maps the region in memfd fd (which the caller keeps) for a stack of ncores cores and
+ * checks it: a valid header, a size that fits the file, hdr.ncores == ncores, usable
+ * wake_fds. The header is copied once and the copy is what the stack reads afterwards, so a
+ * client rewriting the header cannot move the stack's view of the region. Returns 0 or
+ * -errno with one line in err. */
+int dio_shm_open(int fd, unsigned ncores, struct dio_shm **out, char *err, size_t errlen);
+/* Unmaps and frees; the stack must be stopped. */
+void dio_shm_close(struct dio_shm *srv);
+/* Publishes stack_pid = getpid() and SHM_READY (and wakes the spawner). */
+void dio_shm_ready(struct dio_shm *srv);
+/* Publishes SHM_GONE: the stack is stopping; clients stop waiting for it. */
+void dio_shm_gone(struct dio_shm *srv);
+/* Start-up failure, with or without a usable region: writes msg into hdr.errmsg of the
+ * region in fd (if it is large enough to hold a header), sets SHM_FAILED and wakes. */
+void dio_shm_fail(int fd, const char *msg);
+
+/* The app that serves the region on every stack core (it keeps its per-core state itself
+ * and leaves dio_core_app_data to others). */
+struct dio_app dio_shm_app(struct dio_shm *srv);
+/* The same, also running *other on every core (e.g. the built-in services): other's hooks
+ * are called after the server's, and engine events for sockets the server does not own
+ * (see dio_shm_owns) go to other->event. *other is copied. */
+struct dio_app dio_shm_app_with(struct dio_shm *srv, const struct dio_app *other);
+/* Is this engine socket user pointer one of the server's? (Its user pointers are odd
+ * numbers, which no real object pointer is.) */
+int dio_shm_owns(const void *user);
+
+/* A copy of one core's counters (relaxed reads; exact once the stack is stopped). */
+int dio_shm_counters(struct dio_shm *srv, unsigned core, struct dio_shm_counters *out);
+/* Prints "<prefix> core=<i> name=value ..." for every core (nonzero counters only). */
+void dio_shm_print_stats(struct dio_shm *srv, FILE *f, const char *prefix);
+/* Control thread, about once a second: releases reply slots whose owning process is gone
+ * (seen dead on two calls in a row). Returns how many it released. */
+unsigned dio_shm_reap(struct dio_shm *srv);
+
 #endif

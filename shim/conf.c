@@ -73,6 +73,9 @@ static int parse_uint(struct ctx *x, const struct var *v, const struct val *val)
 static int parse_bytes(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_cc(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_huge(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_ring(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_path(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_internal(struct ctx *x, const struct var *v, const struct val *val);
 
 #define FIELD(f) offsetof(struct shim_conf, f)
 
@@ -98,7 +101,15 @@ static int parse_huge(struct ctx *x, const struct var *v, const struct val *val)
     X(MAX_SOCKS, "USTACK_MAX_SOCKS", parse_uint, FIELD(max_socks), 16, 1u << 24)                   \
     X(CC, "USTACK_CC", parse_cc, 0, 0, 0)                                                          \
     X(MBUFS, "USTACK_MBUFS", parse_uint, FIELD(mbufs), 1024, 1u << 20)                             \
-    X(HUGE, "USTACK_HUGE", parse_huge, 0, 0, 0)
+    X(HUGE, "USTACK_HUGE", parse_huge, 0, 0, 0)                                                    \
+    X(SHM_SOCKS, "USTACK_SHM_SOCKS", parse_uint, FIELD(shm_socks), 16, 1u << 20)                   \
+    X(SHM_RING, "USTACK_SHM_RING", parse_ring, FIELD(shm_ring), 4096, 16u << 20)                   \
+    X(STACKD, "USTACK_STACKD", parse_path, 0, 0, 0)                                                \
+    X(STACKD_LOG, "USTACK_STACKD_LOG", parse_internal, 0, 0, 0)                                    \
+    X(SHM_FD, "USTACK_SHM_FD", parse_internal, 0, 0, 0)                                            \
+    X(PIPE_FD, "USTACK_PIPE_FD", parse_internal, 0, 0, 0)                                          \
+    X(FDS, "USTACK_FDS", parse_internal, 0, 0, 0)                                                  \
+    X(READY_FD, "USTACK_READY_FD", parse_internal, 0, 0, 0)
 
 #define X_ENUM(id, name, parse, off, min, max) V_##id,
 enum { SHIM_VARS(X_ENUM) V_COUNT };
@@ -519,6 +530,38 @@ static int parse_cc(struct ctx *x, const struct var *v, const struct val *val)
     return 0;
 }
 
+/* A power of two of bytes (the shared-memory rings are indexed by masking). */
+static int parse_ring(struct ctx *x, const struct var *v, const struct val *val)
+{
+    int rc = parse_bytes(x, v, val);
+    if (rc)
+        return rc;
+    unsigned n = x->c->shm_ring;
+    if (n & (n - 1))
+        return BAD(x, v, val, "not a power of two (expected 4096..16M, a power of two)");
+    return 0;
+}
+
+static int parse_path(struct ctx *x, const struct var *v, const struct val *val)
+{
+    size_t n = strlen(val->s);
+    if (n >= sizeof x->c->stackd)
+        return BAD(x, v, val, "longer than %zu characters (expected a path to ustackd)",
+                   sizeof x->c->stackd - 1);
+    memcpy(x->c->stackd, val->s, n + 1);
+    return 0;
+}
+
+/* Set by libustack.so for its descendants (inherited descriptors, ustackd's log); their
+ * consumers check them, the configuration only knows the names. */
+static int parse_internal(struct ctx *x, const struct var *v, const struct val *val)
+{
+    (void)x;
+    (void)v;
+    (void)val;
+    return 0;
+}
+
 static int parse_huge(struct ctx *x, const struct var *v, const struct val *val)
 {
     if (!strcmp(val->s, "auto"))
@@ -719,6 +762,8 @@ static void defaults(struct ctx *x)
     c->cc = 0;
     c->mbufs = 16384;
     c->huge = -1;
+    c->shm_socks = 16384;
+    c->shm_ring = 65536;
     /* CPU 0, or the lowest CPU we may run on if taskset/cgroups keep us off CPU 0: a
      * default that start-up then refuses would be no default at all. */
     memset(x->mask, 0, sizeof x->mask);

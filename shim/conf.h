@@ -60,6 +60,11 @@ struct shim_conf {
     int cc;                 /* USTACK_CC newreno|cubic -> 0 / 1 (enum stk_cc_algo) */
     unsigned mbufs;         /* USTACK_MBUFS per core 1024..1048576; default 16384 */
     int huge;               /* USTACK_HUGE auto|0|1: -1 auto (use hugepages if reserved) */
+    unsigned shm_socks;     /* USTACK_SHM_SOCKS 16..1048576: socket slots in the shared
+                               region; default 16384 */
+    unsigned shm_ring;      /* USTACK_SHM_RING 4096..16M, a power of two: bytes per socket
+                               ring in the shared region; default 65536 */
+    char stackd[256];       /* USTACK_STACKD: path of ustackd; "" = next to libustack.so */
 };
 
 /* Fills c with the defaults, then the USTACK_CONF file (if named), then the environment.

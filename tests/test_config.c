@@ -190,6 +190,26 @@ END_TEST
 
 /* ---- one test per variable ----------------------------------------------------------- */
 
+/* The shared-memory sizes, ustackd's path, and the names libustack.so sets for its
+ * descendants (which the configuration must know, or ustackd would refuse to start). */
+START_TEST(shm_and_internal)
+{
+    OK("USTACK_DEV", "net_ring0");
+    ck_assert_uint_eq(c.shm_socks, 16384);
+    ck_assert_uint_eq(c.shm_ring, 65536);
+    ck_assert_str_eq(c.stackd, "");
+    OK("USTACK_SHM_SOCKS", "1024", "USTACK_SHM_RING", "1M", "USTACK_STACKD", "/opt/ustackd");
+    ck_assert_uint_eq(c.shm_socks, 1024);
+    ck_assert_uint_eq(c.shm_ring, 1u << 20);
+    ck_assert_str_eq(c.stackd, "/opt/ustackd");
+    BAD("USTACK_SHM_RING", "5000", "power of two");
+    BAD("USTACK_SHM_RING", "2048", "out of range");
+    BAD("USTACK_SHM_SOCKS", "8", "out of range");
+    OK("USTACK_SHM_FD", "1001", "USTACK_PIPE_FD", "1002", "USTACK_FDS", "1003,1004",
+       "USTACK_READY_FD", "5", "USTACK_STACKD_LOG", "/tmp/x.log");
+}
+END_TEST
+
 START_TEST(enabled)
 {
     OK("USTACK", "0");
@@ -1028,6 +1048,7 @@ int main(void)
     tcase_add_test(file, env_over_file);
     tcase_add_test(file, env_load);
     tcase_add_test(file, env_unknown_names);
+    tcase_add_test(file, shm_and_internal);
     suite_add_tcase(s, file);
 
     SRunner *sr = srunner_create(s);

@@ -1,0 +1,1475 @@
+/*
+ * shm_server.c - the stack side of the shared-memory protocol (docs/shm.md): an app hook, run
+ * by every stack core, that executes the commands applications queue for that core, moves
+ * bytes between the engine's sockets and the per-socket rings, accepts connections into
+ * listeners' accept queues, and publishes readiness (flags, the seq futex, eventfds).
+ *
+ * Trust: anything read from the region may have been written by a broken or hostile client.
+ * The header is a private copy taken once (dio_shm_open), so offsets and geometry cannot
+ * change under us; every command is validated; every ring is checked before use; and each
+ * core keeps its own record of the slots it serves and their generation, so a slot freed or
+ * reused behind its back is abandoned (its connection aborted) rather than written to.
+ *
+ * State: per slot and core, struct ssock (engine sd, generation, pending shutdown/close);
+ * per slot, shared by the cores of this process, struct srec (our copy of the app's
+ * eventfd, which cores serve it, a listener's address and recorded options); per core,
+ * struct srv_core. Engine events only mark slots dirty; poll serves them, so no data moves
+ * from inside the engine's callbacks.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "dio.h"
+#include "shm.h"
+
+_Static_assert(SHM_POLLIN == POLLIN && SHM_POLLOUT == POLLOUT && SHM_POLLERR == POLLERR &&
+                   SHM_POLLHUP == POLLHUP && SHM_POLLRDHUP == POLLRDHUP,
+               "shm.h poll bits must be Linux's");
+_Static_assert(sizeof(struct stk_tcp_info) <= sizeof(((struct shm_reply *)0)->info),
+               "stk_tcp_info must fit a reply");
+_Static_assert(SHM_MAX_CORES <= 64 && DIO_MAX_CORES <= 64, "listener core masks are 64 bits");
+
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define RLX memory_order_relaxed
+#define SC  memory_order_seq_cst
+
+#define CMD_BUDGET     64  /* commands per poll: the engine's own work must not starve */
+#define ACCEPT_BUDGET  256 /* connections accepted per listener per poll */
+#define PIDFD_CACHE    8
+#define CLOSE_STALL_US (60 * STK_US_PER_S) /* a closing socket's tx ring stuck this long: RST */
+#define SCAN_US        (100 * STK_US_PER_MS)
+#define NOPT           (STK_TCP_DEFER_ACCEPT + 1)
+
+enum {
+#define X(n) C_##n,
+    DIO_SHM_COUNTERS(X)
+#undef X
+        NCTR
+};
+
+/* ssock.fl */
+enum {
+    SS_DIRTY = 1u << 0,   /* on the core's dirty list */
+    SS_LISTEN = 1u << 1,  /* an engine listener */
+    SS_SHUT_WR = 1u << 2, /* shutdown(WR) once the tx ring is drained */
+    SS_CLOSING = 1u << 3, /* close once the tx ring is drained */
+};
+
+struct ssock {
+    int32_t sd;   /* the engine socket on this core, -1 when none */
+    uint32_t gen; /* the slot's generation when this core took it */
+    uint32_t next;
+    uint32_t fl;
+    stk_time_t progress; /* closing: when tx bytes last moved */
+};
+
+struct srec {
+    _Atomic int efd;         /* our copy of the app's eventfd, -1 when none */
+    _Atomic uint32_t holder; /* 1 + the core serving the connection, 0 when none */
+    _Atomic uint32_t home;   /* 1 + the core that created it (a listener's home) */
+    _Atomic uint64_t lcores; /* cores with an engine listener for it */
+    _Atomic uint32_t lip, lport;
+    _Atomic uint32_t optmask;
+    _Atomic int32_t opt[NOPT];
+};
+
+struct pidfd_ent {
+    int32_t pid;
+    int fd;
+    uint64_t used;
+};
+
+struct fwd {
+    uint32_t core;
+    struct shm_cmd cmd;
+};
+
+struct srv_core {
+    struct dio_shm *srv;
+    struct stk_engine *e;
+    unsigned idx;
+    struct ssock *ss;
+    uint32_t dirty; /* head of the dirty list */
+    uint32_t cur;   /* the slot being served: its own events are ignored */
+    unsigned nclosing;
+    stk_time_t next_scan;
+    struct pidfd_ent pidfds[PIDFD_CACHE];
+    uint64_t pidfd_clock;
+    struct fwd *ob; /* commands for other cores whose queue was full */
+    unsigned nob, cob;
+    _Atomic uint64_t ctr[NCTR];
+};
+
+struct reap_mark {
+    int32_t pid;
+    uint32_t owner;
+};
+
+struct dio_shm {
+    void *base;           /* our view: the private header copy, then the shared rest */
+    struct shm_hdr *shdr; /* the shared header page, for state, stack_pid and errmsg */
+    uint64_t size, hdr_len;
+    uint32_t nsocks, nreplies, ring;
+    unsigned ncores;
+    int wake_fd[SHM_MAX_CORES];
+    struct srec *rec;
+    struct dio_app other;
+    bool has_other;
+    struct reap_mark *reap;
+    struct srv_core *cores[SHM_MAX_CORES];
+};
+
+static void ctr_add(struct srv_core *sc, int i, uint64_t n)
+{
+    /* One writer per counter: a relaxed load and store, no locked instruction. */
+    atomic_store_explicit(&sc->ctr[i], atomic_load_explicit(&sc->ctr[i], RLX) + n, RLX);
+}
+#define CTR(sc, name, n) ctr_add((sc), C_##name, (n))
+
+/* Engine user pointers: the slot index, tagged odd so that a composed app can tell them
+ * from its own (aligned) pointers. */
+static void *tag(uint32_t i)
+{
+    return (void *)(((uintptr_t)i << 1) | 1u);
+}
+
+int dio_shm_owns(const void *user)
+{
+    return ((uintptr_t)user & 1u) != 0;
+}
+
+/* ---- Region ----------------------------------------------------------------------------- */
+
+static bool is_eventfd(int fd)
+{
+    char path[64], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n < 0)
+        return true; /* no /proc to ask: take it on trust */
+    link[n] = 0;
+    return strcmp(link, "anon_inode:[eventfd]") == 0;
+}
+
+static void srv_free(struct dio_shm *srv)
+{
+    if (srv->base)
+        munmap(srv->base, srv->size);
+    if (srv->shdr)
+        munmap(srv->shdr, srv->hdr_len);
+    for (unsigned c = 0; c < SHM_MAX_CORES; c++)
+        free(srv->cores[c]);
+    free(srv->rec);
+    free(srv->reap);
+    free(srv);
+}
+
+int dio_shm_open(int fd, unsigned ncores, struct dio_shm **out, char *err, size_t errlen)
+{
+    struct stat st;
+    struct shm_hdr h;
+    if (fstat(fd, &st) < 0) {
+        snprintf(err, errlen, "--shm-fd %d: %s", fd, strerror(errno));
+        return -errno;
+    }
+    /* A snapshot of the header, checked and then used: the client cannot change what we
+     * checked. */
+    if ((uint64_t)st.st_size < sizeof(h) || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+        shm_region_check(&h, (uint64_t)st.st_size) != 0) {
+        snprintf(err, errlen, "--shm-fd %d: not a valid ustack region (%lld bytes)", fd,
+                 (long long)st.st_size);
+        return -EINVAL;
+    }
+    if (h.ncores != ncores) {
+        snprintf(err, errlen, "region made for %u stack cores, but USTACK_CORES gives %u", h.ncores,
+                 ncores);
+        return -EINVAL;
+    }
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || h.off_cmdq % (uint64_t)pg) {
+        snprintf(err, errlen, "region header (%llu bytes) is not page aligned (page %ld)",
+                 (unsigned long long)h.off_cmdq, pg);
+        return -EINVAL;
+    }
+    /* Sealing against shrinking keeps a client from making our accesses fault (SIGBUS);
+     * it works only on a memfd made with MFD_ALLOW_SEALING, so failure is not fatal. */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);
+
+    struct dio_shm *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return -ENOMEM;
+    srv->size = h.size;
+    srv->hdr_len = h.off_cmdq;
+    srv->nsocks = h.nsocks;
+    srv->nreplies = h.nreplies;
+    srv->ring = h.ring_size;
+    srv->ncores = ncores;
+    /* Our view: an anonymous private page holding the header copy, followed by the shared
+     * mapping of everything after the header, so that shm.h's accessors work unchanged. */
+    char *v = mmap(NULL, h.size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (v == MAP_FAILED) {
+        snprintf(err, errlen, "region: mmap %llu bytes: %s", (unsigned long long)h.size,
+                 strerror(errno));
+        free(srv);
+        return -ENOMEM;
+    }
+    srv->base = v;
+    if (mmap(v, h.off_cmdq, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+             0) == MAP_FAILED ||
+        mmap(v + h.off_cmdq, h.size - h.off_cmdq, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+             fd, (off_t)h.off_cmdq) == MAP_FAILED) {
+        snprintf(err, errlen, "region: mmap: %s", strerror(errno));
+        srv_free(srv);
+        return -ENOMEM;
+    }
+    memcpy(v, &h, sizeof(h));
+    void *hp = mmap(NULL, h.off_cmdq, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hp == MAP_FAILED) {
+        snprintf(err, errlen, "region: mmap header: %s", strerror(errno));
+        srv_free(srv);
+        return -ENOMEM;
+    }
+    srv->shdr = hp;
+    for (unsigned c = 0; c < ncores; c++) {
+        int wfd = shm_cmdq(srv->base, c)->wake_fd;
+        if (wfd >= 0 && (fcntl(wfd, F_GETFD) < 0 || !is_eventfd(wfd))) {
+            snprintf(err, errlen, "region: core %u: wake_fd %d is not an open eventfd", c, wfd);
+            srv_free(srv);
+            return -EBADF;
+        }
+        srv->wake_fd[c] = wfd < 0 ? -1 : wfd;
+    }
+    srv->rec = calloc(h.nsocks, sizeof(*srv->rec));
+    srv->reap = calloc(h.nreplies, sizeof(*srv->reap));
+    for (unsigned c = 0; c < ncores; c++)
+        srv->cores[c] = calloc(1, sizeof(struct srv_core));
+    bool ok = srv->rec && srv->reap;
+    for (unsigned c = 0; c < ncores; c++)
+        ok = ok && srv->cores[c];
+    if (!ok) {
+        snprintf(err, errlen, "region: out of memory");
+        srv_free(srv);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < h.nsocks; i++)
+        atomic_init(&srv->rec[i].efd, -1);
+    *out = srv;
+    return 0;
+}
+
+void dio_shm_close(struct dio_shm *srv)
+{
+    if (!srv)
+        return;
+    for (uint32_t i = 0; i < srv->nsocks; i++) {
+        int efd = atomic_exchange(&srv->rec[i].efd, -1);
+        if (efd >= 0)
+            close(efd);
+    }
+    srv_free(srv);
+}
+
+static void set_state(struct shm_hdr *h, uint32_t state)
+{
+    atomic_store_explicit(&h->state, state, REL);
+    shm_futex_wake(&h->state, INT_MAX);
+}
+
+void dio_shm_ready(struct dio_shm *srv)
+{
+    atomic_store_explicit(&srv->shdr->stack_pid, (int32_t)getpid(), RLX);
+    set_state(srv->shdr, SHM_READY);
+}
+
+void dio_shm_gone(struct dio_shm *srv)
+{
+    set_state(srv->shdr, SHM_GONE);
+}
+
+void dio_shm_fail(int fd, const char *msg)
+{
+    struct stat st;
+    long pg = sysconf(_SC_PAGESIZE);
+    if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < sizeof(struct shm_hdr) || pg <= 0)
+        return;
+    size_t len = ((sizeof(struct shm_hdr) + (size_t)pg - 1) / (size_t)pg) * (size_t)pg;
+    if ((uint64_t)st.st_size < len)
+        len = (size_t)st.st_size;
+    struct shm_hdr *h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED)
+        return;
+    /* Only a region someone laid out: never scribble on an unrelated file. */
+    if (h->magic == SHM_MAGIC) {
+        snprintf(h->errmsg, sizeof(h->errmsg), "%s", msg);
+        set_state(h, SHM_FAILED);
+    }
+    munmap(h, len);
+}
+
+/* ---- Helpers ---------------------------------------------------------------------------- */
+
+static struct shm_sock *sock_at(struct srv_core *sc, uint32_t i)
+{
+    return shm_sock(sc->srv->base, i);
+}
+
+static void post(struct srv_core *sc, const struct shm_cmd *cmd, int32_t result, int32_t val,
+                 uint32_t ip, uint16_t port, const void *info, size_t ilen)
+{
+    struct dio_shm *srv = sc->srv;
+    if (cmd->reply == SHM_NONE)
+        return;
+    if (cmd->reply >= srv->nreplies) {
+        CTR(sc, shm_reply_invalid, 1);
+        return;
+    }
+    struct shm_reply *r = shm_reply(srv->base, cmd->reply);
+    r->result = result;
+    r->val = val;
+    r->ip = ip;
+    r->port = port;
+    if (info)
+        memcpy(r->info, info, ilen);
+    /* Fields first, then the sequence the waiter watches. Replies have no waiter count, so
+     * every reply is one FUTEX_WAKE: they answer control calls, never the data path. */
+    atomic_fetch_add_explicit(&r->seq, 1, REL);
+    shm_futex_wake(&r->seq, INT_MAX);
+}
+
+static void post_rc(struct srv_core *sc, const struct shm_cmd *cmd, int rc)
+{
+    post(sc, cmd, rc, 0, 0, 0, NULL, 0);
+}
+
+static void signal_efd(struct srv_core *sc, uint32_t i)
+{
+    int efd = atomic_load_explicit(&sc->srv->rec[i].efd, ACQ);
+    if (efd < 0)
+        return;
+    uint64_t one = 1;
+    if (write(efd, &one, sizeof(one)) == (ssize_t)sizeof(one))
+        CTR(sc, shm_efd_writes, 1);
+}
+
+/* After a change a socket's users may wait for: seq and futex waiters, then the eventfd if
+ * an app armed it for something that is now ready (docs/shm.md "Waking"). */
+static void publish(struct srv_core *sc, uint32_t i)
+{
+    struct shm_sock *s = sock_at(sc, i);
+    shm_sock_notify(s); /* its seq_cst bump orders our changes before the armed load */
+    uint32_t armed = atomic_load_explicit(&s->armed, SC);
+    if (armed && (armed & shm_sock_poll(sc->srv->base, i)) && atomic_exchange(&s->armed, 0))
+        signal_efd(sc, i);
+}
+
+static void mark_dirty(struct srv_core *sc, uint32_t i)
+{
+    struct ssock *ss = &sc->ss[i];
+    if (ss->fl & SS_DIRTY)
+        return;
+    ss->fl |= SS_DIRTY;
+    ss->next = sc->dirty;
+    sc->dirty = i;
+}
+
+/* This core stops serving slot i (SS_DIRTY stays: the slot may still be on the list). */
+static void release(struct srv_core *sc, uint32_t i)
+{
+    struct ssock *ss = &sc->ss[i];
+    if (ss->fl & SS_CLOSING)
+        sc->nclosing--;
+    ss->sd = -1;
+    ss->fl &= SS_DIRTY;
+}
+
+static void rec_reset(struct srv_core *sc, uint32_t i)
+{
+    struct srec *r = &sc->srv->rec[i];
+    int efd = atomic_exchange(&r->efd, -1);
+    if (efd >= 0)
+        close(efd);
+    atomic_store_explicit(&r->holder, 0, RLX);
+    atomic_store_explicit(&r->home, 0, RLX);
+    atomic_store_explicit(&r->lcores, 0, RLX);
+    atomic_store_explicit(&r->lip, 0, RLX);
+    atomic_store_explicit(&r->lport, 0, RLX);
+    atomic_store_explicit(&r->optmask, 0, RLX);
+}
+
+/* The stack is done with slot i: our record first (a next owner may start at once), then
+ * the slot itself. */
+static void free_slot(struct srv_core *sc, uint32_t i)
+{
+    struct shm_sock *s = sock_at(sc, i);
+    rec_reset(sc, i);
+    shm_sock_free(sc->srv->base, i);
+    if (atomic_load_explicit(&s->waiters, SC))
+        shm_futex_wake(&s->seq, INT_MAX);
+}
+
+static bool ssock_held(struct srv_core *sc, uint32_t i, uint32_t gen)
+{
+    struct ssock *ss = &sc->ss[i];
+    return ss->sd >= 0 && ss->gen == gen;
+}
+
+static bool rings_sane(struct srv_core *sc, struct shm_sock *s)
+{
+    uint32_t r = sc->srv->ring;
+    return shm_ring_sane(&s->rx, r) && shm_ring_sane(&s->tx, r);
+}
+
+/* ---- Other processes' eventfds ------------------------------------------------------------ */
+
+static void pidfd_drop(struct srv_core *sc, int32_t pid)
+{
+    for (int k = 0; k < PIDFD_CACHE; k++) {
+        struct pidfd_ent *p = &sc->pidfds[k];
+        if (p->fd >= 0 && p->pid == pid) {
+            close(p->fd);
+            p->fd = -1;
+            p->pid = 0;
+        }
+    }
+}
+
+static int pidfd_get(struct srv_core *sc, int32_t pid)
+{
+    struct pidfd_ent *victim = &sc->pidfds[0];
+    for (int k = 0; k < PIDFD_CACHE; k++) {
+        struct pidfd_ent *p = &sc->pidfds[k];
+        if (p->fd >= 0 && p->pid == pid) {
+            p->used = ++sc->pidfd_clock;
+            return p->fd;
+        }
+        if (p->fd < 0 || (victim->fd >= 0 && p->used < victim->used))
+            victim = p;
+    }
+    int fd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+    if (fd < 0)
+        return -errno;
+    if (victim->fd >= 0)
+        close(victim->fd);
+    victim->fd = fd;
+    victim->pid = pid;
+    victim->used = ++sc->pidfd_clock;
+    return fd;
+}
+
+/* Our own descriptor for eventfd number fd of process pid (-1: none asked for). A cached
+ * pidfd of a process that died (its pid maybe reused since) fails with ESRCH: then once
+ * more with a fresh one. */
+static int fetch_efd(struct srv_core *sc, int32_t pid, int32_t fd, int *out)
+{
+    *out = -1;
+    if (fd < 0)
+        return 0;
+    if (pid <= 0)
+        return -ESRCH;
+    int err = ESRCH;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int pfd = pidfd_get(sc, pid);
+        if (pfd < 0) {
+            err = -pfd;
+            break;
+        }
+        int nfd = (int)syscall(SYS_pidfd_getfd, pfd, fd, 0);
+        if (nfd >= 0) {
+            /* We write to it from the stack core: it must be an eventfd, not, say, a pipe
+             * whose full buffer would block us. */
+            if (!is_eventfd(nfd)) {
+                close(nfd);
+                err = EINVAL;
+                break;
+            }
+            *out = nfd;
+            return 0;
+        }
+        err = errno;
+        if (err != ESRCH)
+            break;
+        pidfd_drop(sc, pid);
+    }
+    CTR(sc, shm_efd_fail, 1);
+    return -err;
+}
+
+/* ---- Commands to other cores ------------------------------------------------------------- */
+
+static int push_to(struct srv_core *sc, uint32_t core, const struct shm_cmd *cmd)
+{
+    struct dio_shm *srv = sc->srv;
+    struct shm_cmdq *q = shm_cmdq(srv->base, core);
+    if (shm_cmdq_push(q, cmd))
+        return -EAGAIN;
+    atomic_thread_fence(SC); /* the Dekker pair with the core's sleeping flag */
+    if (atomic_load_explicit(&q->sleeping, SC) && srv->wake_fd[core] >= 0) {
+        uint64_t one = 1;
+        if (write(srv->wake_fd[core], &one, sizeof(one)) < 0) {
+            /* Saturated: the core is awake anyway. */
+        }
+    }
+    return 0;
+}
+
+static void forward(struct srv_core *sc, uint32_t core, const struct shm_cmd *cmd)
+{
+    CTR(sc, shm_fwd, 1);
+    if (sc->nob == 0 && push_to(sc, core, cmd) == 0)
+        return;
+    /* The queue is full: keep it and retry every poll, so that nothing is lost. */
+    if (sc->nob == sc->cob) {
+        unsigned n = sc->cob ? sc->cob * 2 : 16;
+        struct fwd *ob = realloc(sc->ob, n * sizeof(*ob));
+        if (!ob)
+            return;
+        sc->ob = ob;
+        sc->cob = n;
+    }
+    sc->ob[sc->nob].core = core;
+    sc->ob[sc->nob].cmd = *cmd;
+    sc->nob++;
+}
+
+static unsigned flush_outbox(struct srv_core *sc)
+{
+    unsigned keep = 0, sent = 0;
+    for (unsigned k = 0; k < sc->nob; k++) {
+        if (push_to(sc, sc->ob[k].core, &sc->ob[k].cmd) == 0) {
+            sent++;
+            continue;
+        }
+        sc->ob[keep++] = sc->ob[k];
+    }
+    if (keep)
+        CTR(sc, shm_fwd_retry, 1);
+    sc->nob = keep;
+    return sent;
+}
+
+/* ---- Moving data ------------------------------------------------------------------------- */
+
+static bool can_send(int st)
+{
+    return st == STK_TCP_ESTABLISHED || st == STK_TCP_CLOSE_WAIT;
+}
+
+/* tx ring -> engine, as far as the engine's send buffer allows. */
+static uint32_t move_tx(struct srv_core *sc, uint32_t i, struct ssock *ss, struct shm_sock *s,
+                        stk_time_t now)
+{
+    uint32_t R = sc->srv->ring;
+    const uint8_t *data = shm_tx_data(sc->srv->base, i);
+    const uint8_t *p[2];
+    uint32_t n[2];
+    int k = shm_ring_rspan(&s->tx, data, R, p, n);
+    uint32_t done = 0;
+    for (int j = 0; j < k; j++) {
+        /* MSG_MORE on the first piece of a wrapped ring: the second follows at once. */
+        ssize_t w = stk_send(sc->e, now, ss->sd, p[j], n[j], j + 1 < k ? STK_MSG_MORE : 0);
+        if (w <= 0)
+            break;
+        done += (uint32_t)w;
+        if ((uint32_t)w < n[j])
+            break;
+    }
+    if (done) {
+        shm_ring_skip(&s->tx, R, done);
+        CTR(sc, shm_tx_bytes, done);
+    }
+    return done;
+}
+
+/* engine -> rx ring. Sets SHM_F_EOF once the engine says the read side is done with
+ * nothing left, and SHM_F_RX_BLOCKED while the ring is full and the engine holds more. */
+static uint32_t move_rx(struct srv_core *sc, uint32_t i, struct ssock *ss, struct shm_sock *s,
+                        uint32_t *f, stk_time_t now)
+{
+    uint32_t R = sc->srv->ring;
+    uint8_t *data = shm_rx_data(sc->srv->base, i);
+    uint32_t total = 0;
+    for (;;) {
+        struct stk_iov iov[2];
+        int k = stk_recv_peek(sc->e, ss->sd, iov);
+        if (k <= 0) {
+            if (k == 0)
+                *f |= SHM_F_EOF;
+            else if (k != -EAGAIN && k != -ENOTCONN) {
+                atomic_store_explicit(&s->so_error, -k, RLX);
+                *f |= SHM_F_ERROR | SHM_F_RESET;
+            }
+            *f &= ~SHM_F_RX_BLOCKED;
+            break;
+        }
+        uint8_t *p[2];
+        uint32_t n[2];
+        int w = shm_ring_wspan(&s->rx, data, R, p, n);
+        if (w == 0) {
+            if (*f & SHM_F_RX_BLOCKED)
+                break;
+            /* Tell the app to kick after reading, then look again: it may have read
+             * between our look and the flag (it reads the flag after moving its tail). */
+            *f |= SHM_F_RX_BLOCKED;
+            CTR(sc, shm_rx_blocked, 1);
+            atomic_store_explicit(&s->flags, *f, SC);
+            atomic_thread_fence(SC);
+            if (shm_ring_space(&s->rx, R))
+                continue;
+            break;
+        }
+        *f &= ~SHM_F_RX_BLOCKED;
+        /* Copy min(readable, writable) from iov[] into p[]. */
+        uint32_t copied = 0;
+        int a = 0, b = 0;
+        size_t aoff = 0, boff = 0;
+        while (a < k && b < w) {
+            size_t ra = iov[a].len - aoff, rb = n[b] - boff;
+            size_t c = ra < rb ? ra : rb;
+            memcpy(p[b] + boff, (const uint8_t *)iov[a].base + aoff, c);
+            copied += (uint32_t)c;
+            aoff += c;
+            boff += c;
+            if (aoff == iov[a].len) {
+                a++;
+                aoff = 0;
+            }
+            if (boff == n[b]) {
+                b++;
+                boff = 0;
+            }
+        }
+        shm_ring_produce(&s->rx, copied);
+        stk_recv_consume(sc->e, now, ss->sd, copied);
+        total += copied;
+    }
+    if (total)
+        CTR(sc, shm_rx_bytes, total);
+    return total;
+}
+
+static void finish_close(struct srv_core *sc, uint32_t i, bool abort, stk_time_t now)
+{
+    struct ssock *ss = &sc->ss[i];
+    if (abort) {
+        stk_abort(sc->e, now, ss->sd);
+        CTR(sc, shm_aborts, 1);
+    } else {
+        /* The engine itself aborts when data arrived after the app's close. */
+        stk_close(sc->e, now, ss->sd);
+        CTR(sc, shm_closes, 1);
+    }
+    release(sc, i);
+    free_slot(sc, i);
+}
+
+static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now);
+
+/* Brings slot i up to date with its engine socket: data both ways, flags, pending shutdown
+ * and close, then wakes whoever waits. Returns nonzero if anything changed. */
+static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
+{
+    struct ssock *ss = &sc->ss[i];
+    if (ss->sd < 0)
+        return 0;
+    struct shm_sock *s = sock_at(sc, i);
+    if (atomic_load_explicit(&s->gen, ACQ) != ss->gen) {
+        /* Freed or reused behind our back (a broken client): never write to it again. */
+        CTR(sc, shm_orphans, 1);
+        if (ss->fl & SS_LISTEN)
+            atomic_fetch_and(&sc->srv->rec[i].lcores, ~(1ull << sc->idx));
+        stk_abort(sc->e, now, ss->sd);
+        release(sc, i);
+        return 1;
+    }
+    if (ss->fl & SS_LISTEN)
+        return accept_all(sc, i, now);
+
+    struct stk_engine *e = sc->e;
+    uint32_t R = sc->srv->ring;
+    bool sane = rings_sane(sc, s);
+    if (!sane)
+        CTR(sc, shm_ring_insane, 1);
+    sc->cur = i;
+    uint32_t f0 = atomic_load_explicit(&s->flags, RLX), f = f0;
+    /* The error first: stk_send and stk_recv_peek would consume it. */
+    if (stk_events(e, ss->sd) & STK_EV_ERR) {
+        int err = 0;
+        stk_getopt(e, ss->sd, STK_SO_ERROR, &err);
+        if (err) {
+            atomic_store_explicit(&s->so_error, err, RLX);
+            f |= SHM_F_ERROR | SHM_F_RESET;
+        }
+    }
+    int st = STK_TCP_CLOSED;
+    stk_getopt(e, ss->sd, STK_SO_STATE, &st);
+    if (f & SHM_F_CONNECTING) {
+        if (st >= STK_TCP_ESTABLISHED) {
+            struct stk_sockaddr a;
+            if (stk_getsockname(e, ss->sd, &a) == 0) {
+                s->lip = a.ip;
+                s->lport = a.port;
+            }
+            if (stk_getpeername(e, ss->sd, &a) == 0) {
+                s->rip = a.ip;
+                s->rport = a.port;
+            }
+            f = (f & ~SHM_F_CONNECTING) | SHM_F_CONNECTED;
+        } else if (st == STK_TCP_CLOSED) {
+            f = (f & ~SHM_F_CONNECTING) | SHM_F_RESET;
+        }
+    }
+    if (f & SHM_F_RESET)
+        f &= ~SHM_F_CONNECTING;
+    uint32_t moved = 0;
+    if (sane)
+        moved += move_tx(sc, i, ss, s, now);
+    bool tx_empty = !sane || shm_ring_used(&s->tx, R) == 0;
+    if ((ss->fl & SS_SHUT_WR) && (tx_empty || !can_send(st))) {
+        ss->fl &= ~SS_SHUT_WR;
+        stk_shutdown(e, now, ss->sd, STK_SHUT_WR);
+        f |= SHM_F_WR_SHUT;
+    }
+    if (ss->fl & SS_CLOSING) {
+        /* The app is gone: what it left in the tx ring goes out, then the engine closes
+         * (or, if the peer keeps sending or never takes the data, resets). */
+        if (tx_empty || !can_send(st)) {
+            sc->cur = SHM_NONE;
+            finish_close(sc, i, false, now);
+            return 1;
+        }
+        if (moved)
+            ss->progress = now;
+        sc->cur = SHM_NONE;
+        return moved != 0;
+    }
+    if (sane)
+        moved += move_rx(sc, i, ss, s, &f, now);
+    if ((f & SHM_F_CONNECTED) && (stk_events(e, ss->sd) & STK_EV_HUP))
+        f |= SHM_F_HUP;
+    sc->cur = SHM_NONE;
+    if (f != f0)
+        atomic_store_explicit(&s->flags, f, REL);
+    if (f != f0 || moved)
+        publish(sc, i);
+    return f != f0 || moved;
+}
+
+/* ---- Accepting ----------------------------------------------------------------------------- */
+
+static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
+{
+    struct dio_shm *srv = sc->srv;
+    struct ssock *ls = &sc->ss[l];
+    struct shm_sock *lsock = sock_at(sc, l);
+    struct stk_engine *e = sc->e;
+    unsigned n = 0;
+    while (stk_events(e, ls->sd) & STK_EV_IN) {
+        if (n == ACCEPT_BUDGET) {
+            mark_dirty(sc, l); /* the rest next time round */
+            break;
+        }
+        uint32_t j = shm_sock_alloc(srv->base);
+        if (j == SHM_NONE) {
+            /* No slot: refuse it as an overflowing kernel listener would, visibly. */
+            int sd = stk_accept(e, now, ls->sd, NULL, NULL);
+            CTR(sc, shm_accept_noslot, 1);
+            if (sd < 0)
+                break;
+            stk_abort(e, now, sd);
+            continue;
+        }
+        struct stk_sockaddr peer, me;
+        int sd = stk_accept(e, now, ls->sd, tag(j), &peer);
+        if (sd < 0) {
+            shm_sock_free(srv->base, j);
+            break;
+        }
+        struct shm_sock *s = sock_at(sc, j);
+        struct ssock *ss = &sc->ss[j];
+        struct srec *r = &srv->rec[j];
+        ss->sd = sd;
+        ss->gen = atomic_load_explicit(&s->gen, RLX);
+        ss->fl &= SS_DIRTY;
+        rec_reset(sc, j);
+        atomic_store_explicit(&r->holder, sc->idx + 1, RLX);
+        atomic_store_explicit(&r->home, sc->idx + 1, RLX);
+        if (stk_getsockname(e, sd, &me))
+            me = (struct stk_sockaddr){0, 0};
+        s->core = sc->idx;
+        s->lip = me.ip;
+        s->lport = me.port;
+        s->rip = peer.ip;
+        s->rport = peer.port;
+        atomic_store_explicit(&s->so_error, 0, RLX);
+        atomic_store_explicit(&s->refs, 0, RLX);
+        atomic_store_explicit(&s->app_flags, 0, RLX);
+        atomic_store_explicit(&s->flags, SHM_F_CONNECTED, RLX);
+        atomic_store_explicit(&s->state, SHM_SOCK_LIVE, REL);
+        if (shm_aq_push(lsock, shm_rx_data(srv->base, l), srv->ring, j)) {
+            CTR(sc, shm_aq_overflow, 1);
+            stk_abort(e, now, sd);
+            release(sc, j);
+            free_slot(sc, j);
+            continue;
+        }
+        CTR(sc, shm_accepts, 1);
+        mark_dirty(sc, j); /* data may have come with the handshake */
+        n++;
+    }
+    if (n)
+        publish(sc, l);
+    return n;
+}
+
+/* Connections queued on a closed listener that no app took: reset, as Linux does. Each is
+ * served by the core that accepted it. */
+static void abort_queued(struct srv_core *sc, uint32_t j, stk_time_t now)
+{
+    struct dio_shm *srv = sc->srv;
+    if (j >= srv->nsocks)
+        return;
+    uint32_t h = atomic_load_explicit(&srv->rec[j].holder, RLX);
+    if (h == 0 || h > srv->ncores)
+        return;
+    uint32_t gen = atomic_load_explicit(&sock_at(sc, j)->gen, ACQ);
+    if (h - 1 == sc->idx) {
+        if (ssock_held(sc, j, gen))
+            finish_close(sc, j, true, now);
+        return;
+    }
+    struct shm_cmd c;
+    memset(&c, 0, sizeof(c));
+    c.op = SHM_OP_CLOSE;
+    c.flags = SHM_CMD_F_ABORT;
+    c.sock = j;
+    c.gen = gen;
+    c.reply = SHM_NONE;
+    c.pid = (int32_t)getpid();
+    forward(sc, h - 1, &c);
+}
+
+static void close_listener(struct srv_core *sc, uint32_t l, stk_time_t now)
+{
+    struct dio_shm *srv = sc->srv;
+    struct ssock *ss = &sc->ss[l];
+    stk_close(sc->e, now, ss->sd);
+    release(sc, l);
+    CTR(sc, shm_closes, 1);
+    uint64_t bit = 1ull << sc->idx;
+    uint64_t prev = atomic_fetch_and(&srv->rec[l].lcores, ~bit);
+    if ((prev & ~bit) != 0 || !(prev & bit))
+        return;
+    /* The last core: no more pushes can come, so the queue is ours to empty. */
+    struct shm_sock *s = sock_at(sc, l);
+    uint32_t j, cap = shm_aq_capacity(srv->ring);
+    for (uint32_t k = 0; k < cap && shm_aq_pop(s, shm_rx_data(srv->base, l), srv->ring, &j); k++)
+        abort_queued(sc, j, now);
+    free_slot(sc, l);
+}
+
+/* ---- Commands ---------------------------------------------------------------------------- */
+
+static void record_opt(struct srv_core *sc, uint32_t i, int opt, int val)
+{
+    struct srec *r = &sc->srv->rec[i];
+    atomic_store_explicit(&r->opt[opt], val, RLX);
+    atomic_fetch_or_explicit(&r->optmask, 1u << opt, REL);
+}
+
+static void apply_opts(struct srv_core *sc, uint32_t i, int sd, stk_time_t now)
+{
+    struct srec *r = &sc->srv->rec[i];
+    uint32_t m = atomic_load_explicit(&r->optmask, ACQ);
+    for (int o = 1; o < NOPT; o++)
+        if (m & (1u << o))
+            stk_setopt(sc->e, now, sd, (enum stk_sockopt)o, atomic_load_explicit(&r->opt[o], RLX));
+}
+
+static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s)
+{
+    struct dio_shm *srv = sc->srv;
+    struct srec *r = &srv->rec[cmd->sock];
+    struct ssock *ss = &sc->ss[cmd->sock];
+    uint32_t state = atomic_load_explicit(&s->state, ACQ);
+    if (ss->sd >= 0 || s->core != sc->idx || atomic_load(&r->holder) || atomic_load(&r->lcores) ||
+        (state != SHM_SOCK_RESERVED && state != SHM_SOCK_LIVE))
+        return -EBADF;
+    int efd;
+    int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
+    if (rc)
+        return rc;
+    int sd = stk_socket(sc->e, tag(cmd->sock));
+    if (sd < 0) {
+        if (efd >= 0)
+            close(efd);
+        return sd;
+    }
+    rec_reset(sc, cmd->sock);
+    atomic_store_explicit(&r->efd, efd, REL);
+    atomic_store_explicit(&r->holder, sc->idx + 1, RLX);
+    atomic_store_explicit(&r->home, sc->idx + 1, RLX);
+    ss->sd = sd;
+    ss->gen = cmd->gen;
+    ss->fl &= SS_DIRTY;
+    atomic_store_explicit(&s->flags, 0, RLX);
+    atomic_store_explicit(&s->so_error, 0, RLX);
+    uint32_t expect = SHM_SOCK_RESERVED;
+    atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
+    CTR(sc, shm_sockets, 1);
+    return 0;
+}
+
+static int op_listen(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s,
+                     stk_time_t now, struct stk_sockaddr *a)
+{
+    struct dio_shm *srv = sc->srv;
+    uint32_t i = cmd->sock;
+    struct srec *r = &srv->rec[i];
+    struct ssock *ss = &sc->ss[i];
+    uint64_t bit = 1ull << sc->idx;
+    if (ssock_held(sc, i, cmd->gen)) {
+        if (ss->fl & SS_LISTEN) /* listen() again: a new backlog */
+            return stk_listen(sc->e, ss->sd, cmd->a0);
+        /* The home core: the accept queue exists before any core can accept. Only a
+         * socket that can listen gives its rx area to the queue. */
+        int st = -1;
+        stk_getopt(sc->e, ss->sd, STK_SO_STATE, &st);
+        if (st != STK_TCP_CLOSED || (atomic_load(&s->flags) & SHM_F_CONNECTING))
+            return -EINVAL;
+        shm_aq_init(s, shm_rx_data(srv->base, i), srv->ring);
+        int rc = stk_listen(sc->e, ss->sd, cmd->a0);
+        if (rc)
+            return rc;
+        stk_getsockname(sc->e, ss->sd, a);
+        s->lip = a->ip;
+        s->lport = a->port;
+        atomic_store_explicit(&r->lip, a->ip, RLX);
+        atomic_store_explicit(&r->lport, a->port, RLX);
+        atomic_store_explicit(&r->lcores, bit, REL);
+        ss->fl |= SS_LISTEN;
+        atomic_store_explicit(&s->flags, SHM_F_LISTENING, REL);
+        CTR(sc, shm_listens, 1);
+        return 0;
+    }
+    /* Another core: its own engine listener on the home core's address, with the options
+     * recorded so far. Only for a socket that is listening (the home core went first). */
+    if (ss->sd >= 0 || atomic_load_explicit(&r->lcores, ACQ) == 0)
+        return -EBADF;
+    int sd = stk_socket(sc->e, tag(i));
+    if (sd < 0)
+        return sd;
+    apply_opts(sc, i, sd, now);
+    a->ip = atomic_load_explicit(&r->lip, RLX);
+    a->port = (uint16_t)atomic_load_explicit(&r->lport, RLX);
+    int rc = stk_bind(sc->e, sd, a);
+    if (rc == 0)
+        rc = stk_listen(sc->e, sd, cmd->a0);
+    uint64_t m = atomic_load_explicit(&r->lcores, ACQ);
+    while (rc == 0) {
+        if (m == 0) {
+            rc = -EBADF; /* closed meanwhile */
+            break;
+        }
+        if (atomic_compare_exchange_weak(&r->lcores, &m, m | bit))
+            break;
+    }
+    if (rc) {
+        stk_close(sc->e, now, sd);
+        return rc;
+    }
+    ss->sd = sd;
+    ss->gen = cmd->gen;
+    ss->fl = (ss->fl & SS_DIRTY) | SS_LISTEN;
+    CTR(sc, shm_listens, 1);
+    mark_dirty(sc, i); /* a connection may already wait */
+    return 0;
+}
+
+static int op_shutdown(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s,
+                       stk_time_t now)
+{
+    uint32_t i = cmd->sock;
+    struct ssock *ss = &sc->ss[i];
+    int how = cmd->a0;
+    if (how != STK_SHUT_RD && how != STK_SHUT_WR && how != STK_SHUT_RDWR)
+        return -EINVAL;
+    int st = STK_TCP_CLOSED;
+    stk_getopt(sc->e, ss->sd, STK_SO_STATE, &st);
+    if ((ss->fl & SS_LISTEN) || st == STK_TCP_CLOSED || st == STK_TCP_SYN_SENT ||
+        st == STK_TCP_LISTEN)
+        return stk_shutdown(sc->e, now, ss->sd, (enum stk_shut)how); /* nothing to drain */
+    if (how != STK_SHUT_WR) {
+        stk_shutdown(sc->e, now, ss->sd, STK_SHUT_RD);
+        atomic_fetch_or_explicit(&s->flags, SHM_F_RD_SHUT, REL);
+    }
+    if (how != STK_SHUT_RD)
+        ss->fl |= SS_SHUT_WR; /* after the tx ring is drained (serve) */
+    serve(sc, i, now);
+    publish(sc, i);
+    return 0;
+}
+
+static void op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s,
+                     stk_time_t now)
+{
+    uint32_t i = cmd->sock;
+    struct ssock *ss = &sc->ss[i];
+    struct srec *r = &sc->srv->rec[i];
+    if (!ssock_held(sc, i, cmd->gen)) {
+        /* A slot whose SOCKET failed: nobody serves it, so it is ours to free. */
+        if (s->core == sc->idx && atomic_load(&r->holder) == 0 && atomic_load(&r->lcores) == 0 &&
+            atomic_load(&s->state) == SHM_SOCK_RESERVED) {
+            free_slot(sc, i);
+            return;
+        }
+        CTR(sc, shm_cmd_invalid, 1);
+        return;
+    }
+    if (ss->fl & SS_LISTEN) {
+        close_listener(sc, i, now);
+        return;
+    }
+    if (ss->fl & SS_CLOSING)
+        return;
+    int nread = 0;
+    stk_getopt(sc->e, ss->sd, STK_SO_NREAD, &nread);
+    /* Unread data makes close() reset the connection (RFC 2525 2.17, as Linux does). */
+    if ((cmd->flags & SHM_CMD_F_ABORT) || nread > 0 || !rings_sane(sc, s) ||
+        shm_ring_used(&s->rx, sc->srv->ring)) {
+        finish_close(sc, i, true, now);
+        return;
+    }
+    ss->fl |= SS_CLOSING;
+    ss->progress = now;
+    sc->nclosing++;
+    serve(sc, i, now);
+}
+
+static int op_getopt(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s, int *val)
+{
+    struct ssock *ss = &sc->ss[cmd->sock];
+    int opt = cmd->a0;
+    if (opt < 1 || opt >= NOPT)
+        return -ENOPROTOOPT;
+    if (opt == STK_SO_ERROR) {
+        /* What the stack published, else whatever the engine holds; reading clears it. */
+        int v = atomic_exchange(&s->so_error, 0);
+        int ev = 0;
+        stk_getopt(sc->e, ss->sd, STK_SO_ERROR, &ev);
+        *val = v ? v : ev;
+        if (v || (atomic_load(&s->flags) & SHM_F_ERROR)) {
+            atomic_fetch_and(&s->flags, ~SHM_F_ERROR);
+            publish(sc, cmd->sock);
+        }
+        return 0;
+    }
+    int rc = stk_getopt(sc->e, ss->sd, (enum stk_sockopt)opt, val);
+    /* What the app sees counts the rings too. */
+    if (rc == 0 && opt == STK_SO_NREAD && !(ss->fl & SS_LISTEN))
+        *val += (int)shm_ring_used(&s->rx, sc->srv->ring);
+    if (rc == 0 && opt == STK_SO_NWRITE)
+        *val += (int)shm_ring_used(&s->tx, sc->srv->ring);
+    return rc;
+}
+
+static int op_setopt(struct srv_core *sc, const struct shm_cmd *cmd, stk_time_t now)
+{
+    struct dio_shm *srv = sc->srv;
+    uint32_t i = cmd->sock;
+    struct ssock *ss = &sc->ss[i];
+    int opt = cmd->a0;
+    if (opt < 1 || opt >= NOPT)
+        return -ENOPROTOOPT;
+    int rc = stk_setopt(sc->e, now, ss->sd, (enum stk_sockopt)opt, cmd->a1);
+    if (rc)
+        return rc;
+    record_opt(sc, i, opt, cmd->a1);
+    /* A listener's home core passes it on to the other cores listening for it. */
+    if ((ss->fl & SS_LISTEN) && atomic_load(&srv->rec[i].home) == sc->idx + 1) {
+        uint64_t m = atomic_load(&srv->rec[i].lcores) & ~(1ull << sc->idx);
+        struct shm_cmd f = *cmd;
+        f.reply = SHM_NONE;
+        for (uint32_t c = 0; c < srv->ncores; c++)
+            if (m & (1ull << c))
+                forward(sc, c, &f);
+    }
+    return 0;
+}
+
+static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
+{
+    struct dio_shm *srv = sc->srv;
+    CTR(sc, shm_cmds, 1);
+    uint32_t op = cmd->op, i = cmd->sock;
+    if (cmd->reply != SHM_NONE && cmd->reply >= srv->nreplies) {
+        CTR(sc, shm_reply_invalid, 1);
+        return;
+    }
+    if (op == SHM_OP_NOP) {
+        post_rc(sc, cmd, 0);
+        return;
+    }
+    if (op >= SHM_OP_COUNT || i >= srv->nsocks || !shm_sock_valid(srv->base, i, cmd->gen))
+        goto bad;
+    struct shm_sock *s = sock_at(sc, i);
+    if (op == SHM_OP_CLOSE) {
+        op_close(sc, cmd, s, now);
+        return;
+    }
+    if (op == SHM_OP_SOCKET) {
+        int rc = op_socket(sc, cmd, s);
+        if (rc == -EBADF)
+            goto bad;
+        post_rc(sc, cmd, rc);
+        return;
+    }
+    uint32_t state = atomic_load_explicit(&s->state, ACQ);
+    if ((state != SHM_SOCK_LIVE && state != SHM_SOCK_CLOSING) || !rings_sane(sc, s))
+        goto bad;
+    if (op == SHM_OP_LISTEN) {
+        struct stk_sockaddr a = {0, 0};
+        int rc = op_listen(sc, cmd, s, now, &a);
+        if (rc == -EBADF)
+            goto bad;
+        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        return;
+    }
+    if (!ssock_held(sc, i, cmd->gen))
+        goto bad;
+    struct ssock *ss = &sc->ss[i];
+    bool listener = ss->fl & SS_LISTEN;
+    switch (op) {
+    case SHM_OP_ATTACH: {
+        if (listener)
+            goto bad;
+        int efd;
+        int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
+        if (rc == 0) {
+            int old = atomic_exchange(&srv->rec[i].efd, efd);
+            if (old >= 0)
+                close(old);
+            publish(sc, i); /* whatever is ready now reaches an armed waiter */
+        }
+        post_rc(sc, cmd, rc);
+        return;
+    }
+    case SHM_OP_BIND: {
+        struct stk_sockaddr a = {cmd->ip, cmd->port};
+        int rc = listener ? -EINVAL : stk_bind(sc->e, ss->sd, &a);
+        if (rc == 0 && stk_getsockname(sc->e, ss->sd, &a) == 0) {
+            s->lip = a.ip;
+            s->lport = a.port;
+            atomic_store_explicit(&srv->rec[i].lip, a.ip, RLX);
+            atomic_store_explicit(&srv->rec[i].lport, a.port, RLX);
+        }
+        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        return;
+    }
+    case SHM_OP_CONNECT: {
+        struct stk_sockaddr to = {cmd->ip, cmd->port};
+        int rc = listener ? -EISCONN : stk_connect(sc->e, now, ss->sd, &to);
+        struct stk_sockaddr a = {0, 0};
+        if (rc == -EINPROGRESS) {
+            /* Flags before the reply: the app's next look must see it connecting. */
+            stk_getsockname(sc->e, ss->sd, &a);
+            s->lip = a.ip;
+            s->lport = a.port;
+            s->rip = to.ip;
+            s->rport = to.port;
+            atomic_fetch_or_explicit(&s->flags, SHM_F_CONNECTING, REL);
+            CTR(sc, shm_connects, 1);
+        }
+        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        return;
+    }
+    case SHM_OP_SHUTDOWN:
+        post_rc(sc, cmd, op_shutdown(sc, cmd, s, now));
+        return;
+    case SHM_OP_SETOPT:
+        post_rc(sc, cmd, op_setopt(sc, cmd, now));
+        return;
+    case SHM_OP_GETOPT: {
+        int val = 0;
+        int rc = op_getopt(sc, cmd, s, &val);
+        post(sc, cmd, rc, val, 0, 0, NULL, 0);
+        return;
+    }
+    case SHM_OP_KICK:
+        CTR(sc, shm_kicks, 1);
+        /* Clear first, then look: an app that adds bytes after our look kicks again. */
+        atomic_exchange_explicit(&s->kick, 0, SC);
+        atomic_thread_fence(SC);
+        serve(sc, i, now);
+        return;
+    case SHM_OP_INFO: {
+        struct stk_tcp_info info;
+        int rc = stk_tcp_info(sc->e, ss->sd, &info);
+        post(sc, cmd, rc, 0, 0, 0, rc == 0 ? &info : NULL, sizeof(info));
+        return;
+    }
+    default:
+        break;
+    }
+bad:
+    CTR(sc, shm_cmd_invalid, 1);
+    if (op != SHM_OP_CLOSE && op != SHM_OP_KICK)
+        post_rc(sc, cmd, -EBADF);
+}
+
+/* ---- The app hooks ------------------------------------------------------------------------- */
+
+static struct srv_core *core_of(struct dio_shm *srv, struct dio_core *c)
+{
+    unsigned idx = dio_core_index(c);
+    return idx < srv->ncores ? srv->cores[idx] : NULL;
+}
+
+static int srv_init(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    struct dio_shm *srv = ctx;
+    struct srv_core *sc = core_of(srv, c);
+    if (!sc)
+        return -EINVAL;
+    sc->srv = srv;
+    sc->e = dio_core_engine(c);
+    sc->idx = dio_core_index(c);
+    sc->dirty = sc->cur = SHM_NONE;
+    for (int k = 0; k < PIDFD_CACHE; k++)
+        sc->pidfds[k].fd = -1;
+    /* Allocated here, on the core's own thread, so that it lands on its NUMA node. */
+    sc->ss = malloc((size_t)srv->nsocks * sizeof(*sc->ss));
+    if (!sc->ss)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < srv->nsocks; i++)
+        sc->ss[i] = (struct ssock){.sd = -1, .next = SHM_NONE};
+    if (srv->wake_fd[sc->idx] >= 0) {
+        int rc = dio_core_add_wake_fd(c, srv->wake_fd[sc->idx]);
+        if (rc)
+            return rc;
+    }
+    if (srv->has_other && srv->other.init)
+        return srv->other.init(srv->other.ctx, c, now);
+    return 0;
+}
+
+static void srv_event(void *ctx, struct dio_core *c, int sd, void *user, uint32_t events)
+{
+    struct dio_shm *srv = ctx;
+    if (!dio_shm_owns(user)) {
+        if (srv->has_other && srv->other.event)
+            srv->other.event(srv->other.ctx, c, sd, user, events);
+        return;
+    }
+    struct srv_core *sc = core_of(srv, c);
+    uint32_t i = (uint32_t)((uintptr_t)user >> 1);
+    if (!sc || !sc->ss || i >= srv->nsocks || sc->ss[i].sd != sd || i == sc->cur)
+        return;
+    mark_dirty(sc, i);
+}
+
+static unsigned srv_poll(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    struct dio_shm *srv = ctx;
+    struct srv_core *sc = core_of(srv, c);
+    unsigned work = 0;
+    if (sc->nob)
+        work += flush_outbox(sc);
+    struct shm_cmdq *q = shm_cmdq(srv->base, sc->idx);
+    struct shm_cmd cmd;
+    for (unsigned n = 0; n < CMD_BUDGET && shm_cmdq_pop(q, &cmd); n++) {
+        exec(sc, &cmd, now);
+        work++;
+    }
+    /* Serving may mark slots again: those wait for the next round. */
+    uint32_t list = sc->dirty;
+    sc->dirty = SHM_NONE;
+    while (list != SHM_NONE) {
+        uint32_t i = list;
+        struct ssock *ss = &sc->ss[i];
+        list = ss->next;
+        ss->fl &= ~SS_DIRTY;
+        work += serve(sc, i, now) ? 1 : 0;
+    }
+    if (sc->nclosing && now >= sc->next_scan) {
+        sc->next_scan = now + SCAN_US;
+        for (uint32_t i = 0; i < srv->nsocks && sc->nclosing; i++) {
+            struct ssock *ss = &sc->ss[i];
+            if (ss->sd >= 0 && (ss->fl & SS_CLOSING) && now - ss->progress > CLOSE_STALL_US) {
+                CTR(sc, shm_close_timeouts, 1);
+                finish_close(sc, i, true, now);
+            }
+        }
+    }
+    if (srv->has_other && srv->other.poll)
+        work += srv->other.poll(srv->other.ctx, c, now);
+    return work;
+}
+
+static int srv_sleep_prepare(void *ctx, struct dio_core *c)
+{
+    struct dio_shm *srv = ctx;
+    struct srv_core *sc = core_of(srv, c);
+    struct shm_cmdq *q = shm_cmdq(srv->base, sc->idx);
+    /* Announce, then look (the other half is in the client: push, then read sleeping). */
+    atomic_store_explicit(&q->sleeping, 1, SC);
+    atomic_thread_fence(SC);
+    int busy = !shm_cmdq_empty(q) || sc->dirty != SHM_NONE || sc->nob;
+    if (srv->has_other && srv->other.sleep_prepare)
+        busy |= srv->other.sleep_prepare(srv->other.ctx, c);
+    return busy;
+}
+
+static void srv_sleep_done(void *ctx, struct dio_core *c)
+{
+    struct dio_shm *srv = ctx;
+    struct srv_core *sc = core_of(srv, c);
+    atomic_store_explicit(&shm_cmdq(srv->base, sc->idx)->sleeping, 0, RLX);
+    if (srv->has_other && srv->other.sleep_done)
+        srv->other.sleep_done(srv->other.ctx, c);
+}
+
+/* Stopping: queued commands are answered -ENETDOWN, connections closed (FIN, or RST where
+ * data was unread), and every socket this core served is marked reset and woken, so that
+ * no application thread keeps waiting for a stack that is gone. */
+static void srv_fini(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    struct dio_shm *srv = ctx;
+    struct srv_core *sc = core_of(srv, c);
+    if (sc && sc->ss) {
+        struct shm_cmdq *q = shm_cmdq(srv->base, sc->idx);
+        struct shm_cmd cmd;
+        for (unsigned n = 0; n < 2 * SHM_CMDQ_LEN && shm_cmdq_pop(q, &cmd); n++)
+            if (cmd.op != SHM_OP_CLOSE && cmd.op != SHM_OP_KICK && cmd.reply < srv->nreplies)
+                post_rc(sc, &cmd, -ENETDOWN);
+        for (uint32_t i = 0; i < srv->nsocks; i++) {
+            struct ssock *ss = &sc->ss[i];
+            if (ss->sd < 0)
+                continue;
+            struct shm_sock *s = sock_at(sc, i);
+            bool ours = atomic_load_explicit(&s->gen, ACQ) == ss->gen;
+            if (ss->fl & SS_LISTEN) {
+                stk_close(sc->e, now, ss->sd);
+                atomic_fetch_and(&srv->rec[i].lcores, ~(1ull << sc->idx));
+                release(sc, i);
+                continue;
+            }
+            if (ours && rings_sane(sc, s))
+                move_tx(sc, i, ss, s, now);
+            stk_close(sc->e, now, ss->sd);
+            bool closing = ss->fl & SS_CLOSING;
+            release(sc, i);
+            if (!ours)
+                continue;
+            if (closing) {
+                free_slot(sc, i);
+                continue;
+            }
+            int zero = 0;
+            atomic_compare_exchange_strong(&s->so_error, &zero, ENETDOWN);
+            atomic_fetch_or(&s->flags, SHM_F_ERROR | SHM_F_RESET | SHM_F_HUP);
+            atomic_fetch_and(&s->flags, ~(SHM_F_CONNECTING | SHM_F_RX_BLOCKED));
+            publish(sc, i);
+        }
+        for (int k = 0; k < PIDFD_CACHE; k++)
+            if (sc->pidfds[k].fd >= 0)
+                close(sc->pidfds[k].fd);
+        free(sc->ss);
+        sc->ss = NULL;
+        free(sc->ob);
+        sc->ob = NULL;
+        sc->nob = sc->cob = 0;
+    }
+    if (srv->has_other && srv->other.fini)
+        srv->other.fini(srv->other.ctx, c, now);
+}
+
+struct dio_app dio_shm_app(struct dio_shm *srv)
+{
+    struct dio_app a = {.ctx = srv,
+                        .init = srv_init,
+                        .poll = srv_poll,
+                        .event = srv_event,
+                        .fini = srv_fini,
+                        .sleep_prepare = srv_sleep_prepare,
+                        .sleep_done = srv_sleep_done};
+    return a;
+}
+
+struct dio_app dio_shm_app_with(struct dio_shm *srv, const struct dio_app *other)
+{
+    if (other) {
+        srv->other = *other;
+        srv->has_other = true;
+    }
+    return dio_shm_app(srv);
+}
+
+/* ---- Statistics and reaping ------------------------------------------------------------ */
+
+int dio_shm_counters(struct dio_shm *srv, unsigned core, struct dio_shm_counters *out)
+{
+    if (core >= srv->ncores)
+        return -EINVAL;
+    struct srv_core *sc = srv->cores[core];
+#define X(n) out->n = atomic_load_explicit(&sc->ctr[C_##n], RLX);
+    DIO_SHM_COUNTERS(X)
+#undef X
+    return 0;
+}
+
+void dio_shm_print_stats(struct dio_shm *srv, FILE *f, const char *prefix)
+{
+    for (unsigned c = 0; c < srv->ncores; c++) {
+        struct dio_shm_counters k;
+        dio_shm_counters(srv, c, &k);
+        fprintf(f, "%s core=%u", prefix, c);
+#define X(n)                                                                                       \
+    if (k.n)                                                                                       \
+        fprintf(f, " " #n "=%llu", (unsigned long long)k.n);
+        DIO_SHM_COUNTERS(X)
+#undef X
+        fprintf(f, "\n");
+    }
+    fflush(f);
+}
+
+unsigned dio_shm_reap(struct dio_shm *srv)
+{
+    unsigned n = 0;
+    for (uint32_t i = 0; i < srv->nreplies; i++) {
+        struct shm_reply *r = shm_reply(srv->base, i);
+        struct reap_mark *m = &srv->reap[i];
+        uint32_t owner = atomic_load_explicit(&r->owner, ACQ);
+        int32_t pid = r->pid;
+        /* pid <= 0 would make kill() signal a process group: never. */
+        bool dead = owner && pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
+        if (!dead) {
+            m->pid = 0;
+            continue;
+        }
+        /* Seen dead twice with the same owner: not a slot being taken right now (whose pid
+         * is written just after its owner). */
+        if (m->pid == pid && m->owner == owner) {
+            if (atomic_compare_exchange_strong(&r->owner, &owner, 0))
+                n++;
+            m->pid = 0;
+            continue;
+        }
+        m->pid = pid;
+        m->owner = owner;
+    }
+    if (n && srv->ncores)
+        ctr_add(srv->cores[0], C_shm_replies_reaped, n);
+    return n;
+}

@@ -1,0 +1,1023 @@
+/*
+ * test_shmsrv.c - the server side of the shared-memory protocol (dpdk_io/shm_server.c)
+ * end to end, in one process: two stacks joined back to back by ring ports, each serving a
+ * region of its own through dio_shm_app (stack B also runs the echo service on port 7).
+ * This test's main thread plays the applications, using nothing but shim/shm.h: it pushes
+ * commands, waits for replies and socket changes on the futexes, and moves bytes through
+ * the rings, as libustack.so does.
+ *
+ * Each test runs in its own forked process (Check's default) with its own EAL. Every wait
+ * is bounded.
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dio.h"
+#include "shm.h"
+
+#define IP_A        ((198u << 24) | (18u << 16) | (1u << 8) | 1u)
+#define IP_B        ((198u << 24) | (18u << 16) | (1u << 8) | 2u)
+#define ECHO_PORT   7
+#define LISTEN_PORT 5000
+#define NSOCKS      256
+#define NREPLIES    64
+#define RING        65536u
+
+/* ---- The regions and the two stacks ----------------------------------------------------- */
+
+struct region {
+    int fd;
+    void *base;
+    uint64_t size;
+    unsigned ncores;
+    struct dio_shm *srv;
+    uint32_t reply;
+};
+
+struct world {
+    struct shim_conf ca, cb;
+    struct dio_stack *a, *b;
+    struct dio_services svc;
+    struct dio_app svc_app;
+    struct region ra, rb; /* ra is served by stack A, rb by stack B */
+    unsigned ncores;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void region_make(struct region *r, unsigned ncores)
+{
+    struct shm_geometry g = {ncores, NSOCKS, NREPLIES, RING};
+    r->ncores = ncores;
+    r->size = shm_region_size(&g);
+    ck_assert_uint_gt(r->size, 0);
+    r->fd = memfd_create("ustack-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    ck_assert_int_ge(r->fd, 0);
+    ck_assert_int_eq(ftruncate(r->fd, (off_t)r->size), 0);
+    r->base = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+    ck_assert_ptr_ne(r->base, MAP_FAILED);
+    shm_region_init(r->base, &g);
+    for (unsigned c = 0; c < ncores; c++) {
+        int wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        ck_assert_int_ge(wfd, 0);
+        shm_cmdq(r->base, c)->wake_fd = wfd;
+    }
+    char err[256];
+    int rc = dio_shm_open(r->fd, ncores, &r->srv, err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s", err);
+    r->reply = shm_reply_alloc(r->base, (uint32_t)gettid(), getpid());
+    ck_assert_uint_ne(r->reply, SHM_NONE);
+}
+
+static void eal_start(void)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "--file-prefix=ustack-test-shmsrv-%ld", (long)getpid());
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *lc = ncpu > 1 ? "--lcores=0@0,1@0,2@1,3@1,4@0" : "--lcores=0@0,1@0,2@0,3@0,4@0";
+    char *argv[] = {"test_shmsrv", prefix,           "--no-huge",     "-m", "600", "--no-pci",
+                    (char *)lc,    "--main-lcore=0", "--log-level=3", NULL};
+    char err[256];
+    int rc = dio_eal_init_args(9, argv, err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s", err);
+}
+
+static struct shim_conf conf_for(uint32_t ip)
+{
+    struct shim_conf c;
+    memset(&c, 0, sizeof(c));
+    c.ip = ip;
+    c.prefix = 24;
+    c.mtu = 1500;
+    c.idle_spin_us = 0; /* four stack threads share two CPUs: yield as soon as idle */
+    c.idle_sleep_us = 200;
+    c.mbufs = 8192;
+    c.sndbuf = c.rcvbuf = 256 * 1024;
+    c.huge = 0;
+    return c;
+}
+
+static void world_start(struct world *w, unsigned ncores)
+{
+    char err[256];
+    uint16_t pa, pb;
+    w->ncores = ncores;
+    eal_start();
+    ck_assert_msg(dio_ring_pair("ts", ncores, &pa, &pb, err, sizeof(err)) == 0, "%s", err);
+    w->ca = conf_for(IP_A);
+    w->cb = conf_for(IP_B);
+    w->svc.echo_port = ECHO_PORT;
+    region_make(&w->ra, ncores);
+    region_make(&w->rb, ncores);
+
+    w->svc_app = dio_services_app(&w->svc);
+    struct dio_stack_conf sb = {.conf = &w->cb, .port_id = pb, .ncores = ncores};
+    sb.lcores[0] = 3;
+    sb.lcores[1] = 4;
+    sb.app = dio_shm_app_with(w->rb.srv, &w->svc_app);
+    ck_assert_msg(dio_stack_create(&sb, &w->b, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(dio_stack_start(w->b, err, sizeof(err)) == 0, "%s", err);
+
+    struct dio_stack_conf sa = {.conf = &w->ca, .port_id = pa, .ncores = ncores};
+    sa.lcores[0] = 1;
+    sa.lcores[1] = 2;
+    sa.app = dio_shm_app(w->ra.srv);
+    ck_assert_msg(dio_stack_create(&sa, &w->a, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(dio_stack_start(w->a, err, sizeof(err)) == 0, "%s", err);
+
+    dio_shm_ready(w->ra.srv);
+    dio_shm_ready(w->rb.srv);
+    ck_assert_uint_eq(atomic_load(&shm_hdr(w->ra.base)->state), SHM_READY);
+    ck_assert_int_eq(atomic_load(&shm_hdr(w->ra.base)->stack_pid), getpid());
+}
+
+static void world_stop(struct world *w)
+{
+    dio_shm_gone(w->ra.srv);
+    dio_shm_gone(w->rb.srv);
+    dio_stack_stop(w->a, 500);
+    dio_stack_stop(w->b, 500);
+}
+
+static void world_destroy(struct world *w)
+{
+    dio_stack_destroy(w->a);
+    dio_stack_destroy(w->b);
+    dio_shm_close(w->ra.srv);
+    dio_shm_close(w->rb.srv);
+    dio_eal_cleanup();
+}
+
+static struct dio_shm_counters counters(struct region *r)
+{
+    struct dio_shm_counters t, k;
+    memset(&t, 0, sizeof(t));
+    for (unsigned c = 0; c < r->ncores; c++) {
+        ck_assert_int_eq(dio_shm_counters(r->srv, c, &k), 0);
+#define X(n) t.n += k.n;
+        DIO_SHM_COUNTERS(X)
+#undef X
+    }
+    return t;
+}
+
+/* ---- The application side, from shm.h alone ---------------------------------------------- */
+
+static void push(struct region *r, uint32_t core, const struct shm_cmd *c)
+{
+    struct shm_cmdq *q = shm_cmdq(r->base, core);
+    int64_t end = now_ns() + 5000000000ll;
+    while (shm_cmdq_push(q, c) != 0) {
+        ck_assert_msg(now_ns() < end, "command queue of core %u stays full", core);
+        usleep(100);
+    }
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&q->sleeping)) {
+        uint64_t one = 1;
+        ck_assert_int_eq(write(q->wake_fd, &one, sizeof(one)), sizeof(one));
+    }
+}
+
+/* Pushes c with our reply slot and waits (bounded) for the answer. */
+static int call(struct region *r, uint32_t core, struct shm_cmd *c, struct shm_reply *out)
+{
+    struct shm_reply *rp = shm_reply(r->base, r->reply);
+    uint32_t seq0 = atomic_load(&rp->seq);
+    c->reply = r->reply;
+    c->pid = getpid();
+    push(r, core, c);
+    int64_t end = now_ns() + 5000000000ll;
+    while (atomic_load_explicit(&rp->seq, memory_order_acquire) == seq0) {
+        ck_assert_msg(now_ns() < end, "no reply to op %u on core %u", c->op, core);
+        shm_futex_wait(&rp->seq, seq0, 50000000);
+    }
+    if (out)
+        memcpy(out, rp, sizeof(*out));
+    return rp->result;
+}
+
+struct tsock {
+    struct region *r;
+    uint32_t i, gen, core;
+    int efd;
+};
+
+static struct shm_sock *ts_sock(struct tsock *t)
+{
+    return shm_sock(t->r->base, t->i);
+}
+
+static struct shm_cmd ts_cmd(struct tsock *t, uint16_t op)
+{
+    struct shm_cmd c;
+    memset(&c, 0, sizeof(c));
+    c.op = op;
+    c.sock = t->i;
+    c.gen = t->gen;
+    c.reply = SHM_NONE;
+    c.pid = getpid();
+    return c;
+}
+
+static int ts_call(struct tsock *t, uint16_t op, int32_t a0, int32_t a1, uint32_t ip, uint16_t port,
+                   struct shm_reply *out)
+{
+    struct shm_cmd c = ts_cmd(t, op);
+    c.a0 = a0;
+    c.a1 = a1;
+    c.ip = ip;
+    c.port = port;
+    return call(t->r, t->core, &c, out);
+}
+
+static void ts_socket(struct region *r, uint32_t core, struct tsock *t)
+{
+    t->r = r;
+    t->core = core;
+    t->i = shm_sock_alloc(r->base);
+    ck_assert_uint_ne(t->i, SHM_NONE);
+    struct shm_sock *s = ts_sock(t);
+    s->core = core;
+    t->gen = atomic_load(&s->gen);
+    t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ck_assert_int_ge(t->efd, 0);
+    ck_assert_int_eq(ts_call(t, SHM_OP_SOCKET, t->efd, 0, 0, 0, NULL), 0);
+    atomic_store(&s->state, SHM_SOCK_LIVE);
+    atomic_store(&s->refs, 1);
+}
+
+/* An accepted socket: take it and hand the stack our eventfd. */
+static void ts_attach(struct region *r, uint32_t i, struct tsock *t)
+{
+    struct shm_sock *s = shm_sock(r->base, i);
+    t->r = r;
+    t->i = i;
+    t->core = s->core;
+    ck_assert_uint_lt(t->core, r->ncores);
+    t->gen = atomic_load(&s->gen);
+    ck_assert_uint_eq(atomic_load(&s->state), SHM_SOCK_LIVE);
+    atomic_fetch_add(&s->refs, 1);
+    t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ck_assert_int_ge(t->efd, 0);
+    ck_assert_int_eq(ts_call(t, SHM_OP_ATTACH, t->efd, 0, 0, 0, NULL), 0);
+}
+
+static void ts_kick(struct tsock *t)
+{
+    if (atomic_exchange(&ts_sock(t)->kick, 1) == 0) {
+        struct shm_cmd c = ts_cmd(t, SHM_OP_KICK);
+        push(t->r, t->core, &c);
+    }
+}
+
+static uint32_t ts_write(struct tsock *t, const void *buf, uint32_t len)
+{
+    struct shm_sock *s = ts_sock(t);
+    uint32_t n = shm_ring_write(&s->tx, shm_tx_data(t->r->base, t->i), RING, buf, len);
+    if (n)
+        ts_kick(t);
+    return n;
+}
+
+static uint32_t ts_read(struct tsock *t, void *buf, uint32_t len)
+{
+    struct shm_sock *s = ts_sock(t);
+    uint32_t n = shm_ring_read(&s->rx, shm_rx_data(t->r->base, t->i), RING, buf, len, false);
+    if (n) {
+        /* Tail moved, then look at the flag: the pair of the stack's flag-then-space. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load(&s->flags) & SHM_F_RX_BLOCKED)
+            ts_kick(t);
+    }
+    return n;
+}
+
+/* Waits (up to ms) for the stack to change anything about the socket since seq0. */
+static void ts_wait(struct tsock *t, uint32_t seq0, int ms)
+{
+    struct shm_sock *s = ts_sock(t);
+    atomic_fetch_add(&s->waiters, 1);
+    if (atomic_load(&s->seq) == seq0)
+        shm_futex_wait(&s->seq, seq0, (int64_t)ms * 1000000);
+    atomic_fetch_sub(&s->waiters, 1);
+}
+
+/* Waits (bounded) until the socket's readiness has any of bits. */
+static uint32_t ts_wait_poll(struct tsock *t, uint32_t bits, int seconds)
+{
+    int64_t end = now_ns() + (int64_t)seconds * 1000000000;
+    for (;;) {
+        uint32_t seq0 = atomic_load(&ts_sock(t)->seq);
+        uint32_t m = shm_sock_poll(t->r->base, t->i);
+        if (m & bits)
+            return m;
+        ck_assert_msg(now_ns() < end, "socket %u: poll 0x%x, waited for 0x%x, flags 0x%x", t->i, m,
+                      bits, atomic_load(&ts_sock(t)->flags));
+        ts_wait(t, seq0, 50);
+    }
+}
+
+/* The last holder closes: CLOSING, then SHM_OP_CLOSE; the stack frees the slot. */
+static void ts_close(struct tsock *t)
+{
+    struct shm_sock *s = ts_sock(t);
+    atomic_store(&s->refs, 0);
+    atomic_store(&s->state, SHM_SOCK_CLOSING);
+    struct shm_cmd c = ts_cmd(t, SHM_OP_CLOSE);
+    push(t->r, t->core, &c);
+    close(t->efd);
+}
+
+static void ts_close_listener(struct tsock *t)
+{
+    struct shm_sock *s = ts_sock(t);
+    atomic_store(&s->refs, 0);
+    atomic_store(&s->state, SHM_SOCK_CLOSING);
+    for (uint32_t c = 0; c < t->r->ncores; c++) {
+        struct shm_cmd cmd = ts_cmd(t, SHM_OP_CLOSE);
+        push(t->r, c, &cmd);
+    }
+    close(t->efd);
+}
+
+static void ts_wait_freed(struct tsock *t, int seconds)
+{
+    struct shm_sock *s = ts_sock(t);
+    int64_t end = now_ns() + (int64_t)seconds * 1000000000;
+    while (atomic_load(&s->state) != SHM_SOCK_FREE || atomic_load(&s->gen) == t->gen) {
+        ck_assert_msg(now_ns() < end, "slot %u not freed (state %u)", t->i, atomic_load(&s->state));
+        usleep(1000);
+    }
+    ck_assert_uint_eq(atomic_load(&s->gen), t->gen + 1);
+}
+
+static void ts_connect(struct tsock *t, uint32_t ip, uint16_t port)
+{
+    ck_assert_int_eq(ts_call(t, SHM_OP_CONNECT, 0, 0, ip, port, NULL), -EINPROGRESS);
+}
+
+static inline uint8_t pat(uint32_t seed, uint64_t i)
+{
+    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    return (uint8_t)(x >> 29);
+}
+
+/* The first of n bytes at stream offset off that is not the pattern (n if none). Plain
+ * compares: a Check assertion per byte would record a mark point per byte. */
+static uint32_t first_diff(const uint8_t *b, uint32_t n, uint32_t seed, uint64_t off)
+{
+    for (uint32_t j = 0; j < n; j++)
+        if (b[j] != pat(seed, off + j))
+            return j;
+    return n;
+}
+
+/* Streams `bytes` through an echo connection and checks what comes back byte for byte. */
+static void echo_bytes(struct tsock *t, uint32_t seed, uint64_t bytes, int seconds)
+{
+    static uint8_t buf[65536];
+    uint64_t sent = 0, rcvd = 0;
+    int64_t end = now_ns() + (int64_t)seconds * 1000000000;
+    while (rcvd < bytes) {
+        uint32_t seq0 = atomic_load(&ts_sock(t)->seq);
+        bool progress = false;
+        uint32_t room = shm_ring_space(&ts_sock(t)->tx, RING);
+        if (sent < bytes && room) {
+            uint32_t n = (uint32_t)(bytes - sent < room ? bytes - sent : room);
+            for (uint32_t j = 0; j < n; j++)
+                buf[j] = pat(seed, sent + j);
+            uint32_t w = ts_write(t, buf, n);
+            sent += w;
+            progress |= w > 0;
+        }
+        uint32_t r = ts_read(t, buf, sizeof(buf));
+        uint32_t bad = first_diff(buf, r, seed, rcvd);
+        ck_assert_msg(bad == r, "byte %llu differs", (unsigned long long)(rcvd + bad));
+        rcvd += r;
+        progress |= r > 0;
+        ck_assert_msg(!(atomic_load(&ts_sock(t)->flags) & SHM_F_RESET), "connection reset");
+        ck_assert_msg(now_ns() < end, "echo stalled: sent %llu received %llu flags 0x%x",
+                      (unsigned long long)sent, (unsigned long long)rcvd,
+                      atomic_load(&ts_sock(t)->flags));
+        if (!progress)
+            ts_wait(t, seq0, 20);
+    }
+}
+
+static void connect_echo(struct world *w, uint32_t core, struct tsock *t)
+{
+    ts_socket(&w->ra, core, t);
+    /* A fresh socket reads as Linux's TCP_CLOSE: writable and hung up. */
+    ck_assert_uint_eq(shm_sock_poll(w->ra.base, t->i), SHM_POLLOUT | SHM_POLLHUP);
+    ts_connect(t, IP_B, ECHO_PORT);
+    ts_wait_poll(t, SHM_POLLOUT | SHM_POLLERR, 5);
+    struct shm_sock *s = ts_sock(t);
+    ck_assert_uint_eq(atomic_load(&s->flags) & (SHM_F_CONNECTED | SHM_F_CONNECTING),
+                      SHM_F_CONNECTED);
+    ck_assert_uint_eq(s->lip, IP_A);
+    ck_assert_uint_eq(s->rip, IP_B);
+    ck_assert_uint_eq(s->rport, ECHO_PORT);
+    ck_assert_uint_ne(s->lport, 0);
+}
+
+/* ---- Tests -------------------------------------------------------------------------------- */
+
+static void run_echo(unsigned ncores)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, ncores);
+    for (uint32_t core = 0; core < ncores; core++) {
+        struct tsock t;
+        connect_echo(&w, core, &t);
+        echo_bytes(&t, 0x1234 + core, 4u << 20, 60);
+        /* Half close: the echo service answers our FIN with its own. */
+        ck_assert_int_eq(ts_call(&t, SHM_OP_SHUTDOWN, STK_SHUT_WR, 0, 0, 0, NULL), 0);
+        uint32_t m = ts_wait_poll(&t, SHM_POLLRDHUP, 5);
+        ck_assert_uint_eq(m & (SHM_POLLIN | SHM_POLLRDHUP | SHM_POLLOUT),
+                          SHM_POLLIN | SHM_POLLRDHUP | SHM_POLLOUT);
+        ck_assert(atomic_load(&ts_sock(&t)->flags) & SHM_F_WR_SHUT);
+        ck_assert(atomic_load(&ts_sock(&t)->flags) & SHM_F_EOF);
+        ck_assert(!(atomic_load(&ts_sock(&t)->flags) & SHM_F_RESET));
+        struct shm_reply rep;
+        ck_assert_int_eq(ts_call(&t, SHM_OP_INFO, 0, 0, 0, 0, &rep), 0);
+        struct stk_tcp_info info;
+        memcpy(&info, rep.info, sizeof(info));
+        ck_assert_uint_ge(info.bytes_acked, 4u << 20);
+        ts_close(&t);
+        ts_wait_freed(&t, 5);
+    }
+    world_stop(&w);
+    struct dio_shm_counters k = counters(&w.ra);
+    ck_assert_uint_eq(k.shm_tx_bytes, (uint64_t)ncores << 22);
+    ck_assert_uint_eq(k.shm_rx_bytes, (uint64_t)ncores << 22);
+    ck_assert_uint_eq(k.shm_cmd_invalid, 0);
+    ck_assert_uint_eq(k.shm_closes, ncores);
+    ck_assert_uint_eq(k.shm_aborts, 0);
+    ck_assert_uint_gt(k.shm_kicks, 0);
+    world_destroy(&w);
+}
+
+START_TEST(echo_one_core)
+{
+    run_echo(1);
+}
+END_TEST
+
+START_TEST(echo_two_cores)
+{
+    run_echo(2);
+}
+END_TEST
+
+/* Stack A listens (every core), stack B's region opens connections to it; each side sends
+ * its own stream and checks the other's, byte for byte, then both close. */
+#define NCONN      8
+#define PASSIVE_SZ (256u << 10)
+
+struct pconn {
+    struct tsock c, s; /* B's client socket, A's accepted socket */
+    bool accepted;
+    uint64_t c_sent, c_rcvd, s_sent, s_rcvd;
+    bool c_shut, s_shut, c_eof, s_eof;
+};
+
+static bool pump(struct tsock *t, uint32_t seed_tx, uint32_t seed_rx, uint64_t *sent,
+                 uint64_t *rcvd, bool *shut, bool *eof)
+{
+    static uint8_t buf[16384];
+    bool progress = false;
+    uint32_t room = shm_ring_space(&ts_sock(t)->tx, RING);
+    if (room > sizeof(buf))
+        room = sizeof(buf);
+    if (*sent < PASSIVE_SZ && room) {
+        uint32_t n = (uint32_t)(PASSIVE_SZ - *sent < room ? PASSIVE_SZ - *sent : room);
+        for (uint32_t j = 0; j < n; j++)
+            buf[j] = pat(seed_tx, *sent + j);
+        uint32_t w = ts_write(t, buf, n);
+        *sent += w;
+        progress |= w > 0;
+    } else if (*sent == PASSIVE_SZ && !*shut) {
+        ck_assert_int_eq(ts_call(t, SHM_OP_SHUTDOWN, STK_SHUT_WR, 0, 0, 0, NULL), 0);
+        *shut = true;
+        progress = true;
+    }
+    uint32_t r = ts_read(t, buf, sizeof(buf));
+    uint32_t bad = first_diff(buf, r, seed_rx, *rcvd);
+    ck_assert_msg(bad == r, "sock %u byte %llu differs", t->i, (unsigned long long)(*rcvd + bad));
+    *rcvd += r;
+    progress |= r > 0;
+    uint32_t f = atomic_load(&ts_sock(t)->flags);
+    ck_assert_msg(!(f & SHM_F_RESET), "sock %u reset", t->i);
+    if (r == 0 && (f & SHM_F_EOF) && shm_ring_used(&ts_sock(t)->rx, RING) == 0)
+        *eof = true;
+    return progress;
+}
+
+static void run_passive(unsigned ncores)
+{
+    static struct world w;
+    static struct pconn pc[NCONN];
+    memset(&w, 0, sizeof(w));
+    memset(pc, 0, sizeof(pc));
+    world_start(&w, ncores);
+
+    /* The listener: created, bound and first listened on its home core, then on the others,
+     * with an option set before (recorded for the other cores). */
+    struct tsock l;
+    ts_socket(&w.ra, 0, &l);
+    ck_assert_int_eq(ts_call(&l, SHM_OP_SETOPT, STK_SO_REUSEADDR, 1, 0, 0, NULL), 0);
+    struct shm_reply rep;
+    ck_assert_int_eq(ts_call(&l, SHM_OP_BIND, 0, 0, 0, LISTEN_PORT, &rep), 0);
+    ck_assert_uint_eq(rep.port, LISTEN_PORT);
+    for (uint32_t c = 0; c < ncores; c++) {
+        struct shm_cmd cmd = ts_cmd(&l, SHM_OP_LISTEN);
+        cmd.a0 = 128;
+        ck_assert_int_eq(call(&w.ra, c, &cmd, &rep), 0);
+        ck_assert_uint_eq(rep.port, LISTEN_PORT);
+    }
+    ck_assert(atomic_load(&ts_sock(&l)->flags) & SHM_F_LISTENING);
+    ck_assert_uint_eq(shm_sock_poll(w.ra.base, l.i), 0);
+    /* Option changes after listen reach every core. */
+    ck_assert_int_eq(ts_call(&l, SHM_OP_SETOPT, STK_TCP_NODELAY, 1, 0, 0, NULL), 0);
+
+    /* Armed for POLLIN before the first connection arrives: the eventfd must fire. */
+    uint64_t v;
+    ck_assert_int_lt(read(l.efd, &v, sizeof(v)), 0);
+    atomic_fetch_or(&ts_sock(&l)->armed, SHM_POLLIN);
+
+    for (int k = 0; k < NCONN; k++) {
+        ts_socket(&w.rb, (uint32_t)k % ncores, &pc[k].c);
+        ts_connect(&pc[k].c, IP_A, LISTEN_PORT);
+    }
+    struct pollfd p = {.fd = l.efd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_int_eq(read(l.efd, &v, sizeof(v)), sizeof(v));
+    ck_assert_uint_eq(atomic_load(&ts_sock(&l)->armed), 0); /* the stack disarmed it */
+
+    int naccepted = 0, ndone = 0;
+    int64_t end = now_ns() + 60000000000ll;
+    while (ndone < NCONN) {
+        bool progress = false;
+        uint32_t j;
+        while (shm_aq_pop(ts_sock(&l), shm_rx_data(w.ra.base, l.i), RING, &j)) {
+            ck_assert_uint_lt(j, NSOCKS);
+            struct shm_sock *s = shm_sock(w.ra.base, j);
+            ck_assert_uint_eq(atomic_load(&s->flags) & SHM_F_CONNECTED, SHM_F_CONNECTED);
+            ck_assert_uint_eq(s->rip, IP_B);
+            ck_assert_uint_eq(s->lip, IP_A);
+            ck_assert_uint_eq(s->lport, LISTEN_PORT);
+            int k;
+            for (k = 0; k < NCONN; k++)
+                if (shm_sock(w.rb.base, pc[k].c.i)->lport == s->rport)
+                    break;
+            ck_assert_int_lt(k, NCONN);
+            ck_assert(!pc[k].accepted);
+            ts_attach(&w.ra, j, &pc[k].s);
+            pc[k].accepted = true;
+            naccepted++;
+            progress = true;
+        }
+        ndone = 0;
+        for (int k = 0; k < NCONN; k++) {
+            struct pconn *q = &pc[k];
+            uint32_t sc = 0xc0000 + (uint32_t)k, ss = 0x50000 + (uint32_t)k;
+            if (atomic_load(&ts_sock(&q->c)->flags) & SHM_F_CONNECTED)
+                progress |= pump(&q->c, sc, ss, &q->c_sent, &q->c_rcvd, &q->c_shut, &q->c_eof);
+            if (q->accepted)
+                progress |= pump(&q->s, ss, sc, &q->s_sent, &q->s_rcvd, &q->s_shut, &q->s_eof);
+            ndone += q->c_eof && q->s_eof;
+        }
+        ck_assert_msg(now_ns() < end, "passive transfer stalled: %d accepted, %d done", naccepted,
+                      ndone);
+        if (!progress)
+            usleep(200);
+    }
+    for (int k = 0; k < NCONN; k++) {
+        ck_assert_uint_eq(pc[k].c_rcvd, PASSIVE_SZ);
+        ck_assert_uint_eq(pc[k].s_rcvd, PASSIVE_SZ);
+        ts_close(&pc[k].c);
+        ts_close(&pc[k].s);
+        ts_wait_freed(&pc[k].c, 5);
+        ts_wait_freed(&pc[k].s, 5);
+    }
+
+    /* Connections that queue on the listener but are never accepted are reset when it
+     * closes, whichever core accepted them, and the listener's slot is freed. */
+    struct tsock late[4];
+    for (int k = 0; k < 4; k++) {
+        ts_socket(&w.rb, (uint32_t)k % ncores, &late[k]);
+        ts_connect(&late[k], IP_A, LISTEN_PORT);
+        ts_wait_poll(&late[k], SHM_POLLOUT, 5);
+    }
+    end = now_ns() + 5000000000ll;
+    while (counters(&w.ra).shm_accepts < NCONN + 4) {
+        ck_assert_msg(now_ns() < end, "late connections not queued");
+        usleep(1000);
+    }
+    ts_close_listener(&l);
+    ts_wait_freed(&l, 5);
+    for (int k = 0; k < 4; k++) {
+        uint32_t m = ts_wait_poll(&late[k], SHM_POLLERR, 5);
+        ck_assert(m & SHM_POLLHUP);
+        ck_assert_int_eq(atomic_load(&ts_sock(&late[k])->so_error), ECONNRESET);
+        /* Reading the error clears it, and POLLERR with it. */
+        struct shm_reply r2;
+        ck_assert_int_eq(ts_call(&late[k], SHM_OP_GETOPT, STK_SO_ERROR, 0, 0, 0, &r2), 0);
+        ck_assert_int_eq(r2.val, ECONNRESET);
+        ck_assert_uint_eq(shm_sock_poll(w.rb.base, late[k].i) & SHM_POLLERR, 0);
+        ts_close(&late[k]);
+        ts_wait_freed(&late[k], 5);
+    }
+    world_stop(&w);
+    struct dio_shm_counters ka = counters(&w.ra), kb = counters(&w.rb);
+    ck_assert_uint_eq(ka.shm_accepts, NCONN + 4);
+    ck_assert_uint_eq(ka.shm_aborts, 4);
+    ck_assert_uint_eq(ka.shm_listens, ncores);
+    ck_assert_uint_eq(ka.shm_cmd_invalid + kb.shm_cmd_invalid, 0);
+    ck_assert_uint_ge(ka.shm_efd_writes, 1);
+    if (ncores > 1)
+        ck_assert_uint_ge(ka.shm_fwd, 1); /* the option forwarded, maybe aborts too */
+    world_destroy(&w);
+}
+
+START_TEST(passive_one_core)
+{
+    run_passive(1);
+}
+END_TEST
+
+START_TEST(passive_two_cores)
+{
+    run_passive(2);
+}
+END_TEST
+
+/* The eventfd is written only when an app armed it for something that became ready. */
+START_TEST(eventfd_armed_only)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    struct tsock t;
+    connect_echo(&w, 0, &t);
+    uint64_t v;
+    while (read(t.efd, &v, sizeof(v)) > 0) {
+    }
+    uint64_t writes0 = counters(&w.ra).shm_efd_writes;
+
+    /* Not armed: data comes back, nothing is written. */
+    echo_bytes(&t, 7, 1000, 5);
+    struct pollfd p = {.fd = t.efd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 50), 0);
+    ck_assert_uint_eq(counters(&w.ra).shm_efd_writes, writes0);
+
+    /* Armed for POLLIN (drain, arm, re-check, sleep): exactly the wake-up we asked for. */
+    ck_assert_int_lt(read(t.efd, &v, sizeof(v)), 0);
+    atomic_fetch_or(&ts_sock(&t)->armed, SHM_POLLIN);
+    ck_assert_uint_eq(shm_sock_poll(w.ra.base, t.i) & SHM_POLLIN, 0);
+    uint8_t msg[100];
+    memset(msg, 0x5a, sizeof(msg));
+    ck_assert_uint_eq(ts_write(&t, msg, sizeof(msg)), sizeof(msg));
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_int_eq(read(t.efd, &v, sizeof(v)), sizeof(v));
+    ck_assert_uint_eq(v, 1);
+    ck_assert_uint_eq(atomic_load(&ts_sock(&t)->armed), 0);
+    ck_assert(shm_sock_poll(w.ra.base, t.i) & SHM_POLLIN);
+    uint8_t back[100];
+    ck_assert_uint_eq(ts_read(&t, back, sizeof(back)), sizeof(back));
+    ck_assert_mem_eq(back, msg, sizeof(msg));
+    /* The core counts after its write returned: give it a moment. */
+    for (int k = 0; k < 1000 && counters(&w.ra).shm_efd_writes == writes0; k++)
+        usleep(1000);
+    ck_assert_uint_eq(counters(&w.ra).shm_efd_writes, writes0 + 1);
+
+    /* Armed for POLLOUT while writable: the next change signals at once. */
+    atomic_fetch_or(&ts_sock(&t)->armed, SHM_POLLOUT);
+    ck_assert_uint_eq(ts_write(&t, msg, 10), 10);
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_int_eq(read(t.efd, &v, sizeof(v)), sizeof(v));
+    ts_wait_poll(&t, SHM_POLLIN, 5);
+
+    ts_close(&t); /* 10 bytes unread: the close resets the connection, as Linux does */
+    ts_wait_freed(&t, 5);
+    world_stop(&w);
+    ck_assert_uint_eq(counters(&w.ra).shm_aborts, 1);
+    world_destroy(&w);
+}
+END_TEST
+
+/* Hostile commands and region contents: answered -EBADF or dropped, counted, and the stack
+ * keeps serving a valid socket. */
+START_TEST(invalid_commands)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 2);
+    struct tsock t;
+    connect_echo(&w, 1, &t);
+    echo_bytes(&t, 11, 10000, 5);
+    struct region *r = &w.ra;
+    struct shm_cmd c;
+    uint64_t inval0 = counters(r).shm_cmd_invalid;
+    unsigned expect = 0;
+
+    /* A socket index beyond the region. */
+    c = ts_cmd(&t, SHM_OP_GETOPT);
+    c.sock = NSOCKS + 5;
+    c.a0 = STK_SO_STATE;
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    expect++;
+    c.sock = 0xffffffffu;
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    expect++;
+    /* A stale generation. */
+    c = ts_cmd(&t, SHM_OP_GETOPT);
+    c.gen = t.gen + 1;
+    c.a0 = STK_SO_STATE;
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    expect++;
+    /* An op out of range. */
+    c = ts_cmd(&t, 200);
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    expect++;
+    /* The right socket on the wrong core. */
+    c = ts_cmd(&t, SHM_OP_GETOPT);
+    c.a0 = STK_SO_STATE;
+    ck_assert_int_eq(call(r, 0, &c, NULL), -EBADF);
+    expect++;
+    /* SOCKET again on a live socket. */
+    c = ts_cmd(&t, SHM_OP_SOCKET);
+    c.a0 = -1;
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    expect++;
+    /* LISTEN on a core that is not home, for a socket that does not listen. */
+    c = ts_cmd(&t, SHM_OP_LISTEN);
+    ck_assert_int_eq(call(r, 0, &c, NULL), -EBADF);
+    expect++;
+    /* A corrupted ring head: the command is refused, and a kick is dropped. */
+    struct shm_sock *s = ts_sock(&t);
+    uint32_t head = atomic_load(&s->tx.head);
+    atomic_store(&s->tx.head, atomic_load(&s->tx.tail) + 3 * RING);
+    c = ts_cmd(&t, SHM_OP_GETOPT);
+    c.a0 = STK_SO_STATE;
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    expect++;
+    c = ts_cmd(&t, SHM_OP_KICK);
+    push(r, 1, &c);
+    expect++;
+    c = ts_cmd(&t, SHM_OP_INFO); /* in queue order after the kick */
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    expect++;
+    /* An out-of-range option. */
+    atomic_store(&s->tx.head, head);
+    c = ts_cmd(&t, SHM_OP_SETOPT);
+    c.a0 = 1000;
+    ck_assert_int_eq(call(r, 1, &c, NULL), -ENOPROTOOPT);
+    /* A reply slot beyond the region: dropped, counted apart. */
+    c = ts_cmd(&t, SHM_OP_GETOPT);
+    c.reply = NREPLIES + 1;
+    push(r, 1, &c);
+    /* CLOSE of a socket this core does not serve: dropped. */
+    c = ts_cmd(&t, SHM_OP_CLOSE);
+    push(r, 0, &c);
+    expect++;
+    /* Garbage in the client's view of the header: the stack reads its own copy. */
+    struct shm_hdr *h = shm_hdr(r->base);
+    struct shm_hdr saved = *h;
+    h->off_sock = 0x7fffffffffffull;
+    h->nsocks = 0xffffffffu;
+    h->ring_size = 3;
+    int64_t end = now_ns() + 5000000000ll;
+    while (counters(r).shm_reply_invalid < 1 || counters(r).shm_cmd_invalid < inval0 + expect) {
+        ck_assert_msg(now_ns() < end, "invalid commands not counted: %llu of %u, reply %llu",
+                      (unsigned long long)(counters(r).shm_cmd_invalid - inval0), expect,
+                      (unsigned long long)counters(r).shm_reply_invalid);
+        usleep(1000);
+    }
+    ck_assert_uint_eq(counters(r).shm_cmd_invalid, inval0 + expect);
+    /* The stack still serves the socket (the kick went by the previous commands; the client
+     * restores its header to use its own accessors). */
+    struct shm_cmd g = {.op = SHM_OP_GETOPT, .sock = t.i, .gen = t.gen, .a0 = STK_SO_STATE};
+    struct shm_reply rep;
+    ck_assert_int_eq(call(r, 1, &g, &rep), 0);
+    ck_assert_int_eq(rep.val, STK_TCP_ESTABLISHED);
+    memcpy(h, &saved, sizeof(saved));
+    echo_bytes(&t, 12, 1u << 20, 20);
+
+    ts_close(&t);
+    ts_wait_freed(&t, 5);
+    /* A freed socket's commands are stale. */
+    c = ts_cmd(&t, SHM_OP_GETOPT);
+    ck_assert_int_eq(call(r, 1, &c, NULL), -EBADF);
+    /* And the stack still makes new connections. */
+    struct tsock t2;
+    connect_echo(&w, 0, &t2);
+    echo_bytes(&t2, 13, 100000, 10);
+    ts_close(&t2);
+    ts_wait_freed(&t2, 5);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
+/* A slot freed behind the stack's back (a broken client) is abandoned, not written to. */
+START_TEST(slot_freed_behind_back)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    /* A listener in B's region, so that the test decides when the peer sends. */
+    struct tsock l, x, y;
+    ts_socket(&w.rb, 0, &l);
+    ck_assert_int_eq(ts_call(&l, SHM_OP_BIND, 0, 0, 0, LISTEN_PORT, NULL), 0);
+    ck_assert_int_eq(ts_call(&l, SHM_OP_LISTEN, 16, 0, 0, 0, NULL), 0);
+    ts_socket(&w.ra, 0, &x);
+    ts_connect(&x, IP_B, LISTEN_PORT);
+    ts_wait_poll(&l, SHM_POLLIN, 5);
+    uint32_t j;
+    ck_assert_int_eq(shm_aq_pop(ts_sock(&l), shm_rx_data(w.rb.base, l.i), RING, &j), 1);
+    ts_attach(&w.rb, j, &y);
+    uint8_t msg[100], back[100];
+    memset(msg, 0x33, sizeof(msg));
+    ck_assert_uint_eq(ts_write(&y, msg, sizeof(msg)), sizeof(msg));
+    ts_wait_poll(&x, SHM_POLLIN, 5);
+    ck_assert_uint_eq(ts_read(&x, back, sizeof(back)), sizeof(back));
+
+    /* The client frees x's slot itself; the peer then sends. */
+    shm_sock_free(w.ra.base, x.i);
+    ck_assert_uint_eq(ts_write(&y, msg, sizeof(msg)), sizeof(msg));
+    uint32_t m = ts_wait_poll(&y, SHM_POLLERR, 5);
+    ck_assert(m & SHM_POLLHUP); /* the stack reset the connection it could not serve */
+    ck_assert_uint_eq(counters(&w.ra).shm_orphans, 1);
+    struct shm_sock *xs = shm_sock(w.ra.base, x.i);
+    ck_assert_uint_eq(atomic_load(&xs->rx.head), 0); /* nothing written into the freed slot */
+    ck_assert_uint_eq(atomic_load(&xs->flags), 0);
+
+    ts_close(&y);
+    ts_wait_freed(&y, 5);
+    ts_close(&l);
+    ts_wait_freed(&l, 5);
+    struct tsock t2;
+    connect_echo(&w, 0, &t2);
+    echo_bytes(&t2, 22, 100000, 10);
+    ts_close(&t2);
+    ts_wait_freed(&t2, 5);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
+/* Random commands and random scribbling over the sockets' shared fields (rings, flags,
+ * states, generations, accept queues, the header), then a fresh connection must still
+ * work: the stack neither crashes nor hangs on hostile content. (The command queues
+ * themselves are left alone: they are shared by every client, so a client that corrupts
+ * one stalls its core for everybody; see docs/shm.md.) */
+#ifndef FUZZ_SEED
+#define FUZZ_SEED 0x9e3779b97f4a7c15ull
+#endif
+static uint64_t rnd_state = FUZZ_SEED;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+START_TEST(hostile_fuzz)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 2);
+    struct region *r = &w.ra;
+    enum { NF = 24 };
+    static struct tsock f[NF];
+    for (int k = 0; k < NF; k++) {
+        ts_socket(r, (uint32_t)k % 2, &f[k]);
+        if (k % 3 == 0)
+            ts_connect(&f[k], IP_B, ECHO_PORT);
+        else if (k % 3 == 1)
+            ck_assert_int_eq(ts_call(&f[k], SHM_OP_LISTEN, 8, 0, 0, 0, NULL), 0);
+    }
+    uint8_t junk[4096];
+    for (size_t j = 0; j < sizeof(junk); j++)
+        junk[j] = (uint8_t)rnd();
+    struct shm_hdr saved = *shm_hdr(r->base);
+    int64_t end = now_ns() + 3000000000ll;
+    unsigned n = 0;
+    while (now_ns() < end) {
+        struct tsock *t = &f[rnd() % NF];
+        struct shm_sock *s = ts_sock(t);
+        struct shm_cmd c = ts_cmd(t, (uint16_t)(rnd() % (SHM_OP_COUNT + 2)));
+        uint64_t x = rnd();
+        if (x & 1)
+            c.sock = (uint32_t)(rnd() % (NSOCKS + 8));
+        if (x & 2)
+            c.gen = atomic_load(&shm_sock(r->base, c.sock % NSOCKS)->gen);
+        if (x & 4)
+            c.gen = (uint32_t)rnd();
+        c.a0 = (int32_t)(rnd() % 40) - 4;
+        c.a1 = (int32_t)rnd();
+        c.ip = (x & 8) ? IP_B : (uint32_t)rnd();
+        c.port = (uint16_t)rnd();
+        c.flags = (uint16_t)rnd();
+        c.reply = (x & 16) ? r->reply : (x & 32) ? (uint32_t)rnd() : SHM_NONE;
+        if (c.op == SHM_OP_SOCKET || c.op == SHM_OP_ATTACH)
+            c.a0 = (x & 64) ? t->efd : (int32_t)(rnd() % 64);
+        if (c.op == SHM_OP_CONNECT && (x & 128))
+            c.port = ECHO_PORT;
+        push(r, (uint32_t)(rnd() % 2), &c);
+        /* Scribble. */
+        switch (rnd() % 12) {
+        case 0:
+            atomic_store(&s->tx.head, (uint32_t)rnd());
+            break;
+        case 1:
+            atomic_store(&s->rx.tail, (uint32_t)rnd());
+            break;
+        case 2:
+            atomic_store(&s->flags, (uint32_t)rnd());
+            break;
+        case 3:
+            atomic_store(&s->state, (uint32_t)rnd() % 5);
+            break;
+        case 4:
+            atomic_store(&s->gen, (uint32_t)rnd() % 4);
+            break;
+        case 5:
+            atomic_store(&s->aq_enq, (uint32_t)rnd());
+            atomic_store(&s->aq_deq, (uint32_t)rnd());
+            break;
+        case 6:
+            memcpy(shm_rx_data(r->base, t->i) + rnd() % (RING - 64), junk, 64);
+            break;
+        case 7:
+            s->core = (uint32_t)rnd() % 4;
+            break;
+        case 8:
+            shm_hdr(r->base)->nsocks = (uint32_t)rnd();
+            shm_hdr(r->base)->off_data = rnd();
+            break;
+        case 9:
+            shm_ring_write(&s->tx, shm_tx_data(r->base, t->i), RING, junk, 1000);
+            ts_kick(t);
+            break;
+        case 10:
+            atomic_store(&s->kick, (uint32_t)rnd() & 1);
+            break;
+        default:
+            atomic_store(&s->armed, (uint32_t)rnd());
+            break;
+        }
+        memcpy(shm_hdr(r->base), &saved, sizeof(saved)); /* our own accessors need it */
+        if (++n % 64 == 0)
+            usleep(500);
+    }
+    /* The stack still answers, and serves a new connection. */
+    usleep(200000);
+    ck_assert_uint_gt(counters(r).shm_cmd_invalid, 0);
+    struct tsock t2;
+    connect_echo(&w, 1, &t2);
+    echo_bytes(&t2, 31, 200000, 20);
+    ts_close(&t2);
+    ts_wait_freed(&t2, 5);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("shmsrv");
+    TCase *tc = tcase_create("ring");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, echo_one_core);
+    tcase_add_test(tc, echo_two_cores);
+    tcase_add_test(tc, passive_one_core);
+    tcase_add_test(tc, passive_two_cores);
+    tcase_add_test(tc, eventfd_armed_only);
+    tcase_add_test(tc, invalid_commands);
+    tcase_add_test(tc, slot_freed_behind_back);
+    tcase_add_test(tc, hostile_fuzz);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
