@@ -97,6 +97,10 @@ struct dio_counters {
 int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DIO_MAX_CORES],
                  char *err, size_t errlen);
 
+/* Takes the one-ustackd-per-device lock (dio_eal_init does): -EBUSY, naming the holder's
+ * pid in err, when another ustackd serves the device in this network namespace. */
+int dio_dev_lock(const char *dev, char *err, size_t errlen);
+
 /* Starts the EAL with explicit arguments (tests). */
 int dio_eal_init_args(int argc, char **argv, char *err, size_t errlen);
 void dio_eal_cleanup(void);

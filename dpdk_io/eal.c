@@ -3,6 +3,9 @@
  * back-to-back ring ports the tests use.
  */
 #include <ctype.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <ftw.h>
 #include <limits.h>
 #include <errno.h>
@@ -97,6 +100,46 @@ void dio_eal_cleanup(void)
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* One ustackd per device: two stacks on one port would both answer (one with RSTs for
+ * the other's connections). The lock is a file in /run/ustack named after the device and
+ * the network namespace (the same interface name in two namespaces is two devices), held
+ * with flock for the process's life; the holder's pid is written in it for the message. */
+int dio_dev_lock(const char *dev, char *err, size_t errlen)
+{
+    char ns[64] = "";
+    ssize_t n = readlink("/proc/self/ns/net", ns, sizeof(ns) - 1);
+    ns[n > 0 ? n : 0] = 0;
+    char name[512], *q = name;
+    for (const char *p = dev; *p && q < name + 200; p++)
+        *q++ = (char)(isalnum((unsigned char)*p) || *p == '.' || *p == '-' ? *p : '_');
+    *q = 0;
+    unsigned long ino = 0;
+    sscanf(ns, "net:[%lu]", &ino);
+    char path[768];
+    mkdir("/run/ustack", 0755);
+    snprintf(path, sizeof(path), "/run/ustack/%s.%lu.lock", name, ino);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        /* Without /run (not root?) there is nothing to coordinate through: go on. */
+        return 0;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "?";
+        ssize_t k = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[k > 0 ? k : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        dio__err(err, errlen, "USTACK_DEV=%s: the device is in use by ustackd pid %s", dev, pid);
+        return -EBUSY;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* The pid is only for the message. */
+    }
+    return 0; /* fd stays open (and locked) until exit */
+}
+
 int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DIO_MAX_CORES],
                  char *err, size_t errlen)
 {
@@ -130,6 +173,9 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
         dio__err(err, errlen, "USTACK_CORES: too many cores (at most %d)", DIO_MAX_CORES);
         return -EINVAL;
     }
+    int lrc = dio_dev_lock(c->dev, err, errlen);
+    if (lrc)
+        return lrc;
     ADD("%s", prog);
     /* Each process its own runtime directory, so two ustackd never share EAL state. */
     ADD("--file-prefix=ustack-%ld", (long)getpid());

@@ -2,6 +2,7 @@
 # Bad configuration stops ustackd at start-up: exit status 1, nothing on stdout ("ready"
 # never printed), and on stderr one line starting "ustackd: " that names the variable. For a
 # device DPDK cannot open, the EAL's own lines may come first; the last line is ustackd's.
+# A second ustackd on a device in use names the first one's pid.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init config 14
@@ -42,4 +43,11 @@ run_bad USTACK_MTU 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_MTU=70000"
 run_bad USTACK_GW 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_GW=not-an-address"
 run_bad USTACK_LOG 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_LOG=loud"
 run_bad USTACK_DEV 0 "USTACK_DEV=net_af_packet0,iface=no-such-if" "USTACK_IP=$IP"
+
+# A second ustackd on a device that one already serves stops at once, naming the holder.
+ustackd_start "$DEV"
+run_bad USTACK_DEV 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP"
+grep -q "in use by ustackd pid $USTACKD_PID" "$NET_TMPD/cfg.err" \
+    || net_softfail "second ustackd: message does not name pid $USTACKD_PID: $(tail -n 1 "$NET_TMPD/cfg.err")"
+ustackd_stop
 net_finish
