@@ -161,6 +161,16 @@ run_mode() {
         ip netns exec "$NS_T" timeout -k 5 "$PROG_TIMEOUT" env "${envs[@]}" "$BIN/$p" \
             >"$log" 2>"$log.err" </dev/null
         rc=$?
+        if [ "$mode" = ustack ]; then
+            # The program's ustackd exits once its last client is gone (liveness pipe), then
+            # closes its connections for up to a second; the next program's ustackd would
+            # find the device still held. Wait for it, bounded.
+            for _ in $(seq 1 100); do
+                ip netns pids "$NS_T" 2>/dev/null | xargs -r ps -o comm= -p 2>/dev/null \
+                    | grep -qx ustackd || break
+                sleep 0.1
+            done
+        fi
         pass=$(grep -c '^ok ' "$log")
         fail=$(grep -c '^not ok ' "$log")
         if [ "$rc" != 0 ] && [ "$fail" = 0 ]; then

@@ -1,0 +1,723 @@
+/*
+ * preload.c - the interposer: every function of hooks.h, each a lookup of its fd in the
+ * client's fd table and then either the client (shim/client*.c) or the real libc function.
+ *
+ * Until the process makes its first AF_INET stream socket the fd table is empty, so every
+ * call goes straight through at the cost of one bounds check. With USTACK=0 that never
+ * changes. The client returns -errno; only this file turns that into -1 + errno.
+ */
+#undef _FORTIFY_SOURCE
+#include "preload.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "client.h"
+
+#define HOOK __attribute__((visibility("default")))
+
+extern char **environ;
+extern void __chk_fail(void) __attribute__((noreturn));
+
+struct ustack_real ustack__real;
+
+static __thread int t_resolving __attribute__((tls_model("initial-exec")));
+
+void *ustack__resolve(const char *name, void **slot)
+{
+    if (t_resolving)
+        return NULL;
+    t_resolving = 1;
+    void *p = dlsym(RTLD_NEXT, name);
+    t_resolving = 0;
+    __atomic_store_n(slot, p, __ATOMIC_RELEASE);
+    return p;
+}
+
+static void resolve_all(void)
+{
+#define USTACK_RESOLVE(ret, name, params)                                                          \
+    if (!ustack__real.name)                                                                        \
+        ustack__resolve(#name, (void **)&ustack__real.name);
+    USTACK_HOOKS(USTACK_RESOLVE)
+#undef USTACK_RESOLVE
+}
+
+static long ret(long r)
+{
+    if (r < 0) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+}
+
+static bool sock(int fd)
+{
+    return shim_fd_kind(fd) == SHIM_FD_SOCK;
+}
+
+static bool ours(int fd)
+{
+    return shim_fd_kind(fd) != SHIM_FD_KERNEL;
+}
+
+/* ---- start-up ------------------------------------------------------------------------- */
+
+static void atfork_child(void)
+{
+    shim_fork_child();
+    /* Yama (ptrace_scope 1) lets ustackd take this process's eventfds (pidfd_getfd) only
+     * if the process names it; the exception does not survive fork. */
+    int pid = shim_stack_pid();
+    if (pid > 0)
+        prctl(PR_SET_PTRACER, (unsigned long)pid, 0, 0, 0);
+}
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void init(void)
+{
+    resolve_all();
+    struct shim_sys sys = {
+        .socket = REAL(socket),
+        .bind = REAL(bind),
+        .listen = REAL(listen),
+        .accept4 = REAL(accept4),
+        .connect = REAL(connect),
+        .getsockopt = REAL(getsockopt),
+        .setsockopt = REAL(setsockopt),
+        .close = REAL(close),
+        .read = REAL(read),
+        .write = REAL(write),
+        .fcntl = REAL(fcntl),
+        .ioctl = REAL(ioctl),
+        .dup = REAL(dup),
+        .dup3 = REAL(dup3),
+        .ppoll = REAL(ppoll),
+        .epoll_create1 = REAL(epoll_create1),
+        .epoll_ctl = REAL(epoll_ctl),
+        .epoll_pwait = REAL(epoll_pwait),
+        .epoll_pwait2 = REAL(epoll_pwait2),
+    };
+    shim_init(&sys);
+    pthread_atfork(shim_fork_prepare, shim_fork_parent, atfork_child);
+}
+
+void ustack__init(void)
+{
+    pthread_once(&init_once, init);
+}
+
+__attribute__((constructor)) static void ustack_ctor(void)
+{
+    ustack__init();
+    ustack__stackd_path(); /* now, before the program can chdir() */
+    /* An exec'd image: adopt the sockets the old image described (shim_exec_prepare). */
+    const char *fds = getenv("USTACK_FDS");
+    if (fds && ustack__enabled() && ustack__attach() == 0)
+        shim_adopt(fds);
+    if (fds)
+        unsetenv("USTACK_FDS");
+}
+
+/* ---- sockets -------------------------------------------------------------------------- */
+
+HOOK int socket(int domain, int type, int protocol)
+{
+    if (domain == AF_INET && (type & 0xf) == SOCK_STREAM &&
+        (protocol == 0 || protocol == IPPROTO_TCP) && ustack__enabled()) {
+        if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
+            return (int)ret(-EINVAL);
+        ustack__init();
+        int rc = ustack__attach();
+        if (rc < 0)
+            return (int)ret(rc);
+        return (int)ret(shim_socket(type & (SOCK_NONBLOCK | SOCK_CLOEXEC)));
+    }
+    return REAL(socket)(domain, type, protocol);
+}
+
+HOOK int socketpair(int domain, int type, int protocol, int sv[2])
+{
+    return REAL(socketpair)(domain, type, protocol, sv);
+}
+
+HOOK int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (sock(fd))
+        return (int)ret(shim_bind(fd, addr, len));
+    return REAL(bind)(fd, addr, len);
+}
+
+HOOK int listen(int fd, int backlog)
+{
+    if (sock(fd))
+        return (int)ret(shim_listen(fd, backlog));
+    return REAL(listen)(fd, backlog);
+}
+
+HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    if (sock(fd))
+        return (int)ret(shim_accept(fd, addr, len, 0));
+    return REAL(accept)(fd, addr, len);
+}
+
+HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    if (sock(fd))
+        return (int)ret(shim_accept(fd, addr, len, flags));
+    return REAL(accept4)(fd, addr, len, flags);
+}
+
+HOOK int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    if (sock(fd))
+        return (int)ret(shim_connect(fd, addr, len));
+    return REAL(connect)(fd, addr, len);
+}
+
+HOOK int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    if (sock(fd))
+        return (int)ret(shim_getsockname(fd, addr, len));
+    return REAL(getsockname)(fd, addr, len);
+}
+
+HOOK int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    if (sock(fd))
+        return (int)ret(shim_getpeername(fd, addr, len));
+    return REAL(getpeername)(fd, addr, len);
+}
+
+HOOK int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    if (sock(fd))
+        return (int)ret(shim_getsockopt(fd, level, name, val, len));
+    return REAL(getsockopt)(fd, level, name, val, len);
+}
+
+HOOK int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    if (sock(fd))
+        return (int)ret(shim_setsockopt(fd, level, name, val, len));
+    return REAL(setsockopt)(fd, level, name, val, len);
+}
+
+HOOK int shutdown(int fd, int how)
+{
+    if (sock(fd))
+        return (int)ret(shim_shutdown(fd, how));
+    return REAL(shutdown)(fd, how);
+}
+
+/* ---- fds ------------------------------------------------------------------------------ */
+
+HOOK int close(int fd)
+{
+    if (ours(fd))
+        return (int)ret(shim_close(fd));
+    return REAL(close)(fd);
+}
+
+HOOK int close_range(unsigned first, unsigned last, int flags)
+{
+    if (shim_attached())
+        return (int)ret(shim_close_range(first, last, flags));
+    return REAL(close_range)(first, last, flags);
+}
+
+HOOK void closefrom(int lowfd)
+{
+    if (shim_attached() && lowfd >= 0) {
+        shim_close_range((unsigned)lowfd, ~0u, 0);
+        return;
+    }
+    REAL(closefrom)(lowfd);
+}
+
+HOOK int dup(int fd)
+{
+    if (ours(fd) && shim_fd_kind(fd) != SHIM_FD_PRIV)
+        return (int)ret(shim_dup(fd));
+    return REAL(dup)(fd);
+}
+
+HOOK int dup2(int oldfd, int newfd)
+{
+    if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV))
+        return (int)ret(shim_dup3(oldfd, newfd, 0, true));
+    return REAL(dup2)(oldfd, newfd);
+}
+
+HOOK int dup3(int oldfd, int newfd, int flags)
+{
+    if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV))
+        return (int)ret(shim_dup3(oldfd, newfd, flags, false));
+    return REAL(dup3)(oldfd, newfd, flags);
+}
+
+HOOK int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (ours(fd))
+        return (int)ret(shim_fcntl(fd, cmd, arg));
+    return REAL(fcntl)(fd, cmd, arg);
+}
+
+HOOK int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (ours(fd))
+        return (int)ret(shim_fcntl(fd, cmd, arg));
+    return REAL(fcntl64)(fd, cmd, arg);
+}
+
+HOOK int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    if (sock(fd))
+        return (int)ret(shim_ioctl(fd, req, arg));
+    return REAL(ioctl)(fd, req, arg);
+}
+
+/* ---- data ----------------------------------------------------------------------------- */
+
+HOOK ssize_t read(int fd, void *buf, size_t n)
+{
+    if (sock(fd))
+        return ret(shim_recv(fd, buf, n, 0));
+    return REAL(read)(fd, buf, n);
+}
+
+HOOK ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    if (sock(fd)) {
+        if (n < 0)
+            return ret(-EINVAL);
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+        return ret(shim_recvmsg(fd, &m, 0));
+    }
+    return REAL(readv)(fd, iov, n);
+}
+
+HOOK ssize_t write(int fd, const void *buf, size_t n)
+{
+    if (sock(fd))
+        return ret(shim_send(fd, buf, n, 0));
+    return REAL(write)(fd, buf, n);
+}
+
+HOOK ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    if (sock(fd)) {
+        if (n < 0)
+            return ret(-EINVAL);
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+        return ret(shim_sendmsg(fd, &m, 0));
+    }
+    return REAL(writev)(fd, iov, n);
+}
+
+HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    if (sock(fd))
+        return ret(shim_recv(fd, buf, n, flags));
+    return REAL(recv)(fd, buf, n, flags);
+}
+
+HOOK ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+                      socklen_t *alen)
+{
+    if (sock(fd)) {
+        ssize_t r = shim_recv(fd, buf, n, flags);
+        if (r >= 0 && addr && alen)
+            *alen = 0; /* TCP reports no source address */
+        return ret(r);
+    }
+    return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
+}
+
+HOOK ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+    if (sock(fd))
+        return ret(shim_recvmsg(fd, m, flags));
+    return REAL(recvmsg)(fd, m, flags);
+}
+
+HOOK int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *tmo)
+{
+    if (sock(fd))
+        return (int)ret(shim_recvmmsg(fd, v, n, flags, tmo));
+    return REAL(recvmmsg)(fd, v, n, flags, tmo);
+}
+
+HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    if (sock(fd))
+        return ret(shim_send(fd, buf, n, flags));
+    return REAL(send)(fd, buf, n, flags);
+}
+
+HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
+                    socklen_t alen)
+{
+    if (sock(fd))
+        return ret(shim_send(fd, buf, n, flags));
+    return REAL(sendto)(fd, buf, n, flags, addr, alen);
+}
+
+HOOK ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    if (sock(fd))
+        return ret(shim_sendmsg(fd, m, flags));
+    return REAL(sendmsg)(fd, m, flags);
+}
+
+HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+    if (sock(fd))
+        return (int)ret(shim_sendmmsg(fd, v, n, flags));
+    return REAL(sendmmsg)(fd, v, n, flags);
+}
+
+HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)
+{
+    if (sock(in))
+        return ret(-EINVAL); /* Linux: the source must support mmap-like reads */
+    if (sock(out))
+        return ret(shim_sendfile(out, in, off, count));
+    return REAL(sendfile)(out, in, off, count);
+}
+
+HOOK ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
+{
+    if (sock(in))
+        return ret(-EINVAL);
+    if (sock(out))
+        return ret(shim_sendfile(out, in, (off_t *)off, count));
+    return REAL(sendfile64)(out, in, off, count);
+}
+
+/* stdio on a socket: glibc's FILE reads and writes through its own internal read/write,
+ * which this library cannot see, so a FILE over a ustack socket is a cookie stream. */
+static ssize_t cookie_read(void *c, char *buf, size_t n)
+{
+    return ret(shim_recv((int)(intptr_t)c, buf, n, 0));
+}
+
+static ssize_t cookie_write(void *c, const char *buf, size_t n)
+{
+    return ret(shim_send((int)(intptr_t)c, buf, n, 0));
+}
+
+static int cookie_close(void *c)
+{
+    return close((int)(intptr_t)c);
+}
+
+HOOK FILE *fdopen(int fd, const char *mode)
+{
+    if (sock(fd)) {
+        cookie_io_functions_t io = {cookie_read, cookie_write, NULL, cookie_close};
+        return fopencookie((void *)(intptr_t)fd, mode, io);
+    }
+    return REAL(fdopen)(fd, mode);
+}
+
+/* ---- readiness ------------------------------------------------------------------------ */
+
+static int64_t ms_ns(int ms)
+{
+    return ms < 0 ? -1 : (int64_t)ms * 1000000;
+}
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+    if (!ts)
+        return -1;
+    if (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)
+        return -2;
+    if (ts->tv_sec > INT64_MAX / 1000000000 - 1)
+        return -1;
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+HOOK int epoll_create(int size)
+{
+    return REAL(epoll_create)(size);
+}
+
+HOOK int epoll_create1(int flags)
+{
+    return REAL(epoll_create1)(flags);
+}
+
+HOOK int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (sock(fd))
+        return (int)ret(shim_epoll_ctl(epfd, op, fd, ev));
+    return REAL(epoll_ctl)(epfd, op, fd, ev);
+}
+
+HOOK int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
+        return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), NULL));
+    return REAL(epoll_wait)(epfd, ev, max, timeout);
+}
+
+HOOK int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
+{
+    if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
+        return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), mask));
+    return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+}
+
+HOOK int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts,
+                      const sigset_t *mask)
+{
+    if (shim_fd_kind(epfd) == SHIM_FD_EPOLL) {
+        int64_t t = ts_ns(ts);
+        if (t == -2)
+            return (int)ret(-EINVAL);
+        return (int)ret(shim_epoll_wait(epfd, ev, max, t, mask));
+    }
+    if (!REAL(epoll_pwait2))
+        return (int)ret(-ENOSYS);
+    return REAL(epoll_pwait2)(epfd, ev, max, ts, mask);
+}
+
+/* glibc declares poll's array write-only; here it is read first, as the kernel does. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+HOOK int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    if (shim_poll_has_ours(fds, n))
+        return (int)ret(shim_poll(fds, n, ms_ns(timeout), NULL));
+    return REAL(poll)(fds, n, timeout);
+}
+
+HOOK int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
+{
+    if (shim_poll_has_ours(fds, n)) {
+        int64_t t = ts_ns(ts);
+        if (t == -2)
+            return (int)ret(-EINVAL);
+        return (int)ret(shim_poll(fds, n, t, mask));
+    }
+    return REAL(ppoll)(fds, n, ts, mask);
+}
+
+#pragma GCC diagnostic pop
+
+HOOK int select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
+{
+    if (shim_select_has_ours(n, r, w, e)) {
+        int64_t t = -1;
+        if (tv) {
+            if (tv->tv_sec < 0 || tv->tv_usec < 0)
+                return (int)ret(-EINVAL);
+            t = (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
+        }
+        return (int)ret(shim_select(n, r, w, e, t, NULL, tv));
+    }
+    return REAL(select)(n, r, w, e, tv);
+}
+
+HOOK int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *ts,
+                 const sigset_t *mask)
+{
+    if (shim_select_has_ours(n, r, w, e)) {
+        int64_t t = ts_ns(ts);
+        if (t == -2)
+            return (int)ret(-EINVAL);
+        return (int)ret(shim_select(n, r, w, e, t, mask, NULL));
+    }
+    return REAL(pselect)(n, r, w, e, ts, mask);
+}
+
+/* ---- glibc's fortified entry points (-D_FORTIFY_SOURCE) ------------------------------- */
+
+HOOK ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    if (n > buflen)
+        __chk_fail();
+    return read(fd, buf, n);
+}
+
+HOOK ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+    if (n > buflen)
+        __chk_fail();
+    return recv(fd, buf, n, flags);
+}
+
+HOOK ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+                            struct sockaddr *addr, socklen_t *alen)
+{
+    if (n > buflen)
+        __chk_fail();
+    return recvfrom(fd, buf, n, flags, addr, alen);
+}
+
+HOOK int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
+{
+    if (fdslen / sizeof(*fds) < n)
+        __chk_fail();
+    return poll(fds, n, timeout);
+}
+
+HOOK int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask,
+                     size_t fdslen)
+{
+    if (fdslen / sizeof(*fds) < n)
+        __chk_fail();
+    return ppoll(fds, n, ts, mask);
+}
+
+/* ---- processes ------------------------------------------------------------------------ */
+
+static pid_t do_fork(void)
+{
+    shim_fork_hook_begin();
+    pid_t p = REAL(fork)();
+    if (p != 0)
+        shim_fork_hook_end(p < 0);
+    return p;
+}
+
+HOOK pid_t fork(void)
+{
+    return do_fork();
+}
+
+/* vfork() is a fork() here: a vfork child shares the parent's memory, so the library could
+ * neither take the child's socket references nor let its exec release them without
+ * corrupting the parent's tables. POSIX allows vfork to be fork. */
+HOOK pid_t vfork(void)
+{
+    return do_fork();
+}
+
+enum exec_kind { EXEC_PATH, EXEC_SEARCH, EXEC_FD };
+
+static int do_exec(enum exec_kind kind, const char *path, int fd, char *const argv[],
+                   char *const envp[])
+{
+    char fds[8192];
+    char **env = NULL;
+    bool prepared = false;
+    if (shim_attached()) {
+        /* Sockets marked FD_CLOEXEC lose this holder; the rest are described to the new
+         * image, which adopts them if it loads this library too (docs/preload.md). */
+        if (shim_exec_prepare(fds, sizeof(fds)) < 0) {
+            shim_warn_once("execfds", "too many sockets to pass across exec; the new program "
+                                      "sees them as plain fds");
+            fds[0] = '\0';
+        } else {
+            prepared = true;
+        }
+        env = ustack__exec_env(envp, fds);
+    }
+    char *const *e = env ? env : envp;
+    int r;
+    if (kind == EXEC_PATH)
+        r = REAL(execve)(path, argv, e);
+    else if (kind == EXEC_SEARCH)
+        r = REAL(execvpe)(path, argv, e);
+    else
+        r = REAL(fexecve)(fd, argv, e);
+    int err = errno;
+    if (prepared)
+        shim_exec_failed();
+    ustack__free_env(env);
+    errno = err;
+    return r;
+}
+
+HOOK int execve(const char *path, char *const argv[], char *const envp[])
+{
+    return do_exec(EXEC_PATH, path, -1, argv, envp);
+}
+
+HOOK int execv(const char *path, char *const argv[])
+{
+    return do_exec(EXEC_PATH, path, -1, argv, environ);
+}
+
+HOOK int execvp(const char *file, char *const argv[])
+{
+    return do_exec(EXEC_SEARCH, file, -1, argv, environ);
+}
+
+HOOK int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    return do_exec(EXEC_SEARCH, file, -1, argv, envp);
+}
+
+HOOK int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    return do_exec(EXEC_FD, NULL, fd, argv, envp);
+}
+
+/* The execl family: argv collected from the variable arguments (and envp after the NULL
+ * for execle). */
+#define COLLECT_ARGS(arg, argv, ap, last)                                                          \
+    size_t argc_ = 1;                                                                              \
+    va_start(ap, last);                                                                            \
+    while (va_arg(ap, const char *))                                                               \
+        argc_++;                                                                                   \
+    va_end(ap);                                                                                    \
+    const char *argv[argc_ + 1];                                                                   \
+    argv[0] = arg;                                                                                 \
+    va_start(ap, last);                                                                            \
+    for (size_t i_ = 1; i_ <= argc_; i_++)                                                         \
+        argv[i_] = va_arg(ap, const char *);
+
+HOOK int execl(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    COLLECT_ARGS(arg, argv, ap, arg)
+    va_end(ap);
+    return do_exec(EXEC_PATH, path, -1, (char *const *)argv, environ);
+}
+
+HOOK int execlp(const char *file, const char *arg, ...)
+{
+    va_list ap;
+    COLLECT_ARGS(arg, argv, ap, arg)
+    va_end(ap);
+    return do_exec(EXEC_SEARCH, file, -1, (char *const *)argv, environ);
+}
+
+HOOK int execle(const char *path, const char *arg, ...)
+{
+    va_list ap;
+    COLLECT_ARGS(arg, argv, ap, arg)
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return do_exec(EXEC_PATH, path, -1, (char *const *)argv, envp);
+}

@@ -1,0 +1,511 @@
+/*
+ * spawn.c - attaching to ustackd, and spawning it on first use (docs/shm.md "Start-up").
+ *
+ * The first AF_INET stream socket of a process attaches: to the region named by
+ * USTACK_SHM_FD if an ancestor made one, else to a new one, with a ustackd spawned for it.
+ * The spawned ustackd is detached (double fork, own session): it is no child of the
+ * application, whose wait() loops and SIGCHLD handlers must not see it, and a terminal's
+ * ^C to the application's process group does not stop the stack other processes may use.
+ * It exits when the last holder of the liveness pipe is gone.
+ */
+#undef _FORTIFY_SOURCE
+#include "preload.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "conf.h"
+#include "shm.h"
+
+extern char **environ;
+
+/* Variables of the client only: never handed to ustackd, whose configuration loader does
+ * not know them. */
+static const char *const client_vars[] = {
+    "USTACK_SHM_FD",    "USTACK_PIPE_FD",  "USTACK_FDS",        "USTACK_STACKD",
+    "USTACK_SHM_SOCKS", "USTACK_SHM_RING", "USTACK_STACKD_LOG", NULL,
+};
+
+static bool is_client_var(const char *name, size_t len)
+{
+    for (int i = 0; client_vars[i]; i++)
+        if (strlen(client_vars[i]) == len && !memcmp(client_vars[i], name, len))
+            return true;
+    return false;
+}
+
+/* ---- configuration -------------------------------------------------------------------- */
+
+static pthread_mutex_t conf_lock = PTHREAD_MUTEX_INITIALIZER;
+static int conf_state; /* 0 not loaded, 1 ok, -errno failed */
+static struct shim_conf conf;
+static char conf_err[512];
+
+/* shim_conf_load() rejects USTACK_* names it does not know, which includes the client's
+ * own (USTACK_SHM_FD, ...). So the client loads through a lookup that records which names
+ * the loader knows, and then applies the same unknown-name rule itself, knowing both. */
+struct seen {
+    const char *names[64];
+    int n;
+};
+
+static const char *lookup(void *ctx, const char *name)
+{
+    struct seen *s = ctx;
+    if (s->n < 64)
+        s->names[s->n++] = name;
+    return getenv(name);
+}
+
+static int load_conf(void)
+{
+    struct seen seen = {{0}, 0};
+    int rc = shim_conf_load_from(&conf, lookup, &seen, conf_err, sizeof(conf_err));
+    if (rc < 0)
+        return rc;
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        size_t len = (size_t)(eq - *e);
+        bool ustack =
+            (len == 6 && !memcmp(*e, "USTACK", 6)) || (len > 7 && !memcmp(*e, "USTACK_", 7));
+        if (!ustack || (len > 12 && !memcmp(*e, "USTACK_TEST_", 12)) || is_client_var(*e, len))
+            continue;
+        bool known = false;
+        for (int i = 0; i < seen.n && !known; i++)
+            known = strlen(seen.names[i]) == len && !memcmp(seen.names[i], *e, len);
+        if (!known) {
+            snprintf(conf_err, sizeof(conf_err),
+                     "%.*s=%.64s: unknown variable (expected a USTACK_* name from "
+                     "docs/configuration.md)",
+                     (int)len, *e, eq + 1);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int ustack__enabled(void)
+{
+    if (__atomic_load_n(&conf_state, __ATOMIC_ACQUIRE) == 0) {
+        pthread_mutex_lock(&conf_lock);
+        if (conf_state == 0)
+            __atomic_store_n(&conf_state, load_conf() < 0 ? -EINVAL : 1, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&conf_lock);
+    }
+    if (conf_state > 0)
+        return conf.enabled;
+    /* A bad configuration still honours an explicit USTACK=0. */
+    const char *v = getenv("USTACK");
+    return !(v && (!strcmp(v, "0") || !strcmp(v, "off")));
+}
+
+/* ---- paths ---------------------------------------------------------------------------- */
+
+static char stackd[PATH_MAX];
+
+const char *ustack__stackd_path(void)
+{
+    if (stackd[0])
+        return stackd;
+    const char *v = getenv("USTACK_STACKD");
+    if (ustack__enabled() && conf_state > 0 && conf.stackd[0])
+        v = conf.stackd;
+    if (v && *v) {
+        if (!realpath(v, stackd))
+            snprintf(stackd, sizeof(stackd), "%s", v);
+        return stackd;
+    }
+    Dl_info info;
+    char lib[PATH_MAX];
+    if (dladdr((void *)ustack__stackd_path, &info) && info.dli_fname &&
+        realpath(info.dli_fname, lib)) {
+        char *slash = strrchr(lib, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(stackd, sizeof(stackd), "%.*s/ustackd", (int)(sizeof(stackd) - 9), lib);
+    } else {
+        snprintf(stackd, sizeof(stackd), "ustackd");
+    }
+    return stackd;
+}
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static int high_fd(int fd)
+{
+    /* Above 1000, where programs that dup2() onto "free" low numbers do not go. */
+    int n = REAL(fcntl)(fd, F_DUPFD, 1000);
+    if (n < 0)
+        return fd;
+    REAL(close)(fd);
+    return n;
+}
+
+static uint32_t fdtab_size(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 65536;
+    rlim_t n = rl.rlim_max;
+    if (n == RLIM_INFINITY || n > (1u << 21))
+        n = 1u << 21;
+    if (n < rl.rlim_cur)
+        n = rl.rlim_cur;
+    return (uint32_t)n;
+}
+
+static int do_attach(void *base, uint64_t size, int shm_fd, int pipe_fd)
+{
+    struct shim_attach a = {
+        .base = base,
+        .size = size,
+        .shm_fd = shm_fd,
+        .pipe_fd = pipe_fd,
+        .ip = conf.ip,
+        .prefix = conf.prefix,
+        .gw = conf.gw,
+        .fdtab_size = fdtab_size(),
+    };
+    return shim_attach(&a);
+}
+
+/* ---- attaching to an inherited region -------------------------------------------------- */
+
+static int attach_inherited(const char *shm, const char *pipe)
+{
+    char *end;
+    long fd = strtol(shm, &end, 10);
+    struct stat st;
+    if (*end || fd < 0 || fstat((int)fd, &st) < 0 || st.st_size <= 0) {
+        snprintf(conf_err, sizeof(conf_err), "USTACK_SHM_FD=%.32s: not an open region fd", shm);
+        return -EINVAL;
+    }
+    void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0);
+    if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size) < 0) {
+        if (base != MAP_FAILED)
+            munmap(base, (size_t)st.st_size);
+        snprintf(conf_err, sizeof(conf_err), "USTACK_SHM_FD=%.32s: not a ustack region", shm);
+        return -EINVAL;
+    }
+    if (__atomic_load_n(&shm_hdr(base)->state, __ATOMIC_ACQUIRE) != SHM_READY) {
+        munmap(base, (size_t)st.st_size);
+        snprintf(conf_err, sizeof(conf_err), "the ustackd of USTACK_SHM_FD=%.32s is gone", shm);
+        return -ENETDOWN;
+    }
+    long pfd = pipe ? strtol(pipe, &end, 10) : -1;
+    if (pfd >= 0 && REAL(fcntl)((int)pfd, F_GETFD) < 0)
+        pfd = -1;
+    return do_attach(base, (uint64_t)st.st_size, (int)fd, (int)pfd);
+}
+
+/* ---- spawning ------------------------------------------------------------------------- */
+
+struct ksigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
+
+/* In the grandchild, between clone and exec: raw system calls only (this is a copy of a
+ * possibly multi-threaded process; no locks may be taken). */
+static void child_exec(const char *path, char *const argv[], char *const envp[], const int *keep,
+                       int nkeep, int out_fd)
+{
+    struct ksigaction dfl = {SIG_DFL, 0, NULL, 0};
+    for (int sig = 1; sig < 65; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
+    uint64_t none = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
+    int null = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR);
+    if (null >= 0) {
+        /* ustackd's output (EAL chatter, statistics) is not the application's: it goes to
+         * USTACK_STACKD_LOG or nowhere. A start-up failure reaches the application through
+         * hdr.errmsg, which it prints. */
+        syscall(SYS_dup3, null, 0, 0);
+        if (out_fd < 0) {
+            syscall(SYS_dup3, null, 1, 0);
+            syscall(SYS_dup3, null, 2, 0);
+        }
+        syscall(SYS_close, null);
+    }
+    if (out_fd >= 0) {
+        syscall(SYS_dup3, out_fd, 1, 0);
+        syscall(SYS_dup3, out_fd, 2, 0);
+        syscall(SYS_close, out_fd);
+    }
+    /* Only the region, the pipe's read end and the wake eventfds go to ustackd: an fd of
+     * the application (a pipe's write end, a listener) held by ustackd would change what
+     * the application sees. keep[] is sorted. */
+    unsigned from = 3;
+    for (int i = 0; i < nkeep; i++) {
+        if ((unsigned)keep[i] > from)
+            syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0);
+        from = (unsigned)keep[i] + 1;
+    }
+    syscall(SYS_close_range, from, ~0u, 0);
+    syscall(SYS_execve, path, argv, envp);
+    syscall(SYS_exit_group, 127);
+}
+
+static int spawn_stackd(const char *path, char *const argv[], char *const envp[], const int *keep,
+                        int nkeep, int out_fd)
+{
+    /* Exit signal 0: the application never gets a SIGCHLD for the intermediate child. */
+    long pid = syscall(SYS_clone, 0ul, NULL, NULL, NULL, NULL);
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        syscall(SYS_setsid);
+        long g = syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, NULL);
+        if (g == 0)
+            child_exec(path, argv, envp, keep, nkeep, out_fd);
+        syscall(SYS_exit_group, g < 0 ? 1 : 0);
+    }
+    int st;
+    while (waitpid((pid_t)pid, &st, __WCLONE) < 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* Waits for SHM_READY / SHM_FAILED, or ustackd's death (the pipe loses its reader). */
+static int wait_ready(struct shm_hdr *h, int pipe_w)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        uint32_t st = __atomic_load_n(&h->state, __ATOMIC_ACQUIRE);
+        if (st == SHM_READY)
+            return 0;
+        if (st == SHM_FAILED) {
+            snprintf(conf_err, sizeof(conf_err), "%.*s", (int)sizeof(h->errmsg),
+                     h->errmsg[0] ? h->errmsg : "ustackd failed to start");
+            return -ENETDOWN;
+        }
+        struct pollfd p = {pipe_w, POLLOUT, 0};
+        if (REAL(poll)(&p, 1, 0) > 0 && (p.revents & POLLERR)) {
+            snprintf(conf_err, sizeof(conf_err), "ustackd (%.300s) exited before it was ready",
+                     ustack__stackd_path());
+            return -ENETDOWN;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec >= 30) {
+            snprintf(conf_err, sizeof(conf_err), "ustackd (%.300s) not ready within 30 s",
+                     ustack__stackd_path());
+            return -ENETDOWN;
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        syscall(SYS_futex, &h->state, FUTEX_WAIT, st, &ts, NULL, 0);
+    }
+}
+
+static int spawn(void)
+{
+    int rc;
+    unsigned socks = conf.shm_socks, ring = conf.shm_ring;
+    struct shm_geometry g = {conf.ncores, socks, 4096, ring};
+    uint64_t size = shm_region_size(&g);
+    if (!size) {
+        snprintf(conf_err, sizeof(conf_err), "no valid region for %u cores", conf.ncores);
+        return -EINVAL;
+    }
+    int fd = memfd_create("ustack", 0);
+    if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
+        snprintf(conf_err, sizeof(conf_err), "cannot make a %llu-byte region: %s",
+                 (unsigned long long)size, strerror(errno));
+        if (fd >= 0)
+            REAL(close)(fd);
+        return -ENOMEM;
+    }
+    fd = high_fd(fd);
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        snprintf(conf_err, sizeof(conf_err), "cannot map the region: %s", strerror(errno));
+        REAL(close)(fd);
+        return -ENOMEM;
+    }
+    shm_region_init(base, &g);
+    int keep[SHM_MAX_CORES + 2], nkeep = 0;
+    keep[nkeep++] = fd;
+    for (uint32_t c = 0; c < g.ncores; c++) {
+        int e = eventfd(0, EFD_NONBLOCK);
+        if (e < 0) {
+            rc = -errno;
+            goto fail;
+        }
+        e = high_fd(e);
+        shm_cmdq(base, c)->wake_fd = e;
+        keep[nkeep++] = e;
+    }
+    int p[2];
+    if (pipe2(p, 0) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    int pr = high_fd(p[0]), pw = high_fd(p[1]);
+    keep[nkeep++] = pr;
+    qsort(keep, (size_t)nkeep, sizeof(int), cmp_int);
+
+    char sfd[16], spfd[16];
+    snprintf(sfd, sizeof(sfd), "%d", fd);
+    snprintf(spfd, sizeof(spfd), "%d", pr);
+    const char *path = ustack__stackd_path();
+    char *argv[] = {(char *)path, "--shm-fd", sfd, "--pipe-fd", spfd, NULL};
+    size_t n = 0;
+    for (char **e = environ; e && *e; e++)
+        n++;
+    char **env = malloc((n + 1) * sizeof(*env));
+    if (!env) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    size_t k = 0;
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+        /* ustackd must not load this library, nor see the client's own variables. */
+        if ((len == 10 && !memcmp(*e, "LD_PRELOAD", 10)) || is_client_var(*e, len))
+            continue;
+        env[k++] = *e;
+    }
+    env[k] = NULL;
+    int out = -1;
+    const char *log = getenv("USTACK_STACKD_LOG");
+    if (log && *log)
+        out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    rc = spawn_stackd(path, argv, env, keep, nkeep, out);
+    free(env);
+    if (out >= 0)
+        REAL(close)(out);
+    REAL(close)(pr);
+    if (rc < 0) {
+        snprintf(conf_err, sizeof(conf_err), "cannot spawn %.300s: %s", path, strerror(-rc));
+        REAL(close)(pw);
+        goto fail_fds;
+    }
+    if ((rc = wait_ready(shm_hdr(base), pw)) < 0) {
+        REAL(close)(pw); /* a ustackd still starting sees EOF and exits */
+        goto fail_fds;
+    }
+    int spid = __atomic_load_n(&shm_hdr(base)->stack_pid, __ATOMIC_ACQUIRE);
+    if (spid > 0)
+        prctl(PR_SET_PTRACER, (unsigned long)spid, 0, 0, 0);
+    char v[16];
+    snprintf(v, sizeof(v), "%d", fd);
+    setenv("USTACK_SHM_FD", v, 1);
+    snprintf(v, sizeof(v), "%d", pw);
+    setenv("USTACK_PIPE_FD", v, 1);
+    return do_attach(base, size, fd, pw);
+
+fail:
+    snprintf(conf_err, sizeof(conf_err), "cannot set up the region: %s", strerror(-rc));
+fail_fds:
+    for (uint32_t c = 0; c < g.ncores; c++)
+        if (shm_cmdq(base, c)->wake_fd >= 0)
+            REAL(close)(shm_cmdq(base, c)->wake_fd);
+    munmap(base, size);
+    REAL(close)(fd);
+    return rc < 0 ? rc : -ENETDOWN;
+}
+
+static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
+static int attach_state; /* 0 not yet, 1 attached, -errno failed */
+
+int ustack__attach(void)
+{
+    int st = __atomic_load_n(&attach_state, __ATOMIC_ACQUIRE);
+    if (st)
+        return st < 0 ? st : 0;
+    pthread_mutex_lock(&attach_lock);
+    if (!attach_state) {
+        ustack__init();
+        int rc;
+        if (!ustack__enabled() || conf_state < 0) {
+            rc = -EINVAL;
+        } else {
+            const char *shm = getenv("USTACK_SHM_FD");
+            rc = shm ? attach_inherited(shm, getenv("USTACK_PIPE_FD")) : spawn();
+        }
+        if (rc < 0) {
+            /* Said once; every later socket() fails the same way. */
+            shim_warn_once("attach", "%s", conf_err);
+            if (rc != -EINVAL)
+                rc = -ENETDOWN;
+        }
+        __atomic_store_n(&attach_state, rc < 0 ? rc : 1, __ATOMIC_RELEASE);
+    }
+    st = attach_state;
+    pthread_mutex_unlock(&attach_lock);
+    return st < 0 ? st : 0;
+}
+
+/* ---- exec ----------------------------------------------------------------------------- */
+
+char **ustack__exec_env(char *const envp[], const char *fdsvar)
+{
+    int shm_fd, pipe_fd;
+    shim_region_fds(&shm_fd, &pipe_fd);
+    size_t n = 0;
+    for (char *const *e = envp; e && *e; e++)
+        n++;
+    char **env = malloc((n + 4) * sizeof(*env) + 64);
+    if (!env)
+        return NULL;
+    char *buf = (char *)(env + n + 4);
+    size_t k = 0;
+    for (char *const *e = envp; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+        if ((len == 13 && !memcmp(*e, "USTACK_SHM_FD", 13)) ||
+            (len == 14 && !memcmp(*e, "USTACK_PIPE_FD", 14)) ||
+            (len == 10 && !memcmp(*e, "USTACK_FDS", 10)))
+            continue;
+        env[k++] = *e;
+    }
+    if (shm_fd >= 0) {
+        int m = snprintf(buf, 32, "USTACK_SHM_FD=%d", shm_fd);
+        env[k++] = buf;
+        buf += m + 1;
+    }
+    if (pipe_fd >= 0) {
+        snprintf(buf, 32, "USTACK_PIPE_FD=%d", pipe_fd);
+        env[k++] = buf;
+    }
+    if (fdsvar && *fdsvar)
+        env[k++] = (char *)fdsvar;
+    env[k] = NULL;
+    return env;
+}
+
+void ustack__free_env(char **env)
+{
+    free(env);
+}

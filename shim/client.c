@@ -1,0 +1,1139 @@
+/*
+ * client.c - the application side of docs/shm.md: process state, commands and replies,
+ * blocking waits, readiness, and the socket life cycle (socket, bind, listen, accept,
+ * connect, shutdown, close, dup, fork, exec, the hand-over to a kernel socket).
+ *
+ * Data calls are in client_io.c, options/fcntl/ioctl in client_opt.c, poll/select/epoll
+ * in client_poll.c.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "client_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct shim_fdtab shim_fds;
+struct shim_cli shim__c = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .shm_fd = -1,
+    .pipe_fd = -1,
+    .scratch_fd = -1,
+};
+#define C shim__c
+
+/* Spins on a futex word before sleeping: a reply or an event often arrives within
+ * microseconds while the stack core is busy, and a futex sleep/wake pair costs more. */
+#define SHIM_SPIN 400
+
+/* ---- diagnostics ---------------------------------------------------------------------- */
+
+static pthread_mutex_t warn_lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *warned[64];
+static unsigned nwarned;
+
+void shim_warn_once(const char *key, const char *fmt, ...)
+{
+    pthread_mutex_lock(&warn_lock);
+    for (unsigned i = 0; i < nwarned; i++) {
+        if (warned[i] == key || !strcmp(warned[i], key)) {
+            pthread_mutex_unlock(&warn_lock);
+            return;
+        }
+    }
+    if (nwarned < sizeof(warned) / sizeof(warned[0]))
+        warned[nwarned++] = key;
+    pthread_mutex_unlock(&warn_lock);
+
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf), "ustack: ");
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        return;
+    n += m;
+    if (n > (int)sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    buf[n++] = '\n';
+    int e = errno;
+    ssize_t (*wr)(int, const void *, size_t) = C.sys.write ? C.sys.write : write;
+    if (wr(2, buf, (size_t)n) < 0)
+        (void)0;
+    errno = e;
+}
+
+/* ---- process life cycle --------------------------------------------------------------- */
+
+void shim_init(const struct shim_sys *sys)
+{
+    C.sys = *sys;
+}
+
+static __thread uint32_t t_reply __attribute__((tls_model("initial-exec"))) = SHM_NONE;
+static __thread int32_t t_reply_pid __attribute__((tls_model("initial-exec")));
+
+static void reply_dtor(void *v)
+{
+    (void)v;
+    if (t_reply != SHM_NONE && t_reply_pid == SHIM_RLX(&C.pid) && SHIM_LOAD(&C.attached))
+        shm_reply_release(C.base, t_reply);
+    t_reply = SHM_NONE;
+}
+
+int shim__priv(int *where)
+{
+    int cloexec = C.sys.fcntl(*where, F_GETFD);
+    return shim_fdtab_set(&shim_fds, *where, SHIM_FD_PRIV, 0, 0, cloexec > 0 && (cloexec & 1),
+                          where);
+}
+
+void shim__unpriv(int fd)
+{
+    if (shim_fd_kind(fd) == SHIM_FD_PRIV)
+        shim_fdtab_clear(&shim_fds, fd);
+}
+
+int shim__high(int fd, bool cloexec)
+{
+    /* Programs dup2() onto low numbers they believe free; the library's fds live above
+     * 1000 where that does not happen (docs/shm.md "Start-up"). */
+    int n = C.sys.fcntl(fd, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 1000);
+    if (n < 0)
+        return fd;
+    C.sys.close(fd);
+    return n;
+}
+
+int shim_attach(const struct shim_attach *a)
+{
+    if (SHIM_LOAD(&C.attached))
+        return 0;
+    struct shm_hdr *h = a->base;
+    int rc = shim_fdtab_init(&shim_fds, a->fdtab_size);
+    if (rc < 0)
+        return rc;
+    size_t fsz = (size_t)h->nsocks * sizeof(struct shim_file);
+    void *files =
+        mmap(NULL, fsz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (files == MAP_FAILED) {
+        rc = -errno;
+        shim_fdtab_destroy(&shim_fds);
+        return rc;
+    }
+    C.files = files;
+    C.base = a->base;
+    C.hdr = h;
+    C.nsocks = h->nsocks;
+    C.ring = h->ring_size;
+    C.ncores = h->ncores;
+    C.shm_fd = a->shm_fd;
+    C.pipe_fd = a->pipe_fd;
+    C.ip = a->ip;
+    C.mask = a->prefix ? ~0u << (32 - a->prefix) : 0;
+    C.gw = a->gw;
+    SHIM_STORE(&C.pid, (int32_t)getpid());
+    for (uint32_t i = 0; i < C.ncores; i++) {
+        C.wake_fd[i] = shm_cmdq(C.base, i)->wake_fd;
+        if (C.wake_fd[i] >= 0)
+            shim__priv(&C.wake_fd[i]);
+    }
+    if (C.shm_fd >= 0)
+        shim__priv(&C.shm_fd);
+    if (C.pipe_fd >= 0)
+        shim__priv(&C.pipe_fd);
+    pthread_key_create(&C.reply_key, reply_dtor);
+    SHIM_STORE(&C.attached, 1);
+    return 0;
+}
+
+bool shim_attached(void)
+{
+    return SHIM_LOAD(&C.attached);
+}
+
+void shim_region_fds(int *shm_fd, int *pipe_fd)
+{
+    *shm_fd = C.shm_fd;
+    *pipe_fd = C.pipe_fd;
+}
+
+bool shim_stack_dead(void)
+{
+    if (SHIM_RLX(&C.dead))
+        return true;
+    if (!C.hdr)
+        return false;
+    uint32_t st = SHIM_LOAD(&C.hdr->state);
+    int32_t pid = SHIM_LOAD(&C.hdr->stack_pid);
+    int e = errno;
+    bool dead =
+        st == SHM_GONE || st == SHM_FAILED || (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH);
+    errno = e;
+    if (dead) {
+        SHIM_STORE(&C.dead, 1);
+        shim_warn_once("dead", "ustackd (pid %d) is gone; ustack sockets fail from now on",
+                       (int)pid);
+    }
+    return dead;
+}
+
+int shim_stack_pid(void)
+{
+    return C.hdr ? SHIM_LOAD(&C.hdr->stack_pid) : 0;
+}
+
+void shim__lock(void)
+{
+    pthread_mutex_lock(&C.lock);
+}
+
+void shim__unlock(void)
+{
+    pthread_mutex_unlock(&C.lock);
+}
+
+/* ---- time ----------------------------------------------------------------------------- */
+
+int64_t shim__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * SHIM_NS_PER_S + ts.tv_nsec;
+}
+
+int64_t shim__deadline(int64_t timeout_ns)
+{
+    if (timeout_ns <= 0)
+        return SHIM_FOREVER;
+    int64_t now = shim__now();
+    return timeout_ns > SHIM_FOREVER - now ? SHIM_FOREVER : now + timeout_ns;
+}
+
+/* ---- commands ------------------------------------------------------------------------- */
+
+static uint32_t reply_slot(void)
+{
+    int32_t pid = SHIM_RLX(&C.pid);
+    if (t_reply != SHM_NONE && t_reply_pid == pid)
+        return t_reply;
+    uint32_t r = shm_reply_alloc(C.base, (uint32_t)syscall(SYS_gettid), pid);
+    if (r == SHM_NONE)
+        return r;
+    t_reply = r;
+    t_reply_pid = pid;
+    pthread_setspecific(C.reply_key, (void *)(uintptr_t)(r + 1));
+    return r;
+}
+
+void shim__cmd_init(struct shm_cmd *c, const struct shim_sk *k, enum shm_op op)
+{
+    memset(c, 0, sizeof(*c));
+    c->op = (uint16_t)op;
+    c->sock = k ? k->slot : SHM_NONE;
+    c->gen = k ? k->gen : 0;
+    c->reply = SHM_NONE;
+    c->pid = SHIM_RLX(&C.pid);
+}
+
+int shim__push(uint32_t core, const struct shm_cmd *c)
+{
+    if (core >= C.ncores)
+        return -EINVAL;
+    struct shm_cmdq *q = shm_cmdq(C.base, core);
+    for (unsigned tries = 0; shm_cmdq_push(q, c) != 0; tries++) {
+        /* Full: the core is behind. Back off, but never give up while it lives. */
+        if (tries < 64) {
+            shim__relax();
+            continue;
+        }
+        if ((tries & 255) == 0 && shim_stack_dead())
+            return -ENETDOWN;
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    /* Dekker pair with the core, which sets sleeping and then re-checks its queue. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&q->sleeping, memory_order_relaxed)) {
+        uint64_t one = 1;
+        if (C.sys.write(C.wake_fd[core], &one, sizeof(one)) < 0)
+            (void)0; /* EAGAIN: the counter is already non-zero, the core will wake */
+    }
+    return 0;
+}
+
+int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
+{
+    if (SHIM_RLX(&C.dead))
+        return -ENETDOWN;
+    uint32_t r = reply_slot();
+    if (r == SHM_NONE)
+        return -ENOBUFS;
+    struct shm_reply *rep = shm_reply(C.base, r);
+    c->reply = r;
+    uint32_t seq0 = SHIM_LOAD(&rep->seq);
+    int rc = shim__push(core, c);
+    if (rc < 0)
+        return rc;
+    for (unsigned i = 0; SHIM_LOAD(&rep->seq) == seq0; i++) {
+        if (i < SHIM_SPIN * 4) {
+            shim__relax();
+            continue;
+        }
+        /* A signal does not abandon the command: its reply slot must stay consistent, and
+         * commands are short. A bound on each sleep lets a dead stack be noticed. */
+        if (shm_futex_wait(&rep->seq, seq0, 200 * 1000 * 1000) == -ETIMEDOUT && shim_stack_dead())
+            return -ENETDOWN;
+    }
+    if (rp)
+        *rp = rep;
+    return rep->result;
+}
+
+void shim__kick(struct shim_sk *k)
+{
+    if (atomic_exchange(&k->s->kick, 1) == 0) {
+        struct shm_cmd c;
+        shim__cmd_init(&c, k, SHM_OP_KICK);
+        shim__push(k->s->core, &c);
+    }
+}
+
+int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline)
+{
+    for (int i = 0; i < SHIM_SPIN; i++) {
+        if (SHIM_LOAD(&s->seq) != seq0)
+            return 0;
+        shim__relax();
+    }
+    int rc = 0;
+    atomic_fetch_add(&s->waiters, 1);
+    if (atomic_load(&s->seq) == seq0) {
+        int64_t now = shim__now();
+        if (now >= deadline) {
+            rc = -ETIMEDOUT;
+        } else {
+            int64_t t = deadline - now;
+            if (t > SHIM_NS_PER_S)
+                t = SHIM_NS_PER_S; /* notice a dead stack */
+            rc = shm_futex_wait(&s->seq, seq0, t);
+            if (rc == -ETIMEDOUT)
+                rc = shim_stack_dead() ? -ENETDOWN : 0; /* the caller re-checks the deadline */
+            else if (rc != -EINTR)
+                rc = 0;
+        }
+    }
+    atomic_fetch_sub(&s->waiters, 1);
+    return rc;
+}
+
+int shim__take_error(struct shm_sock *s)
+{
+    return atomic_exchange(&s->so_error, 0);
+}
+
+/* ---- readiness ------------------------------------------------------------------------ */
+
+uint32_t shim_sock_events(void *base, uint32_t i)
+{
+    /* shm_sock_poll() is the one definition both ends use: the stack signals an armed
+     * eventfd exactly when it says ready, so the client must never see less. */
+    uint32_t ev = shm_sock_poll(base, i);
+    if (ev & POLLIN)
+        ev |= POLLRDNORM;
+    if (ev & POLLOUT)
+        ev |= POLLWRNORM;
+    return ev;
+}
+
+/* ---- lookup --------------------------------------------------------------------------- */
+
+int shim__sk(int fd, struct shim_sk *k)
+{
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+    if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
+        return -ENOTSOCK;
+    k->fd = fd;
+    k->slot = e->slot;
+    k->gen = e->gen;
+    k->s = shm_sock(C.base, k->slot);
+    k->f = &C.files[k->slot];
+    return 0;
+}
+
+struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock)
+{
+    struct shim_file *f = &C.files[slot];
+    memset(f, 0, sizeof(*f));
+    f->gen = gen;
+    f->nfds = 1;
+    f->nonblock = nonblock;
+    f->lfd = -1;
+    return f;
+}
+
+static bool sk_valid(const struct shim_sk *k)
+{
+    return shm_sock_valid(C.base, k->slot, k->gen);
+}
+
+bool shim__route_kernel(uint32_t dst)
+{
+    if (dst == 0 || (dst >> 24) == 127 || C.ip == 0)
+        return true;
+    return ((dst ^ C.ip) & C.mask) != 0 && C.gw == 0;
+}
+
+int shim__scratch(void)
+{
+    shim__lock();
+    if (C.scratch_fd < 0) {
+        int s = C.sys.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s >= 0) {
+            C.scratch_fd = shim__high(s, true);
+            shim__priv(&C.scratch_fd);
+        }
+    }
+    int fd = C.scratch_fd;
+    shim__unlock();
+    return fd;
+}
+
+/* ---- socket --------------------------------------------------------------------------- */
+
+int shim_socket(int flags)
+{
+    if (!SHIM_LOAD(&C.attached) || SHIM_RLX(&C.dead))
+        return -ENETDOWN;
+    bool cloexec = flags & SOCK_CLOEXEC;
+    int efd = eventfd(0, EFD_NONBLOCK | (cloexec ? EFD_CLOEXEC : 0));
+    if (efd < 0)
+        return -errno;
+    if ((unsigned)efd >= shim_fds.size) {
+        C.sys.close(efd);
+        return -EMFILE;
+    }
+    uint32_t i = shm_sock_alloc(C.base);
+    if (i == SHM_NONE) {
+        C.sys.close(efd);
+        shim_warn_once("nsocks", "all %u socket slots of the region are in use", C.nsocks);
+        return -ENOBUFS;
+    }
+    struct shm_sock *s = shm_sock(C.base, i);
+    struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL};
+    s->core = atomic_fetch_add(&C.next_core, 1) % C.ncores;
+    atomic_store(&s->refs, 1);
+    atomic_store(&s->app_flags, 0);
+    struct shm_cmd c;
+    shim__cmd_init(&c, &k, SHM_OP_SOCKET);
+    c.a0 = efd;
+    int rc = shim__call(s->core, &c, NULL);
+    if (rc < 0) {
+        /* The stack made nothing; a CLOSE of a slot still RESERVED makes its core free it
+         * (nothing else may: the core may still be looking at it). */
+        struct shm_cmd cl;
+        shim__cmd_init(&cl, &k, SHM_OP_CLOSE);
+        shim__push(s->core, &cl);
+        C.sys.close(efd);
+        return rc;
+    }
+    uint32_t expect = SHM_SOCK_RESERVED;
+    atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
+    shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
+    shim__lock();
+    shim_fdtab_set(&shim_fds, efd, SHIM_FD_SOCK, i, k.gen, cloexec, NULL);
+    shim__unlock();
+    return efd;
+}
+
+/* ---- addresses ------------------------------------------------------------------------ */
+
+/* Checks a sockaddr argument as Linux's inet bind/connect do; fills *out. */
+static int get_addr(const struct sockaddr *addr, socklen_t len, struct sockaddr_in *out)
+{
+    if ((int)len < 0 || len > sizeof(struct sockaddr_storage))
+        return -EINVAL;
+    if (len < sizeof(sa_family_t))
+        return -EINVAL;
+    if (!addr)
+        return -EFAULT;
+    memset(out, 0, sizeof(*out));
+    memcpy(out, addr, len < sizeof(*out) ? len : sizeof(*out));
+    return 0;
+}
+
+static int put_addr(uint32_t ip, uint16_t port, struct sockaddr *addr, socklen_t *len)
+{
+    if (!addr || !len)
+        return -EFAULT;
+    if ((int)*len < 0)
+        return -EINVAL;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(ip);
+    memcpy(addr, &a, *len < sizeof(a) ? *len : sizeof(a));
+    *len = sizeof(a);
+    return 0;
+}
+
+/* May this process bind a port below ip_unprivileged_port_start? (The stack cannot tell:
+ * it runs with the spawner's privileges, not the caller's.) */
+static bool may_bind_low(uint16_t port)
+{
+    static int start = -1;
+    if (start < 0) {
+        start = 1024;
+        int fd = open("/proc/sys/net/ipv4/ip_unprivileged_port_start", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char b[16] = {0};
+            if (C.sys.read(fd, b, sizeof(b) - 1) > 0)
+                start = atoi(b);
+            C.sys.close(fd);
+        }
+    }
+    if (port == 0 || port >= start)
+        return true;
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) < 0)
+        return true;
+    return d[CAP_NET_BIND_SERVICE / 32].effective & (1u << (CAP_NET_BIND_SERVICE % 32));
+}
+
+static int do_bind(struct shim_sk *k, uint32_t ip, uint16_t port)
+{
+    struct shm_cmd c;
+    struct shm_reply *r;
+    shim__cmd_init(&c, k, SHM_OP_BIND);
+    c.ip = ip;
+    c.port = port;
+    int rc = shim__call(k->s->core, &c, &r);
+    if (rc < 0)
+        return rc;
+    k->f->bound = 1;
+    k->f->bind_ip = ip;
+    k->f->bind_port = r->port ? r->port : port;
+    return 0;
+}
+
+static bool reuseport(const struct shim_file *f)
+{
+    for (unsigned i = 0; i < f->nopts; i++)
+        if (f->opts[i].level == SOL_SOCKET && f->opts[i].name == SO_REUSEPORT)
+            return f->opts[i].val[0] | f->opts[i].val[1] | f->opts[i].val[2] | f->opts[i].val[3];
+    return false;
+}
+
+/* SO_REUSEPORT: a second socket of this process bound to the same address becomes another
+ * fd of the first (as if dup'd onto its number). The stack already hands each connection of
+ * one listener to exactly one accept(), whichever process or worker calls it, so nginx's
+ * per-worker "listen ... reuseport" sockets keep working, without per-socket balancing. */
+static int reuseport_alias(struct shim_sk *k, uint32_t ip, uint16_t port)
+{
+    int lim = shim_fdtab_limit(&shim_fds), other = -1;
+    for (int fd = 0; fd < lim && other < 0; fd++) {
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        if (fd == k->fd || !e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
+            continue;
+        struct shim_file *f = &C.files[e->slot];
+        if (f->gen == e->gen && f->bound && f->bind_port == port && f->bind_ip == ip &&
+            reuseport(f))
+            other = fd;
+    }
+    if (other < 0)
+        return -EADDRINUSE;
+    struct shim_fd *me = shim_fdtab_get(&shim_fds, k->fd);
+    bool cloexec = me && me->cloexec;
+    return shim_dup3(other, k->fd, cloexec ? O_CLOEXEC : 0, false) < 0 ? -EADDRINUSE : 0;
+}
+
+int shim_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    struct sockaddr_in a;
+    if ((rc = get_addr(addr, len, &a)) < 0)
+        return rc;
+    if (len < sizeof(struct sockaddr_in))
+        return -EINVAL;
+    uint32_t ip = ntohl(a.sin_addr.s_addr);
+    /* Linux accepts AF_UNSPEC for INADDR_ANY only ("compatibility games"). */
+    if (a.sin_family != AF_INET && !(a.sin_family == AF_UNSPEC && ip == 0))
+        return -EAFNOSUPPORT;
+    if (!sk_valid(&k))
+        return -EINVAL;
+    if (k.f->bound || k.f->cstate != SHIM_CS_NEW)
+        return -EINVAL;
+    uint16_t port = ntohs(a.sin_port);
+    if (!may_bind_low(port))
+        return -EACCES;
+    if (ip != 0 && ip != C.ip) {
+        /* Loopback or an address of the host's: the application wants a kernel socket. */
+        if ((rc = shim__handover(&k)) < 0)
+            return rc;
+        return C.sys.bind(fd, addr, len) < 0 ? -errno : 0;
+    }
+    rc = do_bind(&k, ip, port);
+    if (rc == -EADDRINUSE && port && reuseport(k.f))
+        rc = reuseport_alias(&k, ip, port);
+    return rc;
+}
+
+/* ---- listen / accept ------------------------------------------------------------------ */
+
+/* A listener on INADDR_ANY also takes loopback connections, through a kernel listener on
+ * 127.0.0.1 and the same port whose accepts are merged with ustack's (DESIGN.md). */
+void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog)
+{
+    int l = C.sys.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l < 0)
+        return;
+    int one = 1;
+    C.sys.setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (C.sys.bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || C.sys.listen(l, backlog) < 0) {
+        shim_warn_once("lolisten",
+                       "no loopback listener for port %u (%s): connections to "
+                       "127.0.0.1 will not reach it",
+                       port, strerror(errno));
+        C.sys.close(l);
+        return;
+    }
+    k->f->lfd = shim__high(l, true);
+    shim__priv(&k->f->lfd);
+}
+
+int shim_listen(int fd, int backlog)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    if (!sk_valid(&k))
+        return -EINVAL;
+    if (k.f->cstate == SHIM_CS_LISTEN)
+        return 0; /* Linux only adjusts the backlog */
+    if (k.f->cstate != SHIM_CS_NEW && k.f->cstate != SHIM_CS_FAILED)
+        return -EINVAL;
+    if (backlog < 0)
+        backlog = 0;
+    if (backlog > 65535)
+        backlog = 65535;
+    if (!k.f->bound && (rc = do_bind(&k, 0, 0)) < 0) /* Linux binds an ephemeral port */
+        return rc;
+    struct shm_cmd c;
+    shim__cmd_init(&c, &k, SHM_OP_LISTEN);
+    c.a0 = backlog;
+    uint32_t home = k.s->core;
+    if ((rc = shim__call(home, &c, NULL)) < 0)
+        return rc;
+    for (uint32_t core = 0; core < C.ncores; core++) {
+        if (core == home)
+            continue;
+        shim__cmd_init(&c, &k, SHM_OP_LISTEN);
+        c.a0 = backlog;
+        if ((rc = shim__call(core, &c, NULL)) < 0)
+            return rc;
+    }
+    k.f->cstate = SHIM_CS_LISTEN;
+    if (k.f->bind_ip == 0) {
+        uint16_t port = k.s->lport ? k.s->lport : k.f->bind_port;
+        shim__loopback_listener(&k, port, backlog);
+    }
+    return 0;
+}
+
+/* Takes over an accepted socket popped from a listener's queue. */
+static int take_accepted(uint32_t i, int efd, int flags, struct sockaddr *addr, socklen_t *alen)
+{
+    if (i >= C.nsocks) {
+        C.sys.close(efd);
+        return -ECONNABORTED;
+    }
+    struct shm_sock *s = shm_sock(C.base, i);
+    struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL};
+    /* The queue's reference becomes this fd's (nobody else can hold it yet). */
+    atomic_store(&s->refs, 1);
+    struct shm_cmd c;
+    shim__cmd_init(&c, &k, SHM_OP_ATTACH);
+    c.a0 = efd;
+    int rc = shim__call(s->core, &c, NULL);
+    if (rc < 0) {
+        C.sys.close(efd);
+        shim__file_init(i, k.gen, false);
+        shim__release(i, k.gen);
+        return -ECONNABORTED;
+    }
+    struct shim_file *f = shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
+    f->cstate = SHIM_CS_CONNECTED;
+    if (addr)
+        put_addr(s->rip, s->rport, addr, alen);
+    shim__lock();
+    shim_fdtab_set(&shim_fds, efd, SHIM_FD_SOCK, i, k.gen, flags & SOCK_CLOEXEC, NULL);
+    shim__unlock();
+    return efd;
+}
+
+/* Blocks on a socket and a kernel fd together (through the socket's eventfd). */
+static int sleep_with(struct shim_sk *k, uint32_t want, int kfd, int64_t deadline)
+{
+    uint64_t v;
+    if (C.sys.read(k->fd, &v, sizeof(v)) < 0)
+        (void)0;
+    atomic_fetch_or(&k->s->armed, want | POLLERR | POLLHUP);
+    if (shim_sock_events(C.base, k->slot) & want) {
+        shim__signal(k->fd);
+        return 0;
+    }
+    struct pollfd p[2] = {{k->fd, POLLIN, 0}, {kfd, POLLIN, 0}};
+    struct timespec ts, *tp = NULL;
+    if (deadline != SHIM_FOREVER) {
+        int64_t left = deadline - shim__now();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        ts.tv_sec = left / SHIM_NS_PER_S;
+        ts.tv_nsec = left % SHIM_NS_PER_S;
+        tp = &ts;
+    }
+    int n = C.sys.ppoll(p, 2, tp, NULL);
+    if (n < 0)
+        return -errno;
+    return n == 0 ? -ETIMEDOUT : 0;
+}
+
+int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
+        return -EINVAL;
+    if (addr && !alen)
+        return -EFAULT;
+    if (addr && (int)*alen < 0)
+        return -EINVAL;
+    if (!sk_valid(&k) || k.f->cstate != SHIM_CS_LISTEN)
+        return -EINVAL;
+    struct shm_sock *s = k.s;
+    int64_t deadline = 0;
+    for (;;) {
+        uint32_t seq0 = SHIM_LOAD(&s->seq);
+        if (SHIM_LOAD(&s->app_flags) & SHM_A_RD_SHUT)
+            return -EINVAL;
+        if (!shm_aq_empty(s)) {
+            /* The eventfd first: if the process is out of fds the connection must stay
+             * queued, as with the kernel. */
+            int efd = eventfd(0, EFD_NONBLOCK | ((flags & SOCK_CLOEXEC) ? EFD_CLOEXEC : 0));
+            if (efd < 0)
+                return -errno;
+            if ((unsigned)efd >= shim_fds.size) {
+                C.sys.close(efd);
+                return -EMFILE;
+            }
+            uint32_t i;
+            if (shm_aq_pop(s, shm_rx_data(C.base, k.slot), C.ring, &i)) {
+                rc = take_accepted(i, efd, flags, addr, alen);
+                if (rc >= 0)
+                    return rc;
+                continue;
+            }
+            C.sys.close(efd);
+        }
+        if (k.f->lfd >= 0) {
+            int r = C.sys.accept4(k.f->lfd, addr, alen, flags);
+            if (r >= 0)
+                return r;
+            if (errno != EAGAIN && errno != ECONNABORTED)
+                return -errno;
+        }
+        if (k.f->nonblock)
+            return -EAGAIN;
+        if (!deadline)
+            deadline = shim__deadline(k.f->rcvtimeo);
+        rc = k.f->lfd >= 0 ? sleep_with(&k, POLLIN, k.f->lfd, deadline)
+                           : shim__sleep(s, seq0, deadline);
+        if (rc == -ETIMEDOUT)
+            return -EAGAIN;
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* ---- connect -------------------------------------------------------------------------- */
+
+static int connect_wait(struct shim_sk *k)
+{
+    int64_t deadline = shim__deadline(k->f->sndtimeo);
+    for (;;) {
+        uint32_t seq0 = SHIM_LOAD(&k->s->seq);
+        uint32_t fl = SHIM_LOAD(&k->s->flags);
+        if (fl & SHM_F_CONNECTED) {
+            k->f->cstate = SHIM_CS_CONNECTED;
+            return 0;
+        }
+        if (fl & (SHM_F_ERROR | SHM_F_RESET)) {
+            k->f->cstate = SHIM_CS_FAILED;
+            int e = shim__take_error(k->s);
+            return e > 0 ? -e : -ECONNABORTED;
+        }
+        int rc = shim__sleep(k->s, seq0, deadline);
+        if (rc == -ETIMEDOUT)
+            return -EINPROGRESS; /* Linux: a blocking connect timed out by SO_SNDTIMEO */
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    struct sockaddr_in a;
+    if ((rc = get_addr(addr, len, &a)) < 0)
+        return rc;
+    if (a.sin_family == AF_UNSPEC) {
+        /* Linux disconnects; ustack only supports this on a socket not yet connected. */
+        if (k.f->cstate == SHIM_CS_NEW || k.f->cstate == SHIM_CS_FAILED)
+            return 0;
+        shim_warn_once("unspec", "connect(AF_UNSPEC) to disconnect is not supported");
+        return -EOPNOTSUPP;
+    }
+    if (len < sizeof(struct sockaddr_in))
+        return -EINVAL;
+    if (a.sin_family != AF_INET)
+        return -EAFNOSUPPORT;
+    if (!sk_valid(&k))
+        return -ECONNRESET;
+    switch (k.f->cstate) {
+    case SHIM_CS_LISTEN:
+    case SHIM_CS_CONNECTED:
+        return -EISCONN;
+    case SHIM_CS_CONNECTING: {
+        uint32_t fl = SHIM_LOAD(&k.s->flags);
+        if (fl & SHM_F_CONNECTED) {
+            /* The first connect() after a non-blocking one completed returns 0. */
+            k.f->cstate = SHIM_CS_CONNECTED;
+            return 0;
+        }
+        if (fl & (SHM_F_ERROR | SHM_F_RESET)) {
+            k.f->cstate = SHIM_CS_FAILED;
+            int e = shim__take_error(k.s);
+            return e > 0 ? -e : -ECONNABORTED;
+        }
+        if (k.f->nonblock)
+            return -EALREADY;
+        return connect_wait(&k);
+    }
+    default:
+        break;
+    }
+    uint32_t ip = ntohl(a.sin_addr.s_addr);
+    if (shim__route_kernel(ip)) {
+        if ((rc = shim__handover(&k)) < 0)
+            return rc;
+        return C.sys.connect(fd, addr, len) < 0 ? -errno : 0;
+    }
+    struct shm_cmd c;
+    shim__cmd_init(&c, &k, SHM_OP_CONNECT);
+    c.ip = ip;
+    c.port = ntohs(a.sin_port);
+    rc = shim__call(k.s->core, &c, NULL);
+    if (rc == 0) {
+        k.f->cstate = SHIM_CS_CONNECTED;
+        return 0;
+    }
+    if (rc != -EINPROGRESS)
+        return rc;
+    k.f->cstate = SHIM_CS_CONNECTING;
+    if (k.f->nonblock)
+        return -EINPROGRESS;
+    return connect_wait(&k);
+}
+
+/* ---- shutdown, names ------------------------------------------------------------------ */
+
+int shim_shutdown(int fd, int how)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return -EINVAL;
+    if (!sk_valid(&k))
+        return -ENOTCONN;
+    uint32_t bits = (how != SHUT_WR ? SHM_A_RD_SHUT : 0) | (how != SHUT_RD ? SHM_A_WR_SHUT : 0);
+    if (k.f->cstate == SHIM_CS_LISTEN) {
+        /* Linux stops a listener shut for reading: accept() then fails with EINVAL. Wake
+         * threads blocked in accept() so that they see it. */
+        if (how != SHUT_WR) {
+            atomic_fetch_or(&k.s->app_flags, SHM_A_RD_SHUT);
+            shm_futex_wake(&k.s->seq, 1 << 30);
+            shim__signal(fd);
+        }
+        return 0;
+    }
+    uint32_t fl = SHIM_LOAD(&k.s->flags);
+    if (!(fl & (SHM_F_CONNECTED | SHM_F_CONNECTING)) || (fl & SHM_F_RESET))
+        return -ENOTCONN;
+    atomic_fetch_or(&k.s->app_flags, bits);
+    struct shm_cmd c;
+    shim__cmd_init(&c, &k, SHM_OP_SHUTDOWN);
+    c.a0 = how;
+    rc = shim__call(k.s->core, &c, NULL);
+    /* Threads of this process blocked on the socket re-check the flags. */
+    shm_futex_wake(&k.s->seq, 1 << 30);
+    return rc == -ENOTCONN ? 0 : rc;
+}
+
+int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    uint32_t ip = k.s->lip;
+    uint16_t port = k.s->lport;
+    if (port == 0 && k.f->bound) {
+        ip = k.f->bind_ip;
+        port = k.f->bind_port;
+    }
+    return put_addr(ip, port, addr, len);
+}
+
+int shim_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    if (!(SHIM_LOAD(&k.s->flags) & SHM_F_CONNECTED) || !sk_valid(&k))
+        return -ENOTCONN;
+    return put_addr(k.s->rip, k.s->rport, addr, len);
+}
+
+/* ---- close, dup ----------------------------------------------------------------------- */
+
+/* Drops one reference to the socket; the last one closes it (to every core for a
+ * listener, each of which has an engine socket). */
+void shim__release_ref(uint32_t slot, uint32_t gen)
+{
+    if (!shm_sock_valid(C.base, slot, gen))
+        return;
+    struct shm_sock *s = shm_sock(C.base, slot);
+    uint32_t old = atomic_load(&s->refs);
+    do {
+        if (old == 0)
+            return; /* never below zero, whatever a confused holder did */
+    } while (!atomic_compare_exchange_weak(&s->refs, &old, old - 1));
+    if (old != 1)
+        return;
+    struct shim_file *f = &C.files[slot];
+    bool listener =
+        (f->gen == gen && f->cstate == SHIM_CS_LISTEN) || (SHIM_LOAD(&s->flags) & SHM_F_LISTENING);
+    SHIM_STORE(&s->state, SHM_SOCK_CLOSING);
+    struct shim_sk k = {-1, slot, gen, s, f};
+    struct shm_cmd c;
+    shim__cmd_init(&c, &k, SHM_OP_CLOSE);
+    shim__push(s->core, &c);
+    for (uint32_t core = 0; listener && core < C.ncores; core++)
+        if (core != s->core)
+            shim__push(core, &c);
+}
+
+/* Drops this process's fd reference (caller holds the lock; the kernel fd is gone). */
+void shim__release(uint32_t slot, uint32_t gen)
+{
+    struct shim_file *f = &C.files[slot];
+    if (f->gen == gen && f->nfds > 0 && --f->nfds == 0 && f->lfd >= 0) {
+        int l = f->lfd;
+        f->lfd = -1;
+        shim__unpriv(l);
+        C.sys.close(l);
+    }
+    shim__release_ref(slot, gen);
+}
+
+int shim_close(int fd)
+{
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+    if (!e)
+        return C.sys.close(fd) < 0 ? -errno : 0;
+    switch (SHIM_RLX(&e->kind)) {
+    case SHIM_FD_PRIV:
+        /* The library's own fd (region, pipe, wake eventfds, helpers): closing it would
+         * cut this process (or its exec'd children) off the stack. Loops that close every
+         * fd above 2 are common; they get success and the fd stays. */
+        return 0;
+    case SHIM_FD_EPOLL: {
+        shim__lock();
+        struct shim_epoll *ep = e->obj;
+        shim_fdtab_clear(&shim_fds, fd);
+        int rc = C.sys.close(fd) < 0 ? -errno : 0;
+        shim__epoll_unref(ep);
+        shim__unlock();
+        return rc;
+    }
+    default: {
+        uint32_t slot = e->slot, gen = e->gen;
+        shim__epoll_forget(fd, slot, gen);
+        shim__lock();
+        shim_fdtab_clear(&shim_fds, fd);
+        int rc = C.sys.close(fd) < 0 ? -errno : 0;
+        shim__release(slot, gen);
+        shim__unlock();
+        return rc;
+    }
+    }
+}
+
+/* newfd now refers to what oldfd does (the kernel dup'd it); caller holds the lock. */
+static int took_dup(int oldfd, int newfd, bool cloexec)
+{
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, oldfd);
+    if (!e)
+        return newfd;
+    switch (SHIM_RLX(&e->kind)) {
+    case SHIM_FD_SOCK:
+        if (shim_fdtab_dup(&shim_fds, oldfd, newfd, cloexec) < 0) {
+            C.sys.close(newfd);
+            return -EMFILE;
+        }
+        if (shm_sock_valid(C.base, e->slot, e->gen))
+            atomic_fetch_add(&shm_sock(C.base, e->slot)->refs, 1);
+        if (C.files[e->slot].gen == e->gen)
+            C.files[e->slot].nfds++;
+        return newfd;
+    case SHIM_FD_EPOLL:
+        if (shim_fdtab_dup(&shim_fds, oldfd, newfd, cloexec) < 0) {
+            C.sys.close(newfd);
+            return -EMFILE;
+        }
+        shim__epoll_ref(e->obj);
+        return newfd;
+    default:
+        return newfd; /* a copy of a private fd is the application's own business */
+    }
+}
+
+int shim_dup(int fd)
+{
+    shim__lock();
+    int n = C.sys.dup(fd);
+    int rc = n < 0 ? -errno : took_dup(fd, n, false);
+    shim__unlock();
+    return rc;
+}
+
+/* What a dup2 onto fd is about to replace; forgets it (caller holds the lock). */
+static void replaced(int fd, enum shim_fd_kind kind, uint32_t slot, uint32_t gen, void *obj)
+{
+    shim_fdtab_clear(&shim_fds, fd);
+    if (kind == SHIM_FD_SOCK)
+        shim__release(slot, gen);
+    else if (kind == SHIM_FD_EPOLL)
+        shim__epoll_unref(obj);
+}
+
+/* The application wants fd's number: move the library's fd that has it elsewhere. */
+static int move_priv(int fd)
+{
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+    int *where = e->obj;
+    int cl = C.sys.fcntl(fd, F_GETFD);
+    int n = C.sys.fcntl(fd, (cl > 0 && (cl & FD_CLOEXEC)) ? F_DUPFD_CLOEXEC : F_DUPFD, 1000);
+    if (n < 0)
+        return -errno;
+    shim_fdtab_clear(&shim_fds, fd);
+    *where = n;
+    shim__priv(where);
+    if (where >= C.wake_fd && where < C.wake_fd + SHM_MAX_CORES)
+        shim_warn_once("wakemove",
+                       "a wake eventfd was moved from %d to %d; programs this "
+                       "process execs may not reach ustack",
+                       fd, n);
+    return 0;
+}
+
+int shim_dup3(int oldfd, int newfd, int flags, bool is_dup2)
+{
+    if (is_dup2 && oldfd == newfd)
+        return C.sys.fcntl(oldfd, F_GETFD) < 0 ? -EBADF : newfd;
+    if (oldfd == newfd)
+        return -EINVAL;
+    if (flags & ~O_CLOEXEC)
+        return -EINVAL;
+    shim__lock();
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, newfd);
+    enum shim_fd_kind kind = e ? (enum shim_fd_kind)SHIM_RLX(&e->kind) : SHIM_FD_KERNEL;
+    int rc;
+    if (kind == SHIM_FD_PRIV && C.sys.fcntl(oldfd, F_GETFD) >= 0) {
+        if ((rc = move_priv(newfd)) < 0)
+            goto out;
+        kind = SHIM_FD_KERNEL;
+    }
+    uint32_t slot = e ? e->slot : 0, gen = e ? e->gen : 0;
+    void *obj = e ? e->obj : NULL;
+    if (kind == SHIM_FD_SOCK && C.sys.fcntl(oldfd, F_GETFD) >= 0) {
+        shim__unlock();
+        shim__epoll_forget(newfd, slot, gen);
+        shim__lock();
+    }
+    int n = C.sys.dup3(oldfd, newfd, flags);
+    if (n < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (kind == SHIM_FD_SOCK || kind == SHIM_FD_EPOLL)
+        replaced(newfd, kind, slot, gen, obj);
+    rc = took_dup(oldfd, newfd, flags & O_CLOEXEC);
+out:
+    shim__unlock();
+    return rc;
+}
+
+int shim_close_range(unsigned first, unsigned last, int flags)
+{
+    if (first > last)
+        return -EINVAL;
+    int lim = shim_fdtab_limit(&shim_fds);
+    unsigned from = first;
+    /* Ours below the limit one by one; the kernel's in ranges between private fds. */
+    for (unsigned fd = first; fd <= last && fd < (unsigned)lim; fd++) {
+        enum shim_fd_kind kind = shim_fd_kind((int)fd);
+        if (kind == SHIM_FD_KERNEL)
+            continue;
+        if (fd > from && syscall(SYS_close_range, from, fd - 1, flags) < 0)
+            return -errno;
+        from = fd + 1;
+        if (kind == SHIM_FD_PRIV)
+            continue;
+        if (flags & CLOSE_RANGE_CLOEXEC)
+            shim_fcntl((int)fd, F_SETFD, (void *)(intptr_t)FD_CLOEXEC);
+        else
+            shim_close((int)fd);
+    }
+    if (from <= last && syscall(SYS_close_range, from, last, flags) < 0)
+        return -errno;
+    return 0;
+}

@@ -1,0 +1,164 @@
+/*
+ * client.h - the application side of the shared-memory protocol (docs/shm.md): POSIX socket
+ * semantics for ustack sockets, linked into libustack.so and driven by preload/.
+ *
+ * Every function returns 0 or a count on success and -errno on failure; only preload/ turns
+ * that into -1 + errno. None of them allocates memory while the library initialises, and
+ * none calls an interposed libc function directly: the real functions come in through
+ * struct shim_sys (preload/ fills it from dlsym(RTLD_NEXT); unit tests with libc's own), so
+ * this code never recurses into the interposer and links into test binaries unchanged.
+ *
+ * The fd numbers the application sees for ustack sockets are eventfds (see docs/shm.md):
+ * shim_fd_kind() says whether a number is ours.
+ */
+#ifndef USTACK_SHIM_CLIENT_H
+#define USTACK_SHIM_CLIENT_H
+
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "fdtab.h"
+
+/* The real libc functions the client needs (those the interposer hooks). */
+struct shim_sys {
+    int (*socket)(int, int, int);
+    int (*bind)(int, const struct sockaddr *, socklen_t);
+    int (*listen)(int, int);
+    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    int (*getsockopt)(int, int, int, void *, socklen_t *);
+    int (*setsockopt)(int, int, int, const void *, socklen_t);
+    int (*close)(int);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*write)(int, const void *, size_t);
+    int (*fcntl)(int, int, ...);
+    int (*ioctl)(int, unsigned long, ...);
+    int (*dup)(int);
+    int (*dup3)(int, int, int);
+    int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+    int (*epoll_create1)(int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    /* May be NULL (glibc < 2.35): then timeouts are rounded up to milliseconds. */
+    int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+};
+
+/* What a process attaches with (preload/ maps the region; see docs/shm.md "Start-up"). */
+struct shim_attach {
+    void *base;    /* the mapped region, already checked with shm_region_check() */
+    uint64_t size; /* its mapping size */
+    int shm_fd;    /* the memfd, or -1 */
+    int pipe_fd;   /* the liveness pipe's write end, or -1 */
+    uint32_t ip;   /* ustack's address and prefix, host order (routing to the kernel) */
+    uint8_t prefix;
+    uint32_t gw;         /* 0: none */
+    uint32_t fdtab_size; /* the fd table's size: the hard RLIMIT_NOFILE */
+};
+
+/* The fd table (read by the interposer on every call). Empty until shim_attach(). */
+extern struct shim_fdtab shim_fds;
+
+static inline enum shim_fd_kind shim_fd_kind(int fd)
+{
+    return shim_fdtab_kind(&shim_fds, fd);
+}
+
+/* ---- process life cycle --------------------------------------------------------------- */
+
+/* Once, before anything else (sets the real functions). */
+void shim_init(const struct shim_sys *sys);
+/* Attaches to a region: fd table, per-socket state, library fds marked private. */
+int shim_attach(const struct shim_attach *a);
+bool shim_attached(void);
+/* The region's memfd and the liveness pipe's write end as this process numbers them now. */
+void shim_region_fds(int *shm_fd, int *pipe_fd);
+/* The stack is gone (its pid died or it said so): ops fail instead of waiting forever. */
+bool shim_stack_dead(void);
+/* ustackd's pid as it published it (0 before). */
+int shim_stack_pid(void);
+
+/* fork (pthread_atfork, plus the fork hook's result): a child holds every socket too. */
+void shim_fork_prepare(void);
+void shim_fork_parent(void);
+void shim_fork_child(void);
+/* The fork hook brackets the real fork() so that a failed fork undoes the prepare step's
+ * references (the atfork handlers cannot see fork's result). */
+void shim_fork_hook_begin(void);
+void shim_fork_hook_end(bool failed);
+void shim_fork_failed(void);
+
+/* exec: FD_CLOEXEC sockets are released (the kernel closes their eventfds); the others are
+ * described in buf as "USTACK_FDS=<pid>:<fd>.<slot>.<gen>.<nonblock>,..." for the new image
+ * to adopt (buf empty when there are none). shim_exec_failed() undoes the releases it can.
+ * Returns 0 or -ENOSPC. */
+int shim_exec_prepare(char *buf, size_t len);
+void shim_exec_failed(void);
+/* The new image: adopt the sockets a USTACK_FDS value names (after shim_attach). */
+int shim_adopt(const char *value);
+
+/* ---- sockets -------------------------------------------------------------------------- */
+
+/* socket(AF_INET, SOCK_STREAM | flags, 0): flags are SOCK_NONBLOCK / SOCK_CLOEXEC. */
+int shim_socket(int flags);
+int shim_bind(int fd, const struct sockaddr *addr, socklen_t len);
+int shim_listen(int fd, int backlog);
+int shim_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+int shim_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int shim_shutdown(int fd, int how);
+int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len);
+int shim_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
+int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len);
+int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len);
+
+/* close() of any fd shim_fd_kind() calls ours (SHIM_FD_PRIV: pretends, see docs). */
+int shim_close(int fd);
+/* close_range(2) with ours taken out of the kernel's range and closed properly. */
+int shim_close_range(unsigned first, unsigned last, int flags);
+/* dup family: the kernel duplicates the eventfd, the copy shares the socket. */
+int shim_dup(int fd);
+int shim_dup3(int oldfd, int newfd, int flags, bool is_dup2);
+int shim_fcntl(int fd, int cmd, void *arg);
+int shim_ioctl(int fd, unsigned long req, void *arg);
+
+/* ---- data ----------------------------------------------------------------------------- */
+
+ssize_t shim_sendmsg(int fd, const struct msghdr *msg, int flags);
+ssize_t shim_recvmsg(int fd, struct msghdr *msg, int flags);
+ssize_t shim_send(int fd, const void *buf, size_t len, int flags);
+ssize_t shim_recv(int fd, void *buf, size_t len, int flags);
+int shim_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags);
+int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *timeout);
+/* sendfile(2) with out_fd ours: the file is read with pread/read straight into the tx ring. */
+ssize_t shim_sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
+
+/* ---- readiness ------------------------------------------------------------------------ */
+
+/* Any of these fds ours? (The interposer's test before taking the slow path.) */
+bool shim_poll_has_ours(const struct pollfd *fds, nfds_t n);
+bool shim_select_has_ours(int nfds, const fd_set *r, const fd_set *w, const fd_set *e);
+/* timeout_ns < 0: forever. */
+int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask);
+/* tv (may be NULL) gets the time left, as Linux select() does; mask for pselect. */
+int shim_select(int nfds, fd_set *r, fd_set *w, fd_set *e, int64_t timeout_ns, const sigset_t *mask,
+                struct timeval *tv);
+int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
+                    const sigset_t *mask);
+
+/* POLL* readiness of socket slot i: shm_sock_poll() plus POLLRDNORM/POLLWRNORM. */
+uint32_t shim_sock_events(void *base, uint32_t i);
+
+/* ---- diagnostics ---------------------------------------------------------------------- */
+
+/* "ustack: <msg>" on stderr, once per distinct key (a small fixed set of keys). */
+void shim_warn_once(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

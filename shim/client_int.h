@@ -1,0 +1,152 @@
+/*
+ * client_int.h - what the files of the client side share (client.c, client_io.c,
+ * client_opt.c, client_poll.c). Not for preload/.
+ */
+#ifndef USTACK_SHIM_CLIENT_INT_H
+#define USTACK_SHIM_CLIENT_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "client.h"
+#include "shm.h"
+
+#define SHIM_MAX_OPTS 12
+#define SHIM_NS_PER_S 1000000000ll
+#define SHIM_FOREVER  INT64_MAX
+
+/* The connection state as this process's calls left it (the stack's view is in flags). */
+enum shim_cstate {
+    SHIM_CS_NEW = 0,    /* created, maybe bound */
+    SHIM_CS_LISTEN,     /* listen() succeeded */
+    SHIM_CS_CONNECTING, /* connect() started, its result not yet returned by connect() */
+    SHIM_CS_CONNECTED,  /* connected (connect() returned 0, or accepted) */
+    SHIM_CS_FAILED,     /* the connect failed; connect() may try again */
+};
+
+/* A socket option set by the application, kept to be replayed on a kernel socket when the
+ * socket is handed over to the kernel at connect()/bind(). */
+struct shim_opt {
+    int level, name;
+    uint32_t len;
+    uint8_t val[16];
+};
+
+/* This process's state of one socket: what the kernel keeps in the open file description
+ * (shared by dups, copied by fork). Indexed by slot; gen says which socket it belongs to. */
+struct shim_file {
+    uint32_t gen;
+    uint32_t nfds;    /* fds of this process that refer to the socket */
+    uint8_t nonblock; /* O_NONBLOCK */
+    uint8_t cstate;   /* enum shim_cstate */
+    uint8_t bound;
+    uint8_t nopts;
+    uint32_t bind_ip; /* what bind() asked for, host order */
+    uint16_t bind_port;
+    int lfd; /* listener bound to INADDR_ANY: its kernel listener on 127.0.0.1, or -1 */
+    int64_t rcvtimeo, sndtimeo; /* ns, 0 = none (SO_RCVTIMEO / SO_SNDTIMEO) */
+    struct shim_opt opts[SHIM_MAX_OPTS];
+};
+
+struct shim_epoll;
+
+/* The process. One per process; copied into a child by fork. */
+struct shim_cli {
+    struct shim_sys sys;
+    void *base;
+    struct shm_hdr *hdr;
+    uint32_t nsocks, ring, ncores;
+    int shm_fd, pipe_fd, scratch_fd;
+    int wake_fd[SHM_MAX_CORES]; /* this process's numbers of the cores' wake eventfds */
+    _Atomic int32_t pid;
+    uint32_t ip, mask, gw;
+    struct shim_file *files;
+    _Atomic int attached;
+    _Atomic int dead;
+    /* Serialises fd-table changes (create, close, dup) against fork's reference bumps, and
+     * guards the epoll list. Never held while waiting for the stack. */
+    pthread_mutex_t lock;
+    _Atomic uint32_t next_core;
+    struct shim_epoll *epolls;
+    pthread_key_t reply_key;
+};
+
+extern struct shim_cli shim__c;
+
+/* A socket looked up from an fd. */
+struct shim_sk {
+    int fd;
+    uint32_t slot, gen;
+    struct shm_sock *s;
+    struct shim_file *f;
+};
+
+/* ---- client.c ---- */
+int shim__sk(int fd, struct shim_sk *k);
+int64_t shim__now(void);
+int64_t shim__deadline(int64_t timeout_ns);
+/* A command and its reply (NULL rp: no reply wanted). */
+int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp);
+int shim__push(uint32_t core, const struct shm_cmd *c);
+void shim__cmd_init(struct shm_cmd *c, const struct shim_sk *k, enum shm_op op);
+/* Queues a KICK unless one is pending. */
+void shim__kick(struct shim_sk *k);
+/* Sleeps while s->seq == seq0: 0 (re-check), -ETIMEDOUT, -EINTR or -ENETDOWN. */
+int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline);
+/* Takes and clears the pending error (SO_ERROR). */
+int shim__take_error(struct shm_sock *s);
+void shim__lock(void);
+void shim__unlock(void);
+/* An fd of this process referring to the socket is gone (caller holds the lock). */
+void shim__release(uint32_t slot, uint32_t gen);
+/* One holder less across processes; the last sends CLOSE. */
+void shim__release_ref(uint32_t slot, uint32_t gen);
+struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock);
+void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog);
+/* A kernel TCP socket for options and ioctls ustack does not implement. */
+int shim__scratch(void);
+/* Marks fd private; *where holds its number (updated if it must move). */
+int shim__priv(int *where);
+void shim__unpriv(int fd);
+/* Moves fd above 1000 (the library's range); returns the new fd or the old one. */
+int shim__high(int fd, bool cloexec);
+bool shim__route_kernel(uint32_t dst);
+/* Replace the ustack socket at k->fd with a kernel socket (routing rules). */
+int shim__handover(struct shim_sk *k);
+
+/* ---- client_poll.c ---- */
+/* An epoll registration of a socket, kept across its hand-over to a kernel socket. */
+struct shim_epreg {
+    int epfd;
+    struct epoll_event ev;
+};
+int shim__epoll_detach(int fd, uint32_t slot, uint32_t gen, struct shim_epreg *regs, int max);
+void shim__epoll_attach_kernel(int fd, const struct shim_epreg *regs, int n);
+/* fork's child: the epoll locks other threads may have held are free again. */
+void shim__epoll_atfork_child(void);
+/* fd (a ustack socket) is going away or being replaced: leave every epoll set. */
+void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen);
+/* fd was handed over to a kernel socket: re-register it in the sets it was in. */
+void shim__epoll_rekernel(int fd, uint32_t slot, uint32_t gen);
+void shim__epoll_unref(struct shim_epoll *ep);
+void shim__epoll_ref(struct shim_epoll *ep);
+/* Self-signal: makes the socket's eventfd readable (other waiters rely on it). */
+void shim__signal(int fd);
+
+/* ---- client_opt.c ---- */
+void shim__record_opt(struct shim_file *f, int level, int name, const void *val, socklen_t len);
+
+#define SHIM_LOAD(p)     atomic_load_explicit((p), memory_order_acquire)
+#define SHIM_RLX(p)      atomic_load_explicit((p), memory_order_relaxed)
+#define SHIM_STORE(p, v) atomic_store_explicit((p), (v), memory_order_release)
+
+static inline void shim__relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#endif

@@ -1,0 +1,387 @@
+/*
+ * client_io.c - moving bytes: send/recv families and sendfile over the per-socket rings of
+ * docs/shm.md "Data and readiness", with the kernel's blocking, timeout, signal and errno
+ * behaviour (send(2), recv(2), tcp(7)).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "client_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#define C shim__c
+
+/* A position in an iovec array. */
+struct iov_cur {
+    const struct iovec *iov;
+    size_t n, i, off;
+};
+
+static int iov_total(const struct iovec *iov, size_t n, size_t *total)
+{
+    if (n > IOV_MAX)
+        return -EMSGSIZE;
+    if (n && !iov)
+        return -EFAULT;
+    size_t t = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((ssize_t)iov[i].iov_len < 0)
+            return -EINVAL;
+        if (iov[i].iov_len && !iov[i].iov_base)
+            return -EFAULT;
+        /* Linux caps one call at MAX_RW_COUNT; SSIZE_MAX is enough to stay well-defined. */
+        t = iov[i].iov_len > (size_t)SSIZE_MAX - t ? (size_t)SSIZE_MAX : t + iov[i].iov_len;
+    }
+    *total = t;
+    return 0;
+}
+
+/* Copies up to len bytes between the cursor and buf (to_iov: buf -> iovecs). */
+static size_t iov_copy(struct iov_cur *c, uint8_t *buf, size_t len, bool to_iov)
+{
+    size_t done = 0;
+    while (done < len && c->i < c->n) {
+        const struct iovec *v = &c->iov[c->i];
+        size_t k = v->iov_len - c->off;
+        if (k > len - done)
+            k = len - done;
+        if (to_iov)
+            memcpy((uint8_t *)v->iov_base + c->off, buf + done, k);
+        else
+            memcpy(buf + done, (const uint8_t *)v->iov_base + c->off, k);
+        done += k;
+        c->off += k;
+        if (c->off == v->iov_len) {
+            c->i++;
+            c->off = 0;
+        }
+    }
+    return done;
+}
+
+static ssize_t epipe(int flags)
+{
+    /* Linux sends SIGPIPE to the calling thread unless MSG_NOSIGNAL. */
+    if (!(flags & MSG_NOSIGNAL))
+        raise(SIGPIPE);
+    return -EPIPE;
+}
+
+/* Why the socket cannot take data now, or 0 if it can (or will, once connected). */
+static ssize_t send_blocked(struct shim_sk *k, int flags, bool *connected)
+{
+    struct shm_sock *s = k->s;
+    if (!shm_sock_valid(C.base, k->slot, k->gen))
+        return -ECONNRESET;
+    uint32_t fl = SHIM_LOAD(&s->flags), af = SHIM_LOAD(&s->app_flags);
+    if (SHIM_RLX(&s->so_error)) {
+        int e = shim__take_error(s);
+        if (e > 0)
+            return -e;
+    }
+    if ((af & SHM_A_WR_SHUT) || (fl & (SHM_F_WR_SHUT | SHM_F_RESET)))
+        return epipe(flags);
+    *connected = fl & SHM_F_CONNECTED;
+    if (*connected) {
+        if (k->f->cstate == SHIM_CS_CONNECTING)
+            k->f->cstate = SHIM_CS_CONNECTED;
+        return 0;
+    }
+    /* tcp_sendmsg waits for a connect in progress and fails a socket never connected. */
+    if (!(fl & SHM_F_CONNECTING) && k->f->cstate != SHIM_CS_CONNECTING)
+        return epipe(flags);
+    return 0;
+}
+
+/* The send loop; fill() produces up to n bytes at p from the source, returning the count,
+ * 0 at the source's end, or -errno. */
+typedef ssize_t (*fill_fn)(void *ctx, uint8_t *p, size_t n);
+
+static ssize_t send_loop(struct shim_sk *k, size_t total, int flags, fill_fn fill, void *ctx)
+{
+    struct shm_sock *s = k->s;
+    uint8_t *data = shm_tx_data(C.base, k->slot);
+    bool nb = k->f->nonblock || (flags & MSG_DONTWAIT);
+    int64_t deadline = 0;
+    size_t sent = 0;
+    for (;;) {
+        uint32_t seq0 = SHIM_LOAD(&s->seq);
+        bool connected = false;
+        ssize_t why = send_blocked(k, sent ? flags | MSG_NOSIGNAL : flags, &connected);
+        if (why < 0)
+            return sent ? (ssize_t)sent : why;
+        if (connected) {
+            if (total == 0)
+                return 0;
+            uint8_t *p[2];
+            uint32_t n[2];
+            int np = shm_ring_wspan(&s->tx, data, C.ring, p, n);
+            size_t copied = 0;
+            bool end = false;
+            for (int i = 0; i < np && sent + copied < total; i++) {
+                size_t want = total - sent - copied;
+                ssize_t got = fill(ctx, p[i], n[i] < want ? n[i] : want);
+                if (got < 0) {
+                    if (copied)
+                        break;
+                    return sent ? (ssize_t)sent : got;
+                }
+                copied += (size_t)got;
+                if ((size_t)got < (n[i] < want ? n[i] : want)) {
+                    end = true; /* sendfile: the file ended */
+                    break;
+                }
+            }
+            if (copied) {
+                shm_ring_produce(&s->tx, (uint32_t)copied);
+                sent += copied;
+                shim__kick(k);
+            }
+            if (sent == total || end)
+                return (ssize_t)sent;
+            if (copied)
+                continue;
+        }
+        if (nb)
+            return sent ? (ssize_t)sent : -EAGAIN;
+        if (!deadline)
+            deadline = shim__deadline(k->f->sndtimeo);
+        int rc = shim__sleep(s, seq0, deadline);
+        if (rc == -ETIMEDOUT)
+            return sent ? (ssize_t)sent : -EAGAIN;
+        if (rc < 0)
+            return sent ? (ssize_t)sent : rc;
+    }
+}
+
+static ssize_t fill_iov(void *ctx, uint8_t *p, size_t n)
+{
+    return (ssize_t)iov_copy(ctx, p, n, false);
+}
+
+static ssize_t send_iov(int fd, const struct iovec *iov, size_t niov, int flags)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    size_t total;
+    if ((rc = iov_total(iov, niov, &total)) < 0)
+        return rc;
+    if (flags & MSG_FASTOPEN)
+        return -EOPNOTSUPP; /* as Linux with client TCP Fast Open off */
+    if (flags & MSG_OOB)
+        shim_warn_once("oob", "MSG_OOB (urgent data) is not supported; sent as normal data");
+    struct iov_cur cur = {iov, niov, 0, 0};
+    return send_loop(&k, total, flags, fill_iov, &cur);
+}
+
+ssize_t shim_send(int fd, const void *buf, size_t len, int flags)
+{
+    if (len && !buf)
+        return -EFAULT;
+    struct iovec v = {(void *)buf, len};
+    return send_iov(fd, &v, 1, flags);
+}
+
+ssize_t shim_sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    if (!m)
+        return -EFAULT;
+    /* A destination address on a connected stream socket is ignored, as by Linux. */
+    return send_iov(fd, m->msg_iov, m->msg_iovlen, flags);
+}
+
+int shim_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
+{
+    if (!v && n)
+        return -EFAULT;
+    if (n > 1024)
+        n = 1024; /* UIO_MAXIOV */
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        ssize_t r = shim_sendmsg(fd, &v[i].msg_hdr, flags);
+        if (r < 0)
+            return i ? (int)i : (int)r;
+        v[i].msg_len = (unsigned)r;
+    }
+    return (int)i;
+}
+
+/* ---- receive ------------------------------------------------------------------------- */
+
+static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
+{
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    size_t total;
+    if ((rc = iov_total(iov, niov, &total)) < 0)
+        return rc;
+    if (flags & MSG_OOB)
+        return -EINVAL; /* no urgent data, ever */
+    if (flags & MSG_ERRQUEUE)
+        return -EAGAIN;
+    struct shm_sock *s = k.s;
+    if (!shm_sock_valid(C.base, k.slot, k.gen))
+        return -ECONNRESET;
+    if (k.f->cstate == SHIM_CS_LISTEN || (SHIM_LOAD(&s->flags) & SHM_F_LISTENING))
+        return -ENOTCONN;
+    if (total == 0)
+        return 0;
+    bool peek = flags & MSG_PEEK, trunc = flags & MSG_TRUNC;
+    bool waitall = (flags & MSG_WAITALL) && !peek;
+    bool nb = k.f->nonblock || (flags & MSG_DONTWAIT);
+    const uint8_t *data = shm_rx_data(C.base, k.slot);
+    struct iov_cur cur = {iov, niov, 0, 0};
+    int64_t deadline = 0;
+    size_t got = 0;
+    for (;;) {
+        uint32_t seq0 = SHIM_LOAD(&s->seq);
+        const uint8_t *p[2];
+        uint32_t n[2];
+        int np = shm_ring_rspan(&s->rx, data, C.ring, p, n);
+        if (np) {
+            size_t took = 0;
+            for (int i = 0; i < np && got + took < total; i++) {
+                size_t want = total - got - took;
+                size_t c = n[i] < want ? n[i] : want;
+                if (!trunc)
+                    iov_copy(&cur, (uint8_t *)p[i], c, true);
+                took += c;
+            }
+            if (!peek) {
+                shm_ring_skip(&s->rx, C.ring, (uint32_t)took);
+                /* Dekker pair with the stack, which sets RX_BLOCKED and then re-checks the
+                 * ring's space: one of us sees the other. */
+                atomic_thread_fence(memory_order_seq_cst);
+                if (SHIM_RLX(&s->flags) & SHM_F_RX_BLOCKED)
+                    shim__kick(&k);
+            }
+            got += took;
+            if (got == total || !waitall)
+                return (ssize_t)got;
+            continue;
+        }
+        uint32_t fl = SHIM_LOAD(&s->flags);
+        if (SHIM_RLX(&s->so_error)) {
+            if (got)
+                return (ssize_t)got;
+            int e = shim__take_error(s);
+            if (e > 0)
+                return -e;
+        }
+        if ((fl & (SHM_F_EOF | SHM_F_RESET | SHM_F_RD_SHUT)) ||
+            (SHIM_LOAD(&s->app_flags) & SHM_A_RD_SHUT))
+            return (ssize_t)got;
+        if (!(fl & (SHM_F_CONNECTED | SHM_F_CONNECTING)) && k.f->cstate != SHIM_CS_CONNECTING)
+            return got ? (ssize_t)got : -ENOTCONN;
+        if (!shm_sock_valid(C.base, k.slot, k.gen))
+            return got ? (ssize_t)got : -ECONNRESET;
+        if (nb)
+            return got ? (ssize_t)got : -EAGAIN;
+        if (!deadline)
+            deadline = shim__deadline(k.f->rcvtimeo);
+        rc = shim__sleep(s, seq0, deadline);
+        if (rc == -ETIMEDOUT)
+            return got ? (ssize_t)got : -EAGAIN;
+        if (rc < 0)
+            return got ? (ssize_t)got : rc;
+    }
+}
+
+ssize_t shim_recv(int fd, void *buf, size_t len, int flags)
+{
+    if (len && !buf)
+        return -EFAULT;
+    struct iovec v = {buf, len};
+    return recv_iov(fd, &v, 1, flags);
+}
+
+ssize_t shim_recvmsg(int fd, struct msghdr *m, int flags)
+{
+    if (!m)
+        return -EFAULT;
+    ssize_t r = recv_iov(fd, m->msg_iov, m->msg_iovlen, flags);
+    if (r >= 0) {
+        /* TCP fills in no address and no control data. */
+        m->msg_namelen = 0;
+        m->msg_controllen = 0;
+        m->msg_flags = 0;
+    }
+    return r;
+}
+
+int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *timeout)
+{
+    if (!v && n)
+        return -EFAULT;
+    int64_t deadline = SHIM_FOREVER;
+    if (timeout) {
+        if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= SHIM_NS_PER_S)
+            return -EINVAL;
+        deadline = shim__now() + timeout->tv_sec * SHIM_NS_PER_S + timeout->tv_nsec;
+    }
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        ssize_t r = shim_recvmsg(fd, &v[i].msg_hdr, flags & ~MSG_WAITFORONE);
+        if (r < 0)
+            return i ? (int)i : (int)r;
+        v[i].msg_len = (unsigned)r;
+        if (flags & MSG_WAITFORONE)
+            flags |= MSG_DONTWAIT;
+        /* Linux checks the timeout after each message, never while waiting for one. */
+        if (timeout && shim__now() >= deadline) {
+            i++;
+            break;
+        }
+        if (r == 0)
+            break;
+    }
+    return (int)i;
+}
+
+/* ---- sendfile ------------------------------------------------------------------------ */
+
+struct file_src {
+    int fd;
+    off_t *off; /* NULL: the file's own position */
+    off_t pos;
+};
+
+static ssize_t fill_file(void *ctx, uint8_t *p, size_t n)
+{
+    struct file_src *f = ctx;
+    for (;;) {
+        ssize_t r = f->off ? pread(f->fd, p, n, f->pos) : C.sys.read(f->fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        f->pos += r;
+        return r;
+    }
+}
+
+ssize_t shim_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    struct shim_sk k;
+    int rc = shim__sk(out_fd, &k);
+    if (rc < 0)
+        return rc;
+    if (offset && *offset < 0)
+        return -EINVAL;
+    struct file_src src = {in_fd, offset, offset ? *offset : 0};
+    if (count > 0x7ffff000)
+        count = 0x7ffff000; /* MAX_RW_COUNT, as Linux */
+    ssize_t r = send_loop(&k, count, 0, fill_file, &src);
+    if (offset && r > 0)
+        *offset = src.pos;
+    return r;
+}

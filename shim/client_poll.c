@@ -1,0 +1,671 @@
+/*
+ * client_poll.c - readiness over mixed sets of kernel and ustack fds: poll, select and
+ * epoll (docs/shm.md "Waking" and "epoll"; docs/preload.md has the reasoning).
+ *
+ * A ustack socket's fd is an eventfd the stack writes to when the socket becomes ready
+ * for bits a waiter armed. Whoever waits keeps this invariant, per socket and across all
+ * waiters of all processes: the eventfd is readable, or the wanted bits are armed and the
+ * socket was found not ready after arming. So a waiter that finds a socket not ready
+ * drains the eventfd, arms, and re-checks; if the re-check finds it ready after all, it
+ * makes the eventfd readable again itself (other waiters may have been relying on it).
+ * A socket that is ready keeps a readable eventfd, so the kernel sees it as readable.
+ *
+ * poll/select check ustack sockets in user space and sleep in the kernel on their
+ * eventfds together with the kernel fds. An epoll instance stays the application's kernel
+ * epoll; its ustack members live in a second kernel epoll (the inner one) registered in the
+ * first under a private cookie, with the members' eventfds in it: level-triggered members
+ * as level-triggered EPOLLIN (a readable eventfd is the "still ready" hot list the next
+ * epoll_wait re-checks), edge-triggered as EPOLLET (each stack signal is one edge),
+ * one-shot as EPOLLONESHOT. Polling or nesting the application's epoll fd then works
+ * through the kernel unchanged.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "client_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define C shim__c
+
+#define EP_COMPANION 0x80000000u /* kernel data flag: the listener's loopback companion */
+#define EP_MODE      (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP)
+
+struct shim_epm {
+    uint32_t used, tag;
+    uint32_t events; /* the application's mask, mode bits included */
+    uint32_t slot, gen;
+    uint64_t data;
+    int lfd; /* the listener companion registered with it, or -1 */
+    uint32_t disabled, round;
+    int out;
+};
+
+struct shim_epoll {
+    _Atomic int refs; /* application fds referring to it */
+    int ifd;          /* the inner kernel epoll (private fd) */
+    uint64_t cookie;
+    struct shim_epm *m;
+    uint32_t cap, tags, round;
+    pthread_mutex_t lock;
+    struct shim_epoll *next;
+};
+
+/* ---- the eventfd protocol ------------------------------------------------------------- */
+
+void shim__signal(int fd)
+{
+    uint64_t one = 1;
+    if (C.sys.write(fd, &one, sizeof(one)) < 0)
+        (void)0; /* EAGAIN: already readable */
+}
+
+static void drain(int fd)
+{
+    uint64_t v;
+    if (C.sys.read(fd, &v, sizeof(v)) < 0)
+        (void)0;
+}
+
+static uint32_t arm_bits(uint32_t events)
+{
+    uint32_t b = POLLERR | POLLHUP;
+    if (events & (POLLIN | POLLRDNORM))
+        b |= POLLIN;
+    if (events & (POLLOUT | POLLWRNORM))
+        b |= POLLOUT;
+    if (events & POLLRDHUP)
+        b |= POLLRDHUP;
+    return b;
+}
+
+/* The socket's readiness for a waiter interested in events (POLLERR/POLLHUP always). */
+static uint32_t ready_of(uint32_t slot, uint32_t gen, uint32_t events)
+{
+    if (!shm_sock_valid(C.base, slot, gen))
+        return (POLLIN | POLLOUT | POLLERR | POLLHUP) & (events | POLLERR | POLLHUP);
+    return shim_sock_events(C.base, slot) & (events | POLLERR | POLLHUP);
+}
+
+/* Not ready: drain, arm, re-check. Returns the readiness found by the re-check. */
+static uint32_t arm_and_check(int fd, uint32_t slot, uint32_t gen, uint32_t events, bool do_drain)
+{
+    if (do_drain)
+        drain(fd);
+    if (shm_sock_valid(C.base, slot, gen))
+        atomic_fetch_or(&shm_sock(C.base, slot)->armed, arm_bits(events));
+    uint32_t ev = ready_of(slot, gen, events);
+    if (ev)
+        shim__signal(fd);
+    return ev;
+}
+
+/* ---- poll / select -------------------------------------------------------------------- */
+
+bool shim_poll_has_ours(const struct pollfd *fds, nfds_t n)
+{
+    if (!shim_fds.size || !fds)
+        return false;
+    for (nfds_t i = 0; i < n; i++)
+        if (shim_fd_kind(fds[i].fd) == SHIM_FD_SOCK)
+            return true;
+    return false;
+}
+
+static struct shim_fd *sock_ent(int fd)
+{
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+    return e && SHIM_RLX(&e->kind) == SHIM_FD_SOCK ? e : NULL;
+}
+
+/* Fills revents of the ustack entries; returns how many are ready. */
+static int scan(struct pollfd *fds, nfds_t n)
+{
+    int ready = 0;
+    for (nfds_t i = 0; i < n; i++) {
+        struct shim_fd *e = sock_ent(fds[i].fd);
+        if (!e)
+            continue;
+        fds[i].revents = (short)ready_of(e->slot, e->gen, (uint16_t)fds[i].events);
+        ready += fds[i].revents != 0;
+    }
+    return ready;
+}
+
+static int companion(struct shim_fd *e, short events)
+{
+    if (!(events & (POLLIN | POLLRDNORM)))
+        return -1;
+    struct shim_file *f = &C.files[e->slot];
+    return f->gen == e->gen ? f->lfd : -1;
+}
+
+int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask)
+{
+    if (n && !fds)
+        return -EFAULT;
+    int64_t deadline = timeout_ns < 0 ? SHIM_FOREVER : shim__now() + timeout_ns;
+    nfds_t extra = 0;
+    for (nfds_t i = 0; i < n; i++) {
+        struct shim_fd *e = sock_ent(fds[i].fd);
+        if (e && companion(e, fds[i].events) >= 0)
+            extra++;
+    }
+    struct pollfd local[64], *kp = local;
+    if (n + extra > 64 && !(kp = malloc((n + extra) * sizeof(*kp))))
+        return -ENOMEM;
+    int rc;
+    for (;;) {
+        int ready = scan(fds, n);
+        if (!ready && timeout_ns != 0) {
+            /* Arm every ustack entry, then re-check (see the top of the file). */
+            for (nfds_t i = 0; i < n; i++) {
+                struct shim_fd *e = sock_ent(fds[i].fd);
+                if (e && arm_and_check(fds[i].fd, e->slot, e->gen, (uint16_t)fds[i].events, true))
+                    ready++;
+            }
+        }
+        nfds_t k = n;
+        for (nfds_t i = 0; i < n; i++) {
+            kp[i] = fds[i];
+            kp[i].revents = 0;
+            struct shim_fd *e = sock_ent(fds[i].fd);
+            if (!e)
+                continue;
+            kp[i].events = POLLIN;
+            int l = companion(e, fds[i].events);
+            if (l >= 0)
+                kp[k++] = (struct pollfd){l, POLLIN, 0};
+        }
+        struct timespec ts, *tp = NULL;
+        int64_t left = 0;
+        if (ready || timeout_ns == 0) {
+            ts = (struct timespec){0, 0};
+            tp = &ts;
+        } else if (deadline != SHIM_FOREVER) {
+            left = deadline - shim__now();
+            if (left < 0)
+                left = 0;
+            ts.tv_sec = left / SHIM_NS_PER_S;
+            ts.tv_nsec = left % SHIM_NS_PER_S;
+            tp = &ts;
+        }
+        int r = C.sys.ppoll(kp, k, tp, mask);
+        if (r < 0) {
+            rc = -errno;
+            break;
+        }
+        int total = 0;
+        k = n;
+        for (nfds_t i = 0; i < n; i++) {
+            struct shim_fd *e = sock_ent(fds[i].fd);
+            if (e) {
+                uint32_t ev = ready_of(e->slot, e->gen, (uint16_t)fds[i].events);
+                int l = companion(e, fds[i].events);
+                if (l >= 0 && (kp[k++].revents & POLLIN))
+                    ev |= (POLLIN | POLLRDNORM) & (uint16_t)fds[i].events;
+                fds[i].revents = (short)ev;
+            } else {
+                fds[i].revents = kp[i].revents;
+            }
+            total += fds[i].revents != 0;
+        }
+        if (total || ready || timeout_ns == 0 || (r == 0 && tp) ||
+            (deadline != SHIM_FOREVER && shim__now() >= deadline)) {
+            rc = total;
+            break;
+        }
+        /* Only eventfds of sockets that were not ready after all: sleep again. */
+    }
+    if (kp != local)
+        free(kp);
+    return rc;
+}
+
+#define FDS_BITS        (8 * (int)sizeof(unsigned long))
+#define FDS_ISSET(s, d) (((const unsigned long *)(s))[(d) / FDS_BITS] >> ((d) % FDS_BITS) & 1)
+#define FDS_SET(s, d)   (((unsigned long *)(s))[(d) / FDS_BITS] |= 1ul << ((d) % FDS_BITS))
+
+bool shim_select_has_ours(int nfds, const fd_set *r, const fd_set *w, const fd_set *e)
+{
+    if (!shim_fds.size)
+        return false;
+    int lim = shim_fdtab_limit(&shim_fds);
+    for (int fd = 0; fd < nfds && fd < lim; fd++) {
+        if ((r && FDS_ISSET(r, fd)) || (w && FDS_ISSET(w, fd)) || (e && FDS_ISSET(e, fd)))
+            if (shim_fd_kind(fd) == SHIM_FD_SOCK)
+                return true;
+    }
+    return false;
+}
+
+int shim_select(int nfds, fd_set *r, fd_set *w, fd_set *e, int64_t timeout_ns, const sigset_t *mask,
+                struct timeval *tv)
+{
+    if (nfds < 0)
+        return -EINVAL;
+    int n = 0;
+    for (int fd = 0; fd < nfds; fd++)
+        n += (r && FDS_ISSET(r, fd)) || (w && FDS_ISSET(w, fd)) || (e && FDS_ISSET(e, fd));
+    struct pollfd local[64], *p = local;
+    if (n > 64 && !(p = malloc((size_t)n * sizeof(*p))))
+        return -ENOMEM;
+    int k = 0;
+    for (int fd = 0; fd < nfds; fd++) {
+        short ev =
+            (short)((r && FDS_ISSET(r, fd) ? POLLIN : 0) | (w && FDS_ISSET(w, fd) ? POLLOUT : 0) |
+                    (e && FDS_ISSET(e, fd) ? POLLPRI : 0));
+        if (ev)
+            p[k++] = (struct pollfd){fd, ev, 0};
+    }
+    int64_t t0 = shim__now();
+    int rc = shim_poll(p, (nfds_t)k, timeout_ns, mask);
+    if (rc >= 0) {
+        for (int i = 0; i < k; i++)
+            if (p[i].revents & POLLNVAL)
+                rc = -EBADF;
+    }
+    if (rc >= 0) {
+        size_t words = ((size_t)nfds + FDS_BITS - 1) / FDS_BITS;
+        if (r)
+            memset(r, 0, words * sizeof(unsigned long));
+        if (w)
+            memset(w, 0, words * sizeof(unsigned long));
+        if (e)
+            memset(e, 0, words * sizeof(unsigned long));
+        rc = 0;
+        for (int i = 0; i < k; i++) {
+            short re = p[i].revents;
+            /* Linux's POLLIN_SET, POLLOUT_SET and POLLEX_SET. */
+            if (r && (p[i].events & POLLIN) && (re & (POLLIN | POLLRDNORM | POLLHUP | POLLERR))) {
+                FDS_SET(r, p[i].fd);
+                rc++;
+            }
+            if (w && (p[i].events & POLLOUT) && (re & (POLLOUT | POLLWRNORM | POLLERR))) {
+                FDS_SET(w, p[i].fd);
+                rc++;
+            }
+            if (e && (p[i].events & POLLPRI) && (re & POLLPRI)) {
+                FDS_SET(e, p[i].fd);
+                rc++;
+            }
+        }
+    }
+    if (tv && timeout_ns >= 0) {
+        int64_t left = timeout_ns - (shim__now() - t0);
+        if (left < 0)
+            left = 0;
+        tv->tv_sec = (time_t)(left / SHIM_NS_PER_S);
+        tv->tv_usec = (suseconds_t)(left % SHIM_NS_PER_S / 1000);
+    }
+    if (p != local)
+        free(p);
+    return rc;
+}
+
+/* ---- epoll ---------------------------------------------------------------------------- */
+
+static uint32_t kernel_events(uint32_t events)
+{
+    return EPOLLIN | (events & EP_MODE);
+}
+
+static uint64_t kdata(uint32_t tag, int fd, bool comp)
+{
+    return (uint64_t)tag << 32 | (uint32_t)fd | (comp ? EP_COMPANION : 0);
+}
+
+static struct shim_epm *member(struct shim_epoll *ep, int fd, bool grow)
+{
+    if ((unsigned)fd < ep->cap)
+        return &ep->m[fd];
+    if (!grow)
+        return NULL;
+    uint32_t cap = ep->cap ? ep->cap : 64;
+    while (cap <= (unsigned)fd)
+        cap *= 2;
+    struct shim_epm *m = realloc(ep->m, cap * sizeof(*m));
+    if (!m)
+        return NULL;
+    memset(m + ep->cap, 0, (cap - ep->cap) * sizeof(*m));
+    ep->m = m;
+    ep->cap = cap;
+    return &ep->m[fd];
+}
+
+void shim__epoll_ref(struct shim_epoll *ep)
+{
+    atomic_fetch_add(&ep->refs, 1);
+}
+
+/* Caller holds the client lock (the list). */
+void shim__epoll_unref(struct shim_epoll *ep)
+{
+    if (atomic_fetch_sub(&ep->refs, 1) != 1)
+        return;
+    for (struct shim_epoll **pp = &C.epolls; *pp; pp = &(*pp)->next) {
+        if (*pp == ep) {
+            *pp = ep->next;
+            break;
+        }
+    }
+    shim__unpriv(ep->ifd);
+    C.sys.close(ep->ifd);
+    pthread_mutex_destroy(&ep->lock);
+    free(ep->m);
+    free(ep);
+}
+
+/* The instance behind an application epoll fd, made on its first ustack member. */
+static int instance(int epfd, struct shim_epoll **out)
+{
+    shim__lock();
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, epfd);
+    if (e && SHIM_RLX(&e->kind) == SHIM_FD_EPOLL) {
+        *out = e->obj;
+        shim__unlock();
+        return 0;
+    }
+    int rc = -EINVAL;
+    if (e) /* a socket or a private fd is no epoll */
+        goto out;
+    struct shim_epoll *ep = calloc(1, sizeof(*ep));
+    if (!ep) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    ep->ifd = C.sys.epoll_create1(EPOLL_CLOEXEC);
+    if (ep->ifd < 0) {
+        rc = -errno;
+        free(ep);
+        goto out;
+    }
+    ep->ifd = shim__high(ep->ifd, true);
+    /* The cookie marks the inner epoll's events in the application's: random, so that no
+     * application datum is mistaken for it in practice. */
+    if (getrandom(&ep->cookie, sizeof(ep->cookie), GRND_NONBLOCK) != sizeof(ep->cookie))
+        ep->cookie = 0x75736b6570636b31ull ^ (uint64_t)(uintptr_t)ep;
+    struct epoll_event kev = {EPOLLIN, {.u64 = ep->cookie}};
+    if (C.sys.epoll_ctl(epfd, EPOLL_CTL_ADD, ep->ifd, &kev) < 0) {
+        rc = -errno; /* EBADF, or EINVAL: epfd is not an epoll */
+        C.sys.close(ep->ifd);
+        free(ep);
+        goto out;
+    }
+    shim__priv(&ep->ifd);
+    pthread_mutex_init(&ep->lock, NULL);
+    ep->refs = 1;
+    ep->next = C.epolls;
+    C.epolls = ep;
+    int cl = C.sys.fcntl(epfd, F_GETFD);
+    shim_fdtab_set(&shim_fds, epfd, SHIM_FD_EPOLL, 0, 0, cl > 0 && (cl & FD_CLOEXEC), ep);
+    *out = ep;
+    rc = 0;
+out:
+    shim__unlock();
+    return rc;
+}
+
+static uint32_t member_ready(struct shim_epm *m)
+{
+    return ready_of(m->slot, m->gen, m->events & ~EP_MODE);
+}
+
+/* After ADD or MOD: arm, and if the socket is ready already make the kernel see it. */
+static void prime(struct shim_epm *m, int fd)
+{
+    arm_and_check(fd, m->slot, m->gen, m->events & ~EP_MODE, false);
+}
+
+static void companion_ctl(struct shim_epoll *ep, struct shim_epm *m, int fd, int op)
+{
+    if (m->lfd < 0)
+        return;
+    struct epoll_event kev = {kernel_events(m->events) & ~EPOLLEXCLUSIVE,
+                              {.u64 = kdata(m->tag, fd, true)}};
+    C.sys.epoll_ctl(ep->ifd, op, m->lfd, &kev);
+}
+
+int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    struct shim_fd *fe = sock_ent(fd);
+    if (!fe) {
+        int r = C.sys.epoll_ctl(epfd, op, fd, ev);
+        return r < 0 ? -errno : 0;
+    }
+    if (op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD && op != EPOLL_CTL_DEL)
+        return -EINVAL;
+    if (op != EPOLL_CTL_DEL && !ev)
+        return -EFAULT;
+    if (epfd == fd)
+        return -EINVAL;
+    struct shim_epoll *ep = NULL;
+    int rc = instance(epfd, &ep);
+    if (rc < 0)
+        return rc;
+    uint32_t slot = fe->slot, gen = fe->gen;
+    pthread_mutex_lock(&ep->lock);
+    struct shim_epm *m = member(ep, fd, op == EPOLL_CTL_ADD);
+    if (!m) {
+        rc = op == EPOLL_CTL_ADD ? -ENOMEM : -ENOENT;
+        goto out;
+    }
+    if (op == EPOLL_CTL_DEL) {
+        if (C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_DEL, fd, NULL) < 0) {
+            rc = -errno;
+            goto out;
+        }
+        companion_ctl(ep, m, fd, EPOLL_CTL_DEL);
+        memset(m, 0, sizeof(*m));
+        goto out;
+    }
+    uint32_t tag = op == EPOLL_CTL_ADD ? ++ep->tags : m->tag;
+    struct epoll_event kev = {kernel_events(ev->events), {.u64 = kdata(tag, fd, false)}};
+    if (op == EPOLL_CTL_MOD)
+        drain(fd); /* a readable eventfd would be reported at once by the MOD */
+    if (C.sys.epoll_ctl(ep->ifd, op, fd, &kev) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (op == EPOLL_CTL_ADD) {
+        memset(m, 0, sizeof(*m));
+        m->used = 1;
+        m->tag = tag;
+        m->slot = slot;
+        m->gen = gen;
+        struct shim_file *f = &C.files[slot];
+        m->lfd = f->gen == gen ? f->lfd : -1;
+        m->events = ev->events;
+        companion_ctl(ep, m, fd, EPOLL_CTL_ADD);
+    } else {
+        m->events = ev->events;
+        m->disabled = 0;
+        companion_ctl(ep, m, fd, EPOLL_CTL_MOD);
+    }
+    m->data = ev->data.u64;
+    prime(m, fd);
+out:
+    pthread_mutex_unlock(&ep->lock);
+    return rc;
+}
+
+/* Collects ready ustack members into out (room entries at most). */
+static int harvest(struct shim_epoll *ep, struct epoll_event *out, int room)
+{
+    struct epoll_event kev[128];
+    if (room <= 0)
+        return 0;
+    pthread_mutex_lock(&ep->lock);
+    int k = C.sys.epoll_pwait(ep->ifd, kev, room < 128 ? room : 128, 0, NULL);
+    uint32_t round = ++ep->round;
+    int n = 0;
+    for (int j = 0; j < k; j++) {
+        uint64_t d = kev[j].data.u64;
+        int fd = (int)(d & 0x7fffffff);
+        bool comp = d & EP_COMPANION;
+        struct shim_epm *m = member(ep, fd, false);
+        if (!m || !m->used || m->tag != (uint32_t)(d >> 32) || m->disabled)
+            continue;
+        uint32_t ev = member_ready(m);
+        if (comp && (kev[j].events & EPOLLIN))
+            ev |= EPOLLIN & m->events;
+        bool oneshot = m->events & EPOLLONESHOT;
+        if (!ev && !comp) {
+            /* Stale (someone else consumed it): the usual not-ready step. One-shot ones
+             * were disabled by the kernel for this event: enable them again. */
+            bool lt = !(m->events & EPOLLET);
+            ev = arm_and_check(fd, m->slot, m->gen, m->events & ~EP_MODE, lt || oneshot);
+            if (!ev && oneshot) {
+                struct epoll_event re = {kernel_events(m->events), {.u64 = kdata(m->tag, fd, 0)}};
+                C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_MOD, fd, &re);
+            }
+        }
+        if (!ev)
+            continue;
+        if (m->round == round) {
+            out[m->out].events |= ev;
+            continue;
+        }
+        m->round = round;
+        m->out = n;
+        out[n].events = ev;
+        out[n].data.u64 = m->data;
+        n++;
+        if (oneshot) {
+            m->disabled = 1;
+            if (!comp) /* the kernel disabled the member itself; the companion too */
+                companion_ctl(ep, m, fd, EPOLL_CTL_MOD);
+        } else if (m->events & EPOLLET) {
+            /* An edge is one report: arm for the next change. */
+            atomic_fetch_or(&shm_sock(C.base, m->slot)->armed, arm_bits(m->events));
+        }
+    }
+    pthread_mutex_unlock(&ep->lock);
+    return n;
+}
+
+int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
+                    const sigset_t *mask)
+{
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, epfd);
+    if (!e || SHIM_RLX(&e->kind) != SHIM_FD_EPOLL)
+        return -EINVAL;
+    struct shim_epoll *ep = e->obj;
+    if (max <= 0 || max > INT_MAX / (int)sizeof(struct epoll_event))
+        return -EINVAL;
+    if (!evs)
+        return -EFAULT;
+    int64_t deadline = timeout_ns < 0 ? SHIM_FOREVER : shim__now() + timeout_ns;
+    for (;;) {
+        int n;
+        if (timeout_ns == 0 || deadline == SHIM_FOREVER || !C.sys.epoll_pwait2) {
+            int ms = -1;
+            if (timeout_ns == 0) {
+                ms = 0;
+            } else if (deadline != SHIM_FOREVER) {
+                int64_t left = deadline - shim__now();
+                left = left < 0 ? 0 : (left + 999999) / 1000000;
+                ms = left > INT_MAX ? INT_MAX : (int)left;
+            }
+            n = C.sys.epoll_pwait(epfd, evs, max, ms, mask);
+        } else {
+            int64_t left = deadline - shim__now();
+            if (left < 0)
+                left = 0;
+            struct timespec ts = {(time_t)(left / SHIM_NS_PER_S), (long)(left % SHIM_NS_PER_S)};
+            n = C.sys.epoll_pwait2(epfd, evs, max, &ts, mask);
+        }
+        if (n < 0)
+            return -errno;
+        int out = 0;
+        bool inner = false;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u64 == ep->cookie)
+                inner = true;
+            else
+                evs[out++] = evs[i];
+        }
+        if (inner)
+            out += harvest(ep, evs + out, max - out);
+        if (out > 0 || n == 0 || timeout_ns == 0)
+            return out;
+        if (deadline != SHIM_FOREVER && shim__now() >= deadline)
+            return 0;
+        /* Only members that turned out not ready: wait again. */
+    }
+}
+
+/* ---- sockets leaving epoll sets ------------------------------------------------------- */
+
+void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen)
+{
+    shim__lock();
+    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
+        pthread_mutex_lock(&ep->lock);
+        struct shim_epm *m = member(ep, fd, false);
+        if (m && m->used && m->slot == slot && m->gen == gen) {
+            C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_DEL, fd, NULL);
+            companion_ctl(ep, m, fd, EPOLL_CTL_DEL);
+            memset(m, 0, sizeof(*m));
+        }
+        pthread_mutex_unlock(&ep->lock);
+    }
+    shim__unlock();
+}
+
+/* An application fd number of ep (any of its dups). */
+static int epoll_fd_of(struct shim_epoll *ep)
+{
+    int lim = shim_fdtab_limit(&shim_fds);
+    for (int fd = 0; fd < lim; fd++) {
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        if (e && SHIM_RLX(&e->kind) == SHIM_FD_EPOLL && e->obj == ep)
+            return fd;
+    }
+    return -1;
+}
+
+int shim__epoll_detach(int fd, uint32_t slot, uint32_t gen, struct shim_epreg *regs, int max)
+{
+    int n = 0;
+    shim__lock();
+    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
+        pthread_mutex_lock(&ep->lock);
+        struct shim_epm *m = member(ep, fd, false);
+        if (m && m->used && m->slot == slot && m->gen == gen) {
+            int epfd = epoll_fd_of(ep);
+            if (epfd >= 0 && n < max) {
+                regs[n].epfd = epfd;
+                regs[n].ev.events = m->disabled ? 0 : m->events & ~EPOLLEXCLUSIVE;
+                regs[n].ev.data.u64 = m->data;
+                n++;
+            }
+            C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_DEL, fd, NULL);
+            companion_ctl(ep, m, fd, EPOLL_CTL_DEL);
+            memset(m, 0, sizeof(*m));
+        }
+        pthread_mutex_unlock(&ep->lock);
+    }
+    shim__unlock();
+    return n;
+}
+
+void shim__epoll_attach_kernel(int fd, const struct shim_epreg *regs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct epoll_event ev = regs[i].ev;
+        C.sys.epoll_ctl(regs[i].epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+void shim__epoll_atfork_child(void)
+{
+    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next)
+        pthread_mutex_init(&ep->lock, NULL);
+}

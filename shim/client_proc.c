@@ -1,0 +1,237 @@
+/*
+ * client_proc.c - what processes do to the sockets they hold: fork (every socket gains the
+ * child as a holder), exec (FD_CLOEXEC sockets are released, the others are described to
+ * the new image, which adopts them), and the hand-over of a socket to the kernel when the
+ * routing rules say so (docs/preload.md).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "client_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define C shim__c
+
+/* ---- fork / exec ---------------------------------------------------------------------- */
+
+static __thread int t_in_fork_hook __attribute__((tls_model("initial-exec")));
+
+static void bump_all(int delta)
+{
+    int lim = shim_fdtab_limit(&shim_fds);
+    for (int fd = 0; fd < lim; fd++) {
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK || !shm_sock_valid(C.base, e->slot, e->gen))
+            continue;
+        if (delta > 0)
+            atomic_fetch_add(&shm_sock(C.base, e->slot)->refs, 1);
+        else
+            atomic_fetch_sub(&shm_sock(C.base, e->slot)->refs, 1);
+    }
+}
+
+/* The child's references are taken before the fork, in the parent: a parent that closes
+ * its copy right after fork() (socat, inetd-style servers) must not bring a socket the
+ * child holds to zero in between. */
+void shim_fork_prepare(void)
+{
+    if (!SHIM_LOAD(&C.attached))
+        return;
+    pthread_mutex_lock(&C.lock);
+    bump_all(+1);
+}
+
+void shim_fork_parent(void)
+{
+    if (!SHIM_LOAD(&C.attached))
+        return;
+    if (t_in_fork_hook)
+        return; /* the hook unlocks after it has seen fork's result */
+    pthread_mutex_unlock(&C.lock);
+}
+
+void shim_fork_child(void)
+{
+    if (!SHIM_LOAD(&C.attached))
+        return;
+    t_in_fork_hook = 0;
+    pthread_mutex_init(&C.lock, NULL);
+    shim__epoll_atfork_child();
+    SHIM_STORE(&C.pid, (int32_t)getpid());
+}
+
+void shim_fork_hook_begin(void)
+{
+    t_in_fork_hook = 1;
+}
+
+void shim_fork_hook_end(bool failed)
+{
+    if (!t_in_fork_hook)
+        return;
+    t_in_fork_hook = 0;
+    if (!SHIM_LOAD(&C.attached))
+        return;
+    if (failed)
+        bump_all(-1);
+    pthread_mutex_unlock(&C.lock);
+}
+
+void shim_fork_failed(void)
+{
+    shim_fork_hook_end(true);
+}
+
+int shim_exec_prepare(char *buf, size_t len)
+{
+    if (len)
+        buf[0] = '\0';
+    if (!SHIM_LOAD(&C.attached))
+        return 0;
+    pthread_mutex_lock(&C.lock);
+    int hdr = snprintf(buf, len, "USTACK_FDS=%d:", (int)getpid());
+    if (hdr < 0 || (size_t)hdr >= len)
+        goto nospace;
+    size_t n = (size_t)hdr;
+    int lim = shim_fdtab_limit(&shim_fds);
+    for (int fd = 0; fd < lim; fd++) {
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
+            continue;
+        /* The kernel's FD_CLOEXEC is authoritative (it may have been set through paths we
+         * do not see, e.g. open flags of a dup). */
+        int cl = C.sys.fcntl(fd, F_GETFD);
+        if (cl < 0)
+            continue;
+        if (cl & FD_CLOEXEC) {
+            if (shm_sock_valid(C.base, e->slot, e->gen))
+                shim__release_ref(e->slot, e->gen);
+            continue;
+        }
+        int m = snprintf(buf + n, len - n, "%s%d.%u.%u.%d", n > (size_t)hdr ? "," : "", fd, e->slot,
+                         e->gen, C.files[e->slot].nonblock);
+        if (m < 0 || (size_t)m >= len - n)
+            goto nospace;
+        n += (size_t)m;
+    }
+    if (n == (size_t)hdr)
+        buf[0] = '\0';
+    return 0; /* the lock stays held until exec fails (or the image is gone) */
+nospace:
+    buf[0] = '\0';
+    shim_exec_failed();
+    return -ENOSPC;
+}
+
+void shim_exec_failed(void)
+{
+    if (!SHIM_LOAD(&C.attached))
+        return;
+    int lim = shim_fdtab_limit(&shim_fds);
+    for (int fd = 0; fd < lim; fd++) {
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
+            continue;
+        int cl = C.sys.fcntl(fd, F_GETFD);
+        if (cl < 0 || !(cl & FD_CLOEXEC) || !shm_sock_valid(C.base, e->slot, e->gen))
+            continue;
+        /* A socket whose last reference went with the exec attempt is lost (see
+         * docs/preload.md); the others get their reference back. */
+        struct shm_sock *s = shm_sock(C.base, e->slot);
+        if (SHIM_LOAD(&s->state) == SHM_SOCK_LIVE)
+            atomic_fetch_add(&s->refs, 1);
+    }
+    pthread_mutex_unlock(&C.lock);
+}
+
+int shim_adopt(const char *v)
+{
+    char *end;
+    long pid = strtol(v, &end, 10);
+    if (*end != ':' || pid != getpid())
+        return 0;
+    int n = 0;
+    for (const char *p = end + 1; *p;) {
+        long fd = strtol(p, &end, 10);
+        if (*end != '.')
+            break;
+        unsigned long slot = strtoul(end + 1, &end, 10);
+        if (*end != '.')
+            break;
+        unsigned long gen = strtoul(end + 1, &end, 10);
+        if (*end != '.')
+            break;
+        long nb = strtol(end + 1, &end, 10);
+        p = *end == ',' ? end + 1 : end;
+        int cl = C.sys.fcntl((int)fd, F_GETFD);
+        if (cl < 0 || fd < 0 || (unsigned long)fd >= shim_fds.size || slot >= C.nsocks ||
+            !shm_sock_valid(C.base, (uint32_t)slot, (uint32_t)gen))
+            continue;
+        struct shm_sock *s = shm_sock(C.base, (uint32_t)slot);
+        struct shim_file *f = &C.files[slot];
+        if (f->gen != gen || f->nfds == 0) {
+            f = shim__file_init((uint32_t)slot, (uint32_t)gen, nb);
+            f->nfds = 0;
+            uint32_t fl = SHIM_LOAD(&s->flags);
+            f->cstate = (fl & SHM_F_LISTENING)   ? SHIM_CS_LISTEN
+                        : (fl & SHM_F_CONNECTED) ? SHIM_CS_CONNECTED
+                                                 : SHIM_CS_NEW;
+            f->bound = s->lport != 0;
+            f->bind_ip = s->lip;
+            f->bind_port = s->lport;
+            struct shim_sk k = {(int)fd, (uint32_t)slot, (uint32_t)gen, s, f};
+            if (f->cstate == SHIM_CS_LISTEN && s->lip == 0)
+                shim__loopback_listener(&k, s->lport, 511);
+        }
+        f->nfds++;
+        shim__lock();
+        shim_fdtab_set(&shim_fds, (int)fd, SHIM_FD_SOCK, (uint32_t)slot, (uint32_t)gen,
+                       cl & FD_CLOEXEC, NULL);
+        shim__unlock();
+        n++;
+    }
+    return n;
+}
+
+/* ---- hand-over to the kernel ---------------------------------------------------------- */
+
+int shim__handover(struct shim_sk *k)
+{
+    struct shim_file *f = k->f;
+    int ks =
+        C.sys.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (f->nonblock ? SOCK_NONBLOCK : 0), 0);
+    if (ks < 0)
+        return -errno;
+    /* What the application set so far, as far as the kernel takes it. */
+    for (unsigned i = 0; i < f->nopts; i++)
+        C.sys.setsockopt(ks, f->opts[i].level, f->opts[i].name, f->opts[i].val, f->opts[i].len);
+    if (f->bound && f->bind_port) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(f->bind_port)};
+        a.sin_addr.s_addr = htonl(f->bind_ip == C.ip ? 0 : f->bind_ip);
+        C.sys.bind(ks, (struct sockaddr *)&a, sizeof(a));
+    }
+    struct shim_epreg regs[8];
+    int nreg = shim__epoll_detach(k->fd, k->slot, k->gen, regs, 8);
+    shim__lock();
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, k->fd);
+    bool cloexec = e && e->cloexec;
+    if (C.sys.dup3(ks, k->fd, cloexec ? O_CLOEXEC : 0) < 0) {
+        int rc = -errno;
+        shim__unlock();
+        C.sys.close(ks);
+        return rc;
+    }
+    shim_fdtab_clear(&shim_fds, k->fd);
+    shim__release(k->slot, k->gen);
+    shim__unlock();
+    C.sys.close(ks);
+    shim__epoll_attach_kernel(k->fd, regs, nreg);
+    return 0;
+}

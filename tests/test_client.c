@@ -1,0 +1,866 @@
+/*
+ * test_client.c - the application side of the shared-memory protocol (shim/client*.c)
+ * against a fake stack: a thread that serves the command queue of an in-memory region,
+ * completes connects, and echoes every connected socket's tx ring into its rx ring,
+ * signalling armed eventfds as ustackd does. Covers the fd life cycle (dup, close, fork and
+ * exec references), blocking and non-blocking calls with the kernel's errno values, socket
+ * options, and readiness through poll, select and epoll (level, edge, one-shot, nested),
+ * plus the hand-over to kernel sockets for loopback.
+ *
+ * Each test runs in its own process (Check's fork mode): the client is per process.
+ */
+#define _GNU_SOURCE
+/* The client side is linked only into libustack.so; this test builds it itself. */
+#include "../shim/client.c"
+#include "../shim/client_io.c"
+#include "../shim/client_opt.c"
+#include "../shim/client_poll.c"
+#include "../shim/client_proc.c"
+#include "../shim/fdtab.c"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#define NSOCKS   64
+#define MY_IP    0xc6120002u /* 198.18.0.2 */
+#define PEER_IP  0xc6120001u
+#define P_REFUSE 1 /* connects to this port are refused */
+#define P_SLOW   8 /* ... complete only when the test says so */
+#define P_EOF    9 /* ... are closed by the peer at once */
+
+static void *base;
+static pthread_t stack_thread;
+static atomic_int stop, slow_go, closes;
+static struct {
+    atomic_int efd, mode, connecting;
+    int opt[32];
+} fk[NSOCKS];
+
+/* ---- the fake stack ------------------------------------------------------------------- */
+
+static void publish(uint32_t i)
+{
+    struct shm_sock *s = shm_sock(base, i);
+    shm_sock_notify(s);
+    uint32_t armed = atomic_load(&s->armed);
+    if (armed && (armed & shm_sock_poll(base, i)) && atomic_exchange(&s->armed, 0)) {
+        uint64_t one = 1;
+        int e = atomic_load(&fk[i].efd);
+        if (e >= 0 && write(e, &one, 8) < 0)
+            (void)0;
+    }
+}
+
+static void post(const struct shm_cmd *c, int rc, int val, uint32_t ip, uint16_t port)
+{
+    if (c->reply == SHM_NONE)
+        return;
+    struct shm_reply *r = shm_reply(base, c->reply);
+    r->result = rc;
+    r->val = val;
+    r->ip = ip;
+    r->port = port;
+    atomic_fetch_add_explicit(&r->seq, 1, memory_order_release);
+    shm_futex_wake(&r->seq, 1);
+}
+
+static void handle(const struct shm_cmd *c)
+{
+    uint32_t i = c->sock;
+    if (i >= NSOCKS || !shm_sock_valid(base, i, c->gen)) {
+        post(c, -EBADF, 0, 0, 0);
+        return;
+    }
+    struct shm_sock *s = shm_sock(base, i);
+    switch (c->op) {
+    case SHM_OP_SOCKET:
+    case SHM_OP_ATTACH: {
+        atomic_store(&fk[i].efd, c->a0);
+        uint32_t expect = SHM_SOCK_RESERVED;
+        atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
+        if (c->op == SHM_OP_SOCKET)
+            memset(fk[i].opt, 0, sizeof(fk[i].opt));
+        post(c, 0, 0, 0, 0);
+        publish(i);
+        break;
+    }
+    case SHM_OP_BIND: {
+        uint16_t port = c->port ? c->port : (uint16_t)(40000 + i);
+        s->lip = c->ip;
+        s->lport = port;
+        post(c, 0, 0, c->ip, port);
+        break;
+    }
+    case SHM_OP_LISTEN:
+        if (!(atomic_load(&s->flags) & SHM_F_LISTENING)) {
+            shm_aq_init(s, shm_rx_data(base, i), shm_hdr(base)->ring_size);
+            atomic_store(&s->flags, SHM_F_LISTENING);
+        }
+        post(c, 0, 0, 0, 0);
+        break;
+    case SHM_OP_CONNECT:
+        s->rip = c->ip;
+        s->rport = c->port;
+        s->lip = MY_IP;
+        s->lport = (uint16_t)(50000 + i);
+        atomic_store(&fk[i].mode, c->port);
+        atomic_fetch_or(&s->flags, SHM_F_CONNECTING);
+        atomic_store(&fk[i].connecting, 1);
+        post(c, -EINPROGRESS, 0, 0, 0);
+        break;
+    case SHM_OP_SHUTDOWN:
+        if (c->a0 != SHUT_RD)
+            atomic_fetch_or(&s->flags, SHM_F_WR_SHUT);
+        post(c, 0, 0, 0, 0);
+        publish(i);
+        break;
+    case SHM_OP_CLOSE:
+        atomic_fetch_add(&closes, 1);
+        atomic_store(&fk[i].efd, -1);
+        shm_sock_free(base, i);
+        break;
+    case SHM_OP_SETOPT:
+        fk[i].opt[c->a0 & 31] = c->a1;
+        post(c, 0, 0, 0, 0);
+        break;
+    case SHM_OP_GETOPT:
+        if (c->a0 == STK_SO_ERROR)
+            post(c, 0, atomic_exchange(&s->so_error, 0), 0, 0);
+        else
+            post(c, 0, fk[i].opt[c->a0 & 31], 0, 0);
+        break;
+    case SHM_OP_KICK:
+        atomic_store(&s->kick, 0);
+        break;
+    case SHM_OP_INFO: {
+        struct stk_tcp_info ti = {
+            .state = STK_TCP_ESTABLISHED, .snd_mss = 1000, .snd_cwnd = 10000, .rtt_us = 123};
+        struct shm_reply *r = shm_reply(base, c->reply);
+        memcpy(r->info, &ti, sizeof(ti));
+        post(c, 0, 0, 0, 0);
+        break;
+    }
+    default:
+        post(c, -EINVAL, 0, 0, 0);
+    }
+}
+
+static void *fake_stack(void *arg)
+{
+    (void)arg;
+    uint32_t ring = shm_hdr(base)->ring_size;
+    struct shm_cmdq *q = shm_cmdq(base, 0);
+    while (!atomic_load(&stop)) {
+        struct shm_cmd c;
+        while (shm_cmdq_pop(q, &c))
+            handle(&c);
+        for (uint32_t i = 0; i < NSOCKS; i++) {
+            struct shm_sock *s = shm_sock(base, i);
+            if (atomic_load(&s->state) != SHM_SOCK_LIVE)
+                continue;
+            if (atomic_load(&fk[i].connecting)) {
+                int mode = atomic_load(&fk[i].mode);
+                if (mode == P_SLOW && !atomic_load(&slow_go))
+                    continue;
+                atomic_store(&fk[i].connecting, 0);
+                uint32_t f = atomic_load(&s->flags) & ~SHM_F_CONNECTING;
+                if (mode == P_REFUSE) {
+                    atomic_store(&s->so_error, ECONNREFUSED);
+                    f |= SHM_F_RESET | SHM_F_ERROR;
+                } else {
+                    f |= SHM_F_CONNECTED | (mode == P_EOF ? SHM_F_EOF : 0);
+                }
+                atomic_store(&s->flags, f);
+                publish(i);
+            }
+            uint32_t f = atomic_load(&s->flags);
+            if (!(f & SHM_F_CONNECTED) || (f & SHM_F_EOF))
+                continue;
+            /* Echo: the peer sends back what it gets. */
+            uint8_t buf[1024];
+            uint32_t n = shm_ring_used(&s->tx, ring), room = shm_ring_space(&s->rx, ring);
+            n = n < room ? n : room;
+            n = n < sizeof(buf) ? n : (uint32_t)sizeof(buf);
+            if (n) {
+                shm_ring_read(&s->tx, shm_tx_data(base, i), ring, buf, n, false);
+                shm_ring_write(&s->rx, shm_rx_data(base, i), ring, buf, n);
+                publish(i);
+            }
+        }
+        usleep(50);
+    }
+    return NULL;
+}
+
+static void setup(void)
+{
+    for (int i = 0; i < NSOCKS; i++)
+        atomic_store(&fk[i].efd, -1);
+    struct shm_geometry g = {1, NSOCKS, 16, 4096};
+    uint64_t size = shm_region_size(&g);
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(base, MAP_FAILED);
+    shm_region_init(base, &g);
+    shm_cmdq(base, 0)->wake_fd = eventfd(0, EFD_NONBLOCK);
+    atomic_store(&shm_hdr(base)->stack_pid, getpid());
+    atomic_store(&shm_hdr(base)->state, SHM_READY);
+    struct shim_sys sys = {socket,        bind,       listen,      accept4,     connect,
+                           getsockopt,    setsockopt, close,       read,        write,
+                           fcntl,         ioctl,      dup,         dup3,        ppoll,
+                           epoll_create1, epoll_ctl,  epoll_pwait, epoll_pwait2};
+    shim_init(&sys);
+    struct shim_attach a = {base, size, -1, -1, MY_IP, 24, 0, 4096};
+    ck_assert_int_eq(shim_attach(&a), 0);
+    ck_assert_int_eq(pthread_create(&stack_thread, NULL, fake_stack, NULL), 0);
+}
+
+static void teardown(void)
+{
+    atomic_store(&stop, 1);
+    pthread_join(stack_thread, NULL);
+}
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static struct sockaddr_in addr(uint32_t ip, uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(ip);
+    return a;
+}
+
+static int connected(uint16_t port)
+{
+    int fd = shim_socket(0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = addr(PEER_IP, port);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+static struct shm_sock *sock_of(int fd)
+{
+    return shm_sock(base, shim_fds.ent[fd].slot);
+}
+
+static int64_t ms_since(int64_t t0)
+{
+    return (shim__now() - t0) / 1000000;
+}
+
+/* ---- life cycle ----------------------------------------------------------------------- */
+
+START_TEST(socket_dup_close)
+{
+    int fd = shim_socket(SOCK_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(shim_fd_kind(fd), SHIM_FD_SOCK);
+    ck_assert_int_eq(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    struct shm_sock *s = sock_of(fd);
+    ck_assert_uint_eq(atomic_load(&s->refs), 1);
+    int d = shim_dup(fd);
+    ck_assert_int_ge(d, 0);
+    ck_assert_int_eq(shim_fd_kind(d), SHIM_FD_SOCK);
+    ck_assert_uint_eq(atomic_load(&s->refs), 2);
+    int d2 = shim_dup3(fd, 200, 0, true);
+    ck_assert_int_eq(d2, 200);
+    ck_assert_uint_eq(atomic_load(&s->refs), 3);
+    ck_assert_int_eq(shim_close(fd), 0);
+    ck_assert_int_eq(shim_close(d), 0);
+    ck_assert_int_eq(shim_fd_kind(fd), SHIM_FD_KERNEL);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 0);
+    /* dup2 onto a ustack fd closes that socket first. */
+    int other = shim_socket(0);
+    ck_assert_int_eq(shim_dup3(other, 200, 0, true), 200);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 1);
+    ck_assert_int_eq(shim_close(200), 0);
+    ck_assert_int_eq(shim_close(other), 0);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 2);
+}
+END_TEST
+
+START_TEST(fork_and_exec_references)
+{
+    int a = shim_socket(0), b = shim_socket(SOCK_CLOEXEC);
+    struct shm_sock *sa = sock_of(a), *sb = sock_of(b);
+    /* A failed fork gives back what its prepare step took. */
+    shim_fork_hook_begin();
+    shim_fork_prepare();
+    ck_assert_uint_eq(atomic_load(&sa->refs), 2);
+    shim_fork_parent();
+    shim_fork_hook_end(true);
+    ck_assert_uint_eq(atomic_load(&sa->refs), 1);
+    /* A real fork: the child holds both, and its close leaves the parent's open. */
+    pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
+    shim_fork_hook_begin();
+    pid_t pid = fork();
+    if (pid == 0) {
+        shim_close(a);
+        shim_close(b);
+        _exit(0);
+    }
+    shim_fork_hook_end(pid < 0);
+    int st;
+    waitpid(pid, &st, 0);
+    ck_assert_uint_eq(atomic_load(&sa->refs), 1);
+    ck_assert_uint_eq(atomic_load(&sb->refs), 1);
+    ck_assert_int_eq(atomic_load(&closes), 0);
+    /* exec: the FD_CLOEXEC socket loses this holder, the other is described. */
+    char buf[256];
+    ck_assert_int_eq(shim_exec_prepare(buf, sizeof(buf)), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "USTACK_FDS=%d:%d.", (int)getpid(), a);
+    ck_assert_msg(!strncmp(buf, want, strlen(want)), "got %s", buf);
+    ck_assert_ptr_null(strchr(buf, ','));
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 1); /* b's last reference went with the exec */
+    shim_exec_failed();
+    ck_assert_uint_eq(atomic_load(&sa->refs), 1);
+}
+END_TEST
+
+START_TEST(private_fds_survive_close_loops)
+{
+    int priv = eventfd(0, 0);
+    C.scratch_fd = priv;
+    shim__priv(&C.scratch_fd);
+    ck_assert_int_eq(shim_close(priv), 0);
+    ck_assert_int_ge(fcntl(priv, F_GETFD), 0); /* still open */
+    /* dup2 onto it moves the library's fd out of the way. */
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(shim_dup3(p[0], priv, 0, true), priv);
+    ck_assert_int_ne(C.scratch_fd, priv);
+    ck_assert_int_eq(shim_fd_kind(C.scratch_fd), SHIM_FD_PRIV);
+    ck_assert_int_eq(shim_fd_kind(priv), SHIM_FD_KERNEL);
+    ck_assert_int_eq(shim_close_range(3, ~0u, 0), 0);
+    ck_assert_int_ge(fcntl(C.scratch_fd, F_GETFD), 0);
+    ck_assert_int_lt(fcntl(p[1], F_GETFD), 0);
+}
+END_TEST
+
+/* ---- connect / send / recv ------------------------------------------------------------ */
+
+START_TEST(blocking_echo)
+{
+    int fd = connected(7);
+    ck_assert_int_eq(shim_send(fd, "hello", 5, 0), 5);
+    char buf[16] = {0};
+    ck_assert_int_eq(shim_recv(fd, buf, sizeof(buf), 0), 5);
+    ck_assert_str_eq(buf, "hello");
+    /* MSG_PEEK leaves the bytes; MSG_WAITALL collects across arrivals. */
+    ck_assert_int_eq(shim_send(fd, "abcdef", 6, 0), 6);
+    usleep(10000);
+    ck_assert_int_eq(shim_recv(fd, buf, 3, MSG_PEEK), 3);
+    ck_assert_int_eq(shim_recv(fd, buf, 6, MSG_WAITALL), 6);
+    ck_assert_int_eq(memcmp(buf, "abcdef", 6), 0);
+    /* Larger than a ring: the send blocks for space while the peer drains. */
+    static char big[20000], back[20000];
+    for (unsigned i = 0; i < sizeof(big); i++)
+        big[i] = (char)(i * 7);
+    struct iovec iov[2] = {{big, 10000}, {big + 10000, 10000}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    int64_t t0 = shim__now();
+    /* The echo fills our rx ring too: read concurrently. */
+    pthread_t t;
+    struct {
+        int fd;
+        char *buf;
+    } rd = {fd, back};
+    void *reader(void *p);
+    ck_assert_int_eq(pthread_create(&t, NULL, reader, &rd), 0);
+    ck_assert_int_eq(shim_sendmsg(fd, &m, 0), 20000);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(memcmp(big, back, sizeof(big)), 0);
+    ck_assert_int_lt(ms_since(t0), 5000);
+    struct sockaddr_in pa;
+    socklen_t len = sizeof(pa);
+    ck_assert_int_eq(shim_getpeername(fd, (struct sockaddr *)&pa, &len), 0);
+    ck_assert_uint_eq(ntohl(pa.sin_addr.s_addr), PEER_IP);
+    ck_assert_uint_eq(ntohs(pa.sin_port), 7);
+    ck_assert_int_eq(shim_close(fd), 0);
+}
+END_TEST
+
+void *reader(void *p)
+{
+    struct {
+        int fd;
+        char *buf;
+    } *rd = p;
+    ssize_t got = shim_recv(rd->fd, rd->buf, 20000, MSG_WAITALL);
+    ck_assert_int_eq(got, 20000);
+    return NULL;
+}
+
+START_TEST(errors_as_linux)
+{
+    int fd = shim_socket(0);
+    char c;
+    /* Never connected: recv ENOTCONN, send EPIPE, getpeername ENOTCONN, shutdown ENOTCONN. */
+    ck_assert_int_eq(shim_recv(fd, &c, 1, MSG_DONTWAIT), -ENOTCONN);
+    ck_assert_int_eq(shim_send(fd, "x", 1, MSG_NOSIGNAL), -EPIPE);
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    ck_assert_int_eq(shim_getpeername(fd, (struct sockaddr *)&a, &len), -ENOTCONN);
+    ck_assert_int_eq(shim_shutdown(fd, SHUT_WR), -ENOTCONN);
+    ck_assert_int_eq(shim_shutdown(fd, 7), -EINVAL);
+    /* Bad addresses. */
+    ck_assert_int_eq(shim_connect(fd, NULL, sizeof(a)), -EFAULT);
+    a = addr(PEER_IP, 7);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, 8), -EINVAL);
+    a.sin_family = AF_INET6;
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), -EAFNOSUPPORT);
+    ck_assert_int_eq(shim_bind(fd, (struct sockaddr *)&a, sizeof(a)), -EAFNOSUPPORT);
+    ck_assert_int_eq(shim_accept(fd, NULL, NULL, 0), -EINVAL); /* not listening */
+    /* Refused: the blocking connect says so, then the socket is as fresh. */
+    a = addr(PEER_IP, P_REFUSE);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), -ECONNREFUSED);
+    /* A fresh socket polls as OUT|HUP (Linux's TCP_CLOSE). */
+    int f2 = shim_socket(0);
+    struct pollfd p = {f2, POLLIN | POLLOUT, 0};
+    ck_assert_int_eq(shim_poll(&p, 1, 0, NULL), 1);
+    ck_assert_int_eq(p.revents, POLLOUT | POLLHUP);
+}
+END_TEST
+
+START_TEST(nonblocking_connect)
+{
+    int fd = shim_socket(SOCK_NONBLOCK);
+    struct sockaddr_in a = addr(PEER_IP, P_SLOW);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), -EINPROGRESS);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), -EALREADY);
+    char c;
+    ck_assert_int_eq(shim_recv(fd, &c, 1, 0), -EAGAIN);
+    ck_assert_int_eq(shim_send(fd, "x", 1, 0), -EAGAIN);
+    struct pollfd p = {fd, POLLOUT, 0};
+    ck_assert_int_eq(shim_poll(&p, 1, 50 * 1000000ll, NULL), 0);
+    /* Completion wakes a poll sleeping in the kernel on the eventfd. */
+    int64_t t0 = shim__now();
+    pthread_t t;
+    void *go_later(void *);
+    pthread_create(&t, NULL, go_later, NULL);
+    ck_assert_int_eq(shim_poll(&p, 1, 5000 * 1000000ll, NULL), 1);
+    ck_assert_int_eq(p.revents, POLLOUT);
+    ck_assert_int_ge(ms_since(t0), 40);
+    pthread_join(t, NULL);
+    int err = -1;
+    socklen_t len = sizeof(err);
+    ck_assert_int_eq(shim_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len), 0);
+    ck_assert_int_eq(err, 0);
+    /* The first connect() after completion says 0, the next EISCONN (as Linux). */
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), -EISCONN);
+}
+END_TEST
+
+void *go_later(void *p)
+{
+    (void)p;
+    usleep(50000);
+    atomic_store(&slow_go, 1);
+    return NULL;
+}
+
+START_TEST(eof_shutdown_timeouts)
+{
+    int fd = connected(P_EOF);
+    char c;
+    ck_assert_int_eq(shim_recv(fd, &c, 1, 0), 0);
+    struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
+    ck_assert_int_eq(shim_poll(&p, 1, -1, NULL), 1);
+    ck_assert_int_eq(p.revents & (POLLIN | POLLRDHUP), POLLIN | POLLRDHUP);
+    int fd2 = connected(7);
+    struct timeval tv = {0, 100000};
+    ck_assert_int_eq(shim_setsockopt(fd2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    int64_t t0 = shim__now();
+    ck_assert_int_eq(shim_recv(fd2, &c, 1, 0), -EAGAIN);
+    ck_assert_int_ge(ms_since(t0), 90);
+    tv.tv_usec = 2000000;
+    ck_assert_int_eq(shim_setsockopt(fd2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), -EDOM);
+    ck_assert_int_eq(shim_shutdown(fd2, SHUT_WR), 0);
+    ck_assert_int_eq(shim_send(fd2, "x", 1, MSG_NOSIGNAL), -EPIPE);
+    p = (struct pollfd){fd2, POLLOUT, 0};
+    ck_assert_int_eq(shim_poll(&p, 1, 0, NULL), 1); /* Linux: writable after SHUT_WR */
+    ck_assert_int_eq(shim_shutdown(fd2, SHUT_RD), 0);
+    ck_assert_int_eq(shim_recv(fd2, &c, 1, 0), 0);
+}
+END_TEST
+
+START_TEST(options_fcntl_ioctl)
+{
+    int fd = connected(7);
+    int v = 0;
+    socklen_t len = sizeof(v);
+    ck_assert_int_eq(shim_getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len), 0);
+    ck_assert_int_eq(v, SOCK_STREAM);
+    v = 1;
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)), 0);
+    ck_assert_int_eq(fk[shim_fds.ent[fd].slot].opt[STK_TCP_NODELAY], 1);
+    v = 0;
+    len = sizeof(v);
+    ck_assert_int_eq(shim_getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+    ck_assert_int_eq(v, 1);
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, 2), -EINVAL);
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &v, sizeof(v)),
+                     -EOPNOTSUPP);
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, "bbr9", 4), -ENOENT);
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, "cubic", 5), 0);
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &(int){0}, sizeof(int)),
+                     -EINVAL);
+    /* Unknown to ustack: the kernel decides, through the scratch socket. */
+    ck_assert_int_eq(shim_setsockopt(fd, SOL_SOCKET, 9999, &v, sizeof(v)), -ENOPROTOOPT);
+    v = 16;
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_IP, IP_TOS, &v, sizeof(v)), 0);
+    v = 0;
+    len = sizeof(v);
+    ck_assert_int_eq(shim_getsockopt(fd, IPPROTO_IP, IP_TOS, &v, &len), 0);
+    ck_assert_int_eq(v, 16);
+    struct tcp_info ti;
+    len = sizeof(ti);
+    ck_assert_int_eq(shim_getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len), 0);
+    ck_assert_int_eq(len, sizeof(ti));
+    ck_assert_int_eq(ti.tcpi_state, 1); /* TCP_ESTABLISHED */
+    ck_assert_int_eq(ti.tcpi_rtt, 123);
+    ck_assert_int_eq(ti.tcpi_snd_cwnd, 10);
+    /* O_NONBLOCK three ways. */
+    ck_assert_int_eq(shim_fcntl(fd, F_GETFL, NULL) & O_NONBLOCK, 0);
+    ck_assert_int_eq(shim_fcntl(fd, F_SETFL, (void *)(intptr_t)O_NONBLOCK), 0);
+    ck_assert_int_eq(shim_fcntl(fd, F_GETFL, NULL), O_RDWR | O_NONBLOCK);
+    char c;
+    ck_assert_int_eq(shim_recv(fd, &c, 1, 0), -EAGAIN);
+    v = 0;
+    ck_assert_int_eq(shim_ioctl(fd, FIONBIO, &v), 0);
+    ck_assert_int_eq(shim_recv(fd, &c, 1, MSG_DONTWAIT), -EAGAIN);
+    ck_assert_int_eq(shim_send(fd, "abc", 3, 0), 3);
+    usleep(20000);
+    ck_assert_int_eq(shim_ioctl(fd, FIONREAD, &v), 0);
+    ck_assert_int_eq(v, 3);
+    int d = shim_fcntl(fd, F_DUPFD_CLOEXEC, (void *)(intptr_t)100);
+    ck_assert_int_ge(d, 100);
+    ck_assert_uint_eq(atomic_load(&sock_of(fd)->refs), 2);
+    ck_assert_int_eq(shim_close(d), 0);
+}
+END_TEST
+
+/* ---- listen / accept ------------------------------------------------------------------ */
+
+static void inject(int lfd, uint16_t rport)
+{
+    uint32_t l = shim_fds.ent[lfd].slot;
+    uint32_t i = shm_sock_alloc(base);
+    struct shm_sock *s = shm_sock(base, i);
+    s->core = 0;
+    s->rip = PEER_IP;
+    s->rport = rport;
+    s->lip = MY_IP;
+    s->lport = 80;
+    atomic_store(&s->flags, SHM_F_CONNECTED);
+    atomic_store(&s->state, SHM_SOCK_LIVE);
+    ck_assert_int_eq(shm_aq_push(shm_sock(base, l), shm_rx_data(base, l), 4096, i), 0);
+    publish(l);
+}
+
+START_TEST(listen_accept)
+{
+    int l = shim_socket(0);
+    struct sockaddr_in a = addr(MY_IP, 80);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), -EINVAL);
+    ck_assert_int_eq(shim_listen(l, 16), 0);
+    shim_fcntl(l, F_SETFL, (void *)(intptr_t)O_NONBLOCK);
+    ck_assert_int_eq(shim_accept(l, NULL, NULL, 0), -EAGAIN);
+    inject(l, 1234);
+    struct sockaddr_in pa;
+    socklen_t len = sizeof(pa);
+    int c = shim_accept(l, (struct sockaddr *)&pa, &len, SOCK_NONBLOCK);
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_eq(len, sizeof(pa));
+    ck_assert_uint_eq(ntohs(pa.sin_port), 1234);
+    ck_assert_int_eq(shim_fcntl(c, F_GETFL, NULL), O_RDWR | O_NONBLOCK);
+    ck_assert_int_eq(shim_send(c, "hi", 2, 0), 2);
+    char buf[4];
+    struct pollfd p = {c, POLLIN, 0};
+    ck_assert_int_eq(shim_poll(&p, 1, -1, NULL), 1);
+    ck_assert_int_eq(shim_recv(c, buf, 4, 0), 2);
+    /* A blocking accept is woken by a connection arriving later. */
+    shim_fcntl(l, F_SETFL, 0);
+    pthread_t t;
+    void *inject_later(void *);
+    int lcopy = l;
+    pthread_create(&t, NULL, inject_later, &lcopy);
+    int c2 = shim_accept(l, NULL, NULL, 0);
+    ck_assert_int_ge(c2, 0);
+    pthread_join(t, NULL);
+    int v = 0;
+    len = sizeof(v);
+    ck_assert_int_eq(shim_getsockopt(l, SOL_SOCKET, SO_ACCEPTCONN, &v, &len), 0);
+    ck_assert_int_eq(v, 1);
+    /* Closing the listener closes it on the stack. */
+    ck_assert_int_eq(shim_close(l), 0);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 1);
+}
+END_TEST
+
+void *inject_later(void *p)
+{
+    usleep(30000);
+    inject(*(int *)p, 2222);
+    return NULL;
+}
+
+/* ---- readiness ------------------------------------------------------------------------ */
+
+static int ep_wait(int ep, struct epoll_event *ev, int ms)
+{
+    return shim_epoll_wait(ep, ev, 8, ms < 0 ? -1 : ms * 1000000ll, NULL);
+}
+
+START_TEST(epoll_level_edge_oneshot)
+{
+    int lt = connected(7), et = connected(7), os = connected(7);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    struct epoll_event ev = {EPOLLIN, {.u64 = 1}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, lt, &ev), 0);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, lt, &ev), -EEXIST);
+    ev = (struct epoll_event){EPOLLIN | EPOLLET, {.u64 = 2}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, et, &ev), 0);
+    ev = (struct epoll_event){EPOLLIN | EPOLLONESHOT, {.u64 = 3}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, os, &ev), 0);
+    ev = (struct epoll_event){EPOLLIN, {.u64 = 4}}; /* a kernel member in the same set */
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, pfd[0], &ev), 0);
+    ck_assert_int_eq(shim_fd_kind(ep), SHIM_FD_EPOLL);
+    struct epoll_event out[8];
+    ck_assert_int_eq(ep_wait(ep, out, 0), 0);
+    shim_send(lt, "a", 1, 0);
+    shim_send(et, "b", 1, 0);
+    shim_send(os, "c", 1, 0);
+    ck_assert_int_eq(write(pfd[1], "k", 1), 1);
+    usleep(20000);
+    int n = ep_wait(ep, out, 1000);
+    uint64_t seen = 0;
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(out[i].events, EPOLLIN);
+        seen |= 1u << out[i].data.u64;
+    }
+    ck_assert_int_eq(n, 4);
+    ck_assert_int_eq(seen, 0x1e);
+    /* Nothing read: level-triggered ones again, the edge and the one-shot not. */
+    n = ep_wait(ep, out, 100);
+    seen = 0;
+    for (int i = 0; i < n; i++)
+        seen |= 1u << out[i].data.u64;
+    ck_assert_int_eq(seen, 0x12);
+    /* New data is a new edge. */
+    shim_send(et, "d", 1, 0);
+    usleep(20000);
+    n = ep_wait(ep, out, 1000);
+    seen = 0;
+    for (int i = 0; i < n; i++)
+        seen |= 1u << out[i].data.u64;
+    ck_assert_int_eq(seen, 0x16);
+    /* MOD re-arms the one-shot one. */
+    ev = (struct epoll_event){EPOLLIN | EPOLLONESHOT, {.u64 = 3}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_MOD, os, &ev), 0);
+    n = ep_wait(ep, out, 1000);
+    seen = 0;
+    for (int i = 0; i < n; i++)
+        seen |= 1u << out[i].data.u64;
+    ck_assert_int_eq(seen & 8, 8);
+    /* Consumed: the level-triggered member stops reporting. */
+    char buf[8];
+    ck_assert_int_eq(shim_recv(lt, buf, 8, 0), 1);
+    ck_assert_int_eq(read(pfd[0], buf, 8), 1);
+    n = ep_wait(ep, out, 50);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_ne(out[i].data.u64, 1);
+    /* The epoll fd itself polls readable while a member is ready (nested use). */
+    int ep2 = epoll_create1(0);
+    ev = (struct epoll_event){EPOLLIN, {.u64 = 7}};
+    ck_assert_int_eq(shim_epoll_ctl(ep2, EPOLL_CTL_ADD, lt, &ev), 0);
+    struct pollfd p = {ep2, POLLIN, 0};
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+    shim_send(lt, "z", 1, 0);
+    ck_assert_int_eq(poll(&p, 1, 1000), 1);
+    /* DEL, and close removes a socket from every set. */
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, lt, NULL), 0);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, lt, NULL), -ENOENT);
+    shim_close(lt);
+    usleep(20000);
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+    ck_assert_int_eq(shim_close(ep2), 0);
+    ck_assert_int_eq(shim_close(ep), 0);
+}
+END_TEST
+
+START_TEST(epoll_wakes_sleeper)
+{
+    int fd = shim_socket(SOCK_NONBLOCK);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {EPOLLOUT | EPOLLET, {.u64 = 5}}, out[8];
+    struct sockaddr_in a = addr(PEER_IP, P_SLOW);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), -EINPROGRESS);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, go_later, NULL);
+    int64_t t0 = shim__now();
+    ck_assert_int_eq(ep_wait(ep, out, 5000), 1);
+    ck_assert_int_ge(ms_since(t0), 40);
+    ck_assert_int_eq(out[0].events, EPOLLOUT);
+    pthread_join(t, NULL);
+}
+END_TEST
+
+START_TEST(select_mixed)
+{
+    int fd = connected(7);
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    fd_set r, w;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_SET(fd, &r);
+    FD_SET(pfd[0], &r);
+    int n = (fd > pfd[0] ? fd : pfd[0]) + 1;
+    struct timeval tv = {0, 50000};
+    ck_assert_int_eq(shim_select(n, &r, NULL, NULL, 50000000, NULL, &tv), 0);
+    ck_assert_int_eq(tv.tv_sec, 0);
+    ck_assert_int_eq(tv.tv_usec, 0);
+    FD_SET(fd, &r);
+    FD_SET(pfd[0], &r);
+    FD_SET(fd, &w);
+    ck_assert_int_eq(write(pfd[1], "x", 1), 1);
+    ck_assert_int_eq(shim_select(n, &r, &w, NULL, -1, NULL, NULL), 2);
+    ck_assert(FD_ISSET(pfd[0], &r));
+    ck_assert(!FD_ISSET(fd, &r));
+    ck_assert(FD_ISSET(fd, &w));
+    FD_ZERO(&r);
+    FD_SET(fd, &r);
+    shim_send(fd, "q", 1, 0);
+    ck_assert_int_eq(shim_select(n, &r, NULL, NULL, -1, NULL, NULL), 1);
+    ck_assert(FD_ISSET(fd, &r));
+}
+END_TEST
+
+/* ---- the kernel side ------------------------------------------------------------------ */
+
+START_TEST(loopback_goes_to_the_kernel)
+{
+    /* A kernel listener on loopback; the ustack socket connecting to it is handed over. */
+    int kl = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = addr(INADDR_LOOPBACK, 0);
+    ck_assert_int_eq(bind(kl, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(kl, 4), 0);
+    socklen_t len = sizeof(a);
+    getsockname(kl, (struct sockaddr *)&a, &len);
+    int fd = shim_socket(0);
+    int v = 1;
+    ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)), 0);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {EPOLLIN, {.u64 = 9}}, out[8];
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_fd_kind(fd), SHIM_FD_KERNEL);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 1); /* the ustack socket is gone */
+    v = 0;
+    len = sizeof(v);
+    ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+    ck_assert_int_eq(v, 1); /* options were carried over */
+    int c = accept(kl, NULL, NULL);
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_eq(write(c, "k", 1), 1);
+    /* ... and its epoll registration too, now as a kernel member. */
+    ck_assert_int_eq(shim_epoll_wait(ep, out, 8, 1000000000ll, NULL), 1);
+    ck_assert_int_eq(out[0].data.u64, 9);
+    /* A listener on INADDR_ANY takes loopback connections through the kernel. */
+    int l = shim_socket(0);
+    a = addr(0, 0);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_listen(l, 4), 0);
+    len = sizeof(a);
+    ck_assert_int_eq(shim_getsockname(l, (struct sockaddr *)&a, &len), 0);
+    ck_assert_int_ne(a.sin_port, 0);
+    int kc = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(kc, (struct sockaddr *)&a, sizeof(a)), 0);
+    struct pollfd p = {l, POLLIN, 0};
+    ck_assert_int_eq(shim_poll(&p, 1, 1000000000ll, NULL), 1);
+    int ac = shim_accept(l, NULL, NULL, 0);
+    ck_assert_int_ge(ac, 0);
+    ck_assert_int_eq(shim_fd_kind(ac), SHIM_FD_KERNEL);
+}
+END_TEST
+
+START_TEST(sendfile_from_file)
+{
+    int fd = connected(7);
+    char path[] = "/tmp/ustack-test-XXXXXX";
+    int f = mkstemp(path);
+    unlink(path);
+    static char data[9000], back[9000];
+    for (unsigned i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i % 251);
+    ck_assert_int_eq(write(f, data, sizeof(data)), sizeof(data));
+    off_t off = 1000;
+    pthread_t t;
+    struct {
+        int fd;
+        char *buf;
+    } rd = {fd, back};
+    void *reader8(void *);
+    pthread_create(&t, NULL, reader8, &rd);
+    ck_assert_int_eq(shim_sendfile(fd, f, &off, 8000), 8000);
+    ck_assert_int_eq(off, 9000);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(memcmp(back, data + 1000, 8000), 0);
+}
+END_TEST
+
+void *reader8(void *p)
+{
+    struct {
+        int fd;
+        char *buf;
+    } *rd = p;
+    ck_assert_int_eq(shim_recv(rd->fd, rd->buf, 8000, MSG_WAITALL), 8000);
+    return NULL;
+}
+
+int main(void)
+{
+    Suite *s = suite_create("client");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, socket_dup_close);
+    tcase_add_test(tc, fork_and_exec_references);
+    tcase_add_test(tc, private_fds_survive_close_loops);
+    tcase_add_test(tc, blocking_echo);
+    tcase_add_test(tc, errors_as_linux);
+    tcase_add_test(tc, nonblocking_connect);
+    tcase_add_test(tc, eof_shutdown_timeouts);
+    tcase_add_test(tc, options_fcntl_ioctl);
+    tcase_add_test(tc, listen_accept);
+    tcase_add_test(tc, epoll_level_edge_oneshot);
+    tcase_add_test(tc, epoll_wakes_sleeper);
+    tcase_add_test(tc, select_mixed);
+    tcase_add_test(tc, loopback_goes_to_the_kernel);
+    tcase_add_test(tc, sendfile_from_file);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
