@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test sem sem-test deps format format-check bench-engine clean
+.PHONY: all test check unit san-test fuzz-run net-test sem sem-test deps format format-check bench-engine demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -156,6 +156,15 @@ check: test
 layering-check:
 	@! grep -rn '#include <rte_' stack shim preload 2>/dev/null || { echo "DPDK header outside dpdk_io/"; exit 1; }
 	@if [ -f $(BUILD)/libustack.so ]; then ! ldd $(BUILD)/libustack.so | grep -q librte_ || { echo "libustack.so links DPDK"; exit 1; }; fi
+
+# The main job (README): installs what is missing, builds, runs stock nginx on ustack and on
+# the kernel under ab, prints both with the ratio. Root. DEMO_ARGS=--quick for a short run.
+# deps and the build run as separate makes: DPDK's flags come from pkg-config when the
+# Makefile is read, so the build must start after the packages are installed.
+demo:
+	@tools/deps.sh
+	@$(MAKE) --no-print-directory all
+	bench/demo.sh $(DEMO_ARGS)
 
 bench-engine: $(BUILD)/bench/bench_engine
 	$(BUILD)/bench/bench_engine

@@ -3,6 +3,8 @@
  * back-to-back ring ports the tests use.
  */
 #include <ctype.h>
+#include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -140,6 +142,37 @@ int dio_dev_lock(const char *dev, char *err, size_t errlen)
     return 0; /* fd stays open (and locked) until exit */
 }
 
+/* Runtime directories of ustackd processes that died without cleaning up (killed): ours
+ * are named ustack-<pid>, so a directory whose process is gone is safe to remove. */
+static void remove_stale_runtime_dirs(void)
+{
+    const char *base = getuid() == 0 ? "/var/run/dpdk" : NULL;
+    char alt[PATH_MAX];
+    if (!base) {
+        const char *x = getenv("XDG_RUNTIME_DIR");
+        if (!x)
+            return;
+        snprintf(alt, sizeof(alt), "%s/dpdk", x);
+        base = alt;
+    }
+    DIR *d = opendir(base);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        if (strncmp(de->d_name, "ustack-", 7) != 0)
+            continue;
+        long pid = strtol(de->d_name + 7, &end, 10);
+        if (*end || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+            continue;
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof(path), "%s/%s", base, de->d_name);
+        nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    closedir(d);
+}
+
 int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DIO_MAX_CORES],
                  char *err, size_t errlen)
 {
@@ -176,6 +209,7 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
     int lrc = dio_dev_lock(c->dev, err, errlen);
     if (lrc)
         return lrc;
+    remove_stale_runtime_dirs();
     ADD("%s", prog);
     /* Each process its own runtime directory, so two ustackd never share EAL state. */
     ADD("--file-prefix=ustack-%ld", (long)getpid());
