@@ -102,6 +102,16 @@ void dio_eal_cleanup(void)
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+static char lock_path[768];
+
+static void unlink_lock(void)
+{
+    /* Unlinked while still locked, so a newcomer that opened it before the unlink finds a
+     * stale inode and retries (see the loop below). */
+    if (lock_path[0])
+        unlink(lock_path);
+}
+
 /* One ustackd per device: two stacks on one port would both answer (one with RSTs for
  * the other's connections). The lock is a file in /run/ustack named after the device and
  * the network namespace (the same interface name in two namespaces is two devices), held
@@ -120,26 +130,40 @@ int dio_dev_lock(const char *dev, char *err, size_t errlen)
     char path[768];
     mkdir("/run/ustack", 0755);
     snprintf(path, sizeof(path), "/run/ustack/%s.%lu.lock", name, ino);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        /* Without /run (not root?) there is nothing to coordinate through: go on. */
-        return 0;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        char pid[32] = "?";
-        ssize_t k = pread(fd, pid, sizeof(pid) - 1, 0);
-        pid[k > 0 ? k : 0] = 0;
-        pid[strcspn(pid, "\n")] = 0;
+    int fd;
+    for (int tries = 0;; tries++) {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            /* Without /run (not root?) there is nothing to coordinate through: go on. */
+            return 0;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+            break;
+        /* The holder unlinks the file at exit: a lock on a file no longer at the path
+         * locks nothing, so take it again on the current file. */
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino) {
+            snprintf(lock_path, sizeof(lock_path), "%s", path);
+            atexit(unlink_lock);
+            char pid[32];
+            int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+            if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len) {
+                /* The pid is only for the message. */
+            }
+            return 0; /* fd stays open (and locked) until exit */
+        }
         close(fd);
-        dio__err(err, errlen, "USTACK_DEV=%s: the device is in use by ustackd pid %s", dev, pid);
-        return -EBUSY;
+        if (tries > 8)
+            return 0;
     }
-    char pid[32];
-    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len) {
-        /* The pid is only for the message. */
-    }
-    return 0; /* fd stays open (and locked) until exit */
+    /* Held by another ustackd (the loop breaks only when flock fails). */
+    char pid[32] = "?";
+    ssize_t k = pread(fd, pid, sizeof(pid) - 1, 0);
+    pid[k > 0 ? k : 0] = 0;
+    pid[strcspn(pid, "\n")] = 0;
+    close(fd);
+    dio__err(err, errlen, "USTACK_DEV=%s: the device is in use by ustackd pid %s", dev, pid);
+    return -EBUSY;
 }
 
 /* Runtime directories of ustackd processes that died without cleaning up (killed): ours

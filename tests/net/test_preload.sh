@@ -1,0 +1,407 @@
+#!/bin/bash
+# Unmodified programs under LD_PRELOAD=libustack.so against the kernel peer. The library
+# spawns ustackd itself (USTACK_DEV/USTACK_IP/USTACK_CORES/USTACK_STACKD, its output to
+# USTACK_STACKD_LOG) inside the ustack namespace, where the veth has no kernel address:
+#   passive  - socat TCP-LISTEN:7,fork EXEC:cat under ustack; the kernel side's loadgen
+#              verifies 100 connections x 256 KiB byte-exact (af_xdp and af_packet);
+#   busy     - meanwhile a second, unrelated preloaded socat on the same device fails its
+#              first socket() at once with one `ustack:` line naming the device and the
+#              holder's pid, and the first one still echoes (af_xdp and af_packet);
+#   active   - curl under ustack downloads 20 MiB from a kernel `python3 -m http.server`
+#              (sha256 equal), and curl under ustack to 127.0.0.1 reaches a kernel
+#              loopback listener of the ustack namespace (hand-over to the kernel);
+#   server   - `python3 -m http.server --bind 0.0.0.0` under ustack: a kernel-side curl
+#              downloads 20 MiB byte-exact through ustack, and a plain curl to 127.0.0.1
+#              inside the ustack namespace reaches the loopback companion listener;
+#   lifetime - after each preloaded program exits (socat: SIGTERM, python: SIGKILL) its
+#              ustackd is gone within 10 s (the liveness pipe); `USTACK=0` with the library
+#              preloaded runs curl on kernel sockets (127.0.0.1 reached, the peer not: the
+#              veth has no kernel address) without spawning ustackd.
+# Every preloaded program is bounded (timeout, or a deadline and a kill); teardown kills
+# whatever still runs in the namespaces. Runs in about 50-65 s.
+# A failed check is reported (with the tail of ustackd's log) and the other checks still run.
+# Knobs: NET_KINDS (devices for passive/busy, default "af_xdp af_packet"), NET_PRELOAD_KINDS
+# (devices for active/server, default "af_packet af_xdp"), LIBUSTACK (default build/libustack.so).
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+net_init preload 15
+net_require_tools socat curl nc sha256sum cmp python3
+net_require_ustackd
+net_require_loadgen
+
+LIBUSTACK=${LIBUSTACK:-$NET_ROOT/build/libustack.so}
+[ -r "$LIBUSTACK" ] || net_fail "$LIBUSTACK not built (make build/libustack.so)"
+# The interpreter itself, not a version manager's shell wrapper around it.
+PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=""
+[ -x "$PY" ] || PY=$(command -v python3)
+
+CONNS=100
+CONN_BYTES=$((256 * 1024))
+BIG_BYTES=$((20 * 1024 * 1024))
+GONE_SECS=10        # bound for a ustackd to exit after its last program
+P_ECHO=7 P_BUSY=8 P_KHTTP=8080 P_LOHTTP=8081 P_UHTTP=8000
+
+WWW="$NET_TMPD/www"
+mkdir -p "$WWW"
+make_random "$WWW/big.bin" "$BIG_BYTES"
+make_random "$WWW/small.bin" 65536
+BIG_SHA=$(sha "$WWW/big.bin")
+
+# ---------------------------------------------------------------- helpers
+
+# The environment of a preloaded program: u_env KIND TAG (ustackd's output goes to
+# $NET_TMPD/stackd.TAG.log, which also becomes the log shown on failure).
+U_ENV=()
+u_env() {
+    local kind=$1 tag=$2
+    USTACKD_OUT="$NET_TMPD/stackd.$tag.log"
+    USTACKD_ERR=""
+    USTACKD_PID=""
+    U_ENV=("LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$kind")" "USTACK_IP=$IP_U/24"
+        "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT")
+    [ -n "${NET_USTACK_EAL:-}" ] && U_ENV+=("USTACK_EAL=$NET_USTACK_EAL")
+    [ -n "${NET_USTACK_LOG:-}" ] && U_ENV+=("USTACK_LOG=$NET_USTACK_LOG")
+    return 0
+}
+
+# u_exec ENV... CMD...: run in the ustack namespace. As ustackd_start, a private bpffs for
+# libxdp in ip-netns-exec's mount namespace, which the spawned ustackd inherits.
+# shellcheck disable=SC2016
+U_SH='[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; shift; exec env "$@"'
+u_exec() { ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "$@"; }
+
+# u_bg ENV... CMD...: the same in the background; U_BG is the program's pid (ip, sh and env
+# exec), registered for teardown. Redirections apply to the caller's u_bg line as a whole.
+U_BG=""
+u_bg() {
+    ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "$@" &
+    U_BG=$!
+    net_bg "$U_BG"
+}
+
+# The ustackd processes of the ustack namespace.
+u_stackds() {
+    local p
+    for p in $(ip netns pids "$NS_U" 2>/dev/null); do
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ustackd ] && echo "$p"
+    done
+    return 0
+}
+
+# What runs in the ustack namespace, for messages: "pid comm, ...".
+u_procs() {
+    local p out=""
+    for p in $(ip netns pids "$NS_U" 2>/dev/null); do
+        out="${out:+$out, }$p $(cat "/proc/$p/comm" 2>/dev/null)"
+    done
+    printf '%s' "${out:-none}"
+}
+
+# Conditions for wait_for (evaluated at each try).
+# shellcheck disable=SC2317
+u_no_stackd() { [ -z "$(u_stackds)" ]; }
+# shellcheck disable=SC2317
+u_only_stackd() { [ "$(u_stackds | tr '\n' ' ')" = "$1 " ]; }
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+
+# wait_for SECS CMD...: CMD every 0.1 s until it succeeds; false once SECS have passed
+# (a deadline: CMD may itself take a while, as nc -w 1 does).
+wait_for() {
+    local end=$(($(ms_now) + $1 * 1000))
+    shift
+    while :; do
+        "$@" && return 0
+        [ "$(ms_now)" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+}
+
+# Remember the namespace's ustackd (for SIGUSR1 statistics on failure, and its DPDK
+# runtime directory at teardown).
+u_note_stackd() {
+    local p
+    p=$(u_stackds | head -n 1)
+    [ -n "$p" ] || return 0
+    USTACKD_PID=$p
+    case " $NET_USTACKD_PIDS " in *" $p "*) ;; *) NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p" ;; esac
+}
+
+# u_gone KIND WHAT: after the preloaded programs exited, ustackd must be gone within
+# GONE_SECS. A leftover one is reported and killed, so that the next check starts clean.
+u_gone() {
+    local kind=$1 what=$2 t0 left p
+    t0=$(ms_now)
+    wait_for "$GONE_SECS" u_no_stackd || true
+    left=$(u_stackds | tr '\n' ' ')
+    if [ -n "$left" ]; then
+        net_softfail "$kind: ustackd (pid ${left% }) still runs $GONE_SECS s after $what exited (namespace: $(u_procs))"
+        for p in $left; do net__kill_pid "$p" 3; done
+    else
+        net_log "$kind: ustackd gone $(($(ms_now) - t0)) ms after $what exited"
+    fi
+    USTACKD_PID=""
+    [ "$kind" = af_xdp ] && net_u ip link set "$VETH_U" xdp off 2>/dev/null
+    return 0
+}
+
+# stop_bg PID: SIGTERM, wait (bounded), reap.
+stop_bg() {
+    net__kill_pid "$1" 5
+    wait "$1" 2>/dev/null || true
+}
+
+# A program's stderr for a message, on one line: its `ustack:` lines and its last line.
+errtail() {
+    { grep '^ustack:' "$1"; tail -n 1 "$1"; } 2>/dev/null | uniq | tr '\n' ' ' | head -c "${2:-300}"
+}
+
+# wait_listen PID PORT: true once the kernel side can connect to IP_U:PORT, false when
+# the program PID has exited or after 20 s.
+wait_listen() {
+    local pid=$1 port=$2 end=$(($(ms_now) + 20000))
+    while proc_alive "$pid"; do
+        net_k nc -z -w 1 "$IP_U" "$port" 2>/dev/null && return 0
+        [ "$(ms_now)" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- 1 + 5: passive, busy device
+
+check_passive() {
+    local kind=$1
+    local sp t0 rc lg="$NET_TMPD/loadgen.$kind.out" holder dt got
+    local serr="$NET_TMPD/socat.$kind.err"
+    net_flush_neigh
+    u_env "$kind" "passive.$kind"
+    u_bg "${U_ENV[@]}" socat "TCP-LISTEN:$P_ECHO,fork,reuseaddr,backlog=128" EXEC:cat \
+        </dev/null >/dev/null 2>"$serr"
+    sp=$U_BG
+    t0=$SECONDS
+    if ! wait_listen "$sp" "$P_ECHO"; then
+        net_softfail "$kind: socat under ustack $(proc_alive "$sp" && echo "not reachable on $IP_U:$P_ECHO within 20 s" || echo "exited before listening"): $(errtail "$serr")"
+        stop_bg "$sp"
+        u_gone "$kind" socat
+        return
+    fi
+    u_note_stackd
+    holder=$USTACKD_PID
+    net_log "$kind: socat under ustack listening after $((SECONDS - t0)) s (ustackd pid ${holder:-?})"
+
+    t0=$SECONDS
+    rc=0
+    net_k timeout 45 "$LOADGEN" --mode verify --server "$IP_U" --port "$P_ECHO" \
+        --conns "$CONNS" --bytes "$CONN_BYTES" --seconds 30 >"$lg" 2>&1 || rc=$?
+    if [ "$rc" != 0 ]; then
+        net_softfail "$kind: loadgen verify $CONNS x $CONN_BYTES through socat under ustack exited $rc after $((SECONDS - t0)) s: $(grep -m 2 -E '^loadgen' "$lg" | tr '\n' ' ')"
+    else
+        net_log "$kind: passive: $CONNS connections x 256 KiB byte-exact in $((SECONDS - t0)) s"
+    fi
+
+    check_busy "$kind" "$holder"
+
+    # The first stack still serves after refusing the second.
+    got=$(echo ping-after-busy | net_k timeout 10 socat -t 5 - "TCP:$IP_U:$P_ECHO,connect-timeout=5" 2>&1) || true
+    [ "$got" = ping-after-busy ] \
+        || net_softfail "$kind: after the refused second program, the first socat no longer echoes (got '$(printf '%s' "$got" | head -c 100)')"
+
+    proc_alive "$sp" || net_softfail "$kind: socat under ustack exited during the test: $(errtail "$serr")"
+    stop_bg "$sp"
+    u_gone "$kind" "socat (TCP-LISTEN, fork)"
+    dt=$(grep -c '^ustack:' "$serr" || true)
+    [ "$dt" = 0 ] || net_log "$kind: socat said: $(grep -m 3 '^ustack:' "$serr" | tr '\n' ' ')"
+}
+
+# check_busy KIND HOLDER: a second preloaded program on the same device while the first
+# one's ustackd runs. Its ustackd refuses the device; the program's first socket() fails.
+check_busy() {
+    local kind=$1 holder=$2
+    local berr="$NET_TMPD/busy.$kind.err" t0 rc=0 dt lines dev
+    local blog="$NET_TMPD/stackd.busy.$kind.log" main_log=$USTACKD_OUT main_pid=$USTACKD_PID
+    dev=$(net_dev "$kind")
+    u_env "$kind" "busy.$kind"
+    USTACKD_OUT=$main_log USTACKD_PID=$main_pid # failures show the holder's log
+    t0=$(ms_now)
+    u_exec "${U_ENV[@]}" timeout -k 2 20 socat "TCP-LISTEN:$P_BUSY,reuseaddr" EXEC:cat \
+        </dev/null >/dev/null 2>"$berr" || rc=$?
+    dt=$(($(ms_now) - t0))
+    lines=$(grep -c '^ustack:' "$berr" || true)
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        net_softfail "$kind: a second preloaded socat on the busy device hung (killed after 20 s): $(errtail "$berr")"
+    elif [ "$rc" = 0 ]; then
+        net_softfail "$kind: a second preloaded socat on the busy device exited 0 (expected its socket() to fail): $(errtail "$berr")"
+    elif [ "$dt" -gt 10000 ]; then
+        net_softfail "$kind: the second preloaded socat took $dt ms to fail (limit 10 s)"
+    elif [ "$lines" != 1 ]; then
+        net_softfail "$kind: the second preloaded socat printed $lines 'ustack:' lines, expected 1: $(tr '\n' ' ' <"$berr" | head -c 400)"
+    elif ! grep '^ustack:' "$berr" | grep -qF "USTACK_DEV=$dev"; then
+        net_softfail "$kind: the 'ustack:' line does not name USTACK_DEV=$dev: $(grep '^ustack:' "$berr")"
+    elif [ -n "$holder" ] && ! grep '^ustack:' "$berr" | grep -qE "pid $holder([^0-9]|\$)"; then
+        net_softfail "$kind: the 'ustack:' line does not name the holder, ustackd pid $holder: $(grep '^ustack:' "$berr")"
+    else
+        net_log "$kind: busy device refused in $dt ms (exit $rc): $(grep '^ustack:' "$berr")"
+    fi
+    if [ ${#NET_FAILS[@]} -gt 0 ] && [ -s "$blog" ]; then
+        echo "  --- the second program's ustackd log ($blog, last 10 lines) ---" >&2
+        tail -n 10 "$blog" >&2
+    fi
+    # The refused ustackd is gone; the holder remains.
+    [ -z "$holder" ] || wait_for 5 u_only_stackd "$holder" \
+        || net_softfail "$kind: after the refusal, ustackds in the namespace are '$(u_stackds | tr '\n' ' ')', expected only the holder $holder"
+}
+
+# ---------------------------------------------------------------- 2: active (curl under ustack)
+
+check_active() {
+    local kind=$1
+    local out="$NET_TMPD/active.$kind.bin" cerr="$NET_TMPD/curl.$kind.err" t0 rc=0
+    net_flush_neigh
+    u_env "$kind" "active.$kind"
+    t0=$SECONDS
+    u_exec "${U_ENV[@]}" timeout -k 2 40 curl -sS --max-time 35 -o "$out" \
+        "http://$IP_K:$P_KHTTP/big.bin" </dev/null 2>"$cerr" || rc=$?
+    if [ "$rc" != 0 ]; then
+        net_softfail "$kind: curl under ustack from the kernel's http.server exited $rc after $((SECONDS - t0)) s: $(errtail "$cerr")"
+    elif [ "$(fsize "$out")" != "$BIG_BYTES" ]; then
+        net_softfail "$kind: curl under ustack got $(fsize "$out") of $BIG_BYTES bytes"
+    elif [ "$(sha "$out")" != "$BIG_SHA" ]; then
+        net_softfail "$kind: curl under ustack got 20 MiB with a different sha256"
+    else
+        net_log "$kind: active: curl under ustack fetched 20 MiB from the kernel, sha256 equal, in $((SECONDS - t0)) s"
+    fi
+    rm -f "$out"
+    u_gone "$kind" curl
+
+    # Loopback: handed over to the kernel (the namespace's own 127.0.0.1 listener).
+    u_env "$kind" "active-lo.$kind"
+    rc=0
+    u_exec "${U_ENV[@]}" timeout -k 2 20 curl -sS --max-time 15 -o "$out" \
+        "http://127.0.0.1:$P_LOHTTP/small.bin" </dev/null 2>"$cerr" || rc=$?
+    if [ "$rc" != 0 ]; then
+        net_softfail "$kind: curl under ustack to the kernel loopback listener 127.0.0.1:$P_LOHTTP exited $rc: $(errtail "$cerr")"
+    elif ! cmp -s "$out" "$WWW/small.bin"; then
+        net_softfail "$kind: curl under ustack to 127.0.0.1 got different bytes ($(fsize "$out") of 65536)"
+    else
+        net_log "$kind: active: curl under ustack to 127.0.0.1 reached the kernel listener"
+    fi
+    rm -f "$out"
+    u_gone "$kind" "curl to 127.0.0.1"
+}
+
+# ---------------------------------------------------------------- 3: Python server under ustack
+
+check_server() {
+    local kind=$1
+    local pp out="$NET_TMPD/server.$kind.bin" cerr="$NET_TMPD/curl.$kind.err" t0 rc
+    local perr="$NET_TMPD/pyserver.$kind.err"
+    net_flush_neigh
+    u_env "$kind" "server.$kind"
+    u_bg "${U_ENV[@]}" "$PY" -m http.server --bind 0.0.0.0 --directory "$WWW" "$P_UHTTP" \
+        </dev/null >/dev/null 2>"$perr"
+    pp=$U_BG
+    t0=$SECONDS
+    if ! wait_listen "$pp" "$P_UHTTP"; then
+        net_softfail "$kind: python http.server under ustack $(proc_alive "$pp" && echo "not reachable on $IP_U:$P_UHTTP within 20 s" || echo "exited before listening"): $(errtail "$perr")"
+        stop_bg "$pp"
+        u_gone "$kind" "python http.server"
+        return
+    fi
+    u_note_stackd
+    net_log "$kind: python http.server under ustack listening after $((SECONDS - t0)) s"
+
+    t0=$SECONDS
+    rc=0
+    net_k timeout -k 2 40 curl -sS --max-time 35 -o "$out" "http://$IP_U:$P_UHTTP/big.bin" \
+        </dev/null 2>"$cerr" || rc=$?
+    if [ "$rc" != 0 ]; then
+        net_softfail "$kind: kernel curl from python http.server under ustack exited $rc after $((SECONDS - t0)) s: $(errtail "$cerr")"
+    elif [ "$(fsize "$out")" != "$BIG_BYTES" ]; then
+        net_softfail "$kind: kernel curl got $(fsize "$out") of $BIG_BYTES bytes from python http.server under ustack"
+    elif [ "$(sha "$out")" != "$BIG_SHA" ]; then
+        net_softfail "$kind: kernel curl got 20 MiB with a different sha256 from python http.server under ustack"
+    else
+        net_log "$kind: server: kernel curl fetched 20 MiB through ustack, sha256 equal, in $((SECONDS - t0)) s"
+    fi
+    rm -f "$out"
+
+    # The loopback companion beside the INADDR_ANY listener: a plain (kernel) curl.
+    rc=0
+    net_u timeout -k 2 15 curl -sS --max-time 10 -o "$out" "http://127.0.0.1:$P_UHTTP/" \
+        </dev/null 2>"$cerr" || rc=$?
+    if [ "$rc" != 0 ]; then
+        net_softfail "$kind: curl http://127.0.0.1:$P_UHTTP/ inside the ustack namespace exited $rc: $(errtail "$cerr")"
+    elif ! grep -q 'big\.bin' "$out"; then
+        net_softfail "$kind: curl http://127.0.0.1:$P_UHTTP/ got no directory listing: $(head -c 100 "$out" | tr '\n' ' ')"
+    else
+        rc=0
+        net_u timeout -k 2 15 curl -sS --max-time 10 -o "$out" "http://127.0.0.1:$P_UHTTP/small.bin" \
+            </dev/null 2>"$cerr" || rc=$?
+        if [ "$rc" != 0 ] || ! cmp -s "$out" "$WWW/small.bin"; then
+            net_softfail "$kind: curl http://127.0.0.1:$P_UHTTP/small.bin: exit $rc, $(fsize "$out" 2>/dev/null || echo 0) bytes: $(errtail "$cerr")"
+        else
+            net_log "$kind: server: curl to 127.0.0.1:$P_UHTTP inside the ustack namespace works (listing, 64 KiB byte-exact)"
+        fi
+    fi
+    rm -f "$out"
+
+    proc_alive "$pp" || net_softfail "$kind: python http.server under ustack exited during the test: $(errtail "$perr")"
+    # Killed outright: the kernel closes its end of the liveness pipe all the same.
+    kill -KILL "$pp" 2>/dev/null || true
+    wait "$pp" 2>/dev/null || true
+    u_gone "$kind" "python http.server (SIGKILL)"
+}
+
+# ---------------------------------------------------------------- 4: USTACK=0
+
+check_disabled() {
+    local kind=$1 out="$NET_TMPD/off.bin" cerr="$NET_TMPD/curl.off.err" rc=0 marker
+    # A ustackd stand-in that records being started.
+    marker="$NET_TMPD/stackd-marker"
+    printf '#!/bin/sh\necho started >>"%s.ran"\nexec "%s" "$@"\n' "$marker" "$USTACKD" >"$marker"
+    chmod +x "$marker"
+    u_env "$kind" "off"
+    u_exec "${U_ENV[@]}" USTACK=0 "USTACK_STACKD=$marker" timeout -k 2 20 curl -sS --max-time 15 \
+        -o "$out" "http://127.0.0.1:$P_LOHTTP/small.bin" </dev/null 2>"$cerr" || rc=$?
+    if [ "$rc" != 0 ]; then
+        net_softfail "USTACK=0: preloaded curl to the kernel listener 127.0.0.1:$P_LOHTTP exited $rc: $(errtail "$cerr")"
+    elif ! cmp -s "$out" "$WWW/small.bin"; then
+        net_softfail "USTACK=0: preloaded curl got different bytes ($(fsize "$out") of 65536)"
+    fi
+    # The veth has no kernel address: on kernel sockets the peer is unreachable.
+    rc=0
+    u_exec "${U_ENV[@]}" USTACK=0 "USTACK_STACKD=$marker" timeout -k 2 10 curl -sS --max-time 5 \
+        -o "$out" "http://$IP_K:$P_KHTTP/small.bin" </dev/null 2>"$cerr.2" || rc=$?
+    [ "$rc" != 0 ] || net_softfail "USTACK=0: preloaded curl reached $IP_K, which only ustack can reach from this namespace"
+    if [ -e "$marker.ran" ] || [ -s "$USTACKD_OUT" ] || [ -n "$(u_stackds)" ]; then
+        net_softfail "USTACK=0: ustackd was spawned ($(wc -l <"$marker.ran" 2>/dev/null || echo 0) starts; namespace: $(u_procs))"
+    else
+        net_log "USTACK=0: preloaded curl ran on kernel sockets (127.0.0.1 fetched, $IP_K unreachable: exit $rc), no ustackd spawned"
+    fi
+    rm -f "$out"
+}
+
+# ---------------------------------------------------------------- run
+
+# Kernel side: the HTTP server curl under ustack fetches from.
+ip netns exec "$NS_K" "$PY" -m http.server --bind "$IP_K" --directory "$WWW" "$P_KHTTP" \
+    </dev/null >/dev/null 2>"$NET_TMPD/khttp.err" &
+net_bg $!
+# The ustack namespace's own kernel loopback listener (not preloaded).
+ip netns exec "$NS_U" "$PY" -m http.server --bind 127.0.0.1 --directory "$WWW" "$P_LOHTTP" \
+    </dev/null >/dev/null 2>"$NET_TMPD/lohttp.err" &
+net_bg $!
+wait_for 10 net_k nc -z -w 1 "$IP_K" "$P_KHTTP" \
+    || net_fail "the kernel's python http.server on $IP_K:$P_KHTTP did not start: $(errtail "$NET_TMPD/khttp.err")"
+wait_for 10 net_u nc -z -w 1 127.0.0.1 "$P_LOHTTP" \
+    || net_fail "the loopback python http.server on 127.0.0.1:$P_LOHTTP did not start: $(errtail "$NET_TMPD/lohttp.err")"
+
+for kind in ${NET_KINDS:-af_xdp af_packet}; do
+    check_passive "$kind"
+done
+for kind in ${NET_PRELOAD_KINDS:-af_packet af_xdp}; do
+    check_active "$kind"
+    check_server "$kind"
+done
+check_disabled af_packet
+net_finish
