@@ -128,8 +128,8 @@ $(BUILD)/sem/%: tests/sem/%.c tests/sem/sem.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -pthread $< -o $@
 sem: $(SEM_BINS)
-sem-test: $(SEM_BINS)
-	@SEM_BIN=$(CURDIR)/$(BUILD)/sem tests/sem/run.sh
+sem-test: $(SEM_BINS) $(PRELOAD_SO) $(BUILD)/ustackd
+	@SEM_BIN=$(CURDIR)/$(BUILD)/sem tests/sem/run.sh $(if $(PRELOAD_SO),--ustack $(PRELOAD_SO))
 
 unit: $(TESTS) $(DIO_TESTS)
 	@tools/run-tests $(TESTS) $(DIO_TESTS)

@@ -1006,13 +1006,19 @@ static int op_shutdown(struct srv_core *sc, const struct shm_cmd *cmd, struct sh
         return -EINVAL;
     int st = STK_TCP_CLOSED;
     stk_getopt(sc->e, ss->sd, STK_SO_STATE, &st);
+    /* Linux's inet_shutdown: a connection that is over (TCP_CLOSE, which is also what a
+     * socket whose connection went to TIME-WAIT shows) is not connected. */
+    if (!(ss->fl & SS_LISTEN) && (st == STK_TCP_TIME_WAIT || st == STK_TCP_CLOSED) &&
+        (atomic_load_explicit(&s->flags, RLX) & SHM_F_CONNECTED))
+        return -ENOTCONN;
     if ((ss->fl & SS_LISTEN) || st == STK_TCP_CLOSED || st == STK_TCP_SYN_SENT ||
         st == STK_TCP_LISTEN)
         return stk_shutdown(sc->e, now, ss->sd, (enum stk_shut)how); /* nothing to drain */
-    if (how != STK_SHUT_WR) {
-        stk_shutdown(sc->e, now, ss->sd, STK_SHUT_RD);
+    /* SHUT_RD only marks the read side: recv() on an empty ring returns 0, but, as on
+     * Linux (whose TCP keeps queueing), data that arrives later is still delivered. So the
+     * engine, which would discard it, is not told. */
+    if (how != STK_SHUT_WR)
         atomic_fetch_or_explicit(&s->flags, SHM_F_RD_SHUT, REL);
-    }
     if (how != STK_SHUT_RD)
         ss->fl |= SS_SHUT_WR; /* after the tx ring is drained (serve) */
     serve(sc, i, now);
@@ -1187,6 +1193,12 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
             s->lport = a.port;
             s->rip = to.ip;
             s->rport = to.port;
+            /* A socket whose earlier connect failed tries again (Linux): what that attempt
+             * left (reset, error, hang-up) belongs to it, not to this one. */
+            atomic_store_explicit(&s->so_error, 0, RLX);
+            atomic_fetch_and_explicit(
+                &s->flags, ~(SHM_F_RESET | SHM_F_ERROR | SHM_F_HUP | SHM_F_EOF | SHM_F_RX_BLOCKED),
+                RLX);
             atomic_fetch_or_explicit(&s->flags, SHM_F_CONNECTING, REL);
             CTR(sc, shm_connects, 1);
         }

@@ -69,6 +69,11 @@
     X(int, execle, (const char *, const char *, ...)) \
     X(int, fexecve, (int, char *const[], char *const[])) \
     X(FILE *, fdopen, (int, const char *)) \
+    X(int, fstat, (int, struct stat *)) \
+    X(int, fstat64, (int, struct stat64 *)) \
+    X(int, fstatat, (int, const char *, struct stat *, int)) \
+    X(int, fstatat64, (int, const char *, struct stat64 *, int)) \
+    X(int, statx, (int, const char *, int, unsigned, struct statx *)) \
     X(ssize_t, __read_chk, (int, void *, size_t, size_t)) \
     X(ssize_t, __recv_chk, (int, void *, size_t, size_t, int)) \
     X(ssize_t, __recvfrom_chk, (int, void *, size_t, size_t, int, struct sockaddr *, \

@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -307,16 +308,26 @@ HOOK int ioctl(int fd, unsigned long req, ...)
 
 HOOK ssize_t read(int fd, void *buf, size_t n)
 {
-    if (sock(fd))
+    if (sock(fd)) {
+        if (n == 0)
+            return 0; /* Linux's sock_read_iter: nothing to read, no wait (recv waits) */
         return ret(shim_recv(fd, buf, n, 0));
+    }
     return REAL(read)(fd, buf, n);
 }
 
 HOOK ssize_t readv(int fd, const struct iovec *iov, int n)
 {
     if (sock(fd)) {
-        if (n < 0)
-            return ret(-EINVAL);
+        if (n < 0 || n > IOV_MAX)
+            return ret(-EINVAL); /* readv(2) checks the vector before the socket sees it */
+        /* As read() of 0 bytes; a bad vector is the client's to refuse (EFAULT). */
+        bool vec_ok = (uintptr_t)iov >= 65536;
+        size_t total = 0;
+        for (int i = 0; i < n && vec_ok; i++)
+            total += iov[i].iov_len;
+        if (total == 0 && vec_ok)
+            return 0;
         struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
         return ret(shim_recvmsg(fd, &m, 0));
     }
@@ -333,8 +344,8 @@ HOOK ssize_t write(int fd, const void *buf, size_t n)
 HOOK ssize_t writev(int fd, const struct iovec *iov, int n)
 {
     if (sock(fd)) {
-        if (n < 0)
-            return ret(-EINVAL);
+        if (n < 0 || n > IOV_MAX)
+            return ret(-EINVAL); /* writev(2): EINVAL, where sendmsg says EMSGSIZE */
         struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
         return ret(shim_sendmsg(fd, &m, 0));
     }
@@ -406,7 +417,7 @@ HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
 HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)
 {
     if (sock(in))
-        return ret(-EINVAL); /* Linux: the source must support mmap-like reads */
+        return ret(shim_sendfile_from(out, in, off, count));
     if (sock(out))
         return ret(shim_sendfile(out, in, off, count));
     return REAL(sendfile)(out, in, off, count);
@@ -415,7 +426,7 @@ HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)
 HOOK ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
 {
     if (sock(in))
-        return ret(-EINVAL);
+        return ret(shim_sendfile_from(out, in, (off_t *)off, count));
     if (sock(out))
         return ret(shim_sendfile(out, in, (off_t *)off, count));
     return REAL(sendfile64)(out, in, off, count);
@@ -445,6 +456,61 @@ HOOK FILE *fdopen(int fd, const char *mode)
         return fopencookie((void *)(intptr_t)fd, mode, io);
     }
     return REAL(fdopen)(fd, mode);
+}
+
+/* ---- stat ---------------------------------------------------------------------------- */
+
+/* A ustack socket's fd is an eventfd in the kernel; to fstat() it must look like what it
+ * stands for: a socket, mode S_IFSOCK|0777 as Linux's sockfs reports. The rest of the stat
+ * (device, inode, times) is the eventfd's, which is as unique as a socket's. */
+#define SOCK_MODE (S_IFSOCK | 0777)
+
+HOOK int fstat(int fd, struct stat *st)
+{
+    int r = REAL(fstat)(fd, st);
+    if (r == 0 && sock(fd))
+        st->st_mode = SOCK_MODE;
+    return r;
+}
+
+HOOK int fstat64(int fd, struct stat64 *st)
+{
+    int r = REAL(fstat64)(fd, st);
+    if (r == 0 && sock(fd))
+        st->st_mode = SOCK_MODE;
+    return r;
+}
+
+/* fstatat(fd, "", st, AT_EMPTY_PATH) is fstat(fd). */
+static bool stat_self(int fd, const char *path, int flags)
+{
+    return (flags & AT_EMPTY_PATH) && path && path[0] == '\0' && sock(fd);
+}
+
+HOOK int fstatat(int fd, const char *path, struct stat *st, int flags)
+{
+    int r = REAL(fstatat)(fd, path, st, flags);
+    if (r == 0 && stat_self(fd, path, flags))
+        st->st_mode = SOCK_MODE;
+    return r;
+}
+
+HOOK int fstatat64(int fd, const char *path, struct stat64 *st, int flags)
+{
+    int r = REAL(fstatat64)(fd, path, st, flags);
+    if (r == 0 && stat_self(fd, path, flags))
+        st->st_mode = SOCK_MODE;
+    return r;
+}
+
+HOOK int statx(int fd, const char *path, int flags, unsigned mask, struct statx *st)
+{
+    int r = REAL(statx)(fd, path, flags, mask, st);
+    if (r == 0 && stat_self(fd, path, flags)) {
+        st->stx_mode = (uint16_t)SOCK_MODE;
+        st->stx_mask |= STATX_TYPE | STATX_MODE;
+    }
+    return r;
 }
 
 /* ---- readiness ------------------------------------------------------------------------ */

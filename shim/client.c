@@ -12,6 +12,7 @@
 #include "client_int.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
@@ -311,6 +312,29 @@ void shim__kick(struct shim_sk *k)
     }
 }
 
+/* An unbounded wait that a signal handler with SA_RESTART does not end. futex_waitv (Linux
+ * 5.16) returns -ERESTARTSYS when a signal arrives, even with a timeout (an absolute one, so
+ * a restart keeps the deadline), and the kernel then restarts it if the handler was installed
+ * with SA_RESTART, or fails it with EINTR if not: exactly what a blocking socket call without
+ * a timeout does on Linux. (FUTEX_WAIT with a timeout always ends with EINTR, as do socket
+ * calls with SO_RCVTIMEO/SO_SNDTIMEO.) The interposer cannot tell which signal interrupted
+ * it, so it lets the kernel decide. -ENOSYS on kernels without futex_waitv. */
+static int sleep_restartable(_Atomic uint32_t *word, uint32_t expected, int64_t until)
+{
+#ifdef __NR_futex_waitv
+    struct futex_waitv w = {.val = expected, .uaddr = (uintptr_t)word, .flags = FUTEX_32};
+    struct timespec ts = {(time_t)(until / SHIM_NS_PER_S), (long)(until % SHIM_NS_PER_S)};
+    if (syscall(__NR_futex_waitv, &w, 1, 0, &ts, CLOCK_MONOTONIC) == 0)
+        return 0;
+    return errno == EAGAIN ? 0 : -errno;
+#else
+    (void)word, (void)expected, (void)until;
+    return -ENOSYS;
+#endif
+}
+
+static _Atomic int no_waitv;
+
 int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline)
 {
     for (int i = 0; i < SHIM_SPIN; i++) {
@@ -328,7 +352,14 @@ int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline)
             int64_t t = deadline - now;
             if (t > SHIM_NS_PER_S)
                 t = SHIM_NS_PER_S; /* notice a dead stack */
-            rc = shm_futex_wait(&s->seq, seq0, t);
+            rc = -ENOSYS;
+            if (deadline == SHIM_FOREVER && !SHIM_RLX(&no_waitv)) {
+                rc = sleep_restartable(&s->seq, seq0, now + t);
+                if (rc == -ENOSYS || rc == -EINVAL)
+                    atomic_store(&no_waitv, 1);
+            }
+            if (rc == -ENOSYS || rc == -EINVAL)
+                rc = shm_futex_wait(&s->seq, seq0, t);
             if (rc == -ETIMEDOUT)
                 rc = shim_stack_dead() ? -ENETDOWN : 0; /* the caller re-checks the deadline */
             else if (rc != -EINTR)
@@ -467,7 +498,7 @@ static int get_addr(const struct sockaddr *addr, socklen_t len, struct sockaddr_
         return -EINVAL;
     if (len < sizeof(sa_family_t))
         return -EINVAL;
-    if (!addr)
+    if (shim__badp(addr))
         return -EFAULT;
     memset(out, 0, sizeof(*out));
     memcpy(out, addr, len < sizeof(*out) ? len : sizeof(*out));
@@ -476,7 +507,7 @@ static int get_addr(const struct sockaddr *addr, socklen_t len, struct sockaddr_
 
 static int put_addr(uint32_t ip, uint16_t port, struct sockaddr *addr, socklen_t *len)
 {
-    if (!addr || !len)
+    if (shim__badp(addr) || shim__badp(len))
         return -EFAULT;
     if ((int)*len < 0)
         return -EINVAL;
@@ -661,7 +692,8 @@ int shim_listen(int fd, int backlog)
 }
 
 /* Takes over an accepted socket popped from a listener's queue. */
-static int take_accepted(uint32_t i, int efd, int flags, struct sockaddr *addr, socklen_t *alen)
+static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int flags,
+                         struct sockaddr *addr, socklen_t *alen)
 {
     if (i >= C.nsocks) {
         C.sys.close(efd);
@@ -683,6 +715,9 @@ static int take_accepted(uint32_t i, int efd, int flags, struct sockaddr *addr, 
     }
     struct shim_file *f = shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
     f->cstate = SHIM_CS_CONNECTED;
+    /* Linux's accepted sockets inherit the listener's timeouts (not O_NONBLOCK). */
+    f->rcvtimeo = lf->rcvtimeo;
+    f->sndtimeo = lf->sndtimeo;
     if (addr)
         put_addr(s->rip, s->rport, addr, alen);
     shim__lock();
@@ -726,7 +761,7 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
         return rc;
     if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
         return -EINVAL;
-    if (addr && !alen)
+    if (addr && shim__badp(alen))
         return -EFAULT;
     if (addr && (int)*alen < 0)
         return -EINVAL;
@@ -750,7 +785,7 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
             }
             uint32_t i;
             if (shm_aq_pop(s, shm_rx_data(C.base, k.slot), C.ring, &i)) {
-                rc = take_accepted(i, efd, flags, addr, alen);
+                rc = take_accepted(k.f, i, efd, flags, addr, alen);
                 if (rc >= 0)
                     return rc;
                 continue;
@@ -779,7 +814,10 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 
 /* ---- connect -------------------------------------------------------------------------- */
 
-static int connect_wait(struct shim_sk *k)
+/* Waits for a connect in progress. timed_out: what expiry of SO_SNDTIMEO returns (Linux's
+ * __inet_stream_connect: EINPROGRESS for the connect that started it, EALREADY for a
+ * later blocking one, which waits too). */
+static int connect_wait(struct shim_sk *k, int timed_out)
 {
     int64_t deadline = shim__deadline(k->f->sndtimeo);
     for (;;) {
@@ -796,7 +834,7 @@ static int connect_wait(struct shim_sk *k)
         }
         int rc = shim__sleep(k->s, seq0, deadline);
         if (rc == -ETIMEDOUT)
-            return -EINPROGRESS; /* Linux: a blocking connect timed out by SO_SNDTIMEO */
+            return timed_out; /* Linux: a blocking connect bounded by SO_SNDTIMEO */
         if (rc < 0)
             return rc;
     }
@@ -842,7 +880,7 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
         }
         if (k.f->nonblock)
             return -EALREADY;
-        return connect_wait(&k);
+        return connect_wait(&k, -EALREADY);
     }
     default:
         break;
@@ -867,7 +905,7 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     k.f->cstate = SHIM_CS_CONNECTING;
     if (k.f->nonblock)
         return -EINPROGRESS;
-    return connect_wait(&k);
+    return connect_wait(&k, -EINPROGRESS);
 }
 
 /* ---- shutdown, names ------------------------------------------------------------------ */
@@ -903,7 +941,9 @@ int shim_shutdown(int fd, int how)
     rc = shim__call(k.s->core, &c, NULL);
     /* Threads of this process blocked on the socket re-check the flags. */
     shm_futex_wake(&k.s->seq, 1 << 30);
-    return rc == -ENOTCONN ? 0 : rc;
+    /* A connect still in progress is abandoned (Linux: 0); a connection that is over (both
+     * FINs through, or reset meanwhile) is not connected. */
+    return rc == -ENOTCONN && !(fl & SHM_F_CONNECTED) ? 0 : rc;
 }
 
 int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len)

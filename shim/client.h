@@ -138,6 +138,10 @@ int shim_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags);
 int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *timeout);
 /* sendfile(2) with out_fd ours: the file is read with pread/read straight into the tx ring. */
 ssize_t shim_sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
+/* sendfile() with a ustack socket as the source (Linux splices from a socket): bytes are
+ * peeked, written to out_fd (a ustack socket or a kernel fd), and only what was written is
+ * consumed. offset must be NULL (ESPIPE). */
+ssize_t shim_sendfile_from(int out_fd, int in_fd, off_t *offset, size_t count);
 
 /* ---- readiness ------------------------------------------------------------------------ */
 

@@ -149,4 +149,25 @@ static inline void shim__relax(void)
 #endif
 }
 
+/* A pointer the kernel would refuse with EFAULT that can be recognised without a system
+ * call: NULL or anywhere in the lowest 64 KiB, which Linux never maps (vm.mmap_min_addr).
+ * Other bad pointers still fault in the copy (docs/preload.md, "Known gaps"). */
+static inline bool shim__badp(const void *p)
+{
+    return (uintptr_t)p < 65536;
+}
+
+/* The per-socket copy locks (shm_sock.wlock/rlock): held only while copying. */
+static inline void shim__spin_lock(_Atomic uint32_t *l)
+{
+    while (atomic_exchange_explicit(l, 1, memory_order_acquire))
+        while (atomic_load_explicit(l, memory_order_relaxed))
+            shim__relax();
+}
+
+static inline void shim__spin_unlock(_Atomic uint32_t *l)
+{
+    atomic_store_explicit(l, 0, memory_order_release);
+}
+
 #endif

@@ -26,13 +26,13 @@ static int iov_total(const struct iovec *iov, size_t n, size_t *total)
 {
     if (n > IOV_MAX)
         return -EMSGSIZE;
-    if (n && !iov)
+    if (n && shim__badp(iov))
         return -EFAULT;
     size_t t = 0;
     for (size_t i = 0; i < n; i++) {
         if ((ssize_t)iov[i].iov_len < 0)
             return -EINVAL;
-        if (iov[i].iov_len && !iov[i].iov_base)
+        if (iov[i].iov_len && shim__badp(iov[i].iov_base))
             return -EFAULT;
         /* Linux caps one call at MAX_RW_COUNT; SSIZE_MAX is enough to stay well-defined. */
         t = iov[i].iov_len > (size_t)SSIZE_MAX - t ? (size_t)SSIZE_MAX : t + iov[i].iov_len;
@@ -81,6 +81,8 @@ static ssize_t send_blocked(struct shim_sk *k, int flags, bool *connected)
     uint32_t fl = SHIM_LOAD(&s->flags), af = SHIM_LOAD(&s->app_flags);
     if (SHIM_RLX(&s->so_error)) {
         int e = shim__take_error(s);
+        if (e == EPIPE)
+            return epipe(flags); /* Linux's sk_stream_error: a pending EPIPE signals too */
         if (e > 0)
             return -e;
     }
@@ -120,6 +122,7 @@ static ssize_t send_loop(struct shim_sk *k, size_t total, int flags, fill_fn fil
                 return 0;
             uint8_t *p[2];
             uint32_t n[2];
+            shim__spin_lock(&s->wlock);
             int np = shm_ring_wspan(&s->tx, data, C.ring, p, n);
             size_t copied = 0;
             bool end = false;
@@ -129,6 +132,7 @@ static ssize_t send_loop(struct shim_sk *k, size_t total, int flags, fill_fn fil
                 if (got < 0) {
                     if (copied)
                         break;
+                    shim__spin_unlock(&s->wlock);
                     return sent ? (ssize_t)sent : got;
                 }
                 copied += (size_t)got;
@@ -137,8 +141,10 @@ static ssize_t send_loop(struct shim_sk *k, size_t total, int flags, fill_fn fil
                     break;
                 }
             }
-            if (copied) {
+            if (copied)
                 shm_ring_produce(&s->tx, (uint32_t)copied);
+            shim__spin_unlock(&s->wlock);
+            if (copied) {
                 sent += copied;
                 shim__kick(k);
             }
@@ -183,7 +189,7 @@ static ssize_t send_iov(int fd, const struct iovec *iov, size_t niov, int flags)
 
 ssize_t shim_send(int fd, const void *buf, size_t len, int flags)
 {
-    if (len && !buf)
+    if (len && shim__badp(buf))
         return -EFAULT;
     struct iovec v = {(void *)buf, len};
     return send_iov(fd, &v, 1, flags);
@@ -191,7 +197,7 @@ ssize_t shim_send(int fd, const void *buf, size_t len, int flags)
 
 ssize_t shim_sendmsg(int fd, const struct msghdr *m, int flags)
 {
-    if (!m)
+    if (shim__badp(m))
         return -EFAULT;
     /* A destination address on a connected stream socket is ignored, as by Linux. */
     return send_iov(fd, m->msg_iov, m->msg_iovlen, flags);
@@ -199,7 +205,7 @@ ssize_t shim_sendmsg(int fd, const struct msghdr *m, int flags)
 
 int shim_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
 {
-    if (!v && n)
+    if (shim__badp(v) && n)
         return -EFAULT;
     if (n > 1024)
         n = 1024; /* UIO_MAXIOV */
@@ -233,8 +239,8 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
         return -ECONNRESET;
     if (k.f->cstate == SHIM_CS_LISTEN || (SHIM_LOAD(&s->flags) & SHM_F_LISTENING))
         return -ENOTCONN;
-    if (total == 0)
-        return 0;
+    /* A zero-length recv waits for data like any other (Linux's tcp_recvmsg): it returns 0
+     * once data is queued, or at EOF. (read() of 0 bytes returns at once: preload.) */
     bool peek = flags & MSG_PEEK, trunc = flags & MSG_TRUNC;
     bool waitall = (flags & MSG_WAITALL) && !peek;
     bool nb = k.f->nonblock || (flags & MSG_DONTWAIT);
@@ -246,7 +252,10 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
         uint32_t seq0 = SHIM_LOAD(&s->seq);
         const uint8_t *p[2];
         uint32_t n[2];
+        shim__spin_lock(&s->rlock);
         int np = shm_ring_rspan(&s->rx, data, C.ring, p, n);
+        if (!np)
+            shim__spin_unlock(&s->rlock);
         if (np) {
             size_t took = 0;
             for (int i = 0; i < np && got + took < total; i++) {
@@ -256,8 +265,10 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
                     iov_copy(&cur, (uint8_t *)p[i], c, true);
                 took += c;
             }
-            if (!peek) {
+            if (!peek)
                 shm_ring_skip(&s->rx, C.ring, (uint32_t)took);
+            shim__spin_unlock(&s->rlock);
+            if (!peek) {
                 /* Dekker pair with the stack, which sets RX_BLOCKED and then re-checks the
                  * ring's space: one of us sees the other. */
                 atomic_thread_fence(memory_order_seq_cst);
@@ -298,7 +309,7 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
 
 ssize_t shim_recv(int fd, void *buf, size_t len, int flags)
 {
-    if (len && !buf)
+    if (len && shim__badp(buf))
         return -EFAULT;
     struct iovec v = {buf, len};
     return recv_iov(fd, &v, 1, flags);
@@ -306,7 +317,7 @@ ssize_t shim_recv(int fd, void *buf, size_t len, int flags)
 
 ssize_t shim_recvmsg(int fd, struct msghdr *m, int flags)
 {
-    if (!m)
+    if (shim__badp(m))
         return -EFAULT;
     ssize_t r = recv_iov(fd, m->msg_iov, m->msg_iovlen, flags);
     if (r >= 0) {
@@ -320,7 +331,7 @@ ssize_t shim_recvmsg(int fd, struct msghdr *m, int flags)
 
 int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *timeout)
 {
-    if (!v && n)
+    if (shim__badp(v) && n)
         return -EFAULT;
     int64_t deadline = SHIM_FOREVER;
     if (timeout) {
@@ -384,4 +395,28 @@ ssize_t shim_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
     if (offset && r > 0)
         *offset = src.pos;
     return r;
+}
+
+ssize_t shim_sendfile_from(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    if (offset)
+        return -ESPIPE;
+    if (count == 0)
+        return 0;
+    uint8_t buf[16384];
+    size_t want = count < sizeof(buf) ? count : sizeof(buf);
+    ssize_t n = shim_recv(in_fd, buf, want, MSG_PEEK);
+    if (n <= 0)
+        return n;
+    ssize_t w;
+    if (shim_fd_kind(out_fd) == SHIM_FD_SOCK) {
+        w = shim_send(out_fd, buf, (size_t)n, 0);
+    } else {
+        w = C.sys.write(out_fd, buf, (size_t)n);
+        if (w < 0)
+            w = -errno;
+    }
+    if (w > 0)
+        shim_recv(in_fd, buf, (size_t)w, MSG_DONTWAIT); /* consume what was written */
+    return w;
 }

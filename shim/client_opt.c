@@ -91,7 +91,7 @@ static int get_int(const void *val, socklen_t len, int *out)
 {
     if ((int)len < (int)sizeof(int))
         return -EINVAL;
-    if (!val)
+    if (shim__badp(val))
         return -EFAULT;
     memcpy(out, val, sizeof(int));
     return 0;
@@ -100,12 +100,12 @@ static int get_int(const void *val, socklen_t len, int *out)
 /* Linux copies min(*len, size) bytes and reports that length. */
 static int put_bytes(const void *v, socklen_t size, void *val, socklen_t *len)
 {
-    if (!len)
+    if (shim__badp(len))
         return -EFAULT;
     if ((int)*len < 0)
         return -EINVAL;
     socklen_t n = *len < size ? *len : size;
-    if (n && !val)
+    if (n && shim__badp(val))
         return -EFAULT;
     memcpy(val, v, n);
     *len = n;
@@ -181,7 +181,7 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             struct linger l;
             if ((int)len < (int)sizeof(l))
                 return -EINVAL;
-            if (!val)
+            if (shim__badp(val))
                 return -EFAULT;
             memcpy(&l, val, sizeof(l));
             if (l.l_onoff && l.l_linger > 0)
@@ -197,7 +197,7 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             struct timeval tv;
             if ((int)len < (int)sizeof(tv))
                 return -EINVAL;
-            if (!val)
+            if (shim__badp(val))
                 return -EFAULT;
             memcpy(&tv, val, sizeof(tv));
             if (tv.tv_usec < 0 || tv.tv_usec >= 1000000)
@@ -256,7 +256,7 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             char name_[17] = {0};
             if ((int)len < 1)
                 return -EINVAL;
-            if (!val)
+            if (shim__badp(val))
                 return -EFAULT;
             memcpy(name_, val, len < 16 ? len : 16);
             int algo;
@@ -369,7 +369,7 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
-    if (!len)
+    if (shim__badp(len))
         return -EFAULT;
     if ((int)*len < 0)
         return -EINVAL;
@@ -384,7 +384,10 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         case SO_PROTOCOL:
             return put_int(IPPROTO_TCP, val, len);
         case SO_ACCEPTCONN:
-            return put_int(k.f->cstate == SHIM_CS_LISTEN, val, len);
+            /* shutdown(SHUT_RD) stopped a listener (Linux: it is closed). */
+            return put_int(k.f->cstate == SHIM_CS_LISTEN &&
+                               !(SHIM_LOAD(&k.s->app_flags) & SHM_A_RD_SHUT),
+                           val, len);
         case SO_ERROR: {
             /* Through the stack, which also clears SHM_F_ERROR and reports an error the
              * engine holds but has not published. */
@@ -415,11 +418,26 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
             o = STK_SO_KEEPALIVE;
             break;
         case SO_SNDBUF:
-            o = STK_SO_SNDBUF;
+        case SO_RCVBUF: {
+            /* A size the application set reads back as Linux reports it (doubled for the
+             * kernel's bookkeeping, clamped by net.core.[rw]mem_max): the kernel's own
+             * answer, from the scratch socket. The engine's size is used otherwise. */
+            const struct shim_opt *r = recorded(k.f, level, name);
+            int s = r && r->len >= sizeof(int) ? shim__scratch() : -1;
+            if (s >= 0) {
+                shim__lock();
+                socklen_t l = sizeof(v);
+                rc = C.sys.setsockopt(s, level, name, r->val, sizeof(int)) == 0 &&
+                             C.sys.getsockopt(s, level, name, &v, &l) == 0
+                         ? 0
+                         : -1;
+                shim__unlock();
+                if (rc == 0)
+                    return put_int(v, val, len);
+            }
+            o = name == SO_SNDBUF ? STK_SO_SNDBUF : STK_SO_RCVBUF;
             break;
-        case SO_RCVBUF:
-            o = STK_SO_RCVBUF;
-            break;
+        }
         default:
             return unsupported_get(&k, level, name, val, len);
         }
@@ -548,7 +566,7 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
     int v;
     switch (req) {
     case FIONBIO:
-        if (!arg)
+        if (shim__badp(arg))
             return -EFAULT;
         memcpy(&v, arg, sizeof(v));
         k.f->nonblock = v != 0;
@@ -563,7 +581,7 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
         return 0;
     }
     case FIONREAD: /* == SIOCINQ */
-        if (!arg)
+        if (shim__badp(arg))
             return -EFAULT;
         if (k.f->cstate == SHIM_CS_LISTEN)
             return -EINVAL;
@@ -572,7 +590,7 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
         return 0;
     case SIOCOUTQ:
     case SIOCOUTQNSD: {
-        if (!arg)
+        if (shim__badp(arg))
             return -EFAULT;
         if (k.f->cstate == SHIM_CS_LISTEN)
             return -EINVAL;
@@ -586,7 +604,7 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
         return 0;
     }
     case SIOCATMARK:
-        if (!arg)
+        if (shim__badp(arg))
             return -EFAULT;
         v = 0;
         memcpy(arg, &v, sizeof(v));

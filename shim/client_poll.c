@@ -445,6 +445,12 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         return -EFAULT;
     if (epfd == fd)
         return -EINVAL;
+    /* Linux's ep_op_has_event checks: EPOLLEXCLUSIVE only with ADD, and only with the
+     * in/out/err/hup, ET and wake-up bits (EPOLLEXCLUSIVE_OK_BITS). */
+    if (op != EPOLL_CTL_DEL && (ev->events & EPOLLEXCLUSIVE) &&
+        (op == EPOLL_CTL_MOD || (ev->events & ~(uint32_t)(EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP |
+                                                          EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE))))
+        return -EINVAL;
     struct shim_epoll *ep = NULL;
     int rc = instance(epfd, &ep);
     if (rc < 0)

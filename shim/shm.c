@@ -351,6 +351,8 @@ void shm_sock_free(void *base, uint32_t i)
     atomic_store_explicit(&s->armed, 0, RLX);
     atomic_store_explicit(&s->kick, 0, RLX);
     atomic_store_explicit(&s->app_flags, 0, RLX); /* else a next socket starts shut down */
+    atomic_store_explicit(&s->wlock, 0, RLX);     /* a holder may have died copying */
+    atomic_store_explicit(&s->rlock, 0, RLX);
     atomic_store_explicit(&s->rx.head, 0, RLX);
     atomic_store_explicit(&s->rx.tail, 0, RLX);
     atomic_store_explicit(&s->tx.head, 0, RLX);

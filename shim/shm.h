@@ -152,7 +152,12 @@ struct shm_sock {
     _Atomic uint32_t armed;     /* POLL* bits an app waits for through the eventfd */
     _Atomic uint32_t kick;      /* 1 while a SHM_OP_KICK is queued */
     _Atomic uint32_t app_flags; /* SHM_A_*, written by applications */
-    uint32_t lip, rip;          /* host order, set by the stack */
+    /* Applications: the rings are single-producer/single-consumer, but several threads (or
+     * processes) may send or receive on one socket at once, as Linux serialises them with
+     * the socket lock. These spin locks make one of them the producer of tx (wlock) or the
+     * consumer of rx (rlock) while it copies; never held while waiting. */
+    _Atomic uint32_t wlock, rlock;
+    uint32_t lip, rip; /* host order, set by the stack */
     uint16_t lport, rport;
     struct shm_ring rx, tx;
     /* A listener's accept queue lives in its rx data area: entries of {seq, socket}. */

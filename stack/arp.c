@@ -425,7 +425,11 @@ void stk__arp_poll(struct stk_engine *e, stk_time_t now)
             } else if (en->state == ARP_REACHABLE || en->tries >= ARP_TRIES) {
                 /* Expired unused, or no answer to ARP_TRIES requests: the frames waiting
                  * on it are dropped (counted), and the next send starts afresh. */
+                bool failed = en->state != ARP_REACHABLE;
+                uint32_t ip = en->ip;
                 entry_free(e, i);
+                if (failed)
+                    stk__tcp_unreachable(e, ip);
                 continue;
             } else {
                 send_request(e, now, en);

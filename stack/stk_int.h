@@ -200,6 +200,9 @@ void stk__eth_input(struct stk_engine *e, stk_time_t now, const uint8_t *frame, 
                     uint32_t rx_flags);
 /* Next hop for dst: dst itself on our subnet, else the gateway; 0 if unreachable. */
 uint32_t stk__ip_route(const struct stk_engine *e, uint32_t dst);
+/* ARP gave up on nexthop: connects waiting on it fail with EHOSTUNREACH (as Linux, whose
+ * neighbour failure reaches tcp_v4_err as a host-unreachable for SYN-SENT sockets). */
+void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop);
 /* Sends an IPv4 packet. hdr points at STK_L2L3_HLEN free bytes followed by l4_len bytes of
  * L4 header (checksum already final, or pseudo-only when meta->flags has STK_TX_TCP_CSUM);
  * payload follows in iov[0..npay). Fills the IPv4 and Ethernet headers, resolves the next

@@ -176,6 +176,7 @@ struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t 
 void stk__listen_insert(struct stk_engine *e, struct stk_tcb *t);
 void stk__listen_remove(struct stk_engine *e, struct stk_tcb *t);
 int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_t port);
+void stk__inherit_port(struct stk_engine *e, struct stk_tcb *t);
 void stk__unbind(struct stk_engine *e, struct stk_tcb *t);
 int stk__pick_port(struct stk_engine *e, struct stk_tcb *t);
 uint32_t stk__isn(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,

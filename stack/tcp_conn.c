@@ -257,6 +257,16 @@ int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_
     return 0;
 }
 
+/* A passive child holds its listener's port, as Linux's inet_inherit_port: until it is
+ * gone (TIME-WAIT included) a bind() to that port needs SO_REUSEADDR. */
+void stk__inherit_port(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcb **head = bind_head(e, t->lport);
+    t->bnext = *head;
+    *head = t;
+    t->flags |= TF_BOUND;
+}
+
 void stk__unbind(struct stk_engine *e, struct stk_tcb *t)
 {
     if (!(t->flags & TF_BOUND))
@@ -658,4 +668,21 @@ bool stk__challenge_ok(struct stk_engine *e, stk_time_t now)
 uint32_t stk__ts_now(const struct stk_tcb *t, stk_time_t now)
 {
     return (uint32_t)(now / STK_US_PER_MS) + t->ts_offset;
+}
+
+void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop)
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (!tcp)
+        return;
+    for (uint32_t b = 0; b <= tcp->conn_mask; b++) {
+        struct stk_tcb *t = tcp->conn_hash[b];
+        while (t) {
+            struct stk_tcb *next = t->hnext; /* the drop unlinks (and may free) t */
+            if (t->state == STK_TCP_SYN_SENT && stk__ip_route(e, t->rip) == nexthop)
+                stk__tcp_drop(e, t, EHOSTUNREACH);
+            t = next;
+        }
+    }
+    stk__flush_events(e);
 }

@@ -548,8 +548,12 @@ static void reset_received(struct stk_engine *e, struct stk_tcb *t)
     case STK_TCP_ESTABLISHED:
     case STK_TCP_FIN_WAIT_1:
     case STK_TCP_FIN_WAIT_2:
-    case STK_TCP_CLOSE_WAIT:
         stk__tcp_drop(e, t, ECONNRESET);
+        break;
+    case STK_TCP_CLOSE_WAIT:
+        /* RFC 9293 says "connection reset"; Linux's tcp_reset() reports EPIPE here (the
+         * peer had already closed), and applications see Linux's errno. */
+        stk__tcp_drop(e, t, EPIPE);
         break;
     default:
         stk__tcp_drop(e, t, 0);
@@ -779,7 +783,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     t->lport = s->dport;
     t->rip = s->src;
     t->rport = s->sport;
-    t->flags |= TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE));
+    t->flags |= TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR));
     t->user_mss = l->user_mss;
     t->sndbuf_size = l->sndbuf_size;
     t->rcvbuf_size = l->rcvbuf_size;
@@ -797,6 +801,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     t->snd_buf_seq = t->iss + 1;
     t->snd_max = t->iss;
     stk__conn_insert(e, t);
+    stk__inherit_port(e, t);
     stk__synq_add(l, t);
     e->ctr.tcp_passive_opens++;
     t->rtt_start = now;
@@ -826,7 +831,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
     t->lport = s->dport;
     t->rip = s->src;
     t->rport = s->sport;
-    t->flags |= TF_PASSIVE | TF_COOKIE | (l->flags & (TF_NODELAY | TF_KEEPALIVE));
+    t->flags |= TF_PASSIVE | TF_COOKIE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR));
     if (s->ts && !e->cfg.no_ts) {
         t->flags |= TF_TS;
         t->ts_recent = s->tsval;
@@ -855,6 +860,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
     stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
     stk__synq_add(l, t); /* passive_established takes it off */
     stk__conn_insert(e, t);
+    stk__inherit_port(e, t);
     if (!passive_established(e, t, now)) {
         stk__tcp_drop(e, t, 0);
         return NULL;

@@ -1454,6 +1454,60 @@ START_TEST(bytes_in_counted_once)
 }
 END_TEST
 
+/* An RST in CLOSE-WAIT reports EPIPE, as Linux's tcp_reset() does (the peer had closed). */
+START_TEST(rst_in_close_wait_epipe)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    peer_send(h, F_FIN | F_ACK, 0);
+    advance_by(h, SEC);
+    drain(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSE_WAIT);
+    peer_send(h, F_RST | F_ACK, 0);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    int err = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_ERROR, &err), 0);
+    EQI(err, EPIPE);
+    th_free(h);
+}
+END_TEST
+
+/* A passive connection holds its listener's port (Linux's inet_inherit_port): after the
+ * listener is closed, bind() to that port fails until the connection is gone. */
+START_TEST(passive_child_holds_port)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_close(h->e, h->now, h->lsd), 0);
+    h->lsd = -1;
+    int sd = stk_socket(h->e, NULL);
+    struct stk_sockaddr a = {0, LPORT};
+    EQI(stk_bind(h->e, sd, &a), -EADDRINUSE);
+    EQ(stk_abort(h->e, h->now, h->sd), 0);
+    drain(h);
+    EQI(stk_bind(h->e, sd, &a), 0);
+    th_free(h);
+}
+END_TEST
+
+/* ARP giving up on the next hop fails a connect waiting on it with EHOSTUNREACH, instead of
+ * retrying SYNs into the void until ETIMEDOUT. */
+START_TEST(arp_failure_unreachable)
+{
+    struct th *h = th_new();
+    int sd = stk_socket(h->e, NULL);
+    struct stk_sockaddr to = {PKT_IP(198, 18, 0, 77), 80};
+    EQI(stk_connect(h->e, h->now, sd, &to), -EINPROGRESS);
+    advance_by(h, 5 * SEC);
+    drain(h);
+    EQ(state_of(h, sd), STK_TCP_CLOSED);
+    int err = 0;
+    EQ(stk_getopt(h->e, sd, STK_SO_ERROR, &err), 0);
+    EQI(err, EHOSTUNREACH);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(zero_window_persist)
 {
     struct th *h = th_new();
@@ -2010,6 +2064,9 @@ int main(void)
     tc = tcase(s, "zero_window");
     tcase_add_test(tc, zero_window_persist);
     tcase_add_test(tc, bytes_in_counted_once);
+    tcase_add_test(tc, rst_in_close_wait_epipe);
+    tcase_add_test(tc, passive_child_holds_port);
+    tcase_add_test(tc, arp_failure_unreachable);
     tc = tcase(s, "keepalive");
     tcase_add_test(tc, keepalive_answered);
     tcase_add_test(tc, keepalive_timeout);

@@ -138,11 +138,16 @@ peer_stop() {
     return $rc
 }
 
-TOTAL_PASS=0 TOTAL_FAIL=0
+TOTAL_PASS=0 TOTAL_FAIL=0 TOTAL_XFAIL=0
+
+# Known gaps of ustack (docs/gaps.md), as program:case. In ustack mode these cases must
+# still fail: they are reported as "xfail" and counted apart, never as passes; one that
+# starts passing is reported ("xpass") so the list gets shortened. The kernel has none.
+USTACK_XFAIL="sem_epoll:edge_triggered sem_epoll:nested sem_epoll:close_with_dup"
 
 # run_mode kernel|ustack: every program once; prints failures (or everything when verbose).
 run_mode() {
-    local mode=$1 base=$2 p log rc pass fail mp=0 mf=0
+    local mode=$1 base=$2 p log rc pass fail xf mp=0 mf=0 mx=0
     local -a envs=("SEM_PEER=$IP_K" "SEM_SELF=$IP_T" "SEM_PORT_BASE=$base")
     ip -n "$NS_T" addr flush dev "$VETH_T"
     ip -n "$NS_K" neigh flush dev "$VETH_K" 2>/dev/null
@@ -178,21 +183,35 @@ run_mode() {
             fail=1
             echo "not ok - $p: exit status $rc ($(tail -c 300 "$log.err" | tr '\n' ' '))" >>"$log"
         fi
+        xf=0
+        if [ "$mode" = ustack ]; then
+            for x in $USTACK_XFAIL; do
+                [ "${x%%:*}" = "$p" ] || continue
+                if grep -q "^not ok [0-9]* - ${x#*:}[: ]" "$log" \
+                    || grep -q "^not ok [0-9]* - ${x#*:}\$" "$log"; then
+                    xf=$((xf + 1))
+                    echo "  [$mode] $p: xfail ${x#*:} (known gap, docs/gaps.md)"
+                else
+                    echo "  [$mode] $p: xpass ${x#*:}: remove it from USTACK_XFAIL"
+                fi
+            done
+            fail=$((fail - xf))
+        fi
         if [ "${SEM_VERBOSE:-0}" = 1 ]; then
             sed "s/^/  [$mode] $p: /" "$log"
         else
             grep -E '^(not ok|Bail out)' "$log" | sed "s/^/  [$mode] $p: /"
         fi
         [ -s "$log.err" ] && [ "$rc" != 0 ] && sed "s/^/  [$mode] $p stderr: /" "$log.err" | tail -n 10
-        printf '  %-8s %-18s %3d passed, %d failed\n' "$mode" "$p" "$pass" "$fail"
-        mp=$((mp + pass)) mf=$((mf + fail))
+        printf '  %-8s %-18s %3d passed, %d failed, %d xfail\n' "$mode" "$p" "$pass" "$fail" "$xf"
+        mp=$((mp + pass)) mf=$((mf + fail)) mx=$((mx + xf))
     done
     peer_stop "$base" || mf=$((mf + 1))
-    echo "mode $mode: $mp passed, $mf failed"
-    TOTAL_PASS=$((TOTAL_PASS + mp)) TOTAL_FAIL=$((TOTAL_FAIL + mf))
+    echo "mode $mode: $mp passed, $mf failed, $mx xfail"
+    TOTAL_PASS=$((TOTAL_PASS + mp)) TOTAL_FAIL=$((TOTAL_FAIL + mf)) TOTAL_XFAIL=$((TOTAL_XFAIL + mx))
 }
 
 [ "$KERNEL" = 1 ] && run_mode kernel 7000
 [ -n "$USTACK_LIB" ] && run_mode ustack 8000
-echo "$TOTAL_PASS passed, $TOTAL_FAIL failed"
+echo "$TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_XFAIL xfail (known ustack gaps)"
 [ "$TOTAL_FAIL" = 0 ]
