@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test sem sem-test deps format format-check bench-engine demo clean
+.PHONY: all test check unit san-test fuzz-run net-test sem sem-test deps format format-check bench-engine bench-veth demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -165,6 +165,10 @@ demo:
 	@tools/deps.sh
 	@$(MAKE) --no-print-directory all
 	bench/demo.sh $(DEMO_ARGS)
+
+# ustackd against the kernel over a veth (root); BENCH_ARGS=--quick for a smoke run.
+bench-veth: $(BUILD)/ustackd $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
+	bench/veth.sh $(BENCH_ARGS)
 
 bench-engine: $(BUILD)/bench/bench_engine
 	$(BUILD)/bench/bench_engine
