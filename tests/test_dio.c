@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dio.h"
+#include "dio_test.h"
 
 #define IP_A      ((198u << 24) | (18u << 16) | (1u << 8) | 1u)
 #define IP_B      ((198u << 24) | (18u << 16) | (1u << 8) | 2u)
@@ -158,36 +159,6 @@ static void cl_fini(void *ctx, struct dio_core *c, stk_time_t now)
 
 /* ---- Set-up -------------------------------------------------------------------------- */
 
-static void eal_start(void)
-{
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "--file-prefix=ustack-test-dio-%ld", (long)getpid());
-    /* lcore 0: this thread; 1..2 stack A, 3..4 stack B, spread over the first two CPUs
-     * (or all on CPU 0 on a one-CPU machine). */
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    const char *lc = ncpu > 1 ? "--lcores=0@0,1@0,2@1,3@1,4@0" : "--lcores=0@0,1@0,2@0,3@0,4@0";
-    char *argv[] = {"test_dio", prefix,           "--no-huge",     "-m", "600", "--no-pci",
-                    (char *)lc, "--main-lcore=0", "--log-level=3", NULL};
-    char err[256];
-    int rc = dio_eal_init_args(9, argv, err, sizeof(err));
-    ck_assert_msg(rc == 0, "%s", err);
-}
-
-static struct shim_conf conf_for(uint32_t ip)
-{
-    struct shim_conf c;
-    memset(&c, 0, sizeof(c));
-    c.ip = ip;
-    c.prefix = 24;
-    c.mtu = 1500;
-    c.idle_spin_us = 0; /* four stack threads share two CPUs: yield as soon as idle */
-    c.idle_sleep_us = 200;
-    c.mbufs = 8192;
-    c.sndbuf = c.rcvbuf = 256 * 1024;
-    c.huge = 0;
-    return c;
-}
-
 struct pair {
     struct shim_conf ca, cb;
     struct dio_stack *a, *b;
@@ -199,10 +170,10 @@ static void pair_start(struct pair *p, unsigned ncores, unsigned nq)
 {
     char err[256];
     uint16_t pa, pb;
-    eal_start();
+    dio_test_eal_start("test-dio");
     ck_assert_msg(dio_ring_pair("tp", nq, &pa, &pb, err, sizeof(err)) == 0, "%s", err);
-    p->ca = conf_for(IP_A);
-    p->cb = conf_for(IP_B);
+    p->ca = dio_test_conf(IP_A);
+    p->cb = dio_test_conf(IP_B);
     p->svc.echo_port = ECHO_PORT;
 
     struct dio_stack_conf sb = {.conf = &p->cb, .port_id = pb, .ncores = ncores};

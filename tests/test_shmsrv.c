@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "dio.h"
+#include "dio_test.h"
 #include "shm.h"
 
 #define IP_A        ((198u << 24) | (18u << 16) | (1u << 8) | 1u)
@@ -83,43 +84,15 @@ static void region_make(struct region *r, unsigned ncores)
     ck_assert_uint_ne(r->reply, SHM_NONE);
 }
 
-static void eal_start(void)
-{
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "--file-prefix=ustack-test-shmsrv-%ld", (long)getpid());
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    const char *lc = ncpu > 1 ? "--lcores=0@0,1@0,2@1,3@1,4@0" : "--lcores=0@0,1@0,2@0,3@0,4@0";
-    char *argv[] = {"test_shmsrv", prefix,           "--no-huge",     "-m", "600", "--no-pci",
-                    (char *)lc,    "--main-lcore=0", "--log-level=3", NULL};
-    char err[256];
-    int rc = dio_eal_init_args(9, argv, err, sizeof(err));
-    ck_assert_msg(rc == 0, "%s", err);
-}
-
-static struct shim_conf conf_for(uint32_t ip)
-{
-    struct shim_conf c;
-    memset(&c, 0, sizeof(c));
-    c.ip = ip;
-    c.prefix = 24;
-    c.mtu = 1500;
-    c.idle_spin_us = 0; /* four stack threads share two CPUs: yield as soon as idle */
-    c.idle_sleep_us = 200;
-    c.mbufs = 8192;
-    c.sndbuf = c.rcvbuf = 256 * 1024;
-    c.huge = 0;
-    return c;
-}
-
 static void world_start(struct world *w, unsigned ncores)
 {
     char err[256];
     uint16_t pa, pb;
     w->ncores = ncores;
-    eal_start();
+    dio_test_eal_start("test-shmsrv");
     ck_assert_msg(dio_ring_pair("ts", ncores, &pa, &pb, err, sizeof(err)) == 0, "%s", err);
-    w->ca = conf_for(IP_A);
-    w->cb = conf_for(IP_B);
+    w->ca = dio_test_conf(IP_A);
+    w->cb = dio_test_conf(IP_B);
     w->svc.echo_port = ECHO_PORT;
     region_make(&w->ra, ncores);
     region_make(&w->rb, ncores);
