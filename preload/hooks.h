@@ -58,6 +58,12 @@
     X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *)) \
     X(int, pselect, (int, fd_set *, fd_set *, fd_set *, const struct timespec *, \
                      const sigset_t *)) \
+    X(int, sigaction, (int, const struct sigaction *, struct sigaction *)) \
+    X(sighandler_t, signal, (int, sighandler_t)) \
+    X(sighandler_t, bsd_signal, (int, sighandler_t)) \
+    X(sighandler_t, ssignal, (int, sighandler_t)) \
+    X(sighandler_t, sysv_signal, (int, sighandler_t)) \
+    X(sighandler_t, __sysv_signal, (int, sighandler_t)) \
     X(pid_t, fork, (void)) \
     X(pid_t, vfork, (void)) \
     X(int, execve, (const char *, char *const[], char *const[])) \

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "ucopy.h"
 
 #define HOOK __attribute__((visibility("default")))
 
@@ -111,6 +112,7 @@ static void init(void)
         .epoll_ctl = REAL(epoll_ctl),
         .epoll_pwait = REAL(epoll_pwait),
         .epoll_pwait2 = REAL(epoll_pwait2),
+        .sigaction = REAL(sigaction),
     };
     shim_init(&sys);
     pthread_atfork(shim_fork_prepare, shim_fork_parent, atfork_child);
@@ -662,6 +664,62 @@ HOOK int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, co
     if (fdslen / sizeof(*fds) < n)
         __chk_fail();
     return ppoll(fds, n, ts, mask);
+}
+
+/* ---- fault signals -------------------------------------------------------------------- */
+
+/* While ustack's SIGSEGV/SIGBUS handler is installed (ucopy.h: bad buffers fail with EFAULT),
+ * the application's dispositions for those two are recorded, returned and honoured by it
+ * instead of replacing it. sigset() and raw rt_sigaction system calls are not intercepted:
+ * they replace ustack's handler, and bad buffers then crash as without ustack. */
+HOOK int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    if (shim_ucopy_owns(sig))
+        return (int)ret(shim_ucopy_sigaction(sig, act, old));
+    return REAL(sigaction)(sig, act, old);
+}
+
+/* glibc's signal() family, as sigaction with the flags glibc gives each. */
+static sighandler_t set_handler(int sig, sighandler_t h, int flags, bool mask_self,
+                                sighandler_t (*real)(int, sighandler_t))
+{
+    if (!shim_ucopy_owns(sig))
+        return real(sig, h);
+    if (h == SIG_ERR) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
+    struct sigaction act = {.sa_handler = h, .sa_flags = flags}, old;
+    sigemptyset(&act.sa_mask);
+    if (mask_self)
+        sigaddset(&act.sa_mask, sig);
+    shim_ucopy_sigaction(sig, &act, &old);
+    return old.sa_handler;
+}
+
+HOOK sighandler_t signal(int sig, sighandler_t h)
+{
+    return set_handler(sig, h, SA_RESTART, true, REAL(signal));
+}
+
+HOOK sighandler_t bsd_signal(int sig, sighandler_t h)
+{
+    return set_handler(sig, h, SA_RESTART, true, REAL(bsd_signal));
+}
+
+HOOK sighandler_t ssignal(int sig, sighandler_t h)
+{
+    return set_handler(sig, h, SA_RESTART, true, REAL(ssignal));
+}
+
+HOOK sighandler_t sysv_signal(int sig, sighandler_t h)
+{
+    return set_handler(sig, h, SA_RESETHAND | SA_NODEFER, false, REAL(sysv_signal));
+}
+
+HOOK sighandler_t __sysv_signal(int sig, sighandler_t h)
+{
+    return set_handler(sig, h, SA_RESETHAND | SA_NODEFER, false, REAL(__sysv_signal));
 }
 
 /* ---- processes ------------------------------------------------------------------------ */

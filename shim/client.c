@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #endif
 #include "client_int.h"
+#include "ucopy.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -156,6 +157,11 @@ int shim_attach(const struct shim_attach *a)
     if (C.pipe_fd >= 0)
         shim__priv(&C.pipe_fd);
     pthread_key_create(&C.reply_key, reply_dtor);
+    /* Bad application pointers then fail with EFAULT instead of crashing (ucopy.h); without
+     * the handler (it could not be installed) they fault as before. */
+    if (C.sys.sigaction && shim_ucopy_install(C.sys.sigaction) < 0)
+        shim_warn_once("ucopy", "cannot install the SIGSEGV/SIGBUS handler: bad buffers crash "
+                                "instead of failing with EFAULT");
     SHIM_STORE(&C.attached, 1);
     return 0;
 }
@@ -498,27 +504,26 @@ static int get_addr(const struct sockaddr *addr, socklen_t len, struct sockaddr_
         return -EINVAL;
     if (len < sizeof(sa_family_t))
         return -EINVAL;
-    if (shim__badp(addr))
-        return -EFAULT;
     memset(out, 0, sizeof(*out));
-    memcpy(out, addr, len < sizeof(*out) ? len : sizeof(*out));
-    return 0;
+    return shim__uget(out, addr, len < sizeof(*out) ? len : sizeof(*out));
 }
 
 static int put_addr(uint32_t ip, uint16_t port, struct sockaddr *addr, socklen_t *len)
 {
-    if (shim__badp(addr) || shim__badp(len))
+    socklen_t n;
+    if (shim__badp(addr) || shim__uget(&n, len, sizeof(n)) < 0)
         return -EFAULT;
-    if ((int)*len < 0)
+    if ((int)n < 0)
         return -EINVAL;
     struct sockaddr_in a;
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(ip);
-    memcpy(addr, &a, *len < sizeof(a) ? *len : sizeof(a));
-    *len = sizeof(a);
-    return 0;
+    if (shim__uput(addr, &a, n < sizeof(a) ? n : sizeof(a)) < 0)
+        return -EFAULT;
+    n = sizeof(a);
+    return shim__uput(len, &n, sizeof(n));
 }
 
 /* May this process bind a port below ip_unprivileged_port_start? (The stack cannot tell:

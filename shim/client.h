@@ -49,6 +49,8 @@ struct shim_sys {
     int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
     /* May be NULL (glibc < 2.35): then timeouts are rounded up to milliseconds. */
     int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+    /* May be NULL: then no fault handler, and bad buffers fault instead of EFAULT (ucopy.h). */
+    int (*sigaction)(int, const struct sigaction *, struct sigaction *);
 };
 
 /* What a process attaches with (preload/ maps the region; see docs/shm.md "Start-up"). */

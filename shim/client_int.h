@@ -5,10 +5,12 @@
 #ifndef USTACK_SHIM_CLIENT_INT_H
 #define USTACK_SHIM_CLIENT_INT_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
 #include "client.h"
+#include "ucopy.h"
 #include "shm.h"
 
 #define SHIM_MAX_OPTS 12
@@ -151,10 +153,22 @@ static inline void shim__relax(void)
 
 /* A pointer the kernel would refuse with EFAULT that can be recognised without a system
  * call: NULL or anywhere in the lowest 64 KiB, which Linux never maps (vm.mmap_min_addr).
- * Other bad pointers still fault in the copy (docs/preload.md, "Known gaps"). */
+ * Other bad pointers are caught by the copy itself (ucopy.h). */
 static inline bool shim__badp(const void *p)
 {
     return (uintptr_t)p < 65536;
+}
+
+/* Small copies from (uget) and to (uput) the application: 0 or -EFAULT, like the kernel's
+ * copy_from_user/copy_to_user. */
+static inline int shim__uget(void *dst, const void *usrc, size_t n)
+{
+    return n && (shim__badp(usrc) || shim_ucopy(dst, usrc, n) < n) ? -EFAULT : 0;
+}
+
+static inline int shim__uput(void *udst, const void *src, size_t n)
+{
+    return n && (shim__badp(udst) || shim_ucopy(udst, src, n) < n) ? -EFAULT : 0;
 }
 
 /* The per-socket copy locks (shm_sock.wlock/rlock): held only while copying. */

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include "client_int.h"
+#include "ucopy.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -20,6 +21,7 @@
 struct iov_cur {
     const struct iovec *iov;
     size_t n, i, off;
+    bool fault; /* a copy stopped at a bad application page (EFAULT) */
 };
 
 static int iov_total(const struct iovec *iov, size_t n, size_t *total)
@@ -41,21 +43,26 @@ static int iov_total(const struct iovec *iov, size_t n, size_t *total)
     return 0;
 }
 
-/* Copies up to len bytes between the cursor and buf (to_iov: buf -> iovecs). */
+/* Copies up to len bytes between the cursor and buf (to_iov: buf -> iovecs); stops short,
+ * with c->fault set, at an application page that faults (ucopy.h). */
 static size_t iov_copy(struct iov_cur *c, uint8_t *buf, size_t len, bool to_iov)
 {
     size_t done = 0;
-    while (done < len && c->i < c->n) {
+    while (done < len && c->i < c->n && !c->fault) {
         const struct iovec *v = &c->iov[c->i];
-        size_t k = v->iov_len - c->off;
+        size_t k = v->iov_len - c->off, got;
         if (k > len - done)
             k = len - done;
         if (to_iov)
-            memcpy((uint8_t *)v->iov_base + c->off, buf + done, k);
+            got = shim_ucopy((uint8_t *)v->iov_base + c->off, buf + done, k);
         else
-            memcpy(buf + done, (const uint8_t *)v->iov_base + c->off, k);
-        done += k;
-        c->off += k;
+            got = shim_ucopy(buf + done, (const uint8_t *)v->iov_base + c->off, k);
+        done += got;
+        c->off += got;
+        if (got < k) {
+            c->fault = true;
+            break;
+        }
         if (c->off == v->iov_len) {
             c->i++;
             c->off = 0;
@@ -167,7 +174,10 @@ static ssize_t send_loop(struct shim_sk *k, size_t total, int flags, fill_fn fil
 
 static ssize_t fill_iov(void *ctx, uint8_t *p, size_t n)
 {
-    return (ssize_t)iov_copy(ctx, p, n, false);
+    struct iov_cur *c = ctx;
+    size_t got = iov_copy(c, p, n, false);
+    /* Like tcp_sendmsg: a fault ends the call, with what was copied before it if any. */
+    return !got && c->fault ? -EFAULT : (ssize_t)got;
 }
 
 static ssize_t send_iov(int fd, const struct iovec *iov, size_t niov, int flags)
@@ -183,7 +193,7 @@ static ssize_t send_iov(int fd, const struct iovec *iov, size_t niov, int flags)
         return -EOPNOTSUPP; /* as Linux with client TCP Fast Open off */
     if (flags & MSG_OOB)
         shim_warn_once("oob", "MSG_OOB (urgent data) is not supported; sent as normal data");
-    struct iov_cur cur = {iov, niov, 0, 0};
+    struct iov_cur cur = {iov, niov, 0, 0, false};
     return send_loop(&k, total, flags, fill_iov, &cur);
 }
 
@@ -245,7 +255,7 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
     bool waitall = (flags & MSG_WAITALL) && !peek;
     bool nb = k.f->nonblock || (flags & MSG_DONTWAIT);
     const uint8_t *data = shm_rx_data(C.base, k.slot);
-    struct iov_cur cur = {iov, niov, 0, 0};
+    struct iov_cur cur = {iov, niov, 0, 0, false};
     int64_t deadline = 0;
     size_t got = 0;
     for (;;) {
@@ -262,8 +272,10 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
                 size_t want = total - got - took;
                 size_t c = n[i] < want ? n[i] : want;
                 if (!trunc)
-                    iov_copy(&cur, (uint8_t *)p[i], c, true);
+                    c = iov_copy(&cur, (uint8_t *)p[i], c, true);
                 took += c;
+                if (cur.fault)
+                    break;
             }
             if (!peek)
                 shm_ring_skip(&s->rx, C.ring, (uint32_t)took);
@@ -276,6 +288,8 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
                     shim__kick(&k);
             }
             got += took;
+            if (cur.fault) /* tcp_recvmsg: what was copied, else EFAULT; the rest stays */
+                return got ? (ssize_t)got : -EFAULT;
             if (got == total || !waitall)
                 return (ssize_t)got;
             continue;

@@ -91,25 +91,21 @@ static int get_int(const void *val, socklen_t len, int *out)
 {
     if ((int)len < (int)sizeof(int))
         return -EINVAL;
-    if (shim__badp(val))
-        return -EFAULT;
-    memcpy(out, val, sizeof(int));
-    return 0;
+    return shim__uget(out, val, sizeof(int));
 }
 
 /* Linux copies min(*len, size) bytes and reports that length. */
 static int put_bytes(const void *v, socklen_t size, void *val, socklen_t *len)
 {
-    if (shim__badp(len))
+    socklen_t n;
+    if (shim__uget(&n, len, sizeof(n)) < 0)
         return -EFAULT;
-    if ((int)*len < 0)
+    if ((int)n < 0)
         return -EINVAL;
-    socklen_t n = *len < size ? *len : size;
-    if (n && shim__badp(val))
+    n = n < size ? n : size;
+    if (shim__uput(val, v, n) < 0)
         return -EFAULT;
-    memcpy(val, v, n);
-    *len = n;
-    return 0;
+    return shim__uput(len, &n, sizeof(n));
 }
 
 static int put_int(int v, void *val, socklen_t *len)
@@ -181,9 +177,8 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             struct linger l;
             if ((int)len < (int)sizeof(l))
                 return -EINVAL;
-            if (shim__badp(val))
+            if (shim__uget(&l, val, sizeof(l)) < 0)
                 return -EFAULT;
-            memcpy(&l, val, sizeof(l));
             if (l.l_onoff && l.l_linger > 0)
                 shim_warn_once("linger", "SO_LINGER with a timeout: close() does not wait "
                                          "(only l_linger = 0, abort with RST, is honoured)");
@@ -197,9 +192,8 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             struct timeval tv;
             if ((int)len < (int)sizeof(tv))
                 return -EINVAL;
-            if (shim__badp(val))
+            if (shim__uget(&tv, val, sizeof(tv)) < 0)
                 return -EFAULT;
-            memcpy(&tv, val, sizeof(tv));
             if (tv.tv_usec < 0 || tv.tv_usec >= 1000000)
                 return -EDOM;
             *(name == SO_RCVTIMEO ? &k.f->rcvtimeo : &k.f->sndtimeo) = tv_to_ns(&tv);
@@ -256,9 +250,8 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             char name_[17] = {0};
             if ((int)len < 1)
                 return -EINVAL;
-            if (shim__badp(val))
+            if (shim__uget(name_, val, len < 16 ? len : 16) < 0)
                 return -EFAULT;
-            memcpy(name_, val, len < 16 ? len : 16);
             int algo;
             if (!strcmp(name_, "reno"))
                 algo = STK_CC_NEWRENO;
@@ -369,9 +362,10 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
-    if (shim__badp(len))
+    socklen_t n0;
+    if (shim__uget(&n0, len, sizeof(n0)) < 0)
         return -EFAULT;
-    if ((int)*len < 0)
+    if ((int)n0 < 0)
         return -EINVAL;
     int v = 0;
     enum stk_sockopt o = 0;
@@ -566,9 +560,8 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
     int v;
     switch (req) {
     case FIONBIO:
-        if (shim__badp(arg))
+        if (shim__uget(&v, arg, sizeof(v)) < 0)
             return -EFAULT;
-        memcpy(&v, arg, sizeof(v));
         k.f->nonblock = v != 0;
         return 0;
     case FIOCLEX:
@@ -586,8 +579,7 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
         if (k.f->cstate == SHIM_CS_LISTEN)
             return -EINVAL;
         v = (int)shm_ring_used(&k.s->rx, C.ring);
-        memcpy(arg, &v, sizeof(v));
-        return 0;
+        return shim__uput(arg, &v, sizeof(v));
     case SIOCOUTQ:
     case SIOCOUTQNSD: {
         if (shim__badp(arg))
@@ -600,15 +592,13 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
             stack_get(&k, STK_SO_NWRITE, &unsent) < 0)
             unsent = 0;
         v = (int)shm_ring_used(&k.s->tx, C.ring) + unsent;
-        memcpy(arg, &v, sizeof(v));
-        return 0;
+        return shim__uput(arg, &v, sizeof(v));
     }
     case SIOCATMARK:
         if (shim__badp(arg))
             return -EFAULT;
         v = 0;
-        memcpy(arg, &v, sizeof(v));
-        return 0;
+        return shim__uput(arg, &v, sizeof(v));
     case FIOASYNC:
         shim_warn_once("async", "O_ASYNC (SIGIO) is not supported on ustack sockets");
         return 0;

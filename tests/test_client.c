@@ -17,6 +17,7 @@
 #include "../shim/client_poll.c"
 #include "../shim/client_proc.c"
 #include "../shim/fdtab.c"
+#include "../shim/ucopy.c"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -207,10 +208,10 @@ static void setup(void)
     shm_cmdq(base, 0)->wake_fd = eventfd(0, EFD_NONBLOCK);
     atomic_store(&shm_hdr(base)->stack_pid, getpid());
     atomic_store(&shm_hdr(base)->state, SHM_READY);
-    struct shim_sys sys = {socket,        bind,       listen,      accept4,     connect,
-                           getsockopt,    setsockopt, close,       read,        write,
-                           fcntl,         ioctl,      dup,         dup3,        ppoll,
-                           epoll_create1, epoll_ctl,  epoll_pwait, epoll_pwait2};
+    struct shim_sys sys = {socket,        bind,       listen,      accept4,      connect,
+                           getsockopt,    setsockopt, close,       read,         write,
+                           fcntl,         ioctl,      dup,         dup3,         ppoll,
+                           epoll_create1, epoll_ctl,  epoll_pwait, epoll_pwait2, sigaction};
     shim_init(&sys);
     struct shim_attach a = {base, size, -1, -1, MY_IP, 24, 0, 4096};
     ck_assert_int_eq(shim_attach(&a), 0);
@@ -398,6 +399,60 @@ void *reader(void *p)
     ck_assert_int_eq(got, 20000);
     return NULL;
 }
+
+/* Bad buffers fail with EFAULT (ucopy.h) instead of crashing; a send stops at the first bad
+ * page with what it copied, a recv into a bad buffer consumes nothing; faults outside the
+ * copies still reach the application's handler. */
+static sigjmp_buf app_jb;
+static volatile int app_faults;
+
+static void app_handler(int sig)
+{
+    (void)sig;
+    app_faults++;
+    siglongjmp(app_jb, 1);
+}
+
+START_TEST(bad_buffers_efault)
+{
+    ck_assert(shim_ucopy_installed());
+    long pg = sysconf(_SC_PAGESIZE);
+    uint8_t *m =
+        mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(m, MAP_FAILED);
+    ck_assert_int_eq(mprotect(m + pg, (size_t)pg, PROT_NONE), 0);
+    memset(m, 'a', (size_t)pg);
+    int fd = connected(7);
+    ck_assert_int_eq(shim_send(fd, m + pg, 10, 0), -EFAULT);
+    /* The first page goes, then the fault ends the call (tcp_sendmsg). */
+    ck_assert_int_eq(shim_send(fd, m + pg - 100, 200, 0), 100);
+    struct iovec iov[2] = {{"xy", 2}, {m + pg, 5}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    ck_assert_int_eq(shim_sendmsg(fd, &mh, 0), 2);
+    char buf[128];
+    usleep(20000);
+    ck_assert_int_eq(shim_recv(fd, m + pg, 10, 0), -EFAULT);
+    ck_assert_int_eq(shim_recv(fd, buf, sizeof(buf), 0), 102);
+    ck_assert_int_eq(memcmp(buf + 100, "xy", 2), 0);
+    /* A recv that fills the good page and faults on the next returns the good part. */
+    ck_assert_int_eq(shim_send(fd, "0123456789", 10, 0), 10);
+    usleep(20000);
+    ck_assert_int_eq(shim_recv(fd, m + pg - 4, 10, 0), 4);
+    ck_assert_int_eq(memcmp(m + pg - 4, "0123", 4), 0);
+    ck_assert_int_eq(shim_recv(fd, buf, sizeof(buf), 0), 6);
+    /* The application's own handler (recorded as the sigaction hook does) sees real faults. */
+    struct sigaction act = {.sa_handler = app_handler}, old;
+    sigemptyset(&act.sa_mask);
+    ck_assert_int_eq(shim_ucopy_sigaction(SIGSEGV, &act, &old), 0);
+    /* (old is SIG_DFL, or a sanitizer's handler in the sanitizer build) */
+    if (!sigsetjmp(app_jb, 1))
+        *(volatile uint8_t *)(m + pg) = 1;
+    ck_assert_int_eq(app_faults, 1);
+    ck_assert_int_eq(shim_send(fd, m + pg, 10, 0), -EFAULT);
+    ck_assert_int_eq(app_faults, 1);
+    ck_assert_int_eq(shim_close(fd), 0);
+}
+END_TEST
 
 START_TEST(errors_as_linux)
 {
@@ -847,6 +902,7 @@ int main(void)
     tcase_add_test(tc, fork_and_exec_references);
     tcase_add_test(tc, private_fds_survive_close_loops);
     tcase_add_test(tc, blocking_echo);
+    tcase_add_test(tc, bad_buffers_efault);
     tcase_add_test(tc, errors_as_linux);
     tcase_add_test(tc, nonblocking_connect);
     tcase_add_test(tc, eof_shutdown_timeouts);

@@ -4,7 +4,9 @@
  * proves it by running this on the kernel. */
 #include "sem.h"
 
+#include <setjmp.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 
@@ -195,6 +197,57 @@ static void efault(void)
                      sem_ename(res[1]));
     }
     CHECK(!report[0], "not EFAULT:%s", report);
+}
+
+/* Buffers in an unmapped page high in the address space (not just NULL) are EFAULT too, and
+ * nothing is consumed by a recv that faults. The program's own SIGSEGV handler is not
+ * called for them, still sees its real faults, and reads back as installed. */
+static sigjmp_buf segv_jb;
+static volatile int segv_count;
+
+static void on_segv(int sig)
+{
+    (void)sig;
+    segv_count++;
+    siglongjmp(segv_jb, 1);
+}
+
+static void efault_unmapped(void)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    char *m =
+        mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(m != MAP_FAILED, "mmap");
+    CHECK_OK(mprotect(m + pg, (size_t)pg, PROT_NONE));
+    char *bad = m + pg;
+    struct sigaction act = {.sa_handler = on_segv}, old, now;
+    sigemptyset(&act.sa_mask);
+    CHECK_OK(sigaction(SIGSEGV, &act, &old));
+    int fd = sem_connect_peer(SEM_P_ECHO);
+    CHECK(fd >= 0, "connect");
+    CHECK_ERR(send(fd, bad, 10, MSG_NOSIGNAL), EFAULT);
+    CHECK_ERR(write(fd, bad, 10), EFAULT);
+    struct iovec iov[2] = {{bad, 5}, {bad, 5}};
+    CHECK_ERR(writev(fd, iov, 2), EFAULT);
+    CHECK(send(fd, "abc", 3, 0) == 3, "send");
+    CHECK(sem_wait_fd(fd, POLLIN, 5000) & POLLIN, "echo");
+    sem_sleep_ms(50);
+    CHECK_ERR(recv(fd, bad, 10, 0), EFAULT);
+    CHECK_ERR(read(fd, bad, 10), EFAULT);
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 1};
+    CHECK_ERR(recvmsg(fd, &mh, 0), EFAULT);
+    char buf[8] = {0};
+    CHECK(recv(fd, buf, sizeof buf, MSG_DONTWAIT) == 3 && !memcmp(buf, "abc", 3),
+          "data lost by the failed reads");
+    CHECK(segv_count == 0, "the program's SIGSEGV handler ran %d times", segv_count);
+    if (!sigsetjmp(segv_jb, 1))
+        *(volatile char *)bad = 1;
+    CHECK(segv_count == 1, "a real fault reached the program's handler %d times", segv_count);
+    CHECK_OK(sigaction(SIGSEGV, NULL, &now));
+    CHECK(now.sa_handler == on_segv, "sigaction reads back another handler");
+    CHECK(signal(SIGSEGV, SIG_DFL) == on_segv, "signal() returned another handler");
+    CHECK_OK(sigaction(SIGSEGV, &old, NULL));
+    munmap(m, (size_t)pg * 2);
 }
 
 /* Zero-length buffers may be NULL: send returns 0; recv with MSG_DONTWAIT on an empty queue
@@ -473,6 +526,7 @@ int main(void)
     SEM_RUN(enotsock_pipe);
     SEM_RUN(enotsock_eventfd);
     SEM_RUN(efault);
+    SEM_RUN(efault_unmapped);
     SEM_RUN(zero_length);
     SEM_RUN(einval);
     SEM_RUN(eafnosupport);
