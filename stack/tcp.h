@@ -72,10 +72,11 @@ struct stk_tcb {
     /* Identity and tables. */
     uint32_t lip, rip;
     uint16_t lport, rport;
-    struct stk_tcb *hnext;  /* connection or listen hash chain */
-    struct stk_tcb *bnext;  /* bind list of a port */
-    struct stk_tcb *evnext; /* engine event list */
-    int sd;                 /* socket id, -1 when orphaned */
+    struct stk_tcb *hnext;   /* connection or listen hash chain */
+    struct stk_tcb *bnext;   /* bind list of a port */
+    struct stk_tcb **bpprev; /* the pointer to us in that list (O(1) unbind) */
+    struct stk_tcb *evnext;  /* engine event list */
+    int sd;                  /* socket id, -1 when orphaned */
     void *user;
     enum stk_tcp_state state;
     uint32_t flags;

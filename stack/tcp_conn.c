@@ -233,6 +233,19 @@ static bool addr_overlap(uint32_t a, uint32_t b)
     return a == 0 || b == 0 || a == b;
 }
 
+/* Links t into its port's bind list. The list is doubly linked (bpprev) so that a listener
+ * with tens of thousands of passive children in TIME-WAIT still unbinds one in O(1). */
+static void bind_link(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_tcb **head = bind_head(e, t->lport);
+    t->bnext = *head;
+    if (t->bnext)
+        t->bnext->bpprev = &t->bnext;
+    t->bpprev = head;
+    *head = t;
+    t->flags |= TF_BOUND;
+}
+
 /* bind(2) rules as Linux applies them: two sockets may share a port only when their
  * addresses differ, or both set SO_REUSEADDR and neither is listening. */
 int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_t port)
@@ -250,10 +263,7 @@ int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_
     }
     t->lip = ip;
     t->lport = port;
-    struct stk_tcb **head = bind_head(e, port);
-    t->bnext = *head;
-    *head = t;
-    t->flags |= TF_BOUND;
+    bind_link(e, t);
     return 0;
 }
 
@@ -261,23 +271,19 @@ int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_
  * gone (TIME-WAIT included) a bind() to that port needs SO_REUSEADDR. */
 void stk__inherit_port(struct stk_engine *e, struct stk_tcb *t)
 {
-    struct stk_tcb **head = bind_head(e, t->lport);
-    t->bnext = *head;
-    *head = t;
-    t->flags |= TF_BOUND;
+    bind_link(e, t);
 }
 
 void stk__unbind(struct stk_engine *e, struct stk_tcb *t)
 {
+    (void)e;
     if (!(t->flags & TF_BOUND))
         return;
-    for (struct stk_tcb **pp = bind_head(e, t->lport); *pp; pp = &(*pp)->bnext) {
-        if (*pp == t) {
-            *pp = t->bnext;
-            break;
-        }
-    }
+    *t->bpprev = t->bnext;
+    if (t->bnext)
+        t->bnext->bpprev = t->bpprev;
     t->bnext = NULL;
+    t->bpprev = NULL;
     t->flags &= ~TF_BOUND;
 }
 
