@@ -199,7 +199,7 @@ static void setup(void)
 {
     for (int i = 0; i < NSOCKS; i++)
         atomic_store(&fk[i].efd, -1);
-    struct shm_geometry g = {1, NSOCKS, 16, 4096};
+    struct shm_geometry g = {1, NSOCKS, 16, 4096, 0};
     uint64_t size = shm_region_size(&g);
     base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     ck_assert_ptr_ne(base, MAP_FAILED);
@@ -294,7 +294,7 @@ START_TEST(fork_and_exec_references)
     shim_fork_prepare();
     ck_assert_uint_eq(atomic_load(&sa->refs), 2);
     shim_fork_parent();
-    shim_fork_hook_end(true);
+    shim_fork_hook_end(-1);
     ck_assert_uint_eq(atomic_load(&sa->refs), 1);
     /* A real fork: the child holds both, and its close leaves the parent's open. */
     pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
@@ -305,7 +305,7 @@ START_TEST(fork_and_exec_references)
         shim_close(b);
         _exit(0);
     }
-    shim_fork_hook_end(pid < 0);
+    shim_fork_hook_end(pid < 0 ? -1 : pid);
     int st;
     waitpid(pid, &st, 0);
     ck_assert_uint_eq(atomic_load(&sa->refs), 1);
