@@ -1175,8 +1175,12 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         return;
     }
     uint32_t state = atomic_load_explicit(&s->state, ACQ);
-    if ((state != SHM_SOCK_LIVE && state != SHM_SOCK_CLOSING) || !rings_sane(sc, s))
+    if (state != SHM_SOCK_LIVE && state != SHM_SOCK_CLOSING)
         goto bad;
+    if (!rings_sane(sc, s)) {
+        CTR(sc, shm_ring_insane, 1);
+        goto bad;
+    }
     if (op == SHM_OP_LISTEN) {
         struct stk_sockaddr a = {0, 0};
         int rc = op_listen(sc, cmd, s, now, &a);
@@ -1269,6 +1273,15 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
     }
 bad:
     CTR(sc, shm_cmd_invalid, 1);
+    {
+        /* Logged at the 1st, 2nd, 4th, 8th... rejection: visible, never a flood. */
+        uint64_t nbad = atomic_load_explicit(&sc->ctr[C_shm_cmd_invalid], RLX);
+        if ((nbad & (nbad - 1)) == 0)
+            fprintf(stderr,
+                    "ustackd: core %u: rejected command %llu (op %u, socket %u, gen %u, pid %d): "
+                    "invalid or stale\n",
+                    sc->idx, (unsigned long long)nbad, op, i, cmd->gen, (int)cmd->pid);
+    }
     if (op != SHM_OP_CLOSE && op != SHM_OP_KICK)
         post_rc(sc, cmd, -EBADF);
 }
