@@ -174,7 +174,8 @@ int main(int argc, char **argv)
             usleep(1000);
     }
     int32_t sp = atomic_load(&h->stack_pid);
-    bool alive = sp > 0 && (kill(sp, 0) == 0 || errno != ESRCH) && atomic_load(&h->state) == SHM_READY;
+    bool alive =
+        sp > 0 && (kill(sp, 0) == 0 || errno != ESRCH) && atomic_load(&h->state) == SHM_READY;
     printf("scribble: %lu writes %lu commands on %u sockets; ustackd %d %s\n", writes, cmds, n,
            (int)sp, alive ? "alive" : "GONE");
     fflush(stdout);
