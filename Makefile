@@ -57,7 +57,7 @@ $(BUILD)/libustack.so: $(PRELOAD_SRC) $(PRELOAD_HDR) $(SHIM_SRC) $(SHIM_HDR) $(w
 
 # Kernel-side tools: the reference server and the load generator/verifier.
 BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
-all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS)
+all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble
 
 deps:
 	@tools/deps.sh
@@ -114,12 +114,17 @@ $(BUILD)/bench/bench_engine: bench/bench_engine.c $(TESTLIB_SRC) $(TESTLIB_HDR) 
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -O2 -g -D_GNU_SOURCE -Itests/lib $< $(TESTLIB_SRC) $(BUILD)/libstk.a -lm -o $@
 
+# A misbehaving preloaded client for tests/net/test_scribble.sh.
+$(BUILD)/tests/scribble: tests/net/helpers/scribble.c shim/shm.c $(SHIM_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -Ishim $< shim/shm.c -o $@
+
 $(BUILD)/bench/kserve $(BUILD)/bench/loadgen: $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -pthread $< -lm -o $@
 
 # Network tests (root): ustackd against the kernel through veth pairs in namespaces.
-net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen
+net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble
 	@tests/net/run-all.sh
 
 # Socket-semantics programs (tests/sem): run on the kernel (proving every expectation is the

@@ -185,7 +185,12 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_efd_fail) \
     X(shm_fwd) \
     X(shm_fwd_retry) \
-    X(shm_replies_reaped)
+    X(shm_replies_reaped) \
+    X(shm_cmdq_repairs) \
+    X(shm_procs_reaped) \
+    X(shm_refs_dropped) \
+    X(shm_reclaim_closes) \
+    X(shm_reclaim_lost)
 /* clang-format on */
 
 struct dio_shm_counters {
@@ -227,8 +232,15 @@ int dio_shm_owns(const void *user);
 int dio_shm_counters(struct dio_shm *srv, unsigned core, struct dio_shm_counters *out);
 /* Prints "<prefix> core=<i> name=value ..." for every core (nonzero counters only). */
 void dio_shm_print_stats(struct dio_shm *srv, FILE *f, const char *prefix);
-/* Control thread, about once a second: releases reply slots whose owning process is gone
- * (seen dead on two calls in a row). Returns how many it released. */
+/* Control thread, about once a second and whenever dio_shm_watch_fd() is readable:
+ * releases reply slots whose owning process is gone (seen dead on two calls in a row), and
+ * drops the socket references of dead processes (docs/shm.md "Holders"): a socket whose last
+ * holder died is closed as if that holder had closed it (FIN, or RST with unread data; a
+ * listener stops listening); copy locks the dead held are released. Returns the reply
+ * slots and processes it released. */
 unsigned dio_shm_reap(struct dio_shm *srv);
+/* An fd (an epoll of pidfds of the region's processes) that becomes readable when one of
+ * them exits: the control thread polls it and then calls dio_shm_reap. -1 if none. */
+int dio_shm_watch_fd(struct dio_shm *srv);
 
 #endif

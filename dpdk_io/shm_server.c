@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -49,6 +50,9 @@ _Static_assert(SHM_MAX_CORES <= 64 && DIO_MAX_CORES <= 64, "listener core masks 
 #define PIDFD_CACHE    8
 #define CLOSE_STALL_US (60 * STK_US_PER_S) /* a closing socket's tx ring stuck this long: RST */
 #define SCAN_US        (100 * STK_US_PER_MS)
+#define QCHECK_US      (100 * STK_US_PER_MS)  /* command queue sanity check */
+#define QSTALL_NS      (1000ll * 1000 * 1000) /* a claimed slot unfilled this long: skip */
+#define PENDING_SCANS  2 /* reap calls a fork child's entry stays PENDING after its parent died */
 #define NOPT           (STK_TCP_DEFER_ACCEPT + 1)
 
 enum {
@@ -108,12 +112,23 @@ struct srv_core {
     uint64_t pidfd_clock;
     struct fwd *ob; /* commands for other cores whose queue was full */
     unsigned nob, cob;
+    uint32_t deq; /* our position in our command queue (the shared one is only published) */
+    struct shm_cmdq_stall stall;
+    stk_time_t next_qcheck;
     _Atomic uint64_t ctr[NCTR];
 };
 
 struct reap_mark {
     int32_t pid;
     uint32_t owner;
+};
+
+/* The control thread's view of one process table entry. */
+struct proc_mon {
+    int32_t pid;   /* the pid pidfd refers to */
+    int pidfd;     /* -1: none open */
+    uint32_t dead; /* PENDING entry: calls that saw its parent dead */
+    bool exited;   /* the pidfd reported the exit */
 };
 
 struct dio_shm {
@@ -127,6 +142,11 @@ struct dio_shm {
     struct dio_app other;
     bool has_other;
     struct reap_mark *reap;
+    int fd; /* the memfd (the caller's) */
+    uint32_t nprocs;
+    struct proc_mon *mon;
+    int epfd;             /* pidfds of the region's processes */
+    uint64_t reap_ctr[4]; /* the control thread's counters, folded into core 0's */
     struct srv_core *cores[SHM_MAX_CORES];
 };
 
@@ -172,6 +192,13 @@ static void srv_free(struct dio_shm *srv)
         free(srv->cores[c]);
     free(srv->rec);
     free(srv->reap);
+    if (srv->mon)
+        for (uint32_t p = 0; p < srv->nprocs; p++)
+            if (srv->mon[p].pidfd >= 0)
+                close(srv->mon[p].pidfd);
+    free(srv->mon);
+    if (srv->epfd >= 0)
+        close(srv->epfd);
     free(srv);
 }
 
@@ -209,6 +236,9 @@ int dio_shm_open(int fd, unsigned ncores, struct dio_shm **out, char *err, size_
     struct dio_shm *srv = calloc(1, sizeof(*srv));
     if (!srv)
         return -ENOMEM;
+    srv->epfd = -1;
+    srv->fd = fd;
+    srv->nprocs = h.nprocs;
     srv->size = h.size;
     srv->hdr_len = h.off_cmdq;
     srv->nsocks = h.nsocks;
@@ -252,9 +282,14 @@ int dio_shm_open(int fd, unsigned ncores, struct dio_shm **out, char *err, size_
     }
     srv->rec = calloc(h.nsocks, sizeof(*srv->rec));
     srv->reap = calloc(h.nreplies, sizeof(*srv->reap));
+    srv->mon = calloc(h.nprocs, sizeof(*srv->mon));
+    if (srv->mon)
+        for (uint32_t p = 0; p < h.nprocs; p++)
+            srv->mon[p].pidfd = -1;
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC); /* without it, deaths are found by polling */
     for (unsigned c = 0; c < ncores; c++)
         srv->cores[c] = calloc(1, sizeof(struct srv_core));
-    bool ok = srv->rec && srv->reap;
+    bool ok = srv->rec && srv->reap && srv->mon;
     for (unsigned c = 0; c < ncores; c++)
         ok = ok && srv->cores[c];
     if (!ok) {
@@ -507,9 +542,8 @@ static int fetch_efd(struct srv_core *sc, int32_t pid, int32_t fd, int *out)
 
 /* ---- Commands to other cores ------------------------------------------------------------- */
 
-static int push_to(struct srv_core *sc, uint32_t core, const struct shm_cmd *cmd)
+static int srv_push(struct dio_shm *srv, uint32_t core, const struct shm_cmd *cmd)
 {
-    struct dio_shm *srv = sc->srv;
     struct shm_cmdq *q = shm_cmdq(srv->base, core);
     if (shm_cmdq_push(q, cmd))
         return -EAGAIN;
@@ -526,7 +560,7 @@ static int push_to(struct srv_core *sc, uint32_t core, const struct shm_cmd *cmd
 static void forward(struct srv_core *sc, uint32_t core, const struct shm_cmd *cmd)
 {
     CTR(sc, shm_fwd, 1);
-    if (sc->nob == 0 && push_to(sc, core, cmd) == 0)
+    if (sc->nob == 0 && srv_push(sc->srv, core, cmd) == 0)
         return;
     /* The queue is full: keep it and retry every poll, so that nothing is lost. */
     if (sc->nob == sc->cob) {
@@ -546,7 +580,7 @@ static unsigned flush_outbox(struct srv_core *sc)
 {
     unsigned keep = 0, sent = 0;
     for (unsigned k = 0; k < sc->nob; k++) {
-        if (push_to(sc, sc->ob[k].core, &sc->ob[k].cmd) == 0) {
+        if (srv_push(sc->srv, sc->ob[k].core, &sc->ob[k].cmd) == 0) {
             sent++;
             continue;
         }
@@ -1141,8 +1175,12 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         return;
     }
     uint32_t state = atomic_load_explicit(&s->state, ACQ);
-    if ((state != SHM_SOCK_LIVE && state != SHM_SOCK_CLOSING) || !rings_sane(sc, s))
+    if (state != SHM_SOCK_LIVE && state != SHM_SOCK_CLOSING)
         goto bad;
+    if (!rings_sane(sc, s)) {
+        CTR(sc, shm_ring_insane, 1);
+        goto bad;
+    }
     if (op == SHM_OP_LISTEN) {
         struct stk_sockaddr a = {0, 0};
         int rc = op_listen(sc, cmd, s, now, &a);
@@ -1235,6 +1273,15 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
     }
 bad:
     CTR(sc, shm_cmd_invalid, 1);
+    {
+        /* Logged at the 1st, 2nd, 4th, 8th... rejection: visible, never a flood. */
+        uint64_t nbad = atomic_load_explicit(&sc->ctr[C_shm_cmd_invalid], RLX);
+        if ((nbad & (nbad - 1)) == 0)
+            fprintf(stderr,
+                    "ustackd: core %u: rejected command %llu (op %u, socket %u, gen %u, pid %d): "
+                    "invalid or stale\n",
+                    sc->idx, (unsigned long long)nbad, op, i, cmd->gen, (int)cmd->pid);
+    }
     if (op != SHM_OP_CLOSE && op != SHM_OP_KICK)
         post_rc(sc, cmd, -EBADF);
 }
@@ -1257,6 +1304,8 @@ static int srv_init(void *ctx, struct dio_core *c, stk_time_t now)
     sc->e = dio_core_engine(c);
     sc->idx = dio_core_index(c);
     sc->dirty = sc->cur = SHM_NONE;
+    sc->deq = atomic_load_explicit(&shm_cmdq(srv->base, sc->idx)->deq, RLX);
+    sc->stall.since = -1;
     for (int k = 0; k < PIDFD_CACHE; k++)
         sc->pidfds[k].fd = -1;
     /* Allocated here, on the core's own thread, so that it lands on its NUMA node. */
@@ -1299,9 +1348,27 @@ static unsigned srv_poll(void *ctx, struct dio_core *c, stk_time_t now)
         work += flush_outbox(sc);
     struct shm_cmdq *q = shm_cmdq(srv->base, sc->idx);
     struct shm_cmd cmd;
-    for (unsigned n = 0; n < CMD_BUDGET && shm_cmdq_pop(q, &cmd); n++) {
+    unsigned n = 0;
+    for (; n < CMD_BUDGET && shm_cmdq_pop_at(q, &sc->deq, &cmd); n++) {
         exec(sc, &cmd, now);
         work++;
+    }
+    /* Now and then (never per command): a producer killed in the middle of a push, or a
+     * client scribbling on the queue, must not stall this core's queue for every client. */
+    if (n < CMD_BUDGET && now >= sc->next_qcheck) {
+        sc->next_qcheck = now + QCHECK_US;
+        unsigned fixed = shm_cmdq_repair(q, &sc->deq, &sc->stall, (int64_t)now * 1000, QSTALL_NS);
+        if (fixed) {
+            CTR(sc, shm_cmdq_repairs, fixed);
+            work++;
+            /* A skipped slot may have been someone's KICK, whose flag now stays raised
+             * (so no new kick is queued): serve every socket with a raised flag. */
+            for (uint32_t i = 0; i < srv->nsocks; i++)
+                if (sc->ss[i].sd >= 0 && atomic_load_explicit(&sock_at(sc, i)->kick, RLX)) {
+                    atomic_store_explicit(&sock_at(sc, i)->kick, 0, SC);
+                    mark_dirty(sc, i);
+                }
+        }
     }
     /* Serving may mark slots again: those wait for the next round. */
     uint32_t list = sc->dirty;
@@ -1336,7 +1403,7 @@ static int srv_sleep_prepare(void *ctx, struct dio_core *c)
     /* Announce, then look (the other half is in the client: push, then read sleeping). */
     atomic_store_explicit(&q->sleeping, 1, SC);
     atomic_thread_fence(SC);
-    int busy = !shm_cmdq_empty(q) || sc->dirty != SHM_NONE || sc->nob;
+    int busy = !shm_cmdq_empty_at(q, sc->deq) || sc->dirty != SHM_NONE || sc->nob;
     if (srv->has_other && srv->other.sleep_prepare)
         busy |= srv->other.sleep_prepare(srv->other.ctx, c);
     return busy;
@@ -1361,7 +1428,7 @@ static void srv_fini(void *ctx, struct dio_core *c, stk_time_t now)
     if (sc && sc->ss) {
         struct shm_cmdq *q = shm_cmdq(srv->base, sc->idx);
         struct shm_cmd cmd;
-        for (unsigned n = 0; n < 2 * SHM_CMDQ_LEN && shm_cmdq_pop(q, &cmd); n++)
+        for (unsigned n = 0; n < 2 * SHM_CMDQ_LEN && shm_cmdq_pop_at(q, &sc->deq, &cmd); n++)
             if (cmd.op != SHM_OP_CLOSE && cmd.op != SHM_OP_KICK && cmd.reply < srv->nreplies)
                 post_rc(sc, &cmd, -ENETDOWN);
         for (uint32_t i = 0; i < srv->nsocks; i++) {
@@ -1456,6 +1523,201 @@ void dio_shm_print_stats(struct dio_shm *srv, FILE *f, const char *prefix)
     fflush(f);
 }
 
+/* ---- Dead processes (the control thread) ---------------------------------------------- */
+
+enum { R_PROCS, R_REFS, R_CLOSES, R_LOST };
+
+/* A command from the control thread; the queue may be full for a moment. */
+static bool ctl_push(struct dio_shm *srv, uint32_t core, const struct shm_cmd *c)
+{
+    for (int tries = 0; tries < 200; tries++) {
+        if (srv_push(srv, core, c) == 0)
+            return true;
+        usleep(1000);
+    }
+    srv->reap_ctr[R_LOST]++;
+    return false;
+}
+
+/* The dead process held socket i through c fds: drop them. If nobody else holds it, it is
+ * closed as the last holder's close() would have: CLOSE to the core serving it (every core
+ * for a listener). Otherwise the socket lives on, with the copy locks the dead held freed and
+ * a kick, in case it died between raising the kick flag and queueing the KICK. */
+static void drop_refs(struct dio_shm *srv, uint32_t p, uint32_t i, uint32_t c)
+{
+    struct shm_sock *s = shm_sock(srv->base, i);
+    uint32_t st = atomic_load_explicit(&s->state, ACQ);
+    if (st != SHM_SOCK_LIVE && st != SHM_SOCK_RESERVED)
+        return; /* already closing or free: nothing of the dead is left in it */
+    uint32_t lockv = p + 1;
+    atomic_compare_exchange_strong(&s->wlock, &lockv, 0);
+    lockv = p + 1;
+    atomic_compare_exchange_strong(&s->rlock, &lockv, 0);
+    uint32_t old = atomic_load(&s->refs), nw;
+    do {
+        if (old == 0)
+            return; /* the counts disagree (a confused client): leave it */
+        nw = old > c ? old - c : 0;
+    } while (!atomic_compare_exchange_weak(&s->refs, &old, nw));
+    srv->reap_ctr[R_REFS] += old - nw;
+    struct srec *r = &srv->rec[i];
+    uint32_t holder = atomic_load(&r->holder);
+    uint64_t lcores = atomic_load(&r->lcores);
+    struct shm_cmd cmd;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.sock = i;
+    cmd.gen = atomic_load_explicit(&s->gen, ACQ);
+    cmd.reply = SHM_NONE;
+    cmd.pid = (int32_t)getpid();
+    if (nw > 0) {
+        /* Still held: only a connection has data to move (our record, not the slot, says
+         * which core serves it). */
+        if (holder == 0 || holder > srv->ncores || lcores)
+            return;
+        atomic_store(&s->kick, 1);
+        cmd.op = SHM_OP_KICK;
+        ctl_push(srv, holder - 1, &cmd);
+        return;
+    }
+    uint32_t expect = SHM_SOCK_LIVE;
+    atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_CLOSING);
+    cmd.op = SHM_OP_CLOSE;
+    srv->reap_ctr[R_CLOSES]++;
+    if (lcores) {
+        for (uint32_t core = 0; core < srv->ncores; core++)
+            if (lcores & (1ull << core))
+                ctl_push(srv, core, &cmd);
+    } else if (holder && holder <= srv->ncores) {
+        ctl_push(srv, holder - 1, &cmd);
+    } else if (s->core < srv->ncores) {
+        ctl_push(srv, s->core, &cmd); /* a slot whose SOCKET never ran: its core frees it */
+    }
+}
+
+static void mon_close(struct dio_shm *srv, uint32_t p)
+{
+    struct proc_mon *m = &srv->mon[p];
+    if (m->pidfd >= 0) {
+        if (srv->epfd >= 0)
+            epoll_ctl(srv->epfd, EPOLL_CTL_DEL, m->pidfd, NULL);
+        close(m->pidfd);
+    }
+    *m = (struct proc_mon){.pidfd = -1};
+}
+
+/* Process entry p is dead: every reference its row counts is dropped, the row given back to
+ * the memfd, the entry freed. */
+static void reclaim(struct dio_shm *srv, uint32_t p, uint32_t state)
+{
+    struct shm_proc *e = shm_proc(srv->base, p);
+    if (!atomic_compare_exchange_strong(&e->state, &state, SHM_PROC_REAPING))
+        return; /* it changed under us: look again next time */
+    for (uint32_t i = 0; i < srv->nsocks; i++) {
+        _Atomic uint32_t *hc = shm_hold(srv->base, p, i);
+        if (atomic_load_explicit(hc, RLX) == 0)
+            continue;
+        uint32_t c = atomic_exchange(hc, 0);
+        if (c)
+            drop_refs(srv, p, i, c);
+    }
+    struct shm_hdr *h = shm_hdr(srv->base);
+#ifdef FALLOC_FL_PUNCH_HOLE
+    /* The row's pages back to the memfd (its next user starts from zeroes anyway). */
+    (void)fallocate(srv->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    (off_t)(h->off_hold + (uint64_t)p * h->hold_stride), (off_t)h->hold_stride);
+#else
+    (void)h;
+#endif
+    mon_close(srv, p);
+    atomic_store(&e->pid, 0);
+    atomic_store(&e->parent, 0);
+    atomic_store_explicit(&e->state, SHM_PROC_FREE, REL);
+    srv->reap_ctr[R_PROCS]++;
+}
+
+static bool pid_gone(int32_t pid)
+{
+    return pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH);
+}
+
+/* Is the LIVE entry p's process gone? Opens a pidfd for a pid seen for the first time (so
+ * that its exit wakes the control thread); without pidfds, asks kill(pid, 0). */
+static bool live_gone(struct dio_shm *srv, uint32_t p, int32_t pid)
+{
+    struct proc_mon *m = &srv->mon[p];
+    if (pid <= 0)
+        return true; /* no honest client leaves a LIVE entry without a pid */
+    if (m->pid != pid) {
+        mon_close(srv, p);
+        m->pid = pid;
+        m->pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+        if (m->pidfd < 0)
+            return errno == ESRCH;
+        if (srv->epfd >= 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.u32 = p};
+            epoll_ctl(srv->epfd, EPOLL_CTL_ADD, m->pidfd, &ev);
+        }
+        /* It may have died between our look at the table and the pidfd. */
+    }
+    if (m->pidfd < 0)
+        return pid_gone(pid);
+    if (m->exited)
+        return true;
+    struct pollfd pf = {.fd = m->pidfd, .events = POLLIN};
+    return poll(&pf, 1, 0) > 0;
+}
+
+static unsigned reap_procs(struct dio_shm *srv)
+{
+    unsigned n = 0;
+    if (srv->epfd >= 0) {
+        struct epoll_event ev[64];
+        int k = epoll_wait(srv->epfd, ev, 64, 0);
+        for (int j = 0; j < k; j++)
+            if (ev[j].data.u32 < srv->nprocs)
+                srv->mon[ev[j].data.u32].exited = true;
+    }
+    for (uint32_t p = 0; p < srv->nprocs; p++) {
+        struct shm_proc *e = shm_proc(srv->base, p);
+        struct proc_mon *m = &srv->mon[p];
+        uint32_t st = atomic_load_explicit(&e->state, ACQ);
+        int32_t pid = atomic_load_explicit(&e->pid, RLX);
+        if (st == SHM_PROC_LIVE) {
+            m->dead = 0;
+            if (live_gone(srv, p, pid)) {
+                reclaim(srv, p, st);
+                n++;
+            }
+        } else if (st == SHM_PROC_PENDING) {
+            /* A fork child's entry: reclaimed if its parent died and no child named itself
+             * for a while (the fork never happened, or both died). */
+            int32_t parent = atomic_load_explicit(&e->parent, RLX);
+            if (parent > 0 && pid_gone(parent) && ++m->dead > PENDING_SCANS) {
+                reclaim(srv, p, st);
+                n++;
+            } else if (parent <= 0 || !pid_gone(parent)) {
+                m->dead = 0;
+            }
+        } else if (st != SHM_PROC_REAPING && m->pidfd >= 0) {
+            mon_close(srv, p); /* freed or scribbled: stop watching */
+        }
+    }
+    if (srv->ncores) {
+        struct srv_core *sc = srv->cores[0];
+        /* Core 0 never writes these: the control thread is their one writer. */
+        atomic_store_explicit(&sc->ctr[C_shm_procs_reaped], srv->reap_ctr[R_PROCS], RLX);
+        atomic_store_explicit(&sc->ctr[C_shm_refs_dropped], srv->reap_ctr[R_REFS], RLX);
+        atomic_store_explicit(&sc->ctr[C_shm_reclaim_closes], srv->reap_ctr[R_CLOSES], RLX);
+        atomic_store_explicit(&sc->ctr[C_shm_reclaim_lost], srv->reap_ctr[R_LOST], RLX);
+    }
+    return n;
+}
+
+int dio_shm_watch_fd(struct dio_shm *srv)
+{
+    return srv ? srv->epfd : -1;
+}
+
 unsigned dio_shm_reap(struct dio_shm *srv)
 {
     unsigned n = 0;
@@ -1483,5 +1745,5 @@ unsigned dio_shm_reap(struct dio_shm *srv)
     }
     if (n && srv->ncores)
         ctr_add(srv->cores[0], C_shm_replies_reaped, n);
-    return n;
+    return n + reap_procs(srv);
 }

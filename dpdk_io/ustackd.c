@@ -122,8 +122,9 @@ static void print_stats(struct dio_stack *s, struct dio_shm *srv)
 }
 
 /* Waits for a reason to stop: SIGTERM/SIGINT, or the liveness pipe's end-of-file (every
- * client is gone). SIGUSR1 prints statistics. Once a second, reply slots of dead clients
- * are reclaimed. */
+ * client is gone). SIGUSR1 prints statistics. When a client process exits (its pidfd, in
+ * dio_shm_watch_fd) and once a second, what dead clients held is reclaimed: their reply
+ * slots, and their sockets (closed when no other process holds them). */
 static void control_loop(struct dio_stack *s, struct dio_shm *srv, int pipe_fd, sigset_t *set)
 {
     int sfd = signalfd(-1, set, SFD_CLOEXEC);
@@ -131,8 +132,10 @@ static void control_loop(struct dio_stack *s, struct dio_shm *srv, int pipe_fd, 
         fprintf(stderr, "ustackd: signalfd: %s (polling for signals instead)\n", strerror(errno));
     for (;;) {
         /* Without a signalfd, signals are polled for between short waits. */
-        struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = pipe_fd, .events = POLLIN}};
-        int n = poll(p, 2, sfd < 0 ? 100 : srv ? 1000 : -1);
+        struct pollfd p[3] = {{.fd = sfd, .events = POLLIN},
+                              {.fd = pipe_fd, .events = POLLIN},
+                              {.fd = dio_shm_watch_fd(srv), .events = POLLIN}};
+        int n = poll(p, 3, sfd < 0 ? 100 : srv ? 1000 : -1);
         if (n < 0 && errno != EINTR)
             break;
         if (srv)

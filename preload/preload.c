@@ -729,7 +729,7 @@ static pid_t do_fork(void)
     shim_fork_hook_begin();
     pid_t p = REAL(fork)();
     if (p != 0)
-        shim_fork_hook_end(p < 0);
+        shim_fork_hook_end(p < 0 ? -1 : (int)p);
     return p;
 }
 

@@ -331,7 +331,7 @@ static int spawn(void)
 {
     int rc;
     unsigned socks = conf.shm_socks, ring = conf.shm_ring;
-    struct shm_geometry g = {conf.ncores, socks, 4096, ring};
+    struct shm_geometry g = {conf.ncores, socks, 4096, ring, SHM_NPROCS};
     uint64_t size = shm_region_size(&g);
     if (!size) {
         snprintf(conf_err, sizeof(conf_err), "no valid region for %u cores", conf.ncores);

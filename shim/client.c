@@ -147,6 +147,17 @@ int shim_attach(const struct shim_attach *a)
     C.mask = a->prefix ? ~0u << (32 - a->prefix) : 0;
     C.gw = a->gw;
     SHIM_STORE(&C.pid, (int32_t)getpid());
+    /* An exec'd image keeps the entry (and the hold counts) of the image before it. */
+    C.child_pidx = SHM_NONE;
+    C.pidx = shm_proc_find(C.base, (int32_t)getpid());
+    if (C.pidx == SHM_NONE)
+        C.pidx = shm_proc_alloc(C.base, (int32_t)getpid(), 0);
+    if (C.pidx == SHM_NONE)
+        shim_warn_once("procs",
+                       "the region's process table (%u entries) is full: ustackd "
+                       "cannot close this process's sockets if it dies",
+                       h->nprocs);
+    C.lockval = C.pidx == SHM_NONE ? SHM_NONE : C.pidx + 1;
     for (uint32_t i = 0; i < C.ncores; i++) {
         C.wake_fd[i] = shm_cmdq(C.base, i)->wake_fd;
         if (C.wake_fd[i] >= 0)
@@ -472,6 +483,8 @@ int shim_socket(int flags)
     struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL};
     s->core = atomic_fetch_add(&C.next_core, 1) % C.ncores;
     atomic_store(&s->refs, 1);
+    if (C.pidx != SHM_NONE)
+        atomic_store(shm_hold(C.base, C.pidx, i), 1);
     atomic_store(&s->app_flags, 0);
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_SOCKET);
@@ -708,6 +721,8 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
     struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL};
     /* The queue's reference becomes this fd's (nobody else can hold it yet). */
     atomic_store(&s->refs, 1);
+    if (C.pidx != SHM_NONE)
+        atomic_store(shm_hold(C.base, C.pidx, i), 1);
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_ATTACH);
     c.a0 = efd;
@@ -986,6 +1001,14 @@ void shim__release_ref(uint32_t slot, uint32_t gen)
     if (!shm_sock_valid(C.base, slot, gen))
         return;
     struct shm_sock *s = shm_sock(C.base, slot);
+    /* Our count first: dying between the two leaves refs one too high (the socket stays
+     * open), never one too low (ustackd would drop a reference twice). */
+    if (C.pidx != SHM_NONE) {
+        _Atomic uint32_t *hc = shm_hold(C.base, C.pidx, slot);
+        uint32_t h = atomic_load(hc);
+        while (h && !atomic_compare_exchange_weak(hc, &h, h - 1)) {
+        }
+    }
     uint32_t old = atomic_load(&s->refs);
     do {
         if (old == 0)
@@ -1004,6 +1027,13 @@ void shim__release_ref(uint32_t slot, uint32_t gen)
     for (uint32_t core = 0; listener && core < C.ncores; core++)
         if (core != s->core)
             shim__push(core, &c);
+}
+
+void shim__ref_add(uint32_t slot, uint32_t n)
+{
+    atomic_fetch_add(&shm_sock(C.base, slot)->refs, n);
+    if (C.pidx != SHM_NONE)
+        atomic_fetch_add(shm_hold(C.base, C.pidx, slot), n);
 }
 
 /* Drops this process's fd reference (caller holds the lock; the kernel fd is gone). */
@@ -1065,7 +1095,7 @@ static int took_dup(int oldfd, int newfd, bool cloexec)
             return -EMFILE;
         }
         if (shm_sock_valid(C.base, e->slot, e->gen))
-            atomic_fetch_add(&shm_sock(C.base, e->slot)->refs, 1);
+            shim__ref_add(e->slot, 1);
         if (C.files[e->slot].gen == e->gen)
             C.files[e->slot].nfds++;
         return newfd;

@@ -94,7 +94,7 @@ void shim_fork_child(void);
 /* The fork hook brackets the real fork() so that a failed fork undoes the prepare step's
  * references (the atfork handlers cannot see fork's result). */
 void shim_fork_hook_begin(void);
-void shim_fork_hook_end(bool failed);
+void shim_fork_hook_end(int pid); /* fork's result: the child's pid, or -1 */
 void shim_fork_failed(void);
 
 /* exec: FD_CLOEXEC sockets are released (the kernel closes their eventfds); the others are

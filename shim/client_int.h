@@ -69,6 +69,10 @@ struct shim_cli {
      * guards the epoll list. Never held while waiting for the stack. */
     pthread_mutex_t lock;
     _Atomic uint32_t next_core;
+    /* Our process table entry (its row counts our fds per socket, so that ustackd can drop
+     * them if we die), SHM_NONE when the table was full; the entry fork's prepare step made
+     * for the child; and the value our copy locks hold (who holds them, for ustackd). */
+    uint32_t pidx, child_pidx, lockval;
     struct shim_epoll *epolls;
     pthread_key_t reply_key;
 };
@@ -103,6 +107,8 @@ void shim__unlock(void);
 void shim__release(uint32_t slot, uint32_t gen);
 /* One holder less across processes; the last sends CLOSE. */
 void shim__release_ref(uint32_t slot, uint32_t gen);
+/* n more fds of this process refer to the socket: its refs, then our hold count. */
+void shim__ref_add(uint32_t slot, uint32_t n);
 struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock);
 void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog);
 /* A kernel TCP socket for options and ioctls ustack does not implement. */
@@ -171,12 +177,19 @@ static inline int shim__uput(void *udst, const void *src, size_t n)
     return n && (shim__badp(udst) || shim_ucopy(udst, src, n) < n) ? -EFAULT : 0;
 }
 
-/* The per-socket copy locks (shm_sock.wlock/rlock): held only while copying. */
+/* The per-socket copy locks (shm_sock.wlock/rlock): held only while copying. The word holds
+ * our process entry + 1, so that ustackd can free a lock whose holder was killed copying. */
 static inline void shim__spin_lock(_Atomic uint32_t *l)
 {
-    while (atomic_exchange_explicit(l, 1, memory_order_acquire))
+    uint32_t v = shim__c.lockval ? shim__c.lockval : 1;
+    for (;;) {
+        uint32_t zero = 0;
+        if (atomic_compare_exchange_weak_explicit(l, &zero, v, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
         while (atomic_load_explicit(l, memory_order_relaxed))
             shim__relax();
+    }
 }
 
 static inline void shim__spin_unlock(_Atomic uint32_t *l)

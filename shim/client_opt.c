@@ -501,7 +501,7 @@ int shim_fcntl(int fd, int cmd, void *arg)
                     rc = r2;
                 } else if (kind == SHIM_FD_SOCK) {
                     if (shm_sock_valid(C.base, e->slot, e->gen))
-                        atomic_fetch_add(&shm_sock(C.base, e->slot)->refs, 1);
+                        shim__ref_add(e->slot, 1);
                     if (C.files[e->slot].gen == e->gen)
                         C.files[e->slot].nfds++;
                 } else {

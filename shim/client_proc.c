@@ -23,6 +23,8 @@
 
 static __thread int t_in_fork_hook __attribute__((tls_model("initial-exec")));
 
+/* Every fd of ours is the child's too: refs and the child's hold counts (+1), or, when the
+ * fork failed, refs only (-1; the child's entry is cancelled as a whole). */
 static void bump_all(int delta)
 {
     int lim = shim_fdtab_limit(&shim_fds);
@@ -30,10 +32,13 @@ static void bump_all(int delta)
         struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
         if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK || !shm_sock_valid(C.base, e->slot, e->gen))
             continue;
-        if (delta > 0)
+        if (delta > 0) {
             atomic_fetch_add(&shm_sock(C.base, e->slot)->refs, 1);
-        else
+            if (C.child_pidx != SHM_NONE)
+                atomic_fetch_add(shm_hold(C.base, C.child_pidx, e->slot), 1);
+        } else {
             atomic_fetch_sub(&shm_sock(C.base, e->slot)->refs, 1);
+        }
     }
 }
 
@@ -45,6 +50,12 @@ void shim_fork_prepare(void)
     if (!SHIM_LOAD(&C.attached))
         return;
     pthread_mutex_lock(&C.lock);
+    /* The child's process entry, PENDING until one of us names its pid: ustackd gives it
+     * back if we die before that (and the child never does). */
+    C.child_pidx = shm_proc_alloc(C.base, 0, (int32_t)getpid());
+    if (C.child_pidx == SHM_NONE)
+        shim_warn_once("procs", "the region's process table is full: ustackd cannot close "
+                                "the sockets of a fork child if it dies");
     bump_all(+1);
 }
 
@@ -53,7 +64,8 @@ void shim_fork_parent(void)
     if (!SHIM_LOAD(&C.attached))
         return;
     if (t_in_fork_hook)
-        return; /* the hook unlocks after it has seen fork's result */
+        return;              /* the hook unlocks after it has seen fork's result */
+    C.child_pidx = SHM_NONE; /* the child names its pid itself */
     pthread_mutex_unlock(&C.lock);
 }
 
@@ -65,6 +77,11 @@ void shim_fork_child(void)
     pthread_mutex_init(&C.lock, NULL);
     shim__epoll_atfork_child();
     SHIM_STORE(&C.pid, (int32_t)getpid());
+    C.pidx = C.child_pidx;
+    C.child_pidx = SHM_NONE;
+    if (C.pidx != SHM_NONE && !shm_proc_set_pid(C.base, C.pidx, (int32_t)getpid()))
+        C.pidx = SHM_NONE; /* ustackd gave the entry back: we run untracked */
+    C.lockval = C.pidx == SHM_NONE ? SHM_NONE : C.pidx + 1;
 }
 
 void shim_fork_hook_begin(void)
@@ -72,21 +89,26 @@ void shim_fork_hook_begin(void)
     t_in_fork_hook = 1;
 }
 
-void shim_fork_hook_end(bool failed)
+void shim_fork_hook_end(int pid)
 {
     if (!t_in_fork_hook)
         return;
     t_in_fork_hook = 0;
     if (!SHIM_LOAD(&C.attached))
         return;
-    if (failed)
+    if (pid < 0) {
         bump_all(-1);
+        shm_proc_cancel(C.base, C.child_pidx);
+    } else if (C.child_pidx != SHM_NONE) {
+        shm_proc_set_pid(C.base, C.child_pidx, pid);
+    }
+    C.child_pidx = SHM_NONE;
     pthread_mutex_unlock(&C.lock);
 }
 
 void shim_fork_failed(void)
 {
-    shim_fork_hook_end(true);
+    shim_fork_hook_end(-1);
 }
 
 int shim_exec_prepare(char *buf, size_t len)
@@ -146,7 +168,7 @@ void shim_exec_failed(void)
          * docs/preload.md); the others get their reference back. */
         struct shm_sock *s = shm_sock(C.base, e->slot);
         if (SHIM_LOAD(&s->state) == SHM_SOCK_LIVE)
-            atomic_fetch_add(&s->refs, 1);
+            shim__ref_add(e->slot, 1);
     }
     pthread_mutex_unlock(&C.lock);
 }

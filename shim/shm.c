@@ -26,23 +26,17 @@ static uint64_t align_up(uint64_t v, uint64_t a)
     return (v + a - 1) & ~(a - 1);
 }
 
-uint64_t shm_region_size(const struct shm_geometry *g)
+static bool geometry_ok(const struct shm_geometry *g)
 {
-    if (g->ncores == 0 || g->ncores > SHM_MAX_CORES || g->nsocks == 0 || g->nsocks > (1u << 24) ||
-        g->nreplies == 0 || g->nreplies > (1u << 20) || g->ring_size < 4096 ||
-        g->ring_size > (1u << 24) || (g->ring_size & (g->ring_size - 1)))
-        return 0;
-    uint64_t off = align_up(sizeof(struct shm_hdr), 4096);
-    off += align_up((uint64_t)g->ncores * sizeof(struct shm_cmdq), 4096);
-    off += align_up((uint64_t)g->nreplies * sizeof(struct shm_reply), 4096);
-    off += align_up((uint64_t)g->nsocks * sizeof(struct shm_sock), 4096);
-    off += (uint64_t)g->nsocks * 2 * g->ring_size;
-    return off;
+    return !(g->ncores == 0 || g->ncores > SHM_MAX_CORES || g->nsocks == 0 ||
+             g->nsocks > (1u << 24) || g->nreplies == 0 || g->nreplies > (1u << 20) ||
+             g->ring_size < 4096 || g->ring_size > (1u << 24) ||
+             (g->ring_size & (g->ring_size - 1)) || g->nprocs > (1u << 16));
 }
 
-void shm_region_init(void *base, const struct shm_geometry *g)
+/* The offsets of a geometry (nprocs already defaulted); returns the total size. */
+static uint64_t layout(const struct shm_geometry *g, struct shm_hdr *h)
 {
-    struct shm_hdr *h = base;
     uint64_t off = align_up(sizeof(struct shm_hdr), 4096);
     h->off_cmdq = off;
     off += align_up((uint64_t)g->ncores * sizeof(struct shm_cmdq), 4096);
@@ -50,14 +44,42 @@ void shm_region_init(void *base, const struct shm_geometry *g)
     off += align_up((uint64_t)g->nreplies * sizeof(struct shm_reply), 4096);
     h->off_sock = off;
     off += align_up((uint64_t)g->nsocks * sizeof(struct shm_sock), 4096);
+    h->off_proc = off;
+    off += align_up((uint64_t)g->nprocs * sizeof(struct shm_proc), 4096);
+    /* Rows page aligned: ustackd punches a dead process's row out of the memfd. */
+    h->hold_stride = align_up((uint64_t)g->nsocks * sizeof(uint32_t), 4096);
+    h->off_hold = off;
+    off += (uint64_t)g->nprocs * h->hold_stride;
     h->off_data = off;
+    off += (uint64_t)g->nsocks * 2 * g->ring_size;
+    return off;
+}
+
+uint64_t shm_region_size(const struct shm_geometry *g)
+{
+    struct shm_geometry d = *g;
+    if (!d.nprocs)
+        d.nprocs = SHM_NPROCS;
+    if (!geometry_ok(&d))
+        return 0;
+    struct shm_hdr h;
+    return layout(&d, &h);
+}
+
+void shm_region_init(void *base, const struct shm_geometry *g)
+{
+    struct shm_hdr *h = base;
+    struct shm_geometry d = *g;
+    if (!d.nprocs)
+        d.nprocs = SHM_NPROCS;
+    h->size = layout(&d, h);
     h->version = SHM_VERSION;
-    h->ncores = g->ncores;
-    h->nsocks = g->nsocks;
-    h->nreplies = g->nreplies;
-    h->ring_size = g->ring_size;
-    h->size = shm_region_size(g);
-    for (uint32_t c = 0; c < g->ncores; c++) {
+    h->ncores = d.ncores;
+    h->nsocks = d.nsocks;
+    h->nreplies = d.nreplies;
+    h->ring_size = d.ring_size;
+    h->nprocs = d.nprocs;
+    for (uint32_t c = 0; c < d.ncores; c++) {
         struct shm_cmdq *q = shm_cmdq(base, c);
         for (uint32_t i = 0; i < SHM_CMDQ_LEN; i++)
             atomic_store_explicit(&q->slot[i].seq, i, RLX);
@@ -74,23 +96,18 @@ int shm_region_check(const void *base, uint64_t mapped)
     const struct shm_hdr *h = base;
     if (mapped < sizeof(*h) || h->magic != SHM_MAGIC || h->version != SHM_VERSION)
         return -EINVAL;
-    struct shm_geometry g = {h->ncores, h->nsocks, h->nreplies, h->ring_size};
-    uint64_t size = shm_region_size(&g);
-    if (size == 0 || size != h->size || size > mapped)
+    struct shm_geometry g = {h->ncores, h->nsocks, h->nreplies, h->ring_size, h->nprocs};
+    if (g.nprocs == 0 || !geometry_ok(&g))
         return -EINVAL;
     /* The offsets must be the ones this geometry gives. */
     struct shm_hdr ref;
     memset(&ref, 0, sizeof(ref));
-    uint64_t off = align_up(sizeof(struct shm_hdr), 4096);
-    ref.off_cmdq = off;
-    off += align_up((uint64_t)g.ncores * sizeof(struct shm_cmdq), 4096);
-    ref.off_reply = off;
-    off += align_up((uint64_t)g.nreplies * sizeof(struct shm_reply), 4096);
-    ref.off_sock = off;
-    off += align_up((uint64_t)g.nsocks * sizeof(struct shm_sock), 4096);
-    ref.off_data = off;
+    uint64_t size = layout(&g, &ref);
+    if (size != h->size || size > mapped)
+        return -EINVAL;
     if (h->off_cmdq != ref.off_cmdq || h->off_reply != ref.off_reply ||
-        h->off_sock != ref.off_sock || h->off_data != ref.off_data)
+        h->off_sock != ref.off_sock || h->off_data != ref.off_data || h->off_proc != ref.off_proc ||
+        h->off_hold != ref.off_hold || h->hold_stride != ref.hold_stride)
         return -EINVAL;
     return 0;
 }
@@ -110,8 +127,11 @@ int shm_cmdq_push(struct shm_cmdq *q, const struct shm_cmd *c)
                 /* Copy everything but the sequence word, then publish. */
                 memcpy((char *)s + sizeof(s->seq), (const char *)c + sizeof(c->seq),
                        sizeof(*c) - sizeof(c->seq));
-                atomic_store_explicit(&s->seq, pos + 1, REL);
-                return 0;
+                uint32_t expect = pos;
+                if (atomic_compare_exchange_strong_explicit(&s->seq, &expect, pos + 1, REL, RLX))
+                    return 0;
+                /* The consumer skipped the slot (we looked dead): try a new position. */
+                pos = atomic_load_explicit(&q->enq, RLX);
             }
         } else if (dif < 0) {
             return -EAGAIN;
@@ -122,25 +142,83 @@ int shm_cmdq_push(struct shm_cmdq *q, const struct shm_cmd *c)
     return -EAGAIN;
 }
 
-int shm_cmdq_pop(struct shm_cmdq *q, struct shm_cmd *out)
+int shm_cmdq_pop_at(struct shm_cmdq *q, uint32_t *deq, struct shm_cmd *out)
 {
-    uint32_t pos = atomic_load_explicit(&q->deq, RLX);
+    uint32_t pos = *deq;
     struct shm_cmd *s = &q->slot[pos & (SHM_CMDQ_LEN - 1)];
     uint32_t seq = atomic_load_explicit(&s->seq, ACQ);
-    if ((int32_t)(seq - (pos + 1)) < 0)
+    if (seq != pos + 1)
         return 0;
     memcpy((char *)out + sizeof(out->seq), (const char *)s + sizeof(s->seq),
            sizeof(*out) - sizeof(out->seq));
     atomic_store_explicit(&s->seq, pos + SHM_CMDQ_LEN, REL);
+    *deq = pos + 1;
     atomic_store_explicit(&q->deq, pos + 1, RLX);
     return 1;
 }
 
-bool shm_cmdq_empty(struct shm_cmdq *q)
+bool shm_cmdq_empty_at(struct shm_cmdq *q, uint32_t deq)
+{
+    uint32_t seq = atomic_load_explicit(&q->slot[deq & (SHM_CMDQ_LEN - 1)].seq, ACQ);
+    return seq != deq + 1;
+}
+
+int shm_cmdq_pop(struct shm_cmdq *q, struct shm_cmd *out)
 {
     uint32_t pos = atomic_load_explicit(&q->deq, RLX);
-    uint32_t seq = atomic_load_explicit(&q->slot[pos & (SHM_CMDQ_LEN - 1)].seq, ACQ);
-    return (int32_t)(seq - (pos + 1)) < 0;
+    return shm_cmdq_pop_at(q, &pos, out);
+}
+
+bool shm_cmdq_empty(struct shm_cmdq *q)
+{
+    return shm_cmdq_empty_at(q, atomic_load_explicit(&q->deq, RLX));
+}
+
+unsigned shm_cmdq_repair(struct shm_cmdq *q, uint32_t *deq, struct shm_cmdq_stall *stall,
+                         int64_t now_ns, int64_t stall_ns)
+{
+    unsigned fixed = 0;
+    for (unsigned k = 0; k < 2 * SHM_CMDQ_LEN; k++) {
+        uint32_t pos = *deq;
+        _Atomic uint32_t *sq = &q->slot[pos & (SHM_CMDQ_LEN - 1)].seq;
+        uint32_t enq = atomic_load_explicit(&q->enq, ACQ);
+        uint32_t seq = atomic_load_explicit(sq, ACQ);
+        int32_t d = (int32_t)(enq - pos);
+        if (seq == pos + 1)
+            break; /* filled: the consumer pops it */
+        if (d < 0 || d > (int32_t)SHM_CMDQ_LEN) {
+            /* Producers would see a full queue for ever: restart them at our position. */
+            atomic_compare_exchange_strong_explicit(&q->enq, &enq, pos, RLX, RLX);
+            fixed++;
+            continue;
+        }
+        if (d == 0) {
+            if (seq == pos)
+                break; /* empty */
+            /* A free slot must say "free for pos", else producers stall on it. */
+            atomic_compare_exchange_strong_explicit(sq, &seq, pos, REL, RLX);
+            fixed++;
+            continue;
+        }
+        if (seq == pos) {
+            /* Claimed, not yet filled: its producer is copying, or died copying. */
+            if (stall->since < 0 || stall->pos != pos || stall->seq != seq) {
+                *stall = (struct shm_cmdq_stall){pos, seq, enq, now_ns};
+                break;
+            }
+            if (now_ns - stall->since < stall_ns)
+                break;
+        }
+        /* Skip the slot: free it for the producer one lap later. A producer that was only
+         * slow loses the race for the slot and pushes again. */
+        if (atomic_compare_exchange_strong_explicit(sq, &seq, pos + SHM_CMDQ_LEN, REL, RLX)) {
+            *deq = pos + 1;
+            atomic_store_explicit(&q->deq, pos + 1, RLX);
+            stall->since = -1;
+            fixed++;
+        }
+    }
+    return fixed;
 }
 
 /* ---- Byte rings ---------------------------------------------------------------------- */
@@ -373,6 +451,74 @@ bool shm_sock_valid(void *base, uint32_t i, uint32_t gen)
         return false;
     struct shm_sock *s = shm_sock(base, i);
     return atomic_load_explicit(&s->gen, ACQ) == gen;
+}
+
+/* ---- Processes --------------------------------------------------------------------------- */
+
+uint32_t shm_proc_alloc(void *base, int32_t pid, int32_t parent)
+{
+    struct shm_hdr *h = base;
+    /* Lowest free entry first: the rows of hold counts that get touched stay few. */
+    for (uint32_t p = 0; p < h->nprocs; p++) {
+        struct shm_proc *e = shm_proc(base, p);
+        uint32_t expect = SHM_PROC_FREE;
+        if (atomic_load_explicit(&e->state, RLX) != SHM_PROC_FREE ||
+            !atomic_compare_exchange_strong_explicit(&e->state, &expect, SHM_PROC_PENDING, ACQ,
+                                                     RLX))
+            continue;
+        atomic_store_explicit(&e->parent, parent, RLX);
+        atomic_store_explicit(&e->pid, pid, RLX);
+        if (pid > 0)
+            atomic_store_explicit(&e->state, SHM_PROC_LIVE, REL);
+        return p;
+    }
+    return SHM_NONE;
+}
+
+bool shm_proc_set_pid(void *base, uint32_t p, int32_t pid)
+{
+    struct shm_hdr *h = base;
+    if (p >= h->nprocs || pid <= 0)
+        return false;
+    struct shm_proc *e = shm_proc(base, p);
+    uint32_t st = atomic_load_explicit(&e->state, ACQ);
+    if (st == SHM_PROC_LIVE)
+        return atomic_load_explicit(&e->pid, RLX) == pid;
+    if (st != SHM_PROC_PENDING)
+        return false;
+    atomic_store_explicit(&e->pid, pid, RLX);
+    uint32_t expect = SHM_PROC_PENDING;
+    if (atomic_compare_exchange_strong_explicit(&e->state, &expect, SHM_PROC_LIVE, REL, ACQ))
+        return true;
+    return expect == SHM_PROC_LIVE && atomic_load_explicit(&e->pid, RLX) == pid;
+}
+
+uint32_t shm_proc_find(void *base, int32_t pid)
+{
+    struct shm_hdr *h = base;
+    for (uint32_t p = 0; p < h->nprocs; p++) {
+        struct shm_proc *e = shm_proc(base, p);
+        if (atomic_load_explicit(&e->state, ACQ) == SHM_PROC_LIVE &&
+            atomic_load_explicit(&e->pid, RLX) == pid)
+            return p;
+    }
+    return SHM_NONE;
+}
+
+void shm_proc_cancel(void *base, uint32_t p)
+{
+    struct shm_hdr *h = base;
+    if (p >= h->nprocs)
+        return;
+    struct shm_proc *e = shm_proc(base, p);
+    if (atomic_load_explicit(&e->state, ACQ) != SHM_PROC_PENDING)
+        return;
+    for (uint32_t i = 0; i < h->nsocks; i++)
+        if (atomic_load_explicit(shm_hold(base, p, i), RLX))
+            atomic_store_explicit(shm_hold(base, p, i), 0, RLX);
+    atomic_store_explicit(&e->pid, 0, RLX);
+    atomic_store_explicit(&e->parent, 0, RLX);
+    atomic_store_explicit(&e->state, SHM_PROC_FREE, REL);
 }
 
 uint32_t shm_reply_alloc(void *base, uint32_t tid, int32_t pid)

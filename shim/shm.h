@@ -6,7 +6,8 @@
  * offset, never by pointer. Layout:
  *
  *   [struct shm_hdr][struct shm_cmdq x ncores][struct shm_reply x nreplies]
- *   [struct shm_sock x nsocks][data: 2 x ring_size bytes per socket, socket i at i]
+ *   [struct shm_sock x nsocks][struct shm_proc x nprocs][hold: nprocs rows of nsocks
+ *   uint32_t, each row page aligned][data: 2 x ring_size bytes per socket, socket i at i]
  *
  * Sockets live in ustackd; the region holds what both sides need to move data and wait
  * without system calls when busy:
@@ -17,7 +18,10 @@
  *    slots) that application threads of any process push to and the core pops;
  *  - reply slots, one per application thread that waits for a command's result;
  *  - futex words (shared futexes: the region is MAP_SHARED) for blocking waits, and for
- *    poll/epoll/select an eventfd per socket that ustackd signals when the app armed it.
+ *    poll/epoll/select an eventfd per socket that ustackd signals when the app armed it;
+ *  - a process table and, per process, how many of its fds refer to each socket (the hold
+ *    counts), so that ustackd can drop the references of a process that died without
+ *    closing them (docs/shm.md "Holders").
  *
  * ustackd trusts nothing read from the region: every index, generation, length, head and
  * tail is checked before use (shm_valid_* below), so a misbehaving client can break only
@@ -34,11 +38,12 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   1u
+#define SHM_VERSION   2u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
 #define SHM_CACHELINE 64
+#define SHM_NPROCS    1024u /* process table entries (default geometry) */
 
 /* ---- Commands (application -> stack core) ---------------------------------------------- */
 
@@ -170,6 +175,25 @@ struct shm_aq_entry {
     uint32_t sock;
 };
 
+/* ---- Processes (holders) ---------------------------------------------------------------- */
+
+enum shm_proc_state {
+    SHM_PROC_FREE = 0,
+    SHM_PROC_PENDING, /* a fork child's entry, made by its parent before fork: pid not yet known */
+    SHM_PROC_LIVE,    /* pid is set */
+    SHM_PROC_REAPING, /* ustackd is dropping a dead process's references */
+};
+
+/* One process using the region. Its row of hold counts says how many of its fds refer to
+ * each socket (its share of shm_sock.refs). Entries are taken by applications and given back
+ * only by ustackd, once the process is dead and its references dropped. */
+struct shm_proc {
+    _Atomic uint32_t state; /* enum shm_proc_state */
+    _Atomic int32_t pid;
+    _Atomic int32_t parent; /* PENDING: the process that made it (for a fork that never ran) */
+    uint32_t pad;
+};
+
 /* ---- The region ---------------------------------------------------------------------- */
 
 enum shm_hdr_state { SHM_STARTING = 0, SHM_READY, SHM_FAILED, SHM_GONE };
@@ -181,10 +205,11 @@ struct shm_hdr {
     uint64_t size;
     uint32_t nsocks, nreplies;
     uint32_t ring_size; /* bytes per ring, a power of two */
-    uint32_t pad;
+    uint32_t nprocs;    /* process table entries */
     uint64_t off_cmdq, off_reply, off_sock, off_data;
-    _Atomic uint32_t state;    /* enum shm_hdr_state; futex for the spawner's wait */
-    _Atomic int32_t stack_pid; /* ustackd */
+    uint64_t off_proc, off_hold, hold_stride; /* hold_stride: bytes per process row */
+    _Atomic uint32_t state;                   /* enum shm_hdr_state; futex for the spawner's wait */
+    _Atomic int32_t stack_pid;                /* ustackd */
     _Atomic uint32_t sock_hint, reply_hint;
     char errmsg[512]; /* why ustackd failed to start, for the application to print */
 };
@@ -192,6 +217,7 @@ struct shm_hdr {
 /* The sizes a region is made with. */
 struct shm_geometry {
     uint32_t ncores, nsocks, nreplies, ring_size;
+    uint32_t nprocs; /* 0: SHM_NPROCS */
 };
 
 /* Bytes needed for a region of this geometry (0 if it is invalid). */
@@ -217,6 +243,16 @@ static inline struct shm_sock *shm_sock(void *base, uint32_t i)
 {
     return (struct shm_sock *)((char *)base + shm_hdr(base)->off_sock) + i;
 }
+static inline struct shm_proc *shm_proc(void *base, uint32_t p)
+{
+    return (struct shm_proc *)((char *)base + shm_hdr(base)->off_proc) + p;
+}
+/* Process p's hold count of socket i. */
+static inline _Atomic uint32_t *shm_hold(void *base, uint32_t p, uint32_t i)
+{
+    struct shm_hdr *h = shm_hdr(base);
+    return (_Atomic uint32_t *)((char *)base + h->off_hold + (uint64_t)p * h->hold_stride) + i;
+}
 static inline uint8_t *shm_rx_data(void *base, uint32_t i)
 {
     struct shm_hdr *h = shm_hdr(base);
@@ -229,11 +265,29 @@ static inline uint8_t *shm_tx_data(void *base, uint32_t i)
 
 /* ---- Command queue ------------------------------------------------------------------- */
 
-/* Any thread of any process: copies *c into the queue. Returns 0, or -EAGAIN when full. */
+/* Any thread of any process: copies *c into the queue. Returns 0, or -EAGAIN when full. A
+ * slot is published with a compare-and-swap, so that a consumer that gave up on it (its
+ * producer looked dead, shm_cmdq_repair) and the producer never both own it. */
 int shm_cmdq_push(struct shm_cmdq *q, const struct shm_cmd *c);
 /* The owning core only: pops into *out. Returns 1, or 0 when empty. */
 int shm_cmdq_pop(struct shm_cmdq *q, struct shm_cmd *out);
 bool shm_cmdq_empty(struct shm_cmdq *q);
+/* The same with the consumer's position kept in *deq, private to the consumer (the shared
+ * deq is only published, never read back: a client may have scribbled on it). */
+int shm_cmdq_pop_at(struct shm_cmdq *q, uint32_t *deq, struct shm_cmd *out);
+bool shm_cmdq_empty_at(struct shm_cmdq *q, uint32_t deq);
+
+/* The consumer, now and then (never per command): puts right what a dead producer or a
+ * scribbling client left at its position *deq. States no honest producer leaves are
+ * repaired at once (enq out of range, a free slot with a wrong sequence, a claimed slot
+ * with a sequence that is neither "claimed" nor "filled"); a slot claimed but not filled is
+ * skipped when *stall says it has looked the same for stall_ns. Returns the repairs made. */
+struct shm_cmdq_stall {
+    uint32_t pos, seq, enq;
+    int64_t since; /* < 0: nothing seen */
+};
+unsigned shm_cmdq_repair(struct shm_cmdq *q, uint32_t *deq, struct shm_cmdq_stall *stall,
+                         int64_t now_ns, int64_t stall_ns);
 
 /* ---- Byte rings ---------------------------------------------------------------------- */
 
@@ -276,6 +330,17 @@ uint32_t shm_sock_alloc(void *base);
 void shm_sock_free(void *base, uint32_t i);
 /* Is i a valid index whose generation is gen? (ustackd checks every command with it.) */
 bool shm_sock_valid(void *base, uint32_t i, uint32_t gen);
+
+/* Process table: an entry for process pid (LIVE), or, with pid 0, a PENDING one for a fork
+ * child that parent is about to make. SHM_NONE when the table is full. */
+uint32_t shm_proc_alloc(void *base, int32_t pid, int32_t parent);
+/* The child (or its parent, after fork returned) names the pid of a PENDING entry: true if
+ * the entry is (now) LIVE with that pid. */
+bool shm_proc_set_pid(void *base, uint32_t p, int32_t pid);
+/* A LIVE entry with this pid (an exec'd image finding its own), or SHM_NONE. */
+uint32_t shm_proc_find(void *base, int32_t pid);
+/* A PENDING entry whose fork failed: its hold counts are zeroed and it is FREE again. */
+void shm_proc_cancel(void *base, uint32_t p);
 
 /* A reply slot for thread tid of process pid, or SHM_NONE. */
 uint32_t shm_reply_alloc(void *base, uint32_t tid, int32_t pid);

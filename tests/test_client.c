@@ -200,7 +200,7 @@ static void setup(void)
 {
     for (int i = 0; i < NSOCKS; i++)
         atomic_store(&fk[i].efd, -1);
-    struct shm_geometry g = {1, NSOCKS, 16, 4096};
+    struct shm_geometry g = {1, NSOCKS, 16, 4096, 0};
     uint64_t size = shm_region_size(&g);
     base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     ck_assert_ptr_ne(base, MAP_FAILED);
@@ -290,13 +290,28 @@ START_TEST(fork_and_exec_references)
 {
     int a = shim_socket(0), b = shim_socket(SOCK_CLOEXEC);
     struct shm_sock *sa = sock_of(a), *sb = sock_of(b);
-    /* A failed fork gives back what its prepare step took. */
+    /* Our process entry counts our fds (docs/shm.md "Holders"). */
+    void *rb = base;
+    uint32_t me = shm_proc_find(rb, getpid());
+    ck_assert_uint_ne(me, SHM_NONE);
+    uint32_t ia = (uint32_t)(sa - shm_sock(rb, 0));
+    ck_assert_uint_eq(atomic_load(shm_hold(rb, me, ia)), 1);
+    /* A failed fork gives back what its prepare step took, the child's entry included. */
     shim_fork_hook_begin();
     shim_fork_prepare();
     ck_assert_uint_eq(atomic_load(&sa->refs), 2);
+    uint32_t pend = SHM_NONE;
+    for (uint32_t p = 0; p < shm_hdr(rb)->nprocs; p++)
+        if (atomic_load(&shm_proc(rb, p)->state) == SHM_PROC_PENDING)
+            pend = p;
+    ck_assert_uint_ne(pend, SHM_NONE);
+    ck_assert_int_eq(atomic_load(&shm_proc(rb, pend)->parent), getpid());
+    ck_assert_uint_eq(atomic_load(shm_hold(rb, pend, ia)), 1);
     shim_fork_parent();
-    shim_fork_hook_end(true);
+    shim_fork_hook_end(-1);
     ck_assert_uint_eq(atomic_load(&sa->refs), 1);
+    ck_assert_uint_eq(atomic_load(&shm_proc(rb, pend)->state), SHM_PROC_FREE);
+    ck_assert_uint_eq(atomic_load(shm_hold(rb, pend, ia)), 0);
     /* A real fork: the child holds both, and its close leaves the parent's open. */
     pthread_atfork(shim_fork_prepare, shim_fork_parent, shim_fork_child);
     shim_fork_hook_begin();
@@ -306,9 +321,12 @@ START_TEST(fork_and_exec_references)
         shim_close(b);
         _exit(0);
     }
-    shim_fork_hook_end(pid < 0);
+    shim_fork_hook_end(pid < 0 ? -1 : pid);
     int st;
     waitpid(pid, &st, 0);
+    uint32_t kid = shm_proc_find(rb, pid);
+    ck_assert_uint_ne(kid, SHM_NONE); /* named LIVE (by the hook, the child, or both) */
+    ck_assert_uint_eq(atomic_load(shm_hold(rb, kid, ia)), 0); /* its close counted */
     ck_assert_uint_eq(atomic_load(&sa->refs), 1);
     ck_assert_uint_eq(atomic_load(&sb->refs), 1);
     ck_assert_int_eq(atomic_load(&closes), 0);

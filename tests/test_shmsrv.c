@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,7 +63,7 @@ static int64_t now_ns(void)
 
 static void region_make(struct region *r, unsigned ncores)
 {
-    struct shm_geometry g = {ncores, NSOCKS, NREPLIES, RING};
+    struct shm_geometry g = {ncores, NSOCKS, NREPLIES, RING, 0};
     r->ncores = ncores;
     r->size = shm_region_size(&g);
     ck_assert_uint_gt(r->size, 0);
@@ -974,6 +975,218 @@ START_TEST(hostile_fuzz)
 }
 END_TEST
 
+/* ---- Dead holders (docs/shm.md "Holders") ------------------------------------------------ */
+
+/* A pid that is dead and reaped: a child that exits at once. */
+static int32_t dead_pid(void)
+{
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0)
+        _exit(0);
+    ck_assert_int_eq(waitpid(p, NULL, 0), p);
+    return (int32_t)p;
+}
+
+/* Calls dio_shm_reap (the control thread's job) until cond or 5 s. */
+#define REAP_UNTIL(r, cond)                                                                        \
+    do {                                                                                           \
+        int64_t end_ = now_ns() + 5000000000ll;                                                    \
+        while (!(cond)) {                                                                          \
+            ck_assert_msg(now_ns() < end_, "reap: %s never held", #cond);                          \
+            dio_shm_reap((r)->srv);                                                                \
+            usleep(2000);                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* Socket t is held by process entry p through n fds (as the client library counts). */
+static void hold(struct tsock *t, uint32_t p, uint32_t n)
+{
+    atomic_fetch_add(shm_hold(t->r->base, p, t->i), n);
+}
+
+/* A listener in B and a connection to it from A: returns the accepted B socket in *y. */
+static void pair_up(struct world *w, struct tsock *l, struct tsock *x, struct tsock *y,
+                    uint16_t port)
+{
+    ts_socket(&w->rb, 0, l);
+    ck_assert_int_eq(ts_call(l, SHM_OP_BIND, 0, 0, 0, port, NULL), 0);
+    ck_assert_int_eq(ts_call(l, SHM_OP_LISTEN, 16, 0, 0, 0, NULL), 0);
+    ts_socket(&w->ra, 0, x);
+    ts_connect(x, IP_B, port);
+    ts_wait_poll(l, SHM_POLLIN, 5);
+    uint32_t j;
+    ck_assert_int_eq(shm_aq_pop(ts_sock(l), shm_rx_data(w->rb.base, l->i), RING, &j), 1);
+    ts_attach(&w->rb, j, y);
+    ts_wait_poll(x, SHM_POLLOUT, 5);
+}
+
+/* A process that dies holding sockets: a connection without unread data is closed (the
+ * peer reads EOF), one with unread data is reset, a listener stops listening and its port
+ * is free again; a socket another live process also holds stays open until that one
+ * closes it; the dead process's copy lock is released. */
+START_TEST(dead_holder_reclaimed)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    struct tsock l1, x1, y1, l2, x2, y2, l3, x3, y3;
+    pair_up(&w, &l1, &x1, &y1, 6001);
+    pair_up(&w, &l2, &x2, &y2, 6002);
+    pair_up(&w, &l3, &x3, &y3, 6003);
+    uint8_t msg[100], back[100];
+    memset(msg, 0x5a, sizeof(msg));
+
+    /* The dead process D holds x1 (clean), x2 (unread data), l1 (a listener in B), and
+     * shares x3 with a live process L (this test). */
+    uint32_t me = shm_proc_alloc(w.ra.base, getpid(), 0);
+    ck_assert_uint_ne(me, SHM_NONE);
+    int32_t dpid = dead_pid();
+    uint32_t d = shm_proc_alloc(w.ra.base, dpid, 0);
+    uint32_t db = shm_proc_alloc(w.rb.base, dpid, 0);
+    ck_assert_uint_ne(d, SHM_NONE);
+    ck_assert_uint_ne(db, SHM_NONE);
+    ck_assert_uint_ne(d, me);
+    hold(&x1, d, 2); /* two fds of D: refs counts fds */
+    atomic_store(&ts_sock(&x1)->refs, 2);
+    hold(&x2, d, 1);
+    hold(&l1, db, 1);
+    hold(&x3, d, 1);
+    hold(&x3, me, 1);
+    atomic_store(&ts_sock(&x3)->refs, 2);
+    atomic_store(&ts_sock(&x3)->wlock, d + 1); /* D died copying into x3 */
+    ck_assert_uint_eq(ts_write(&y2, msg, sizeof(msg)), sizeof(msg));
+    ts_wait_poll(&x2, SHM_POLLIN, 5); /* x2 now has unread data */
+
+    REAP_UNTIL(&w.ra, atomic_load(&shm_proc(w.ra.base, d)->state) == SHM_PROC_FREE);
+    REAP_UNTIL(&w.rb, atomic_load(&shm_proc(w.rb.base, db)->state) == SHM_PROC_FREE);
+    /* x1: FIN, the peer reads EOF; the slot is freed. */
+    uint32_t m = ts_wait_poll(&y1, SHM_POLLRDHUP, 5);
+    ck_assert(!(m & SHM_POLLERR));
+    ts_wait_freed(&x1, 5);
+    /* x2: RST (unread data), as Linux's close. */
+    m = ts_wait_poll(&y2, SHM_POLLERR, 5);
+    ck_assert(atomic_load(&ts_sock(&y2)->flags) & SHM_F_RESET);
+    ts_wait_freed(&x2, 5);
+    /* l1: no longer listening (a connect is refused), and the port can be bound again
+     * SO_REUSEADDR: y1, the connection it accepted, still uses it, as on Linux). */
+    ts_wait_freed(&l1, 5);
+    struct tsock l4, x4;
+    ts_socket(&w.ra, 0, &x4);
+    ts_connect(&x4, IP_B, 6001);
+    ts_wait_poll(&x4, SHM_POLLERR, 5);
+    ck_assert_int_eq(atomic_load(&ts_sock(&x4)->so_error), ECONNREFUSED);
+    ts_close(&y1); /* LAST-ACK, then gone (the passive closer has no TIME-WAIT) */
+    ts_wait_freed(&y1, 5);
+    ts_socket(&w.rb, 0, &l4);
+    int64_t bend = now_ns() + 3000000000ll;
+    while (ts_call(&l4, SHM_OP_BIND, 0, 0, 0, 6001, NULL) != 0) {
+        ck_assert_msg(now_ns() < bend, "port 6001 never free again");
+        usleep(10000);
+    }
+    ck_assert_int_eq(ts_call(&l4, SHM_OP_LISTEN, 16, 0, 0, 0, NULL), 0);
+    /* x3: still ours, lock free, data flows both ways. */
+    ck_assert_uint_eq(atomic_load(&ts_sock(&x3)->refs), 1);
+    ck_assert_uint_eq(atomic_load(&ts_sock(&x3)->wlock), 0);
+    ck_assert_uint_eq(atomic_load(shm_hold(w.ra.base, d, x3.i)), 0);
+    ck_assert_uint_eq(ts_write(&x3, msg, sizeof(msg)), sizeof(msg));
+    ts_wait_poll(&y3, SHM_POLLIN, 5);
+    ck_assert_uint_eq(ts_read(&y3, back, sizeof(back)), sizeof(back));
+    ck_assert_uint_eq(atomic_load(&ts_sock(&x3)->state), SHM_SOCK_LIVE);
+    /* Then the live holder dies too: closed. */
+    int32_t dpid2 = dead_pid();
+    atomic_store(&shm_proc(w.ra.base, me)->pid, dpid2);
+    REAP_UNTIL(&w.ra, atomic_load(&shm_proc(w.ra.base, me)->state) == SHM_PROC_FREE);
+    ts_wait_poll(&y3, SHM_POLLRDHUP, 5);
+    ts_wait_freed(&x3, 5);
+    struct dio_shm_counters k = counters(&w.ra);
+    ck_assert_uint_eq(k.shm_procs_reaped, 2);
+    ck_assert_uint_eq(k.shm_reclaim_closes, 3);
+    ck_assert_uint_eq(k.shm_refs_dropped, 5);
+
+    /* A fork child's PENDING entry whose parent died (and no child named itself) goes too. */
+    uint32_t pe = shm_proc_alloc(w.ra.base, 0, dead_pid());
+    ck_assert_uint_ne(pe, SHM_NONE);
+    ck_assert_uint_eq(atomic_load(&shm_proc(w.ra.base, pe)->state), SHM_PROC_PENDING);
+    REAP_UNTIL(&w.ra, atomic_load(&shm_proc(w.ra.base, pe)->state) == SHM_PROC_FREE);
+    /* A live process's entry stays. */
+    uint32_t alive = shm_proc_alloc(w.ra.base, getpid(), 0);
+    for (int k2 = 0; k2 < 5; k2++)
+        dio_shm_reap(w.ra.srv);
+    ck_assert_uint_eq(atomic_load(&shm_proc(w.ra.base, alive)->state), SHM_PROC_LIVE);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
+/* The command queues are shared by every client: a producer killed between claiming a slot
+ * and filling it, or a client scribbling on the queue's words (enq, slot sequences, the
+ * published deq) or entries, must not stall a core for the others. The stack repairs the
+ * queue, counts it, and a connection of another client keeps working throughout. */
+START_TEST(cmdq_scribble)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 2);
+    struct region *r = &w.ra;
+    struct tsock t;
+    connect_echo(&w, 1, &t);
+    echo_bytes(&t, 41, 100000, 10);
+    struct shm_cmdq *q = shm_cmdq(r->base, 1);
+    /* A producer that died after claiming a slot: enq moves, the slot stays unfilled. */
+    atomic_fetch_add(&q->enq, 1);
+    usleep(50000);
+    echo_bytes(&t, 42, 100000, 20); /* waits out the stall, then flows */
+    ck_assert_uint_ge(counters(r).shm_cmdq_repairs, 1);
+    uint64_t rep0 = counters(r).shm_cmdq_repairs;
+    /* enq far ahead of the consumer, and behind it. */
+    atomic_fetch_add(&q->enq, 5 * SHM_CMDQ_LEN);
+    echo_bytes(&t, 43, 100000, 20);
+    atomic_fetch_sub(&q->enq, 7);
+    echo_bytes(&t, 44, 100000, 20);
+    ck_assert_uint_gt(counters(r).shm_cmdq_repairs, rep0);
+    /* Random scribbling over sequence words, enq, deq and whole entries, while the other
+     * client keeps echoing; between rounds the stack must catch up. */
+    uint8_t junk[sizeof(struct shm_cmd)];
+    for (int round = 0; round < 20; round++) {
+        for (int k = 0; k < 8; k++) {
+            uint32_t at = (uint32_t)rnd() % SHM_CMDQ_LEN;
+            switch (rnd() % 5) {
+            case 0:
+                atomic_store(&q->slot[at].seq, (uint32_t)rnd());
+                break;
+            case 1:
+                atomic_store(&q->enq, (uint32_t)rnd());
+                break;
+            case 2:
+                atomic_store(&q->deq, (uint32_t)rnd());
+                break;
+            case 3: /* a whole entry of junk, published: validated like any command */
+                for (size_t j = 0; j < sizeof(junk); j++)
+                    junk[j] = (uint8_t)rnd();
+                memcpy((char *)&q->slot[at] + 4, junk + 4, sizeof(junk) - 4);
+                break;
+            default:
+                atomic_store(&q->slot[at].seq, (uint32_t)rnd() % 4);
+                break;
+            }
+        }
+        echo_bytes(&t, 100 + (uint32_t)round, 20000, 30);
+    }
+    ck_assert_uint_gt(counters(r).shm_cmdq_repairs, rep0 + 1);
+    /* Core 0's queue was left alone: a new connection there works too. */
+    struct tsock t2;
+    connect_echo(&w, 0, &t2);
+    echo_bytes(&t2, 45, 100000, 10);
+    ts_close(&t2);
+    ts_wait_freed(&t2, 5);
+    ts_close(&t);
+    ts_wait_freed(&t, 10);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shmsrv");
@@ -987,6 +1200,8 @@ int main(void)
     tcase_add_test(tc, invalid_commands);
     tcase_add_test(tc, slot_freed_behind_back);
     tcase_add_test(tc, hostile_fuzz);
+    tcase_add_test(tc, dead_holder_reclaimed);
+    tcase_add_test(tc, cmdq_scribble);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
