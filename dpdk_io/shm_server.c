@@ -376,10 +376,12 @@ static void post(struct srv_core *sc, const struct shm_cmd *cmd, int32_t result,
     r->port = port;
     if (info)
         memcpy(r->info, info, ilen);
-    /* Fields first, then the sequence the waiter watches. Replies have no waiter count, so
-     * every reply is one FUTEX_WAKE: they answer control calls, never the data path. */
-    atomic_fetch_add_explicit(&r->seq, 1, REL);
-    shm_futex_wake(&r->seq, INT_MAX);
+    /* Fields first, then the sequence the waiter watches; a FUTEX_WAKE (a system call on
+     * the stack core) only when the waiter went to sleep: a Dekker pair with shim__call,
+     * which sets sleeping and then re-checks seq before it waits. */
+    atomic_fetch_add_explicit(&r->seq, 1, SC);
+    if (atomic_load_explicit(&r->sleeping, SC))
+        shm_futex_wake(&r->seq, INT_MAX);
 }
 
 static void post_rc(struct srv_core *sc, const struct shm_cmd *cmd, int rc)

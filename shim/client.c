@@ -311,8 +311,14 @@ int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
             continue;
         }
         /* A signal does not abandon the command: its reply slot must stay consistent, and
-         * commands are short. A bound on each sleep lets a dead stack be noticed. */
-        if (shm_futex_wait(&rep->seq, seq0, 200 * 1000 * 1000) == -ETIMEDOUT && shim_stack_dead())
+         * commands are short. A bound on each sleep lets a dead stack be noticed. The stack
+         * wakes the futex only when sleeping is set (post() in shm_server.c). */
+        atomic_store(&rep->sleeping, 1);
+        int w = 0;
+        if (atomic_load(&rep->seq) == seq0)
+            w = shm_futex_wait(&rep->seq, seq0, 200 * 1000 * 1000);
+        atomic_store_explicit(&rep->sleeping, 0, memory_order_relaxed);
+        if (w == -ETIMEDOUT && shim_stack_dead())
             return -ENETDOWN;
     }
     if (rp)

@@ -75,6 +75,18 @@ static int stack_set(struct shim_sk *k, enum stk_sockopt o, int v)
     return shim__call(k->s->core, &c, NULL);
 }
 
+/* TCP_NODELAY and TCP_CORK cannot fail in the engine once the socket exists, and nginx sets
+ * TCP_CORK (tcp_nopush) twice per response: they are pushed without waiting for a reply,
+ * ordered with the socket's later commands (its data KICKs) on the same core queue. */
+static int stack_set_async(struct shim_sk *k, enum stk_sockopt o, int v)
+{
+    struct shm_cmd c;
+    shim__cmd_init(&c, k, SHM_OP_SETOPT);
+    c.a0 = (int32_t)o;
+    c.a1 = v;
+    return shim__push(k->s->core, &c);
+}
+
 static int stack_get(struct shim_sk *k, enum stk_sockopt o, int *v)
 {
     struct shm_cmd c;
@@ -281,7 +293,9 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         return rc;
     if (boolean)
         v = v != 0;
-    if ((rc = stack_set(&k, o, v)) < 0)
+    rc =
+        o == STK_TCP_NODELAY || o == STK_TCP_CORK ? stack_set_async(&k, o, v) : stack_set(&k, o, v);
+    if (rc < 0)
         return rc;
     shim__record_opt(k.f, level, name, &v, sizeof(v));
     return 0;

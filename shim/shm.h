@@ -104,7 +104,8 @@ struct shm_reply {
     uint32_t ip;
     uint16_t port;
     uint16_t pad;
-    uint8_t info[256 - 28]; /* SHM_OP_INFO: struct stk_tcp_info */
+    _Atomic uint32_t sleeping; /* the owner is (about to be) in FUTEX_WAIT on seq */
+    uint8_t info[256 - 32];    /* SHM_OP_INFO: struct stk_tcp_info */
 };
 
 /* ---- Sockets ------------------------------------------------------------------------- */
