@@ -41,12 +41,32 @@ static struct {
 
 /* ---- the fake stack ------------------------------------------------------------------- */
 
-static void publish(uint32_t i)
+#define PUB_RECHECK 0x100u
+
+/* As ustackd's publish (dpdk_io/shm_server.c): level waiters, then edge-triggered ones for
+ * events of the kinds they armed (docs/shm.md "Events"). */
+static void publish(uint32_t i, uint32_t ev)
 {
     struct shm_sock *s = shm_sock(base, i);
     shm_sock_notify(s);
-    uint32_t armed = atomic_load(&s->armed);
-    if (armed && (armed & shm_sock_poll(base, i)) && atomic_exchange(&s->armed, 0)) {
+    uint32_t ring = shm_hdr(base)->ring_size;
+    if (atomic_load(&s->nospace) && shm_ring_space(&s->tx, ring) >= shm_nospace_end(ring) &&
+        atomic_exchange(&s->nospace, 0))
+        ev |= SHM_EV_OUT;
+    if (ev & SHM_EV_IN)
+        atomic_fetch_add(&s->ev_in, 1);
+    if (ev & SHM_EV_OUT)
+        atomic_fetch_add(&s->ev_out, 1);
+    uint32_t armed = atomic_load(&s->armed), aet = atomic_load(&s->armed_et);
+    uint32_t ready = shm_sock_poll(base, i);
+    uint32_t a = (armed & ready) ? atomic_exchange(&s->armed, 0) : 0;
+    if (a)
+        atomic_fetch_or(&s->sigb, a);
+    bool sig = a != 0;
+    if ((aet & ready) && ((ev & PUB_RECHECK) || shm_ev_match(ev, aet)) &&
+        atomic_exchange(&s->armed_et, 0))
+        sig = true;
+    if (sig) {
         uint64_t one = 1;
         int e = atomic_load(&fk[i].efd);
         if (e >= 0 && write(e, &one, 8) < 0)
@@ -84,7 +104,7 @@ static void handle(const struct shm_cmd *c)
         if (c->op == SHM_OP_SOCKET)
             memset(fk[i].opt, 0, sizeof(fk[i].opt));
         post(c, 0, 0, 0, 0);
-        publish(i);
+        publish(i, PUB_RECHECK);
         break;
     }
     case SHM_OP_BIND: {
@@ -115,7 +135,7 @@ static void handle(const struct shm_cmd *c)
         if (c->a0 != SHUT_RD)
             atomic_fetch_or(&s->flags, SHM_F_WR_SHUT);
         post(c, 0, 0, 0, 0);
-        publish(i);
+        publish(i, SHM_EV_ALL);
         break;
     case SHM_OP_CLOSE:
         atomic_fetch_add(&closes, 1);
@@ -174,7 +194,7 @@ static void *fake_stack(void *arg)
                     f |= SHM_F_CONNECTED | (mode == P_EOF ? SHM_F_EOF : 0);
                 }
                 atomic_store(&s->flags, f);
-                publish(i);
+                publish(i, SHM_EV_ALL);
             }
             uint32_t f = atomic_load(&s->flags);
             if (!(f & SHM_F_CONNECTED) || (f & SHM_F_EOF))
@@ -187,7 +207,7 @@ static void *fake_stack(void *arg)
             if (n) {
                 shm_ring_read(&s->tx, shm_tx_data(base, i), ring, buf, n, false);
                 shm_ring_write(&s->rx, shm_rx_data(base, i), ring, buf, n);
-                publish(i);
+                publish(i, SHM_EV_IN);
             }
         }
         usleep(50);
@@ -564,7 +584,7 @@ static void inject(int lfd, uint16_t rport)
     atomic_store(&s->flags, SHM_F_CONNECTED);
     atomic_store(&s->state, SHM_SOCK_LIVE);
     ck_assert_int_eq(shm_aq_push(shm_sock(base, l), shm_rx_data(base, l), 4096, i), 0);
-    publish(l);
+    publish(l, SHM_EV_IN);
 }
 
 START_TEST(listen_accept)
