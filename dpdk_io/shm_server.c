@@ -791,8 +791,7 @@ static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
         atomic_store_explicit(&s->flags, f, REL);
     /* New data is an arrival; any other change of state concerns every waiter. */
     if (f != f0 || moved)
-        publish(sc, i,
-                (arrived ? SHM_EV_IN : 0) | ((f ^ f0) & ~SHM_F_RX_BLOCKED ? SHM_EV_ALL : 0));
+        publish(sc, i, (arrived ? SHM_EV_IN : 0) | ((f ^ f0) & ~SHM_F_RX_BLOCKED ? SHM_EV_ALL : 0));
     return f != f0 || moved;
 }
 

@@ -155,11 +155,11 @@ struct shm_sock {
     /* Edge-triggered epoll (docs/shm.md "Events"): the stack counts events as Linux's socket
      * wake-ups do, and signals armed_et only when an event of an armed kind happens. */
     _Atomic uint32_t armed_et; /* POLL* bits EPOLLET members wait for; apps set, stack clears */
-    _Atomic uint32_t ev_in;    /* stack: +1 per arrival (rx data, queued connection), state change */
-    _Atomic uint32_t ev_out;   /* +1 when write space appears after nospace, per state change */
-    _Atomic uint32_t nospace;  /* app: a write found the tx ring full; stack clears with ev_out */
-    _Atomic uint32_t lt_bits;  /* apps: POLL* bits of level-triggered epoll members (sticky) */
-    _Atomic uint32_t sigb;     /* POLL* bits the eventfd was signalled for (level waiters) */
+    _Atomic uint32_t ev_in;   /* stack: +1 per arrival (rx data, queued connection), state change */
+    _Atomic uint32_t ev_out;  /* +1 when write space appears after nospace, per state change */
+    _Atomic uint32_t nospace; /* app: a write found the tx ring full; stack clears with ev_out */
+    _Atomic uint32_t lt_bits; /* apps: POLL* bits of level-triggered epoll members (sticky) */
+    _Atomic uint32_t sigb;    /* POLL* bits the eventfd was signalled for (level waiters) */
     /* Applications: the rings are single-producer/single-consumer, but several threads (or
      * processes) may send or receive on one socket at once, as Linux serialises them with
      * the socket lock. These spin locks make one of them the producer of tx (wlock) or the
@@ -375,6 +375,5 @@ static inline bool shm_ev_match(uint32_t ev, uint32_t bits)
     return ((ev & SHM_EV_IN) && (bits & (SHM_POLLIN | SHM_POLLRDHUP))) ||
            ((ev & SHM_EV_OUT) && (bits & SHM_POLLOUT)) || ev == SHM_EV_ALL;
 }
-
 
 #endif

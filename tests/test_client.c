@@ -98,7 +98,12 @@ static void handle(const struct shm_cmd *c)
     switch (c->op) {
     case SHM_OP_SOCKET:
     case SHM_OP_ATTACH: {
-        atomic_store(&fk[i].efd, c->a0);
+        /* A reference of our own, as ustackd's pidfd_getfd: the application may close the
+         * number while a dup lives. */
+        int old =
+            atomic_exchange(&fk[i].efd, c->a0 >= 0 ? fcntl(c->a0, F_DUPFD_CLOEXEC, 1500) : -1);
+        if (old >= 0)
+            close(old);
         uint32_t expect = SHM_SOCK_RESERVED;
         atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
         if (c->op == SHM_OP_SOCKET)
@@ -139,7 +144,9 @@ static void handle(const struct shm_cmd *c)
         break;
     case SHM_OP_CLOSE:
         atomic_fetch_add(&closes, 1);
-        atomic_store(&fk[i].efd, -1);
+        int old = atomic_exchange(&fk[i].efd, -1);
+        if (old >= 0)
+            close(old);
         shm_sock_free(base, i);
         break;
     case SHM_OP_SETOPT:
@@ -722,6 +729,80 @@ START_TEST(epoll_level_edge_oneshot)
 }
 END_TEST
 
+/* Edge-triggered members report events (each arrival, even undrained; EPOLLOUT once, not
+ * at an arrival); registrations belong to the socket, not the fd number; a drained member
+ * leaves its epoll fd unreadable; EPOLLEXCLUSIVE members work through the application's
+ * own epoll. */
+START_TEST(epoll_events_dups_nesting)
+{
+    int fd = connected(7), ep = epoll_create1(0);
+    struct epoll_event ev = {EPOLLIN | EPOLLET, {.u64 = 1}}, out[8];
+    char buf[8];
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+    shim_send(fd, "a", 1, 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+    shim_send(fd, "b", 1, 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1); /* undrained: still a new event */
+    ck_assert_int_eq(out[0].events, EPOLLIN);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+    ck_assert_int_eq(shim_recv(fd, buf, 8, 0), 2);
+    ev = (struct epoll_event){EPOLLOUT | EPOLLET, {.u64 = 2}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_int_eq(out[0].events, EPOLLOUT);
+    shim_send(fd, "c", 1, 0); /* the echo is an arrival: no EPOLLOUT edge */
+    usleep(20000);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+    ck_assert_int_eq(shim_recv(fd, buf, 8, 0), 1);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL), 0);
+
+    /* Closing the registered fd while a dup lives: the registration stays, with its tag. */
+    int d = shim_dup(fd);
+    ck_assert_int_ge(d, 0);
+    ev = (struct epoll_event){EPOLLIN, {.u64 = 9}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+    shim_send(fd, "d", 1, 0);
+    ck_assert_int_eq(shim_close(fd), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_uint_eq(out[0].data.u64, 9);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL), -EBADF);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, d, NULL), -ENOENT);
+    ev.data.u64 = 10;
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 2);
+
+    /* Nested: drained, the epoll fd is no longer readable to poll(). */
+    struct pollfd p = {ep, POLLIN, 0};
+    ck_assert_int_eq(poll(&p, 1, 0), 1);
+    ck_assert_int_eq(shim_recv(d, buf, 8, 0), 1);
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+    ck_assert_int_eq(shim_close(d), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+
+    /* EPOLLEXCLUSIVE: reported with the application's data; no MOD; DEL works. */
+    int x = connected(7), ep2 = epoll_create1(0);
+    ev = (struct epoll_event){EPOLLIN | EPOLLEXCLUSIVE, {.u64 = 11}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, x, &ev), 0);
+    ev.data.u64 = 12;
+    ck_assert_int_eq(shim_epoll_ctl(ep2, EPOLL_CTL_ADD, x, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+    shim_send(x, "e", 1, 0);
+    ck_assert_int_eq(ep_wait(ep2, out, 1000), 1);
+    ck_assert_uint_eq(out[0].data.u64, 12);
+    ck_assert_int_eq(out[0].events, EPOLLIN);
+    ev.events = EPOLLIN;
+    ck_assert_int_eq(shim_epoll_ctl(ep2, EPOLL_CTL_MOD, x, &ev), -EINVAL);
+    ck_assert_int_eq(shim_epoll_ctl(ep2, EPOLL_CTL_DEL, x, NULL), 0);
+    ck_assert_int_eq(ep_wait(ep2, out, 30), 0);
+    ck_assert_int_eq(shim_recv(x, buf, 8, 0), 1);
+    ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+    ck_assert_int_eq(shim_close(x), 0);
+    ck_assert_int_eq(shim_close(ep2), 0);
+    ck_assert_int_eq(shim_close(ep), 0);
+}
+END_TEST
+
 START_TEST(epoll_wakes_sleeper)
 {
     int fd = shim_socket(SOCK_NONBLOCK);
@@ -874,6 +955,7 @@ int main(void)
     tcase_add_test(tc, listen_accept);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
+    tcase_add_test(tc, epoll_events_dups_nesting);
     tcase_add_test(tc, select_mixed);
     tcase_add_test(tc, loopback_goes_to_the_kernel);
     tcase_add_test(tc, sendfile_from_file);
