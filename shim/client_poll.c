@@ -15,9 +15,14 @@
  * epoll; its ustack members live in a second kernel epoll (the inner one) registered in the
  * first under a private cookie, with the members' eventfds in it: level-triggered members
  * as level-triggered EPOLLIN (a readable eventfd is the "still ready" hot list the next
- * epoll_wait re-checks), edge-triggered as EPOLLET (each stack signal is one edge),
- * one-shot as EPOLLONESHOT. Polling or nesting the application's epoll fd then works
- * through the kernel unchanged.
+ * epoll_wait re-checks), edge-triggered as EPOLLET, one-shot as EPOLLONESHOT. Polling or
+ * nesting the application's epoll fd then works through the kernel unchanged. An
+ * edge-triggered member reports events, not levels: the stack counts arrivals and new
+ * write space per socket and signals edge arms (armed_et) only for those; the member
+ * reports when a counter it cares about moved since its last report (docs/shm.md
+ * "Events"). EPOLLEXCLUSIVE members sit in the application's epoll itself (the kernel's
+ * wake-one needs a waiter in the epoll it wakes). A registration whose fd is closed while
+ * a dup lives moves to a private dup of the eventfd, as Linux keys it by the open file.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -627,10 +632,12 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     }
     struct shim_epm nm = *m;
     if (op == EPOLL_CTL_ADD) {
-        if (m->used) {
+        if (m->used && m->slot == slot && m->gen == gen) {
             rc = -EEXIST;
             goto out;
         }
+        if (m->used) /* a socket this number named before, which left unseen */
+            remove_member(ep, m, fd, epfd);
         memset(&nm, 0, sizeof(nm));
         nm.tag = ++ep->tags;
         nm.slot = slot;
