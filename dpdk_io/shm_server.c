@@ -399,14 +399,43 @@ static void signal_efd(struct srv_core *sc, uint32_t i)
         CTR(sc, shm_efd_writes, 1);
 }
 
+/* publish(): ev is SHM_EV_* (the events this change is, counted for edge-triggered
+ * waiters), plus PUB_RECHECK: no new event, but an edge-triggered waiter armed for
+ * something ready gets the signal it may have missed (the eventfd was not known yet). */
+#define PUB_RECHECK 0x100u
+
 /* After a change a socket's users may wait for: seq and futex waiters, then the eventfd if
- * an app armed it for something that is now ready (docs/shm.md "Waking"). */
-static void publish(struct srv_core *sc, uint32_t i)
+ * an app armed it for something that is now ready (docs/shm.md "Waking"), or if it is an
+ * event an edge-triggered member waits for (docs/shm.md "Events"). */
+static void publish(struct srv_core *sc, uint32_t i, uint32_t ev)
 {
     struct shm_sock *s = sock_at(sc, i);
-    shm_sock_notify(s); /* its seq_cst bump orders our changes before the armed load */
+    shm_sock_notify(s); /* its seq_cst bump orders our changes before the loads below */
+    /* Write space after a writer found the ring full: an EPOLLOUT edge (Linux's
+     * sk_write_space once SOCK_NOSPACE is set). The app sets nospace and then re-checks the
+     * space: one of us sees the other. */
+    if (atomic_load_explicit(&s->nospace, SC) &&
+        shm_ring_space(&s->tx, sc->srv->ring) >= shm_nospace_end(sc->srv->ring) &&
+        atomic_exchange(&s->nospace, 0))
+        ev |= SHM_EV_OUT;
+    /* Counted before the armed_et load: the app arms and then reads the counters. */
+    if (ev & SHM_EV_IN)
+        atomic_fetch_add_explicit(&s->ev_in, 1, SC);
+    if (ev & SHM_EV_OUT)
+        atomic_fetch_add_explicit(&s->ev_out, 1, SC);
     uint32_t armed = atomic_load_explicit(&s->armed, SC);
-    if (armed && (armed & shm_sock_poll(sc->srv->base, i)) && atomic_exchange(&s->armed, 0))
+    uint32_t aet = ev ? atomic_load_explicit(&s->armed_et, SC) : 0;
+    if (!armed && !aet)
+        return;
+    uint32_t ready = shm_sock_poll(sc->srv->base, i);
+    uint32_t a = (armed & ready) ? atomic_exchange(&s->armed, 0) : 0;
+    if (a) /* what the readable eventfd stands for (the app's shim__settle reads it) */
+        atomic_fetch_or_explicit(&s->sigb, a, RLX);
+    bool sig = a != 0;
+    if ((aet & ready) && ((ev & PUB_RECHECK) || shm_ev_match(ev, aet)) &&
+        atomic_exchange(&s->armed_et, 0))
+        sig = true;
+    if (sig)
         signal_efd(sc, i);
 }
 
@@ -789,15 +818,16 @@ static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
         sc->cur = SHM_NONE;
         return moved != 0;
     }
-    if (sane)
-        moved += move_rx(sc, i, ss, s, &f, now);
+    uint32_t arrived = sane ? move_rx(sc, i, ss, s, &f, now) : 0;
+    moved += arrived;
     if ((f & SHM_F_CONNECTED) && (stk_events(e, ss->sd) & STK_EV_HUP))
         f |= SHM_F_HUP;
     sc->cur = SHM_NONE;
     if (f != f0)
         atomic_store_explicit(&s->flags, f, REL);
+    /* New data is an arrival; any other change of state concerns every waiter. */
     if (f != f0 || moved)
-        publish(sc, i);
+        publish(sc, i, (arrived ? SHM_EV_IN : 0) | ((f ^ f0) & ~SHM_F_RX_BLOCKED ? SHM_EV_ALL : 0));
     return f != f0 || moved;
 }
 
@@ -864,7 +894,7 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
         n++;
     }
     if (n)
-        publish(sc, l);
+        publish(sc, l, SHM_EV_IN);
     return n;
 }
 
@@ -1058,7 +1088,7 @@ static int op_shutdown(struct srv_core *sc, const struct shm_cmd *cmd, struct sh
     if (how != STK_SHUT_RD)
         ss->fl |= SS_SHUT_WR; /* after the tx ring is drained (serve) */
     serve(sc, i, now);
-    publish(sc, i);
+    publish(sc, i, SHM_EV_ALL);
     return 0;
 }
 
@@ -1112,7 +1142,7 @@ static int op_getopt(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
         *val = v ? v : ev;
         if (v || (atomic_load(&s->flags) & SHM_F_ERROR)) {
             atomic_fetch_and(&s->flags, ~SHM_F_ERROR);
-            publish(sc, cmd->sock);
+            publish(sc, cmd->sock, 0);
         }
         return 0;
     }
@@ -1205,7 +1235,7 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
             int old = atomic_exchange(&srv->rec[i].efd, efd);
             if (old >= 0)
                 close(old);
-            publish(sc, i); /* whatever is ready now reaches an armed waiter */
+            publish(sc, i, PUB_RECHECK); /* whatever is ready now reaches an armed waiter */
         }
         post_rc(sc, cmd, rc);
         return;
@@ -1460,7 +1490,7 @@ static void srv_fini(void *ctx, struct dio_core *c, stk_time_t now)
             atomic_compare_exchange_strong(&s->so_error, &zero, ENETDOWN);
             atomic_fetch_or(&s->flags, SHM_F_ERROR | SHM_F_RESET | SHM_F_HUP);
             atomic_fetch_and(&s->flags, ~(SHM_F_CONNECTING | SHM_F_RX_BLOCKED));
-            publish(sc, i);
+            publish(sc, i, SHM_EV_ALL);
         }
         for (int k = 0; k < PIDFD_CACHE; k++)
             if (sc->pidfds[k].fd >= 0)

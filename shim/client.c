@@ -811,6 +811,8 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
             }
             uint32_t i;
             if (shm_aq_pop(s, shm_rx_data(C.base, k.slot), C.ring, &i)) {
+                if (SHIM_RLX(&s->sigb) && shm_aq_empty(s))
+                    shim__settle(k.fd, k.slot);
                 rc = take_accepted(k.f, i, efd, flags, addr, alen);
                 if (rc >= 0)
                     return rc;
@@ -952,6 +954,8 @@ int shim_shutdown(int fd, int how)
          * threads blocked in accept() so that they see it. */
         if (how != SHUT_WR) {
             atomic_fetch_or(&k.s->app_flags, SHM_A_RD_SHUT);
+            atomic_fetch_add(&k.s->ev_in, 1); /* a state change: an edge for every waiter */
+            atomic_fetch_add(&k.s->ev_out, 1);
             shm_futex_wake(&k.s->seq, 1 << 30);
             shim__signal(fd);
         }

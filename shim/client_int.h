@@ -140,6 +140,9 @@ void shim__epoll_unref(struct shim_epoll *ep);
 void shim__epoll_ref(struct shim_epoll *ep);
 /* Self-signal: makes the socket's eventfd readable (other waiters rely on it). */
 void shim__signal(int fd);
+/* The application consumed from the socket (fd, slot): empties its eventfd if nothing a
+ * level waiter or level-triggered epoll member waits for is ready any more. */
+void shim__settle(int fd, uint32_t slot);
 
 /* ---- client_opt.c ---- */
 void shim__record_opt(struct shim_file *f, int level, int name, const void *val, socklen_t len);

@@ -159,6 +159,13 @@ static ssize_t send_loop(struct shim_sk *k, size_t total, int flags, fill_fn fil
                 return (ssize_t)sent;
             if (copied)
                 continue;
+            /* The ring is full: new space will be an EPOLLOUT edge (Linux's SOCK_NOSPACE).
+             * Dekker pair with the stack, which frees space and then reads the flag. */
+            if (!SHIM_RLX(&s->nospace)) {
+                atomic_store(&s->nospace, 1);
+                if (shm_ring_space(&s->tx, C.ring))
+                    continue;
+            }
         }
         if (nb)
             return sent ? (ssize_t)sent : -EAGAIN;
@@ -286,6 +293,8 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
                 atomic_thread_fence(memory_order_seq_cst);
                 if (SHIM_RLX(&s->flags) & SHM_F_RX_BLOCKED)
                     shim__kick(&k);
+                else if (SHIM_RLX(&s->sigb) && !shm_ring_used(&s->rx, C.ring))
+                    shim__settle(k.fd, k.slot);
             }
             got += took;
             if (cur.fault) /* tcp_recvmsg: what was copied, else EFAULT; the rest stays */

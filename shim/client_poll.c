@@ -15,9 +15,14 @@
  * epoll; its ustack members live in a second kernel epoll (the inner one) registered in the
  * first under a private cookie, with the members' eventfds in it: level-triggered members
  * as level-triggered EPOLLIN (a readable eventfd is the "still ready" hot list the next
- * epoll_wait re-checks), edge-triggered as EPOLLET (each stack signal is one edge),
- * one-shot as EPOLLONESHOT. Polling or nesting the application's epoll fd then works
- * through the kernel unchanged.
+ * epoll_wait re-checks), edge-triggered as EPOLLET, one-shot as EPOLLONESHOT. Polling or
+ * nesting the application's epoll fd then works through the kernel unchanged. An
+ * edge-triggered member reports events, not levels: the stack counts arrivals and new
+ * write space per socket and signals edge arms (armed_et) only for those; the member
+ * reports when a counter it cares about moved since its last report (docs/shm.md
+ * "Events"). EPOLLEXCLUSIVE members sit in the application's epoll itself (the kernel's
+ * wake-one needs a waiter in the epoll it wakes). A registration whose fd is closed while
+ * a dup lives moves to a private dup of the eventfd, as Linux keys it by the open file.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -45,14 +50,19 @@ struct shim_epm {
     int lfd; /* the listener companion registered with it, or -1 */
     uint32_t disabled, round;
     int out;
+    uint32_t in_seen, out_seen; /* EPOLLET: the socket's event counters last reported */
+    uint8_t pending;            /* EPOLLET: ready at ADD/MOD, not reported yet */
+    uint8_t direct;             /* in the application's epoll itself (EPOLLEXCLUSIVE) */
+    int *held; /* a registration whose fd was closed while a dup lives: our private dup */
 };
 
 struct shim_epoll {
     _Atomic int refs; /* application fds referring to it */
     int ifd;          /* the inner kernel epoll (private fd) */
     uint64_t cookie;
+    uint32_t xhi; /* high half of the data of direct members' kernel events */
     struct shim_epm *m;
-    uint32_t cap, tags, round;
+    uint32_t cap, tags, round, nheld;
     pthread_mutex_t lock;
     struct shim_epoll *next;
 };
@@ -71,6 +81,14 @@ static void drain(int fd)
     uint64_t v;
     if (C.sys.read(fd, &v, sizeof(v)) < 0)
         (void)0;
+}
+
+/* Makes the eventfd readable for waiters of bits (level), as the stack's signal does. */
+static void signal_for(int fd, uint32_t slot, uint32_t bits)
+{
+    if (slot < C.nsocks)
+        atomic_fetch_or(&shm_sock(C.base, slot)->sigb, bits);
+    shim__signal(fd);
 }
 
 static uint32_t arm_bits(uint32_t events)
@@ -102,8 +120,30 @@ static uint32_t arm_and_check(int fd, uint32_t slot, uint32_t gen, uint32_t even
         atomic_fetch_or(&shm_sock(C.base, slot)->armed, arm_bits(events));
     uint32_t ev = ready_of(slot, gen, events);
     if (ev)
-        shim__signal(fd);
+        signal_for(fd, slot, arm_bits(events));
     return ev;
+}
+
+/* The application consumed from socket slot (fd): if its eventfd was signalled for level
+ * waiters and nothing they, or the level-triggered epoll members, wait for is ready any
+ * more, empty it now rather than at the next epoll_wait, so that an epoll fd holding the
+ * socket stops being readable to poll() or an outer epoll (Linux re-checks its ready list
+ * there). Costs nothing unless the socket has level-triggered epoll members and a signal. */
+void shim__settle(int fd, uint32_t slot)
+{
+    struct shm_sock *s = shm_sock(C.base, slot);
+    uint32_t b = SHIM_RLX(&s->sigb);
+    if (!b)
+        return;
+    uint32_t lt = SHIM_RLX(&s->lt_bits);
+    if (!lt || (shim_sock_events(C.base, slot) & (b | lt)))
+        return;
+    drain(fd);
+    /* Bits signalled while we looked are taken with the rest: armed, then re-checked. */
+    b = atomic_exchange(&s->sigb, 0) | lt;
+    atomic_fetch_or(&s->armed, b);
+    if (shim_sock_events(C.base, slot) & b)
+        signal_for(fd, slot, b);
 }
 
 /* ---- poll / select -------------------------------------------------------------------- */
@@ -316,9 +356,18 @@ static uint32_t kernel_events(uint32_t events)
     return EPOLLIN | (events & EP_MODE);
 }
 
-static uint64_t kdata(uint32_t tag, int fd, bool comp)
+static bool is_et(const struct shim_epm *m)
 {
-    return (uint64_t)tag << 32 | (uint32_t)fd | (comp ? EP_COMPANION : 0);
+    return (m->events & (EPOLLET | EPOLLONESHOT)) == EPOLLET;
+}
+
+/* The data of a member's kernel event: in the inner epoll, tag and fd; in the application's
+ * epoll (direct members), xhi and fd, xhi having its top bit set so that no user-space
+ * pointer an application stores there looks like it. */
+static uint64_t kdata(struct shim_epoll *ep, const struct shim_epm *m, int fd, bool comp)
+{
+    uint64_t hi = m->direct ? ep->xhi : m->tag;
+    return hi << 32 | (uint32_t)fd | (comp ? EP_COMPANION : 0);
 }
 
 static struct shim_epm *member(struct shim_epoll *ep, int fd, bool grow)
@@ -344,6 +393,16 @@ void shim__epoll_ref(struct shim_epoll *ep)
     atomic_fetch_add(&ep->refs, 1);
 }
 
+static void unhold(struct shim_epm *m)
+{
+    if (!m->held)
+        return;
+    shim__unpriv(*m->held);
+    C.sys.close(*m->held);
+    free(m->held);
+    m->held = NULL;
+}
+
 /* Caller holds the client lock (the list). */
 void shim__epoll_unref(struct shim_epoll *ep)
 {
@@ -355,6 +414,8 @@ void shim__epoll_unref(struct shim_epoll *ep)
             break;
         }
     }
+    for (uint32_t i = 0; ep->nheld && i < ep->cap; i++)
+        unhold(&ep->m[i]);
     shim__unpriv(ep->ifd);
     C.sys.close(ep->ifd);
     pthread_mutex_destroy(&ep->lock);
@@ -391,6 +452,7 @@ static int instance(int epfd, struct shim_epoll **out)
      * application datum is mistaken for it in practice. */
     if (getrandom(&ep->cookie, sizeof(ep->cookie), GRND_NONBLOCK) != sizeof(ep->cookie))
         ep->cookie = 0x75736b6570636b31ull ^ (uint64_t)(uintptr_t)ep;
+    ep->xhi = ~(uint32_t)(ep->cookie >> 32) | 0x80000000u; /* never the cookie's own half */
     struct epoll_event kev = {EPOLLIN, {.u64 = ep->cookie}};
     if (C.sys.epoll_ctl(epfd, EPOLL_CTL_ADD, ep->ifd, &kev) < 0) {
         rc = -errno; /* EBADF, or EINVAL: epfd is not an epoll */
@@ -412,24 +474,117 @@ out:
     return rc;
 }
 
+/* An application fd number of ep (any of its dups). */
+static int epoll_fd_of(struct shim_epoll *ep)
+{
+    int lim = shim_fdtab_limit(&shim_fds);
+    for (int fd = 0; fd < lim; fd++) {
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        if (e && SHIM_RLX(&e->kind) == SHIM_FD_EPOLL && e->obj == ep)
+            return fd;
+    }
+    return -1;
+}
+
+/* The kernel epoll a member is registered in (epfd: the application's, if known). */
+static int kep(struct shim_epoll *ep, const struct shim_epm *m, int epfd)
+{
+    if (!m->direct)
+        return ep->ifd;
+    return epfd >= 0 ? epfd : epoll_fd_of(ep);
+}
+
 static uint32_t member_ready(struct shim_epm *m)
 {
     return ready_of(m->slot, m->gen, m->events & ~EP_MODE);
 }
 
+/* EPOLLET: arm for the next event, and record that a writer must report new write space. */
+static void et_arm(struct shim_epm *m, int fd, uint32_t ready)
+{
+    struct shm_sock *s = shm_sock(C.base, m->slot);
+    if ((m->events & EPOLLOUT) && !(ready & EPOLLOUT) && !SHIM_RLX(&s->nospace)) {
+        /* Linux's tcp_poll sets SOCK_NOSPACE when it finds no room. Space freed before the
+         * stack saw the flag is an event we count ourselves (see publish in the server). */
+        atomic_store(&s->nospace, 1);
+        if ((shm_sock_poll(C.base, m->slot) & SHM_POLLOUT) && atomic_exchange(&s->nospace, 0))
+            atomic_fetch_add(&s->ev_out, 1);
+    }
+    atomic_fetch_or(&s->armed_et, arm_bits(m->events));
+    /* Dekker pair with the stack, which counts an event and then reads armed_et: an event
+     * it did not signal because we had not armed yet is seen here. */
+    if (atomic_load(&s->ev_in) != m->in_seen || atomic_load(&s->ev_out) != m->out_seen)
+        shim__signal(fd);
+}
+
+/* EPOLLET: an edge is a new event of a kind the member waits for (the counters moved since
+ * its last report), or readiness found at ADD/MOD; what is reported is the readiness now. */
+static uint32_t et_take(struct shim_epm *m, int fd)
+{
+    if (!shm_sock_valid(C.base, m->slot, m->gen))
+        return member_ready(m);
+    struct shm_sock *s = shm_sock(C.base, m->slot);
+    uint32_t cin = atomic_load(&s->ev_in), cout = atomic_load(&s->ev_out);
+    uint32_t bits = arm_bits(m->events);
+    bool in = cin != m->in_seen, out = cout != m->out_seen;
+    bool fresh = m->pending || (in && shm_ev_match(SHM_EV_IN, bits)) ||
+                 (out && shm_ev_match(SHM_EV_OUT, bits)) || (in && out);
+    m->pending = 0;
+    m->in_seen = cin;
+    m->out_seen = cout;
+    uint32_t ready = member_ready(m);
+    et_arm(m, fd, ready);
+    return fresh ? ready : 0;
+}
+
 /* After ADD or MOD: arm, and if the socket is ready already make the kernel see it. */
 static void prime(struct shim_epm *m, int fd)
 {
-    arm_and_check(fd, m->slot, m->gen, m->events & ~EP_MODE, false);
+    if (!shm_sock_valid(C.base, m->slot, m->gen)) {
+        shim__signal(fd);
+        return;
+    }
+    struct shm_sock *s = shm_sock(C.base, m->slot);
+    if (!is_et(m)) {
+        if (!(m->events & EPOLLONESHOT))
+            atomic_fetch_or(&s->lt_bits, arm_bits(m->events));
+        arm_and_check(fd, m->slot, m->gen, m->events & ~EP_MODE, false);
+        return;
+    }
+    /* Linux's ep_insert/ep_modify queue an edge-triggered item that is ready now. */
+    m->in_seen = atomic_load(&s->ev_in);
+    m->out_seen = atomic_load(&s->ev_out);
+    uint32_t ready = member_ready(m);
+    et_arm(m, fd, ready);
+    ready |= member_ready(m);
+    m->pending = ready != 0;
+    if (ready)
+        shim__signal(fd);
 }
 
-static void companion_ctl(struct shim_epoll *ep, struct shim_epm *m, int fd, int op)
+static void companion_ctl(struct shim_epoll *ep, struct shim_epm *m, int fd, int op, int epfd)
 {
     if (m->lfd < 0)
         return;
-    struct epoll_event kev = {kernel_events(m->events) & ~EPOLLEXCLUSIVE,
-                              {.u64 = kdata(m->tag, fd, true)}};
-    C.sys.epoll_ctl(ep->ifd, op, m->lfd, &kev);
+    uint32_t x = m->direct ? 0 : EPOLLEXCLUSIVE;
+    struct epoll_event kev = {kernel_events(m->events) & ~x, {.u64 = kdata(ep, m, fd, true)}};
+    C.sys.epoll_ctl(kep(ep, m, epfd), op, m->lfd, &kev);
+}
+
+/* Takes member m (at fd) out of the kernel epolls and forgets it. */
+static void remove_member(struct shim_epoll *ep, struct shim_epm *m, int fd, int epfd)
+{
+    int k = kep(ep, m, epfd);
+    /* (A private dup the application moved by dup2 onto its number is no longer ours to
+     * delete by that number; its registration ends when the eventfd closes.) */
+    if (k >= 0 && (!m->held || *m->held == fd))
+        C.sys.epoll_ctl(k, EPOLL_CTL_DEL, fd, NULL);
+    companion_ctl(ep, m, fd, EPOLL_CTL_DEL, epfd);
+    if (m->held) {
+        unhold(m);
+        ep->nheld--;
+    }
+    memset(m, 0, sizeof(*m));
 }
 
 int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
@@ -462,98 +617,149 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         rc = op == EPOLL_CTL_ADD ? -ENOMEM : -ENOENT;
         goto out;
     }
+    if (op != EPOLL_CTL_ADD && m->direct && m->used && (op == EPOLL_CTL_MOD)) {
+        rc = -EINVAL; /* Linux: EPOLL_CTL_MOD of an EPOLLEXCLUSIVE item */
+        goto out;
+    }
     if (op == EPOLL_CTL_DEL) {
-        if (C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_DEL, fd, NULL) < 0) {
+        if (C.sys.epoll_ctl(m->used ? kep(ep, m, epfd) : ep->ifd, EPOLL_CTL_DEL, fd, NULL) < 0) {
             rc = -errno;
             goto out;
         }
-        companion_ctl(ep, m, fd, EPOLL_CTL_DEL);
+        companion_ctl(ep, m, fd, EPOLL_CTL_DEL, epfd);
         memset(m, 0, sizeof(*m));
         goto out;
     }
-    uint32_t tag = op == EPOLL_CTL_ADD ? ++ep->tags : m->tag;
-    struct epoll_event kev = {kernel_events(ev->events), {.u64 = kdata(tag, fd, false)}};
-    if (op == EPOLL_CTL_MOD)
+    struct shim_epm nm = *m;
+    if (op == EPOLL_CTL_ADD) {
+        if (m->used && m->slot == slot && m->gen == gen) {
+            rc = -EEXIST;
+            goto out;
+        }
+        if (m->used) /* a socket this number named before, which left unseen */
+            remove_member(ep, m, fd, epfd);
+        memset(&nm, 0, sizeof(nm));
+        nm.tag = ++ep->tags;
+        nm.slot = slot;
+        nm.gen = gen;
+        struct shim_file *f = &C.files[slot];
+        nm.lfd = f->gen == gen ? f->lfd : -1;
+        /* EPOLLEXCLUSIVE is the kernel's wake-one among the epolls waiting on the eventfd,
+         * which works only when those are the application's own (a waiter sleeps in it): an
+         * exclusive member goes there directly. */
+        nm.direct = (ev->events & EPOLLEXCLUSIVE) != 0;
+    }
+    nm.events = ev->events;
+    struct epoll_event kev = {kernel_events(ev->events), {.u64 = kdata(ep, &nm, fd, false)}};
+    if (op == EPOLL_CTL_MOD) {
+        if (!m->used) {
+            rc = -ENOENT;
+            goto out;
+        }
         drain(fd); /* a readable eventfd would be reported at once by the MOD */
-    if (C.sys.epoll_ctl(ep->ifd, op, fd, &kev) < 0) {
+    }
+    if (C.sys.epoll_ctl(kep(ep, &nm, epfd), op, fd, &kev) < 0) {
         rc = -errno;
         goto out;
     }
-    if (op == EPOLL_CTL_ADD) {
-        memset(m, 0, sizeof(*m));
-        m->used = 1;
-        m->tag = tag;
-        m->slot = slot;
-        m->gen = gen;
-        struct shim_file *f = &C.files[slot];
-        m->lfd = f->gen == gen ? f->lfd : -1;
-        m->events = ev->events;
-        companion_ctl(ep, m, fd, EPOLL_CTL_ADD);
-    } else {
-        m->events = ev->events;
-        m->disabled = 0;
-        companion_ctl(ep, m, fd, EPOLL_CTL_MOD);
-    }
-    m->data = ev->data.u64;
+    nm.used = 1;
+    nm.disabled = 0;
+    nm.data = ev->data.u64;
+    *m = nm;
+    companion_ctl(ep, m, fd, op, epfd);
     prime(m, fd);
 out:
     pthread_mutex_unlock(&ep->lock);
     return rc;
 }
 
-/* Collects ready ustack members into out (room entries at most). */
-static int harvest(struct shim_epoll *ep, struct epoll_event *out, int room)
+/* One kernel event for the member at fd (comp: for its companion): appends the member's
+ * report to out[n] or merges it into its earlier one; returns the new count. Caller holds
+ * ep->lock. */
+static int take(struct shim_epoll *ep, int fd, bool comp, uint64_t d, uint32_t kevents, int epfd,
+                struct epoll_event *out, int n)
 {
-    struct epoll_event kev[128];
-    if (room <= 0)
-        return 0;
-    pthread_mutex_lock(&ep->lock);
-    int k = C.sys.epoll_pwait(ep->ifd, kev, room < 128 ? room : 128, 0, NULL);
-    uint32_t round = ++ep->round;
-    int n = 0;
-    for (int j = 0; j < k; j++) {
-        uint64_t d = kev[j].data.u64;
-        int fd = (int)(d & 0x7fffffff);
-        bool comp = d & EP_COMPANION;
-        struct shim_epm *m = member(ep, fd, false);
-        if (!m || !m->used || m->tag != (uint32_t)(d >> 32) || m->disabled)
-            continue;
-        uint32_t ev = member_ready(m);
-        if (comp && (kev[j].events & EPOLLIN))
+    struct shim_epm *m = member(ep, fd, false);
+    if (!m || !m->used || m->disabled || kdata(ep, m, fd, comp) != d)
+        return n;
+    bool oneshot = m->events & EPOLLONESHOT;
+    uint32_t ev;
+    if (is_et(m) && !comp) {
+        ev = et_take(m, fd);
+    } else {
+        ev = member_ready(m);
+        if (comp && (kevents & EPOLLIN))
             ev |= EPOLLIN & m->events;
-        bool oneshot = m->events & EPOLLONESHOT;
         if (!ev && !comp) {
             /* Stale (someone else consumed it): the usual not-ready step. One-shot ones
              * were disabled by the kernel for this event: enable them again. */
-            bool lt = !(m->events & EPOLLET);
-            ev = arm_and_check(fd, m->slot, m->gen, m->events & ~EP_MODE, lt || oneshot);
+            ev = arm_and_check(fd, m->slot, m->gen, m->events & ~EP_MODE, true);
             if (!ev && oneshot) {
-                struct epoll_event re = {kernel_events(m->events), {.u64 = kdata(m->tag, fd, 0)}};
-                C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_MOD, fd, &re);
+                struct epoll_event re = {kernel_events(m->events), {.u64 = kdata(ep, m, fd, 0)}};
+                C.sys.epoll_ctl(kep(ep, m, epfd), EPOLL_CTL_MOD, fd, &re);
             }
         }
-        if (!ev)
-            continue;
-        if (m->round == round) {
-            out[m->out].events |= ev;
-            continue;
-        }
-        m->round = round;
-        m->out = n;
-        out[n].events = ev;
-        out[n].data.u64 = m->data;
-        n++;
-        if (oneshot) {
-            m->disabled = 1;
-            if (!comp) /* the kernel disabled the member itself; the companion too */
-                companion_ctl(ep, m, fd, EPOLL_CTL_MOD);
-        } else if (m->events & EPOLLET) {
-            /* An edge is one report: arm for the next change. */
-            atomic_fetch_or(&shm_sock(C.base, m->slot)->armed, arm_bits(m->events));
+    }
+    if (!ev)
+        return n;
+    if (m->round == ep->round) {
+        out[m->out].events |= ev;
+        return n;
+    }
+    m->round = ep->round;
+    m->out = n;
+    out[n].events = ev;
+    out[n].data.u64 = m->data;
+    if (oneshot) {
+        m->disabled = 1;
+        if (!comp) /* the kernel disabled the member itself; the companion too */
+            companion_ctl(ep, m, fd, EPOLL_CTL_MOD, epfd);
+    }
+    return n + 1;
+}
+
+/* Appends the ready members of the inner epoll to out[n..room). Caller holds ep->lock. */
+static int harvest(struct shim_epoll *ep, int epfd, struct epoll_event *out, int n, int room)
+{
+    struct epoll_event kev[128];
+    if (room <= n)
+        return n;
+    int k = C.sys.epoll_pwait(ep->ifd, kev, room - n < 128 ? room - n : 128, 0, NULL);
+    for (int j = 0; j < k; j++) {
+        uint64_t d = kev[j].data.u64;
+        n = take(ep, (int)(d & 0x7fffffff), d & EP_COMPANION, d, kev[j].events, epfd, out, n);
+    }
+    return n;
+}
+
+/* The kernel's events in evs[0..n): the application's own stay, ours become the members'
+ * reports. Returns the new count. */
+static int translate(struct shim_epoll *ep, int epfd, struct epoll_event *evs, int n, int max)
+{
+    bool ours = false;
+    for (int i = 0; i < n && !ours; i++)
+        ours = evs[i].data.u64 == ep->cookie || (uint32_t)(evs[i].data.u64 >> 32) == ep->xhi;
+    if (!ours)
+        return n;
+    pthread_mutex_lock(&ep->lock);
+    ep->round++;
+    int out = 0;
+    bool inner = false;
+    for (int i = 0; i < n; i++) {
+        struct epoll_event e = evs[i];
+        if (e.data.u64 == ep->cookie) {
+            inner = true;
+        } else if ((uint32_t)(e.data.u64 >> 32) == ep->xhi) {
+            int fd = (int)(e.data.u64 & 0x7fffffff);
+            out = take(ep, fd, e.data.u64 & EP_COMPANION, e.data.u64, e.events, epfd, evs, out);
+        } else {
+            evs[out++] = e;
         }
     }
+    if (inner)
+        out = harvest(ep, epfd, evs, out, max);
     pthread_mutex_unlock(&ep->lock);
-    return n;
+    return out;
 }
 
 int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
@@ -589,16 +795,7 @@ int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_
         }
         if (n < 0)
             return -errno;
-        int out = 0;
-        bool inner = false;
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.u64 == ep->cookie)
-                inner = true;
-            else
-                evs[out++] = evs[i];
-        }
-        if (inner)
-            out += harvest(ep, evs + out, max - out);
+        int out = translate(ep, epfd, evs, n, max);
         if (out > 0 || n == 0 || timeout_ns == 0)
             return out;
         if (deadline != SHIM_FOREVER && shim__now() >= deadline)
@@ -609,32 +806,71 @@ int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_
 
 /* ---- sockets leaving epoll sets ------------------------------------------------------- */
 
+/* The registration of m (at fd, about to be closed while a dup lives) moves to a private
+ * dup of the eventfd: Linux keys it by the open file, so it outlives the fd number. */
+static void hold(struct shim_epoll *ep, struct shim_epm *m, int fd)
+{
+    int *h = malloc(sizeof(*h));
+    int k = kep(ep, m, -1);
+    if (!h || k < 0 || (*h = C.sys.fcntl(fd, F_DUPFD_CLOEXEC, 1000)) < 0) {
+        free(h);
+        remove_member(ep, m, fd, -1);
+        return;
+    }
+    struct shim_epm *hm = member(ep, *h, true);
+    m = &ep->m[fd]; /* member() may have moved the table */
+    if (!hm || hm->used) {
+        C.sys.close(*h);
+        free(h);
+        remove_member(ep, m, fd, -1);
+        return;
+    }
+    *hm = *m;
+    struct epoll_event kev = {m->disabled ? 0 : kernel_events(m->events) & ~EPOLLEXCLUSIVE,
+                              {.u64 = kdata(ep, hm, *h, false)}};
+    if (m->direct)
+        kev.events |= m->events & EPOLLEXCLUSIVE;
+    if (C.sys.epoll_ctl(k, EPOLL_CTL_ADD, *h, &kev) < 0) {
+        memset(hm, 0, sizeof(*hm));
+        C.sys.close(*h);
+        free(h);
+        remove_member(ep, m, fd, -1);
+        return;
+    }
+    C.sys.epoll_ctl(k, EPOLL_CTL_DEL, fd, NULL);
+    companion_ctl(ep, hm, *h, EPOLL_CTL_MOD, -1);
+    hm->held = h;
+    shim__priv(h);
+    ep->nheld++;
+    memset(m, 0, sizeof(*m));
+    if (!hm->disabled && !is_et(hm))
+        arm_and_check(*h, hm->slot, hm->gen, hm->events & ~EP_MODE, false);
+}
+
+/* fd (a ustack socket) is being closed or replaced. Its registrations move to a private
+ * dup while the process holds the socket by another fd; with the last one they all end. */
 void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen)
 {
     shim__lock();
+    struct shim_file *f = &C.files[slot];
+    bool last = f->gen != gen || f->nfds <= 1;
     for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
         pthread_mutex_lock(&ep->lock);
         struct shim_epm *m = member(ep, fd, false);
         if (m && m->used && m->slot == slot && m->gen == gen) {
-            C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_DEL, fd, NULL);
-            companion_ctl(ep, m, fd, EPOLL_CTL_DEL);
-            memset(m, 0, sizeof(*m));
+            if (last)
+                remove_member(ep, m, fd, -1);
+            else
+                hold(ep, m, fd);
+        }
+        for (uint32_t i = 0; last && ep->nheld && i < ep->cap; i++) {
+            m = &ep->m[i];
+            if (m->used && m->held && m->slot == slot && m->gen == gen)
+                remove_member(ep, m, (int)i, -1);
         }
         pthread_mutex_unlock(&ep->lock);
     }
     shim__unlock();
-}
-
-/* An application fd number of ep (any of its dups). */
-static int epoll_fd_of(struct shim_epoll *ep)
-{
-    int lim = shim_fdtab_limit(&shim_fds);
-    for (int fd = 0; fd < lim; fd++) {
-        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
-        if (e && SHIM_RLX(&e->kind) == SHIM_FD_EPOLL && e->obj == ep)
-            return fd;
-    }
-    return -1;
 }
 
 int shim__epoll_detach(int fd, uint32_t slot, uint32_t gen, struct shim_epreg *regs, int max)
@@ -652,9 +888,7 @@ int shim__epoll_detach(int fd, uint32_t slot, uint32_t gen, struct shim_epreg *r
                 regs[n].ev.data.u64 = m->data;
                 n++;
             }
-            C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_DEL, fd, NULL);
-            companion_ctl(ep, m, fd, EPOLL_CTL_DEL);
-            memset(m, 0, sizeof(*m));
+            remove_member(ep, m, fd, epfd);
         }
         pthread_mutex_unlock(&ep->lock);
     }

@@ -428,6 +428,12 @@ void shm_sock_free(void *base, uint32_t i)
     atomic_store_explicit(&s->so_error, 0, RLX);
     atomic_store_explicit(&s->armed, 0, RLX);
     atomic_store_explicit(&s->kick, 0, RLX);
+    atomic_store_explicit(&s->armed_et, 0, RLX);
+    atomic_store_explicit(&s->nospace, 0, RLX);
+    atomic_store_explicit(&s->lt_bits, 0, RLX);
+    atomic_store_explicit(&s->sigb, 0, RLX);
+    atomic_store_explicit(&s->ev_in, 0, RLX);
+    atomic_store_explicit(&s->ev_out, 0, RLX);
     atomic_store_explicit(&s->app_flags, 0, RLX); /* else a next socket starts shut down */
     atomic_store_explicit(&s->wlock, 0, RLX);     /* a holder may have died copying */
     atomic_store_explicit(&s->rlock, 0, RLX);

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   2u
+#define SHM_VERSION   3u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
@@ -158,6 +158,14 @@ struct shm_sock {
     _Atomic uint32_t armed;     /* POLL* bits an app waits for through the eventfd */
     _Atomic uint32_t kick;      /* 1 while a SHM_OP_KICK is queued */
     _Atomic uint32_t app_flags; /* SHM_A_*, written by applications */
+    /* Edge-triggered epoll (docs/shm.md "Events"): the stack counts events as Linux's socket
+     * wake-ups do, and signals armed_et only when an event of an armed kind happens. */
+    _Atomic uint32_t armed_et; /* POLL* bits EPOLLET members wait for; apps set, stack clears */
+    _Atomic uint32_t ev_in;   /* stack: +1 per arrival (rx data, queued connection), state change */
+    _Atomic uint32_t ev_out;  /* +1 when write space appears after nospace, per state change */
+    _Atomic uint32_t nospace; /* app: a write found the tx ring full; stack clears with ev_out */
+    _Atomic uint32_t lt_bits; /* apps: POLL* bits of level-triggered epoll members (sticky) */
+    _Atomic uint32_t sigb;    /* POLL* bits the eventfd was signalled for (level waiters) */
     /* Applications: the rings are single-producer/single-consumer, but several threads (or
      * processes) may send or receive on one socket at once, as Linux serialises them with
      * the socket lock. These spin locks make one of them the producer of tx (wlock) or the
@@ -410,6 +418,28 @@ static inline uint32_t shm_sock_poll(void *base, uint32_t i)
     if (wr_done || !conn || shm_ring_space(&s->tx, h->ring_size))
         m |= SHM_POLLOUT;
     return m;
+}
+
+/* ---- Events (edge-triggered epoll) ----------------------------------------------------- */
+/* Event kinds for edge-triggered waiters, as the kernel's socket wake-up keys: an arrival
+ * (sk_data_ready: EPOLLIN), new write space (sk_write_space: EPOLLOUT), a state change
+ * (sk_state_change: every waiter). */
+#define SHM_EV_IN  1u
+#define SHM_EV_OUT 2u
+#define SHM_EV_ALL (SHM_EV_IN | SHM_EV_OUT)
+
+/* Write space that ends a nospace condition (an edge for EPOLLOUT|EPOLLET): a quarter of the
+ * ring, so that a bulk sender is woken per chunk, not per acknowledgement. */
+static inline uint32_t shm_nospace_end(uint32_t ring_size)
+{
+    return ring_size / 4;
+}
+
+/* Does an event of kinds ev concern an edge-triggered waiter armed for bits? */
+static inline bool shm_ev_match(uint32_t ev, uint32_t bits)
+{
+    return ((ev & SHM_EV_IN) && (bits & (SHM_POLLIN | SHM_POLLRDHUP))) ||
+           ((ev & SHM_EV_OUT) && (bits & SHM_POLLOUT)) || ev == SHM_EV_ALL;
 }
 
 #endif

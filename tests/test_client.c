@@ -42,12 +42,32 @@ static struct {
 
 /* ---- the fake stack ------------------------------------------------------------------- */
 
-static void publish(uint32_t i)
+#define PUB_RECHECK 0x100u
+
+/* As ustackd's publish (dpdk_io/shm_server.c): level waiters, then edge-triggered ones for
+ * events of the kinds they armed (docs/shm.md "Events"). */
+static void publish(uint32_t i, uint32_t ev)
 {
     struct shm_sock *s = shm_sock(base, i);
     shm_sock_notify(s);
-    uint32_t armed = atomic_load(&s->armed);
-    if (armed && (armed & shm_sock_poll(base, i)) && atomic_exchange(&s->armed, 0)) {
+    uint32_t ring = shm_hdr(base)->ring_size;
+    if (atomic_load(&s->nospace) && shm_ring_space(&s->tx, ring) >= shm_nospace_end(ring) &&
+        atomic_exchange(&s->nospace, 0))
+        ev |= SHM_EV_OUT;
+    if (ev & SHM_EV_IN)
+        atomic_fetch_add(&s->ev_in, 1);
+    if (ev & SHM_EV_OUT)
+        atomic_fetch_add(&s->ev_out, 1);
+    uint32_t armed = atomic_load(&s->armed), aet = atomic_load(&s->armed_et);
+    uint32_t ready = shm_sock_poll(base, i);
+    uint32_t a = (armed & ready) ? atomic_exchange(&s->armed, 0) : 0;
+    if (a)
+        atomic_fetch_or(&s->sigb, a);
+    bool sig = a != 0;
+    if ((aet & ready) && ((ev & PUB_RECHECK) || shm_ev_match(ev, aet)) &&
+        atomic_exchange(&s->armed_et, 0))
+        sig = true;
+    if (sig) {
         uint64_t one = 1;
         int e = atomic_load(&fk[i].efd);
         if (e >= 0 && write(e, &one, 8) < 0)
@@ -79,13 +99,18 @@ static void handle(const struct shm_cmd *c)
     switch (c->op) {
     case SHM_OP_SOCKET:
     case SHM_OP_ATTACH: {
-        atomic_store(&fk[i].efd, c->a0);
+        /* A reference of our own, as ustackd's pidfd_getfd: the application may close the
+         * number while a dup lives. */
+        int old =
+            atomic_exchange(&fk[i].efd, c->a0 >= 0 ? fcntl(c->a0, F_DUPFD_CLOEXEC, 1500) : -1);
+        if (old >= 0)
+            close(old);
         uint32_t expect = SHM_SOCK_RESERVED;
         atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
         if (c->op == SHM_OP_SOCKET)
             memset(fk[i].opt, 0, sizeof(fk[i].opt));
         post(c, 0, 0, 0, 0);
-        publish(i);
+        publish(i, PUB_RECHECK);
         break;
     }
     case SHM_OP_BIND: {
@@ -116,11 +141,13 @@ static void handle(const struct shm_cmd *c)
         if (c->a0 != SHUT_RD)
             atomic_fetch_or(&s->flags, SHM_F_WR_SHUT);
         post(c, 0, 0, 0, 0);
-        publish(i);
+        publish(i, SHM_EV_ALL);
         break;
     case SHM_OP_CLOSE:
         atomic_fetch_add(&closes, 1);
-        atomic_store(&fk[i].efd, -1);
+        int old = atomic_exchange(&fk[i].efd, -1);
+        if (old >= 0)
+            close(old);
         shm_sock_free(base, i);
         break;
     case SHM_OP_SETOPT:
@@ -175,7 +202,7 @@ static void *fake_stack(void *arg)
                     f |= SHM_F_CONNECTED | (mode == P_EOF ? SHM_F_EOF : 0);
                 }
                 atomic_store(&s->flags, f);
-                publish(i);
+                publish(i, SHM_EV_ALL);
             }
             uint32_t f = atomic_load(&s->flags);
             if (!(f & SHM_F_CONNECTED) || (f & SHM_F_EOF))
@@ -188,7 +215,7 @@ static void *fake_stack(void *arg)
             if (n) {
                 shm_ring_read(&s->tx, shm_tx_data(base, i), ring, buf, n, false);
                 shm_ring_write(&s->rx, shm_rx_data(base, i), ring, buf, n);
-                publish(i);
+                publish(i, SHM_EV_IN);
             }
         }
         usleep(50);
@@ -639,7 +666,7 @@ static void inject(int lfd, uint16_t rport)
     atomic_store(&s->flags, SHM_F_CONNECTED);
     atomic_store(&s->state, SHM_SOCK_LIVE);
     ck_assert_int_eq(shm_aq_push(shm_sock(base, l), shm_rx_data(base, l), 4096, i), 0);
-    publish(l);
+    publish(l, SHM_EV_IN);
 }
 
 START_TEST(listen_accept)
@@ -772,6 +799,80 @@ START_TEST(epoll_level_edge_oneshot)
     shim_close(lt);
     usleep(20000);
     ck_assert_int_eq(poll(&p, 1, 0), 0);
+    ck_assert_int_eq(shim_close(ep2), 0);
+    ck_assert_int_eq(shim_close(ep), 0);
+}
+END_TEST
+
+/* Edge-triggered members report events (each arrival, even undrained; EPOLLOUT once, not
+ * at an arrival); registrations belong to the socket, not the fd number; a drained member
+ * leaves its epoll fd unreadable; EPOLLEXCLUSIVE members work through the application's
+ * own epoll. */
+START_TEST(epoll_events_dups_nesting)
+{
+    int fd = connected(7), ep = epoll_create1(0);
+    struct epoll_event ev = {EPOLLIN | EPOLLET, {.u64 = 1}}, out[8];
+    char buf[8];
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+    shim_send(fd, "a", 1, 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+    shim_send(fd, "b", 1, 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1); /* undrained: still a new event */
+    ck_assert_int_eq(out[0].events, EPOLLIN);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+    ck_assert_int_eq(shim_recv(fd, buf, 8, 0), 2);
+    ev = (struct epoll_event){EPOLLOUT | EPOLLET, {.u64 = 2}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_int_eq(out[0].events, EPOLLOUT);
+    shim_send(fd, "c", 1, 0); /* the echo is an arrival: no EPOLLOUT edge */
+    usleep(20000);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+    ck_assert_int_eq(shim_recv(fd, buf, 8, 0), 1);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL), 0);
+
+    /* Closing the registered fd while a dup lives: the registration stays, with its tag. */
+    int d = shim_dup(fd);
+    ck_assert_int_ge(d, 0);
+    ev = (struct epoll_event){EPOLLIN, {.u64 = 9}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+    shim_send(fd, "d", 1, 0);
+    ck_assert_int_eq(shim_close(fd), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_uint_eq(out[0].data.u64, 9);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL), -EBADF);
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_DEL, d, NULL), -ENOENT);
+    ev.data.u64 = 10;
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 2);
+
+    /* Nested: drained, the epoll fd is no longer readable to poll(). */
+    struct pollfd p = {ep, POLLIN, 0};
+    ck_assert_int_eq(poll(&p, 1, 0), 1);
+    ck_assert_int_eq(shim_recv(d, buf, 8, 0), 1);
+    ck_assert_int_eq(poll(&p, 1, 0), 0);
+    ck_assert_int_eq(shim_close(d), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+
+    /* EPOLLEXCLUSIVE: reported with the application's data; no MOD; DEL works. */
+    int x = connected(7), ep2 = epoll_create1(0);
+    ev = (struct epoll_event){EPOLLIN | EPOLLEXCLUSIVE, {.u64 = 11}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, x, &ev), 0);
+    ev.data.u64 = 12;
+    ck_assert_int_eq(shim_epoll_ctl(ep2, EPOLL_CTL_ADD, x, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+    shim_send(x, "e", 1, 0);
+    ck_assert_int_eq(ep_wait(ep2, out, 1000), 1);
+    ck_assert_uint_eq(out[0].data.u64, 12);
+    ck_assert_int_eq(out[0].events, EPOLLIN);
+    ev.events = EPOLLIN;
+    ck_assert_int_eq(shim_epoll_ctl(ep2, EPOLL_CTL_MOD, x, &ev), -EINVAL);
+    ck_assert_int_eq(shim_epoll_ctl(ep2, EPOLL_CTL_DEL, x, NULL), 0);
+    ck_assert_int_eq(ep_wait(ep2, out, 30), 0);
+    ck_assert_int_eq(shim_recv(x, buf, 8, 0), 1);
+    ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+    ck_assert_int_eq(shim_close(x), 0);
     ck_assert_int_eq(shim_close(ep2), 0);
     ck_assert_int_eq(shim_close(ep), 0);
 }
@@ -930,6 +1031,7 @@ int main(void)
     tcase_add_test(tc, listen_accept);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
+    tcase_add_test(tc, epoll_events_dups_nesting);
     tcase_add_test(tc, select_mixed);
     tcase_add_test(tc, loopback_goes_to_the_kernel);
     tcase_add_test(tc, sendfile_from_file);

@@ -695,6 +695,73 @@ START_TEST(eventfd_armed_only)
 }
 END_TEST
 
+/* Edge-triggered waiters (armed_et) are signalled for events of the kinds they armed, never
+ * for a change that is no event for them; arrivals and new write space are counted. */
+START_TEST(eventfd_edges)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    struct tsock t;
+    connect_echo(&w, 0, &t);
+    struct shm_sock *s = ts_sock(&t);
+    /* The core publishes (and counts) the connect after the flags we saw. */
+    for (int k = 0; k < 1000 && !atomic_load(&s->ev_out); k++)
+        usleep(1000);
+    ck_assert_uint_ne(atomic_load(&s->ev_out), 0);
+    uint64_t v;
+    while (read(t.efd, &v, sizeof(v)) > 0) {
+    }
+    struct pollfd p = {.fd = t.efd, .events = POLLIN};
+    uint8_t msg[10], back[10];
+    memset(msg, 0x3c, sizeof(msg));
+
+    /* Armed for POLLOUT only, on a writable socket: the echo's arrival is no OUT event. */
+    uint32_t in0 = atomic_load(&s->ev_in), out0 = atomic_load(&s->ev_out);
+    atomic_fetch_or(&s->armed_et, SHM_POLLOUT | SHM_POLLERR | SHM_POLLHUP);
+    ck_assert_uint_eq(ts_write(&t, msg, sizeof(msg)), sizeof(msg));
+    ts_wait_poll(&t, SHM_POLLIN, 5);
+    ck_assert_int_eq(poll(&p, 1, 50), 0);
+    ck_assert_uint_ne(atomic_load(&s->ev_in), in0);
+    ck_assert_uint_eq(atomic_load(&s->ev_out), out0);
+    ck_assert_uint_eq(atomic_load(&s->armed_et), SHM_POLLOUT | SHM_POLLERR | SHM_POLLHUP);
+
+    /* A writer found the ring full (nospace): space freed is an OUT event. */
+    atomic_store(&s->nospace, 1);
+    ck_assert_uint_eq(ts_write(&t, msg, sizeof(msg)), sizeof(msg));
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_int_eq(read(t.efd, &v, sizeof(v)), sizeof(v));
+    ck_assert_uint_eq(atomic_load(&s->nospace), 0);
+    ck_assert_uint_ne(atomic_load(&s->ev_out), out0);
+    ck_assert_uint_eq(atomic_load(&s->armed_et), 0);
+    ts_wait_poll(&t, SHM_POLLIN, 5);
+
+    /* Armed for POLLIN with data unread: each arrival is one signal, nothing else. */
+    uint32_t got = 0;
+    while (got < 2 * sizeof(msg))
+        got += ts_read(&t, back, sizeof(back));
+    in0 = atomic_load(&s->ev_in);
+    atomic_fetch_or(&s->armed_et, SHM_POLLIN | SHM_POLLERR | SHM_POLLHUP);
+    ck_assert_uint_eq(ts_write(&t, msg, sizeof(msg)), sizeof(msg));
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_int_eq(read(t.efd, &v, sizeof(v)), sizeof(v));
+    ck_assert_uint_eq(v, 1);
+    ck_assert_uint_ne(atomic_load(&s->ev_in), in0);
+    ck_assert_uint_eq(atomic_load(&s->armed_et), 0);
+    /* The level waiter's record (sigb) is untouched by edge signals. */
+    ck_assert_uint_eq(atomic_load(&s->sigb) & SHM_POLLOUT, 0);
+    ts_wait_poll(&t, SHM_POLLIN, 5);
+    got = 0;
+    while (got < sizeof(msg))
+        got += ts_read(&t, back, sizeof(back));
+
+    ts_close(&t);
+    ts_wait_freed(&t, 5);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
 /* Hostile commands and region contents: answered -EBADF or dropped, counted, and the stack
  * keeps serving a valid socket. */
 START_TEST(invalid_commands)
@@ -1197,6 +1264,7 @@ int main(void)
     tcase_add_test(tc, passive_one_core);
     tcase_add_test(tc, passive_two_cores);
     tcase_add_test(tc, eventfd_armed_only);
+    tcase_add_test(tc, eventfd_edges);
     tcase_add_test(tc, invalid_commands);
     tcase_add_test(tc, slot_freed_behind_back);
     tcase_add_test(tc, hostile_fuzz);

@@ -142,12 +142,9 @@ TOTAL_PASS=0 TOTAL_FAIL=0 TOTAL_XFAIL=0
 
 # Known gaps of ustack (docs/gaps.md), as program:case. In ustack mode these cases must
 # still fail: they are reported as "xfail" and counted apart, never as passes; one that
-# passes is reported ("xpass") so the list gets shortened. edge_epollout fails only
-# sometimes, from the same cause as edge_triggered (the stack signals an edge-triggered
-# member on any change, not only on a new event), and epoll_exclusive_wakeups at times
-# wakes two EPOLLEXCLUSIVE waiters instead of one. The kernel has none.
-USTACK_XFAIL="sem_epoll:edge_triggered sem_epoll:edge_epollout sem_epoll:nested sem_epoll:close_with_dup
-    sem_threads:epoll_exclusive_wakeups"
+# passes is reported ("xpass") so the list gets shortened. None at present (the epoll gaps
+# were closed: docs/shm.md "Events", docs/preload.md). The kernel has none.
+USTACK_XFAIL=""
 
 # run_mode kernel|ustack: every program once; prints failures (or everything when verbose).
 run_mode() {
