@@ -384,6 +384,13 @@ static void post(struct srv_core *sc, const struct shm_cmd *cmd, int32_t result,
         shm_futex_wake(&r->seq, INT_MAX);
 }
 
+/* An ATTACH was handled (or refused): the app may close or reuse its eventfd number now. */
+static void attach_done(struct shm_sock *s)
+{
+    if (atomic_exchange_explicit(&s->attach_pend, 0, REL) == 2)
+        shm_futex_wake(&s->attach_pend, INT_MAX);
+}
+
 static void post_rc(struct srv_core *sc, const struct shm_cmd *cmd, int rc)
 {
     post(sc, cmd, rc, 0, 0, 0, NULL, 0);
@@ -403,6 +410,18 @@ static void signal_efd(struct srv_core *sc, uint32_t i)
  * waiters), plus PUB_RECHECK: no new event, but an edge-triggered waiter armed for
  * something ready gets the signal it may have missed (the eventfd was not known yet). */
 #define PUB_RECHECK 0x100u
+/* publish() flag: the caller counted the events already (count_ev), before making the
+ * change visible. An app that sees the change (and reports an edge-triggered member for it)
+ * then also sees the count, and does not report the same event twice. */
+#define PUB_COUNTED 0x200u
+
+static void count_ev(struct shm_sock *s, uint32_t ev)
+{
+    if (ev & SHM_EV_IN)
+        atomic_fetch_add_explicit(&s->ev_in, 1, SC);
+    if (ev & SHM_EV_OUT)
+        atomic_fetch_add_explicit(&s->ev_out, 1, SC);
+}
 
 /* After a change a socket's users may wait for: seq and futex waiters, then the eventfd if
  * an app armed it for something that is now ready (docs/shm.md "Waking"), or if it is an
@@ -410,6 +429,7 @@ static void signal_efd(struct srv_core *sc, uint32_t i)
 static void publish(struct srv_core *sc, uint32_t i, uint32_t ev)
 {
     struct shm_sock *s = sock_at(sc, i);
+    uint32_t pre = ev;  /* the events the caller may have counted */
     shm_sock_notify(s); /* its seq_cst bump orders our changes before the loads below */
     /* Write space after a writer found the ring full: an EPOLLOUT edge (Linux's
      * sk_write_space once SOCK_NOSPACE is set). The app sets nospace and then re-checks the
@@ -419,13 +439,18 @@ static void publish(struct srv_core *sc, uint32_t i, uint32_t ev)
         atomic_exchange(&s->nospace, 0))
         ev |= SHM_EV_OUT;
     /* Counted before the armed_et load: the app arms and then reads the counters. */
-    if (ev & SHM_EV_IN)
-        atomic_fetch_add_explicit(&s->ev_in, 1, SC);
-    if (ev & SHM_EV_OUT)
-        atomic_fetch_add_explicit(&s->ev_out, 1, SC);
+    if (ev & PUB_COUNTED)
+        count_ev(s, ev & SHM_EV_OUT & ~pre); /* only a write-space edge found just now */
+    else
+        count_ev(s, ev);
+    ev &= ~PUB_COUNTED;
     uint32_t armed = atomic_load_explicit(&s->armed, SC);
     uint32_t aet = ev ? atomic_load_explicit(&s->armed_et, SC) : 0;
     if (!armed && !aet)
+        return;
+    /* No eventfd yet (an accepted socket whose ATTACH is still queued): leave the armed bits
+     * for the ATTACH's own publish(PUB_RECHECK), which signals them. */
+    if (atomic_load_explicit(&sc->srv->rec[i].efd, ACQ) < 0)
         return;
     uint32_t ready = shm_sock_poll(sc->srv->base, i);
     uint32_t a = (armed & ready) ? atomic_exchange(&s->armed, 0) : 0;
@@ -661,6 +686,7 @@ static uint32_t move_tx(struct srv_core *sc, uint32_t i, struct ssock *ss, struc
 static uint32_t move_rx(struct srv_core *sc, uint32_t i, struct ssock *ss, struct shm_sock *s,
                         uint32_t *f, stk_time_t now)
 {
+    bool counted = false;
     uint32_t R = sc->srv->ring;
     uint8_t *data = shm_rx_data(sc->srv->base, i);
     uint32_t total = 0;
@@ -713,6 +739,10 @@ static uint32_t move_rx(struct srv_core *sc, uint32_t i, struct ssock *ss, struc
                 b++;
                 boff = 0;
             }
+        }
+        if (!counted && copied) {
+            count_ev(s, SHM_EV_IN); /* the arrival, before the app can see its bytes */
+            counted = true;
         }
         shm_ring_produce(&s->rx, copied);
         stk_recv_consume(sc->e, now, ss->sd, copied);
@@ -823,11 +853,14 @@ static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
     if ((f & SHM_F_CONNECTED) && (stk_events(e, ss->sd) & STK_EV_HUP))
         f |= SHM_F_HUP;
     sc->cur = SHM_NONE;
+    /* New data is an arrival (counted by move_rx); any other change of state concerns every
+     * waiter, and is counted before it becomes visible (see PUB_COUNTED). */
+    uint32_t ev = (f ^ f0) & ~SHM_F_RX_BLOCKED ? SHM_EV_ALL : 0;
+    count_ev(s, ev);
     if (f != f0)
         atomic_store_explicit(&s->flags, f, REL);
-    /* New data is an arrival; any other change of state concerns every waiter. */
     if (f != f0 || moved)
-        publish(sc, i, (arrived ? SHM_EV_IN : 0) | ((f ^ f0) & ~SHM_F_RX_BLOCKED ? SHM_EV_ALL : 0));
+        publish(sc, i, (arrived ? SHM_EV_IN : 0) | ev | PUB_COUNTED);
     return f != f0 || moved;
 }
 
@@ -882,6 +915,8 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
         atomic_store_explicit(&s->app_flags, 0, RLX);
         atomic_store_explicit(&s->flags, SHM_F_CONNECTED, RLX);
         atomic_store_explicit(&s->state, SHM_SOCK_LIVE, REL);
+        if (!n)
+            count_ev(lsock, SHM_EV_IN); /* before the app can see the queued connection */
         if (shm_aq_push(lsock, shm_rx_data(srv->base, l), srv->ring, j)) {
             CTR(sc, shm_aq_overflow, 1);
             stk_abort(e, now, sd);
@@ -894,7 +929,7 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
         n++;
     }
     if (n)
-        publish(sc, l, SHM_EV_IN);
+        publish(sc, l, SHM_EV_IN | PUB_COUNTED);
     return n;
 }
 
@@ -1231,6 +1266,7 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
             goto bad;
         int efd;
         int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
+        attach_done(s);
         if (rc == 0) {
             int old = atomic_exchange(&srv->rec[i].efd, efd);
             if (old >= 0)
@@ -1305,6 +1341,8 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
     }
 bad:
     CTR(sc, shm_cmd_invalid, 1);
+    if (op == SHM_OP_ATTACH && i < srv->nsocks)
+        attach_done(sock_at(sc, i)); /* nobody may wait for it for ever */
     {
         /* Logged at the 1st, 2nd, 4th, 8th... rejection: visible, never a flood. */
         uint64_t nbad = atomic_load_explicit(&sc->ctr[C_shm_cmd_invalid], RLX);

@@ -292,6 +292,29 @@ int shim__push(uint32_t core, const struct shm_cmd *c)
     return 0;
 }
 
+void shim__attach_wait(uint32_t slot)
+{
+    if (slot >= C.nsocks)
+        return;
+    struct shm_sock *s = shm_sock(C.base, slot);
+    int64_t t0 = 0;
+    for (unsigned i = 0; SHIM_LOAD(&s->attach_pend); i++) {
+        if (i < SHIM_SPIN) {
+            shim__relax();
+            continue;
+        }
+        int64_t now = shim__now();
+        if (!t0)
+            t0 = now;
+        /* Bounded: a core that is gone or wedged must not hang close(). */
+        if (now - t0 > SHIM_NS_PER_S || shim_stack_dead())
+            return;
+        uint32_t one = 1;
+        atomic_compare_exchange_strong(&s->attach_pend, &one, 2);
+        shm_futex_wait(&s->attach_pend, 2, 10 * 1000 * 1000);
+    }
+}
+
 int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
 {
     if (SHIM_RLX(&C.dead))
@@ -729,11 +752,20 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
     atomic_store(&s->refs, 1);
     if (C.pidx != SHM_NONE)
         atomic_store(shm_hold(C.base, C.pidx, i), 1);
+    /* The eventfd is handed over without waiting for the stack (a round trip per accept was
+     * a quarter of nginx's time): the socket's later commands queue behind it on its core,
+     * and the stack re-publishes readiness once it holds the eventfd, so an epoll arming in
+     * between is not lost. Until the stack has fetched it, the eventfd's number must stay
+     * (shim__attach_wait before any close of it). An eventfd the stack cannot take (a dying
+     * or hostile process) is counted there (shm_efd_fail); the socket then works without
+     * wake-ups. */
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_ATTACH);
     c.a0 = efd;
-    int rc = shim__call(s->core, &c, NULL);
+    atomic_store(&s->attach_pend, 1);
+    int rc = shim__push(s->core, &c);
     if (rc < 0) {
+        atomic_store(&s->attach_pend, 0);
         C.sys.close(efd);
         shim__file_init(i, k.gen, false);
         shim__release(i, k.gen);
@@ -1081,6 +1113,7 @@ int shim_close(int fd)
     }
     default: {
         uint32_t slot = e->slot, gen = e->gen;
+        shim__attach_wait(slot);
         shim__epoll_forget(fd, slot, gen);
         shim__lock();
         shim_fdtab_clear(&shim_fds, fd);
@@ -1181,6 +1214,7 @@ int shim_dup3(int oldfd, int newfd, int flags, bool is_dup2)
     void *obj = e ? e->obj : NULL;
     if (kind == SHIM_FD_SOCK && C.sys.fcntl(oldfd, F_GETFD) >= 0) {
         shim__unlock();
+        shim__attach_wait(slot);
         shim__epoll_forget(newfd, slot, gen);
         shim__lock();
     }

@@ -92,6 +92,9 @@ int shim__sk(int fd, struct shim_sk *k);
 int64_t shim__now(void);
 int64_t shim__deadline(int64_t timeout_ns);
 /* A command and its reply (NULL rp: no reply wanted). */
+/* Waits (bounded) until the stack has handled an accepted socket's ATTACH, before the
+ * process closes or replaces an fd number of that socket. */
+void shim__attach_wait(uint32_t slot);
 int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp);
 int shim__push(uint32_t core, const struct shm_cmd *c);
 void shim__cmd_init(struct shm_cmd *c, const struct shim_sk *k, enum shm_op op);

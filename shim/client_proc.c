@@ -127,6 +127,7 @@ int shim_exec_prepare(char *buf, size_t len)
         struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
         if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
             continue;
+        shim__attach_wait(e->slot); /* exec may close the number the stack has yet to fetch */
         /* The kernel's FD_CLOEXEC is authoritative (it may have been set through paths we
          * do not see, e.g. open flags of a dup). */
         int cl = C.sys.fcntl(fd, F_GETFD);

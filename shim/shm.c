@@ -432,6 +432,7 @@ void shm_sock_free(void *base, uint32_t i)
     atomic_store_explicit(&s->nospace, 0, RLX);
     atomic_store_explicit(&s->lt_bits, 0, RLX);
     atomic_store_explicit(&s->sigb, 0, RLX);
+    atomic_store_explicit(&s->attach_pend, 0, RLX);
     atomic_store_explicit(&s->ev_in, 0, RLX);
     atomic_store_explicit(&s->ev_out, 0, RLX);
     atomic_store_explicit(&s->app_flags, 0, RLX); /* else a next socket starts shut down */

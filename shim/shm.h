@@ -166,6 +166,10 @@ struct shm_sock {
     _Atomic uint32_t nospace; /* app: a write found the tx ring full; stack clears with ev_out */
     _Atomic uint32_t lt_bits; /* apps: POLL* bits of level-triggered epoll members (sticky) */
     _Atomic uint32_t sigb;    /* POLL* bits the eventfd was signalled for (level waiters) */
+    /* An accepted socket's SHM_OP_ATTACH goes without a reply: 1 while it is queued (the stack
+     * fetches the eventfd by number, so the app must not close or reuse that number until
+     * it has), 2 when an app thread waits for it on this futex; the stack sets 0. */
+    _Atomic uint32_t attach_pend;
     /* Applications: the rings are single-producer/single-consumer, but several threads (or
      * processes) may send or receive on one socket at once, as Linux serialises them with
      * the socket lock. These spin locks make one of them the producer of tx (wlock) or the
