@@ -887,8 +887,9 @@ static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_
          * to the sequence number being above RCV.NXT. This is Linux's rule too
          * (tcp_timewait_state_process: !paws_reject && (seq after || ts newer)). */
         bool ts = (t->flags & TF_TS) && s->ts;
-        bool newer = !(ts && stk__ts_lt(s->tsval, t->ts_recent)) &&
-                     (stk__seq_gt(s->seq, t->rcv_nxt) || (ts && stk__ts_lt(t->ts_recent, s->tsval)));
+        bool newer =
+            !(ts && stk__ts_lt(s->tsval, t->ts_recent)) &&
+            (stk__seq_gt(s->seq, t->rcv_nxt) || (ts && stk__ts_lt(t->ts_recent, s->tsval)));
         if (newer && stk__listen_lookup(e, s->dst, s->dport)) {
             stk__tcp_drop(e, t, 0);
             return false; /* let the listener take it */
