@@ -810,15 +810,20 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     stk__timer_update(e, t);
 }
 
-/* An ACK with no connection may complete a SYN-cookie handshake. */
+/* An ACK with no connection may complete a SYN-cookie handshake. NULL when it does not:
+ * *quiet then says whether the cookie was good and only room was lacking (a full accept
+ * queue, no memory), in which case the ACK is dropped without a RST, as Linux's
+ * cookie_v4_check does: the peer's retransmission, or its first data, tries again. */
 static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
-                                    const struct stk_seg *s, stk_time_t now)
+                                    const struct stk_seg *s, stk_time_t now, bool *quiet)
 {
+    *quiet = false;
     uint16_t mss = stk__cookie_check(e, s, now);
     if (!mss) {
         e->ctr.tcp_syncookies_bad++;
         return NULL;
     }
+    *quiet = true;
     if (l->acc_len >= l->backlog) {
         e->ctr.tcp_listen_overflow++;
         return NULL;
@@ -877,8 +882,14 @@ static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_
     if (s->flags & TH_RST)
         return true;
     if ((s->flags & TH_SYN) && !(s->flags & TH_ACK)) {
-        bool newer = (t->flags & TF_TS) && s->ts ? stk__ts_lt(t->ts_recent, s->tsval)
-                                                 : stk__seq_gt(s->seq, t->rcv_nxt);
+        /* RFC 6191: a timestamp older than TS.Recent is refused; a newer one reopens; an
+         * equal one (a new connection within the same peer clock tick) or none falls back
+         * to the sequence number being above RCV.NXT. This is Linux's rule too
+         * (tcp_timewait_state_process: !paws_reject && (seq after || ts newer)). */
+        bool ts = (t->flags & TF_TS) && s->ts;
+        bool newer =
+            !(ts && stk__ts_lt(s->tsval, t->ts_recent)) &&
+            (stk__seq_gt(s->seq, t->rcv_nxt) || (ts && stk__ts_lt(t->ts_recent, s->tsval)));
         if (newer && stk__listen_lookup(e, s->dst, s->dport)) {
             stk__tcp_drop(e, t, 0);
             return false; /* let the listener take it */
@@ -900,6 +911,23 @@ static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_
     return true;
 }
 
+/* An embryonic passive connection meets an ACK that is not for its SYN-ACK but is a valid
+ * cookie: the peer took an earlier SYN cookie (sent while the SYN queue was full), and its
+ * retransmitted SYN then made this child, whose SYN-ACK it ignores. As Linux's
+ * tcp_check_req hands such an ACK back to the listener's cookie check, the child goes and
+ * the listener completes the cookie's connection instead of answering with a RST that
+ * would reset the peer's established side. Returns true when t was dropped. */
+static bool cookie_over_child(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
+                              stk_time_t now)
+{
+    if (t->state != STK_TCP_SYN_RECEIVED || !(t->flags & TF_PASSIVE) || !t->listener ||
+        (s->flags & (TH_SYN | TH_RST | TH_ACK)) != TH_ACK || s->ack == t->iss + 1 ||
+        !stk__cookie_check(e, s, now))
+        return false;
+    stk__tcp_drop(e, t, 0);
+    return true;
+}
+
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
 {
     struct stk_seg s;
@@ -913,6 +941,8 @@ void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_
             goto out;
         t = NULL;
     }
+    if (t && cookie_over_child(e, t, &s, now))
+        t = NULL;
     if (!t) {
         struct stk_tcb *l = stk__listen_lookup(e, s.dst, s.dport);
         if (!l) {
@@ -924,11 +954,13 @@ void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_
         if (s.flags & TH_RST)
             goto out;
         if (s.flags & TH_ACK) {
-            if (!(s.flags & TH_SYN) && (t = cookie_child(e, l, &s, now)) != NULL) {
+            bool quiet = false;
+            if (!(s.flags & TH_SYN) && (t = cookie_child(e, l, &s, now, &quiet)) != NULL) {
                 synced_input(e, t, &s, now);
                 goto out;
             }
-            stk__send_rst_for(e, &s, now);
+            if (!quiet)
+                stk__send_rst_for(e, &s, now);
             goto out;
         }
         if (s.flags & TH_SYN)

@@ -1675,6 +1675,71 @@ START_TEST(time_wait_fin_reacked)
 }
 END_TEST
 
+/* A passive connection the engine closed first, with timestamps: TIME-WAIT on our side. */
+static void passive_to_time_wait(struct th *h)
+{
+    passive_open(h, &FULL);
+    EQ(stk_shutdown(h->e, h->now, h->sd, STK_SHUT_WR), 0);
+    EXPECT(h, F_FIN | F_ACK, h->iss + 1, h->pseq, 0);
+    h->pack = h->iss + 2;
+    peer_ack(h);
+    peer_send(h, F_FIN | F_ACK, 0);
+    EXPECT_ACK(h);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+}
+
+/* RFC 6191 / Linux's tcp_timewait_state_process: a SYN for a TIME-WAIT pair reopens it when
+ * its timestamp is newer, or equal (the client's clock did not tick between its last ACK and
+ * its new SYN, common with many short connections) with a sequence number above RCV.NXT;
+ * an older timestamp, or an equal one without a higher sequence, gets a challenge ACK. */
+START_TEST(time_wait_syn_reopen)
+{
+    struct th *h = th_new();
+    passive_to_time_wait(h);
+    uint32_t rcv_nxt = h->pseq;
+    struct pkt_tcp_spec s;
+    /* Equal timestamp, sequence not above RCV.NXT: refused. */
+    h->pseq = rcv_nxt - 100;
+    syn_spec(h, &s, F_SYN, &FULL);
+    inject(h, &s);
+    EXPECT(h, F_ACK, h->iss + 2, rcv_nxt, 0);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    /* Older timestamp with a higher sequence: refused (PAWS). */
+    h->ts_base -= 10;
+    h->pseq = rcv_nxt + 5000;
+    syn_spec(h, &s, F_SYN, &FULL);
+    inject(h, &s);
+    EXPECT(h, F_ACK, h->iss + 2, rcv_nxt, 0);
+    h->ts_base += 10;
+    /* Equal timestamp, higher sequence: a new connection. */
+    const struct pkt_info *p = peer_syn(h, &FULL);
+    EQ(p->ack, rcv_nxt + 5001);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    peer_ack(h);
+    int sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(sd >= 0, "accept %d", sd);
+    EQ(state_of(h, sd), STK_TCP_ESTABLISHED);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(time_wait_syn_newer_ts)
+{
+    struct th *h = th_new();
+    passive_to_time_wait(h);
+    /* A newer timestamp reopens even with a lower sequence number. */
+    advance_by(h, 5 * MS);
+    h->pseq -= 100000;
+    peer_syn(h, &FULL);
+    peer_ack(h);
+    int sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(sd >= 0, "accept %d", sd);
+    EQ(state_of(h, sd), STK_TCP_ESTABLISHED);
+    th_free(h);
+}
+END_TEST
+
 /* ---- SYN cookies ------------------------------------------------------------------------- */
 
 START_TEST(syn_cookies)
@@ -1728,6 +1793,105 @@ START_TEST(syn_cookies)
     peer_ack(h);
     EXPECT(h, F_RST, h->iss + 1, 0, 0);
     EQ(ctr(h)->tcp_syncookies_bad, 2);
+    th_free(h);
+}
+END_TEST
+
+/* A good cookie meeting a full accept queue is dropped without a RST (Linux's
+ * cookie_v4_check): the peer, established on its side, retries with its data later. */
+START_TEST(syn_cookie_accept_queue_full)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 1);
+    h->pport = PPORT + 10;
+    h->pseq = 1;
+    peer_syn(h, &BARE);
+    uint32_t fill_pack = h->pack;
+    h->pport = PPORT;
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    EQ(ctr(h)->tcp_syncookies_sent, 1);
+    uint32_t cookie_pack = h->pack;
+    /* The first handshake completes and fills the accept queue. */
+    h->pport = PPORT + 10;
+    h->pseq = 2;
+    h->pack = fill_pack;
+    peer_ack(h);
+    EXPECT_NONE(h);
+    /* The cookie's ACK: valid, no room. */
+    h->pport = PPORT;
+    h->pseq = PEER_ISN + 1;
+    h->pack = cookie_pack;
+    peer_ack(h);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_syncookies_ok, 0);
+    EQ(ctr(h)->tcp_syncookies_bad, 0);
+    EQ(ctr(h)->tcp_listen_overflow, 1);
+    /* accept() makes room; the peer's request completes the cookie's handshake. */
+    int first = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(first >= 0, "accept %d", first);
+    peer_send(h, F_ACK | F_PSH, 10);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_syncookies_ok, 1);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    EQ(nread(h, h->sd), 10);
+    th_free(h);
+}
+END_TEST
+
+/* The peer took a cookie SYN-ACK, but its retransmitted SYN (sent before that SYN-ACK
+ * arrived) found room in the SYN queue and made a child with another ISN. The peer's ACK
+ * of the cookie must complete the cookie's connection (Linux's tcp_check_req hands it back
+ * to the listener), not reset the peer's established connection. */
+START_TEST(syn_cookie_over_child)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 1);
+    h->pport = PPORT + 10;
+    h->pseq = 1;
+    peer_syn(h, &BARE);
+    uint32_t fill_pack = h->pack;
+    h->pport = PPORT;
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    EQ(ctr(h)->tcp_syncookies_sent, 1);
+    uint32_t cookie_pack = h->pack;
+    /* The SYN queue empties: the first handshake completes and is accepted. */
+    h->pport = PPORT + 10;
+    h->pseq = 2;
+    h->pack = fill_pack;
+    peer_ack(h);
+    int first = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(first >= 0, "accept %d", first);
+    /* The retransmitted SYN: a real child, another ISN. */
+    advance_by(h, 1 * SEC);
+    h->pport = PPORT;
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    REQUIRE(h->pack != cookie_pack, "the child's ISN equals the cookie");
+    EQ(ctr(h)->tcp_syncookies_sent, 1);
+    /* The peer acknowledges the cookie and sends its request. */
+    h->pack = cookie_pack;
+    h->iss = cookie_pack - 1;
+    peer_ack(h);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_syncookies_ok, 1);
+    peer_send(h, F_ACK | F_PSH, 10);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(nread(h, h->sd), 10);
+    nodelay(h);
+    EQI(app_send(h, 5, 0), 5);
+    EXPECT(h, F_ACK | F_PSH, cookie_pack, h->pseq, 5);
+    /* No second connection on the tuple: nothing more to accept, the child's SYN-ACK
+     * timer is gone. */
+    EQI(stk_accept(h->e, h->now, h->lsd, NULL, NULL), -EAGAIN);
+    h->pack = cookie_pack + 5;
+    peer_ack(h);
+    advance_by(h, 10 * SEC);
+    EXPECT_NONE(h);
     th_free(h);
 }
 END_TEST
@@ -2073,8 +2237,12 @@ int main(void)
     tc = tcase(s, "time_wait");
     tcase_add_test(tc, time_wait_expiry);
     tcase_add_test(tc, time_wait_fin_reacked);
+    tcase_add_test(tc, time_wait_syn_reopen);
+    tcase_add_test(tc, time_wait_syn_newer_ts);
     tc = tcase(s, "syncookies");
     tcase_add_test(tc, syn_cookies);
+    tcase_add_test(tc, syn_cookie_accept_queue_full);
+    tcase_add_test(tc, syn_cookie_over_child);
     tc = tcase(s, "abort");
     tcase_add_test(tc, linger_zero_rst);
     tcase_add_test(tc, close_unread_rst);

@@ -1,11 +1,23 @@
 #!/bin/bash
 # Runs every tests/net/test_*.sh (as root), prints a summary and exits non-zero if any test
 # failed. A test exiting 77 is a SKIP: never counted as a pass, and it fails the run unless
-# NET_ALLOW_SKIP=1. Each test is bounded by NET_TEST_TIMEOUT seconds (default 150).
+# NET_ALLOW_SKIP=1. Each test is bounded by NET_TEST_TIMEOUT seconds when that is set,
+# else by the bound its header declares in a line "# net-timeout: SECONDS" (for the long
+# load tests), else by 150 s.
 # Usage: tests/net/run-all.sh [test_name ...]   (default: all)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-TIMEOUT=${NET_TEST_TIMEOUT:-150}
+
+# The bound for one test file.
+test_timeout() {
+    local n
+    if [ -n "${NET_TEST_TIMEOUT:-}" ]; then
+        echo "$NET_TEST_TIMEOUT"
+        return
+    fi
+    n=$(sed -n 's/^# net-timeout: *\([0-9][0-9]*\) *$/\1/p' "$1" | head -n 1)
+    echo "${n:-150}"
+}
 
 die() { echo "net tests: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "must run as root (they create network namespaces and veths)"
@@ -37,6 +49,7 @@ for t in "${tests[@]}"; do
     name=$(basename "$t" .sh); name=${name#test_}
     t0=$SECONDS
     rc=0
+    TIMEOUT=$(test_timeout "$t")
     timeout -k 10 "$TIMEOUT" "$t" || rc=$?
     dt=$((SECONDS - t0))
     case $rc in
