@@ -117,6 +117,8 @@ struct stk_tcb {
     uint32_t rtt_seq;
     stk_time_t rtt_start;
     uint8_t backoff, retries, keep_probes, zwp_probes;
+    uint8_t zwp_unans;   /* zero-window probes in a row the peer did not answer */
+    stk_time_t zwp_last; /* when the last one went out (0: none since the window opened) */
 
     /* Congestion control and loss recovery. */
     struct stk_cc cc;

@@ -451,11 +451,26 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     return false;
 }
 
-static void on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+/* Returns true when the connection was dropped: t may then have been freed. */
+static bool on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     t->t_persist = 0;
     if (stk__data_end(t) == t->snd_una)
-        return;
+        return false;
+    /* RFC 1122 4.2.2.17: probe a closed window for as long as the peer answers. A peer that
+     * answered none of the last data_retries probes (an orphan's: 8) is gone, as Linux gives
+     * up after tcp_retries2 (tcp_orphan_retries) unanswered probes: ETIMEDOUT. */
+    if (t->zwp_last && t->last_recv < t->zwp_last) {
+        uint32_t limit = t->sd < 0 ? 8 : e->cfg.data_retries;
+        if (++t->zwp_unans >= limit) {
+            e->ctr.tcp_conn_timeouts++;
+            stk__tcp_drop(e, t, ETIMEDOUT);
+            return true;
+        }
+    } else {
+        t->zwp_unans = 0;
+    }
+    t->zwp_last = now;
     /* An earlier probe byte may still be outstanding: it is simply probed again. */
     t->snd_nxt = t->snd_una;
     stk__send_zwp(e, t, now);
@@ -463,12 +478,13 @@ static void on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
         /* The window was open, just small: the bytes went out as data, timed normally. */
         if (!t->t_rexmt)
             t->t_rexmt = now + t->rto_us;
-        return;
+        return false;
     }
     if (t->zwp_probes < 16)
         t->zwp_probes++;
     uint64_t iv = (uint64_t)t->rto_us << t->zwp_probes;
     t->t_persist = now + stk__min64(iv, e->cfg.rto_max_us);
+    return false;
 }
 
 /* Returns true when the connection was dropped: t may then have been freed. */
@@ -518,8 +534,8 @@ void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
     /* A dropped connection without a socket has been freed: t must not be read again. */
     if (t->t_rexmt && t->t_rexmt <= now && on_rexmt(e, t, now))
         return;
-    if (t->t_persist && t->t_persist <= now)
-        on_persist(e, t, now);
+    if (t->t_persist && t->t_persist <= now && on_persist(e, t, now))
+        return;
     if (t->t_keep && t->t_keep <= now && on_keepalive(e, t, now))
         return;
     stk__timer_update(e, t);

@@ -408,6 +408,8 @@ static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct st
     stk__rs_trim_below(&t->sb.sacked, ack);
     t->retries = 0;
     t->zwp_probes = 0;
+    t->zwp_unans = 0;
+    t->zwp_last = 0;
     t->t_persist = 0;
     /* RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it. */
     t->t_rexmt = t->snd_una == t->snd_max ? 0 : now + t->rto_us;

@@ -488,6 +488,8 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     if (!t->t_rexmt && !t->t_persist && stk__seq_lt(t->snd_nxt, stk__data_end(t)) &&
         t->snd_wnd < stk__min32(mss, stk__data_end(t) - t->snd_nxt)) {
         t->zwp_probes = 0;
+        t->zwp_unans = 0;
+        t->zwp_last = 0;
         t->t_persist = now + t->rto_us;
     }
     stk__timer_update(e, t);

@@ -1508,6 +1508,42 @@ START_TEST(arp_failure_unreachable)
 }
 END_TEST
 
+/* A closed window is probed for as long as the peer answers (RFC 1122 4.2.2.17), but a peer
+ * that answers none of data_retries probes in a row is gone: ETIMEDOUT, as Linux after
+ * tcp_retries2 unanswered probes. */
+START_TEST(zero_window_peer_vanishes)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    h->pwin = 0;
+    peer_ack(h);
+    EQI(app_send(h, 1000, 0), 1000);
+    /* 30 probes, each answered (still no room): the connection stays. */
+    uint64_t zwp0 = ctr(h)->tcp_zwp;
+    for (int i = 0; i < 30 && ctr(h)->tcp_zwp < zwp0 + 30; i++) {
+        advance_by(h, 130 * SEC);
+        drain(h);
+        peer_ack(h);
+        drain(h);
+    }
+    EQ(ctr(h)->tcp_zwp >= zwp0 + 20, 1);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    /* Then the peer goes silent. */
+    uint64_t before = ctr(h)->tcp_zwp;
+    for (int i = 0; i < 40 && state_of(h, h->sd) == STK_TCP_ESTABLISHED; i++) {
+        advance_by(h, 130 * SEC);
+        drain(h);
+    }
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_zwp - before, 15); /* data_retries unanswered probes, then give up */
+    int err = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_ERROR, &err), 0);
+    EQI(err, ETIMEDOUT);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(zero_window_persist)
 {
     struct th *h = th_new();
@@ -2227,6 +2263,7 @@ int main(void)
     tcase_add_test(tc, rtt_estimate);
     tc = tcase(s, "zero_window");
     tcase_add_test(tc, zero_window_persist);
+    tcase_add_test(tc, zero_window_peer_vanishes);
     tcase_add_test(tc, bytes_in_counted_once);
     tcase_add_test(tc, rst_in_close_wait_epipe);
     tcase_add_test(tc, passive_child_holds_port);
