@@ -125,6 +125,7 @@ struct stk_tcb {
     struct stk_sack_sb sb;
     uint32_t dupacks, recover;
     stk_time_t last_send, last_recv;
+    stk_time_t last_chal; /* when this connection last sent a challenge ACK */
 
     /* Receive reassembly: out-of-order ranges already written into rcvbuf beyond rcv_nxt.
      * The most recently received out-of-order block is reported first (RFC 2018). */
@@ -159,7 +160,7 @@ struct stk_tcp {
     uint32_t port_cursor;
     /* RFC 5961 challenge ACK limit: a budget refilled each second. */
     stk_time_t chal_window;
-    uint32_t chal_count;
+    uint32_t chal_count, chal_budget;
 };
 
 /* tcp_conn.c */
@@ -200,7 +201,7 @@ void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err);
  * the listener can end them (they point at it). */
 void stk__synq_add(struct stk_tcb *l, struct stk_tcb *t);
 void stk__synq_del(struct stk_tcb *t);
-bool stk__challenge_ok(struct stk_engine *e, stk_time_t now);
+bool stk__challenge_ok(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 uint32_t stk__ts_now(const struct stk_tcb *t, stk_time_t now);
 
 /* tcp_out.c */

@@ -669,18 +669,31 @@ void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err)
     }
 }
 
-bool stk__challenge_ok(struct stk_engine *e, stk_time_t now)
+/* RFC 5961 section 7 limits challenge ACKs. A fixed engine-wide budget is itself an off-path
+ * side channel (CVE-2016-5696: an attacker counts the ACKs left in the second to learn
+ * whether a guess hit a connection), so, as Linux since 4.7: each connection sends at most
+ * one per 500 ms (Linux's tcp_invalid_ratelimit), and the engine-wide budget of each second
+ * is drawn at random between half and one and a half times challenge_ack_per_s. */
+bool stk__challenge_ok(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     struct stk_tcp *tcp = e->tcp;
-    if (now - tcp->chal_window >= STK_US_PER_S) {
+    if (t->last_chal && now - t->last_chal < STK_US_PER_S / 2) {
+        e->ctr.tcp_challenge_limited++;
+        return false;
+    }
+    if (!tcp->chal_budget || now - tcp->chal_window >= STK_US_PER_S) {
+        uint32_t per = e->cfg.challenge_ack_per_s;
+        uint64_t r = stk__siphash(e->cfg.secret, &now, sizeof(now));
         tcp->chal_window = now;
         tcp->chal_count = 0;
+        tcp->chal_budget = per / 2 + (uint32_t)(r % ((uint64_t)per + 1));
     }
-    if (tcp->chal_count >= e->cfg.challenge_ack_per_s) {
+    if (tcp->chal_count >= tcp->chal_budget) {
         e->ctr.tcp_challenge_limited++;
         return false;
     }
     tcp->chal_count++;
+    t->last_chal = now ? now : 1;
     e->ctr.tcp_challenge_acks++;
     return true;
 }

@@ -189,7 +189,7 @@ static void syn_options(struct stk_engine *e, struct stk_tcb *t, const struct st
 
 static void send_challenge_ack(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
-    if (stk__challenge_ok(e, now))
+    if (stk__challenge_ok(e, t, now))
         stk__send_ack(e, t, now);
 }
 

@@ -838,6 +838,8 @@ START_TEST(ack_of_unsent_data)
 }
 END_TEST
 
+/* One challenge ACK per connection per 500 ms, and an engine-wide budget per second drawn
+ * between half and one and a half times challenge_ack_per_s (CVE-2016-5696). */
 START_TEST(challenge_ack_rate_limit)
 {
     struct stk_config c = base_cfg();
@@ -851,17 +853,29 @@ START_TEST(challenge_ack_rate_limit)
     }
     h->pseq = save;
     EXPECT_ACK(h);
-    EXPECT_ACK(h);
     EXPECT_NONE(h);
-    EQ(ctr(h)->tcp_challenge_acks, 2);
-    EQ(ctr(h)->tcp_challenge_limited, 3);
-    /* A second later the budget is back. */
-    advance_by(h, SEC);
-    h->pseq = save + 7;
-    peer_send(h, F_RST, 0);
-    h->pseq = save;
-    EXPECT_ACK(h);
-    EQ(ctr(h)->tcp_challenge_acks, 3);
+    EQ(ctr(h)->tcp_challenge_acks, 1);
+    EQ(ctr(h)->tcp_challenge_limited, 4);
+    /* Half a second later this connection may again, within the second's budget (1 to 3,
+     * random): over ten seconds, the engine-wide count per second varies and stays in it. */
+    unsigned per_s[10] = {0}, lo = 99, hi = 0;
+    for (int sec = 0; sec < 10; sec++) {
+        uint64_t a0 = ctr(h)->tcp_challenge_acks;
+        for (int half = 0; half < 2; half++) {
+            advance_by(h, SEC / 2);
+            for (int k = 0; k < 3; k++) {
+                h->pseq = save + 7 + (uint32_t)k;
+                peer_send(h, F_RST, 0);
+            }
+            h->pseq = save;
+            drain(h);
+        }
+        per_s[sec] = (unsigned)(ctr(h)->tcp_challenge_acks - a0);
+        lo = per_s[sec] < lo ? per_s[sec] : lo;
+        hi = per_s[sec] > hi ? per_s[sec] : hi;
+    }
+    EQ(lo >= 1, 1);
+    EQ(hi <= 2, 1); /* two half seconds: at most one per connection in each */
     EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
     th_free(h);
 }
@@ -1740,6 +1754,10 @@ START_TEST(time_wait_syn_reopen)
     inject(h, &s);
     EXPECT(h, F_ACK, h->iss + 2, rcv_nxt, 0);
     EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    /* One challenge ACK per connection per 500 ms: wait, with the peer's clock held back so
+     * that its timestamp stays where it was. */
+    advance_by(h, SEC / 2);
+    h->ts_base -= 500;
     /* Older timestamp with a higher sequence: refused (PAWS). */
     h->ts_base -= 10;
     h->pseq = rcv_nxt + 5000;
