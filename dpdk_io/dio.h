@@ -173,6 +173,7 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_accepts) \
     X(shm_accept_noslot) \
     X(shm_aq_overflow) \
+    X(shm_aq_full) \
     X(shm_closes) \
     X(shm_aborts) \
     X(shm_close_timeouts) \

@@ -900,6 +900,15 @@ static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
 
 /* ---- Accepting ----------------------------------------------------------------------------- */
 
+/* Room in listener l's shared accept queue for one more connection from every core at once
+ * (each core pushes at most one between this check and its push). */
+static bool aq_room(struct dio_shm *srv, struct shm_sock *l)
+{
+    uint32_t cap = shm_aq_capacity(srv->ring);
+    uint32_t used = atomic_load_explicit(&l->aq_enq, ACQ) - atomic_load_explicit(&l->aq_deq, ACQ);
+    return used <= cap && cap - used > srv->ncores;
+}
+
 static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
 {
     struct dio_shm *srv = sc->srv;
@@ -911,6 +920,18 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
         if (n == ACCEPT_BUDGET) {
             mark_dirty(sc, l); /* the rest next time round */
             break;
+        }
+        if (!aq_room(srv, lsock)) {
+            /* The shared queue is full: leave the connection in the engine's queue (whose
+             * backlog then makes the engine ignore new SYNs, as a full Linux listener does)
+             * rather than accept and reset it. The app kicks every core when it takes one
+             * (aq_unblock in shim/client.c); flag first, then look again. */
+            atomic_fetch_or_explicit(&lsock->flags, SHM_F_RX_BLOCKED, SC);
+            atomic_thread_fence(SC);
+            if (!aq_room(srv, lsock)) {
+                CTR(sc, shm_aq_full, 1);
+                break;
+            }
         }
         uint32_t j = shm_sock_alloc(srv->base);
         if (j == SHM_NONE) {

@@ -739,6 +739,23 @@ int shim_listen(int fd, int backlog)
 }
 
 /* Takes over an accepted socket popped from a listener's queue. */
+/* The stack leaves connections in its engines' accept queues while the shared one is full,
+ * as Linux leaves a full listener's handshakes unanswered (SHM_F_RX_BLOCKED on a listener:
+ * docs/shm.md "Accepting"). After taking one, tell every core there is room again. Dekker
+ * pair with the core, which sets the flag and then re-checks the queue's room. */
+static void aq_unblock(struct shim_sk *k)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!(SHIM_RLX(&k->s->flags) & SHM_F_RX_BLOCKED))
+        return;
+    if (!(atomic_fetch_and(&k->s->flags, ~SHM_F_RX_BLOCKED) & SHM_F_RX_BLOCKED))
+        return; /* another taker tells them */
+    struct shm_cmd c;
+    shim__cmd_init(&c, k, SHM_OP_KICK);
+    for (uint32_t core = 0; core < C.ncores; core++)
+        shim__push(core, &c);
+}
+
 static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int flags,
                          struct sockaddr *addr, socklen_t *alen)
 {
@@ -845,6 +862,7 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
             if (shm_aq_pop(s, shm_rx_data(C.base, k.slot), C.ring, &i)) {
                 if (SHIM_RLX(&s->sigb) && shm_aq_empty(s))
                     shim__settle(k.fd, k.slot);
+                aq_unblock(&k);
                 rc = take_accepted(k.f, i, efd, flags, addr, alen);
                 if (rc >= 0)
                     return rc;
