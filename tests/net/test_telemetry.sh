@@ -83,13 +83,14 @@ hold_stop() {
     HOLD_PID=""
 }
 
-# check_conns SOCKET PORT: /ustack/conns (all pages, via ustack-stat --json) lists exactly
-# the holder's N connections to PORT, established, with the right addresses.
+# check_conns SOCKET PORT NCORES: /ustack/conns (all pages, read with ustack-stat's code)
+# lists exactly the holder's N connections to PORT, established, with the right addresses,
+# and the listener (one per core).
 check_conns() {
     local sock=$1 port=$2 out
-    out=$(python3 - "$STAT" "$sock" "$IP_U" "$IP_K" "$port" "$NET_TMPD/hold.out" <<'EOF'
+    out=$(python3 - "$STAT" "$sock" "$IP_U" "$IP_K" "$port" "$NET_TMPD/hold.out" "$3" <<'EOF'
 import importlib.machinery, importlib.util, sys
-stat, sock, ip_u, ip_k, port, hold = sys.argv[1:]
+stat, sock, ip_u, ip_k, port, hold, ncores = sys.argv[1:]
 loader = importlib.machinery.SourceFileLoader("ustack_stat", stat)
 spec = importlib.util.spec_from_loader("ustack_stat", loader)
 m = importlib.util.module_from_spec(spec)
@@ -101,8 +102,8 @@ ports = sorted(int(p) for p in open(hold).read().split()[1:])
 listen = [r for r in rows if r["state"] == "LISTEN" and r["local"].endswith(":" + port)]
 conns = [r for r in rows if r["state"] != "LISTEN"]
 errs = []
-if len(listen) != 1:
-    errs.append("%d listeners on port %s" % (len(listen), port))
+if sorted(r["core"] for r in listen) != list(range(int(ncores))):
+    errs.append("listeners on port %s: %s" % (port, listen))
 if int(first["total"]) != len(rows):
     errs.append("total %s but %d rows read" % (first["total"], len(rows)))
 bad = [r for r in conns if r["state"] != "ESTABLISHED" or r["local"] != "%s:%s" % (ip_u, port)
@@ -124,8 +125,10 @@ EOF
 # stat_val JSON KEY
 stat_val() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
-# ---- 1. the echo service, named instance
+# ---- 1. the echo service, named instance (two cores when there are two CPUs)
 net_flush_neigh
+NCORES=1
+[ "$(nproc)" -ge 2 ] && U_CORES=0,1 && NCORES=2
 USTACK_NAME=$NAME
 export USTACK_NAME
 ustackd_start "$(net_dev af_packet)" --echo 7
@@ -142,7 +145,16 @@ if [ "$po" -ge "$N" ] && [ "$est" = "$N" ]; then
 else
     net_softfail "/ustack/stats: tcp_passive_opens=$po conns_established=$est, expected >= $N and $N"
 fi
-check_conns "$SOCK" 7
+check_conns "$SOCK" 7 "$NCORES"
+if [ "$NCORES" = 2 ]; then
+    # Software steering spreads the connections over both cores (by the hash of each
+    # 4-tuple; 50 all on one core would be a 1 in 2^49 chance).
+    e0=$(stat_val "$("$STAT" -n "$NAME" --json /ustack/stats,0)" conns_established)
+    e1=$(stat_val "$("$STAT" -n "$NAME" --json /ustack/stats,1)" conns_established)
+    [ $((e0 + e1)) = "$N" ] && [ "$e0" -gt 0 ] && [ "$e1" -gt 0 ] &&
+        net_log "/ustack/stats,0 and ,1: $e0 + $e1 established" ||
+        net_softfail "/ustack/stats per core: $e0 + $e1 established, expected both > 0, sum $N"
+fi
 cfg=$("$STAT" -n "$NAME" --json /ustack/config)
 [ "$(stat_val "$cfg" file_prefix)" = "ustack-$NAME" ] && [ "$(stat_val "$cfg" pid)" = "$USTACKD_PID" ] &&
     [ "$(stat_val "$cfg" USTACK_IP)" = "$IP_U/24" ] ||
@@ -153,15 +165,15 @@ cfg=$("$STAT" -n "$NAME" --json /ustack/config)
 grep -Eq "^ustack-$NAME +$USTACKD_PID +net_af_packet0" "$NET_TMPD/list.out" ||
     net_softfail "ustack-stat -l does not list ustack-$NAME: $(head -c 300 "$NET_TMPD/list.out")"
 "$STAT" -n "$NAME" -i 0.2 -k 2 >"$NET_TMPD/stat.out" 2>&1 || net_softfail "ustack-stat failed: $(tail -c 300 "$NET_TMPD/stat.out")"
-shown=$(grep -Ec "^ESTAB +0 +0 +$IP_U:7 +$IP_K:[0-9]+ +0\$" "$NET_TMPD/stat.out" || true)
+shown=$(grep -Ec "^ESTAB +0 +0 +$IP_U:7 +$IP_K:[0-9]+ +[01]\$" "$NET_TMPD/stat.out" || true)
 [ "$shown" = $((2 * N)) ] && grep -q "tcp_passive_opens" "$NET_TMPD/stat.out" &&
     net_log "ustack-stat printed the $N connections twice (-i 0.2 -k 2) and the counters" ||
     net_softfail "ustack-stat printed $shown ESTAB lines, expected $((2 * N))"
 
 # Stock dpdk-telemetry.py, commands on its stdin.
-printf '/ustack/stats,0\n' | timeout 20 "$DPDK_TEL" -f "ustack-$NAME" >"$NET_TMPD/dt.out" 2>&1 || true
+printf '/ustack/stats\n' | timeout 20 "$DPDK_TEL" -f "ustack-$NAME" >"$NET_TMPD/dt.out" 2>&1 || true
 grep -Eq "\"tcp_passive_opens\": $po\b" "$NET_TMPD/dt.out" &&
-    net_log "dpdk-telemetry.py -f ustack-$NAME: /ustack/stats,0 answered" ||
+    net_log "dpdk-telemetry.py -f ustack-$NAME: /ustack/stats answered" ||
     net_softfail "dpdk-telemetry.py: $(tr '\n' ' ' <"$NET_TMPD/dt.out" | tail -c 300)"
 
 # The name is taken while this ustackd runs.
@@ -169,8 +181,50 @@ net_u env USTACK_NAME="$NAME" USTACK_DEV="net_af_packet1,iface=$VETH_U" USTACK_I
     timeout 20 "$USTACKD" >"$NET_TMPD/dup.out" 2>&1 && net_softfail "a second ustackd named $NAME started" ||
     grep -q "USTACK_NAME=$NAME: the name is in use by ustackd pid $USTACKD_PID" "$NET_TMPD/dup.out" ||
     net_softfail "second ustackd named $NAME: $(head -c 300 "$NET_TMPD/dup.out")"
+# Clients querying while the connections close and while ustackd stops: it must stop
+# cleanly (exit 0, in time) with telemetry callbacks in flight.
+cat >"$NET_TMPD/query.py" <<'EOF'
+import importlib.machinery, importlib.util, sys, time
+loader = importlib.machinery.SourceFileLoader("ustack_stat", sys.argv[1])
+spec = importlib.util.spec_from_loader("ustack_stat", loader)
+m = importlib.util.module_from_spec(spec)
+loader.exec_module(m)
+t, n, end = m.Telemetry(sys.argv[2]), 0, time.monotonic() + 30
+how = "timeout"
+try:
+    while time.monotonic() < end:
+        if t.query("/ustack/conns,0") is None or t.query("/ustack/stats") is None:
+            how = "error-reply"  # e.g. "ustackd is stopping"
+        n += 1
+        if n == 1:
+            open(sys.argv[3], "w").close()
+except (OSError, ValueError):
+    how = "gone"  # ustackd went away
+print(how, n)
+EOF
+QPIDS=""
+for j in 1 2 3; do
+    # (7>&-: the holder must see its stdin close when hold_stop closes fd 7)
+    python3 "$NET_TMPD/query.py" "$STAT" "$SOCK" "$NET_TMPD/query.$j.started" \
+        >"$NET_TMPD/query.$j.out" 2>&1 7>&- &
+    net_bg $!
+    QPIDS="$QPIDS $!"
+done
+wait_until 20 test -e "$NET_TMPD/query.1.started" -a -e "$NET_TMPD/query.2.started" \
+    -a -e "$NET_TMPD/query.3.started" || net_fail "telemetry query clients did not start"
+sleep 0.5
 hold_stop
+sleep 0.5
+t0=$SECONDS
 ustackd_stop
+for p in $QPIDS; do wait "$p" 2>/dev/null || true; done
+q=$(cat "$NET_TMPD"/query.*.out | tr '\n' ' ')
+# Each ends when ustackd goes: "gone" (connection closed) or "error-reply" (a reply
+# that ustackd is stopping came first).
+[ "$(cat "$NET_TMPD"/query.*.out | grep -Ec '^(gone|error-reply) [1-9]')" = 3 ] &&
+    net_log "ustackd stopped in $((SECONDS - t0)) s with 3 telemetry clients querying ($q)" ||
+    net_softfail "telemetry clients during the stop: $q"
+U_CORES=0
 [ ! -e "/var/run/dpdk/ustack-$NAME" ] || net_softfail "/var/run/dpdk/ustack-$NAME left behind"
 
 # ---- 2. socat under LD_PRELOAD (spawned, unnamed ustackd)
@@ -195,7 +249,7 @@ NET_USTACKD_PIDS="$NET_USTACKD_PIDS $SPAWNED"
 SOCK2=/var/run/dpdk/ustack-$SPAWNED/dpdk_telemetry.v2
 wait_until 20 test -S "$SOCK2" || net_fail "no telemetry socket $SOCK2"
 hold_start 8007
-check_conns "$SOCK2" 8007
+check_conns "$SOCK2" 8007 1
 st=$("$STAT" -n "$SPAWNED" --json /ustack/stats)
 acc=$(stat_val "$st" shm_accepts)
 [ "$acc" -ge "$N" ] && net_log "/ustack/stats under LD_PRELOAD: shm_accepts=$acc" ||
