@@ -318,15 +318,15 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     return stk_engine_create(&cfg, now, &c->e);
 }
 
-static void answer_stats(struct dio_core *c)
+/* A function another thread asked this core to run (dio_stack_run_on). */
+static void answer_run(struct dio_core *c)
 {
-    unsigned req = atomic_load_explicit(&c->stats_req, memory_order_acquire);
-    if (req == atomic_load_explicit(&c->stats_done, memory_order_relaxed))
+    int posted = RUN_POSTED;
+    if (atomic_load_explicit(&c->run_state, memory_order_acquire) != RUN_POSTED ||
+        !atomic_compare_exchange_strong(&c->run_state, &posted, RUN_RUNNING))
         return;
-    if (c->e)
-        c->snap_engine = *stk_counters(c->e);
-    c->snap_io = c->ctr;
-    atomic_store_explicit(&c->stats_done, req, memory_order_release);
+    c->run_fn(c, c->run_arg);
+    atomic_store_explicit(&c->run_state, RUN_DONE, memory_order_release);
 }
 
 /* One pass: returns how much work it found. */
@@ -364,7 +364,7 @@ static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
         work += n;
     }
     dio__tx_flush(c, now, false);
-    answer_stats(c);
+    answer_run(c);
     return work;
 }
 
@@ -436,7 +436,10 @@ int dio__core_main(void *arg)
             rte_delay_us_sleep(50);
     }
     dio__tx_flush(c, now, true);
-    answer_stats(c);
+    answer_run(c);
+    /* Requests from now on fail at once instead of waiting out their time. */
+    atomic_store(&c->ready, 0);
+    answer_run(c);
     return 0;
 }
 
@@ -457,6 +460,7 @@ int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, ch
     s->conf = *sc->conf;
     s->sc.conf = &s->conf;
     s->port = sc->port_id;
+    pthread_mutex_init(&s->run_lock, NULL);
     for (unsigned i = 0; i < sc->ncores; i++) {
         struct dio_core *c = &s->cores[i];
         c->s = s;
@@ -591,31 +595,71 @@ const char *dio_stack_describe(const struct dio_stack *s)
     return s->desc;
 }
 
+int dio_stack_run_on(struct dio_stack *s, unsigned core, void (*fn)(struct dio_core *c, void *arg),
+                     void *arg, unsigned timeout_ms)
+{
+    if (core >= s->sc.ncores)
+        return -EINVAL;
+    struct dio_core *c = &s->cores[core];
+    pthread_mutex_lock(&s->run_lock);
+    if (atomic_load(&c->ready) != 1) {
+        pthread_mutex_unlock(&s->run_lock);
+        return -ESRCH;
+    }
+    c->run_fn = fn;
+    c->run_arg = arg;
+    atomic_store_explicit(&c->run_state, RUN_POSTED, memory_order_release);
+    dio__wake(c);
+    int rc = -ETIMEDOUT;
+    for (unsigned waited = 0; waited <= timeout_ms * 4u; waited++) {
+        if (atomic_load_explicit(&c->run_state, memory_order_acquire) == RUN_DONE) {
+            rc = 0;
+            break;
+        }
+        usleep(250);
+    }
+    if (rc) {
+        /* Withdraw the request; if the core took it meanwhile, it is running fn (a short
+         * walk), and arg must stay valid until it is done. */
+        int posted = RUN_POSTED;
+        if (!atomic_compare_exchange_strong(&c->run_state, &posted, RUN_IDLE)) {
+            while (atomic_load_explicit(&c->run_state, memory_order_acquire) != RUN_DONE)
+                usleep(100);
+            rc = 0;
+        }
+    }
+    atomic_store(&c->run_state, RUN_IDLE);
+    pthread_mutex_unlock(&s->run_lock);
+    return rc;
+}
+
+struct counters_req {
+    struct stk_counters *engine;
+    struct dio_counters *io;
+};
+
+static void copy_counters(struct dio_core *c, void *arg)
+{
+    struct counters_req *r = arg;
+    if (r->engine)
+        *r->engine = *stk_counters(c->e);
+    if (r->io)
+        *r->io = c->ctr;
+}
+
 int dio_stack_counters(struct dio_stack *s, unsigned core, struct stk_counters *engine,
                        struct dio_counters *io)
 {
     if (core >= s->sc.ncores)
         return -EINVAL;
     struct dio_core *c = &s->cores[core];
-    if (s->launched) {
-        unsigned req = atomic_fetch_add(&c->stats_req, 1) + 1;
-        dio__wake(c);
-        int ok = 0;
-        for (int i = 0; i < 2000 && !ok; i++) {
-            ok = atomic_load_explicit(&c->stats_done, memory_order_acquire) == req;
-            if (!ok)
-                usleep(500);
-        }
-        if (!ok)
-            return -ETIMEDOUT;
-    } else if (c->e) {
-        c->snap_engine = *stk_counters(c->e);
-        c->snap_io = c->ctr;
-    }
-    if (engine)
-        *engine = c->snap_engine;
-    if (io)
-        *io = c->snap_io;
+    struct counters_req r = {engine, io};
+    if (s->launched)
+        return dio_stack_run_on(s, core, copy_counters, &r, 1000);
+    if (!c->e)
+        return -ESRCH;
+    /* Not running: nothing else touches the engine. */
+    copy_counters(c, &r);
     return 0;
 }
 

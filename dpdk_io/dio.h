@@ -132,6 +132,12 @@ int dio_stack_counters(struct dio_stack *s, unsigned core, struct stk_counters *
                        struct dio_counters *io);
 /* Prints "<prefix> core=<i> name=value ..." for every core (nonzero counters only). */
 void dio_stack_print_stats(struct dio_stack *s, FILE *f, const char *prefix);
+/* Runs fn(c, arg) on stack core `core`'s own thread, between two iterations of its loop,
+ * and waits for it: the way other threads read what a core owns (its engine). Calls are
+ * serialized. Returns 0 once fn has run, -ETIMEDOUT if the core did not take it within
+ * timeout_ms (then fn never runs), -ESRCH if the core is not running. fn must be short. */
+int dio_stack_run_on(struct dio_stack *s, unsigned core, void (*fn)(struct dio_core *c, void *arg),
+                     void *arg, unsigned timeout_ms);
 /* A short description of the port set-up (driver, queues, RSS, offloads), one line. */
 const char *dio_stack_describe(const struct dio_stack *s);
 
@@ -243,5 +249,16 @@ unsigned dio_shm_reap(struct dio_shm *srv);
 /* An fd (an epoll of pidfds of the region's processes) that becomes readable when one of
  * them exits: the control thread polls it and then calls dio_shm_reap. -1 if none. */
 int dio_shm_watch_fd(struct dio_shm *srv);
+
+/* --- DPDK telemetry (docs/observability.md; dpdk_io/telemetry.c) ------------------------ */
+
+/* Registers the /ustack/... telemetry commands (once per process) and points them at this
+ * stack, its shared-memory server (NULL if none) and the configuration it runs with. The
+ * commands answer on DPDK's telemetry threads and read each core's state through
+ * dio_stack_run_on. */
+int dio_telemetry_attach(struct dio_stack *s, struct dio_shm *srv, const struct shim_conf *conf);
+/* The commands stop touching the stack (they answer with an error); waits for one in
+ * progress. Call before dio_stack_stop. */
+void dio_telemetry_detach(void);
 
 #endif

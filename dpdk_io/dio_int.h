@@ -3,6 +3,7 @@
 #define USTACK_DIO_INT_H
 
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdbool.h>
 
 #include <rte_ethdev.h>
@@ -35,9 +36,11 @@ struct dio_core {
     bool rx_intr;
     atomic_int sleeping;
     atomic_int ready; /* 1 up, -1 init failed */
-    atomic_uint stats_req, stats_done;
-    struct stk_counters snap_engine;
-    struct dio_counters snap_io;
+    /* dio_stack_run_on: RUN_IDLE -> RUN_POSTED (requester) -> RUN_RUNNING (core, or back
+     * to RUN_IDLE when the requester gives up first) -> RUN_DONE (core) -> RUN_IDLE. */
+    atomic_int run_state;
+    void (*run_fn)(struct dio_core *c, void *arg);
+    void *run_arg;
     struct dio_counters ctr;
     char errmsg[160];
 } __rte_cache_aligned;
@@ -59,11 +62,14 @@ struct dio_stack {
     uint16_t reta_core[DIO_RETA_MAX]; /* hash bucket -> owning core */
     struct rte_mempool *pools[DIO_NSOCKETS];
     atomic_int stop;
+    pthread_mutex_t run_lock; /* one dio_stack_run_on at a time */
     unsigned grace_ms;
     bool port_started, launched;
     char desc[256];
     struct dio_core cores[];
 };
+
+enum { RUN_IDLE, RUN_POSTED, RUN_RUNNING, RUN_DONE };
 
 /* core.c */
 int dio__core_main(void *arg);

@@ -166,19 +166,27 @@ int dio_dev_lock(const char *dev, char *err, size_t errlen)
     return -EBUSY;
 }
 
+/* Where EAL puts runtime directories: /var/run/dpdk for root, else $XDG_RUNTIME_DIR/dpdk. */
+static const char *runtime_base(char *buf, size_t len)
+{
+    if (getuid() == 0)
+        return "/var/run/dpdk";
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    if (!x)
+        return NULL;
+    snprintf(buf, len, "%s/dpdk", x);
+    return buf;
+}
+
 /* Runtime directories of ustackd processes that died without cleaning up (killed): ours
- * are named ustack-<pid>, so a directory whose process is gone is safe to remove. */
+ * are named ustack-<pid>, so a directory whose process is gone is safe to remove. (Named
+ * instances, ustack-<name>, always contain a letter and are reused by the next start.) */
 static void remove_stale_runtime_dirs(void)
 {
-    const char *base = getuid() == 0 ? "/var/run/dpdk" : NULL;
     char alt[PATH_MAX];
-    if (!base) {
-        const char *x = getenv("XDG_RUNTIME_DIR");
-        if (!x)
-            return;
-        snprintf(alt, sizeof(alt), "%s/dpdk", x);
-        base = alt;
-    }
+    const char *base = runtime_base(alt, sizeof(alt));
+    if (!base)
+        return;
     DIR *d = opendir(base);
     if (!d)
         return;
@@ -195,6 +203,29 @@ static void remove_stale_runtime_dirs(void)
         nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     }
     closedir(d);
+}
+
+/* A named instance whose name is taken: EAL's primary process holds a write lock on the
+ * runtime directory's "config" file for its life, and EAL would only say "Is another
+ * primary process running?"; say which. */
+static int name_in_use(const char *name, char *err, size_t errlen)
+{
+    char alt[PATH_MAX], path[PATH_MAX + 64];
+    const char *base = runtime_base(alt, sizeof(alt));
+    if (!base)
+        return 0;
+    snprintf(path, sizeof(path), "%s/ustack-%s/config", base, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    int held = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    close(fd);
+    if (!held)
+        return 0;
+    dio__err(err, errlen, "USTACK_NAME=%s: the name is in use by ustackd pid %ld", name,
+             (long)fl.l_pid);
+    return -EBUSY;
 }
 
 int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DIO_MAX_CORES],
@@ -234,9 +265,15 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
     if (lrc)
         return lrc;
     remove_stale_runtime_dirs();
+    if (c->name[0] && (lrc = name_in_use(c->name, err, errlen)) != 0)
+        return lrc;
     ADD("%s", prog);
-    /* Each process its own runtime directory, so two ustackd never share EAL state. */
-    ADD("--file-prefix=ustack-%ld", (long)getpid());
+    /* Each process its own runtime directory, so two ustackd never share EAL state; its
+     * name is how tools find our telemetry socket (docs/observability.md). */
+    if (c->name[0])
+        ADD("--file-prefix=ustack-%s", c->name);
+    else
+        ADD("--file-prefix=ustack-%ld", (long)getpid());
     /* lcore 0 is the control thread and may run on any stack CPU; lcore k (k >= 1) is
      * stack core k-1, pinned to its CPU. */
     char cpus[512], *q = cpus;

@@ -15,6 +15,9 @@
  * closing connections first, when the liveness pipe R reads end-of-file (no client left) or
  * on SIGTERM. Spawned by libustack.so, its stdout is the application's: there it prints the
  * ready line and the final statistics only with USTACK_LOG=info or more (SIGUSR1 always).
+ *
+ * While it runs, DPDK telemetry commands (/ustack/config, /ustack/stats, /ustack/conns) on
+ * the socket in its EAL runtime directory show its state (docs/observability.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -252,6 +255,9 @@ int main(int argc, char **argv)
         return fail("%s", err);
     }
     bool verbose = !shm || conf.log_level >= SHIM_LOG_INFO;
+    /* Telemetry is a window for tools, not a reason to refuse to serve. */
+    if (dio_telemetry_attach(s, srv, &conf))
+        fprintf(stderr, "ustackd: telemetry commands could not be registered\n");
     report_ready(&conf, s, verbose);
     if (srv)
         dio_shm_ready(srv);
@@ -261,6 +267,7 @@ int main(int argc, char **argv)
     /* Clients stop waiting for us first; then the cores close what is open. */
     if (srv)
         dio_shm_gone(srv);
+    dio_telemetry_detach();
     dio_stack_stop(s, 1000);
     if (verbose) {
         print_stats(s, srv);

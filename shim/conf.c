@@ -75,6 +75,7 @@ static int parse_cc(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_huge(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_ring(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_path(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_name(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_internal(struct ctx *x, const struct var *v, const struct val *val);
 
 #define FIELD(f) offsetof(struct shim_conf, f)
@@ -105,6 +106,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(SHM_SOCKS, "USTACK_SHM_SOCKS", parse_uint, FIELD(shm_socks), 16, 1u << 20)                   \
     X(SHM_RING, "USTACK_SHM_RING", parse_ring, FIELD(shm_ring), 4096, 16u << 20)                   \
     X(STACKD, "USTACK_STACKD", parse_path, 0, 0, 0)                                                \
+    X(NAME, "USTACK_NAME", parse_name, 0, 0, 0)                                                    \
     X(STACKD_LOG, "USTACK_STACKD_LOG", parse_internal, 0, 0, 0)                                    \
     X(SHM_FD, "USTACK_SHM_FD", parse_internal, 0, 0, 0)                                            \
     X(PIPE_FD, "USTACK_PIPE_FD", parse_internal, 0, 0, 0)                                          \
@@ -549,6 +551,33 @@ static int parse_path(struct ctx *x, const struct var *v, const struct val *val)
         return BAD(x, v, val, "longer than %zu characters (expected a path to ustackd)",
                    sizeof x->c->stackd - 1);
     memcpy(x->c->stackd, val->s, n + 1);
+    return 0;
+}
+
+/* The instance name becomes DPDK's file prefix "ustack-<name>" (a directory name, and what
+ * dpdk-telemetry.py -f takes). All digits are refused: "ustack-<digits>" is the unnamed
+ * form, whose directory is removed as stale when no process has that pid. */
+static int parse_name(struct ctx *x, const struct var *v, const struct val *val)
+{
+    size_t n = strlen(val->s);
+    int letter = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = val->s[i];
+        int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+        letter |= alpha;
+        if (!alpha && !(ch >= '0' && ch <= '9') &&
+            !(i > 0 && (ch == '_' || ch == '-' || ch == '.')))
+            return BAD(x, v, val,
+                       "not an instance name (expected 1..%zu letters, digits, '_', '-' or '.', "
+                       "starting with a letter or digit, at least one letter)",
+                       sizeof x->c->name - 1);
+    }
+    if (n >= sizeof x->c->name || !letter)
+        return BAD(x, v, val,
+                   "not an instance name (expected 1..%zu letters, digits, '_', '-' or '.', "
+                   "starting with a letter or digit, at least one letter)",
+                   sizeof x->c->name - 1);
+    memcpy(x->c->name, val->s, n + 1);
     return 0;
 }
 

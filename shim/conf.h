@@ -65,6 +65,9 @@ struct shim_conf {
     unsigned shm_ring;      /* USTACK_SHM_RING 4096..16M, a power of two: bytes per socket
                                ring in the shared region; default 65536 */
     char stackd[256];       /* USTACK_STACKD: path of ustackd; "" = next to libustack.so */
+    char name[33];          /* USTACK_NAME: instance name, ustackd's EAL file prefix is
+                               "ustack-<name>" (1..32 of [A-Za-z0-9_.-], a letter among
+                               them); "" = "ustack-<pid>" */
 };
 
 /* Fills c with the defaults, then the USTACK_CONF file (if named), then the environment.

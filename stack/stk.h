@@ -297,6 +297,25 @@ int stk_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr);
 int stk_tcp_info(struct stk_engine *e, int sd, struct stk_tcp_info *info);
 void *stk_user(struct stk_engine *e, int sd);
 
+/* One TCP endpoint as `ss -tin` lists it (stk_sock_walk). */
+struct stk_sock_entry {
+    int sd;     /* the socket id, or -1: not (yet or any longer) held by a socket (a
+                   connection waiting in an accept queue, or closed and finishing) */
+    void *user; /* the socket's user pointer, NULL when sd is -1 */
+    struct stk_sockaddr local, remote; /* remote is 0:0 for a listener */
+    /* As ss's Recv-Q and Send-Q: a connection's unread bytes and bytes not yet
+     * acknowledged (sent or not); a listener's accept queue length and backlog. */
+    uint32_t rcvq, sndq;
+    struct stk_tcp_info info;
+};
+
+/* Calls fn once for every listener and every connection in any state but CLOSED
+ * (SYN-SENT to TIME-WAIT, held by a socket or not), listeners first, in no other order.
+ * Bound sockets that neither listen nor connect are not listed. fn must not call into the
+ * engine. A nonzero return from fn stops the walk and is returned; otherwise 0. */
+int stk_sock_walk(struct stk_engine *e, int (*fn)(void *ctx, const struct stk_sock_entry *ent),
+                  void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -667,11 +667,8 @@ int stk_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
     return 0;
 }
 
-int stk_tcp_info(struct stk_engine *e, int sd, struct stk_tcp_info *info)
+static void fill_info(const struct stk_tcb *t, struct stk_tcp_info *info)
 {
-    GET_OR_EBADF(t, e, sd);
-    if (!info)
-        return -EFAULT;
     memset(info, 0, sizeof(*info));
     info->state = (uint8_t)t->state;
     info->ca_state = (t->flags & TF_IN_RECOVERY) ? 3 : 0;
@@ -698,5 +695,56 @@ int stk_tcp_info(struct stk_engine *e, int sd, struct stk_tcp_info *info)
     info->bytes_received = t->bytes_received;
     info->segs_in = t->segs_in;
     info->segs_out = t->segs_out;
+}
+
+int stk_tcp_info(struct stk_engine *e, int sd, struct stk_tcp_info *info)
+{
+    GET_OR_EBADF(t, e, sd);
+    if (!info)
+        return -EFAULT;
+    fill_info(t, info);
+    return 0;
+}
+
+static int walk_one(const struct stk_tcb *t, int (*fn)(void *, const struct stk_sock_entry *),
+                    void *ctx)
+{
+    struct stk_sock_entry ent;
+    memset(&ent, 0, sizeof(ent));
+    ent.sd = t->sd;
+    ent.user = t->sd >= 0 ? t->user : NULL;
+    ent.local.ip = t->lip;
+    ent.local.port = t->lport;
+    if (t->state == STK_TCP_LISTEN) {
+        ent.rcvq = t->acc_len;
+        ent.sndq = t->backlog;
+    } else {
+        ent.remote.ip = t->rip;
+        ent.remote.port = t->rport;
+        ent.rcvq = t->rcvbuf.buf ? stk__ring_used(&t->rcvbuf) : 0;
+        ent.sndq = t->sndbuf.buf ? stk__ring_used(&t->sndbuf) : 0;
+    }
+    fill_info(t, &ent.info);
+    return fn(ctx, &ent);
+}
+
+int stk_sock_walk(struct stk_engine *e, int (*fn)(void *ctx, const struct stk_sock_entry *ent),
+                  void *ctx)
+{
+    struct stk_tcp *tcp = e->tcp;
+    for (unsigned b = 0; b < sizeof(tcp->listen_hash) / sizeof(tcp->listen_hash[0]); b++)
+        for (const struct stk_tcb *t = tcp->listen_hash[b]; t; t = t->hnext) {
+            int rc = walk_one(t, fn, ctx);
+            if (rc)
+                return rc;
+        }
+    for (uint32_t b = 0; b <= tcp->conn_mask; b++)
+        for (const struct stk_tcb *t = tcp->conn_hash[b]; t; t = t->hnext) {
+            if (t->state == STK_TCP_CLOSED)
+                continue;
+            int rc = walk_one(t, fn, ctx);
+            if (rc)
+                return rc;
+        }
     return 0;
 }

@@ -210,6 +210,23 @@ START_TEST(shm_and_internal)
 }
 END_TEST
 
+/* USTACK_NAME: a file-prefix-safe instance name that cannot pass for the unnamed form. */
+START_TEST(instance_name)
+{
+    OK("USTACK_DEV", "net_ring0");
+    ck_assert_str_eq(c.name, "");
+    OK("USTACK_NAME", "web1");
+    ck_assert_str_eq(c.name, "web1");
+    OK("USTACK_NAME", "9a_b-c.d");
+    ck_assert_str_eq(c.name, "9a_b-c.d");
+    OK("USTACK_NAME", "abcdefghijklmnopqrstuvwxyz012345"); /* 32 */
+    const char *bad[] = {
+        "1234", "-x", ".x", "_x", "a/b", "a b", "a,b", "../x", "abcdefghijklmnopqrstuvwxyz0123456"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        BAD("USTACK_NAME", bad[i], "not an instance name");
+}
+END_TEST
+
 START_TEST(enabled)
 {
     OK("USTACK", "0");
@@ -1049,6 +1066,7 @@ int main(void)
     tcase_add_test(file, env_load);
     tcase_add_test(file, env_unknown_names);
     tcase_add_test(file, shm_and_internal);
+    tcase_add_test(file, instance_name);
     suite_add_tcase(s, file);
 
     SRunner *sr = srunner_create(s);

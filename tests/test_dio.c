@@ -294,6 +294,54 @@ START_TEST(many_connections)
 }
 END_TEST
 
+/* dio_stack_run_on runs a function on the core's own thread (where its engine may be
+ * read: here, the echo listener each server core has), and refuses once the core stopped. */
+struct run_probe {
+    unsigned idx;
+    pid_t tid;
+    int listeners;
+};
+
+static int count_listeners(void *ctx, const struct stk_sock_entry *ent)
+{
+    struct run_probe *r = ctx;
+    if (ent->info.state == STK_TCP_LISTEN && ent->local.port == ECHO_PORT)
+        r->listeners++;
+    return 0;
+}
+
+static void probe(struct dio_core *c, void *arg)
+{
+    struct run_probe *r = arg;
+    r->idx = dio_core_index(c);
+    r->tid = gettid();
+    stk_sock_walk(dio_core_engine(c), count_listeners, r);
+}
+
+START_TEST(run_on_core)
+{
+    static struct pair p;
+    memset(&p, 0, sizeof(p));
+    pair_start(&p, 2, 2);
+    pid_t seen[2];
+    for (unsigned i = 0; i < 2; i++) {
+        struct run_probe r = {.idx = 99};
+        ck_assert_int_eq(dio_stack_run_on(p.b, i, probe, &r, 1000), 0);
+        ck_assert_uint_eq(r.idx, i);
+        ck_assert_int_ne(r.tid, gettid());
+        ck_assert_int_eq(r.listeners, 1);
+        seen[i] = r.tid;
+    }
+    ck_assert_int_ne(seen[0], seen[1]);
+    struct run_probe r = {0};
+    ck_assert_int_eq(dio_stack_run_on(p.b, 2, probe, &r, 1000), -EINVAL);
+    pair_stop(&p);
+    ck_assert_int_eq(dio_stack_run_on(p.b, 0, probe, &r, 1000), -ESRCH);
+    ck_assert_int_eq(r.listeners, 0);
+    pair_destroy(&p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dio");
@@ -303,6 +351,7 @@ int main(void)
     tcase_add_test(tc, bulk_two_cores_one_queue);
     tcase_add_test(tc, bulk_two_cores_two_queues);
     tcase_add_test(tc, many_connections);
+    tcase_add_test(tc, run_on_core);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

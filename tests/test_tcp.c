@@ -2047,6 +2047,88 @@ START_TEST(listen_backlog_overflow)
 }
 END_TEST
 
+/* stk_sock_walk lists what `ss` would: the listener with its accept queue, an accepted
+ * connection with its queues, one still in the accept queue (no socket yet), and no
+ * connection once it is closed. */
+struct walk_log {
+    struct stk_sock_entry ent[8];
+    int n, stop_at;
+};
+
+static int walk_cb(void *ctx, const struct stk_sock_entry *ent)
+{
+    struct walk_log *w = ctx;
+    if (w->n < 8)
+        w->ent[w->n] = *ent;
+    w->n++;
+    return w->n == w->stop_at ? 7 : 0;
+}
+
+static const struct stk_sock_entry *walk_find(struct walk_log *w, uint16_t rport)
+{
+    for (int i = 0; i < w->n && i < 8; i++)
+        if (w->ent[i].remote.port == rport)
+            return &w->ent[i];
+    return NULL;
+}
+
+START_TEST(sock_walk)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    int first = h->sd;
+    peer_send(h, F_ACK | F_PSH, 100);
+    nodelay(h);
+    EQI(app_send(h, 50, 0), 50);
+    EQ(POP(h)->payload_len, 50); /* carries the ACK of the 100 bytes */
+    /* A second connection completes the handshake but is not accepted. */
+    h->pport = PPORT + 1;
+    h->pseq = PEER_ISN;
+    peer_syn(h, &FULL);
+    peer_ack(h);
+
+    struct walk_log w = {.stop_at = -1};
+    EQI(stk_sock_walk(h->e, walk_cb, &w), 0);
+    EQI(w.n, 3);
+    /* Listeners come first. */
+    EQ(w.ent[0].info.state, STK_TCP_LISTEN);
+    EQI(w.ent[0].sd, h->lsd);
+    EQ(w.ent[0].local.port, LPORT);
+    EQ(w.ent[0].remote.ip, 0);
+    EQ(w.ent[0].rcvq, 1);  /* accept queue */
+    EQ(w.ent[0].sndq, 16); /* backlog */
+    const struct stk_sock_entry *a = walk_find(&w, PPORT);
+    REQUIRE(a != NULL, "accepted connection listed");
+    EQI(a->sd, first);
+    EQ(a->info.state, STK_TCP_ESTABLISHED);
+    EQ(a->local.ip, US_IP);
+    EQ(a->local.port, LPORT);
+    EQ(a->remote.ip, PEER_IP);
+    EQ(a->rcvq, 100);
+    EQ(a->sndq, 50);
+    EQ(a->info.bytes_received, 100);
+    const struct stk_sock_entry *b = walk_find(&w, PPORT + 1);
+    REQUIRE(b != NULL, "queued connection listed");
+    EQI(b->sd, -1);
+    REQUIRE(b->user == NULL, "no user pointer without a socket");
+    EQ(b->info.state, STK_TCP_ESTABLISHED);
+    EQ(b->rcvq, 0);
+
+    /* fn's nonzero return stops the walk. */
+    struct walk_log w2 = {.stop_at = 2};
+    EQI(stk_sock_walk(h->e, walk_cb, &w2), 7);
+    EQI(w2.n, 2);
+
+    /* Closed with unread data: reset at once, and no longer listed. */
+    EQI(stk_close(h->e, h->now, first), 0);
+    struct walk_log w3 = {.stop_at = -1};
+    EQI(stk_sock_walk(h->e, walk_cb, &w3), 0);
+    EQI(w3.n, 2);
+    REQUIRE(walk_find(&w3, PPORT) == NULL, "closed connection not listed");
+    th_free(h);
+}
+END_TEST
+
 START_TEST(api_errnos)
 {
     struct th *h = th_new();
@@ -2306,6 +2388,7 @@ int main(void)
     tcase_add_test(tc, listen_backlog_overflow);
     tcase_add_test(tc, listener_close_with_syn_queue);
     tcase_add_test(tc, api_errnos);
+    tcase_add_test(tc, sock_walk);
     tc = tcase(s, "isn");
     tcase_add_test(tc, isn_per_tuple);
     tc = tcase(s, "regressions");

@@ -42,6 +42,7 @@ run_bad USTACK_CORES 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_CORES=$(nproc)"
 run_bad USTACK_MTU 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_MTU=70000"
 run_bad USTACK_GW 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_GW=not-an-address"
 run_bad USTACK_LOG 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_LOG=loud"
+run_bad USTACK_NAME 1 "USTACK_DEV=$DEV" "USTACK_IP=$IP" "USTACK_NAME=12345"
 run_bad USTACK_DEV 0 "USTACK_DEV=net_af_packet0,iface=no-such-if" "USTACK_IP=$IP"
 
 # A second ustackd on a device that one already serves stops at once, naming the holder.
