@@ -7,19 +7,22 @@
 #   B  worker_processes 4, daemon on, accept_mutex on;
 #   C  worker_processes auto (one per CPU), daemon on, `listen 80 reuseport` (one listening
 #      socket per worker, made by the master before forking);
-# and checks: `ab -n N -c C` completes with 0 failed and 0 non-2xx, every worker served
-# requests (access log with $pid), each worker's requests counted.
-# In A also: `nginx -s reload` during an ab run (0 failed, new workers serve, the old ones
-# exit); a worker SIGKILLed during an ab run (ab may see resets on that worker's
-# connections, but it completes), the master's replacement serves, the next ab has 0 failed,
-# ustackd stays up and counts the reaped process (shm_procs_reaped).
-# In C also, at the end: ustackd SIGKILLed while a slow download runs from a worker: nginx
-# keeps running (no worker exits or spins), the download ends (reset or timeout on the
-# kernel side), and `nginx -s stop` ends master and workers within 5 s.
+# and checks: `ab -n N -c 1000` completes with 0 failed and 0 non-2xx, and every worker
+# served requests (access log with $pid; the count per worker is logged).
+# In A also: `ab -k`; `nginx -s reload` during an ab run (0 failed, the old workers exit,
+# the new ones serve); a worker SIGKILLed during an ab run (ab may see resets on that
+# worker's connections, but it completes), ustackd stays up and reaps it (shm_procs_reaped,
+# shm_reclaim_closes grow), the master's replacement serves, the next ab has 0 failed.
+# In C also: a reload during ab (0 failed); then ustackd SIGKILLed while a worker sends a
+# rate-limited 64 MiB file: the worker ends that request within 5 s (ustackd's pidfd wakes
+# its epoll_wait, the send fails), nginx keeps running (no worker exits or spins), and
+# `nginx -s stop` ends master and workers within 5 s.
 # A and B end with `nginx -s quit`: master and workers exit within 10 s, and ustackd exits by
 # itself after them.
-# About 60-90 s on an idle 2-vCPU VM. Knobs: LIBUSTACK, NGINX, NET_WORKERS_REQS /
-# NET_WORKERS_CONC (ab -n / -c, default 20000 / 1000), NET_WORKERS_AB_SECS (bound per ab run).
+# About 90 s on a 2-vCPU VM (110 s while other jobs run). Knobs: LIBUSTACK, NGINX,
+# NET_WORKERS_REQS (ab -n of the plain runs, default 30000), NET_WORKERS_SIDE_REQS (ab -n of
+# the keep-alive, reload and kill runs, default 20000), NET_WORKERS_CONC (ab -c, default
+# 1000), NET_WORKERS_AB_SECS (bound per ab run, default 60).
 # net-timeout: 300
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
