@@ -200,11 +200,8 @@ bool shim_stack_dead(void)
     bool dead =
         st == SHM_GONE || st == SHM_FAILED || (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH);
     errno = e;
-    if (dead) {
-        SHIM_STORE(&C.dead, 1);
-        shim_warn_once("dead", "ustackd (pid %d) is gone; ustack sockets fail from now on",
-                       (int)pid);
-    }
+    if (dead)
+        shim__stack_gone();
     return dead;
 }
 
@@ -247,6 +244,8 @@ void shim__stack_gone(void)
     SHIM_STORE(&C.dead, 1);
     shim_warn_once("dead", "ustackd (pid %d) is gone; ustack sockets fail from now on",
                    (int)shim_stack_pid());
+    /* Waiters of other threads sleeping on the eventfds (a poll that began after the stack
+     * was known dead has no pidfd in its set) see it too. */
     int lim = shim_fdtab_limit(&shim_fds);
     for (int fd = 0; fd < lim; fd++) {
         struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
