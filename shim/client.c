@@ -200,12 +200,58 @@ bool shim_stack_dead(void)
     bool dead =
         st == SHM_GONE || st == SHM_FAILED || (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH);
     errno = e;
-    if (dead) {
-        SHIM_STORE(&C.dead, 1);
-        shim_warn_once("dead", "ustackd (pid %d) is gone; ustack sockets fail from now on",
-                       (int)pid);
-    }
+    if (dead)
+        shim__stack_gone();
     return dead;
+}
+
+int shim__stack_pidfd_locked(void)
+{
+    if (C.stack_pidfd)
+        return C.stack_pidfd;
+    int32_t pid = C.hdr ? SHIM_LOAD(&C.hdr->stack_pid) : 0;
+    int e = errno;
+    int fd = pid > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)pid, 0) : -1;
+    if (fd < 0) {
+        if (errno == ESRCH)
+            shim_stack_dead();
+        errno = e;
+        __atomic_store_n(&C.stack_pidfd, -1, __ATOMIC_RELEASE);
+        return -1;
+    }
+    /* Registered private with its home (a dup2 onto the number moves it and updates it). */
+    __atomic_store_n(&C.stack_pidfd, shim__high(fd, true), __ATOMIC_RELEASE);
+    shim__priv(&C.stack_pidfd);
+    errno = e;
+    return C.stack_pidfd;
+}
+
+int shim__stack_pidfd(void)
+{
+    int fd = __atomic_load_n(&C.stack_pidfd, __ATOMIC_ACQUIRE);
+    if (fd)
+        return fd;
+    shim__lock();
+    fd = shim__stack_pidfd_locked();
+    shim__unlock();
+    return fd;
+}
+
+void shim__stack_gone(void)
+{
+    if (atomic_exchange(&C.gone, 1))
+        return;
+    SHIM_STORE(&C.dead, 1);
+    shim_warn_once("dead", "ustackd (pid %d) is gone; ustack sockets fail from now on",
+                   (int)shim_stack_pid());
+    /* Waiters of other threads sleeping on the eventfds (a poll that began after the stack
+     * was known dead has no pidfd in its set) see it too. */
+    int lim = shim_fdtab_limit(&shim_fds);
+    for (int fd = 0; fd < lim; fd++) {
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        if (e && SHIM_RLX(&e->kind) == SHIM_FD_SOCK)
+            shim__signal(fd);
+    }
 }
 
 int shim_stack_pid(void)
@@ -427,6 +473,14 @@ uint32_t shim_sock_events(void *base, uint32_t i)
 {
     /* shm_sock_poll() is the one definition both ends use: the stack signals an armed
      * eventfd exactly when it says ready, so the client must never see less. */
+    if (SHIM_RLX(&C.dead) && base == C.base && i < C.nsocks) {
+        /* The stack is gone: connections read as reset (Linux's tcp_poll after a RST);
+         * a listener just never gets another connection. */
+        if ((SHIM_RLX(&shm_sock(base, i)->flags) & SHM_F_LISTENING) ||
+            C.files[i].cstate == SHIM_CS_LISTEN)
+            return 0;
+        return POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM | POLLERR | POLLHUP | POLLRDHUP;
+    }
     uint32_t ev = shm_sock_poll(base, i);
     if (ev & POLLIN)
         ev |= POLLRDNORM;

@@ -65,6 +65,10 @@ struct shim_cli {
     struct shim_file *files;
     _Atomic int attached;
     _Atomic int dead;
+    _Atomic int gone; /* shim__stack_gone() ran: every socket's eventfd was signalled */
+    /* A pidfd of ustackd (private, above 1000), opened on first need; 0 = not yet, -1 = none
+     * (pidfd_open failed). Read without the lock, set under it. */
+    int stack_pidfd;
     /* Serialises fd-table changes (create, close, dup) against fork's reference bumps, and
      * guards the epoll list. Never held while waiting for the stack. */
     pthread_mutex_t lock;
@@ -122,6 +126,14 @@ void shim__unpriv(int fd);
 /* Moves fd above 1000 (the library's range); returns the new fd or the old one. */
 int shim__high(int fd, bool cloexec);
 bool shim__route_kernel(uint32_t dst);
+/* The pidfd of ustackd, opening it if needed (-1 if it cannot be had); the _locked variant
+ * for a caller holding the lock. */
+int shim__stack_pidfd(void);
+int shim__stack_pidfd_locked(void);
+/* ustackd is gone (its pidfd became readable): marks the stack dead and makes every ustack
+ * socket's eventfd of this process readable, so that each waiter re-checks and finds its
+ * connections reset (listeners never ready again). */
+void shim__stack_gone(void);
 /* Replace the ustack socket at k->fd with a kernel socket (routing rules). */
 int shim__handover(struct shim_sk *k);
 

@@ -93,8 +93,8 @@ static ssize_t send_blocked(struct shim_sk *k, int flags, bool *connected)
         if (e > 0)
             return -e;
     }
-    if ((af & SHM_A_WR_SHUT) || (fl & (SHM_F_WR_SHUT | SHM_F_RESET)))
-        return epipe(flags);
+    if ((af & SHM_A_WR_SHUT) || (fl & (SHM_F_WR_SHUT | SHM_F_RESET)) || SHIM_RLX(&C.dead))
+        return epipe(flags); /* a dead stack: as after a reset whose error was taken */
     *connected = fl & SHM_F_CONNECTED;
     if (*connected) {
         if (k->f->cstate == SHIM_CS_CONNECTING)
@@ -316,7 +316,7 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
             return (ssize_t)got;
         if (!(fl & (SHM_F_CONNECTED | SHM_F_CONNECTING)) && k.f->cstate != SHIM_CS_CONNECTING)
             return got ? (ssize_t)got : -ENOTCONN;
-        if (!shm_sock_valid(C.base, k.slot, k.gen))
+        if (!shm_sock_valid(C.base, k.slot, k.gen) || SHIM_RLX(&C.dead))
             return got ? (ssize_t)got : -ECONNRESET;
         if (nb)
             return got ? (ssize_t)got : -EAGAIN;

@@ -41,6 +41,8 @@
 
 #define EP_COMPANION 0x80000000u /* kernel data flag: the listener's loopback companion */
 #define EP_MODE      (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP)
+/* The inner epoll's datum for ustackd's pidfd: fd 0x7fffffff, tag 0, which no member has. */
+#define EP_STACKD 0x7fffffffull
 
 struct shim_epm {
     uint32_t used, tag;
@@ -53,6 +55,7 @@ struct shim_epm {
     uint32_t in_seen, out_seen; /* EPOLLET: the socket's event counters last reported */
     uint8_t pending;            /* EPOLLET: ready at ADD/MOD, not reported yet */
     uint8_t direct;             /* in the application's epoll itself (EPOLLEXCLUSIVE) */
+    uint8_t dead_seen;          /* EPOLLET: the stack's death was reported */
     int *held; /* a registration whose fd was closed while a dup lives: our private dup */
 };
 
@@ -191,14 +194,15 @@ int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *
     if (n && !fds)
         return -EFAULT;
     int64_t deadline = timeout_ns < 0 ? SHIM_FOREVER : shim__now() + timeout_ns;
-    nfds_t extra = 0;
+    nfds_t extra = 0, ours = 0;
     for (nfds_t i = 0; i < n; i++) {
         struct shim_fd *e = sock_ent(fds[i].fd);
+        ours += e != NULL;
         if (e && companion(e, fds[i].events) >= 0)
             extra++;
     }
     struct pollfd local[64], *kp = local;
-    if (n + extra > 64 && !(kp = malloc((n + extra) * sizeof(*kp))))
+    if (n + extra + 1 > 64 && !(kp = malloc((n + extra + 1) * sizeof(*kp))))
         return -ENOMEM;
     int rc;
     for (;;) {
@@ -223,6 +227,10 @@ int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *
             if (l >= 0)
                 kp[k++] = (struct pollfd){l, POLLIN, 0};
         }
+        /* ustackd's death ends the sleep (its pidfd, last, when there are ustack entries). */
+        int pfd = -1;
+        if (ours && !SHIM_RLX(&C.dead) && (pfd = shim__stack_pidfd()) > 0)
+            kp[k++] = (struct pollfd){pfd, POLLIN, 0};
         struct timespec ts, *tp = NULL;
         int64_t left = 0;
         if (ready || timeout_ns == 0) {
@@ -241,6 +249,8 @@ int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *
             rc = -errno;
             break;
         }
+        if (pfd > 0 && (kp[k - 1].revents & POLLIN))
+            shim__stack_gone();
         int total = 0;
         k = n;
         for (nfds_t i = 0; i < n; i++) {
@@ -461,6 +471,12 @@ static int instance(int epfd, struct shim_epoll **out)
         goto out;
     }
     shim__priv(&ep->ifd);
+    /* ustackd's death wakes the set (nothing else would signal its members' eventfds). */
+    int pfd = shim__stack_pidfd_locked();
+    if (pfd > 0) {
+        struct epoll_event pe = {EPOLLIN | EPOLLONESHOT, {.u64 = EP_STACKD}};
+        C.sys.epoll_ctl(ep->ifd, EPOLL_CTL_ADD, pfd, &pe);
+    }
     pthread_mutex_init(&ep->lock, NULL);
     ep->refs = 1;
     ep->next = C.epolls;
@@ -529,6 +545,10 @@ static uint32_t et_take(struct shim_epm *m, int fd)
     bool in = cin != m->in_seen, out = cout != m->out_seen;
     bool fresh = m->pending || (in && shm_ev_match(SHM_EV_IN, bits)) ||
                  (out && shm_ev_match(SHM_EV_OUT, bits)) || (in && out);
+    if (SHIM_RLX(&C.dead) && !m->dead_seen) {
+        m->dead_seen = 1; /* the reset the stack's death stands for: one edge */
+        fresh = true;
+    }
     m->pending = 0;
     m->in_seen = cin;
     m->out_seen = cout;
@@ -727,6 +747,10 @@ static int harvest(struct shim_epoll *ep, int epfd, struct epoll_event *out, int
     int k = C.sys.epoll_pwait(ep->ifd, kev, room - n < 128 ? room - n : 128, 0, NULL);
     for (int j = 0; j < k; j++) {
         uint64_t d = kev[j].data.u64;
+        if (d == EP_STACKD) { /* one-shot: fires once per inner epoll */
+            shim__stack_gone();
+            continue;
+        }
         n = take(ep, (int)(d & 0x7fffffff), d & EP_COMPANION, d, kev[j].events, epfd, out, n);
     }
     return n;

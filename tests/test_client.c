@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/tcp.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -897,6 +898,99 @@ START_TEST(epoll_wakes_sleeper)
 }
 END_TEST
 
+/* ---- the stack dies ------------------------------------------------------------------- */
+
+/* A stand-in for ustackd's pid (a `sleep` spawned without fork handlers) that a thread kills
+ * while the test sleeps in epoll_wait or poll: its pidfd must end the sleep. */
+static pid_t stand_in(void)
+{
+    extern char **environ;
+    pid_t pid;
+    char *argv[] = {"sleep", "30", NULL};
+    ck_assert_int_eq(posix_spawnp(&pid, "sleep", NULL, NULL, argv, environ), 0);
+    atomic_store(&shm_hdr(base)->stack_pid, pid);
+    return pid;
+}
+
+void *kill_later(void *p)
+{
+    usleep(100000);
+    kill(*(pid_t *)p, SIGKILL);
+    waitpid(*(pid_t *)p, NULL, 0);
+    return NULL;
+}
+
+START_TEST(stack_death_wakes_epoll)
+{
+    pid_t stand = stand_in();
+    int lt = connected(7), et = connected(7);
+    int l = shim_socket(SOCK_NONBLOCK);
+    struct sockaddr_in a = addr(MY_IP, 81);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_listen(l, 16), 0);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {EPOLLIN, {.u64 = 1}}, out[8];
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, lt, &ev), 0);
+    ev = (struct epoll_event){EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, {.u64 = 2}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, et, &ev), 0);
+    ev = (struct epoll_event){EPOLLIN, {.u64 = 3}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 0), 1); /* et: writable at ADD */
+    ck_assert_int_eq(ep_wait(ep, out, 20), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, kill_later, &stand);
+    int64_t t0 = shim__now();
+    uint32_t got[4] = {0};
+    while (ms_since(t0) < 3000 && !(got[1] && got[2])) {
+        int n = ep_wait(ep, out, 3000);
+        for (int i = 0; i < n; i++)
+            got[out[i].data.u64 & 3] |= out[i].events;
+    }
+    pthread_join(t, NULL);
+    ck_assert_int_lt(ms_since(t0), 2000);
+    ck_assert_uint_eq(got[1], EPOLLIN | EPOLLERR | EPOLLHUP);
+    ck_assert_uint_eq(got[2], EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLERR | EPOLLHUP);
+    ck_assert_uint_eq(got[3], 0);
+    /* Level-triggered: again; edge-triggered: once; the listener never. */
+    ck_assert_int_eq(ep_wait(ep, out, 0), 1);
+    ck_assert_uint_eq(out[0].data.u64, 1);
+    t0 = shim__now();
+    ck_assert_int_eq(ep_wait(ep, out, 0), 1);
+    ck_assert_int_eq(ep_wait(ep, out, 0), 1);
+    char buf[8];
+    ck_assert_int_eq(shim_recv(lt, buf, sizeof(buf), MSG_DONTWAIT), -ECONNRESET);
+    ck_assert_int_eq(shim_send(lt, "x", 1, MSG_NOSIGNAL), -EPIPE);
+    ck_assert_int_eq(shim_accept(l, NULL, NULL, 0), -EAGAIN);
+    /* A listener alone sleeps out its timeout (no busy loop on the dead stack's pidfd). */
+    struct pollfd p = {l, POLLIN, 0};
+    t0 = shim__now();
+    ck_assert_int_eq(shim_poll(&p, 1, 200 * 1000000ll, NULL), 0);
+    ck_assert_int_ge(ms_since(t0), 150);
+    ck_assert_int_eq(shim_close(lt), 0);
+    ck_assert_int_eq(shim_close(et), 0);
+    ck_assert_int_eq(shim_close(l), 0);
+}
+END_TEST
+
+START_TEST(stack_death_wakes_poll)
+{
+    pid_t stand = stand_in();
+    int c = connected(7);
+    struct pollfd p = {c, POLLIN, 0};
+    ck_assert_int_eq(shim_poll(&p, 1, 20 * 1000000ll, NULL), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, kill_later, &stand);
+    int64_t t0 = shim__now();
+    ck_assert_int_eq(shim_poll(&p, 1, 5000 * 1000000ll, NULL), 1);
+    ck_assert_int_lt(ms_since(t0), 2000);
+    ck_assert_int_eq(p.revents, POLLIN | POLLERR | POLLHUP);
+    pthread_join(t, NULL);
+    char buf[8];
+    ck_assert_int_eq(shim_recv(c, buf, sizeof(buf), 0), -ECONNRESET);
+    ck_assert_int_eq(shim_close(c), 0);
+}
+END_TEST
+
 START_TEST(select_mixed)
 {
     int fd = connected(7);
@@ -1035,6 +1129,8 @@ int main(void)
     tcase_add_test(tc, select_mixed);
     tcase_add_test(tc, loopback_goes_to_the_kernel);
     tcase_add_test(tc, sendfile_from_file);
+    tcase_add_test(tc, stack_death_wakes_epoll);
+    tcase_add_test(tc, stack_death_wakes_poll);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
