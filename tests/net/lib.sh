@@ -504,3 +504,25 @@ make_source_pattern() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 fsize() { stat -c %s "$1"; }
+
+# ---------------------------------------------------------------- nginx
+
+# ngx_prefix: a private nginx prefix for $NGINX at $NET_TMPD/nginx. Sets PREFIX (with www/
+# and tmp/), NGX_GROUP (the group the `nobody` workers run as), TEMP_PATHS (temp path
+# directives, inside the prefix, for the modules this nginx has, not Debian's
+# /var/lib/nginx) and NGX_ARGS (-p, -c, and -e where nginx takes it).
+ngx_prefix() {
+    local m ngx_v
+    PREFIX="$NET_TMPD/nginx"
+    mkdir -p "$PREFIX/www" "$PREFIX/tmp"
+    NGX_GROUP=$(getent group nogroup >/dev/null && echo nogroup || echo nobody)
+    ngx_v=$("$NGINX" -V 2>&1)
+    TEMP_PATHS=""
+    for m in client_body proxy fastcgi uwsgi scgi; do
+        if [ "$m" != client_body ] && grep -q -- "--without-http_${m}_module" <<<"$ngx_v"; then continue; fi
+        TEMP_PATHS="$TEMP_PATHS    ${m}_temp_path $PREFIX/tmp/$m;
+"
+    done
+    NGX_ARGS=(-p "$PREFIX" -c "$PREFIX/nginx.conf")
+    if "$NGINX" -h 2>&1 | grep -q -- '^ *-e '; then NGX_ARGS+=(-e "$PREFIX/error.log"); fi
+}

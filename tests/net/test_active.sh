@@ -39,9 +39,7 @@ ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
 # ---------------------------------------------------------------- kernel nginx
 
-PREFIX="$NET_TMPD/nginx"
-mkdir -p "$PREFIX/www" "$PREFIX/tmp"
-NGX_GROUP=$(getent group nogroup >/dev/null && echo nogroup || echo nobody)
+ngx_prefix
 {
     echo '<!DOCTYPE html>'
     echo '<html><head><title>kernel</title></head><body>'
@@ -53,13 +51,6 @@ make_random "$PREFIX/www/100mb.bin" $((100 * 1024 * 1024))
 SHA_1MB=$(sha "$PREFIX/www/1mb.bin")
 SHA_100MB=$(sha "$PREFIX/www/100mb.bin")
 
-NGX_V=$("$NGINX" -V 2>&1)
-TEMP_PATHS=""
-for m in client_body proxy fastcgi uwsgi scgi; do
-    if [ "$m" != client_body ] && grep -q -- "--without-http_${m}_module" <<<"$NGX_V"; then continue; fi
-    TEMP_PATHS="$TEMP_PATHS    ${m}_temp_path $PREFIX/tmp/$m;
-"
-done
 cat >"$PREFIX/nginx.conf" <<EOF
 user nobody $NGX_GROUP;
 worker_processes 1;
@@ -91,8 +82,6 @@ $TEMP_PATHS
 }
 EOF
 chmod -R a+rX "$NET_TMPD"
-NGX_ARGS=(-p "$PREFIX" -c "$PREFIX/nginx.conf")
-"$NGINX" -h 2>&1 | grep -q -- '^ *-e ' && NGX_ARGS+=(-e "$PREFIX/error.log")
 out=$(net_k timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
 
 # The kernel side must not be what fails: a listen queue as deep as nginx asks for.

@@ -40,9 +40,7 @@ BIG_SECS=40         # bound for the 100 MiB download
 
 # ---------------------------------------------------------------- nginx prefix
 
-PREFIX="$NET_TMPD/nginx"
-mkdir -p "$PREFIX/www" "$PREFIX/tmp"
-NGX_GROUP=$(getent group nogroup >/dev/null && echo nogroup || echo nobody)
+ngx_prefix
 {
     echo '<!DOCTYPE html>'
     echo '<html><head><title>ustack</title></head><body>'
@@ -55,14 +53,6 @@ SHA_INDEX=$(sha "$PREFIX/www/index.html")
 SHA_1MB=$(sha "$PREFIX/www/1mb.bin")
 SHA_100MB=$(sha "$PREFIX/www/100mb.bin")
 
-# Temp paths of the modules this nginx has, inside the prefix (not Debian's /var/lib/nginx).
-NGX_V=$("$NGINX" -V 2>&1)
-TEMP_PATHS=""
-for m in client_body proxy fastcgi uwsgi scgi; do
-    if [ "$m" != client_body ] && grep -q -- "--without-http_${m}_module" <<<"$NGX_V"; then continue; fi
-    TEMP_PATHS="$TEMP_PATHS    ${m}_temp_path $PREFIX/tmp/$m;
-"
-done
 cat >"$PREFIX/nginx.conf" <<EOF
 user nobody $NGX_GROUP;
 worker_processes 1;
@@ -94,8 +84,6 @@ $TEMP_PATHS
 }
 EOF
 chmod -R a+rX "$NET_TMPD"
-NGX_ARGS=(-p "$PREFIX" -c "$PREFIX/nginx.conf")
-"$NGINX" -h 2>&1 | grep -q -- '^ *-e ' && NGX_ARGS+=(-e "$PREFIX/error.log")
 out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
 
 # ---------------------------------------------------------------- helpers

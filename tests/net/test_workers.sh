@@ -39,21 +39,10 @@ SIDE=${NET_WORKERS_SIDE_REQS:-20000} # the runs with a reload or a kill, and kee
 AB_SECS=${NET_WORKERS_AB_SECS:-60}
 NCPU=$(nproc)
 
-PREFIX="$NET_TMPD/nginx"
-mkdir -p "$PREFIX/www" "$PREFIX/tmp"
-NGX_GROUP=$(getent group nogroup >/dev/null && echo nogroup || echo nobody)
+ngx_prefix
 echo '<html><body>ustack workers</body></html>' >"$PREFIX/www/index.html"
 make_random "$PREFIX/www/big.bin" $((64 * 1024 * 1024))
-NGX_V=$("$NGINX" -V 2>&1)
-TEMP_PATHS=""
-for m in client_body proxy fastcgi uwsgi scgi; do
-    if [ "$m" != client_body ] && grep -q -- "--without-http_${m}_module" <<<"$NGX_V"; then continue; fi
-    TEMP_PATHS="$TEMP_PATHS    ${m}_temp_path $PREFIX/tmp/$m;
-"
-done
 chmod -R a+rX "$NET_TMPD"
-NGX_ARGS=(-p "$PREFIX" -c "$PREFIX/nginx.conf")
-"$NGINX" -h 2>&1 | grep -q -- '^ *-e ' && NGX_ARGS+=(-e "$PREFIX/error.log")
 
 # write_conf WORKERS DAEMON(on|off) ACCEPT_MUTEX(on|off) LISTEN-EXTRA
 write_conf() {
