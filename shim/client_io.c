@@ -32,12 +32,15 @@ static int iov_total(const struct iovec *iov, size_t n, size_t *total)
         return -EFAULT;
     size_t t = 0;
     for (size_t i = 0; i < n; i++) {
-        if ((ssize_t)iov[i].iov_len < 0)
+        struct iovec v; /* read through ucopy: the array itself may be a bad pointer */
+        if (shim__uget(&v, &iov[i], sizeof(v)) < 0)
+            return -EFAULT;
+        if ((ssize_t)v.iov_len < 0)
             return -EINVAL;
-        if (iov[i].iov_len && shim__badp(iov[i].iov_base))
+        if (v.iov_len && shim__badp(v.iov_base))
             return -EFAULT;
         /* Linux caps one call at MAX_RW_COUNT; SSIZE_MAX is enough to stay well-defined. */
-        t = iov[i].iov_len > (size_t)SSIZE_MAX - t ? (size_t)SSIZE_MAX : t + iov[i].iov_len;
+        t = v.iov_len > (size_t)SSIZE_MAX - t ? (size_t)SSIZE_MAX : t + v.iov_len;
     }
     *total = t;
     return 0;
@@ -214,10 +217,11 @@ ssize_t shim_send(int fd, const void *buf, size_t len, int flags)
 
 ssize_t shim_sendmsg(int fd, const struct msghdr *m, int flags)
 {
-    if (shim__badp(m))
+    struct msghdr h;
+    if (shim__uget(&h, m, sizeof(h)) < 0)
         return -EFAULT;
     /* A destination address on a connected stream socket is ignored, as by Linux. */
-    return send_iov(fd, m->msg_iov, m->msg_iovlen, flags);
+    return send_iov(fd, h.msg_iov, h.msg_iovlen, flags);
 }
 
 int shim_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
@@ -340,14 +344,17 @@ ssize_t shim_recv(int fd, void *buf, size_t len, int flags)
 
 ssize_t shim_recvmsg(int fd, struct msghdr *m, int flags)
 {
-    if (shim__badp(m))
+    struct msghdr h;
+    if (shim__uget(&h, m, sizeof(h)) < 0)
         return -EFAULT;
-    ssize_t r = recv_iov(fd, m->msg_iov, m->msg_iovlen, flags);
+    ssize_t r = recv_iov(fd, h.msg_iov, h.msg_iovlen, flags);
     if (r >= 0) {
         /* TCP fills in no address and no control data. */
-        m->msg_namelen = 0;
-        m->msg_controllen = 0;
-        m->msg_flags = 0;
+        h.msg_namelen = 0;
+        h.msg_controllen = 0;
+        h.msg_flags = 0;
+        if (shim__uput(m, &h, sizeof(h)) < 0)
+            return -EFAULT;
     }
     return r;
 }

@@ -229,6 +229,10 @@ static void efault_unmapped(void)
     CHECK_ERR(write(fd, bad, 10), EFAULT);
     struct iovec iov[2] = {{bad, 5}, {bad, 5}};
     CHECK_ERR(writev(fd, iov, 2), EFAULT);
+    /* The iovec array and the msghdr themselves on the unmapped page. */
+    CHECK_ERR(writev(fd, (struct iovec *)bad, 2), EFAULT);
+    CHECK_ERR(sendmsg(fd, (struct msghdr *)bad, MSG_NOSIGNAL), EFAULT);
+    CHECK_ERR(recvmsg(fd, (struct msghdr *)bad, MSG_DONTWAIT), EFAULT);
     CHECK(send(fd, "abc", 3, 0) == 3, "send");
     CHECK(sem_wait_fd(fd, POLLIN, 5000) & POLLIN, "echo");
     sem_sleep_ms(50);
