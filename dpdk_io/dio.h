@@ -197,6 +197,7 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_procs_reaped) \
     X(shm_refs_dropped) \
     X(shm_reclaim_closes) \
+    X(shm_reclaim_wakes) \
     X(shm_reclaim_lost)
 /* clang-format on */
 

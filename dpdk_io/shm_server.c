@@ -1384,6 +1384,18 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         atomic_exchange_explicit(&s->kick, 0, SC);
         atomic_thread_fence(SC);
         serve(sc, i, now);
+        if (cmd->a1 & SHM_KICK_WAKE) {
+            /* A dead holder may have consumed the signal (read the eventfd empty, or been
+             * the one epoll an EPOLLEXCLUSIVE wake chose) without acting on it; the socket's
+             * other holders hear of whatever is ready now. A spurious wake costs them a
+             * re-check only. */
+            uint32_t ready = shm_sock_poll(srv->base, i);
+            if (ready) {
+                atomic_fetch_or_explicit(&s->sigb, ready, RLX);
+                signal_efd(sc, i);
+                CTR(sc, shm_reclaim_wakes, 1);
+            }
+        }
         return;
     case SHM_OP_INFO: {
         struct stk_tcp_info info;
@@ -1695,13 +1707,23 @@ static void drop_refs(struct dio_shm *srv, uint32_t p, uint32_t i, uint32_t c)
     cmd.reply = SHM_NONE;
     cmd.pid = (int32_t)getpid();
     if (nw > 0) {
-        /* Still held: only a connection has data to move (our record, not the slot, says
-         * which core serves it). */
-        if (holder == 0 || holder > srv->ncores || lcores)
+        /* Still held: a KICK to the core serving it (our record, not the slot, says which;
+         * a listener's lowest listening core), which moves what the dead may have left
+         * unkicked and signals the eventfd if the socket is ready: the dead may have taken
+         * the signal meant for the living (SHM_KICK_WAKE). */
+        uint32_t core;
+        if (lcores)
+            core = (uint32_t)__builtin_ctzll(lcores);
+        else if (holder && holder <= srv->ncores)
+            core = holder - 1;
+        else
+            return;
+        if (core >= srv->ncores)
             return;
         atomic_store(&s->kick, 1);
         cmd.op = SHM_OP_KICK;
-        ctl_push(srv, holder - 1, &cmd);
+        cmd.a1 = SHM_KICK_WAKE;
+        ctl_push(srv, core, &cmd);
         return;
     }
     uint32_t expect = SHM_SOCK_LIVE;

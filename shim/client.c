@@ -819,10 +819,6 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
     }
     struct shm_sock *s = shm_sock(C.base, i);
     struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL};
-    /* The queue's reference becomes this fd's (nobody else can hold it yet). */
-    atomic_store(&s->refs, 1);
-    if (C.pidx != SHM_NONE)
-        atomic_store(shm_hold(C.base, C.pidx, i), 1);
     /* The eventfd is handed over without waiting for the stack (a round trip per accept was
      * a quarter of nginx's time): the socket's later commands queue behind it on its core,
      * and the stack re-publishes readiness once it holds the eventfd, so an epoll arming in
@@ -914,6 +910,14 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
             }
             uint32_t i;
             if (shm_aq_pop(s, shm_rx_data(C.base, k.slot), C.ring, &i)) {
+                /* The queue's reference becomes this fd's (nobody else can hold it yet),
+                 * counted as ours at once: a process killed from here on leaves it to
+                 * ustackd's reclaim, not open for ever (docs/shm.md "Holders"). */
+                if (i < C.nsocks) {
+                    atomic_store(&shm_sock(C.base, i)->refs, 1);
+                    if (C.pidx != SHM_NONE)
+                        atomic_store(shm_hold(C.base, C.pidx, i), 1);
+                }
                 if (SHIM_RLX(&s->sigb) && shm_aq_empty(s))
                     shim__settle(k.fd, k.slot);
                 aq_unblock(&k);

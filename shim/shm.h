@@ -58,10 +58,14 @@ enum shm_op {
     SHM_OP_CLOSE,    /* the last holder closed it (no reply) */
     SHM_OP_SETOPT,   /* a0 = enum stk_sockopt, a1 = value */
     SHM_OP_GETOPT,   /* a0 = enum stk_sockopt; reply val */
-    SHM_OP_KICK,     /* tx data queued or rx space freed (no reply) */
+    SHM_OP_KICK,     /* tx data queued or rx space freed (no reply); a1: SHM_KICK_* */
     SHM_OP_INFO,     /* reply: struct stk_tcp_info in the reply's info area */
     SHM_OP_COUNT
 };
+/* SHM_OP_KICK's a1: also write the socket's eventfd if it is ready (ustackd's reclaim of a
+ * dead holder: it may have taken the one signal meant for all, docs/shm.md "Holders"). */
+#define SHM_KICK_WAKE 1
+
 
 /* shm_cmd.flags */
 enum {

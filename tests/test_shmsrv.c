@@ -1186,6 +1186,69 @@ START_TEST(dead_holder_reclaimed)
 }
 END_TEST
 
+/* A process killed after taking the one signal meant for all holders of a listener (it read
+ * the eventfd empty, or was the epoll an EPOLLEXCLUSIVE wake chose, and never armed again):
+ * queued connections must not wait for ever. Reclaiming it signals the eventfd of every
+ * socket it shared that is ready (nginx worker killed under load: tests/net/test_workers.sh). */
+START_TEST(dead_holder_wakes_sharers)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    struct tsock l, x;
+    ts_socket(&w.rb, 0, &l);
+    ck_assert_int_eq(ts_call(&l, SHM_OP_BIND, 0, 0, 0, 6101, NULL), 0);
+    ck_assert_int_eq(ts_call(&l, SHM_OP_LISTEN, 16, 0, 0, 0, NULL), 0);
+    uint32_t me = shm_proc_alloc(w.rb.base, getpid(), 0);
+    int32_t dpid = dead_pid();
+    uint32_t d = shm_proc_alloc(w.rb.base, dpid, 0);
+    ck_assert_uint_ne(me, SHM_NONE);
+    ck_assert_uint_ne(d, SHM_NONE);
+    hold(&l, me, 1);
+    hold(&l, d, 1);
+    atomic_store(&ts_sock(&l)->refs, 2);
+    /* A connection is queued; the dead took the signal: eventfd empty, nothing armed. */
+    ts_socket(&w.ra, 0, &x);
+    ts_connect(&x, IP_B, 6101);
+    ts_wait_poll(&l, SHM_POLLIN, 5);
+    uint64_t v;
+    while (read(l.efd, &v, sizeof(v)) > 0) {
+    }
+    atomic_store(&ts_sock(&l)->armed, 0);
+    atomic_store(&ts_sock(&l)->armed_et, 0);
+    uint64_t wakes0 = counters(&w.rb).shm_reclaim_wakes;
+    REAP_UNTIL(&w.rb, atomic_load(&shm_proc(w.rb.base, d)->state) == SHM_PROC_FREE);
+    struct pollfd p = {.fd = l.efd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_int_eq(read(l.efd, &v, sizeof(v)), sizeof(v));
+    ck_assert_uint_eq(counters(&w.rb).shm_reclaim_wakes, wakes0 + 1);
+    /* Still listening (we hold it): the queued connection is there to take. */
+    ck_assert_uint_eq(atomic_load(&ts_sock(&l)->refs), 1);
+    ck_assert_uint_eq(atomic_load(&ts_sock(&l)->state), SHM_SOCK_LIVE);
+    uint32_t j;
+    ck_assert_int_eq(shm_aq_pop(ts_sock(&l), shm_rx_data(w.rb.base, l.i), RING, &j), 1);
+    struct tsock y;
+    ts_attach(&w.rb, j, &y);
+    ts_wait_poll(&x, SHM_POLLOUT, 5);
+    /* A connection the dead shared is signalled too (writable: POLLOUT is readiness). */
+    int32_t dpid2 = dead_pid();
+    uint32_t d2 = shm_proc_alloc(w.rb.base, dpid2, 0);
+    ck_assert_uint_ne(d2, SHM_NONE);
+    hold(&y, me, 1);
+    hold(&y, d2, 1);
+    atomic_store(&ts_sock(&y)->refs, 2);
+    while (read(y.efd, &v, sizeof(v)) > 0) {
+    }
+    REAP_UNTIL(&w.rb, atomic_load(&shm_proc(w.rb.base, d2)->state) == SHM_PROC_FREE);
+    p.fd = y.efd;
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_uint_eq(counters(&w.rb).shm_reclaim_wakes, wakes0 + 2);
+    ck_assert_int_eq(read(y.efd, &v, sizeof(v)), sizeof(v));
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
 /* The command queues are shared by every client: a producer killed between claiming a slot
  * and filling it, or a client scribbling on the queue's words (enq, slot sequences, the
  * published deq) or entries, must not stall a core for the others. The stack repairs the
@@ -1269,6 +1332,7 @@ int main(void)
     tcase_add_test(tc, slot_freed_behind_back);
     tcase_add_test(tc, hostile_fuzz);
     tcase_add_test(tc, dead_holder_reclaimed);
+    tcase_add_test(tc, dead_holder_wakes_sharers);
     tcase_add_test(tc, cmdq_scribble);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -302,7 +302,7 @@ closes=$(stat_sum "$st" shm_reclaim_closes)
 [ "$reaped" -gt "$reaped0" ] || net_softfail "[A] ustackd did not reap the killed worker (shm_procs_reaped $reaped0 -> $reaped)"
 # The killed worker held its accepted connections alone: ustackd closed them (reset).
 [ "$closes" -gt "$closes0" ] || net_softfail "[A] no connection of the killed worker was closed by ustackd (shm_reclaim_closes $closes0 -> $closes)"
-net_log "[A] ustackd reaped the killed worker: shm_procs_reaped $reaped0 -> $reaped, shm_reclaim_closes $closes0 -> $closes"
+net_log "[A] ustackd reaped the killed worker: shm_procs_reaped $reaped0 -> $reaped, shm_reclaim_closes $closes0 -> $closes, shm_reclaim_wakes $(stat_sum "$st" shm_reclaim_wakes)"
 from=$(($(log_lines) + 1))
 ab_start A-after-kill -n "$SIDE" -c "$CONC"
 ab_check A-after-kill 1 "$SIDE" && check_served A-after-kill "$from" "$WORKERS"
