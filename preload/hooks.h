@@ -74,6 +74,10 @@
     X(int, execlp, (const char *, const char *, ...)) \
     X(int, execle, (const char *, const char *, ...)) \
     X(int, fexecve, (int, char *const[], char *const[])) \
+    X(int, posix_spawn, (pid_t *, const char *, const posix_spawn_file_actions_t *, \
+                         const posix_spawnattr_t *, char *const[], char *const[])) \
+    X(int, posix_spawnp, (pid_t *, const char *, const posix_spawn_file_actions_t *, \
+                          const posix_spawnattr_t *, char *const[], char *const[])) \
     X(FILE *, fdopen, (int, const char *)) \
     X(int, fstat, (int, struct stat *)) \
     X(int, fstat64, (int, struct stat64 *)) \

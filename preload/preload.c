@@ -807,6 +807,36 @@ HOOK int fexecve(int fd, char *const argv[], char *const envp[])
     return do_exec(EXEC_FD, NULL, fd, argv, envp);
 }
 
+/* posix_spawn starts the new image without our exec hooks (glibc's clone and execve are
+ * internal), often with an environment the program copied before the library set
+ * USTACK_SHM_FD (Python's subprocess with close_fds=False passes its os.environ): the child
+ * would spawn a second ustackd for the same device and find it busy. The environment gets
+ * the region's variables, as an exec's does; the child attaches to the same stack as a new
+ * process. Sockets are not described to it (USTACK_FDS): inherited ones are plain fds to
+ * it (docs/preload.md "Process life"). */
+static int do_spawn(bool search, pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                    const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    char **env = shim_attached() ? ustack__exec_env(envp, NULL) : NULL;
+    char *const *e = env ? env : envp;
+    int r = search ? REAL(posix_spawnp)(pid, path, fa, attr, argv, e)
+                   : REAL(posix_spawn)(pid, path, fa, attr, argv, e);
+    ustack__free_env(env);
+    return r;
+}
+
+HOOK int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    return do_spawn(false, pid, path, fa, attr, argv, envp);
+}
+
+HOOK int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                      const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    return do_spawn(true, pid, file, fa, attr, argv, envp);
+}
+
 /* The execl family: argv collected from the variable arguments (and envp after the NULL
  * for execle). */
 #define COLLECT_ARGS(arg, argv, ap, last)                                                          \

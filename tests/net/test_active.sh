@@ -127,13 +127,6 @@ u_run() {
     ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "${U_ENV[@]}" "$@"
 }
 
-u_stackds() {
-    local p
-    for p in $(ip netns pids "$NS_U" 2>/dev/null); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ustackd ] && echo "$p"
-    done
-    return 0
-}
 # shellcheck disable=SC2317
 u_no_stackd() { [ -z "$(u_stackds)" ]; }
 

@@ -46,13 +46,6 @@ wait_line() {
         sleep 0.05
     done
 }
-u_stackds() {
-    local p
-    for p in $(ip netns pids "$NS_U" 2>/dev/null); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ustackd ] && echo "$p"
-    done
-    return 0
-}
 peer_log() { tr '\n' ';' <"$D/peer.log" 2>/dev/null | head -c 400; }
 
 net_k "$PY" "$H/reclaim_peer.py" "$IP_K" "$P_PEER" "$D" 2>"$NET_TMPD/peer.err" &

@@ -1,0 +1,171 @@
+#!/bin/bash
+# net-timeout: 150
+# Forking servers and spawning programs under LD_PRELOAD=libustack.so share one ustackd
+# (issue 8; docs/shm.md "Start-up, inheritance, exit"), af_packet:
+#   prefork - a Python pre-fork server (tests/net/helpers/prefork_server.py): the parent
+#             listens, forks 4 children that each block in accept() on the inherited
+#             listener. The kernel side makes N connections (20 at a time), each answered by
+#             a child with its pid: all N answered, every answer from one of the children,
+#             at least 2 children served (the kernel's wake-one spreads blocking accepts as
+#             well), one ustackd; then the server stops and its ustackd exits.
+#   spawn   - a preloaded Python program attaches (it listens) and runs shell scripts
+#             whose children exec curl: two downloads one after the other and three at
+#             once (subprocess's default: fork, close the fds above 2, exec), then two at
+#             once started through posix_spawn (close_fds=False, Python's own copy of the
+#             environment) from a kernel-side server, all byte-exact (sha256), every curl on the
+#             ustackd the parent spawned (never a second one), and that ustackd exits with
+#             the parent.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+net_init fork 19
+net_require_tools python3 curl sha256sum
+net_require_ustackd
+PY=$(command -v python3)
+H="$NET_ROOT/tests/net/helpers"
+[ -r "${LIBUSTACK:=$NET_ROOT/build/libustack.so}" ] || net_fail "$LIBUSTACK not built (make build/libustack.so)"
+KIND=${NET_KINDS:-af_packet}
+KIND=${KIND%% *}
+N=${NET_FORK_CONNS:-400}
+D="$NET_TMPD/sync"
+mkdir -p "$D"
+chmod 777 "$D"
+P_PRE=7100 P_SPAWN=7101 P_HTTP=8080
+
+# shellcheck disable=SC2317 # called through wait_until
+only_stackd() { [ "$(u_stackds | tr '\n' ' ')" = "$1 " ]; }
+# shellcheck disable=SC2317
+no_stackd() { [ -z "$(u_stackds)" ]; }
+# shellcheck disable=SC2317
+have() { [ -e "$D/$1" ]; }
+
+# ---------------------------------------------------------------- prefork
+u_env "$KIND" prefork
+u_bg "${U_ENV[@]}" "$PY" "$H/prefork_server.py" prefork "$P_PRE" 4 "$D" \
+    >"$NET_TMPD/prefork.out" 2>"$NET_TMPD/prefork.err" </dev/null
+SRV=$U_BG
+wait_until 30 have prefork.pids || net_fail "prefork: the server did not start its children: $(tail -c 300 "$NET_TMPD/prefork.err")"
+KIDS=$(cat "$D/prefork.pids")
+USTACKD_PID=$(u_stackds | head -n 1)
+NET_USTACKD_PIDS="$USTACKD_PID"
+[ -n "$USTACKD_PID" ] || net_fail "prefork: no ustackd in the ustack namespace"
+net_log "prefork: children $KIDS, ustackd $USTACKD_PID"
+
+cat >"$NET_TMPD/client.py" <<'PYEOF'
+import socket, sys, threading, time
+host, port, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+answers, errors, lock = {}, [], threading.Lock()
+nxt = [0]
+deadline = time.time() + 60
+def worker():
+    while time.time() < deadline:
+        with lock:
+            i = nxt[0]
+            if i >= n:
+                return
+            nxt[0] += 1
+        try:
+            # The first connections may find the listener not yet there: retried.
+            for attempt in range(50):
+                try:
+                    c = socket.create_connection((host, port), timeout=10)
+                    break
+                except ConnectionRefusedError:
+                    time.sleep(0.1)
+            else:
+                raise OSError("refused 50 times")
+            c.sendall(b"req %d\n" % i)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                d = c.recv(256)
+                if not d:
+                    break
+                buf += d
+            c.close()
+            pid, _, rest = buf.decode().partition(" ")
+            if rest != "req %d\n" % i:
+                raise OSError("bad answer %r" % buf)
+            with lock:
+                answers[pid] = answers.get(pid, 0) + 1
+        except OSError as e:
+            with lock:
+                errors.append("%d: %s" % (i, e))
+ts = [threading.Thread(target=worker) for _ in range(conc)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("answered", sum(answers.values()))
+print("pids", " ".join("%s=%d" % kv for kv in sorted(answers.items())))
+print("errors", len(errors), "; ".join(errors[:3]))
+PYEOF
+net_k timeout 90 "$PY" "$NET_TMPD/client.py" "$IP_U" "$P_PRE" "$N" 20 >"$NET_TMPD/client.out" 2>&1 || true
+answered=$(sed -n 's/^answered //p' "$NET_TMPD/client.out")
+pids=$(sed -n 's/^pids //p' "$NET_TMPD/client.out")
+errs=$(sed -n 's/^errors //p' "$NET_TMPD/client.out")
+net_log "prefork: $answered of $N answered; per child: $pids; errors: ${errs:-?}"
+[ "$answered" = "$N" ] || net_softfail "prefork: $answered of $N connections answered (errors: $errs; $(tail -n 2 "$NET_TMPD/client.out" | tr '\n' ' '))"
+served=0
+for kv in $pids; do
+    case " $KIDS " in *" ${kv%%=*} "*) served=$((served + 1)) ;; *) net_softfail "prefork: an answer from pid ${kv%%=*}, not one of the children ($KIDS)" ;; esac
+done
+[ "$served" -ge 2 ] || net_softfail "prefork: only $served of 4 children served ($pids)"
+only_stackd "$USTACKD_PID" || net_softfail "prefork: ustackd processes now '$(u_stackds | tr '\n' ' ')', expected only $USTACKD_PID"
+touch "$D/prefork.stop"
+wait_until 15 no_stackd || net_softfail "prefork: ustackd still runs 15 s after the server stopped"
+wait "$SRV" 2>/dev/null || true
+
+# ---------------------------------------------------------------- spawn
+mkdir -p "$NET_TMPD/www"
+make_random "$NET_TMPD/www/f.bin" 3000000
+want=$(sha "$NET_TMPD/www/f.bin")
+(cd "$NET_TMPD/www" && exec ip netns exec "$NS_K" "$PY" -m http.server "$P_HTTP" --bind "$IP_K") \
+    >"$NET_TMPD/http.out" 2>&1 &
+net_bg $!
+# shellcheck disable=SC2317
+k_http() { net_k ss -ltnH "( sport = :$P_HTTP )" | grep -q .; }
+wait_until 20 k_http || net_fail "spawn: the kernel-side http.server did not listen"
+URL="http://$IP_K:$P_HTTP/f.bin"
+O="$NET_TMPD/got"
+mkdir -p "$O"
+C="curl -sS --max-time 60 -o $O"
+SCRIPT1="$C/s1 $URL && $C/s2 $URL || exit 11
+$C/p1 $URL & a=\$!
+$C/p2 $URL & b=\$!
+$C/p3 $URL & c=\$!
+wait \$a && wait \$b && wait \$c || exit 12"
+SCRIPT2="$C/q1 $URL & a=\$!
+$C/q2 $URL & b=\$!
+wait \$a && wait \$b || exit 13"
+u_env "$KIND" spawn
+u_bg "${U_ENV[@]}" "$PY" "$H/prefork_server.py" spawn "$P_SPAWN" "$D" "$SCRIPT1" "$SCRIPT2" \
+    >"$NET_TMPD/spawn.out" 2>"$NET_TMPD/spawn.err" </dev/null
+APP=$U_BG
+wait_until 30 have spawn.attached || net_fail "spawn: the parent did not attach: $(tail -c 300 "$NET_TMPD/spawn.err")"
+USTACKD_PID=$(u_stackds | head -n 1)
+NET_USTACKD_PIDS="$USTACKD_PID"
+seen="$USTACKD_PID"
+# While the script runs, every ustackd seen in the namespace is the parent's.
+t0=$SECONDS
+while proc_alive "$APP" && [ $((SECONDS - t0)) -lt 100 ]; do
+    for p in $(u_stackds); do
+        case " $seen " in *" $p "*) ;; *) seen="$seen $p" ;; esac
+    done
+    sleep 0.1
+done
+rc=0
+if proc_alive "$APP"; then
+    net__kill_pid "$APP" 3
+    net_softfail "spawn: the script did not finish within 100 s"
+else
+    wait "$APP" || rc=$?
+fi
+[ "$rc" = 0 ] || net_softfail "spawn: the script exited $rc: $(tail -c 300 "$NET_TMPD/spawn.err" | tr '\n' ' ')"
+for f in s1 s2 p1 p2 p3 q1 q2; do
+    if [ ! -e "$O/$f" ]; then
+        net_softfail "spawn: download $f missing"
+    elif [ "$(sha "$O/$f")" != "$want" ]; then
+        net_softfail "spawn: download $f differs ($(fsize "$O/$f") bytes)"
+    fi
+done
+[ "$seen" = "$USTACKD_PID" ] || net_softfail "spawn: more than one ustackd seen during the script: $seen"
+net_log "spawn: 7 curls (2 in a row, 3 at once, then 2 at once through posix_spawn) byte-exact through ustackd $USTACKD_PID alone"
+wait_until 15 no_stackd || net_softfail "spawn: ustackd still runs 15 s after the parent exited"
+net_finish
