@@ -125,7 +125,7 @@ static size_t prefix(char *buf, size_t size, int pid)
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
 
-void shim_log(int level, const char *fmt, ...)
+void shim_vlog(int level, const char *fmt, va_list ap)
 {
     if (level > shim__log_level)
         return;
@@ -155,10 +155,7 @@ void shim_log(int level, const char *fmt, ...)
             put_line(buf, n + (size_t)m);
     }
     n = prefix(buf, sizeof buf, me);
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(buf + n, sizeof buf - n, fmt, ap);
-    va_end(ap);
     if (m >= 0) {
         n += (size_t)m;
         if (n > sizeof buf - 1)
@@ -169,4 +166,14 @@ void shim_log(int level, const char *fmt, ...)
         put_line(buf, n);
     }
     errno = e;
+}
+
+void shim_log(int level, const char *fmt, ...)
+{
+    if (level > shim__log_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    shim_vlog(level, fmt, ap);
+    va_end(ap);
 }

@@ -20,6 +20,7 @@
 #ifndef USTACK_SHIM_LOG_H
 #define USTACK_SHIM_LOG_H
 
+#include <stdarg.h>
 #include <stdint.h>
 
 #include "conf.h"
@@ -53,6 +54,7 @@ void shim_log_setup(const char *prog, int level);
 /* Formats and writes one line at `level` if the level and the rate limit let it through.
  * A trailing newline in fmt is not needed (one is added; a line is cut at 512 bytes). */
 void shim_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void shim_vlog(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 #define SHIM_LOG(level, ...)                                                                       \
     do {                                                                                           \
