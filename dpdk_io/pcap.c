@@ -74,7 +74,7 @@ int dio__pcap_open(struct dio_stack *s, char *err, size_t errlen)
     uint8_t h[PCAP_HDR];
     put32(h, PCAP_MAGIC_NS);
     memcpy(h + 4, (uint16_t[]){2, 4}, 4); /* version 2.4 */
-    memset(h + 8, 0, 8); /* thiszone, sigfigs */
+    memset(h + 8, 0, 8);                  /* thiszone, sigfigs */
     put32(h + 16, PCAP_SNAPLEN);
     put32(h + 20, PCAP_LINKTYPE);
     if (pwrite(p->fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {

@@ -182,8 +182,9 @@ START_TEST(flood_suppressed)
         shim_log(SHIM_LOG_ERROR, "second wave %d", i);
     char *s = captured();
     char want[128];
-    snprintf(want, sizeof want, "ustack: [%d] flood 19\nustack: [%d] 981 messages suppressed\n"
-                                "ustack: [%d] after the pause\n",
+    snprintf(want, sizeof want,
+             "ustack: [%d] flood 19\nustack: [%d] 981 messages suppressed\n"
+             "ustack: [%d] after the pause\n",
              (int)getpid(), (int)getpid(), (int)getpid());
     ck_assert_ptr_nonnull(strstr(s, want));
     ck_assert_uint_eq(count_lines(s, "] flood "), 20);
