@@ -396,6 +396,7 @@ int dio__core_main(void *arg)
     if (rc) {
         snprintf(c->errmsg, sizeof(c->errmsg), "core %u: engine start failed: %s", c->idx,
                  strerror(-rc));
+        dio__pcap_core_fini(c);
         atomic_store(&c->ready, -1);
         return rc;
     }
@@ -404,6 +405,7 @@ int dio__core_main(void *arg)
                  strerror(rc < 0 ? -rc : rc));
         stk_engine_destroy(c->e);
         c->e = NULL;
+        dio__pcap_core_fini(c);
         atomic_store(&c->ready, -1);
         return rc;
     }
