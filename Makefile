@@ -20,7 +20,7 @@ SHIM_SRC    := $(wildcard shim/*.c)
 SHIM_HDR    := $(wildcard shim/*.h)
 # What both ends share (configuration, the region's primitives); the client side of the
 # shim (the rest of shim/) goes only into libustack.so.
-SHIM_CORE_SRC := shim/conf.c shim/shm.c
+SHIM_CORE_SRC := shim/conf.c shim/shm.c shim/log.c
 # Suites that link DPDK are built by their own rules (and not under the sanitizers).
 DIO_TEST_SRC := $(wildcard tests/test_dio.c tests/test_shmsrv.c)
 TEST_SRC    := $(filter-out $(DIO_TEST_SRC),$(wildcard tests/test_*.c))

@@ -340,6 +340,8 @@ static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
         if (n) {
             c->ctr.rx_bursts++;
             c->ctr.rx_pkts += n;
+            if (unlikely(c->pcap != NULL))
+                dio__pcap_rx(c, pkts, n);
             rx_frames(c, pkts, n, now);
             work += n;
         }
@@ -388,10 +390,13 @@ int dio__core_main(void *arg)
     stk_time_t now = dio_now();
     int rc = idle_setup(c);
     if (rc == 0)
+        rc = dio__pcap_core_init(c);
+    if (rc == 0)
         rc = engine_setup(c, now);
     if (rc) {
         snprintf(c->errmsg, sizeof(c->errmsg), "core %u: engine start failed: %s", c->idx,
                  strerror(-rc));
+        dio__pcap_core_fini(c);
         atomic_store(&c->ready, -1);
         return rc;
     }
@@ -400,6 +405,7 @@ int dio__core_main(void *arg)
                  strerror(rc < 0 ? -rc : rc));
         stk_engine_destroy(c->e);
         c->e = NULL;
+        dio__pcap_core_fini(c);
         atomic_store(&c->ready, -1);
         return rc;
     }
@@ -409,7 +415,12 @@ int dio__core_main(void *arg)
     uint64_t backoff = SLEEP_MIN_US;
     while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
         now = dio_now();
-        if (loop_once(c, now, true)) {
+        unsigned work = loop_once(c, now, true);
+        /* The capture buffer goes out when the core has nothing else to do, or when it
+         * has been filling for a while. */
+        if (unlikely(c->pcap != NULL))
+            dio__pcap_poll(c, now, work == 0);
+        if (work) {
             last_work = now;
             backoff = SLEEP_MIN_US;
         } else if (now - last_work >= s->conf.idle_spin_us) {
@@ -437,6 +448,7 @@ int dio__core_main(void *arg)
     }
     dio__tx_flush(c, now, true);
     answer_run(c);
+    dio__pcap_core_fini(c);
     /* Requests from now on fail at once instead of waiting out their time. */
     atomic_store(&c->ready, 0);
     answer_run(c);
@@ -473,7 +485,9 @@ int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, ch
             return -EINVAL;
         }
     }
-    int rc = dio__port_setup(s, err, errlen);
+    int rc = dio__pcap_open(s, err, errlen);
+    if (rc == 0)
+        rc = dio__port_setup(s, err, errlen);
     for (unsigned i = 0; rc == 0 && i < sc->ncores; i++) {
         struct dio_core *c = &s->cores[i];
         char name[RTE_RING_NAMESIZE];
@@ -582,6 +596,7 @@ void dio_stack_destroy(struct dio_stack *s)
     }
     for (unsigned k = 0; k < DIO_NSOCKETS; k++)
         rte_mempool_free(s->pools[k]);
+    dio__pcap_close(s);
     free(s);
 }
 

@@ -78,7 +78,10 @@ struct dio_stack_conf {
     X(tx_drop_full) \
     X(tx_tso) \
     X(sleeps) \
-    X(wakeups)
+    X(wakeups) \
+    X(pcap_frames) \
+    X(pcap_bytes) \
+    X(pcap_dropped)
 /* clang-format on */
 
 struct dio_counters {

@@ -42,6 +42,7 @@ struct dio_core {
     void (*run_fn)(struct dio_core *c, void *arg);
     void *run_arg;
     struct dio_counters ctr;
+    struct dio_pcap_core *pcap; /* USTACK_PCAP's buffer; NULL: no capture */
     char errmsg[160];
 } __rte_cache_aligned;
 
@@ -66,6 +67,7 @@ struct dio_stack {
     unsigned grace_ms;
     bool port_started, launched;
     char desc[256];
+    struct dio_pcap *pcap; /* USTACK_PCAP's file; NULL: no capture */
     struct dio_core cores[];
 };
 
@@ -82,6 +84,18 @@ void dio__wake(struct dio_core *c);
 int dio__port_setup(struct dio_stack *s, char *err, size_t errlen);
 int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta);
 void dio__tx_flush(struct dio_core *c, uint64_t now_us, bool force);
+
+/* pcap.c: USTACK_PCAP. The rx/tx/poll hooks are called only when c->pcap is set. */
+struct dio_pcap;
+struct dio_pcap_core;
+int dio__pcap_open(struct dio_stack *s, char *err, size_t errlen);
+void dio__pcap_close(struct dio_stack *s);
+int dio__pcap_core_init(struct dio_core *c);
+void dio__pcap_core_fini(struct dio_core *c);
+void dio__pcap_rx(struct dio_core *c, struct rte_mbuf **pkts, unsigned n);
+void dio__pcap_tx(struct dio_core *c, const struct stk_iov *iov, int n);
+void dio__pcap_poll(struct dio_core *c, uint64_t now_us, bool idle);
+void dio__pcap_flush(struct dio_core *c);
 
 #define dio__err(err, errlen, ...) snprintf((err), (errlen), __VA_ARGS__)
 

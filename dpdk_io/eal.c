@@ -24,6 +24,7 @@
 #include <rte_ring.h>
 
 #include "dio_int.h"
+#include "log.h"
 
 #define MAX_ARGS 64
 
@@ -317,10 +318,12 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
 #undef ADD
     argv[argc] = NULL;
     if (c->log_level >= SHIM_LOG_DEBUG) {
-        fprintf(stderr, "ustack: EAL arguments:");
-        for (int i = 1; i < argc; i++)
-            fprintf(stderr, " %s", argv[i]);
-        fprintf(stderr, "\n");
+        char line[400];
+        size_t used = 0;
+        line[0] = '\0';
+        for (int i = 1; i < argc && used < sizeof(line); i++)
+            used += (size_t)snprintf(line + used, sizeof(line) - used, " %s", argv[i]);
+        SHIM_DEBUG("EAL arguments:%s", line);
     }
     int rc = dio_eal_init_args(argc, argv, err, errlen);
     if (rc) {

@@ -318,6 +318,8 @@ int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txm
         }
         head->ol_flags |= f;
     }
+    if (unlikely(c->pcap != NULL))
+        dio__pcap_tx(c, iov, n);
     if (c->ntx == 0)
         c->tx_first_us = dio_now();
     c->txbuf[c->ntx++] = head;

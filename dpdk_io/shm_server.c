@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "dio.h"
+#include "log.h"
 #include "shm.h"
 
 _Static_assert(SHM_POLLIN == POLLIN && SHM_POLLOUT == POLLOUT && SHM_POLLERR == POLLERR &&
@@ -1414,10 +1415,9 @@ bad:
         /* Logged at the 1st, 2nd, 4th, 8th... rejection: visible, never a flood. */
         uint64_t nbad = atomic_load_explicit(&sc->ctr[C_shm_cmd_invalid], RLX);
         if ((nbad & (nbad - 1)) == 0)
-            fprintf(stderr,
-                    "ustackd: core %u: rejected command %llu (op %u, socket %u, gen %u, pid %d): "
-                    "invalid or stale\n",
-                    sc->idx, (unsigned long long)nbad, op, i, cmd->gen, (int)cmd->pid);
+            SHIM_WARN("core %u: rejected command %llu (op %u, socket %u, gen %u, pid %d): "
+                      "invalid or stale",
+                      sc->idx, (unsigned long long)nbad, op, i, cmd->gen, (int)cmd->pid);
     }
     if (op != SHM_OP_CLOSE && op != SHM_OP_KICK)
         post_rc(sc, cmd, -EBADF);

@@ -199,6 +199,9 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     rte_tel_data_add_dict_string(d, "USTACK_HUGE", c->huge < 0 ? "auto" : c->huge ? "1" : "0");
     rte_tel_data_add_dict_u64(d, "USTACK_SHM_SOCKS", c->shm_socks);
     rte_tel_data_add_dict_u64(d, "USTACK_SHM_RING", c->shm_ring);
+    clip(buf, sizeof(buf), c->pcap);
+    rte_tel_data_add_dict_string(d, "USTACK_PCAP", buf);
+    rte_tel_data_add_dict_u64(d, "USTACK_PCAP_MAX", c->pcap_max);
     rte_tel_data_add_dict_u64(d, "shm", tel.srv != NULL);
     rte_tel_data_add_dict_u64(d, "port_id", tel.s->port);
     clip(buf, sizeof(buf), dio_stack_describe(tel.s));

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "dio.h"
+#include "log.h"
 
 static void usage(FILE *f)
 {
@@ -49,7 +50,7 @@ static int parse_fd(const char *flag, const char *v, int *out)
     errno = 0;
     long fd = strtol(v ? v : "", &end, 10);
     if (!v || !*v || *end || errno || fd < 0 || fd > 1 << 24 || fcntl((int)fd, F_GETFD) < 0) {
-        fprintf(stderr, "ustackd: %s %s: not an open file descriptor\n", flag, v ? v : "(missing)");
+        SHIM_ERR("%s %s: not an open file descriptor", flag, v ? v : "(missing)");
         return -1;
     }
     *out = (int)fd;
@@ -67,7 +68,7 @@ static int fail(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fprintf(stderr, "ustackd: %s\n", msg);
+    SHIM_ERR("%s", msg);
     if (shm_fd >= 0)
         dio_shm_fail(shm_fd, msg);
     return 1;
@@ -79,8 +80,7 @@ static int parse_port(const char *flag, const char *v, uint16_t *out)
     errno = 0;
     unsigned long p = strtoul(v ? v : "", &end, 10);
     if (!v || !*v || *end || errno || p == 0 || p > 65535) {
-        fprintf(stderr, "ustackd: %s %s: not a TCP port (expected 1..65535)\n", flag,
-                v ? v : "(missing)");
+        SHIM_ERR("%s %s: not a TCP port (expected 1..65535)", flag, v ? v : "(missing)");
         return -1;
     }
     *out = (uint16_t)p;
@@ -99,7 +99,7 @@ static void report_ready(const struct shim_conf *c, struct dio_stack *s, bool pr
     if (fdv && *fdv) {
         int fd = atoi(fdv);
         if (fd > 2 && write(fd, "ready\n", 6) != 6)
-            fprintf(stderr, "ustackd: USTACK_READY_FD=%s: %s\n", fdv, strerror(errno));
+            SHIM_ERR("USTACK_READY_FD=%s: %s", fdv, strerror(errno));
         if (fd > 2)
             close(fd);
     }
@@ -132,7 +132,7 @@ static void control_loop(struct dio_stack *s, struct dio_shm *srv, int pipe_fd, 
 {
     int sfd = signalfd(-1, set, SFD_CLOEXEC);
     if (sfd < 0)
-        fprintf(stderr, "ustackd: signalfd: %s (polling for signals instead)\n", strerror(errno));
+        SHIM_WARN("signalfd: %s (polling for signals instead)", strerror(errno));
     for (;;) {
         /* Without a signalfd, signals are polled for between short waits. */
         struct pollfd p[3] = {{.fd = sfd, .events = POLLIN},
@@ -173,6 +173,7 @@ static void control_loop(struct dio_stack *s, struct dio_shm *srv, int pipe_fd, 
 int main(int argc, char **argv)
 {
     static struct dio_services svc;
+    shim_log_setup("ustackd", SHIM_LOG_WARN);
     int pipe_fd = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -193,7 +194,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else {
-            fprintf(stderr, "ustackd: unknown argument %s\n", a);
+            SHIM_ERR("unknown argument %s", a);
             usage(stderr);
             return 2;
         }
@@ -205,7 +206,7 @@ int main(int argc, char **argv)
     if (shm && pipe_fd < 0)
         return fail("--shm-fd needs --pipe-fd (the liveness pipe)");
     if (!shm && pipe_fd >= 0) {
-        fprintf(stderr, "ustackd: --pipe-fd needs --shm-fd\n");
+        SHIM_ERR("--pipe-fd needs --shm-fd");
         return 2;
     }
     /* Our copy of the pipe's write end, if the spawner let one through, would keep us from
@@ -223,6 +224,7 @@ int main(int argc, char **argv)
     char err[512];
     if (shim_conf_load(&conf, err, sizeof(err)))
         return fail("%s", err);
+    shim_log_setup(NULL, conf.log_level);
     /* Signals are taken synchronously by this (control) thread; block them before EAL
      * starts its threads, which inherit the mask. */
     sigset_t set;
@@ -257,7 +259,7 @@ int main(int argc, char **argv)
     bool verbose = !shm || conf.log_level >= SHIM_LOG_INFO;
     /* Telemetry is a window for tools, not a reason to refuse to serve. */
     if (dio_telemetry_attach(s, srv, &conf))
-        fprintf(stderr, "ustackd: telemetry commands could not be registered\n");
+        SHIM_WARN("telemetry commands could not be registered");
     report_ready(&conf, s, verbose);
     if (srv)
         dio_shm_ready(srv);

@@ -34,6 +34,7 @@
 
 #include "client.h"
 #include "conf.h"
+#include "log.h"
 #include "shm.h"
 
 extern char **environ;
@@ -102,6 +103,7 @@ static int load_conf(void)
             return -EINVAL;
         }
     }
+    shim_log_setup("ustack", conf.log_level);
     return 0;
 }
 
@@ -456,7 +458,8 @@ int ustack__attach(void)
         }
         if (rc < 0) {
             /* Said once; every later socket() fails the same way. */
-            shim_warn_once("attach", "%s", conf_err);
+            if (shim_first_time("attach"))
+                shim_log(SHIM_LOG_ERROR, "%s", conf_err);
             if (rc != -EINVAL)
                 rc = -ENETDOWN;
         }

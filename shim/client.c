@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #endif
 #include "client_int.h"
+#include "log.h"
 #include "ucopy.h"
 
 #include <errno.h>
@@ -45,36 +46,29 @@ static pthread_mutex_t warn_lock = PTHREAD_MUTEX_INITIALIZER;
 static const char *warned[64];
 static unsigned nwarned;
 
-void shim_warn_once(const char *key, const char *fmt, ...)
+bool shim_first_time(const char *key)
 {
     pthread_mutex_lock(&warn_lock);
     for (unsigned i = 0; i < nwarned; i++) {
         if (warned[i] == key || !strcmp(warned[i], key)) {
             pthread_mutex_unlock(&warn_lock);
-            return;
+            return false;
         }
     }
     if (nwarned < sizeof(warned) / sizeof(warned[0]))
         warned[nwarned++] = key;
     pthread_mutex_unlock(&warn_lock);
+    return true;
+}
 
-    char buf[512];
-    int n = snprintf(buf, sizeof(buf), "ustack: ");
+void shim_warn_once(const char *key, const char *fmt, ...)
+{
+    if (SHIM_LOG_WARN > shim__log_level || !shim_first_time(key))
+        return;
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+    shim_vlog(SHIM_LOG_WARN, fmt, ap);
     va_end(ap);
-    if (m < 0)
-        return;
-    n += m;
-    if (n > (int)sizeof(buf) - 2)
-        n = (int)sizeof(buf) - 2;
-    buf[n++] = '\n';
-    int e = errno;
-    ssize_t (*wr)(int, const void *, size_t) = C.sys.write ? C.sys.write : write;
-    if (wr(2, buf, (size_t)n) < 0)
-        (void)0;
-    errno = e;
 }
 
 /* ---- process life cycle --------------------------------------------------------------- */

@@ -164,7 +164,10 @@ uint32_t shim_sock_events(void *base, uint32_t i);
 
 /* ---- diagnostics ---------------------------------------------------------------------- */
 
-/* "ustack: <msg>" on stderr, once per distinct key (a small fixed set of keys). */
+/* "ustack: [pid] <msg>" on stderr (shim_log at SHIM_LOG_WARN, so USTACK_LOG=error
+ * silences it), once per distinct key (a small fixed set of keys). */
 void shim_warn_once(const char *key, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* True the first time it is called with key (the set shim_warn_once uses). */
+bool shim_first_time(const char *key);
 
 #endif

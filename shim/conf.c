@@ -76,6 +76,7 @@ static int parse_huge(struct ctx *x, const struct var *v, const struct val *val)
 static int parse_ring(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_path(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_name(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_pcap(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_internal(struct ctx *x, const struct var *v, const struct val *val);
 
 #define FIELD(f) offsetof(struct shim_conf, f)
@@ -107,6 +108,8 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(SHM_RING, "USTACK_SHM_RING", parse_ring, FIELD(shm_ring), 4096, 16u << 20)                   \
     X(STACKD, "USTACK_STACKD", parse_path, 0, 0, 0)                                                \
     X(NAME, "USTACK_NAME", parse_name, 0, 0, 0)                                                    \
+    X(PCAP, "USTACK_PCAP", parse_pcap, 0, 0, 0)                                                    \
+    X(PCAP_MAX, "USTACK_PCAP_MAX", parse_bytes, FIELD(pcap_max), 4096, 4095u << 20)                \
     X(STACKD_LOG, "USTACK_STACKD_LOG", parse_internal, 0, 0, 0)                                    \
     X(SHM_FD, "USTACK_SHM_FD", parse_internal, 0, 0, 0)                                            \
     X(PIPE_FD, "USTACK_PIPE_FD", parse_internal, 0, 0, 0)                                          \
@@ -581,6 +584,24 @@ static int parse_name(struct ctx *x, const struct var *v, const struct val *val)
     return 0;
 }
 
+/* The capture file: any path ustackd can create (checked when it opens it); a control byte
+ * would only make the name impossible to type back. */
+static int parse_pcap(struct ctx *x, const struct var *v, const struct val *val)
+{
+    size_t n = strlen(val->s);
+    if (n >= sizeof x->c->pcap)
+        return BAD(x, v, val, "longer than %zu characters (expected the path of a file to write)",
+                   sizeof x->c->pcap - 1);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)val->s[i] < 0x20 || val->s[i] == 0x7f)
+            return BAD(x, v, val,
+                       "contains a control character (expected the path of a file to write)");
+    if (val->s[n - 1] == '/')
+        return BAD(x, v, val, "names a directory (expected the path of a file to write)");
+    memcpy(x->c->pcap, val->s, n + 1);
+    return 0;
+}
+
 /* Set by libustack.so for its descendants (inherited descriptors, ustackd's log); their
  * consumers check them, the configuration only knows the names. */
 static int parse_internal(struct ctx *x, const struct var *v, const struct val *val)
@@ -793,6 +814,7 @@ static void defaults(struct ctx *x)
     c->huge = -1;
     c->shm_socks = 16384;
     c->shm_ring = 65536;
+    c->pcap_max = 64u << 20;
     /* CPU 0, or the lowest CPU we may run on if taskset/cgroups keep us off CPU 0: a
      * default that start-up then refuses would be no default at all. */
     memset(x->mask, 0, sizeof x->mask);

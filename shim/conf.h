@@ -68,6 +68,11 @@ struct shim_conf {
     char name[33];          /* USTACK_NAME: instance name, ustackd's EAL file prefix is
                                "ustack-<name>" (1..32 of [A-Za-z0-9_.-], a letter among
                                them); "" = "ustack-<pid>" */
+    char pcap[256];         /* USTACK_PCAP: ustackd writes every frame it receives and sends
+                               to this pcap file (truncated at start); "" = no capture */
+    unsigned pcap_max;      /* USTACK_PCAP_MAX: the capture file's size bound, 4096..4095M
+                               bytes (K/M suffix); default 64M. Frames beyond it are counted
+                               (pcap_dropped), not written. */
 };
 
 /* Fills c with the defaults, then the USTACK_CONF file (if named), then the environment.

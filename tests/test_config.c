@@ -227,6 +227,36 @@ START_TEST(instance_name)
 }
 END_TEST
 
+/* USTACK_PCAP names a file (opened by ustackd); USTACK_PCAP_MAX bounds it in bytes. */
+START_TEST(pcap)
+{
+    OK("USTACK_DEV", "net_ring0");
+    ck_assert_str_eq(c.pcap, "");
+    ck_assert_uint_eq(c.pcap_max, 64u << 20);
+    OK("USTACK_PCAP", "/tmp/x.pcap", "USTACK_PCAP_MAX", "65536");
+    ck_assert_str_eq(c.pcap, "/tmp/x.pcap");
+    ck_assert_uint_eq(c.pcap_max, 65536);
+    OK("USTACK_PCAP", "cap.pcap", "USTACK_PCAP_MAX", "4095M");
+    ck_assert_str_eq(c.pcap, "cap.pcap");
+    ck_assert_uint_eq(c.pcap_max, 4095u << 20);
+    OK("USTACK_PCAP_MAX", "4K");
+    ck_assert_uint_eq(c.pcap_max, 4096);
+    BAD("USTACK_PCAP", "/tmp/", "names a directory");
+    ck_assert_int_eq(load("USTACK_PCAP", "a\tb", (const char *)NULL), -EINVAL);
+    ck_assert_str_eq(err, "USTACK_PCAP=a?b: contains a control character (expected the path of a "
+                          "file to write)");
+    char longp[300];
+    memset(longp, 'a', sizeof longp - 1);
+    longp[sizeof longp - 1] = '\0';
+    ck_assert_int_eq(load("USTACK_PCAP", longp, (const char *)NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "...: longer than 255 characters (expected the path"));
+    BAD("USTACK_PCAP_MAX", "4095", "out of range (expected 4096..4293918720 bytes, or 4K..4095M)");
+    BAD("USTACK_PCAP_MAX", "4096M", "out of range");
+    BAD("USTACK_PCAP_MAX", "1G", "not a size");
+    BAD("USTACK_PCAP_MAX", "-1", "not a size");
+}
+END_TEST
+
 START_TEST(enabled)
 {
     OK("USTACK", "0");
@@ -1067,6 +1097,7 @@ int main(void)
     tcase_add_test(file, env_unknown_names);
     tcase_add_test(file, shm_and_internal);
     tcase_add_test(file, instance_name);
+    tcase_add_test(file, pcap);
     suite_add_tcase(s, file);
 
     SRunner *sr = srunner_create(s);

@@ -78,7 +78,7 @@ insane=$(stat_sum "$st" shm_ring_insane)
 net_log "ustackd: shm_cmd_invalid=$inval shm_ring_insane=$insane shm_reply_invalid=$(stat_sum "$st" shm_reply_invalid) shm_orphans=$(stat_sum "$st" shm_orphans)"
 [ "$inval" -gt 100 ] || net_softfail "shm_cmd_invalid=$inval: garbage commands were not rejected and counted"
 [ "$insane" -gt 0 ] || net_softfail "shm_ring_insane=0: commands on corrupted rings were not noticed"
-grep -q "ustackd: core 0: rejected command" "$USTACKD_OUT" "$NET_TMPD/scribble.err" 2>/dev/null || net_softfail "no rejected command was logged"
+grep -qE "ustackd: (\[[0-9]+\] )?core 0: rejected command" "$USTACKD_OUT" "$NET_TMPD/scribble.err" 2>/dev/null || net_softfail "no rejected command was logged"
 
 # Kill the scribbler: its (corrupted) sockets are reclaimed, socat keeps serving.
 kill -KILL "$SCR"
