@@ -57,7 +57,7 @@ $(BUILD)/libustack.so: $(PRELOAD_SRC) $(PRELOAD_HDR) $(SHIM_SRC) $(SHIM_HDR) $(w
 
 # Kernel-side tools: the reference server and the load generator/verifier.
 BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
-all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble
+all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble $(BUILD)/tests/relay
 
 deps:
 	@tools/deps.sh
@@ -119,12 +119,17 @@ $(BUILD)/tests/scribble: tests/net/helpers/scribble.c shim/shm.c $(SHIM_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -Ishim $< shim/shm.c -o $@
 
+# The impairing Ethernet relay between two veths for tests/net/test_faults.sh.
+$(BUILD)/tests/relay: tests/net/helpers/relay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g $< -o $@
+
 $(BUILD)/bench/kserve $(BUILD)/bench/loadgen: $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -pthread $< -lm -o $@
 
 # Network tests (root): ustackd against the kernel through veth pairs in namespaces.
-net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble
+net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
 	@tests/net/run-all.sh
 
 # Socket-semantics programs (tests/sem): run on the kernel (proving every expectation is the
