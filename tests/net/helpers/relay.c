@@ -29,7 +29,8 @@
  * frame's. Counters (per direction) are printed on SIGUSR1, and at exit (SIGTERM, SIGINT,
  * or --max-seconds, default 600) as
  *   relay: final ab forwarded=N dropped=N delayed=N reordered=N duplicated=N corrupted=N
- *          down=N qdrop=N oversize=N txerr=N
+ *          down=N qdrop=N oversize=N txerr=N rxdrop=N
+ * (rxdrop: frames the kernel dropped on the relay's socket before it read them)
  * ("relay: stats" for SIGUSR1); "relay: ready" once both sockets are bound.
  */
 #include <arpa/inet.h>
@@ -60,7 +61,7 @@ struct impair {
 
 struct counters {
     uint64_t forwarded, dropped, delayed, reordered, duplicated, corrupted, down, qdrop, oversize,
-        txerr;
+        txerr, rxdrop;
 };
 
 struct slot {
@@ -382,15 +383,28 @@ static int open_port(const char *ifname, int *ifindex)
     return fd;
 }
 
+/* Frames the kernel dropped before the relay read them (a full socket receive queue),
+ * accumulated: PACKET_STATISTICS resets on each read. */
+static void read_rxdrop(void)
+{
+    for (int i = 0; i < 2; i++) {
+        struct tpacket_stats st;
+        socklen_t len = sizeof(st);
+        if (getsockopt(dirs[i].in_fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0)
+            dirs[i].c.rxdrop += st.tp_drops;
+    }
+}
+
 static void print_counters(const char *tag)
 {
+    read_rxdrop();
     for (int i = 0; i < 2; i++) {
         const struct counters *c = &dirs[i].c;
         printf("relay: %s %s forwarded=%" PRIu64 " dropped=%" PRIu64 " delayed=%" PRIu64
                " reordered=%" PRIu64 " duplicated=%" PRIu64 " corrupted=%" PRIu64 " down=%" PRIu64
-               " qdrop=%" PRIu64 " oversize=%" PRIu64 " txerr=%" PRIu64 "\n",
+               " qdrop=%" PRIu64 " oversize=%" PRIu64 " txerr=%" PRIu64 " rxdrop=%" PRIu64 "\n",
                tag, dirs[i].name, c->forwarded, c->dropped, c->delayed, c->reordered, c->duplicated,
-               c->corrupted, c->down, c->qdrop, c->oversize, c->txerr);
+               c->corrupted, c->down, c->qdrop, c->oversize, c->txerr, c->rxdrop);
     }
     printf("relay: %s end queued=%zu\n", tag, nheap);
     fflush(stdout);
