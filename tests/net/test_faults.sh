@@ -14,18 +14,22 @@
 #            (curl --limit-rate 40M, so the outage falls inside it), then up again
 # Phase 1 (passive opens): stock nginx under LD_PRELOAD=libustack.so (one worker as nobody,
 # sendfile on) serves, under each profile, curl in the kernel namespace: 5 x 1 MiB
-# (sha256), the 100 MiB file where the profile says so (sha256), and `ab -n 500 -c 20`
+# (sha256), the 100 MiB file (loss1, reorder, dup, down; sha256), and `ab -n 500 -c 20`
 # (every request complete, 0 failed, 0 non-2xx). Phase 2 (active opens): nginx on kernel
 # sockets in the kernel namespace; under each profile one curl under ustack (its own
-# ustackd) downloads 3 x 1 MiB (and the 100 MiB file where the profile says so), sha256.
+# ustackd) downloads 3 x 1 MiB (and the 100 MiB file in loss1, reorder, dup, corrupt and
+# down), sha256.
 # After each profile the relay's final counters must show the fault happened (dropped,
 # reordered, duplicated, corrupted, delayed or down > 0) and no frame lost to its own limits
-# (qdrop, oversize, txerr = 0); for corrupt, ustackd must count the checksum drops
+# (qdrop, oversize, txerr, rxdrop = 0); for corrupt, ustackd must count the checksum drops
 # (ip_drop_csum + tcp_drop_csum) in phase 1.
-# In `make test` the 100 MiB download runs in loss1, reorder, dup, corrupt and down (5%
-# loss and 100 ms RTT are window/RTO-bound: tens of seconds for 100 MiB); NET_FAULTS_SOAK=1
+# 5% loss and 100 ms RTT are RTO- and window-bound (tens of seconds or more for 100 MiB), so
+# `make test` leaves them the 1 MiB downloads, and corrupt its passive 100 MiB (1% corruption
+# costs ustack's sending side what 1% loss does); NET_FAULTS_SOAK=1
 # (`make soak`) runs it in every profile with ab -n 5000 -c 50 and 10 x 1 MiB, bound by
-# `make soak`'s own timeout (1800 s). About 4 minutes on an idle 2-vCPU VM.
+# `make soak`'s own timeout (1800 s); each 100 MiB download is bound by 240 s there, which
+# ustack sending under 5% loss does not meet today (docs/gaps.md "Loss recovery"). `make
+# test`: about 4 minutes on an idle 2-vCPU VM.
 # Knobs: NET_FAULTS_SEED (relay seed base, default 1; profile i uses seed+i),
 # NET_FAULTS_PROFILES (a subset, e.g. "loss5 down"), NET_FAULTS_SOAK, LIBUSTACK, NGINX,
 # RELAY (default build/tests/relay).
@@ -55,14 +59,15 @@ fi
 N_ACTIVE_SMALL=3
 DOWN_SECS=5
 
-# name | relay options | 100 MiB in make test (1) | the counter that must be > 0
+# name | relay options | 100 MiB in make test (1: both phases, p: passive, a: active, 0: no)
+# | the counter that must be > 0
 PROFILES=(
     "clean||1|forwarded"
     "loss1|--loss 0.01|1|dropped"
     "loss5|--loss 0.05|0|dropped"
     "reorder|--reorder 0.02 --reorder-k 3 --reorder-ms 20|1|reordered"
     "dup|--dup 0.02|1|duplicated"
-    "corrupt|--corrupt 0.01|1|corrupted"
+    "corrupt|--corrupt 0.01|a|corrupted"
     "delay|--delay 50 --jitter 10|0|delayed"
     "down|--down-for $DOWN_SECS|1|down"
 )
@@ -305,7 +310,7 @@ passive_profile() {
         down_at_size "$NET_TMPD/got.p$prof.big.1" $((20 << 20))
         wait "$bgpid" || big_rc=$?
         big=2
-    elif [ "$big" = 1 ] || [ "$SOAK" = 1 ]; then
+    elif [ "$big" = 1 ] || [ "$big" = p ] || [ "$SOAK" = 1 ]; then
         kcurl "p$prof.big" "$BIG_SECS" -- 100mb.bin || big_rc=$?
         big=2
     fi
@@ -386,7 +391,7 @@ active_profile() {
     local prof=$1 big=$2 rc=0 t0 n=0 f want
     local -a files=() args=()
     for ((n = 0; n < N_ACTIVE_SMALL; n++)); do files+=(1mb.bin); done
-    if [ "$big" = 1 ] || [ "$SOAK" = 1 ] || [ "$prof" = down ]; then files+=(100mb.bin); fi
+    if [ "$big" = 1 ] || [ "$big" = a ] || [ "$SOAK" = 1 ] || [ "$prof" = down ]; then files+=(100mb.bin); fi
     n=0
     for f in "${files[@]}"; do
         n=$((n + 1))
