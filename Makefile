@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test sem sem-test deps format format-check bench-engine bench-veth demo clean
+.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test deps format format-check bench-engine bench-veth demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -57,7 +57,7 @@ $(BUILD)/libustack.so: $(PRELOAD_SRC) $(PRELOAD_HDR) $(SHIM_SRC) $(SHIM_HDR) $(w
 
 # Kernel-side tools: the reference server and the load generator/verifier.
 BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
-all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble
+all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble $(BUILD)/tests/relay
 
 deps:
 	@tools/deps.sh
@@ -119,13 +119,23 @@ $(BUILD)/tests/scribble: tests/net/helpers/scribble.c shim/shm.c $(SHIM_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -Ishim $< shim/shm.c -o $@
 
+# The impairing Ethernet relay between two veths for tests/net/test_faults.sh.
+$(BUILD)/tests/relay: tests/net/helpers/relay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g $< -o $@
+
 $(BUILD)/bench/kserve $(BUILD)/bench/loadgen: $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -pthread $< -lm -o $@
 
 # Network tests (root): ustackd against the kernel through veth pairs in namespaces.
-net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble
+net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
 	@tests/net/run-all.sh
+
+# The fault profiles at full size (tests/net/test_faults.sh with NET_FAULTS_SOAK=1: 100 MiB
+# in every profile, more requests); not part of `make test`. Bounded by 1800 s.
+soak: $(BUILD)/ustackd $(BUILD)/tests/relay $(PRELOAD_SO)
+	@NET_FAULTS_SOAK=1 NET_TEST_TIMEOUT=1800 tests/net/run-all.sh faults
 
 # Socket-semantics programs (tests/sem): run on the kernel (proving every expectation is the
 # kernel's own behaviour) and, once libustack.so serves them, on ustack.

@@ -21,6 +21,12 @@
 #   ustackd_stop
 #   net_pass
 #
+# With NET_RELAY=1 set before net_init, a third namespace usk-r-<id> sits between the two
+# (tests/net/test_faults.sh): usk-k <-veth-> usk-rk [relay ns] usk-ru <-veth-> usk-u, no
+# address in the relay namespace, offloads and IPv6 off there too; nothing crosses until a
+# program there (build/tests/relay) forwards frames between usk-rk and usk-ru. Run commands
+# there with net_r.
+#
 # Knobs (environment): USTACKD (binary, default build/ustackd), LOADGEN (default
 # build/bench/loadgen), NET_USTACK_EAL (extra EAL arguments passed as USTACK_EAL),
 # NET_USTACK_LOG (USTACK_LOG), NET_BPFFS=0 (do not mount bpffs for ustackd), NET_KEEP=1
@@ -44,8 +50,10 @@ NET_DONE=0           # a result line was printed
 NET_ERR_WHERE=""     # last failed command (ERR trap)
 NET_BG_PIDS=""       # background helpers to kill at teardown
 NET_TMPD=""
-NS_K=""; NS_U=""
+NS_K=""; NS_U=""; NS_R=""
 VETH_K=usk-k; VETH_U=usk-u
+VETH_RK=usk-rk; VETH_RU=usk-ru   # the relay namespace's ends (NET_RELAY=1)
+NET_RELAY=${NET_RELAY:-0}
 IP_K=""; IP_U=""; NET_X=""
 USTACKD_PID=""; USTACKD_OUT=""; USTACKD_ERR=""; USTACKD_N=0
 NET_USTACKD_PIDS=""  # every ustackd started, for their DPDK runtime directories
@@ -176,13 +184,13 @@ net_teardown() {
     for p in $NET_BG_PIDS; do net__kill_pid "$p" 2; done
     NET_BG_PIDS=""
     # Whatever still runs inside our own namespaces was started by this test.
-    for ns in $NS_K $NS_U; do
+    for ns in $NS_K $NS_U $NS_R; do
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
     done
-    for ns in $NS_K $NS_U; do
+    for ns in $NS_K $NS_U $NS_R; do
         ip netns del "$ns" 2>/dev/null || true
     done
-    NS_K=""; NS_U=""
+    NS_K=""; NS_U=""; NS_R=""
     # ustackd's EAL file prefix is ustack-<pid>; DPDK leaves that runtime directory behind.
     for p in $NET_USTACKD_PIDS; do
         proc_alive "$p" || rm -rf "/var/run/dpdk/ustack-$p"
@@ -211,6 +219,7 @@ proc_alive() {
 # Run a command in the kernel peer's / the ustack side's namespace.
 net_k() { ip netns exec "$NS_K" "$@"; }
 net_u() { ip netns exec "$NS_U" "$@"; }
+net_r() { ip netns exec "$NS_R" "$@"; }
 
 # Register a background pid for teardown.
 net_bg() { NET_BG_PIDS="$NET_BG_PIDS $1"; }
@@ -290,6 +299,10 @@ net_init() {
 
     ip netns add "$NS_K" || net_fail "ip netns add $NS_K failed"
     ip netns add "$NS_U" || { NS_U=""; net_fail "ip netns add usk-u-$NET_NAME-$id failed"; }
+    if [ "$NET_RELAY" = 1 ]; then
+        NS_R="usk-r-$NET_NAME-$id"
+        ip netns add "$NS_R" || { NS_R=""; net_fail "ip netns add usk-r-$NET_NAME-$id failed"; }
+    fi
     net_link_setup "$@"
 }
 
@@ -297,8 +310,24 @@ net_init() {
 net_link_setup() {
     local ns
     ip -n "$NS_K" link del "$VETH_K" 2>/dev/null || true
-    ip -n "$NS_K" link add "$VETH_K" type veth peer name "$VETH_U" netns "$NS_U" \
-        || net_fail "cannot create the veth pair"
+    if [ "$NET_RELAY" = 1 ]; then
+        ip -n "$NS_U" link del "$VETH_U" 2>/dev/null || true
+        ip -n "$NS_K" link add "$VETH_K" type veth peer name "$VETH_RK" netns "$NS_R" \
+            || net_fail "cannot create the kernel-relay veth pair"
+        ip -n "$NS_U" link add "$VETH_U" type veth peer name "$VETH_RU" netns "$NS_R" \
+            || net_fail "cannot create the ustack-relay veth pair"
+        net_r sysctl -qw net.ipv6.conf.all.disable_ipv6=1 >/dev/null 2>&1 || true
+        net_r sysctl -qw net.ipv6.conf.default.disable_ipv6=1 >/dev/null 2>&1 || true
+        ip -n "$NS_R" link set lo up
+        for ns in "$VETH_RK" "$VETH_RU"; do
+            net_r ethtool -K "$ns" tx off rx off gso off gro off tso off >/dev/null 2>&1 || true
+            net_r sysctl -qw "net.ipv6.conf.$ns.disable_ipv6=1" >/dev/null 2>&1 || true
+            ip -n "$NS_R" link set "$ns" up
+        done
+    else
+        ip -n "$NS_K" link add "$VETH_K" type veth peer name "$VETH_U" netns "$NS_U" \
+            || net_fail "cannot create the veth pair"
+    fi
     for ns in "$NS_K" "$NS_U"; do
         ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 >/dev/null 2>&1 || true
         ip netns exec "$ns" sysctl -qw net.ipv6.conf.default.disable_ipv6=1 >/dev/null 2>&1 || true
@@ -321,6 +350,10 @@ net_link_setup() {
 net_set_mtu() {
     ip -n "$NS_K" link set "$VETH_K" mtu "$1"
     ip -n "$NS_U" link set "$VETH_U" mtu "$1"
+    if [ "$NET_RELAY" = 1 ]; then
+        ip -n "$NS_R" link set "$VETH_RK" mtu "$1"
+        ip -n "$NS_R" link set "$VETH_RU" mtu "$1"
+    fi
 }
 
 # Forget the kernel peer's ARP entry for ustack (so each ustackd run answers ARP anew).
