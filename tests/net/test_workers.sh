@@ -300,8 +300,12 @@ ustackd_stats st
 reaped=$(stat_sum "$st" shm_procs_reaped)
 closes=$(stat_sum "$st" shm_reclaim_closes)
 [ "$reaped" -gt "$reaped0" ] || net_softfail "[A] ustackd did not reap the killed worker (shm_procs_reaped $reaped0 -> $reaped)"
-# The killed worker held its accepted connections alone: ustackd closed them (reset).
-[ "$closes" -gt "$closes0" ] || net_softfail "[A] no connection of the killed worker was closed by ustackd (shm_reclaim_closes $closes0 -> $closes)"
+# The killed worker held its accepted connections alone: ustackd closed them (reset), and
+# ab saw those fail. On a loaded machine the victim may hold none at the moment of the kill
+# (the other worker took them all): then nothing fails and nothing is closed.
+if [ "${AB_FAILED:-0}" != 0 ] && [ "$closes" -le "$closes0" ]; then
+    net_softfail "[A] ab saw $AB_FAILED failures but ustackd closed no connection of the killed worker (shm_reclaim_closes $closes0 -> $closes)"
+fi
 net_log "[A] ustackd reaped the killed worker: shm_procs_reaped $reaped0 -> $reaped, shm_reclaim_closes $closes0 -> $closes, shm_reclaim_wakes $(stat_sum "$st" shm_reclaim_wakes)"
 from=$(($(log_lines) + 1))
 ab_start A-after-kill -n "$SIDE" -c "$CONC"
