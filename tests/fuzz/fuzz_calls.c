@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FC_SDS      24  /* socket slots tracked per engine */
 #define FC_STREAMS  512 /* stream numbers per input */
 #define FC_OPS      400 /* bounds the work per input */
-#define FC_STEPS    400000
+#define FC_STEPS    60000
 #define FC_SAVED    8    /* frames remembered per direction, for replay */
 #define FC_MAXFRAME 1600 /* frames above this are not remembered */
 #define FC_IOMAX    20000

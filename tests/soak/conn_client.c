@@ -6,7 +6,8 @@
  *                                      "held N" once all are established, waits for a line
  *                                      on stdin, then sends 8 bytes on every connection and
  *                                      waits for the 8 bytes echoed back on each; prints
- *                                      "used N" and exits 0 only if every one answered.
+ *                                      "used N", waits for a second line, closes them all
+ *                                      and exits 0 only if every one answered.
  *   conn_client cycle IP PORT N        N times in turn: connect, send 8 bytes, read the
  *                                      echo, close. Prints "cycled N" and exits 0 if all did.
  *
@@ -189,6 +190,9 @@ static int hold(struct sockaddr_in dst, unsigned n, const char *src, double limi
     }
     printf("used %u\n", answered);
     fflush(stdout);
+    /* Held open until told, so that memory can be measured with every connection used. */
+    if (!fgets(line, sizeof line, stdin))
+        return 1;
     for (unsigned c = 0; c < n; c++)
         close(fds[c]);
     close(ep);

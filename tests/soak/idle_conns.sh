@@ -137,6 +137,10 @@ net_log "$(per_conn "ustackd idle" "$M0_D" "$M1_D")"
 net_log "$(per_conn "server idle " "$M0_S" "$M1_S")"
 net_log "$(per_conn "ustackd used" "$M0_D" "$M2_D")"
 net_log "$(per_conn "server used " "$M0_S" "$M2_S")"
+for ((i = 0; i < NCLI; i++)); do
+    fdv="GO_FD_$i"
+    echo close >&"${!fdv}"
+done
 for p in "${CPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 proc_alive "$SRV_PID" || net_softfail "echo_server exited"
 proc_alive "$USTACKD_PID" || net_softfail "ustackd exited"
