@@ -65,6 +65,7 @@ ip netns exec "$NS_U" sh -c '[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev
     "${U_ENV[@]}" "$SRV" "$PORT" >"$NET_TMPD/srv.out" 2>"$NET_TMPD/srv.err" </dev/null &
 SRV_PID=$!
 net_bg "$SRV_PID"
+# shellcheck disable=SC2317
 srv_ready() { grep -q listening "$NET_TMPD/srv.out" 2>/dev/null || ! proc_alive "$SRV_PID"; }
 wait_until 30 srv_ready
 proc_alive "$SRV_PID" || net_fail "echo_server exited: $(tail -n 3 "$NET_TMPD/srv.err" | tr '\n' ' ')"
@@ -91,6 +92,7 @@ for ((i = 0; i < NCLI; i++)); do
     exec {fd}>"$NET_TMPD/go.$i"
     eval "GO_FD_$i=$fd"
 done
+# shellcheck disable=SC2317
 all_line() { # all clients printed $1, or one died
     local i
     for ((i = 0; i < NCLI; i++)); do

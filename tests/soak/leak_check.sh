@@ -47,6 +47,7 @@ done
 # 3: the preloaded client against a kernel echo server.
 net_k "$KSERVE" --echo 7 >"$NET_TMPD/kserve.out" 2>&1 &
 net_bg $!
+# shellcheck disable=SC2317
 kready() { grep -q ready "$NET_TMPD/kserve.out"; }
 wait_until 10 kready || net_fail "kserve did not start"
 USTACKD_OUT="$NET_TMPD/stackd.log"
