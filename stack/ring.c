@@ -8,6 +8,8 @@
 
 void stk__ring_write_at(struct stk_ring *r, uint32_t off, const void *src, uint32_t len)
 {
+    if (len == 0)
+        return; /* src may be NULL then (send of 0 bytes); memcpy must not see it */
     uint32_t pos = (r->head + off) & (r->size - 1);
     uint32_t first = stk__min32(len, r->size - pos);
 
@@ -18,6 +20,8 @@ void stk__ring_write_at(struct stk_ring *r, uint32_t off, const void *src, uint3
 
 void stk__ring_read_at(const struct stk_ring *r, uint32_t off, void *dst, uint32_t len)
 {
+    if (len == 0)
+        return; /* likewise dst */
     uint32_t pos = (r->tail + off) & (r->size - 1);
     uint32_t first = stk__min32(len, r->size - pos);
 

@@ -190,6 +190,8 @@ uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_
 /* Returns the MSS encoded by a valid cookie, or 0. */
 uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_time_t now);
 int stk__bufs_alloc(struct stk_engine *e, struct stk_tcb *t);
+/* Gives a reserved ring its memory before the first write: 0, or -ENOMEM (counted). */
+int stk__ring_mem(struct stk_engine *e, struct stk_ring *r);
 void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv);
 void stk__timer_update(struct stk_engine *e, struct stk_tcb *t);
 void stk__notify(struct stk_engine *e, struct stk_tcb *t);

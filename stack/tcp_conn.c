@@ -98,36 +98,44 @@ void stk__tcb_free(struct stk_engine *e, struct stk_tcb *t)
     stk__free(e, t, sizeof(*t));
 }
 
+/* The rings get their size here (a ring with size 0 does not exist: before ESTABLISHED and
+ * after release), but their memory only with the first byte written into them
+ * (stk__ring_mem): an idle connection costs its control block, not two buffers. */
 int stk__bufs_alloc(struct stk_engine *e, struct stk_tcb *t)
 {
-    if (!t->sndbuf.buf) {
-        t->sndbuf.buf = e->cfg.alloc(e->cfg.mem_ctx, t->sndbuf_size);
-        if (!t->sndbuf.buf)
-            goto nomem;
+    (void)e;
+    if (!t->sndbuf.size) {
+        t->sndbuf.buf = NULL;
         t->sndbuf.size = t->sndbuf_size;
         t->sndbuf.head = t->sndbuf.tail = 0;
     }
-    if (!t->rcvbuf.buf) {
-        t->rcvbuf.buf = e->cfg.alloc(e->cfg.mem_ctx, t->rcvbuf_size);
-        if (!t->rcvbuf.buf)
-            goto nomem;
+    if (!t->rcvbuf.size) {
+        t->rcvbuf.buf = NULL;
         t->rcvbuf.size = t->rcvbuf_size;
         t->rcvbuf.head = t->rcvbuf.tail = 0;
     }
     return 0;
-nomem:
+}
+
+int stk__ring_mem(struct stk_engine *e, struct stk_ring *r)
+{
+    if (r->buf)
+        return 0;
+    r->buf = e->cfg.alloc(e->cfg.mem_ctx, r->size);
+    if (r->buf)
+        return 0;
     e->ctr.tcp_nomem++;
     return -ENOMEM;
 }
 
 void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv)
 {
-    if (snd && t->sndbuf.buf) {
+    if (snd && t->sndbuf.size) {
         t->snd_buf_seq += stk__ring_used(&t->sndbuf);
         stk__free(e, t->sndbuf.buf, t->sndbuf.size);
         memset(&t->sndbuf, 0, sizeof(t->sndbuf));
     }
-    if (rcv && t->rcvbuf.buf) {
+    if (rcv && t->rcvbuf.size) {
         stk__free(e, t->rcvbuf.buf, t->rcvbuf.size);
         memset(&t->rcvbuf, 0, sizeof(t->rcvbuf));
     }

@@ -278,8 +278,8 @@ static void process_fin(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, const uint8_t *data,
                          uint32_t len, stk_time_t now)
 {
-    if (!t->rcvbuf.buf && stk__bufs_alloc(e, t))
-        return;
+    if ((!t->rcvbuf.size && stk__bufs_alloc(e, t)) || stk__ring_mem(e, &t->rcvbuf))
+        return; /* no memory: dropped like a segment beyond the window, retransmitted */
     uint32_t off = seq - t->rcv_nxt;
     uint32_t room = stk__ring_free(&t->rcvbuf);
     if (off >= room) {
@@ -430,7 +430,7 @@ static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct st
         t->dupacks = 0;
         stk__cc_on_ack(&t->cc, acked, cwnd_limited, t->srtt_us, now);
     }
-    if (stk__ring_free(&t->sndbuf) && t->sndbuf.buf)
+    if (stk__ring_free(&t->sndbuf) && t->sndbuf.size)
         stk__notify(e, t);
 }
 

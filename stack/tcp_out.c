@@ -27,7 +27,7 @@ uint32_t stk__data_end(const struct stk_tcb *t)
 /* Receive space: what the buffer can still take beyond the in-order bytes not yet read. */
 uint32_t stk__rcv_window(const struct stk_tcb *t)
 {
-    if (!t->rcvbuf.buf)
+    if (!t->rcvbuf.size)
         return t->rcvbuf_size;
     uint32_t used = stk__ring_used(&t->rcvbuf);
     return used >= t->rcvbuf.size ? 0 : t->rcvbuf.size - used;
@@ -168,7 +168,7 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
 {
     uint8_t hdr[STK_L2L3_HLEN + STK_TCP_HLEN + STK_TCP_MAXOPT];
     uint8_t *th = hdr + STK_L2L3_HLEN;
-    if (!t->sndbuf.buf)
+    if (!t->sndbuf.size)
         len = 0; /* buffers already released (TIME-WAIT, closing): header only */
     uint32_t seg_room = len > t->snd_mss ? t->snd_mss : len; /* TSO: per segment */
     uint32_t hdr_room = e->cfg.mtu - STK_IP_HLEN - STK_TCP_HLEN;

@@ -263,6 +263,8 @@ ssize_t stk_send(struct stk_engine *e, stk_time_t now, int sd, const void *buf, 
     if (room == 0)
         return -EAGAIN;
     uint32_t n = (uint32_t)stk__min64(len, room);
+    if (n && stk__ring_mem(e, &t->sndbuf))
+        return -ENOMEM;
     stk__ring_write_at(&t->sndbuf, 0, buf, n);
     t->sndbuf.head += n;
     if (flags & STK_MSG_MORE)
@@ -300,7 +302,7 @@ static void window_update(struct stk_engine *e, struct stk_tcb *t, stk_time_t no
 int stk_recv_peek(struct stk_engine *e, int sd, struct stk_iov iov[2])
 {
     GET_OR_EBADF(t, e, sd);
-    uint32_t used = t->rcvbuf.buf ? stk__ring_used(&t->rcvbuf) : 0;
+    uint32_t used = t->rcvbuf.size ? stk__ring_used(&t->rcvbuf) : 0;
     if (used == 0) {
         if (t->so_error)
             return take_error(t);
@@ -316,7 +318,7 @@ int stk_recv_peek(struct stk_engine *e, int sd, struct stk_iov iov[2])
 int stk_recv_consume(struct stk_engine *e, stk_time_t now, int sd, size_t len)
 {
     GET_OR_EBADF(t, e, sd);
-    uint32_t used = t->rcvbuf.buf ? stk__ring_used(&t->rcvbuf) : 0;
+    uint32_t used = t->rcvbuf.size ? stk__ring_used(&t->rcvbuf) : 0;
     if (len > used)
         return -EINVAL;
     t->rcvbuf.tail += (uint32_t)len;
@@ -403,7 +405,7 @@ int stk_abort(struct stk_engine *e, stk_time_t now, int sd)
 int stk_close(struct stk_engine *e, stk_time_t now, int sd)
 {
     GET_OR_EBADF(t, e, sd);
-    bool unread = t->rcvbuf.buf && stk__ring_used(&t->rcvbuf) > 0;
+    bool unread = t->rcvbuf.size && stk__ring_used(&t->rcvbuf) > 0;
     switch (t->state) {
     case STK_TCP_CLOSED:
     case STK_TCP_LISTEN:
@@ -455,7 +457,7 @@ static void set_flag(struct stk_tcb *t, uint32_t f, int on)
 int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt opt, int val)
 {
     GET_OR_EBADF(t, e, sd);
-    bool before_open = t->state == STK_TCP_CLOSED && !t->sndbuf.buf;
+    bool before_open = t->state == STK_TCP_CLOSED && !t->sndbuf.size;
     switch (opt) {
     case STK_SO_REUSEADDR:
         set_flag(t, TF_REUSEADDR, val);
@@ -585,13 +587,14 @@ int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         *val = (int)t->state;
         return 0;
     case STK_SO_NREAD:
-        *val = t->state == STK_TCP_LISTEN || !t->rcvbuf.buf ? 0 : (int)stk__ring_used(&t->rcvbuf);
+        *val = t->state == STK_TCP_LISTEN || !t->rcvbuf.size ? 0 : (int)stk__ring_used(&t->rcvbuf);
         return 0;
     case STK_SO_NWRITE:
-        *val = t->sndbuf.buf ? (int)stk__ring_used(&t->sndbuf) : 0;
+        *val = t->sndbuf.size ? (int)stk__ring_used(&t->sndbuf) : 0;
         return 0;
     case STK_SO_SNDSPACE:
-        *val = t->sndbuf.buf && stk__state_can_send(t->state) ? (int)stk__ring_free(&t->sndbuf) : 0;
+        *val =
+            t->sndbuf.size && stk__state_can_send(t->state) ? (int)stk__ring_free(&t->sndbuf) : 0;
         return 0;
     case STK_TCP_DEFER_ACCEPT:
         *val = (int)t->defer_accept_s;
@@ -630,12 +633,12 @@ uint32_t stk_events(struct stk_engine *e, int sd)
     default:
         break;
     }
-    if ((t->rcvbuf.buf && stk__ring_used(&t->rcvbuf)) || read_side_done(t))
+    if ((t->rcvbuf.size && stk__ring_used(&t->rcvbuf)) || read_side_done(t))
         ev |= STK_EV_IN;
     if (read_side_done(t))
         ev |= STK_EV_RDHUP;
     if (stk__state_can_send(t->state) && !(t->flags & TF_FIN_QUEUED)) {
-        if (t->sndbuf.buf && stk__ring_free(&t->sndbuf))
+        if (t->sndbuf.size && stk__ring_free(&t->sndbuf))
             ev |= STK_EV_OUT;
     } else if (t->flags & TF_FIN_QUEUED) {
         ev |= STK_EV_OUT; /* writes fail at once with EPIPE */
@@ -721,8 +724,8 @@ static int walk_one(const struct stk_tcb *t, int (*fn)(void *, const struct stk_
     } else {
         ent.remote.ip = t->rip;
         ent.remote.port = t->rport;
-        ent.rcvq = t->rcvbuf.buf ? stk__ring_used(&t->rcvbuf) : 0;
-        ent.sndq = t->sndbuf.buf ? stk__ring_used(&t->sndbuf) : 0;
+        ent.rcvq = t->rcvbuf.size ? stk__ring_used(&t->rcvbuf) : 0;
+        ent.sndq = t->sndbuf.size ? stk__ring_used(&t->sndbuf) : 0;
     }
     fill_info(t, &ent.info);
     return fn(ctx, &ent);

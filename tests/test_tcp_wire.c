@@ -442,6 +442,69 @@ START_TEST(test_short_connections_faulty)
 }
 END_TEST
 
+/* Counts the bytes an engine has allocated (cfg.alloc/free hooks). */
+struct count_mem {
+    size_t live;
+};
+
+static void *count_alloc(void *ctx, size_t size)
+{
+    ((struct count_mem *)ctx)->live += size;
+    return malloc(size);
+}
+
+static void count_free(void *ctx, void *p, size_t size)
+{
+    ((struct count_mem *)ctx)->live -= size;
+    free(p);
+}
+
+/* A connection's rings get their memory with the first byte written into each, not at
+ * ESTABLISHED: an idle connection costs its control block only (docs/reliability.md). */
+START_TEST(test_lazy_rings)
+{
+    struct count_mem ma = {0}, mb = {0};
+    struct stk_config ca = {.alloc = count_alloc,
+                            .free = count_free,
+                            .mem_ctx = &ma,
+                            .sndbuf = 65536,
+                            .rcvbuf = 131072};
+    struct stk_config cb = ca;
+    cb.mem_ctx = &mb;
+    struct wire *w = make_wire(8000, &ca, &cb);
+    struct stk_engine *a = wire_engine(w, WIRE_A), *b = wire_engine(w, WIRE_B);
+    ck_assert_int_eq(wire_run_for(w, STK_US_PER_S), 0);
+    size_t a_idle = ma.live, b_idle = mb.live;
+    /* Both ends ESTABLISHED (and B's listener made), and no ring allocated: less than one
+     * ring's worth on either side. */
+    int c2, s2;
+    connect_pair(w, &c2, &s2);
+    ck_assert_int_eq(wire_run_for(w, STK_US_PER_S), 0);
+    ck_assert_uint_lt(ma.live - a_idle, 65536);
+    ck_assert_uint_lt(mb.live - b_idle, 65536);
+    int v = 0;
+    ck_assert_int_eq(stk_getopt(a, c2, STK_SO_SNDSPACE, &v), 0);
+    ck_assert_int_eq(v, 65536); /* the ring's size is known before its memory exists */
+    a_idle = ma.live;
+    b_idle = mb.live;
+    /* One byte A -> B: A's send ring and B's receive ring appear, nothing else. */
+    ck_assert_int_eq(stk_send(a, w->now, c2, "x", 1, 0), 1);
+    ck_assert_int_eq(wire_run_for(w, STK_US_PER_S), 0);
+    ck_assert_uint_eq(ma.live - a_idle, 65536);
+    ck_assert_uint_eq(mb.live - b_idle, 131072);
+    char ch = 0;
+    ck_assert_int_eq(stk_recv(b, w->now, s2, &ch, 1, 0), 1);
+    ck_assert_int_eq(ch, 'x');
+    /* Zero bytes allocate nothing (and a NULL buffer with them is fine). */
+    ck_assert_int_eq(stk_send(b, w->now, s2, NULL, 0, 0), 0);
+    ck_assert_uint_eq(mb.live - b_idle, 131072);
+    stk_close(a, w->now, c2);
+    stk_close(b, w->now, s2);
+    ck_assert_int_eq(wire_run_for(w, 200 * STK_US_PER_S), 0);
+    wire_destroy(w);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *fn, int loops)
 {
     /* One case per test, so CK_RUN_CASE=<name> runs just that one. */
@@ -462,6 +525,7 @@ static Suite *suite(void)
     add(s, "zero_window", test_zero_window_reader, 1);
     add(s, "short", test_short_connections, 1);
     add(s, "short_faulty", test_short_connections_faulty, 1);
+    add(s, "lazy_rings", test_lazy_rings, 1);
     return s;
 }
 
