@@ -66,7 +66,6 @@ enum shm_op {
  * dead holder: it may have taken the one signal meant for all, docs/shm.md "Holders"). */
 #define SHM_KICK_WAKE 1
 
-
 /* shm_cmd.flags */
 enum {
     /* SHM_OP_CLOSE: reset the connection (RST) instead of closing it gracefully. Stack cores
