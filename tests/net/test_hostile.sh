@@ -51,6 +51,9 @@ KIND=${KIND%% *}
 SEED=${NET_HOSTILE_SEED:-6}
 NRAND=${NET_HOSTILE_RANDOM:-4000}
 ONLY=${NET_HOSTILE_ONLY:-1 2 3 4 5}
+# A vanished peer must be given up within seconds: 6 unanswered retransmissions (or probes),
+# the backed-off timer capped at 1 s (Linux: tcp_retries2 15, RTO up to 120 s).
+RETRIES=6 RTO_MAX_MS=1000
 HTTP=80 SRC=19 ECHO=7
 D="$NET_TMPD/sync"
 mkdir -p "$D"
@@ -64,6 +67,7 @@ USTACKD_ERR=""
 ip netns exec "$NS_U" sh -c '[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; shift; exec env "$@"' \
     sh "${NET_BPFFS:-1}" "LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24" \
     "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT" \
+    "USTACK_TCP_RETRIES=$RETRIES" "USTACK_TCP_RTO_MAX_MS=$RTO_MAX_MS" \
     "$PY" "$H/hostile_server.py" "$HTTP" "$SRC" "$ECHO" "$D" </dev/null \
     >"$NET_TMPD/server.out" 2>"$NET_TMPD/server.err" &
 SRV=$!
@@ -186,33 +190,39 @@ if part 3; then
     [ "$z2" -gt "$z1" ] || net_softfail "no zero-window probe in 8 s (tcp_zwp $z1 -> $z2)"
     [ "$e" = 1 ] || net_softfail "zero-window connection: conns_established=$e, expected 1"
     [ $((m2 - m1)) -lt 4096 ] || net_softfail "ustackd's RSS grew by $((m2 - m1)) KiB while probing"
-    net__kill_pid "$ZW" 2
-    wait_until 10 established_is 0 || net_softfail "the never-reading peer's connection stayed after it was killed"
 
-    net_log "3b. a peer that vanishes (its address deleted) with 5 idle keepalive connections"
+    net_log "3b. the peer vanishes (its address deleted): the never-read one, a download in flight, 5 idle keepalive ones"
     k0=$(ctr tcp_keepalive_drops)
+    t0c=$(ctr tcp_conn_timeouts)
     ip netns exec "$NS_K" timeout -k 2 100 "$SPY" "$H/hostile_peer.py" hold "$IP_U" "$ECHO" 5 95 </dev/null \
         >"$NET_TMPD/hold.out" 2>"$NET_TMPD/hold.err" &
     HOLD=$!
     net_bg "$HOLD"
+    ip netns exec "$NS_K" timeout -k 2 100 "$SPY" "$H/hostile_peer.py" slowread "$IP_U" "$SRC" 95 </dev/null \
+        >"$NET_TMPD/slowread.out" 2>"$NET_TMPD/slowread.err" &
+    SR=$!
+    net_bg "$SR"
     wait_line 15 '^ready' "$NET_TMPD/hold.out" || net_fail "keepalive peer: $(tail -c 300 "$NET_TMPD/hold.err")"
+    wait_line 15 '^ready' "$NET_TMPD/slowread.out" || net_fail "slow reader: $(tail -c 300 "$NET_TMPD/slowread.err")"
+    sleep 3 # keepalive idle 1 s: probes go out and are answered, nothing is dropped
     e=$(tel conns_established)
-    [ "$e" = 5 ] || net_softfail "keepalive connections: conns_established=$e, expected 5"
-    sleep 3 # idle 1 s, probes answered: they stay
-    e=$(tel conns_established)
-    [ "$e" = 5 ] || net_softfail "answered keepalive probes: conns_established=$e after 3 s, expected 5"
+    [ "$e" = 7 ] || net_softfail "before the peer vanishes: conns_established=$e, expected 7 (1 + 1 + 5)"
     ip -n "$NS_K" addr del "$IP_K/24" dev "$VETH_K"
     t0=$SECONDS
-    wait_until 20 established_is 0 || net_softfail "vanished peer: conns_established=$(tel conns_established) 20 s later"
+    wait_until 30 established_is 0 || net_softfail "vanished peer: conns_established=$(tel conns_established) 30 s later"
     dt=$((SECONDS - t0))
     k1=$(ctr tcp_keepalive_drops)
+    t1c=$(ctr tcp_conn_timeouts)
     ip -n "$NS_K" addr add "$IP_K/24" dev "$VETH_K"
-    wait_until 5 test "$(grep -c '^echo-error ETIMEDOUT' "$NET_TMPD/server.out")" -ge 5 || true
-    et=$(grep -c '^echo-error ETIMEDOUT' "$NET_TMPD/server.out" || true)
-    net_log "vanished peer: dropped within ${dt} s, tcp_keepalive_drops +$((k1 - k0)), server saw ETIMEDOUT $et times"
+    nerr() { grep -c "^$1-error ETIMEDOUT" "$NET_TMPD/server.out" || true; }
+    wait_until 5 test "$(nerr echo)" -ge 5 -a "$(nerr source)" -ge 2 || true
+    net_log "vanished peer: all dropped within ${dt} s; tcp_keepalive_drops +$((k1 - k0)), tcp_conn_timeouts +$((t1c - t0c)); the server saw ETIMEDOUT on $(nerr echo) echo and $(nerr source) source connections"
     [ $((k1 - k0)) -ge 5 ] || net_softfail "tcp_keepalive_drops +$((k1 - k0)), expected +5"
-    [ "$et" -ge 5 ] || net_softfail "the server saw ETIMEDOUT on $et of 5 keepalive connections: $(grep '^echo-error' "$NET_TMPD/server.out" | sort | uniq -c | tr '\n' ' ')"
-    net__kill_pid "$HOLD" 2
+    # The download with data in flight (RTO) and the never-read one (zero-window probes).
+    [ $((t1c - t0c)) -ge 2 ] || net_softfail "tcp_conn_timeouts +$((t1c - t0c)), expected +2"
+    { [ "$(nerr echo)" -ge 5 ] && [ "$(nerr source)" -ge 2 ]; } ||
+        net_softfail "the server saw ETIMEDOUT on $(nerr echo) of 5 keepalive and $(nerr source) of 2 source connections: $(grep -- '-error' "$NET_TMPD/server.out" | sort | uniq -c | tr '\n' ' ')"
+    for p in "$ZW" "$HOLD" "$SR"; do net__kill_pid "$p" 2; done
 fi
 
 # ---------------------------------------------------------------- 4. slowloris
@@ -225,11 +235,12 @@ if part 4; then
     net_bg "$SL"
     wait_line 30 '500 open' "$NET_TMPD/slow.err" || net_softfail "slowloris could not open 500 connections: $(tail -c 300 "$NET_TMPD/slow.err")"
     e=$(tel conns_established)
+    sl_rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$USTACKD_PID/status")
     : >"$NET_TMPD/slow.curl"
     curl_loop 20 0.3 "$NET_TMPD/slow.curl"
     wait "$SL" || net_softfail "slowloris peer failed: $(tail -c 300 "$NET_TMPD/slow.err")"
     ok=$(count_ok "$NET_TMPD/slow.curl")
-    net_log "slowloris: $(cat "$NET_TMPD/slow.out"); established during it $e; $ok/20 curl answered"
+    net_log "slowloris: $(cat "$NET_TMPD/slow.out"); established during it $e (ustackd VmRSS $sl_rss KiB); $ok/20 curl answered"
     [ "$ok" = 20 ] || net_softfail "slowloris: $ok of 20 requests answered"
     [ "$e" -ge 500 ] || net_softfail "slowloris: conns_established=$e during the attack, expected >= 500"
     grep -q 'alive=500$' "$NET_TMPD/slow.out" || net_softfail "slowloris: connections lost: $(cat "$NET_TMPD/slow.out")"
@@ -258,6 +269,10 @@ if part 5; then
         d=$(($(stat_sum "$st" "$k") - before[$k]))
         # The sender names the least each counter must grow by: its systematic frames of that kind.
         want=$(sed -n "s/.* $k=\([0-9]*\).*/\1/p" <<<" ${out#*expect}")
+        # On af_packet these fragments never reach ustackd (seen here: ip_drop_frag stays 0
+        # and ip_in does not count them; the PMD's packet socket is in a PACKET_FANOUT group,
+        # which may defragment).
+        [ "$k" = ip_drop_frag ] && [ "$KIND" != af_xdp ] && want=""
         line="$line $k+$d${want:+/$want}"
         [ -z "$want" ] || [ "$d" -ge "$want" ] || net_softfail "malformed: $k grew by $d, expected at least $want (seed $SEED)"
     done

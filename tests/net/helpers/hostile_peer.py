@@ -9,6 +9,8 @@
                             must be reset (ECONNRESET here after we send a byte). "reset ok".
   zerowin IP PORT SECS      a download we never read (SO_RCVBUF 64 KiB): prints "ready",
                             holds it for SECS s (or until killed).
+  slowread IP PORT SECS     a download read slowly (data always in flight): "ready" once data
+                            arrives, read for SECS s (or until killed).
   hold IP PORT N SECS       N echo connections (one line echoed on each), "ready", held
                             for SECS s (or until killed).
   slowloris IP PORT N SECS  N connections each sending a partial HTTP request a byte at a time
@@ -216,6 +218,28 @@ def cmd_zerowin(ip, port, secs):
     s.sendall(b"%d\n" % (1 << 30))
     print("ready %d" % s.getsockname()[1], flush=True)
     hold_for(secs)
+
+
+def cmd_slowread(ip, port, secs):
+    """A download read at about 1.6 MB/s (so the sender always has data in flight)."""
+    s = connect(ip, port, timeout=30)
+    s.sendall(b"%d\n" % (1 << 30))
+    s.settimeout(0.5)
+    n = 0
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            b = s.recv(16384)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not b:
+            break
+        if n == 0:
+            print("ready", flush=True)
+        n += len(b)
+        time.sleep(0.01)
 
 
 def cmd_hold(ip, port, n, secs):
@@ -490,6 +514,8 @@ def main():
         cmd_reset(a[1], int(a[2]), a[3])
     elif a[0] == "zerowin":
         cmd_zerowin(a[1], int(a[2]), float(a[3]))
+    elif a[0] == "slowread":
+        cmd_slowread(a[1], int(a[2]), float(a[3]))
     elif a[0] == "hold":
         cmd_hold(a[1], int(a[2]), int(a[3]), float(a[4]))
     elif a[0] == "slowloris":

@@ -7,8 +7,8 @@ One single-threaded selectors (epoll) server with three services:
   SOURCE PORT_SRC: reads one line "N\\n", then sends N bytes (byte i = i % 251) and closes;
          later input is read and ignored.
   ECHO   PORT_ECHO: echoes; the listener and every accepted socket have SO_KEEPALIVE with
-         TCP_KEEPIDLE=1, TCP_KEEPINTVL=1, TCP_KEEPCNT=3. When such a connection ends with an
-         error, "echo-error ERRNAME" is printed.
+         TCP_KEEPIDLE=1, TCP_KEEPINTVL=1, TCP_KEEPCNT=3.
+A connection that ends with an error prints "KIND-error ERRNAME" (KIND http, source, echo).
 Prints "up" when listening and "served N" for each 50 HTTP answers; runs until DIR/exit
 exists or 300 s pass.
 """
@@ -67,8 +67,8 @@ served = 0
 
 def close(c, why=None):
     global served
-    if c.kind == "echo" and why is not None:
-        print("echo-error %s" % errno.errorcode.get(why, str(why)), flush=True)
+    if why is not None:
+        print("%s-error %s" % (c.kind, errno.errorcode.get(why, str(why))), flush=True)
     try:
         sel.unregister(c.s)
     except (KeyError, ValueError):
