@@ -8,26 +8,30 @@
 # 198.18.X.0/24.
 #  1. SYN flood: two hping3 -S -i u100 for 8 s from spoofed sources 198.18.X.100/.101
 #     (hping3 moves the source port on every packet): 30 curl requests during the flood all
-#     answered; tcp_syncookies_sent grows.
+#     answered; tcp_syncookies_sent and tcp_syncookies_ok grow.
 #  2. RFC 5961: during a 24 MiB download, 100 blind RSTs (R and RA) with in-window sequence
-#     numbers other than rcv_nxt and 25 in-window SYNs, spoofed as the peer: the download
-#     completes byte-exact, rcv_nxt unmoved, no RST accepted (tcp_rst_in unchanged), every
-#     injected segment answered with a challenge ACK or counted as rate limited
-#     (tcp_challenge_acks + tcp_challenge_limited grow by at least the number sent,
-#     tcp_challenge_acks > 0). Then one RST with seq = rcv_nxt resets a download
-#     (ECONNRESET at the peer, tcp_rst_in grows): the injection does reach the stack.
+#     numbers other than rcv_nxt, 25 in-window SYNs and 24 ACKs with hostile SACK blocks,
+#     spoofed as the peer: the download completes byte-exact, rcv_nxt unmoved, no RST
+#     accepted (tcp_rst_in unchanged), every RST and SYN answered with a challenge ACK or
+#     counted as rate limited (tcp_challenge_acks + tcp_challenge_limited grow by at least
+#     their number, tcp_challenge_acks > 0). Then one RST with seq = rcv_nxt resets a
+#     download (ECONNRESET at the peer, tcp_rst_in grows): the injection does reach the stack.
 #  3. A peer that never reads (SO_RCVBUF 64 KiB, a 1 GiB download): zero-window probes go on
 #     (tcp_zwp grows over 8 s), the connection stays established, ustackd's RSS grows by less
-#     than 4 MiB. A peer that vanishes (its address deleted in the kernel namespace) with 5
-#     idle keepalive connections: within 20 s all are dropped (tcp_keepalive_drops +5,
-#     conns_established 0 in /ustack/stats, the server sees ETIMEDOUT on each).
+#     than 4 MiB. Then the peer vanishes (its address deleted in the kernel namespace) with
+#     that connection, a download in flight and 5 idle keepalive connections: within 30 s all
+#     are dropped (tcp_conn_timeouts +2 for the probes and the retransmissions,
+#     tcp_keepalive_drops +5, conns_established 0 in /ustack/stats, the server sees ETIMEDOUT
+#     on each). ustackd runs with USTACK_TCP_RETRIES=6 USTACK_TCP_RTO_MAX_MS=1000 for this
+#     (the defaults, 15 and 60 s, take about 9 minutes).
 #  4. Slowloris: 500 connections sending a partial HTTP request one byte per second for 15 s;
 #     20 curl requests meanwhile all answered, the 500 still open at the end.
 #  5. Malformed frames (hostile_peer.py malformed: every IPv4/TCP header field, options,
-#     flags, truncations, ARP and ICMP junk, plus seeded random mutations; NET_HOSTILE_SEED,
-#     NET_HOSTILE_RANDOM): ustackd alive, curl answered, each class of drop counted.
-# ustackd's SYN-ACK retransmission and data retries (6 and 15, RTO up to 60 s) are not
-# configurable, so a vanished peer with data in flight is not waited for (docs/gaps.md).
+#     flags, truncations, ARP and ICMP junk, plus seeded random mutations): ustackd alive,
+#     curl answered, each drop counter grows by at least the number of systematic frames
+#     that must be dropped for that reason.
+# Knobs: NET_HOSTILE_KIND (af_xdp), NET_HOSTILE_ONLY (parts, e.g. "2 5"), NET_HOSTILE_SEED
+# (6) and NET_HOSTILE_RANDOM (4000 random frames). About 150 s.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init hostile 19
