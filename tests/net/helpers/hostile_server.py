@@ -66,7 +66,6 @@ served = 0
 
 
 def close(c, why=None):
-    global served
     if why is not None:
         print("%s-error %s" % (c.kind, errno.errorcode.get(why, str(why))), flush=True)
     try:
