@@ -102,6 +102,8 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(RCVBUF, "USTACK_RCVBUF", parse_bytes, FIELD(rcvbuf), 4096, 64u << 20)                        \
     X(MAX_SOCKS, "USTACK_MAX_SOCKS", parse_uint, FIELD(max_socks), 16, 1u << 24)                   \
     X(CC, "USTACK_CC", parse_cc, 0, 0, 0)                                                          \
+    X(TCP_RETRIES, "USTACK_TCP_RETRIES", parse_uint, FIELD(tcp_retries), 1, 255)                   \
+    X(TCP_RTO_MAX, "USTACK_TCP_RTO_MAX_MS", parse_uint, FIELD(rto_max_ms), 1000, 120000)           \
     X(MBUFS, "USTACK_MBUFS", parse_uint, FIELD(mbufs), 1024, 1u << 20)                             \
     X(HUGE, "USTACK_HUGE", parse_huge, 0, 0, 0)                                                    \
     X(SHM_SOCKS, "USTACK_SHM_SOCKS", parse_uint, FIELD(shm_socks), 16, 1u << 20)                   \

@@ -58,6 +58,11 @@ struct shim_conf {
     unsigned rcvbuf;        /* USTACK_RCVBUF likewise; 0 = engine default */
     unsigned max_socks;     /* USTACK_MAX_SOCKS per core 16..16777216; 0 = engine default */
     int cc;                 /* USTACK_CC newreno|cubic -> 0 / 1 (enum stk_cc_algo) */
+    unsigned tcp_retries;   /* USTACK_TCP_RETRIES 1..255: unanswered retransmissions (and
+                               zero-window probes) before a connection is dropped, as
+                               Linux's tcp_retries2; 0 = engine default (15) */
+    unsigned rto_max_ms;    /* USTACK_TCP_RTO_MAX_MS 1000..120000: ceiling of the backed-off
+                               retransmission and probe timers; 0 = engine default (60 s) */
     unsigned mbufs;         /* USTACK_MBUFS per core 1024..1048576; default 16384 */
     int huge;               /* USTACK_HUGE auto|0|1: -1 auto (use hugepages if reserved) */
     unsigned shm_socks;     /* USTACK_SHM_SOCKS 16..1048576: socket slots in the shared

@@ -501,6 +501,13 @@ static bool on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now
     t->t_keep = 0;
     if (!(t->flags & TF_KEEPALIVE) || !stk__state_synced(t->state) || t->state == STK_TCP_TIME_WAIT)
         return false;
+    /* Data unacknowledged or waiting to go: the retransmission or persist timer watches the
+     * peer (and gives up after data_retries); keepalive looks again a full idle time later,
+     * as Linux's tcp_keepalive_timer does ("alive without keepalive"). */
+    if (stk__data_end(t) != t->snd_una) {
+        t->t_keep = now + (stk_time_t)t->keep_idle_s * STK_US_PER_S;
+        return false;
+    }
     stk_time_t idle_until = t->last_recv + (stk_time_t)t->keep_idle_s * STK_US_PER_S;
     if (now < idle_until && t->keep_probes == 0) {
         t->t_keep = idle_until;

@@ -166,6 +166,8 @@ START_TEST(defaults)
     ck_assert_uint_eq(c.rcvbuf, 0);
     ck_assert_uint_eq(c.max_socks, 0);
     ck_assert_int_eq(c.cc, 0);
+    ck_assert_uint_eq(c.tcp_retries, 0);
+    ck_assert_uint_eq(c.rto_max_ms, 0);
     ck_assert_uint_eq(c.mbufs, 16384);
     ck_assert_int_eq(c.huge, -1);
 
@@ -689,6 +691,23 @@ START_TEST(socks_and_mbufs)
 }
 END_TEST
 
+START_TEST(tcp_timers)
+{
+    OK("USTACK_TCP_RETRIES", "1", "USTACK_TCP_RTO_MAX_MS", "1000");
+    ck_assert_uint_eq(c.tcp_retries, 1);
+    ck_assert_uint_eq(c.rto_max_ms, 1000);
+    OK("USTACK_TCP_RETRIES", "255", "USTACK_TCP_RTO_MAX_MS", "120000");
+    ck_assert_uint_eq(c.tcp_retries, 255);
+    ck_assert_uint_eq(c.rto_max_ms, 120000);
+    BAD("USTACK_TCP_RETRIES", "0", "out of range (expected 1..255)");
+    BAD("USTACK_TCP_RETRIES", "256", "out of range");
+    BAD("USTACK_TCP_RETRIES", "-1", "not a decimal number");
+    BAD("USTACK_TCP_RTO_MAX_MS", "999", "out of range (expected 1000..120000)");
+    BAD("USTACK_TCP_RTO_MAX_MS", "120001", "out of range");
+    BAD("USTACK_TCP_RTO_MAX_MS", "1s", "not a decimal number");
+}
+END_TEST
+
 START_TEST(cc_and_huge)
 {
     OK("USTACK_CC", "cubic");
@@ -1072,6 +1091,7 @@ int main(void)
     tcase_add_test(vars, idle_and_flush);
     tcase_add_test(vars, buffers);
     tcase_add_test(vars, socks_and_mbufs);
+    tcase_add_test(vars, tcp_timers);
     tcase_add_test(vars, cc_and_huge);
     tcase_add_test(vars, empty_values);
     tcase_add_test(vars, several_bad);

@@ -1664,6 +1664,39 @@ START_TEST(keepalive_timeout)
 }
 END_TEST
 
+/* Unacknowledged data: no keepalive probe (Linux's tcp_keepalive_timer leaves the peer to the
+ * retransmission timer); once all is acknowledged, probes start after an idle time. */
+START_TEST(keepalive_data_outstanding)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    keepalive_on(h, 2, 1, 2);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 1000, 0), 1000);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 1000);
+    /* 2 + 3 x 1 s would have ended the connection by keepalive: only retransmissions. */
+    stk_time_t t = h->now;
+    advance(h, t + 12 * SEC);
+    unsigned rexmt = 0;
+    while (pkt_capture_peek(&h->segs, 0)) {
+        EXPECT(h, F_ACK | F_PSH, s, h->pseq, 1000);
+        rexmt++;
+    }
+    REQUIRE(rexmt >= 2, "%u retransmissions in 12 s", rexmt);
+    EQ(ctr(h)->tcp_keepalive_drops, 0);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    /* Acknowledged: idle from now on, probed after 2 s. */
+    h->pack = s + 1000;
+    peer_ack(h);
+    t = h->now;
+    advance(h, t + 2 * SEC + SEC / 2);
+    EXPECT(h, F_ACK, s + 999, h->pseq, 0);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
 /* ---- TIME-WAIT ------------------------------------------------------------------------------ */
 
 /* Active close of an active open: returns with the connection in TIME-WAIT. */
@@ -2371,6 +2404,7 @@ int main(void)
     tc = tcase(s, "keepalive");
     tcase_add_test(tc, keepalive_answered);
     tcase_add_test(tc, keepalive_timeout);
+    tcase_add_test(tc, keepalive_data_outstanding);
     tc = tcase(s, "time_wait");
     tcase_add_test(tc, time_wait_expiry);
     tcase_add_test(tc, time_wait_fin_reacked);

@@ -438,8 +438,9 @@ net__stats_block() {
         END { printf "%s", blk }' "$USTACKD_OUT"
 }
 
-# stat_cores FILE: the core ids present.
-stat_cores() { sed -n 's/^ustackd: stats core=\([0-9]*\).*/\1/p' "$1"; }
+# stat_cores FILE: the core ids present, each once (a core has a second line, of the
+# shared-memory server's counters, when ustackd serves LD_PRELOAD programs).
+stat_cores() { sed -n 's/^ustackd: stats core=\([0-9]*\).*/\1/p' "$1" | sort -un; }
 
 # ustackd prints only the counters that are not zero: an absent counter reads as 0.
 
