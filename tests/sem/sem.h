@@ -345,7 +345,7 @@ static inline int sem_wait_fd(int fd, short events, int ms)
 }
 
 /* Fills a connection's send buffer towards the sink (which never reads) with non-blocking
- * sends, until two sends 300 ms apart both say EAGAIN: ACKs keep freeing room and growing
+ * sends, until four sends 300 ms apart all say EAGAIN: ACKs keep freeing room and growing
  * the buffer for a while after the first EAGAIN. The socket is left as it was (blocking or
  * not). Returns the bytes queued, or -1 with errno. */
 static inline long sem_fill_sndbuf(int fd)
@@ -357,13 +357,15 @@ static inline long sem_fill_sndbuf(int fd)
     long total = 0;
     int eagains = 0, err = ETIMEDOUT;
     double end = sem_ms() + 15000;
-    while (eagains < 2 && sem_ms() < end) {
+    /* ustack moves bytes on asynchronously (its ring into the engine), which on a loaded
+     * machine can find room again after two EAGAINs. */
+    while (eagains < 4 && sem_ms() < end) {
         ssize_t n = send(fd, buf, sizeof buf, MSG_NOSIGNAL);
         if (n > 0) {
             total += n;
             eagains = 0;
         } else if (n < 0 && errno == EAGAIN) {
-            if (++eagains < 2)
+            if (++eagains < 4)
                 sem_sleep_ms(300);
         } else {
             err = n < 0 ? errno : EPIPE;
@@ -371,7 +373,7 @@ static inline long sem_fill_sndbuf(int fd)
         }
     }
     fcntl(fd, F_SETFL, fl);
-    if (eagains < 2) {
+    if (eagains < 4) {
         errno = err;
         return -1;
     }
