@@ -131,6 +131,7 @@ def load_run(d):
     r = {"dir": os.path.basename(d), "group": meta.get("group"), "scenario": meta.get("scenario"),
          "side": meta.get("side"), "round": int(meta.get("round", 0)), "conc": int(meta.get("conc", 0)),
          "tool": meta.get("tool"), "cores": int(meta.get("cores", 0)), "pair": meta.get("pair", "-"),
+         "seconds": int(meta.get("seconds", 0) or 0),
          "server_cmd": rd(d + "/server.cmd").strip(), "client_cmd": rd(d + "/client.cmd").strip(),
          "exit": rd(d + "/rc").strip(), "failure": rd(d + "/fail").strip() or None,
          "loadavg_before": rd(d + "/loadavg").strip()}
@@ -152,6 +153,8 @@ def load_run(d):
     t0, t1 = num(rd(d + "/t.before").strip()), num(rd(d + "/t.after").strip())
     if t0 and t1:
         r["wall_s"] = round(t1 - t0, 3)
+    if res and not res.get("units", res.get("requests")) and not r["failure"]:
+        r["failure"] = "no request completed"
     if res:
         r["result"] = res
         r["value"] = res["value"]
@@ -240,7 +243,9 @@ def markdown(doc):
     m = doc["machine"]
     lines = ["# ustack benchmark %s" % doc["base"], "",
              "- command: `%s` (%s mode, %d round(s) of %d s per measurement, ustack and kernel alternating)"
-             % (doc["command"], "quick" if doc["quick"] else "full", doc["rounds"], doc["seconds"]),
+             % (doc["command"], "quick" if doc["quick"] else "full", doc["rounds"], doc["seconds"])
+             + "".join("; ab at concurrency %d: %d s" % (c, t) for c, t in sorted(set(
+                 (r["conc"], r["seconds"]) for r in doc["runs"] if r["tool"] == "ab" and r["seconds"] != doc["seconds"]))),
              "- commit %s; binaries %s" % (doc["commit"], doc["binaries"]),
              "- machine: %s, %d CPUs (%s), kernel %s, %s" % (m["host"], m["nproc"], m["cpu_model"], m["kernel"], m["memory"]),
              "- tools: nginx %s, ab %s, %s" % (doc["nginx"], doc["ab"], doc["wrk"]),

@@ -24,10 +24,11 @@
 #           rr, 1 connection, 64 B (transactions/s and latency p50/p99/p99.9)
 # The kernel-to-kernel runs (nginx and the client both on the kernel) are one measurement
 # per round, the kernel column of server, client and both alike (wrk: of both). Order in a
-# round: nginx under ustack (server; then both, the client under ustack too), nginx on the
-# kernel (the kernel runs; then client), kserve under ustack, kserve on the kernel.
+# round: nginx under ustack (server; then both, the client under ustack too), nginx moved
+# to the kernel with the same ustack client (client), nginx and clients on the kernel (the
+# kernel runs), kserve under ustack, kserve on the kernel.
 # Each measurement runs for a fixed time (ab -t, wrk -d, loadgen --seconds). The clients
-# under ustack are children of bench/uclient.py, started once per nginx under LD_PRELOAD:
+# under ustack are children of bench/uclient.py, started once per round under LD_PRELOAD:
 # its ustackd starts (seconds on a busy machine) before and outside every measurement.
 # Per run: the tool's result, failed requests, whole-machine CPU-seconds (/proc/stat
 # user+nice+system+irq+softirq, every CPU, over the run) per request (per GB for bulk), the
@@ -38,7 +39,8 @@
 #   --cores LIST     stack cores per ustackd, 1 and/or 2, comma-separated (default 1); each
 #                    count is a complete pass of every group. 1: CPU 1; 2: CPUs 0-1
 #   --rounds N       ustack/kernel pairs (default 2; quick 1)
-#   --seconds S      length of each measurement (default 4; quick 3)
+#   --seconds S      length of each measurement (default 3; ab at concurrency 10000: at
+#                    least 10)
 #   --only LIST      groups to run: server,client,both,bulk (default all)
 #   --pair KIND      afxdp (default) or memif: how the two ustackd of group "both" connect
 #   --out DIR        where the results go (default bench/results): <UTC date>-<host>.json,
@@ -85,7 +87,7 @@ if [ "$QUICK" = 1 ]; then
     ROUNDS=${ROUNDS:-1} SECS=${SECS:-3}
     SRV_CONCS="100"
 else
-    ROUNDS=${ROUNDS:-2} SECS=${SECS:-4}
+    ROUNDS=${ROUNDS:-2} SECS=${SECS:-3}
     SRV_CONCS="10 100 1000 10000"
 fi
 isnum() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ]; }
@@ -116,7 +118,7 @@ URL="http://$IP_S/index.html"
 TMPD=$(mktemp -d /tmp/bench-run.XXXXXX) || exit 2
 chmod 755 "$TMPD"
 BIN=$TMPD/bin PREFIX=$TMPD/nginx
-SRV_PID="" SRV_KIND="" SRV_CMD="" CLI_PID="" RUN_N=0 FAILS=0 STACKD_PIDS=""
+READY_NS=$NS_C SRV_PID="" SRV_KIND="" SRV_CMD="" CLI_PID="" RUN_N=0 FAILS=0 STACKD_PIDS=""
 # The stack process gets its own name: someone's `pkill ustackd` on this shared machine must
 # not stop a measured server.
 STACKD_COMM="u-stack-d"
@@ -268,7 +270,7 @@ start_server() {
             p=$(cat "$PREFIX/nginx.pid" 2>/dev/null)
             [ -n "$p" ] && grep -q '^ustackd: ready' "$d/stackd.log" 2>/dev/null && { sleep 0.5; return 0; }
         else
-            code=$(ip netns exec "$NS_C" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL" 2>/dev/null)
+            code=$(ip netns exec "$READY_NS" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL" 2>/dev/null)
             [ "$code" = 200 ] && return 0
         fi
         sleep 0.1
@@ -360,7 +362,7 @@ measure() {
     d=$TMPD/runs/$(printf '%04d' "$RUN_N")
     mkdir -p "$d"
     printf 'group=%s\nscenario=%s\nside=%s\nround=%s\nconc=%s\ntool=%s\ncores=%s\nseconds=%s\npair=%s\n' \
-        "$group" "$scen" "$side" "$round" "$conc" "$tool" "$cores" "$SECS" \
+        "$group" "$scen" "$side" "$round" "$conc" "$tool" "$cores" "$([ "$tool" = ab ] && ab_secs "$conc" || echo "$SECS")" \
         "$([ "$group" = both ] && [ "$side" = ustack ] && echo "$PAIR" || echo -)" >"$d/meta"
     printf '%s\n' "$SRV_CMD" >"$d/server.cmd"
     cat /proc/loadavg >"$d/loadavg"
@@ -403,8 +405,12 @@ measure() {
 }
 SERVER_U=0
 
+# ab_secs CONC: ab's time limit. 10000 connections at once overflow nginx's listen queue
+# (backlog 511) on either stack and the first requests complete only after SYN
+# retransmissions, about 7 s on the kernel: at least 10 s for them.
+ab_secs() { if [ "$1" -ge 10000 ] && [ "$SECS" -lt 10 ]; then echo 10; else echo "$SECS"; fi; }
 ab_cmd() {  # ab_cmd MODE(close|ka) CONC
-    local -a a=(ab -r -s 30 -t "$SECS" -n 1000000 -c "$2")
+    local -a a=(ab -r -s 10 -t "$(ab_secs "$2")" -n 1000000 -c "$2")
     [ "$1" = ka ] && a+=(-k)
     printf '%s\n' "${a[@]}" "$URL"
 }
@@ -435,27 +441,74 @@ server_fail() {
 # also under ustack), nginx on the kernel (the kernel runs; then client, ab under ustack),
 # kserve under ustack, kserve on the kernel.
 
-# phase_ustack_nginx CORES ROUND
-phase_ustack_nginx() {
-    local cores=$1 r=$2 d c m ssd=ustack both_here=0
+# phase_ustack CORES ROUND: every ustack-side run that needs nginx. nginx under ustack with
+# ab from the kernel (server); then the ustack client runner in C: wrk and ab against that
+# nginx (both), and after nginx moved to the kernel, ab against it (client). One client
+# ustackd serves both groups (its start costs seconds).
+phase_ustack() {
+    local cores=$1 r=$2 d c m both_here=0 ucli=0
     want both && [ "$PAIR" = afxdp ] && both_here=1
-    want server || [ "$both_here" = 1 ] || return 0
     d=$TMPD/srv/nginx.$cores.$r.ustack
-    addrs k u
-    SERVER_U=1
-    if ! start_server nginx "$ssd" "$(bench_cpus "$cores")" "$d"; then
-        server_fail server ustack "$r" "$cores" "$d"; stop_server quiet; return 0
+    mkdir -p "$d"
+    if want server || [ "$both_here" = 1 ]; then
+        addrs k u
+        SERVER_U=1
+        if start_server nginx ustack "$(bench_cpus "$cores")" "$d"; then
+            if want server; then
+                for c in $SRV_CONCS; do
+                    for m in close ka; do
+                        mapfile -t cmd < <(ab_cmd "$m" "$c")
+                        measure server "$m" ustack "$r" "$c" ab "$cores" k -- "${cmd[@]}"
+                    done
+                done
+            fi
+            if [ "$both_here" = 1 ] || want client; then
+                ucli_up "$cores" "$r" "$d" && ucli=1
+            fi
+            if [ "$ucli" = 1 ] && [ "$both_here" = 1 ]; then
+                mapfile -t cmd < <(wrk_cmd)
+                measure both wrk ustack "$r" 100 wrk "$cores" u -- "${cmd[@]}"
+                mapfile -t cmd < <(ab_cmd close 100)
+                measure both close ustack "$r" 100 ab "$cores" u -- "${cmd[@]}"
+            fi
+        else
+            server_fail server ustack "$r" "$cores" "$d"
+        fi
+        stop_server
     fi
-    if want server; then
-        for c in $SRV_CONCS; do
-            for m in close ka; do
-                mapfile -t cmd < <(ab_cmd "$m" "$c")
-                measure server "$m" ustack "$r" "$c" ab "$cores" k -- "${cmd[@]}"
-            done
-        done
+    if want client; then
+        if [ "$ucli" = 0 ]; then
+            addrs u u
+            ucli_up "$cores" "$r" "$d" && ucli=1
+        fi
+        if [ "$ucli" = 1 ]; then
+            # nginx on the kernel in S; C has no kernel address while the runner holds it,
+            # so S checks that nginx answers itself.
+            ip -n "$NS_S" link set "$V_S" xdp off 2>/dev/null
+            ip -n "$NS_S" addr add "$IP_S/24" dev "$V_S"
+            SERVER_U=0 READY_NS=$NS_S
+            if start_server nginx kernel "" "$d/kernel-nginx"; then
+                for m in close ka; do
+                    mapfile -t cmd < <(ab_cmd "$m" 100)
+                    measure client "$m" ustack "$r" 100 ab "$cores" u -- "${cmd[@]}"
+                done
+            else
+                server_fail client kernel "$r" "$cores" "$d/kernel-nginx"
+            fi
+            READY_NS=$NS_C
+            stop_server
+        fi
     fi
-    [ "$both_here" = 1 ] && both_ustack "$cores" "$r" ustack "$d"
-    stop_server
+    ucli_stop
+}
+
+# ucli_up CORES ROUND DIR: the ustack client runner in C (C's kernel address goes).
+ucli_up() {
+    ip -n "$NS_C" addr flush dev "$V_C"
+    ip -n "$NS_S" neigh flush all 2>/dev/null
+    ucli_start "$(bench_cpus "$1" | client_cpus both)" ustack "$3/client" && return 0
+    server_fail client ustack "$2" "$1" "$3/client"
+    return 1
 }
 
 # both_ustack CORES ROUND KIND DIR: wrk and ab under ustack against the running nginx.
@@ -509,18 +562,6 @@ phase_kernel_nginx() {
         mapfile -t cmd < <(wrk_cmd)
         measure both wrk kernel "$r" 100 wrk "$cores" k -- "${cmd[@]}"
     fi
-    if want client; then
-        addrs u k
-        if ucli_start "$(bench_cpus "$cores")" ustack "$d/client"; then
-            for m in close ka; do
-                mapfile -t cmd < <(ab_cmd "$m" 100)
-                measure client "$m" ustack "$r" 100 ab "$cores" u -- "${cmd[@]}"
-            done
-            ucli_stop
-        else
-            server_fail client ustack "$r" "$cores" "$d/client"
-        fi
-    fi
     stop_server
 }
 
@@ -565,7 +606,7 @@ log "namespaces $NS_C / $NS_S; cores $CORES_LIST; $ROUNDS round(s) of $SECS s; g
 T0=$SECONDS
 for cores in ${CORES_LIST//,/ }; do
     for ((r = 1; r <= ROUNDS; r++)); do
-        phase_ustack_nginx "$cores" "$r"
+        phase_ustack "$cores" "$r"
         phase_memif "$cores" "$r"
         phase_kernel_nginx "$cores" "$r"
         phase_bulk "$cores" "$r" ustack
