@@ -261,14 +261,21 @@ start_server() {
     echo "$SRV_CMD" >"$d/server.cmd"
     "${LCMD[@]}" >"$d/server.out" 2>"$d/server.err" </dev/null &
     SRV_PID=$! SRV_KIND=$kind
-    for ((i = 0; i < 300; i++)); do
+    local t0=$SECONDS
+    for ((i = 0; SECONDS - t0 < 30 && i < 3000; i++)); do
         bench_alive "$SRV_PID" || break
         [ "$u" = 1 ] && note_stackd "$NS_S"
         if [ "$kind" = kserve ]; then
             grep -q '^kserve: ready' "$d/server.out" 2>/dev/null && return 0
         elif [ "$side" = memif ]; then
+            # No kernel path to ask: the library has waited for its ustackd before nginx's
+            # listening socket existed, so a pid file, the stack and a worker mean ready.
             p=$(cat "$PREFIX/nginx.pid" 2>/dev/null)
-            [ -n "$p" ] && grep -q '^ustackd: ready' "$d/stackd.log" 2>/dev/null && { sleep 0.5; return 0; }
+            if [ -n "$p" ] && [ -n "$(bench_ns_pids "$NS_S" "$STACKD_COMM")" ] &&
+                [ "$(bench_ns_pids "$NS_S" nginx | wc -l)" -ge 2 ]; then
+                sleep 1
+                return 0
+            fi
         else
             code=$(ip netns exec "$READY_NS" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL" 2>/dev/null)
             [ "$code" = 200 ] && return 0
