@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test deps format format-check bench-engine bench-veth demo clean
+.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test deps format format-check bench-engine bench-veth bench bench-quick bench-check demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -198,6 +198,26 @@ demo:
 # ustackd against the kernel over a veth (root); BENCH_ARGS=--quick for a smoke run.
 bench-veth: $(BUILD)/ustackd $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
 	bench/veth.sh $(BENCH_ARGS)
+
+# The benchmark suite (bench/run.sh, root): nginx, ab and wrk, kserve and loadgen on ustack
+# and on the kernel over a veth, results in bench/results/. `make bench` (both stack-core
+# counts, 2 rounds; under 15 minutes) and `make bench-quick` (1 round, 1 core; under 2).
+# Never part of `make test`. BENCH_ARGS adds options (see bench/run.sh --help).
+BENCH_DEPS := $(BUILD)/ustackd $(PRELOAD_SO) $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
+bench: $(BENCH_DEPS)
+	bench/run.sh --cores 1,2 $(BENCH_ARGS)
+bench-quick: $(BENCH_DEPS)
+	bench/run.sh --quick $(BENCH_ARGS)
+
+# Cheap checks of the benchmark scripts (no network, no root): syntax, shellcheck when
+# installed, the report generator's self-test.
+bench-check:
+	@for f in bench/*.sh; do bash -n "$$f" || exit 1; done
+	@if command -v shellcheck >/dev/null 2>&1; then shellcheck -x bench/*.sh; else echo "bench-check: shellcheck not installed, skipped"; fi
+	@python3 -B -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' bench/report.py bench/uclient.py
+	@python3 -B bench/report.py --self-test
+	@bench/run.sh --help >/dev/null
+	@echo "bench-check: ok"
 
 bench-engine: $(BUILD)/bench/bench_engine
 	$(BUILD)/bench/bench_engine
