@@ -226,6 +226,8 @@ void dio_shm_gone(struct dio_shm *srv);
 /* Start-up failure, with or without a usable region: writes msg into hdr.errmsg of the
  * region in fd (if it is large enough to hold a header), sets SHM_FAILED and wakes. */
 void dio_shm_fail(int fd, const char *msg);
+/* The same with SHM_BUSY: another ustackd serves the device (the spawner attaches to it). */
+void dio_shm_busy(int fd, const char *msg);
 
 /* The app that serves this one region on every stack core (it keeps its per-core state
  * itself and leaves dio_core_app_data to others): a set (below) of one region, owned by srv.
@@ -298,10 +300,10 @@ int dio_shm_watch_fd(struct dio_shm *srv);
 /* --- DPDK telemetry (docs/observability.md; dpdk_io/telemetry.c) ------------------------ */
 
 /* Registers the /ustack/... telemetry commands (once per process) and points them at this
- * stack, its shared-memory server (NULL if none) and the configuration it runs with. The
+ * stack, its set of shared-memory regions (NULL if none) and the configuration it runs with. The
  * commands answer on DPDK's telemetry threads and read each core's state through
  * dio_stack_run_on. */
-int dio_telemetry_attach(struct dio_stack *s, struct dio_shm *srv, const struct shim_conf *conf);
+int dio_telemetry_attach(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf);
 /* The commands stop touching the stack (they answer with an error); waits for one in
  * progress. Call before dio_stack_stop. */
 void dio_telemetry_detach(void);

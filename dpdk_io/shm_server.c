@@ -371,7 +371,7 @@ void dio_shm_gone(struct dio_shm *srv)
     set_state(srv->shdr, SHM_GONE);
 }
 
-void dio_shm_fail(int fd, const char *msg)
+static void fail_state(int fd, const char *msg, uint32_t state)
 {
     struct stat st;
     long pg = sysconf(_SC_PAGESIZE);
@@ -386,9 +386,19 @@ void dio_shm_fail(int fd, const char *msg)
     /* Only a region someone laid out: never scribble on an unrelated file. */
     if (h->magic == SHM_MAGIC) {
         snprintf(h->errmsg, sizeof(h->errmsg), "%s", msg);
-        set_state(h, SHM_FAILED);
+        set_state(h, state);
     }
     munmap(h, len);
+}
+
+void dio_shm_fail(int fd, const char *msg)
+{
+    fail_state(fd, msg, SHM_FAILED);
+}
+
+void dio_shm_busy(int fd, const char *msg)
+{
+    fail_state(fd, msg, SHM_BUSY);
 }
 
 /* ---- Helpers ---------------------------------------------------------------------------- */
@@ -1818,8 +1828,8 @@ int dio_shmset_add(struct dio_shmset *set, struct dio_stack *s, struct dio_shm *
                    size_t errlen)
 {
     if (srv->ncores != set->ncores) {
-        snprintf(err, errlen, "region made for %u stack cores, but this stack has %u",
-                 srv->ncores, set->ncores);
+        snprintf(err, errlen, "region made for %u stack cores, but this stack has %u", srv->ncores,
+                 set->ncores);
         return -EINVAL;
     }
     pthread_mutex_lock(&set->lock);
@@ -1843,8 +1853,7 @@ int dio_shmset_add(struct dio_shmset *set, struct dio_stack *s, struct dio_shm *
         if (rc == 0)
             rc = op.rc;
         if (rc) {
-            snprintf(err, errlen, "stack core %u could not take the region: %s", c,
-                     strerror(-rc));
+            snprintf(err, errlen, "stack core %u could not take the region: %s", c, strerror(-rc));
             del_on_cores(set, s, srv, c + 1);
             pthread_mutex_lock(&set->lock);
             set->regs[r] = NULL;
@@ -1921,8 +1930,8 @@ int dio_shmset_regions(struct dio_shmset *set, struct dio_shm_region_info *out, 
         out[n].nsocks = srv->nsocks;
         out[n].used = 0;
         for (uint32_t i = 0; i < srv->nsocks; i++)
-            out[n].used += atomic_load_explicit(&shm_sock(srv->base, i)->state, RLX) !=
-                           SHM_SOCK_FREE;
+            out[n].used +=
+                atomic_load_explicit(&shm_sock(srv->base, i)->state, RLX) != SHM_SOCK_FREE;
         n++;
     }
     pthread_mutex_unlock(&set->lock);

@@ -44,7 +44,7 @@ static struct {
     pthread_mutex_t lock;
     bool registered;
     struct dio_stack *s;
-    struct dio_shm *srv;
+    struct dio_shmset *set;
     struct shim_conf conf;
     /* The connection snapshot pages are served from. */
     struct conn_row *rows;
@@ -199,7 +199,8 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     rte_tel_data_add_dict_string(d, "USTACK_HUGE", c->huge < 0 ? "auto" : c->huge ? "1" : "0");
     rte_tel_data_add_dict_u64(d, "USTACK_SHM_SOCKS", c->shm_socks);
     rte_tel_data_add_dict_u64(d, "USTACK_SHM_RING", c->shm_ring);
-    rte_tel_data_add_dict_u64(d, "shm", tel.srv != NULL);
+    rte_tel_data_add_dict_u64(d, "shm", tel.set != NULL);
+    rte_tel_data_add_dict_u64(d, "regions", tel.set ? dio_shmset_count(tel.set) : 0);
     rte_tel_data_add_dict_u64(d, "port_id", tel.s->port);
     clip(buf, sizeof(buf), dio_stack_describe(tel.s));
     rte_tel_data_add_dict_string(d, "port", buf);
@@ -274,7 +275,7 @@ static int cmd_stats(const char *cmd, const char *params, struct rte_tel_data *d
 #define SUM(n) io.n += sc.d.n;
         DIO_COUNTERS(SUM)
 #undef SUM
-        if (tel.srv && dio_shm_counters(tel.srv, i, &sh1) == 0) {
+        if (tel.set && dio_shmset_counters(tel.set, i, &sh1) == 0) {
 #define SUM(n) sh.n += sh1.n;
             DIO_SHM_COUNTERS(SUM)
 #undef SUM
@@ -286,7 +287,9 @@ static int cmd_stats(const char *cmd, const char *params, struct rte_tel_data *d
         rte_tel_data_add_dict_u64(d, "core", one);
     /* Cores that did not answer in time are left out, and said so. */
     rte_tel_data_add_dict_u64(d, "cores_answered", answered);
-    add_counters(d, &k, &io, tel.srv ? &sh : NULL);
+    add_counters(d, &k, &io, tel.set ? &sh : NULL);
+    if (tel.set)
+        rte_tel_data_add_dict_u64(d, "shm_regions", dio_shmset_count(tel.set));
     struct rte_eth_stats es;
     if (one == ULONG_MAX && rte_eth_stats_get(tel.s->port, &es) == 0) {
         rte_tel_data_add_dict_u64(d, "dev_ipackets", es.ipackets);
@@ -365,6 +368,7 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
         answered = snapshot();
     enum {
         C_CORE,
+        C_REGION,
         C_SD,
         C_LOCAL,
         C_REMOTE,
@@ -386,15 +390,15 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
         C_N
     };
     static const char *const names[C_N] = {
-        "core",    "sd",          "local",         "remote",      "state",          "recv_q",
-        "send_q",  "rtt_us",      "rttvar_us",     "rto_us",      "cwnd",           "ssthresh",
-        "mss",     "retransmits", "total_retrans", "bytes_acked", "bytes_received", "segs_in",
-        "segs_out"};
+        "core",     "region",  "sd",          "local",         "remote",      "state",
+        "recv_q",   "send_q",  "rtt_us",      "rttvar_us",     "rto_us",      "cwnd",
+        "ssthresh", "mss",     "retransmits", "total_retrans", "bytes_acked", "bytes_received",
+        "segs_in",  "segs_out"};
     struct rte_tel_data *col[C_N];
     bool ok = true;
     for (int i = 0; i < C_N; i++) {
         col[i] = column(i == C_LOCAL || i == C_REMOTE || i == C_STATE ? RTE_TEL_STRING_VAL
-                        : i == C_SD                                   ? RTE_TEL_INT_VAL
+                        : i == C_SD || i == C_REGION                  ? RTE_TEL_INT_VAL
                                                                       : RTE_TEL_U64_VAL);
         ok = ok && col[i];
     }
@@ -411,6 +415,10 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
         const struct stk_tcp_info *ti = &e->info;
         char a[32];
         rte_tel_data_add_array_u64(col[C_CORE], row->core);
+        /* The shared-memory region (its place in ustackd's set) a socket belongs to: -1 for
+         * none (a built-in service, or a connection no socket holds any more). */
+        rte_tel_data_add_array_int(
+            col[C_REGION], e->user && dio_shm_owns(e->user) ? (int)((uintptr_t)e->user >> 32) : -1);
         rte_tel_data_add_array_int(col[C_SD], e->sd);
         addr_str(&e->local, a, sizeof(a));
         rte_tel_data_add_array_string(col[C_LOCAL], a);
@@ -449,7 +457,7 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
 
 /* ---- attach/detach -------------------------------------------------------------------------- */
 
-int dio_telemetry_attach(struct dio_stack *s, struct dio_shm *srv, const struct shim_conf *conf)
+int dio_telemetry_attach(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf)
 {
     pthread_mutex_lock(&tel.lock);
     int rc = 0;
@@ -470,7 +478,7 @@ int dio_telemetry_attach(struct dio_stack *s, struct dio_shm *srv, const struct 
     }
     if (rc == 0) {
         tel.s = s;
-        tel.srv = srv;
+        tel.set = set;
         tel.conf = *conf;
         tel.snap_at = 0;
     }
@@ -482,7 +490,7 @@ void dio_telemetry_detach(void)
 {
     pthread_mutex_lock(&tel.lock);
     tel.s = NULL;
-    tel.srv = NULL;
+    tel.set = NULL;
     free(tel.rows);
     tel.rows = NULL;
     tel.nrows = tel.cap = 0;
