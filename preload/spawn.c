@@ -573,8 +573,11 @@ static int attach_socket(const char *path)
 
 /* A process with no inherited region: attach to the ustackd serving our device (or the one
  * USTACK_ATTACH names), else spawn one. Two processes spawning at once: the second's ustackd
- * finds the device taken (SHM_BUSY), and the second attaches to the first's instead, which
- * answers once it serves (bounded). */
+ * finds the device taken (SHM_BUSY), and the second attaches to the first's instead. The
+ * holder binds its attach socket right after taking the device lock, before its slow EAL
+ * start (during which a connection waits for the answer, up to 30 s), so nobody answering
+ * for 3 s means a holder that takes no clients (a ustackd serving built-in services only):
+ * then the busy message is the error. */
 static int attach_or_spawn(void)
 {
     const char *ex = getenv("USTACK_ATTACH");
@@ -605,7 +608,7 @@ static int attach_or_spawn(void)
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
         clock_gettime(CLOCK_MONOTONIC, &now);
-    } while (can_attach && now.tv_sec - t0.tv_sec < 30);
+    } while (can_attach && now.tv_sec - t0.tv_sec < 3);
     /* The holder takes no attaching clients (a ustackd serving built-in services only). */
     snprintf(conf_err, sizeof(conf_err), "%s", busy);
     return -ENETDOWN;
