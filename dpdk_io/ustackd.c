@@ -2,7 +2,7 @@
  * ustackd - the ustack stack process: owns the DPDK device and runs one pinned stack
  * thread per configured core. Configured by the USTACK_* environment (docs/configuration.md).
  *
- *   ustackd [--echo PORT] [--discard PORT] [--source PORT] [--shm-fd N --pipe-fd R]
+ *   ustackd [--echo PORT] [--discard PORT] [--source PORT] [--shm-fd N --pipe-fd R | --standalone]
  *
  * Prints "ustackd: ready ..." on stdout once every core serves (and writes "ready\n" to the
  * file descriptor named by USTACK_READY_FD, if set). SIGUSR1 prints per-core statistics;
@@ -11,10 +11,15 @@
  *
  * With --shm-fd, ustackd serves the applications of the shared-memory region in memfd N
  * (docs/shm.md), besides any built-in service: it publishes SHM_READY in the region once
- * every core serves, or the reason it could not start (hdr.errmsg, SHM_FAILED). It exits,
- * closing connections first, when the liveness pipe R reads end-of-file (no client left) or
- * on SIGTERM. Spawned by libustack.so, its stdout is the application's: there it prints the
- * ready line and the final statistics only with USTACK_LOG=info or more (SIGUSR1 always).
+ * every core serves, or the reason it could not start (hdr.errmsg, SHM_FAILED; SHM_BUSY when
+ * another ustackd serves the device, which the spawner then attaches to). With --shm-fd or
+ * --standalone it also listens on the device's attach socket
+ * (/run/ustack/<dev>.<netns inode>.sock) and gives every client process tree that asks a
+ * region of its own (docs/shm.md "Attaching"). A region is closed when its liveness pipe
+ * reads end-of-file (its last client is gone); a spawned ustackd exits, closing connections
+ * first, when its last region is gone or on SIGTERM; a standalone one only on SIGTERM.
+ * Spawned by libustack.so, its stdout is the application's: there it prints the ready line
+ * and the final statistics only with USTACK_LOG=info or more (SIGUSR1 always).
  *
  * While it runs, DPDK telemetry commands (/ustack/config, /ustack/stats, /ustack/conns) on
  * the socket in its EAL runtime directory show its state (docs/observability.md).
@@ -43,9 +48,9 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ustackd [--echo PORT] [--discard PORT] [--source PORT]"
-               " [--shm-fd N --pipe-fd R]\n"
+               " [--shm-fd N --pipe-fd R | --standalone]\n"
                "  configured by USTACK_DEV, USTACK_IP, USTACK_GW, USTACK_CORES, USTACK_EAL, ...\n"
-               "  (see docs/configuration.md; --shm-fd/--pipe-fd: docs/shm.md)\n");
+               "  (see docs/configuration.md; --shm-fd/--pipe-fd, --standalone: docs/shm.md)\n");
 }
 
 static int parse_fd(const char *flag, const char *v, int *out)
