@@ -9,8 +9,11 @@
 #   standalone - `ustackd --standalone` started by hand; two unrelated preloaded socat echo
 #                servers (ports 7 and 8) and a preloaded curl work through it at once; the
 #                two servers' regions are different memfds (inodes differ); killing one
-#                (SIGKILL) leaves the other echoing; ustackd keeps running with no client
-#                and stops on SIGTERM (status 0);
+#                (SIGKILL) leaves the other echoing; a client with another USTACK_IP is
+#                refused with one `ustack:` line naming the ustackd, and USTACK_ATTACH
+#                naming no socket fails instead of spawning (the second server attaches
+#                through USTACK_ATTACH); ustackd keeps running with no client and stops on
+#                SIGTERM (status 0);
 #   spawned    - a spawned ustackd serves a second, unrelated socat (no second ustackd), stays
 #                while that one runs after the spawner's socat exited, and exits once the last
 #                one did.
@@ -162,7 +165,9 @@ check_standalone() {
     u_bg "${U_ENV[@]}" timeout -k 2 120 socat "TCP-LISTEN:$P_A,fork,reuseaddr" EXEC:cat \
         </dev/null >/dev/null 2>"$NET_TMPD/sa.a.err"
     pa=$U_BG
-    u_bg "${U_ENV[@]}" timeout -k 2 120 socat "TCP-LISTEN:$P_B,fork,reuseaddr" EXEC:cat \
+    # B names the socket itself (USTACK_ATTACH).
+    u_bg "${U_ENV[@]}" "USTACK_ATTACH=$(ls /run/ustack/*."$(stat -L -c %i /run/netns/"$NS_U")".sock)" \
+        timeout -k 2 120 socat "TCP-LISTEN:$P_B,fork,reuseaddr" EXEC:cat \
         </dev/null >/dev/null 2>"$NET_TMPD/sa.b.err"
     pb=$U_BG
     wait_listen "$pa" "$P_A" || net_fail "$kind: socat A under the standalone ustackd does not listen: $(head -c 300 "$NET_TMPD/sa.a.err")"
@@ -190,6 +195,21 @@ check_standalone() {
         "http://$IP_K:$P_KHTTP/f.bin" </dev/null 2>"$NET_TMPD/sa.curl.err" || true
     [ "$(sha256sum "$out" 2>/dev/null | cut -d' ' -f1)" = "$F_SHA" ] \
         || net_softfail "$kind: curl through the standalone ustackd: download differs: $(head -c 300 "$NET_TMPD/sa.curl.err")"
+    # A client configured differently is refused with one clear line; USTACK_ATTACH naming
+    # a socket nobody serves is an error, not a spawn.
+    local rerr="$NET_TMPD/sa.refused.err" rc=0
+    u_exec "${U_ENV[@]/USTACK_IP=$IP_U\/24/USTACK_IP=198.18.$NET_X.3/24}" timeout -k 2 20 \
+        curl -sS --max-time 10 -o /dev/null "http://$IP_K:$P_KHTTP/f.bin" </dev/null 2>"$rerr" || rc=$?
+    if [ "$rc" = 0 ] || ! grep -q "^ustack: ustackd pid $sd serves USTACK_IP=$IP_U/24, not 198.18.$NET_X.3/24" "$rerr"; then
+        net_softfail "$kind: a client with another USTACK_IP: exit $rc, said: $(head -c 300 "$rerr" | tr '\n' ' ')"
+    fi
+    rc=0
+    u_exec "${U_ENV[@]}" USTACK_ATTACH=/run/ustack/no-such.sock timeout -k 2 20 \
+        curl -sS --max-time 10 -o /dev/null "http://$IP_K:$P_KHTTP/f.bin" </dev/null 2>"$rerr" || rc=$?
+    if [ "$rc" = 0 ] || ! grep -q "^ustack: USTACK_ATTACH=/run/ustack/no-such.sock: no ustackd answers there" "$rerr"; then
+        net_softfail "$kind: USTACK_ATTACH to nothing: exit $rc, said: $(head -c 300 "$rerr" | tr '\n' ' ')"
+    fi
+    [ "$(u_stackds | tr '\n' ' ')" = "$sd " ] || net_softfail "$kind: a refused client left ustackds '$(u_stackds | tr '\n' ' ')'"
     # Killing one client leaves the other alone.
     kill -KILL "$sa" 2>/dev/null || true
     stop_bg "$pa"
