@@ -5,6 +5,7 @@
  *   /ustack/config        the effective configuration (USTACK_* and the port set-up)
  *   /ustack/stats[,CORE]  counters: totals over every core (and the device's), or one core's
  *   /ustack/conns[,START] the connection table, one page of CONNS_PAGE rows from START
+ *   /ustack/regions       the shared-memory regions served (one per client process tree)
  *
  * The callbacks run on DPDK's telemetry threads (one per connected client, so possibly
  * several at once). They never read an engine themselves: a core copies what is asked
@@ -455,6 +456,51 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
     return 0;
 }
 
+/* ---- /ustack/regions ---------------------------------------------------------------------- */
+
+/* The regions of the set, column-major: place (the "region" of /ustack/conns), the first
+ * live client's pid, live client processes, socket slots and slots in use. At most
+ * REGIONS_MAX rows (a reply must fit 16 KiB). */
+#define REGIONS_MAX 128
+
+static int cmd_regions(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+    (void)cmd;
+    (void)params;
+    static struct dio_shm_region_info ri[DIO_SHM_MAX_REGIONS];
+    pthread_mutex_lock(&tel.lock);
+    if (!tel.s) {
+        pthread_mutex_unlock(&tel.lock);
+        return stopped(d);
+    }
+    int n = tel.set ? dio_shmset_regions(tel.set, ri, DIO_SHM_MAX_REGIONS) : 0;
+    struct rte_tel_data *col[5];
+    static const char *const names[5] = {"region", "pid", "procs", "socks", "socks_used"};
+    bool ok = true;
+    for (int i = 0; i < 5; i++)
+        ok = (col[i] = column(i == 1 ? RTE_TEL_INT_VAL : RTE_TEL_U64_VAL)) != NULL && ok;
+    if (!ok) {
+        for (int i = 0; i < 5; i++)
+            rte_tel_data_free(col[i]);
+        pthread_mutex_unlock(&tel.lock);
+        return -ENOMEM;
+    }
+    int shown = n < REGIONS_MAX ? n : REGIONS_MAX;
+    for (int r = 0; r < shown; r++) {
+        rte_tel_data_add_array_u64(col[0], ri[r].slot);
+        rte_tel_data_add_array_int(col[1], ri[r].pid);
+        rte_tel_data_add_array_u64(col[2], ri[r].procs);
+        rte_tel_data_add_array_u64(col[3], ri[r].nsocks);
+        rte_tel_data_add_array_u64(col[4], ri[r].used);
+    }
+    pthread_mutex_unlock(&tel.lock);
+    rte_tel_data_start_dict(d);
+    rte_tel_data_add_dict_u64(d, "total", (uint64_t)n);
+    for (int i = 0; i < 5; i++)
+        rte_tel_data_add_dict_container(d, names[i], col[i], 0);
+    return 0;
+}
+
 /* ---- attach/detach -------------------------------------------------------------------------- */
 
 int dio_telemetry_attach(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf)
@@ -474,6 +520,11 @@ int dio_telemetry_attach(struct dio_stack *s, struct dio_shmset *set, const stru
                 "/ustack/conns", cmd_conns,
                 "TCP listeners and connections, column-major, one page from a row. Parameters: "
                 "int start (optional; 0 takes a new snapshot)");
+        if (rc == 0)
+            rc = rte_telemetry_register_cmd(
+                "/ustack/regions", cmd_regions,
+                "Shared-memory regions served (one per client process tree), column-major. "
+                "No parameters");
         tel.registered = rc == 0;
     }
     if (rc == 0) {

@@ -9,7 +9,8 @@
 #   standalone - `ustackd --standalone` started by hand; two unrelated preloaded socat echo
 #                servers (ports 7 and 8) and a preloaded curl work through it at once; the
 #                two servers' regions are different memfds (inodes differ); killing one
-#                (SIGKILL) leaves the other echoing; a client with another USTACK_IP is
+#                (SIGKILL) leaves the other echoing; /ustack/regions (telemetry) lists
+#                both regions with the servers' pids; a client with another USTACK_IP is
 #                refused with one `ustack:` line naming the ustackd, and USTACK_ATTACH
 #                naming no socket fails instead of spawning (the second server attaches
 #                through USTACK_ATTACH); ustackd keeps running with no client and stops on
@@ -189,6 +190,17 @@ check_standalone() {
     else
         net_log "$kind: separate regions (memfd inodes $ia and $ib)"
     fi
+    # Telemetry lists both regions with their clients' pids.
+    local regs
+    regs=$("$NET_ROOT/tools/ustack-stat" -n "$sd" --json /ustack/regions 2>&1 | tr -d ' \n') || true
+    case $regs in
+        *'"total":2'*) ;;
+        *) net_softfail "$kind: /ustack/regions: expected 2 regions: $(printf '%s' "$regs" | head -c 300)" ;;
+    esac
+    case $regs in
+        *"$sa"*"$sb"* | *"$sb"*"$sa"*) net_log "$kind: /ustack/regions: $regs" ;;
+        *) net_softfail "$kind: /ustack/regions does not name the servers' pids $sa and $sb: $(printf '%s' "$regs" | head -c 300)" ;;
+    esac
     # A preloaded curl meanwhile: a third region.
     local out="$NET_TMPD/sa.curl"
     u_exec "${U_ENV[@]}" timeout -k 2 60 curl -sS --max-time 50 -o "$out" \
