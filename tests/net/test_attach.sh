@@ -19,7 +19,9 @@
 #                while that one runs after the spawner's socat exited, and exits once the last
 #                one did.
 # Every program is bounded (timeout or a kill); teardown kills what still runs in the
-# namespaces. Knobs: NET_KINDS (default "af_packet"), LIBUSTACK (default build/libustack.so).
+# namespaces. Runs in about 50 s on an idle machine, up to 2 min when it is busy.
+# Knobs: NET_KINDS (default "af_packet"), LIBUSTACK (default build/libustack.so).
+# net-timeout: 300
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init attach 19
