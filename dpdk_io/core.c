@@ -258,6 +258,11 @@ int dio_core_add_wake_fd(struct dio_core *c, int fd)
     return epoll_ctl(c->ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+void dio_core_del_wake_fd(struct dio_core *c, int fd)
+{
+    epoll_ctl(c->ep_fd, EPOLL_CTL_DEL, fd, NULL);
+}
+
 static int idle_setup(struct dio_core *c)
 {
     c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

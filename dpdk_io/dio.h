@@ -152,9 +152,11 @@ unsigned dio_core_index(const struct dio_core *c);
 void dio_core_set_app_data(struct dio_core *c, void *p);
 void *dio_core_app_data(struct dio_core *c);
 
-/* Adds an eventfd that wakes this core from its idle sleep (the core drains it). Call from
- * the app's init. */
+/* Adds an eventfd that wakes this core from its idle sleep (the core drains it). Call on the
+ * core's own thread (the app's init, or a function run through dio_stack_run_on). */
 int dio_core_add_wake_fd(struct dio_core *c, int fd);
+/* Removes it again (the same thread rules). */
+void dio_core_del_wake_fd(struct dio_core *c, int fd);
 
 /* Microseconds on the monotonic clock the engines use. */
 stk_time_t dio_now(void);
@@ -227,14 +229,58 @@ void dio_shm_gone(struct dio_shm *srv);
 /* Start-up failure, with or without a usable region: writes msg into hdr.errmsg of the
  * region in fd (if it is large enough to hold a header), sets SHM_FAILED and wakes. */
 void dio_shm_fail(int fd, const char *msg);
+/* The same with SHM_BUSY: another ustackd serves the device (the spawner attaches to it). */
+void dio_shm_busy(int fd, const char *msg);
 
-/* The app that serves the region on every stack core (it keeps its per-core state itself
- * and leaves dio_core_app_data to others). */
+/* The app that serves this one region on every stack core (it keeps its per-core state
+ * itself and leaves dio_core_app_data to others): a set (below) of one region, owned by srv.
+ * Call at most once per region. */
 struct dio_app dio_shm_app(struct dio_shm *srv);
 /* The same, also running *other on every core (e.g. the built-in services): other's hooks
  * are called after the server's, and engine events for sockets the server does not own
  * (see dio_shm_owns) go to other->event. *other is copied. */
 struct dio_app dio_shm_app_with(struct dio_shm *srv, const struct dio_app *other);
+
+/* A set of regions served by one stack (ustackd serves one region per independent client
+ * process tree, docs/shm.md "Start-up"). Each core keeps its own list of the regions it
+ * serves, changed only on its own thread: regions added before the stack starts are taken up
+ * by the app's init on every core; regions added or removed later are taken up or let go
+ * through dio_stack_run_on, so the cores' loops read their lists without locks. */
+#define DIO_SHM_MAX_REGIONS 256
+struct dio_shmset;
+/* A set for a stack of ncores cores; other (copied, may be NULL) runs on every core too,
+ * as with dio_shm_app_with. */
+int dio_shmset_create(unsigned ncores, const struct dio_app *other, struct dio_shmset **out);
+/* Frees the set (its regions are the caller's); the stack must be stopped. */
+void dio_shmset_free(struct dio_shmset *set);
+/* The app that serves every region of the set on every core. */
+struct dio_app dio_shmset_app(struct dio_shmset *set);
+/* Adds region srv. s NULL: before the stack starts (the cores' init takes it up); else on a
+ * running stack s, each core initialising its state for the region on its own thread
+ * (bounded waits). Returns 0 or -errno with one line in err. */
+int dio_shmset_add(struct dio_shmset *set, struct dio_stack *s, struct dio_shm *srv, char *err,
+                   size_t errlen);
+/* Removes region srv from a running stack s (NULL: a stopped one): each core closes what it
+ * serves of the region as the stack's stop would (FIN, or RST with unread data; listeners
+ * stop) and lets go of it. Its counters stay in the set's totals. Returns 0, after which no
+ * core touches srv (the caller closes it), or -ETIMEDOUT if a core did not answer (then srv
+ * must stay allocated). */
+int dio_shmset_remove(struct dio_shmset *set, struct dio_stack *s, struct dio_shm *srv);
+/* How many regions the set holds. */
+unsigned dio_shmset_count(struct dio_shmset *set);
+/* One core's counters summed over the set's regions, present and removed. */
+int dio_shmset_counters(struct dio_shmset *set, unsigned core, struct dio_shm_counters *out);
+/* Prints "<prefix> core=<i> name=value ..." for every core (the sums; nonzero only). */
+void dio_shmset_print_stats(struct dio_shmset *set, FILE *f, const char *prefix);
+struct dio_shm_region_info {
+    unsigned slot;   /* the region's place in the set */
+    int32_t pid;     /* its first live client process (0: none) */
+    uint32_t procs;  /* live client processes */
+    uint32_t nsocks; /* socket slots */
+    uint32_t used;   /* socket slots in use */
+};
+/* Up to max regions of the set, described. Returns how many. */
+int dio_shmset_regions(struct dio_shmset *set, struct dio_shm_region_info *out, unsigned max);
 /* Is this engine socket user pointer one of the server's? (Its user pointers are odd
  * numbers, which no real object pointer is.) */
 int dio_shm_owns(const void *user);
@@ -257,10 +303,10 @@ int dio_shm_watch_fd(struct dio_shm *srv);
 /* --- DPDK telemetry (docs/observability.md; dpdk_io/telemetry.c) ------------------------ */
 
 /* Registers the /ustack/... telemetry commands (once per process) and points them at this
- * stack, its shared-memory server (NULL if none) and the configuration it runs with. The
+ * stack, its set of shared-memory regions (NULL if none) and the configuration it runs with. The
  * commands answer on DPDK's telemetry threads and read each core's state through
  * dio_stack_run_on. */
-int dio_telemetry_attach(struct dio_stack *s, struct dio_shm *srv, const struct shim_conf *conf);
+int dio_telemetry_attach(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf);
 /* The commands stop touching the stack (they answer with an error); waits for one in
  * progress. Call before dio_stack_stop. */
 void dio_telemetry_detach(void);

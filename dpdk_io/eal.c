@@ -25,6 +25,7 @@
 
 #include "dio_int.h"
 #include "log.h"
+#include "shm.h"
 
 #define MAX_ARGS 64
 
@@ -119,18 +120,13 @@ static void unlink_lock(void)
  * with flock for the process's life; the holder's pid is written in it for the message. */
 int dio_dev_lock(const char *dev, char *err, size_t errlen)
 {
-    char ns[64] = "";
-    ssize_t n = readlink("/proc/self/ns/net", ns, sizeof(ns) - 1);
-    ns[n > 0 ? n : 0] = 0;
-    char name[512], *q = name;
-    for (const char *p = dev; *p && q < name + 200; p++)
-        *q++ = (char)(isalnum((unsigned char)*p) || *p == '.' || *p == '-' ? *p : '_');
-    *q = 0;
-    unsigned long ino = 0;
-    sscanf(ns, "net:[%lu]", &ino);
+    static bool held;
+    if (held)
+        return 0; /* ustackd takes it early, then dio_eal_init asks again */
     char path[768];
     mkdir("/run/ustack", 0755);
-    snprintf(path, sizeof(path), "/run/ustack/%s.%lu.lock", name, ino);
+    if (shm_run_path(dev, ".lock", path, sizeof(path)))
+        return 0;
     int fd;
     for (int tries = 0;; tries++) {
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -146,6 +142,7 @@ int dio_dev_lock(const char *dev, char *err, size_t errlen)
         if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino) {
             snprintf(lock_path, sizeof(lock_path), "%s", path);
             atexit(unlink_lock);
+            held = true;
             char pid[32];
             int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
             if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len) {

@@ -142,8 +142,8 @@ struct dio_shm {
     unsigned ncores;
     int wake_fd[SHM_MAX_CORES];
     struct srec *rec;
-    struct dio_app other;
-    bool has_other;
+    uint32_t slot;              /* our place in the set (engine user pointers carry it) */
+    struct dio_shmset *own_set; /* dio_shm_app's one-region set, freed with us */
     struct reap_mark *reap;
     int fd; /* the memfd (the caller's) */
     uint32_t nprocs;
@@ -160,11 +160,15 @@ static void ctr_add(struct srv_core *sc, int i, uint64_t n)
 }
 #define CTR(sc, name, n) ctr_add((sc), C_##name, (n))
 
-/* Engine user pointers: the slot index, tagged odd so that a composed app can tell them
- * from its own (aligned) pointers. */
-static void *tag(uint32_t i)
+_Static_assert(sizeof(void *) == 8, "engine user pointers carry a region and a slot");
+
+/* Engine user pointers: the region's place in the set (bits 32..) and the slot index (bits
+ * 1..31), tagged odd so that a composed app can tell them from its own (aligned) pointers.
+ * An event for a region no longer served (a connection still closing in the engine after its
+ * region was removed) finds no region there, or a slot whose engine socket differs. */
+static void *tag(const struct srv_core *sc, uint32_t i)
 {
-    return (void *)(((uintptr_t)i << 1) | 1u);
+    return (void *)(((uintptr_t)sc->srv->slot << 32) | ((uintptr_t)i << 1) | 1u);
 }
 
 int dio_shm_owns(const void *user)
@@ -234,6 +238,7 @@ static void srv_free(struct dio_shm *srv)
     free(srv->mon);
     if (srv->epfd >= 0)
         close(srv->epfd);
+    dio_shmset_free(srv->own_set);
     free(srv);
 }
 
@@ -367,7 +372,7 @@ void dio_shm_gone(struct dio_shm *srv)
     set_state(srv->shdr, SHM_GONE);
 }
 
-void dio_shm_fail(int fd, const char *msg)
+static void fail_state(int fd, const char *msg, uint32_t state)
 {
     struct stat st;
     long pg = sysconf(_SC_PAGESIZE);
@@ -382,9 +387,19 @@ void dio_shm_fail(int fd, const char *msg)
     /* Only a region someone laid out: never scribble on an unrelated file. */
     if (h->magic == SHM_MAGIC) {
         snprintf(h->errmsg, sizeof(h->errmsg), "%s", msg);
-        set_state(h, SHM_FAILED);
+        set_state(h, state);
     }
     munmap(h, len);
+}
+
+void dio_shm_fail(int fd, const char *msg)
+{
+    fail_state(fd, msg, SHM_FAILED);
+}
+
+void dio_shm_busy(int fd, const char *msg)
+{
+    fail_state(fd, msg, SHM_BUSY);
 }
 
 /* ---- Helpers ---------------------------------------------------------------------------- */
@@ -945,7 +960,7 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
             continue;
         }
         struct stk_sockaddr peer, me;
-        int sd = stk_accept(e, now, ls->sd, tag(j), &peer);
+        int sd = stk_accept(e, now, ls->sd, tag(sc, j), &peer);
         if (sd < 0) {
             shm_sock_free(srv->base, j);
             break;
@@ -1066,7 +1081,7 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
     if (rc)
         return rc;
-    int sd = stk_socket(sc->e, tag(cmd->sock));
+    int sd = stk_socket(sc->e, tag(sc, cmd->sock));
     if (sd < 0) {
         if (efd >= 0)
             close(efd);
@@ -1123,7 +1138,7 @@ static int op_listen(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
      * recorded so far. Only for a socket that is listening (the home core went first). */
     if (ss->sd >= 0 || atomic_load_explicit(&r->lcores, ACQ) == 0)
         return -EBADF;
-    int sd = stk_socket(sc->e, tag(i));
+    int sd = stk_socket(sc->e, tag(sc, i));
     if (sd < 0)
         return sd;
     apply_opts(sc, i, sd, now);
@@ -1431,9 +1446,10 @@ static struct srv_core *core_of(struct dio_shm *srv, struct dio_core *c)
     return idx < srv->ncores ? srv->cores[idx] : NULL;
 }
 
-static int srv_init(void *ctx, struct dio_core *c, stk_time_t now)
+/* Region srv's state on core c, on the core's own thread (at the stack's start, or when the
+ * region is added to a running stack). Undoes itself on failure. */
+static int reg_init(struct dio_shm *srv, struct dio_core *c)
 {
-    struct dio_shm *srv = ctx;
     struct srv_core *sc = core_of(srv, c);
     if (!sc)
         return -EINVAL;
@@ -1453,32 +1469,25 @@ static int srv_init(void *ctx, struct dio_core *c, stk_time_t now)
         sc->ss[i] = (struct ssock){.sd = -1, .next = SHM_NONE};
     if (srv->wake_fd[sc->idx] >= 0) {
         int rc = dio_core_add_wake_fd(c, srv->wake_fd[sc->idx]);
-        if (rc)
+        if (rc) {
+            free(sc->ss);
+            sc->ss = NULL;
             return rc;
+        }
     }
-    if (srv->has_other && srv->other.init)
-        return srv->other.init(srv->other.ctx, c, now);
     return 0;
 }
 
-static void srv_event(void *ctx, struct dio_core *c, int sd, void *user, uint32_t events)
+static void reg_event(struct dio_shm *srv, struct dio_core *c, int sd, uint32_t i)
 {
-    struct dio_shm *srv = ctx;
-    if (!dio_shm_owns(user)) {
-        if (srv->has_other && srv->other.event)
-            srv->other.event(srv->other.ctx, c, sd, user, events);
-        return;
-    }
     struct srv_core *sc = core_of(srv, c);
-    uint32_t i = (uint32_t)((uintptr_t)user >> 1);
     if (!sc || !sc->ss || i >= srv->nsocks || sc->ss[i].sd != sd || i == sc->cur)
         return;
     mark_dirty(sc, i);
 }
 
-static unsigned srv_poll(void *ctx, struct dio_core *c, stk_time_t now)
+static unsigned reg_poll(struct dio_shm *srv, struct dio_core *c, stk_time_t now)
 {
-    struct dio_shm *srv = ctx;
     struct srv_core *sc = core_of(srv, c);
     unsigned work = 0;
     if (sc->nob)
@@ -1527,40 +1536,31 @@ static unsigned srv_poll(void *ctx, struct dio_core *c, stk_time_t now)
             }
         }
     }
-    if (srv->has_other && srv->other.poll)
-        work += srv->other.poll(srv->other.ctx, c, now);
     return work;
 }
 
-static int srv_sleep_prepare(void *ctx, struct dio_core *c)
+static int reg_sleep_prepare(struct dio_shm *srv, struct dio_core *c)
 {
-    struct dio_shm *srv = ctx;
     struct srv_core *sc = core_of(srv, c);
     struct shm_cmdq *q = shm_cmdq(srv->base, sc->idx);
     /* Announce, then look (the other half is in the client: push, then read sleeping). */
     atomic_store_explicit(&q->sleeping, 1, SC);
     atomic_thread_fence(SC);
     int busy = !shm_cmdq_empty_at(q, sc->deq) || sc->dirty != SHM_NONE || sc->nob;
-    if (srv->has_other && srv->other.sleep_prepare)
-        busy |= srv->other.sleep_prepare(srv->other.ctx, c);
     return busy;
 }
 
-static void srv_sleep_done(void *ctx, struct dio_core *c)
+static void reg_sleep_done(struct dio_shm *srv, struct dio_core *c)
 {
-    struct dio_shm *srv = ctx;
     struct srv_core *sc = core_of(srv, c);
     atomic_store_explicit(&shm_cmdq(srv->base, sc->idx)->sleeping, 0, RLX);
-    if (srv->has_other && srv->other.sleep_done)
-        srv->other.sleep_done(srv->other.ctx, c);
 }
 
 /* Stopping: queued commands are answered -ENETDOWN, connections closed (FIN, or RST where
  * data was unread), and every socket this core served is marked reset and woken, so that
  * no application thread keeps waiting for a stack that is gone. */
-static void srv_fini(void *ctx, struct dio_core *c, stk_time_t now)
+static void reg_fini(struct dio_shm *srv, struct dio_core *c, stk_time_t now)
 {
-    struct dio_shm *srv = ctx;
     struct srv_core *sc = core_of(srv, c);
     if (sc && sc->ss) {
         struct shm_cmdq *q = shm_cmdq(srv->base, sc->idx);
@@ -1605,30 +1605,354 @@ static void srv_fini(void *ctx, struct dio_core *c, stk_time_t now)
         free(sc->ob);
         sc->ob = NULL;
         sc->nob = sc->cob = 0;
+        if (srv->wake_fd[sc->idx] >= 0)
+            dio_core_del_wake_fd(c, srv->wake_fd[sc->idx]);
     }
-    if (srv->has_other && srv->other.fini)
-        srv->other.fini(srv->other.ctx, c, now);
+}
+
+/* ---- The set of regions one ustackd serves ------------------------------------------------ */
+
+/* What a core serves: written only by the core itself (its init and fini hooks, and the
+ * functions the control thread runs on it through dio_stack_run_on), so the fast path reads
+ * it without a lock. */
+struct set_core {
+    struct dio_shm *reg[DIO_SHM_MAX_REGIONS]; /* by place: an engine event's region */
+    struct dio_shm *act[DIO_SHM_MAX_REGIONS]; /* the same, packed, for the loop */
+    unsigned nact;
+};
+
+struct dio_shmset {
+    unsigned ncores;
+    struct dio_app other;
+    bool has_other;
+    /* The control thread's list (and the telemetry's view of it): never read by a core. */
+    pthread_mutex_t lock;
+    struct dio_shm *regs[DIO_SHM_MAX_REGIONS];
+    unsigned nregs;
+    uint64_t gone[DIO_MAX_CORES][NCTR]; /* counters of removed regions, per core */
+    struct set_core *cores[DIO_MAX_CORES];
+};
+
+int dio_shmset_create(unsigned ncores, const struct dio_app *other, struct dio_shmset **out)
+{
+    if (ncores == 0 || ncores > DIO_MAX_CORES || ncores > SHM_MAX_CORES)
+        return -EINVAL;
+    struct dio_shmset *set = calloc(1, sizeof(*set));
+    if (!set)
+        return -ENOMEM;
+    set->ncores = ncores;
+    pthread_mutex_init(&set->lock, NULL);
+    if (other) {
+        set->other = *other;
+        set->has_other = true;
+    }
+    for (unsigned c = 0; c < ncores; c++)
+        if (!(set->cores[c] = calloc(1, sizeof(struct set_core)))) {
+            dio_shmset_free(set);
+            return -ENOMEM;
+        }
+    *out = set;
+    return 0;
+}
+
+void dio_shmset_free(struct dio_shmset *set)
+{
+    if (!set)
+        return;
+    for (unsigned c = 0; c < DIO_MAX_CORES; c++)
+        free(set->cores[c]);
+    pthread_mutex_destroy(&set->lock);
+    free(set);
+}
+
+static struct set_core *set_core_of(struct dio_shmset *set, struct dio_core *c)
+{
+    unsigned idx = dio_core_index(c);
+    return idx < set->ncores ? set->cores[idx] : NULL;
+}
+
+static void act_add(struct set_core *k, struct dio_shm *srv)
+{
+    k->reg[srv->slot] = srv;
+    k->act[k->nact++] = srv;
+}
+
+static void act_del(struct set_core *k, struct dio_shm *srv)
+{
+    k->reg[srv->slot] = NULL;
+    for (unsigned j = 0; j < k->nact; j++)
+        if (k->act[j] == srv) {
+            k->act[j] = k->act[--k->nact];
+            break;
+        }
+}
+
+static int set_init(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    struct dio_shmset *set = ctx;
+    struct set_core *k = set_core_of(set, c);
+    if (!k)
+        return -EINVAL;
+    /* The regions added before the start (a spawned ustackd's first one). */
+    int rc = 0;
+    pthread_mutex_lock(&set->lock);
+    for (unsigned r = 0; r < DIO_SHM_MAX_REGIONS && rc == 0; r++)
+        if (set->regs[r] && (rc = reg_init(set->regs[r], c)) == 0)
+            act_add(k, set->regs[r]);
+    pthread_mutex_unlock(&set->lock);
+    if (rc)
+        return rc;
+    if (set->has_other && set->other.init)
+        return set->other.init(set->other.ctx, c, now);
+    return 0;
+}
+
+static void set_event(void *ctx, struct dio_core *c, int sd, void *user, uint32_t events)
+{
+    struct dio_shmset *set = ctx;
+    if (!dio_shm_owns(user)) {
+        if (set->has_other && set->other.event)
+            set->other.event(set->other.ctx, c, sd, user, events);
+        return;
+    }
+    struct set_core *k = set_core_of(set, c);
+    uintptr_t u = (uintptr_t)user;
+    uintptr_t r = u >> 32;
+    if (!k || r >= DIO_SHM_MAX_REGIONS || !k->reg[r])
+        return; /* a region this core no longer serves */
+    reg_event(k->reg[r], c, sd, (uint32_t)((u & 0xffffffffu) >> 1));
+}
+
+static unsigned set_poll(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    struct dio_shmset *set = ctx;
+    struct set_core *k = set_core_of(set, c);
+    unsigned work = 0;
+    for (unsigned j = 0; j < k->nact; j++)
+        work += reg_poll(k->act[j], c, now);
+    if (set->has_other && set->other.poll)
+        work += set->other.poll(set->other.ctx, c, now);
+    return work;
+}
+
+static int set_sleep_prepare(void *ctx, struct dio_core *c)
+{
+    struct dio_shmset *set = ctx;
+    struct set_core *k = set_core_of(set, c);
+    int busy = 0;
+    for (unsigned j = 0; j < k->nact; j++)
+        busy |= reg_sleep_prepare(k->act[j], c);
+    if (set->has_other && set->other.sleep_prepare)
+        busy |= set->other.sleep_prepare(set->other.ctx, c);
+    return busy;
+}
+
+static void set_sleep_done(void *ctx, struct dio_core *c)
+{
+    struct dio_shmset *set = ctx;
+    struct set_core *k = set_core_of(set, c);
+    for (unsigned j = 0; j < k->nact; j++)
+        reg_sleep_done(k->act[j], c);
+    if (set->has_other && set->other.sleep_done)
+        set->other.sleep_done(set->other.ctx, c);
+}
+
+static void set_fini(void *ctx, struct dio_core *c, stk_time_t now)
+{
+    struct dio_shmset *set = ctx;
+    struct set_core *k = set_core_of(set, c);
+    if (k)
+        while (k->nact) {
+            struct dio_shm *srv = k->act[0];
+            reg_fini(srv, c, now);
+            act_del(k, srv);
+        }
+    if (set->has_other && set->other.fini)
+        set->other.fini(set->other.ctx, c, now);
+}
+
+struct dio_app dio_shmset_app(struct dio_shmset *set)
+{
+    struct dio_app a = {.ctx = set,
+                        .init = set_init,
+                        .poll = set_poll,
+                        .event = set_event,
+                        .fini = set_fini,
+                        .sleep_prepare = set_sleep_prepare,
+                        .sleep_done = set_sleep_done};
+    return a;
+}
+
+struct set_op {
+    struct dio_shmset *set;
+    struct dio_shm *srv;
+    int rc;
+};
+
+static void add_on_core(struct dio_core *c, void *arg)
+{
+    struct set_op *op = arg;
+    struct set_core *k = set_core_of(op->set, c);
+    op->rc = k ? reg_init(op->srv, c) : -EINVAL;
+    if (op->rc == 0)
+        act_add(k, op->srv);
+}
+
+static void del_on_core(struct dio_core *c, void *arg)
+{
+    struct set_op *op = arg;
+    struct set_core *k = set_core_of(op->set, c);
+    if (!k || !k->reg[op->srv->slot])
+        return;
+    reg_fini(op->srv, c, dio_now());
+    act_del(k, op->srv);
+}
+
+/* Runs del_on_core on cores [0, n): a core busy for a moment is asked again (bounded). */
+static int del_on_cores(struct dio_shmset *set, struct dio_stack *s, struct dio_shm *srv,
+                        unsigned n)
+{
+    int rc = 0;
+    for (unsigned c = 0; c < n; c++) {
+        struct set_op op = {set, srv, 0};
+        int r = -ETIMEDOUT;
+        for (int tries = 0; tries < 10 && r == -ETIMEDOUT; tries++)
+            r = dio_stack_run_on(s, c, del_on_core, &op, 1000);
+        if (r && r != -ESRCH)
+            rc = r;
+    }
+    return rc;
+}
+
+int dio_shmset_add(struct dio_shmset *set, struct dio_stack *s, struct dio_shm *srv, char *err,
+                   size_t errlen)
+{
+    if (srv->ncores != set->ncores) {
+        snprintf(err, errlen, "region made for %u stack cores, but this stack has %u", srv->ncores,
+                 set->ncores);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&set->lock);
+    unsigned r = 0;
+    while (r < DIO_SHM_MAX_REGIONS && set->regs[r])
+        r++;
+    if (r == DIO_SHM_MAX_REGIONS) {
+        pthread_mutex_unlock(&set->lock);
+        snprintf(err, errlen, "ustackd serves %d regions already", DIO_SHM_MAX_REGIONS);
+        return -EMFILE;
+    }
+    srv->slot = r;
+    set->regs[r] = srv; /* before the start: set_init takes it up on every core */
+    set->nregs++;
+    pthread_mutex_unlock(&set->lock);
+    if (!s)
+        return 0;
+    for (unsigned c = 0; c < set->ncores; c++) {
+        struct set_op op = {set, srv, 0};
+        int rc = dio_stack_run_on(s, c, add_on_core, &op, 5000);
+        if (rc == 0)
+            rc = op.rc;
+        if (rc) {
+            snprintf(err, errlen, "stack core %u could not take the region: %s", c, strerror(-rc));
+            del_on_cores(set, s, srv, c + 1);
+            pthread_mutex_lock(&set->lock);
+            set->regs[r] = NULL;
+            set->nregs--;
+            pthread_mutex_unlock(&set->lock);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int dio_shmset_remove(struct dio_shmset *set, struct dio_stack *s, struct dio_shm *srv)
+{
+    int rc = s ? del_on_cores(set, s, srv, set->ncores) : 0;
+    if (rc)
+        return rc; /* a core still holds it: never free it */
+    pthread_mutex_lock(&set->lock);
+    if (set->regs[srv->slot] == srv) {
+        for (unsigned c = 0; c < srv->ncores; c++)
+            for (int k = 0; k < NCTR; k++)
+                set->gone[c][k] += atomic_load_explicit(&srv->cores[c]->ctr[k], RLX);
+        set->regs[srv->slot] = NULL;
+        set->nregs--;
+    }
+    pthread_mutex_unlock(&set->lock);
+    return 0;
+}
+
+unsigned dio_shmset_count(struct dio_shmset *set)
+{
+    pthread_mutex_lock(&set->lock);
+    unsigned n = set->nregs;
+    pthread_mutex_unlock(&set->lock);
+    return n;
+}
+
+int dio_shmset_counters(struct dio_shmset *set, unsigned core, struct dio_shm_counters *out)
+{
+    if (core >= set->ncores)
+        return -EINVAL;
+    uint64_t v[NCTR];
+    pthread_mutex_lock(&set->lock);
+    for (int k = 0; k < NCTR; k++)
+        v[k] = set->gone[core][k];
+    for (unsigned r = 0; r < DIO_SHM_MAX_REGIONS; r++)
+        if (set->regs[r])
+            for (int k = 0; k < NCTR; k++)
+                v[k] += atomic_load_explicit(&set->regs[r]->cores[core]->ctr[k], RLX);
+    pthread_mutex_unlock(&set->lock);
+#define X(n) out->n = v[C_##n];
+    DIO_SHM_COUNTERS(X)
+#undef X
+    return 0;
+}
+
+int dio_shmset_regions(struct dio_shmset *set, struct dio_shm_region_info *out, unsigned max)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&set->lock);
+    for (unsigned r = 0; r < DIO_SHM_MAX_REGIONS && n < max; r++) {
+        struct dio_shm *srv = set->regs[r];
+        if (!srv)
+            continue;
+        out[n].slot = r;
+        out[n].pid = 0;
+        out[n].procs = 0;
+        for (uint32_t p = 0; p < srv->nprocs; p++) {
+            struct shm_proc *e = shm_proc(srv->base, p);
+            if (atomic_load_explicit(&e->state, RLX) != SHM_PROC_LIVE)
+                continue;
+            if (!out[n].procs++)
+                out[n].pid = atomic_load_explicit(&e->pid, RLX);
+        }
+        out[n].nsocks = srv->nsocks;
+        out[n].used = 0;
+        for (uint32_t i = 0; i < srv->nsocks; i++)
+            out[n].used +=
+                atomic_load_explicit(&shm_sock(srv->base, i)->state, RLX) != SHM_SOCK_FREE;
+        n++;
+    }
+    pthread_mutex_unlock(&set->lock);
+    return (int)n;
+}
+
+/* One region served alone (tests, and what dio_shm_app always was). */
+struct dio_app dio_shm_app_with(struct dio_shm *srv, const struct dio_app *other)
+{
+    struct dio_shmset *set = srv->own_set;
+    char err[128];
+    if (!set && dio_shmset_create(srv->ncores, other, &set) == 0) {
+        srv->own_set = set;
+        dio_shmset_add(set, NULL, srv, err, sizeof(err));
+    }
+    return dio_shmset_app(set);
 }
 
 struct dio_app dio_shm_app(struct dio_shm *srv)
 {
-    struct dio_app a = {.ctx = srv,
-                        .init = srv_init,
-                        .poll = srv_poll,
-                        .event = srv_event,
-                        .fini = srv_fini,
-                        .sleep_prepare = srv_sleep_prepare,
-                        .sleep_done = srv_sleep_done};
-    return a;
-}
-
-struct dio_app dio_shm_app_with(struct dio_shm *srv, const struct dio_app *other)
-{
-    if (other) {
-        srv->other = *other;
-        srv->has_other = true;
-    }
-    return dio_shm_app(srv);
+    return dio_shm_app_with(srv, NULL);
 }
 
 /* ---- Statistics and reaping ------------------------------------------------------------ */
@@ -1644,11 +1968,12 @@ int dio_shm_counters(struct dio_shm *srv, unsigned core, struct dio_shm_counters
     return 0;
 }
 
-void dio_shm_print_stats(struct dio_shm *srv, FILE *f, const char *prefix)
+static void print_counters(unsigned ncores, int (*get)(void *, unsigned, struct dio_shm_counters *),
+                           void *ctx, FILE *f, const char *prefix)
 {
-    for (unsigned c = 0; c < srv->ncores; c++) {
+    for (unsigned c = 0; c < ncores; c++) {
         struct dio_shm_counters k;
-        dio_shm_counters(srv, c, &k);
+        get(ctx, c, &k);
         fprintf(f, "%s core=%u", prefix, c);
 #define X(n)                                                                                       \
     if (k.n)                                                                                       \
@@ -1658,6 +1983,26 @@ void dio_shm_print_stats(struct dio_shm *srv, FILE *f, const char *prefix)
         fprintf(f, "\n");
     }
     fflush(f);
+}
+
+static int get_region(void *ctx, unsigned c, struct dio_shm_counters *k)
+{
+    return dio_shm_counters(ctx, c, k);
+}
+
+static int get_set(void *ctx, unsigned c, struct dio_shm_counters *k)
+{
+    return dio_shmset_counters(ctx, c, k);
+}
+
+void dio_shm_print_stats(struct dio_shm *srv, FILE *f, const char *prefix)
+{
+    print_counters(srv->ncores, get_region, srv, f, prefix);
+}
+
+void dio_shmset_print_stats(struct dio_shmset *set, FILE *f, const char *prefix)
+{
+    print_counters(set->ncores, get_set, set, f, prefix);
 }
 
 /* ---- Dead processes (the control thread) ---------------------------------------------- */

@@ -5,6 +5,7 @@
  *   /ustack/config        the effective configuration (USTACK_* and the port set-up)
  *   /ustack/stats[,CORE]  counters: totals over every core (and the device's), or one core's
  *   /ustack/conns[,START] the connection table, one page of CONNS_PAGE rows from START
+ *   /ustack/regions       the shared-memory regions served (one per client process tree)
  *
  * The callbacks run on DPDK's telemetry threads (one per connected client, so possibly
  * several at once). They never read an engine themselves: a core copies what is asked
@@ -44,7 +45,7 @@ static struct {
     pthread_mutex_t lock;
     bool registered;
     struct dio_stack *s;
-    struct dio_shm *srv;
+    struct dio_shmset *set;
     struct shim_conf conf;
     /* The connection snapshot pages are served from. */
     struct conn_row *rows;
@@ -204,7 +205,8 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     clip(buf, sizeof(buf), c->pcap);
     rte_tel_data_add_dict_string(d, "USTACK_PCAP", buf);
     rte_tel_data_add_dict_u64(d, "USTACK_PCAP_MAX", c->pcap_max);
-    rte_tel_data_add_dict_u64(d, "shm", tel.srv != NULL);
+    rte_tel_data_add_dict_u64(d, "shm", tel.set != NULL);
+    rte_tel_data_add_dict_u64(d, "regions", tel.set ? dio_shmset_count(tel.set) : 0);
     rte_tel_data_add_dict_u64(d, "port_id", tel.s->port);
     clip(buf, sizeof(buf), dio_stack_describe(tel.s));
     rte_tel_data_add_dict_string(d, "port", buf);
@@ -279,7 +281,7 @@ static int cmd_stats(const char *cmd, const char *params, struct rte_tel_data *d
 #define SUM(n) io.n += sc.d.n;
         DIO_COUNTERS(SUM)
 #undef SUM
-        if (tel.srv && dio_shm_counters(tel.srv, i, &sh1) == 0) {
+        if (tel.set && dio_shmset_counters(tel.set, i, &sh1) == 0) {
 #define SUM(n) sh.n += sh1.n;
             DIO_SHM_COUNTERS(SUM)
 #undef SUM
@@ -291,7 +293,9 @@ static int cmd_stats(const char *cmd, const char *params, struct rte_tel_data *d
         rte_tel_data_add_dict_u64(d, "core", one);
     /* Cores that did not answer in time are left out, and said so. */
     rte_tel_data_add_dict_u64(d, "cores_answered", answered);
-    add_counters(d, &k, &io, tel.srv ? &sh : NULL);
+    add_counters(d, &k, &io, tel.set ? &sh : NULL);
+    if (tel.set)
+        rte_tel_data_add_dict_u64(d, "shm_regions", dio_shmset_count(tel.set));
     struct rte_eth_stats es;
     if (one == ULONG_MAX && rte_eth_stats_get(tel.s->port, &es) == 0) {
         rte_tel_data_add_dict_u64(d, "dev_ipackets", es.ipackets);
@@ -370,6 +374,7 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
         answered = snapshot();
     enum {
         C_CORE,
+        C_REGION,
         C_SD,
         C_LOCAL,
         C_REMOTE,
@@ -391,15 +396,15 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
         C_N
     };
     static const char *const names[C_N] = {
-        "core",    "sd",          "local",         "remote",      "state",          "recv_q",
-        "send_q",  "rtt_us",      "rttvar_us",     "rto_us",      "cwnd",           "ssthresh",
-        "mss",     "retransmits", "total_retrans", "bytes_acked", "bytes_received", "segs_in",
-        "segs_out"};
+        "core",     "region",  "sd",          "local",         "remote",      "state",
+        "recv_q",   "send_q",  "rtt_us",      "rttvar_us",     "rto_us",      "cwnd",
+        "ssthresh", "mss",     "retransmits", "total_retrans", "bytes_acked", "bytes_received",
+        "segs_in",  "segs_out"};
     struct rte_tel_data *col[C_N];
     bool ok = true;
     for (int i = 0; i < C_N; i++) {
         col[i] = column(i == C_LOCAL || i == C_REMOTE || i == C_STATE ? RTE_TEL_STRING_VAL
-                        : i == C_SD                                   ? RTE_TEL_INT_VAL
+                        : i == C_SD || i == C_REGION                  ? RTE_TEL_INT_VAL
                                                                       : RTE_TEL_U64_VAL);
         ok = ok && col[i];
     }
@@ -416,6 +421,10 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
         const struct stk_tcp_info *ti = &e->info;
         char a[32];
         rte_tel_data_add_array_u64(col[C_CORE], row->core);
+        /* The shared-memory region (its place in ustackd's set) a socket belongs to: -1 for
+         * none (a built-in service, or a connection no socket holds any more). */
+        rte_tel_data_add_array_int(
+            col[C_REGION], e->user && dio_shm_owns(e->user) ? (int)((uintptr_t)e->user >> 32) : -1);
         rte_tel_data_add_array_int(col[C_SD], e->sd);
         addr_str(&e->local, a, sizeof(a));
         rte_tel_data_add_array_string(col[C_LOCAL], a);
@@ -452,9 +461,54 @@ static int cmd_conns(const char *cmd, const char *params, struct rte_tel_data *d
     return 0;
 }
 
+/* ---- /ustack/regions ---------------------------------------------------------------------- */
+
+/* The regions of the set, column-major: place (the "region" of /ustack/conns), the first
+ * live client's pid, live client processes, socket slots and slots in use. At most
+ * REGIONS_MAX rows (a reply must fit 16 KiB). */
+#define REGIONS_MAX 128
+
+static int cmd_regions(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+    (void)cmd;
+    (void)params;
+    static struct dio_shm_region_info ri[DIO_SHM_MAX_REGIONS];
+    pthread_mutex_lock(&tel.lock);
+    if (!tel.s) {
+        pthread_mutex_unlock(&tel.lock);
+        return stopped(d);
+    }
+    int n = tel.set ? dio_shmset_regions(tel.set, ri, DIO_SHM_MAX_REGIONS) : 0;
+    struct rte_tel_data *col[5];
+    static const char *const names[5] = {"region", "pid", "procs", "socks", "socks_used"};
+    bool ok = true;
+    for (int i = 0; i < 5; i++)
+        ok = (col[i] = column(i == 1 ? RTE_TEL_INT_VAL : RTE_TEL_U64_VAL)) != NULL && ok;
+    if (!ok) {
+        for (int i = 0; i < 5; i++)
+            rte_tel_data_free(col[i]);
+        pthread_mutex_unlock(&tel.lock);
+        return -ENOMEM;
+    }
+    int shown = n < REGIONS_MAX ? n : REGIONS_MAX;
+    for (int r = 0; r < shown; r++) {
+        rte_tel_data_add_array_u64(col[0], ri[r].slot);
+        rte_tel_data_add_array_int(col[1], ri[r].pid);
+        rte_tel_data_add_array_u64(col[2], ri[r].procs);
+        rte_tel_data_add_array_u64(col[3], ri[r].nsocks);
+        rte_tel_data_add_array_u64(col[4], ri[r].used);
+    }
+    pthread_mutex_unlock(&tel.lock);
+    rte_tel_data_start_dict(d);
+    rte_tel_data_add_dict_u64(d, "total", (uint64_t)n);
+    for (int i = 0; i < 5; i++)
+        rte_tel_data_add_dict_container(d, names[i], col[i], 0);
+    return 0;
+}
+
 /* ---- attach/detach -------------------------------------------------------------------------- */
 
-int dio_telemetry_attach(struct dio_stack *s, struct dio_shm *srv, const struct shim_conf *conf)
+int dio_telemetry_attach(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf)
 {
     pthread_mutex_lock(&tel.lock);
     int rc = 0;
@@ -471,11 +525,16 @@ int dio_telemetry_attach(struct dio_stack *s, struct dio_shm *srv, const struct 
                 "/ustack/conns", cmd_conns,
                 "TCP listeners and connections, column-major, one page from a row. Parameters: "
                 "int start (optional; 0 takes a new snapshot)");
+        if (rc == 0)
+            rc = rte_telemetry_register_cmd(
+                "/ustack/regions", cmd_regions,
+                "Shared-memory regions served (one per client process tree), column-major. "
+                "No parameters");
         tel.registered = rc == 0;
     }
     if (rc == 0) {
         tel.s = s;
-        tel.srv = srv;
+        tel.set = set;
         tel.conf = *conf;
         tel.snap_at = 0;
     }
@@ -487,7 +546,7 @@ void dio_telemetry_detach(void)
 {
     pthread_mutex_lock(&tel.lock);
     tel.s = NULL;
-    tel.srv = NULL;
+    tel.set = NULL;
     free(tel.rows);
     tel.rows = NULL;
     tel.nrows = tel.cap = 0;

@@ -26,6 +26,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -42,8 +44,9 @@ extern char **environ;
 /* Variables of the client only: never handed to ustackd, whose configuration loader does
  * not know them. */
 static const char *const client_vars[] = {
-    "USTACK_SHM_FD",    "USTACK_PIPE_FD",  "USTACK_FDS",        "USTACK_STACKD",
-    "USTACK_SHM_SOCKS", "USTACK_SHM_RING", "USTACK_STACKD_LOG", NULL,
+    "USTACK_SHM_FD",     "USTACK_PIPE_FD",   "USTACK_FDS",
+    "USTACK_STACKD",     "USTACK_SHM_SOCKS", "USTACK_SHM_RING",
+    "USTACK_STACKD_LOG", "USTACK_ATTACH",    NULL,
 };
 
 static bool is_client_var(const char *name, size_t len)
@@ -306,6 +309,11 @@ static int wait_ready(struct shm_hdr *h, int pipe_w)
         uint32_t st = __atomic_load_n(&h->state, __ATOMIC_ACQUIRE);
         if (st == SHM_READY)
             return 0;
+        if (st == SHM_BUSY) {
+            /* Another ustackd took the device meanwhile: the caller attaches to it. */
+            snprintf(conf_err, sizeof(conf_err), "%.*s", (int)sizeof(h->errmsg), h->errmsg);
+            return -EBUSY;
+        }
         if (st == SHM_FAILED) {
             snprintf(conf_err, sizeof(conf_err), "%.*s", (int)sizeof(h->errmsg),
                      h->errmsg[0] ? h->errmsg : "ustackd failed to start");
@@ -414,6 +422,14 @@ static int spawn(void)
         goto fail_fds;
     }
     if ((rc = wait_ready(shm_hdr(base), pw)) < 0) {
+        if (rc == -EBUSY) {
+            REAL(close)(pw);
+            for (uint32_t c = 0; c < g.ncores; c++)
+                REAL(close)(shm_cmdq(base, c)->wake_fd);
+            munmap(base, size);
+            REAL(close)(fd);
+            return -EBUSY;
+        }
         REAL(close)(pw); /* a ustackd still starting sees EOF and exits */
         goto fail_fds;
     }
@@ -438,6 +454,168 @@ fail_fds:
     return rc < 0 ? rc : -ENETDOWN;
 }
 
+/* ---- attaching to a running ustackd ---------------------------------------------------- */
+
+/* Asks the ustackd listening on path for a region of our own (docs/shm.md "Start-up").
+ * Returns 1 once attached, 0 if nobody answers there (no socket, refused, or hung up without
+ * an answer: the caller spawns, or tries again), -errno with conf_err on a refusal. */
+static int attach_socket(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return 0;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = REAL(socket)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    if (REAL(connect)(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        REAL(close)(fd);
+        if (e == EACCES || e == EPERM) {
+            snprintf(conf_err, sizeof(conf_err), "%.300s: %s (cannot attach to its ustackd)", path,
+                     strerror(e));
+            return -EACCES;
+        }
+        return 0;
+    }
+    /* ustackd may still be starting (the EAL takes seconds): it answers once it serves. */
+    struct timeval tv = {30, 0};
+    REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct shm_attach_req q;
+    memset(&q, 0, sizeof(q));
+    q.magic = SHM_ATTACH_MAGIC;
+    q.version = SHM_ATTACH_VERSION;
+    q.ncores = conf.ncores;
+    q.nsocks = conf.shm_socks;
+    q.ring_size = conf.shm_ring;
+    q.ip = conf.ip;
+    q.prefix = conf.prefix;
+    for (unsigned i = 0; i < conf.ncores && i < SHM_MAX_CORES; i++)
+        q.cores[i] = conf.cores[i];
+    snprintf(q.dev, sizeof(q.dev), "%s", conf.dev);
+    if (REAL(send)(fd, &q, sizeof(q), MSG_NOSIGNAL) != (ssize_t)sizeof(q)) {
+        REAL(close)(fd);
+        return 0;
+    }
+    struct shm_attach_rep rep;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (SHM_MAX_CORES + 2))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {&rep, sizeof(rep)};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    ssize_t n = REAL(recvmsg)(fd, &m, 0);
+    REAL(close)(fd);
+    int fds[SHM_MAX_CORES + 2];
+    unsigned nfds = 0;
+    for (struct cmsghdr *cm = n > 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm))
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (unsigned j = 0; j < k; j++) {
+                int f;
+                memcpy(&f, CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
+                if (nfds < SHM_MAX_CORES + 2)
+                    fds[nfds++] = f;
+                else
+                    REAL(close)(f);
+            }
+        }
+    int rc = 0;
+    if (n != (ssize_t)sizeof(rep) || rep.magic != SHM_ATTACH_MAGIC) {
+        rc = 0; /* hung up (a ustackd exiting): nobody answered */
+    } else if (rep.status < 0) {
+        rep.err[sizeof(rep.err) - 1] = 0;
+        snprintf(conf_err, sizeof(conf_err), "%s", rep.err);
+        rc = rep.status;
+    } else if (nfds != 2 + conf.ncores || (m.msg_flags & MSG_CTRUNC)) {
+        snprintf(conf_err, sizeof(conf_err), "%.300s: ustackd sent %u descriptors, not %u", path,
+                 nfds, 2 + conf.ncores);
+        rc = -EPROTO;
+    }
+    if (rc <= 0 && !(rc == 0 && n == (ssize_t)sizeof(rep) && rep.magic == SHM_ATTACH_MAGIC &&
+                     rep.status == 0)) {
+        for (unsigned j = 0; j < nfds; j++)
+            REAL(close)(fds[j]);
+        return rc;
+    }
+    /* Ours now: inherited by our descendants as a spawner's are (no CLOEXEC), above 1000. */
+    for (unsigned j = 0; j < nfds; j++) {
+        REAL(fcntl)(fds[j], F_SETFD, 0);
+        fds[j] = high_fd(fds[j]);
+    }
+    struct stat st;
+    void *base = MAP_FAILED;
+    if (fstat(fds[0], &st) == 0 && st.st_size > 0)
+        base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size) < 0 ||
+        shm_hdr(base)->ncores != conf.ncores ||
+        __atomic_load_n(&shm_hdr(base)->state, __ATOMIC_ACQUIRE) != SHM_READY) {
+        if (base != MAP_FAILED)
+            munmap(base, (size_t)st.st_size);
+        for (unsigned j = 0; j < nfds; j++)
+            REAL(close)(fds[j]);
+        snprintf(conf_err, sizeof(conf_err), "%.300s: ustackd sent no usable region", path);
+        return -EPROTO;
+    }
+    /* The wake eventfds as numbered here (ustackd took its own numbers at creation). */
+    for (uint32_t c = 0; c < conf.ncores; c++)
+        shm_cmdq(base, c)->wake_fd = fds[2 + c];
+    int spid = __atomic_load_n(&shm_hdr(base)->stack_pid, __ATOMIC_ACQUIRE);
+    if (spid > 0)
+        prctl(PR_SET_PTRACER, (unsigned long)spid, 0, 0, 0);
+    char v[16];
+    snprintf(v, sizeof(v), "%d", fds[0]);
+    setenv("USTACK_SHM_FD", v, 1);
+    snprintf(v, sizeof(v), "%d", fds[1]);
+    setenv("USTACK_PIPE_FD", v, 1);
+    rc = do_attach(base, (uint64_t)st.st_size, fds[0], fds[1]);
+    return rc < 0 ? rc : 1;
+}
+
+/* A process with no inherited region: attach to the ustackd serving our device (or the one
+ * USTACK_ATTACH names), else spawn one. Two processes spawning at once: the second's ustackd
+ * finds the device taken (SHM_BUSY), and the second attaches to the first's instead. The
+ * holder binds its attach socket right after taking the device lock, before its slow EAL
+ * start (during which a connection waits for the answer, up to 30 s), so nobody answering
+ * for 3 s means a holder that takes no clients (a ustackd serving built-in services only):
+ * then the busy message is the error. */
+static int attach_or_spawn(void)
+{
+    const char *ex = getenv("USTACK_ATTACH");
+    char path[108];
+    if (ex && *ex) {
+        int rc = attach_socket(ex);
+        if (rc == 0)
+            snprintf(conf_err, sizeof(conf_err), "USTACK_ATTACH=%.300s: no ustackd answers there",
+                     ex);
+        return rc > 0 ? 0 : rc < 0 ? rc : -ENETDOWN;
+    }
+    bool can_attach = shm_run_path(conf.dev, ".sock", path, sizeof(path)) == 0;
+    if (can_attach) {
+        int rc = attach_socket(path);
+        if (rc)
+            return rc > 0 ? 0 : rc;
+    }
+    int rc = spawn();
+    if (rc != -EBUSY)
+        return rc;
+    char busy[512];
+    snprintf(busy, sizeof(busy), "%s", conf_err);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        if (can_attach && (rc = attach_socket(path)) != 0)
+            return rc > 0 ? 0 : rc;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (can_attach && now.tv_sec - t0.tv_sec < 3);
+    /* The holder takes no attaching clients (a ustackd serving built-in services only). */
+    snprintf(conf_err, sizeof(conf_err), "%s", busy);
+    return -ENETDOWN;
+}
+
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 static int attach_state; /* 0 not yet, 1 attached, -errno failed */
 
@@ -454,7 +632,7 @@ int ustack__attach(void)
             rc = -EINVAL;
         } else {
             const char *shm = getenv("USTACK_SHM_FD");
-            rc = shm ? attach_inherited(shm, getenv("USTACK_PIPE_FD")) : spawn();
+            rc = shm ? attach_inherited(shm, getenv("USTACK_PIPE_FD")) : attach_or_spawn();
         }
         if (rc < 0) {
             /* Said once; every later socket() fails the same way. */

@@ -5,7 +5,9 @@
  */
 #include "shm.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -583,4 +585,20 @@ void shm_sock_notify(struct shm_sock *s)
     atomic_fetch_add_explicit(&s->seq, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&s->waiters, memory_order_seq_cst))
         shm_futex_wake(&s->seq, 1 << 30);
+}
+
+int shm_run_path(const char *dev, const char *suffix, char *buf, size_t len)
+{
+    char ns[64] = "";
+    ssize_t n = readlink("/proc/self/ns/net", ns, sizeof(ns) - 1);
+    ns[n > 0 ? n : 0] = 0;
+    unsigned long ino = 0;
+    sscanf(ns, "net:[%lu]", &ino);
+    /* The same interface name in two namespaces is two devices. */
+    char name[256], *q = name;
+    for (const char *p = dev; *p && q < name + 200; p++)
+        *q++ = (char)(isalnum((unsigned char)*p) || *p == '.' || *p == '-' ? *p : '_');
+    *q = 0;
+    int k = snprintf(buf, len, "/run/ustack/%s.%lu%s", name, ino, suffix);
+    return k < 0 || (size_t)k >= len ? -ENAMETOOLONG : 0;
 }

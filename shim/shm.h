@@ -212,7 +212,9 @@ struct shm_proc {
 
 /* ---- The region ---------------------------------------------------------------------- */
 
-enum shm_hdr_state { SHM_STARTING = 0, SHM_READY, SHM_FAILED, SHM_GONE };
+/* SHM_BUSY: the spawned ustackd found the device served by another ustackd (a race between
+ * two spawners): the spawner attaches to that one instead (docs/shm.md "Start-up"). */
+enum shm_hdr_state { SHM_STARTING = 0, SHM_READY, SHM_FAILED, SHM_GONE, SHM_BUSY };
 
 struct shm_hdr {
     uint64_t magic;
@@ -242,6 +244,35 @@ uint64_t shm_region_size(const struct shm_geometry *g);
 void shm_region_init(void *base, const struct shm_geometry *g);
 /* Checks a mapped region's header against its mapping size: 0 or -EINVAL. */
 int shm_region_check(const void *base, uint64_t mapped);
+
+/* ---- Attaching to a running ustackd (docs/shm.md "Start-up") ----------------------------
+ * A process with no inherited region connects to ustackd's SOCK_SEQPACKET Unix socket,
+ * sends one shm_attach_req and gets one shm_attach_rep; on success the reply carries (by
+ * SCM_RIGHTS) the new region's memfd, its liveness pipe's write end and one wake eventfd per
+ * core, in that order. */
+#define SHM_ATTACH_MAGIC   0x75737461u /* "usta" */
+#define SHM_ATTACH_VERSION 1u
+
+struct shm_attach_req {
+    uint32_t magic, version;
+    uint32_t ncores, nsocks, ring_size; /* the client's geometry (its USTACK_CORES count) */
+    uint32_t ip, prefix;                /* its USTACK_IP */
+    uint32_t cores[SHM_MAX_CORES];      /* its USTACK_CORES */
+    char dev[256];                      /* its USTACK_DEV */
+};
+
+struct shm_attach_rep {
+    uint32_t magic;
+    int32_t status; /* 0, or -errno with err */
+    uint32_t nfds;  /* 2 + ncores on success */
+    int32_t pid;    /* ustackd's */
+    char err[400];
+};
+
+/* The attach socket's path for a device in the caller's network namespace, next to
+ * ustackd's device lock: "/run/ustack/<dev>.<netns inode>.sock" (suffix ".sock"; ".lock"
+ * gives the lock). Returns 0, or -ENAMETOOLONG if it does not fit len. */
+int shm_run_path(const char *dev, const char *suffix, char *buf, size_t len);
 
 static inline struct shm_hdr *shm_hdr(void *base)
 {

@@ -52,6 +52,8 @@ struct world {
     struct dio_app svc_app;
     struct region ra, rb; /* ra is served by stack A, rb by stack B */
     unsigned ncores;
+    struct dio_shmset *bset; /* B's regions, when the test adds and removes some */
+    bool use_set;
 };
 
 static int64_t now_ns(void)
@@ -102,7 +104,13 @@ static void world_start(struct world *w, unsigned ncores)
     struct dio_stack_conf sb = {.conf = &w->cb, .port_id = pb, .ncores = ncores};
     sb.lcores[0] = 3;
     sb.lcores[1] = 4;
-    sb.app = dio_shm_app_with(w->rb.srv, &w->svc_app);
+    if (w->use_set) {
+        ck_assert_int_eq(dio_shmset_create(ncores, &w->svc_app, &w->bset), 0);
+        ck_assert_int_eq(dio_shmset_add(w->bset, NULL, w->rb.srv, err, sizeof(err)), 0);
+        sb.app = dio_shmset_app(w->bset);
+    } else {
+        sb.app = dio_shm_app_with(w->rb.srv, &w->svc_app);
+    }
     ck_assert_msg(dio_stack_create(&sb, &w->b, err, sizeof(err)) == 0, "%s", err);
     ck_assert_msg(dio_stack_start(w->b, err, sizeof(err)) == 0, "%s", err);
 
@@ -131,6 +139,7 @@ static void world_destroy(struct world *w)
 {
     dio_stack_destroy(w->a);
     dio_stack_destroy(w->b);
+    dio_shmset_free(w->bset);
     dio_shm_close(w->ra.srv);
     dio_shm_close(w->rb.srv);
     dio_eal_cleanup();
@@ -409,6 +418,121 @@ static void connect_echo(struct world *w, uint32_t core, struct tsock *t)
 }
 
 /* ---- Tests -------------------------------------------------------------------------------- */
+
+/* Stack B serves a set of regions: a region added while it runs is served by every core
+ * (a listener on all cores, connections from A echoed through it); the first region keeps
+ * working meanwhile; removing the added region closes its connections (the peer sees the
+ * end) and frees nothing the first region uses; the set's counters keep the removed
+ * region's. */
+START_TEST(regions_added_and_removed)
+{
+    static struct world w;
+    static struct region rc;
+    memset(&w, 0, sizeof(w));
+    memset(&rc, 0, sizeof(rc));
+    w.use_set = true;
+    world_start(&w, 2);
+    char err[256];
+    region_make(&rc, 2);
+    ck_assert_msg(dio_shmset_add(w.bset, w.b, rc.srv, err, sizeof(err)) == 0, "%s", err);
+    dio_shm_ready(rc.srv);
+    ck_assert_uint_eq(dio_shmset_count(w.bset), 2);
+    struct dio_shm_region_info info[4];
+    ck_assert_int_eq(dio_shmset_regions(w.bset, info, 4), 2);
+    ck_assert_uint_ne(info[0].slot, info[1].slot);
+
+    /* A listener of the new region, on both of B's cores. */
+    struct tsock l;
+    ts_socket(&rc, 0, &l);
+    struct shm_reply rp;
+    ck_assert_int_eq(ts_call(&l, SHM_OP_BIND, 0, 0, 0, LISTEN_PORT, &rp), 0);
+    for (uint32_t c = 0; c < 2; c++) {
+        struct shm_cmd cmd = ts_cmd(&l, SHM_OP_LISTEN);
+        cmd.a0 = 16;
+        ck_assert_int_eq(call(&rc, c, &cmd, &rp), 0);
+    }
+    /* Connections from A on both cores; B's side echoes them by hand. */
+    struct tsock cl[2], sv[2];
+    for (int k = 0; k < 2; k++) {
+        ts_socket(&w.ra, (uint32_t)k, &cl[k]);
+        ts_connect(&cl[k], IP_B, LISTEN_PORT);
+        ts_wait_poll(&cl[k], SHM_POLLOUT | SHM_POLLERR, 5);
+        ck_assert(atomic_load(&ts_sock(&cl[k])->flags) & SHM_F_CONNECTED);
+    }
+    for (int k = 0; k < 2; k++) {
+        uint32_t j;
+        int64_t end = now_ns() + 5000000000ll;
+        while (!shm_aq_pop(ts_sock(&l), shm_rx_data(rc.base, l.i), RING, &j)) {
+            ck_assert_msg(now_ns() < end, "no connection accepted in the added region");
+            usleep(1000);
+        }
+        ts_attach(&rc, j, &sv[k]);
+    }
+    for (int k = 0; k < 2; k++) {
+        char msg[16], got[16];
+        int n = snprintf(msg, sizeof(msg), "hello %d", k);
+        ck_assert_uint_eq(ts_write(&cl[k], msg, (uint32_t)n), (uint32_t)n);
+        ts_kick(&cl[k]);
+        /* Whichever accepted socket it reached echoes it. */
+        uint32_t got_n = 0;
+        int64_t end = now_ns() + 5000000000ll;
+        while (got_n == 0) {
+            for (int q = 0; q < 2 && got_n == 0; q++) {
+                got_n = ts_read(&sv[q], got, sizeof(got));
+                if (got_n) {
+                    ck_assert_uint_eq(ts_write(&sv[q], got, got_n), got_n);
+                    ts_kick(&sv[q]);
+                }
+            }
+            ck_assert_msg(now_ns() < end, "nothing arrived in the added region");
+            usleep(1000);
+        }
+        ck_assert_uint_eq(got_n, (uint32_t)n);
+        uint32_t back = 0;
+        end = now_ns() + 5000000000ll;
+        while (back < (uint32_t)n) {
+            back += ts_read(&cl[k], got + back, sizeof(got) - back);
+            ck_assert_msg(now_ns() < end, "no echo from the added region");
+            usleep(1000);
+        }
+        ck_assert_int_eq(memcmp(got, msg, (size_t)n), 0);
+    }
+    /* The first region works alongside. */
+    struct tsock e;
+    connect_echo(&w, 1, &e);
+    echo_bytes(&e, 0x77, 1u << 20, 30);
+
+    /* Removing the added region closes its side: A's connections see the end. */
+    ck_assert_int_eq(dio_shmset_remove(w.bset, w.b, rc.srv), 0);
+    ck_assert_uint_eq(dio_shmset_count(w.bset), 1);
+    for (int k = 0; k < 2; k++) {
+        uint32_t m = ts_wait_poll(&cl[k], SHM_POLLRDHUP | SHM_POLLHUP | SHM_POLLERR, 5);
+        ck_assert(m & (SHM_POLLRDHUP | SHM_POLLHUP));
+    }
+    /* Its port is free again on B (no listener): a new connect is refused. */
+    struct tsock r;
+    ts_socket(&w.ra, 0, &r);
+    ts_connect(&r, IP_B, LISTEN_PORT);
+    uint32_t m = ts_wait_poll(&r, SHM_POLLERR | SHM_POLLHUP, 5);
+    ck_assert(m & SHM_POLLERR);
+    /* And the first region still echoes. */
+    echo_bytes(&e, 0x78, 1u << 20, 30);
+    struct dio_shm_counters sum, k0;
+    memset(&sum, 0, sizeof(sum));
+    for (unsigned c = 0; c < 2; c++) {
+        ck_assert_int_eq(dio_shmset_counters(w.bset, c, &k0), 0);
+        sum.shm_listens += k0.shm_listens;
+        sum.shm_accepts += k0.shm_accepts;
+    }
+    ck_assert_uint_eq(sum.shm_listens, 2); /* the removed region's, kept */
+    ck_assert_uint_eq(sum.shm_accepts, 2);
+    ts_close(&e);
+    ts_wait_freed(&e, 5);
+    world_stop(&w);
+    dio_shm_close(rc.srv);
+    world_destroy(&w);
+}
+END_TEST
 
 static void run_echo(unsigned ncores)
 {
@@ -1334,6 +1458,7 @@ int main(void)
     tcase_add_test(tc, dead_holder_reclaimed);
     tcase_add_test(tc, dead_holder_wakes_sharers);
     tcase_add_test(tc, cmdq_scribble);
+    tcase_add_test(tc, regions_added_and_removed);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
