@@ -214,13 +214,13 @@ check_standalone() {
     local rerr="$NET_TMPD/sa.refused.err" rc=0
     u_exec "${U_ENV[@]/USTACK_IP=$IP_U\/24/USTACK_IP=198.18.$NET_X.3/24}" timeout -k 2 20 \
         curl -sS --max-time 10 -o /dev/null "http://$IP_K:$P_KHTTP/f.bin" </dev/null 2>"$rerr" || rc=$?
-    if [ "$rc" = 0 ] || ! grep -q "^ustack: ustackd pid $sd serves USTACK_IP=$IP_U/24, not 198.18.$NET_X.3/24" "$rerr"; then
+    if [ "$rc" = 0 ] || ! grep -qE "^ustack: (\[[0-9]+\] )?ustackd pid $sd serves USTACK_IP=$IP_U/24, not 198.18.$NET_X.3/24" "$rerr"; then
         net_softfail "$kind: a client with another USTACK_IP: exit $rc, said: $(head -c 300 "$rerr" | tr '\n' ' ')"
     fi
     rc=0
     u_exec "${U_ENV[@]}" USTACK_ATTACH=/run/ustack/no-such.sock timeout -k 2 20 \
         curl -sS --max-time 10 -o /dev/null "http://$IP_K:$P_KHTTP/f.bin" </dev/null 2>"$rerr" || rc=$?
-    if [ "$rc" = 0 ] || ! grep -q "^ustack: USTACK_ATTACH=/run/ustack/no-such.sock: no ustackd answers there" "$rerr"; then
+    if [ "$rc" = 0 ] || ! grep -qE "^ustack: (\[[0-9]+\] )?USTACK_ATTACH=/run/ustack/no-such.sock: no ustackd answers there" "$rerr"; then
         net_softfail "$kind: USTACK_ATTACH to nothing: exit $rc, said: $(head -c 300 "$rerr" | tr '\n' ' ')"
     fi
     [ "$(u_stackds | tr '\n' ' ')" = "$sd " ] || net_softfail "$kind: a refused client left ustackds '$(u_stackds | tr '\n' ' ')'"
