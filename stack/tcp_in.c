@@ -445,9 +445,9 @@ static bool dsack_for_probe(const struct stk_tcb *t, const struct stk_seg *s)
     const struct stk_rs_range *b = &s->sack[0];
     if (!stk__seq_lt(b->start, b->end))
         return false;
-    bool dsack = stk__seq_le(b->end, s->ack) ||
-                 (s->nsack > 1 && stk__seq_ge(b->start, s->sack[1].start) &&
-                  stk__seq_le(b->end, s->sack[1].end));
+    bool dsack =
+        stk__seq_le(b->end, s->ack) || (s->nsack > 1 && stk__seq_ge(b->start, s->sack[1].start) &&
+                                        stk__seq_le(b->end, s->sack[1].end));
     return dsack && stk__seq_lt(b->start, t->tlp_high) && stk__seq_gt(b->end, t->tlp_seq);
 }
 

@@ -442,7 +442,8 @@ void stk__tlp_send(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     } else {
         /* The highest-sequence segment sent: its last MSS of data, with the FIN if sent. */
         uint32_t dend = stk__seq_lt(end, t->snd_max) ? end : t->snd_max;
-        uint32_t len = stk__seq_gt(dend, t->snd_una) ? stk__min32(dend - t->snd_una, t->snd_mss) : 0;
+        uint32_t len =
+            stk__seq_gt(dend, t->snd_una) ? stk__min32(dend - t->snd_una, t->snd_mss) : 0;
         t->tlp_seq = dend - len;
         stk__retransmit(e, t, t->tlp_seq, len, now);
         t->flags &= ~TF_RTT_TIMING; /* Karn */

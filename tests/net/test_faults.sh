@@ -337,7 +337,7 @@ passive_profile() {
     run_ab "$prof"
     ustackd_stats st1
     local d k m=""
-    for k in tcp_rto tcp_fast_retrans tcp_dup_segs; do
+    for k in tcp_rto tcp_fast_retrans tcp_tlp_probes tcp_tlp_recoveries tcp_dup_segs; do
         m="$m $k=$(($(stat_sum "$st1" "$k") - $(stat_sum "$st0" "$k")))"
     done
     d=$(($(stat_sum "$st1" ip_drop_csum tcp_drop_csum) - $(stat_sum "$st0" ip_drop_csum tcp_drop_csum)))
