@@ -159,6 +159,8 @@ struct stk_config {
     X(tcp_retrans_bytes) \
     X(tcp_fast_retrans) \
     X(tcp_rto) \
+    X(tcp_tlp_probes) \
+    X(tcp_tlp_recoveries) \
     X(tcp_drop_csum) \
     X(tcp_drop_hdr) \
     X(tcp_drop_opts) \

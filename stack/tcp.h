@@ -66,7 +66,15 @@ enum {
     TF_DATA_SEEN = 1u << 22,  /* TCP_DEFER_ACCEPT: data arrived */
     TF_WAS_SYNCED = 1u << 23, /* reached ESTABLISHED once */
     TF_RTO_GUARD = 1u << 24,  /* after a timeout, until snd_una passes recover */
+    TF_TLP_OUT = 1u << 25,    /* a tail loss probe's episode is open (RFC 8985 7.4) */
+    TF_TLP_RXT = 1u << 26,    /* ... and the probe was a retransmission (TLPRxtOut) */
 };
+
+/* RFC 8985 7.2: the PTO is 2 * SRTT plus, as Linux, a margin of 2 ms (two of its jiffies,
+ * also covering our 1 ms timer tick) when several segments are in flight, or the worst-case
+ * delayed-ACK time WCDelAckT (rto_min_us, 200 ms by default, Linux's TCP_RTO_MIN) when only
+ * one is, since the peer may then be holding its ACK back. */
+#define STK_TLP_MARGIN_US 2000u
 
 struct stk_tcb {
     /* Identity and tables. */
@@ -124,6 +132,7 @@ struct stk_tcb {
     struct stk_cc cc;
     struct stk_sack_sb sb;
     uint32_t dupacks, recover;
+    uint32_t tlp_seq, tlp_high; /* the probe's first seq; SND.NXT after it (TLPHighRxt) */
     stk_time_t last_send, last_recv;
     stk_time_t last_chal; /* when this connection last sent a challenge ACK */
 
@@ -139,7 +148,7 @@ struct stk_tcb {
 
     /* Timers: absolute deadlines (0 = off) behind one wheel node, re-armed lazily. */
     struct stk_wheel_node tnode;
-    stk_time_t t_rexmt, t_persist, t_delack, t_keep, t_2msl, t_cork;
+    stk_time_t t_rexmt, t_persist, t_delack, t_keep, t_2msl, t_cork, t_pto;
     uint32_t keep_idle_s, keep_intvl_s, keep_cnt;
     int linger_s; /* -1: off */
 
@@ -219,6 +228,10 @@ int stk__send_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 int stk__retransmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t len,
                     stk_time_t now);
 int stk__send_zwp(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+/* Tail loss probe (RFC 8985 7.2-7.3): arms the PTO when the conditions hold (else clears
+ * it), and sends the probe when it fires. */
+void stk__tlp_arm(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+void stk__tlp_send(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 uint32_t stk__rcv_window(const struct stk_tcb *t);
 uint32_t stk__tcp_flight(const struct stk_tcb *t);
 uint32_t stk__data_end(const struct stk_tcb *t);

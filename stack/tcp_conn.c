@@ -402,7 +402,8 @@ uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_ti
 
 static stk_time_t earliest(const struct stk_tcb *t)
 {
-    stk_time_t d[] = {t->t_rexmt, t->t_persist, t->t_delack, t->t_keep, t->t_2msl, t->t_cork};
+    stk_time_t d[] = {t->t_rexmt, t->t_persist, t->t_delack, t->t_keep,
+                      t->t_2msl,  t->t_cork,    t->t_pto};
     stk_time_t m = UINT64_MAX;
     for (unsigned i = 0; i < sizeof(d) / sizeof(d[0]); i++)
         if (d[i] && d[i] < m)
@@ -439,7 +440,8 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     e->ctr.tcp_rto++;
     /* RFC 6298 5.5: back off the timer; 5.6: restart it on retransmission. */
     t->rto_us = (uint32_t)stk__min64((uint64_t)t->rto_us * 2, e->cfg.rto_max_us);
-    t->flags &= ~(TF_RTT_TIMING | TF_IN_RECOVERY);
+    t->flags &= ~(TF_RTT_TIMING | TF_IN_RECOVERY | TF_TLP_OUT | TF_TLP_RXT);
+    t->t_pto = 0;
     t->dupacks = 0;
     if (syn) {
         stk__send_syn(e, t, now);
@@ -545,6 +547,10 @@ void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
         t->t_cork = 0;
         t->flags &= ~(TF_CORK | TF_MORE);
         stk__tcp_output(e, t, now);
+    }
+    if (t->t_pto && t->t_pto <= now) {
+        t->t_pto = 0;
+        stk__tlp_send(e, t, now);
     }
     /* A dropped connection without a socket has been freed: t must not be read again. */
     if (t->t_rexmt && t->t_rexmt <= now && on_rexmt(e, t, now))
@@ -675,7 +681,7 @@ void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err)
         stk__conn_remove(e, t);
     }
     stk__unbind(e, t);
-    t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_2msl = t->t_cork = 0;
+    t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_2msl = t->t_cork = t->t_pto = 0;
     stk__wheel_disarm(&e->wheel, &t->tnode);
     stk__set_state(e, t, STK_TCP_CLOSED);
     if (t->sd < 0) {

@@ -196,7 +196,7 @@ static void send_challenge_ack(struct stk_engine *e, struct stk_tcb *t, stk_time
 static void enter_time_wait(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     stk__set_state(e, t, STK_TCP_TIME_WAIT);
-    t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_cork = 0;
+    t->t_rexmt = t->t_persist = t->t_delack = t->t_keep = t->t_cork = t->t_pto = 0;
     t->t_2msl = now + 2 * (stk_time_t)e->cfg.msl_us;
     stk__timer_update(e, t);
     /* Nothing will be sent again, and an orphan's data will never be read: the buffers go
@@ -361,7 +361,9 @@ static void enter_recovery(struct stk_engine *e, struct stk_tcb *t, stk_time_t n
 {
     e->ctr.tcp_fast_retrans++;
     t->flags |= TF_IN_RECOVERY;
-    t->flags &= ~TF_RTT_TIMING;
+    /* A probe episode ends here: this recovery is its loss response (RFC 8985 7.4). */
+    t->flags &= ~(TF_RTT_TIMING | TF_TLP_OUT | TF_TLP_RXT);
+    t->t_pto = 0;
     t->recover = t->snd_max;
     t->sb.recovery_point = t->snd_max;
     stk__cc_on_loss(&t->cc, stk__tcp_flight(t), now);
@@ -434,6 +436,44 @@ static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct st
         stk__notify(e, t);
 }
 
+/* RFC 2883: the first SACK block is a D-SACK when it lies below the cumulative ACK or
+ * inside the second block. True when it reports the tail loss probe arriving twice. */
+static bool dsack_for_probe(const struct stk_tcb *t, const struct stk_seg *s)
+{
+    if (!(t->flags & TF_SACK) || !s->nsack)
+        return false;
+    const struct stk_rs_range *b = &s->sack[0];
+    if (!stk__seq_lt(b->start, b->end))
+        return false;
+    bool dsack =
+        stk__seq_le(b->end, s->ack) || (s->nsack > 1 && stk__seq_ge(b->start, s->sack[1].start) &&
+                                        stk__seq_le(b->end, s->sack[1].end));
+    return dsack && stk__seq_lt(b->start, t->tlp_high) && stk__seq_gt(b->end, t->tlp_seq);
+}
+
+/* RFC 8985 7.4: what the ACKs after a tail loss probe say. A probe of new data needs no
+ * tracking beyond its ACK. A retransmitted probe that the peer reports twice (D-SACK), or
+ * that draws a pure duplicate ACK for TLPHighRxt, was not needed: cwnd stays. An ACK beyond
+ * TLPHighRxt without either means the probe repaired a loss: the congestion control's
+ * fast-recovery response (ssthresh and cwnd from the current cwnd, as Linux's TLP recovery
+ * does; FlightSize by now no longer reflects the window that lost). A probe whose SACK
+ * shows holes below it starts fast recovery (process_ack). */
+static void tlp_on_ack(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
+                       bool advanced, uint32_t newly_sacked, stk_time_t now)
+{
+    if (!(t->flags & TF_TLP_OUT) || stk__seq_lt(s->ack, t->tlp_high))
+        return;
+    if ((t->flags & TF_TLP_RXT) && !dsack_for_probe(t, s)) {
+        if (stk__seq_gt(s->ack, t->tlp_high)) {
+            e->ctr.tcp_tlp_recoveries++;
+            stk__cc_on_loss(&t->cc, t->cc.cwnd, now);
+        } else if (advanced || newly_sacked || s->len) {
+            return; /* the probe's own ACK: whether the original arrived is not known yet */
+        }
+    }
+    t->flags &= ~(TF_TLP_OUT | TF_TLP_RXT);
+}
+
 /* RFC 9293 3.10.7.4, fifth check, for synchronized states. Returns false when the segment
  * must be dropped (or the connection ended). */
 static bool process_ack(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
@@ -469,6 +509,18 @@ static bool process_ack(struct stk_engine *e, struct stk_tcb *t, const struct st
              ((t->flags & TF_SACK) && stk__sack_is_lost(&t->sb, t->snd_una, t->snd_mss))))
             enter_recovery(e, t, now);
     }
+    /* RFC 8985 7.4 with RACK's rule (6.2): the probe was SACKed above holes. Every unSACKed
+     * segment below it was sent at least a PTO (2 * SRTT) before the probe, longer than
+     * RACK's SRTT + reordering window, so they are lost: fast recovery starts now instead
+     * of waiting for a duplicate-ACK count a tail cannot produce. */
+    if ((t->flags & TF_TLP_OUT) && !(t->flags & (TF_IN_RECOVERY | TF_RTO_GUARD)) &&
+        t->snd_una != t->snd_max && stk__seq_gt(t->tlp_high, t->snd_una) &&
+        stk__rs_contains(&t->sb.sacked, t->tlp_high - 1)) {
+        e->ctr.tcp_tlp_recoveries++;
+        enter_recovery(e, t, now);
+    }
+    bool tlp_open = (t->flags & TF_TLP_OUT) != 0;
+    tlp_on_ack(e, t, s, advanced, newly_sacked, now);
 
     /* Window update (RFC 9293 3.10.7.4): only from a segment at least as new as the last
      * one that set the window. */
@@ -485,6 +537,11 @@ static bool process_ack(struct stk_engine *e, struct stk_tcb *t, const struct st
             t->snd_nxt = t->snd_una;
         }
     }
+
+    /* RFC 8985 7.2: an ACK that moves snd_una (or ends a probe episode) reschedules the
+     * probe for what is still in flight. */
+    if (advanced || (tlp_open && !(t->flags & TF_TLP_OUT)))
+        stk__tlp_arm(e, t, now);
 
     bool fin_acked = (t->flags & TF_FIN_SENT) && t->snd_una == t->snd_max;
     switch (t->state) {

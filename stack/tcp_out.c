@@ -399,6 +399,62 @@ static void recovery_send(struct stk_engine *e, struct stk_tcb *t, stk_time_t no
     }
 }
 
+/* RFC 8985 7.2: a PTO is scheduled only for a SACK connection, with nothing SACKed, not in
+ * loss recovery (fast recovery, or after a timeout until snd_una passes what was then
+ * outstanding), with no probe episode open, data in flight, an open peer window (a closed
+ * one is the persist timer's) and an RTT sample. It never lands at or after the RTO: the
+ * RTO then handles the tail itself. */
+void stk__tlp_arm(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    t->t_pto = 0;
+    if (!(t->flags & TF_SACK) || (t->flags & (TF_IN_RECOVERY | TF_RTO_GUARD | TF_TLP_OUT)) ||
+        !can_output(t->state) || t->sb.sacked.n || t->snd_una == t->snd_max || !t->t_rexmt ||
+        t->t_persist || t->snd_wnd == 0 || t->srtt_us == 0)
+        return;
+    uint64_t pto = 2ull * t->srtt_us;
+    pto += stk__tcp_flight(t) <= t->snd_mss ? e->cfg.rto_min_us : STK_TLP_MARGIN_US;
+    if (now + pto < t->t_rexmt)
+        t->t_pto = now + pto;
+}
+
+/* RFC 8985 7.3: the PTO fired. One new segment when there is new data and the peer's window
+ * takes it (the congestion window is not consulted), else the last segment sent again; then
+ * the RTO restarts, and the episode stays open until the ACKs tell what the probe found
+ * (tcp_in.c). */
+void stk__tlp_send(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    if (!(t->flags & TF_SACK) || (t->flags & (TF_IN_RECOVERY | TF_RTO_GUARD | TF_TLP_OUT)) ||
+        !can_output(t->state) || t->snd_una == t->snd_max || t->snd_wnd == 0)
+        return;
+    uint32_t end = stk__data_end(t);
+    uint32_t wnd_edge = t->snd_una + t->snd_wnd;
+    bool rxt = true;
+    if (t->snd_nxt == t->snd_max && stk__seq_lt(t->snd_nxt, end) &&
+        stk__seq_gt(wnd_edge, t->snd_nxt) && !(t->flags & TF_FIN_SENT)) {
+        uint32_t avail = end - t->snd_nxt;
+        uint32_t len = stk__min32(stk__min32(avail, wnd_edge - t->snd_nxt), t->snd_mss);
+        t->tlp_seq = t->snd_nxt;
+        e->ctr.tcp_bytes_out += len;
+        xmit(e, t, t->snd_nxt, len, (uint8_t)(TH_ACK | (len == avail ? TH_PSH : 0)), now);
+        t->snd_nxt += len;
+        t->snd_max = t->snd_nxt;
+        rxt = false;
+    } else {
+        /* The highest-sequence segment sent: its last MSS of data, with the FIN if sent. */
+        uint32_t dend = stk__seq_lt(end, t->snd_max) ? end : t->snd_max;
+        uint32_t len =
+            stk__seq_gt(dend, t->snd_una) ? stk__min32(dend - t->snd_una, t->snd_mss) : 0;
+        t->tlp_seq = dend - len;
+        stk__retransmit(e, t, t->tlp_seq, len, now);
+        t->flags &= ~TF_RTT_TIMING; /* Karn */
+    }
+    e->ctr.tcp_tlp_probes++;
+    t->tlp_high = t->snd_max;
+    t->flags |= TF_TLP_OUT | (rxt ? TF_TLP_RXT : 0);
+    t->t_rexmt = now + t->rto_us;
+    stk__timer_update(e, t);
+}
+
 /* Sends new data (or, after a timeout, data again from snd_nxt), the FIN, and pending ACKs,
  * within the peer's window and the congestion window, following Nagle (RFC 896 as refined
  * by RFC 1122 4.2.3.4) and TCP_CORK/MSG_MORE. */
@@ -414,6 +470,7 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
         recovery_send(e, t, now);
 
     uint32_t mss = t->snd_mss;
+    bool sent_new = false;
     uint32_t max_len = (e->cfg.tx_offloads & STK_TX_TSO) ? e->cfg.tso_max / mss * mss : mss;
     if (max_len < mss)
         max_len = mss;
@@ -469,6 +526,7 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
             t->rtt_start = now;
         }
         e->ctr.tcp_bytes_out += rexmit ? 0 : len;
+        sent_new |= !rexmit;
         xmit(e, t, t->snd_nxt, len, f, now);
         t->snd_nxt += len + (fin ? 1 : 0);
         if (fin)
@@ -483,6 +541,9 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     }
     if (t->flags & TF_ACK_NOW)
         stk__send_ack(e, t, now);
+    /* RFC 8985 7.2: (re)schedule the probe after sending new data. */
+    if (sent_new)
+        stk__tlp_arm(e, t, now);
 
     /* Data waits on a closed window with nothing in flight: only a probe can reopen it. */
     if (!t->t_rexmt && !t->t_persist && stk__seq_lt(t->snd_nxt, stk__data_end(t)) &&

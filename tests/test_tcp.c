@@ -1445,6 +1445,224 @@ START_TEST(rtt_estimate)
 }
 END_TEST
 
+/* ---- Tail loss probe (RFC 8985 section 7) --------------------------------------------------- */
+
+/* A peer with SACK (no timestamps, so the RTT is the one timed sample) and SRTT = 50 ms: the
+ * PTO for a flight of several segments is then 2 * SRTT + 2 ms, the RTO 200 ms. */
+#define TLP_PTO (2 * 50 * MS + 2 * MS)
+static struct th *tlp_setup(void)
+{
+    struct th *h = th_new();
+    struct popts o = {1460, -1, true, false};
+    passive_open(h, &o);
+    nodelay(h);
+    EQI(app_send(h, 100, 0), 100);
+    POP(h);
+    advance_by(h, 50 * MS);
+    h->pack += 100;
+    peer_ack(h);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.rtt_us, 50000);
+    EQ(ti.rto_us, 200000);
+    return h;
+}
+
+static uint32_t cwnd_of(struct th *h)
+{
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    return ti.snd_cwnd;
+}
+
+/* The peer's one ACK for a whole flight is lost: the probe (the last segment again) goes out
+ * 2 * SRTT + 2 ms after the flight, not after the 200 ms RTO; the peer's answer D-SACKs it,
+ * so the probe was not needed and cwnd stays. */
+START_TEST(tlp_flight_ack_lost)
+{
+    struct th *h = tlp_setup();
+    uint32_t cwnd0 = cwnd_of(h);
+    stk_time_t t = h->now;
+    uint32_t s = send_segments(h, 5, 1460);
+    advance(h, t + TLP_PTO - 1);
+    EXPECT_NONE(h);
+    advance(h, t + TLP_PTO + MS);
+    EXPECT(h, F_ACK, s + 4 * 1460, h->pseq, 1460);
+    REQUIRE(h->p_time >= t + TLP_PTO && h->p_time <= t + TLP_PTO + MS, "probe at %llu",
+            (unsigned long long)(h->p_time - t));
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_tlp_probes, 1);
+    EQ(ctr(h)->tcp_retrans, 1);
+    EQ(ctr(h)->tcp_rto, 0);
+    /* The peer had everything: it acknowledges all with a D-SACK for the probe. */
+    h->pack = s + 5 * 1460;
+    struct pkt_tcp_spec sp;
+    spec_for(h, &sp, F_ACK);
+    sp.nsack = 1;
+    sp.sack[0].start = s + 4 * 1460;
+    sp.sack[0].end = s + 5 * 1460;
+    inject(h, &sp);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.unacked, 0);
+    EQ(ti.ca_state, 0);
+    EQ(ti.snd_cwnd, cwnd0);
+    EQ(ctr(h)->tcp_tlp_recoveries, 0);
+    advance_by(h, 2 * SEC);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_rto, 0);
+    th_free(h);
+}
+END_TEST
+
+/* The last segment is lost and the ACK for the one before it too: the probe resends the last
+ * segment, the peer's ACK covers it (no D-SACK, so the probe repaired a loss) and, once an
+ * ACK goes beyond the probe, cwnd takes the fast-recovery reduction, not slow start. */
+START_TEST(tlp_last_segment_lost)
+{
+    struct th *h = tlp_setup();
+    uint32_t cwnd0 = cwnd_of(h);
+    uint32_t s = send_segments(h, 5, 1460);
+    advance_by(h, 50 * MS);
+    h->pack = s + 3 * 1460; /* segment 4 arrived, its ACK is lost; segment 5 is lost */
+    peer_ack(h);
+    stk_time_t t = h->now;
+    advance(h, t + TLP_PTO + MS);
+    EXPECT(h, F_ACK, s + 4 * 1460, h->pseq, 1460);
+    REQUIRE(h->p_time >= t + TLP_PTO && h->p_time <= t + TLP_PTO + MS, "probe at %llu",
+            (unsigned long long)(h->p_time - t));
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_tlp_probes, 1);
+    h->pack = s + 5 * 1460;
+    peer_ack(h);
+    EQ(cwnd_of(h), cwnd0); /* not known yet whether segment 5 had arrived */
+    EQ(ctr(h)->tcp_tlp_recoveries, 0);
+    EQI(app_send(h, 1460, 0), 1460);
+    EXPECT(h, F_ACK, s + 5 * 1460, h->pseq, 1460);
+    h->pack += 1460;
+    peer_ack(h);
+    EQ(ctr(h)->tcp_tlp_recoveries, 1);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.snd_cwnd, ti.snd_ssthresh);
+    REQUIRE(ti.snd_cwnd < cwnd0 && ti.snd_cwnd >= 2 * 1460, "cwnd %u (was %u)", ti.snd_cwnd, cwnd0);
+    EQ(ti.ca_state, 0);
+    EQ(ctr(h)->tcp_rto, 0);
+    EQ(ctr(h)->tcp_fast_retrans, 0);
+    th_free(h);
+}
+END_TEST
+
+/* The last two segments are lost: the probe's SACK shows the hole below it, which RACK's rule
+ * declares lost at once, so fast recovery (not the RTO) resends it. */
+START_TEST(tlp_sack_starts_recovery)
+{
+    struct th *h = tlp_setup();
+    uint32_t s = send_segments(h, 5, 1460);
+    advance_by(h, 50 * MS);
+    h->pack = s + 3 * 1460;
+    peer_ack(h);
+    advance_by(h, TLP_PTO + MS);
+    EXPECT(h, F_ACK, s + 4 * 1460, h->pseq, 1460);
+    EXPECT_NONE(h);
+    struct pkt_tcp_spec sp;
+    spec_for(h, &sp, F_ACK);
+    sp.nsack = 1;
+    sp.sack[0].start = s + 4 * 1460;
+    sp.sack[0].end = s + 5 * 1460;
+    inject(h, &sp);
+    EXPECT(h, F_ACK, s + 3 * 1460, h->pseq, 1460);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_fast_retrans, 1);
+    EQ(ctr(h)->tcp_tlp_recoveries, 1);
+    h->pack = s + 5 * 1460;
+    peer_ack(h);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.ca_state, 0);
+    EQ(ti.unacked, 0);
+    REQUIRE(ti.snd_cwnd >= 2 * 1460, "cwnd %u", ti.snd_cwnd);
+    advance_by(h, 2 * SEC);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_rto, 0);
+    th_free(h);
+}
+END_TEST
+
+/* Data waits for cwnd when the flight's ACK is lost: the probe is a new segment (beyond
+ * cwnd, within the peer's window), not a retransmission; its ACK ends the episode. */
+START_TEST(tlp_new_data)
+{
+    struct th *h = tlp_setup();
+    uint32_t cwnd0 = cwnd_of(h);
+    EQ(cwnd0, 10 * 1460);
+    uint32_t s = h->pack;
+    stk_time_t t = h->now;
+    EQI(app_send(h, 12 * 1460, 0), 12 * 1460);
+    for (unsigned i = 0; i < 10; i++)
+        EXPECT(h, F_ACK, s + i * 1460, h->pseq, 1460);
+    EXPECT_NONE(h);
+    advance(h, t + TLP_PTO + MS);
+    EXPECT(h, F_ACK, s + 10 * 1460, h->pseq, 1460);
+    REQUIRE(h->p_time >= t + TLP_PTO && h->p_time <= t + TLP_PTO + MS, "probe at %llu",
+            (unsigned long long)(h->p_time - t));
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_tlp_probes, 1);
+    EQ(ctr(h)->tcp_retrans, 0);
+    h->pack = s + 11 * 1460;
+    peer_ack(h);
+    EXPECT(h, F_ACK, s + 11 * 1460, h->pseq, 1460);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_tlp_recoveries, 0);
+    REQUIRE(cwnd_of(h) >= cwnd0, "cwnd %u", cwnd_of(h));
+    EQ(ctr(h)->tcp_rto, 0);
+    th_free(h);
+}
+END_TEST
+
+/* No probe into a zero window: the RTO, then the persist timer, handle it. */
+START_TEST(tlp_not_on_zero_window)
+{
+    struct th *h = tlp_setup();
+    uint32_t s = send_segments(h, 3, 1460);
+    advance_by(h, 50 * MS);
+    h->pack = s + 1460;
+    h->pwin = 0;
+    peer_ack(h);
+    stk_time_t t = h->now;
+    advance(h, t + 200 * MS - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 3 * SEC);
+    EQ(ctr(h)->tcp_tlp_probes, 0);
+    REQUIRE(ctr(h)->tcp_rto >= 1, "rto %llu", (unsigned long long)ctr(h)->tcp_rto);
+    REQUIRE(ctr(h)->tcp_zwp >= 1, "zwp %llu", (unsigned long long)ctr(h)->tcp_zwp);
+    th_free(h);
+}
+END_TEST
+
+/* Without SACK there is no probe: the RTO recovers the lost ACK, as before. */
+START_TEST(tlp_needs_sack)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    EQI(app_send(h, 100, 0), 100);
+    POP(h);
+    advance_by(h, 50 * MS);
+    h->pack += 100;
+    peer_ack(h);
+    stk_time_t t = h->now;
+    uint32_t s = send_segments(h, 5, 1460);
+    advance(h, t + 200 * MS - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 200 * MS);
+    EXPECT(h, F_ACK, s, h->pseq, 1460);
+    EQ(ctr(h)->tcp_rto, 1);
+    EQ(ctr(h)->tcp_tlp_probes, 0);
+    th_free(h);
+}
+END_TEST
+
 /* ---- Zero window ------------------------------------------------------------------------- */
 
 /* Received bytes are counted once each, when they become in order: an out-of-order
@@ -2394,6 +2612,13 @@ int main(void)
     tcase_add_test(tc, no_fast_retransmit_after_rto);
     tcase_add_test(tc, fast_retransmit_sack);
     tcase_add_test(tc, rtt_estimate);
+    tc = tcase(s, "tlp");
+    tcase_add_test(tc, tlp_flight_ack_lost);
+    tcase_add_test(tc, tlp_last_segment_lost);
+    tcase_add_test(tc, tlp_sack_starts_recovery);
+    tcase_add_test(tc, tlp_new_data);
+    tcase_add_test(tc, tlp_not_on_zero_window);
+    tcase_add_test(tc, tlp_needs_sack);
     tc = tcase(s, "zero_window");
     tcase_add_test(tc, zero_window_persist);
     tcase_add_test(tc, zero_window_peer_vanishes);
