@@ -49,22 +49,7 @@ u_env() {
     [ -n "${NET_USTACK_EAL:-}" ] && U_ENV+=("USTACK_EAL=$NET_USTACK_EAL")
     return 0
 }
-# shellcheck disable=SC2016
-U_SH='[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; shift; exec env "$@"'
-u_exec() { ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "$@"; }
-U_BG=""
-u_bg() {
-    ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "$@" &
-    U_BG=$!
-    net_bg "$U_BG"
-}
-u_stackds() {
-    local p
-    for p in $(ip netns pids "$NS_U" 2>/dev/null); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ustackd ] && echo "$p"
-    done
-    return 0
-}
+# U_SH, u_exec, u_bg, u_stackds: tests/net/lib.sh.
 u_no_stackd() { [ -z "$(u_stackds)" ]; }
 ms_now() { echo $(($(date +%s%N) / 1000000)); }
 wait_for() {
@@ -169,7 +154,9 @@ check_standalone() {
         </dev/null >/dev/null 2>"$NET_TMPD/sa.a.err"
     pa=$U_BG
     # B names the socket itself (USTACK_ATTACH).
-    u_bg "${U_ENV[@]}" "USTACK_ATTACH=$(ls /run/ustack/*."$(stat -L -c %i /run/netns/"$NS_U")".sock)" \
+    # Its path: the device name (as dio_dev_lock spells it) and the namespace's inode; a
+    # glob would also match sockets that killed ustackds of other runs left behind.
+    u_bg "${U_ENV[@]}" "USTACK_ATTACH=/run/ustack/$(net_dev "$kind" | tr -c 'A-Za-z0-9.\n-' '_').$(stat -L -c %i /run/netns/"$NS_U").sock" \
         timeout -k 2 120 socat "TCP-LISTEN:$P_B,fork,reuseaddr" EXEC:cat \
         </dev/null >/dev/null 2>"$NET_TMPD/sa.b.err"
     pb=$U_BG

@@ -49,44 +49,7 @@ BIG_SHA=$(sha "$WWW/big.bin")
 
 # ---------------------------------------------------------------- helpers
 
-# The environment of a preloaded program: u_env KIND TAG (ustackd's output goes to
-# $NET_TMPD/stackd.TAG.log, which also becomes the log shown on failure).
-U_ENV=()
-u_env() {
-    local kind=$1 tag=$2
-    USTACKD_OUT="$NET_TMPD/stackd.$tag.log"
-    USTACKD_ERR=""
-    USTACKD_PID=""
-    U_ENV=("LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$kind")" "USTACK_IP=$IP_U/24"
-        "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT")
-    [ -n "${NET_USTACK_EAL:-}" ] && U_ENV+=("USTACK_EAL=$NET_USTACK_EAL")
-    [ -n "${NET_USTACK_LOG:-}" ] && U_ENV+=("USTACK_LOG=$NET_USTACK_LOG")
-    return 0
-}
-
-# u_exec ENV... CMD...: run in the ustack namespace. As ustackd_start, a private bpffs for
-# libxdp in ip-netns-exec's mount namespace, which the spawned ustackd inherits.
-# shellcheck disable=SC2016
-U_SH='[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; shift; exec env "$@"'
-u_exec() { ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "$@"; }
-
-# u_bg ENV... CMD...: the same in the background; U_BG is the program's pid (ip, sh and env
-# exec), registered for teardown. Redirections apply to the caller's u_bg line as a whole.
-U_BG=""
-u_bg() {
-    ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "$@" &
-    U_BG=$!
-    net_bg "$U_BG"
-}
-
-# The ustackd processes of the ustack namespace.
-u_stackds() {
-    local p
-    for p in $(ip netns pids "$NS_U" 2>/dev/null); do
-        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ustackd ] && echo "$p"
-    done
-    return 0
-}
+# u_env, u_exec, u_bg, u_stackds: tests/net/lib.sh.
 
 # What runs in the ustack namespace, for messages: "pid comm, ...".
 u_procs() {
