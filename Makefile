@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test deps format format-check bench-engine bench-veth bench bench-quick bench-check demo clean
+.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test deps format format-check bench-engine bench-veth bench bench-quick bench-check bench-reflect demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -56,7 +56,7 @@ $(BUILD)/libustack.so: $(PRELOAD_SRC) $(PRELOAD_HDR) $(SHIM_SRC) $(SHIM_HDR) $(w
 		-ldl -lpthread -o $@
 
 # Kernel-side tools: the reference server and the load generator/verifier.
-BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen
+BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen $(BUILD)/bench/udprr $(BUILD)/bench/reflect
 all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble $(BUILD)/tests/relay
 
 deps:
@@ -124,7 +124,12 @@ $(BUILD)/tests/relay: tests/net/helpers/relay.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g $< -o $@
 
-$(BUILD)/bench/kserve $(BUILD)/bench/loadgen: $(BUILD)/bench/%: bench/%.c
+# The raw reflector (bench/reflect.sh): DPDK and nothing of ustack.
+$(BUILD)/bench/reflect: bench/reflect.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g $(DPDK_CFLAGS) $< $(DPDK_LIBS) -o $@
+
+$(BUILD)/bench/kserve $(BUILD)/bench/loadgen $(BUILD)/bench/udprr: $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g -pthread $< -lm -o $@
 
@@ -218,6 +223,11 @@ bench-check:
 	@python3 -B bench/report.py --self-test
 	@bench/run.sh --help >/dev/null
 	@echo "bench-check: ok"
+
+# The floor under ustack (bench/reflect.sh, root): a DPDK reflector with no stack vs the
+# kernel's UDP on the same veth. BENCH_ARGS adds options (--rounds, --seconds, --ustack).
+bench-reflect: $(BUILD)/bench/reflect $(BUILD)/bench/udprr
+	bench/reflect.sh $(BENCH_ARGS)
 
 bench-engine: $(BUILD)/bench/bench_engine
 	$(BUILD)/bench/bench_engine
