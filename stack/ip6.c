@@ -21,10 +21,6 @@
 #define ICMP6_HLEN     8
 #define IP6_MIN_MTU    1280
 #define IP6_MAX_PAY_IOV 7
-/* ICMPv6 errors: a burst of ERR_BURST, then ERR_PER_S per second (RFC 4443 2.4 (f); Linux
- * limits to about one per ms per destination with a burst). */
-#define ERR_BURST 10
-#define ERR_PER_S 100
 
 const uint8_t stk__ip6_all_nodes[16] = {0xff, 0x02, [15] = 1};
 
@@ -238,9 +234,9 @@ static bool error_allowed(struct stk_engine *e, stk_time_t now)
 {
     struct stk__nd *d = e->nd;
     if (now > d->err_stamp) {
-        uint64_t add = (now - d->err_stamp) * ERR_PER_S / STK_US_PER_S;
+        uint64_t add = (now - d->err_stamp) * ICMP6_ERR_PER_S / STK_US_PER_S;
         if (add > 0) {
-            d->err_tokens = (uint32_t)stk__min64(ERR_BURST, d->err_tokens + add);
+            d->err_tokens = (uint32_t)stk__min64(ICMP6_ERR_BURST, d->err_tokens + add);
             d->err_stamp = now;
         }
     }
@@ -250,6 +246,29 @@ static bool error_allowed(struct stk_engine *e, stk_time_t now)
     return true;
 }
 
+/* The packet is an ICMPv6 error message: its header chain (walked leniently, as it may be
+ * the malformed packet we complain about) leads to an ICMPv6 type below 128. */
+static bool is_icmp6_error(const struct stk_ipv6_pkt *pkt)
+{
+    const uint8_t *p = pkt->ip;
+    size_t len = pkt->ip_len, off = STK_IP6_HLEN;
+    uint8_t nh = p[6];
+    for (int n = 0; n < IP6_MAXEXT; n++) {
+        if (nh != NH_HOPOPTS && nh != NH_DSTOPTS && nh != NH_ROUTING && nh != NH_FRAGMENT)
+            break;
+        if (len - off < 8)
+            return false;
+        if (nh == NH_FRAGMENT && (stk__get16(p + off + 2) & 0xfff8) != 0)
+            return false; /* a later fragment: the upper-layer header is elsewhere */
+        size_t hlen = nh == NH_FRAGMENT ? 8 : ((size_t)p[off + 1] + 1) * 8;
+        nh = p[off];
+        off += hlen;
+        if (off >= len)
+            return false;
+    }
+    return nh == STK_IP_PROTO_ICMPV6 && off < len && p[off] < 128;
+}
+
 void stk__icmp6_error(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *pkt,
                       uint8_t type, uint8_t code, uint32_t param)
 {
@@ -257,8 +276,7 @@ void stk__icmp6_error(struct stk_engine *e, stk_time_t now, const struct stk_ipv
      * link-layer group) except Packet Too Big and Parameter Problem code 2, or about a
      * packet whose source does not name a single node. */
     bool mcast_ok = type == ICMP6_PACKET_TOO_BIG || (type == ICMP6_PARAM_PROB && code == 2);
-    if ((pkt->proto == STK_IP_PROTO_ICMPV6 && pkt->l4_len >= 1 && pkt->l4[0] < 128) ||
-        ((pkt->dst_mcast || pkt->l2_mcast) && !mcast_ok) || stk__ip6_is_unspec(pkt->src) ||
+    if (is_icmp6_error(pkt) || ((pkt->dst_mcast || pkt->l2_mcast) && !mcast_ok) || stk__ip6_is_unspec(pkt->src) ||
         stk__ip6_is_mcast(pkt->src))
         return;
     if (!error_allowed(e, now)) {

@@ -64,6 +64,11 @@ struct stk__nd {
 /* An unused STALE entry is forgotten after this (Linux: gc_stale_time, 60 s). */
 #define ND_STALE_GC_US (60 * STK_US_PER_S)
 
+/* ICMPv6 errors: a burst of ERR_BURST, then ERR_PER_S per second (RFC 4443 2.4 (f); Linux
+ * allows about one per ms per destination with a burst). */
+#define ICMP6_ERR_BURST 10
+#define ICMP6_ERR_PER_S 100
+
 /* ICMPv6 types (RFC 4443, RFC 4861). */
 #define ICMP6_DST_UNREACH    1
 #define ICMP6_PACKET_TOO_BIG 2

@@ -234,6 +234,7 @@ int stk__nd_create(struct stk_engine *e, stk_time_t now)
     d->free_q = 0;
     d->next_timer = UINT64_MAX;
     d->err_stamp = now;
+    d->err_tokens = ICMP6_ERR_BURST;
     e->nd = d;
     return 0;
 }
