@@ -286,8 +286,8 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
              s->hw_rss || ncores == 1 ? "none" : "software",
              onoff(s->rx_ol & RTE_ETH_RX_OFFLOAD_TCP_CKSUM),
              onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_CKSUM),
-             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO), mcast, s->mtu, s->mac[0], s->mac[1], s->mac[2],
-             s->mac[3], s->mac[4], s->mac[5]);
+             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO), mcast, s->mtu, s->mac[0], s->mac[1],
+             s->mac[2], s->mac[3], s->mac[4], s->mac[5]);
     return 0;
 }
 

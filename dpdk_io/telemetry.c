@@ -183,8 +183,8 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
         if (memcmp(c->ip6, zero, 16) != 0)
             snprintf(buf, sizeof(buf), "%s/%u", shim_ip6_str(c->ip6, a6), c->ip6_prefix);
         rte_tel_data_add_dict_string(d, "USTACK_IP6", buf);
-        rte_tel_data_add_dict_string(
-            d, "USTACK_GW6", memcmp(c->gw6, zero, 16) != 0 ? shim_ip6_str(c->gw6, a6) : "");
+        rte_tel_data_add_dict_string(d, "USTACK_GW6",
+                                     memcmp(c->gw6, zero, 16) != 0 ? shim_ip6_str(c->gw6, a6) : "");
     }
     const uint8_t *m = tel.s->mac;
     snprintf(buf, sizeof(buf), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);

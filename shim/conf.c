@@ -85,8 +85,8 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
 #define FIELD(f) offsetof(struct shim_conf, f)
 
 /* Every variable, in parse order (USTACK_GW is checked against USTACK_IP, and USTACK_GW6
- * against USTACK_IP6, once both are parsed): id, name, parser, and for the numeric ones the field and range. USTACK_CONF has
- * no parser: it is consumed before the others. */
+ * against USTACK_IP6, once both are parsed): id, name, parser, and for the numeric ones the field
+ * and range. USTACK_CONF has no parser: it is consumed before the others. */
 #define SHIM_VARS(X)                                                                               \
     X(CONF, "USTACK_CONF", NULL, 0, 0, 0)                                                          \
     X(ENABLED, "USTACK", parse_enabled, 0, 0, 0)                                                   \
@@ -436,8 +436,9 @@ static int check_gw6(struct ctx *x, const struct val *val)
                    "one in that prefix)",
                    net, plen);
     if (!memcmp(c->gw6, c->ip6, 16))
-        return BAD(x, v, val, "is USTACK_IP6 itself (expected another host, or a link-local "
-                              "address)");
+        return BAD(x, v, val,
+                   "is USTACK_IP6 itself (expected another host, or a link-local "
+                   "address)");
     return 0;
 }
 

@@ -10,16 +10,16 @@
 
 #include "ip6.h"
 
-#define IP6_MAXEXT     8 /* extension headers walked before the packet is refused */
-#define NH_HOPOPTS     0
-#define NH_TCP         6
-#define NH_UDP         17
-#define NH_ROUTING     43
-#define NH_FRAGMENT    44
-#define NH_NONE        59
-#define NH_DSTOPTS     60
-#define ICMP6_HLEN     8
-#define IP6_MIN_MTU    1280
+#define IP6_MAXEXT      8 /* extension headers walked before the packet is refused */
+#define NH_HOPOPTS      0
+#define NH_TCP          6
+#define NH_UDP          17
+#define NH_ROUTING      43
+#define NH_FRAGMENT     44
+#define NH_NONE         59
+#define NH_DSTOPTS      60
+#define ICMP6_HLEN      8
+#define IP6_MIN_MTU     1280
 #define IP6_MAX_PAY_IOV 7
 
 const uint8_t stk__ip6_all_nodes[16] = {0xff, 0x02, [15] = 1};
@@ -143,8 +143,8 @@ void stk__ip6_select_src(const struct stk_engine *e, const uint8_t dst[16], uint
 int stk__ip6_route(const struct stk_engine *e, const uint8_t dst[16], uint8_t nexthop[16])
 {
     const struct stk__nd *d = e->nd;
-    if (!stk__ip6_enabled(e) || stk__ip6_is_unspec(dst) || is_loopback(dst) ||
-        is_v4mapped(dst) || stk__ip6_is_mcast(dst) || stk__ip6_is_ours(e, dst))
+    if (!stk__ip6_enabled(e) || stk__ip6_is_unspec(dst) || is_loopback(dst) || is_v4mapped(dst) ||
+        stk__ip6_is_mcast(dst) || stk__ip6_is_ours(e, dst))
         return -EHOSTUNREACH;
     if (stk__ip6_is_linklocal(dst) ||
         (d->has_global && prefix_eq(dst, e->cfg.ip6, e->cfg.ip6_prefix))) {
@@ -223,8 +223,8 @@ int stk__ip6_send(struct stk_engine *e, stk_time_t now, const uint8_t *src, cons
                   uint8_t proto, uint8_t *hdr, size_t l4_len, const struct stk_iov *payload,
                   int npay, struct stk_txmeta *meta)
 {
-    return stk__ip6_send_hl(e, now, src, dst, proto, STK_IP6_HOP_LIMIT, hdr, l4_len, payload,
-                            npay, meta);
+    return stk__ip6_send_hl(e, now, src, dst, proto, STK_IP6_HOP_LIMIT, hdr, l4_len, payload, npay,
+                            meta);
 }
 
 /* ---- ICMPv6 ---------------------------------------------------------------------------- */
@@ -276,8 +276,8 @@ void stk__icmp6_error(struct stk_engine *e, stk_time_t now, const struct stk_ipv
      * link-layer group) except Packet Too Big and Parameter Problem code 2, or about a
      * packet whose source does not name a single node. */
     bool mcast_ok = type == ICMP6_PACKET_TOO_BIG || (type == ICMP6_PARAM_PROB && code == 2);
-    if (is_icmp6_error(pkt) || ((pkt->dst_mcast || pkt->l2_mcast) && !mcast_ok) || stk__ip6_is_unspec(pkt->src) ||
-        stk__ip6_is_mcast(pkt->src))
+    if (is_icmp6_error(pkt) || ((pkt->dst_mcast || pkt->l2_mcast) && !mcast_ok) ||
+        stk__ip6_is_unspec(pkt->src) || stk__ip6_is_mcast(pkt->src))
         return;
     if (!error_allowed(e, now)) {
         e->ctr.icmp6_errors_limited++;
@@ -298,8 +298,8 @@ void stk__icmp6_error(struct stk_engine *e, stk_time_t now, const struct stk_ipv
     m[1] = code;
     stk__put16(m + 2, 0);
     stk__put32(m + 4, param);
-    uint32_t sum = stk__csum_pseudo6(src, pkt->src, STK_IP_PROTO_ICMPV6,
-                                     (uint32_t)(ICMP6_HLEN + quote));
+    uint32_t sum =
+        stk__csum_pseudo6(src, pkt->src, STK_IP_PROTO_ICMPV6, (uint32_t)(ICMP6_HLEN + quote));
     sum = stk__csum_add(sum, m, ICMP6_HLEN);
     sum = stk__csum_add(sum, pkt->ip, quote);
     stk__put16(m + 2, stk__csum_fold(sum));

@@ -11,7 +11,7 @@
 #include "stk_int.h"
 
 #define ND_ENTRIES 128
-#define ND_BUCKETS 64 /* power of two */
+#define ND_BUCKETS 64  /* power of two */
 #define ND_QMAX    256 /* frames waiting for resolution, per engine */
 #define ND_QPER    64  /* ... and per neighbour (as ARP: a SYN burst must not lose replies) */
 #define ND_NIL     0xffffu

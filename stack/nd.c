@@ -436,8 +436,7 @@ void stk__nd_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_p
     uint8_t type = m[0];
     /* Sections 7.1.1 and 7.1.2: hop limit 255 (the packet cannot come from off-link),
      * code 0, at least 24 bytes, a unicast target, options of nonzero length. */
-    if (pkt->hop_limit != 255 || m[1] != 0 || pkt->l4_len < NS_LEN ||
-        stk__ip6_is_mcast(m + 8)) {
+    if (pkt->hop_limit != 255 || m[1] != 0 || pkt->l4_len < NS_LEN || stk__ip6_is_mcast(m + 8)) {
         e->ctr.nd_drop_bad++;
         return;
     }
@@ -494,8 +493,8 @@ void stk__nd_poll(struct stk_engine *e, stk_time_t now)
                 break;
             case ND_INCOMPLETE:
             case ND_PROBE:
-                if (en->tries >= (en->state == ND_PROBE ? ND_UNICAST_SOLICIT
-                                                        : ND_MULTICAST_SOLICIT)) {
+                if (en->tries >=
+                    (en->state == ND_PROBE ? ND_UNICAST_SOLICIT : ND_MULTICAST_SOLICIT)) {
                     /* No answer: the waiting frames are dropped (counted). TCP over IPv6
                      * will fail connects waiting on it here, as stk__tcp_unreachable does
                      * for ARP. */

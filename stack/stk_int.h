@@ -225,10 +225,10 @@ void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 
 /* ---- IPv6, ICMPv6 (ip6.c) and neighbour discovery (nd.c) --------------------------------- */
-#define STK_ETH_P_IPV6        0x86dd
-#define STK_IP6_HLEN          40
-#define STK_IP_PROTO_ICMPV6   58
-#define STK_IP6_HOP_LIMIT     64
+#define STK_ETH_P_IPV6      0x86dd
+#define STK_IP6_HLEN        40
+#define STK_IP_PROTO_ICMPV6 58
+#define STK_IP6_HOP_LIMIT   64
 /* Room in front of an L4 header for Ethernet and IPv6 (no extension headers are sent). */
 #define STK_L2L3_HLEN6 (STK_ETH_HLEN + STK_IP6_HLEN)
 

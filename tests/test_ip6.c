@@ -100,8 +100,8 @@ static void expect_none(struct tn *t)
 
 static uint32_t pseudo6(const uint8_t src[16], const uint8_t dst[16], uint8_t nh, uint32_t len)
 {
-    uint8_t tail[8] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
-                       (uint8_t)len, 0, 0, 0, nh};
+    uint8_t tail[8] = {
+        (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len, 0, 0, 0, nh};
     uint32_t s = pkt_csum_add(0, src, 16);
     s = pkt_csum_add(s, dst, 16);
     return pkt_csum_add(s, tail, 8);
@@ -563,14 +563,18 @@ START_TEST(echo_replies)
     /* Echo replies, router advertisements and unknown informational types are ignored;
      * errors are counted. */
     uint8_t m[64];
-    inject(t, f, mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 255, m,
-                     mk_icmp6(m, 134, 0, 0x40000000, "\0\0\0\0\0\0\0\0", 8, PEER_LL, US_LL)));
-    inject(t, f, mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 64, m,
-                     mk_icmp6(m, 129, 0, 1, NULL, 0, PEER_LL, US_LL)));
-    inject(t, f, mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 64, m,
-                     mk_icmp6(m, 200, 0, 1, NULL, 0, PEER_LL, US_LL)));
-    inject(t, f, mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 64, m,
-                     mk_icmp6(m, 1, 4, 0, "\x60\0\0\0\0\0\x06\x40", 8, PEER_LL, US_LL)));
+    inject(t, f,
+           mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 255, m,
+               mk_icmp6(m, 134, 0, 0x40000000, "\0\0\0\0\0\0\0\0", 8, PEER_LL, US_LL)));
+    inject(t, f,
+           mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 64, m,
+               mk_icmp6(m, 129, 0, 1, NULL, 0, PEER_LL, US_LL)));
+    inject(t, f,
+           mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 64, m,
+               mk_icmp6(m, 200, 0, 1, NULL, 0, PEER_LL, US_LL)));
+    inject(t, f,
+           mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 58, 64, m,
+               mk_icmp6(m, 1, 4, 0, "\x60\0\0\0\0\0\x06\x40", 8, PEER_LL, US_LL)));
     expect_none(t);
     ck_assert_uint_eq(ctr(t)->icmp6_ignored, 3);
     ck_assert_uint_eq(ctr(t)->icmp6_errors_in, 1);
@@ -958,7 +962,8 @@ START_TEST(fuzz_frames)
             break;
         }
         /* Keep checksums right half of the time so that deeper code runs. */
-        if (n >= 62 && wire_rng_below(&r, 2) && f[20] == 58 && (size_t)(f[18] << 8 | f[19]) <= n - 54)
+        if (n >= 62 && wire_rng_below(&r, 2) && f[20] == 58 &&
+            (size_t)(f[18] << 8 | f[19]) <= n - 54)
             icmp6_fix(f + 54, (size_t)(f[18] << 8 | f[19]), f + 22, f + 38);
         stk_input(t->e, t->now, f, n, 0);
         if (wire_rng_below(&r, 32) == 0)

@@ -59,12 +59,12 @@ enum {
 
 /* Mode bits of an IPv6 record. */
 enum {
-    FZ_6_DST_GL = 1u << 0,   /* to our global address (else our link-local one) */
-    FZ_6_DST_GROUP = 1u << 1, /* to all-nodes, or with DST_GL our solicited-node group */
-    FZ_6_SRC_GL = 1u << 2,   /* from the peer's global address (else its link-local) */
+    FZ_6_DST_GL = 1u << 0,     /* to our global address (else our link-local one) */
+    FZ_6_DST_GROUP = 1u << 1,  /* to all-nodes, or with DST_GL our solicited-node group */
+    FZ_6_SRC_GL = 1u << 2,     /* from the peer's global address (else its link-local) */
     FZ_6_SRC_UNSPEC = 1u << 3, /* from :: (duplicate address detection) */
-    FZ_6_CSUM = 1u << 4,     /* fix the ICMPv6 checksum */
-    FZ_6_MAC_OTHER = 1u << 5, /* from another MAC than the peer's */
+    FZ_6_CSUM = 1u << 4,       /* fix the ICMPv6 checksum */
+    FZ_6_MAC_OTHER = 1u << 5,  /* from another MAC than the peer's */
 };
 
 static const uint8_t our_mac[6] = {0x02, 0, 0, 0, 0, 0x01};
@@ -322,7 +322,8 @@ static void op_ip6(struct fz *f, const uint8_t *p, size_t len)
         if (nh == 58 && off + 4 <= total) {
             size_t ml = total - off;
             ip[off + 2] = ip[off + 3] = 0;
-            uint16_t c = pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml), ip + off, ml));
+            uint16_t c =
+                pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml), ip + off, ml));
             stk__put16(ip + off + 2, c);
         }
     }
