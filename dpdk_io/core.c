@@ -296,6 +296,9 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     cfg.ip = k->ip;
     cfg.prefix = k->prefix;
     cfg.gateway = k->gw;
+    memcpy(cfg.ip6, k->ip6, 16);
+    cfg.ip6_prefix = k->ip6_prefix;
+    memcpy(cfg.gateway6, k->gw6, 16);
     cfg.mtu = s->mtu;
     if (getrandom(cfg.secret, sizeof(cfg.secret), 0) != (ssize_t)sizeof(cfg.secret))
         return -EIO;

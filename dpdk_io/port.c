@@ -52,6 +52,41 @@ static struct rte_mempool *pool_for(struct dio_stack *s, unsigned socket, unsign
     return mp;
 }
 
+/* Lets the IPv6 groups the engine listens to through the device's receive filter: the exact
+ * list when the driver takes one (a NIC then passes only those groups), else every group
+ * (all-multicast). Returns what was done, for the port description. Devices that do neither
+ * (af_packet and af_xdp on a veth: the veth filters nothing, so the groups arrive anyway)
+ * report "none". */
+static const char *join_ipv6_groups(struct dio_stack *s)
+{
+    if (s->mtu < 1280)
+        return "off"; /* IPv6 is off below its minimum MTU */
+    struct rte_ether_addr mc[3];
+    uint32_t n = 0;
+    const uint8_t all_nodes[6] = {0x33, 0x33, 0, 0, 0, 1};
+    memcpy(mc[n++].addr_bytes, all_nodes, 6);
+    /* The link-local address ends with the MAC's last three bytes (modified EUI-64), and
+     * a solicited-node group keeps an address's last 24 bits: 33:33:ff:xx:xx:xx. */
+    uint8_t sn[6] = {0x33, 0x33, 0xff, s->mac[3], s->mac[4], s->mac[5]};
+    memcpy(mc[n++].addr_bytes, sn, 6);
+    static const uint8_t zero[16];
+    if (memcmp(s->conf.ip6, zero, 16) != 0) {
+        memcpy(sn + 3, s->conf.ip6 + 13, 3);
+        if (memcmp(sn, mc[1].addr_bytes, 6) != 0)
+            memcpy(mc[n++].addr_bytes, sn, 6);
+    }
+    /* Drivers without the operation log an error for the question: ask quietly. */
+    uint32_t lvl = rte_log_get_global_level();
+    rte_log_set_global_level(RTE_LOG_EMERG);
+    const char *how = "none";
+    if (rte_eth_dev_set_mc_addr_list(s->port, mc, n) == 0)
+        how = "list";
+    else if (rte_eth_allmulticast_enable(s->port) == 0 && rte_eth_allmulticast_get(s->port) == 1)
+        how = "allmulti";
+    rte_log_set_global_level(lvl);
+    return how;
+}
+
 static void pick_mac(struct dio_stack *s)
 {
     struct rte_ether_addr a;
@@ -241,16 +276,18 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
     rte_log_set_global_level(RTE_LOG_EMERG);
     s->rx_intr = pc.intr_conf.rxq && rte_eth_dev_rx_intr_ctl_q_get_fd(port, 0) >= 0;
     rte_log_set_global_level(lvl);
-    /* Multicast is not needed (ARP is broadcast), and promiscuity only costs. */
+    /* IPv4 needs no multicast (ARP is broadcast), and promiscuity only costs; IPv6 needs the
+     * all-nodes group and our solicited-node groups (neighbour discovery). */
+    const char *mcast = join_ipv6_groups(s);
     snprintf(s->desc, sizeof(s->desc),
              "driver=%s queues=%u/%u cores=%u rss=%s steering=%s rx_csum=%s tx_csum=%s tso=%s "
-             "mtu=%u mac=%02x:%02x:%02x:%02x:%02x:%02x",
+             "mcast=%s mtu=%u mac=%02x:%02x:%02x:%02x:%02x:%02x",
              info.driver_name, s->nrxq, s->ntxq, ncores, rss ? (s->hw_rss ? "hw" : "hw+sw") : "off",
              s->hw_rss || ncores == 1 ? "none" : "software",
              onoff(s->rx_ol & RTE_ETH_RX_OFFLOAD_TCP_CKSUM),
              onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_CKSUM),
-             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO), s->mtu, s->mac[0], s->mac[1], s->mac[2],
-             s->mac[3], s->mac[4], s->mac[5]);
+             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO), mcast, s->mtu, s->mac[0], s->mac[1],
+             s->mac[2], s->mac[3], s->mac[4], s->mac[5]);
     return 0;
 }
 

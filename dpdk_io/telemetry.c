@@ -176,6 +176,16 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     snprintf(buf, sizeof(buf), "%s/%u", shim_ip_str(c->ip, ip), c->prefix);
     rte_tel_data_add_dict_string(d, "USTACK_IP", buf);
     rte_tel_data_add_dict_string(d, "USTACK_GW", c->gw ? shim_ip_str(c->gw, ip) : "");
+    {
+        static const uint8_t zero[16];
+        char a6[46];
+        buf[0] = 0;
+        if (memcmp(c->ip6, zero, 16) != 0)
+            snprintf(buf, sizeof(buf), "%s/%u", shim_ip6_str(c->ip6, a6), c->ip6_prefix);
+        rte_tel_data_add_dict_string(d, "USTACK_IP6", buf);
+        rte_tel_data_add_dict_string(d, "USTACK_GW6",
+                                     memcmp(c->gw6, zero, 16) != 0 ? shim_ip6_str(c->gw6, a6) : "");
+    }
     const uint8_t *m = tel.s->mac;
     snprintf(buf, sizeof(buf), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
     rte_tel_data_add_dict_string(d, "mac", buf);

@@ -99,9 +99,12 @@ static int parse_port(const char *flag, const char *v, uint16_t *out)
 
 static void report_ready(const struct shim_conf *c, struct dio_stack *s, bool print)
 {
-    char ip[16];
+    char ip[16], ip6[64] = "", a6[46];
+    static const uint8_t zero16[16];
+    if (memcmp(c->ip6, zero16, 16) != 0)
+        snprintf(ip6, sizeof(ip6), " ip6=%s/%u", shim_ip6_str(c->ip6, a6), c->ip6_prefix);
     if (print) {
-        printf("ustackd: ready ip=%s/%u %s\n", shim_ip_str(c->ip, ip), c->prefix,
+        printf("ustackd: ready ip=%s/%u%s %s\n", shim_ip_str(c->ip, ip), c->prefix, ip6,
                dio_stack_describe(s));
         fflush(stdout);
     }

@@ -13,6 +13,7 @@
 #include "conf.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -65,6 +66,8 @@ static int parse_enabled(struct ctx *x, const struct var *v, const struct val *v
 static int parse_dev(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_ip(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_gw(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_ip6(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_gw6(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_mac(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_cores(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_eal(struct ctx *x, const struct var *v, const struct val *val);
@@ -81,15 +84,17 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
 
 #define FIELD(f) offsetof(struct shim_conf, f)
 
-/* Every variable, in parse order (USTACK_GW is checked against USTACK_IP once both are
- * parsed): id, name, parser, and for the numeric ones the field and range. USTACK_CONF has
- * no parser: it is consumed before the others. */
+/* Every variable, in parse order (USTACK_GW is checked against USTACK_IP, and USTACK_GW6
+ * against USTACK_IP6, once both are parsed): id, name, parser, and for the numeric ones the field
+ * and range. USTACK_CONF has no parser: it is consumed before the others. */
 #define SHIM_VARS(X)                                                                               \
     X(CONF, "USTACK_CONF", NULL, 0, 0, 0)                                                          \
     X(ENABLED, "USTACK", parse_enabled, 0, 0, 0)                                                   \
     X(DEV, "USTACK_DEV", parse_dev, 0, 0, 0)                                                       \
     X(IP, "USTACK_IP", parse_ip, 0, 0, 0)                                                          \
     X(GW, "USTACK_GW", parse_gw, 0, 0, 0)                                                          \
+    X(IP6, "USTACK_IP6", parse_ip6, 0, 0, 0)                                                       \
+    X(GW6, "USTACK_GW6", parse_gw6, 0, 0, 0)                                                       \
     X(MAC, "USTACK_MAC", parse_mac, 0, 0, 0)                                                       \
     X(CORES, "USTACK_CORES", parse_cores, 0, 0, 0)                                                 \
     X(EAL, "USTACK_EAL", parse_eal, 0, 0, 0)                                                       \
@@ -337,6 +342,103 @@ static int check_gw(struct ctx *x, const struct val *val)
     if (c->prefix < 31 && ((c->gw & ~mask) == 0 || (c->gw & ~mask) == ~mask))
         return BAD(x, v, val, "is the %s address of %s/%u (expected a host address in %s/%u)",
                    (c->gw & ~mask) == 0 ? "network" : "broadcast", net, c->prefix, net, c->prefix);
+    return 0;
+}
+
+/* ---- IPv6 ---- */
+
+/* An IPv6 address in any RFC 4291 text form inet_pton() takes (which allocates nothing),
+ * with no zone ("%eth0") and nothing after it. */
+static int addr6(const char *s, size_t len, uint8_t out[16])
+{
+    char buf[64];
+    if (len == 0 || len >= sizeof buf)
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return inet_pton(AF_INET6, buf, out) == 1 ? 0 : -1;
+}
+
+/* What an address we own or route through may not be; NULL if it is fine. */
+static const char *bad6(const uint8_t a[16])
+{
+    static const uint8_t zero[16], lo[16] = {[15] = 1}, mapped[12] = {[10] = 0xff, [11] = 0xff};
+    if (!memcmp(a, zero, 16))
+        return "the unspecified address";
+    if (!memcmp(a, lo, 16))
+        return "the loopback address";
+    if (a[0] == 0xff)
+        return "a multicast address";
+    if (!memcmp(a, mapped, 12))
+        return "an IPv4-mapped address";
+    return NULL;
+}
+
+static int ll6(const uint8_t a[16])
+{
+    return a[0] == 0xfe && (a[1] & 0xc0) == 0x80;
+}
+
+static int parse_ip6(struct ctx *x, const struct var *v, const struct val *val)
+{
+    const char *s = val->s, *slash = strchr(s, '/');
+    uint8_t a[16];
+    unsigned long prefix;
+    const char *p = slash ? slash + 1 : NULL;
+    if (!slash || addr6(s, (size_t)(slash - s), a) != 0 || dec(&p, 128, &prefix) != 0 ||
+        *p != '\0' || prefix == 0)
+        return BAD(x, v, val,
+                   "not an IPv6 address/prefix (expected e.g. 2001:db8::2/64, prefix 1..128)");
+    const char *why = bad6(a);
+    if (why)
+        return BAD(x, v, val, "is %s (expected a global unicast address/prefix)", why);
+    if (ll6(a))
+        return BAD(x, v, val,
+                   "is link-local (expected a global unicast address/prefix; the link-local "
+                   "address is always derived from the MAC)");
+    memcpy(x->c->ip6, a, 16);
+    x->c->ip6_prefix = (uint8_t)prefix;
+    return 0;
+}
+
+/* Syntax only; the prefix check needs USTACK_IP6 and runs in check_gw6(). */
+static int parse_gw6(struct ctx *x, const struct var *v, const struct val *val)
+{
+    uint8_t a[16];
+    if (addr6(val->s, strlen(val->s), a) != 0)
+        return BAD(x, v, val, "not an IPv6 address (expected e.g. fe80::1 or 2001:db8::1)");
+    const char *why = bad6(a);
+    if (why)
+        return BAD(x, v, val, "is %s (expected a unicast IPv6 address)", why);
+    memcpy(x->c->gw6, a, 16);
+    return 0;
+}
+
+static int check_gw6(struct ctx *x, const struct val *val)
+{
+    const struct var *v = &vars[V_GW6];
+    struct shim_conf *c = x->c;
+    static const uint8_t zero[16];
+    if (!memcmp(c->gw6, zero, 16) || ll6(c->gw6))
+        return 0;
+    if (!memcmp(c->ip6, zero, 16))
+        return BAD(x, v, val,
+                   "is not link-local and USTACK_IP6 is not set (expected a link-local "
+                   "gateway, or USTACK_IP6 with a prefix holding this one)");
+    unsigned plen = c->ip6_prefix, bytes = plen / 8, bits = plen % 8;
+    int inside = !memcmp(c->gw6, c->ip6, bytes) &&
+                 (bits == 0 || !((c->gw6[bytes] ^ c->ip6[bytes]) & (0xff << (8 - bits))));
+    char net[46];
+    shim_ip6_str(c->ip6, net);
+    if (!inside)
+        return BAD(x, v, val,
+                   "not inside USTACK_IP6's prefix %s/%u (expected a link-local address or "
+                   "one in that prefix)",
+                   net, plen);
+    if (!memcmp(c->gw6, c->ip6, 16))
+        return BAD(x, v, val,
+                   "is USTACK_IP6 itself (expected another host, or a link-local "
+                   "address)");
     return 0;
 }
 
@@ -857,7 +959,8 @@ static int load(struct ctx *x, shim_conf_lookup_fn lookup, void *ctx)
         if (rc)
             return rc;
     }
-    return check_gw(x, &v[V_GW]);
+    int rc = check_gw(x, &v[V_GW]);
+    return rc ? rc : check_gw6(x, &v[V_GW6]);
 }
 
 int shim_conf_load_from(struct shim_conf *c, shim_conf_lookup_fn lookup, void *ctx, char *err,
@@ -898,5 +1001,12 @@ int shim_conf_load(struct shim_conf *c, char *err, size_t errlen)
 const char *shim_ip_str(uint32_t ip, char *buf)
 {
     snprintf(buf, 16, "%u.%u.%u.%u", ip >> 24, ip >> 16 & 255, ip >> 8 & 255, ip & 255);
+    return buf;
+}
+
+const char *shim_ip6_str(const uint8_t a[16], char *buf)
+{
+    if (!inet_ntop(AF_INET6, a, buf, 46))
+        strcpy(buf, "?");
     return buf;
 }

@@ -38,6 +38,14 @@ struct shim_conf {
     uint32_t ip;    /* USTACK_IP a.b.c.d/prefix, host byte order; 0 = not set */
     uint8_t prefix; /*   the prefix length (0..32) */
     uint32_t gw;    /* USTACK_GW a.b.c.d, host order; 0 = none. Must be on-subnet. */
+    /* USTACK_IP6 addr/prefix (1..128): an optional global IPv6 address, network byte
+     * order, all zero when not set. Not link-local (fe80::/64 is always derived from the
+     * MAC), multicast, unspecified, loopback or IPv4-mapped. */
+    uint8_t ip6[16];
+    uint8_t ip6_prefix;
+    /* USTACK_GW6: the IPv6 gateway, all zero = none. Link-local, or inside USTACK_IP6's
+     * prefix (and not USTACK_IP6 itself). */
+    uint8_t gw6[16];
     uint8_t mac[6]; /* USTACK_MAC xx:xx:xx:xx:xx:xx; mac_set says whether given */
     int mac_set;
     /* USTACK_CORES "0", "0,1", "0-3", "0,2-3": ascending, no duplicates, each an allowed
@@ -91,6 +99,9 @@ int shim_conf_load(struct shim_conf *c, char *err, size_t errlen);
 typedef const char *(*shim_conf_lookup_fn)(void *ctx, const char *name);
 int shim_conf_load_from(struct shim_conf *c, shim_conf_lookup_fn lookup, void *ctx, char *err,
                         size_t errlen);
+
+/* An IPv6 address (network order) in its RFC 5952 text form into buf (>= 46 bytes). */
+const char *shim_ip6_str(const uint8_t a[16], char *buf);
 
 /* "a.b.c.d" from a host-order address into buf (>= 16 bytes); returns buf. */
 const char *shim_ip_str(uint32_t ip, char *buf);

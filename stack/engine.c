@@ -85,6 +85,14 @@ static int apply_defaults(struct stk_config *c)
         c->challenge_ack_per_s = 1000;
     if (c->cc != STK_CC_NEWRENO && c->cc != STK_CC_CUBIC)
         return -EINVAL;
+    if (c->nd_reachable_us == 0)
+        c->nd_reachable_us = 30 * 1000 * 1000;
+    /* A global IPv6 address needs a prefix, and neither it nor the gateway may be a group. */
+    static const uint8_t zero16[16];
+    bool has6 = memcmp(c->ip6, zero16, 16) != 0;
+    if ((has6 && (c->ip6_prefix == 0 || c->ip6_prefix > 128 || c->ip6[0] == 0xff)) ||
+        c->gateway6[0] == 0xff)
+        return -EINVAL;
     return 0;
 }
 
@@ -103,9 +111,16 @@ int stk_engine_create(const struct stk_config *cfg, stk_time_t now, struct stk_e
     stk__wheel_init(&e->wheel, stk__tick(now));
     rc = stk__arp_create(e, now);
     if (rc == 0) {
-        rc = stk__tcp_create(e);
+        rc = stk__nd_create(e, now);
         if (rc)
             stk__arp_destroy(e);
+    }
+    if (rc == 0) {
+        rc = stk__tcp_create(e);
+        if (rc) {
+            stk__nd_destroy(e);
+            stk__arp_destroy(e);
+        }
     }
     if (rc) {
         c.free(c.mem_ctx, e, sizeof(*e));
@@ -121,6 +136,7 @@ void stk_engine_destroy(struct stk_engine *e)
     if (!e)
         return;
     stk__tcp_destroy(e);
+    stk__nd_destroy(e);
     stk__arp_destroy(e);
     e->cfg.free(e->cfg.mem_ctx, e, sizeof(*e));
 }
@@ -153,6 +169,7 @@ void stk_poll(struct stk_engine *e, stk_time_t now)
     set_now(e, now);
     stk__wheel_advance(&e->wheel, stk__tick(e->now), fire, e);
     stk__arp_poll(e, e->now);
+    stk__nd_poll(e, e->now);
     stk__tcp_poll(e, e->now);
 }
 
@@ -160,6 +177,7 @@ stk_time_t stk_next_timer(const struct stk_engine *e)
 {
     uint64_t tick = stk__wheel_next(&e->wheel);
     stk_time_t t = tick == UINT64_MAX ? UINT64_MAX : tick * STK_US_PER_MS;
+    t = stk__min64(t, stk__nd_next_timer(e));
     return stk__min64(t, stk__min64(stk__arp_next_timer(e), stk__tcp_next_timer(e)));
 }
 

@@ -258,7 +258,11 @@ void stk__eth_input(struct stk_engine *e, stk_time_t now, const uint8_t *frame, 
         e->ctr.eth_drop_short++;
         return;
     }
-    if (memcmp(frame, e->cfg.mac, 6) != 0 && memcmp(frame, eth_broadcast, 6) != 0) {
+    /* Our MAC, broadcast, or an IPv6 group we listen to (33:33:...: all-nodes and our
+     * solicited-node groups); every other group is someone else's. */
+    bool l2_mcast = frame[0] & 1;
+    if (memcmp(frame, e->cfg.mac, 6) != 0 && memcmp(frame, eth_broadcast, 6) != 0 &&
+        !stk__ip6_mac_wanted(e, frame)) {
         e->ctr.eth_drop_dst++;
         return;
     }
@@ -270,6 +274,13 @@ void stk__eth_input(struct stk_engine *e, stk_time_t now, const uint8_t *frame, 
         break;
     case STK_ETH_P_ARP:
         stk__arp_input(e, now, body, blen);
+        break;
+    case STK_ETH_P_IPV6:
+        if (!stk__ip6_enabled(e)) {
+            e->ctr.eth_drop_type++;
+            break;
+        }
+        stk__ip6_input(e, now, body, blen, rx_flags, l2_mcast);
         break;
     case ETH_P_VLAN:
     case ETH_P_QINQ:

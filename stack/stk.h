@@ -122,6 +122,17 @@ struct stk_config {
     /* Learn from ARP but never answer requests or announce: for every engine but one when
      * several engines (cores) share an address and all see the same ARP frames. */
     uint8_t arp_passive;
+
+    /* IPv6 (ip6.c, nd.c). The link-local address fe80::/64 with the modified EUI-64
+     * interface identifier of mac (RFC 4291 appendix A) is always ours when mtu >= 1280
+     * (RFC 8200's minimum link MTU; below it IPv6 is off). ip6 is an optional global
+     * address (all zero: none) on the on-link prefix ip6/ip6_prefix (1..128); gateway6 the
+     * next hop for other destinations (all zero: none; link-local or on-prefix). Addresses
+     * in network byte order. Router advertisements are ignored: the gateway is static. */
+    uint8_t ip6[16];
+    uint8_t ip6_prefix;
+    uint8_t gateway6[16];
+    uint32_t nd_reachable_us; /* 30 s: RFC 4861 REACHABLE_TIME (fixed, not randomised) */
 };
 
 /* Counters. Every drop has a reason. */
@@ -187,7 +198,33 @@ struct stk_config {
     X(tcp_zwp) \
     X(tcp_tw_reuse) \
     X(tcp_nomem) \
-    X(tx_fail)
+    X(tx_fail) \
+    X(ip6_in) \
+    X(ip6_out) \
+    X(ip6_drop_hdr) \
+    X(ip6_drop_len) \
+    X(ip6_drop_src) \
+    X(ip6_drop_dst) \
+    X(ip6_drop_exthdr) \
+    X(ip6_drop_opt) \
+    X(ip6_drop_rh) \
+    X(ip6_drop_frag) \
+    X(ip6_drop_proto) \
+    X(ip6_drop_noroute) \
+    X(icmp6_in) \
+    X(icmp6_drop) \
+    X(icmp6_echo_replies) \
+    X(icmp6_errors_in) \
+    X(icmp6_errors_out) \
+    X(icmp6_errors_limited) \
+    X(icmp6_ignored) \
+    X(nd_ns_in) \
+    X(nd_na_in) \
+    X(nd_ns_out) \
+    X(nd_na_out) \
+    X(nd_drop_bad) \
+    X(nd_queue_drop) \
+    X(nd_resolve_fail)
 /* clang-format on */
 
 struct stk_counters {

@@ -224,6 +224,106 @@ struct stk_ipv4_pkt {
 void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 
+/* ---- IPv6, ICMPv6 (ip6.c) and neighbour discovery (nd.c) --------------------------------- */
+#define STK_ETH_P_IPV6      0x86dd
+#define STK_IP6_HLEN        40
+#define STK_IP_PROTO_ICMPV6 58
+#define STK_IP6_HOP_LIMIT   64
+/* Room in front of an L4 header for Ethernet and IPv6 (no extension headers are sent). */
+#define STK_L2L3_HLEN6 (STK_ETH_HLEN + STK_IP6_HLEN)
+
+/* A validated IPv6 packet as the upper layers see it: the fixed header passed its checks,
+ * the extension headers were walked, and the destination is one of ours (unicast) or a
+ * group we listen to (all-nodes, our solicited-node groups). */
+struct stk_ipv6_pkt {
+    const uint8_t *src, *dst; /* 16 bytes each, pointing into the frame */
+    uint8_t proto;            /* the upper-layer Next Header value after the walk */
+    uint8_t hop_limit, tclass;
+    bool dst_mcast;    /* dst is a multicast address */
+    bool l2_mcast;     /* the frame was sent to a group or broadcast MAC */
+    const uint8_t *ip; /* the IPv6 header (ICMPv6 errors quote from here) */
+    size_t ip_len;     /* header + payload bytes (no Ethernet padding) */
+    const uint8_t *l4; /* upper-layer header */
+    size_t l4_len;     /* upper-layer bytes */
+    uint32_t rx_flags;
+};
+
+/* Sum of the IPv6 pseudo-header (RFC 8200 section 8.1; l4len is the upper-layer length). */
+uint32_t stk__csum_pseudo6(const uint8_t src[16], const uint8_t dst[16], uint8_t proto,
+                           uint32_t l4len);
+static inline bool stk__ip6_is_mcast(const uint8_t a[16])
+{
+    return a[0] == 0xff;
+}
+static inline bool stk__ip6_is_linklocal(const uint8_t a[16])
+{
+    return a[0] == 0xfe && (a[1] & 0xc0) == 0x80; /* fe80::/10 */
+}
+bool stk__ip6_is_unspec(const uint8_t a[16]);
+/* IPv6 is on (cfg.mtu >= 1280). */
+bool stk__ip6_enabled(const struct stk_engine *e);
+/* Our link-local address (fe80:: + modified EUI-64 of cfg.mac). */
+const uint8_t *stk__ip6_linklocal(const struct stk_engine *e);
+/* a is one of our unicast addresses (link-local or cfg.ip6). */
+bool stk__ip6_is_ours(const struct stk_engine *e, const uint8_t a[16]);
+/* The source address for a packet to dst: link-local for link-local or link-scope
+ * multicast destinations, else cfg.ip6 when set, else link-local (RFC 6724, reduced to the
+ * two addresses we have). */
+void stk__ip6_select_src(const struct stk_engine *e, const uint8_t dst[16], uint8_t src[16]);
+/* Next hop for dst: dst itself when on-link (link-local, or inside cfg.ip6's prefix), else
+ * cfg.gateway6. 0, or -EHOSTUNREACH (unspecified, loopback, v4-mapped, multicast, ours, no
+ * gateway) with nexthop untouched. */
+int stk__ip6_route(const struct stk_engine *e, const uint8_t dst[16], uint8_t nexthop[16]);
+/* The Ethernet group address of an IPv6 multicast address (RFC 2464 section 7). */
+void stk__ip6_mcast_mac(const uint8_t a[16], uint8_t mac[6]);
+/* Sends an IPv6 packet with hop limit 64. hdr points at STK_L2L3_HLEN6 free bytes followed by
+ * l4_len bytes of upper-layer header whose checksum is final (computed over
+ * stk__csum_pseudo6 with the same src); payload follows in iov[0..npay). src NULL picks one
+ * with stk__ip6_select_src (only for upper layers without a pseudo-header checksum). Fills
+ * the IPv6 and Ethernet headers, resolves the next hop with neighbour discovery (queueing
+ * behind it; multicast destinations map to their group MAC), and calls cfg.tx. Never
+ * fragments: -EMSGSIZE beyond the MTU. meta may be NULL (no offloads are used for IPv6). */
+int stk__ip6_send(struct stk_engine *e, stk_time_t now, const uint8_t *src, const uint8_t dst[16],
+                  uint8_t proto, uint8_t *hdr, size_t l4_len, const struct stk_iov *payload,
+                  int npay, struct stk_txmeta *meta);
+/* The same with an explicit hop limit (255 for neighbour discovery). */
+int stk__ip6_send_hl(struct stk_engine *e, stk_time_t now, const uint8_t *src,
+                     const uint8_t dst[16], uint8_t proto, uint8_t hop_limit, uint8_t *hdr,
+                     size_t l4_len, const struct stk_iov *payload, int npay,
+                     struct stk_txmeta *meta);
+/* An IPv6 datagram (after the Ethernet header). l2_mcast: sent to a group/broadcast MAC. */
+void stk__ip6_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size_t len,
+                    uint32_t rx_flags, bool l2_mcast);
+/* The Ethernet destination filter's question for a group MAC (33:33:...): all-nodes, or the
+ * solicited-node group of one of our addresses. */
+bool stk__ip6_mac_wanted(const struct stk_engine *e, const uint8_t mac[6]);
+/* Sends an ICMPv6 error (RFC 4443) about pkt unless section 2.4 (e) forbids it (errors,
+ * multicast destinations except Parameter Problem code 2, unspecified or multicast
+ * sources) or the rate limit holds it back. param is the pointer or MTU field. */
+void stk__icmp6_error(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *pkt,
+                      uint8_t type, uint8_t code, uint32_t param);
+
+struct stk__nd;
+int stk__nd_create(struct stk_engine *e, stk_time_t now);
+void stk__nd_destroy(struct stk_engine *e);
+void stk__nd_poll(struct stk_engine *e, stk_time_t now);
+stk_time_t stk__nd_next_timer(const struct stk_engine *e);
+/* A neighbour solicitation or advertisement (ICMPv6 type 135/136) that passed the ICMPv6
+ * checksum; validated here (RFC 4861 sections 7.1.1, 7.1.2). */
+void stk__nd_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *pkt);
+/* Resolves an on-link address to a MAC (RFC 4861 section 7.2, 7.3.3). Returns 0 and fills
+ * mac (a STALE entry becomes DELAY: it is used, and probed if not confirmed), or -EAGAIN
+ * after starting (or while waiting for) resolution, or -EHOSTUNREACH for an unusable
+ * address. */
+int stk__nd_resolve(struct stk_engine *e, stk_time_t now, const uint8_t ip[16], uint8_t mac[6]);
+/* Queues a complete frame (its Ethernet destination still to be filled) until ip resolves.
+ * Copies the frame. -ENOBUFS when the bounded queue is full (nd_queue_drop). */
+int stk__nd_queue(struct stk_engine *e, stk_time_t now, const uint8_t ip[16],
+                  const struct stk_iov *iov, int n, const struct stk_txmeta *meta);
+/* Upper-layer reachability confirmation (RFC 4861 section 7.3.1): e.g. TCP saw new data
+ * acknowledged by ip. Makes an existing, resolved entry REACHABLE again. */
+void stk__nd_confirm(struct stk_engine *e, stk_time_t now, const uint8_t ip[16]);
+
 /* ---- The engine -------------------------------------------------------------------------- */
 struct stk_tcp; /* TCP's per-engine state (tcp.h) */
 
@@ -234,6 +334,7 @@ struct stk_engine {
     struct stk_wheel wheel;
     struct stk__arp *arp;
     struct stk_tcp *tcp;
+    struct stk__nd *nd; /* IPv6 addresses, neighbour cache, ICMPv6 error rate limit */
 };
 
 void *stk__alloc(struct stk_engine *e, size_t size); /* zeroed */

@@ -417,6 +417,47 @@ START_TEST(gw)
 }
 END_TEST
 
+START_TEST(ip6_and_gw6)
+{
+    static const uint8_t want[16] = {0x20, 0x01, 0, 2, [15] = 2};
+    static const uint8_t ll1[16] = {0xfe, 0x80, [15] = 1};
+    static const uint8_t zero[16];
+    OK("USTACK_IP6", "2001:2::2/64");
+    ck_assert_mem_eq(c.ip6, want, 16);
+    ck_assert_uint_eq(c.ip6_prefix, 64);
+    ck_assert_mem_eq(c.gw6, zero, 16);
+    OK("USTACK_IP6", "2001:0002:0:0:0:0:0:2/128");
+    ck_assert_mem_eq(c.ip6, want, 16);
+    OK("USTACK_IP6", "2001:2::2/48", "USTACK_GW6", "2001:2::1");
+    OK("USTACK_IP6", "2001:2::2/64", "USTACK_GW6", "fe80::1");
+    ck_assert_mem_eq(c.gw6, ll1, 16);
+    /* A link-local gateway needs no global address. */
+    OK("USTACK_GW6", "fe80::1");
+    OK("USTACK", "1");
+    ck_assert_mem_eq(c.ip6, zero, 16);
+
+    BAD("USTACK_IP6", "2001:2::2", "not an IPv6 address/prefix (expected e.g. 2001:db8::2/64");
+    BAD("USTACK_IP6", "2001:2::2/0", "not an IPv6 address/prefix");
+    BAD("USTACK_IP6", "2001:2::2/129", "not an IPv6 address/prefix");
+    BAD("USTACK_IP6", "2001:2::2/064", "not an IPv6 address/prefix");
+    BAD("USTACK_IP6", "2001:2::g/64", "not an IPv6 address/prefix");
+    BAD("USTACK_IP6", "2001:2::2%eth0/64", "not an IPv6 address/prefix");
+    BAD("USTACK_IP6", "198.18.0.1/24", "not an IPv6 address/prefix");
+    BAD("USTACK_IP6", "::/64", "is the unspecified address");
+    BAD("USTACK_IP6", "::1/128", "is the loopback address");
+    BAD("USTACK_IP6", "ff02::1/64", "is a multicast address");
+    BAD("USTACK_IP6", "::ffff:198.18.0.1/96", "is an IPv4-mapped address");
+    BAD("USTACK_IP6", "fe80::2/64", "is link-local");
+    BAD("USTACK_GW6", "2001:2::1/64", "not an IPv6 address (expected e.g. fe80::1");
+    BAD("USTACK_GW6", "ff02::2", "is a multicast address");
+    BAD("USTACK_GW6", "2001:2::1", "USTACK_IP6 is not set");
+    BAD_IN("USTACK_GW6", "2001:3::1", "not inside USTACK_IP6's prefix 2001:2::2/64", "USTACK_IP6",
+           "2001:2::2/64", "USTACK_GW6", "2001:3::1");
+    BAD_IN("USTACK_GW6", "2001:2::2", "is USTACK_IP6 itself", "USTACK_IP6", "2001:2::2/64",
+           "USTACK_GW6", "2001:2::2");
+}
+END_TEST
+
 START_TEST(mac)
 {
     OK("USTACK_MAC", "02:00:00:00:00:01");
@@ -1084,6 +1125,7 @@ int main(void)
     tcase_add_test(vars, ip_not_unicast);
     tcase_add_test(vars, ip_host_part);
     tcase_add_test(vars, gw);
+    tcase_add_test(vars, ip6_and_gw6);
     tcase_add_test(vars, mac);
     tcase_add_test(vars, eal);
     tcase_add_test(vars, log_level);

@@ -688,7 +688,7 @@ START_TEST(eth_input_drops)
     ck_assert_uint_eq(ctr(t)->eth_drop_dst, 2);
 
     memcpy(f, US_MAC, 6);
-    stk__put16(f + 12, 0x86dd);
+    stk__put16(f + 12, 0x88cc); /* LLDP (IPv6, 0x86dd, is served: tests/test_ip6.c) */
     inject(t, f, n);
     stk__put16(f + 12, 0x8100); /* 802.1Q tag */
     inject(t, f, n);

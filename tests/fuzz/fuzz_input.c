@@ -17,6 +17,12 @@
  *   op 2  advance the clock (b0 picks the unit, b1..b3 the amount) and poll.
  *   op 3  a socket API call chosen by the payload (send, recv, close, shutdown, ...).
  *   op 4  an ARP request or reply from the peer (refreshes or changes its MAC).
+ *   op 0 with bit 0x40 (65, 70, ...): an IPv6 packet from the peer. The payload is b0 = mode
+ *         bits (FZ_6_*), b1 = the first Next Header, b2 = hop limit, then the extension
+ *         headers and upper layer. The harness adds Ethernet and the IPv6 header with the
+ *         right payload length, and with FZ_6_CSUM fixes the ICMPv6 checksum found by
+ *         walking the extension headers. The engine also has 2001:2::1/64 and its
+ *         link-local address; the peer is fe80::2 / 2001:2::2.
  *
  * Every frame the engine transmits is parsed with pkt_parse (an oracle independent of the
  * engine); a malformed one, or one not from our addresses, traps. So does anything ASan or
@@ -51,7 +57,22 @@ enum {
     FZ_M_SACK_REL = 1u << 6, /* SACK block edges are deltas from the (final) ack field */
 };
 
+/* Mode bits of an IPv6 record. */
+enum {
+    FZ_6_DST_GL = 1u << 0,     /* to our global address (else our link-local one) */
+    FZ_6_DST_GROUP = 1u << 1,  /* to all-nodes, or with DST_GL our solicited-node group */
+    FZ_6_SRC_GL = 1u << 2,     /* from the peer's global address (else its link-local) */
+    FZ_6_SRC_UNSPEC = 1u << 3, /* from :: (duplicate address detection) */
+    FZ_6_CSUM = 1u << 4,       /* fix the ICMPv6 checksum */
+    FZ_6_MAC_OTHER = 1u << 5,  /* from another MAC than the peer's */
+};
+
 static const uint8_t our_mac[6] = {0x02, 0, 0, 0, 0, 0x01};
+/* fe80:: + modified EUI-64 of our_mac, and the global address. */
+static const uint8_t our_ll[16] = {0xfe, 0x80, [11] = 0xff, [12] = 0xfe, [15] = 0x01};
+static const uint8_t our_gl[16] = {0x20, 0x01, 0x00, 0x02, [15] = 0x01};
+static const uint8_t peer_ll[16] = {0xfe, 0x80, [15] = 0x02};
+static const uint8_t peer_gl[16] = {0x20, 0x01, 0x00, 0x02, [15] = 0x02};
 static const uint8_t peer_mac[6] = {0x02, 0, 0, 0, 0, 0x02};
 #define OUR_IP  PKT_IP(198, 18, 0, 1)
 #define PEER_IP PKT_IP(198, 18, 0, 2)
@@ -127,6 +148,33 @@ static void learn(struct fz *f, const struct pkt_info *p)
         c->tsval = p->opt.tsval;
 }
 
+static uint32_t pseudo6(const uint8_t src[16], const uint8_t dst[16], uint32_t len)
+{
+    uint8_t tail[8] = {0};
+    stk__put32(tail, len);
+    tail[7] = 58;
+    return pkt_csum_add(pkt_csum_add(pkt_csum_add(0, src, 16), dst, 16), tail, 8);
+}
+
+/* An IPv6 frame from the engine: ICMPv6 (all it sends over IPv6 so far) from one of our
+ * addresses and MAC, exact payload length, a correct checksum, hop limit 64 or 255. */
+static void check_ip6_out(const uint8_t *b, size_t len)
+{
+    const uint8_t *ip = b + PKT_ETH_HLEN;
+    if (len < PKT_ETH_HLEN + 48 || memcmp(b + 6, our_mac, 6) != 0 || (ip[0] >> 4) != 6 ||
+        stk__get16(ip + 4) != len - PKT_ETH_HLEN - 40 || ip[6] != 58 ||
+        (ip[7] != 64 && ip[7] != 255) ||
+        (memcmp(ip + 8, our_ll, 16) != 0 && memcmp(ip + 8, our_gl, 16) != 0)) {
+        fprintf(stderr, "engine sent a malformed IPv6 frame (%zu bytes)\n", len);
+        __builtin_trap();
+    }
+    size_t ml = len - PKT_ETH_HLEN - 40;
+    if (pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml), ip + 40, ml)) != 0) {
+        fprintf(stderr, "engine sent an IPv6 frame with a bad ICMPv6 checksum\n");
+        __builtin_trap();
+    }
+}
+
 /* The engine's transmit hook: every frame must parse and come from us, and is then
  * discarded after the harness learnt from it. */
 static int fz_tx(void *ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta)
@@ -139,6 +187,10 @@ static int fz_tx(void *ctx, const struct stk_iov *iov, int n, const struct stk_t
             __builtin_trap(); /* larger than the MTU allows without TSO */
         memcpy(f->tx_buf + len, iov[i].base, iov[i].len);
         len += iov[i].len;
+    }
+    if (len >= PKT_ETH_HLEN && stk__get16(f->tx_buf + 12) == 0x86dd) {
+        check_ip6_out(f->tx_buf, len);
+        return 0;
     }
     struct pkt_info p;
     int rc = pkt_parse(f->tx_buf, len, &p);
@@ -216,6 +268,66 @@ static void peer_arp(struct fz *f, uint16_t op, const uint8_t mac[6])
                    ? pkt_build_arp_request(buf, sizeof(buf), mac, PEER_IP, OUR_IP)
                    : pkt_build_arp_reply(buf, sizeof(buf), mac, PEER_IP, our_mac, OUR_IP);
     feed(f, buf, n, 0);
+}
+
+/* An IPv6 record (see the top of the file). */
+static void op_ip6(struct fz *f, const uint8_t *p, size_t len)
+{
+    uint8_t *b = f->rx_buf, *ip = b + PKT_ETH_HLEN;
+    if (len < 3 || len - 3 > sizeof(f->rx_buf) - PKT_ETH_HLEN - 40)
+        return;
+    uint8_t mode = p[0];
+    size_t plen = len - 3;
+    const uint8_t *dst = (mode & FZ_6_DST_GL) ? our_gl : our_ll;
+    uint8_t group[16] = {0xff, 0x02, [15] = 1};
+    if (mode & FZ_6_DST_GROUP) {
+        if (mode & FZ_6_DST_GL) { /* the solicited-node group of our global address */
+            group[11] = 1;
+            group[12] = 0xff;
+            memcpy(group + 13, our_gl + 13, 3);
+        }
+        dst = group;
+    }
+    memcpy(b, our_mac, 6);
+    if (dst[0] == 0xff) {
+        b[0] = b[1] = 0x33;
+        memcpy(b + 2, dst + 12, 4);
+    }
+    memcpy(b + 6, peer_mac, 6);
+    if (mode & FZ_6_MAC_OTHER)
+        b[11] ^= 0x40;
+    stk__put16(b + 12, 0x86dd);
+    memset(ip, 0, 40);
+    ip[0] = 0x60;
+    stk__put16(ip + 4, (uint16_t)plen);
+    ip[6] = p[1];
+    ip[7] = p[2];
+    if (!(mode & FZ_6_SRC_UNSPEC))
+        memcpy(ip + 8, (mode & FZ_6_SRC_GL) ? peer_gl : peer_ll, 16);
+    memcpy(ip + 24, dst, 16);
+    memcpy(ip + 40, p + 3, plen);
+    if (mode & FZ_6_CSUM) {
+        /* Find the upper layer as leniently as the engine's error path does. */
+        uint8_t nh = ip[6];
+        size_t off = 40, total = 40 + plen;
+        for (int i = 0; i < 8 && (nh == 0 || nh == 43 || nh == 44 || nh == 60); i++) {
+            if (total - off < 8)
+                break;
+            size_t hl = nh == 44 ? 8 : ((size_t)ip[off + 1] + 1) * 8;
+            nh = ip[off];
+            off += hl;
+            if (off > total)
+                break;
+        }
+        if (nh == 58 && off + 4 <= total) {
+            size_t ml = total - off;
+            ip[off + 2] = ip[off + 3] = 0;
+            uint16_t c =
+                pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml), ip + off, ml));
+            stk__put16(ip + off + 2, c);
+        }
+    }
+    feed(f, b, PKT_ETH_HLEN + 40 + plen, 0);
 }
 
 /* An active open to the peer's port, answered with a SYN-ACK when synack is set. */
@@ -547,6 +659,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(cfg.mac, our_mac, 6);
     cfg.ip = OUR_IP;
     cfg.prefix = 24;
+    memcpy(cfg.ip6, our_gl, 16);
+    cfg.ip6_prefix = 64;
     cfg.mtu = FZ_MTU;
     for (int i = 0; i < 16; i++)
         cfg.secret[i] = (uint8_t)(0x5a ^ i * 37);
@@ -572,7 +686,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             len = size;
         switch (op % 5) {
         case 0:
-            feed(&f, data, len, (op & 0x80) ? STK_RX_IP_CSUM_OK | STK_RX_L4_CSUM_OK : 0);
+            if (op & 0x40)
+                op_ip6(&f, data, len);
+            else
+                feed(&f, data, len, (op & 0x80) ? STK_RX_IP_CSUM_OK | STK_RX_L4_CSUM_OK : 0);
             break;
         case 1:
             op_tcp(&f, data, len);
@@ -603,6 +720,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (unsigned long long)c->tcp_rst_in, (unsigned long long)c->tcp_rst_out,
                 (unsigned long long)c->tcp_passive_opens, (unsigned long long)c->tcp_drop_paws,
                 (unsigned long long)c->tcp_drop_outwin, (unsigned long long)c->tcp_drop_ack);
+        fprintf(stderr,
+                "end: ip6_in %llu icmp6_echo_replies %llu nd_na_out %llu nd_ns_out %llu "
+                "icmp6_errors_out %llu ip6_drop_rh %llu ip6_drop_frag %llu\n",
+                (unsigned long long)c->ip6_in, (unsigned long long)c->icmp6_echo_replies,
+                (unsigned long long)c->nd_na_out, (unsigned long long)c->nd_ns_out,
+                (unsigned long long)c->icmp6_errors_out, (unsigned long long)c->ip6_drop_rh,
+                (unsigned long long)c->ip6_drop_frag);
         for (int s = STK_TCP_LISTEN; s <= STK_TCP_TIME_WAIT; s++)
             if (c->conns_by_state[s])
                 fprintf(stderr, "end: %u in %s\n", c->conns_by_state[s],

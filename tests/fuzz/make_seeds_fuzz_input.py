@@ -78,6 +78,24 @@ def icmp_echo(data):
     return eth + ip + icmp
 
 
+# IPv6 records (op 65): mode bits, first Next Header, hop limit, then the packet body.
+DST_GL, DST_GROUP, SRC_GL, SRC_UNSPEC, CSUM6 = 1, 2, 4, 8, 16
+OUR_LL = bytes([0xfe, 0x80] + [0] * 9 + [0xff, 0xfe, 0, 0, 1])
+OUR_GL = bytes([0x20, 0x01, 0, 2] + [0] * 11 + [1])
+
+
+def ip6(mode, nh, hlim, body):
+    return rec(65, bytes([mode | CSUM6, nh, hlim]) + body)
+
+
+def icmp6(typ, code=0, word=0, body=b""):
+    return struct.pack(">BBHI", typ, code, 0, word) + body
+
+
+def ns(target, lla=True):
+    return icmp6(135, body=target + (b"\x01\x01\x02\0\0\0\0\x02" if lla else b""))
+
+
 REQ = b"GET / HTTP/1.0\r\n\r\n"
 
 SEEDS = {
@@ -118,6 +136,15 @@ SEEDS = {
     "keepalive": api(1, SETOPT, SO_KEEPALIVE, 1) + api(1, SETOPT, TCP_KEEPIDLE, 1)
     + api(1, SETOPT, TCP_NODELAY, 1) + rec(2, bytes([2, 2, 0])) + wait_timer() + wait_timer()
     + wait_timer() + wait_timer(),
+    "ip6_nd_echo": ip6(DST_GROUP, 58, 255, ns(OUR_LL)) + ip6(0, 58, 64, icmp6(128, 0, 0x10001, b"ping"))
+    + ip6(DST_GL | SRC_GL, 58, 64, icmp6(128, 0, 0x10002, b"x" * 100)) + wait_ms(1)
+    + ip6(SRC_UNSPEC | DST_GROUP | DST_GL, 58, 255, ns(OUR_GL, lla=False))
+    + rec(2, bytes([2, 6, 0])) + wait_timer() + wait_timer(),
+    "ip6_ext_headers": ip6(0, 0, 64, bytes([60, 0, 1, 4, 0, 0, 0, 0, 58, 0, 0xbe, 4, 0, 0, 0, 0])
+                           + icmp6(128, 0, 1))
+    + ip6(0, 43, 64, bytes([58, 2, 0, 1, 0, 0, 0, 0]) + b"\0" * 16 + icmp6(128, 0, 2))
+    + ip6(0, 44, 64, bytes([58, 0, 0, 0, 0, 0, 0, 1]) + icmp6(128, 0, 3))
+    + ip6(0, 253, 64, b"\0" * 8),
     "raw_frames": rec(0, icmp_echo(b"abcdefgh")) + rec(4, b"")
     + rec(0, b"\xff" * 14 + b"\x08\x06" + b"\0" * 28),
 }

@@ -58,6 +58,7 @@ IP_K=""; IP_U=""; NET_X=""
 USTACKD_PID=""; USTACKD_OUT=""; USTACKD_ERR=""; USTACKD_N=0
 NET_USTACKD_PIDS=""  # every ustackd started, for their DPDK runtime directories
 U_CORES=0; U_MTU=""; U_GW=""   # set by tests before ustackd_start
+U_IP6=""; U_GW6=""              # USTACK_IP6 / USTACK_GW6 for ustackd_start (test_ping6)
 
 # ---------------------------------------------------------------- results and traps
 
@@ -362,7 +363,7 @@ net_flush_neigh() { ip -n "$NS_K" neigh flush dev "$VETH_K" 2>/dev/null || true;
 # ---------------------------------------------------------------- ustackd
 
 # ustackd_start DEV [FLAGS...]: start ustackd in the ustack namespace, wait for "ready".
-# Uses U_CORES (default 0), U_MTU, U_GW.
+# Uses U_CORES (default 0), U_MTU, U_GW, U_IP6, U_GW6.
 ustackd_start() {
     local dev=$1
     shift
@@ -374,6 +375,8 @@ ustackd_start() {
     local -a envs=("USTACK_DEV=$dev" "USTACK_IP=$IP_U/24" "USTACK_CORES=$U_CORES")
     [ -n "$U_MTU" ] && envs+=("USTACK_MTU=$U_MTU")
     [ -n "$U_GW" ] && envs+=("USTACK_GW=$U_GW")
+    [ -n "$U_IP6" ] && envs+=("USTACK_IP6=$U_IP6")
+    [ -n "$U_GW6" ] && envs+=("USTACK_GW6=$U_GW6")
     [ -n "${NET_USTACK_EAL:-}" ] && envs+=("USTACK_EAL=$NET_USTACK_EAL")
     [ -n "${NET_USTACK_LOG:-}" ] && envs+=("USTACK_LOG=$NET_USTACK_LOG")
     local bpffs=${NET_BPFFS:-1}

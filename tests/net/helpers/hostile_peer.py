@@ -357,7 +357,7 @@ def cmd_malformed(ip_u, iface, dmac_s, port, seed, nrand):
 
     good = ipv4(ip_k, ip_u, syn())
     # Ethernet: unknown types, VLAN tags, another destination, runts.
-    for et in (0x0000, 0x05dc, 0x86dd, 0x8100, 0x88a8, 0x88cc, 0x9000, 0xffff):
+    for et in (0x0000, 0x05dc, 0x8100, 0x88a8, 0x88cc, 0x9000, 0xffff):
         add("eth_type", good, et)
     add("eth_dst", good, dst=b"\x02\x11\x22\x33\x44\x55")
     for n in range(0, 14):
