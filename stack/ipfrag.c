@@ -372,6 +372,13 @@ stk_time_t stk__ipfrag_next_timer(const struct stk_engine *e)
     return e->ipf && e->ipf->oldest ? e->ipf->oldest->deadline : UINT64_MAX;
 }
 
+size_t stk__ipfrag_mem(const struct stk_engine *e, uint32_t *count)
+{
+    if (count)
+        *count = e->ipf->count;
+    return e->ipf->mem;
+}
+
 void stk__ipfrag_destroy(struct stk_engine *e)
 {
     if (!e->ipf)

@@ -248,6 +248,8 @@ void stk__ipfrag_release(struct stk_engine *e, struct stk_ipf_whole *w);
  * arrived). */
 void stk__ipfrag_poll(struct stk_engine *e, stk_time_t now);
 stk_time_t stk__ipfrag_next_timer(const struct stk_engine *e);
+/* Bytes charged to datagrams in progress, and (count non-NULL) how many there are. */
+size_t stk__ipfrag_mem(const struct stk_engine *e, uint32_t *count);
 /* Sends l4_len bytes of L4 header and payload (checksum complete), given as l4[0..n) (n <=
  * 8), to dst as one IPv4 datagram: unfragmented when it fits the MTU, else as fragments of
  * at most the MTU, offsets in multiples of 8, one IP id, never DF. While the next hop is
