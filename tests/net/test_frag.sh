@@ -17,7 +17,8 @@
 #     ping still works afterwards.
 # af_packet is not run: the PMD's PACKET_FANOUT socket asks the kernel to defragment
 # (PACKET_FANOUT_FLAG_DEFRAG), so whole datagrams beyond the MTU reach ustackd and are
-# dropped as oversize (docs/gaps.md). Knobs: NET_FRAG_JUNK (500), NET_FRAG_SEED (9).
+# dropped as oversize (docs/gaps.md). Knobs: NET_FRAG_JUNK (500), NET_FRAG_SEED (9),
+# NET_FRAG_KIND (af_xdp), NET_FRAG_CORES ("0 0,1").
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init frag 20
@@ -59,11 +60,12 @@ ping_ok() {
         { net_softfail "$label: ping -s $1: $(echo "$out" | tail -n 2 | tr '\n' ' ')"; return 1; }
 }
 
-for cores in 0 0,1; do
-    label="af_xdp cores=$cores"
+KIND=${NET_FRAG_KIND:-af_xdp}
+for cores in ${NET_FRAG_CORES:-0 0,1}; do
+    label="$KIND cores=$cores"
     U_CORES=$cores
     net_flush_neigh
-    ustackd_start "$(net_dev af_xdp)" --echo $ECHO
+    ustackd_start "$(net_dev "$KIND")" --echo $ECHO
     tel ip_frag_in >/dev/null
 
     # 1. pings beyond the MTU
