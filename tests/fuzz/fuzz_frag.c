@@ -60,8 +60,7 @@ static int fz_tx(void *ctx, const struct stk_iov *iov, int n, const struct stk_t
     int rc = pkt_parse(f->tx, len, &p);
     if (rc == PKT_E_IP_FRAG) {
         if (p.df || p.src_ip != OUR_IP || p.frag_offset % 8 ||
-            (p.mf && (p.ip_len - p.ip_hlen) % 8) ||
-            p.frag_offset + (size_t)p.ip_len > 65535)
+            (p.mf && (p.ip_len - p.ip_hlen) % 8) || p.frag_offset + (size_t)p.ip_len > 65535)
             __builtin_trap();
         return 0;
     }
