@@ -397,6 +397,8 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     cfg.cc = (enum stk_cc_algo)k->cc;
     cfg.data_retries = k->tcp_retries;
     cfg.rto_max_us = k->rto_max_ms * 1000u;
+    cfg.ipfrag_mem = k->ipfrag_mem;
+    cfg.ipfrag_time_us = k->ipfrag_time_s * 1000000u;
     cfg.arp_passive = c->idx != 0;
     return stk_engine_create(&cfg, now, &c->e);
 }

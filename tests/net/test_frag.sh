@@ -13,8 +13,11 @@
 #     two fragments to the echo port (each answered with a SYN-ACK, and the kernel's RST
 #     for it finds the connection: tcp_rst_in +8; on two cores, those whose fragments met on
 #     the core not owning the connection went through the hand-off: ip_reasm_handoff and
-#     rx_reasm_steered grow), and 500 random fragments. ustackd stays alive, and a plain
-#     ping still works afterwards.
+#     rx_reasm_steered grow), the first fragment of a datagram alone (ustackd runs with
+#     USTACK_IPFRAG_TIME=2: ICMP time exceeded code 1 quoting it comes back;
+#     ip_reasm_timeout and ip_reasm_timxceed grow) and a later fragment alone (no ICMP),
+#     and 500 random fragments. ustackd stays alive, and a plain ping still works
+#     afterwards.
 # af_packet is not run: the PMD's PACKET_FANOUT socket asks the kernel to defragment
 # (PACKET_FANOUT_FLAG_DEFRAG), so whole datagrams beyond the MTU reach ustackd and are
 # dropped as oversize (docs/gaps.md). Knobs: NET_FRAG_JUNK (500), NET_FRAG_SEED (9),
@@ -64,6 +67,7 @@ KIND=${NET_FRAG_KIND:-af_xdp}
 for cores in ${NET_FRAG_CORES:-0 0,1}; do
     label="$KIND cores=$cores"
     U_CORES=$cores
+    U_STACKD_ENV="USTACK_IPFRAG_TIME=2"
     net_flush_neigh
     ustackd_start "$(net_dev "$KIND")" --echo $ECHO
     tel ip_frag_in >/dev/null
@@ -81,7 +85,7 @@ for cores in ${NET_FRAG_CORES:-0 0,1}; do
     # 2. hostile and out-of-order fragments from scapy
     umac=$(ip -n "$NS_K" neigh show "$IP_U" dev "$VETH_K" | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p')
     [ -n "$umac" ] || net_fail "$label: no neighbour entry for $IP_U in the kernel namespace"
-    names="ip_frag_in ip_reasm_ok ip_reasm_dup ip_reasm_drop_overlap ip_reasm_drop_bad ip_reasm_handoff rx_reasm_steered tcp_rst_in"
+    names="ip_frag_in ip_reasm_ok ip_reasm_dup ip_reasm_drop_overlap ip_reasm_drop_bad ip_reasm_handoff rx_reasm_steered tcp_rst_in ip_reasm_timeout ip_reasm_timxceed"
     # shellcheck disable=SC2086
     read -r -a b <<<"$(tel $names)"
     out=$(net_k timeout 90 "$SPY" "$NET_ROOT/tests/net/helpers/frag_peer.py" "$IP_U" "$VETH_K" "$umac" $ECHO \
@@ -105,6 +109,8 @@ for cores in ${NET_FRAG_CORES:-0 0,1}; do
     [ "${d[2]}" -ge 1 ] || net_softfail "$label: ip_reasm_dup grew by ${d[2]}, expected >= 1"
     [ "${d[3]}" -ge 2 ] || net_softfail "$label: ip_reasm_drop_overlap grew by ${d[3]}, expected >= 2"
     [ "${d[4]}" -ge 1 ] || net_softfail "$label: ip_reasm_drop_bad grew by ${d[4]}, expected >= 1"
+    [ "${d[8]}" -ge 2 ] || net_softfail "$label: ip_reasm_timeout grew by ${d[8]}, expected >= 2"
+    [ "${d[9]}" -ge 1 ] || net_softfail "$label: ip_reasm_timxceed grew by ${d[9]}, expected >= 1"
     # The kernel resets each SYN-ACK (no socket of its own there): the RST must find the
     # connection, i.e. the SYN was processed on the core that owns its 4-tuple.
     [ "${d[7]}" -ge 8 ] || net_softfail "$label: tcp_rst_in grew by ${d[7]}, expected >= 8 (connections on the wrong core?)"

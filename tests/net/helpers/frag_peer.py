@@ -14,8 +14,12 @@ what comes back (a sniffer on IFACE; the reply's fragments are reassembled here)
   toolong    a last fragment at offset 65512 carrying 40 bytes (beyond 65535): never answered;
   tcp        8 TCP SYNs to PORT, each cut in two fragments (header split at byte 16), from
              different source ports, random ids: each answered with a SYN-ACK;
+  timeout    (run with USTACK_IPFRAG_TIME=2) the first fragment of an echo request alone: an
+             ICMP time exceeded, code 1, quoting its header, within 5 s; a datagram with
+             only a later fragment: nothing;
   junk       NJUNK random fragments (ids, offsets, flags, lengths, protocols; seeded).
-Prints "frag reversed=1 shuffled=1 overlap_silent=1 toolong_silent=1 synacks=8/8 junk=N" and
+Prints "frag reversed=1 shuffled=1 overlap_silent=1 toolong_silent=1 synacks=8/8
+timxceed=1 junk=N" and
 exits 0 when every check held; 1 with the reasons on stderr otherwise.
 """
 import logging
@@ -24,7 +28,7 @@ import sys
 import time
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
-from scapy.all import ICMP, IP, TCP, AsyncSniffer, Ether, Raw, conf, defragment, sendp  # noqa: E402
+from scapy.all import ICMP, IP, TCP, AsyncSniffer, Ether, IPerror, Raw, conf, defragment, sendp  # noqa: E402
 
 conf.verb = 0
 
@@ -128,6 +132,18 @@ def main():
     results["synacks"] = "%d/%d" % (n, len(sports))
     if n != len(sports):
         errors.append("fragmented SYNs: %d of %d answered" % (n, len(sports)))
+
+    # timeout: fragment zero alone is reported, a later fragment alone is not
+    l4 = bytes(ICMP(type=8, id=0x4106, seq=6) / Raw(b"t" * 2000))
+    s = sniffing()
+    send(frags(src, ip_u, 0x5106, 1, l4, [(0, 1480, True)]))
+    send(frags(src, ip_u, 0x5107, 1, l4, [(1480, 528, False)]))
+    time.sleep(5)
+    pk = s.stop()
+    te = [p[IPerror].id for p in pk if ICMP in p and p[ICMP].type == 11 and p[ICMP].code == 1 and IPerror in p]
+    results["timxceed"] = te.count(0x5106)
+    if te.count(0x5106) != 1 or 0x5107 in te:
+        errors.append("time exceeded for the quoted ids %s, expected one for 0x5106 only" % [hex(i) for i in te])
 
     # junk
     junk = []
