@@ -83,8 +83,19 @@ static inline uint32_t rd32(const uint8_t *p)
 
 #define OWNER_ALL ((unsigned)-1)
 
-/* Which core handles a frame: TCP by its connection's hash, ARP every core (each engine
- * keeps its own cache; only core 0 answers), anything else core 0. */
+/* The core that reassembles an IPv4 fragment: all fragments of one datagram must meet on
+ * one core, and only the first carries ports, so the hash covers (source, destination, id,
+ * protocol). A reassembled TCP/UDP datagram owned by another core is passed on by
+ * steer_ip. */
+static unsigned frag_owner(const struct dio_stack *s, const uint8_t *ip)
+{
+    uint32_t tuple[3] = {rd32(ip + 12), rd32(ip + 16), ((uint32_t)rd16(ip + 4) << 16) | ip[9]};
+    return owner_of_hash(s, rte_softrss(tuple, 3, s->key));
+}
+
+/* Which core handles a frame: TCP by its connection's hash, IPv4 fragments by frag_owner,
+ * ARP every core (each engine keeps its own cache; only core 0 answers), anything else
+ * core 0. */
 static unsigned classify(const struct dio_stack *s, const struct rte_mbuf *m, const uint8_t *p,
                          uint32_t len)
 {
@@ -96,6 +107,8 @@ static unsigned classify(const struct dio_stack *s, const struct rte_mbuf *m, co
     if (type != ETHERTYPE_IP || len < ETH_HLEN + 20)
         return 0;
     const uint8_t *ip = p + ETH_HLEN;
+    if (rd16(ip + 6) & 0x3fff) /* MF or an offset: a fragment, whatever the protocol */
+        return frag_owner(s, ip);
     unsigned ihl = (ip[0] & 0x0f) * 4u;
     if (ip[9] != 6 || (rd16(ip + 6) & 0x3fff) || ihl < 20 || len < ETH_HLEN + ihl + 4)
         return 0;
@@ -112,8 +125,69 @@ void dio__wake(struct dio_core *c)
     }
 }
 
+static void steer(struct dio_core *c, struct dio_core *to, struct rte_mbuf *m);
+
+/* A reassembled datagram travels to its owner in an mbuf holding an external buffer (up to
+ * 64 KiB, beyond any pool's data room) that ends with this callback. */
+static void reasm_free(void *addr, void *opaque)
+{
+    (void)addr;
+    free(opaque);
+}
+
+struct reasm_buf {
+    struct rte_mbuf_ext_shared_info sh;
+    uint8_t data[];
+};
+
+/* stk_config.steer_ip: a TCP/UDP datagram this core reassembled goes to the core its ports
+ * hash to, which feeds it to stk_input_ip. Returns 1 when it is not ours (passed on, or
+ * dropped and counted), 0 to process it here. */
+static int steer_ip(void *ctx, const void *ipv, size_t len)
+{
+    struct dio_core *c = ctx;
+    struct dio_stack *s = c->s;
+    const uint8_t *ip = ipv;
+    unsigned ihl = (ip[0] & 0x0f) * 4u;
+    if (len < ihl + 4 || len > UINT16_MAX)
+        return 0;
+    unsigned owner =
+        dio__owner(s, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
+    if (owner == c->idx)
+        return 0;
+    struct rte_mbuf *m = rte_pktmbuf_alloc(c->pool);
+    struct reasm_buf *b = m ? malloc(sizeof(*b) + len) : NULL;
+    if (!b) {
+        if (m)
+            rte_pktmbuf_free(m);
+        c->ctr.rx_drop_steer++;
+        return 1;
+    }
+    memcpy(b->data, ip, len);
+    b->sh.free_cb = reasm_free;
+    b->sh.fcb_opaque = b;
+    rte_mbuf_ext_refcnt_set(&b->sh, 1);
+    rte_pktmbuf_attach_extbuf(m, b->data, RTE_BAD_IOVA, (uint16_t)len, &b->sh);
+    m->data_len = (uint16_t)len;
+    m->pkt_len = (uint32_t)len;
+    c->ctr.rx_reasm_steered++;
+    steer(c, &s->cores[owner], m);
+    return 1;
+}
+
+static bool is_reasm(const struct rte_mbuf *m)
+{
+    return RTE_MBUF_HAS_EXTBUF(m) && m->shinfo && m->shinfo->free_cb == reasm_free;
+}
+
 static void input(struct dio_core *c, struct rte_mbuf *m, stk_time_t now)
 {
+    if (unlikely(is_reasm(m))) {
+        /* An IPv4 datagram without Ethernet header, from steer_ip on another core. */
+        stk_input_ip(c->e, now, rte_pktmbuf_mtod(m, const void *), rte_pktmbuf_data_len(m), 0);
+        rte_pktmbuf_free(m);
+        return;
+    }
     uint32_t f = 0;
     uint64_t ol = m->ol_flags;
     if ((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD)
@@ -317,6 +391,8 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     if (s->sc.ncores > 1) {
         cfg.port_ctx = c;
         cfg.port_ok = port_ok;
+        cfg.steer_ctx = c;
+        cfg.steer_ip = steer_ip;
     }
     cfg.max_socks = k->max_socks;
     cfg.sndbuf = k->sndbuf;
@@ -324,6 +400,8 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     cfg.cc = (enum stk_cc_algo)k->cc;
     cfg.data_retries = k->tcp_retries;
     cfg.rto_max_us = k->rto_max_ms * 1000u;
+    cfg.ipfrag_mem = k->ipfrag_mem;
+    cfg.ipfrag_time_us = k->ipfrag_time_s * 1000000u;
     cfg.arp_passive = c->idx != 0;
     return stk_engine_create(&cfg, now, &c->e);
 }

@@ -71,6 +71,7 @@ struct dio_stack_conf {
     X(rx_drop_oversize) \
     X(rx_drop_steer) \
     X(rx_arp_copies) \
+    X(rx_reasm_steered) \
     X(tx_pkts) \
     X(tx_bursts) \
     X(tx_forwarded) \

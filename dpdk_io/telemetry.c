@@ -208,6 +208,8 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     rte_tel_data_add_dict_string(d, "USTACK_CC", c->cc == STK_CC_CUBIC ? "cubic" : "newreno");
     rte_tel_data_add_dict_u64(d, "USTACK_TCP_RETRIES", c->tcp_retries ? c->tcp_retries : 15);
     rte_tel_data_add_dict_u64(d, "USTACK_TCP_RTO_MAX_MS", c->rto_max_ms ? c->rto_max_ms : 60000);
+    rte_tel_data_add_dict_u64(d, "USTACK_IPFRAG_MEM", c->ipfrag_mem ? c->ipfrag_mem : 4u << 20);
+    rte_tel_data_add_dict_u64(d, "USTACK_IPFRAG_TIME", c->ipfrag_time_s ? c->ipfrag_time_s : 30);
     rte_tel_data_add_dict_u64(d, "USTACK_MBUFS", c->mbufs);
     rte_tel_data_add_dict_string(d, "USTACK_HUGE", c->huge < 0 ? "auto" : c->huge ? "1" : "0");
     rte_tel_data_add_dict_u64(d, "USTACK_SHM_SOCKS", c->shm_socks);

@@ -109,6 +109,8 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(CC, "USTACK_CC", parse_cc, 0, 0, 0)                                                          \
     X(TCP_RETRIES, "USTACK_TCP_RETRIES", parse_uint, FIELD(tcp_retries), 1, 255)                   \
     X(TCP_RTO_MAX, "USTACK_TCP_RTO_MAX_MS", parse_uint, FIELD(rto_max_ms), 1000, 120000)           \
+    X(IPFRAG_MEM, "USTACK_IPFRAG_MEM", parse_bytes, FIELD(ipfrag_mem), 65536, 1024u << 20)         \
+    X(IPFRAG_TIME, "USTACK_IPFRAG_TIME", parse_uint, FIELD(ipfrag_time_s), 1, 3600)                \
     X(MBUFS, "USTACK_MBUFS", parse_uint, FIELD(mbufs), 1024, 1u << 20)                             \
     X(HUGE, "USTACK_HUGE", parse_huge, 0, 0, 0)                                                    \
     X(SHM_SOCKS, "USTACK_SHM_SOCKS", parse_uint, FIELD(shm_socks), 16, 1u << 20)                   \

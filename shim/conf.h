@@ -71,6 +71,10 @@ struct shim_conf {
                                Linux's tcp_retries2; 0 = engine default (15) */
     unsigned rto_max_ms;    /* USTACK_TCP_RTO_MAX_MS 1000..120000: ceiling of the backed-off
                                retransmission and probe timers; 0 = engine default (60 s) */
+    unsigned ipfrag_mem;    /* USTACK_IPFRAG_MEM bytes per core held by IPv4 reassembly,
+                               64K..1G (K/M suffix); 0 = engine default (4 MiB) */
+    unsigned ipfrag_time_s; /* USTACK_IPFRAG_TIME 1..3600: seconds a datagram waits for its
+                               fragments; 0 = engine default (30) */
     unsigned mbufs;         /* USTACK_MBUFS per core 1024..1048576; default 16384 */
     int huge;               /* USTACK_HUGE auto|0|1: -1 auto (use hugepages if reserved) */
     unsigned shm_socks;     /* USTACK_SHM_SOCKS 16..1048576: socket slots in the shared

@@ -70,8 +70,10 @@ struct stk__arp {
 static const uint8_t mac_broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 static const uint8_t mac_zero[6] = {0};
 
-/* The IPv4 identification of the next datagram. Only atomic (DF) datagrams are sent, so the
- * value just has to change (RFC 6864); a counter starting at a secret offset does. */
+/* The IPv4 identification of the next datagram: a counter starting at a secret offset. For
+ * atomic (DF) datagrams the value just has to change (RFC 6864); for fragmented ones it must
+ * not repeat for the same peer within the reassembly time, which 65536 ids do at the rates
+ * a fragmenting sender reaches. */
 uint16_t stk__ip_next_id(struct stk_engine *e)
 {
     return e->arp->ip_id++;
@@ -361,6 +363,18 @@ int stk__arp_queue(struct stk_engine *e, stk_time_t now, uint32_t ip, const stru
         queue_flush(e, en);
     }
     return 0;
+}
+
+bool stk__arp_queue_fits(const struct stk_engine *e, uint32_t ip, unsigned n)
+{
+    const struct stk__arp *a = e->arp;
+    uint16_t idx = lookup(a, ip);
+    if (n > ARP_QPER || (idx != NIL && a->ent[idx].qlen + n > ARP_QPER))
+        return false;
+    unsigned free = 0;
+    for (uint16_t i = a->free_q; i != NIL && free < n; i = a->q[i].next)
+        free++;
+    return free >= n;
 }
 
 void stk__arp_input(struct stk_engine *e, stk_time_t now, const uint8_t *arp, size_t len)

@@ -83,6 +83,12 @@ static int apply_defaults(struct stk_config *c)
         c->arp_timeout_us = 60 * 1000 * 1000;
     if (c->challenge_ack_per_s == 0)
         c->challenge_ack_per_s = 1000;
+    if (c->ipfrag_mem == 0)
+        c->ipfrag_mem = 4u << 20;
+    if (c->ipfrag_max == 0)
+        c->ipfrag_max = 1024;
+    if (c->ipfrag_time_us == 0)
+        c->ipfrag_time_us = 30 * 1000 * 1000;
     if (c->cc != STK_CC_NEWRENO && c->cc != STK_CC_CUBIC)
         return -EINVAL;
     if (c->nd_reachable_us == 0)
@@ -110,25 +116,29 @@ int stk_engine_create(const struct stk_config *cfg, stk_time_t now, struct stk_e
     e->now = now;
     stk__wheel_init(&e->wheel, stk__tick(now));
     rc = stk__arp_create(e, now);
-    if (rc == 0) {
-        rc = stk__nd_create(e, now);
-        if (rc)
-            stk__arp_destroy(e);
-    }
-    if (rc == 0) {
-        rc = stk__tcp_create(e);
-        if (rc) {
-            stk__nd_destroy(e);
-            stk__arp_destroy(e);
-        }
-    }
-    if (rc) {
-        c.free(c.mem_ctx, e, sizeof(*e));
-        return rc;
-    }
+    if (rc)
+        goto fail;
+    rc = stk__nd_create(e, now);
+    if (rc)
+        goto fail_arp;
+    rc = stk__ipfrag_create(e);
+    if (rc)
+        goto fail_nd;
+    rc = stk__tcp_create(e);
+    if (rc)
+        goto fail_ipfrag;
     stk__arp_announce(e, now);
     *out = e;
     return 0;
+fail_ipfrag:
+    stk__ipfrag_destroy(e);
+fail_nd:
+    stk__nd_destroy(e);
+fail_arp:
+    stk__arp_destroy(e);
+fail:
+    c.free(c.mem_ctx, e, sizeof(*e));
+    return rc;
 }
 
 void stk_engine_destroy(struct stk_engine *e)
@@ -136,6 +146,7 @@ void stk_engine_destroy(struct stk_engine *e)
     if (!e)
         return;
     stk__tcp_destroy(e);
+    stk__ipfrag_destroy(e);
     stk__nd_destroy(e);
     stk__arp_destroy(e);
     e->cfg.free(e->cfg.mem_ctx, e, sizeof(*e));
@@ -159,6 +170,17 @@ void stk_input(struct stk_engine *e, stk_time_t now, const void *frame, size_t l
     stk__eth_input(e, e->now, frame, len, rx_flags);
 }
 
+void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t len,
+                  uint32_t rx_flags)
+{
+    set_now(e, now);
+    if (!ip) {
+        e->ctr.ip_drop_len++;
+        return;
+    }
+    stk__ip_input(e, e->now, ip, len, rx_flags);
+}
+
 static void fire(void *ctx, struct stk_wheel_node *n)
 {
     stk__tcp_timer_fire(ctx, n);
@@ -170,6 +192,7 @@ void stk_poll(struct stk_engine *e, stk_time_t now)
     stk__wheel_advance(&e->wheel, stk__tick(e->now), fire, e);
     stk__arp_poll(e, e->now);
     stk__nd_poll(e, e->now);
+    stk__ipfrag_poll(e, e->now);
     stk__tcp_poll(e, e->now);
 }
 
@@ -178,6 +201,7 @@ stk_time_t stk_next_timer(const struct stk_engine *e)
     uint64_t tick = stk__wheel_next(&e->wheel);
     stk_time_t t = tick == UINT64_MAX ? UINT64_MAX : tick * STK_US_PER_MS;
     t = stk__min64(t, stk__nd_next_timer(e));
+    t = stk__min64(t, stk__ipfrag_next_timer(e));
     return stk__min64(t, stk__min64(stk__arp_next_timer(e), stk__tcp_next_timer(e)));
 }
 

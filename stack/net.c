@@ -1,5 +1,6 @@
 /*
- * net.c - Ethernet II, IPv4 and ICMP: frame dispatch, IPv4 validation and output, echo.
+ * net.c - Ethernet II, IPv4 and ICMP: frame dispatch, IPv4 validation and output, echo
+ * (fragments: ipfrag.c).
  *
  * Input is parsed once into a struct stk_ipv4_pkt that has passed every check below; the
  * transport layers never look at the Ethernet or IPv4 headers themselves.
@@ -88,7 +89,8 @@ int stk__ip_send(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t pro
     if (!meta)
         meta = &none;
     /* A datagram never exceeds the 16-bit total length; beyond the MTU only the device's
-     * segmentation offload may take it (we never fragment, and always send DF). */
+     * segmentation offload may take it. What is sent here always has DF (TCP does path MTU
+     * discovery); datagrams that may be fragmented go through stk__ip_send_frags. */
     if (total > IP_MAXPACKET || (total > e->cfg.mtu && !(meta->flags & STK_TX_TSO)))
         return -EMSGSIZE;
     uint32_t nexthop = stk__ip_route(e, dst);
@@ -135,12 +137,8 @@ static void icmp_echo(struct stk_engine *e, stk_time_t now, const struct stk_ipv
     uint8_t *icmp = hdr + STK_L2L3_HLEN;
     struct stk_iov data = {ip->l4 + ICMP_HLEN, ip->l4_len - ICMP_HLEN};
 
-    /* The reply is as large as the request; one that would not fit our MTU is not sent
-     * rather than fragmented. */
-    if (STK_IP_HLEN + ip->l4_len > e->cfg.mtu) {
-        e->ctr.icmp_drop++;
-        return;
-    }
+    int rc;
+
     icmp[0] = ICMP_ECHOREPLY;
     icmp[1] = 0;
     stk__put16(icmp + 2, 0);
@@ -149,7 +147,14 @@ static void icmp_echo(struct stk_engine *e, stk_time_t now, const struct stk_ipv
     /* The data starts at an even offset, so its sum can simply be added on. */
     sum = stk__csum_add(sum, data.base, data.len);
     stk__put16(icmp + 2, stk__csum_fold(sum));
-    if (stk__ip_send(e, now, ip->src, STK_IP_PROTO_ICMP, hdr, ICMP_HLEN, &data, 1, NULL) == 0)
+    /* The reply is as large as the request: beyond our MTU it goes out in fragments. */
+    if (STK_IP_HLEN + ip->l4_len > e->cfg.mtu) {
+        struct stk_iov l4[2] = {{icmp, ICMP_HLEN}, data};
+        rc = stk__ip_send_frags(e, now, ip->src, STK_IP_PROTO_ICMP, l4, 2, ip->l4_len);
+    } else {
+        rc = stk__ip_send(e, now, ip->src, STK_IP_PROTO_ICMP, hdr, ICMP_HLEN, &data, 1, NULL);
+    }
+    if (rc == 0)
         e->ctr.icmp_echo_replies++;
 }
 
@@ -201,12 +206,6 @@ static void ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, siz
         e->ctr.ip_drop_csum++;
         return;
     }
-    uint16_t frag = stk__get16(p + 6);
-    if ((frag & IP_MF) || (frag & IP_OFFMASK)) {
-        /* No reassembly: TCP peers set DF and negotiate an MSS that fits the MTU. */
-        e->ctr.ip_drop_frag++;
-        return;
-    }
     if (hlen > STK_IP_HLEN) {
         /* Any IP option makes the packet dropped, not skipped: the options a host might
          * meet (source routes, record route, timestamps) either must not be honoured
@@ -223,6 +222,19 @@ static void ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, siz
     if (is_martian(e, src)) {
         e->ctr.ip_drop_hdr++;
         return;
+    }
+    struct stk_ipf_whole *whole = NULL;
+    uint16_t frag = stk__get16(p + 6);
+    if ((frag & IP_MF) || (frag & IP_OFFMASK)) {
+        /* A fragment waits for the rest of its datagram (ipfrag.c); the whole datagram then
+         * goes on from here as if it had arrived in one piece. A device cannot have
+         * verified the transport checksum of a fragment. */
+        whole = stk__ipfrag_input(e, now, p, total);
+        if (!whole)
+            return;
+        p = whole->data;
+        total = whole->len;
+        rx_flags &= ~(uint32_t)STK_RX_L4_CSUM_OK;
     }
 
     struct stk_ipv4_pkt pkt = {
@@ -246,6 +258,13 @@ static void ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, siz
         e->ctr.ip_drop_proto++;
         break;
     }
+    stk__ipfrag_release(e, whole);
+}
+
+void stk__ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size_t len,
+                   uint32_t rx_flags)
+{
+    ip_input(e, now, p, len, rx_flags);
 }
 
 /* ---- Ethernet -------------------------------------------------------------------------- */

@@ -133,6 +133,17 @@ struct stk_config {
     uint8_t ip6_prefix;
     uint8_t gateway6[16];
     uint32_t nd_reachable_us; /* 30 s: RFC 4861 REACHABLE_TIME (fixed, not randomised) */
+    /* IPv4 reassembly: memory for fragments held (4 MiB, Linux's ipfrag_high_thresh),
+     * datagrams in progress (1024), and how long one waits for its fragments (30 s, Linux's
+     * ipfrag_time). */
+    uint32_t ipfrag_mem;
+    uint32_t ipfrag_max;
+    uint32_t ipfrag_time_us;
+    /* Several engines: called with a reassembled TCP or UDP datagram (IPv4 header first);
+     * returns nonzero when it took (copied) it for the engine that owns its ports, which
+     * gets it through stk_input_ip(). NULL: every datagram is processed here. */
+    void *steer_ctx;
+    int (*steer_ip)(void *steer_ctx, const void *ip, size_t len);
 };
 
 /* Counters. Every drop has a reason. */
@@ -159,6 +170,18 @@ struct stk_config {
     X(ip_drop_dst) \
     X(ip_drop_proto) \
     X(ip_drop_noroute) \
+    X(ip_frag_in) \
+    X(ip_reasm_ok) \
+    X(ip_reasm_timeout) \
+    X(ip_reasm_timxceed) \
+    X(ip_reasm_dup) \
+    X(ip_reasm_drop_mem) \
+    X(ip_reasm_drop_overlap) \
+    X(ip_reasm_drop_bad) \
+    X(ip_reasm_handoff) \
+    X(ip_frag_ok) \
+    X(ip_frag_fails) \
+    X(ip_frag_creates) \
     X(icmp_in) \
     X(icmp_echo_replies) \
     X(icmp_drop) \
@@ -255,6 +278,10 @@ void stk_engine_destroy(struct stk_engine *e);
 /* A received Ethernet frame. The engine does not keep the pointer. */
 void stk_input(struct stk_engine *e, stk_time_t now, const void *frame, size_t len,
                uint32_t rx_flags);
+/* A whole IPv4 datagram without an Ethernet header, as stk_config.steer_ip handed it to
+ * this engine's owner. */
+void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t len,
+                  uint32_t rx_flags);
 /* Run expired timers and pending output. */
 void stk_poll(struct stk_engine *e, stk_time_t now);
 /* When stk_poll() is next needed (absolute time), or UINT64_MAX if never. */

@@ -192,6 +192,8 @@ int stk__arp_resolve(struct stk_engine *e, stk_time_t now, uint32_t ip, uint8_t 
  * Copies the frame. -ENOBUFS when the bounded queue is full (counted). */
 int stk__arp_queue(struct stk_engine *e, stk_time_t now, uint32_t ip, const struct stk_iov *iov,
                    int n, const struct stk_txmeta *meta);
+/* Would n more frames fit in ip's resolution queue (per-neighbour and global bounds)? */
+bool stk__arp_queue_fits(const struct stk_engine *e, uint32_t ip, unsigned n);
 
 /* The next IPv4 identification value (kept in arp.c's private per-engine state). */
 uint16_t stk__ip_next_id(struct stk_engine *e);
@@ -222,6 +224,40 @@ struct stk_ipv4_pkt {
     uint32_t rx_flags;
 };
 void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
+/* ip_input for a whole IPv4 datagram without its Ethernet header (stk_input_ip). */
+void stk__ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size_t len,
+                   uint32_t rx_flags);
+
+/* ---- IPv4 fragments (ipfrag.c) ---------------------------------------------------------- */
+struct stk__ipfrag;
+/* A reassembled datagram: header (no MF, offset 0, fresh checksum) and payload. */
+struct stk_ipf_whole {
+    size_t len;
+    uint8_t data[];
+};
+int stk__ipfrag_create(struct stk_engine *e);
+void stk__ipfrag_destroy(struct stk_engine *e);
+/* Takes a fragment (a validated IPv4 datagram without options, total bytes long, MF or a
+ * nonzero offset). Returns the whole datagram when this fragment completed it (release it
+ * with stk__ipfrag_release after processing), else NULL (held, dropped, or handed to
+ * another engine by cfg.steer_ip; all counted). */
+struct stk_ipf_whole *stk__ipfrag_input(struct stk_engine *e, stk_time_t now, const uint8_t *ip,
+                                        size_t total);
+void stk__ipfrag_release(struct stk_engine *e, struct stk_ipf_whole *w);
+/* Expires datagrams older than cfg.ipfrag_time_us (ICMP time exceeded if fragment zero
+ * arrived). */
+void stk__ipfrag_poll(struct stk_engine *e, stk_time_t now);
+stk_time_t stk__ipfrag_next_timer(const struct stk_engine *e);
+/* Bytes charged to datagrams in progress, and (count non-NULL) how many there are. */
+size_t stk__ipfrag_mem(const struct stk_engine *e, uint32_t *count);
+/* Sends l4_len bytes of L4 header and payload (checksum complete), given as l4[0..n) (n <=
+ * 8), to dst as one IPv4 datagram: unfragmented when it fits the MTU, else as fragments of
+ * at most the MTU, offsets in multiples of 8, one IP id, never DF. While the next hop is
+ * being resolved all fragments are queued behind ARP, or none (-ENOBUFS) when the queue
+ * cannot take them all. Returns 0 or -EMSGSIZE (l4_len > 65515), -EHOSTUNREACH, -ENOBUFS,
+ * -EINVAL. */
+int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto,
+                       const struct stk_iov *l4, int n, size_t l4_len);
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 
 /* ---- IPv6, ICMPv6 (ip6.c) and neighbour discovery (nd.c) --------------------------------- */
@@ -335,6 +371,7 @@ struct stk_engine {
     struct stk__arp *arp;
     struct stk_tcp *tcp;
     struct stk__nd *nd; /* IPv6 addresses, neighbour cache, ICMPv6 error rate limit */
+    struct stk__ipfrag *ipf;
 };
 
 void *stk__alloc(struct stk_engine *e, size_t size); /* zeroed */

@@ -168,6 +168,8 @@ START_TEST(defaults)
     ck_assert_int_eq(c.cc, 0);
     ck_assert_uint_eq(c.tcp_retries, 0);
     ck_assert_uint_eq(c.rto_max_ms, 0);
+    ck_assert_uint_eq(c.ipfrag_mem, 0);
+    ck_assert_uint_eq(c.ipfrag_time_s, 0);
     ck_assert_uint_eq(c.mbufs, 16384);
     ck_assert_int_eq(c.huge, -1);
 
@@ -749,6 +751,25 @@ START_TEST(tcp_timers)
 }
 END_TEST
 
+START_TEST(ipfrag)
+{
+    OK("USTACK_IPFRAG_MEM", "64K", "USTACK_IPFRAG_TIME", "1");
+    ck_assert_uint_eq(c.ipfrag_mem, 65536);
+    ck_assert_uint_eq(c.ipfrag_time_s, 1);
+    OK("USTACK_IPFRAG_MEM", "1024M", "USTACK_IPFRAG_TIME", "3600");
+    ck_assert_uint_eq(c.ipfrag_mem, 1024u << 20);
+    ck_assert_uint_eq(c.ipfrag_time_s, 3600);
+    OK("USTACK_IPFRAG_MEM", "4194304");
+    ck_assert_uint_eq(c.ipfrag_mem, 4u << 20);
+    BAD("USTACK_IPFRAG_MEM", "65535", "out of range");
+    BAD("USTACK_IPFRAG_MEM", "1025M", "out of range");
+    BAD("USTACK_IPFRAG_MEM", "4G", "");
+    BAD("USTACK_IPFRAG_TIME", "0", "out of range (expected 1..3600)");
+    BAD("USTACK_IPFRAG_TIME", "3601", "out of range");
+    BAD("USTACK_IPFRAG_TIME", "30s", "not a decimal number");
+}
+END_TEST
+
 START_TEST(cc_and_huge)
 {
     OK("USTACK_CC", "cubic");
@@ -1134,6 +1155,7 @@ int main(void)
     tcase_add_test(vars, buffers);
     tcase_add_test(vars, socks_and_mbufs);
     tcase_add_test(vars, tcp_timers);
+    tcase_add_test(vars, ipfrag);
     tcase_add_test(vars, cc_and_huge);
     tcase_add_test(vars, empty_values);
     tcase_add_test(vars, several_bad);

@@ -59,6 +59,7 @@ USTACKD_PID=""; USTACKD_OUT=""; USTACKD_ERR=""; USTACKD_N=0
 NET_USTACKD_PIDS=""  # every ustackd started, for their DPDK runtime directories
 U_CORES=0; U_MTU=""; U_GW=""   # set by tests before ustackd_start
 U_IP6=""; U_GW6=""              # USTACK_IP6 / USTACK_GW6 for ustackd_start (test_ping6)
+U_STACKD_ENV=""                # more NAME=VALUE settings for ustackd_start, blank-separated
 
 # ---------------------------------------------------------------- results and traps
 
@@ -379,6 +380,8 @@ ustackd_start() {
     [ -n "$U_GW6" ] && envs+=("USTACK_GW6=$U_GW6")
     [ -n "${NET_USTACK_EAL:-}" ] && envs+=("USTACK_EAL=$NET_USTACK_EAL")
     [ -n "${NET_USTACK_LOG:-}" ] && envs+=("USTACK_LOG=$NET_USTACK_LOG")
+    # shellcheck disable=SC2206 # blank-separated NAME=VALUE words, no blanks inside
+    [ -n "${U_STACKD_ENV:-}" ] && envs+=($U_STACKD_ENV)
     local bpffs=${NET_BPFFS:-1}
     net_log "start ustackd: ${envs[*]} $*"
     # `ip netns exec` gives the command a private mount namespace with a fresh /sys; mount a
