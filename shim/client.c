@@ -1006,10 +1006,10 @@ static int sleep_with(struct shim_sk *k, uint32_t want, int kfd, int64_t deadlin
         cap = 10 * 1000 * 1000;
     }
     struct pollfd p[2] = {{efd, POLLIN, 0}, {kfd, POLLIN, 0}};
-    int64_t left = deadline == SHIM_FOREVER ? cap : deadline - shim__now();
+    int64_t left = deadline == SHIM_FOREVER ? SHIM_FOREVER : deadline - shim__now();
     if (left <= 0)
         return -ETIMEDOUT;
-    bool capped = left > cap;
+    bool capped = left > cap; /* then a timeout is only a re-check */
     if (capped)
         left = cap;
     struct timespec ts = {left / SHIM_NS_PER_S, left % SHIM_NS_PER_S};

@@ -771,6 +771,36 @@ void *inject_later(void *p)
     return NULL;
 }
 
+static void *inject_after_1300ms(void *p)
+{
+    usleep(1300000);
+    inject(*(int *)p, 3333);
+    return NULL;
+}
+
+/* A listener on INADDR_ANY has a loopback companion, so a blocking accept sleeps in ppoll on
+ * both; its sleeps are bounded (1 s, docs/preload.md "Calls racing close"), and such a
+ * bound must only re-check, never end the accept (it once returned EAGAIN after 1 s). */
+START_TEST(blocking_accept_with_companion_waits)
+{
+    int l = shim_socket(0);
+    struct sockaddr_in a = addr(0, 47811);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_listen(l, 16), 0);
+    ck_assert_int_ge(shim__c.files[shim_fds.ent[l].slot].lfd, 0);
+    pthread_t t;
+    int lcopy = l;
+    ck_assert_int_eq(pthread_create(&t, NULL, inject_after_1300ms, &lcopy), 0);
+    int64_t t0 = shim__now();
+    int c = shim_accept(l, NULL, NULL, 0);
+    pthread_join(t, NULL);
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_ge(ms_since(t0), 1200);
+    ck_assert_int_eq(shim_close(c), 0);
+    ck_assert_int_eq(shim_close(l), 0);
+}
+END_TEST
+
 /* ---- readiness ------------------------------------------------------------------------ */
 
 static int ep_wait(int ep, struct epoll_event *ev, int ms)
@@ -1176,6 +1206,7 @@ int main(void)
     tcase_add_test(tc, eof_shutdown_timeouts);
     tcase_add_test(tc, options_fcntl_ioctl);
     tcase_add_test(tc, listen_accept);
+    tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
     tcase_add_test(tc, epoll_events_dups_nesting);
