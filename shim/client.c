@@ -610,9 +610,11 @@ void shim__pins_atfork_child(void)
                 f->lfd = -1;
             }
         }
+        /* Only what is set is written: untouched pages stay unmapped. */
         if (u)
             atomic_store_explicit(&C.pins[i].use, 0, memory_order_relaxed);
-        atomic_store_explicit(&C.pins[i].efd, 0, memory_order_relaxed);
+        if (atomic_load_explicit(&C.pins[i].efd, memory_order_relaxed))
+            atomic_store_explicit(&C.pins[i].efd, 0, memory_order_relaxed);
     }
 }
 
@@ -963,7 +965,9 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
         atomic_store(&s->attach_pend, 0);
         C.sys.close(efd);
         shim__file_init(i, k.gen, false);
+        shim__lock();
         shim__release(i, k.gen);
+        shim__unlock();
         return -ECONNABORTED;
     }
     struct shim_file *f = shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
