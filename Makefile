@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test deps format format-check bench-engine bench-veth bench bench-quick bench-check bench-reflect demo clean
+.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test sem-san-test deps format format-check bench-engine bench-veth bench bench-quick bench-check bench-reflect demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -54,6 +54,26 @@ $(BUILD)/libustack.so: $(PRELOAD_SRC) $(PRELOAD_HDR) $(SHIM_SRC) $(SHIM_HDR) $(w
 	$(CC) $(WARN) -D_GNU_SOURCE -fPIC -shared -fvisibility=hidden $(CFLAGS) -Istack -Ishim -Ipreload \
 		$(PRELOAD_SRC) $(SHIM_SRC) -Wl,--version-script=preload/libustack.map -Wl,-z,defs \
 		-ldl -lpthread -o $@
+
+# The same library and ustackd built with ASan+UBSan, for `make sem-san-test`. The library
+# is loaded into programs that are not built with ASan, so its runtime must come first in
+# LD_PRELOAD (SAN_RT); ustackd links it as usual. libustack.so is spawned-ustackd's
+# neighbour: build/san/ustackd runs under build/san/libustack.so.
+SAN_RT := $(shell $(SAN_CC) -print-file-name=libasan.so)
+SAN_DIO_OBJ := $(DIO_SRC:%.c=$(BUILD)/san/%.o) $(SHIM_CORE_SRC:%.c=$(BUILD)/san/%.o)
+$(BUILD)/san/libustack.so: $(PRELOAD_SRC) $(PRELOAD_HDR) $(SHIM_SRC) $(SHIM_HDR) $(wildcard preload/*.map)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(WARN) -D_GNU_SOURCE -fPIC -shared -fvisibility=hidden $(SAN_FLAGS) -Istack -Ishim -Ipreload \
+		$(PRELOAD_SRC) $(SHIM_SRC) -Wl,--version-script=preload/libustack.map -Wl,-z,defs \
+		-ldl -lpthread -o $@
+$(BUILD)/san/shim/%.o: shim/%.c $(SHIM_HDR)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -Ishim -c $< -o $@
+$(BUILD)/san/dpdk_io/%.o: dpdk_io/%.c $(DIO_HDR) $(STACK_HDR) $(SHIM_HDR)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(DIO_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+$(BUILD)/san/ustackd: $(BUILD)/san/dpdk_io/ustackd.o $(SAN_DIO_OBJ) $(BUILD)/san/libstk.a
+	$(SAN_CC) $(SAN_FLAGS) $^ $(DPDK_LIBS) -lm -o $@
 
 # Kernel-side tools: the reference server and the load generator/verifier.
 BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen $(BUILD)/bench/udprr $(BUILD)/bench/reflect
@@ -146,11 +166,12 @@ $(BUILD)/soak_engine_conns: tests/soak/engine_conns.c $(TESTLIB_SRC) $(TESTLIB_H
 # nginx under ab -n 200000 -c 10000, 19,960 idle connections with memory per connection,
 # valgrind leak checks, and each fuzzer for SOAK_FUZZ_SECONDS (300); then the fault profiles at
 # full size (tests/net/test_faults.sh with NET_FAULTS_SOAK=1: 100 MiB in every profile, more
-# requests), bounded by 1800 s.
+# requests), bounded by 1800 s; then the semantic suite under ASan+UBSan (sem-san-test).
 SOAK_FUZZ_SECONDS ?= 300
-soak: all $(SOAK_BINS) $(FUZZERS)
+soak: all $(SOAK_BINS) $(FUZZERS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 	@rc=0; SOAK_FUZZ_SECONDS=$(SOAK_FUZZ_SECONDS) tests/soak/run.sh $(FUZZERS) || rc=1; \
-	NET_FAULTS_SOAK=1 NET_TEST_TIMEOUT=1800 tests/net/run-all.sh faults || rc=1; exit $$rc
+	NET_FAULTS_SOAK=1 NET_TEST_TIMEOUT=1800 tests/net/run-all.sh faults || rc=1; \
+	$(MAKE) --no-print-directory sem-san-test || rc=1; exit $$rc
 
 # Network tests (root): ustackd against the kernel through veth pairs in namespaces.
 net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
@@ -164,6 +185,23 @@ $(BUILD)/sem/%: tests/sem/%.c tests/sem/sem.h
 sem: $(SEM_BINS)
 sem-test: $(SEM_BINS) $(PRELOAD_SO) $(BUILD)/ustackd
 	@SEM_BIN=$(CURDIR)/$(BUILD)/sem tests/sem/run.sh $(if $(PRELOAD_SO),--ustack $(PRELOAD_SO))
+
+# The semantic suite (ustack mode only) against the ASan+UBSan library and ustackd (part of
+# `make soak`, ~2 minutes plus the build). A UBSan finding aborts the process
+# (-fno-sanitize-recover=all), which fails its case or program (run.sh prints its stderr);
+# ASan reports of the programs and of ustackd go to log files (log_path), and any such
+# file fails the run even if every case passed. Leak detection is off: the programs are
+# not ours, and the client's leaks are checked by valgrind in `make soak`.
+SAN_LOGS := $(BUILD)/san/sem-logs
+sem-san-test: $(SEM_BINS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
+	@rm -rf $(SAN_LOGS) && mkdir -p $(SAN_LOGS)
+	@rc=0; SEM_BIN=$(CURDIR)/$(BUILD)/sem SEM_PRELOAD=$(SAN_RT) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(CURDIR)/$(SAN_LOGS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	tests/sem/run.sh --no-kernel --ustack $(BUILD)/san/libustack.so || rc=1; \
+	if ls $(SAN_LOGS)/* >/dev/null 2>&1; then \
+		echo "sem-san-test: sanitizer reports:"; head -n 60 $(SAN_LOGS)/*; rc=1; fi; \
+	exit $$rc
 
 unit: $(TESTS) $(DIO_TESTS)
 	@tools/run-tests $(TESTS) $(DIO_TESTS)

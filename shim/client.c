@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,16 @@ int shim_attach(const struct shim_attach *a)
         shim_fdtab_destroy(&shim_fds);
         return rc;
     }
+    size_t psz = (size_t)h->nsocks * sizeof(struct shim_pin);
+    void *pins =
+        mmap(NULL, psz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (pins == MAP_FAILED) {
+        rc = -errno;
+        munmap(files, fsz);
+        shim_fdtab_destroy(&shim_fds);
+        return rc;
+    }
+    C.pins = pins;
     C.files = files;
     C.base = a->base;
     C.hdr = h;
@@ -485,17 +496,142 @@ uint32_t shim_sock_events(void *base, uint32_t i)
 
 /* ---- lookup --------------------------------------------------------------------------- */
 
+/* ---- pins (client_int.h, struct shim_pin) ---------------------------------------------- */
+
+static void release_now(uint32_t slot, uint32_t gen);
+
+/* Makes the releases owed on slot once no call is left (takes the lock). */
+static void pay_owed(uint32_t slot)
+{
+    struct shim_pin *p = &C.pins[slot];
+    shim__lock();
+    uint64_t u = atomic_load(&p->use);
+    uint32_t n = 0;
+    while ((uint32_t)u == 0 && (u >> 32)) {
+        if (atomic_compare_exchange_weak(&p->use, &u, 0)) {
+            n = (uint32_t)(u >> 32);
+            break;
+        }
+    }
+    for (uint32_t i = 0; i < n; i++)
+        release_now(slot, p->owed_gen);
+    shim__unlock();
+}
+
+static void unpin(uint32_t slot)
+{
+    uint64_t old = atomic_fetch_sub(&C.pins[slot].use, SHIM_PIN_CALL);
+    if ((uint32_t)old == 1 && (old >> 32))
+        pay_owed(slot); /* the last call out makes the releases closes left to it */
+}
+
 int shim__sk(int fd, struct shim_sk *k)
 {
+    k->pinned = false;
     struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
-    if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
-        return -ENOTSOCK;
-    k->fd = fd;
-    k->slot = e->slot;
-    k->gen = e->gen;
-    k->s = shm_sock(C.base, k->slot);
-    k->f = &C.files[k->slot];
-    return 0;
+    for (;;) {
+        if (!e || SHIM_LOAD(&e->kind) != SHIM_FD_SOCK)
+            return -ENOTSOCK;
+        uint64_t sg = SHIM_LOAD(&e->sg);
+        uint32_t slot = (uint32_t)sg;
+        if (slot >= C.nsocks)
+            return -ENOTSOCK;
+        /* Dekker pair with a close, which clears the entry and then looks at the pins
+         * (shim__release): either it sees this pin, or we see the entry gone. */
+        atomic_fetch_add(&C.pins[slot].use, SHIM_PIN_CALL);
+        if (atomic_load(&e->kind) == SHIM_FD_SOCK && atomic_load(&e->sg) == sg) {
+            k->fd = fd;
+            k->slot = slot;
+            k->gen = (uint32_t)(sg >> 32);
+            k->s = shm_sock(C.base, slot);
+            k->f = &C.files[slot];
+            k->pinned = true;
+            return 0;
+        }
+        unpin(slot); /* closed (or replaced) meanwhile: look again */
+    }
+}
+
+void shim__put(struct shim_sk *k)
+{
+    if (!k->pinned)
+        return;
+    k->pinned = false;
+    unpin(k->slot);
+}
+
+bool shim__efd_hold(const struct shim_sk *k)
+{
+    struct shim_pin *p = &C.pins[k->slot];
+    atomic_fetch_add(&p->efd, 1);
+    /* Dekker pair with shim__efd_quiesce (entry cleared, then efd read). */
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, k->fd);
+    if (e && atomic_load(&e->kind) == SHIM_FD_SOCK &&
+        atomic_load(&e->sg) == shim_fd_sg(k->slot, k->gen))
+        return true;
+    atomic_fetch_sub(&p->efd, 1);
+    return false;
+}
+
+void shim__efd_drop(const struct shim_sk *k)
+{
+    atomic_fetch_sub(&C.pins[k->slot].efd, 1);
+}
+
+void shim__efd_quiesce(uint32_t slot)
+{
+    if (slot >= C.nsocks)
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+    /* A holder makes one non-blocking read or write of the eventfd. */
+    for (unsigned i = 0; atomic_load(&C.pins[slot].efd); i++) {
+        if (i < SHIM_SPIN)
+            shim__relax();
+        else
+            sched_yield();
+    }
+}
+
+void shim__pins_atfork_child(void)
+{
+    if (!C.pins)
+        return;
+    /* The owed releases are the parent's (the child holds no fd of those sockets: fork's
+     * prepare step counted the fds in the table); only our bookkeeping of fds is settled. */
+    for (uint32_t i = 0; i < C.nsocks; i++) {
+        uint64_t u = atomic_load_explicit(&C.pins[i].use, memory_order_relaxed);
+        uint32_t owed = (uint32_t)(u >> 32);
+        struct shim_file *f = &C.files[i];
+        if (owed && f->gen == C.pins[i].owed_gen) {
+            f->nfds = f->nfds > owed ? f->nfds - owed : 0;
+            if (f->nfds == 0 && f->lfd >= 0) {
+                shim__unpriv(f->lfd);
+                C.sys.close(f->lfd);
+                f->lfd = -1;
+            }
+        }
+        /* Only what is set is written: untouched pages stay unmapped. */
+        if (u)
+            atomic_store_explicit(&C.pins[i].use, 0, memory_order_relaxed);
+        if (atomic_load_explicit(&C.pins[i].efd, memory_order_relaxed))
+            atomic_store_explicit(&C.pins[i].efd, 0, memory_order_relaxed);
+    }
+}
+
+void shim__pins_exec(void)
+{
+    if (!C.pins)
+        return;
+    for (uint32_t i = 0; i < C.nsocks; i++) {
+        uint64_t u = atomic_load(&C.pins[i].use);
+        while (u >> 32) {
+            if (atomic_compare_exchange_weak(&C.pins[i].use, &u, (uint32_t)u)) {
+                for (uint32_t n = (uint32_t)(u >> 32); n; n--)
+                    release_now(i, C.pins[i].owed_gen);
+                break;
+            }
+        }
+    }
 }
 
 struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock)
@@ -557,7 +693,7 @@ int shim_socket(int flags)
         return -ENOBUFS;
     }
     struct shm_sock *s = shm_sock(C.base, i);
-    struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL};
+    struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL, false};
     s->core = atomic_fetch_add(&C.next_core, 1) % C.ncores;
     atomic_store(&s->refs, 1);
     if (C.pidx != SHM_NONE)
@@ -689,7 +825,7 @@ static int reuseport_alias(struct shim_sk *k, uint32_t ip, uint16_t port)
 
 int shim_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -748,7 +884,7 @@ void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog)
 
 int shim_listen(int fd, int backlog)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -812,7 +948,7 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
         return -ECONNABORTED;
     }
     struct shm_sock *s = shm_sock(C.base, i);
-    struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL};
+    struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL, false};
     /* The eventfd is handed over without waiting for the stack (a round trip per accept was
      * a quarter of nginx's time): the socket's later commands queue behind it on its core,
      * and the stack re-publishes readiness once it holds the eventfd, so an epoll arming in
@@ -829,7 +965,9 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
         atomic_store(&s->attach_pend, 0);
         C.sys.close(efd);
         shim__file_init(i, k.gen, false);
+        shim__lock();
         shim__release(i, k.gen);
+        shim__unlock();
         return -ECONNABORTED;
     }
     struct shim_file *f = shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
@@ -848,33 +986,46 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
 /* Blocks on a socket and a kernel fd together (through the socket's eventfd). */
 static int sleep_with(struct shim_sk *k, uint32_t want, int kfd, int64_t deadline)
 {
-    uint64_t v;
-    if (C.sys.read(k->fd, &v, sizeof(v)) < 0)
-        (void)0;
-    atomic_fetch_or(&k->s->armed, want | POLLERR | POLLHUP);
-    if (shim_sock_events(C.base, k->slot) & want) {
-        shim__signal(k->fd);
-        return 0;
+    /* Another thread may close k->fd while we wait (the socket stays pinned, its number
+     * does not): the eventfd is used by number only while held, and the sleep is bounded
+     * (1 s; 10 ms once the number is gone) so that a number reused meanwhile for something
+     * else delays nothing for long. */
+    int64_t cap = SHIM_NS_PER_S;
+    int efd = -1;
+    if (shim__efd_hold(k)) {
+        uint64_t v;
+        if (C.sys.read(k->fd, &v, sizeof(v)) < 0)
+            (void)0;
+        atomic_fetch_or(&k->s->armed, want | POLLERR | POLLHUP);
+        if (shim_sock_events(C.base, k->slot) & want) {
+            shim__signal(k->fd);
+            shim__efd_drop(k);
+            return 0;
+        }
+        shim__efd_drop(k);
+        efd = k->fd;
+    } else {
+        if (shim_sock_events(C.base, k->slot) & want)
+            return 0;
+        cap = 10 * 1000 * 1000;
     }
-    struct pollfd p[2] = {{k->fd, POLLIN, 0}, {kfd, POLLIN, 0}};
-    struct timespec ts, *tp = NULL;
-    if (deadline != SHIM_FOREVER) {
-        int64_t left = deadline - shim__now();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        ts.tv_sec = left / SHIM_NS_PER_S;
-        ts.tv_nsec = left % SHIM_NS_PER_S;
-        tp = &ts;
-    }
-    int n = C.sys.ppoll(p, 2, tp, NULL);
+    struct pollfd p[2] = {{efd, POLLIN, 0}, {kfd, POLLIN, 0}};
+    int64_t left = deadline == SHIM_FOREVER ? SHIM_FOREVER : deadline - shim__now();
+    if (left <= 0)
+        return -ETIMEDOUT;
+    bool capped = left > cap; /* then a timeout is only a re-check */
+    if (capped)
+        left = cap;
+    struct timespec ts = {left / SHIM_NS_PER_S, left % SHIM_NS_PER_S};
+    int n = C.sys.ppoll(p, 2, &ts, NULL);
     if (n < 0)
         return -errno;
-    return n == 0 ? -ETIMEDOUT : 0;
+    return n == 0 && !capped ? -ETIMEDOUT : 0;
 }
 
 int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -912,8 +1063,10 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
                     if (C.pidx != SHM_NONE)
                         atomic_store(shm_hold(C.base, C.pidx, i), 1);
                 }
-                if (SHIM_RLX(&s->sigb) && shm_aq_empty(s))
+                if (SHIM_RLX(&s->sigb) && shm_aq_empty(s) && shim__efd_hold(&k)) {
                     shim__settle(k.fd, k.slot);
+                    shim__efd_drop(&k);
+                }
                 aq_unblock(&k);
                 rc = take_accepted(k.f, i, efd, flags, addr, alen);
                 if (rc >= 0)
@@ -972,7 +1125,7 @@ static int connect_wait(struct shim_sk *k, int timed_out)
 
 int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -1042,7 +1195,7 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 int shim_shutdown(int fd, int how)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -1059,7 +1212,10 @@ int shim_shutdown(int fd, int how)
             atomic_fetch_add(&k.s->ev_in, 1); /* a state change: an edge for every waiter */
             atomic_fetch_add(&k.s->ev_out, 1);
             shm_futex_wake(&k.s->seq, 1 << 30);
-            shim__signal(fd);
+            if (shim__efd_hold(&k)) {
+                shim__signal(fd);
+                shim__efd_drop(&k);
+            }
         }
         return 0;
     }
@@ -1080,7 +1236,7 @@ int shim_shutdown(int fd, int how)
 
 int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -1095,7 +1251,7 @@ int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 
 int shim_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -1132,7 +1288,7 @@ void shim__release_ref(uint32_t slot, uint32_t gen)
     bool listener =
         (f->gen == gen && f->cstate == SHIM_CS_LISTEN) || (SHIM_LOAD(&s->flags) & SHM_F_LISTENING);
     SHIM_STORE(&s->state, SHM_SOCK_CLOSING);
-    struct shim_sk k = {-1, slot, gen, s, f};
+    struct shim_sk k = {-1, slot, gen, s, f, false};
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_CLOSE);
     shim__push(s->core, &c);
@@ -1148,8 +1304,8 @@ void shim__ref_add(uint32_t slot, uint32_t n)
         atomic_fetch_add(shm_hold(C.base, C.pidx, slot), n);
 }
 
-/* Drops this process's fd reference (caller holds the lock; the kernel fd is gone). */
-void shim__release(uint32_t slot, uint32_t gen)
+/* Drops this process's fd reference now (caller holds the lock). */
+static void release_now(uint32_t slot, uint32_t gen)
 {
     struct shim_file *f = &C.files[slot];
     if (f->gen == gen && f->nfds > 0 && --f->nfds == 0 && f->lfd >= 0) {
@@ -1159,6 +1315,23 @@ void shim__release(uint32_t slot, uint32_t gen)
         C.sys.close(l);
     }
     shim__release_ref(slot, gen);
+}
+
+/* Drops this process's fd reference (caller holds the lock; the fd's entry is cleared), or,
+ * while calls of this process are inside the socket, leaves it to the last of them. */
+void shim__release(uint32_t slot, uint32_t gen)
+{
+    if (slot >= C.nsocks)
+        return;
+    struct shim_pin *p = &C.pins[slot];
+    atomic_thread_fence(memory_order_seq_cst); /* the entry was cleared: see shim__sk */
+    uint64_t u = atomic_load(&p->use);
+    while ((uint32_t)u) {
+        p->owed_gen = gen; /* one socket at a time: owing keeps the slot ours */
+        if (atomic_compare_exchange_weak(&p->use, &u, u + SHIM_PIN_OWED))
+            return;
+    }
+    release_now(slot, gen);
 }
 
 int shim_close(int fd)
@@ -1187,6 +1360,7 @@ int shim_close(int fd)
         shim__epoll_forget(fd, slot, gen);
         shim__lock();
         shim_fdtab_clear(&shim_fds, fd);
+        shim__efd_quiesce(slot); /* a call reading or writing the eventfd by number */
         int rc = C.sys.close(fd) < 0 ? -errno : 0;
         shim__release(slot, gen);
         shim__unlock();
@@ -1282,15 +1456,23 @@ int shim_dup3(int oldfd, int newfd, int flags, bool is_dup2)
     }
     uint32_t slot = e ? e->slot : 0, gen = e ? e->gen : 0;
     void *obj = e ? e->obj : NULL;
+    bool cleared = false, cl_old = e && e->cloexec;
     if (kind == SHIM_FD_SOCK && C.sys.fcntl(oldfd, F_GETFD) >= 0) {
         shim__unlock();
         shim__attach_wait(slot);
         shim__epoll_forget(newfd, slot, gen);
         shim__lock();
+        /* Calls that look newfd up from here on find it gone; one using its eventfd by
+         * number finishes before the number changes hands. */
+        shim_fdtab_clear(&shim_fds, newfd);
+        shim__efd_quiesce(slot);
+        cleared = true;
     }
     int n = C.sys.dup3(oldfd, newfd, flags);
     if (n < 0) {
         rc = -errno;
+        if (cleared)
+            shim_fdtab_set(&shim_fds, newfd, SHIM_FD_SOCK, slot, gen, cl_old, NULL);
         goto out;
     }
     if (kind == SHIM_FD_SOCK || kind == SHIM_FD_EPOLL)

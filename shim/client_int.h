@@ -52,6 +52,21 @@ struct shim_file {
 
 struct shim_epoll;
 
+/* A call in progress on a socket pins it, as the kernel's fdget() pins the open file for
+ * the length of a system call (docs/preload.md "Calls racing close"): while a thread of this
+ * process is inside a call on slot i, a close (or dup2 onto, or hand-over) of an fd of that
+ * socket in another thread does not drop this process's reference to it; the release is
+ * owed and made by the last call to leave. So the stack cannot free the slot, and give it to
+ * a new socket, under a call that still copies into its rings. Process-private (indexed by
+ * slot, never reset while the process lives); each process pins only its own references. */
+struct shim_pin {
+    _Atomic uint64_t use; /* low half: calls in progress; high half: releases owed */
+    _Atomic uint32_t efd; /* threads using the socket's eventfd by its fd number right now */
+    uint32_t owed_gen;    /* the generation the owed releases are for (under the lock) */
+};
+#define SHIM_PIN_CALL 1ull
+#define SHIM_PIN_OWED (1ull << 32)
+
 /* The process. One per process; copied into a child by fork. */
 struct shim_cli {
     struct shim_sys sys;
@@ -63,6 +78,7 @@ struct shim_cli {
     _Atomic int32_t pid;
     uint32_t ip, mask, gw;
     struct shim_file *files;
+    struct shim_pin *pins; /* nsocks entries */
     _Atomic int attached;
     _Atomic int dead;
     _Atomic int gone; /* shim__stack_gone() ran: every socket's eventfd was signalled */
@@ -89,10 +105,28 @@ struct shim_sk {
     uint32_t slot, gen;
     struct shm_sock *s;
     struct shim_file *f;
+    bool pinned; /* shim__sk pinned it: shim__put lets go */
 };
 
 /* ---- client.c ---- */
+/* Looks fd up and pins its socket for the call (struct shim_pin): 0, or -ENOTSOCK when fd
+ * is not a ustack socket (any more). Every call declares its socket with SHIM_SK, so that
+ * the pin is let go on every return. */
 int shim__sk(int fd, struct shim_sk *k);
+void shim__put(struct shim_sk *k);
+#define SHIM_SK(k) struct shim_sk k __attribute__((cleanup(shim__put))) = {.fd = -1}
+/* For the few moments a call uses the socket's eventfd by its number (a read, a write): true
+ * if k->fd still refers to k's socket, which then keeps the number until shim__efd_drop; false
+ * if another thread closed it meanwhile (the caller then leaves the eventfd alone). */
+bool shim__efd_hold(const struct shim_sk *k);
+void shim__efd_drop(const struct shim_sk *k);
+/* The closing side (after clearing fd's entry, before closing the number): waits for calls
+ * using the number to let go. */
+void shim__efd_quiesce(uint32_t slot);
+/* fork's child: the other threads and their calls are gone. */
+void shim__pins_atfork_child(void);
+/* exec: the other threads die with the image; make the releases they owe (lock held). */
+void shim__pins_exec(void);
 int64_t shim__now(void);
 int64_t shim__deadline(int64_t timeout_ns);
 /* A command and its reply (NULL rp: no reply wanted). */

@@ -192,7 +192,7 @@ static ssize_t fill_iov(void *ctx, uint8_t *p, size_t n)
 
 static ssize_t send_iov(int fd, const struct iovec *iov, size_t niov, int flags)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -244,7 +244,7 @@ int shim_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
 
 static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -297,8 +297,11 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
                 atomic_thread_fence(memory_order_seq_cst);
                 if (SHIM_RLX(&s->flags) & SHM_F_RX_BLOCKED)
                     shim__kick(&k);
-                else if (SHIM_RLX(&s->sigb) && !shm_ring_used(&s->rx, C.ring))
+                else if (SHIM_RLX(&s->sigb) && !shm_ring_used(&s->rx, C.ring) &&
+                         shim__efd_hold(&k)) {
                     shim__settle(k.fd, k.slot);
+                    shim__efd_drop(&k);
+                }
             }
             got += took;
             if (cur.fault) /* tcp_recvmsg: what was copied, else EFAULT; the rest stays */
@@ -412,7 +415,7 @@ static ssize_t fill_file(void *ctx, uint8_t *p, size_t n)
 
 ssize_t shim_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(out_fd, &k);
     if (rc < 0)
         return rc;

@@ -158,7 +158,7 @@ static int unsupported_set(struct shim_sk *k, int level, int name, const void *v
 
 int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -372,7 +372,7 @@ static int unsupported_get(struct shim_sk *k, int level, int name, void *val, so
 
 int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -536,15 +536,17 @@ int shim_fcntl(int fd, int cmd, void *arg)
         return 0;
     case F_GETFL:
         if (kind == SHIM_FD_SOCK) {
-            struct shim_sk k;
-            shim__sk(fd, &k);
+            SHIM_SK(k);
+            if (shim__sk(fd, &k) < 0)
+                break; /* closed meanwhile: the kernel's answer */
             return O_RDWR | (k.f->nonblock ? O_NONBLOCK : 0);
         }
         break;
     case F_SETFL:
         if (kind == SHIM_FD_SOCK) {
-            struct shim_sk k;
-            shim__sk(fd, &k);
+            SHIM_SK(k);
+            if (shim__sk(fd, &k) < 0)
+                break; /* closed meanwhile: the kernel's answer */
             k.f->nonblock = (iarg & O_NONBLOCK) != 0;
             if (iarg & O_ASYNC)
                 shim_warn_once("async", "O_ASYNC (SIGIO) is not supported on ustack sockets");
@@ -566,7 +568,7 @@ int shim_fcntl(int fd, int cmd, void *arg)
 
 int shim_ioctl(int fd, unsigned long req, void *arg)
 {
-    struct shim_sk k;
+    SHIM_SK(k);
     if (shim__sk(fd, &k) < 0) {
         int r = C.sys.ioctl(fd, req, arg);
         return r < 0 ? -errno : r;

@@ -76,6 +76,7 @@ void shim_fork_child(void)
     t_in_fork_hook = 0;
     pthread_mutex_init(&C.lock, NULL);
     shim__epoll_atfork_child();
+    shim__pins_atfork_child();
     SHIM_STORE(&C.pid, (int32_t)getpid());
     C.pidx = C.child_pidx;
     C.child_pidx = SHM_NONE;
@@ -122,6 +123,7 @@ int shim_exec_prepare(char *buf, size_t len)
     if (hdr < 0 || (size_t)hdr >= len)
         goto nospace;
     size_t n = (size_t)hdr;
+    shim__pins_exec();
     int lim = shim_fdtab_limit(&shim_fds);
     for (int fd = 0; fd < lim; fd++) {
         struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
@@ -209,7 +211,7 @@ int shim_adopt(const char *v)
             f->bound = s->lport != 0;
             f->bind_ip = s->lip;
             f->bind_port = s->lport;
-            struct shim_sk k = {(int)fd, (uint32_t)slot, (uint32_t)gen, s, f};
+            struct shim_sk k = {(int)fd, (uint32_t)slot, (uint32_t)gen, s, f, false};
             if (f->cstate == SHIM_CS_LISTEN && s->lip == 0)
                 shim__loopback_listener(&k, s->lport, 511);
         }
@@ -245,13 +247,17 @@ int shim__handover(struct shim_sk *k)
     shim__lock();
     struct shim_fd *e = shim_fdtab_get(&shim_fds, k->fd);
     bool cloexec = e && e->cloexec;
+    /* Other threads' calls on the number find it gone from here on (or finish their use of
+     * the eventfd first); the caller's own pin keeps the socket until it returns. */
+    shim_fdtab_clear(&shim_fds, k->fd);
+    shim__efd_quiesce(k->slot);
     if (C.sys.dup3(ks, k->fd, cloexec ? O_CLOEXEC : 0) < 0) {
         int rc = -errno;
+        shim_fdtab_set(&shim_fds, k->fd, SHIM_FD_SOCK, k->slot, k->gen, cloexec, NULL);
         shim__unlock();
         C.sys.close(ks);
         return rc;
     }
-    shim_fdtab_clear(&shim_fds, k->fd);
     shim__release(k->slot, k->gen);
     shim__unlock();
     C.sys.close(ks);

@@ -47,8 +47,7 @@ int shim_fdtab_set(struct shim_fdtab *t, int fd, enum shim_fd_kind kind, uint32_
     /* A reader that still sees the old kind must not see new fields under it: clear first. */
     atomic_store_explicit(&e->kind, SHIM_FD_KERNEL, memory_order_release);
     e->cloexec = cloexec;
-    e->slot = slot;
-    e->gen = gen;
+    atomic_store_explicit(&e->sg, shim_fd_sg(slot, gen), memory_order_relaxed);
     e->obj = obj;
     raise_hiwater(t, fd);
     atomic_store_explicit(&e->kind, kind, memory_order_release);

@@ -8,8 +8,10 @@
  * allocator itself is being set up). Untouched pages cost nothing, so a large limit is cheap.
  *
  * An entry is written by the thread that creates or closes the fd, under the client's table
- * lock; readers do not lock. A reader racing with a close of the same fd is an application
- * bug with the kernel too, and here it at worst sees the old entry.
+ * lock; readers do not lock. A socket's slot and generation are one 64-bit word (sg), so a
+ * reader never sees the slot of one socket with the generation of another. A call that
+ * races with a close of its fd pins the socket (client_int.h, shim__sk) and re-reads the
+ * entry to be sure it still refers to the socket it pinned.
  */
 #ifndef USTACK_SHIM_FDTAB_H
 #define USTACK_SHIM_FDTAB_H
@@ -30,9 +32,22 @@ enum shim_fd_kind {
 struct shim_fd {
     _Atomic uint32_t kind; /* enum shim_fd_kind */
     uint32_t cloexec;      /* FD_CLOEXEC, mirrored from the kernel fd */
-    uint32_t slot, gen;    /* SHIM_FD_SOCK: the region's socket slot and its generation */
-    void *obj;             /* SHIM_FD_EPOLL: struct shim_epoll; SHIM_FD_PRIV: int * */
+    union {
+        struct {
+            uint32_t slot, gen; /* SHIM_FD_SOCK: the region's socket slot and its generation */
+        };
+        _Atomic uint64_t sg; /* both at once: shim_fd_sg() */
+    };
+    void *obj; /* SHIM_FD_EPOLL: struct shim_epoll; SHIM_FD_PRIV: int * */
 };
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "shim_fd.sg assumes little endian");
+
+/* The (slot, gen) word of an entry: slot in the low half, gen in the high half. */
+static inline uint64_t shim_fd_sg(uint32_t slot, uint32_t gen)
+{
+    return (uint64_t)gen << 32 | slot;
+}
 
 struct shim_fdtab {
     struct shim_fd *ent;

@@ -314,6 +314,58 @@ START_TEST(socket_dup_close)
 }
 END_TEST
 
+/* A call in progress pins its socket (docs/preload.md "Calls racing close"): a close of its
+ * fd in another thread frees the number at once, but the socket lives (refs, no CLOSE) until
+ * the call returns, as Linux's fdget keeps the file; then the call's exit closes it. */
+struct pinned_recv {
+    int fd;
+    ssize_t ret;
+};
+
+static void *recv_until_timeout(void *p)
+{
+    struct pinned_recv *r = p;
+    char c;
+    r->ret = shim_recv(r->fd, &c, 1, 0);
+    return NULL;
+}
+
+START_TEST(call_pins_socket_across_close)
+{
+    int fd = connected(7);
+    struct shm_sock *s = sock_of(fd);
+    uint32_t slot = shim_fds.ent[fd].slot, gen = shim_fds.ent[fd].gen;
+    struct timeval tv = {0, 300000};
+    ck_assert_int_eq(shim_setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    struct pinned_recv r = {fd, 0};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, recv_until_timeout, &r), 0);
+    usleep(50000); /* the reader is asleep in recv */
+    ck_assert_uint_eq(atomic_load(&shim__c.pins[slot].use) & 0xffffffffu, 1);
+    ck_assert_int_eq(shim_close(fd), 0);
+    ck_assert_int_eq(shim_fd_kind(fd), SHIM_FD_KERNEL);
+    ck_assert_int_eq(shim_send(fd, "x", 1, MSG_NOSIGNAL), -ENOTSOCK);
+    usleep(50000);
+    /* Still this process's: no CLOSE, the slot neither freed nor reused. */
+    ck_assert_int_eq(atomic_load(&closes), 0);
+    ck_assert_uint_eq(atomic_load(&s->refs), 1);
+    ck_assert(shm_sock_valid(base, slot, gen));
+    ck_assert_uint_eq(atomic_load(&shim__c.pins[slot].use) >> 32, 1);
+    int other = shim_socket(0);
+    ck_assert_int_ge(other, 0);
+    ck_assert_uint_ne(shim_fds.ent[other].slot, slot);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(r.ret, -EAGAIN); /* the old socket's timeout, as on Linux */
+    /* The reader's return made the release it owed. */
+    ck_assert_uint_eq(atomic_load(&shim__c.pins[slot].use), 0);
+    for (int i = 0; i < 100 && atomic_load(&closes) == 0; i++)
+        usleep(2000);
+    ck_assert_int_eq(atomic_load(&closes), 1);
+    ck_assert(!shm_sock_valid(base, slot, gen));
+    ck_assert_int_eq(shim_close(other), 0);
+}
+END_TEST
+
 START_TEST(fork_and_exec_references)
 {
     int a = shim_socket(0), b = shim_socket(SOCK_CLOEXEC);
@@ -719,6 +771,36 @@ void *inject_later(void *p)
     return NULL;
 }
 
+static void *inject_after_1300ms(void *p)
+{
+    usleep(1300000);
+    inject(*(int *)p, 3333);
+    return NULL;
+}
+
+/* A listener on INADDR_ANY has a loopback companion, so a blocking accept sleeps in ppoll on
+ * both; its sleeps are bounded (1 s, docs/preload.md "Calls racing close"), and such a
+ * bound must only re-check, never end the accept (it once returned EAGAIN after 1 s). */
+START_TEST(blocking_accept_with_companion_waits)
+{
+    int l = shim_socket(0);
+    struct sockaddr_in a = addr(0, 47811);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_listen(l, 16), 0);
+    ck_assert_int_ge(shim__c.files[shim_fds.ent[l].slot].lfd, 0);
+    pthread_t t;
+    int lcopy = l;
+    ck_assert_int_eq(pthread_create(&t, NULL, inject_after_1300ms, &lcopy), 0);
+    int64_t t0 = shim__now();
+    int c = shim_accept(l, NULL, NULL, 0);
+    pthread_join(t, NULL);
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_ge(ms_since(t0), 1200);
+    ck_assert_int_eq(shim_close(c), 0);
+    ck_assert_int_eq(shim_close(l), 0);
+}
+END_TEST
+
 /* ---- readiness ------------------------------------------------------------------------ */
 
 static int ep_wait(int ep, struct epoll_event *ev, int ms)
@@ -1114,6 +1196,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, socket_dup_close);
+    tcase_add_test(tc, call_pins_socket_across_close);
     tcase_add_test(tc, fork_and_exec_references);
     tcase_add_test(tc, private_fds_survive_close_loops);
     tcase_add_test(tc, blocking_echo);
@@ -1123,6 +1206,7 @@ int main(void)
     tcase_add_test(tc, eof_shutdown_timeouts);
     tcase_add_test(tc, options_fcntl_ioctl);
     tcase_add_test(tc, listen_accept);
+    tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
     tcase_add_test(tc, epoll_events_dups_nesting);

@@ -19,7 +19,8 @@
 # Environment: SEM_BIN (binaries, default build/sem; tests/sem/build.sh makes them),
 #   SEM_VERBOSE=1 (print every TAP line, not only failures), SEM_KEEP=1 (keep the logs),
 #   SEM_PROG_TIMEOUT (seconds per program, default 150), SEM_USTACK_EAL, SEM_USTACK_LOG
-#   (passed as USTACK_EAL / USTACK_LOG).
+#   (passed as USTACK_EAL / USTACK_LOG), SEM_PRELOAD (libraries put before the ustack
+#   library in LD_PRELOAD: the ASan runtime for `make sem-san-test`).
 # Exit status: 0 if every case passed in every mode run, 1 otherwise, 2 on a set-up error.
 
 set -u -o pipefail
@@ -155,7 +156,7 @@ run_mode() {
     if [ "$mode" = kernel ]; then
         ip -n "$NS_T" addr add "$IP_T/24" dev "$VETH_T" || fail_setup "address $IP_T"
     else
-        envs+=(LD_PRELOAD="$USTACK_LIB" USTACK_DEV="net_af_packet0,iface=$VETH_T"
+        envs+=(LD_PRELOAD="${SEM_PRELOAD:+$SEM_PRELOAD }$USTACK_LIB" USTACK_DEV="net_af_packet0,iface=$VETH_T"
             USTACK_IP="$IP_T/24" USTACK_CORES=0)
         [ -n "${SEM_USTACK_EAL:-}" ] && envs+=(USTACK_EAL="$SEM_USTACK_EAL")
         [ -n "${SEM_USTACK_LOG:-}" ] && envs+=(USTACK_LOG="$SEM_USTACK_LOG")
