@@ -82,6 +82,8 @@ void dio__wake(struct dio_core *c);
 
 /* port.c */
 int dio__port_setup(struct dio_stack *s, char *err, size_t errlen);
+/* Objects of a pool outside the UMEM that the AF_XDP driver makes of it (0: all inside). */
+size_t dio__umem_beyond(struct rte_mempool *mp);
 int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta);
 void dio__tx_flush(struct dio_core *c, uint64_t now_us, bool force);
 
