@@ -37,8 +37,7 @@ static void symmetric_key(uint8_t *key, unsigned len)
  * the UMEM and every frame sent from an mbuf beyond it is refused by the kernel
  * (tx_invalid_descs in XDP_STATISTICS): lost without an error, its mbuf never completed. A
  * device without DMA needs no IOVA-contiguous objects. */
-static struct rte_mempool *packed_pool_create(const char *name, unsigned n, unsigned room,
-                                              int socket)
+struct rte_mempool *dio__packed_pool_create(const char *name, unsigned n, unsigned room, int socket)
 {
     unsigned elt = (unsigned)sizeof(struct rte_mbuf) + room;
     struct rte_mempool *mp =
@@ -104,7 +103,7 @@ static struct rte_mempool *pool_for(struct dio_stack *s, unsigned socket, unsign
     struct rte_mempool *mp = NULL;
     for (int k = 0; k < 2 && !mp; k++) {
         int where = k == 0 ? (int)socket : SOCKET_ID_ANY;
-        mp = packed ? packed_pool_create(name, n, room, where)
+        mp = packed ? dio__packed_pool_create(name, n, room, where)
                     : rte_pktmbuf_pool_create(name, n, 256, 0, (uint16_t)room, where);
     }
     if (!mp) {
