@@ -39,6 +39,9 @@
 #   --cores LIST     stack cores per ustackd, 1 and/or 2, comma-separated (default 1); each
 #                    count is a complete pass of every group. 1: CPU 1; 2: CPUs 0-1
 #   --rounds N       ustack/kernel pairs (default 2; quick 1)
+#   --workers N      nginx worker_processes (default 1, the configuration as shipped)
+#   --concs LIST     ab concurrencies of group server, comma-separated (default 10,100,1000,
+#                    10000; quick 100)
 #   --seconds S      length of each measurement (default 3; ab at concurrency 10000: at
 #                    least 10)
 #   --only LIST      groups to run: server,client,both,bulk (default all)
@@ -67,6 +70,7 @@ LOADGEN=$ROOT/build/bench/loadgen
 NGINX=${NGINX:-$(command -v nginx || true)}
 
 QUICK=0 CORES_LIST=1 ROUNDS="" SECS="" ONLY="server,client,both,bulk" PAIR=afxdp OUTDIR="" KEEP=0
+WORKERS=1 CONCS=""
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -78,6 +82,8 @@ while [ $# -gt 0 ]; do
         --pair) PAIR=${2-}; shift ;;
         --out) OUTDIR=${2-}; shift ;;
         --keep) KEEP=1 ;;
+        --workers) WORKERS=${2-}; shift ;;
+        --concs) CONCS=${2-}; shift ;;
         -h | --help) sed -n '2,/^# Failed requests inside/s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -90,6 +96,11 @@ else
     ROUNDS=${ROUNDS:-2} SECS=${SECS:-3}
     SRV_CONCS="10 100 1000 10000"
 fi
+[ -n "$CONCS" ] && SRV_CONCS=${CONCS//,/ }
+for c in $SRV_CONCS; do
+    case $c in '' | *[!0-9]* | 0) echo "run.sh: bad --concs '$CONCS'" >&2; exit 2 ;; esac
+done
+case $WORKERS in '' | *[!0-9]* | 0) echo "run.sh: bad --workers '$WORKERS'" >&2; exit 2 ;; esac
 isnum() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ]; }
 isnum "$ROUNDS" || { echo "run.sh: bad --rounds '$ROUNDS'" >&2; exit 2; }
 isnum "$SECS" || { echo "run.sh: bad --seconds '$SECS'" >&2; exit 2; }
@@ -183,6 +194,11 @@ index=$TMPD/index.html
 } >"$index"
 bench_ngx_prefix "$NGINX" "$PREFIX" "$ROOT/bench/nginx/nginx.conf.in" "$index" ||
     { echo "run.sh: nginx -t refused the generated configuration" >&2; exit 2; }
+if [ "$WORKERS" != 1 ]; then
+    sed -i "s/^worker_processes 1;/worker_processes $WORKERS;/" "$PREFIX/nginx.conf"
+    "$NGINX" -t "${NGX_ARGS[@]}" >/dev/null 2>&1 ||
+        { echo "run.sh: nginx -t refused worker_processes $WORKERS" >&2; exit 2; }
+fi
 
 bench_topology "$NS_C" "$NS_S" "$V_C" "$V_S" || { echo "run.sh: cannot create the topology" >&2; exit 2; }
 
@@ -609,7 +625,7 @@ client_cpus() {
 
 LOAD_START=$(cat /proc/loadavg)
 log "load average: $LOAD_START (other work on this machine skews every number)"
-log "namespaces $NS_C / $NS_S; cores $CORES_LIST; $ROUNDS round(s) of $SECS s; groups $ONLY"
+log "namespaces $NS_C / $NS_S; cores $CORES_LIST; $ROUNDS round(s) of $SECS s; groups $ONLY; nginx workers $WORKERS"
 T0=$SECONDS
 for cores in ${CORES_LIST//,/ }; do
     for ((r = 1; r <= ROUNDS; r++)); do

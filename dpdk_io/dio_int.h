@@ -82,6 +82,12 @@ void dio__wake(struct dio_core *c);
 
 /* port.c */
 int dio__port_setup(struct dio_stack *s, char *err, size_t errlen);
+/* A pktmbuf pool (data room `room`) with objects packed across page boundaries: all of it
+ * is inside the UMEM the AF_XDP driver makes of it. NULL (rte_errno) on failure. */
+struct rte_mempool *dio__packed_pool_create(const char *name, unsigned n, unsigned room,
+                                            int socket);
+/* Objects of a pool outside the UMEM that the AF_XDP driver makes of it (0: all inside). */
+size_t dio__umem_beyond(struct rte_mempool *mp);
 int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txmeta *meta);
 void dio__tx_flush(struct dio_core *c, uint64_t now_us, bool force);
 

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/random.h>
 
 #include <rte_errno.h>
@@ -11,6 +12,7 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_pool_ops.h>
 
 #include "dio_int.h"
 
@@ -27,8 +29,68 @@ static void symmetric_key(uint8_t *key, unsigned len)
         key[i] = (i & 1) ? 0x5a : 0x6d;
 }
 
+/* A pktmbuf pool whose objects are packed back to back, allowed to cross page boundaries.
+ * The AF_XDP driver (DPDK 22.11, zero-copy UMEM) registers a pool's memory with the kernel
+ * as one UMEM of populated_size x object size bytes from the first chunk's page, and assumes
+ * that covers every object. rte_pktmbuf_pool_create keeps each object inside one page: with
+ * 4 KiB pages (no hugepages) that is one 2.4 KB mbuf per page, so the pool spans 1.7 times
+ * the UMEM and every frame sent from an mbuf beyond it is refused by the kernel
+ * (tx_invalid_descs in XDP_STATISTICS): lost without an error, its mbuf never completed. A
+ * device without DMA needs no IOVA-contiguous objects. */
+struct rte_mempool *dio__packed_pool_create(const char *name, unsigned n, unsigned room, int socket)
+{
+    unsigned elt = (unsigned)sizeof(struct rte_mbuf) + room;
+    struct rte_mempool *mp =
+        rte_mempool_create_empty(name, n, elt, 256, sizeof(struct rte_pktmbuf_pool_private), socket,
+                                 RTE_MEMPOOL_F_NO_IOVA_CONTIG);
+    if (!mp)
+        return NULL;
+    struct rte_pktmbuf_pool_private priv = {.mbuf_data_room_size = (uint16_t)room};
+    int rc = rte_mempool_set_ops_byname(mp, rte_mbuf_best_mempool_ops(), NULL);
+    if (rc == 0) {
+        rte_pktmbuf_pool_init(mp, &priv);
+        rc = rte_mempool_populate_default(mp) < 0 ? -1 : 0;
+    }
+    if (rc) {
+        rte_mempool_free(mp);
+        rte_errno = ENOMEM;
+        return NULL;
+    }
+    rte_mempool_obj_iter(mp, rte_pktmbuf_init, NULL);
+    return mp;
+}
+
+struct umem_check {
+    uintptr_t base;
+    size_t size, beyond;
+};
+
+static void umem_check_obj(struct rte_mempool *mp, void *arg, void *obj, unsigned idx)
+{
+    struct umem_check *u = arg;
+    (void)idx;
+    /* The whole object, header included, is what the kernel may be handed. */
+    if ((uintptr_t)obj + mp->elt_size + mp->trailer_size - u->base > u->size)
+        u->beyond++;
+}
+
+/* How many objects of the pool lie outside the UMEM that DPDK 22.11's AF_XDP driver derives
+ * from it (get_base_addr and xdp_umem_configure in rte_eth_af_xdp.c): from the page of the
+ * first memory chunk, populated_size x object size bytes. */
+size_t dio__umem_beyond(struct rte_mempool *mp)
+{
+    struct rte_mempool_memhdr *h = STAILQ_FIRST(&mp->mem_list);
+    if (!h)
+        return 0;
+    struct umem_check u = {.base = (uintptr_t)h->addr & ~((uintptr_t)getpagesize() - 1)};
+    u.size = (size_t)mp->populated_size * rte_mempool_calc_obj_size(mp->elt_size, mp->flags, NULL) +
+             ((uintptr_t)h->addr - u.base);
+    rte_mempool_obj_iter(mp, umem_check_obj, &u);
+    return u.beyond;
+}
+
 static struct rte_mempool *pool_for(struct dio_stack *s, unsigned socket, unsigned ncores_here,
-                                    char *err, size_t errlen)
+                                    bool packed, char *err, size_t errlen)
 {
     unsigned sock = socket < DIO_NSOCKETS ? socket : 0;
     if (s->pools[sock])
@@ -36,18 +98,31 @@ static struct rte_mempool *pool_for(struct dio_stack *s, unsigned socket, unsign
     char name[RTE_MEMPOOL_NAMESIZE];
     snprintf(name, sizeof(name), "ustk%u_%u", s->port, sock);
     /* Room for a whole frame at our MTU in one segment, so only TSO needs chains. */
-    unsigned room = s->mtu + 18u > 2048u ? s->mtu + 18u : 2048u;
+    unsigned room = (s->mtu + 18u > 2048u ? s->mtu + 18u : 2048u) + RTE_PKTMBUF_HEADROOM;
     unsigned n = s->conf.mbufs * ncores_here;
-    struct rte_mempool *mp = rte_pktmbuf_pool_create(
-        name, n, 256, 0, (uint16_t)(room + RTE_PKTMBUF_HEADROOM), (int)socket);
-    if (!mp)
-        mp = rte_pktmbuf_pool_create(name, n, 256, 0, (uint16_t)(room + RTE_PKTMBUF_HEADROOM),
-                                     SOCKET_ID_ANY);
-    if (!mp)
+    struct rte_mempool *mp = NULL;
+    for (int k = 0; k < 2 && !mp; k++) {
+        int where = k == 0 ? (int)socket : SOCKET_ID_ANY;
+        mp = packed ? dio__packed_pool_create(name, n, room, where)
+                    : rte_pktmbuf_pool_create(name, n, 256, 0, (uint16_t)room, where);
+    }
+    if (!mp) {
         dio__err(err, errlen,
                  "mbuf pool of %u buffers on NUMA node %u: %s (lower USTACK_MBUFS, or give EAL "
                  "more memory with USTACK_EAL=\"-m <MB>\")",
                  n, socket, rte_strerror(rte_errno));
+        return NULL;
+    }
+    size_t beyond = packed ? dio__umem_beyond(mp) : 0;
+    if (beyond) {
+        /* Frames in those mbufs would vanish: refuse rather than lose them quietly. */
+        dio__err(err, errlen,
+                 "mbuf pool of %u buffers: %zu of them outside the AF_XDP UMEM (memory in %u "
+                 "chunks); give EAL more memory with USTACK_EAL=\"-m <MB>\"",
+                 n, beyond, mp->nb_mem_chunks);
+        rte_mempool_free(mp);
+        return NULL;
+    }
     s->pools[sock] = mp;
     return mp;
 }
@@ -222,7 +297,9 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
     uint16_t nrxd = RX_DESC, ntxd = TX_DESC;
     rte_eth_dev_adjust_nb_rx_tx_desc(port, &nrxd, &ntxd);
 
-    /* Pools per NUMA node, sized by the cores on that node. */
+    /* Pools per NUMA node, sized by the cores on that node; packed for AF_XDP, whose UMEM
+     * is the pool's memory. */
+    bool xdp_umem = strcmp(info.driver_name, "net_af_xdp") == 0;
     unsigned per_socket[DIO_NSOCKETS] = {0};
     for (unsigned i = 0; i < ncores; i++) {
         unsigned sock = rte_lcore_to_socket_id(s->sc.lcores[i]);
@@ -231,7 +308,8 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
     for (unsigned i = 0; i < ncores; i++) {
         struct dio_core *c = &s->cores[i];
         unsigned sock = rte_lcore_to_socket_id(c->lcore);
-        c->pool = pool_for(s, sock, per_socket[sock < DIO_NSOCKETS ? sock : 0], err, errlen);
+        c->pool =
+            pool_for(s, sock, per_socket[sock < DIO_NSOCKETS ? sock : 0], xdp_umem, err, errlen);
         if (!c->pool)
             return -ENOMEM;
         c->rxq = i < s->nrxq ? (int)i : -1;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dio.h"
+#include "dio_int.h"
 #include "dio_test.h"
 
 #define IP_A      ((198u << 24) | (18u << 16) | (1u << 8) | 1u)
@@ -342,6 +343,33 @@ START_TEST(run_on_core)
 }
 END_TEST
 
+/* The AF_XDP driver (DPDK 22.11) takes populated_size x object size bytes from the pool's
+ * first page as its UMEM. Without hugepages, rte_pktmbuf_pool_create puts one 2.4 KB mbuf
+ * per 4 KiB page, so most of the pool lies beyond that (frames sent from those mbufs were
+ * refused by the kernel and lost); the packed pool ustackd uses for AF_XDP lies inside. */
+START_TEST(af_xdp_pool_inside_umem)
+{
+    dio_test_eal_start("umem");
+    unsigned room = 2048 + RTE_PKTMBUF_HEADROOM, n = 8192;
+    struct rte_mempool *plain = rte_pktmbuf_pool_create("plain", n, 256, 0, (uint16_t)room, 0);
+    ck_assert_ptr_nonnull(plain);
+    size_t beyond = dio__umem_beyond(plain);
+    ck_assert_msg(beyond > n / 4, "default pool: %zu of %u mbufs outside the UMEM", beyond, n);
+    struct rte_mempool *packed = dio__packed_pool_create("packed", n, room, 0);
+    ck_assert_ptr_nonnull(packed);
+    ck_assert_uint_eq(packed->populated_size, n);
+    ck_assert_uint_eq(dio__umem_beyond(packed), 0);
+    /* They are ordinary mbufs. */
+    struct rte_mbuf *m = rte_pktmbuf_alloc(packed);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_uint_eq(rte_pktmbuf_data_room_size(packed), room);
+    ck_assert_uint_eq(rte_pktmbuf_tailroom(m), 2048);
+    rte_pktmbuf_free(m);
+    rte_mempool_free(plain);
+    rte_mempool_free(packed);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dio");
@@ -352,6 +380,7 @@ int main(void)
     tcase_add_test(tc, bulk_two_cores_two_queues);
     tcase_add_test(tc, many_connections);
     tcase_add_test(tc, run_on_core);
+    tcase_add_test(tc, af_xdp_pool_inside_umem);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
