@@ -13,6 +13,9 @@ CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 FUZZ_SECONDS ?= 30
 
 STACK_SRC   := $(wildcard stack/*.c)
+# stack/ipfrag_stub.c stands in for stack/ipfrag.c (IPv4 fragmentation, another branch) and
+# is picked up by the wildcard above: delete the file when ipfrag.c is merged, nothing else.
+IPFRAG_STUB := $(wildcard stack/ipfrag_stub.c)
 STACK_HDR   := $(wildcard stack/*.h)
 TESTLIB_SRC := $(wildcard tests/lib/*.c)
 TESTLIB_HDR := $(wildcard tests/lib/*.h)

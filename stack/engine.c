@@ -6,6 +6,7 @@
 
 #include "stk_int.h"
 #include "tcp.h"
+#include "udp.h"
 
 static void *default_alloc(void *ctx, size_t size)
 {
@@ -104,6 +105,11 @@ int stk_engine_create(const struct stk_config *cfg, stk_time_t now, struct stk_e
     rc = stk__arp_create(e, now);
     if (rc == 0) {
         rc = stk__tcp_create(e);
+        if (rc == 0) {
+            rc = stk__udp_create(e);
+            if (rc)
+                stk__tcp_destroy(e);
+        }
         if (rc)
             stk__arp_destroy(e);
     }
@@ -120,6 +126,7 @@ void stk_engine_destroy(struct stk_engine *e)
 {
     if (!e)
         return;
+    stk__udp_destroy(e);
     stk__tcp_destroy(e);
     stk__arp_destroy(e);
     e->cfg.free(e->cfg.mem_ctx, e, sizeof(*e));
