@@ -98,6 +98,7 @@ static void init(void)
         .listen = REAL(listen),
         .accept4 = REAL(accept4),
         .connect = REAL(connect),
+        .sendmsg = REAL(sendmsg),
         .getsockopt = REAL(getsockopt),
         .setsockopt = REAL(setsockopt),
         .close = REAL(close),
@@ -148,6 +149,16 @@ HOOK int socket(int domain, int type, int protocol)
         if (rc < 0)
             return (int)ret(rc);
         return (int)ret(shim_socket(type & (SOCK_NONBLOCK | SOCK_CLOEXEC)));
+    }
+    if (domain == AF_INET && (type & 0xf) == SOCK_DGRAM &&
+        (protocol == 0 || protocol == IPPROTO_UDP) && ustack__udp_enabled()) {
+        if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
+            return (int)ret(-EINVAL);
+        ustack__init();
+        int rc = ustack__attach();
+        if (rc < 0)
+            return (int)ret(rc);
+        return (int)ret(shim_socket_dgram(type & (SOCK_NONBLOCK | SOCK_CLOEXEC)));
     }
     return REAL(socket)(domain, type, protocol);
 }
@@ -364,12 +375,8 @@ HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
 HOOK ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
                       socklen_t *alen)
 {
-    if (sock(fd)) {
-        ssize_t r = shim_recv(fd, buf, n, flags);
-        if (r >= 0 && addr && alen)
-            *alen = 0; /* TCP reports no source address */
-        return ret(r);
-    }
+    if (sock(fd))
+        return ret(shim_recvfrom(fd, buf, n, flags, addr, alen));
     return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
 }
 
@@ -398,7 +405,7 @@ HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct s
                     socklen_t alen)
 {
     if (sock(fd))
-        return ret(shim_send(fd, buf, n, flags));
+        return ret(shim_sendto(fd, buf, n, flags, addr, alen));
     return REAL(sendto)(fd, buf, n, flags, addr, alen);
 }
 
