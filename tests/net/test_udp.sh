@@ -1,0 +1,223 @@
+#!/bin/bash
+# UDP under LD_PRELOAD=libustack.so, driven from the kernel side (af_packet and af_xdp):
+#   echo    - `socat UDP4-LISTEN:7 PIPE` under ustack (it learns the first sender, connects
+#             its socket to it and echoes every datagram); a kernel-side Python driver sends
+#             UDP_N datagrams (default 10,000) of sizes 1..1472, one at a time, and checks
+#             every echo byte for byte (3 tries of 2 s each per datagram);
+#   refused - a kernel-side socket connected to a port nothing listens on under ustack gets
+#             ECONNREFUSED (ustack's ICMP port unreachable), and ustackd counted it;
+#   dns     - dnsmasq under ustack (no upstream, answers from --address/--host-record)
+#             answers `dig` from the kernel side for several names, each answer checked;
+#             a name it does not know gets NXDOMAIN.
+# Every program is bounded (timeout); teardown kills whatever still runs in the namespaces.
+# A failed check is reported (with the tail of ustackd's log) and the other checks still run.
+# Knobs: NET_KINDS (default "af_packet af_xdp"), UDP_N (datagrams per echo run), LIBUSTACK.
+# net-timeout: 400
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+net_init udp 20
+net_require_tools socat python3 timeout
+net_require_ustackd
+
+LIBUSTACK=${LIBUSTACK:-$NET_ROOT/build/libustack.so}
+[ -r "$LIBUSTACK" ] || net_fail "$LIBUSTACK not built (make build/libustack.so)"
+PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=""
+[ -x "$PY" ] || PY=$(command -v python3)
+UDP_N=${UDP_N:-10000}
+P_ECHO=7 P_NONE=9 P_DNS=53
+
+# The kernel-side echo driver: argv = ip port count. Prints "ok N" or "fail ..." lines.
+DRIVER="$NET_TMPD/udp_driver.py"
+cat >"$DRIVER" <<'EOF'
+import os, socket, sys, time
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2.0)
+deadline = time.monotonic() + 240
+lost = 0
+for i in range(n):
+    size = 1 + (i * 7919) % 1472          # every size 1..1472 comes up
+    data = os.urandom(size)
+    for attempt in range(3):
+        s.sendto(data, (ip, port))
+        try:
+            while True:
+                got, frm = s.recvfrom(2048)
+                if got == data:
+                    break
+                # a late echo of an earlier try of an earlier datagram: skip it
+        except socket.timeout:
+            got = None
+        if got == data:
+            break
+        lost += 1
+    else:
+        print("fail datagram %d (%d bytes): no correct echo in 3 tries" % (i, size))
+        sys.exit(1)
+    if time.monotonic() > deadline:
+        print("fail: %d datagrams echoed when the 240 s bound ran out" % i)
+        sys.exit(1)
+print("ok %d retries %d" % (n, lost))
+EOF
+
+REFUSED="$NET_TMPD/udp_refused.py"
+cat >"$REFUSED" <<'EOF'
+import errno, socket, sys
+ip, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3.0)
+s.connect((ip, port))
+s.send(b"anyone?")
+try:
+    s.recv(100)
+    print("fail: an answer from a closed port")
+except ConnectionRefusedError:
+    print("ok ECONNREFUSED")
+except socket.timeout:
+    print("fail: no ICMP port unreachable in 3 s")
+EOF
+
+errtail() {
+    { grep '^ustack:' "$1"; tail -n 2 "$1"; } 2>/dev/null | uniq | tr '\n' ' ' | head -c "${2:-300}"
+}
+
+# The preloaded program's ustackd, for statistics (SIGUSR1) and the failure log.
+u_note_stackd() {
+    local p
+    p=$(u_stackds | head -n 1)
+    [ -n "$p" ] || return 0
+    USTACKD_PID=$p
+    case " $NET_USTACKD_PIDS " in *" $p "*) ;; *) NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p" ;; esac
+}
+
+stop_bg() {
+    net__kill_pid "$1" 5
+    wait "$1" 2>/dev/null || true
+}
+
+# Stops what runs in the ustack namespace and waits (bounded) for its ustackd to go.
+u_clean() {
+    local kind=$1 p i
+    for ((i = 0; i < 100; i++)); do
+        [ -z "$(u_stackds)" ] && break
+        sleep 0.1
+    done
+    for p in $(u_stackds); do net__kill_pid "$p" 3; done
+    USTACKD_PID=""
+    [ "$kind" = af_xdp ] && net_u ip link set "$VETH_U" xdp off 2>/dev/null
+    return 0
+}
+
+check_echo() {
+    local kind=$1 sp out t0 st
+    local serr="$NET_TMPD/socat.$kind.err"
+    u_env "$kind" "echo.$kind"
+    # -T: socat ends after 60 s without traffic; the driver's probes keep it busy.
+    u_bg "${U_ENV[@]}" timeout -k 2 300 socat -T 60 -b 2048 "UDP4-LISTEN:$P_ECHO,reuseaddr" PIPE \
+        </dev/null >/dev/null 2>"$serr"
+    sp=$U_BG
+    # socat 'connects' to its first sender: the probe and the driver must be one socket. So
+    # the probe waits only for ustackd to come up; socat answers the driver's first datagram.
+    local end=$((SECONDS + 20))
+    while [ -z "$(u_stackds)" ] && proc_alive "$sp" && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
+    sleep 1
+    u_note_stackd
+    if ! proc_alive "$sp"; then
+        net_softfail "$kind: socat UDP4-LISTEN under ustack exited at start: $(errtail "$serr")"
+        u_clean "$kind"
+        return
+    fi
+    t0=$SECONDS
+    out=$(net_k timeout 280 "$PY" "$DRIVER" "$IP_U" "$P_ECHO" "$UDP_N" 2>&1 | tail -n 1) || true
+    case "$out" in
+    "ok $UDP_N"*) net_log "$kind: echo: $UDP_N datagrams of 1..1472 bytes byte-exact in $((SECONDS - t0)) s (${out#"ok $UDP_N "})" ;;
+    *) net_softfail "$kind: echo through socat under ustack: ${out:-no output} (socat: $(errtail "$serr"))" ;;
+    esac
+    check_refused "$kind"
+    if [ -n "$USTACKD_PID" ]; then
+        ustackd_stats st
+        net_log "$kind: ustackd: udp_in $(stat_sum "$st" udp_in) udp_out $(stat_sum "$st" udp_out) udp_drop_rcvbuf $(stat_sum "$st" udp_drop_rcvbuf) udp_drop_csum $(stat_sum "$st" udp_drop_csum) udp_noport $(stat_sum "$st" udp_noport)"
+        [ "$(stat_sum "$st" udp_icmp_unreach_out)" -ge 1 ] \
+            || net_softfail "$kind: ustackd counted no ICMP port unreachable sent (udp_icmp_unreach_out)"
+        [ "$(stat_sum "$st" udp_out)" -ge "$UDP_N" ] \
+            || net_softfail "$kind: ustackd's udp_out $(stat_sum "$st" udp_out) < $UDP_N"
+    fi
+    stop_bg "$sp"
+    u_clean "$kind"
+}
+
+check_refused() {
+    local kind=$1 out
+    out=$(net_k timeout 10 "$PY" "$REFUSED" "$IP_U" "$P_NONE" 2>&1 | tail -n 1) || true
+    case "$out" in
+    "ok ECONNREFUSED") net_log "$kind: a closed port under ustack refuses (ICMP port unreachable)" ;;
+    *) net_softfail "$kind: closed port: ${out:-no output}" ;;
+    esac
+}
+
+check_dns() {
+    local kind=$1 dp got name want ok=0 end
+    local derr="$NET_TMPD/dnsmasq.$kind.err"
+    if ! command -v dnsmasq >/dev/null 2>&1 || ! command -v dig >/dev/null 2>&1; then
+        net_softfail "$kind: dns: dnsmasq or dig missing (tools/deps.sh installs dnsmasq-base, bind9-dnsutils)"
+        return
+    fi
+    u_env "$kind" "dns.$kind"
+    # No upstream, no /etc/hosts, no DHCP: answers only from these records. --bind-interfaces
+    # with --listen-address makes it bind 198.18.x.2:53 itself (an address the kernel does
+    # not have: ustack's); --except-interface=lo keeps it off the kernel's loopback.
+    u_bg "${U_ENV[@]}" timeout -k 2 120 dnsmasq --keep-in-foreground --no-daemon --port="$P_DNS" \
+        --no-resolv --no-hosts --no-poll --user=root --conf-file=/dev/null --pid-file= \
+        --bind-interfaces --listen-address="$IP_U" --except-interface=lo --log-facility=- \
+        --address=/one.ustack.test/198.18.7.1 --address=/two.ustack.test/198.18.7.2 \
+        --host-record=three.ustack.test,198.18.7.3 --host-record=four.ustack.test,198.18.7.4 \
+        --txt-record=txt.ustack.test,"ustack udp" \
+        </dev/null >"$derr" 2>&1
+    dp=$U_BG
+    end=$((SECONDS + 20))
+    while [ "$SECONDS" -lt "$end" ] && proc_alive "$dp"; do
+        got=$(net_k dig +short +time=1 +tries=1 -p "$P_DNS" "@$IP_U" one.ustack.test A 2>/dev/null) || true
+        [ "$got" = 198.18.7.1 ] && break
+        sleep 0.3
+    done
+    u_note_stackd
+    if [ "$got" != 198.18.7.1 ]; then
+        net_softfail "$kind: dnsmasq under ustack does not answer (got '$got'): $(errtail "$derr" 400)"
+        stop_bg "$dp"
+        u_clean "$kind"
+        return
+    fi
+    for name in one:198.18.7.1 two:198.18.7.2 three:198.18.7.3 four:198.18.7.4; do
+        want=${name#*:}
+        got=$(net_k dig +short +time=2 +tries=2 -p "$P_DNS" "@$IP_U" "${name%%:*}.ustack.test" A 2>&1) || true
+        if [ "$got" = "$want" ]; then ok=$((ok + 1)); else
+            net_softfail "$kind: dns: ${name%%:*}.ustack.test A: '$got', want $want"
+        fi
+    done
+    got=$(net_k dig +short +time=2 +tries=2 -p "$P_DNS" "@$IP_U" txt.ustack.test TXT 2>&1) || true
+    if [ "$got" = '"ustack udp"' ]; then ok=$((ok + 1)); else
+        net_softfail "$kind: dns: txt.ustack.test TXT: '$got'"
+    fi
+    # A name it has no record for: NXDOMAIN (no upstream to ask).
+    got=$(net_k dig +time=2 +tries=2 -p "$P_DNS" "@$IP_U" nothing.ustack.test A 2>&1 | grep -o 'status: [A-Z]*') || true
+    if [ "$got" = "status: NXDOMAIN" ] || [ "$got" = "status: REFUSED" ]; then ok=$((ok + 1)); else
+        net_softfail "$kind: dns: nothing.ustack.test: '$got', want NXDOMAIN"
+    fi
+    # TCP too: dig +tcp (dnsmasq's TCP listener is on ustack as well).
+    got=$(net_k dig +short +tcp +time=2 +tries=2 -p "$P_DNS" "@$IP_U" two.ustack.test A 2>&1) || true
+    if [ "$got" = 198.18.7.2 ]; then ok=$((ok + 1)); else
+        net_softfail "$kind: dns over TCP: two.ustack.test A: '$got'"
+    fi
+    [ "$ok" = 7 ] && net_log "$kind: dnsmasq under ustack answered 7 queries correctly (A x4, TXT, NXDOMAIN, A over TCP)"
+    proc_alive "$dp" || net_softfail "$kind: dnsmasq exited during the test: $(errtail "$derr")"
+    stop_bg "$dp"
+    u_clean "$kind"
+}
+
+for kind in ${NET_KINDS:-af_packet af_xdp}; do
+    net_flush_neigh
+    check_echo "$kind"
+    net_flush_neigh
+    check_dns "$kind"
+done
+net_finish
