@@ -684,6 +684,8 @@ int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct times
 {
     if (shim__badp(v) && n)
         return -EFAULT;
+    struct shim_sk k;
+    bool dgram = shim__sk(fd, &k) == 0 && shim__dgram(&k);
     int64_t deadline = SHIM_FOREVER;
     if (timeout) {
         if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= SHIM_NS_PER_S)
@@ -703,7 +705,8 @@ int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct times
             i++;
             break;
         }
-        if (r == 0)
+        /* A stream's EOF ends the batch; a datagram may simply be empty. */
+        if (r == 0 && !dgram)
             break;
     }
     return (int)i;
