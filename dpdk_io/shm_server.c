@@ -957,6 +957,19 @@ static unsigned serve_udp(struct srv_core *sc, uint32_t i, stk_time_t now)
     return f != f0 || sent || arrived;
 }
 
+/* Everything in the tx ring goes out (before a close, connect or shutdown changes what the
+ * socket may send), not just a serve's budget. */
+static void drain_udp(struct srv_core *sc, uint32_t i, stk_time_t now)
+{
+    struct shm_sock *s = sock_at(sc, i);
+    uint32_t R = sc->srv->ring;
+    for (uint32_t n = 0; n <= R / (SHM_DGRAM_HLEN * UDP_TX_BUDGET) + 1; n++) {
+        serve_udp(sc, i, now);
+        if (!rings_sane(sc, s) || shm_ring_used(&s->tx, R) == 0)
+            break;
+    }
+}
+
 /* The commands of a UDP socket (after exec's checks). */
 static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *s, struct ssock *ss,
                      stk_time_t now)
@@ -978,7 +991,7 @@ static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *
         return;
     case SHM_OP_CONNECT: {
         /* Datagrams queued before go out first, to the destination they were sent to. */
-        serve_udp(sc, i, now);
+        drain_udp(sc, i, now);
         rc = stk_udp_connect(sc->e, now, ss->sd, cmd->a0 == 1 ? NULL : &a);
         struct stk_sockaddr l = {0, 0}, r = {0, 0};
         stk_udp_getsockname(sc->e, ss->sd, &l);
@@ -1002,7 +1015,7 @@ static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *
             post_rc(sc, cmd, -EINVAL);
             return;
         }
-        serve_udp(sc, i, now); /* what was sent before goes out */
+        drain_udp(sc, i, now); /* what was sent before goes out */
         rc = stk_udp_shutdown(sc->e, ss->sd, (enum stk_shut)how);
         atomic_fetch_or_explicit(&s->flags,
                                  (how != STK_SHUT_WR ? SHM_F_RD_SHUT : 0) |
@@ -1470,7 +1483,7 @@ static void op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
         return;
     if (ss->fl & SS_UDP) {
         /* Datagrams sent before close() still go out; unread ones are dropped. */
-        serve_udp(sc, i, now);
+        drain_udp(sc, i, now);
         finish_close(sc, i, false, now);
         return;
     }
