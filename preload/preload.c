@@ -423,6 +423,49 @@ HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
     return REAL(sendmmsg)(fd, v, n, flags);
 }
 
+/* syscall(2) for the socket calls some libraries make that way rather than through libc:
+ * libuv (node.js, bind9's dig, ...) sends and receives UDP batches with
+ * syscall(__NR_sendmmsg / __NR_recvmmsg). On a ustack fd they go to the client; every
+ * other call passes through with its six argument registers, as glibc's syscall() takes
+ * them. (The library's own futex calls come through here too: one comparison.) */
+HOOK long syscall(long n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    switch (n) {
+    case SYS_sendmmsg:
+        if (sock((int)a[0]))
+            return (long)ret(
+                shim_sendmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]));
+        break;
+    case SYS_recvmmsg:
+        if (sock((int)a[0]))
+            return (long)ret(shim_recvmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2],
+                                           (int)a[3], (struct timespec *)a[4]));
+        break;
+    case SYS_sendmsg:
+        if (sock((int)a[0]))
+            return (long)ret(shim_sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
+        break;
+    case SYS_recvmsg:
+        if (sock((int)a[0]))
+            return (long)ret(shim_recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
+        break;
+    default:
+        break;
+    }
+    long (*real)(long, ...) = REAL(syscall);
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
 HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)
 {
     if (sock(in))

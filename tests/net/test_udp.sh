@@ -8,7 +8,16 @@
 #             ECONNREFUSED (ustack's ICMP port unreachable), and ustackd counted it;
 #   dns     - dnsmasq under ustack (no upstream, answers from --address/--host-record)
 #             answers `dig` from the kernel side for several names, each answer checked;
-#             a name it does not know gets NXDOMAIN.
+#             a name it does not know gets NXDOMAIN;
+#   resolver - `dig` under ustack (libuv: UDP batches through syscall(__NR_sendmmsg /
+#             __NR_recvmmsg)) asks a kernel-side dnsmasq on ustack's subnet and gets the
+#             answer through ustack (ustackd counts the datagrams); glibc's resolver
+#             (`getent hosts`) under ustack with /etc/resolv.conf (the namespace's,
+#             /etc/netns/<ns>/resolv.conf) naming 127.0.0.1 reaches a kernel dnsmasq on the
+#             ustack namespace's loopback (glibc calls its own socket functions internally,
+#             which no interposer sees: its resolver is always the kernel's);
+#   switch  - USTACK_UDP=0 leaves a UDP socket to the kernel (a socket fd, not an eventfd),
+#             and a bad USTACK_UDP value fails socket() with EINVAL and a message.
 # Every program is bounded (timeout); teardown kills whatever still runs in the namespaces.
 # A failed check is reported (with the tail of ustackd's log) and the other checks still run.
 # Knobs: NET_KINDS (default "af_packet af_xdp"), UDP_N (datagrams per echo run), LIBUSTACK.
@@ -216,12 +225,107 @@ check_dns() {
     u_clean "$kind"
 }
 
+DNSMASQ_RECORDS=(--address=/one.ustack.test/198.18.7.1 "--host-record=four.ustack.test,198.18.7.4")
+
+# A kernel dnsmasq (namespace runner $1: net_k or net_u) on address $2; its pid in KDNS.
+kdns_start() {
+    local run=$1 addr=$2
+    $run timeout -k 2 120 dnsmasq --keep-in-foreground --no-daemon --no-resolv --no-hosts \
+        --no-poll --user=root --conf-file=/dev/null --pid-file= --bind-interfaces \
+        --listen-address="$addr" "${DNSMASQ_RECORDS[@]}" </dev/null >"$NET_TMPD/kdns.$addr.log" 2>&1 &
+    KDNS=$!
+    net_bg "$KDNS"
+    local end=$((SECONDS + 10))
+    while [ "$SECONDS" -lt "$end" ]; do
+        [ "$($run dig +short +time=1 +tries=1 "@$addr" one.ustack.test A 2>/dev/null)" = 198.18.7.1 ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+check_resolver() {
+    local kind=$1 got rerr="$NET_TMPD/resolver.$1.err"
+    if ! command -v dnsmasq >/dev/null 2>&1 || ! command -v dig >/dev/null 2>&1; then
+        net_softfail "$kind: resolver: dnsmasq or dig missing"
+        return
+    fi
+    mkdir -p "/etc/netns/$NS_U"
+    # Through ustack: the nameserver is on ustack's subnet.
+    echo "nameserver $IP_K" >"/etc/netns/$NS_U/resolv.conf"
+    if ! kdns_start net_k "$IP_K"; then
+        net_softfail "$kind: resolver: the kernel-side dnsmasq does not answer"
+        return
+    fi
+    u_env "$kind" "resolver.$kind"
+    got=$(u_exec "${U_ENV[@]}" timeout 30 dig +short +time=2 +tries=2 "@$IP_K" four.ustack.test A 2>"$rerr") || true
+    u_note_stackd
+    if [ "$got" = 198.18.7.4 ]; then
+        net_log "$kind: dig under ustack resolved four.ustack.test through ustack (libuv's syscall mmsg)"
+    else
+        net_softfail "$kind: dig under ustack: '$got': $(errtail "$rerr")"
+    fi
+    stop_bg "$KDNS"
+    u_clean "$kind"
+    # Through the kernel: a loopback nameserver (the resolver's socket is handed over).
+    echo "nameserver 127.0.0.1" >"/etc/netns/$NS_U/resolv.conf"
+    if ! kdns_start net_u 127.0.0.1; then
+        net_softfail "$kind: resolver: the loopback dnsmasq does not answer"
+        return
+    fi
+    u_env "$kind" "resolver-lo.$kind"
+    got=$(u_exec "${U_ENV[@]}" timeout 30 getent hosts one.ustack.test 2>"$rerr" | awk 'NR == 1 { print $1 }') || true
+    if [ "$got" = 198.18.7.1 ]; then
+        net_log "$kind: glibc's resolver under the library (kernel sockets) resolved through a loopback nameserver"
+    else
+        net_softfail "$kind: resolver through loopback: getent gave '$got': $(errtail "$rerr")"
+    fi
+    stop_bg "$KDNS"
+    u_clean "$kind"
+    rm -rf "/etc/netns/$NS_U"
+}
+
+# What a UDP socket's fd is under the library: "socket:[...]" (kernel) or
+# "anon_inode:[eventfd]" (ustack); or the error.
+UDPKIND='import os, socket
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    print(os.readlink("/proc/self/fd/%d" % s.fileno()))
+except OSError as e:
+    print("error", e.errno)'
+
+check_switch() {
+    local kind=$1 got
+    u_env "$kind" "switch.$kind"
+    got=$(u_exec "${U_ENV[@]}" USTACK_UDP=0 timeout 20 "$PY" -c "$UDPKIND" 2>/dev/null) || true
+    case "$got" in
+    socket:*) net_log "$kind: USTACK_UDP=0: a UDP socket is the kernel's ($got)" ;;
+    *) net_softfail "$kind: USTACK_UDP=0: a UDP socket is '$got', not a kernel socket" ;;
+    esac
+    got=$(u_exec "${U_ENV[@]}" timeout 20 "$PY" -c "$UDPKIND" 2>/dev/null) || true
+    case "$got" in
+    anon_inode:*eventfd*) net_log "$kind: by default a UDP socket is ustack's ($got)" ;;
+    *) net_softfail "$kind: default: a UDP socket is '$got', not ustack's eventfd" ;;
+    esac
+    u_clean "$kind"
+    got=$(u_exec "${U_ENV[@]}" USTACK_UDP=maybe timeout 20 "$PY" -c "$UDPKIND" 2>"$NET_TMPD/switch.err") || true
+    if [ "$got" = "error 22" ] && grep -q 'USTACK_UDP=maybe' "$NET_TMPD/switch.err"; then
+        net_log "$kind: USTACK_UDP=maybe: socket() fails with EINVAL and names the variable"
+    else
+        net_softfail "$kind: USTACK_UDP=maybe: '$got', stderr '$(head -c 200 "$NET_TMPD/switch.err")'"
+    fi
+}
+
 for kind in ${NET_KINDS:-af_packet af_xdp}; do
     net_flush_neigh
     check_echo "$kind"
     net_flush_neigh
     check_dns "$kind"
 done
+kind=${NET_KINDS:-af_packet}
+kind=${kind%% *}
+net_flush_neigh
+check_resolver "$kind"
+check_switch "$kind"
 # Two stack cores on one queue: every UDP frame is steered to core 0, where UDP sockets
 # live (docs/architecture.md "UDP"). Skipped with fewer than 2 CPUs (the rest still ran).
 if [ "$(nproc)" -ge 2 ]; then

@@ -9,6 +9,7 @@
 #include <net/if.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 
 static int udp(int flags)
 {
@@ -349,6 +350,42 @@ static void mmsg(void)
               "datagram %d: %u bytes", i, r[i].msg_len);
 }
 
+/* sendmmsg/recvmmsg made with syscall(2), as libuv does. */
+static void raw_syscall_mmsg(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK_OK(connect(fd, (struct sockaddr *)&peer, sizeof peer));
+    char d[2][4] = {"one", "two"};
+    struct iovec iov[2] = {{d[0], 3}, {d[1], 3}};
+    struct mmsghdr v[2];
+    memset(v, 0, sizeof v);
+    for (int i = 0; i < 2; i++) {
+        v[i].msg_hdr.msg_iov = &iov[i];
+        v[i].msg_hdr.msg_iovlen = 1;
+    }
+    CHECK(syscall(SYS_sendmmsg, fd, v, 2, 0) == 2, "syscall(SYS_sendmmsg)");
+    char in[2][8];
+    struct iovec riov[2] = {{in[0], 8}, {in[1], 8}};
+    struct mmsghdr r[2];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 2; i++) {
+        r[i].msg_hdr.msg_iov = &riov[i];
+        r[i].msg_hdr.msg_iovlen = 1;
+    }
+    int got = 0;
+    double t0 = sem_ms();
+    while (got < 2 && sem_ms() - t0 < 3000) {
+        if (!readable(fd, 500))
+            continue;
+        long n = syscall(SYS_recvmmsg, fd, r + got, 2 - got, MSG_DONTWAIT, NULL);
+        CHECK(n > 0, "syscall(SYS_recvmmsg) %ld", n);
+        got += (int)n;
+    }
+    CHECK(got == 2 && r[0].msg_len == 3 && !memcmp(in[0], "one", 3) && !memcmp(in[1], "two", 3),
+          "%d datagrams", got);
+}
+
 /* A socket bound to loopback, and one sending to it, are the kernel's (docs/preload.md). */
 static void loopback(void)
 {
@@ -389,6 +426,7 @@ int main(void)
     SEM_RUN(shutdown_rules);
     SEM_RUN(epoll_in);
     SEM_RUN(mmsg);
+    SEM_RUN(raw_syscall_mmsg);
     SEM_RUN(loopback);
     SEM_RUN(rcvbuf);
     return sem_done();
