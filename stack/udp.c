@@ -451,7 +451,9 @@ ssize_t stk_udp_recvfrom(struct stk_engine *e, stk_time_t now, int sd, void *buf
         return (s->flags & UF_SHUT_RD) ? 0 : -EAGAIN;
     if (len && !buf)
         return -EFAULT;
-    memcpy(buf, d->data, stk__min32(d->len, (uint32_t)stk__min64(len, UINT32_MAX)));
+    uint32_t n_copy = stk__min32(d->len, (uint32_t)stk__min64(len, UINT32_MAX));
+    if (n_copy)
+        memcpy(buf, d->data, n_copy);
     if (meta)
         *meta = d->meta;
     ssize_t n = d->len;
@@ -580,8 +582,9 @@ static void deliver(struct stk_engine *e, struct stk_udp_sock *s, const struct u
         e->ctr.udp_drop_shut++;
         return;
     }
-    /* Linux's __udp_enqueue_schedule_skb: dropped once the queue already holds more than
-     * the receive buffer, so one datagram always fits an empty queue. */
+    /* Bounded by the receive buffer as Linux's __udp_enqueue_schedule_skb bounds it by
+     * sk_rcvbuf: a datagram that would take the queue past the buffer is dropped, except
+     * into an empty queue, which takes any one datagram. */
     if (s->qbytes > s->rcvbuf ||
         (s->qhead && s->qbytes + in->len + STK_UDP_DGRAM_COST > s->rcvbuf)) {
         e->ctr.udp_drop_rcvbuf++;
