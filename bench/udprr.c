@@ -188,8 +188,8 @@ static int ur_send(struct ur_conn *c, unsigned size, uint8_t *buf)
         buf[i] = (uint8_t)(c->seq + i);
     c->sent_ns = ur_now_ns();
     ssize_t r = send(c->fd, buf, size, 0);
-    if (r == (ssize_t)size || (r < 0 && (errno == EAGAIN || errno == ENOBUFS ||
-                                         errno == ECONNREFUSED)))
+    if (r == (ssize_t)size ||
+        (r < 0 && (errno == EAGAIN || errno == ENOBUFS || errno == ECONNREFUSED)))
         return 0; /* a refused or dropped request is caught by the timeout */
     perror("udprr: send");
     return -1;
@@ -207,7 +207,8 @@ static int ur_client(const struct ur_opts *o)
     uint8_t out[UR_MAX_SIZE], in[2048];
     for (unsigned i = 0; i < o->conns; i++) {
         c[i].fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-        if (c[i].fd < 0 || connect(c[i].fd, (const struct sockaddr *)&o->server, sizeof(o->server))) {
+        if (c[i].fd < 0 ||
+            connect(c[i].fd, (const struct sockaddr *)&o->server, sizeof(o->server))) {
             perror("udprr: socket/connect");
             return 1;
         }

@@ -151,8 +151,12 @@ static int steer_ip(void *ctx, const void *ipv, size_t len)
     unsigned ihl = (ip[0] & 0x0f) * 4u;
     if (len < ihl + 4 || len > UINT16_MAX)
         return 0;
+    /* TCP: the connection's core, as classify() steers it; UDP sockets all live on core 0
+     * (docs/io.md "UDP"). */
     unsigned owner =
-        dio__owner(s, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
+        ip[9] == 17 /* UDP */
+            ? 0
+            : dio__owner(s, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
     if (owner == c->idx)
         return 0;
     struct rte_mbuf *m = rte_pktmbuf_alloc(c->pool);

@@ -204,7 +204,11 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_refs_dropped) \
     X(shm_reclaim_closes) \
     X(shm_reclaim_wakes) \
-    X(shm_reclaim_lost)
+    X(shm_reclaim_lost) \
+    X(shm_udp_tx) \
+    X(shm_udp_rx) \
+    X(shm_udp_tx_fail) \
+    X(shm_udp_rx_toolarge)
 /* clang-format on */
 
 struct dio_shm_counters {

@@ -56,7 +56,8 @@ _Static_assert(SHM_MAX_CORES <= 64 && DIO_MAX_CORES <= 64, "listener core masks 
 #define QCHECK_US      (100 * STK_US_PER_MS)  /* command queue sanity check */
 #define QSTALL_NS      (1000ll * 1000 * 1000) /* a claimed slot unfilled this long: skip */
 #define PENDING_SCANS  2 /* reap calls a fork child's entry stays PENDING after its parent died */
-#define NOPT           (STK_TCP_DEFER_ACCEPT + 1)
+#define NOPT           (STK_SO_BROADCAST + 1)
+#define UDP_TX_BUDGET  256 /* datagrams sent per socket per serve */
 
 enum {
 #define X(n) C_##n,
@@ -71,6 +72,7 @@ enum {
     SS_LISTEN = 1u << 1,  /* an engine listener */
     SS_SHUT_WR = 1u << 2, /* shutdown(WR) once the tx ring is drained */
     SS_CLOSING = 1u << 3, /* close once the tx ring is drained */
+    SS_UDP = 1u << 4,     /* sd is an engine UDP socket (stk_udp_*) */
 };
 
 struct ssock {
@@ -806,7 +808,10 @@ static uint32_t move_rx(struct srv_core *sc, uint32_t i, struct ssock *ss, struc
 static void finish_close(struct srv_core *sc, uint32_t i, bool abort, stk_time_t now)
 {
     struct ssock *ss = &sc->ss[i];
-    if (abort) {
+    if (ss->fl & SS_UDP) {
+        stk_udp_close(sc->e, ss->sd);
+        CTR(sc, shm_closes, 1);
+    } else if (abort) {
         stk_abort(sc->e, now, ss->sd);
         CTR(sc, shm_aborts, 1);
     } else {
@@ -819,6 +824,253 @@ static void finish_close(struct srv_core *sc, uint32_t i, bool abort, stk_time_t
 }
 
 static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now);
+static void record_opt(struct srv_core *sc, uint32_t i, int opt, int val);
+
+/* ---- UDP ----------------------------------------------------------------------------------- */
+
+/* tx ring -> engine: one datagram per record (docs/shm.md "Datagrams"). A record that does
+ * not add up (a client scribbling) empties the ring. Returns datagrams sent; *more when the
+ * budget ran out with records left. */
+static uint32_t move_tx_udp(struct srv_core *sc, uint32_t i, struct ssock *ss, struct shm_sock *s,
+                            uint32_t *f, stk_time_t now, bool *more)
+{
+    uint32_t R = sc->srv->ring, done = 0;
+    const uint8_t *data = shm_tx_data(sc->srv->base, i);
+    *more = false;
+    for (;;) {
+        uint32_t used = shm_ring_used(&s->tx, R);
+        if (used == 0)
+            break;
+        if (done == UDP_TX_BUDGET) {
+            *more = true;
+            break;
+        }
+        struct shm_dgram h;
+        if (used >= SHM_DGRAM_HLEN)
+            shm_ring_get_at(&s->tx, data, R, 0, &h, SHM_DGRAM_HLEN);
+        if (used < SHM_DGRAM_HLEN || h.len > SHM_DGRAM_MAX || h.len > used - SHM_DGRAM_HLEN) {
+            CTR(sc, shm_ring_insane, 1);
+            shm_ring_skip(&s->tx, R, used);
+            break;
+        }
+        uint8_t *p[2];
+        uint32_t n[2];
+        int k = shm_ring_span_at(&s->tx, data, R, SHM_DGRAM_HLEN, h.len, false, p, n);
+        struct stk_iov iov[2];
+        for (int j = 0; j < k; j++) {
+            iov[j].base = p[j];
+            iov[j].len = n[j];
+        }
+        struct stk_sockaddr to = {h.ip, h.port};
+        ssize_t rc = stk_udp_sendto(sc->e, now, ss->sd, iov, k, h.ip || h.port ? &to : NULL);
+        if (rc == -ECONNREFUSED || rc == -ENOPROTOOPT) {
+            /* The error a connected socket's peer answered with: the app's next call. */
+            atomic_store_explicit(&s->so_error, (int)-rc, RLX);
+            *f |= SHM_F_ERROR;
+        } else if (rc < 0) {
+            CTR(sc, shm_udp_tx_fail, 1);
+        }
+        shm_ring_skip(&s->tx, R, SHM_DGRAM_HLEN + h.len);
+        CTR(sc, shm_udp_tx, 1);
+        CTR(sc, shm_tx_bytes, h.len);
+        done++;
+    }
+    return done;
+}
+
+/* engine -> rx ring, whole datagrams only. SHM_F_RX_BLOCKED as for TCP (move_rx). */
+static uint32_t move_rx_udp(struct srv_core *sc, uint32_t i, struct ssock *ss, struct shm_sock *s,
+                            uint32_t *f)
+{
+    uint32_t R = sc->srv->ring, got = 0;
+    uint8_t *data = shm_rx_data(sc->srv->base, i);
+    for (;;) {
+        struct stk_iov d;
+        struct stk_udp_meta m;
+        ssize_t len = stk_udp_peek(sc->e, ss->sd, &d, &m);
+        if (len < 0) {
+            *f &= ~SHM_F_RX_BLOCKED;
+            break;
+        }
+        uint32_t need = SHM_DGRAM_HLEN + (uint32_t)len;
+        if (need > R) {
+            /* A ring smaller than the datagram (USTACK_SHM_RING) can never take it. */
+            CTR(sc, shm_udp_rx_toolarge, 1);
+            stk_udp_drop(sc->e, ss->sd);
+            continue;
+        }
+        if (shm_ring_space(&s->rx, R) < need) {
+            if (*f & SHM_F_RX_BLOCKED)
+                break;
+            *f |= SHM_F_RX_BLOCKED;
+            CTR(sc, shm_rx_blocked, 1);
+            atomic_store_explicit(&s->flags, *f, SC);
+            atomic_thread_fence(SC);
+            if (shm_ring_space(&s->rx, R) >= need)
+                continue;
+            break;
+        }
+        *f &= ~SHM_F_RX_BLOCKED;
+        struct shm_dgram h = {(uint32_t)len, m.from.ip, m.from.port, 0, m.dst};
+        shm_ring_put_at(&s->rx, data, R, 0, &h, SHM_DGRAM_HLEN);
+        shm_ring_put_at(&s->rx, data, R, SHM_DGRAM_HLEN, d.base, (uint32_t)len);
+        if (!got)
+            count_ev(s, SHM_EV_IN); /* the arrival, before the app can see it */
+        shm_ring_produce(&s->rx, need);
+        stk_udp_drop(sc->e, ss->sd);
+        CTR(sc, shm_udp_rx, 1);
+        CTR(sc, shm_rx_bytes, (uint64_t)len);
+        got++;
+    }
+    return got;
+}
+
+static unsigned serve_udp(struct srv_core *sc, uint32_t i, stk_time_t now)
+{
+    struct ssock *ss = &sc->ss[i];
+    struct shm_sock *s = sock_at(sc, i);
+    bool sane = rings_sane(sc, s);
+    if (!sane)
+        CTR(sc, shm_ring_insane, 1);
+    sc->cur = i;
+    uint32_t f0 = atomic_load_explicit(&s->flags, RLX), f = f0;
+    if (stk_udp_events(sc->e, ss->sd) & STK_EV_ERR) {
+        int err = 0;
+        stk_udp_getopt(sc->e, ss->sd, STK_SO_ERROR, &err);
+        if (err) {
+            atomic_store_explicit(&s->so_error, err, RLX);
+            f |= SHM_F_ERROR;
+        }
+    }
+    bool more = false;
+    uint32_t sent = sane ? move_tx_udp(sc, i, ss, s, &f, now, &more) : 0;
+    uint32_t arrived = sane ? move_rx_udp(sc, i, ss, s, &f) : 0;
+    sc->cur = SHM_NONE;
+    if (more)
+        mark_dirty(sc, i);
+    uint32_t ev = (f ^ f0) & ~SHM_F_RX_BLOCKED ? SHM_EV_ALL : 0;
+    count_ev(s, ev);
+    if (f != f0)
+        atomic_store_explicit(&s->flags, f, REL);
+    if (f != f0 || sent || arrived)
+        publish(sc, i, (arrived ? SHM_EV_IN : 0) | ev | PUB_COUNTED);
+    return f != f0 || sent || arrived;
+}
+
+/* Everything in the tx ring goes out (before a close, connect or shutdown changes what the
+ * socket may send), not just a serve's budget. */
+static void drain_udp(struct srv_core *sc, uint32_t i, stk_time_t now)
+{
+    struct shm_sock *s = sock_at(sc, i);
+    uint32_t R = sc->srv->ring;
+    for (uint32_t n = 0; n <= R / (SHM_DGRAM_HLEN * UDP_TX_BUDGET) + 1; n++) {
+        serve_udp(sc, i, now);
+        if (!rings_sane(sc, s) || shm_ring_used(&s->tx, R) == 0)
+            break;
+    }
+}
+
+/* The commands of a UDP socket (after exec's checks). */
+static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *s, struct ssock *ss,
+                     stk_time_t now)
+{
+    struct dio_shm *srv = sc->srv;
+    uint32_t i = cmd->sock;
+    struct stk_sockaddr a = {cmd->ip, cmd->port};
+    int rc, val = 0;
+    switch (cmd->op) {
+    case SHM_OP_BIND:
+        rc = stk_udp_bind(sc->e, ss->sd, &a);
+        if (rc == 0 && stk_udp_getsockname(sc->e, ss->sd, &a) == 0) {
+            s->lip = a.ip;
+            s->lport = a.port;
+            atomic_store_explicit(&srv->rec[i].lip, a.ip, RLX);
+            atomic_store_explicit(&srv->rec[i].lport, a.port, RLX);
+        }
+        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        return;
+    case SHM_OP_CONNECT: {
+        /* Datagrams queued before go out first, to the destination they were sent to. */
+        drain_udp(sc, i, now);
+        rc = stk_udp_connect(sc->e, now, ss->sd, cmd->a0 == 1 ? NULL : &a);
+        struct stk_sockaddr l = {0, 0}, r = {0, 0};
+        stk_udp_getsockname(sc->e, ss->sd, &l);
+        bool conn = stk_udp_getpeername(sc->e, ss->sd, &r) == 0;
+        s->lip = l.ip;
+        s->lport = l.port;
+        s->rip = r.ip;
+        s->rport = r.port;
+        if (rc == 0)
+            atomic_store_explicit(&s->so_error, 0, RLX);
+        if (conn)
+            atomic_fetch_or_explicit(&s->flags, SHM_F_CONNECTED, REL);
+        else
+            atomic_fetch_and_explicit(&s->flags, ~(uint32_t)SHM_F_CONNECTED, REL);
+        post(sc, cmd, rc, 0, l.ip, l.port, NULL, 0);
+        return;
+    }
+    case SHM_OP_SHUTDOWN: {
+        int how = cmd->a0;
+        if (how != STK_SHUT_RD && how != STK_SHUT_WR && how != STK_SHUT_RDWR) {
+            post_rc(sc, cmd, -EINVAL);
+            return;
+        }
+        drain_udp(sc, i, now); /* what was sent before goes out */
+        rc = stk_udp_shutdown(sc->e, ss->sd, (enum stk_shut)how);
+        atomic_fetch_or_explicit(&s->flags,
+                                 (how != STK_SHUT_WR ? SHM_F_RD_SHUT : 0) |
+                                     (how != STK_SHUT_RD ? SHM_F_WR_SHUT : 0),
+                                 REL);
+        publish(sc, i, SHM_EV_ALL);
+        post_rc(sc, cmd, rc);
+        return;
+    }
+    case SHM_OP_SETOPT:
+        if (cmd->a0 < 1 || cmd->a0 >= NOPT) {
+            post_rc(sc, cmd, -ENOPROTOOPT);
+            return;
+        }
+        rc = stk_udp_setopt(sc->e, ss->sd, (enum stk_sockopt)cmd->a0, cmd->a1);
+        if (rc == 0)
+            record_opt(sc, i, cmd->a0, cmd->a1);
+        post_rc(sc, cmd, rc);
+        return;
+    case SHM_OP_GETOPT:
+        if (cmd->a0 == STK_SO_ERROR) {
+            int v = atomic_exchange(&s->so_error, 0), ev = 0;
+            stk_udp_getopt(sc->e, ss->sd, STK_SO_ERROR, &ev);
+            val = v ? v : ev;
+            if (atomic_load(&s->flags) & SHM_F_ERROR) {
+                atomic_fetch_and(&s->flags, ~SHM_F_ERROR);
+                publish(sc, i, 0);
+            }
+            rc = 0;
+        } else {
+            rc = stk_udp_getopt(sc->e, ss->sd, (enum stk_sockopt)cmd->a0, &val);
+        }
+        post(sc, cmd, rc, val, 0, 0, NULL, 0);
+        return;
+    case SHM_OP_KICK:
+        CTR(sc, shm_kicks, 1);
+        atomic_exchange_explicit(&s->kick, 0, SC);
+        atomic_thread_fence(SC);
+        serve_udp(sc, i, now);
+        if (cmd->a1 & SHM_KICK_WAKE) {
+            uint32_t ready = shm_sock_poll(srv->base, i);
+            if (ready) {
+                atomic_fetch_or_explicit(&s->sigb, ready, RLX);
+                signal_efd(sc, i);
+                CTR(sc, shm_reclaim_wakes, 1);
+            }
+        }
+        return;
+    default:
+        /* LISTEN, ATTACH, INFO: not for a datagram socket (the app never sends them). */
+        CTR(sc, shm_cmd_invalid, 1);
+        post_rc(sc, cmd, -EOPNOTSUPP);
+        return;
+    }
+}
 
 /* Brings slot i up to date with its engine socket: data both ways, flags, pending shutdown
  * and close, then wakes whoever waits. Returns nonzero if anything changed. */
@@ -833,12 +1085,17 @@ static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
         CTR(sc, shm_orphans, 1);
         if (ss->fl & SS_LISTEN)
             atomic_fetch_and(&sc->srv->rec[i].lcores, ~(1ull << sc->idx));
-        stk_abort(sc->e, now, ss->sd);
+        if (ss->fl & SS_UDP)
+            stk_udp_close(sc->e, ss->sd);
+        else
+            stk_abort(sc->e, now, ss->sd);
         release(sc, i);
         return 1;
     }
     if (ss->fl & SS_LISTEN)
         return accept_all(sc, i, now);
+    if (ss->fl & SS_UDP)
+        return serve_udp(sc, i, now);
 
     struct stk_engine *e = sc->e;
     uint32_t R = sc->srv->ring;
@@ -1081,7 +1338,9 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
     if (rc)
         return rc;
-    int sd = stk_socket(sc->e, tag(sc, cmd->sock));
+    bool udp = cmd->a1 == SHM_SOCK_DGRAM;
+    int sd =
+        udp ? stk_udp_socket(sc->e, tag(sc, cmd->sock)) : stk_socket(sc->e, tag(sc, cmd->sock));
     if (sd < 0) {
         if (efd >= 0)
             close(efd);
@@ -1093,8 +1352,8 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     atomic_store_explicit(&r->home, sc->idx + 1, RLX);
     ss->sd = sd;
     ss->gen = cmd->gen;
-    ss->fl &= SS_DIRTY;
-    atomic_store_explicit(&s->flags, 0, RLX);
+    ss->fl = (ss->fl & SS_DIRTY) | (udp ? SS_UDP : 0);
+    atomic_store_explicit(&s->flags, udp ? SHM_F_DGRAM : 0, RLX);
     atomic_store_explicit(&s->so_error, 0, RLX);
     uint32_t expect = SHM_SOCK_RESERVED;
     atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
@@ -1111,6 +1370,8 @@ static int op_listen(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     struct ssock *ss = &sc->ss[i];
     uint64_t bit = 1ull << sc->idx;
     if (ssock_held(sc, i, cmd->gen)) {
+        if (ss->fl & SS_UDP)
+            return -EOPNOTSUPP;
         if (ss->fl & SS_LISTEN) /* listen() again: a new backlog */
             return stk_listen(sc->e, ss->sd, cmd->a0);
         /* The home core: the accept queue exists before any core can accept. Only a
@@ -1220,6 +1481,12 @@ static void op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     }
     if (ss->fl & SS_CLOSING)
         return;
+    if (ss->fl & SS_UDP) {
+        /* Datagrams sent before close() still go out; unread ones are dropped. */
+        drain_udp(sc, i, now);
+        finish_close(sc, i, false, now);
+        return;
+    }
     int nread = 0;
     stk_getopt(sc->e, ss->sd, STK_SO_NREAD, &nread);
     /* Unread data makes close() reset the connection (RFC 2525 2.17, as Linux does). */
@@ -1331,6 +1598,10 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         goto bad;
     struct ssock *ss = &sc->ss[i];
     bool listener = ss->fl & SS_LISTEN;
+    if (ss->fl & SS_UDP) {
+        exec_udp(sc, cmd, s, ss, now);
+        return;
+    }
     switch (op) {
     case SHM_OP_ATTACH: {
         if (listener)
@@ -1580,9 +1851,17 @@ static void reg_fini(struct dio_shm *srv, struct dio_core *c, stk_time_t now)
                 release(sc, i);
                 continue;
             }
-            if (ours && rings_sane(sc, s))
-                move_tx(sc, i, ss, s, now);
-            stk_close(sc->e, now, ss->sd);
+            if (ss->fl & SS_UDP) {
+                uint32_t f = 0;
+                bool more;
+                if (ours && rings_sane(sc, s))
+                    move_tx_udp(sc, i, ss, s, &f, now, &more);
+                stk_udp_close(sc->e, ss->sd);
+            } else {
+                if (ours && rings_sane(sc, s))
+                    move_tx(sc, i, ss, s, now);
+                stk_close(sc->e, now, ss->sd);
+            }
             bool closing = ss->fl & SS_CLOSING;
             release(sc, i);
             if (!ours)

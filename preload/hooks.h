@@ -90,7 +90,8 @@
                                 socklen_t *)) \
     X(int, __poll_chk, (struct pollfd *, nfds_t, int, size_t)) \
     X(int, __ppoll_chk, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *, \
-                         size_t))
+                         size_t)) \
+    X(long, syscall, (long, ...))
 /* clang-format on */
 
 #endif

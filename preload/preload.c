@@ -98,6 +98,7 @@ static void init(void)
         .listen = REAL(listen),
         .accept4 = REAL(accept4),
         .connect = REAL(connect),
+        .sendmsg = REAL(sendmsg),
         .getsockopt = REAL(getsockopt),
         .setsockopt = REAL(setsockopt),
         .close = REAL(close),
@@ -148,6 +149,16 @@ HOOK int socket(int domain, int type, int protocol)
         if (rc < 0)
             return (int)ret(rc);
         return (int)ret(shim_socket(type & (SOCK_NONBLOCK | SOCK_CLOEXEC)));
+    }
+    if (domain == AF_INET && (type & 0xf) == SOCK_DGRAM &&
+        (protocol == 0 || protocol == IPPROTO_UDP) && ustack__udp_enabled()) {
+        if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
+            return (int)ret(-EINVAL);
+        ustack__init();
+        int rc = ustack__attach();
+        if (rc < 0)
+            return (int)ret(rc);
+        return (int)ret(shim_socket_dgram(type & (SOCK_NONBLOCK | SOCK_CLOEXEC)));
     }
     return REAL(socket)(domain, type, protocol);
 }
@@ -364,12 +375,8 @@ HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
 HOOK ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
                       socklen_t *alen)
 {
-    if (sock(fd)) {
-        ssize_t r = shim_recv(fd, buf, n, flags);
-        if (r >= 0 && addr && alen)
-            *alen = 0; /* TCP reports no source address */
-        return ret(r);
-    }
+    if (sock(fd))
+        return ret(shim_recvfrom(fd, buf, n, flags, addr, alen));
     return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
 }
 
@@ -398,7 +405,7 @@ HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct s
                     socklen_t alen)
 {
     if (sock(fd))
-        return ret(shim_send(fd, buf, n, flags));
+        return ret(shim_sendto(fd, buf, n, flags, addr, alen));
     return REAL(sendto)(fd, buf, n, flags, addr, alen);
 }
 
@@ -414,6 +421,49 @@ HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
     if (sock(fd))
         return (int)ret(shim_sendmmsg(fd, v, n, flags));
     return REAL(sendmmsg)(fd, v, n, flags);
+}
+
+/* syscall(2) for the socket calls some libraries make that way rather than through libc:
+ * libuv (node.js, bind9's dig, ...) sends and receives UDP batches with
+ * syscall(__NR_sendmmsg / __NR_recvmmsg). On a ustack fd they go to the client; every
+ * other call passes through with its six argument registers, as glibc's syscall() takes
+ * them. (The library's own futex calls come through here too: one comparison.) */
+HOOK long syscall(long n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    switch (n) {
+    case SYS_sendmmsg:
+        if (sock((int)a[0]))
+            return (long)ret(
+                shim_sendmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]));
+        break;
+    case SYS_recvmmsg:
+        if (sock((int)a[0]))
+            return (long)ret(shim_recvmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2],
+                                           (int)a[3], (struct timespec *)a[4]));
+        break;
+    case SYS_sendmsg:
+        if (sock((int)a[0]))
+            return (long)ret(shim_sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
+        break;
+    case SYS_recvmsg:
+        if (sock((int)a[0]))
+            return (long)ret(shim_recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
+        break;
+    default:
+        break;
+    }
+    long (*real)(long, ...) = REAL(syscall);
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)

@@ -39,6 +39,8 @@ void *ustack__resolve(const char *name, void **slot);
 void ustack__init(void);
 /* USTACK is not 0 (configuration loaded on first call). */
 int ustack__enabled(void);
+/* Are AF_INET UDP sockets ustack's (USTACK_UDP)? */
+int ustack__udp_enabled(void);
 /* Attaches to ustackd, spawning it if need be (docs/shm.md "Start-up"): 0 or -errno. The
  * first failure is printed once and returned from then on. */
 int ustack__attach(void);

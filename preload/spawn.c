@@ -37,6 +37,8 @@
 #include "client.h"
 #include "conf.h"
 #include "log.h"
+#include <net/if.h>
+
 #include "shm.h"
 
 extern char **environ;
@@ -125,6 +127,13 @@ int ustack__enabled(void)
     return !(v && (!strcmp(v, "0") || !strcmp(v, "off")));
 }
 
+/* USTACK_UDP=0 leaves UDP to the kernel. A bad configuration fails UDP sockets as it fails
+ * TCP ones (the attach reports it). */
+int ustack__udp_enabled(void)
+{
+    return ustack__enabled() && (conf_state < 0 || conf.udp);
+}
+
 /* ---- paths ---------------------------------------------------------------------------- */
 
 static char stackd[PATH_MAX];
@@ -167,6 +176,22 @@ static int high_fd(int fd)
     return n;
 }
 
+/* The kernel interface a vdev names ("...,iface=NAME,..."), for IP_PKTINFO's ipi_ifindex;
+ * 0 when there is none (a PCI device). */
+static uint32_t dev_ifindex(const char *dev)
+{
+    const char *p = strstr(dev, "iface=");
+    if (!p)
+        return 0;
+    char name[IF_NAMESIZE];
+    size_t n = strcspn(p + 6, ",");
+    if (n == 0 || n >= sizeof(name))
+        return 0;
+    memcpy(name, p + 6, n);
+    name[n] = 0;
+    return if_nametoindex(name);
+}
+
 static uint32_t fdtab_size(void)
 {
     struct rlimit rl;
@@ -190,6 +215,7 @@ static int do_attach(void *base, uint64_t size, int shm_fd, int pipe_fd)
         .ip = conf.ip,
         .prefix = conf.prefix,
         .gw = conf.gw,
+        .ifindex = dev_ifindex(conf.dev),
         .fdtab_size = fdtab_size(),
     };
     return shim_attach(&a);

@@ -151,6 +151,7 @@ int shim_attach(const struct shim_attach *a)
     C.ip = a->ip;
     C.mask = a->prefix ? ~0u << (32 - a->prefix) : 0;
     C.gw = a->gw;
+    C.ifindex = a->ifindex;
     SHIM_STORE(&C.pid, (int32_t)getpid());
     /* An exec'd image keeps the entry (and the hold counts) of the image before it. */
     C.child_pidx = SHM_NONE;
@@ -674,7 +675,21 @@ int shim__scratch(void)
 
 /* ---- socket --------------------------------------------------------------------------- */
 
+static int make_socket(int flags, bool dgram);
+
 int shim_socket(int flags)
+{
+    return make_socket(flags, false);
+}
+
+/* UDP sockets all live on core 0, which every non-TCP frame is steered to (dpdk_io/core.c
+ * classify(); docs/architecture.md "UDP"). */
+int shim_socket_dgram(int flags)
+{
+    return make_socket(flags, true);
+}
+
+static int make_socket(int flags, bool dgram)
 {
     if (!SHIM_LOAD(&C.attached) || SHIM_RLX(&C.dead))
         return -ENETDOWN;
@@ -694,7 +709,7 @@ int shim_socket(int flags)
     }
     struct shm_sock *s = shm_sock(C.base, i);
     struct shim_sk k = {efd, i, SHIM_LOAD(&s->gen), s, NULL, false};
-    s->core = atomic_fetch_add(&C.next_core, 1) % C.ncores;
+    s->core = dgram ? 0 : atomic_fetch_add(&C.next_core, 1) % C.ncores;
     atomic_store(&s->refs, 1);
     if (C.pidx != SHM_NONE)
         atomic_store(shm_hold(C.base, C.pidx, i), 1);
@@ -702,6 +717,7 @@ int shim_socket(int flags)
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_SOCKET);
     c.a0 = efd;
+    c.a1 = dgram ? SHM_SOCK_DGRAM : 0;
     int rc = shim__call(s->core, &c, NULL);
     if (rc < 0) {
         /* The stack made nothing; a CLOSE of a slot still RESERVED makes its core free it
@@ -890,6 +906,8 @@ int shim_listen(int fd, int backlog)
         return rc;
     if (!sk_valid(&k))
         return -EINVAL;
+    if (shim__dgram(&k))
+        return -EOPNOTSUPP;
     if (k.f->cstate == SHIM_CS_LISTEN)
         return 0; /* Linux only adjusts the backlog */
     if (k.f->cstate != SHIM_CS_NEW && k.f->cstate != SHIM_CS_FAILED)
@@ -1031,6 +1049,8 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
         return rc;
     if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
         return -EINVAL;
+    if (shim__dgram(&k))
+        return -EOPNOTSUPP;
     if (addr && shim__badp(alen))
         return -EFAULT;
     if (addr && (int)*alen < 0)
@@ -1132,6 +1152,8 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     struct sockaddr_in a;
     if ((rc = get_addr(addr, len, &a)) < 0)
         return rc;
+    if (shim__dgram(&k))
+        return shim__dg_connect(&k, &a, addr, len);
     if (a.sin_family == AF_UNSPEC) {
         /* Linux disconnects; ustack only supports this on a socket not yet connected. */
         if (k.f->cstate == SHIM_CS_NEW || k.f->cstate == SHIM_CS_FAILED)
@@ -1191,6 +1213,67 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     return connect_wait(&k, -EINPROGRESS);
 }
 
+/* ---- datagram sockets: connect, shutdown ---------------------------------------------- */
+
+/* A socket nothing was done to on ustack yet (no bind, no send, no connect): it may still
+ * become a kernel socket. */
+static bool dg_fresh(const struct shim_sk *k)
+{
+    return !k->f->bound && k->s->lport == 0 && k->f->cstate == SHIM_CS_NEW;
+}
+
+int shim__dg_connect(struct shim_sk *k, const struct sockaddr_in *a, const struct sockaddr *addr,
+                     socklen_t len)
+{
+    if (!sk_valid(k))
+        return -ECONNRESET;
+    struct shm_cmd c;
+    shim__cmd_init(&c, k, SHM_OP_CONNECT);
+    if (a->sin_family == AF_UNSPEC) {
+        /* Linux's udp_disconnect: the association goes (and an automatic port with it). */
+        c.a0 = 1;
+    } else {
+        if (len < sizeof(struct sockaddr_in))
+            return -EINVAL;
+        if (a->sin_family != AF_INET)
+            return -EAFNOSUPPORT;
+        uint32_t ip = ntohl(a->sin_addr.s_addr);
+        bool bcast =
+            ip == 0xffffffffu || (C.mask != 0xffffffffu && C.mask != 0xfffffffeu &&
+                                  (ip & ~C.mask) == ~C.mask && ((ip ^ C.ip) & C.mask) == 0);
+        if (!bcast && (shim__route_kernel(ip) || ip == C.ip)) {
+            /* Loopback, our own address, or off ustack's subnet (a resolver's nameserver on
+             * 127.0.0.53): a fresh socket becomes the kernel's, as TCP does. */
+            if (!dg_fresh(k))
+                return -ENETUNREACH;
+            int rc = shim__handover(k);
+            if (rc < 0)
+                return rc;
+            return C.sys.connect(k->fd, addr, len) < 0 ? -errno : 0;
+        }
+        c.ip = ip;
+        c.port = ntohs(a->sin_port);
+    }
+    int rc = shim__call(k->s->core, &c, NULL);
+    if (rc == 0)
+        k->f->cstate = a->sin_family == AF_UNSPEC ? SHIM_CS_NEW : SHIM_CS_CONNECTED;
+    return rc;
+}
+
+int shim__dg_shutdown(struct shim_sk *k, int how)
+{
+    uint32_t bits = (how != SHUT_WR ? SHM_A_RD_SHUT : 0) | (how != SHUT_RD ? SHM_A_WR_SHUT : 0);
+    atomic_fetch_or(&k->s->app_flags, bits);
+    struct shm_cmd c;
+    shim__cmd_init(&c, k, SHM_OP_SHUTDOWN);
+    c.a0 = how;
+    int rc = shim__call(k->s->core, &c, NULL);
+    /* Threads blocked in recv() wake and return 0 (the way to stop a UDP reader on Linux). */
+    shm_futex_wake(&k->s->seq, 1 << 30);
+    shim__signal(k->fd);
+    return rc;
+}
+
 /* ---- shutdown, names ------------------------------------------------------------------ */
 
 int shim_shutdown(int fd, int how)
@@ -1203,6 +1286,8 @@ int shim_shutdown(int fd, int how)
         return -EINVAL;
     if (!sk_valid(&k))
         return -ENOTCONN;
+    if (shim__dgram(&k))
+        return shim__dg_shutdown(&k, how);
     uint32_t bits = (how != SHUT_WR ? SHM_A_RD_SHUT : 0) | (how != SHUT_RD ? SHM_A_WR_SHUT : 0);
     if (k.f->cstate == SHIM_CS_LISTEN) {
         /* Linux stops a listener shut for reading: accept() then fails with EINVAL. Wake

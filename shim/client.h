@@ -51,6 +51,8 @@ struct shim_sys {
     int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
     /* May be NULL: then no fault handler, and bad buffers fault instead of EFAULT (ucopy.h). */
     int (*sigaction)(int, const struct sigaction *, struct sigaction *);
+    /* May be NULL (unit tests): then a datagram that needs the kernel fails ENETUNREACH. */
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
 };
 
 /* What a process attaches with (preload/ maps the region; see docs/shm.md "Start-up"). */
@@ -63,6 +65,7 @@ struct shim_attach {
     uint8_t prefix;
     uint32_t gw;         /* 0: none */
     uint32_t fdtab_size; /* the fd table's size: the hard RLIMIT_NOFILE */
+    uint32_t ifindex;    /* the kernel's index of the device's interface (IP_PKTINFO), or 0 */
 };
 
 /* The fd table (read by the interposer on every call). Empty until shim_attach(). */
@@ -110,6 +113,8 @@ int shim_adopt(const char *value);
 
 /* socket(AF_INET, SOCK_STREAM | flags, 0): flags are SOCK_NONBLOCK / SOCK_CLOEXEC. */
 int shim_socket(int flags);
+/* socket(AF_INET, SOCK_DGRAM | flags, 0 or IPPROTO_UDP): a UDP socket (docs/preload.md). */
+int shim_socket_dgram(int flags);
 int shim_bind(int fd, const struct sockaddr *addr, socklen_t len);
 int shim_listen(int fd, int backlog);
 int shim_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags);
@@ -136,6 +141,12 @@ ssize_t shim_sendmsg(int fd, const struct msghdr *msg, int flags);
 ssize_t shim_recvmsg(int fd, struct msghdr *msg, int flags);
 ssize_t shim_send(int fd, const void *buf, size_t len, int flags);
 ssize_t shim_recv(int fd, void *buf, size_t len, int flags);
+/* recvfrom/sendto: the address is a datagram socket's; a stream socket reports none
+ * (*alen = 0) and ignores the destination, as Linux's TCP. */
+ssize_t shim_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                      socklen_t *alen);
+ssize_t shim_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                    socklen_t alen);
 int shim_sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags);
 int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *timeout);
 /* sendfile(2) with out_fd ours: the file is read with pread/read straight into the tx ring. */

@@ -77,6 +77,7 @@ struct shim_cli {
     int wake_fd[SHM_MAX_CORES]; /* this process's numbers of the cores' wake eventfds */
     _Atomic int32_t pid;
     uint32_t ip, mask, gw;
+    uint32_t ifindex; /* the kernel's index of ustack's interface (IP_PKTINFO), 0 unknown */
     struct shim_file *files;
     struct shim_pin *pins; /* nsocks entries */
     _Atomic int attached;
@@ -192,6 +193,23 @@ void shim__signal(int fd);
 /* The application consumed from the socket (fd, slot): empties its eventfd if nothing a
  * level waiter or level-triggered epoll member waits for is ready any more. */
 void shim__settle(int fd, uint32_t slot);
+
+/* A UDP socket? (The stack marks it at SOCKET; docs/shm.md "Datagrams".) */
+static inline bool shim__dgram(const struct shim_sk *k)
+{
+    return atomic_load_explicit(&k->s->flags, memory_order_relaxed) & SHM_F_DGRAM;
+}
+/* client_io.c: the datagram calls. */
+ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags);
+ssize_t shim__dg_recvmsg(struct shim_sk *k, struct msghdr *m, int flags);
+/* The size of the next datagram in the rx ring (FIONREAD), 0 when none. */
+int shim__dg_next_len(struct shim_sk *k);
+/* client.c */
+int shim__dg_connect(struct shim_sk *k, const struct sockaddr_in *a, const struct sockaddr *addr,
+                     socklen_t len);
+int shim__dg_shutdown(struct shim_sk *k, int how);
+/* Recorded boolean option (level, name) set nonzero? */
+bool shim__opt_on(const struct shim_file *f, int level, int name);
 
 /* ---- client_opt.c ---- */
 void shim__record_opt(struct shim_file *f, int level, int name, const void *val, socklen_t len);

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -199,6 +200,10 @@ static ssize_t send_iov(int fd, const struct iovec *iov, size_t niov, int flags)
     size_t total;
     if ((rc = iov_total(iov, niov, &total)) < 0)
         return rc;
+    if (shim__dgram(&k)) {
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = niov};
+        return shim__dg_sendmsg(&k, &m, flags);
+    }
     if (flags & MSG_FASTOPEN)
         return -EOPNOTSUPP; /* as Linux with client TCP Fast Open off */
     if (flags & MSG_OOB)
@@ -220,6 +225,9 @@ ssize_t shim_sendmsg(int fd, const struct msghdr *m, int flags)
     struct msghdr h;
     if (shim__uget(&h, m, sizeof(h)) < 0)
         return -EFAULT;
+    struct shim_sk k;
+    if (shim__sk(fd, &k) == 0 && shim__dgram(&k))
+        return shim__dg_sendmsg(&k, &h, flags);
     /* A destination address on a connected stream socket is ignored, as by Linux. */
     return send_iov(fd, h.msg_iov, h.msg_iovlen, flags);
 }
@@ -251,6 +259,10 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
     size_t total;
     if ((rc = iov_total(iov, niov, &total)) < 0)
         return rc;
+    if (shim__dgram(&k)) {
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = niov};
+        return shim__dg_recvmsg(&k, &m, flags);
+    }
     if (flags & MSG_OOB)
         return -EINVAL; /* no urgent data, ever */
     if (flags & MSG_ERRQUEUE)
@@ -350,6 +362,13 @@ ssize_t shim_recvmsg(int fd, struct msghdr *m, int flags)
     struct msghdr h;
     if (shim__uget(&h, m, sizeof(h)) < 0)
         return -EFAULT;
+    struct shim_sk k;
+    if (shim__sk(fd, &k) == 0 && shim__dgram(&k)) {
+        ssize_t r = shim__dg_recvmsg(&k, &h, flags);
+        if (r >= 0 && shim__uput(m, &h, sizeof(h)) < 0)
+            return -EFAULT;
+        return r;
+    }
     ssize_t r = recv_iov(fd, h.msg_iov, h.msg_iovlen, flags);
     if (r >= 0) {
         /* TCP fills in no address and no control data. */
@@ -362,10 +381,314 @@ ssize_t shim_recvmsg(int fd, struct msghdr *m, int flags)
     return r;
 }
 
+ssize_t shim_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                      socklen_t *alen)
+{
+    if (len && shim__badp(buf))
+        return -EFAULT;
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    struct iovec v = {buf, len};
+    if (!shim__dgram(&k)) {
+        ssize_t r = recv_iov(fd, &v, 1, flags);
+        if (r >= 0 && addr && alen && shim__uput(alen, &(socklen_t){0}, sizeof(socklen_t)) < 0)
+            return -EFAULT; /* TCP reports no source address */
+        return r;
+    }
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+    if (addr && alen) {
+        socklen_t n;
+        if (shim__uget(&n, alen, sizeof(n)) < 0)
+            return -EFAULT;
+        if ((int)n < 0)
+            return -EINVAL;
+        m.msg_name = addr;
+        m.msg_namelen = n;
+    }
+    ssize_t r = shim__dg_recvmsg(&k, &m, flags);
+    if (r >= 0 && addr && alen && shim__uput(alen, &m.msg_namelen, sizeof(socklen_t)) < 0)
+        return -EFAULT;
+    return r;
+}
+
+ssize_t shim_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                    socklen_t alen)
+{
+    if (len && shim__badp(buf))
+        return -EFAULT;
+    struct shim_sk k;
+    int rc = shim__sk(fd, &k);
+    if (rc < 0)
+        return rc;
+    struct iovec v = {(void *)buf, len};
+    if (!shim__dgram(&k))
+        return send_iov(fd, &v, 1, flags);
+    struct msghdr m = {
+        .msg_iov = &v, .msg_iovlen = 1, .msg_name = (void *)addr, .msg_namelen = alen};
+    return shim__dg_sendmsg(&k, &m, flags);
+}
+
+/* ---- datagrams (docs/shm.md "Datagrams") ----------------------------------------------- */
+
+static bool dg_bcast(uint32_t ip)
+{
+    if (ip == 0xffffffffu)
+        return true;
+    /* Our subnet's directed broadcast (/31 and /32 have none). */
+    return C.mask != 0xffffffffu && C.mask != 0xfffffffeu && ((ip ^ C.ip) & C.mask) == 0 &&
+           (ip & ~C.mask) == ~C.mask;
+}
+
+/* The socket's first datagram needs a local port now, so that getsockname() right after
+ * sendto() shows it (the record itself is sent asynchronously). */
+static int dg_autobind(struct shim_sk *k)
+{
+    if (k->s->lport)
+        return 0;
+    struct shm_cmd c;
+    shim__cmd_init(&c, k, SHM_OP_BIND);
+    int rc = shim__call(k->s->core, &c, NULL);
+    return rc == -EINVAL ? 0 : rc; /* bound meanwhile (another thread) */
+}
+
+ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags)
+{
+    struct shm_sock *s = k->s;
+    size_t total;
+    int rc = iov_total(m->msg_iov, m->msg_iovlen, &total);
+    if (rc < 0)
+        return rc;
+    /* udp_sendmsg's order: size, MSG_OOB, the address, then the socket's state. */
+    if (total > SHM_DGRAM_MAX || SHM_DGRAM_HLEN + total > C.ring)
+        return -EMSGSIZE;
+    if (flags & MSG_OOB)
+        return -EOPNOTSUPP;
+    uint32_t ip = 0;
+    uint16_t port = 0;
+    if (m->msg_name) {
+        struct sockaddr_in a;
+        if (m->msg_namelen < sizeof(a))
+            return -EINVAL;
+        if (shim__uget(&a, m->msg_name, sizeof(a)) < 0)
+            return -EFAULT;
+        if (a.sin_family != AF_INET && a.sin_family != AF_UNSPEC)
+            return -EAFNOSUPPORT;
+        ip = ntohl(a.sin_addr.s_addr);
+        port = ntohs(a.sin_port);
+        if (port == 0)
+            return -EINVAL;
+        if (dg_bcast(ip)) {
+            if (!shim__opt_on(k->f, SOL_SOCKET, SO_BROADCAST))
+                return -EACCES;
+        } else if (shim__route_kernel(ip) || ip == C.ip || (ip >> 28) >= 14) {
+            /* Loopback, our own address, multicast, or off ustack's subnet: a socket that
+             * has done nothing on ustack yet becomes the kernel's and sends there
+             * (docs/preload.md "UDP"); one bound on ustack cannot reach it. */
+            if (k->f->bound || s->lport || k->f->cstate != SHIM_CS_NEW || !C.sys.sendmsg)
+                return -ENETUNREACH;
+            if ((rc = shim__handover(k)) < 0)
+                return rc;
+            ssize_t r = C.sys.sendmsg(k->fd, m, flags);
+            return r < 0 ? -errno : r;
+        }
+    } else if (!(SHIM_LOAD(&s->flags) & SHM_F_CONNECTED)) {
+        return -EDESTADDRREQ;
+    }
+    if (!shm_sock_valid(C.base, k->slot, k->gen) || SHIM_RLX(&C.dead))
+        return -ENETDOWN;
+    if ((rc = dg_autobind(k)) < 0)
+        return rc;
+    uint8_t *data = shm_tx_data(C.base, k->slot);
+    bool nb = k->f->nonblock || (flags & MSG_DONTWAIT);
+    int64_t deadline = 0;
+    for (;;) {
+        uint32_t seq0 = SHIM_LOAD(&s->seq);
+        if (SHIM_RLX(&s->so_error)) {
+            int e = shim__take_error(s);
+            if (e > 0)
+                return -e;
+        }
+        if ((SHIM_LOAD(&s->app_flags) & SHM_A_WR_SHUT) || (SHIM_LOAD(&s->flags) & SHM_F_WR_SHUT))
+            return -EPIPE; /* no SIGPIPE: that is for stream sockets */
+        if (!shm_sock_valid(C.base, k->slot, k->gen) || SHIM_RLX(&C.dead))
+            return -ENETDOWN;
+        uint32_t need = SHM_DGRAM_HLEN + (uint32_t)total;
+        shim__spin_lock(&s->wlock);
+        if (shm_ring_space(&s->tx, C.ring) >= need) {
+            struct shm_dgram h = {(uint32_t)total, ip, port, 0, 0};
+            shm_ring_put_at(&s->tx, data, C.ring, 0, &h, SHM_DGRAM_HLEN);
+            uint8_t *p[2];
+            uint32_t n[2];
+            int np =
+                shm_ring_span_at(&s->tx, data, C.ring, SHM_DGRAM_HLEN, (uint32_t)total, true, p, n);
+            struct iov_cur cur = {m->msg_iov, m->msg_iovlen, 0, 0, false};
+            for (int i = 0; i < np && !cur.fault; i++)
+                iov_copy(&cur, p[i], n[i], false);
+            if (!cur.fault)
+                shm_ring_produce(&s->tx, need);
+            shim__spin_unlock(&s->wlock);
+            if (cur.fault)
+                return -EFAULT;
+            shim__kick(k);
+            return (ssize_t)total;
+        }
+        shim__spin_unlock(&s->wlock);
+        if (!SHIM_RLX(&s->nospace)) {
+            atomic_store(&s->nospace, 1);
+            if (shm_ring_space(&s->tx, C.ring) >= need)
+                continue;
+        }
+        if (nb)
+            return -EAGAIN;
+        if (!deadline)
+            deadline = shim__deadline(k->f->sndtimeo);
+        rc = shim__sleep(s, seq0, deadline);
+        if (rc == -ETIMEDOUT)
+            return -EAGAIN;
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int shim__dg_next_len(struct shim_sk *k)
+{
+    struct shm_sock *s = k->s;
+    struct shm_dgram h;
+    shim__spin_lock(&s->rlock);
+    uint32_t used = shm_ring_used(&s->rx, C.ring);
+    if (used >= SHM_DGRAM_HLEN)
+        shm_ring_get_at(&s->rx, shm_rx_data(C.base, k->slot), C.ring, 0, &h, SHM_DGRAM_HLEN);
+    shim__spin_unlock(&s->rlock);
+    return used >= SHM_DGRAM_HLEN && h.len <= used - SHM_DGRAM_HLEN ? (int)h.len : 0;
+}
+
+/* The control messages a datagram carries: IP_PKTINFO when asked for. */
+static void dg_control(struct shim_sk *k, struct msghdr *m, const struct shm_dgram *h)
+{
+    size_t room = m->msg_control ? m->msg_controllen : 0;
+    m->msg_controllen = 0;
+    if (!shim__opt_on(k->f, IPPROTO_IP, IP_PKTINFO))
+        return;
+    if (room < CMSG_SPACE(sizeof(struct in_pktinfo))) {
+        m->msg_flags |= MSG_CTRUNC;
+        return;
+    }
+    union {
+        struct cmsghdr c;
+        uint8_t b[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    } u;
+    memset(&u, 0, sizeof(u));
+    u.c.cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+    u.c.cmsg_level = IPPROTO_IP;
+    u.c.cmsg_type = IP_PKTINFO;
+    struct in_pktinfo pi;
+    memset(&pi, 0, sizeof(pi));
+    pi.ipi_ifindex = (int)C.ifindex;
+    pi.ipi_spec_dst.s_addr = htonl(C.ip);
+    pi.ipi_addr.s_addr = htonl(h->dst);
+    memcpy(CMSG_DATA(&u.c), &pi, sizeof(pi));
+    if (shim__uput(m->msg_control, &u, sizeof(u)) < 0) {
+        m->msg_flags |= MSG_CTRUNC;
+        return;
+    }
+    m->msg_controllen = sizeof(u);
+}
+
+ssize_t shim__dg_recvmsg(struct shim_sk *k, struct msghdr *m, int flags)
+{
+    struct shm_sock *s = k->s;
+    size_t total;
+    int rc = iov_total(m->msg_iov, m->msg_iovlen, &total);
+    if (rc < 0)
+        return rc;
+    if (flags & MSG_ERRQUEUE)
+        return -EAGAIN; /* no IP_RECVERR queue */
+    bool peek = flags & MSG_PEEK;
+    bool nb = k->f->nonblock || (flags & MSG_DONTWAIT);
+    const uint8_t *data = shm_rx_data(C.base, k->slot);
+    int64_t deadline = 0;
+    for (;;) {
+        uint32_t seq0 = SHIM_LOAD(&s->seq);
+        /* __skb_recv_udp reports a pending error before any queued datagram. */
+        if (SHIM_RLX(&s->so_error)) {
+            int e = shim__take_error(s);
+            if (e > 0)
+                return -e;
+        }
+        shim__spin_lock(&s->rlock);
+        uint32_t used = shm_ring_used(&s->rx, C.ring);
+        if (used >= SHM_DGRAM_HLEN) {
+            struct shm_dgram h;
+            shm_ring_get_at(&s->rx, data, C.ring, 0, &h, SHM_DGRAM_HLEN);
+            if (h.len > used - SHM_DGRAM_HLEN) { /* the stack never writes that */
+                shim__spin_unlock(&s->rlock);
+                return -ECONNRESET;
+            }
+            uint8_t *p[2];
+            uint32_t n[2];
+            uint32_t want = h.len < total ? h.len : (uint32_t)total;
+            int np = shm_ring_span_at(&s->rx, data, C.ring, SHM_DGRAM_HLEN, want, false, p, n);
+            struct iov_cur cur = {m->msg_iov, m->msg_iovlen, 0, 0, false};
+            for (int i = 0; i < np && !cur.fault; i++)
+                iov_copy(&cur, p[i], n[i], true);
+            if (!peek)
+                shm_ring_skip(&s->rx, C.ring, SHM_DGRAM_HLEN + h.len);
+            shim__spin_unlock(&s->rlock);
+            if (!peek) {
+                atomic_thread_fence(memory_order_seq_cst);
+                if (SHIM_RLX(&s->flags) & SHM_F_RX_BLOCKED)
+                    shim__kick(k);
+                else if (SHIM_RLX(&s->sigb) && !shm_ring_used(&s->rx, C.ring))
+                    shim__settle(k->fd, k->slot);
+            }
+            if (cur.fault)
+                return -EFAULT;
+            m->msg_flags = h.len > total ? MSG_TRUNC : 0;
+            if (m->msg_name) {
+                struct sockaddr_in a;
+                memset(&a, 0, sizeof(a));
+                a.sin_family = AF_INET;
+                a.sin_port = htons(h.port);
+                a.sin_addr.s_addr = htonl(h.ip);
+                size_t nl = m->msg_namelen < sizeof(a) ? m->msg_namelen : sizeof(a);
+                if (shim__uput(m->msg_name, &a, nl) < 0)
+                    return -EFAULT;
+                m->msg_namelen = sizeof(a);
+            } else {
+                m->msg_namelen = 0;
+            }
+            dg_control(k, m, &h);
+            return (flags & MSG_TRUNC) ? (ssize_t)h.len : (ssize_t)want;
+        }
+        shim__spin_unlock(&s->rlock);
+        if ((SHIM_LOAD(&s->flags) & SHM_F_RD_SHUT) || (SHIM_LOAD(&s->app_flags) & SHM_A_RD_SHUT)) {
+            m->msg_namelen = 0;
+            m->msg_controllen = 0;
+            m->msg_flags = 0;
+            return 0;
+        }
+        if (!shm_sock_valid(C.base, k->slot, k->gen) || SHIM_RLX(&C.dead))
+            return -ENETDOWN;
+        if (nb)
+            return -EAGAIN;
+        if (!deadline)
+            deadline = shim__deadline(k->f->rcvtimeo);
+        rc = shim__sleep(s, seq0, deadline);
+        if (rc == -ETIMEDOUT)
+            return -EAGAIN;
+        if (rc < 0)
+            return rc;
+    }
+}
+
 int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *timeout)
 {
     if (shim__badp(v) && n)
         return -EFAULT;
+    struct shim_sk k;
+    bool dgram = shim__sk(fd, &k) == 0 && shim__dgram(&k);
     int64_t deadline = SHIM_FOREVER;
     if (timeout) {
         if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= SHIM_NS_PER_S)
@@ -385,7 +708,8 @@ int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct times
             i++;
             break;
         }
-        if (r == 0)
+        /* A stream's EOF ends the batch; a datagram may simply be empty. */
+        if (r == 0 && !dgram)
             break;
     }
     return (int)i;

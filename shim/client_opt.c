@@ -58,6 +58,14 @@ void shim__record_opt(struct shim_file *f, int level, int name, const void *val,
     memcpy(f->opts[i].val, val, len);
 }
 
+static const struct shim_opt *recorded(const struct shim_file *f, int level, int name);
+
+bool shim__opt_on(const struct shim_file *f, int level, int name)
+{
+    const struct shim_opt *o = recorded(f, level, name);
+    return o && (o->val[0] | o->val[1] | o->val[2] | o->val[3]);
+}
+
 static const struct shim_opt *recorded(const struct shim_file *f, int level, int name)
 {
     for (unsigned i = 0; i < f->nopts; i++)
@@ -167,13 +175,32 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
     int v = 0;
     enum stk_sockopt o = 0;
     bool boolean = false;
+    bool dgram = shim__dgram(&k);
+    if (dgram && level == IPPROTO_TCP)
+        return -ENOPROTOOPT; /* ip_setsockopt's answer for a level UDP does not have */
+    if (dgram && level == IPPROTO_IP && name == IP_PKTINFO) {
+        /* Kept here: the client fills the control message from each datagram's record. */
+        if ((rc = get_int(val, len, &v)) < 0)
+            return rc;
+        v = v != 0;
+        shim__record_opt(k.f, level, name, &v, sizeof(v));
+        return 0;
+    }
     if (level == SOL_SOCKET) {
         switch (name) {
         case SO_REUSEADDR:
             o = STK_SO_REUSEADDR;
             boolean = true;
             break;
+        case SO_BROADCAST:
+            if (!dgram)
+                return unsupported_set(&k, level, name, val, len, true);
+            o = STK_SO_BROADCAST;
+            boolean = true;
+            break;
         case SO_KEEPALIVE:
+            if (dgram) /* Linux accepts it on any socket; UDP never uses it */
+                return unsupported_set(&k, level, name, val, len, true);
             o = STK_SO_KEEPALIVE;
             boolean = true;
             break;
@@ -187,6 +214,8 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             break;
         case SO_LINGER: {
             struct linger l;
+            if (dgram)
+                return unsupported_set(&k, level, name, val, len, true);
             if ((int)len < (int)sizeof(l))
                 return -EINVAL;
             if (shim__uget(&l, val, sizeof(l)) < 0)
@@ -287,7 +316,9 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             return unsupported_set(&k, level, name, val, len, false);
         }
     } else {
-        return unsupported_set(&k, level, name, val, len, false);
+        /* IP-level options UDP programs set as a matter of course (IP_MTU_DISCOVER, IP_TOS,
+         * IP_RECVERR, ...): recorded without a word (docs/gaps.md "UDP"). */
+        return unsupported_set(&k, level, name, val, len, dgram && level == IPPROTO_IP);
     }
     if ((rc = get_int(val, len, &v)) < 0)
         return rc;
@@ -386,11 +417,16 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
     if (level == SOL_SOCKET) {
         switch (name) {
         case SO_TYPE:
-            return put_int(SOCK_STREAM, val, len);
+            return put_int(shim__dgram(&k) ? SOCK_DGRAM : SOCK_STREAM, val, len);
         case SO_DOMAIN:
             return put_int(AF_INET, val, len);
         case SO_PROTOCOL:
-            return put_int(IPPROTO_TCP, val, len);
+            return put_int(shim__dgram(&k) ? IPPROTO_UDP : IPPROTO_TCP, val, len);
+        case SO_BROADCAST:
+            if (!shim__dgram(&k))
+                return unsupported_get(&k, level, name, val, len);
+            o = STK_SO_BROADCAST;
+            break;
         case SO_ACCEPTCONN:
             /* shutdown(SHUT_RD) stopped a listener (Linux: it is closed). */
             return put_int(k.f->cstate == SHIM_CS_LISTEN &&
@@ -449,6 +485,8 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         default:
             return unsupported_get(&k, level, name, val, len);
         }
+    } else if (level == IPPROTO_TCP && shim__dgram(&k)) {
+        return -EOPNOTSUPP; /* Linux: a TCP option on a UDP socket (ip_getsockopt) */
     } else if (level == IPPROTO_TCP) {
         switch (name) {
         case TCP_NODELAY:
@@ -594,7 +632,8 @@ int shim_ioctl(int fd, unsigned long req, void *arg)
             return -EFAULT;
         if (k.f->cstate == SHIM_CS_LISTEN)
             return -EINVAL;
-        v = (int)shm_ring_used(&k.s->rx, C.ring);
+        /* UDP: the next datagram's size, as Linux's udp_ioctl. */
+        v = shim__dgram(&k) ? shim__dg_next_len(&k) : (int)shm_ring_used(&k.s->rx, C.ring);
         return shim__uput(arg, &v, sizeof(v));
     case SIOCOUTQ:
     case SIOCOUTQNSD: {

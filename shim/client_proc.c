@@ -230,8 +230,8 @@ int shim_adopt(const char *v)
 int shim__handover(struct shim_sk *k)
 {
     struct shim_file *f = k->f;
-    int ks =
-        C.sys.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (f->nonblock ? SOCK_NONBLOCK : 0), 0);
+    int type = shim__dgram(k) ? SOCK_DGRAM : SOCK_STREAM;
+    int ks = C.sys.socket(AF_INET, type | SOCK_CLOEXEC | (f->nonblock ? SOCK_NONBLOCK : 0), 0);
     if (ks < 0)
         return -errno;
     /* What the application set so far, as far as the kernel takes it. */

@@ -63,6 +63,7 @@ struct var {
 };
 
 static int parse_enabled(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_udp(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_dev(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_ip(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_gw(struct ctx *x, const struct var *v, const struct val *val);
@@ -90,6 +91,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
 #define SHIM_VARS(X)                                                                               \
     X(CONF, "USTACK_CONF", NULL, 0, 0, 0)                                                          \
     X(ENABLED, "USTACK", parse_enabled, 0, 0, 0)                                                   \
+    X(UDP, "USTACK_UDP", parse_udp, 0, 0, 0)                                                       \
     X(DEV, "USTACK_DEV", parse_dev, 0, 0, 0)                                                       \
     X(IP, "USTACK_IP", parse_ip, 0, 0, 0)                                                          \
     X(GW, "USTACK_GW", parse_gw, 0, 0, 0)                                                          \
@@ -268,6 +270,18 @@ static int parse_enabled(struct ctx *x, const struct var *v, const struct val *v
         x->c->enabled = 1;
     else if (!strcmp(s, "0") || !strcmp(s, "off"))
         x->c->enabled = 0;
+    else
+        return BAD(x, v, val, "not a switch (expected 0, 1, off or on)");
+    return 0;
+}
+
+static int parse_udp(struct ctx *x, const struct var *v, const struct val *val)
+{
+    const char *s = val->s;
+    if (!strcmp(s, "1") || !strcmp(s, "on"))
+        x->c->udp = 1;
+    else if (!strcmp(s, "0") || !strcmp(s, "off"))
+        x->c->udp = 0;
     else
         return BAD(x, v, val, "not a switch (expected 0, 1, off or on)");
     return 0;
@@ -909,6 +923,7 @@ static void defaults(struct ctx *x)
     struct shim_conf *c = x->c;
     memset(c, 0, sizeof *c);
     c->enabled = 1;
+    c->udp = 1;
     c->ncores = 1;
     c->log_level = SHIM_LOG_WARN;
     c->mtu = 1500;

@@ -295,6 +295,43 @@ uint32_t shm_ring_write(struct shm_ring *r, uint8_t *data, uint32_t size, const 
     return done;
 }
 
+int shm_ring_span_at(const struct shm_ring *r, const uint8_t *data, uint32_t size, uint32_t off,
+                     uint32_t len, bool wr, uint8_t *p[2], uint32_t n[2])
+{
+    uint32_t pos = wr ? atomic_load_explicit(&r->head, RLX) : atomic_load_explicit(&r->tail, RLX);
+    uint32_t at = (pos + off) & (size - 1);
+    uint32_t first = size - at < len ? size - at : len;
+    if (len == 0)
+        return 0;
+    p[0] = (uint8_t *)data + at;
+    n[0] = first;
+    if (first == len)
+        return 1;
+    p[1] = (uint8_t *)data;
+    n[1] = len - first;
+    return 2;
+}
+
+void shm_ring_put_at(struct shm_ring *r, uint8_t *data, uint32_t size, uint32_t off,
+                     const void *src, uint32_t len)
+{
+    uint8_t *p[2];
+    uint32_t n[2];
+    int k = shm_ring_span_at(r, data, size, off, len, true, p, n);
+    for (int i = 0, done = 0; i < k; done += (int)n[i], i++)
+        memcpy(p[i], (const uint8_t *)src + done, n[i]);
+}
+
+void shm_ring_get_at(const struct shm_ring *r, const uint8_t *data, uint32_t size, uint32_t off,
+                     void *dst, uint32_t len)
+{
+    uint8_t *p[2];
+    uint32_t n[2];
+    int k = shm_ring_span_at(r, data, size, off, len, false, p, n);
+    for (int i = 0, done = 0; i < k; done += (int)n[i], i++)
+        memcpy((uint8_t *)dst + done, p[i], n[i]);
+}
+
 uint32_t shm_ring_skip(struct shm_ring *r, uint32_t size, uint32_t len)
 {
     uint32_t used = shm_ring_used(r, size);

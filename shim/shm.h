@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   3u
+#define SHM_VERSION   4u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
@@ -49,11 +49,13 @@
 
 enum shm_op {
     SHM_OP_NOP = 0,
-    SHM_OP_SOCKET,   /* create the engine socket; a0 = eventfd number in pid (or -1) */
+    SHM_OP_SOCKET,   /* create the engine socket; a0 = eventfd number in pid (or -1), a1 = 1
+                        for a UDP socket (SHM_SOCK_DGRAM), else TCP */
     SHM_OP_ATTACH,   /* an accepted socket gets its eventfd: a0 = fd in pid */
     SHM_OP_BIND,     /* ip/port; reply ip/port = bound address */
     SHM_OP_LISTEN,   /* a0 = backlog; sent to every core */
-    SHM_OP_CONNECT,  /* ip/port; reply -EINPROGRESS or an error */
+    SHM_OP_CONNECT,  /* ip/port; reply -EINPROGRESS or an error (UDP: 0; a0 = 1 dissolves
+                        the association, AF_UNSPEC) */
     SHM_OP_SHUTDOWN, /* a0 = SHUT_RD/WR/RDWR */
     SHM_OP_CLOSE,    /* the last holder closed it (no reply) */
     SHM_OP_SETOPT,   /* a0 = enum stk_sockopt, a1 = value */
@@ -62,6 +64,8 @@ enum shm_op {
     SHM_OP_INFO,     /* reply: struct stk_tcp_info in the reply's info area */
     SHM_OP_COUNT
 };
+/* SHM_OP_SOCKET's a1: the socket's type. */
+#define SHM_SOCK_DGRAM 1
 /* SHM_OP_KICK's a1: also write the socket's eventfd if it is ready (ustackd's reclaim of a
  * dead holder: it may have taken the one signal meant for all, docs/shm.md "Holders"). */
 #define SHM_KICK_WAKE 1
@@ -132,6 +136,7 @@ enum {
     SHM_F_RD_SHUT = 1u << 6,
     SHM_F_HUP = 1u << 7, /* both directions closed */
     SHM_F_CONNECTING = 1u << 8,
+    SHM_F_DGRAM = 1u << 10, /* a UDP socket: its rings carry datagram records (below) */
 };
 
 /* What applications did to a socket (shared by every holder, as the kernel's file is). */
@@ -185,6 +190,20 @@ struct shm_sock {
     _Alignas(SHM_CACHELINE) _Atomic uint32_t aq_enq;
     _Alignas(SHM_CACHELINE) _Atomic uint32_t aq_deq;
 };
+
+/* A UDP socket's rings hold records: this header, then len payload bytes (no padding). The
+ * producer publishes a whole record at once (one head update), so the consumer sees either
+ * all of it or none. The stack checks every tx record (len <= SHM_DGRAM_MAX and within
+ * what the ring holds) before using it. */
+struct shm_dgram {
+    uint32_t len;   /* payload bytes that follow */
+    uint32_t ip;    /* rx: the sender; tx: the destination (0 with port 0: the peer) */
+    uint16_t port;  /* host order */
+    uint16_t flags; /* 0 */
+    uint32_t dst;   /* rx: the local address it was sent to (IP_PKTINFO); tx: 0 */
+};
+#define SHM_DGRAM_HLEN ((uint32_t)sizeof(struct shm_dgram))
+#define SHM_DGRAM_MAX  65507u /* the largest UDP payload over IPv4 */
 
 struct shm_aq_entry {
     _Atomic uint32_t seq;
@@ -349,6 +368,17 @@ uint32_t shm_ring_write(struct shm_ring *r, uint8_t *data, uint32_t size, const 
 /* Consumer: copies up to len bytes out (peek leaves them); returns bytes copied. */
 uint32_t shm_ring_read(struct shm_ring *r, const uint8_t *data, uint32_t size, void *dst,
                        uint32_t len, bool peek);
+/* Producer: copies len bytes to off bytes past head, without publishing them (the caller
+ * checked the space; shm_ring_produce publishes). */
+void shm_ring_put_at(struct shm_ring *r, uint8_t *data, uint32_t size, uint32_t off,
+                     const void *src, uint32_t len);
+/* Consumer: copies len bytes from off bytes past tail (the caller checked they are there). */
+void shm_ring_get_at(const struct shm_ring *r, const uint8_t *data, uint32_t size, uint32_t off,
+                     void *dst, uint32_t len);
+/* Up to two pieces covering len bytes at off past the producer's head (wr) or the
+ * consumer's tail (!wr); the caller checked the range. Returns the count. */
+int shm_ring_span_at(const struct shm_ring *r, const uint8_t *data, uint32_t size, uint32_t off,
+                     uint32_t len, bool wr, uint8_t *p[2], uint32_t n[2]);
 /* Consumer: drops up to len bytes. */
 uint32_t shm_ring_skip(struct shm_ring *r, uint32_t size, uint32_t len);
 /* Producer/consumer zero-copy views: up to two pieces of writable / readable bytes. */
@@ -439,6 +469,23 @@ static inline uint32_t shm_sock_poll(void *base, uint32_t i)
     uint32_t f = atomic_load_explicit(&s->flags, memory_order_acquire);
     uint32_t a = atomic_load_explicit(&s->app_flags, memory_order_acquire);
     uint32_t m = atomic_load_explicit(&s->so_error, memory_order_relaxed) ? SHM_POLLERR : 0;
+    if (f & SHM_F_DGRAM) {
+        /* Linux's datagram_poll (no connection to wait for, no POLLHUP for an unconnected
+         * socket): POLLIN with a datagram queued or the read side shut (with POLLRDHUP),
+         * POLLHUP once both sides are shut, POLLOUT while a quarter of the tx ring is
+         * free (sock_writeable: half of the send buffer). */
+        bool rd = (f & SHM_F_RD_SHUT) || (a & SHM_A_RD_SHUT);
+        bool wr = (f & SHM_F_WR_SHUT) || (a & SHM_A_WR_SHUT);
+        if (rd)
+            m |= SHM_POLLIN | SHM_POLLRDHUP;
+        if (rd && wr)
+            m |= SHM_POLLHUP;
+        if (shm_ring_used(&s->rx, h->ring_size))
+            m |= SHM_POLLIN;
+        if (shm_ring_space(&s->tx, h->ring_size) >= h->ring_size / 4)
+            m |= SHM_POLLOUT;
+        return m;
+    }
     if (f & SHM_F_LISTENING)
         return m | (shm_aq_empty(s) ? 0 : SHM_POLLIN);
     bool rd_done = (f & (SHM_F_EOF | SHM_F_RESET | SHM_F_RD_SHUT)) || (a & SHM_A_RD_SHUT);

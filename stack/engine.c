@@ -6,6 +6,7 @@
 
 #include "stk_int.h"
 #include "tcp.h"
+#include "udp.h"
 
 static void *default_alloc(void *ctx, size_t size)
 {
@@ -127,9 +128,14 @@ int stk_engine_create(const struct stk_config *cfg, stk_time_t now, struct stk_e
     rc = stk__tcp_create(e);
     if (rc)
         goto fail_ipfrag;
+    rc = stk__udp_create(e);
+    if (rc)
+        goto fail_tcp;
     stk__arp_announce(e, now);
     *out = e;
     return 0;
+fail_tcp:
+    stk__tcp_destroy(e);
 fail_ipfrag:
     stk__ipfrag_destroy(e);
 fail_nd:
@@ -145,6 +151,7 @@ void stk_engine_destroy(struct stk_engine *e)
 {
     if (!e)
         return;
+    stk__udp_destroy(e);
     stk__tcp_destroy(e);
     stk__ipfrag_destroy(e);
     stk__nd_destroy(e);

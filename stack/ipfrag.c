@@ -35,9 +35,6 @@
 #define ICMP_HLEN         8
 #define ICMP_TIMXCEED     11
 #define ICMP_TIMXCEED_REA 1 /* fragment reassembly time exceeded */
-#ifndef STK_IP_PROTO_UDP
-#define STK_IP_PROTO_UDP 17
-#endif
 /* Pieces of L4 data stk__ip_send_frags accepts (a fragment may take one more piece). */
 #define IPF_MAX_IOV 8
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "stk_int.h"
+#include "udp.h"
 
 #define ETH_P_VLAN     0x8100 /* IEEE 802.1Q */
 #define ETH_P_QINQ     0x88a8 /* IEEE 802.1ad */
@@ -33,7 +34,7 @@ static uint32_t subnet_mask(const struct stk_engine *e)
 }
 
 /* The directed broadcast of our subnet. /31 and /32 have none (RFC 3021). */
-static bool is_subnet_broadcast(const struct stk_engine *e, uint32_t a)
+bool stk__ip_is_subnet_bcast(const struct stk_engine *e, uint32_t a)
 {
     uint32_t mask = subnet_mask(e);
     if (e->cfg.prefix > 30)
@@ -47,7 +48,7 @@ static bool is_subnet_broadcast(const struct stk_engine *e, uint32_t a)
 static bool is_martian(const struct stk_engine *e, uint32_t a)
 {
     uint32_t top = a >> 24;
-    return top == 0 || top == 127 || top >= 224 || a == e->cfg.ip || is_subnet_broadcast(e, a);
+    return top == 0 || top == 127 || top >= 224 || a == e->cfg.ip || stk__ip_is_subnet_bcast(e, a);
 }
 
 uint32_t stk__ip_route(const struct stk_engine *e, uint32_t dst)
@@ -93,7 +94,10 @@ int stk__ip_send(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t pro
      * discovery); datagrams that may be fragmented go through stk__ip_send_frags. */
     if (total > IP_MAXPACKET || (total > e->cfg.mtu && !(meta->flags & STK_TX_TSO)))
         return -EMSGSIZE;
-    uint32_t nexthop = stk__ip_route(e, dst);
+    /* A broadcast (only UDP sends one, with SO_BROADCAST) goes to the Ethernet broadcast
+     * address without ARP. */
+    bool bcast = dst == 0xffffffffu || stk__ip_is_subnet_bcast(e, dst);
+    uint32_t nexthop = bcast ? dst : stk__ip_route(e, dst);
     if (nexthop == 0) {
         e->ctr.ip_drop_noroute++;
         return -EHOSTUNREACH;
@@ -121,6 +125,10 @@ int stk__ip_send(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t pro
     iov[0].len = STK_L2L3_HLEN + l4_len;
 
     e->ctr.ip_out++;
+    if (bcast) {
+        memcpy(hdr, eth_broadcast, 6);
+        return stk__eth_tx(e, iov, 1 + npay, meta);
+    }
     int rc = stk__arp_resolve(e, now, nexthop, hdr);
     if (rc == -EAGAIN)
         return stk__arp_queue(e, now, nexthop, iov, 1 + npay, meta);
@@ -171,10 +179,12 @@ void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4
         icmp_echo(e, now, ip);
         break;
     case ICMP_UNREACH:
-        /* Destination unreachable (fragmentation needed for path MTU discovery, or a hard
-         * error for a connection attempt) would be handed to TCP here, after checking
-         * that the quoted segment matches a connection's sequence space (RFC 5927). That
-         * is future work: for now it is counted and ignored, like every other type. */
+        /* A quoted UDP datagram goes to UDP (port unreachable: ECONNREFUSED for a connected
+         * socket). For TCP (fragmentation needed for path MTU discovery, or a hard error
+         * for a connection attempt) it would need checking that the quoted segment matches
+         * a connection's sequence space (RFC 5927). That is future work: counted and
+         * ignored, like every other type. */
+        stk__udp_icmp_error(e, ip->l4[1], ip->l4 + ICMP_HLEN, ip->l4_len - ICMP_HLEN);
         break;
     default:
         break;
@@ -215,7 +225,9 @@ static void ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, siz
         return;
     }
     uint32_t src = stk__get32(p + 12), dst = stk__get32(p + 16);
-    if (dst != e->cfg.ip) {
+    /* Broadcasts are for UDP only (RFC 1122 4.2.3.10: TCP must not take them). */
+    if (dst != e->cfg.ip &&
+        !(p[9] == STK_IP_PROTO_UDP && (dst == 0xffffffffu || stk__ip_is_subnet_bcast(e, dst)))) {
         e->ctr.ip_drop_dst++;
         return;
     }
@@ -253,6 +265,9 @@ static void ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, siz
         break;
     case STK_IP_PROTO_ICMP:
         stk__icmp_input(e, now, &pkt);
+        break;
+    case STK_IP_PROTO_UDP:
+        stk__udp_input(e, now, &pkt);
         break;
     default:
         e->ctr.ip_drop_proto++;

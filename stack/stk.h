@@ -144,6 +144,10 @@ struct stk_config {
      * gets it through stk_input_ip(). NULL: every datagram is processed here. */
     void *steer_ctx;
     int (*steer_ip)(void *steer_ctx, const void *ip, size_t len);
+    /* UDP; 0 selects the default shown. */
+    uint32_t udp_rcvbuf;         /* 212992 bytes (Linux's rmem_default) */
+    uint32_t udp_sndbuf;         /* 212992 bytes (wmem_default); reported, sends are immediate */
+    uint32_t icmp_unreach_per_s; /* 1000: ICMP port unreachables sent per second, burst 50 */
 };
 
 /* Counters. Every drop has a reason. */
@@ -221,6 +225,22 @@ struct stk_config {
     X(tcp_zwp) \
     X(tcp_tw_reuse) \
     X(tcp_nomem) \
+    X(udp_in) \
+    X(udp_out) \
+    X(udp_bytes_in) \
+    X(udp_bytes_out) \
+    X(udp_bcast_in) \
+    X(udp_drop_hdr) \
+    X(udp_drop_len) \
+    X(udp_drop_csum) \
+    X(udp_drop_rcvbuf) \
+    X(udp_drop_shut) \
+    X(udp_noport) \
+    X(udp_nomem) \
+    X(udp_send_fail) \
+    X(udp_icmp_unreach_out) \
+    X(udp_icmp_unreach_limited) \
+    X(udp_icmp_err_in) \
     X(tx_fail) \
     X(ip6_in) \
     X(ip6_out) \
@@ -323,6 +343,7 @@ enum stk_sockopt {
     STK_SO_NWRITE,        /* get: bytes not yet acknowledged (SIOCOUTQ) */
     STK_SO_SNDSPACE,      /* get: bytes send() would accept now */
     STK_TCP_DEFER_ACCEPT, /* seconds: accept() returns only once data arrived */
+    STK_SO_BROADCAST,     /* UDP: int bool, may send to a broadcast address */
 };
 
 struct stk_tcp_info {
@@ -362,6 +383,56 @@ int stk_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr);
 int stk_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr);
 int stk_tcp_info(struct stk_engine *e, int sd, struct stk_tcp_info *info);
 void *stk_user(struct stk_engine *e, int sd);
+
+/* Sockets (UDP over IPv4). Their ids are a space of their own, apart from TCP's: the
+ * on_event callback reports both kinds, and the caller tells them apart by the user pointer
+ * it gave. Datagrams are kept whole: one send is one datagram, one receive takes one.
+ *
+ * Errors follow Linux's udp(7): sendto() without an address on an unconnected socket
+ * -EDESTADDRREQ, to port 0 -EINVAL, to a broadcast address without STK_SO_BROADCAST -EACCES,
+ * to an address ustack cannot reach -ENETUNREACH, a payload above 65507 bytes -EMSGSIZE
+ * (above the MTU it goes out as IPv4 fragments when the engine has them). An ICMP port (or
+ * protocol) unreachable that answers a connected socket's datagram becomes ECONNREFUSED
+ * (ENOPROTOOPT), reported once by the next send or receive call (or STK_SO_ERROR). */
+struct stk_udp_meta {
+    struct stk_sockaddr from; /* the sender */
+    uint32_t dst;             /* the local address it was sent to (ours, or a broadcast) */
+};
+
+int stk_udp_socket(struct stk_engine *e, void *user);
+/* Port 0 picks an ephemeral port. Two sockets may share a port only when both set
+ * STK_SO_REUSEADDR before binding (-EADDRINUSE otherwise). */
+int stk_udp_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr);
+/* Sets the default destination and the only source datagrams are accepted from (binding an
+ * ephemeral port first if needed); to == NULL dissolves it (AF_UNSPEC), releasing a port
+ * that was bound automatically. */
+int stk_udp_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_sockaddr *to);
+/* Sends one datagram made of iov[0..n) (n <= 8) to *to, or to the connected peer when to is
+ * NULL. Binds an ephemeral port first if needed. Returns the payload length or -errno. */
+ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struct stk_iov *iov,
+                       int n, const struct stk_sockaddr *to);
+/* Takes the next datagram (STK_MSG_PEEK leaves it): copies up to len bytes, the rest is
+ * discarded; returns the datagram's full length (as MSG_TRUNC asks), -EAGAIN when none is
+ * queued, 0 when none is queued and the read side is shut. meta may be NULL. */
+ssize_t stk_udp_recvfrom(struct stk_engine *e, stk_time_t now, int sd, void *buf, size_t len,
+                         uint32_t flags, struct stk_udp_meta *meta);
+/* Zero-copy view of the next datagram: its length (data->base/len set), or -EAGAIN; then
+ * stk_udp_drop() discards it. Neither reports a pending error. */
+ssize_t stk_udp_peek(struct stk_engine *e, int sd, struct stk_iov *data, struct stk_udp_meta *meta);
+int stk_udp_drop(struct stk_engine *e, int sd);
+/* Records the shutdown; -ENOTCONN on an unconnected socket (which is still shut, as Linux). */
+int stk_udp_shutdown(struct stk_engine *e, int sd, enum stk_shut how);
+int stk_udp_close(struct stk_engine *e, int sd);
+/* STK_SO_ERROR, STK_SO_REUSEADDR, STK_SO_BROADCAST, STK_SO_RCVBUF, STK_SO_SNDBUF, and (get)
+ * STK_SO_NREAD: the next datagram's length (0 when none, as Linux's FIONREAD). */
+int stk_udp_setopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int val);
+int stk_udp_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val);
+/* STK_EV_IN: a datagram queued, or the read side shut; STK_EV_OUT: always (sends never wait);
+ * STK_EV_ERR: a pending error. */
+uint32_t stk_udp_events(struct stk_engine *e, int sd);
+int stk_udp_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr);
+int stk_udp_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr);
+void *stk_udp_user(struct stk_engine *e, int sd);
 
 /* One TCP endpoint as `ss -tin` lists it (stk_sock_walk). */
 struct stk_sock_entry {

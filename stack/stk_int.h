@@ -22,6 +22,7 @@
 #define STK_IP_HLEN       20
 #define STK_IP_PROTO_ICMP 1
 #define STK_IP_PROTO_TCP  6
+#define STK_IP_PROTO_UDP  17
 #define STK_TCP_HLEN      20
 #define STK_TCP_MAXOPT    40
 /* Room in front of an L4 header for Ethernet and IPv4 (no IP options are ever sent). */
@@ -211,6 +212,13 @@ void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop);
  * hop (queueing behind ARP), and calls cfg.tx. meta may be NULL (no offloads). */
 int stk__ip_send(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto, uint8_t *hdr,
                  size_t l4_len, const struct stk_iov *payload, int npay, struct stk_txmeta *meta);
+/* Sends l4_len bytes of L4 header and payload (checksum complete), iov l4[0..n), as IPv4
+ * fragments without DF: for a datagram whose packet exceeds the MTU. 0 or -errno.
+ * (stack/ipfrag.c) */
+int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto,
+                       const struct stk_iov *l4, int n, size_t l4_len);
+/* Is a the directed broadcast of our subnet? (/31 and /32 have none.) */
+bool stk__ip_is_subnet_bcast(const struct stk_engine *e, uint32_t a);
 /* Hands a frame to cfg.tx and counts it. */
 int stk__eth_tx(struct stk_engine *e, const struct stk_iov *iov, int n,
                 const struct stk_txmeta *meta);
@@ -259,6 +267,8 @@ size_t stk__ipfrag_mem(const struct stk_engine *e, uint32_t *count);
 int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto,
                        const struct stk_iov *l4, int n, size_t l4_len);
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
+/* udp.c (udp.h has the rest) */
+void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 
 /* ---- IPv6, ICMPv6 (ip6.c) and neighbour discovery (nd.c) --------------------------------- */
 #define STK_ETH_P_IPV6      0x86dd
@@ -362,6 +372,7 @@ void stk__nd_confirm(struct stk_engine *e, stk_time_t now, const uint8_t ip[16])
 
 /* ---- The engine -------------------------------------------------------------------------- */
 struct stk_tcp; /* TCP's per-engine state (tcp.h) */
+struct stk_udp; /* UDP's (udp.h) */
 
 struct stk_engine {
     struct stk_config cfg;
@@ -372,6 +383,7 @@ struct stk_engine {
     struct stk_tcp *tcp;
     struct stk__nd *nd; /* IPv6 addresses, neighbour cache, ICMPv6 error rate limit */
     struct stk__ipfrag *ipf;
+    struct stk_udp *udp;
 };
 
 void *stk__alloc(struct stk_engine *e, size_t size); /* zeroed */

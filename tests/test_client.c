@@ -236,12 +236,12 @@ static void setup(void)
     shm_cmdq(base, 0)->wake_fd = eventfd(0, EFD_NONBLOCK);
     atomic_store(&shm_hdr(base)->stack_pid, getpid());
     atomic_store(&shm_hdr(base)->state, SHM_READY);
-    struct shim_sys sys = {socket,        bind,       listen,      accept4,      connect,
-                           getsockopt,    setsockopt, close,       read,         write,
-                           fcntl,         ioctl,      dup,         dup3,         ppoll,
-                           epoll_create1, epoll_ctl,  epoll_pwait, epoll_pwait2, sigaction};
+    struct shim_sys sys = {socket,       bind,      listen, accept4,       connect,   getsockopt,
+                           setsockopt,   close,     read,   write,         fcntl,     ioctl,
+                           dup,          dup3,      ppoll,  epoll_create1, epoll_ctl, epoll_pwait,
+                           epoll_pwait2, sigaction, sendmsg};
     shim_init(&sys);
-    struct shim_attach a = {base, size, -1, -1, MY_IP, 24, 0, 4096};
+    struct shim_attach a = {base, size, -1, -1, MY_IP, 24, 0, 4096, 0};
     ck_assert_int_eq(shim_attach(&a), 0);
     ck_assert_int_eq(pthread_create(&stack_thread, NULL, fake_stack, NULL), 0);
 }

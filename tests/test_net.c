@@ -531,7 +531,7 @@ enum ipcase {
     IPC_SRC_BCAST,
     IPC_SRC_SUBNET_BCAST,
     IPC_SRC_SELF,
-    IPC_PROTO_UDP,
+    IPC_PROTO_SCTP,
     IPC_N
 };
 
@@ -645,8 +645,8 @@ START_TEST(ip_input_drops)
             fix_ip_csum(f);
             which = &now->ip_drop_hdr;
             break;
-        case IPC_PROTO_UDP:
-            ip[9] = 17;
+        case IPC_PROTO_SCTP:
+            ip[9] = 132; /* SCTP: no handler (UDP has one) */
             fix_ip_csum(f);
             which = &now->ip_drop_proto;
             break;

@@ -1441,6 +1441,162 @@ START_TEST(cmdq_scribble)
 }
 END_TEST
 
+/* ---- UDP ------------------------------------------------------------------------------ */
+
+static void ts_socket_udp(struct region *r, struct tsock *t, uint16_t port)
+{
+    t->r = r;
+    t->core = 0; /* UDP sockets live on core 0 (docs/architecture.md "UDP") */
+    t->i = shm_sock_alloc(r->base);
+    ck_assert_uint_ne(t->i, SHM_NONE);
+    struct shm_sock *s = ts_sock(t);
+    s->core = 0;
+    t->gen = atomic_load(&s->gen);
+    t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ck_assert_int_ge(t->efd, 0);
+    ck_assert_int_eq(ts_call(t, SHM_OP_SOCKET, t->efd, SHM_SOCK_DGRAM, 0, 0, NULL), 0);
+    atomic_store(&s->state, SHM_SOCK_LIVE);
+    atomic_store(&s->refs, 1);
+    ck_assert(atomic_load(&s->flags) & SHM_F_DGRAM);
+    struct shm_reply rep;
+    ck_assert_int_eq(ts_call(t, SHM_OP_BIND, 0, 0, 0, port, &rep), 0);
+    ck_assert_uint_eq(rep.port, port);
+    ck_assert_uint_eq(s->lport, port);
+}
+
+/* One datagram record into the tx ring (false when it does not fit now). */
+static bool dg_send(struct tsock *t, uint32_t ip, uint16_t port, const void *data, uint32_t len)
+{
+    struct shm_sock *s = ts_sock(t);
+    uint8_t *d = shm_tx_data(t->r->base, t->i);
+    if (shm_ring_space(&s->tx, RING) < SHM_DGRAM_HLEN + len)
+        return false;
+    struct shm_dgram h = {len, ip, port, 0, 0};
+    shm_ring_put_at(&s->tx, d, RING, 0, &h, SHM_DGRAM_HLEN);
+    shm_ring_put_at(&s->tx, d, RING, SHM_DGRAM_HLEN, data, len);
+    shm_ring_produce(&s->tx, SHM_DGRAM_HLEN + len);
+    ts_kick(t);
+    return true;
+}
+
+/* The next datagram record (waits up to ms); its length, or -1. */
+static int dg_recv(struct tsock *t, struct shm_dgram *h, void *buf, uint32_t cap, int ms)
+{
+    struct shm_sock *s = ts_sock(t);
+    const uint8_t *d = shm_rx_data(t->r->base, t->i);
+    int64_t end = now_ns() + (int64_t)ms * 1000000;
+    for (;;) {
+        uint32_t seq0 = atomic_load(&s->seq);
+        uint32_t used = shm_ring_used(&s->rx, RING);
+        if (used >= SHM_DGRAM_HLEN) {
+            shm_ring_get_at(&s->rx, d, RING, 0, h, SHM_DGRAM_HLEN);
+            ck_assert_uint_le(h->len, used - SHM_DGRAM_HLEN);
+            ck_assert_uint_le(h->len, cap);
+            shm_ring_get_at(&s->rx, d, RING, SHM_DGRAM_HLEN, buf, h->len);
+            shm_ring_skip(&s->rx, RING, SHM_DGRAM_HLEN + h->len);
+            atomic_thread_fence(memory_order_seq_cst);
+            if (atomic_load(&s->flags) & SHM_F_RX_BLOCKED)
+                ts_kick(t);
+            return (int)h->len;
+        }
+        if (now_ns() >= end)
+            return -1;
+        ts_wait(t, seq0, 20);
+    }
+}
+
+/* Two stacks, one UDP socket each (on core 0 of a one- or two-core stack): A sends
+ * datagrams of every size 0..1472 to B, B echoes each to its sender, A checks them in
+ * order; a scribbled tx record is dropped whole and counted, and the socket goes on. */
+static void run_udp(unsigned ncores)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, ncores);
+    struct tsock a, b;
+    ts_socket_udp(&w.ra, &a, 6000);
+    ts_socket_udp(&w.rb, &b, 6001);
+    static uint8_t out[1500], in[1500], echo[1500];
+    const uint32_t n = 1473;
+    uint32_t sent = 0, got = 0;
+    int64_t end = now_ns() + 60ll * 1000000000;
+    while (got < n) {
+        ck_assert_msg(now_ns() < end, "%u of %u datagrams echoed", got, n);
+        /* A keeps a window of 8 in flight: loss-free on ring ports. */
+        while (sent < n && sent - got < 8) {
+            for (uint32_t k = 0; k < sent; k++) /* datagram i has i bytes */
+                out[k] = pat(sent, k);
+            if (!dg_send(&a, IP_B, 6001, out, sent))
+                break;
+            sent++;
+        }
+        struct shm_dgram h;
+        int len;
+        while ((len = dg_recv(&b, &h, echo, sizeof(echo), 0)) >= 0) {
+            ck_assert_uint_eq(h.ip, IP_A);
+            ck_assert_uint_eq(h.port, 6000);
+            ck_assert_uint_eq(h.dst, IP_B);
+            while (!dg_send(&b, h.ip, h.port, echo, (uint32_t)len))
+                usleep(100);
+        }
+        len = dg_recv(&a, &h, in, sizeof(in), 20);
+        if (len < 0)
+            continue;
+        ck_assert_uint_eq(h.ip, IP_B);
+        ck_assert_uint_eq(h.port, 6001);
+        ck_assert_int_eq(len, (int)got);
+        for (uint32_t k = 0; k < got; k++)
+            ck_assert_msg(in[k] == pat(got, k), "datagram %u byte %u", got, k);
+        got++;
+    }
+    /* A record claiming more than the ring holds: the ring is emptied, counted. */
+    struct shm_sock *s = ts_sock(&a);
+    struct shm_dgram bad = {60000, IP_B, 6001, 0, 0};
+    shm_ring_put_at(&s->tx, shm_tx_data(w.ra.base, a.i), RING, 0, &bad, SHM_DGRAM_HLEN);
+    shm_ring_produce(&s->tx, SHM_DGRAM_HLEN);
+    ts_kick(&a);
+    int64_t until = now_ns() + 5ll * 1000000000;
+    while (shm_ring_used(&s->tx, RING) && now_ns() < until)
+        usleep(1000);
+    ck_assert_uint_eq(shm_ring_used(&s->tx, RING), 0);
+    /* Still usable. */
+    ck_assert(dg_send(&a, IP_B, 6001, "after", 5));
+    struct shm_dgram h;
+    ck_assert_int_eq(dg_recv(&b, &h, echo, sizeof(echo), 5000), 5);
+    /* Disconnected/unbound rules live in the engine; here: connect and its flags. */
+    ck_assert_int_eq(ts_call(&a, SHM_OP_CONNECT, 0, 0, IP_B, 6001, NULL), 0);
+    ck_assert(atomic_load(&s->flags) & SHM_F_CONNECTED);
+    ck_assert_uint_eq(s->rip, IP_B);
+    ck_assert(dg_send(&a, 0, 0, "conn", 4)); /* 0:0 = the connected peer */
+    ck_assert_int_eq(dg_recv(&b, &h, echo, sizeof(echo), 5000), 4);
+    ck_assert_int_eq(ts_call(&a, SHM_OP_CONNECT, 1, 0, 0, 0, NULL), 0);
+    ck_assert(!(atomic_load(&s->flags) & SHM_F_CONNECTED));
+    ck_assert_int_eq(ts_call(&a, SHM_OP_LISTEN, 1, 0, 0, 0, NULL), -EOPNOTSUPP);
+    ts_close(&a);
+    ts_close(&b);
+    ts_wait_freed(&a, 5);
+    ts_wait_freed(&b, 5);
+    world_stop(&w);
+    struct dio_shm_counters k = counters(&w.ra);
+    ck_assert_uint_ge(k.shm_udp_tx, n + 2);
+    ck_assert_uint_ge(k.shm_udp_rx, n + 0);
+    ck_assert_uint_eq(k.shm_ring_insane, 1);
+    ck_assert_uint_eq(k.shm_udp_tx_fail, 0);
+    world_destroy(&w);
+}
+
+START_TEST(udp_one_core)
+{
+    run_udp(1);
+}
+END_TEST
+
+START_TEST(udp_two_cores)
+{
+    run_udp(2);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shmsrv");
@@ -1459,6 +1615,8 @@ int main(void)
     tcase_add_test(tc, dead_holder_wakes_sharers);
     tcase_add_test(tc, cmdq_scribble);
     tcase_add_test(tc, regions_added_and_removed);
+    tcase_add_test(tc, udp_one_core);
+    tcase_add_test(tc, udp_two_cores);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

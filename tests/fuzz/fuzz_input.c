@@ -364,6 +364,14 @@ static void setup(struct fz *f)
     stk_listen(f->e, l, 8);
     sd_add(f, l);
 
+    /* UDP: a socket on port 53 (its queue fills up to the receive buffer) and one connected
+     * to the peer's port 5353 (ICMP errors quoting it set its pending error). */
+    int u = stk_udp_socket(f->e, NULL);
+    struct stk_sockaddr any53 = {.ip = 0, .port = 53}, peer5353 = {.ip = PEER_IP, .port = 5353};
+    stk_udp_bind(f->e, u, &any53);
+    u = stk_udp_socket(f->e, NULL);
+    stk_udp_connect(f->e, f->now, u, &peer5353);
+
     /* Passive, with timestamps, SACK and window scaling: established and accepted. */
     const uint32_t p_isn = 1000000;
     peer_seg(f, 40000, 80, PKT_TCP_SYN, p_isn, 0, true, NULL, 0);

@@ -191,6 +191,8 @@ net_teardown() {
     done
     for ns in $NS_K $NS_U $NS_R; do
         ip netns del "$ns" 2>/dev/null || true
+        # Per-namespace files for `ip netns exec` (a test's resolv.conf, test_udp.sh).
+        [ -n "$ns" ] && rm -rf "/etc/netns/$ns"
     done
     NS_K=""; NS_U=""; NS_R=""
     # ustackd's EAL file prefix is ustack-<pid>; DPDK leaves that runtime directory behind.

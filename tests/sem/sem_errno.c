@@ -333,7 +333,7 @@ static void enoprotoopt(void)
     CHECK_ERR(setsockopt(fd, 4242, 1, &v, sizeof v), ENOPROTOOPT);
 }
 
-/* listen and accept on a UDP socket (a kernel socket even under ustack) are EOPNOTSUPP. */
+/* listen and accept on a UDP socket are EOPNOTSUPP. */
 static void eopnotsupp(void)
 {
     int u = sem_track(socket(AF_INET, SOCK_DGRAM, 0));

@@ -12,8 +12,9 @@
  *                connections, after delay_ms connect to SEM_SELF:port, answer "ok <i>" or
  *                "err <i> <errno>", send nbytes of the pattern, echo until EOF, then answer
  *                "eof <i> <bytes echoed>" or "rst <i> <errno>"
- * Nothing listens on +8, so connects there are refused. One thread per connection; every
- * blocking call is bounded, and the process exits after --lifetime seconds (default 1800).
+ * UDP: +0 echoes every datagram back to its sender; +8 has no UDP socket (ICMP port
+ * unreachable). Nothing listens on +8, so connects there are refused. One thread per connection;
+ * every blocking call is bounded, and the process exits after --lifetime seconds (default 1800).
  *
  * Usage: SEM_SELF=... SEM_PORT_BASE=... sem_peer [--lifetime S]
  * Prints "ready" on stdout once every listener is up.
@@ -318,6 +319,22 @@ static int open_listener(int svc)
     return fd;
 }
 
+/* UDP echo at base+0: every datagram back to its sender, as it came. */
+static void *udp_echo(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    static char buf[65536];
+    for (;;) {
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0)
+            continue;
+        sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     long lifetime = 1800;
@@ -349,6 +366,17 @@ int main(int argc, char **argv)
             return 1;
         pthread_detach(t);
     }
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in ua =
+        sem_sin((struct in_addr){htonl(INADDR_ANY)}, sem_port_base + SEM_P_ECHO);
+    if (u < 0 || bind(u, (struct sockaddr *)&ua, sizeof ua) < 0) {
+        perror("sem_peer: udp echo");
+        return 1;
+    }
+    pthread_t ut;
+    if (pthread_create(&ut, NULL, udp_echo, (void *)(intptr_t)u) != 0)
+        return 1;
+    pthread_detach(ut);
     printf("ready\n");
     fflush(stdout);
     sleep((unsigned)lifetime);

@@ -384,7 +384,7 @@ def cmd_malformed(ip_u, iface, dmac_s, port, seed, nrand):
     add("ip_ttl0", ipv4(ip_k, ip_u, syn(), ttl=0))
     for tos in (0xff, 0x03):
         add("ip_tos", ipv4(ip_k, ip_u, syn(), tos=tos))
-    for proto in (0, 2, 17, 41, 50, 132, 255):
+    for proto in (0, 2, 47, 41, 50, 132, 255):  # not 1, 6 or 17: ICMP, TCP and UDP are served
         add("ip_proto", ipv4(ip_k, ip_u, os.urandom(20), proto=proto))
     for dst in (net + ".3", net + ".255", "255.255.255.255", "224.0.0.1", "0.0.0.0"):
         add("ip_dst", ipv4(ip_k, dst, tcp(ip_k, dst, sp(), port)))

@@ -1,0 +1,748 @@
+/*
+ * udp.c - UDP over IPv4 (RFC 768, RFC 1122 4.1): sockets, the port table, input with a
+ * bounded queue of datagrams per socket, output, ICMP errors both ways.
+ *
+ * Errors and corner cases follow Linux's udp(7) and ip(7), as stk.h documents.
+ */
+#include <string.h>
+
+#include "udp.h"
+
+#define ICMP_UNREACH       3
+#define ICMP_UNREACH_PROTO 2
+#define ICMP_UNREACH_PORT  3
+#define ICMP_HLEN          8
+#define ICMP_QUOTE_MAX     (576 - STK_IP_HLEN - ICMP_HLEN) /* RFC 1812 4.3.2.3 */
+#define ICMP_UNREACH_BURST 50u
+#define UDP_DEFAULT_BUF    212992u
+#define UDP_MAX_IOV        8
+#define UDP_BUF_MIN_RCV    2304u /* Linux's SOCK_MIN_RCVBUF */
+#define UDP_BUF_MIN_SND    4608u /* Linux's SOCK_MIN_SNDBUF */
+#define UDP_BUF_MAX        (64u << 20)
+
+static uint32_t rcvbuf_default(const struct stk_engine *e)
+{
+    return e->cfg.udp_rcvbuf ? e->cfg.udp_rcvbuf : UDP_DEFAULT_BUF;
+}
+
+int stk__udp_create(struct stk_engine *e)
+{
+    struct stk_udp *u = stk__alloc(e, sizeof(*u));
+    if (!u)
+        return -ENOMEM;
+    uint32_t n = e->cfg.max_socks;
+    u->socks = stk__alloc(e, n * sizeof(*u->socks));
+    u->sd_free = stk__alloc(e, n * sizeof(*u->sd_free));
+    if (!u->socks || !u->sd_free) {
+        stk__free(e, u->socks, n * sizeof(*u->socks));
+        stk__free(e, u->sd_free, n * sizeof(*u->sd_free));
+        stk__free(e, u, sizeof(*u));
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        u->sd_free[i] = (int)(n - 1 - i);
+    u->nsd_free = n;
+    u->port_cursor = stk__get32(e->cfg.secret + 4);
+    u->icmp_tokens = ICMP_UNREACH_BURST;
+    u->icmp_last = e->now;
+    e->udp = u;
+    return 0;
+}
+
+static void queue_flush(struct stk_engine *e, struct stk_udp_sock *s)
+{
+    while (s->qhead) {
+        struct stk_udp_dgram *d = s->qhead;
+        s->qhead = d->next;
+        stk__free(e, d, sizeof(*d) + d->len);
+    }
+    s->qtail = NULL;
+    s->qlen = s->qbytes = 0;
+}
+
+void stk__udp_destroy(struct stk_engine *e)
+{
+    struct stk_udp *u = e->udp;
+    if (!u)
+        return;
+    uint32_t n = e->cfg.max_socks;
+    for (uint32_t i = 0; i < n; i++) {
+        if (u->socks[i]) {
+            queue_flush(e, u->socks[i]);
+            stk__free(e, u->socks[i], sizeof(*u->socks[i]));
+        }
+    }
+    stk__free(e, u->socks, n * sizeof(*u->socks));
+    stk__free(e, u->sd_free, n * sizeof(*u->sd_free));
+    stk__free(e, u, sizeof(*u));
+    e->udp = NULL;
+}
+
+static struct stk_udp_sock *sock_get(struct stk_engine *e, int sd)
+{
+    if (sd < 0 || (uint32_t)sd >= e->cfg.max_socks)
+        return NULL;
+    return e->udp->socks[sd];
+}
+
+#define GET_OR_EBADF(s, e, sd)                                                                     \
+    struct stk_udp_sock *s = sock_get(e, sd);                                                      \
+    if (!s)                                                                                        \
+    return -EBADF
+
+int stk_udp_socket(struct stk_engine *e, void *user)
+{
+    struct stk_udp *u = e->udp;
+    if (u->nsd_free == 0)
+        return -EMFILE;
+    struct stk_udp_sock *s = stk__alloc(e, sizeof(*s));
+    if (!s) {
+        e->ctr.udp_nomem++;
+        return -ENOBUFS;
+    }
+    int sd = u->sd_free[--u->nsd_free];
+    u->socks[sd] = s;
+    s->sd = sd;
+    s->user = user;
+    s->rcvbuf = rcvbuf_default(e);
+    s->sndbuf = e->cfg.udp_sndbuf ? e->cfg.udp_sndbuf : UDP_DEFAULT_BUF;
+    return sd;
+}
+
+void *stk_udp_user(struct stk_engine *e, int sd)
+{
+    struct stk_udp_sock *s = sock_get(e, sd);
+    return s ? s->user : NULL;
+}
+
+/* ---- Events --------------------------------------------------------------------------- */
+
+uint32_t stk_udp_events(struct stk_engine *e, int sd)
+{
+    struct stk_udp_sock *s = sock_get(e, sd);
+    if (!s)
+        return STK_EV_ERR | STK_EV_HUP;
+    uint32_t ev = STK_EV_OUT;
+    if (s->qhead || (s->flags & UF_SHUT_RD))
+        ev |= STK_EV_IN;
+    if (s->flags & UF_SHUT_RD)
+        ev |= STK_EV_RDHUP;
+    if ((s->flags & (UF_SHUT_RD | UF_SHUT_WR)) == (UF_SHUT_RD | UF_SHUT_WR))
+        ev |= STK_EV_HUP;
+    if (s->so_error)
+        ev |= STK_EV_ERR;
+    return ev;
+}
+
+static void notify(struct stk_engine *e, struct stk_udp_sock *s)
+{
+    if (e->cfg.on_event)
+        e->cfg.on_event(e->cfg.ev_ctx, s->sd, s->user, stk_udp_events(e, s->sd));
+}
+
+/* ---- Ports ---------------------------------------------------------------------------- */
+
+static struct stk_udp_sock **bucket(struct stk_engine *e, uint16_t port)
+{
+    return &e->udp->ports[port & (STK_UDP_PORT_BUCKETS - 1)];
+}
+
+/* Linux (udp_lib_lport_inuse): a port is taken by another socket on it unless both set
+ * SO_REUSEADDR. With one local address every binding of a port overlaps (0.0.0.0 covers
+ * ours). */
+static bool port_free(struct stk_engine *e, const struct stk_udp_sock *s, uint16_t port)
+{
+    for (struct stk_udp_sock *o = *bucket(e, port); o; o = o->pnext) {
+        if (o != s && o->lport == port && !((o->flags & UF_REUSEADDR) && (s->flags & UF_REUSEADDR)))
+            return false;
+    }
+    return true;
+}
+
+static void hash_port(struct stk_engine *e, struct stk_udp_sock *s, uint32_t ip, uint16_t port)
+{
+    /* Newest first: among sockets sharing a port (SO_REUSEADDR) the last bound gets unicast
+     * datagrams, as Linux's lookup ends up choosing. */
+    struct stk_udp_sock **b = bucket(e, port);
+    s->pnext = *b;
+    *b = s;
+    s->lip = ip;
+    s->lport = port;
+    s->flags |= UF_BOUND;
+}
+
+static void unhash_port(struct stk_engine *e, struct stk_udp_sock *s)
+{
+    if (!(s->flags & UF_BOUND))
+        return;
+    for (struct stk_udp_sock **pp = bucket(e, s->lport); *pp; pp = &(*pp)->pnext) {
+        if (*pp == s) {
+            *pp = s->pnext;
+            break;
+        }
+    }
+    s->pnext = NULL;
+    s->lport = 0;
+    s->flags &= ~(UF_BOUND | UF_BIND_PORT);
+}
+
+static int bind_any_port(struct stk_engine *e, struct stk_udp_sock *s, uint32_t ip)
+{
+    uint32_t lo = e->cfg.port_lo, range = e->cfg.port_hi - lo + 1u;
+    uint32_t start = e->udp->port_cursor++;
+    for (uint32_t i = 0; i < range; i++) {
+        uint16_t port = (uint16_t)(lo + (start + i) % range);
+        if (port_free(e, s, port)) {
+            hash_port(e, s, ip, port);
+            return 0;
+        }
+    }
+    return -EAGAIN; /* Linux's answer when no ephemeral port is left for a UDP autobind */
+}
+
+int stk_udp_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr)
+{
+    GET_OR_EBADF(s, e, sd);
+    if (!addr)
+        return -EFAULT;
+    if (s->flags & UF_BOUND)
+        return -EINVAL;
+    if (addr->ip != 0 && addr->ip != e->cfg.ip)
+        return -EADDRNOTAVAIL;
+    if (addr->port == 0) {
+        int rc = bind_any_port(e, s, addr->ip);
+        if (rc)
+            return rc == -EAGAIN ? -EADDRINUSE : rc;
+    } else {
+        if (!port_free(e, s, addr->port))
+            return -EADDRINUSE;
+        hash_port(e, s, addr->ip, addr->port);
+        s->flags |= UF_BIND_PORT;
+    }
+    if (addr->ip)
+        s->flags |= UF_BIND_ADDR;
+    return 0;
+}
+
+/* ---- Destinations --------------------------------------------------------------------- */
+
+static bool is_bcast(const struct stk_engine *e, uint32_t a)
+{
+    return a == 0xffffffffu || stk__ip_is_subnet_bcast(e, a);
+}
+
+/* Linux's route lookup for a datagram's destination: a broadcast needs SO_BROADCAST
+ * (-EACCES), anything ustack's interface cannot reach is -ENETUNREACH. */
+static int check_dst(struct stk_engine *e, const struct stk_udp_sock *s, uint32_t ip)
+{
+    if (is_bcast(e, ip))
+        return (s->flags & UF_BROADCAST) ? 0 : -EACCES;
+    if (stk__ip_route(e, ip) == 0)
+        return -ENETUNREACH;
+    return 0;
+}
+
+int stk_udp_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_sockaddr *to)
+{
+    (void)now;
+    GET_OR_EBADF(s, e, sd);
+    if (!to) {
+        /* Linux's __udp_disconnect: the association goes, and with it an address and a port
+         * the application did not bind itself. */
+        s->flags &= ~UF_CONNECTED;
+        s->rip = 0;
+        s->rport = 0;
+        if (!(s->flags & UF_BIND_ADDR))
+            s->lip = 0;
+        if (!(s->flags & UF_BIND_PORT))
+            unhash_port(e, s);
+        return 0;
+    }
+    int rc = check_dst(e, s, to->ip);
+    if (rc)
+        return rc;
+    if (!(s->flags & UF_BOUND)) {
+        rc = bind_any_port(e, s, e->cfg.ip);
+        if (rc)
+            return rc;
+    }
+    s->lip = e->cfg.ip;
+    s->rip = to->ip;
+    s->rport = to->port;
+    s->flags |= UF_CONNECTED;
+    /* An error left over from an earlier association is not this one's. */
+    s->so_error = 0;
+    return 0;
+}
+
+int stk_udp_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
+{
+    GET_OR_EBADF(s, e, sd);
+    if (!addr)
+        return -EFAULT;
+    addr->ip = s->lip;
+    addr->port = s->lport;
+    return 0;
+}
+
+int stk_udp_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
+{
+    GET_OR_EBADF(s, e, sd);
+    if (!addr)
+        return -EFAULT;
+    if (!(s->flags & UF_CONNECTED))
+        return -ENOTCONN;
+    addr->ip = s->rip;
+    addr->port = s->rport;
+    return 0;
+}
+
+/* ---- Output --------------------------------------------------------------------------- */
+
+/* Ones-complement sum over pieces of any length: a piece starting at an odd offset of the
+ * whole has its bytes in swapped lanes, which a byte swap of its folded sum puts right. */
+static uint32_t csum_iov(uint32_t sum, const struct stk_iov *iov, int n)
+{
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t part = stk__csum_add(0, iov[i].base, iov[i].len);
+        if (off & 1) {
+            while (part >> 16)
+                part = (part & 0xffff) + (part >> 16);
+            part = ((part & 0xff) << 8) | (part >> 8);
+        }
+        sum += part;
+        while (sum >> 24) /* keep headroom: fold early */
+            sum = (sum & 0xffff) + (sum >> 16);
+        off += iov[i].len;
+    }
+    return sum;
+}
+
+ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struct stk_iov *iov,
+                       int n, const struct stk_sockaddr *to)
+{
+    GET_OR_EBADF(s, e, sd);
+    if (n < 0 || n > UDP_MAX_IOV || (n > 0 && !iov))
+        return -EINVAL;
+    if (s->so_error) {
+        int err = s->so_error;
+        s->so_error = 0;
+        return -err;
+    }
+    if (s->flags & UF_SHUT_WR)
+        return -EPIPE;
+    uint32_t dip;
+    uint16_t dport;
+    if (to) {
+        if (to->port == 0)
+            return -EINVAL;
+        dip = to->ip;
+        dport = to->port;
+    } else {
+        if (!(s->flags & UF_CONNECTED))
+            return -EDESTADDRREQ;
+        dip = s->rip;
+        dport = s->rport;
+    }
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].len;
+    if (len > STK_UDP_MAX_PAYLOAD)
+        return -EMSGSIZE;
+    int rc = check_dst(e, s, dip);
+    if (rc)
+        return rc;
+    if (!(s->flags & UF_BOUND)) {
+        rc = bind_any_port(e, s, 0);
+        if (rc)
+            return rc;
+    }
+
+    uint8_t hdr[STK_L2L3_HLEN + STK_UDP_HLEN];
+    uint8_t *uh = hdr + STK_L2L3_HLEN;
+    uint16_t ulen = (uint16_t)(STK_UDP_HLEN + len);
+    stk__put16(uh, s->lport);
+    stk__put16(uh + 2, dport);
+    stk__put16(uh + 4, ulen);
+    stk__put16(uh + 6, 0);
+    uint32_t sum = stk__csum_pseudo(e->cfg.ip, dip, STK_IP_PROTO_UDP, ulen);
+    sum = stk__csum_add(sum, uh, STK_UDP_HLEN);
+    sum = csum_iov(sum, iov, n);
+    uint16_t c = stk__csum_fold(sum);
+    /* RFC 768: a computed zero is sent as all ones (zero means "no checksum"). */
+    stk__put16(uh + 6, c ? c : 0xffff);
+
+    if (STK_IP_HLEN + (size_t)ulen > e->cfg.mtu) {
+        struct stk_iov l4[1 + UDP_MAX_IOV];
+        l4[0].base = uh;
+        l4[0].len = STK_UDP_HLEN;
+        for (int i = 0; i < n; i++)
+            l4[1 + i] = iov[i];
+        rc = stk__ip_send_frags(e, now, dip, STK_IP_PROTO_UDP, l4, 1 + n, ulen);
+    } else {
+        rc = stk__ip_send(e, now, dip, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n, NULL);
+    }
+    /* A datagram queued behind ARP resolution counts as sent (Linux's neighbour queue). */
+    if (rc < 0 && rc != -ENOBUFS) {
+        e->ctr.udp_send_fail++;
+        return rc;
+    }
+    if (rc == -ENOBUFS) {
+        /* The device or the ARP queue is full: the datagram is lost, as when the kernel's
+         * qdisc drops it; UDP promises nothing more. */
+        e->ctr.udp_send_fail++;
+    }
+    e->ctr.udp_out++;
+    e->ctr.udp_bytes_out += len;
+    return (ssize_t)len;
+}
+
+/* ---- Receive queue -------------------------------------------------------------------- */
+
+static void dgram_pop(struct stk_engine *e, struct stk_udp_sock *s)
+{
+    struct stk_udp_dgram *d = s->qhead;
+    s->qhead = d->next;
+    if (!s->qhead)
+        s->qtail = NULL;
+    s->qlen--;
+    s->qbytes -= d->len + STK_UDP_DGRAM_COST;
+    stk__free(e, d, sizeof(*d) + d->len);
+}
+
+ssize_t stk_udp_peek(struct stk_engine *e, int sd, struct stk_iov *data, struct stk_udp_meta *meta)
+{
+    GET_OR_EBADF(s, e, sd);
+    struct stk_udp_dgram *d = s->qhead;
+    if (!d)
+        return -EAGAIN;
+    if (data) {
+        data->base = d->data;
+        data->len = d->len;
+    }
+    if (meta)
+        *meta = d->meta;
+    return d->len;
+}
+
+int stk_udp_drop(struct stk_engine *e, int sd)
+{
+    GET_OR_EBADF(s, e, sd);
+    if (!s->qhead)
+        return -EAGAIN;
+    dgram_pop(e, s);
+    return 0;
+}
+
+ssize_t stk_udp_recvfrom(struct stk_engine *e, stk_time_t now, int sd, void *buf, size_t len,
+                         uint32_t flags, struct stk_udp_meta *meta)
+{
+    (void)now;
+    GET_OR_EBADF(s, e, sd);
+    /* Linux's __skb_recv_udp checks the pending error before the queue. */
+    if (s->so_error) {
+        int err = s->so_error;
+        s->so_error = 0;
+        return -err;
+    }
+    struct stk_udp_dgram *d = s->qhead;
+    if (!d)
+        return (s->flags & UF_SHUT_RD) ? 0 : -EAGAIN;
+    if (len && !buf)
+        return -EFAULT;
+    uint32_t n_copy = stk__min32(d->len, (uint32_t)stk__min64(len, UINT32_MAX));
+    if (n_copy)
+        memcpy(buf, d->data, n_copy);
+    if (meta)
+        *meta = d->meta;
+    ssize_t n = d->len;
+    if (!(flags & STK_MSG_PEEK))
+        dgram_pop(e, s);
+    return n;
+}
+
+int stk_udp_shutdown(struct stk_engine *e, int sd, enum stk_shut how)
+{
+    GET_OR_EBADF(s, e, sd);
+    if (how != STK_SHUT_RD && how != STK_SHUT_WR && how != STK_SHUT_RDWR)
+        return -EINVAL;
+    if (how != STK_SHUT_WR)
+        s->flags |= UF_SHUT_RD;
+    if (how != STK_SHUT_RD)
+        s->flags |= UF_SHUT_WR;
+    notify(e, s);
+    /* inet_shutdown: an unconnected datagram socket is shut all the same, but the call
+     * reports ENOTCONN. */
+    return (s->flags & UF_CONNECTED) ? 0 : -ENOTCONN;
+}
+
+int stk_udp_close(struct stk_engine *e, int sd)
+{
+    GET_OR_EBADF(s, e, sd);
+    struct stk_udp *u = e->udp;
+    unhash_port(e, s);
+    queue_flush(e, s);
+    u->socks[sd] = NULL;
+    u->sd_free[u->nsd_free++] = sd;
+    stk__free(e, s, sizeof(*s));
+    return 0;
+}
+
+/* ---- Options -------------------------------------------------------------------------- */
+
+int stk_udp_setopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int val)
+{
+    GET_OR_EBADF(s, e, sd);
+    uint32_t f = 0;
+    switch (opt) {
+    case STK_SO_REUSEADDR:
+        f = UF_REUSEADDR;
+        break;
+    case STK_SO_BROADCAST:
+        f = UF_BROADCAST;
+        break;
+    case STK_SO_RCVBUF:
+        /* As Linux: the value is doubled for bookkeeping, with a floor. */
+        s->rcvbuf = stk__max32((uint32_t)stk__min64(val < 0 ? 0 : (uint64_t)val * 2, UDP_BUF_MAX),
+                               UDP_BUF_MIN_RCV);
+        return 0;
+    case STK_SO_SNDBUF:
+        s->sndbuf = stk__max32((uint32_t)stk__min64(val < 0 ? 0 : (uint64_t)val * 2, UDP_BUF_MAX),
+                               UDP_BUF_MIN_SND);
+        return 0;
+    default:
+        return -ENOPROTOOPT;
+    }
+    if (val)
+        s->flags |= f;
+    else
+        s->flags &= ~f;
+    return 0;
+}
+
+int stk_udp_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
+{
+    GET_OR_EBADF(s, e, sd);
+    if (!val)
+        return -EFAULT;
+    switch (opt) {
+    case STK_SO_ERROR:
+        *val = s->so_error;
+        s->so_error = 0;
+        return 0;
+    case STK_SO_REUSEADDR:
+        *val = !!(s->flags & UF_REUSEADDR);
+        return 0;
+    case STK_SO_BROADCAST:
+        *val = !!(s->flags & UF_BROADCAST);
+        return 0;
+    case STK_SO_RCVBUF:
+        *val = (int)s->rcvbuf;
+        return 0;
+    case STK_SO_SNDBUF:
+        *val = (int)s->sndbuf;
+        return 0;
+    case STK_SO_NREAD:
+        *val = s->qhead ? (int)s->qhead->len : 0;
+        return 0;
+    default:
+        return -ENOPROTOOPT;
+    }
+}
+
+/* ---- Input ---------------------------------------------------------------------------- */
+
+struct udp_dgram_in {
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    const uint8_t *data;
+    uint32_t len;
+};
+
+/* Linux's compute_score, reduced to one local address: a socket matches the destination
+ * port; a connected one only its peer (and scores higher); a bound address must be ours. */
+static int score(const struct stk_udp_sock *s, const struct udp_dgram_in *d, bool bcast)
+{
+    if (s->lport != d->dport)
+        return -1;
+    if (s->lip && (bcast || s->lip != d->dst))
+        return -1;
+    if (s->flags & UF_CONNECTED) {
+        if (s->rip != d->src || s->rport != d->sport)
+            return -1;
+        return 2;
+    }
+    return 1;
+}
+
+static void deliver(struct stk_engine *e, struct stk_udp_sock *s, const struct udp_dgram_in *in)
+{
+    if (s->flags & UF_SHUT_RD) {
+        e->ctr.udp_drop_shut++;
+        return;
+    }
+    /* Bounded by the receive buffer as Linux's __udp_enqueue_schedule_skb bounds it by
+     * sk_rcvbuf: a datagram that would take the queue past the buffer is dropped, except
+     * into an empty queue, which takes any one datagram. */
+    if (s->qbytes > s->rcvbuf ||
+        (s->qhead && s->qbytes + in->len + STK_UDP_DGRAM_COST > s->rcvbuf)) {
+        e->ctr.udp_drop_rcvbuf++;
+        return;
+    }
+    struct stk_udp_dgram *d = stk__alloc(e, sizeof(*d) + in->len);
+    if (!d) {
+        e->ctr.udp_nomem++;
+        return;
+    }
+    d->meta.from.ip = in->src;
+    d->meta.from.port = in->sport;
+    d->meta.dst = in->dst;
+    d->len = in->len;
+    memcpy(d->data, in->data, in->len);
+    if (s->qtail)
+        s->qtail->next = d;
+    else
+        s->qhead = d;
+    s->qtail = d;
+    s->qlen++;
+    s->qbytes += in->len + STK_UDP_DGRAM_COST;
+    e->ctr.udp_bytes_in += in->len;
+    notify(e, s);
+}
+
+static bool icmp_budget(struct stk_engine *e, stk_time_t now)
+{
+    struct stk_udp *u = e->udp;
+    uint32_t rate = e->cfg.icmp_unreach_per_s ? e->cfg.icmp_unreach_per_s : 1000;
+    uint64_t add = (now - u->icmp_last) * rate / STK_US_PER_S;
+    if (add) {
+        u->icmp_tokens = (uint32_t)stk__min64(u->icmp_tokens + add, ICMP_UNREACH_BURST);
+        u->icmp_last = now;
+    }
+    if (u->icmp_tokens == 0)
+        return false;
+    u->icmp_tokens--;
+    return true;
+}
+
+/* RFC 1122 4.1.3.1: a datagram for a port nobody listens on is answered with ICMP port
+ * unreachable (never for broadcasts, RFC 1122 3.2.2), rate-limited as RFC 1812 4.3.2.8
+ * asks. The quote is the offending IP header and as much of its data as fits 576 bytes. */
+static void send_port_unreach(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
+{
+    if (!icmp_budget(e, now)) {
+        e->ctr.udp_icmp_unreach_limited++;
+        return;
+    }
+    const uint8_t *iph = ip->l4 - STK_IP_HLEN; /* IP options are dropped before us */
+    size_t qlen = stk__min64(STK_IP_HLEN + ip->l4_len, ICMP_QUOTE_MAX);
+    uint8_t hdr[STK_L2L3_HLEN + ICMP_HLEN];
+    uint8_t *icmp = hdr + STK_L2L3_HLEN;
+    memset(icmp, 0, ICMP_HLEN);
+    icmp[0] = ICMP_UNREACH;
+    icmp[1] = ICMP_UNREACH_PORT;
+    struct stk_iov q = {iph, qlen};
+    uint32_t sum = stk__csum_add(0, icmp, ICMP_HLEN);
+    sum = csum_iov(sum, &q, 1);
+    stk__put16(icmp + 2, stk__csum_fold(sum));
+    if (stk__ip_send(e, now, ip->src, STK_IP_PROTO_ICMP, hdr, ICMP_HLEN, &q, 1, NULL) == 0)
+        e->ctr.udp_icmp_unreach_out++;
+}
+
+void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
+{
+    e->ctr.udp_in++;
+    if (ip->l4_len < STK_UDP_HLEN) {
+        e->ctr.udp_drop_hdr++;
+        return;
+    }
+    const uint8_t *uh = ip->l4;
+    uint16_t ulen = stk__get16(uh + 4);
+    /* The UDP length may be shorter than the IP payload (trailing bytes are ignored), never
+     * longer, nor shorter than the header. */
+    if (ulen < STK_UDP_HLEN || ulen > ip->l4_len) {
+        e->ctr.udp_drop_len++;
+        return;
+    }
+    /* A zero checksum means the sender computed none, which IPv4 allows (RFC 768). */
+    if (stk__get16(uh + 6) != 0 && !(ip->rx_flags & STK_RX_L4_CSUM_OK)) {
+        uint32_t sum = stk__csum_pseudo(ip->src, ip->dst, STK_IP_PROTO_UDP, ulen);
+        if (stk__csum_fold(stk__csum_add(sum, uh, ulen)) != 0) {
+            e->ctr.udp_drop_csum++;
+            return;
+        }
+    }
+    struct udp_dgram_in in = {
+        .src = ip->src,
+        .dst = ip->dst,
+        .sport = stk__get16(uh),
+        .dport = stk__get16(uh + 2),
+        .data = uh + STK_UDP_HLEN,
+        .len = ulen - STK_UDP_HLEN,
+    };
+    bool bcast = ip->dst != e->cfg.ip;
+    if (bcast) {
+        /* Every socket on the port gets its copy (Linux's __udp4_lib_mcast_deliver). */
+        e->ctr.udp_bcast_in++;
+        bool any = false;
+        for (struct stk_udp_sock *s = *bucket(e, in.dport); s; s = s->pnext) {
+            if (score(s, &in, true) > 0) {
+                deliver(e, s, &in);
+                any = true;
+            }
+        }
+        if (!any)
+            e->ctr.udp_noport++;
+        return;
+    }
+    struct stk_udp_sock *best = NULL;
+    int best_score = 0;
+    for (struct stk_udp_sock *s = *bucket(e, in.dport); s; s = s->pnext) {
+        int sc = score(s, &in, false);
+        if (sc > best_score) {
+            best = s;
+            best_score = sc;
+        }
+    }
+    if (!best) {
+        e->ctr.udp_noport++;
+        send_port_unreach(e, now, ip);
+        return;
+    }
+    deliver(e, best, &in);
+}
+
+void stk__udp_icmp_error(struct stk_engine *e, uint8_t code, const uint8_t *q, size_t len)
+{
+    int err;
+    switch (code) {
+    case ICMP_UNREACH_PORT:
+        err = ECONNREFUSED;
+        break;
+    case ICMP_UNREACH_PROTO:
+        err = ENOPROTOOPT;
+        break;
+    default:
+        /* Linux (icmp_err_convert) treats the other codes as soft errors, which a socket
+         * without IP_RECVERR never reports. */
+        return;
+    }
+    if (len < STK_IP_HLEN)
+        return;
+    size_t hlen = (size_t)(q[0] & 0x0f) * 4;
+    if (hlen < STK_IP_HLEN || len < hlen + 4 || q[9] != STK_IP_PROTO_UDP ||
+        stk__get32(q + 12) != e->cfg.ip)
+        return;
+    uint32_t dst = stk__get32(q + 16);
+    uint16_t sport = stk__get16(q + hlen), dport = stk__get16(q + hlen + 2);
+    /* Only a connected socket hears of it (Linux's __udp4_lib_err without IP_RECVERR). */
+    for (struct stk_udp_sock *s = *bucket(e, sport); s; s = s->pnext) {
+        if (s->lport == sport && (s->flags & UF_CONNECTED) && s->rip == dst && s->rport == dport) {
+            e->ctr.udp_icmp_err_in++;
+            s->so_error = err;
+            notify(e, s);
+            return;
+        }
+    }
+}

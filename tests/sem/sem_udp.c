@@ -1,0 +1,433 @@
+/* tests/sem/sem_udp.c - UDP sockets: datagrams and their boundaries, addresses, MSG_PEEK /
+ * MSG_TRUNC / FIONREAD, IP_PKTINFO, connected sockets and ICMP port unreachable
+ * (ECONNREFUSED once), broadcast without SO_BROADCAST (EACCES), bind conflicts, send
+ * errors, shutdown, poll/epoll, sendmmsg/recvmmsg, loopback through the kernel. The peer
+ * echoes datagrams at SEM_PORT_BASE + 0 and has no UDP socket at + 8. Every expectation is
+ * what Linux does; run.sh proves it by running this on the kernel. */
+#include "sem.h"
+
+#include <net/if.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+
+static int udp(int flags)
+{
+    return sem_track(socket(AF_INET, SOCK_DGRAM | flags, 0));
+}
+
+static int so_int(int fd, int level, int opt)
+{
+    int v = -1;
+    socklen_t l = sizeof v;
+    if (getsockopt(fd, level, opt, &v, &l) < 0)
+        return -100 - errno;
+    return v;
+}
+
+/* Waits up to ms for fd to be readable. */
+static int readable(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+static void basics(void)
+{
+    int fd = udp(0);
+    CHECK(fd >= 0, "socket");
+    CHECK(so_int(fd, SOL_SOCKET, SO_TYPE) == SOCK_DGRAM, "SO_TYPE");
+    CHECK(so_int(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_UDP, "SO_PROTOCOL");
+    CHECK(so_int(fd, SOL_SOCKET, SO_ERROR) == 0, "SO_ERROR");
+    struct sockaddr_in a;
+    socklen_t l = sizeof a;
+    CHECK_OK(getsockname(fd, (struct sockaddr *)&a, &l));
+    CHECK(a.sin_port == 0 && a.sin_addr.s_addr == 0, "unbound name %s:%u", inet_ntoa(a.sin_addr),
+          ntohs(a.sin_port));
+    CHECK_ERR(getpeername(fd, (struct sockaddr *)&a, &l), ENOTCONN);
+    CHECK_ERR(send(fd, "x", 1, 0), EDESTADDRREQ);
+    CHECK_ERR(write(fd, "x", 1), EDESTADDRREQ);
+    CHECK_ERR(listen(fd, 1), EOPNOTSUPP);
+    CHECK_ERR(recv(fd, &a, 1, MSG_DONTWAIT), EAGAIN);
+    /* A TCP option on a UDP socket. */
+    int v = 1;
+    CHECK_ERR(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v), ENOPROTOOPT);
+    CHECK_ERR(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &l), EOPNOTSUPP);
+    /* No POLLHUP for an unconnected datagram socket (datagram_poll). */
+    struct pollfd p = {fd, POLLIN | POLLOUT, 0};
+    CHECK(poll(&p, 1, 0) == 1 && p.revents == POLLOUT, "revents %#x", p.revents);
+}
+
+static void echo_roundtrip(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK(sendto(fd, "hello", 5, 0, (struct sockaddr *)&peer, sizeof peer) == 5, "sendto");
+    /* The first send bound an ephemeral port on the wildcard address. */
+    struct sockaddr_in me;
+    socklen_t l = sizeof me;
+    CHECK_OK(getsockname(fd, (struct sockaddr *)&me, &l));
+    CHECK(me.sin_port != 0 && me.sin_addr.s_addr == 0, "name after send %s:%u",
+          inet_ntoa(me.sin_addr), ntohs(me.sin_port));
+    CHECK(readable(fd, 3000), "no echo");
+    char buf[64];
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+    CHECK(n == 5 && !memcmp(buf, "hello", 5), "recvfrom %zd", n);
+    CHECK(fl == sizeof from && from.sin_family == AF_INET, "from length %u", fl);
+    CHECK(from.sin_addr.s_addr == peer.sin_addr.s_addr && from.sin_port == peer.sin_port,
+          "from %s:%u", inet_ntoa(from.sin_addr), ntohs(from.sin_port));
+}
+
+/* Datagrams keep their boundaries, empty ones included. */
+static void boundaries(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    static char out[1472], in[2000];
+    const size_t sizes[] = {0, 1, 1000, 1472, 7};
+    for (size_t i = 0; i < 5; i++) {
+        sem_fill(out, i, sizes[i]);
+        CHECK(sendto(fd, out, sizes[i], 0, (struct sockaddr *)&peer, sizeof peer) ==
+                  (ssize_t)sizes[i],
+              "sendto %zu", sizes[i]);
+    }
+    for (size_t i = 0; i < 5; i++) {
+        CHECK(readable(fd, 3000), "echo %zu missing", i);
+        ssize_t n = recv(fd, in, sizeof in, 0);
+        CHECK(n == (ssize_t)sizes[i], "datagram %zu: %zd bytes, want %zu", i, n, sizes[i]);
+        sem_fill(out, i, sizes[i]);
+        CHECK(!memcmp(in, out, sizes[i]), "datagram %zu differs", i);
+    }
+}
+
+static void peek_trunc_fionread(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    char out[100], buf[200];
+    sem_fill(out, 3, sizeof out);
+    CHECK(sendto(fd, out, 100, 0, (struct sockaddr *)&peer, sizeof peer) == 100, "sendto");
+    CHECK(sendto(fd, out, 30, 0, (struct sockaddr *)&peer, sizeof peer) == 30, "sendto");
+    CHECK(readable(fd, 3000), "no echo");
+    sem_sleep_ms(100); /* the second echo too */
+    int v = -1;
+    CHECK_OK(ioctl(fd, FIONREAD, &v));
+    CHECK(v == 100, "FIONREAD %d, want the first datagram's 100", v);
+    CHECK(recv(fd, buf, 10, MSG_PEEK) == 10, "peek");
+    CHECK(recv(fd, buf, sizeof buf, MSG_PEEK | MSG_TRUNC) == 100, "peek|trunc");
+    /* A short buffer: the rest of the datagram is lost; MSG_TRUNC says so. */
+    struct iovec iov = {buf, 10};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    CHECK(recvmsg(fd, &m, 0) == 10, "recvmsg");
+    CHECK(m.msg_flags & MSG_TRUNC, "msg_flags %#x lacks MSG_TRUNC", m.msg_flags);
+    CHECK(!memcmp(buf, out, 10), "data");
+    /* recv(MSG_TRUNC) returns the datagram's real length. */
+    CHECK(recv(fd, buf, 5, MSG_TRUNC) == 30, "MSG_TRUNC length");
+    CHECK_OK(ioctl(fd, FIONREAD, &v));
+    CHECK(v == 0, "FIONREAD %d on an empty queue", v);
+    CHECK_ERR(recv(fd, buf, sizeof buf, MSG_DONTWAIT), EAGAIN);
+}
+
+static void pktinfo(void)
+{
+    int fd = udp(0);
+    int one = 1;
+    CHECK_OK(setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one));
+    CHECK(so_int(fd, IPPROTO_IP, IP_PKTINFO) == 1, "IP_PKTINFO reads back");
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK(sendto(fd, "pi", 2, 0, (struct sockaddr *)&peer, sizeof peer) == 2, "sendto");
+    CHECK(readable(fd, 3000), "no echo");
+    char buf[8];
+    union {
+        struct cmsghdr c;
+        char b[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    } u;
+    struct iovec iov = {buf, sizeof buf};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &u, .msg_controllen = sizeof u};
+    CHECK(recvmsg(fd, &m, 0) == 2, "recvmsg");
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    CHECK(c && c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO, "no IP_PKTINFO");
+    struct in_pktinfo pi;
+    memcpy(&pi, CMSG_DATA(c), sizeof pi);
+    CHECK(pi.ipi_addr.s_addr == sem_self_ip.s_addr, "ipi_addr %s", inet_ntoa(pi.ipi_addr));
+    CHECK(pi.ipi_ifindex > 0, "ipi_ifindex %d", pi.ipi_ifindex);
+}
+
+static void connected(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK_OK(connect(fd, (struct sockaddr *)&peer, sizeof peer));
+    struct sockaddr_in a;
+    socklen_t l = sizeof a;
+    CHECK_OK(getpeername(fd, (struct sockaddr *)&a, &l));
+    CHECK(a.sin_port == peer.sin_port, "peer port");
+    l = sizeof a;
+    CHECK_OK(getsockname(fd, (struct sockaddr *)&a, &l));
+    CHECK(a.sin_addr.s_addr == sem_self_ip.s_addr && a.sin_port, "name %s:%u",
+          inet_ntoa(a.sin_addr), ntohs(a.sin_port));
+    CHECK(write(fd, "abc", 3) == 3, "write");
+    CHECK(send(fd, "defg", 4, 0) == 4, "send");
+    char buf[16];
+    CHECK(readable(fd, 3000), "no echo");
+    CHECK(read(fd, buf, sizeof buf) == 3 && !memcmp(buf, "abc", 3), "read");
+    CHECK(readable(fd, 3000), "no second echo");
+    CHECK(recv(fd, buf, sizeof buf, 0) == 4 && !memcmp(buf, "defg", 4), "recv");
+    /* connect(AF_UNSPEC) dissolves the association. */
+    struct sockaddr un = {.sa_family = AF_UNSPEC};
+    CHECK_OK(connect(fd, &un, sizeof un));
+    CHECK_ERR(getpeername(fd, (struct sockaddr *)&a, &l), ENOTCONN);
+    CHECK_ERR(send(fd, "x", 1, 0), EDESTADDRREQ);
+}
+
+/* A connected socket hears of the peer's ICMP port unreachable: ECONNREFUSED, once. */
+static void refused_once(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in none = sem_peer_addr(SEM_P_NONE);
+    CHECK_OK(connect(fd, (struct sockaddr *)&none, sizeof none));
+    CHECK(send(fd, "x", 1, 0) == 1, "first send");
+    struct timeval tv = {2, 0};
+    CHECK_OK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv));
+    char buf[4];
+    CHECK_ERR(recv(fd, buf, sizeof buf, 0), ECONNREFUSED);
+    CHECK_ERR(recv(fd, buf, sizeof buf, MSG_DONTWAIT), EAGAIN);
+    /* Again, seen through poll (POLLERR) and SO_ERROR, which clears it. */
+    CHECK(send(fd, "y", 1, 0) == 1, "second send");
+    struct pollfd p = {fd, POLLIN, 0};
+    CHECK(poll(&p, 1, 2000) == 1 && (p.revents & POLLERR), "revents %#x", p.revents);
+    CHECK(so_int(fd, SOL_SOCKET, SO_ERROR) == ECONNREFUSED, "SO_ERROR");
+    CHECK(so_int(fd, SOL_SOCKET, SO_ERROR) == 0, "SO_ERROR again");
+    /* And through the next send. */
+    CHECK(send(fd, "z", 1, 0) == 1, "third send");
+    sem_sleep_ms(300);
+    CHECK_ERR(send(fd, "w", 1, 0), ECONNREFUSED);
+    CHECK(send(fd, "v", 1, 0) == 1, "send after the error was reported");
+}
+
+/* An unconnected socket is not told. */
+static void unconnected_not_refused(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in none = sem_peer_addr(SEM_P_NONE);
+    CHECK(sendto(fd, "x", 1, 0, (struct sockaddr *)&none, sizeof none) == 1, "sendto");
+    sem_sleep_ms(300);
+    char buf[4];
+    CHECK_ERR(recv(fd, buf, sizeof buf, MSG_DONTWAIT), EAGAIN);
+    CHECK(so_int(fd, SOL_SOCKET, SO_ERROR) == 0, "SO_ERROR");
+}
+
+static void broadcast(void)
+{
+    int fd = udp(0);
+    /* The subnet's broadcast. (255.255.255.255 depends on the routes: without a default
+     * route, as in this namespace, Linux says ENETUNREACH before looking at SO_BROADCAST;
+     * ustack sends it out of its interface, EACCES without SO_BROADCAST.) */
+    struct sockaddr_in b = sem_sin((struct in_addr){0}, 9);
+    b.sin_addr.s_addr = htonl((ntohl(sem_peer_ip.s_addr) & 0xffffff00u) | 0xff);
+    CHECK_ERR(sendto(fd, "b", 1, 0, (struct sockaddr *)&b, sizeof b), EACCES);
+    CHECK_ERR(connect(fd, (struct sockaddr *)&b, sizeof b), EACCES);
+    int one = 1;
+    CHECK_OK(setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one));
+    CHECK(so_int(fd, SOL_SOCKET, SO_BROADCAST) == 1, "SO_BROADCAST reads back");
+    CHECK(sendto(fd, "b", 1, 0, (struct sockaddr *)&b, sizeof b) == 1, "subnet broadcast");
+}
+
+static void bind_rules(void)
+{
+    int a = udp(0), b = udp(0);
+    struct sockaddr_in s = sem_sin(sem_self_ip, sem_lport(0));
+    CHECK_OK(bind(a, (struct sockaddr *)&s, sizeof s));
+    CHECK_ERR(bind(a, (struct sockaddr *)&s, sizeof s), EINVAL);
+    CHECK_ERR(bind(b, (struct sockaddr *)&s, sizeof s), EADDRINUSE);
+    struct sockaddr_in any = sem_sin((struct in_addr){0}, sem_lport(0));
+    CHECK_ERR(bind(b, (struct sockaddr *)&any, sizeof any), EADDRINUSE);
+    int c = udp(0), d = udp(0), one = 1;
+    CHECK_OK(setsockopt(c, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    CHECK_OK(setsockopt(d, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    struct sockaddr_in s1 = sem_sin(sem_self_ip, sem_lport(1));
+    CHECK_OK(bind(c, (struct sockaddr *)&s1, sizeof s1));
+    CHECK_OK(bind(d, (struct sockaddr *)&s1, sizeof s1));
+    /* The port of a closed socket is free at once (no TIME-WAIT for UDP). */
+    sem_close(a);
+    CHECK_OK(bind(b, (struct sockaddr *)&s, sizeof s));
+}
+
+static void send_errors(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO), p0 = sem_sin(sem_peer_ip, 0);
+    CHECK_ERR(sendto(fd, "x", 1, 0, (struct sockaddr *)&p0, sizeof p0), EINVAL);
+    CHECK_ERR(sendto(fd, "x", 1, 0, (struct sockaddr *)&peer, 8), EINVAL);
+    struct sockaddr_in bad = peer;
+    bad.sin_family = AF_INET6;
+    CHECK_ERR(sendto(fd, "x", 1, 0, (struct sockaddr *)&bad, sizeof bad), EAFNOSUPPORT);
+    static char big[65508];
+    CHECK_ERR(sendto(fd, big, sizeof big, 0, (struct sockaddr *)&peer, sizeof peer), EMSGSIZE);
+    CHECK_ERR(sendto(fd, "x", 1, MSG_OOB, (struct sockaddr *)&peer, sizeof peer), EOPNOTSUPP);
+    struct sockaddr_in far = sem_sin((struct in_addr){htonl(0xc6130101)}, 9); /* 198.19.1.1 */
+    CHECK_ERR(sendto(fd, "x", 1, 0, (struct sockaddr *)&far, sizeof far), ENETUNREACH);
+}
+
+static void shutdown_rules(void)
+{
+    int fd = udp(0);
+    /* Unconnected: ENOTCONN, and yet the read side is shut (recv returns 0 at once). */
+    CHECK_ERR(shutdown(fd, SHUT_RD), ENOTCONN);
+    char buf[4];
+    CHECK(recv(fd, buf, sizeof buf, 0) == 0, "recv after SHUT_RD");
+    struct pollfd p = {fd, POLLIN, 0};
+    CHECK(poll(&p, 1, 0) == 1 && (p.revents & POLLIN), "POLLIN after SHUT_RD");
+    int c = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK_OK(connect(c, (struct sockaddr *)&peer, sizeof peer));
+    CHECK_OK(shutdown(c, SHUT_WR));
+    int before = sem_sigpipes;
+    CHECK_ERR(send(c, "x", 1, 0), EPIPE);
+    CHECK(sem_sigpipes == before, "SIGPIPE on a datagram socket");
+    CHECK_ERR(shutdown(c, 7), EINVAL);
+}
+
+static void epoll_in(void)
+{
+    int fd = udp(SOCK_NONBLOCK);
+    int ep = sem_track(epoll_create1(0));
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = fd};
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev));
+    struct epoll_event out[2];
+    CHECK(epoll_wait(ep, out, 2, 0) == 0, "ready before anything arrived");
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK(sendto(fd, "e", 1, 0, (struct sockaddr *)&peer, sizeof peer) == 1, "sendto");
+    int n = epoll_wait(ep, out, 2, 3000);
+    CHECK(n == 1 && (out[0].events & EPOLLIN), "epoll_wait %d", n);
+    char buf[4];
+    CHECK(recv(fd, buf, sizeof buf, 0) == 1, "recv");
+    CHECK_ERR(recv(fd, buf, sizeof buf, 0), EAGAIN);
+}
+
+static void mmsg(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK_OK(connect(fd, (struct sockaddr *)&peer, sizeof peer));
+    char d[4][8] = {"a", "bb", "ccc", "dddd"};
+    struct iovec iov[4];
+    struct mmsghdr v[4];
+    memset(v, 0, sizeof v);
+    for (int i = 0; i < 4; i++) {
+        iov[i].iov_base = d[i];
+        iov[i].iov_len = (size_t)i + 1;
+        v[i].msg_hdr.msg_iov = &iov[i];
+        v[i].msg_hdr.msg_iovlen = 1;
+    }
+    CHECK(sendmmsg(fd, v, 4, 0) == 4, "sendmmsg");
+    CHECK(v[3].msg_len == 4, "msg_len %u", v[3].msg_len);
+    char in[4][8];
+    struct iovec riov[4];
+    struct mmsghdr r[4];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 4; i++) {
+        riov[i].iov_base = in[i];
+        riov[i].iov_len = sizeof in[i];
+        r[i].msg_hdr.msg_iov = &riov[i];
+        r[i].msg_hdr.msg_iovlen = 1;
+    }
+    int got = 0;
+    double t0 = sem_ms();
+    while (got < 4 && sem_ms() - t0 < 3000) {
+        if (!readable(fd, 500))
+            continue;
+        int n = recvmmsg(fd, r + got, (unsigned)(4 - got), MSG_DONTWAIT, NULL);
+        CHECK(n > 0, "recvmmsg %d", n);
+        got += n;
+    }
+    CHECK(got == 4, "%d datagrams", got);
+    for (int i = 0; i < 4; i++)
+        CHECK(r[i].msg_len == (unsigned)i + 1 && !memcmp(in[i], d[i], (size_t)i + 1),
+              "datagram %d: %u bytes", i, r[i].msg_len);
+}
+
+/* sendmmsg/recvmmsg made with syscall(2), as libuv does. */
+static void raw_syscall_mmsg(void)
+{
+    int fd = udp(0);
+    struct sockaddr_in peer = sem_peer_addr(SEM_P_ECHO);
+    CHECK_OK(connect(fd, (struct sockaddr *)&peer, sizeof peer));
+    char d[2][4] = {"one", "two"};
+    struct iovec iov[2] = {{d[0], 3}, {d[1], 3}};
+    struct mmsghdr v[2];
+    memset(v, 0, sizeof v);
+    for (int i = 0; i < 2; i++) {
+        v[i].msg_hdr.msg_iov = &iov[i];
+        v[i].msg_hdr.msg_iovlen = 1;
+    }
+    CHECK(syscall(SYS_sendmmsg, fd, v, 2, 0) == 2, "syscall(SYS_sendmmsg)");
+    char in[2][8];
+    struct iovec riov[2] = {{in[0], 8}, {in[1], 8}};
+    struct mmsghdr r[2];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 2; i++) {
+        r[i].msg_hdr.msg_iov = &riov[i];
+        r[i].msg_hdr.msg_iovlen = 1;
+    }
+    int got = 0;
+    double t0 = sem_ms();
+    while (got < 2 && sem_ms() - t0 < 3000) {
+        if (!readable(fd, 500))
+            continue;
+        long n = syscall(SYS_recvmmsg, fd, r + got, 2 - got, MSG_DONTWAIT, NULL);
+        CHECK(n > 0, "syscall(SYS_recvmmsg) %ld", n);
+        got += (int)n;
+    }
+    CHECK(got == 2 && r[0].msg_len == 3 && !memcmp(in[0], "one", 3) && !memcmp(in[1], "two", 3),
+          "%d datagrams", got);
+}
+
+/* A socket bound to loopback, and one sending to it, are the kernel's (docs/preload.md). */
+static void loopback(void)
+{
+    int a = udp(0), b = udp(0);
+    struct sockaddr_in lo = sem_sin((struct in_addr){htonl(INADDR_LOOPBACK)}, sem_lport(2));
+    CHECK_OK(bind(a, (struct sockaddr *)&lo, sizeof lo));
+    CHECK(sendto(b, "lo", 2, 0, (struct sockaddr *)&lo, sizeof lo) == 2, "sendto loopback");
+    CHECK(readable(a, 3000), "nothing arrived");
+    char buf[4];
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    CHECK(recvfrom(a, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl) == 2, "recvfrom");
+    CHECK(from.sin_addr.s_addr == htonl(INADDR_LOOPBACK), "from %s", inet_ntoa(from.sin_addr));
+}
+
+static void rcvbuf(void)
+{
+    int fd = udp(0), v = 65536;
+    CHECK_OK(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v));
+    CHECK(so_int(fd, SOL_SOCKET, SO_RCVBUF) == 131072, "SO_RCVBUF %d",
+          so_int(fd, SOL_SOCKET, SO_RCVBUF));
+}
+
+int main(void)
+{
+    sem_init("sem_udp", 11);
+    SEM_RUN(basics);
+    SEM_RUN(echo_roundtrip);
+    SEM_RUN(boundaries);
+    SEM_RUN(peek_trunc_fionread);
+    SEM_RUN(pktinfo);
+    SEM_RUN(connected);
+    SEM_RUN(refused_once);
+    SEM_RUN(unconnected_not_refused);
+    SEM_RUN(broadcast);
+    SEM_RUN(bind_rules);
+    SEM_RUN(send_errors);
+    SEM_RUN(shutdown_rules);
+    SEM_RUN(epoll_in);
+    SEM_RUN(mmsg);
+    SEM_RUN(raw_syscall_mmsg);
+    SEM_RUN(loopback);
+    SEM_RUN(rcvbuf);
+    return sem_done();
+}
