@@ -40,18 +40,19 @@ DRIVER="$NET_TMPD/udp_driver.py"
 cat >"$DRIVER" <<'EOF'
 import os, socket, sys, time
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lo, hi = (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) > 5 else (1, 1472)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2.0)
 deadline = time.monotonic() + 240
 lost = 0
 for i in range(n):
-    size = 1 + (i * 7919) % 1472          # every size 1..1472 comes up
+    size = lo + (i * 7919) % (hi - lo + 1)  # every size lo..hi comes up (1..1472 by default)
     data = os.urandom(size)
     for attempt in range(3):
         s.sendto(data, (ip, port))
         try:
             while True:
-                got, frm = s.recvfrom(2048)
+                got, frm = s.recvfrom(65536)
                 if got == data:
                     break
                 # a late echo of an earlier try of an earlier datagram: skip it
@@ -117,14 +118,16 @@ u_clean() {
     return 0
 }
 
+# check_echo KIND [COUNT [CORES [LO HI]]]: datagram sizes LO..HI (default 1..1472; above
+# 1472 both directions go as IPv4 fragments).
 check_echo() {
     local kind=$1 sp out t0 st
     local serr="$NET_TMPD/socat.$kind.err"
-    local n=${2:-$UDP_N}
+    local n=${2:-$UDP_N} lo=${4:-1} hi=${5:-1472}
     u_env "$kind" "echo.$kind${3:+.$3}"
     [ -n "${3:-}" ] && U_ENV+=("USTACK_CORES=$3")
     # -T: socat ends after 60 s without traffic; the driver's probes keep it busy.
-    u_bg "${U_ENV[@]}" timeout -k 2 300 socat -T 60 -b 2048 "UDP4-LISTEN:$P_ECHO,reuseaddr" PIPE \
+    u_bg "${U_ENV[@]}" timeout -k 2 300 socat -T 60 -b 65536 "UDP4-LISTEN:$P_ECHO,reuseaddr" PIPE \
         </dev/null >/dev/null 2>"$serr"
     sp=$U_BG
     # socat 'connects' to its first sender: the probe and the driver must be one socket. So
@@ -139,9 +142,9 @@ check_echo() {
         return
     fi
     t0=$SECONDS
-    out=$(net_k timeout 280 "$PY" "$DRIVER" "$IP_U" "$P_ECHO" "$n" 2>&1 | tail -n 1) || true
+    out=$(net_k timeout 280 "$PY" "$DRIVER" "$IP_U" "$P_ECHO" "$n" "$lo" "$hi" 2>&1 | tail -n 1) || true
     case "$out" in
-    "ok $n"*) net_log "$kind${3:+ cores $3}: echo: $n datagrams of 1..1472 bytes byte-exact in $((SECONDS - t0)) s (${out#"ok $n "})" ;;
+    "ok $n"*) net_log "$kind${3:+ cores $3}: echo: $n datagrams of $lo..$hi bytes byte-exact in $((SECONDS - t0)) s (${out#"ok $n "})" ;;
     *) net_softfail "$kind: echo through socat under ustack: ${out:-no output} (socat: $(errtail "$serr"))" ;;
     esac
     check_refused "$kind"
@@ -152,6 +155,11 @@ check_echo() {
             || net_softfail "$kind: ustackd counted no ICMP port unreachable sent (udp_icmp_unreach_out)"
         [ "$(stat_sum "$st" udp_out)" -ge "$n" ] \
             || net_softfail "$kind: ustackd's udp_out $(stat_sum "$st" udp_out) < $n"
+        if [ "$hi" -gt 1472 ]; then
+            net_log "$kind: ustackd: ip_reasm_ok $(stat_sum "$st" ip_reasm_ok) ip_frag_ok $(stat_sum "$st" ip_frag_ok) ip_reasm_handoff $(stat_sum "$st" ip_reasm_handoff)"
+            [ "$(stat_sum "$st" ip_reasm_ok)" -ge 1 ] && [ "$(stat_sum "$st" ip_frag_ok)" -ge 1 ] \
+                || net_softfail "$kind: datagrams above the MTU were not reassembled and fragmented by ustack"
+        fi
     fi
     stop_bg "$sp"
     u_clean "$kind"
@@ -331,5 +339,9 @@ check_switch "$kind"
 if [ "$(nproc)" -ge 2 ]; then
     net_flush_neigh
     check_echo af_packet $((UDP_N / 5)) 0,1
+    # Datagrams above the MTU, fragmented both ways, reassembled on whichever core the
+    # fragments hash to and handed to core 0 (af_xdp: af_packet's socket defragments).
+    net_flush_neigh
+    check_echo af_xdp 300 0,1 1473 9000
 fi
 net_finish
