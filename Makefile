@@ -118,11 +118,12 @@ $(BUILD)/libstk.a: $(STACK_OBJ)
 $(BUILD)/san/libstk.a: $(STACK_SAN_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_CORE_SRC) $(SHIM_HDR) $(BUILD)/libstk.a
+# test_client.c includes the client's sources, so every shim/*.c is a prerequisite.
+$(BUILD)/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR) $(BUILD)/libstk.a
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_CORE_SRC) $(BUILD)/libstk.a $(CHECK_LIBS) -lm -o $@
 
-$(BUILD)/san/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_CORE_SRC) $(SHIM_HDR) $(BUILD)/san/libstk.a
+$(BUILD)/san/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR) $(BUILD)/san/libstk.a
 	@mkdir -p $(dir $@)
 	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_CORE_SRC) $(BUILD)/san/libstk.a $(CHECK_LIBS) -lm -o $@
 

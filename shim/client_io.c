@@ -225,7 +225,7 @@ ssize_t shim_sendmsg(int fd, const struct msghdr *m, int flags)
     struct msghdr h;
     if (shim__uget(&h, m, sizeof(h)) < 0)
         return -EFAULT;
-    struct shim_sk k;
+    SHIM_SK(k);
     if (shim__sk(fd, &k) == 0 && shim__dgram(&k))
         return shim__dg_sendmsg(&k, &h, flags);
     /* A destination address on a connected stream socket is ignored, as by Linux. */
@@ -362,7 +362,7 @@ ssize_t shim_recvmsg(int fd, struct msghdr *m, int flags)
     struct msghdr h;
     if (shim__uget(&h, m, sizeof(h)) < 0)
         return -EFAULT;
-    struct shim_sk k;
+    SHIM_SK(k);
     if (shim__sk(fd, &k) == 0 && shim__dgram(&k)) {
         ssize_t r = shim__dg_recvmsg(&k, &h, flags);
         if (r >= 0 && shim__uput(m, &h, sizeof(h)) < 0)
@@ -386,7 +386,7 @@ ssize_t shim_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr 
 {
     if (len && shim__badp(buf))
         return -EFAULT;
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -418,7 +418,7 @@ ssize_t shim_sendto(int fd, const void *buf, size_t len, int flags, const struct
 {
     if (len && shim__badp(buf))
         return -EFAULT;
-    struct shim_sk k;
+    SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
@@ -687,7 +687,7 @@ int shim_recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct times
 {
     if (shim__badp(v) && n)
         return -EFAULT;
-    struct shim_sk k;
+    SHIM_SK(k);
     bool dgram = shim__sk(fd, &k) == 0 && shim__dgram(&k);
     int64_t deadline = SHIM_FOREVER;
     if (timeout) {

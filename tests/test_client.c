@@ -366,6 +366,37 @@ START_TEST(call_pins_socket_across_close)
 }
 END_TEST
 
+/* Every call lets go of the pin it took (SHIM_SK), on success and on error: a pin left
+ * behind would keep close() from releasing the socket, and the peer would never see its
+ * FIN (nginx's connections under ab hung this way once). */
+START_TEST(calls_leave_no_pin)
+{
+    int fd = connected(7);
+    uint32_t slot = shim_fds.ent[fd].slot;
+    char buf[64] = "ping";
+    struct iovec v = {buf, 4};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+    struct mmsghdr mm = {.msg_hdr = m};
+    struct sockaddr_in a = {0};
+    socklen_t alen = sizeof(a);
+    ck_assert_int_eq(shim_sendto(fd, buf, 4, MSG_NOSIGNAL, NULL, 0), 4);
+    ck_assert_int_eq(shim_sendmsg(fd, &m, MSG_NOSIGNAL), 4);
+    ck_assert_int_eq(shim_sendmmsg(fd, &mm, 1, MSG_NOSIGNAL), 1);
+    ck_assert_int_ge(shim_recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&a, &alen), 1);
+    v.iov_len = sizeof(buf);
+    ck_assert_int_ge(shim_recvmsg(fd, &m, MSG_DONTWAIT), -EAGAIN);
+    struct timespec ts = {0, 1000000};
+    mm.msg_hdr = m;
+    ck_assert_int_ge(shim_recvmmsg(fd, &mm, 1, MSG_DONTWAIT, &ts), -EAGAIN);
+    ck_assert_int_eq(shim_recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL), -EAGAIN);
+    ck_assert_uint_eq(atomic_load(&shim__c.pins[slot].use), 0);
+    ck_assert_int_eq(shim_close(fd), 0);
+    for (int i = 0; i < 100 && atomic_load(&closes) == 0; i++)
+        usleep(2000);
+    ck_assert_int_eq(atomic_load(&closes), 1);
+}
+END_TEST
+
 START_TEST(fork_and_exec_references)
 {
     int a = shim_socket(0), b = shim_socket(SOCK_CLOEXEC);
@@ -1197,6 +1228,7 @@ int main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, socket_dup_close);
     tcase_add_test(tc, call_pins_socket_across_close);
+    tcase_add_test(tc, calls_leave_no_pin);
     tcase_add_test(tc, fork_and_exec_references);
     tcase_add_test(tc, private_fds_survive_close_loops);
     tcase_add_test(tc, blocking_echo);
