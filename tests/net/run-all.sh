@@ -42,6 +42,18 @@ else
 fi
 [ ${#tests[@]} -gt 0 ] || die "no tests found in $here"
 
+# reap_namespaces NAME: a test killed by its bound (SIGKILL 10 s after SIGTERM, while its
+# EXIT trap was still tearing down) may leave its namespaces (usk-<k|u|r>-NAME-<pid>-<rand>,
+# lib.sh's net_init) and the processes in them: end both, so later tests and runs start clean.
+reap_namespaces() {
+    local ns p
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^usk-[a-z]+-$1-[0-9]+-"); do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null && echo "   (removed namespace $ns left by the killed test)"
+    done
+    return 0
+}
+
 pass=0 fail=0 skip=0
 failed="" skipped=""
 start=$SECONDS
@@ -56,7 +68,8 @@ for t in "${tests[@]}"; do
         0) pass=$((pass + 1)); echo "== $name: pass (${dt}s)" ;;
         77) skip=$((skip + 1)); skipped="$skipped $name"; echo "== $name: SKIP (${dt}s)" ;;
         124 | 137) fail=$((fail + 1)); failed="$failed $name"
-            echo "FAIL $name: timed out after $TIMEOUT s"; echo "== $name: FAIL (${dt}s)" ;;
+            echo "FAIL $name: timed out after $TIMEOUT s"; echo "== $name: FAIL (${dt}s)"
+            reap_namespaces "$name" ;;
         *) fail=$((fail + 1)); failed="$failed $name"; echo "== $name: FAIL, exit $rc (${dt}s)" ;;
     esac
 done
