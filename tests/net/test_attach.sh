@@ -43,7 +43,7 @@ F_SHA=$(sha256sum "$WWW/f.bin" | cut -d' ' -f1)
 U_ENV=()
 u_env() {
     USTACKD_OUT="$NET_TMPD/stackd.$2.log"
-    U_ENV=("LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$1")" "USTACK_IP=$IP_U/24"
+    U_ENV=("LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$(net_dev "$1")" "USTACK_IP=$IP_U/24"
         "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT"
         "USTACK_LOG=info")
     [ -n "${NET_USTACK_EAL:-}" ] && U_ENV+=("USTACK_EAL=$NET_USTACK_EAL")

@@ -237,7 +237,7 @@ u_stackds() {
 
 USTACKD_OUT="$NET_TMPD/stackd.nginx.log"
 USTACKD_ERR=""
-U_ENV=("LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24"
+U_ENV=("LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24"
     "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT")
 [ -n "${NET_USTACK_EAL:-}" ] && U_ENV+=("USTACK_EAL=$NET_USTACK_EAL")
 [ -n "${NET_USTACK_LOG:-}" ] && U_ENV+=("USTACK_LOG=$NET_USTACK_LOG")
@@ -400,7 +400,7 @@ active_profile() {
     done
     if [ "$prof" = down ]; then args=(--limit-rate 40M "${args[@]}"); fi
     USTACKD_OUT="$NET_TMPD/stackd.a$prof.log"
-    U_ENV=("LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24"
+    U_ENV=("LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24"
         "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT")
     if [ "$prof" = down ]; then down_at_size "$NET_TMPD/got.a$prof.$n" $((20 << 20)); fi
     t0=$(ms_now)

@@ -69,7 +69,7 @@ USTACKD_OUT="$NET_TMPD/stackd.log"
 USTACKD_ERR=""
 # shellcheck disable=SC2016
 ip netns exec "$NS_U" sh -c '[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; shift; exec env "$@"' \
-    sh "${NET_BPFFS:-1}" "LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24" \
+    sh "${NET_BPFFS:-1}" "LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24" \
     "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT" \
     "USTACK_TCP_RETRIES=$RETRIES" "USTACK_TCP_RTO_MAX_MS=$RTO_MAX_MS" \
     "$PY" "$H/hostile_server.py" "$HTTP" "$SRC" "$ECHO" "$D" </dev/null \

@@ -110,7 +110,7 @@ nginx_start() {
     local name=$1 dev=$2 cores=$3 t0 code="" i
     shift 3
     USTACKD_OUT="$NET_TMPD/stackd.$name.log"
-    local -a env=("LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$dev" "USTACK_IP=$IP_U/24"
+    local -a env=("LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$dev" "USTACK_IP=$IP_U/24"
         "USTACK_CORES=$cores" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT"
         "USTACK_NAME=$name" "$@")
     [ -n "${NET_USTACK_EAL:-}" ] && env+=("USTACK_EAL=$NET_USTACK_EAL")

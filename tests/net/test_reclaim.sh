@@ -54,7 +54,7 @@ wait_file 10 peer.up || net_fail "kernel peer did not start: $(tail -n 2 "$NET_T
 
 USTACKD_OUT="$NET_TMPD/stackd.log"
 ip netns exec "$NS_U" sh -c '[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; shift; exec env "$@"' \
-    sh "${NET_BPFFS:-1}" "LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24" \
+    sh "${NET_BPFFS:-1}" "LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24" \
     "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT" \
     "$PY" "$H/reclaim_app.py" "$IP_K" "$P_PEER" "$P_LISTEN" "$D" </dev/null \
     >"$NET_TMPD/app.out" 2>"$NET_TMPD/app.err" &

@@ -38,7 +38,7 @@ net_bg $!
 
 USTACKD_OUT="$NET_TMPD/stackd.log"
 ip netns exec "$NS_U" sh -c '[ "$1" = 1 ] && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; shift; exec env "$@"' \
-    sh "${NET_BPFFS:-1}" "LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24" \
+    sh "${NET_BPFFS:-1}" "LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$(net_dev "$KIND")" "USTACK_IP=$IP_U/24" \
     "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT" \
     "$SCRIBBLE" "$SECS" "$IP_K" "$P_PEER" socat "TCP-LISTEN:$P_ECHO,fork,reuseaddr,backlog=128" EXEC:cat \
     </dev/null >"$NET_TMPD/scribble.out" 2>"$NET_TMPD/scribble.err" &

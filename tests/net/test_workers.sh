@@ -108,7 +108,7 @@ start_nginx() {
     out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
     rm -f "$PREFIX/nginx.pid"
     : >"$PREFIX/access.log"
-    local -a env=("LD_PRELOAD=$LIBUSTACK" "USTACK_DEV=$(net_dev af_xdp)" "USTACK_IP=$IP_U/24"
+    local -a env=("LD_PRELOAD=${NET_SAN_RT:+$NET_SAN_RT:}$LIBUSTACK" "USTACK_DEV=$(net_dev af_xdp)" "USTACK_IP=$IP_U/24"
         "USTACK_CORES=0" "USTACK_STACKD=$USTACKD" "USTACK_STACKD_LOG=$USTACKD_OUT")
     [ -n "${NET_USTACK_EAL:-}" ] && env+=("USTACK_EAL=$NET_USTACK_EAL")
     [ -n "${NET_USTACK_LOG:-}" ] && env+=("USTACK_LOG=$NET_USTACK_LOG")
