@@ -861,7 +861,7 @@ static uint32_t move_tx_udp(struct srv_core *sc, uint32_t i, struct ssock *ss, s
             iov[j].base = p[j];
             iov[j].len = n[j];
         }
-        struct stk_sockaddr to = {h.ip, h.port};
+        struct stk_sockaddr to = {.ip = h.ip, .port = h.port};
         ssize_t rc = stk_udp_sendto(sc->e, now, ss->sd, iov, k, h.ip || h.port ? &to : NULL);
         if (rc == -ECONNREFUSED || rc == -ENOPROTOOPT) {
             /* The error a connected socket's peer answered with: the app's next call. */
@@ -976,7 +976,7 @@ static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *
 {
     struct dio_shm *srv = sc->srv;
     uint32_t i = cmd->sock;
-    struct stk_sockaddr a = {cmd->ip, cmd->port};
+    struct stk_sockaddr a = {.ip = cmd->ip, .port = cmd->port};
     int rc, val = 0;
     switch (cmd->op) {
     case SHM_OP_BIND:
@@ -993,7 +993,7 @@ static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *
         /* Datagrams queued before go out first, to the destination they were sent to. */
         drain_udp(sc, i, now);
         rc = stk_udp_connect(sc->e, now, ss->sd, cmd->a0 == 1 ? NULL : &a);
-        struct stk_sockaddr l = {0, 0}, r = {0, 0};
+        struct stk_sockaddr l = {.ip = 0, .port = 0}, r = {.ip = 0, .port = 0};
         stk_udp_getsockname(sc->e, ss->sd, &l);
         bool conn = stk_udp_getpeername(sc->e, ss->sd, &r) == 0;
         s->lip = l.ip;
@@ -1232,7 +1232,7 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
         atomic_store_explicit(&r->holder, sc->idx + 1, RLX);
         atomic_store_explicit(&r->home, sc->idx + 1, RLX);
         if (stk_getsockname(e, sd, &me))
-            me = (struct stk_sockaddr){0, 0};
+            me = (struct stk_sockaddr){.ip = 0, .port = 0};
         s->core = sc->idx;
         s->lip = me.ip;
         s->lport = me.port;
@@ -1587,7 +1587,7 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         goto bad;
     }
     if (op == SHM_OP_LISTEN) {
-        struct stk_sockaddr a = {0, 0};
+        struct stk_sockaddr a = {.ip = 0, .port = 0};
         int rc = op_listen(sc, cmd, s, now, &a);
         if (rc == -EBADF)
             goto bad;
@@ -1619,7 +1619,7 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         return;
     }
     case SHM_OP_BIND: {
-        struct stk_sockaddr a = {cmd->ip, cmd->port};
+        struct stk_sockaddr a = {.ip = cmd->ip, .port = cmd->port};
         int rc = listener ? -EINVAL : stk_bind(sc->e, ss->sd, &a);
         if (rc == 0 && stk_getsockname(sc->e, ss->sd, &a) == 0) {
             s->lip = a.ip;
@@ -1631,9 +1631,9 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         return;
     }
     case SHM_OP_CONNECT: {
-        struct stk_sockaddr to = {cmd->ip, cmd->port};
+        struct stk_sockaddr to = {.ip = cmd->ip, .port = cmd->port};
         int rc = listener ? -EISCONN : stk_connect(sc->e, now, ss->sd, &to);
-        struct stk_sockaddr a = {0, 0};
+        struct stk_sockaddr a = {.ip = 0, .port = 0};
         if (rc == -EINPROGRESS) {
             /* Flags before the reply: the app's next look must see it connecting. */
             stk_getsockname(sc->e, ss->sd, &a);

@@ -310,10 +310,21 @@ const struct stk_counters *stk_counters(const struct stk_engine *e);
 /* Send a gratuitous ARP (also done by stk_engine_create). */
 void stk_announce(struct stk_engine *e, stk_time_t now);
 
-/* Sockets (TCP). sd is a small integer owned by the engine. */
+/* Sockets (TCP). sd is a small integer owned by the engine.
+ *
+ * An address is IPv4 (family STK_AF_INET, the value of a zeroed struct: ip in host order)
+ * or IPv6 (STK_AF_INET6: ip6 in network order, scope the interface of a link-local
+ * address, which ustack has one of). The engine never sees a v4-mapped IPv6 address
+ * (::ffff:a.b.c.d): the caller turns it into STK_AF_INET both ways. An engine that does not
+ * serve a family answers -EAFNOSUPPORT. */
+enum stk_family { STK_AF_INET = 0, STK_AF_INET6 = 1 };
+
 struct stk_sockaddr {
-    uint32_t ip;
-    uint16_t port;
+    uint32_t ip;     /* STK_AF_INET, host order */
+    uint16_t port;   /* host order */
+    uint8_t family;  /* enum stk_family */
+    uint8_t ip6[16]; /* STK_AF_INET6, network order */
+    uint32_t scope;  /* STK_AF_INET6 link-local: interface index (0 = ours) */
 };
 
 enum {
@@ -344,6 +355,8 @@ enum stk_sockopt {
     STK_SO_SNDSPACE,      /* get: bytes send() would accept now */
     STK_TCP_DEFER_ACCEPT, /* seconds: accept() returns only once data arrived */
     STK_SO_BROADCAST,     /* UDP: int bool, may send to a broadcast address */
+    STK_IPV6_V6ONLY,      /* int bool, before bind: a socket bound to the IPv6 wildcard
+                             (::) also serves IPv4 unless set (ipv6(7)); default 0 */
 };
 
 struct stk_tcp_info {

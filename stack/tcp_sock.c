@@ -87,6 +87,8 @@ int stk_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr)
     GET_OR_EBADF(t, e, sd);
     if (!addr)
         return -EFAULT;
+    if (addr->family != STK_AF_INET)
+        return -EAFNOSUPPORT;
     if ((t->flags & TF_BOUND) || t->state != STK_TCP_CLOSED)
         return -EINVAL;
     if (addr->ip != 0 && addr->ip != e->cfg.ip)
@@ -160,6 +162,7 @@ int stk_accept(struct stk_engine *e, stk_time_t now, int sd, void *user, struct 
     c->flags &= ~TF_ORPHAN;
     c->user = user;
     if (peer) {
+        *peer = (struct stk_sockaddr){0};
         peer->ip = c->rip;
         peer->port = c->rport;
     }
@@ -184,6 +187,8 @@ int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_s
     }
     if (t->flags & TF_WAS_SYNCED)
         return -EISCONN;
+    if (to->family != STK_AF_INET)
+        return -EAFNOSUPPORT;
     if (to->ip == 0 || to->ip == 0xffffffffu)
         return -EINVAL;
     if (to->port == 0)
@@ -653,6 +658,7 @@ int stk_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
     GET_OR_EBADF(t, e, sd);
     if (!addr)
         return -EFAULT;
+    *addr = (struct stk_sockaddr){0};
     addr->ip = t->lip;
     addr->port = t->lport;
     return 0;
@@ -665,6 +671,7 @@ int stk_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
         return -EFAULT;
     if (t->state == STK_TCP_CLOSED || t->state == STK_TCP_LISTEN || t->state == STK_TCP_SYN_SENT)
         return -ENOTCONN;
+    *addr = (struct stk_sockaddr){0};
     addr->ip = t->rip;
     addr->port = t->rport;
     return 0;

@@ -205,6 +205,8 @@ int stk_udp_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr)
     GET_OR_EBADF(s, e, sd);
     if (!addr)
         return -EFAULT;
+    if (addr->family != STK_AF_INET)
+        return -EAFNOSUPPORT;
     if (s->flags & UF_BOUND)
         return -EINVAL;
     if (addr->ip != 0 && addr->ip != e->cfg.ip)
@@ -258,6 +260,8 @@ int stk_udp_connect(struct stk_engine *e, stk_time_t now, int sd, const struct s
             unhash_port(e, s);
         return 0;
     }
+    if (to->family != STK_AF_INET)
+        return -EAFNOSUPPORT;
     int rc = check_dst(e, s, to->ip);
     if (rc)
         return rc;
@@ -280,6 +284,7 @@ int stk_udp_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
     GET_OR_EBADF(s, e, sd);
     if (!addr)
         return -EFAULT;
+    *addr = (struct stk_sockaddr){0};
     addr->ip = s->lip;
     addr->port = s->lport;
     return 0;
@@ -292,6 +297,7 @@ int stk_udp_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
         return -EFAULT;
     if (!(s->flags & UF_CONNECTED))
         return -ENOTCONN;
+    *addr = (struct stk_sockaddr){0};
     addr->ip = s->rip;
     addr->port = s->rport;
     return 0;
@@ -335,6 +341,8 @@ ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struc
     uint32_t dip;
     uint16_t dport;
     if (to) {
+        if (to->family != STK_AF_INET)
+            return -EAFNOSUPPORT;
         if (to->port == 0)
             return -EINVAL;
         dip = to->ip;

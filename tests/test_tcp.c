@@ -357,7 +357,7 @@ static int listen_on(struct th *h, uint16_t port, int backlog)
 {
     int sd = stk_socket(h->e, NULL);
     REQUIRE(sd >= 0, "socket");
-    struct stk_sockaddr a = {0, port};
+    struct stk_sockaddr a = {.ip = 0, .port = port};
     REQUIRE(stk_bind(h->e, sd, &a) == 0, "bind");
     REQUIRE(stk_listen(h->e, sd, backlog) == 0, "listen");
     return sd;
@@ -401,7 +401,7 @@ static void active_open(struct th *h, const struct popts *o)
 {
     h->sd = stk_socket(h->e, NULL);
     REQUIRE(h->sd >= 0, "socket");
-    struct stk_sockaddr to = {h->peer_ip, h->pport};
+    struct stk_sockaddr to = {.ip = h->peer_ip, .port = h->pport};
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
     const struct pkt_info *p = POP(h);
     REQUIRE(p->flags == F_SYN, "SYN expected: %s", fmt(h, p));
@@ -523,7 +523,7 @@ START_TEST(active_open_options)
 {
     struct th *h = th_new();
     h->sd = stk_socket(h->e, NULL);
-    struct stk_sockaddr to = {PEER_IP, PPORT};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = PPORT};
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
     EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EALREADY);
@@ -641,7 +641,7 @@ START_TEST(simultaneous_open)
     /* RFC 9293 figure 8: SYNs cross. */
     struct th *h = th_new();
     h->sd = stk_socket(h->e, NULL);
-    struct stk_sockaddr to = {PEER_IP, PPORT};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = PPORT};
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
     const struct pkt_info *p = POP(h);
     EQ(p->flags, F_SYN);
@@ -1262,7 +1262,7 @@ START_TEST(syn_retries)
     c.syn_retries = 2;
     struct th *h = th_new_cfg(&c);
     h->sd = stk_socket(h->e, NULL);
-    struct stk_sockaddr to = {PEER_IP, PPORT};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = PPORT};
     stk_time_t t = h->now;
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
     const struct pkt_info *p = POP(h);
@@ -1291,7 +1291,7 @@ START_TEST(syn_refused_by_rst)
 {
     struct th *h = th_new();
     h->sd = stk_socket(h->e, NULL);
-    struct stk_sockaddr to = {PEER_IP, PPORT};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = PPORT};
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
     const struct pkt_info *p = POP(h);
     h->lport = p->sport;
@@ -1713,7 +1713,7 @@ START_TEST(passive_child_holds_port)
     EQ(stk_close(h->e, h->now, h->lsd), 0);
     h->lsd = -1;
     int sd = stk_socket(h->e, NULL);
-    struct stk_sockaddr a = {0, LPORT};
+    struct stk_sockaddr a = {.ip = 0, .port = LPORT};
     EQI(stk_bind(h->e, sd, &a), -EADDRINUSE);
     EQ(stk_abort(h->e, h->now, h->sd), 0);
     drain(h);
@@ -1728,7 +1728,7 @@ START_TEST(arp_failure_unreachable)
 {
     struct th *h = th_new();
     int sd = stk_socket(h->e, NULL);
-    struct stk_sockaddr to = {PKT_IP(198, 18, 0, 77), 80};
+    struct stk_sockaddr to = {.ip = PKT_IP(198, 18, 0, 77), .port = 80};
     EQI(stk_connect(h->e, h->now, sd, &to), -EINPROGRESS);
     advance_by(h, 5 * SEC);
     drain(h);
@@ -2405,7 +2405,7 @@ START_TEST(api_errnos)
 
     /* EADDRINUSE: a second bind, and a second listener even with SO_REUSEADDR. */
     int a1 = stk_socket(e, NULL), a2 = stk_socket(e, NULL);
-    struct stk_sockaddr p80 = {0, 8080};
+    struct stk_sockaddr p80 = {.ip = 0, .port = 8080};
     EQ(stk_bind(e, a1, &p80), 0);
     EQI(stk_bind(e, a2, &p80), -EADDRINUSE);
     EQ(stk_close(e, h->now, a2), 0);
@@ -2419,7 +2419,7 @@ START_TEST(api_errnos)
 
     /* EISCONN, EPIPE after SHUT_WR. */
     passive_open(h, &BARE);
-    struct stk_sockaddr to = {PEER_IP, 9};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = 9};
     EQI(stk_connect(e, h->now, h->sd, &to), -EISCONN);
     EQ(stk_shutdown(e, h->now, h->sd, STK_SHUT_WR), 0);
     EXPECT(h, F_FIN | F_ACK, h->pack, h->pseq, 0);
@@ -2433,7 +2433,7 @@ END_TEST
 
 static uint32_t syn_isn(struct th *h, int sd, uint32_t ip, uint16_t port)
 {
-    struct stk_sockaddr to = {ip, port};
+    struct stk_sockaddr to = {.ip = ip, .port = port};
     h->peer_ip = ip;
     EQI(stk_connect(h->e, h->now, sd, &to), -EINPROGRESS);
     const struct pkt_info *p = POP(h);
@@ -2444,7 +2444,7 @@ static uint32_t syn_isn(struct th *h, int sd, uint32_t ip, uint16_t port)
 START_TEST(isn_per_tuple)
 {
     struct th *h = th_new();
-    struct stk_sockaddr me = {0, 5555};
+    struct stk_sockaddr me = {.ip = 0, .port = 5555};
     int s1 = stk_socket(h->e, NULL), s2 = stk_socket(h->e, NULL);
     EQ(stk_bind(h->e, s1, &me), 0);
     me.port = 5556;
@@ -2536,7 +2536,7 @@ START_TEST(bug_simultaneous_open_synack)
 {
     struct th *h = th_new();
     h->sd = stk_socket(h->e, NULL);
-    struct stk_sockaddr to = {PEER_IP, PPORT};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = PPORT};
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
     const struct pkt_info *p = POP(h);
     h->iss = p->seq;

@@ -211,7 +211,7 @@ static int sock_bound(struct th *h, uint32_t ip, uint16_t port)
 {
     int sd = stk_udp_socket(h->e, NULL);
     ck_assert_int_ge(sd, 0);
-    struct stk_sockaddr a = {ip, port};
+    struct stk_sockaddr a = {.ip = ip, .port = port};
     ck_assert_int_eq(stk_udp_bind(h->e, sd, &a), 0);
     return sd;
 }
@@ -219,7 +219,7 @@ static int sock_bound(struct th *h, uint32_t ip, uint16_t port)
 static ssize_t send1(struct th *h, int sd, const void *p, size_t n, uint32_t ip, uint16_t port)
 {
     struct stk_iov v = {p, n};
-    struct stk_sockaddr to = {ip, port};
+    struct stk_sockaddr to = {.ip = ip, .port = port};
     return stk_udp_sendto(h->e, h->now, sd, &v, 1, ip || port ? &to : NULL);
 }
 
@@ -229,8 +229,9 @@ START_TEST(bind_rules)
 {
     struct th *h = th_new(0);
     int a = stk_udp_socket(h->e, NULL), b = stk_udp_socket(h->e, NULL);
-    struct stk_sockaddr any = {0, 0}, p53 = {0, 5353}, mine = {US_IP, 5353};
-    struct stk_sockaddr other = {PKT_IP(10, 0, 0, 1), 5353}, got;
+    struct stk_sockaddr any = {.ip = 0, .port = 0}, p53 = {.ip = 0, .port = 5353},
+                        mine = {.ip = US_IP, .port = 5353};
+    struct stk_sockaddr other = {.ip = PKT_IP(10, 0, 0, 1), .port = 5353}, got;
     ck_assert_int_eq(stk_udp_bind(h->e, a, &other), -EADDRNOTAVAIL);
     ck_assert_int_eq(stk_udp_getsockname(h->e, a, &got), 0);
     ck_assert_uint_eq(got.port, 0);
@@ -271,7 +272,7 @@ START_TEST(send_errors)
     ck_assert_int_eq(send1(h, sd, buf, 1, PKT_IP(203, 0, 113, 1), 9), -ENETUNREACH);
     ck_assert_int_eq(send1(h, sd, buf, 1, PKT_IP(127, 0, 0, 1), 9), -ENETUNREACH);
     struct stk_iov big = {NULL, 65508};
-    struct stk_sockaddr to = {PEER_IP, 9};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = 9};
     ck_assert_int_eq(stk_udp_sendto(h->e, h->now, sd, &big, 1, &to), -EMSGSIZE);
     /* Above the MTU: IPv4 fragments (stack/ipfrag.c), or EMSGSIZE without them. */
     static char large[1473];
@@ -289,7 +290,7 @@ START_TEST(send_frame)
     /* Pieces of odd lengths: the checksum must still come out right. */
     const char *p1 = "abc", *p2 = "defgh", *p3 = "i";
     struct stk_iov v[3] = {{p1, 3}, {p2, 5}, {p3, 1}};
-    struct stk_sockaddr to = {PEER_IP, 53};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = 53};
     ck_assert_int_eq(stk_udp_sendto(h->e, h->now, sd, v, 3, &to), 9);
     struct out o;
     ck_assert_int_eq(pop(h, &o), 0);
@@ -478,7 +479,7 @@ START_TEST(connected_refused)
 {
     struct th *h = th_new(0);
     int sd = stk_udp_socket(h->e, NULL);
-    struct stk_sockaddr to = {PEER_IP, 9999}, got;
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = 9999}, got;
     ck_assert_int_eq(stk_udp_getpeername(h->e, sd, &got), -ENOTCONN);
     ck_assert_int_eq(stk_udp_connect(h->e, h->now, sd, &to), 0);
     ck_assert_int_eq(stk_udp_getpeername(h->e, sd, &got), 0);
@@ -535,7 +536,7 @@ START_TEST(lookup_and_broadcast)
     int w = stk_udp_socket(h->e, NULL), c = stk_udp_socket(h->e, NULL);
     stk_udp_setopt(h->e, w, STK_SO_REUSEADDR, 1);
     stk_udp_setopt(h->e, c, STK_SO_REUSEADDR, 1);
-    struct stk_sockaddr a = {0, 6000}, peer = {PEER_IP, 7000};
+    struct stk_sockaddr a = {.ip = 0, .port = 6000}, peer = {.ip = PEER_IP, .port = 7000};
     ck_assert_int_eq(stk_udp_bind(h->e, w, &a), 0);
     ck_assert_int_eq(stk_udp_bind(h->e, c, &a), 0);
     ck_assert_int_eq(stk_udp_connect(h->e, h->now, c, &peer), 0);
@@ -550,7 +551,7 @@ START_TEST(lookup_and_broadcast)
      * address; the destination is kept for IP_PKTINFO. */
     int s = stk_udp_socket(h->e, NULL);
     stk_udp_setopt(h->e, s, STK_SO_REUSEADDR, 1);
-    struct stk_sockaddr mine = {US_IP, 6000};
+    struct stk_sockaddr mine = {.ip = US_IP, .port = 6000};
     ck_assert_int_eq(stk_udp_bind(h->e, s, &mine), 0);
     int w2 = stk_udp_socket(h->e, NULL);
     stk_udp_setopt(h->e, w2, STK_SO_REUSEADDR, 1);
@@ -579,7 +580,7 @@ START_TEST(shutdown_rules)
     inject(h, PEER_IP, US_IP, 1, 7, "x", 1, CS_GOOD);
     ck_assert_uint_eq(ctr(h)->udp_drop_shut, 1);
     int c = stk_udp_socket(h->e, NULL);
-    struct stk_sockaddr to = {PEER_IP, 9};
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = 9};
     ck_assert_int_eq(stk_udp_connect(h->e, h->now, c, &to), 0);
     ck_assert_int_eq(stk_udp_shutdown(h->e, c, STK_SHUT_WR), 0);
     ck_assert_int_eq(send1(h, c, "x", 1, 0, 0), -EPIPE);
@@ -592,7 +593,8 @@ START_TEST(connect_errors)
 {
     struct th *h = th_new(0);
     int sd = stk_udp_socket(h->e, NULL);
-    struct stk_sockaddr b = {BCAST, 9}, far = {PKT_IP(203, 0, 113, 9), 9};
+    struct stk_sockaddr b = {.ip = BCAST, .port = 9},
+                        far = {.ip = PKT_IP(203, 0, 113, 9), .port = 9};
     ck_assert_int_eq(stk_udp_connect(h->e, h->now, sd, &b), -EACCES);
     ck_assert_int_eq(stk_udp_connect(h->e, h->now, sd, &far), -ENETUNREACH);
     stk_udp_setopt(h->e, sd, STK_SO_BROADCAST, 1);

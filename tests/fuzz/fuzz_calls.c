@@ -240,7 +240,7 @@ static struct stk_sockaddr pick_addr(int side, bool for_connect)
 {
     static const uint16_t ports[] = {80, 81, 0, 32768, 60999, 1, 65535, 443};
     uint8_t b = rd8();
-    struct stk_sockaddr a;
+    struct stk_sockaddr a = {0};
     uint32_t own = side == WIRE_A ? WIRE_IP_A : WIRE_IP_B;
     uint32_t peer = side == WIRE_A ? WIRE_IP_B : WIRE_IP_A;
     switch (b & 7) {

@@ -560,7 +560,7 @@ static void op_api(struct fz *f, const uint8_t *p, size_t len)
         sd = (int)(a[0] & 0x0f) - 2;
     uint32_t arg = (uint32_t)a[2] | (uint32_t)a[3] << 8;
     int val = (int)(int16_t)(a[4] | a[5] << 8);
-    struct stk_sockaddr addr;
+    struct stk_sockaddr addr = {0};
     struct stk_iov iov[2];
     struct stk_tcp_info info;
     int v;

@@ -33,7 +33,7 @@ int main(int argc, char **argv)
         return fail("wire_create", 0);
     struct stk_engine *a = wire_engine(w, WIRE_A), *b = wire_engine(w, WIRE_B);
     int ls = stk_socket(b, NULL);
-    struct stk_sockaddr any = {0, 80}, to = {WIRE_IP_B, 80};
+    struct stk_sockaddr any = {.ip = 0, .port = 80}, to = {.ip = WIRE_IP_B, .port = 80};
     if (ls < 0 || stk_bind(b, ls, &any) || stk_listen(b, ls, 1024))
         return fail("listen", ls);
     char req[100] = {0}, rep[1000], got[1000];
@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     int s1 = stk_accept(b, w->now, ls, NULL, NULL); /* c2's stays queued */
     stk_send(a, w->now, c1, req, sizeof req, 0);
     stk_send(b, w->now, s1, rep, sizeof rep, 0);
-    struct stk_sockaddr dead = {PKT_IP(198, 18, 0, 99), 80};
+    struct stk_sockaddr dead = {.ip = PKT_IP(198, 18, 0, 99), .port = 80};
     stk_connect(a, w->now, c3, &dead); /* waits for ARP */
     wire_run_for(w, 1000);
     const struct stk_counters *ca = stk_counters(a);
