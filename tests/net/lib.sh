@@ -257,6 +257,20 @@ net_require_loadgen() {
     [ -x "$LOADGEN" ] || net_fail "$LOADGEN not built (make build/bench/loadgen)"
 }
 
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+
+# wait_for SECS CMD...: CMD every 0.1 s until it succeeds; false once SECS have passed
+# (a deadline: CMD may itself take a while, as nc -w 1 does).
+wait_for() {
+    local end=$(($(ms_now) + $1 * 1000))
+    shift
+    while :; do
+        "$@" && return 0
+        [ "$(ms_now)" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+}
+
 # wait_until SECS CMD...: poll CMD every 0.1 s until it succeeds or SECS pass.
 wait_until() {
     local secs=$1 i
@@ -610,4 +624,36 @@ u_stackds() {
         [ "$(cat "/proc/$p/comm" 2>/dev/null)" = ustackd ] && echo "$p"
     done
     return 0
+}
+
+# u_no_stackd: true when no ustackd runs in the ustack namespace (a wait_for condition).
+# shellcheck disable=SC2317
+u_no_stackd() { [ -z "$(u_stackds)" ]; }
+
+# u_note_stackd: remember the namespace's ustackd (SIGUSR1 statistics on failure, its DPDK
+# runtime directory at teardown) in USTACKD_PID.
+u_note_stackd() {
+    local p
+    p=$(u_stackds | head -n 1)
+    [ -n "$p" ] || return 0
+    USTACKD_PID=$p
+    case " $NET_USTACKD_PIDS " in *" $p "*) ;; *) NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p" ;; esac
+}
+
+# stop_bg PID: SIGTERM, wait (bounded), reap.
+stop_bg() {
+    net__kill_pid "$1" 5
+    wait "$1" 2>/dev/null || true
+}
+
+# wait_listen PID PORT: true once the kernel side can connect to IP_U:PORT, false when
+# the program PID has exited or after 20 s.
+wait_listen() {
+    local pid=$1 port=$2 end=$(($(ms_now) + 20000))
+    while proc_alive "$pid"; do
+        net_k nc -z -w 1 "$IP_U" "$port" 2>/dev/null && return 0
+        [ "$(ms_now)" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+    return 1
 }

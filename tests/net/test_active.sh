@@ -35,7 +35,6 @@ BIG_SECS=40         # bound for the 100 MiB download
 WRK_SECS=5          # wrk's own duration
 GONE_SECS=10        # bound for a ustackd to exit after its client
 
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
 # ---------------------------------------------------------------- kernel nginx
 
@@ -126,9 +125,6 @@ u_run() {
     shift
     ip netns exec "$NS_U" sh -c "$U_SH" sh "${NET_BPFFS:-1}" "${U_ENV[@]}" "$@"
 }
-
-# shellcheck disable=SC2317
-u_no_stackd() { [ -z "$(u_stackds)" ]; }
 
 # After a client: its ustackd must be gone within GONE_SECS (a leftover one is reported
 # and killed so the next client gets the device).

@@ -50,33 +50,6 @@ u_env() {
     return 0
 }
 # U_SH, u_exec, u_bg, u_stackds: tests/net/lib.sh.
-u_no_stackd() { [ -z "$(u_stackds)" ]; }
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
-wait_for() {
-    local end=$(($(ms_now) + $1 * 1000))
-    shift
-    while :; do
-        "$@" && return 0
-        [ "$(ms_now)" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-}
-u_note_stackd() {
-    local p
-    p=$(u_stackds | head -n 1)
-    [ -n "$p" ] || return 0
-    USTACKD_PID=$p
-    case " $NET_USTACKD_PIDS " in *" $p "*) ;; *) NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p" ;; esac
-}
-wait_listen() {
-    local pid=$1 port=$2 end=$(($(ms_now) + 20000))
-    while proc_alive "$pid"; do
-        net_k nc -z -w 1 "$IP_U" "$port" 2>/dev/null && return 0
-        [ "$(ms_now)" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-    return 1
-}
 echo_ok() { # echo_ok PORT WORD
     local got
     got=$(echo "$2" | net_k timeout 10 socat -t 5 - "TCP:$IP_U:$1,connect-timeout=5" 2>/dev/null) || true
@@ -91,10 +64,6 @@ region_ino() {
             "/memfd:ustack (deleted)") stat -L -c %i "$f" 2>/dev/null ;;
         esac
     done | sort -u | tr '\n' ' '
-}
-stop_bg() {
-    net__kill_pid "$1" 5
-    wait "$1" 2>/dev/null || true
 }
 u_gone() {
     local what=$1 t0 left p

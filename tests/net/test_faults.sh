@@ -74,7 +74,6 @@ PROFILES=(
 )
 WANT=${NET_FAULTS_PROFILES:-}
 
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
 # ---------------------------------------------------------------- the relay
 

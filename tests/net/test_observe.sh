@@ -59,7 +59,6 @@ EOF
 chmod -R a+rX "$NET_TMPD"
 out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
 
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
 
 # A kernel-side client: K connections to port 80, one keep-alive GET on each (response read
 # whole), prints "ready <ports>", then holds them until stdin closes (at most 60 s).

@@ -62,32 +62,7 @@ u_procs() {
 
 # Conditions for wait_for (evaluated at each try).
 # shellcheck disable=SC2317
-u_no_stackd() { [ -z "$(u_stackds)" ]; }
-# shellcheck disable=SC2317
 u_only_stackd() { [ "$(u_stackds | tr '\n' ' ')" = "$1 " ]; }
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
-
-# wait_for SECS CMD...: CMD every 0.1 s until it succeeds; false once SECS have passed
-# (a deadline: CMD may itself take a while, as nc -w 1 does).
-wait_for() {
-    local end=$(($(ms_now) + $1 * 1000))
-    shift
-    while :; do
-        "$@" && return 0
-        [ "$(ms_now)" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-}
-
-# Remember the namespace's ustackd (for SIGUSR1 statistics on failure, and its DPDK
-# runtime directory at teardown).
-u_note_stackd() {
-    local p
-    p=$(u_stackds | head -n 1)
-    [ -n "$p" ] || return 0
-    USTACKD_PID=$p
-    case " $NET_USTACKD_PIDS " in *" $p "*) ;; *) NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p" ;; esac
-}
 
 # u_gone KIND WHAT: after the preloaded programs exited, ustackd must be gone within
 # GONE_SECS. A leftover one is reported and killed, so that the next check starts clean.
@@ -107,27 +82,9 @@ u_gone() {
     return 0
 }
 
-# stop_bg PID: SIGTERM, wait (bounded), reap.
-stop_bg() {
-    net__kill_pid "$1" 5
-    wait "$1" 2>/dev/null || true
-}
-
 # A program's stderr for a message, on one line: its `ustack:` lines and its last line.
 errtail() {
     { grep '^ustack:' "$1"; tail -n 1 "$1"; } 2>/dev/null | uniq | tr '\n' ' ' | head -c "${2:-300}"
-}
-
-# wait_listen PID PORT: true once the kernel side can connect to IP_U:PORT, false when
-# the program PID has exited or after 20 s.
-wait_listen() {
-    local pid=$1 port=$2 end=$(($(ms_now) + 20000))
-    while proc_alive "$pid"; do
-        net_k nc -z -w 1 "$IP_U" "$port" 2>/dev/null && return 0
-        [ "$(ms_now)" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-    return 1
 }
 
 # ---------------------------------------------------------------- 1 + 5: passive, busy device

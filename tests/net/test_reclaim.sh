@@ -29,7 +29,6 @@ D="$NET_TMPD/sync"
 mkdir -p "$D"
 chmod 777 "$D"
 
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
 # wait_file SECS NAME: true once $D/NAME exists.
 wait_file() {
     local end=$(($(ms_now) + $1 * 1000))

@@ -82,8 +82,7 @@ net_bg "$RS"
 if ! wait_ping net_k "$IP_U" "$RS"; then
     net_fail "redis-server under ustack does not answer PING from the kernel side: $(tail -n 3 "$NET_TMPD/redis.u.out" | tr '\n' ' ' | head -c 300)"
 fi
-p=$(u_stackds | head -n 1)
-[ -n "$p" ] && USTACKD_PID=$p && NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p"
+u_note_stackd
 net_log "redis-server under ustack answers PING (redis $RS, ustackd ${USTACKD_PID:-?})"
 
 # A 1 MiB value (hex text: redis-cli prints it back unchanged) in and out.

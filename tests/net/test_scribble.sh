@@ -23,7 +23,6 @@ KIND=${NET_KINDS:-af_packet}
 KIND=${KIND%% *}
 P_ECHO=7 P_PEER=9000 SECS=12
 
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
 u_stackds() {
     local p
     for p in $(ip netns pids "$NS_U" 2>/dev/null); do

@@ -91,20 +91,6 @@ errtail() {
     { grep '^ustack:' "$1"; tail -n 2 "$1"; } 2>/dev/null | uniq | tr '\n' ' ' | head -c "${2:-300}"
 }
 
-# The preloaded program's ustackd, for statistics (SIGUSR1) and the failure log.
-u_note_stackd() {
-    local p
-    p=$(u_stackds | head -n 1)
-    [ -n "$p" ] || return 0
-    USTACKD_PID=$p
-    case " $NET_USTACKD_PIDS " in *" $p "*) ;; *) NET_USTACKD_PIDS="$NET_USTACKD_PIDS $p" ;; esac
-}
-
-stop_bg() {
-    net__kill_pid "$1" 5
-    wait "$1" 2>/dev/null || true
-}
-
 # Stops what runs in the ustack namespace and waits (bounded) for its ustackd to go.
 u_clean() {
     local kind=$1 p i
