@@ -95,7 +95,9 @@ check_passive() {
     local serr="$NET_TMPD/socat.$kind.err"
     net_flush_neigh
     u_env "$kind" "passive.$kind"
-    u_bg "${U_ENV[@]}" socat "TCP-LISTEN:$P_ECHO,fork,reuseaddr,backlog=128" EXEC:cat \
+    # -t 10: after loadgen's half-close socat waits up to 10 s (not its default 0.5 s) for
+    # cat to echo the rest, which a busy machine can take longer than 0.5 s to do.
+    u_bg "${U_ENV[@]}" socat -t 10 "TCP-LISTEN:$P_ECHO,fork,reuseaddr,backlog=128" EXEC:cat \
         </dev/null >/dev/null 2>"$serr"
     sp=$U_BG
     t0=$SECONDS
