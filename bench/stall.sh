@@ -10,10 +10,14 @@
 # Usage (root): bench/stall.sh [--runs N] [--no-fill] [--seconds S] [--out DIR]
 #   --runs N     iterations, each with fresh namespaces, nginx and ustackd (default 5)
 #   --no-fill    skip the kernel ab before the ustack one (default: 3 s of kernel ab)
+#   --fill N     the kernel ab makes N requests (at most 60 s) instead of running 3 s: on a
+#                busy machine 3 s leave far fewer TIME-WAITs in the server than on an idle one
 #   --seconds S  ab -t (default 3)
 #   --out DIR    where each iteration's files go (default a new /tmp/stall.XXXXXX); kept
-# Prints one line per iteration: ok (requests done) or STALL (ab's error); exit 0 when no
-# iteration stalled, 1 otherwise, 2 on set-up errors.
+# Environment: BENCH_LIB, BENCH_STACKD (default build/libustack.so, build/ustackd), NGINX.
+# Prints one line per iteration: ok (requests done), STALL (ab: 10 s without an event) or
+# no result; exit 0 when no iteration stalled, 1 otherwise, 2 on set-up errors. The
+# captures (tens of MB) are kept for stalled iterations only.
 
 set -u -o pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,20 +25,21 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 while IFS= read -r _v; do unset "$_v"; done < <(env | sed -n 's/^\(USTACK\(_[A-Za-z0-9_]*\)\{0,1\}\)=.*/\1/p')
 
-RUNS=5 FILL=1 SECS=3 OUT=""
+RUNS=5 FILL=1 FILLN="" SECS=3 OUT=""
 while [ $# -gt 0 ]; do
     case $1 in
         --runs) RUNS=${2-}; shift ;;
         --no-fill) FILL=0 ;;
+        --fill) FILLN=${2-}; shift ;;
         --seconds) SECS=${2-}; shift ;;
         --out) OUT=${2-}; shift ;;
-        *) sed -n '2,/^# iteration stalled/s/^# \{0,1\}//p' "$0"; exit 2 ;;
+        *) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 2 ;;
     esac
     shift
 done
 [ "$(id -u)" = 0 ] || { echo "stall.sh: root needed" >&2; exit 2; }
 NGINX=${NGINX:-$(command -v nginx)}
-LIB=$ROOT/build/libustack.so STACKD=$ROOT/build/ustackd
+LIB=${BENCH_LIB:-$ROOT/build/libustack.so} STACKD=${BENCH_STACKD:-$ROOT/build/ustackd}
 OUT=${OUT:-$(mktemp -d /tmp/stall.XXXXXX)}
 mkdir -p "$OUT/bin"
 cp "$LIB" "$OUT/bin/libustack.so" && cp "$STACKD" "$OUT/bin/u-stack-d" || exit 2
@@ -62,7 +67,7 @@ snap() {
     done
 }
 
-stalls=0
+stalls=0 others=0
 for ((it = 1; it <= RUNS; it++)); do
     d=$OUT/$it
     mkdir -p "$d"
@@ -81,34 +86,50 @@ for ((it = 1; it <= RUNS; it++)); do
     done
     [ "$ok" = 1 ] || { echo "run $it: nginx under ustack not ready"; cleanup; continue; }
     if [ "$FILL" = 1 ]; then
-        ip netns exec "$NS_C" sh -c 'ulimit -n 20000; exec "$@"' sh ab -r -s 10 -t 3 -n 1000000 -c 100 "$URL" \
+        if [ -n "$FILLN" ]; then fill=(-t 60 -n "$FILLN"); else fill=(-t 3 -n 1000000); fi
+        ip netns exec "$NS_C" sh -c 'ulimit -n 20000; exec "$@"' sh ab -r -s 10 "${fill[@]}" -c 100 "$URL" \
             >"$d/kab.out" 2>&1
     fi
     ip -n "$NS_C" addr flush dev brc
     ip -n "$NS_S" neigh flush all
+    # As bench/run.sh: ab runs as a child of bench/uclient.py, whose first socket has
+    # started the client's ustackd (seconds on a busy machine) before ab's clock starts.
+    rm -f "$OUT/fifo"; mkfifo "$OUT/fifo"
     ip netns exec "$NS_C" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ulimit -n 20000; exec env "$@"' sh \
         "${common[@]}" USTACK_DEV=net_af_xdp0,iface=brc USTACK_IP=$IP_C/24 USTACK_CORES=0 \
         "USTACK_NAME=stall-c-$$" "USTACK_PCAP=$d/c.pcap" "USTACK_STACKD_LOG=$d/c.stackd.log" \
-        timeout -k 5 $((SECS + 60)) ab -r -s 10 -t "$SECS" -n 1000000 -c 100 "$URL" >"$d/ab.out" 2>&1 </dev/null &
-    abpid=$!
-    PIDS="$PIDS $abpid"
+        python3 "$ROOT/bench/uclient.py" <"$OUT/fifo" >"$d/uclient.out" 2>&1 &
+    ucpid=$!
+    exec {FD}>"$OUT/fifo"
+    PIDS="$PIDS $ucpid"
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^ready' "$d/uclient.out" 2>/dev/null && break
+        bench_alive "$ucpid" || break
+        sleep 0.1
+    done
+    python3 -c 'import json, sys; print(json.dumps({"dir": sys.argv[1], "timeout": int(sys.argv[2]), "argv": sys.argv[3:]}))' \
+        "$d" $((SECS + 60)) ab -r -s 10 -t "$SECS" -n 1000000 -c 100 "$URL" >&"$FD"
     t0=$SECONDS k=0
-    while bench_alive "$abpid" && [ $((SECONDS - t0)) -lt $((SECS + 90)) ]; do
+    while [ ! -e "$d/rc" ] && bench_alive "$ucpid" && [ $((SECONDS - t0)) -lt $((SECS + 90)) ]; do
         sleep 2
         k=$((k + 1))
-        grep -q '^Benchmarking' "$d/ab.out" 2>/dev/null && snap "$d" "$(printf 't%03d' "$k")"
+        grep -q '^Benchmarking' "$d/out" 2>/dev/null && snap "$d" "$(printf 't%03d' "$k")"
     done
-    wait "$abpid"
-    rc=$?
-    if grep -q 'Requests per second' "$d/ab.out"; then
+    exec {FD}>&-
+    rc=$(cat "$d/rc" 2>/dev/null || echo none)
+    cat "$d/out" "$d/err" >"$d/ab.out" 2>/dev/null
+    if grep -q 'timeout specified has expired' "$d/ab.out"; then
+        stalls=$((stalls + 1))
+        echo "run $it: STALL rc $rc: $(grep -v '^Completed\|^This is\|^Copyright\|^Licensed\|^Benchmarking\|^$' "$d/ab.out" | tail -n 2 | tr '\n' ' ')(files in $d)"
+    elif [ "$rc" = 0 ] && grep -q 'Requests per second' "$d/ab.out"; then
         echo "run $it: ok, $(grep -m1 '^Complete requests' "$d/ab.out" | tr -s ' '), kernel fill: $(grep -m1 '^Complete requests' "$d/kab.out" 2>/dev/null | tr -s ' ')"
     else
-        stalls=$((stalls + 1))
-        echo "run $it: STALL rc $rc: $(grep -v '^Completed\|^This is\|^Copyright\|^Licensed\|^Benchmarking\|^$' "$d/ab.out" | tail -n 2 | tr '\n' ' ') (files in $d)"
+        others=$((others + 1))
+        echo "run $it: no result (rc $rc): $(tail -n 2 "$d/ab.out" 2>/dev/null | tr '\n' ' ')(files in $d)"
     fi
     cleanup
     # Keep the captures of stalled runs only: each is tens of MB.
-    grep -q 'Requests per second' "$d/ab.out" && rm -f "$d"/*.pcap
+    grep -q 'timeout specified has expired' "$d/ab.out" || rm -f "$d"/*.pcap
 done
-echo "$stalls of $RUNS runs stalled (files: $OUT)"
+echo "$stalls of $RUNS runs stalled, $others without a result (files: $OUT)"
 [ "$stalls" = 0 ]
