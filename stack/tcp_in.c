@@ -941,9 +941,8 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
  * gone, its SYN retransmission one RTO later reaches the listener. Ignoring it (RFC 1337)
  * kept such a peer retrying for up to 2 MSL whenever its SYN was not "newer" (its own
  * random timestamp offset and ISN, half the time against another host's TIME-WAIT): the
- * both-ends benchmark stall, docs/benchmarks.md. The FIN-WAIT-2 timeout state of Linux does
- * not exist here. Returns true when the segment is done with, false when t is gone and the
- * segment goes on to a listener. */
+ * both-ends benchmark stall, docs/benchmarks.md. Returns true when the segment is done
+ * with, false when t is gone and the segment goes on to a listener. */
 static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_seg *s,
                             stk_time_t now)
 {
