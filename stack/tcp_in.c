@@ -934,12 +934,29 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
 }
 
 /* TIME-WAIT (RFC 9293 3.10.7.4 and RFC 6191): a new SYN may reopen the pair when it is
- * clearly newer; RSTs are ignored (RFC 1337); a retransmitted FIN is acknowledged again. */
+ * clearly newer; a retransmitted FIN is acknowledged again. A RST at exactly RCV.NXT ends
+ * TIME-WAIT, as with Linux's default (net.ipv4.tcp_rfc1337 = 0, "TIME-WAIT assassination");
+ * any other RST is ignored. That RST is what a peer sends when its new SYN on a recycled
+ * port met this TIME-WAIT and drew our ACK (RFC 9293 3.10.7.3, SYN-SENT): with the pair
+ * gone, its SYN retransmission one RTO later reaches the listener. Ignoring it (RFC 1337)
+ * kept such a peer retrying for up to 2 MSL whenever its SYN was not "newer" (its own
+ * random timestamp offset and ISN, half the time against another host's TIME-WAIT): the
+ * both-ends benchmark stall, docs/benchmarks.md. Returns true when the segment is done
+ * with, false when t is gone and the segment goes on to a listener. */
 static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_seg *s,
                             stk_time_t now)
 {
-    if (s->flags & TH_RST)
+    if (s->flags & TH_RST) {
+        /* Linux's tcp_paws_reject(): a RST carrying a timestamp older than TS.Recent is
+         * refused while TS.Recent is less than 60 s old (TCP_PAWS_MSL). */
+        bool paws = (t->flags & TF_TS) && s->ts && stk__ts_lt(s->tsval, t->ts_recent) &&
+                    now - t->ts_recent_age < 60 * (stk_time_t)STK_US_PER_S;
+        if (s->seq == t->rcv_nxt && !paws) {
+            e->ctr.tcp_rst_in++;
+            stk__tcp_drop(e, t, 0);
+        }
         return true;
+    }
     if ((s->flags & TH_SYN) && !(s->flags & TH_ACK)) {
         /* RFC 6191: a timestamp older than TS.Recent is refused; a newer one reopens; an
          * equal one (a new connection within the same peer clock tick) or none falls back

@@ -1965,10 +1965,15 @@ START_TEST(time_wait_fin_reacked)
     stk_time_t t = h->now;
     advance(h, t + 2 * SEC - 1);
     EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
-    /* A RST does not end TIME-WAIT (RFC 1337). */
+    /* A RST anywhere but RCV.NXT does not end TIME-WAIT (Linux's tcp_timewait_state_process:
+     * only an in-window RST does, time_wait_rst_at_rcv_nxt). */
+    h->pseq += 1000;
     peer_send(h, F_RST, 0);
-    h->pseq--;
+    h->pseq -= 1001;
+    peer_send(h, F_RST, 0);
+    h->pseq += 1;
     EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    EXPECT_NONE(h);
     advance(h, t + 2 * SEC);
     EQ(state_of(h, h->sd), STK_TCP_CLOSED);
     EXPECT_NONE(h);
@@ -2041,6 +2046,51 @@ START_TEST(time_wait_syn_newer_ts)
     int sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
     REQUIRE(sd >= 0, "accept %d", sd);
     EQ(state_of(h, sd), STK_TCP_ESTABLISHED);
+    th_free(h);
+}
+END_TEST
+
+/* The both-ends benchmark stall (docs/benchmarks.md): a client reuses a port whose old
+ * connection is in TIME-WAIT here, with a SYN that is not "newer" (older timestamp, lower
+ * sequence: another stack's random offsets). Our ACK makes the client, in SYN-SENT, answer
+ * with a RST at exactly RCV.NXT and no timestamp (RFC 9293 3.10.7.3); as with Linux's default
+ * (tcp_rfc1337 = 0) that RST ends TIME-WAIT, and the client's SYN retransmission one RTO
+ * later reaches the listener. Before, the RST was ignored and the client retried for 2 MSL. */
+START_TEST(time_wait_rst_at_rcv_nxt)
+{
+    struct th *h = th_new();
+    passive_to_time_wait(h);
+    uint32_t rcv_nxt = h->pseq;
+    uint64_t rst_in = ctr(h)->tcp_rst_in;
+    struct pkt_tcp_spec s;
+    /* The new incarnation: timestamp 1,000,000 ms behind, sequence below RCV.NXT. */
+    h->ts_base -= 1000000;
+    h->pseq = rcv_nxt - 7777777;
+    syn_spec(h, &s, F_SYN, &FULL);
+    inject(h, &s);
+    EXPECT(h, F_ACK, h->iss + 2, rcv_nxt, 0);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    /* A RST at RCV.NXT with a timestamp older than TS.Recent: refused (PAWS). */
+    h->pseq = rcv_nxt;
+    peer_send(h, F_RST, 0);
+    EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    /* The client's answer to our ACK: RST, seq = the ACK's ack, no timestamp. */
+    h->ts = false;
+    peer_send(h, F_RST, 0);
+    h->ts = true;
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_rst_in, rst_in + 1);
+    EXPECT_NONE(h);
+    /* Its SYN retransmission, 1 s later, same sequence and clock: a new connection. */
+    advance_by(h, SEC);
+    h->pseq = rcv_nxt - 7777777;
+    const struct pkt_info *p = peer_syn(h, &FULL);
+    EQ(p->ack, rcv_nxt - 7777776);
+    peer_ack(h);
+    int sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(sd >= 0, "accept %d", sd);
+    EQ(state_of(h, sd), STK_TCP_ESTABLISHED);
+    EXPECT_NONE(h);
     th_free(h);
 }
 END_TEST
@@ -2635,6 +2685,7 @@ int main(void)
     tcase_add_test(tc, time_wait_fin_reacked);
     tcase_add_test(tc, time_wait_syn_reopen);
     tcase_add_test(tc, time_wait_syn_newer_ts);
+    tcase_add_test(tc, time_wait_rst_at_rcv_nxt);
     tc = tcase(s, "syncookies");
     tcase_add_test(tc, syn_cookies);
     tcase_add_test(tc, syn_cookie_accept_queue_full);
