@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 /* The client side is linked only into libustack.so; this test builds it itself. */
 #include "../shim/client.c"
+#include "../shim/client_addr.c"
 #include "../shim/client_io.c"
 #include "../shim/client_opt.c"
 #include "../shim/client_poll.c"
@@ -76,17 +77,22 @@ static void publish(uint32_t i, uint32_t ev)
     }
 }
 
-static void post(const struct shm_cmd *c, int rc, int val, uint32_t ip, uint16_t port)
+static void post_addr(const struct shm_cmd *c, int rc, int val, const struct shm_addr *a)
 {
     if (c->reply == SHM_NONE)
         return;
     struct shm_reply *r = shm_reply(base, c->reply);
     r->result = rc;
     r->val = val;
-    r->ip = ip;
-    r->port = port;
+    r->addr = a ? *a : (struct shm_addr){0};
     atomic_fetch_add_explicit(&r->seq, 1, memory_order_release);
     shm_futex_wake(&r->seq, 1);
+}
+
+static void post(const struct shm_cmd *c, int rc, int val, uint32_t ip, uint16_t port)
+{
+    struct shm_addr a = {.ip = ip, .port = port};
+    post_addr(c, rc, val, &a);
 }
 
 static void handle(const struct shm_cmd *c)
@@ -115,10 +121,10 @@ static void handle(const struct shm_cmd *c)
         break;
     }
     case SHM_OP_BIND: {
-        uint16_t port = c->port ? c->port : (uint16_t)(40000 + i);
-        s->lip = c->ip;
-        s->lport = port;
-        post(c, 0, 0, c->ip, port);
+        s->la = c->addr;
+        if (!s->la.port)
+            s->la.port = (uint16_t)(40000 + i);
+        post_addr(c, 0, 0, &s->la);
         break;
     }
     case SHM_OP_LISTEN:
@@ -129,11 +135,9 @@ static void handle(const struct shm_cmd *c)
         post(c, 0, 0, 0, 0);
         break;
     case SHM_OP_CONNECT:
-        s->rip = c->ip;
-        s->rport = c->port;
-        s->lip = MY_IP;
-        s->lport = (uint16_t)(50000 + i);
-        atomic_store(&fk[i].mode, c->port);
+        s->ra = c->addr;
+        s->la = (struct shm_addr){.ip = MY_IP, .port = (uint16_t)(50000 + i)};
+        atomic_store(&fk[i].mode, c->addr.port);
         atomic_fetch_or(&s->flags, SHM_F_CONNECTING);
         atomic_store(&fk[i].connecting, 1);
         post(c, -EINPROGRESS, 0, 0, 0);
@@ -241,7 +245,13 @@ static void setup(void)
                            dup,          dup3,      ppoll,  epoll_create1, epoll_ctl, epoll_pwait,
                            epoll_pwait2, sigaction, sendmsg};
     shim_init(&sys);
-    struct shim_attach a = {base, size, -1, -1, MY_IP, 24, 0, 4096, 0};
+    struct shim_attach a = {.base = base,
+                            .size = size,
+                            .shm_fd = -1,
+                            .pipe_fd = -1,
+                            .ip = MY_IP,
+                            .prefix = 24,
+                            .fdtab_size = 4096};
     ck_assert_int_eq(shim_attach(&a), 0);
     ck_assert_int_eq(pthread_create(&stack_thread, NULL, fake_stack, NULL), 0);
 }
@@ -743,10 +753,8 @@ static void inject(int lfd, uint16_t rport)
     uint32_t i = shm_sock_alloc(base);
     struct shm_sock *s = shm_sock(base, i);
     s->core = 0;
-    s->rip = PEER_IP;
-    s->rport = rport;
-    s->lip = MY_IP;
-    s->lport = 80;
+    s->ra = (struct shm_addr){.ip = PEER_IP, .port = rport};
+    s->la = (struct shm_addr){.ip = MY_IP, .port = 80};
     atomic_store(&s->flags, SHM_F_CONNECTED);
     atomic_store(&s->state, SHM_SOCK_LIVE);
     ck_assert_int_eq(shm_aq_push(shm_sock(base, l), shm_rx_data(base, l), 4096, i), 0);
