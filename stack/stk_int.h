@@ -369,6 +369,11 @@ int stk__nd_queue(struct stk_engine *e, stk_time_t now, const uint8_t ip[16],
 /* Upper-layer reachability confirmation (RFC 4861 section 7.3.1): e.g. TCP saw new data
  * acknowledged by ip. Makes an existing, resolved entry REACHABLE again. */
 void stk__nd_confirm(struct stk_engine *e, stk_time_t now, const uint8_t ip[16]);
+/* TCP over IPv6 (tcp_in.c): a segment from stk__ip6_input. */
+void stk__tcp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip);
+/* Neighbour resolution of nexthop failed: SYN-SENT connections to it end with
+ * EHOSTUNREACH (tcp_conn.c), as stk__tcp_unreachable for ARP. */
+void stk__tcp_unreachable6(struct stk_engine *e, const uint8_t nexthop[16]);
 
 /* ---- The engine -------------------------------------------------------------------------- */
 struct stk_tcp; /* TCP's per-engine state (tcp.h) */
