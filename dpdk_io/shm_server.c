@@ -1750,18 +1750,28 @@ static struct srv_core *core_of(struct dio_shm *srv, struct dio_core *c)
 
 /* Region srv's state on core c, on the core's own thread (at the stack's start, or when the
  * region is added to a running stack). Undoes itself on failure. */
-/* Does the engine serve IPv6? (One that does not answers -EAFNOSUPPORT, stk.h.) Asked once,
- * with a UDP socket bound to the IPv6 wildcard for IPv6 only, then closed. */
-static bool engine_has_inet6(struct stk_engine *e)
+/* What of IPv6 the engine serves (one that does not answers -EAFNOSUPPORT, stk.h), as
+ * SHM_FEAT_* bits. Asked once, with a TCP and a UDP socket bound to the IPv6 wildcard for
+ * IPv6 only, then closed. */
+static uint32_t engine_inet6(struct stk_engine *e, stk_time_t now)
 {
-    int sd = stk_udp_socket(e, NULL);
-    if (sd < 0)
-        return false;
-    stk_udp_setopt(e, sd, STK_IPV6_V6ONLY, 1);
     struct stk_sockaddr any6 = {.family = STK_AF_INET6};
-    bool yes = stk_udp_bind(e, sd, &any6) != -EAFNOSUPPORT;
-    stk_udp_close(e, sd);
-    return yes;
+    uint32_t f = 0;
+    int sd = stk_socket(e, NULL);
+    if (sd >= 0) {
+        stk_setopt(e, now, sd, STK_IPV6_V6ONLY, 1);
+        if (stk_bind(e, sd, &any6) != -EAFNOSUPPORT)
+            f |= SHM_FEAT_INET6;
+        stk_close(e, now, sd);
+    }
+    sd = stk_udp_socket(e, NULL);
+    if (sd >= 0) {
+        stk_udp_setopt(e, sd, STK_IPV6_V6ONLY, 1);
+        if (stk_udp_bind(e, sd, &any6) != -EAFNOSUPPORT)
+            f |= SHM_FEAT_UDP6;
+        stk_udp_close(e, sd);
+    }
+    return f;
 }
 
 static int reg_init(struct dio_shm *srv, struct dio_core *c)
@@ -1783,8 +1793,8 @@ static int reg_init(struct dio_shm *srv, struct dio_core *c)
         return -ENOMEM;
     for (uint32_t i = 0; i < srv->nsocks; i++)
         sc->ss[i] = (struct ssock){.sd = -1, .next = SHM_NONE};
-    if (sc->idx == 0 && engine_has_inet6(sc->e))
-        atomic_fetch_or_explicit(&srv->shdr->features, SHM_FEAT_INET6, RLX);
+    if (sc->idx == 0)
+        atomic_fetch_or_explicit(&srv->shdr->features, engine_inet6(sc->e, 0), RLX);
     if (srv->wake_fd[sc->idx] >= 0) {
         int rc = dio_core_add_wake_fd(c, srv->wake_fd[sc->idx]);
         if (rc) {

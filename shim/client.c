@@ -660,17 +660,18 @@ bool shim__route_kernel(uint32_t dst)
     return ((dst ^ C.ip) & C.mask) != 0 && C.gw == 0;
 }
 
-bool shim__inet6(void)
+bool shim__inet6(const struct shim_sk *k)
 {
-    return atomic_load_explicit(&C.hdr->features, memory_order_relaxed) & SHM_FEAT_INET6;
+    uint32_t f = atomic_load_explicit(&C.hdr->features, memory_order_relaxed);
+    return f & (shim__dgram(k) ? SHM_FEAT_UDP6 : SHM_FEAT_INET6);
 }
 
-bool shim__route_kernel6(const uint8_t ip6[16], uint32_t scope)
+bool shim__route_kernel6(const struct shim_sk *k, const uint8_t ip6[16], uint32_t scope)
 {
     static const uint8_t z[16];
     static const uint8_t lo[16] = {[15] = 1};
     /* Unspecified (Linux connects it to ::1), loopback, or an engine without IPv6. */
-    if (!memcmp(ip6, z, 16) || !memcmp(ip6, lo, 16) || !shim__inet6())
+    if (!memcmp(ip6, z, 16) || !memcmp(ip6, lo, 16) || !shim__inet6(k))
         return true;
     if (ip6[0] == 0xfe && (ip6[1] & 0xc0) == 0x80) /* link-local: ustack's link, or another */
         return scope != 0 && scope != C.ifindex;
@@ -872,7 +873,7 @@ static int do_bind(struct shim_sk *k, const struct shm_addr *a)
 
 /* The engine answered -EAFNOSUPPORT for a native IPv6 address (it serves none): the socket
  * becomes the kernel's, said once on stderr. */
-static void no_inet6_warn(void)
+void shim__no_inet6_warn(void)
 {
     shim_warn_once("inet6", "the stack serves no IPv6: AF_INET6 sockets with native IPv6 "
                             "addresses are the kernel's");
@@ -947,22 +948,22 @@ int shim_bind(int fd, const struct sockaddr *addr, socklen_t len)
     bool kernel;
     if (a.family == SHM_AF_INET)
         kernel = a.ip != 0 && a.ip != C.ip;
-    else if (!shim__inet6())
+    else if (!shim__inet6(&k))
         kernel = !shim_addr_any(&a) || v6only;
     else
         kernel = !shim_addr_any(&a) && memcmp(a.ip6, C.ip6, 16) &&
                  !(a.ip6[0] == 0xfe && (a.ip6[1] & 0xc0) == 0x80 && a.scope == 0);
     if (kernel) {
         /* Loopback or an address of the host's: the application wants a kernel socket. */
-        if (a.family == SHM_AF_INET6 && !shim__inet6() && shim_addr_any(&a))
-            no_inet6_warn();
+        if (a.family == SHM_AF_INET6 && !shim__inet6(&k) && shim_addr_any(&a))
+            shim__no_inet6_warn();
         if ((rc = shim__handover(&k)) < 0)
             return rc;
         return C.sys.bind(fd, addr, len) < 0 ? -errno : 0;
     }
     rc = do_bind(&k, &a);
     if (rc == -EAFNOSUPPORT && a.family == SHM_AF_INET6) {
-        no_inet6_warn();
+        shim__no_inet6_warn();
         if ((rc = shim__handover(&k)) < 0)
             return rc;
         return C.sys.bind(fd, addr, len) < 0 ? -errno : 0;
@@ -1365,10 +1366,10 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     default:
         break;
     }
-    bool kernel =
-        a.family == SHM_AF_INET ? shim__route_kernel(a.ip) : shim__route_kernel6(a.ip6, a.scope);
-    if (a.family == SHM_AF_INET6 && !shim__inet6() && !shim_addr_any(&a))
-        no_inet6_warn();
+    bool kernel = a.family == SHM_AF_INET ? shim__route_kernel(a.ip)
+                                          : shim__route_kernel6(&k, a.ip6, a.scope);
+    if (a.family == SHM_AF_INET6 && !shim__inet6(&k) && !shim_addr_any(&a))
+        shim__no_inet6_warn();
     if (!kernel && (rc = shim__push_v6only(&k)) < 0)
         return rc;
     struct shm_cmd c;
@@ -1378,7 +1379,7 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (rc == -EAFNOSUPPORT) {
         /* Routed to the kernel, or an address family the engine does not serve. */
         if (!kernel)
-            no_inet6_warn();
+            shim__no_inet6_warn();
         if ((rc = shim__handover(&k)) < 0)
             return rc;
         return C.sys.connect(fd, addr, len) < 0 ? -errno : 0;
@@ -1426,10 +1427,10 @@ int shim__dg_connect(struct shim_sk *k, const struct sockaddr_storage *ss,
             (ip == 0xffffffffu || (C.mask != 0xffffffffu && C.mask != 0xfffffffeu &&
                                    (ip & ~C.mask) == ~C.mask && ((ip ^ C.ip) & C.mask) == 0));
         bool kernel = a.family == SHM_AF_INET ? shim__route_kernel(ip) || ip == C.ip
-                                              : shim__route_kernel6(a.ip6, a.scope) ||
+                                              : shim__route_kernel6(k, a.ip6, a.scope) ||
                                                     a.ip6[0] == 0xff || !memcmp(a.ip6, C.ip6, 16);
-        if (a.family == SHM_AF_INET6 && !shim__inet6() && !shim_addr_any(&a))
-            no_inet6_warn();
+        if (a.family == SHM_AF_INET6 && !shim__inet6(k) && !shim_addr_any(&a))
+            shim__no_inet6_warn();
         if (!bcast && kernel) {
             /* Loopback, our own address, or off ustack's subnet (a resolver's nameserver on
              * 127.0.0.53): a fresh socket becomes the kernel's, as TCP does. */
@@ -1518,8 +1519,11 @@ int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
     struct shm_addr a = k.s->la;
     if (a.port == 0 && k.f->bound)
         a = k.f->bind_a;
-    else if (k.f->any6 && a.family == SHM_AF_INET && a.ip == 0)
-        a = (struct shm_addr){.family = SHM_AF_INET6, .port = a.port}; /* [::], as bound */
+    /* An AF_INET6 socket on no address shows [::] (not ::ffff:0.0.0.0), unless it was bound
+     * to that v4-mapped wildcard itself. */
+    if (shim__domain(&k) == AF_INET6 && a.family == SHM_AF_INET && a.ip == 0 &&
+        !(k.f->bound && !k.f->any6 && k.f->bind_a.family == SHM_AF_INET))
+        a = (struct shm_addr){.family = SHM_AF_INET6, .port = a.port};
     return shim__put_sa(shim__domain(&k), &a, addr, len);
 }
 

@@ -166,6 +166,8 @@ struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock);
 void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog);
 /* An AF_INET6 socket's IPV6_V6ONLY to the engine, before a bind or connect (0 or -errno). */
 int shim__push_v6only(struct shim_sk *k);
+/* "the stack serves no IPv6" on stderr, once. */
+void shim__no_inet6_warn(void);
 /* Closes a listener's kernel loopback listeners (lfd, lacc; caller holds the lock). */
 void shim__lfd_close(struct shim_file *f);
 /* A kernel TCP socket for options and ioctls ustack does not implement. */
@@ -179,9 +181,9 @@ void shim__unpriv(int fd);
 int shim__high(int fd, bool cloexec);
 bool shim__route_kernel(uint32_t dst);
 /* The same for a native IPv6 destination (ip6, scope as the application gave it). */
-bool shim__route_kernel6(const uint8_t ip6[16], uint32_t scope);
-/* Does ustackd's engine serve IPv6 (SHM_FEAT_INET6)? */
-bool shim__inet6(void);
+bool shim__route_kernel6(const struct shim_sk *k, const uint8_t ip6[16], uint32_t scope);
+/* Does ustackd's engine serve IPv6 for k's protocol (SHM_FEAT_INET6, SHM_FEAT_UDP6)? */
+bool shim__inet6(const struct shim_sk *k);
 
 /* ---- client_addr.c: socket addresses (docs/preload.md "IPv6") ---- */
 /* The shortest AF_INET6 address argument Linux takes (sockaddr_in6 before sin6_scope_id). */

@@ -448,7 +448,7 @@ static int dg_autobind(struct shim_sk *k)
     if (k->s->la.port)
         return 0;
     /* An AF_INET6 socket: [::] (IPv4's wildcard on an engine without IPv6, any6). */
-    bool six = shim__domain(k) == AF_INET6 && shim__inet6();
+    bool six = shim__domain(k) == AF_INET6 && shim__inet6(k);
     int rc = shim__push_v6only(k);
     if (rc < 0)
         return rc;
@@ -524,8 +524,10 @@ ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags)
             return -EINVAL;
         bool kernel = a.family == SHM_AF_INET ? !dg_bcast(ip) && (shim__route_kernel(ip) ||
                                                                   ip == C.ip || (ip >> 28) >= 14)
-                                              : shim__route_kernel6(a.ip6, a.scope) ||
+                                              : shim__route_kernel6(k, a.ip6, a.scope) ||
                                                     a.ip6[0] == 0xff || !memcmp(a.ip6, C.ip6, 16);
+        if (a.family == SHM_AF_INET6 && !shim__inet6(k))
+            shim__no_inet6_warn();
         if (a.family == SHM_AF_INET && dg_bcast(ip)) {
             if (!shim__opt_on(k->f, SOL_SOCKET, SO_BROADCAST))
                 return -EACCES;

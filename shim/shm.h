@@ -255,7 +255,8 @@ enum shm_hdr_state { SHM_STARTING = 0, SHM_READY, SHM_FAILED, SHM_GONE, SHM_BUSY
 
 /* shm_hdr.features: what the engine serves beyond IPv4 TCP and UDP. */
 enum {
-    SHM_FEAT_INET6 = 1u << 0, /* IPv6 addresses (without it: -EAFNOSUPPORT, docs/shm.md) */
+    SHM_FEAT_INET6 = 1u << 0, /* TCP over IPv6 (without it: -EAFNOSUPPORT, docs/shm.md) */
+    SHM_FEAT_UDP6 = 1u << 1,  /* UDP over IPv6 */
 };
 
 struct shm_hdr {
