@@ -157,7 +157,7 @@ static uint32_t pseudo6(const uint8_t src[16], const uint8_t dst[16], uint32_t l
     return pkt_csum_add(pkt_csum_add(pkt_csum_add(0, src, 16), dst, 16), tail, 8);
 }
 
-/* An IPv6 frame from the engine: ICMPv6 or TCP (a header of at least 20 bytes within the
+/* An IPv6 frame from the engine: ICMPv6, UDP or TCP (a header of at least 20 bytes within the
  * packet) from one of our addresses and MAC, exact payload length, a correct checksum, hop
  * limit 64 or 255 (neighbour discovery). */
 static void check_ip6_out(const uint8_t *b, size_t len)
@@ -166,7 +166,7 @@ static void check_ip6_out(const uint8_t *b, size_t len)
     bool tcp = len >= PKT_ETH_HLEN + 60 && ip[6] == 6 && (size_t)(ip[52] >> 4) * 4 >= 20 &&
                (size_t)(ip[52] >> 4) * 4 <= len - PKT_ETH_HLEN - 40 && ip[7] == 64;
     if (len < PKT_ETH_HLEN + 48 || memcmp(b + 6, our_mac, 6) != 0 || (ip[0] >> 4) != 6 ||
-        stk__get16(ip + 4) != len - PKT_ETH_HLEN - 40 || (ip[6] != 58 && !tcp) ||
+        stk__get16(ip + 4) != len - PKT_ETH_HLEN - 40 || (ip[6] != 58 && ip[6] != 17 && !tcp) ||
         (ip[7] != 64 && ip[7] != 255) ||
         (memcmp(ip + 8, our_ll, 16) != 0 && memcmp(ip + 8, our_gl, 16) != 0)) {
         fprintf(stderr, "engine sent a malformed IPv6 frame (%zu bytes)\n", len);
@@ -175,7 +175,7 @@ static void check_ip6_out(const uint8_t *b, size_t len)
     size_t ml = len - PKT_ETH_HLEN - 40;
     if (pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml, ip[6]), ip + 40, ml)) !=
         0) {
-        fprintf(stderr, "engine sent an IPv6 frame with a bad ICMPv6/TCP checksum\n");
+        fprintf(stderr, "engine sent an IPv6 frame with a bad upper-layer checksum\n");
         __builtin_trap();
     }
 }
