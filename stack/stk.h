@@ -237,6 +237,7 @@ struct stk_config {
     X(udp_drop_hdr) \
     X(udp_drop_len) \
     X(udp_drop_csum) \
+    X(udp6_drop_zero_csum) \
     X(udp_drop_rcvbuf) \
     X(udp_drop_shut) \
     X(udp_noport) \

@@ -164,19 +164,6 @@ struct stk_tcb {
     uint8_t lip6[16], rip6[16];
 };
 
-/* A 32-bit digest of an IPv6 address for the hashes and the first comparison: 0 only for
- * the unspecified address (so that 0 keeps meaning "wildcard"); equal folds are confirmed
- * on the full addresses. */
-static inline uint32_t stk__fold6(const uint8_t a[16])
-{
-    uint32_t w[4];
-    memcpy(w, a, 16);
-    uint32_t f = w[0] ^ w[1] ^ w[2] ^ w[3];
-    if (f == 0 && (w[0] | w[1] | w[2] | w[3]))
-        f = 1;
-    return f;
-}
-
 /* Bytes of IP and TCP header under the MSS: 40 for IPv4, 60 for IPv6. */
 static inline uint32_t stk__tcp_nethlen(const struct stk_tcb *t)
 {

@@ -1,7 +1,8 @@
 /*
  * test_tcp6.c - TCP over IPv6 (stack/tcp_*.c with stack/ip6.c): handshakes both ways, data,
  * FIN, RST for closed ports, dual-stack listeners and IPV6_V6ONLY with the bind rules of
- * ipv6(7), SYN cookies, and two engines talking over the in-memory wire.
+ * ipv6(7), SYN cookies, and two engines talking over the in-memory wire. Then UDP over IPv6
+ * (stack/udp.c): send/receive, mandatory checksum, port unreachable, dual stack, EMSGSIZE.
  *
  * One engine is driven through stk_input() with crafted frames and everything it transmits
  * is kept by a pkt_capture (as test_ip6.c). The IPv6 + TCP frames are built and checked here
@@ -779,6 +780,265 @@ START_TEST(two_engines)
 }
 END_TEST
 
+/* ---- UDP over IPv6 ------------------------------------------------------------------------ */
+
+static size_t mk_udp6(uint8_t *f, const uint8_t src[16], const uint8_t dst[16], uint16_t sport,
+                      uint16_t dport, const void *data, size_t dlen, int csum_mode)
+{
+    uint8_t u[1600];
+    size_t len = 8 + dlen;
+    u[0] = (uint8_t)(sport >> 8);
+    u[1] = (uint8_t)sport;
+    u[2] = (uint8_t)(dport >> 8);
+    u[3] = (uint8_t)dport;
+    u[4] = (uint8_t)(len >> 8);
+    u[5] = (uint8_t)len;
+    u[6] = u[7] = 0;
+    memcpy(u + 8, data, dlen);
+    uint16_t c = pkt_csum_fold(pkt_csum_add(pseudo6(src, dst, 17, (uint32_t)len), u, len));
+    if (csum_mode == 1)
+        c = 0; /* no checksum: forbidden over IPv6 */
+    else if (csum_mode == 2)
+        c ^= 1;
+    u[6] = (uint8_t)(c >> 8);
+    u[7] = (uint8_t)c;
+    const uint8_t *dmac = dst[0] == 0xff ? (const uint8_t[6]){0x33, 0x33, 0, 0, 0, 1} : US_MAC;
+    return mk6(f, dmac, src, dst, 17, u, len);
+}
+
+static void send_udp6(struct tn *t, const uint8_t src[16], const uint8_t dst[16], uint16_t sport,
+                      uint16_t dport, const char *data, int csum_mode)
+{
+    uint8_t f[1700];
+    inject(t, f, mk_udp6(f, src, dst, sport, dport, data, strlen(data), csum_mode));
+}
+
+/* An IPv4 UDP datagram from the peer (checksum 0: allowed over IPv4). */
+static void send_udp4(struct tn *t, uint16_t sport, uint16_t dport, const char *data)
+{
+    uint8_t f[200];
+    size_t dlen = strlen(data), ulen = 8 + dlen;
+    memcpy(f, US_MAC, 6);
+    memcpy(f + 6, PEER_MAC, 6);
+    f[12] = 0x08;
+    f[13] = 0x00;
+    uint8_t *ip = f + 14;
+    memset(ip, 0, 20);
+    ip[0] = 0x45;
+    ip[2] = (uint8_t)((20 + ulen) >> 8);
+    ip[3] = (uint8_t)(20 + ulen);
+    ip[8] = 64;
+    ip[9] = 17;
+    uint32_t a = PEER_IP4, b = US_IP4;
+    for (int i = 0; i < 4; i++) {
+        ip[12 + i] = (uint8_t)(a >> (24 - 8 * i));
+        ip[16 + i] = (uint8_t)(b >> (24 - 8 * i));
+    }
+    uint16_t c = pkt_csum_fold(pkt_csum_add(0, ip, 20));
+    ip[10] = (uint8_t)(c >> 8);
+    ip[11] = (uint8_t)c;
+    uint8_t *u = ip + 20;
+    u[0] = (uint8_t)(sport >> 8);
+    u[1] = (uint8_t)sport;
+    u[2] = (uint8_t)(dport >> 8);
+    u[3] = (uint8_t)dport;
+    u[4] = 0;
+    u[5] = (uint8_t)ulen;
+    u[6] = u[7] = 0;
+    memcpy(u + 8, data, dlen);
+    inject(t, f, 34 + ulen);
+}
+
+/* An IPv6 frame the engine sent with Next Header nh: checked as pop_tcp6 checks TCP. */
+static void pop6_nh(struct tn *t, uint8_t nh, uint8_t *buf, size_t *len)
+{
+    const struct pkt_frame *fr = pkt_capture_pop(&t->cap);
+    ck_assert_ptr_nonnull(fr);
+    ck_assert_uint_le(fr->len, 2000);
+    memcpy(buf, fr->data, fr->len);
+    *len = fr->len;
+    ck_assert_uint_eq(buf[12] << 8 | buf[13], 0x86dd);
+    const uint8_t *ip = buf + 14;
+    ck_assert_uint_eq(ip[6], nh);
+    size_t plen = (size_t)(ip[4] << 8 | ip[5]);
+    ck_assert_uint_eq(plen, *len - 54);
+    ck_assert_uint_eq(
+        pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, nh, (uint32_t)plen), ip + 40, plen)),
+        0);
+}
+
+static int udp_bind(struct tn *t, struct stk_sockaddr a, int v6only)
+{
+    int sd = stk_udp_socket(t->e, NULL);
+    ck_assert_int_ge(sd, 0);
+    if (v6only >= 0)
+        ck_assert_int_eq(stk_udp_setopt(t->e, sd, STK_IPV6_V6ONLY, v6only), 0);
+    ck_assert_int_eq(stk_udp_bind(t->e, sd, &a), 0);
+    return sd;
+}
+
+START_TEST(udp6_send_recv)
+{
+    struct tn *t = tn_new();
+    learn_peer(t, PEER_GL);
+    int sd = udp_bind(t, sa6(UNSPEC, 53), -1);
+    struct stk_sockaddr a;
+    ck_assert_int_eq(stk_udp_getsockname(t->e, sd, &a), 0);
+    ck_assert_uint_eq(a.family, STK_AF_INET6);
+    ck_assert_uint_eq(a.port, 53);
+    send_udp6(t, PEER_GL, US_GL, 5000, 53, "query", 0);
+    char buf[64];
+    struct stk_udp_meta m;
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, sd, buf, sizeof(buf), 0, &m), 5);
+    ck_assert_mem_eq(buf, "query", 5);
+    ck_assert_uint_eq(m.from.family, STK_AF_INET6);
+    ck_assert_mem_eq(m.from.ip6, PEER_GL, 16);
+    ck_assert_uint_eq(m.from.port, 5000);
+    /* The answer: from our global address, a correct checksum. */
+    struct stk_iov v = {"answer", 6};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &m.from), 6);
+    uint8_t o[2000];
+    size_t n;
+    pop6_nh(t, 17, o, &n);
+    ck_assert_mem_eq(o + 14 + 8, US_GL, 16);
+    ck_assert_mem_eq(o + 14 + 24, PEER_GL, 16);
+    ck_assert_uint_eq(o[54] << 8 | o[55], 53);
+    ck_assert_uint_eq(o[56] << 8 | o[57], 5000);
+    ck_assert_uint_ne(o[60] << 8 | o[61], 0);
+    ck_assert_mem_eq(o + 62, "answer", 6);
+    /* Many pieces are gathered. */
+    struct stk_iov eight[8];
+    for (int i = 0; i < 8; i++)
+        eight[i] = (struct stk_iov){"ab", 2};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, eight, 8, &m.from), 16);
+    pop6_nh(t, 17, o, &n);
+    ck_assert_uint_eq(n, 54 + 8 + 16);
+    /* No fragments: beyond the MTU is EMSGSIZE; exactly the MTU goes. */
+    static uint8_t big[1500];
+    v = (struct stk_iov){big, 1500 - 48 + 1};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &m.from), -EMSGSIZE);
+    v.len = 1500 - 48;
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &m.from), 1452);
+    pop6_nh(t, 17, o, &n);
+    ck_assert_uint_eq(n, 1514);
+    /* An unbound socket sending to IPv6 binds [::] and an ephemeral port. */
+    int u2 = stk_udp_socket(t->e, NULL);
+    struct stk_sockaddr to = sa6(PEER_GL, 7);
+    v = (struct stk_iov){"x", 1};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, u2, &v, 1, &to), 1);
+    ck_assert_int_eq(stk_udp_getsockname(t->e, u2, &a), 0);
+    ck_assert_uint_eq(a.family, STK_AF_INET6);
+    ck_assert_uint_ne(a.port, 0);
+    pop6_nh(t, 17, o, &n);
+    tn_free(t);
+}
+END_TEST
+
+START_TEST(udp6_checksum_and_unreach)
+{
+    struct tn *t = tn_new();
+    learn_peer(t, PEER_GL);
+    int sd = udp_bind(t, sa6(UNSPEC, 53), -1);
+    send_udp6(t, PEER_GL, US_GL, 5000, 53, "zero", 1);
+    ck_assert_uint_eq(ctr(t)->udp6_drop_zero_csum, 1);
+    send_udp6(t, PEER_GL, US_GL, 5000, 53, "bad", 2);
+    ck_assert_uint_eq(ctr(t)->udp_drop_csum, 1);
+    char buf[16];
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, sd, buf, sizeof(buf), 0, NULL), -EAGAIN);
+    expect_none(t);
+    /* No socket on port 54: ICMPv6 destination unreachable, code 4 (port). */
+    send_udp6(t, PEER_GL, US_GL, 5000, 54, "nobody", 0);
+    ck_assert_uint_eq(ctr(t)->udp_noport, 1);
+    uint8_t o[2000];
+    size_t n;
+    pop6_nh(t, 58, o, &n);
+    ck_assert_uint_eq(o[54], 1);
+    ck_assert_uint_eq(o[55], 4);
+    ck_assert_mem_eq(o + 14 + 24, PEER_GL, 16);
+    /* Not for a multicast destination. */
+    send_udp6(t, PEER_GL, ALL_NODES, 5000, 54, "nobody", 0);
+    expect_none(t);
+    /* A connected socket takes only its peer's datagrams. */
+    int c = stk_udp_socket(t->e, NULL);
+    struct stk_sockaddr to = sa6(PEER_GL, 6000);
+    ck_assert_int_eq(stk_udp_connect(t->e, t->now, c, &to), 0);
+    struct stk_sockaddr me, peer;
+    ck_assert_int_eq(stk_udp_getsockname(t->e, c, &me), 0);
+    ck_assert_mem_eq(me.ip6, US_GL, 16);
+    ck_assert_int_eq(stk_udp_getpeername(t->e, c, &peer), 0);
+    ck_assert_uint_eq(peer.family, STK_AF_INET6);
+    ck_assert_mem_eq(peer.ip6, PEER_GL, 16);
+    send_udp6(t, PEER_GL, US_GL, 6001, me.port, "other", 0);
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, c, buf, sizeof(buf), 0, NULL), -EAGAIN);
+    pkt_capture_clear(&t->cap);
+    send_udp6(t, PEER_GL, US_GL, 6000, me.port, "peer", 0);
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, c, buf, sizeof(buf), 0, NULL), 4);
+    struct stk_iov v = {"hi", 2};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, c, &v, 1, NULL), 2);
+    pop6_nh(t, 17, o, &n);
+    ck_assert_mem_eq(o + 14 + 24, PEER_GL, 16);
+    /* Errors: an IPv4-bound socket to IPv6, ::, multicast. */
+    int s4 = udp_bind(t, sa4(0, 0), -1);
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, s4, &v, 1, &to), -EAFNOSUPPORT);
+    to = sa6(UNSPEC, 9);
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &to), -EINVAL);
+    to = sa6(ALL_NODES, 9);
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &to), -ENETUNREACH);
+    tn_free(t);
+}
+END_TEST
+
+START_TEST(udp6_dual_stack)
+{
+    struct tn *t = tn_new();
+    learn_peer(t, PEER_GL);
+    learn_peer4(t);
+    int d = udp_bind(t, sa6(UNSPEC, 53), 0);
+    /* IPv4 reaches the dual-stack socket; its sender is reported as IPv4. */
+    send_udp4(t, 7000, 53, "four");
+    char buf[16];
+    struct stk_udp_meta m;
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, d, buf, sizeof(buf), 0, &m), 4);
+    ck_assert_uint_eq(m.from.family, STK_AF_INET);
+    ck_assert_uint_eq(m.from.ip, PEER_IP4);
+    /* It answers over IPv4. */
+    struct stk_iov v = {"ok", 2};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, d, &v, 1, &m.from), 2);
+    struct pkt_info pi;
+    ck_assert_int_eq(pkt_capture_pop_parse(&t->cap, &pi), PKT_E_IP_PROTO);
+    ck_assert_uint_eq(pi.src_ip, US_IP4);
+    ck_assert_uint_eq(pi.dst_ip, PEER_IP4);
+    /* The IPv4 wildcard overlaps it. */
+    int s4 = stk_udp_socket(t->e, NULL);
+    struct stk_sockaddr a = sa4(0, 53);
+    ck_assert_int_eq(stk_udp_bind(t->e, s4, &a), -EADDRINUSE);
+    /* V6ONLY: an IPv4 socket shares the port and gets IPv4. */
+    int o6 = udp_bind(t, sa6(UNSPEC, 54), 1);
+    ck_assert_int_eq(stk_udp_setopt(t->e, o6, STK_IPV6_V6ONLY, 0), -EINVAL);
+    int o4 = udp_bind(t, sa4(0, 54), -1);
+    send_udp4(t, 7000, 54, "v4");
+    send_udp6(t, PEER_GL, US_GL, 7001, 54, "v6", 0);
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, o4, buf, sizeof(buf), 0, &m), 2);
+    ck_assert_mem_eq(buf, "v4", 2);
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, o4, buf, sizeof(buf), 0, &m), -EAGAIN);
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, o6, buf, sizeof(buf), 0, &m), 2);
+    ck_assert_mem_eq(buf, "v6", 2);
+    ck_assert_uint_eq(m.from.family, STK_AF_INET6);
+    /* A V6ONLY socket cannot send to IPv4. */
+    struct stk_sockaddr to4 = sa4(PEER_IP4, 9);
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, o6, &v, 1, &to4), -ENETUNREACH);
+    /* Bind rules: not ours, and specific IPv6 addresses do not overlap IPv4. */
+    int x = stk_udp_socket(t->e, NULL);
+    a = sa6(OTHER_GL, 55);
+    ck_assert_int_eq(stk_udp_bind(t->e, x, &a), -EADDRNOTAVAIL);
+    a = sa6(US_GL, 55);
+    ck_assert_int_eq(stk_udp_bind(t->e, x, &a), 0);
+    udp_bind(t, sa6(US_LL, 55), -1);
+    udp_bind(t, sa4(0, 55), -1);
+    tn_free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("tcp6");
@@ -792,6 +1052,11 @@ static Suite *suite(void)
     tcase_add_test(tc, syn_cookies);
     tcase_add_test(tc, two_engines);
     suite_add_tcase(s, tc);
+    TCase *tu = tcase_create("udp6");
+    tcase_add_test(tu, udp6_send_recv);
+    tcase_add_test(tu, udp6_checksum_and_unreach);
+    tcase_add_test(tu, udp6_dual_stack);
+    suite_add_tcase(s, tu);
     return s;
 }
 
