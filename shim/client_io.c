@@ -664,6 +664,12 @@ static void dg_control(struct shim_sk *k, struct msghdr *m, const struct shm_dgr
         pi.ipi6_ifindex = C.ifindex;
         struct shm_addr d = {.family = h->addr.family, .ip = h->dst};
         memcpy(d.ip6, h->dst6, 16);
+        /* The engine does not report an IPv6 datagram's destination (stk_udp_meta): one
+         * from off the link-local prefix was sent to ustack's global address. */
+        static const uint8_t z[16];
+        bool ll = h->addr.ip6[0] == 0xfe && (h->addr.ip6[1] & 0xc0) == 0x80;
+        if (d.family == SHM_AF_INET6 && !memcmp(d.ip6, z, 16) && !ll)
+            memcpy(d.ip6, C.ip6, 16);
         struct sockaddr_storage ss;
         shim_addr_out(AF_INET6, &d, C.ifindex, &ss);
         pi.ipi6_addr = ((struct sockaddr_in6 *)&ss)->sin6_addr;

@@ -292,6 +292,69 @@ static int64_t ms_since(int64_t t0)
 
 /* ---- life cycle ----------------------------------------------------------------------- */
 
+/* sockaddr_in / sockaddr_in6 to the protocol's addresses and back (client_addr.c): a
+ * v4-mapped address travels as IPv4 and comes back v4-mapped to an AF_INET6 socket; a
+ * link-local one keeps its scope, ustack's own interface travelling as 0. */
+START_TEST(address_conversion)
+{
+    struct sockaddr_storage ss, out;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss, *o6 = (struct sockaddr_in6 *)&out;
+    struct shm_addr a;
+    memset(&ss, 0, sizeof(ss));
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(8080);
+    ck_assert_int_eq(inet_pton(AF_INET6, "::ffff:198.18.0.7", &s6->sin6_addr), 1);
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.family, SHM_AF_INET);
+    ck_assert_uint_eq(a.ip, 0xc6120007u);
+    ck_assert_uint_eq(a.port, 8080);
+    ck_assert(shim_v4mapped(s6->sin6_addr.s6_addr));
+    /* Back to an AF_INET6 socket: v4-mapped, 28 bytes; to an AF_INET one: sockaddr_in. */
+    ck_assert_uint_eq(shim_addr_out(AF_INET6, &a, 5, &out), sizeof(struct sockaddr_in6));
+    ck_assert_int_eq(o6->sin6_family, AF_INET6);
+    ck_assert_int_eq(memcmp(&o6->sin6_addr, &s6->sin6_addr, 16), 0);
+    ck_assert_uint_eq(ntohs(o6->sin6_port), 8080);
+    ck_assert_uint_eq(o6->sin6_scope_id, 0);
+    ck_assert_uint_eq(shim_addr_out(AF_INET, &a, 5, &out), sizeof(struct sockaddr_in));
+    ck_assert_uint_eq(((struct sockaddr_in *)&out)->sin_addr.s_addr, htonl(0xc6120007u));
+    /* Native IPv6: kept as it is, network order. */
+    ck_assert_int_eq(inet_pton(AF_INET6, "2001:2::9", &s6->sin6_addr), 1);
+    s6->sin6_scope_id = 9; /* meaningless for a global address: dropped */
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.family, SHM_AF_INET6);
+    ck_assert_int_eq(memcmp(a.ip6, &s6->sin6_addr, 16), 0);
+    ck_assert_uint_eq(a.scope, 0);
+    ck_assert(!shim_v4mapped(a.ip6));
+    ck_assert(!shim_addr_any(&a));
+    shim_addr_out(AF_INET6, &a, 5, &out);
+    ck_assert_int_eq(memcmp(&o6->sin6_addr, &s6->sin6_addr, 16), 0);
+    ck_assert_uint_eq(o6->sin6_scope_id, 0);
+    /* Link-local: ustack's interface (5) travels as 0 and comes back as 5; another stays. */
+    ck_assert_int_eq(inet_pton(AF_INET6, "fe80::1", &s6->sin6_addr), 1);
+    s6->sin6_scope_id = 5;
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.scope, 0);
+    shim_addr_out(AF_INET6, &a, 5, &out);
+    ck_assert_uint_eq(o6->sin6_scope_id, 5);
+    s6->sin6_scope_id = 3;
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.scope, 3);
+    /* The wildcards. */
+    memset(&s6->sin6_addr, 0, 16);
+    shim_addr_in(&ss, 5, &a);
+    ck_assert(a.family == SHM_AF_INET6 && shim_addr_any(&a));
+    struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(53)};
+    memset(&ss, 0, sizeof(ss));
+    memcpy(&ss, &s4, sizeof(s4));
+    shim_addr_in(&ss, 5, &a);
+    ck_assert(a.family == SHM_AF_INET && shim_addr_any(&a) && a.port == 53);
+    /* IPv4's wildcard shown to an AF_INET6 socket is ::ffff:0.0.0.0 (getsockname decides
+     * when that means [::], client.c). */
+    shim_addr_out(AF_INET6, &a, 5, &out);
+    ck_assert(shim_v4mapped(o6->sin6_addr.s6_addr));
+}
+END_TEST
+
 START_TEST(socket_dup_close)
 {
     int fd = shim_socket(SOCK_CLOEXEC);
@@ -1234,6 +1297,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, address_conversion);
     tcase_add_test(tc, socket_dup_close);
     tcase_add_test(tc, call_pins_socket_across_close);
     tcase_add_test(tc, calls_leave_no_pin);
