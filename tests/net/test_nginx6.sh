@@ -16,7 +16,9 @@
 # http://127.0.0.1:8080/ and http://[::1]:8080/ (the dual-stack listener's loopback
 # listeners, through the kernel) must answer with index.html. nginx's access log must show
 # the IPv6 client as 2001:2:0:21::1 and the IPv4 one of 8080 as ::ffff:198.18.21.1 (what
-# accept() gave it: v4-mapped, as on the kernel). SIGQUIT ends nginx; ustackd must exit by itself.
+# accept() gave it: v4-mapped, as on the kernel). SIGQUIT ends nginx; ustackd must exit by
+# itself. Last, the switch: AF_INET6 TCP and UDP sockets are ustack's eventfds by default,
+# the kernel's with USTACK_INET6=0, and UDP alone the kernel's with USTACK_UDP=0.
 # net-timeout: 240
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -191,6 +193,42 @@ if wait_until 10 stackd_gone; then
 else
     net_softfail "ustackd (pid $USTACKD_PID) still runs 10 s after nginx exited"
 fi
+
+# ---------------------------------------------------------------- the switch
+
+# What AF_INET6 TCP and UDP sockets are under the library: "socket:[...]" (the kernel's) or
+# "anon_inode:[eventfd]" (ustack's), one line each.
+PY=$(command -v python3 || true)
+INET6KIND='import os, socket
+for t in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    try:
+        s = socket.socket(socket.AF_INET6, t)
+        print(os.readlink("/proc/self/fd/%d" % s.fileno()).split(":")[0])
+    except OSError as e:
+        print("error", e.errno)'
+# switch EXPECTED ENV...: one run (its ustackd exits with it), both kinds as expected.
+switch() {
+    local want=$1 got i
+    shift
+    got=$(u_exec "${U_ENV[@]}" "$@" timeout 20 "$PY" -c "$INET6KIND" 2>/dev/null | paste -sd " ") || true
+    if [ "$got" = "$want" ]; then
+        net_log "${*:-default}: AF_INET6 TCP and UDP sockets: $got"
+    else
+        net_softfail "${*:-default}: AF_INET6 TCP and UDP sockets are '$got', expected '$want'"
+    fi
+    for ((i = 0; i < 100; i++)); do
+        [ -z "$(u_stackds)" ] && break
+        sleep 0.1
+    done
+}
+if [ -n "$PY" ]; then
+    switch "anon_inode anon_inode"
+    switch "socket socket" USTACK_INET6=0
+    switch "anon_inode socket" USTACK_UDP=0
+else
+    net_softfail "no python3 for the USTACK_INET6 check"
+fi
+
 if grep -q '\[alert\]\|\[emerg\]\|\[crit\]' "$PREFIX/error.log" 2>/dev/null; then
     net_softfail "nginx error.log has alerts: $(grep '\[alert\]\|\[emerg\]\|\[crit\]' "$PREFIX/error.log" | tail -n 3 | tr '\n' ' ' | head -c 400)"
 fi
