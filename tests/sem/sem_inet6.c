@@ -306,6 +306,20 @@ static void loopback(void)
     CHECK(sem_write_all(c6, "x", 1) == 1, "write");
     char ch;
     CHECK(sem_read_full(b, &ch, 1, 2000) == 1 && ch == 'x', "read");
+    /* An AF_INET6 client to ::ffff:127.0.0.1 (the kernel's, as 127.0.0.1 is). */
+    int cm = sock6(SOCK_STREAM);
+    struct sockaddr_in6 lom = sin6_of(want, sem_lport(4));
+    CHECK_OK(connect(cm, (struct sockaddr *)&lom, sizeof lom));
+    pl = sizeof p;
+    CHECK(sem_wait_fd(l, POLLIN, 3000) > 0, "::ffff:127.0.0.1 not accepted");
+    int m = sem_track(accept(l, (struct sockaddr *)&p, &pl));
+    CHECK(m >= 0, "accept ::ffff:127.0.0.1");
+    CHECK(!memcmp(&p.sin6_addr, &want, 16), "peer %s", str6(&p.sin6_addr));
+    struct sockaddr_in6 n;
+    socklen_t nl = sizeof n;
+    CHECK_OK(getpeername(cm, (struct sockaddr *)&n, &nl));
+    CHECK(nl == sizeof n && !memcmp(&n.sin6_addr, &want, 16), "client's peer %s",
+          str6(&n.sin6_addr));
     /* A v6-only listener takes ::1 but not 127.0.0.1. */
     int o = listen6(5, 1);
     CHECK(o >= 0, "v6-only listener");
