@@ -65,9 +65,11 @@ static int parse_options(struct stk_seg *s, const uint8_t *o, unsigned n)
     return 0;
 }
 
-/* The TCP header of either family: lengths, checksum (pseudo-header sum given), fields. */
-static int parse_tcp(struct stk_engine *e, const uint8_t *th, size_t l4_len, uint32_t rx_flags,
-                     uint32_t pseudo, struct stk_seg *s)
+/* The TCP header of either family: lengths, checksum (pseudo-header sum given), fields.
+ * Inlined into both callers so that the IPv4 path costs what it did before IPv6. */
+static inline __attribute__((always_inline)) int parse_tcp(struct stk_engine *e, const uint8_t *th,
+                                                           size_t l4_len, uint32_t rx_flags,
+                                                           uint32_t pseudo, struct stk_seg *s)
 {
     if (l4_len < STK_TCP_HLEN) {
         e->ctr.tcp_drop_hdr++;
@@ -1009,7 +1011,8 @@ static bool cookie_over_child(struct stk_engine *e, struct stk_tcb *t, const str
     return true;
 }
 
-static void seg_input(struct stk_engine *e, stk_time_t now, struct stk_seg *s);
+static inline __attribute__((always_inline)) void seg_input(struct stk_engine *e, stk_time_t now,
+                                                            struct stk_seg *s);
 
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
 {
@@ -1029,7 +1032,9 @@ void stk__tcp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6
     seg_input(e, now, &s);
 }
 
-static void seg_input(struct stk_engine *e, stk_time_t now, struct stk_seg *s)
+/* The segment after parsing, for both families (inlined into each, as parse_tcp). */
+static inline __attribute__((always_inline)) void seg_input(struct stk_engine *e, stk_time_t now,
+                                                            struct stk_seg *s)
 {
     struct stk_tcb *t = stk__seg_conn(e, s);
     if (t && t->state == STK_TCP_TIME_WAIT) {
