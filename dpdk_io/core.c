@@ -25,6 +25,8 @@
 #define ETH_HLEN      14
 #define ETHERTYPE_IP  0x0800
 #define ETHERTYPE_ARP 0x0806
+#define ETHERTYPE_IP6 0x86dd
+#define IP6_HLEN      40
 #define SLEEP_MIN_US  20
 #define APP_FD_TAG    0x80000000u /* epoll data of an app's wake eventfd */
 
@@ -71,6 +73,29 @@ static int port_ok(void *ctx, uint32_t lip, uint16_t lport, uint32_t rip, uint16
     return dio__owner(c->s, rip, lip, rport, lport) == c->idx;
 }
 
+/* The same for an IPv6 4-tuple: Toeplitz over source, destination (16 bytes each, as the
+ * words a device reads them) and the ports, with the same symmetric key. */
+unsigned dio__owner6(const struct dio_stack *s, const uint8_t sip[16], const uint8_t dip[16],
+                     uint16_t sport, uint16_t dport)
+{
+    uint32_t tuple[9];
+    for (int i = 0; i < 4; i++) {
+        tuple[i] = ((uint32_t)sip[4 * i] << 24) | ((uint32_t)sip[4 * i + 1] << 16) |
+                   ((uint32_t)sip[4 * i + 2] << 8) | sip[4 * i + 3];
+        tuple[4 + i] = ((uint32_t)dip[4 * i] << 24) | ((uint32_t)dip[4 * i + 1] << 16) |
+                       ((uint32_t)dip[4 * i + 2] << 8) | dip[4 * i + 3];
+    }
+    tuple[8] = ((uint32_t)sport << 16) | dport;
+    return owner_of_hash(s, rte_softrss(tuple, 9, s->key));
+}
+
+static int port_ok6(void *ctx, const uint8_t lip[16], uint16_t lport, const uint8_t rip[16],
+                    uint16_t rport)
+{
+    struct dio_core *c = ctx;
+    return dio__owner6(c->s, rip, lip, rport, lport) == c->idx;
+}
+
 static inline uint16_t rd16(const uint8_t *p)
 {
     return (uint16_t)((p[0] << 8) | p[1]);
@@ -93,9 +118,24 @@ static unsigned frag_owner(const struct dio_stack *s, const uint8_t *ip)
     return owner_of_hash(s, rte_softrss(tuple, 3, s->key));
 }
 
+/* IPv6: TCP right after the fixed header by its 4-tuple (software hash: hardware RSS is
+ * configured for IPv4 only), neighbour solicitations and advertisements to every core (as
+ * ARP: each engine keeps its own neighbour cache, only core 0 answers solicitations), the
+ * rest (echo, ICMPv6 errors, extension headers, UDP) to core 0. */
+static unsigned classify6(const struct dio_stack *s, const uint8_t *ip, uint32_t len)
+{
+    if (len < ETH_HLEN + IP6_HLEN + 4)
+        return 0;
+    if (ip[6] == 6)
+        return dio__owner6(s, ip + 8, ip + 24, rd16(ip + IP6_HLEN), rd16(ip + IP6_HLEN + 2));
+    if (ip[6] == 58 && (ip[IP6_HLEN] == 135 || ip[IP6_HLEN] == 136))
+        return OWNER_ALL;
+    return 0;
+}
+
 /* Which core handles a frame: TCP by its connection's hash, IPv4 fragments by frag_owner,
- * ARP every core (each engine keeps its own cache; only core 0 answers), anything else
- * core 0. */
+ * ARP every core (each engine keeps its own cache; only core 0 answers), IPv6 as
+ * classify6, anything else core 0. */
 static unsigned classify(const struct dio_stack *s, const struct rte_mbuf *m, const uint8_t *p,
                          uint32_t len)
 {
@@ -104,6 +144,8 @@ static unsigned classify(const struct dio_stack *s, const struct rte_mbuf *m, co
     uint16_t type = rd16(p + 12);
     if (type == ETHERTYPE_ARP)
         return OWNER_ALL;
+    if (type == ETHERTYPE_IP6)
+        return classify6(s, p + ETH_HLEN, len);
     if (type != ETHERTYPE_IP || len < ETH_HLEN + 20)
         return 0;
     const uint8_t *ip = p + ETH_HLEN;
@@ -395,6 +437,7 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     if (s->sc.ncores > 1) {
         cfg.port_ctx = c;
         cfg.port_ok = port_ok;
+        cfg.port_ok6 = port_ok6;
         cfg.steer_ctx = c;
         cfg.steer_ip = steer_ip;
     }

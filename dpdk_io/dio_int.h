@@ -77,6 +77,9 @@ enum { RUN_IDLE, RUN_POSTED, RUN_RUNNING, RUN_DONE };
 int dio__core_main(void *arg);
 unsigned dio__owner(const struct dio_stack *s, uint32_t sip, uint32_t dip, uint16_t sport,
                     uint16_t dport);
+/* The same for an IPv6 TCP 4-tuple (addresses in network order). */
+unsigned dio__owner6(const struct dio_stack *s, const uint8_t sip[16], const uint8_t dip[16],
+                     uint16_t sport, uint16_t dport);
 
 void dio__wake(struct dio_core *c);
 

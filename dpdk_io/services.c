@@ -146,7 +146,8 @@ static int svc_init(void *ctx, struct dio_core *c, stk_time_t now)
             free(sc);
             return sd;
         }
-        struct stk_sockaddr a = {.ip = 0, .port = ports[k]};
+        /* [::] without IPV6_V6ONLY: IPv4 and IPv6 clients alike (dual stack). */
+        struct stk_sockaddr a = {.family = STK_AF_INET6, .port = ports[k]};
         int rc = stk_setopt(e, now, sd, STK_SO_REUSEADDR, 1);
         if (rc == 0)
             rc = stk_bind(e, sd, &a);

@@ -56,7 +56,7 @@ _Static_assert(SHM_MAX_CORES <= 64 && DIO_MAX_CORES <= 64, "listener core masks 
 #define QCHECK_US      (100 * STK_US_PER_MS)  /* command queue sanity check */
 #define QSTALL_NS      (1000ll * 1000 * 1000) /* a claimed slot unfilled this long: skip */
 #define PENDING_SCANS  2 /* reap calls a fork child's entry stays PENDING after its parent died */
-#define NOPT           (STK_SO_BROADCAST + 1)
+#define NOPT           (STK_IPV6_V6ONLY + 1)
 #define UDP_TX_BUDGET  256 /* datagrams sent per socket per serve */
 
 enum {
@@ -88,7 +88,9 @@ struct srec {
     _Atomic uint32_t holder; /* 1 + the core serving the connection, 0 when none */
     _Atomic uint32_t home;   /* 1 + the core that created it (a listener's home) */
     _Atomic uint64_t lcores; /* cores with an engine listener for it */
-    _Atomic uint32_t lip, lport;
+    /* The listener's bound address: written by its home core before it publishes lcores
+     * (release), read by the other cores after (acquire). */
+    struct stk_sockaddr laddr;
     _Atomic uint32_t optmask;
     _Atomic int32_t opt[NOPT];
 };
@@ -411,8 +413,46 @@ static struct shm_sock *sock_at(struct srv_core *sc, uint32_t i)
     return shm_sock(sc->srv->base, i);
 }
 
+/* A protocol address (from the region: a client may have written anything) into the
+ * engine's: 0, or -EAFNOSUPPORT for a family the protocol does not have. A v4-mapped IPv6
+ * address, which the application should have turned into IPv4, is turned here, so that the
+ * engine never sees one (stk.h). */
+static int addr_in(const struct shm_addr *src, struct stk_sockaddr *out)
+{
+    struct shm_addr a;
+    memcpy(&a, src, sizeof(a));
+    *out = (struct stk_sockaddr){.ip = a.ip, .port = a.port};
+    if (a.family == SHM_AF_INET)
+        return 0;
+    if (a.family != SHM_AF_INET6)
+        return -EAFNOSUPPORT;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(a.ip6, mapped, sizeof(mapped)) == 0) {
+        out->ip = (uint32_t)a.ip6[12] << 24 | (uint32_t)a.ip6[13] << 16 | (uint32_t)a.ip6[14] << 8 |
+                  a.ip6[15];
+        return 0;
+    }
+    out->family = STK_AF_INET6;
+    memcpy(out->ip6, a.ip6, sizeof(out->ip6));
+    out->scope = a.scope;
+    return 0;
+}
+
+static struct shm_addr addr_out(const struct stk_sockaddr *a)
+{
+    struct shm_addr r = {.port = a->port};
+    if (a->family == STK_AF_INET6) {
+        r.family = SHM_AF_INET6;
+        memcpy(r.ip6, a->ip6, sizeof(r.ip6));
+        r.scope = a->scope;
+    } else {
+        r.ip = a->ip;
+    }
+    return r;
+}
+
 static void post(struct srv_core *sc, const struct shm_cmd *cmd, int32_t result, int32_t val,
-                 uint32_t ip, uint16_t port, const void *info, size_t ilen)
+                 const struct stk_sockaddr *addr, const void *info, size_t ilen)
 {
     struct dio_shm *srv = sc->srv;
     if (cmd->reply == SHM_NONE)
@@ -424,8 +464,7 @@ static void post(struct srv_core *sc, const struct shm_cmd *cmd, int32_t result,
     struct shm_reply *r = shm_reply(srv->base, cmd->reply);
     r->result = result;
     r->val = val;
-    r->ip = ip;
-    r->port = port;
+    r->addr = addr ? addr_out(addr) : (struct shm_addr){0};
     if (info)
         memcpy(r->info, info, ilen);
     /* Fields first, then the sequence the waiter watches; a FUTEX_WAKE (a system call on
@@ -445,7 +484,7 @@ static void attach_done(struct shm_sock *s)
 
 static void post_rc(struct srv_core *sc, const struct shm_cmd *cmd, int rc)
 {
-    post(sc, cmd, rc, 0, 0, 0, NULL, 0);
+    post(sc, cmd, rc, 0, NULL, NULL, 0);
 }
 
 static void signal_efd(struct srv_core *sc, uint32_t i)
@@ -545,8 +584,7 @@ static void rec_reset(struct srv_core *sc, uint32_t i)
     atomic_store_explicit(&r->holder, 0, RLX);
     atomic_store_explicit(&r->home, 0, RLX);
     atomic_store_explicit(&r->lcores, 0, RLX);
-    atomic_store_explicit(&r->lip, 0, RLX);
-    atomic_store_explicit(&r->lport, 0, RLX);
+    memset(&r->laddr, 0, sizeof(r->laddr));
     atomic_store_explicit(&r->optmask, 0, RLX);
 }
 
@@ -861,8 +899,11 @@ static uint32_t move_tx_udp(struct srv_core *sc, uint32_t i, struct ssock *ss, s
             iov[j].base = p[j];
             iov[j].len = n[j];
         }
-        struct stk_sockaddr to = {.ip = h.ip, .port = h.port};
-        ssize_t rc = stk_udp_sendto(sc->e, now, ss->sd, iov, k, h.ip || h.port ? &to : NULL);
+        struct stk_sockaddr to;
+        bool peer = h.addr.family == SHM_AF_INET && h.addr.ip == 0 && h.addr.port == 0;
+        ssize_t rc = addr_in(&h.addr, &to);
+        if (rc == 0)
+            rc = stk_udp_sendto(sc->e, now, ss->sd, iov, k, peer ? NULL : &to);
         if (rc == -ECONNREFUSED || rc == -ENOPROTOOPT) {
             /* The error a connected socket's peer answered with: the app's next call. */
             atomic_store_explicit(&s->so_error, (int)-rc, RLX);
@@ -911,7 +952,7 @@ static uint32_t move_rx_udp(struct srv_core *sc, uint32_t i, struct ssock *ss, s
             break;
         }
         *f &= ~SHM_F_RX_BLOCKED;
-        struct shm_dgram h = {(uint32_t)len, m.from.ip, m.from.port, 0, m.dst};
+        struct shm_dgram h = {.len = (uint32_t)len, .addr = addr_out(&m.from), .dst = m.dst};
         shm_ring_put_at(&s->rx, data, R, 0, &h, SHM_DGRAM_HLEN);
         shm_ring_put_at(&s->rx, data, R, SHM_DGRAM_HLEN, d.base, (uint32_t)len);
         if (!got)
@@ -970,43 +1011,68 @@ static void drain_udp(struct srv_core *sc, uint32_t i, stk_time_t now)
     }
 }
 
+static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now);
+
+/* SHM_OP_KICK, of a TCP or UDP socket: tx data queued or rx space freed. */
+static void op_kick(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s,
+                    stk_time_t now)
+{
+    uint32_t i = cmd->sock;
+    CTR(sc, shm_kicks, 1);
+    /* Clear first, then look: an app that adds bytes after our look kicks again. */
+    atomic_exchange_explicit(&s->kick, 0, SC);
+    atomic_thread_fence(SC);
+    serve(sc, i, now);
+    if (cmd->a1 & SHM_KICK_WAKE) {
+        /* A dead holder may have consumed the signal (read the eventfd empty, or been the
+         * one epoll an EPOLLEXCLUSIVE wake chose) without acting on it; the socket's other
+         * holders hear of whatever is ready now. A spurious wake costs them a re-check. */
+        uint32_t ready = shm_sock_poll(sc->srv->base, i);
+        if (ready) {
+            atomic_fetch_or_explicit(&s->sigb, ready, RLX);
+            signal_efd(sc, i);
+            CTR(sc, shm_reclaim_wakes, 1);
+        }
+    }
+}
+
 /* The commands of a UDP socket (after exec's checks). */
 static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *s, struct ssock *ss,
                      stk_time_t now)
 {
     struct dio_shm *srv = sc->srv;
     uint32_t i = cmd->sock;
-    struct stk_sockaddr a = {.ip = cmd->ip, .port = cmd->port};
-    int rc, val = 0;
+    struct stk_sockaddr a;
+    int rc = addr_in(&cmd->addr, &a), val = 0;
     switch (cmd->op) {
     case SHM_OP_BIND:
-        rc = stk_udp_bind(sc->e, ss->sd, &a);
+        if (rc == 0)
+            rc = stk_udp_bind(sc->e, ss->sd, &a);
         if (rc == 0 && stk_udp_getsockname(sc->e, ss->sd, &a) == 0) {
-            s->lip = a.ip;
-            s->lport = a.port;
-            atomic_store_explicit(&srv->rec[i].lip, a.ip, RLX);
-            atomic_store_explicit(&srv->rec[i].lport, a.port, RLX);
+            s->la = addr_out(&a);
+            srv->rec[i].laddr = a;
         }
-        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        post(sc, cmd, rc, 0, &a, NULL, 0);
         return;
     case SHM_OP_CONNECT: {
         /* Datagrams queued before go out first, to the destination they were sent to. */
         drain_udp(sc, i, now);
-        rc = stk_udp_connect(sc->e, now, ss->sd, cmd->a0 == 1 ? NULL : &a);
+        if (cmd->a0 == 1)
+            rc = stk_udp_connect(sc->e, now, ss->sd, NULL);
+        else if (rc == 0)
+            rc = stk_udp_connect(sc->e, now, ss->sd, &a);
         struct stk_sockaddr l = {.ip = 0, .port = 0}, r = {.ip = 0, .port = 0};
         stk_udp_getsockname(sc->e, ss->sd, &l);
         bool conn = stk_udp_getpeername(sc->e, ss->sd, &r) == 0;
-        s->lip = l.ip;
-        s->lport = l.port;
-        s->rip = r.ip;
-        s->rport = r.port;
+        s->la = addr_out(&l);
+        s->ra = addr_out(&r);
         if (rc == 0)
             atomic_store_explicit(&s->so_error, 0, RLX);
         if (conn)
             atomic_fetch_or_explicit(&s->flags, SHM_F_CONNECTED, REL);
         else
             atomic_fetch_and_explicit(&s->flags, ~(uint32_t)SHM_F_CONNECTED, REL);
-        post(sc, cmd, rc, 0, l.ip, l.port, NULL, 0);
+        post(sc, cmd, rc, 0, &l, NULL, 0);
         return;
     }
     case SHM_OP_SHUTDOWN: {
@@ -1048,21 +1114,10 @@ static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *
         } else {
             rc = stk_udp_getopt(sc->e, ss->sd, (enum stk_sockopt)cmd->a0, &val);
         }
-        post(sc, cmd, rc, val, 0, 0, NULL, 0);
+        post(sc, cmd, rc, val, NULL, NULL, 0);
         return;
     case SHM_OP_KICK:
-        CTR(sc, shm_kicks, 1);
-        atomic_exchange_explicit(&s->kick, 0, SC);
-        atomic_thread_fence(SC);
-        serve_udp(sc, i, now);
-        if (cmd->a1 & SHM_KICK_WAKE) {
-            uint32_t ready = shm_sock_poll(srv->base, i);
-            if (ready) {
-                atomic_fetch_or_explicit(&s->sigb, ready, RLX);
-                signal_efd(sc, i);
-                CTR(sc, shm_reclaim_wakes, 1);
-            }
-        }
+        op_kick(sc, cmd, s, now);
         return;
     default:
         /* LISTEN, ATTACH, INFO: not for a datagram socket (the app never sends them). */
@@ -1118,14 +1173,10 @@ static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
     if (f & SHM_F_CONNECTING) {
         if (st >= STK_TCP_ESTABLISHED) {
             struct stk_sockaddr a;
-            if (stk_getsockname(e, ss->sd, &a) == 0) {
-                s->lip = a.ip;
-                s->lport = a.port;
-            }
-            if (stk_getpeername(e, ss->sd, &a) == 0) {
-                s->rip = a.ip;
-                s->rport = a.port;
-            }
+            if (stk_getsockname(e, ss->sd, &a) == 0)
+                s->la = addr_out(&a);
+            if (stk_getpeername(e, ss->sd, &a) == 0)
+                s->ra = addr_out(&a);
             f = (f & ~SHM_F_CONNECTING) | SHM_F_CONNECTED;
         } else if (st == STK_TCP_CLOSED) {
             f = (f & ~SHM_F_CONNECTING) | SHM_F_RESET;
@@ -1234,10 +1285,9 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
         if (stk_getsockname(e, sd, &me))
             me = (struct stk_sockaddr){.ip = 0, .port = 0};
         s->core = sc->idx;
-        s->lip = me.ip;
-        s->lport = me.port;
-        s->rip = peer.ip;
-        s->rport = peer.port;
+        s->la = addr_out(&me);
+        s->ra = addr_out(&peer);
+        s->domain = lsock->domain; /* an AF_INET6 listener's connections are AF_INET6 */
         atomic_store_explicit(&s->so_error, 0, RLX);
         atomic_store_explicit(&s->refs, 0, RLX);
         atomic_store_explicit(&s->app_flags, 0, RLX);
@@ -1385,10 +1435,8 @@ static int op_listen(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
         if (rc)
             return rc;
         stk_getsockname(sc->e, ss->sd, a);
-        s->lip = a->ip;
-        s->lport = a->port;
-        atomic_store_explicit(&r->lip, a->ip, RLX);
-        atomic_store_explicit(&r->lport, a->port, RLX);
+        s->la = addr_out(a);
+        r->laddr = *a;
         atomic_store_explicit(&r->lcores, bit, REL);
         ss->fl |= SS_LISTEN;
         atomic_store_explicit(&s->flags, SHM_F_LISTENING, REL);
@@ -1403,8 +1451,7 @@ static int op_listen(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     if (sd < 0)
         return sd;
     apply_opts(sc, i, sd, now);
-    a->ip = atomic_load_explicit(&r->lip, RLX);
-    a->port = (uint16_t)atomic_load_explicit(&r->lport, RLX);
+    *a = r->laddr;
     int rc = stk_bind(sc->e, sd, a);
     if (rc == 0)
         rc = stk_listen(sc->e, sd, cmd->a0);
@@ -1591,7 +1638,7 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         int rc = op_listen(sc, cmd, s, now, &a);
         if (rc == -EBADF)
             goto bad;
-        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        post(sc, cmd, rc, 0, &a, NULL, 0);
         return;
     }
     if (!ssock_held(sc, i, cmd->gen))
@@ -1619,28 +1666,28 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         return;
     }
     case SHM_OP_BIND: {
-        struct stk_sockaddr a = {.ip = cmd->ip, .port = cmd->port};
-        int rc = listener ? -EINVAL : stk_bind(sc->e, ss->sd, &a);
+        struct stk_sockaddr a;
+        int rc = addr_in(&cmd->addr, &a);
+        if (rc == 0)
+            rc = listener ? -EINVAL : stk_bind(sc->e, ss->sd, &a);
         if (rc == 0 && stk_getsockname(sc->e, ss->sd, &a) == 0) {
-            s->lip = a.ip;
-            s->lport = a.port;
-            atomic_store_explicit(&srv->rec[i].lip, a.ip, RLX);
-            atomic_store_explicit(&srv->rec[i].lport, a.port, RLX);
+            s->la = addr_out(&a);
+            srv->rec[i].laddr = a;
         }
-        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        post(sc, cmd, rc, 0, &a, NULL, 0);
         return;
     }
     case SHM_OP_CONNECT: {
-        struct stk_sockaddr to = {.ip = cmd->ip, .port = cmd->port};
-        int rc = listener ? -EISCONN : stk_connect(sc->e, now, ss->sd, &to);
+        struct stk_sockaddr to;
+        int rc = addr_in(&cmd->addr, &to);
+        if (rc == 0)
+            rc = listener ? -EISCONN : stk_connect(sc->e, now, ss->sd, &to);
         struct stk_sockaddr a = {.ip = 0, .port = 0};
         if (rc == -EINPROGRESS) {
             /* Flags before the reply: the app's next look must see it connecting. */
             stk_getsockname(sc->e, ss->sd, &a);
-            s->lip = a.ip;
-            s->lport = a.port;
-            s->rip = to.ip;
-            s->rport = to.port;
+            s->la = addr_out(&a);
+            s->ra = addr_out(&to);
             /* A socket whose earlier connect failed tries again (Linux): what that attempt
              * left (reset, error, hang-up) belongs to it, not to this one. */
             atomic_store_explicit(&s->so_error, 0, RLX);
@@ -1650,7 +1697,7 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
             atomic_fetch_or_explicit(&s->flags, SHM_F_CONNECTING, REL);
             CTR(sc, shm_connects, 1);
         }
-        post(sc, cmd, rc, 0, a.ip, a.port, NULL, 0);
+        post(sc, cmd, rc, 0, &a, NULL, 0);
         return;
     }
     case SHM_OP_SHUTDOWN:
@@ -1662,32 +1709,16 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
     case SHM_OP_GETOPT: {
         int val = 0;
         int rc = op_getopt(sc, cmd, s, &val);
-        post(sc, cmd, rc, val, 0, 0, NULL, 0);
+        post(sc, cmd, rc, val, NULL, NULL, 0);
         return;
     }
     case SHM_OP_KICK:
-        CTR(sc, shm_kicks, 1);
-        /* Clear first, then look: an app that adds bytes after our look kicks again. */
-        atomic_exchange_explicit(&s->kick, 0, SC);
-        atomic_thread_fence(SC);
-        serve(sc, i, now);
-        if (cmd->a1 & SHM_KICK_WAKE) {
-            /* A dead holder may have consumed the signal (read the eventfd empty, or been
-             * the one epoll an EPOLLEXCLUSIVE wake chose) without acting on it; the socket's
-             * other holders hear of whatever is ready now. A spurious wake costs them a
-             * re-check only. */
-            uint32_t ready = shm_sock_poll(srv->base, i);
-            if (ready) {
-                atomic_fetch_or_explicit(&s->sigb, ready, RLX);
-                signal_efd(sc, i);
-                CTR(sc, shm_reclaim_wakes, 1);
-            }
-        }
+        op_kick(sc, cmd, s, now);
         return;
     case SHM_OP_INFO: {
         struct stk_tcp_info info;
         int rc = stk_tcp_info(sc->e, ss->sd, &info);
-        post(sc, cmd, rc, 0, 0, 0, rc == 0 ? &info : NULL, sizeof(info));
+        post(sc, cmd, rc, 0, NULL, rc == 0 ? &info : NULL, sizeof(info));
         return;
     }
     default:
@@ -1719,6 +1750,30 @@ static struct srv_core *core_of(struct dio_shm *srv, struct dio_core *c)
 
 /* Region srv's state on core c, on the core's own thread (at the stack's start, or when the
  * region is added to a running stack). Undoes itself on failure. */
+/* What of IPv6 the engine serves (one that does not answers -EAFNOSUPPORT, stk.h), as
+ * SHM_FEAT_* bits. Asked once, with a TCP and a UDP socket bound to the IPv6 wildcard for
+ * IPv6 only, then closed. */
+static uint32_t engine_inet6(struct stk_engine *e, stk_time_t now)
+{
+    struct stk_sockaddr any6 = {.family = STK_AF_INET6};
+    uint32_t f = 0;
+    int sd = stk_socket(e, NULL);
+    if (sd >= 0) {
+        stk_setopt(e, now, sd, STK_IPV6_V6ONLY, 1);
+        if (stk_bind(e, sd, &any6) != -EAFNOSUPPORT)
+            f |= SHM_FEAT_INET6;
+        stk_close(e, now, sd);
+    }
+    sd = stk_udp_socket(e, NULL);
+    if (sd >= 0) {
+        stk_udp_setopt(e, sd, STK_IPV6_V6ONLY, 1);
+        if (stk_udp_bind(e, sd, &any6) != -EAFNOSUPPORT)
+            f |= SHM_FEAT_UDP6;
+        stk_udp_close(e, sd);
+    }
+    return f;
+}
+
 static int reg_init(struct dio_shm *srv, struct dio_core *c)
 {
     struct srv_core *sc = core_of(srv, c);
@@ -1738,6 +1793,8 @@ static int reg_init(struct dio_shm *srv, struct dio_core *c)
         return -ENOMEM;
     for (uint32_t i = 0; i < srv->nsocks; i++)
         sc->ss[i] = (struct ssock){.sd = -1, .next = SHM_NONE};
+    if (sc->idx == 0)
+        atomic_fetch_or_explicit(&srv->shdr->features, engine_inet6(sc->e, 0), RLX);
     if (srv->wake_fd[sc->idx] >= 0) {
         int rc = dio_core_add_wake_fd(c, srv->wake_fd[sc->idx]);
         if (rc) {

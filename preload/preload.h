@@ -41,6 +41,7 @@ void ustack__init(void);
 int ustack__enabled(void);
 /* Are AF_INET UDP sockets ustack's (USTACK_UDP)? */
 int ustack__udp_enabled(void);
+int ustack__inet6_enabled(void);
 /* Attaches to ustackd, spawning it if need be (docs/shm.md "Start-up"): 0 or -errno. The
  * first failure is printed once and returned from then on. */
 int ustack__attach(void);

@@ -134,6 +134,12 @@ int ustack__udp_enabled(void)
     return ustack__enabled() && (conf_state < 0 || conf.udp);
 }
 
+/* USTACK_INET6=0 leaves AF_INET6 sockets to the kernel. */
+int ustack__inet6_enabled(void)
+{
+    return ustack__enabled() && (conf_state < 0 || conf.inet6);
+}
+
 /* ---- paths ---------------------------------------------------------------------------- */
 
 static char stackd[PATH_MAX];
@@ -217,7 +223,11 @@ static int do_attach(void *base, uint64_t size, int shm_fd, int pipe_fd)
         .gw = conf.gw,
         .ifindex = dev_ifindex(conf.dev),
         .fdtab_size = fdtab_size(),
+        .ip6_prefix = conf.ip6_prefix,
     };
+    memcpy(a.ip6, conf.ip6, sizeof(a.ip6));
+    static const uint8_t zero16[16];
+    a.gw6 = memcmp(conf.gw6, zero16, sizeof(zero16)) != 0;
     return shim_attach(&a);
 }
 

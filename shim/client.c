@@ -11,6 +11,7 @@
 #endif
 #include "client_int.h"
 #include "log.h"
+#include "stk.h"
 #include "ucopy.h"
 
 #include <errno.h>
@@ -34,6 +35,7 @@ struct shim_cli shim__c = {
     .shm_fd = -1,
     .pipe_fd = -1,
     .scratch_fd = -1,
+    .scratch6_fd = {-1, -1},
 };
 #define C shim__c
 
@@ -152,6 +154,9 @@ int shim_attach(const struct shim_attach *a)
     C.mask = a->prefix ? ~0u << (32 - a->prefix) : 0;
     C.gw = a->gw;
     C.ifindex = a->ifindex;
+    memcpy(C.ip6, a->ip6, sizeof(C.ip6));
+    C.ip6_prefix = a->ip6_prefix;
+    C.gw6 = a->gw6;
     SHIM_STORE(&C.pid, (int32_t)getpid());
     /* An exec'd image keeps the entry (and the hold counts) of the image before it. */
     C.child_pidx = SHM_NONE;
@@ -605,11 +610,8 @@ void shim__pins_atfork_child(void)
         struct shim_file *f = &C.files[i];
         if (owed && f->gen == C.pins[i].owed_gen) {
             f->nfds = f->nfds > owed ? f->nfds - owed : 0;
-            if (f->nfds == 0 && f->lfd >= 0) {
-                shim__unpriv(f->lfd);
-                C.sys.close(f->lfd);
-                f->lfd = -1;
-            }
+            if (f->nfds == 0)
+                shim__lfd_close(f);
         }
         /* Only what is set is written: untouched pages stay unmapped. */
         if (u)
@@ -642,7 +644,7 @@ struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock)
     f->gen = gen;
     f->nfds = 1;
     f->nonblock = nonblock;
-    f->lfd = -1;
+    f->lfd = f->lacc[0] = f->lacc[1] = -1;
     return f;
 }
 
@@ -656,6 +658,49 @@ bool shim__route_kernel(uint32_t dst)
     if (dst == 0 || (dst >> 24) == 127 || C.ip == 0)
         return true;
     return ((dst ^ C.ip) & C.mask) != 0 && C.gw == 0;
+}
+
+bool shim__inet6(const struct shim_sk *k)
+{
+    uint32_t f = atomic_load_explicit(&C.hdr->features, memory_order_relaxed);
+    return f & (shim__dgram(k) ? SHM_FEAT_UDP6 : SHM_FEAT_INET6);
+}
+
+bool shim__route_kernel6(const struct shim_sk *k, const uint8_t ip6[16], uint32_t scope)
+{
+    static const uint8_t z[16];
+    static const uint8_t lo[16] = {[15] = 1};
+    /* Unspecified (Linux connects it to ::1), loopback, or an engine without IPv6. */
+    if (!memcmp(ip6, z, 16) || !memcmp(ip6, lo, 16) || !shim__inet6(k))
+        return true;
+    if (ip6[0] == 0xfe && (ip6[1] & 0xc0) == 0x80) /* link-local: ustack's link, or another */
+        return scope != 0 && scope != C.ifindex;
+    if (C.gw6)
+        return false;
+    unsigned p = C.ip6_prefix;
+    if (p == 0 || !memcmp(C.ip6, z, 16))
+        return true; /* link-local only: nothing else is on ustack's link */
+    if (memcmp(ip6, C.ip6, p / 8))
+        return true;
+    return p % 8 && ((ip6[p / 8] ^ C.ip6[p / 8]) & (0xff00u >> (p % 8)) & 0xff);
+}
+
+int shim__scratch_for(const struct shim_sk *k)
+{
+    if (shim__domain(k) != AF_INET6)
+        return shim__scratch();
+    int d = shim__dgram(k);
+    shim__lock();
+    if (C.scratch6_fd[d] < 0) {
+        int s = C.sys.socket(AF_INET6, (d ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+        if (s >= 0) {
+            C.scratch6_fd[d] = shim__high(s, true);
+            shim__priv(&C.scratch6_fd[d]);
+        }
+    }
+    int fd = C.scratch6_fd[d];
+    shim__unlock();
+    return fd;
 }
 
 int shim__scratch(void)
@@ -675,21 +720,40 @@ int shim__scratch(void)
 
 /* ---- socket --------------------------------------------------------------------------- */
 
-static int make_socket(int flags, bool dgram);
+static int make_socket(int flags, bool dgram, int dom);
 
 int shim_socket(int flags)
 {
-    return make_socket(flags, false);
+    return make_socket(flags, false, AF_INET);
+}
+
+int shim_socket6(int flags, bool dgram)
+{
+    return make_socket(flags, dgram, AF_INET6);
+}
+
+/* net.ipv6.bindv6only: the IPV6_V6ONLY a new AF_INET6 socket starts with. */
+static bool bindv6only(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        int fd = open("/proc/sys/net/ipv6/bindv6only", O_RDONLY | O_CLOEXEC);
+        char b[8] = {0};
+        v = fd >= 0 && C.sys.read(fd, b, sizeof(b) - 1) > 0 && b[0] == '1';
+        if (fd >= 0)
+            C.sys.close(fd);
+    }
+    return v;
 }
 
 /* UDP sockets all live on core 0, which every non-TCP frame is steered to (dpdk_io/core.c
  * classify(); docs/architecture.md "UDP"). */
 int shim_socket_dgram(int flags)
 {
-    return make_socket(flags, true);
+    return make_socket(flags, true, AF_INET);
 }
 
-static int make_socket(int flags, bool dgram)
+static int make_socket(int flags, bool dgram, int dom)
 {
     if (!SHIM_LOAD(&C.attached) || SHIM_RLX(&C.dead))
         return -ENETDOWN;
@@ -713,7 +777,8 @@ static int make_socket(int flags, bool dgram)
     atomic_store(&s->refs, 1);
     if (C.pidx != SHM_NONE)
         atomic_store(shm_hold(C.base, C.pidx, i), 1);
-    atomic_store(&s->app_flags, 0);
+    s->domain = (uint32_t)dom;
+    atomic_store(&s->app_flags, dom == AF_INET6 && bindv6only() ? SHM_A_V6ONLY : 0);
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_SOCKET);
     c.a0 = efd;
@@ -739,35 +804,6 @@ static int make_socket(int flags, bool dgram)
 
 /* ---- addresses ------------------------------------------------------------------------ */
 
-/* Checks a sockaddr argument as Linux's inet bind/connect do; fills *out. */
-static int get_addr(const struct sockaddr *addr, socklen_t len, struct sockaddr_in *out)
-{
-    if ((int)len < 0 || len > sizeof(struct sockaddr_storage))
-        return -EINVAL;
-    if (len < sizeof(sa_family_t))
-        return -EINVAL;
-    memset(out, 0, sizeof(*out));
-    return shim__uget(out, addr, len < sizeof(*out) ? len : sizeof(*out));
-}
-
-static int put_addr(uint32_t ip, uint16_t port, struct sockaddr *addr, socklen_t *len)
-{
-    socklen_t n;
-    if (shim__badp(addr) || shim__uget(&n, len, sizeof(n)) < 0)
-        return -EFAULT;
-    if ((int)n < 0)
-        return -EINVAL;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(ip);
-    if (shim__uput(addr, &a, n < sizeof(a) ? n : sizeof(a)) < 0)
-        return -EFAULT;
-    n = sizeof(a);
-    return shim__uput(len, &n, sizeof(n));
-}
-
 /* May this process bind a port below ip_unprivileged_port_start? (The stack cannot tell:
  * it runs with the spawner's privileges, not the caller's.) */
 static bool may_bind_low(uint16_t port)
@@ -792,20 +828,55 @@ static bool may_bind_low(uint16_t port)
     return d[CAP_NET_BIND_SERVICE / 32].effective & (1u << (CAP_NET_BIND_SERVICE % 32));
 }
 
-static int do_bind(struct shim_sk *k, uint32_t ip, uint16_t port)
+/* The engine's IPV6_V6ONLY, before the bind it matters to (an engine without IPv6 has no
+ * such option: it serves IPv4 only anyway). */
+int shim__push_v6only(struct shim_sk *k)
+{
+    if (shim__domain(k) != AF_INET6 || !(SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY))
+        return 0; /* the engine's default */
+    struct shm_cmd c;
+    shim__cmd_init(&c, k, SHM_OP_SETOPT);
+    c.a0 = STK_IPV6_V6ONLY;
+    c.a1 = (SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY) != 0;
+    int rc = shim__call(k->s->core, &c, NULL);
+    return rc == -ENOPROTOOPT ? 0 : rc;
+}
+
+static int do_bind(struct shim_sk *k, const struct shm_addr *a)
 {
     struct shm_cmd c;
     struct shm_reply *r;
+    int rc = shim__push_v6only(k);
+    if (rc < 0)
+        return rc;
     shim__cmd_init(&c, k, SHM_OP_BIND);
-    c.ip = ip;
-    c.port = port;
-    int rc = shim__call(k->s->core, &c, &r);
+    c.addr = *a;
+    rc = shim__call(k->s->core, &c, &r);
+    if (rc == -EAFNOSUPPORT && a->family == SHM_AF_INET6 && shim_addr_any(a) &&
+        !(SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY)) {
+        /* An engine without IPv6: the dual-stack wildcard serves what it can, IPv4. */
+        shim_warn_once("any6", "the stack serves no IPv6: sockets bound to [::] serve IPv4 "
+                               "only (v4-mapped)");
+        shim__cmd_init(&c, k, SHM_OP_BIND);
+        c.addr = (struct shm_addr){.port = a->port};
+        if ((rc = shim__call(k->s->core, &c, &r)) == 0)
+            k->f->any6 = 1;
+    }
     if (rc < 0)
         return rc;
     k->f->bound = 1;
-    k->f->bind_ip = ip;
-    k->f->bind_port = r->port ? r->port : port;
+    k->f->bind_a = *a;
+    if (r->addr.port)
+        k->f->bind_a.port = r->addr.port;
     return 0;
+}
+
+/* The engine answered -EAFNOSUPPORT for a native IPv6 address (it serves none): the socket
+ * becomes the kernel's, said once on stderr. */
+void shim__no_inet6_warn(void)
+{
+    shim_warn_once("inet6", "the stack serves no IPv6: AF_INET6 sockets with native IPv6 "
+                            "addresses are the kernel's");
 }
 
 static bool reuseport(const struct shim_file *f)
@@ -820,7 +891,7 @@ static bool reuseport(const struct shim_file *f)
  * fd of the first (as if dup'd onto its number). The stack already hands each connection of
  * one listener to exactly one accept(), whichever process or worker calls it, so nginx's
  * per-worker "listen ... reuseport" sockets keep working, without per-socket balancing. */
-static int reuseport_alias(struct shim_sk *k, uint32_t ip, uint16_t port)
+static int reuseport_alias(struct shim_sk *k, const struct shm_addr *a)
 {
     int lim = shim_fdtab_limit(&shim_fds), other = -1;
     for (int fd = 0; fd < lim && other < 0; fd++) {
@@ -828,8 +899,7 @@ static int reuseport_alias(struct shim_sk *k, uint32_t ip, uint16_t port)
         if (fd == k->fd || !e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
             continue;
         struct shim_file *f = &C.files[e->slot];
-        if (f->gen == e->gen && f->bound && f->bind_port == port && f->bind_ip == ip &&
-            reuseport(f))
+        if (f->gen == e->gen && f->bound && !memcmp(&f->bind_a, a, sizeof(*a)) && reuseport(f))
             other = fd;
     }
     if (other < 0)
@@ -845,57 +915,131 @@ int shim_bind(int fd, const struct sockaddr *addr, socklen_t len)
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
-    struct sockaddr_in a;
-    if ((rc = get_addr(addr, len, &a)) < 0)
+    struct sockaddr_storage ss;
+    if ((rc = shim__get_sa(addr, len, &ss)) < 0)
         return rc;
-    if (len < sizeof(struct sockaddr_in))
-        return -EINVAL;
-    uint32_t ip = ntohl(a.sin_addr.s_addr);
-    /* Linux accepts AF_UNSPEC for INADDR_ANY only ("compatibility games"). */
-    if (a.sin_family != AF_INET && !(a.sin_family == AF_UNSPEC && ip == 0))
-        return -EAFNOSUPPORT;
+    bool six = shim__domain(&k) == AF_INET6;
+    if (six) {
+        /* inet6_bind: the length, then the family (no AF_UNSPEC games). */
+        if (len < SHIM_SIN6_LEN_RFC2133)
+            return -EINVAL;
+        if (ss.ss_family != AF_INET6)
+            return -EAFNOSUPPORT;
+    } else {
+        if (len < sizeof(struct sockaddr_in))
+            return -EINVAL;
+        /* Linux accepts AF_UNSPEC for INADDR_ANY only ("compatibility games"). */
+        if (ss.ss_family != AF_INET &&
+            !(ss.ss_family == AF_UNSPEC && ((struct sockaddr_in *)&ss)->sin_addr.s_addr == 0))
+            return -EAFNOSUPPORT;
+        ss.ss_family = AF_INET;
+    }
+    struct shm_addr a;
+    shim_addr_in(&ss, C.ifindex, &a);
     if (!sk_valid(&k))
         return -EINVAL;
     if (k.f->bound || k.f->cstate != SHIM_CS_NEW)
         return -EINVAL;
-    uint16_t port = ntohs(a.sin_port);
-    if (!may_bind_low(port))
+    if (!may_bind_low(a.port))
         return -EACCES;
-    if (ip != 0 && ip != C.ip) {
+    bool v6only = SHIM_LOAD(&k.s->app_flags) & SHM_A_V6ONLY;
+    if (six && a.family == SHM_AF_INET && v6only)
+        return -EINVAL; /* a v4-mapped address on a v6-only socket "makes no sense" */
+    bool kernel;
+    if (a.family == SHM_AF_INET)
+        kernel = a.ip != 0 && a.ip != C.ip;
+    else if (!shim__inet6(&k))
+        kernel = !shim_addr_any(&a) || v6only;
+    else
+        kernel = !shim_addr_any(&a) && memcmp(a.ip6, C.ip6, 16) &&
+                 !(a.ip6[0] == 0xfe && (a.ip6[1] & 0xc0) == 0x80 && a.scope == 0);
+    if (kernel) {
         /* Loopback or an address of the host's: the application wants a kernel socket. */
+        if (a.family == SHM_AF_INET6 && !shim__inet6(&k) && shim_addr_any(&a))
+            shim__no_inet6_warn();
         if ((rc = shim__handover(&k)) < 0)
             return rc;
         return C.sys.bind(fd, addr, len) < 0 ? -errno : 0;
     }
-    rc = do_bind(&k, ip, port);
-    if (rc == -EADDRINUSE && port && reuseport(k.f))
-        rc = reuseport_alias(&k, ip, port);
+    rc = do_bind(&k, &a);
+    if (rc == -EAFNOSUPPORT && a.family == SHM_AF_INET6) {
+        shim__no_inet6_warn();
+        if ((rc = shim__handover(&k)) < 0)
+            return rc;
+        return C.sys.bind(fd, addr, len) < 0 ? -errno : 0;
+    }
+    if (rc == -EADDRINUSE && a.port && reuseport(k.f))
+        rc = reuseport_alias(&k, &a);
     return rc;
 }
 
 /* ---- listen / accept ------------------------------------------------------------------ */
 
-/* A listener on INADDR_ANY also takes loopback connections, through a kernel listener on
- * 127.0.0.1 and the same port whose accepts are merged with ustack's (DESIGN.md). */
+/* One kernel listener on a loopback address (127.0.0.1 in dom's form, or ::1), or -1. */
+static int lo_listen(int dom, bool v6, uint16_t port, int backlog)
+{
+    int l = C.sys.socket(dom, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l < 0)
+        return -1;
+    int one = 1, only = v6;
+    C.sys.setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_storage ss;
+    struct shm_addr a = {.port = port, .ip = INADDR_LOOPBACK};
+    if (v6)
+        a = (struct shm_addr){.family = SHM_AF_INET6, .port = port, .ip6 = {[15] = 1}};
+    socklen_t n = shim_addr_out(dom, &a, 0, &ss);
+    if ((dom == AF_INET6 && C.sys.setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof(only))) ||
+        C.sys.bind(l, (struct sockaddr *)&ss, n) < 0 || C.sys.listen(l, backlog) < 0) {
+        shim_warn_once(v6 ? "lolisten6" : "lolisten",
+                       "no loopback listener for port %u (%s): connections to "
+                       "%s will not reach it",
+                       port, strerror(errno), v6 ? "::1" : "127.0.0.1");
+        C.sys.close(l);
+        return -1;
+    }
+    return shim__high(l, true);
+}
+
+/* A listener on the wildcard also takes loopback connections, through kernel listeners on
+ * 127.0.0.1 (an AF_INET6 one unless IPV6_V6ONLY: ::ffff:127.0.0.1) and, for AF_INET6, ::1,
+ * on the same port, whose accepts are merged with ustack's (DESIGN.md). */
 void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog)
 {
-    int l = C.sys.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (l < 0)
-        return;
-    int one = 1;
-    C.sys.setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (C.sys.bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || C.sys.listen(l, backlog) < 0) {
-        shim_warn_once("lolisten",
-                       "no loopback listener for port %u (%s): connections to "
-                       "127.0.0.1 will not reach it",
-                       port, strerror(errno));
-        C.sys.close(l);
+    struct shim_file *f = k->f;
+    int dom = shim__domain(k), n = 0;
+    if (dom == AF_INET || !(SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY))
+        if ((f->lacc[n] = lo_listen(dom, false, port, backlog)) >= 0)
+            shim__priv(&f->lacc[n++]);
+    if (dom == AF_INET6 && (f->lacc[n] = lo_listen(dom, true, port, backlog)) >= 0)
+        shim__priv(&f->lacc[n++]);
+    if (n == 1) {
+        f->lfd = f->lacc[0];
         return;
     }
-    k->f->lfd = shim__high(l, true);
-    shim__priv(&k->f->lfd);
+    if (n < 2)
+        return;
+    /* Two: poll and epoll watch an epoll set of both. */
+    int ep = C.sys.epoll_create1(EPOLL_CLOEXEC);
+    if (ep >= 0) {
+        f->lfd = shim__high(ep, true);
+        shim__priv(&f->lfd);
+        for (int j = 0; j < 2; j++) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = f->lacc[j]};
+            C.sys.epoll_ctl(f->lfd, EPOLL_CTL_ADD, f->lacc[j], &ev);
+        }
+    }
+}
+
+void shim__lfd_close(struct shim_file *f)
+{
+    int fds[3] = {f->lfd, f->lacc[0], f->lacc[1]};
+    f->lfd = f->lacc[0] = f->lacc[1] = -1;
+    for (int j = 0; j < 3; j++) {
+        if (fds[j] < 0 || (j > 0 && fds[j] == fds[0]))
+            continue;
+        shim__unpriv(fds[j]);
+        C.sys.close(fds[j]);
+    }
 }
 
 int shim_listen(int fd, int backlog)
@@ -916,7 +1060,8 @@ int shim_listen(int fd, int backlog)
         backlog = 0;
     if (backlog > 65535)
         backlog = 65535;
-    if (!k.f->bound && (rc = do_bind(&k, 0, 0)) < 0) /* Linux binds an ephemeral port */
+    struct shm_addr any = {.family = shim__domain(&k) == AF_INET6 ? SHM_AF_INET6 : SHM_AF_INET};
+    if (!k.f->bound && (rc = do_bind(&k, &any)) < 0) /* Linux binds an ephemeral port */
         return rc;
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_LISTEN);
@@ -933,8 +1078,8 @@ int shim_listen(int fd, int backlog)
             return rc;
     }
     k.f->cstate = SHIM_CS_LISTEN;
-    if (k.f->bind_ip == 0) {
-        uint16_t port = k.s->lport ? k.s->lport : k.f->bind_port;
+    if (shim_addr_any(&k.f->bind_a)) {
+        uint16_t port = k.s->la.port ? k.s->la.port : k.f->bind_a.port;
         shim__loopback_listener(&k, port, backlog);
     }
     return 0;
@@ -994,7 +1139,7 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
     f->rcvtimeo = lf->rcvtimeo;
     f->sndtimeo = lf->sndtimeo;
     if (addr)
-        put_addr(s->rip, s->rport, addr, alen);
+        shim__put_sa(s->domain == AF_INET6 ? AF_INET6 : AF_INET, &s->ra, addr, alen);
     shim__lock();
     shim_fdtab_set(&shim_fds, efd, SHIM_FD_SOCK, i, k.gen, flags & SOCK_CLOEXEC, NULL);
     shim__unlock();
@@ -1095,8 +1240,8 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
             }
             C.sys.close(efd);
         }
-        if (k.f->lfd >= 0) {
-            int r = C.sys.accept4(k.f->lfd, addr, alen, flags);
+        for (int j = 0; j < 2 && k.f->lacc[j] >= 0; j++) {
+            int r = C.sys.accept4(k.f->lacc[j], addr, alen, flags);
             if (r >= 0)
                 return r;
             if (errno != EAGAIN && errno != ECONNABORTED)
@@ -1143,28 +1288,59 @@ static int connect_wait(struct shim_sk *k, int timed_out)
     }
 }
 
+/* A connect() destination of socket k as Linux's tcp_v4/v6_connect and datagram connects
+ * check it (after AF_UNSPEC, which the caller handled): 0 and *a, or -errno. */
+static int connect_addr(const struct shim_sk *k, const struct sockaddr_storage *ss, socklen_t len,
+                        struct shm_addr *a)
+{
+    bool v6only = SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY;
+    if (shim__domain(k) == AF_INET6 && !(shim__dgram(k) && ss->ss_family == AF_INET)) {
+        if (len < SHIM_SIN6_LEN_RFC2133)
+            return -EINVAL;
+        if (ss->ss_family != AF_INET6)
+            return -EAFNOSUPPORT;
+        shim_addr_in(ss, C.ifindex, a);
+        if (a->family == SHM_AF_INET)
+            return v6only ? -ENETUNREACH : 0;
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        if (a->ip6[0] == 0xff && !shim__dgram(k))
+            return -ENETUNREACH; /* multicast */
+        if (a->ip6[0] == 0xfe && (a->ip6[1] & 0xc0) == 0x80 &&
+            (len < sizeof(struct sockaddr_in6) || s6->sin6_scope_id == 0))
+            return -EINVAL; /* link-local needs an interface */
+        return 0;
+    }
+    if (shim__domain(k) == AF_INET6 && v6only)
+        return -EAFNOSUPPORT; /* AF_INET to a v6-only datagram socket */
+    if (len < sizeof(struct sockaddr_in))
+        return -EINVAL;
+    if (ss->ss_family != AF_INET)
+        return -EAFNOSUPPORT;
+    shim_addr_in(ss, C.ifindex, a);
+    return 0;
+}
+
 int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     SHIM_SK(k);
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
-    struct sockaddr_in a;
-    if ((rc = get_addr(addr, len, &a)) < 0)
+    struct sockaddr_storage ss;
+    if ((rc = shim__get_sa(addr, len, &ss)) < 0)
         return rc;
     if (shim__dgram(&k))
-        return shim__dg_connect(&k, &a, addr, len);
-    if (a.sin_family == AF_UNSPEC) {
+        return shim__dg_connect(&k, &ss, addr, len);
+    if (ss.ss_family == AF_UNSPEC) {
         /* Linux disconnects; ustack only supports this on a socket not yet connected. */
         if (k.f->cstate == SHIM_CS_NEW || k.f->cstate == SHIM_CS_FAILED)
             return 0;
         shim_warn_once("unspec", "connect(AF_UNSPEC) to disconnect is not supported");
         return -EOPNOTSUPP;
     }
-    if (len < sizeof(struct sockaddr_in))
-        return -EINVAL;
-    if (a.sin_family != AF_INET)
-        return -EAFNOSUPPORT;
+    struct shm_addr a;
+    if ((rc = connect_addr(&k, &ss, len, &a)) < 0)
+        return rc;
     if (!sk_valid(&k))
         return -ECONNRESET;
     switch (k.f->cstate) {
@@ -1190,17 +1366,24 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     default:
         break;
     }
-    uint32_t ip = ntohl(a.sin_addr.s_addr);
-    if (shim__route_kernel(ip)) {
+    bool kernel = a.family == SHM_AF_INET ? shim__route_kernel(a.ip)
+                                          : shim__route_kernel6(&k, a.ip6, a.scope);
+    if (a.family == SHM_AF_INET6 && !shim__inet6(&k) && !shim_addr_any(&a))
+        shim__no_inet6_warn();
+    if (!kernel && (rc = shim__push_v6only(&k)) < 0)
+        return rc;
+    struct shm_cmd c;
+    shim__cmd_init(&c, &k, SHM_OP_CONNECT);
+    c.addr = a;
+    rc = kernel ? -EAFNOSUPPORT : shim__call(k.s->core, &c, NULL);
+    if (rc == -EAFNOSUPPORT) {
+        /* Routed to the kernel, or an address family the engine does not serve. */
+        if (!kernel)
+            shim__no_inet6_warn();
         if ((rc = shim__handover(&k)) < 0)
             return rc;
         return C.sys.connect(fd, addr, len) < 0 ? -errno : 0;
     }
-    struct shm_cmd c;
-    shim__cmd_init(&c, &k, SHM_OP_CONNECT);
-    c.ip = ip;
-    c.port = ntohs(a.sin_port);
-    rc = shim__call(k.s->core, &c, NULL);
     if (rc == 0) {
         k.f->cstate = SHIM_CS_CONNECTED;
         return 0;
@@ -1219,44 +1402,52 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
  * become a kernel socket. */
 static bool dg_fresh(const struct shim_sk *k)
 {
-    return !k->f->bound && k->s->lport == 0 && k->f->cstate == SHIM_CS_NEW;
+    return !k->f->bound && k->s->la.port == 0 && k->f->cstate == SHIM_CS_NEW;
 }
 
-int shim__dg_connect(struct shim_sk *k, const struct sockaddr_in *a, const struct sockaddr *addr,
-                     socklen_t len)
+int shim__dg_connect(struct shim_sk *k, const struct sockaddr_storage *ss,
+                     const struct sockaddr *addr, socklen_t len)
 {
     if (!sk_valid(k))
         return -ECONNRESET;
     struct shm_cmd c;
     shim__cmd_init(&c, k, SHM_OP_CONNECT);
-    if (a->sin_family == AF_UNSPEC) {
+    bool unspec = ss->ss_family == AF_UNSPEC;
+    if (unspec) {
         /* Linux's udp_disconnect: the association goes (and an automatic port with it). */
         c.a0 = 1;
     } else {
-        if (len < sizeof(struct sockaddr_in))
-            return -EINVAL;
-        if (a->sin_family != AF_INET)
-            return -EAFNOSUPPORT;
-        uint32_t ip = ntohl(a->sin_addr.s_addr);
+        struct shm_addr a;
+        int rc = connect_addr(k, ss, len, &a);
+        if (rc < 0)
+            return rc;
+        uint32_t ip = a.ip;
         bool bcast =
-            ip == 0xffffffffu || (C.mask != 0xffffffffu && C.mask != 0xfffffffeu &&
-                                  (ip & ~C.mask) == ~C.mask && ((ip ^ C.ip) & C.mask) == 0);
-        if (!bcast && (shim__route_kernel(ip) || ip == C.ip)) {
+            a.family == SHM_AF_INET &&
+            (ip == 0xffffffffu || (C.mask != 0xffffffffu && C.mask != 0xfffffffeu &&
+                                   (ip & ~C.mask) == ~C.mask && ((ip ^ C.ip) & C.mask) == 0));
+        bool kernel = a.family == SHM_AF_INET ? shim__route_kernel(ip) || ip == C.ip
+                                              : shim__route_kernel6(k, a.ip6, a.scope) ||
+                                                    a.ip6[0] == 0xff || !memcmp(a.ip6, C.ip6, 16);
+        if (a.family == SHM_AF_INET6 && !shim__inet6(k) && !shim_addr_any(&a))
+            shim__no_inet6_warn();
+        if (!bcast && kernel) {
             /* Loopback, our own address, or off ustack's subnet (a resolver's nameserver on
              * 127.0.0.53): a fresh socket becomes the kernel's, as TCP does. */
             if (!dg_fresh(k))
                 return -ENETUNREACH;
-            int rc = shim__handover(k);
+            rc = shim__handover(k);
             if (rc < 0)
                 return rc;
             return C.sys.connect(k->fd, addr, len) < 0 ? -errno : 0;
         }
-        c.ip = ip;
-        c.port = ntohs(a->sin_port);
+        if ((rc = shim__push_v6only(k)) < 0)
+            return rc;
+        c.addr = a;
     }
     int rc = shim__call(k->s->core, &c, NULL);
     if (rc == 0)
-        k->f->cstate = a->sin_family == AF_UNSPEC ? SHIM_CS_NEW : SHIM_CS_CONNECTED;
+        k->f->cstate = unspec ? SHIM_CS_NEW : SHIM_CS_CONNECTED;
     return rc;
 }
 
@@ -1325,13 +1516,15 @@ int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
-    uint32_t ip = k.s->lip;
-    uint16_t port = k.s->lport;
-    if (port == 0 && k.f->bound) {
-        ip = k.f->bind_ip;
-        port = k.f->bind_port;
-    }
-    return put_addr(ip, port, addr, len);
+    struct shm_addr a = k.s->la;
+    if (a.port == 0 && k.f->bound)
+        a = k.f->bind_a;
+    /* An AF_INET6 socket on no address shows [::] (not ::ffff:0.0.0.0), unless it was bound
+     * to that v4-mapped wildcard itself. */
+    if (shim__domain(&k) == AF_INET6 && a.family == SHM_AF_INET && a.ip == 0 &&
+        !(k.f->bound && !k.f->any6 && k.f->bind_a.family == SHM_AF_INET))
+        a = (struct shm_addr){.family = SHM_AF_INET6, .port = a.port};
+    return shim__put_sa(shim__domain(&k), &a, addr, len);
 }
 
 int shim_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
@@ -1342,7 +1535,7 @@ int shim_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
         return rc;
     if (!(SHIM_LOAD(&k.s->flags) & SHM_F_CONNECTED) || !sk_valid(&k))
         return -ENOTCONN;
-    return put_addr(k.s->rip, k.s->rport, addr, len);
+    return shim__put_sa(shim__domain(&k), &k.s->ra, addr, len);
 }
 
 /* ---- close, dup ----------------------------------------------------------------------- */
@@ -1393,12 +1586,8 @@ void shim__ref_add(uint32_t slot, uint32_t n)
 static void release_now(uint32_t slot, uint32_t gen)
 {
     struct shim_file *f = &C.files[slot];
-    if (f->gen == gen && f->nfds > 0 && --f->nfds == 0 && f->lfd >= 0) {
-        int l = f->lfd;
-        f->lfd = -1;
-        shim__unpriv(l);
-        C.sys.close(l);
-    }
+    if (f->gen == gen && f->nfds > 0 && --f->nfds == 0)
+        shim__lfd_close(f);
     shim__release_ref(slot, gen);
 }
 

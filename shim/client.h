@@ -66,6 +66,9 @@ struct shim_attach {
     uint32_t gw;         /* 0: none */
     uint32_t fdtab_size; /* the fd table's size: the hard RLIMIT_NOFILE */
     uint32_t ifindex;    /* the kernel's index of the device's interface (IP_PKTINFO), or 0 */
+    uint8_t ip6[16];     /* USTACK_IP6 (network order), all zero: link-local only */
+    uint8_t ip6_prefix;
+    bool gw6; /* USTACK_GW6 is set: IPv6 off ustack's prefix goes through it */
 };
 
 /* The fd table (read by the interposer on every call). Empty until shim_attach(). */
@@ -115,6 +118,9 @@ int shim_adopt(const char *value);
 int shim_socket(int flags);
 /* socket(AF_INET, SOCK_DGRAM | flags, 0 or IPPROTO_UDP): a UDP socket (docs/preload.md). */
 int shim_socket_dgram(int flags);
+/* socket(AF_INET6, SOCK_STREAM or SOCK_DGRAM | flags, ...): the same in the IPv6 domain
+ * (IPv4 peers as v4-mapped addresses, docs/preload.md "IPv6"). */
+int shim_socket6(int flags, bool dgram);
 int shim_bind(int fd, const struct sockaddr *addr, socklen_t len);
 int shim_listen(int fd, int backlog);
 int shim_accept(int fd, struct sockaddr *addr, socklen_t *len, int flags);

@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "client.h"
 #include "ucopy.h"
@@ -43,9 +45,15 @@ struct shim_file {
     uint8_t cstate;   /* enum shim_cstate */
     uint8_t bound;
     uint8_t nopts;
-    uint32_t bind_ip; /* what bind() asked for, host order */
-    uint16_t bind_port;
-    int lfd; /* listener bound to INADDR_ANY: its kernel listener on 127.0.0.1, or -1 */
+    /* What bind() asked for (port: the one bound). An AF_INET6 socket bound to :: on an
+     * engine without IPv6 is bound to IPv4's wildcard there (any6: it still shows ::). */
+    struct shm_addr bind_a;
+    uint8_t any6;
+    /* A listener bound to the wildcard: lfd is what poll/epoll watch for its kernel
+     * loopback listeners (lacc: 127.0.0.1 and/or ::1), -1 when none. With one listener lfd
+     * is it; with two, an epoll set of both. */
+    int lfd;
+    int lacc[2];
     int64_t rcvtimeo, sndtimeo; /* ns, 0 = none (SO_RCVTIMEO / SO_SNDTIMEO) */
     struct shim_opt opts[SHIM_MAX_OPTS];
 };
@@ -74,10 +82,13 @@ struct shim_cli {
     struct shm_hdr *hdr;
     uint32_t nsocks, ring, ncores;
     int shm_fd, pipe_fd, scratch_fd;
+    int scratch6_fd[2];         /* AF_INET6 scratch sockets: [0] TCP, [1] UDP */
     int wake_fd[SHM_MAX_CORES]; /* this process's numbers of the cores' wake eventfds */
     _Atomic int32_t pid;
     uint32_t ip, mask, gw;
     uint32_t ifindex; /* the kernel's index of ustack's interface (IP_PKTINFO), 0 unknown */
+    uint8_t ip6[16], ip6_prefix;
+    bool gw6;
     struct shim_file *files;
     struct shim_pin *pins; /* nsocks entries */
     _Atomic int attached;
@@ -153,14 +164,52 @@ void shim__release_ref(uint32_t slot, uint32_t gen);
 void shim__ref_add(uint32_t slot, uint32_t n);
 struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock);
 void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog);
+/* An AF_INET6 socket's IPV6_V6ONLY to the engine, before a bind or connect (0 or -errno). */
+int shim__push_v6only(struct shim_sk *k);
+/* "the stack serves no IPv6" on stderr, once. */
+void shim__no_inet6_warn(void);
+/* Closes a listener's kernel loopback listeners (lfd, lacc; caller holds the lock). */
+void shim__lfd_close(struct shim_file *f);
 /* A kernel TCP socket for options and ioctls ustack does not implement. */
 int shim__scratch(void);
+/* The same of k's domain and type (AF_INET6 options are the IPv6 socket's). */
+int shim__scratch_for(const struct shim_sk *k);
 /* Marks fd private; *where holds its number (updated if it must move). */
 int shim__priv(int *where);
 void shim__unpriv(int fd);
 /* Moves fd above 1000 (the library's range); returns the new fd or the old one. */
 int shim__high(int fd, bool cloexec);
 bool shim__route_kernel(uint32_t dst);
+/* The same for a native IPv6 destination (ip6, scope as the application gave it). */
+bool shim__route_kernel6(const struct shim_sk *k, const uint8_t ip6[16], uint32_t scope);
+/* Does ustackd's engine serve IPv6 for k's protocol (SHM_FEAT_INET6, SHM_FEAT_UDP6)? */
+bool shim__inet6(const struct shim_sk *k);
+
+/* ---- client_addr.c: socket addresses (docs/preload.md "IPv6") ---- */
+/* The shortest AF_INET6 address argument Linux takes (sockaddr_in6 before sin6_scope_id). */
+#define SHIM_SIN6_LEN_RFC2133 24
+/* The socket's domain: AF_INET or AF_INET6. */
+static inline int shim__domain(const struct shim_sk *k)
+{
+    return k->s->domain == AF_INET6 ? AF_INET6 : AF_INET;
+}
+bool shim_v4mapped(const uint8_t ip6[16]);
+/* A sockaddr_in or sockaddr_in6 (family as given) to the protocol's form: a v4-mapped
+ * address becomes SHM_AF_INET; scope ifindex (ustack's interface) becomes 0. */
+void shim_addr_in(const struct sockaddr_storage *ss, uint32_t ifindex, struct shm_addr *out);
+/* The protocol's form to a socket of domain dom's sockaddr (an IPv4 address of an AF_INET6
+ * socket as v4-mapped; a link-local one with scope ifindex); returns its length. */
+socklen_t shim_addr_out(int dom, const struct shm_addr *a, uint32_t ifindex,
+                        struct sockaddr_storage *out);
+/* Copies a sockaddr argument in as Linux does (0 or -EINVAL/-EFAULT); *ss zeroed past len. */
+int shim__get_sa(const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *ss);
+/* Puts a's sockaddr for domain dom out as getsockname(2) does (truncating, *len = full). */
+int shim__put_sa(int dom, const struct shm_addr *a, struct sockaddr *addr, socklen_t *len);
+static inline bool shim_addr_any(const struct shm_addr *a)
+{
+    static const uint8_t z[16];
+    return a->family == SHM_AF_INET ? a->ip == 0 : memcmp(a->ip6, z, 16) == 0;
+}
 /* The pidfd of ustackd, opening it if needed (-1 if it cannot be had); the _locked variant
  * for a caller holding the lock. */
 int shim__stack_pidfd(void);
@@ -205,8 +254,8 @@ ssize_t shim__dg_recvmsg(struct shim_sk *k, struct msghdr *m, int flags);
 /* The size of the next datagram in the rx ring (FIONREAD), 0 when none. */
 int shim__dg_next_len(struct shim_sk *k);
 /* client.c */
-int shim__dg_connect(struct shim_sk *k, const struct sockaddr_in *a, const struct sockaddr *addr,
-                     socklen_t len);
+int shim__dg_connect(struct shim_sk *k, const struct sockaddr_storage *ss,
+                     const struct sockaddr *addr, socklen_t len);
 int shim__dg_shutdown(struct shim_sk *k, int how);
 /* Recorded boolean option (level, name) set nonzero? */
 bool shim__opt_on(const struct shim_file *f, int level, int name);

@@ -445,11 +445,19 @@ static bool dg_bcast(uint32_t ip)
  * sendto() shows it (the record itself is sent asynchronously). */
 static int dg_autobind(struct shim_sk *k)
 {
-    if (k->s->lport)
+    if (k->s->la.port)
         return 0;
+    /* An AF_INET6 socket: [::] (IPv4's wildcard on an engine without IPv6, any6). */
+    bool six = shim__domain(k) == AF_INET6 && shim__inet6(k);
+    int rc = shim__push_v6only(k);
+    if (rc < 0)
+        return rc;
     struct shm_cmd c;
     shim__cmd_init(&c, k, SHM_OP_BIND);
-    int rc = shim__call(k->s->core, &c, NULL);
+    c.addr.family = six ? SHM_AF_INET6 : SHM_AF_INET;
+    rc = shim__call(k->s->core, &c, NULL);
+    if (rc == 0 && shim__domain(k) == AF_INET6 && !six)
+        k->f->any6 = 1;
     return rc == -EINVAL ? 0 : rc; /* bound meanwhile (another thread) */
 }
 
@@ -460,33 +468,74 @@ ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags)
     int rc = iov_total(m->msg_iov, m->msg_iovlen, &total);
     if (rc < 0)
         return rc;
-    /* udp_sendmsg's order: size, MSG_OOB, the address, then the socket's state. */
-    if (total > SHM_DGRAM_MAX || SHM_DGRAM_HLEN + total > C.ring)
+    /* udpv6_sendmsg looks at the address first; an IPv4 one (AF_INET, or v4-mapped) then
+     * goes udp_sendmsg's way: size, MSG_OOB, the address, then the socket's state. */
+    struct shm_addr a = {.family = SHM_AF_INET};
+    bool named = m->msg_name != NULL, six = shim__domain(k) == AF_INET6;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (named && six) {
+        socklen_t nl = m->msg_namelen;
+        if (nl < offsetof(struct sockaddr, sa_data))
+            return -EINVAL;
+        if (shim__uget(&ss, m->msg_name, nl < sizeof(ss) ? nl : sizeof(ss)) < 0)
+            return -EFAULT;
+        bool v6only = SHIM_LOAD(&s->app_flags) & SHM_A_V6ONLY;
+        if (ss.ss_family == AF_INET6) {
+            if (nl < SHIM_SIN6_LEN_RFC2133)
+                return -EINVAL;
+            shim_addr_in(&ss, C.ifindex, &a);
+            if (a.family == SHM_AF_INET && v6only)
+                return -ENETUNREACH;
+            if (a.family == SHM_AF_INET6 && a.port == 0)
+                return -EINVAL;
+        } else if (ss.ss_family == AF_INET) {
+            if (v6only)
+                return -ENETUNREACH;
+            if (nl < sizeof(struct sockaddr_in))
+                return -EINVAL;
+            shim_addr_in(&ss, C.ifindex, &a);
+        } else if (ss.ss_family == AF_UNSPEC) {
+            named = false;
+        } else {
+            return -EINVAL;
+        }
+    }
+    uint32_t max = a.family == SHM_AF_INET6 ? SHM_DGRAM_MAX : 65507u;
+    if (total > max || SHM_DGRAM_HLEN + total > C.ring)
         return -EMSGSIZE;
     if (flags & MSG_OOB)
         return -EOPNOTSUPP;
-    uint32_t ip = 0;
-    uint16_t port = 0;
-    if (m->msg_name) {
-        struct sockaddr_in a;
-        if (m->msg_namelen < sizeof(a))
+    if (named && !six) {
+        struct sockaddr_in a4;
+        if (m->msg_namelen < sizeof(a4))
             return -EINVAL;
-        if (shim__uget(&a, m->msg_name, sizeof(a)) < 0)
+        if (shim__uget(&a4, m->msg_name, sizeof(a4)) < 0)
             return -EFAULT;
-        if (a.sin_family != AF_INET && a.sin_family != AF_UNSPEC)
+        if (a4.sin_family != AF_INET && a4.sin_family != AF_UNSPEC)
             return -EAFNOSUPPORT;
-        ip = ntohl(a.sin_addr.s_addr);
-        port = ntohs(a.sin_port);
-        if (port == 0)
+        a4.sin_family = AF_INET;
+        memcpy(&ss, &a4, sizeof(a4));
+        shim_addr_in(&ss, C.ifindex, &a);
+    }
+    if (named) {
+        uint32_t ip = a.ip;
+        if (a.port == 0)
             return -EINVAL;
-        if (dg_bcast(ip)) {
+        bool kernel = a.family == SHM_AF_INET ? !dg_bcast(ip) && (shim__route_kernel(ip) ||
+                                                                  ip == C.ip || (ip >> 28) >= 14)
+                                              : shim__route_kernel6(k, a.ip6, a.scope) ||
+                                                    a.ip6[0] == 0xff || !memcmp(a.ip6, C.ip6, 16);
+        if (a.family == SHM_AF_INET6 && !shim__inet6(k))
+            shim__no_inet6_warn();
+        if (a.family == SHM_AF_INET && dg_bcast(ip)) {
             if (!shim__opt_on(k->f, SOL_SOCKET, SO_BROADCAST))
                 return -EACCES;
-        } else if (shim__route_kernel(ip) || ip == C.ip || (ip >> 28) >= 14) {
+        } else if (kernel) {
             /* Loopback, our own address, multicast, or off ustack's subnet: a socket that
              * has done nothing on ustack yet becomes the kernel's and sends there
              * (docs/preload.md "UDP"); one bound on ustack cannot reach it. */
-            if (k->f->bound || s->lport || k->f->cstate != SHIM_CS_NEW || !C.sys.sendmsg)
+            if (k->f->bound || s->la.port || k->f->cstate != SHIM_CS_NEW || !C.sys.sendmsg)
                 return -ENETUNREACH;
             if ((rc = shim__handover(k)) < 0)
                 return rc;
@@ -517,7 +566,9 @@ ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags)
         uint32_t need = SHM_DGRAM_HLEN + (uint32_t)total;
         shim__spin_lock(&s->wlock);
         if (shm_ring_space(&s->tx, C.ring) >= need) {
-            struct shm_dgram h = {(uint32_t)total, ip, port, 0, 0};
+            struct shm_dgram h = {.len = (uint32_t)total};
+            if (named)
+                h.addr = a;
             shm_ring_put_at(&s->tx, data, C.ring, 0, &h, SHM_DGRAM_HLEN);
             uint8_t *p[2];
             uint32_t n[2];
@@ -564,36 +615,67 @@ int shim__dg_next_len(struct shim_sk *k)
     return used >= SHM_DGRAM_HLEN && h.len <= used - SHM_DGRAM_HLEN ? (int)h.len : 0;
 }
 
-/* The control messages a datagram carries: IP_PKTINFO when asked for. */
-static void dg_control(struct shim_sk *k, struct msghdr *m, const struct shm_dgram *h)
+/* Appends one control message at *used of the application's buffer (room bytes): false
+ * (and MSG_CTRUNC) when it does not fit. */
+static bool put_cmsg(struct msghdr *m, size_t room, size_t *used, int level, int type,
+                     const void *data, size_t len)
 {
-    size_t room = m->msg_control ? m->msg_controllen : 0;
-    m->msg_controllen = 0;
-    if (!shim__opt_on(k->f, IPPROTO_IP, IP_PKTINFO))
-        return;
-    if (room < CMSG_SPACE(sizeof(struct in_pktinfo))) {
-        m->msg_flags |= MSG_CTRUNC;
-        return;
-    }
     union {
         struct cmsghdr c;
-        uint8_t b[CMSG_SPACE(sizeof(struct in_pktinfo))];
+        uint8_t b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
     } u;
-    memset(&u, 0, sizeof(u));
-    u.c.cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-    u.c.cmsg_level = IPPROTO_IP;
-    u.c.cmsg_type = IP_PKTINFO;
-    struct in_pktinfo pi;
-    memset(&pi, 0, sizeof(pi));
-    pi.ipi_ifindex = (int)C.ifindex;
-    pi.ipi_spec_dst.s_addr = htonl(C.ip);
-    pi.ipi_addr.s_addr = htonl(h->dst);
-    memcpy(CMSG_DATA(&u.c), &pi, sizeof(pi));
-    if (shim__uput(m->msg_control, &u, sizeof(u)) < 0) {
+    size_t sp = CMSG_SPACE(len);
+    if (len > sizeof(struct in6_pktinfo) || room - *used < sp) {
         m->msg_flags |= MSG_CTRUNC;
-        return;
+        return false;
     }
-    m->msg_controllen = sizeof(u);
+    memset(&u, 0, sizeof(u));
+    u.c.cmsg_len = CMSG_LEN(len);
+    u.c.cmsg_level = level;
+    u.c.cmsg_type = type;
+    memcpy(CMSG_DATA(&u.c), data, len);
+    if (shim__uput((uint8_t *)m->msg_control + *used, &u, sp) < 0) {
+        m->msg_flags |= MSG_CTRUNC;
+        return false;
+    }
+    *used += sp;
+    return true;
+}
+
+/* The control messages a datagram carries: IP_PKTINFO (an IPv4 datagram) and, on an
+ * AF_INET6 socket, IPV6_PKTINFO (v4-mapped for an IPv4 one), when asked for, in Linux's
+ * order. */
+static void dg_control(struct shim_sk *k, struct msghdr *m, const struct shm_dgram *h)
+{
+    size_t room = m->msg_control ? m->msg_controllen : 0, used = 0;
+    m->msg_controllen = 0;
+    bool ok = true;
+    if (h->addr.family == SHM_AF_INET && shim__opt_on(k->f, IPPROTO_IP, IP_PKTINFO)) {
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof(pi));
+        pi.ipi_ifindex = (int)C.ifindex;
+        pi.ipi_spec_dst.s_addr = htonl(C.ip);
+        pi.ipi_addr.s_addr = htonl(h->dst);
+        ok = put_cmsg(m, room, &used, IPPROTO_IP, IP_PKTINFO, &pi, sizeof(pi));
+    }
+    if (ok && shim__domain(k) == AF_INET6 && shim__opt_on(k->f, IPPROTO_IPV6, IPV6_RECVPKTINFO)) {
+        struct in6_pktinfo pi;
+        memset(&pi, 0, sizeof(pi));
+        pi.ipi6_ifindex = C.ifindex;
+        struct shm_addr d = {.family = h->addr.family, .ip = h->dst};
+        memcpy(d.ip6, h->dst6, 16);
+        /* The engine does not report an IPv6 datagram's destination (stk_udp_meta): one
+         * from off the link-local prefix was sent to ustack's global address. */
+        static const uint8_t z[16];
+        bool ll = h->addr.ip6[0] == 0xfe && (h->addr.ip6[1] & 0xc0) == 0x80;
+        if (d.family == SHM_AF_INET6 && !memcmp(d.ip6, z, 16) && !ll)
+            memcpy(d.ip6, C.ip6, 16);
+        struct sockaddr_storage ss;
+        shim_addr_out(AF_INET6, &d, C.ifindex, &ss);
+        pi.ipi6_addr = ((struct sockaddr_in6 *)&ss)->sin6_addr;
+        put_cmsg(m, room, &used, IPPROTO_IPV6, IPV6_PKTINFO, &pi, sizeof(pi));
+    }
+    m->msg_controllen = used;
 }
 
 ssize_t shim__dg_recvmsg(struct shim_sk *k, struct msghdr *m, int flags)
@@ -647,15 +729,12 @@ ssize_t shim__dg_recvmsg(struct shim_sk *k, struct msghdr *m, int flags)
                 return -EFAULT;
             m->msg_flags = h.len > total ? MSG_TRUNC : 0;
             if (m->msg_name) {
-                struct sockaddr_in a;
-                memset(&a, 0, sizeof(a));
-                a.sin_family = AF_INET;
-                a.sin_port = htons(h.port);
-                a.sin_addr.s_addr = htonl(h.ip);
-                size_t nl = m->msg_namelen < sizeof(a) ? m->msg_namelen : sizeof(a);
+                struct sockaddr_storage a;
+                socklen_t full = shim_addr_out(shim__domain(k), &h.addr, C.ifindex, &a);
+                size_t nl = m->msg_namelen < full ? m->msg_namelen : full;
                 if (shim__uput(m->msg_name, &a, nl) < 0)
                     return -EFAULT;
-                m->msg_namelen = sizeof(a);
+                m->msg_namelen = full;
             } else {
                 m->msg_namelen = 0;
             }

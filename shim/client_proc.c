@@ -208,12 +208,13 @@ int shim_adopt(const char *v)
             f->cstate = (fl & SHM_F_LISTENING)   ? SHIM_CS_LISTEN
                         : (fl & SHM_F_CONNECTED) ? SHIM_CS_CONNECTED
                                                  : SHIM_CS_NEW;
-            f->bound = s->lport != 0;
-            f->bind_ip = s->lip;
-            f->bind_port = s->lport;
+            f->bound = s->la.port != 0;
+            f->bind_a = s->la;
+            /* An AF_INET6 socket on IPv4's wildcard was bound to [::] (client.c do_bind). */
+            f->any6 = s->domain == AF_INET6 && s->la.family == SHM_AF_INET && s->la.ip == 0;
             struct shim_sk k = {(int)fd, (uint32_t)slot, (uint32_t)gen, s, f, false};
-            if (f->cstate == SHIM_CS_LISTEN && s->lip == 0)
-                shim__loopback_listener(&k, s->lport, 511);
+            if (f->cstate == SHIM_CS_LISTEN && shim_addr_any(&s->la))
+                shim__loopback_listener(&k, s->la.port, 511);
         }
         f->nfds++;
         shim__lock();
@@ -231,16 +232,26 @@ int shim__handover(struct shim_sk *k)
 {
     struct shim_file *f = k->f;
     int type = shim__dgram(k) ? SOCK_DGRAM : SOCK_STREAM;
-    int ks = C.sys.socket(AF_INET, type | SOCK_CLOEXEC | (f->nonblock ? SOCK_NONBLOCK : 0), 0);
+    int dom = shim__domain(k);
+    int ks = C.sys.socket(dom, type | SOCK_CLOEXEC | (f->nonblock ? SOCK_NONBLOCK : 0), 0);
     if (ks < 0)
         return -errno;
     /* What the application set so far, as far as the kernel takes it. */
     for (unsigned i = 0; i < f->nopts; i++)
         C.sys.setsockopt(ks, f->opts[i].level, f->opts[i].name, f->opts[i].val, f->opts[i].len);
-    if (f->bound && f->bind_port) {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(f->bind_port)};
-        a.sin_addr.s_addr = htonl(f->bind_ip == C.ip ? 0 : f->bind_ip);
-        C.sys.bind(ks, (struct sockaddr *)&a, sizeof(a));
+    if (dom == AF_INET6) {
+        int only = (SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY) != 0;
+        C.sys.setsockopt(ks, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof(only));
+    }
+    if (f->bound && f->bind_a.port) {
+        /* The port, on the kernel's wildcard for ustack's own addresses. */
+        struct shm_addr b = f->bind_a;
+        if ((b.family == SHM_AF_INET && b.ip == C.ip) ||
+            (b.family == SHM_AF_INET6 && !memcmp(b.ip6, C.ip6, 16)) || f->any6)
+            b = (struct shm_addr){.family = f->any6 ? SHM_AF_INET6 : b.family, .port = b.port};
+        struct sockaddr_storage ss;
+        socklen_t n = shim_addr_out(dom, &b, C.ifindex, &ss);
+        C.sys.bind(ks, (struct sockaddr *)&ss, n);
     }
     struct shim_epreg regs[8];
     int nreg = shim__epoll_detach(k->fd, k->slot, k->gen, regs, 8);

@@ -64,6 +64,7 @@ struct var {
 
 static int parse_enabled(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_udp(struct ctx *x, const struct var *v, const struct val *val);
+static int parse_inet6(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_dev(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_ip(struct ctx *x, const struct var *v, const struct val *val);
 static int parse_gw(struct ctx *x, const struct var *v, const struct val *val);
@@ -92,6 +93,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(CONF, "USTACK_CONF", NULL, 0, 0, 0)                                                          \
     X(ENABLED, "USTACK", parse_enabled, 0, 0, 0)                                                   \
     X(UDP, "USTACK_UDP", parse_udp, 0, 0, 0)                                                       \
+    X(INET6, "USTACK_INET6", parse_inet6, 0, 0, 0)                                                 \
     X(DEV, "USTACK_DEV", parse_dev, 0, 0, 0)                                                       \
     X(IP, "USTACK_IP", parse_ip, 0, 0, 0)                                                          \
     X(GW, "USTACK_GW", parse_gw, 0, 0, 0)                                                          \
@@ -282,6 +284,18 @@ static int parse_udp(struct ctx *x, const struct var *v, const struct val *val)
         x->c->udp = 1;
     else if (!strcmp(s, "0") || !strcmp(s, "off"))
         x->c->udp = 0;
+    else
+        return BAD(x, v, val, "not a switch (expected 0, 1, off or on)");
+    return 0;
+}
+
+static int parse_inet6(struct ctx *x, const struct var *v, const struct val *val)
+{
+    const char *s = val->s;
+    if (!strcmp(s, "1") || !strcmp(s, "on"))
+        x->c->inet6 = 1;
+    else if (!strcmp(s, "0") || !strcmp(s, "off"))
+        x->c->inet6 = 0;
     else
         return BAD(x, v, val, "not a switch (expected 0, 1, off or on)");
     return 0;
@@ -924,6 +938,7 @@ static void defaults(struct ctx *x)
     memset(c, 0, sizeof *c);
     c->enabled = 1;
     c->udp = 1;
+    c->inet6 = 1;
     c->ncores = 1;
     c->log_level = SHIM_LOG_WARN;
     c->mtu = 1500;

@@ -35,6 +35,8 @@ enum shim_log_level { SHIM_LOG_ERROR = 0, SHIM_LOG_WARN, SHIM_LOG_INFO, SHIM_LOG
 struct shim_conf {
     int enabled;    /* USTACK: 1 (default) or 0 */
     int udp;        /* USTACK_UDP: 1 (default): AF_INET UDP sockets on ustack; 0: the kernel's */
+    int inet6;      /* USTACK_INET6: 1 (default): AF_INET6 TCP (and UDP, with USTACK_UDP)
+                       sockets on ustack; 0: the kernel's */
     char dev[256];  /* USTACK_DEV: PCI address or vdev string; "" = not set */
     uint32_t ip;    /* USTACK_IP a.b.c.d/prefix, host byte order; 0 = not set */
     uint8_t prefix; /*   the prefix length (0..32) */

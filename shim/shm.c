@@ -483,8 +483,9 @@ void shm_sock_free(void *base, uint32_t i)
     atomic_store_explicit(&s->tx.tail, 0, RLX);
     atomic_store_explicit(&s->aq_enq, 0, RLX);
     atomic_store_explicit(&s->aq_deq, 0, RLX);
-    s->lip = s->rip = 0;
-    s->lport = s->rport = 0;
+    memset(&s->la, 0, sizeof(s->la));
+    memset(&s->ra, 0, sizeof(s->ra));
+    s->domain = 0;
     atomic_store_explicit(&s->gen, gen, RLX);
     atomic_fetch_add_explicit(&s->seq, 1, RLX);
     atomic_store_explicit(&s->state, SHM_SOCK_FREE, REL);

@@ -38,24 +38,42 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   4u
+#define SHM_VERSION   5u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
 #define SHM_CACHELINE 64
 #define SHM_NPROCS    1024u /* process table entries (default geometry) */
 
+/* ---- Addresses ------------------------------------------------------------------------ */
+
+/* An endpoint as the protocol carries it (commands, replies, a socket's names, datagram
+ * records): IPv4 (family SHM_AF_INET, the value of a zeroed struct: ip in host order) or
+ * IPv6 (SHM_AF_INET6: ip6 in network order, scope the interface of a link-local address).
+ * A v4-mapped IPv6 address (::ffff:a.b.c.d) never travels: the application turns it into
+ * SHM_AF_INET both ways (docs/shm.md "Addresses"). ustackd rejects any other family. */
+enum { SHM_AF_INET = 0, SHM_AF_INET6 = 1 };
+
+struct shm_addr {
+    uint32_t ip;   /* SHM_AF_INET: host order */
+    uint16_t port; /* host order */
+    uint8_t family;
+    uint8_t pad;
+    uint8_t ip6[16]; /* SHM_AF_INET6: network order */
+    uint32_t scope;  /* SHM_AF_INET6: interface index of a link-local address, 0 = ustack's */
+};
+
 /* ---- Commands (application -> stack core) ---------------------------------------------- */
 
 enum shm_op {
     SHM_OP_NOP = 0,
-    SHM_OP_SOCKET,   /* create the engine socket; a0 = eventfd number in pid (or -1), a1 = 1
-                        for a UDP socket (SHM_SOCK_DGRAM), else TCP */
+    SHM_OP_SOCKET,   /* create the engine socket; a0 = eventfd number in pid (or -1), a1 =
+                        SHM_SOCK_DGRAM for a UDP socket (else TCP) */
     SHM_OP_ATTACH,   /* an accepted socket gets its eventfd: a0 = fd in pid */
-    SHM_OP_BIND,     /* ip/port; reply ip/port = bound address */
+    SHM_OP_BIND,     /* addr; reply addr = bound address */
     SHM_OP_LISTEN,   /* a0 = backlog; sent to every core */
-    SHM_OP_CONNECT,  /* ip/port; reply -EINPROGRESS or an error (UDP: 0; a0 = 1 dissolves
-                        the association, AF_UNSPEC) */
+    SHM_OP_CONNECT,  /* addr; reply -EINPROGRESS or an error (UDP: 0; a0 = 1 dissolves the
+                        association, AF_UNSPEC) */
     SHM_OP_SHUTDOWN, /* a0 = SHUT_RD/WR/RDWR */
     SHM_OP_CLOSE,    /* the last holder closed it (no reply) */
     SHM_OP_SETOPT,   /* a0 = enum stk_sockopt, a1 = value */
@@ -86,10 +104,8 @@ struct shm_cmd {
     uint32_t reply; /* reply slot index, or SHM_NONE */
     int32_t pid;    /* the calling process */
     int32_t a0, a1;
-    uint32_t ip;   /* host byte order */
-    uint16_t port; /* host byte order */
-    uint16_t pad;
-    uint8_t rsv[24];
+    struct shm_addr addr; /* BIND, CONNECT */
+    uint8_t rsv[4];
 };
 
 struct shm_cmdq {
@@ -108,11 +124,9 @@ struct shm_reply {
     int32_t pid;            /* the owning process (for reclaiming after its death) */
     int32_t result;         /* 0 or -errno */
     int32_t val;
-    uint32_t ip;
-    uint16_t port;
-    uint16_t pad;
+    struct shm_addr addr;      /* BIND, CONNECT: the local address */
     _Atomic uint32_t sleeping; /* the owner is (about to be) in FUTEX_WAIT on seq */
-    uint8_t info[256 - 32];    /* SHM_OP_INFO: struct stk_tcp_info */
+    uint8_t info[256 - 52];    /* SHM_OP_INFO: struct stk_tcp_info */
 };
 
 /* ---- Sockets ------------------------------------------------------------------------- */
@@ -143,6 +157,7 @@ enum {
 enum {
     SHM_A_WR_SHUT = 1u << 0, /* shutdown(SHUT_WR) called: no more writes */
     SHM_A_RD_SHUT = 1u << 1, /* shutdown(SHUT_RD) called: reads return 0 */
+    SHM_A_V6ONLY = 1u << 2,  /* an AF_INET6 socket's IPV6_V6ONLY (getsockopt reads it here) */
 };
 
 /* Stack-side condition: it holds engine data that did not fit the rx ring; the app kicks
@@ -183,8 +198,11 @@ struct shm_sock {
      * the socket lock. These spin locks make one of them the producer of tx (wlock) or the
      * consumer of rx (rlock) while it copies; never held while waiting. */
     _Atomic uint32_t wlock, rlock;
-    uint32_t lip, rip; /* host order, set by the stack */
-    uint16_t lport, rport;
+    struct shm_addr la, ra; /* local and remote address, set by the stack */
+    /* AF_INET or AF_INET6: the domain the application created the socket in (an accepted
+     * one: its listener's, copied by the stack). Only applications act on it: an AF_INET6
+     * socket shows IPv4 addresses as v4-mapped ones. */
+    uint32_t domain;
     struct shm_ring rx, tx;
     /* A listener's accept queue lives in its rx data area: entries of {seq, socket}. */
     _Alignas(SHM_CACHELINE) _Atomic uint32_t aq_enq;
@@ -196,14 +214,14 @@ struct shm_sock {
  * all of it or none. The stack checks every tx record (len <= SHM_DGRAM_MAX and within
  * what the ring holds) before using it. */
 struct shm_dgram {
-    uint32_t len;   /* payload bytes that follow */
-    uint32_t ip;    /* rx: the sender; tx: the destination (0 with port 0: the peer) */
-    uint16_t port;  /* host order */
-    uint16_t flags; /* 0 */
-    uint32_t dst;   /* rx: the local address it was sent to (IP_PKTINFO); tx: 0 */
+    uint32_t len;         /* payload bytes that follow */
+    struct shm_addr addr; /* rx: the sender; tx: the destination (family SHM_AF_INET, ip 0
+                             and port 0: the connected peer) */
+    uint32_t dst;         /* rx, SHM_AF_INET: the local address it was sent to (IP_PKTINFO) */
+    uint8_t dst6[16];     /* rx, SHM_AF_INET6: the same (IPV6_PKTINFO); tx: unused */
 };
 #define SHM_DGRAM_HLEN ((uint32_t)sizeof(struct shm_dgram))
-#define SHM_DGRAM_MAX  65507u /* the largest UDP payload over IPv4 */
+#define SHM_DGRAM_MAX  65527u /* the largest UDP payload (IPv6; IPv4's is 65507) */
 
 struct shm_aq_entry {
     _Atomic uint32_t seq;
@@ -235,6 +253,12 @@ struct shm_proc {
  * two spawners): the spawner attaches to that one instead (docs/shm.md "Start-up"). */
 enum shm_hdr_state { SHM_STARTING = 0, SHM_READY, SHM_FAILED, SHM_GONE, SHM_BUSY };
 
+/* shm_hdr.features: what the engine serves beyond IPv4 TCP and UDP. */
+enum {
+    SHM_FEAT_INET6 = 1u << 0, /* TCP over IPv6 (without it: -EAFNOSUPPORT, docs/shm.md) */
+    SHM_FEAT_UDP6 = 1u << 1,  /* UDP over IPv6 */
+};
+
 struct shm_hdr {
     uint64_t magic;
     uint32_t version;
@@ -248,7 +272,8 @@ struct shm_hdr {
     _Atomic uint32_t state;                   /* enum shm_hdr_state; futex for the spawner's wait */
     _Atomic int32_t stack_pid;                /* ustackd */
     _Atomic uint32_t sock_hint, reply_hint;
-    char errmsg[512]; /* why ustackd failed to start, for the application to print */
+    _Atomic uint32_t features; /* SHM_FEAT_*, set by ustackd before SHM_READY */
+    char errmsg[512];          /* why ustackd failed to start, for the application to print */
 };
 
 /* The sizes a region is made with. */

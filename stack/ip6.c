@@ -541,9 +541,10 @@ void stk__ip6_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size
     case NH_NONE:
         return; /* nothing follows (section 4.7) */
     case NH_TCP:
+        stk__tcp6_input(e, now, &pkt);
+        return;
     case NH_UDP:
-        /* Known protocols that have no IPv6 listener yet: dropped without an error. */
-        e->ctr.ip6_drop_proto++;
+        stk__udp6_input(e, now, &pkt);
         return;
     default:
         /* Section 4: an unrecognised Next Header: Parameter Problem code 1 pointing at it. */

@@ -383,6 +383,8 @@ static void ns_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6
             }
         }
     }
+    if (e->cfg.arp_passive)
+        return; /* another engine sharing the address answers (stk_config.arp_passive) */
     /* Section 7.2.4: solicited advertisement from the target address, Override set (we are
      * not an anycast responder), Solicited set unless answering duplicate address
      * detection, which is answered to all-nodes. */
@@ -495,11 +497,13 @@ void stk__nd_poll(struct stk_engine *e, stk_time_t now)
             case ND_PROBE:
                 if (en->tries >=
                     (en->state == ND_PROBE ? ND_UNICAST_SOLICIT : ND_MULTICAST_SOLICIT)) {
-                    /* No answer: the waiting frames are dropped (counted). TCP over IPv6
-                     * will fail connects waiting on it here, as stk__tcp_unreachable does
-                     * for ARP. */
+                    /* No answer: the waiting frames are dropped (counted) and TCP
+                     * connects waiting on this neighbour fail, as for ARP. */
+                    uint8_t ip[16];
+                    memcpy(ip, en->ip, 16);
                     e->ctr.nd_resolve_fail++;
                     entry_free(e, i);
+                    stk__tcp_unreachable6(e, ip);
                     continue;
                 }
                 send_solicit(e, now, en);

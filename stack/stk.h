@@ -101,6 +101,9 @@ struct stk_config {
      * traffic hash to this core)? NULL means any port. */
     void *port_ctx;
     int (*port_ok)(void *port_ctx, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport);
+    /* The same for IPv6 (addresses in network order); NULL means any port. */
+    int (*port_ok6)(void *port_ctx, const uint8_t lip[16], uint16_t lport, const uint8_t rip[16],
+                    uint16_t rport);
     uint16_t port_lo, port_hi; /* ephemeral range; 0,0 means 32768..60999 */
 
     /* Tuning; 0 selects the default shown. */
@@ -119,8 +122,9 @@ struct stk_config {
     enum stk_cc_algo cc;           /* default algorithm for new connections */
     uint8_t no_sack, no_ts, no_ws; /* turn options off (tests, interop) */
 
-    /* Learn from ARP but never answer requests or announce: for every engine but one when
-     * several engines (cores) share an address and all see the same ARP frames. */
+    /* Learn from ARP (and IPv6 neighbour solicitations) but never answer requests or
+     * solicitations, nor announce: for every engine but one when several engines (cores)
+     * share an address and all see the same ARP and neighbour discovery frames. */
     uint8_t arp_passive;
 
     /* IPv6 (ip6.c, nd.c). The link-local address fe80::/64 with the modified EUI-64
@@ -233,6 +237,7 @@ struct stk_config {
     X(udp_drop_hdr) \
     X(udp_drop_len) \
     X(udp_drop_csum) \
+    X(udp6_drop_zero_csum) \
     X(udp_drop_rcvbuf) \
     X(udp_drop_shut) \
     X(udp_noport) \

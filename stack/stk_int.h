@@ -294,6 +294,19 @@ struct stk_ipv6_pkt {
     uint32_t rx_flags;
 };
 
+/* A 32-bit digest of an IPv6 address for the hashes and the first comparison: 0 only for
+ * the unspecified address (so that 0 keeps meaning "wildcard"); equal folds are confirmed
+ * on the full addresses. */
+static inline uint32_t stk__fold6(const uint8_t a[16])
+{
+    uint32_t w[4];
+    memcpy(w, a, 16);
+    uint32_t f = w[0] ^ w[1] ^ w[2] ^ w[3];
+    if (f == 0 && (w[0] | w[1] | w[2] | w[3]))
+        f = 1;
+    return f;
+}
+
 /* Sum of the IPv6 pseudo-header (RFC 8200 section 8.1; l4len is the upper-layer length). */
 uint32_t stk__csum_pseudo6(const uint8_t src[16], const uint8_t dst[16], uint8_t proto,
                            uint32_t l4len);
@@ -369,6 +382,13 @@ int stk__nd_queue(struct stk_engine *e, stk_time_t now, const uint8_t ip[16],
 /* Upper-layer reachability confirmation (RFC 4861 section 7.3.1): e.g. TCP saw new data
  * acknowledged by ip. Makes an existing, resolved entry REACHABLE again. */
 void stk__nd_confirm(struct stk_engine *e, stk_time_t now, const uint8_t ip[16]);
+/* TCP over IPv6 (tcp_in.c): a segment from stk__ip6_input. */
+void stk__tcp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip);
+/* UDP over IPv6 (udp.c). */
+void stk__udp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip);
+/* Neighbour resolution of nexthop failed: SYN-SENT connections to it end with
+ * EHOSTUNREACH (tcp_conn.c), as stk__tcp_unreachable for ARP. */
+void stk__tcp_unreachable6(struct stk_engine *e, const uint8_t nexthop[16]);
 
 /* ---- The engine -------------------------------------------------------------------------- */
 struct stk_tcp; /* TCP's per-engine state (tcp.h) */

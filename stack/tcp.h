@@ -23,7 +23,8 @@
 
 /* A parsed, validated segment (DESIGN.md: parse once, then act). */
 struct stk_seg {
-    uint32_t src, dst; /* IPv4, host order */
+    uint32_t src, dst;          /* IPv4, host order; IPv6: stk__fold6 of src6/dst6 */
+    const uint8_t *src6, *dst6; /* IPv6: the addresses in the frame; NULL for IPv4 */
     uint16_t sport, dport;
     uint32_t seq, ack;
     uint32_t wnd; /* raw 16-bit window */
@@ -68,6 +69,8 @@ enum {
     TF_RTO_GUARD = 1u << 24,  /* after a timeout, until snd_una passes recover */
     TF_TLP_OUT = 1u << 25,    /* a tail loss probe's episode is open (RFC 8985 7.4) */
     TF_TLP_RXT = 1u << 26,    /* ... and the probe was a retransmission (TLPRxtOut) */
+    TF_V6 = 1u << 27,         /* IPv6: lip6/rip6 hold the addresses, lip/rip their folds */
+    TF_V6ONLY = 1u << 28,     /* IPV6_V6ONLY: a [::] socket serves IPv6 only */
 };
 
 /* RFC 8985 7.2: the PTO is 2 * SRTT plus, as Linux, a margin of 2 ms (two of its jiffies,
@@ -77,7 +80,9 @@ enum {
 #define STK_TLP_MARGIN_US 2000u
 
 struct stk_tcb {
-    /* Identity and tables. */
+    /* Identity and tables. IPv4: lip/rip in host order (0: wildcard). IPv6 (TF_V6): the
+     * addresses are lip6/rip6 and lip/rip their stk__fold6, so that the hashes and the first
+     * comparisons stay those of IPv4. */
     uint32_t lip, rip;
     uint16_t lport, rport;
     struct stk_tcb *hnext;   /* connection or listen hash chain */
@@ -154,7 +159,16 @@ struct stk_tcb {
 
     /* Statistics for TCP_INFO. */
     uint64_t total_retrans, bytes_acked, bytes_received, segs_in, segs_out;
+
+    /* IPv6 addresses (TF_V6), network order; the unspecified address is the wildcard. */
+    uint8_t lip6[16], rip6[16];
 };
+
+/* Bytes of IP and TCP header under the MSS: 40 for IPv4, 60 for IPv6. */
+static inline uint32_t stk__tcp_nethlen(const struct stk_tcb *t)
+{
+    return (t->flags & TF_V6) ? STK_IP6_HLEN + 20u : 40u;
+}
 
 struct stk_tcp {
     struct stk_tcb **socks; /* sd -> tcb */
@@ -185,15 +199,39 @@ void stk__conn_insert(struct stk_engine *e, struct stk_tcb *t);
 void stk__conn_remove(struct stk_engine *e, struct stk_tcb *t);
 struct stk_tcb *stk__conn_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
                                  uint16_t rport);
+struct stk_tcb *stk__conn_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport,
+                                  const uint8_t rip[16], uint16_t rport);
+/* The listener for an IPv4 segment: exact address first, then the IPv4 wildcard, then an
+ * IPv6 wildcard that is not V6ONLY (dual stack, as Linux scores them). */
 struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport);
+/* The listener for an IPv6 segment: exact address first, then the IPv6 wildcard. */
+struct stk_tcb *stk__listen_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport);
+/* The connection and listener of a parsed segment, by its family. */
+static inline struct stk_tcb *stk__seg_conn(struct stk_engine *e, const struct stk_seg *s)
+{
+    if (s->src6)
+        return stk__conn_lookup6(e, s->dst6, s->dport, s->src6, s->sport);
+    return stk__conn_lookup(e, s->dst, s->dport, s->src, s->sport);
+}
+static inline struct stk_tcb *stk__seg_listener(struct stk_engine *e, const struct stk_seg *s)
+{
+    return s->src6 ? stk__listen_lookup6(e, s->dst6, s->dport)
+                   : stk__listen_lookup(e, s->dst, s->dport);
+}
+/* Gives t the addresses and ports of segment s (local = its destination). */
+void stk__tcb_addr_from_seg(struct stk_tcb *t, const struct stk_seg *s);
+/* Two sockets' local addresses overlap for bind(2) (ipv6(7) dual-stack rules). */
+bool stk__addr_conflict(const struct stk_tcb *a, const struct stk_tcb *b);
 void stk__listen_insert(struct stk_engine *e, struct stk_tcb *t);
 void stk__listen_remove(struct stk_engine *e, struct stk_tcb *t);
+/* Binds t to ip:port (IPv6: t->lip6 is already set and ip is its fold). */
 int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_t port);
 void stk__inherit_port(struct stk_engine *e, struct stk_tcb *t);
 void stk__unbind(struct stk_engine *e, struct stk_tcb *t);
 int stk__pick_port(struct stk_engine *e, struct stk_tcb *t);
-uint32_t stk__isn(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
-                  stk_time_t now);
+/* RFC 6528 ISN of t's 4-tuple at now; with swap, the reversed tuple (the timestamp offset is
+ * stk__isn(e, t, true, 0)). */
+uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now);
 uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_t mss,
                           stk_time_t now);
 /* Returns the MSS encoded by a valid cookie, or 0. */

@@ -192,9 +192,36 @@ struct stk_tcb *stk__conn_lookup(struct stk_engine *e, uint32_t lip, uint16_t lp
     struct stk_tcp *tcp = e->tcp;
     uint32_t b = tuple_hash(lip, lport, rip, rport) & tcp->conn_mask;
     for (struct stk_tcb *t = tcp->conn_hash[b]; t; t = t->hnext)
-        if (t->rip == rip && t->rport == rport && t->lport == lport && t->lip == lip)
+        if (t->rip == rip && t->rport == rport && t->lport == lport && t->lip == lip &&
+            !(t->flags & TF_V6))
             return t;
     return NULL;
+}
+
+struct stk_tcb *stk__conn_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport,
+                                  const uint8_t rip[16], uint16_t rport)
+{
+    struct stk_tcp *tcp = e->tcp;
+    uint32_t fl = stk__fold6(lip), fr = stk__fold6(rip);
+    uint32_t b = tuple_hash(fl, lport, fr, rport) & tcp->conn_mask;
+    for (struct stk_tcb *t = tcp->conn_hash[b]; t; t = t->hnext)
+        if (t->rip == fr && t->rport == rport && t->lport == lport && t->lip == fl &&
+            (t->flags & TF_V6) && memcmp(t->rip6, rip, 16) == 0 && memcmp(t->lip6, lip, 16) == 0)
+            return t;
+    return NULL;
+}
+
+void stk__tcb_addr_from_seg(struct stk_tcb *t, const struct stk_seg *s)
+{
+    t->lip = s->dst;
+    t->lport = s->dport;
+    t->rip = s->src;
+    t->rport = s->sport;
+    if (s->src6) {
+        t->flags |= TF_V6;
+        memcpy(t->lip6, s->dst6, 16);
+        memcpy(t->rip6, s->src6, 16);
+    }
 }
 
 void stk__listen_insert(struct stk_engine *e, struct stk_tcb *t)
@@ -217,14 +244,33 @@ void stk__listen_remove(struct stk_engine *e, struct stk_tcb *t)
 
 struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport)
 {
-    struct stk_tcb *any = NULL;
+    struct stk_tcb *any = NULL, *dual = NULL;
     for (struct stk_tcb *t = e->tcp->listen_hash[lport & 255]; t; t = t->hnext) {
         if (t->lport != lport)
             continue;
+        if (t->flags & TF_V6) {
+            if (t->lip == 0 && !(t->flags & TF_V6ONLY))
+                dual = t;
+            continue;
+        }
         if (t->lip == lip)
             return t;
         if (t->lip == 0)
             any = t;
+    }
+    return any ? any : dual;
+}
+
+struct stk_tcb *stk__listen_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport)
+{
+    struct stk_tcb *any = NULL;
+    for (struct stk_tcb *t = e->tcp->listen_hash[lport & 255]; t; t = t->hnext) {
+        if (t->lport != lport || !(t->flags & TF_V6))
+            continue;
+        if (t->lip == 0)
+            any = t;
+        else if (memcmp(t->lip6, lip, 16) == 0)
+            return t;
     }
     return any;
 }
@@ -236,9 +282,25 @@ static struct stk_tcb **bind_head(struct stk_engine *e, uint16_t port)
     return &e->tcp->bind_hash[port & 1023];
 }
 
-static bool addr_overlap(uint32_t a, uint32_t b)
+/* Linux's inet_rcv_saddr_equal with wildcards matching: two IPv4 or two IPv6 addresses
+ * overlap when either is the wildcard or they are equal; an IPv4 address and an IPv6 one
+ * only when the IPv6 one is the wildcard of a dual-stack (not V6ONLY) socket. */
+static bool addr_overlap(const struct stk_tcb *o, uint32_t olip, const struct stk_tcb *t,
+                         uint32_t tlip)
 {
-    return a == 0 || b == 0 || a == b;
+    uint32_t v6 = (o->flags | t->flags) & TF_V6;
+    if (!v6)
+        return olip == 0 || tlip == 0 || olip == tlip;
+    if ((o->flags & TF_V6) && (t->flags & TF_V6))
+        return olip == 0 || tlip == 0 || (olip == tlip && memcmp(o->lip6, t->lip6, 16) == 0);
+    const struct stk_tcb *s6 = (o->flags & TF_V6) ? o : t;
+    uint32_t s6lip = s6 == o ? olip : tlip;
+    return s6lip == 0 && !(s6->flags & TF_V6ONLY);
+}
+
+bool stk__addr_conflict(const struct stk_tcb *a, const struct stk_tcb *b)
+{
+    return addr_overlap(a, a->lip, b, b->lip);
 }
 
 /* Links t into its port's bind list. The list is doubly linked (bpprev) so that a listener
@@ -259,12 +321,12 @@ static void bind_link(struct stk_engine *e, struct stk_tcb *t)
 int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_t port)
 {
     for (struct stk_tcb *o = *bind_head(e, port); o; o = o->bnext) {
-        if (o->lport != port || !addr_overlap(o->lip, ip))
+        if (o->lport != port || !addr_overlap(o, o->lip, t, ip))
             continue;
         bool reuse =
             (t->flags & TF_REUSEADDR) && (o->flags & TF_REUSEADDR) && o->state != STK_TCP_LISTEN;
         /* An active open has already checked its 4-tuple against TIME-WAIT holders. */
-        if (o->state == STK_TCP_TIME_WAIT && ((t->flags & TF_REUSEADDR) || t->rip != 0))
+        if (o->state == STK_TCP_TIME_WAIT && ((t->flags & TF_REUSEADDR) || t->rport != 0))
             reuse = true;
         if (!reuse)
             return -EADDRINUSE;
@@ -317,10 +379,16 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
         uint16_t port = (uint16_t)(lo + (start + i) % range);
         if (port_bound(e, port))
             continue;
-        struct stk_tcb *o = stk__conn_lookup(e, t->lip, port, t->rip, t->rport);
+        bool v6 = t->flags & TF_V6;
+        struct stk_tcb *o = v6 ? stk__conn_lookup6(e, t->lip6, port, t->rip6, t->rport)
+                               : stk__conn_lookup(e, t->lip, port, t->rip, t->rport);
         if (o && (o->state != STK_TCP_TIME_WAIT || !(o->flags & TF_TS) || o->sd >= 0))
             continue;
-        if (e->cfg.port_ok && !e->cfg.port_ok(e->cfg.port_ctx, t->lip, port, t->rip, t->rport))
+        if (!v6 && e->cfg.port_ok &&
+            !e->cfg.port_ok(e->cfg.port_ctx, t->lip, port, t->rip, t->rport))
+            continue;
+        if (v6 && e->cfg.port_ok6 &&
+            !e->cfg.port_ok6(e->cfg.port_ctx, t->lip6, port, t->rip6, t->rport))
             continue;
         if (o) {
             /* RFC 6191: with timestamps the old incarnation's segments are rejected by
@@ -337,24 +405,38 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
 
 /* ---- ISNs and SYN cookies ------------------------------------------------------------------ */
 
-static uint64_t tuple_mac(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
-                          uint16_t rport, uint32_t extra)
+/* A keyed MAC of a 4-tuple: IPv4 addresses, or the full IPv6 ones when lip6/rip6 are
+ * given (their folds would let a chosen address share another's ISNs and cookies). */
+static uint64_t tuple_mac(struct stk_engine *e, uint32_t lip, const uint8_t *lip6, uint16_t lport,
+                          uint32_t rip, const uint8_t *rip6, uint16_t rport, uint32_t extra)
 {
-    uint8_t buf[16];
-    stk__put32(buf, lip);
-    stk__put32(buf + 4, rip);
-    stk__put16(buf + 8, lport);
-    stk__put16(buf + 10, rport);
-    stk__put32(buf + 12, extra);
-    return stk__siphash(e->cfg.secret, buf, sizeof(buf));
+    uint8_t buf[40];
+    size_t n;
+    if (lip6) {
+        memcpy(buf, lip6, 16);
+        memcpy(buf + 16, rip6, 16);
+        n = 32;
+    } else {
+        stk__put32(buf, lip);
+        stk__put32(buf + 4, rip);
+        n = 8;
+    }
+    stk__put16(buf + n, lport);
+    stk__put16(buf + n + 2, rport);
+    stk__put32(buf + n + 4, extra);
+    return stk__siphash(e->cfg.secret, buf, n + 8);
 }
 
 /* RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 us
  * clock. */
-uint32_t stk__isn(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport,
-                  stk_time_t now)
+uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now)
 {
-    return (uint32_t)(now / 4) + (uint32_t)tuple_mac(e, lip, lport, rip, rport, 0);
+    bool v6 = t->flags & TF_V6;
+    uint64_t mac = swap ? tuple_mac(e, t->rip, v6 ? t->rip6 : NULL, t->rport, t->lip,
+                                    v6 ? t->lip6 : NULL, t->lport, 0)
+                        : tuple_mac(e, t->lip, v6 ? t->lip6 : NULL, t->lport, t->rip,
+                                    v6 ? t->rip6 : NULL, t->rport, 0);
+    return (uint32_t)(now / 4) + (uint32_t)mac;
 }
 
 /* SYN cookies carry what the handshake must remember in the ISN: a 5-bit time slot
@@ -371,7 +453,8 @@ static uint32_t cookie_slot(stk_time_t now)
 static uint32_t cookie_mac(struct stk_engine *e, const struct stk_seg *s, uint32_t slot,
                            uint32_t peer_isn)
 {
-    return (uint32_t)tuple_mac(e, s->dst, s->dport, s->src, s->sport, slot ^ (peer_isn * 31u)) &
+    return (uint32_t)tuple_mac(e, s->dst, s->dst6, s->dport, s->src, s->src6, s->sport,
+                               slot ^ (peer_isn * 31u)) &
            0xffffff;
 }
 
@@ -735,7 +818,27 @@ void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop)
         struct stk_tcb *t = tcp->conn_hash[b];
         while (t) {
             struct stk_tcb *next = t->hnext; /* the drop unlinks (and may free) t */
-            if (t->state == STK_TCP_SYN_SENT && stk__ip_route(e, t->rip) == nexthop)
+            if (t->state == STK_TCP_SYN_SENT && !(t->flags & TF_V6) &&
+                stk__ip_route(e, t->rip) == nexthop)
+                stk__tcp_drop(e, t, EHOSTUNREACH);
+            t = next;
+        }
+    }
+    stk__flush_events(e);
+}
+
+void stk__tcp_unreachable6(struct stk_engine *e, const uint8_t nexthop[16])
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (!tcp)
+        return;
+    for (uint32_t b = 0; b <= tcp->conn_mask; b++) {
+        struct stk_tcb *t = tcp->conn_hash[b];
+        while (t) {
+            struct stk_tcb *next = t->hnext; /* the drop unlinks (and may free) t */
+            uint8_t nh[16];
+            if (t->state == STK_TCP_SYN_SENT && (t->flags & TF_V6) &&
+                stk__ip6_route(e, t->rip6, nh) == 0 && memcmp(nh, nexthop, 16) == 0)
                 stk__tcp_drop(e, t, EHOSTUNREACH);
             t = next;
         }

@@ -65,29 +65,29 @@ static int parse_options(struct stk_seg *s, const uint8_t *o, unsigned n)
     return 0;
 }
 
-static int parse(struct stk_engine *e, const struct stk_ipv4_pkt *ip, struct stk_seg *s)
+/* The TCP header of either family: lengths, checksum (pseudo-header sum given), fields.
+ * Inlined into both callers so that the IPv4 path costs what it did before IPv6. */
+static inline __attribute__((always_inline)) int parse_tcp(struct stk_engine *e, const uint8_t *th,
+                                                           size_t l4_len, uint32_t rx_flags,
+                                                           uint32_t pseudo, struct stk_seg *s)
 {
-    const uint8_t *th = ip->l4;
-    if (ip->l4_len < STK_TCP_HLEN) {
+    if (l4_len < STK_TCP_HLEN) {
         e->ctr.tcp_drop_hdr++;
         return -EINVAL;
     }
     unsigned hlen = (unsigned)(th[12] >> 4) * 4;
-    if (hlen < STK_TCP_HLEN || hlen > ip->l4_len) {
+    if (hlen < STK_TCP_HLEN || hlen > l4_len) {
         e->ctr.tcp_drop_hdr++;
         return -EINVAL;
     }
-    if (!(ip->rx_flags & STK_RX_L4_CSUM_OK)) {
-        uint32_t sum = stk__csum_pseudo(ip->src, ip->dst, STK_IP_PROTO_TCP, (uint16_t)ip->l4_len);
-        sum = stk__csum_add(sum, th, ip->l4_len);
+    if (!(rx_flags & STK_RX_L4_CSUM_OK)) {
+        uint32_t sum = stk__csum_add(pseudo, th, l4_len);
         if (stk__csum_fold(sum) != 0) {
             e->ctr.tcp_drop_csum++;
             return -EINVAL;
         }
     }
     memset(s, 0, sizeof(*s));
-    s->src = ip->src;
-    s->dst = ip->dst;
     s->sport = stk__get16(th);
     s->dport = stk__get16(th + 2);
     s->seq = stk__get32(th + 4);
@@ -95,7 +95,7 @@ static int parse(struct stk_engine *e, const struct stk_ipv4_pkt *ip, struct stk
     s->flags = th[13] & 0x3f;
     s->wnd = stk__get16(th + 14);
     s->data = th + hlen;
-    s->len = (uint32_t)(ip->l4_len - hlen);
+    s->len = (uint32_t)(l4_len - hlen);
     s->ws = -1;
     /* Combinations no legitimate stack sends are dropped before they touch state. */
     if (s->sport == 0 || s->dport == 0 || ((s->flags & TH_SYN) && (s->flags & (TH_RST | TH_FIN)))) {
@@ -106,6 +106,39 @@ static int parse(struct stk_engine *e, const struct stk_ipv4_pkt *ip, struct stk
         e->ctr.tcp_drop_opts++;
         return -EINVAL;
     }
+    return 0;
+}
+
+static int parse(struct stk_engine *e, const struct stk_ipv4_pkt *ip, struct stk_seg *s)
+{
+    uint32_t pseudo =
+        (ip->rx_flags & STK_RX_L4_CSUM_OK)
+            ? 0
+            : stk__csum_pseudo(ip->src, ip->dst, STK_IP_PROTO_TCP, (uint16_t)ip->l4_len);
+    if (parse_tcp(e, ip->l4, ip->l4_len, ip->rx_flags, pseudo, s))
+        return -EINVAL;
+    s->src = ip->src;
+    s->dst = ip->dst;
+    return 0;
+}
+
+static int parse6(struct stk_engine *e, const struct stk_ipv6_pkt *ip, struct stk_seg *s)
+{
+    if (ip->dst_mcast) {
+        /* TCP is unicast only (RFC 9293 3.9.1): never answered. */
+        e->ctr.tcp_drop_hdr++;
+        return -EINVAL;
+    }
+    uint32_t pseudo =
+        (ip->rx_flags & STK_RX_L4_CSUM_OK)
+            ? 0
+            : stk__csum_pseudo6(ip->src, ip->dst, STK_IP_PROTO_TCP, (uint32_t)ip->l4_len);
+    if (parse_tcp(e, ip->l4, ip->l4_len, ip->rx_flags, pseudo, s))
+        return -EINVAL;
+    s->src6 = ip->src;
+    s->dst6 = ip->dst;
+    s->src = stk__fold6(ip->src);
+    s->dst = stk__fold6(ip->dst);
     return 0;
 }
 
@@ -137,7 +170,7 @@ void stk__rto_update(struct stk_engine *e, struct stk_tcb *t, uint32_t rtt_us)
 static uint16_t clamp_mss(struct stk_engine *e, const struct stk_tcb *t, uint16_t peer)
 {
     uint32_t mss = peer ? peer : STK_TCP_DEFAULT_MSS;
-    mss = stk__min32(mss, e->cfg.mtu - 40u);
+    mss = stk__min32(mss, e->cfg.mtu - stk__tcp_nethlen(t));
     if (t->user_mss)
         mss = stk__min32(mss, t->user_mss);
     if (t->flags & TF_TS)
@@ -176,7 +209,7 @@ static void syn_options(struct stk_engine *e, struct stk_tcb *t, const struct st
         t->rcv_ws = 0;
     }
     t->snd_mss = clamp_mss(e, t, s->mss);
-    t->rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+    t->rcv_mss = (uint16_t)(e->cfg.mtu - stk__tcp_nethlen(t));
     t->snd_wnd = s->wnd; /* RFC 7323 2.2: never scaled in a SYN */
     t->max_snd_wnd = t->snd_wnd;
     t->snd_wl1 = s->seq;
@@ -817,10 +850,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
         struct stk_tcb c;
         memset(&c, 0, sizeof(c));
         c.state = STK_TCP_SYN_RECEIVED;
-        c.lip = s->dst;
-        c.lport = s->dport;
-        c.rip = s->src;
-        c.rport = s->sport;
+        stk__tcb_addr_from_seg(&c, s);
         c.rcvbuf_size = l->rcvbuf_size;
         c.user_mss = l->user_mss;
         if (s->ts && !e->cfg.no_ts) {
@@ -830,7 +860,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
         uint16_t mss = clamp_mss(e, &c, s->mss);
         c.iss = stk__cookie_make(e, s, mss, now);
         c.rcv_nxt = s->seq + 1;
-        c.rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+        c.rcv_mss = (uint16_t)(e->cfg.mtu - stk__tcp_nethlen(&c));
         e->ctr.tcp_syncookies_sent++;
         stk__send_syn(e, &c, now);
         return;
@@ -838,10 +868,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     struct stk_tcb *t = stk__tcb_new(e);
     if (!t)
         return;
-    t->lip = s->dst;
-    t->lport = s->dport;
-    t->rip = s->src;
-    t->rport = s->sport;
+    stk__tcb_addr_from_seg(t, s);
     t->flags |= TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR));
     t->user_mss = l->user_mss;
     t->sndbuf_size = l->sndbuf_size;
@@ -852,10 +879,10 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     t->linger_s = l->linger_s;
     t->cc_algo = l->cc_algo;
     t->listener = l;
-    t->ts_offset = (uint32_t)stk__isn(e, t->rip, t->rport, t->lip, t->lport, 0);
+    t->ts_offset = stk__isn(e, t, true, 0);
     stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
     syn_options(e, t, s, now);
-    t->iss = stk__isn(e, t->lip, t->lport, t->rip, t->rport, now);
+    t->iss = stk__isn(e, t, false, now);
     t->snd_una = t->iss;
     t->snd_buf_seq = t->iss + 1;
     t->snd_max = t->iss;
@@ -891,10 +918,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
     if (!t)
         return NULL;
     e->ctr.tcp_syncookies_ok++;
-    t->lip = s->dst;
-    t->lport = s->dport;
-    t->rip = s->src;
-    t->rport = s->sport;
+    stk__tcb_addr_from_seg(t, s);
     t->flags |= TF_PASSIVE | TF_COOKIE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR));
     if (s->ts && !e->cfg.no_ts) {
         t->flags |= TF_TS;
@@ -910,7 +934,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
     t->cc_algo = l->cc_algo;
     t->listener = l;
     t->snd_mss = mss;
-    t->rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+    t->rcv_mss = (uint16_t)(e->cfg.mtu - stk__tcp_nethlen(t));
     t->iss = s->ack - 1;
     t->irs = s->seq - 1;
     t->snd_una = t->snd_nxt = t->snd_max = s->ack;
@@ -966,7 +990,7 @@ static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_
         bool newer =
             !(ts && stk__ts_lt(s->tsval, t->ts_recent)) &&
             (stk__seq_gt(s->seq, t->rcv_nxt) || (ts && stk__ts_lt(t->ts_recent, s->tsval)));
-        if (newer && stk__listen_lookup(e, s->dst, s->dport)) {
+        if (newer && stk__seg_listener(e, s)) {
             stk__tcp_drop(e, t, 0);
             return false; /* let the listener take it */
         }
@@ -1004,50 +1028,69 @@ static bool cookie_over_child(struct stk_engine *e, struct stk_tcb *t, const str
     return true;
 }
 
+static inline __attribute__((always_inline)) void seg_input(struct stk_engine *e, stk_time_t now,
+                                                            struct stk_seg *s);
+
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
 {
     struct stk_seg s;
     e->ctr.tcp_in++;
     if (parse(e, ip, &s))
         return;
-    struct stk_tcb *t = stk__conn_lookup(e, s.dst, s.dport, s.src, s.sport);
+    seg_input(e, now, &s);
+}
+
+void stk__tcp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip)
+{
+    struct stk_seg s;
+    e->ctr.tcp_in++;
+    if (parse6(e, ip, &s))
+        return;
+    seg_input(e, now, &s);
+}
+
+/* The segment after parsing, for both families (inlined into each, as parse_tcp). */
+static inline __attribute__((always_inline)) void seg_input(struct stk_engine *e, stk_time_t now,
+                                                            struct stk_seg *s)
+{
+    struct stk_tcb *t = stk__seg_conn(e, s);
     if (t && t->state == STK_TCP_TIME_WAIT) {
         t->segs_in++;
-        if (time_wait_input(e, t, &s, now))
+        if (time_wait_input(e, t, s, now))
             goto out;
         t = NULL;
     }
-    if (t && cookie_over_child(e, t, &s, now))
+    if (t && cookie_over_child(e, t, s, now))
         t = NULL;
     if (!t) {
-        struct stk_tcb *l = stk__listen_lookup(e, s.dst, s.dport);
+        struct stk_tcb *l = stk__seg_listener(e, s);
         if (!l) {
-            stk__send_rst_for(e, &s, now);
+            stk__send_rst_for(e, s, now);
             goto out;
         }
         /* RFC 9293 3.10.7.2, LISTEN: RST ignored; ACK refused unless it is a cookie's; SYN
          * starts a handshake; anything else dropped. */
-        if (s.flags & TH_RST)
+        if (s->flags & TH_RST)
             goto out;
-        if (s.flags & TH_ACK) {
+        if (s->flags & TH_ACK) {
             bool quiet = false;
-            if (!(s.flags & TH_SYN) && (t = cookie_child(e, l, &s, now, &quiet)) != NULL) {
-                synced_input(e, t, &s, now);
+            if (!(s->flags & TH_SYN) && (t = cookie_child(e, l, s, now, &quiet)) != NULL) {
+                synced_input(e, t, s, now);
                 goto out;
             }
             if (!quiet)
-                stk__send_rst_for(e, &s, now);
+                stk__send_rst_for(e, s, now);
             goto out;
         }
-        if (s.flags & TH_SYN)
-            listen_syn(e, l, &s, now);
+        if (s->flags & TH_SYN)
+            listen_syn(e, l, s, now);
         goto out;
     }
     t->segs_in++;
     if (t->state == STK_TCP_SYN_SENT)
-        syn_sent_input(e, t, &s, now);
+        syn_sent_input(e, t, s, now);
     else
-        synced_input(e, t, &s, now);
+        synced_input(e, t, s, now);
 out:
     stk__flush_events(e);
 }

@@ -162,16 +162,21 @@ static uint32_t csum_piece(uint32_t sum, const struct stk_iov *v, size_t *off)
     return (sum & 0xffff) + (sum >> 16) + 0u;
 }
 
+static int xmit_done(struct stk_engine *e, struct stk_tcb *t, uint8_t th_flags, stk_time_t now,
+                     int rc);
+
 /* Builds one segment [seq, seq + len) with th_flags and hands it to IP. */
 static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t len,
                 uint8_t th_flags, stk_time_t now)
 {
-    uint8_t hdr[STK_L2L3_HLEN + STK_TCP_HLEN + STK_TCP_MAXOPT];
-    uint8_t *th = hdr + STK_L2L3_HLEN;
+    uint8_t buf[STK_L2L3_HLEN6 + STK_TCP_HLEN + STK_TCP_MAXOPT];
+    uint8_t *th = buf + STK_L2L3_HLEN6;
+    bool v6 = t->flags & TF_V6;
+    uint8_t *hdr = th - (v6 ? STK_L2L3_HLEN6 : STK_L2L3_HLEN);
     if (!t->sndbuf.size)
         len = 0; /* buffers already released (TIME-WAIT, closing): header only */
     uint32_t seg_room = len > t->snd_mss ? t->snd_mss : len; /* TSO: per segment */
-    uint32_t hdr_room = e->cfg.mtu - STK_IP_HLEN - STK_TCP_HLEN;
+    uint32_t hdr_room = e->cfg.mtu - (v6 ? STK_IP6_HLEN : STK_IP_HLEN) - STK_TCP_HLEN;
     unsigned room = seg_room >= hdr_room ? 0 : stk__min32(hdr_room - seg_room, STK_TCP_MAXOPT);
     unsigned optlen = (th_flags & TH_SYN) ? put_syn_options(e, t, th + STK_TCP_HLEN, now)
                                           : put_options(t, th + STK_TCP_HLEN, now, room);
@@ -201,6 +206,18 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
 
     struct stk_txmeta meta = {
         .l2_len = STK_ETH_HLEN, .l3_len = STK_IP_HLEN, .l4_len = (uint16_t)thlen};
+    if (v6) {
+        /* Checksum in software (no IPv6 offloads yet), never TSO (see stk__tcp_output). */
+        size_t off = thlen;
+        uint32_t sum = stk__csum_pseudo6(t->lip6, t->rip6, STK_IP_PROTO_TCP, thlen + len);
+        sum = stk__csum_add(sum, th, thlen);
+        for (int i = 0; i < npay; i++)
+            sum = csum_piece(sum, &pay[i], &off);
+        stk__put16(th + 16, stk__csum_fold(sum));
+        int rc =
+            stk__ip6_send(e, now, t->lip6, t->rip6, STK_IP_PROTO_TCP, hdr, thlen, pay, npay, &meta);
+        return xmit_done(e, t, th_flags, now, rc);
+    }
     uint32_t sum = stk__csum_pseudo(t->lip, t->rip, STK_IP_PROTO_TCP, (uint16_t)(thlen + len));
     if (len > t->snd_mss) {
         meta.flags |= STK_TX_TSO;
@@ -226,6 +243,13 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
         meta.flags |= STK_TX_IP_CSUM;
 
     int rc = stk__ip_send(e, now, t->rip, STK_IP_PROTO_TCP, hdr, thlen, pay, npay, &meta);
+    return xmit_done(e, t, th_flags, now, rc);
+}
+
+/* The bookkeeping after a segment went to IP (sent, queued behind resolution, or failed). */
+static int xmit_done(struct stk_engine *e, struct stk_tcb *t, uint8_t th_flags, stk_time_t now,
+                     int rc)
+{
     e->ctr.tcp_out++;
     t->segs_out++;
     if (th_flags & TH_RST)
@@ -284,10 +308,7 @@ void stk__send_rst_for(struct stk_engine *e, const struct stk_seg *s, stk_time_t
         return;
     struct stk_tcb t;
     memset(&t, 0, sizeof(t));
-    t.lip = s->dst;
-    t.lport = s->dport;
-    t.rip = s->src;
-    t.rport = s->sport;
+    stk__tcb_addr_from_seg(&t, s);
     uint32_t seq = 0;
     uint8_t f = TH_RST;
     if (s->flags & TH_ACK) {
@@ -471,7 +492,10 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 
     uint32_t mss = t->snd_mss;
     bool sent_new = false;
-    uint32_t max_len = (e->cfg.tx_offloads & STK_TX_TSO) ? e->cfg.tso_max / mss * mss : mss;
+    /* No offloads over IPv6 yet (stk__ip6_send): one MSS per segment. */
+    uint32_t max_len = ((e->cfg.tx_offloads & STK_TX_TSO) && !(t->flags & TF_V6))
+                           ? e->cfg.tso_max / mss * mss
+                           : mss;
     if (max_len < mss)
         max_len = mss;
     for (int guard = 0; guard < 4096; guard++) {

@@ -70,6 +70,21 @@ void *stk_user(struct stk_engine *e, int sd)
     return t ? t->user : NULL;
 }
 
+/* A socket's local (or remote) address as the API shows it: an IPv6 connection reports
+ * STK_AF_INET6 (scope 0: ustack's one interface), an IPv4 one (also a dual-stack
+ * listener's IPv4 child) STK_AF_INET. */
+static void stk__tcb_addr(const struct stk_tcb *t, bool local, struct stk_sockaddr *a)
+{
+    *a = (struct stk_sockaddr){0};
+    a->port = local ? t->lport : t->rport;
+    if (t->flags & TF_V6) {
+        a->family = STK_AF_INET6;
+        memcpy(a->ip6, local ? t->lip6 : t->rip6, 16);
+    } else {
+        a->ip = local ? t->lip : t->rip;
+    }
+}
+
 static int bind_any_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip)
 {
     uint32_t lo = e->cfg.port_lo, range = e->cfg.port_hi - lo + 1u;
@@ -82,15 +97,36 @@ static int bind_any_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip)
     return -EADDRINUSE;
 }
 
+/* bind(2) to an IPv6 address: the wildcard, or one of ours (ipv6(7)). ustack has one
+ * interface, so a link-local address's scope is not checked (0 or any index means it). */
+static int bind6(struct stk_engine *e, struct stk_tcb *t, const struct stk_sockaddr *addr)
+{
+    if (stk__ip6_is_mcast(addr->ip6))
+        return -EINVAL; /* inet6_bind: no multicast for stream sockets */
+    if (!stk__ip6_is_unspec(addr->ip6) && !stk__ip6_is_ours(e, addr->ip6))
+        return -EADDRNOTAVAIL;
+    t->flags |= TF_V6;
+    memcpy(t->lip6, addr->ip6, 16);
+    uint32_t f = stk__fold6(addr->ip6);
+    int rc = addr->port == 0 ? bind_any_port(e, t, f) : stk__bind_port(e, t, f, addr->port);
+    if (rc) {
+        t->flags &= ~TF_V6;
+        memset(t->lip6, 0, 16);
+    }
+    return rc;
+}
+
 int stk_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr)
 {
     GET_OR_EBADF(t, e, sd);
     if (!addr)
         return -EFAULT;
-    if (addr->family != STK_AF_INET)
+    if (addr->family != STK_AF_INET && addr->family != STK_AF_INET6)
         return -EAFNOSUPPORT;
     if ((t->flags & TF_BOUND) || t->state != STK_TCP_CLOSED)
         return -EINVAL;
+    if (addr->family == STK_AF_INET6)
+        return bind6(e, t, addr);
     if (addr->ip != 0 && addr->ip != e->cfg.ip)
         return -EADDRNOTAVAIL;
     if (addr->port == 0)
@@ -114,10 +150,11 @@ int stk_listen(struct stk_engine *e, int sd, int backlog)
         if (rc)
             return rc;
     }
-    /* Two listeners on one address and port (SO_REUSEADDR lets both bind) cannot coexist. */
-    struct stk_tcb *o = stk__listen_lookup(e, t->lip, t->lport);
-    if (o && (o->lip == t->lip || o->lip == 0 || t->lip == 0))
-        return -EADDRINUSE;
+    /* Two listeners on overlapping addresses and one port (SO_REUSEADDR lets both bind)
+     * cannot coexist. */
+    for (struct stk_tcb *o = e->tcp->listen_hash[t->lport & 255]; o; o = o->hnext)
+        if (o->lport == t->lport && stk__addr_conflict(o, t))
+            return -EADDRINUSE;
     t->backlog = bl;
     stk__set_state(e, t, STK_TCP_LISTEN);
     stk__listen_insert(e, t);
@@ -161,15 +198,16 @@ int stk_accept(struct stk_engine *e, stk_time_t now, int sd, void *user, struct 
     c->flags |= TF_ACCEPTED;
     c->flags &= ~TF_ORPHAN;
     c->user = user;
-    if (peer) {
-        *peer = (struct stk_sockaddr){0};
-        peer->ip = c->rip;
-        peer->port = c->rport;
-    }
+    if (peer)
+        stk__tcb_addr(c, false, peer);
     stk__notify(e, c);
     stk__flush_events(e);
     return nsd;
 }
+
+static int connect6(struct stk_engine *e, stk_time_t now, struct stk_tcb *t,
+                    const struct stk_sockaddr *to);
+static int connect_start(struct stk_engine *e, stk_time_t now, struct stk_tcb *t);
 
 int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_sockaddr *to)
 {
@@ -187,14 +225,29 @@ int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_s
     }
     if (t->flags & TF_WAS_SYNCED)
         return -EISCONN;
+    if (to->family == STK_AF_INET6)
+        return connect6(e, now, t, to);
     if (to->family != STK_AF_INET)
         return -EAFNOSUPPORT;
+    if (t->flags & TF_V6) {
+        /* A socket bound to [::] that is not V6ONLY may reach IPv4 peers (through
+         * v4-mapped addresses, which the caller turned into IPv4): it becomes IPv4. One
+         * bound to an IPv6 address or V6ONLY cannot (Linux: ENETUNREACH). */
+        if (t->lip != 0 || (t->flags & TF_V6ONLY))
+            return -ENETUNREACH;
+    }
     if (to->ip == 0 || to->ip == 0xffffffffu)
         return -EINVAL;
     if (to->port == 0)
         return -ECONNREFUSED;
     if (stk__ip_route(e, to->ip) == 0)
         return -ENETUNREACH;
+    if (t->flags & TF_V6) {
+        if (stk__conn_lookup(e, e->cfg.ip, t->lport, to->ip, to->port))
+            return -EADDRNOTAVAIL;
+        t->flags &= ~TF_V6;
+        memset(t->lip6, 0, 16);
+    }
     t->rip = to->ip;
     t->rport = to->port;
     if (!(t->flags & TF_BOUND)) {
@@ -211,9 +264,68 @@ int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_s
         if (stk__conn_lookup(e, t->lip, t->lport, t->rip, t->rport))
             return -EADDRNOTAVAIL;
     }
+    return connect_start(e, now, t);
+}
+
+/* connect(2) to an IPv6 peer. The socket is unbound or bound to an IPv6 address; the
+ * source is the bound address or the one stk__ip6_select_src picks for the destination. */
+static int connect6(struct stk_engine *e, stk_time_t now, struct stk_tcb *t,
+                    const struct stk_sockaddr *to)
+{
+    if ((t->flags & TF_BOUND) && !(t->flags & TF_V6))
+        return -EAFNOSUPPORT; /* an IPv4 socket */
+    if (!stk__ip6_enabled(e))
+        return -ENETUNREACH;
+    if (stk__ip6_is_unspec(to->ip6))
+        return -EINVAL;
+    if (stk__ip6_is_mcast(to->ip6))
+        return -ENETUNREACH; /* tcp_v6_connect */
+    if (to->port == 0)
+        return -ECONNREFUSED;
+    uint8_t nh[16];
+    if (stk__ip6_route(e, to->ip6, nh) != 0)
+        return -ENETUNREACH;
+    uint8_t src[16];
+    if ((t->flags & TF_BOUND) && t->lip != 0)
+        memcpy(src, t->lip6, 16);
+    else
+        stk__ip6_select_src(e, to->ip6, src);
+    if (t->flags & TF_BOUND) {
+        if (stk__conn_lookup6(e, src, t->lport, to->ip6, to->port))
+            return -EADDRNOTAVAIL;
+        memcpy(t->lip6, src, 16);
+        t->lip = stk__fold6(src);
+        memcpy(t->rip6, to->ip6, 16);
+        t->rip = stk__fold6(to->ip6);
+        t->rport = to->port;
+    } else {
+        t->flags |= TF_V6;
+        memcpy(t->lip6, src, 16);
+        t->lip = stk__fold6(src);
+        memcpy(t->rip6, to->ip6, 16);
+        t->rip = stk__fold6(to->ip6);
+        t->rport = to->port;
+        int rc = stk__pick_port(e, t);
+        if (rc == 0)
+            rc = stk__bind_port(e, t, t->lip, t->lport);
+        if (rc) {
+            t->flags &= ~TF_V6;
+            t->lip = t->rip = 0;
+            t->rport = t->lport = 0;
+            memset(t->lip6, 0, 16);
+            memset(t->rip6, 0, 16);
+            return rc;
+        }
+    }
+    return connect_start(e, now, t);
+}
+
+/* The handshake's first step, once the 4-tuple is fixed and bound. */
+static int connect_start(struct stk_engine *e, stk_time_t now, struct stk_tcb *t)
+{
     t->so_error = 0;
-    t->iss = stk__isn(e, t->lip, t->lport, t->rip, t->rport, now);
-    t->ts_offset = (uint32_t)stk__isn(e, t->rip, t->rport, t->lip, t->lport, 0);
+    t->iss = stk__isn(e, t, false, now);
+    t->ts_offset = stk__isn(e, t, true, 0);
     t->snd_una = t->iss;
     t->snd_max = t->iss;
     t->snd_buf_seq = t->iss + 1;
@@ -221,7 +333,7 @@ int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_s
     if (!e->cfg.no_ws)
         while (t->rcv_ws < STK_TCP_MAX_WS && (t->rcvbuf_size >> t->rcv_ws) > 65535)
             t->rcv_ws++;
-    t->rcv_mss = (uint16_t)(e->cfg.mtu - 40);
+    t->rcv_mss = (uint16_t)(e->cfg.mtu - stk__tcp_nethlen(t));
     t->rtt_start = now;
     stk__set_state(e, t, STK_TCP_SYN_SENT);
     stk__conn_insert(e, t);
@@ -537,6 +649,12 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
     case STK_TCP_DEFER_ACCEPT:
         t->defer_accept_s = val < 0 ? 0 : (uint32_t)val;
         return 0;
+    case STK_IPV6_V6ONLY:
+        /* As Linux (do_ipv6_setsockopt): only before bind. */
+        if (t->flags & TF_BOUND)
+            return -EINVAL;
+        set_flag(t, TF_V6ONLY, val);
+        return 0;
     default:
         return -ENOPROTOOPT;
     }
@@ -557,6 +675,9 @@ int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return 0;
     case STK_SO_KEEPALIVE:
         *val = !!(t->flags & TF_KEEPALIVE);
+        return 0;
+    case STK_IPV6_V6ONLY:
+        *val = !!(t->flags & TF_V6ONLY);
         return 0;
     case STK_SO_LINGER:
         *val = t->linger_s;
@@ -658,9 +779,7 @@ int stk_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
     GET_OR_EBADF(t, e, sd);
     if (!addr)
         return -EFAULT;
-    *addr = (struct stk_sockaddr){0};
-    addr->ip = t->lip;
-    addr->port = t->lport;
+    stk__tcb_addr(t, true, addr);
     return 0;
 }
 
@@ -671,9 +790,7 @@ int stk_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
         return -EFAULT;
     if (t->state == STK_TCP_CLOSED || t->state == STK_TCP_LISTEN || t->state == STK_TCP_SYN_SENT)
         return -ENOTCONN;
-    *addr = (struct stk_sockaddr){0};
-    addr->ip = t->rip;
-    addr->port = t->rport;
+    stk__tcb_addr(t, false, addr);
     return 0;
 }
 
@@ -723,14 +840,12 @@ static int walk_one(const struct stk_tcb *t, int (*fn)(void *, const struct stk_
     memset(&ent, 0, sizeof(ent));
     ent.sd = t->sd;
     ent.user = t->sd >= 0 ? t->user : NULL;
-    ent.local.ip = t->lip;
-    ent.local.port = t->lport;
+    stk__tcb_addr(t, true, &ent.local);
     if (t->state == STK_TCP_LISTEN) {
         ent.rcvq = t->acc_len;
         ent.sndq = t->backlog;
     } else {
-        ent.remote.ip = t->rip;
-        ent.remote.port = t->rport;
+        stk__tcb_addr(t, false, &ent.remote);
         ent.rcvq = t->rcvbuf.size ? stk__ring_used(&t->rcvbuf) : 0;
         ent.sndq = t->sndbuf.size ? stk__ring_used(&t->sndbuf) : 0;
     }

@@ -150,10 +150,25 @@ static struct stk_udp_sock **bucket(struct stk_engine *e, uint16_t port)
 /* Linux (udp_lib_lport_inuse): a port is taken by another socket on it unless both set
  * SO_REUSEADDR. With one local address every binding of a port overlaps (0.0.0.0 covers
  * ours). */
+/* Two bindings of one port overlap (ipv6(7)): IPv4 always (one address); IPv6 when either
+ * is [::] or they are equal; IPv4 and IPv6 when the IPv6 one is a dual-stack [::]. s's
+ * address is the one it is about to bind (lip/lip6 and UF_V6 set by the caller). */
+static bool overlap(const struct stk_udp_sock *o, const struct stk_udp_sock *s)
+{
+    uint32_t v6 = (o->flags | s->flags) & UF_V6;
+    if (!v6)
+        return true;
+    if ((o->flags & UF_V6) && (s->flags & UF_V6))
+        return o->lip == 0 || s->lip == 0 || memcmp(o->lip6, s->lip6, 16) == 0;
+    const struct stk_udp_sock *x = (o->flags & UF_V6) ? o : s;
+    return x->lip == 0 && !(x->flags & UF_V6ONLY);
+}
+
 static bool port_free(struct stk_engine *e, const struct stk_udp_sock *s, uint16_t port)
 {
     for (struct stk_udp_sock *o = *bucket(e, port); o; o = o->pnext) {
-        if (o != s && o->lport == port && !((o->flags & UF_REUSEADDR) && (s->flags & UF_REUSEADDR)))
+        if (o != s && o->lport == port && overlap(o, s) &&
+            !((o->flags & UF_REUSEADDR) && (s->flags & UF_REUSEADDR)))
             return false;
     }
     return true;
@@ -205,10 +220,36 @@ int stk_udp_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr)
     GET_OR_EBADF(s, e, sd);
     if (!addr)
         return -EFAULT;
-    if (addr->family != STK_AF_INET)
+    if (addr->family != STK_AF_INET && addr->family != STK_AF_INET6)
         return -EAFNOSUPPORT;
     if (s->flags & UF_BOUND)
         return -EINVAL;
+    uint32_t ip = addr->ip;
+    if (addr->family == STK_AF_INET6) {
+        /* Ours or [::]; one interface, so a link-local scope is not checked. Multicast
+         * groups are not joined by UDP sockets (not supported). */
+        if (!stk__ip6_is_unspec(addr->ip6) && !stk__ip6_is_ours(e, addr->ip6))
+            return -EADDRNOTAVAIL;
+        s->flags |= UF_V6;
+        memcpy(s->lip6, addr->ip6, 16);
+        ip = stk__fold6(addr->ip6);
+        s->lip = ip; /* port_free compares it */
+        int rc = addr->port == 0 ? bind_any_port(e, s, ip)
+                                 : (port_free(e, s, addr->port) ? 0 : -EADDRINUSE);
+        if (rc) {
+            s->flags &= ~UF_V6;
+            s->lip = 0;
+            memset(s->lip6, 0, 16);
+            return rc == -EAGAIN ? -EADDRINUSE : rc;
+        }
+        if (addr->port) {
+            hash_port(e, s, ip, addr->port);
+            s->flags |= UF_BIND_PORT;
+        }
+        if (ip)
+            s->flags |= UF_BIND_ADDR;
+        return 0;
+    }
     if (addr->ip != 0 && addr->ip != e->cfg.ip)
         return -EADDRNOTAVAIL;
     if (addr->port == 0) {
@@ -244,6 +285,63 @@ static int check_dst(struct stk_engine *e, const struct stk_udp_sock *s, uint32_
     return 0;
 }
 
+/* An IPv4 destination for s: an IPv6 socket reaches IPv4 only from a dual-stack [::]. */
+static int check_dst4(struct stk_engine *e, const struct stk_udp_sock *s, uint32_t ip)
+{
+    if ((s->flags & UF_V6) && (s->lip != 0 || (s->flags & UF_V6ONLY)))
+        return -ENETUNREACH;
+    return check_dst(e, s, ip);
+}
+
+/* An IPv6 destination for s: -EAFNOSUPPORT for a socket bound to IPv4, -EINVAL for ::,
+ * -ENETUNREACH for multicast (no groups are joined) or what ip6_route cannot reach. */
+static int check_dst6(struct stk_engine *e, const struct stk_udp_sock *s, const uint8_t ip6[16])
+{
+    if ((s->flags & UF_BOUND) && !(s->flags & UF_V6))
+        return -EAFNOSUPPORT;
+    if (!stk__ip6_enabled(e))
+        return -ENETUNREACH;
+    if (stk__ip6_is_unspec(ip6))
+        return -EINVAL;
+    uint8_t nh[16];
+    if (stk__ip6_is_mcast(ip6) || stk__ip6_route(e, ip6, nh) != 0)
+        return -ENETUNREACH;
+    return 0;
+}
+
+/* An unbound socket sending to or connecting to IPv6 takes an ephemeral port on [::]. */
+static int autobind6(struct stk_engine *e, struct stk_udp_sock *s)
+{
+    if (s->flags & UF_BOUND)
+        return 0;
+    s->flags |= UF_V6;
+    memset(s->lip6, 0, 16);
+    int rc = bind_any_port(e, s, 0);
+    if (rc)
+        s->flags &= ~UF_V6;
+    return rc;
+}
+
+static int connect6(struct stk_engine *e, struct stk_udp_sock *s, const struct stk_sockaddr *to)
+{
+    int rc = check_dst6(e, s, to->ip6);
+    if (rc)
+        return rc;
+    rc = autobind6(e, s);
+    if (rc)
+        return rc;
+    if (!(s->flags & UF_BIND_ADDR)) {
+        stk__ip6_select_src(e, to->ip6, s->lip6);
+        s->lip = stk__fold6(s->lip6);
+    }
+    memcpy(s->rip6, to->ip6, 16);
+    s->rip = stk__fold6(to->ip6);
+    s->rport = to->port;
+    s->flags |= UF_CONNECTED | UF_R6;
+    s->so_error = 0;
+    return 0;
+}
+
 int stk_udp_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_sockaddr *to)
 {
     (void)now;
@@ -251,18 +349,23 @@ int stk_udp_connect(struct stk_engine *e, stk_time_t now, int sd, const struct s
     if (!to) {
         /* Linux's __udp_disconnect: the association goes, and with it an address and a port
          * the application did not bind itself. */
-        s->flags &= ~UF_CONNECTED;
+        s->flags &= ~(UF_CONNECTED | UF_R6);
         s->rip = 0;
         s->rport = 0;
-        if (!(s->flags & UF_BIND_ADDR))
+        memset(s->rip6, 0, 16);
+        if (!(s->flags & UF_BIND_ADDR)) {
             s->lip = 0;
+            memset(s->lip6, 0, 16);
+        }
         if (!(s->flags & UF_BIND_PORT))
             unhash_port(e, s);
         return 0;
     }
+    if (to->family == STK_AF_INET6)
+        return connect6(e, s, to);
     if (to->family != STK_AF_INET)
         return -EAFNOSUPPORT;
-    int rc = check_dst(e, s, to->ip);
+    int rc = check_dst4(e, s, to->ip);
     if (rc)
         return rc;
     if (!(s->flags & UF_BOUND)) {
@@ -270,7 +373,9 @@ int stk_udp_connect(struct stk_engine *e, stk_time_t now, int sd, const struct s
         if (rc)
             return rc;
     }
-    s->lip = e->cfg.ip;
+    if (!(s->flags & UF_V6))
+        s->lip = e->cfg.ip; /* a dual-stack [::] socket keeps its wildcard */
+    s->flags &= ~UF_R6;
     s->rip = to->ip;
     s->rport = to->port;
     s->flags |= UF_CONNECTED;
@@ -285,8 +390,13 @@ int stk_udp_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
     if (!addr)
         return -EFAULT;
     *addr = (struct stk_sockaddr){0};
-    addr->ip = s->lip;
     addr->port = s->lport;
+    if (s->flags & UF_V6) {
+        addr->family = STK_AF_INET6;
+        memcpy(addr->ip6, s->lip6, 16);
+    } else {
+        addr->ip = s->lip;
+    }
     return 0;
 }
 
@@ -298,8 +408,13 @@ int stk_udp_getpeername(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
     if (!(s->flags & UF_CONNECTED))
         return -ENOTCONN;
     *addr = (struct stk_sockaddr){0};
-    addr->ip = s->rip;
     addr->port = s->rport;
+    if (s->flags & UF_R6) {
+        addr->family = STK_AF_INET6;
+        memcpy(addr->ip6, s->rip6, 16);
+    } else {
+        addr->ip = s->rip;
+    }
     return 0;
 }
 
@@ -325,6 +440,72 @@ static uint32_t csum_iov(uint32_t sum, const struct stk_iov *iov, int n)
     return sum;
 }
 
+/* A datagram over IPv6: never fragmented (-EMSGSIZE beyond the MTU), the checksum always
+ * set (RFC 8200 8.1). */
+static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock *s,
+                       const struct stk_iov *iov, int n, const uint8_t dst[16], uint16_t dport)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].len;
+    int rc = check_dst6(e, s, dst);
+    if (rc)
+        return rc;
+    if (STK_IP6_HLEN + STK_UDP_HLEN + len > e->cfg.mtu)
+        return -EMSGSIZE;
+    rc = autobind6(e, s);
+    if (rc)
+        return rc;
+    uint8_t src[16];
+    if (s->lip != 0)
+        memcpy(src, s->lip6, 16);
+    else
+        stk__ip6_select_src(e, dst, src);
+    uint8_t hdr[STK_L2L3_HLEN6 + STK_UDP_HLEN];
+    uint8_t *uh = hdr + STK_L2L3_HLEN6;
+    uint16_t ulen = (uint16_t)(STK_UDP_HLEN + len);
+    stk__put16(uh, s->lport);
+    stk__put16(uh + 2, dport);
+    stk__put16(uh + 4, ulen);
+    stk__put16(uh + 6, 0);
+    uint32_t sum = stk__csum_pseudo6(src, dst, STK_IP_PROTO_UDP, ulen);
+    sum = stk__csum_add(sum, uh, STK_UDP_HLEN);
+    sum = csum_iov(sum, iov, n);
+    uint16_t c = stk__csum_fold(sum);
+    stk__put16(uh + 6, c ? c : 0xffff);
+    /* More pieces than the IPv6 layer takes (7) are copied into one (at most an MTU). */
+    struct stk_iov one;
+    uint8_t *buf = NULL;
+    if (n > 7) {
+        buf = stk__alloc(e, len ? len : 1);
+        if (!buf) {
+            e->ctr.udp_nomem++;
+            return -ENOMEM;
+        }
+        size_t off = 0;
+        for (int i = 0; i < n; i++) {
+            memcpy(buf + off, iov[i].base, iov[i].len);
+            off += iov[i].len;
+        }
+        one.base = buf;
+        one.len = len;
+        iov = &one;
+        n = 1;
+    }
+    rc = stk__ip6_send(e, now, src, dst, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n, NULL);
+    if (buf)
+        stk__free(e, buf, len ? len : 1);
+    if (rc < 0 && rc != -ENOBUFS) {
+        e->ctr.udp_send_fail++;
+        return rc;
+    }
+    if (rc == -ENOBUFS)
+        e->ctr.udp_send_fail++;
+    e->ctr.udp_out++;
+    e->ctr.udp_bytes_out += len;
+    return (ssize_t)len;
+}
+
 ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struct stk_iov *iov,
                        int n, const struct stk_sockaddr *to)
 {
@@ -341,15 +522,19 @@ ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struc
     uint32_t dip;
     uint16_t dport;
     if (to) {
-        if (to->family != STK_AF_INET)
+        if (to->family != STK_AF_INET && to->family != STK_AF_INET6)
             return -EAFNOSUPPORT;
         if (to->port == 0)
             return -EINVAL;
+        if (to->family == STK_AF_INET6)
+            return sendto6(e, now, s, iov, n, to->ip6, to->port);
         dip = to->ip;
         dport = to->port;
     } else {
         if (!(s->flags & UF_CONNECTED))
             return -EDESTADDRREQ;
+        if (s->flags & UF_R6)
+            return sendto6(e, now, s, iov, n, s->rip6, s->rport);
         dip = s->rip;
         dport = s->rport;
     }
@@ -358,7 +543,7 @@ ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struc
         len += iov[i].len;
     if (len > STK_UDP_MAX_PAYLOAD)
         return -EMSGSIZE;
-    int rc = check_dst(e, s, dip);
+    int rc = check_dst4(e, s, dip);
     if (rc)
         return rc;
     if (!(s->flags & UF_BOUND)) {
@@ -510,6 +695,11 @@ int stk_udp_setopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int val)
     case STK_SO_BROADCAST:
         f = UF_BROADCAST;
         break;
+    case STK_IPV6_V6ONLY:
+        if (s->flags & UF_BOUND)
+            return -EINVAL; /* as Linux: before bind only */
+        f = UF_V6ONLY;
+        break;
     case STK_SO_RCVBUF:
         /* As Linux: the value is doubled for bookkeeping, with a floor. */
         s->rcvbuf = stk__max32((uint32_t)stk__min64(val < 0 ? 0 : (uint64_t)val * 2, UDP_BUF_MAX),
@@ -545,6 +735,9 @@ int stk_udp_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
     case STK_SO_BROADCAST:
         *val = !!(s->flags & UF_BROADCAST);
         return 0;
+    case STK_IPV6_V6ONLY:
+        *val = !!(s->flags & UF_V6ONLY);
+        return 0;
     case STK_SO_RCVBUF:
         *val = (int)s->rcvbuf;
         return 0;
@@ -562,7 +755,8 @@ int stk_udp_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
 /* ---- Input ---------------------------------------------------------------------------- */
 
 struct udp_dgram_in {
-    uint32_t src, dst;
+    uint32_t src, dst;          /* IPv6: their stk__fold6 */
+    const uint8_t *src6, *dst6; /* IPv6 addresses; NULL for IPv4 */
     uint16_t sport, dport;
     const uint8_t *data;
     uint32_t len;
@@ -574,10 +768,20 @@ static int score(const struct stk_udp_sock *s, const struct udp_dgram_in *d, boo
 {
     if (s->lport != d->dport)
         return -1;
-    if (s->lip && (bcast || s->lip != d->dst))
+    if (s->flags & UF_V6) {
+        if (!d->dst6) {
+            /* IPv4 reaches an IPv6 socket only through a dual-stack [::] */
+            if (s->lip != 0 || (s->flags & UF_V6ONLY))
+                return -1;
+        } else if (s->lip && (bcast || memcmp(s->lip6, d->dst6, 16) != 0)) {
+            return -1;
+        }
+    } else if (d->dst6 || (s->lip && (bcast || s->lip != d->dst))) {
         return -1;
+    }
     if (s->flags & UF_CONNECTED) {
-        if (s->rip != d->src || s->rport != d->sport)
+        if (!(s->flags & UF_R6) != !d->src6 || s->rip != d->src || s->rport != d->sport ||
+            (d->src6 && memcmp(s->rip6, d->src6, 16) != 0))
             return -1;
         return 2;
     }
@@ -603,9 +807,16 @@ static void deliver(struct stk_engine *e, struct stk_udp_sock *s, const struct u
         e->ctr.udp_nomem++;
         return;
     }
-    d->meta.from.ip = in->src;
+    memset(&d->meta, 0, sizeof(d->meta));
+    d->next = NULL;
     d->meta.from.port = in->sport;
-    d->meta.dst = in->dst;
+    if (in->src6) {
+        d->meta.from.family = STK_AF_INET6;
+        memcpy(d->meta.from.ip6, in->src6, 16);
+    } else {
+        d->meta.from.ip = in->src;
+        d->meta.dst = in->dst;
+    }
     d->len = in->len;
     memcpy(d->data, in->data, in->len);
     if (s->qtail)
@@ -721,6 +932,83 @@ void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_
     deliver(e, best, &in);
 }
 
+/* Delivers in to the socket it scores best with, or to every socket on its port for a
+ * broadcast/multicast. Returns false when no socket took it. */
+static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcast)
+{
+    if (bcast) {
+        bool any = false;
+        for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext) {
+            if (score(s, in, true) > 0) {
+                deliver(e, s, in);
+                any = true;
+            }
+        }
+        return any;
+    }
+    struct stk_udp_sock *best = NULL;
+    int best_score = 0;
+    for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext) {
+        int sc = score(s, in, false);
+        if (sc > best_score) {
+            best = s;
+            best_score = sc;
+        }
+    }
+    if (!best)
+        return false;
+    deliver(e, best, in);
+    return true;
+}
+
+/* UDP over IPv6 (RFC 8200 8.1, RFC 768): the checksum is mandatory, so a zero one drops
+ * the datagram (udp6_drop_zero_csum); no socket: ICMPv6 port unreachable (rate-limited,
+ * never for multicast destinations, by stk__icmp6_error). */
+void stk__udp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip)
+{
+    e->ctr.udp_in++;
+    if (ip->l4_len < STK_UDP_HLEN) {
+        e->ctr.udp_drop_hdr++;
+        return;
+    }
+    const uint8_t *uh = ip->l4;
+    uint16_t ulen = stk__get16(uh + 4);
+    if (ulen < STK_UDP_HLEN || ulen > ip->l4_len) {
+        e->ctr.udp_drop_len++;
+        return;
+    }
+    if (stk__get16(uh + 6) == 0) {
+        e->ctr.udp6_drop_zero_csum++;
+        return;
+    }
+    if (!(ip->rx_flags & STK_RX_L4_CSUM_OK)) {
+        uint32_t sum = stk__csum_pseudo6(ip->src, ip->dst, STK_IP_PROTO_UDP, ulen);
+        if (stk__csum_fold(stk__csum_add(sum, uh, ulen)) != 0) {
+            e->ctr.udp_drop_csum++;
+            return;
+        }
+    }
+    struct udp_dgram_in in = {
+        .src = stk__fold6(ip->src),
+        .dst = stk__fold6(ip->dst),
+        .src6 = ip->src,
+        .dst6 = ip->dst,
+        .sport = stk__get16(uh),
+        .dport = stk__get16(uh + 2),
+        .data = uh + STK_UDP_HLEN,
+        .len = ulen - STK_UDP_HLEN,
+    };
+    if (ip->dst_mcast)
+        e->ctr.udp_bcast_in++;
+    if (demux(e, &in, ip->dst_mcast))
+        return;
+    e->ctr.udp_noport++;
+    if (!ip->dst_mcast && icmp_budget(e, now)) {
+        stk__icmp6_error(e, now, ip, 1 /* destination unreachable */, 4 /* port */, 0);
+        e->ctr.udp_icmp_unreach_out++;
+    }
+}
+
 void stk__udp_icmp_error(struct stk_engine *e, uint8_t code, const uint8_t *q, size_t len)
 {
     int err;
@@ -746,7 +1034,8 @@ void stk__udp_icmp_error(struct stk_engine *e, uint8_t code, const uint8_t *q, s
     uint16_t sport = stk__get16(q + hlen), dport = stk__get16(q + hlen + 2);
     /* Only a connected socket hears of it (Linux's __udp4_lib_err without IP_RECVERR). */
     for (struct stk_udp_sock *s = *bucket(e, sport); s; s = s->pnext) {
-        if (s->lport == sport && (s->flags & UF_CONNECTED) && s->rip == dst && s->rport == dport) {
+        if (s->lport == sport && (s->flags & UF_CONNECTED) && !(s->flags & UF_R6) &&
+            s->rip == dst && s->rport == dport) {
             e->ctr.udp_icmp_err_in++;
             s->so_error = err;
             notify(e, s);

@@ -31,6 +31,9 @@ enum {
     UF_BROADCAST = 1u << 5,
     UF_SHUT_RD = 1u << 6,
     UF_SHUT_WR = 1u << 7,
+    UF_V6 = 1u << 8,     /* bound to an IPv6 address (lip6; lip its stk__fold6, 0 for [::]) */
+    UF_V6ONLY = 1u << 9, /* IPV6_V6ONLY: a [::] socket serves IPv6 only */
+    UF_R6 = 1u << 10,    /* connected to an IPv6 peer (rip6; rip its fold) */
 };
 
 struct stk_udp_sock {
@@ -44,6 +47,7 @@ struct stk_udp_sock {
     struct stk_udp_dgram *qhead, *qtail;
     uint32_t qlen, qbytes; /* datagrams queued; bytes charged (payload + cost) */
     uint32_t rcvbuf, sndbuf;
+    uint8_t lip6[16], rip6[16]; /* network order, with UF_V6 / UF_R6 */
 };
 
 struct stk_udp {

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 /* The client side is linked only into libustack.so; this test builds it itself. */
 #include "../shim/client.c"
+#include "../shim/client_addr.c"
 #include "../shim/client_io.c"
 #include "../shim/client_opt.c"
 #include "../shim/client_poll.c"
@@ -76,17 +77,22 @@ static void publish(uint32_t i, uint32_t ev)
     }
 }
 
-static void post(const struct shm_cmd *c, int rc, int val, uint32_t ip, uint16_t port)
+static void post_addr(const struct shm_cmd *c, int rc, int val, const struct shm_addr *a)
 {
     if (c->reply == SHM_NONE)
         return;
     struct shm_reply *r = shm_reply(base, c->reply);
     r->result = rc;
     r->val = val;
-    r->ip = ip;
-    r->port = port;
+    r->addr = a ? *a : (struct shm_addr){0};
     atomic_fetch_add_explicit(&r->seq, 1, memory_order_release);
     shm_futex_wake(&r->seq, 1);
+}
+
+static void post(const struct shm_cmd *c, int rc, int val, uint32_t ip, uint16_t port)
+{
+    struct shm_addr a = {.ip = ip, .port = port};
+    post_addr(c, rc, val, &a);
 }
 
 static void handle(const struct shm_cmd *c)
@@ -115,10 +121,10 @@ static void handle(const struct shm_cmd *c)
         break;
     }
     case SHM_OP_BIND: {
-        uint16_t port = c->port ? c->port : (uint16_t)(40000 + i);
-        s->lip = c->ip;
-        s->lport = port;
-        post(c, 0, 0, c->ip, port);
+        s->la = c->addr;
+        if (!s->la.port)
+            s->la.port = (uint16_t)(40000 + i);
+        post_addr(c, 0, 0, &s->la);
         break;
     }
     case SHM_OP_LISTEN:
@@ -129,11 +135,9 @@ static void handle(const struct shm_cmd *c)
         post(c, 0, 0, 0, 0);
         break;
     case SHM_OP_CONNECT:
-        s->rip = c->ip;
-        s->rport = c->port;
-        s->lip = MY_IP;
-        s->lport = (uint16_t)(50000 + i);
-        atomic_store(&fk[i].mode, c->port);
+        s->ra = c->addr;
+        s->la = (struct shm_addr){.ip = MY_IP, .port = (uint16_t)(50000 + i)};
+        atomic_store(&fk[i].mode, c->addr.port);
         atomic_fetch_or(&s->flags, SHM_F_CONNECTING);
         atomic_store(&fk[i].connecting, 1);
         post(c, -EINPROGRESS, 0, 0, 0);
@@ -241,7 +245,13 @@ static void setup(void)
                            dup,          dup3,      ppoll,  epoll_create1, epoll_ctl, epoll_pwait,
                            epoll_pwait2, sigaction, sendmsg};
     shim_init(&sys);
-    struct shim_attach a = {base, size, -1, -1, MY_IP, 24, 0, 4096, 0};
+    struct shim_attach a = {.base = base,
+                            .size = size,
+                            .shm_fd = -1,
+                            .pipe_fd = -1,
+                            .ip = MY_IP,
+                            .prefix = 24,
+                            .fdtab_size = 4096};
     ck_assert_int_eq(shim_attach(&a), 0);
     ck_assert_int_eq(pthread_create(&stack_thread, NULL, fake_stack, NULL), 0);
 }
@@ -281,6 +291,69 @@ static int64_t ms_since(int64_t t0)
 }
 
 /* ---- life cycle ----------------------------------------------------------------------- */
+
+/* sockaddr_in / sockaddr_in6 to the protocol's addresses and back (client_addr.c): a
+ * v4-mapped address travels as IPv4 and comes back v4-mapped to an AF_INET6 socket; a
+ * link-local one keeps its scope, ustack's own interface travelling as 0. */
+START_TEST(address_conversion)
+{
+    struct sockaddr_storage ss, out;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss, *o6 = (struct sockaddr_in6 *)&out;
+    struct shm_addr a;
+    memset(&ss, 0, sizeof(ss));
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(8080);
+    ck_assert_int_eq(inet_pton(AF_INET6, "::ffff:198.18.0.7", &s6->sin6_addr), 1);
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.family, SHM_AF_INET);
+    ck_assert_uint_eq(a.ip, 0xc6120007u);
+    ck_assert_uint_eq(a.port, 8080);
+    ck_assert(shim_v4mapped(s6->sin6_addr.s6_addr));
+    /* Back to an AF_INET6 socket: v4-mapped, 28 bytes; to an AF_INET one: sockaddr_in. */
+    ck_assert_uint_eq(shim_addr_out(AF_INET6, &a, 5, &out), sizeof(struct sockaddr_in6));
+    ck_assert_int_eq(o6->sin6_family, AF_INET6);
+    ck_assert_int_eq(memcmp(&o6->sin6_addr, &s6->sin6_addr, 16), 0);
+    ck_assert_uint_eq(ntohs(o6->sin6_port), 8080);
+    ck_assert_uint_eq(o6->sin6_scope_id, 0);
+    ck_assert_uint_eq(shim_addr_out(AF_INET, &a, 5, &out), sizeof(struct sockaddr_in));
+    ck_assert_uint_eq(((struct sockaddr_in *)&out)->sin_addr.s_addr, htonl(0xc6120007u));
+    /* Native IPv6: kept as it is, network order. */
+    ck_assert_int_eq(inet_pton(AF_INET6, "2001:2::9", &s6->sin6_addr), 1);
+    s6->sin6_scope_id = 9; /* meaningless for a global address: dropped */
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.family, SHM_AF_INET6);
+    ck_assert_int_eq(memcmp(a.ip6, &s6->sin6_addr, 16), 0);
+    ck_assert_uint_eq(a.scope, 0);
+    ck_assert(!shim_v4mapped(a.ip6));
+    ck_assert(!shim_addr_any(&a));
+    shim_addr_out(AF_INET6, &a, 5, &out);
+    ck_assert_int_eq(memcmp(&o6->sin6_addr, &s6->sin6_addr, 16), 0);
+    ck_assert_uint_eq(o6->sin6_scope_id, 0);
+    /* Link-local: ustack's interface (5) travels as 0 and comes back as 5; another stays. */
+    ck_assert_int_eq(inet_pton(AF_INET6, "fe80::1", &s6->sin6_addr), 1);
+    s6->sin6_scope_id = 5;
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.scope, 0);
+    shim_addr_out(AF_INET6, &a, 5, &out);
+    ck_assert_uint_eq(o6->sin6_scope_id, 5);
+    s6->sin6_scope_id = 3;
+    shim_addr_in(&ss, 5, &a);
+    ck_assert_uint_eq(a.scope, 3);
+    /* The wildcards. */
+    memset(&s6->sin6_addr, 0, 16);
+    shim_addr_in(&ss, 5, &a);
+    ck_assert(a.family == SHM_AF_INET6 && shim_addr_any(&a));
+    struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(53)};
+    memset(&ss, 0, sizeof(ss));
+    memcpy(&ss, &s4, sizeof(s4));
+    shim_addr_in(&ss, 5, &a);
+    ck_assert(a.family == SHM_AF_INET && shim_addr_any(&a) && a.port == 53);
+    /* IPv4's wildcard shown to an AF_INET6 socket is ::ffff:0.0.0.0 (getsockname decides
+     * when that means [::], client.c). */
+    shim_addr_out(AF_INET6, &a, 5, &out);
+    ck_assert(shim_v4mapped(o6->sin6_addr.s6_addr));
+}
+END_TEST
 
 START_TEST(socket_dup_close)
 {
@@ -743,10 +816,8 @@ static void inject(int lfd, uint16_t rport)
     uint32_t i = shm_sock_alloc(base);
     struct shm_sock *s = shm_sock(base, i);
     s->core = 0;
-    s->rip = PEER_IP;
-    s->rport = rport;
-    s->lip = MY_IP;
-    s->lport = 80;
+    s->ra = (struct shm_addr){.ip = PEER_IP, .port = rport};
+    s->la = (struct shm_addr){.ip = MY_IP, .port = 80};
     atomic_store(&s->flags, SHM_F_CONNECTED);
     atomic_store(&s->state, SHM_SOCK_LIVE);
     ck_assert_int_eq(shm_aq_push(shm_sock(base, l), shm_rx_data(base, l), 4096, i), 0);
@@ -1226,6 +1297,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, address_conversion);
     tcase_add_test(tc, socket_dup_close);
     tcase_add_test(tc, call_pins_socket_across_close);
     tcase_add_test(tc, calls_leave_no_pin);

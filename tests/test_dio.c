@@ -23,6 +23,8 @@
 #define IP_A      ((198u << 24) | (18u << 16) | (1u << 8) | 1u)
 #define IP_B      ((198u << 24) | (18u << 16) | (1u << 8) | 2u)
 #define ECHO_PORT 7
+static const uint8_t IP6_A[16] = {0x20, 0x01, 0x00, 0x02, [15] = 0x0a};
+static const uint8_t IP6_B[16] = {0x20, 0x01, 0x00, 0x02, [15] = 0x0b};
 
 /* ---- A client app run on the stack cores of stack A ------------------------------------ */
 
@@ -34,6 +36,7 @@ struct tconn {
 };
 
 struct tclient {
+    bool v6; /* connect to B's IPv6 address (IP6_B) */
     unsigned conns_per_core, max_active;
     uint64_t bytes;
     atomic_uint done, failed, mismatched;
@@ -88,6 +91,10 @@ static unsigned cl_poll(void *ctx, struct dio_core *c, stk_time_t now)
         struct tconn *k = &t->c[t->next++];
         k->sd = stk_socket(e, k);
         struct stk_sockaddr to = {.ip = IP_B, .port = ECHO_PORT};
+        if (cl->v6) {
+            to = (struct stk_sockaddr){.family = STK_AF_INET6, .port = ECHO_PORT};
+            memcpy(to.ip6, IP6_B, 16);
+        }
         if (k->sd < 0 || stk_connect(e, now, k->sd, &to) != -EINPROGRESS) {
             atomic_fetch_add(&cl->failed, 1);
             k->state = 2;
@@ -175,6 +182,9 @@ static void pair_start(struct pair *p, unsigned ncores, unsigned nq)
     ck_assert_msg(dio_ring_pair("tp", nq, &pa, &pb, err, sizeof(err)) == 0, "%s", err);
     p->ca = dio_test_conf(IP_A);
     p->cb = dio_test_conf(IP_B);
+    memcpy(p->ca.ip6, IP6_A, 16);
+    memcpy(p->cb.ip6, IP6_B, 16);
+    p->ca.ip6_prefix = p->cb.ip6_prefix = 64;
     p->svc.echo_port = ECHO_PORT;
 
     struct dio_stack_conf sb = {.conf = &p->cb, .port_id = pb, .ncores = ncores};
@@ -219,10 +229,11 @@ static void pair_destroy(struct pair *p)
     dio_eal_cleanup();
 }
 
-static void run_bulk(unsigned ncores, unsigned nq, unsigned conns, uint64_t bytes)
+static void run_bulk_af(unsigned ncores, unsigned nq, unsigned conns, uint64_t bytes, bool v6)
 {
     static struct pair p;
     memset(&p, 0, sizeof(p));
+    p.cl.v6 = v6;
     p.cl.conns_per_core = conns;
     p.cl.max_active = conns;
     p.cl.bytes = bytes;
@@ -246,7 +257,24 @@ static void run_bulk(unsigned ncores, unsigned nq, unsigned conns, uint64_t byte
             ck_assert_uint_gt(db.rx_steered + da.rx_steered, 0);
     }
     ck_assert_uint_eq(in, bytes * conns * ncores);
+    if (v6) {
+        /* Every core resolved B itself (neighbour discovery frames reach every core), and
+         * the connections went over IPv6 (none of the IPv4 ARP resolutions were needed). */
+        for (unsigned i = 0; i < ncores; i++) {
+            struct stk_counters ka;
+            struct dio_counters da;
+            ck_assert_int_eq(dio_stack_counters(p.a, i, &ka, &da), 0);
+            ck_assert_uint_gt(ka.nd_na_in, 0);
+            ck_assert_uint_eq(ka.ip6_drop_proto, 0);
+            ck_assert_uint_eq(ka.tcp_rst_in, 0);
+        }
+    }
     pair_destroy(&p);
+}
+
+static void run_bulk(unsigned ncores, unsigned nq, unsigned conns, uint64_t bytes)
+{
+    run_bulk_af(ncores, nq, conns, bytes, false);
 }
 
 START_TEST(bulk_one_core)
@@ -264,6 +292,15 @@ END_TEST
 START_TEST(bulk_two_cores_two_queues)
 {
     run_bulk(2, 2, 4, 4u << 20);
+}
+END_TEST
+
+/* TCP over IPv6 across two cores: the connecting core picks a source port whose return
+ * traffic hashes to it (port_ok6), frames are steered by their IPv6 4-tuple, and neighbour
+ * discovery reaches every core. */
+START_TEST(bulk_two_cores_ipv6)
+{
+    run_bulk_af(2, 1, 4, 2u << 20, true);
 }
 END_TEST
 
@@ -378,6 +415,7 @@ int main(void)
     tcase_add_test(tc, bulk_one_core);
     tcase_add_test(tc, bulk_two_cores_one_queue);
     tcase_add_test(tc, bulk_two_cores_two_queues);
+    tcase_add_test(tc, bulk_two_cores_ipv6);
     tcase_add_test(tc, many_connections);
     tcase_add_test(tc, run_on_core);
     tcase_add_test(tc, af_xdp_pool_inside_umem);

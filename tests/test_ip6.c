@@ -743,11 +743,16 @@ START_TEST(ip6_input_drops)
     const uint8_t mac_routers[6] = {0x33, 0x33, 0, 0, 0, 2};
     inject(t, f, mk_echo(f, mac_routers, PEER_LL, all_routers, 1, 8));
     ck_assert_uint_eq(ctr(t)->eth_drop_dst, 1);
-    /* TCP and UDP over IPv6 are not served yet: dropped without an error. */
+    /* TCP and UDP go to their layers (these headers are invalid: dropped there;
+     * test_tcp6.c has the rest). */
     uint8_t tcp[20] = {0};
     inject(t, f, mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 6, 64, tcp, 20));
+    ck_assert_uint_eq(ctr(t)->tcp_in, 1);
+    ck_assert_uint_eq(ctr(t)->tcp_drop_hdr, 1);
     inject(t, f, mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 17, 64, tcp, 8));
-    ck_assert_uint_eq(ctr(t)->ip6_drop_proto, 2);
+    ck_assert_uint_eq(ctr(t)->udp_in, 1);
+    ck_assert_uint_eq(ctr(t)->udp_drop_len, 1);
+    ck_assert_uint_eq(ctr(t)->ip6_drop_proto, 0);
     /* No next header: nothing to do. */
     inject(t, f, mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 59, 64, tcp, 0));
     expect_none(t);

@@ -222,8 +222,8 @@ static int ts_call(struct tsock *t, uint16_t op, int32_t a0, int32_t a1, uint32_
     struct shm_cmd c = ts_cmd(t, op);
     c.a0 = a0;
     c.a1 = a1;
-    c.ip = ip;
-    c.port = port;
+    c.addr.ip = ip;
+    c.addr.port = port;
     return call(t->r, t->core, &c, out);
 }
 
@@ -411,10 +411,10 @@ static void connect_echo(struct world *w, uint32_t core, struct tsock *t)
     struct shm_sock *s = ts_sock(t);
     ck_assert_uint_eq(atomic_load(&s->flags) & (SHM_F_CONNECTED | SHM_F_CONNECTING),
                       SHM_F_CONNECTED);
-    ck_assert_uint_eq(s->lip, IP_A);
-    ck_assert_uint_eq(s->rip, IP_B);
-    ck_assert_uint_eq(s->rport, ECHO_PORT);
-    ck_assert_uint_ne(s->lport, 0);
+    ck_assert_uint_eq(s->la.ip, IP_A);
+    ck_assert_uint_eq(s->ra.ip, IP_B);
+    ck_assert_uint_eq(s->ra.port, ECHO_PORT);
+    ck_assert_uint_ne(s->la.port, 0);
 }
 
 /* ---- Tests -------------------------------------------------------------------------------- */
@@ -641,12 +641,12 @@ static void run_passive(unsigned ncores)
     ck_assert_int_eq(ts_call(&l, SHM_OP_SETOPT, STK_SO_REUSEADDR, 1, 0, 0, NULL), 0);
     struct shm_reply rep;
     ck_assert_int_eq(ts_call(&l, SHM_OP_BIND, 0, 0, 0, LISTEN_PORT, &rep), 0);
-    ck_assert_uint_eq(rep.port, LISTEN_PORT);
+    ck_assert_uint_eq(rep.addr.port, LISTEN_PORT);
     for (uint32_t c = 0; c < ncores; c++) {
         struct shm_cmd cmd = ts_cmd(&l, SHM_OP_LISTEN);
         cmd.a0 = 128;
         ck_assert_int_eq(call(&w.ra, c, &cmd, &rep), 0);
-        ck_assert_uint_eq(rep.port, LISTEN_PORT);
+        ck_assert_uint_eq(rep.addr.port, LISTEN_PORT);
     }
     ck_assert(atomic_load(&ts_sock(&l)->flags) & SHM_F_LISTENING);
     ck_assert_uint_eq(shm_sock_poll(w.ra.base, l.i), 0);
@@ -676,12 +676,12 @@ static void run_passive(unsigned ncores)
             ck_assert_uint_lt(j, NSOCKS);
             struct shm_sock *s = shm_sock(w.ra.base, j);
             ck_assert_uint_eq(atomic_load(&s->flags) & SHM_F_CONNECTED, SHM_F_CONNECTED);
-            ck_assert_uint_eq(s->rip, IP_B);
-            ck_assert_uint_eq(s->lip, IP_A);
-            ck_assert_uint_eq(s->lport, LISTEN_PORT);
+            ck_assert_uint_eq(s->ra.ip, IP_B);
+            ck_assert_uint_eq(s->la.ip, IP_A);
+            ck_assert_uint_eq(s->la.port, LISTEN_PORT);
             int k;
             for (k = 0; k < NCONN; k++)
-                if (shm_sock(w.rb.base, pc[k].c.i)->lport == s->rport)
+                if (shm_sock(w.rb.base, pc[k].c.i)->la.port == s->ra.port)
                     break;
             ck_assert_int_lt(k, NCONN);
             ck_assert(!pc[k].accepted);
@@ -1098,14 +1098,14 @@ START_TEST(hostile_fuzz)
             c.gen = (uint32_t)rnd();
         c.a0 = (int32_t)(rnd() % 40) - 4;
         c.a1 = (int32_t)rnd();
-        c.ip = (x & 8) ? IP_B : (uint32_t)rnd();
-        c.port = (uint16_t)rnd();
+        c.addr.ip = (x & 8) ? IP_B : (uint32_t)rnd();
+        c.addr.port = (uint16_t)rnd();
         c.flags = (uint16_t)rnd();
         c.reply = (x & 16) ? r->reply : (x & 32) ? (uint32_t)rnd() : SHM_NONE;
         if (c.op == SHM_OP_SOCKET || c.op == SHM_OP_ATTACH)
             c.a0 = (x & 64) ? t->efd : (int32_t)(rnd() % 64);
         if (c.op == SHM_OP_CONNECT && (x & 128))
-            c.port = ECHO_PORT;
+            c.addr.port = ECHO_PORT;
         push(r, (uint32_t)(rnd() % 2), &c);
         /* Scribble. */
         switch (rnd() % 12) {
@@ -1460,8 +1460,8 @@ static void ts_socket_udp(struct region *r, struct tsock *t, uint16_t port)
     ck_assert(atomic_load(&s->flags) & SHM_F_DGRAM);
     struct shm_reply rep;
     ck_assert_int_eq(ts_call(t, SHM_OP_BIND, 0, 0, 0, port, &rep), 0);
-    ck_assert_uint_eq(rep.port, port);
-    ck_assert_uint_eq(s->lport, port);
+    ck_assert_uint_eq(rep.addr.port, port);
+    ck_assert_uint_eq(s->la.port, port);
 }
 
 /* One datagram record into the tx ring (false when it does not fit now). */
@@ -1471,7 +1471,7 @@ static bool dg_send(struct tsock *t, uint32_t ip, uint16_t port, const void *dat
     uint8_t *d = shm_tx_data(t->r->base, t->i);
     if (shm_ring_space(&s->tx, RING) < SHM_DGRAM_HLEN + len)
         return false;
-    struct shm_dgram h = {len, ip, port, 0, 0};
+    struct shm_dgram h = {.len = len, .addr = {.ip = ip, .port = port}};
     shm_ring_put_at(&s->tx, d, RING, 0, &h, SHM_DGRAM_HLEN);
     shm_ring_put_at(&s->tx, d, RING, SHM_DGRAM_HLEN, data, len);
     shm_ring_produce(&s->tx, SHM_DGRAM_HLEN + len);
@@ -1533,17 +1533,17 @@ static void run_udp(unsigned ncores)
         struct shm_dgram h;
         int len;
         while ((len = dg_recv(&b, &h, echo, sizeof(echo), 0)) >= 0) {
-            ck_assert_uint_eq(h.ip, IP_A);
-            ck_assert_uint_eq(h.port, 6000);
+            ck_assert_uint_eq(h.addr.ip, IP_A);
+            ck_assert_uint_eq(h.addr.port, 6000);
             ck_assert_uint_eq(h.dst, IP_B);
-            while (!dg_send(&b, h.ip, h.port, echo, (uint32_t)len))
+            while (!dg_send(&b, h.addr.ip, h.addr.port, echo, (uint32_t)len))
                 usleep(100);
         }
         len = dg_recv(&a, &h, in, sizeof(in), 20);
         if (len < 0)
             continue;
-        ck_assert_uint_eq(h.ip, IP_B);
-        ck_assert_uint_eq(h.port, 6001);
+        ck_assert_uint_eq(h.addr.ip, IP_B);
+        ck_assert_uint_eq(h.addr.port, 6001);
         ck_assert_int_eq(len, (int)got);
         for (uint32_t k = 0; k < got; k++)
             ck_assert_msg(in[k] == pat(got, k), "datagram %u byte %u", got, k);
@@ -1551,7 +1551,7 @@ static void run_udp(unsigned ncores)
     }
     /* A record claiming more than the ring holds: the ring is emptied, counted. */
     struct shm_sock *s = ts_sock(&a);
-    struct shm_dgram bad = {60000, IP_B, 6001, 0, 0};
+    struct shm_dgram bad = {.len = 60000, .addr = {.ip = IP_B, .port = 6001}};
     shm_ring_put_at(&s->tx, shm_tx_data(w.ra.base, a.i), RING, 0, &bad, SHM_DGRAM_HLEN);
     shm_ring_produce(&s->tx, SHM_DGRAM_HLEN);
     ts_kick(&a);
@@ -1566,7 +1566,7 @@ static void run_udp(unsigned ncores)
     /* Disconnected/unbound rules live in the engine; here: connect and its flags. */
     ck_assert_int_eq(ts_call(&a, SHM_OP_CONNECT, 0, 0, IP_B, 6001, NULL), 0);
     ck_assert(atomic_load(&s->flags) & SHM_F_CONNECTED);
-    ck_assert_uint_eq(s->rip, IP_B);
+    ck_assert_uint_eq(s->ra.ip, IP_B);
     ck_assert(dg_send(&a, 0, 0, "conn", 4)); /* 0:0 = the connected peer */
     ck_assert_int_eq(dg_recv(&b, &h, echo, sizeof(echo), 5000), 4);
     ck_assert_int_eq(ts_call(&a, SHM_OP_CONNECT, 1, 0, 0, 0, NULL), 0);

@@ -20,9 +20,10 @@
  *   op 0 with bit 0x40 (65, 70, ...): an IPv6 packet from the peer. The payload is b0 = mode
  *         bits (FZ_6_*), b1 = the first Next Header, b2 = hop limit, then the extension
  *         headers and upper layer. The harness adds Ethernet and the IPv6 header with the
- *         right payload length, and with FZ_6_CSUM fixes the ICMPv6 checksum found by
- *         walking the extension headers. The engine also has 2001:2::1/64 and its
- *         link-local address; the peer is fe80::2 / 2001:2::2.
+ *         right payload length, and with FZ_6_CSUM fixes the ICMPv6 or TCP checksum found
+ *         by walking the extension headers. The engine also has 2001:2::1/64 and its
+ *         link-local address; the peer is fe80::2 / 2001:2::2. TCP over IPv6: a dual-stack
+ *         listener on [::]:81 and an active open to [2001:2::2]:8083 in SYN-SENT.
  *
  * Every frame the engine transmits is parsed with pkt_parse (an oracle independent of the
  * engine); a malformed one, or one not from our addresses, traps. So does anything ASan or
@@ -148,29 +149,33 @@ static void learn(struct fz *f, const struct pkt_info *p)
         c->tsval = p->opt.tsval;
 }
 
-static uint32_t pseudo6(const uint8_t src[16], const uint8_t dst[16], uint32_t len)
+static uint32_t pseudo6(const uint8_t src[16], const uint8_t dst[16], uint32_t len, uint8_t nh)
 {
     uint8_t tail[8] = {0};
     stk__put32(tail, len);
-    tail[7] = 58;
+    tail[7] = nh;
     return pkt_csum_add(pkt_csum_add(pkt_csum_add(0, src, 16), dst, 16), tail, 8);
 }
 
-/* An IPv6 frame from the engine: ICMPv6 (all it sends over IPv6 so far) from one of our
- * addresses and MAC, exact payload length, a correct checksum, hop limit 64 or 255. */
+/* An IPv6 frame from the engine: ICMPv6, UDP or TCP (a header of at least 20 bytes within the
+ * packet) from one of our addresses and MAC, exact payload length, a correct checksum, hop
+ * limit 64 or 255 (neighbour discovery). */
 static void check_ip6_out(const uint8_t *b, size_t len)
 {
     const uint8_t *ip = b + PKT_ETH_HLEN;
+    bool tcp = len >= PKT_ETH_HLEN + 60 && ip[6] == 6 && (size_t)(ip[52] >> 4) * 4 >= 20 &&
+               (size_t)(ip[52] >> 4) * 4 <= len - PKT_ETH_HLEN - 40 && ip[7] == 64;
     if (len < PKT_ETH_HLEN + 48 || memcmp(b + 6, our_mac, 6) != 0 || (ip[0] >> 4) != 6 ||
-        stk__get16(ip + 4) != len - PKT_ETH_HLEN - 40 || ip[6] != 58 ||
+        stk__get16(ip + 4) != len - PKT_ETH_HLEN - 40 || (ip[6] != 58 && ip[6] != 17 && !tcp) ||
         (ip[7] != 64 && ip[7] != 255) ||
         (memcmp(ip + 8, our_ll, 16) != 0 && memcmp(ip + 8, our_gl, 16) != 0)) {
         fprintf(stderr, "engine sent a malformed IPv6 frame (%zu bytes)\n", len);
         __builtin_trap();
     }
     size_t ml = len - PKT_ETH_HLEN - 40;
-    if (pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml), ip + 40, ml)) != 0) {
-        fprintf(stderr, "engine sent an IPv6 frame with a bad ICMPv6 checksum\n");
+    if (pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml, ip[6]), ip + 40, ml)) !=
+        0) {
+        fprintf(stderr, "engine sent an IPv6 frame with a bad upper-layer checksum\n");
         __builtin_trap();
     }
 }
@@ -324,12 +329,14 @@ static void op_ip6(struct fz *f, const uint8_t *p, size_t len)
             if (off > total)
                 break;
         }
-        if (nh == 58 && off + 4 <= total) {
+        /* The checksum field: offset 2 in ICMPv6, 16 in TCP. */
+        size_t co = nh == 58 ? 2 : nh == 6 ? 16 : 0;
+        if (co && off + co + 2 <= total) {
             size_t ml = total - off;
-            ip[off + 2] = ip[off + 3] = 0;
-            uint16_t c =
-                pkt_csum_fold(pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml), ip + off, ml));
-            stk__put16(ip + off + 2, c);
+            ip[off + co] = ip[off + co + 1] = 0;
+            uint16_t c = pkt_csum_fold(
+                pkt_csum_add(pseudo6(ip + 8, ip + 24, (uint32_t)ml, nh), ip + off, ml));
+            stk__put16(ip + off + co, c);
         }
     }
     feed(f, b, PKT_ETH_HLEN + 40 + plen, 0);
@@ -409,6 +416,18 @@ static void setup(struct fz *f)
     } else if (a3 >= 0) {
         stk_close(f->e, f->now, a3);
     }
+    /* TCP over IPv6: a dual-stack listener on [::]:81 and an active open to the peer's
+     * global address, port 8083 (its SYN waits for neighbour discovery). */
+    int l6 = stk_socket(f->e, NULL);
+    struct stk_sockaddr any6 = {.family = STK_AF_INET6, .port = 81};
+    stk_bind(f->e, l6, &any6);
+    stk_listen(f->e, l6, 4);
+    sd_add(f, l6);
+    int a6 = stk_socket(f->e, NULL);
+    struct stk_sockaddr to6 = {.family = STK_AF_INET6, .port = 8083};
+    memcpy(to6.ip6, peer_gl, 16);
+    stk_connect(f->e, f->now, a6, &to6);
+    sd_add(f, a6);
     advance(f, 1000);
 
     /* FUZZ_INPUT_VERBOSE=1 shows that the setup reached the states it aims for. */

@@ -96,6 +96,13 @@ def ns(target, lla=True):
     return icmp6(135, body=target + (b"\x01\x01\x02\0\0\0\0\x02" if lla else b""))
 
 
+def tcp6(sport, dport, flags, seq=0, ack=0, data=b"", opts=b""):
+    """A TCP header for an IPv6 record (the harness fixes its checksum with CSUM6)."""
+    hl = 20 + len(opts)
+    return struct.pack(">HHIIBBHHH", sport, dport, seq, ack, (hl // 4) << 4, flags, 65535, 0,
+                       0) + opts + data
+
+
 REQ = b"GET / HTTP/1.0\r\n\r\n"
 
 SEEDS = {
@@ -145,6 +152,13 @@ SEEDS = {
     + ip6(0, 43, 64, bytes([58, 2, 0, 1, 0, 0, 0, 0]) + b"\0" * 16 + icmp6(128, 0, 2))
     + ip6(0, 44, 64, bytes([58, 0, 0, 0, 0, 0, 0, 1]) + icmp6(128, 0, 3))
     + ip6(0, 253, 64, b"\0" * 8),
+    "ip6_tcp": ip6(DST_GROUP | DST_GL | SRC_GL, 58, 255, ns(OUR_GL))
+    + ip6(DST_GL | SRC_GL, 6, 64, tcp6(41000, 81, SYN, 100, opts=b"\x02\x04\x05\xa0"))
+    + ip6(DST_GL | SRC_GL, 6, 64, tcp6(41001, 82, SYN, 200))
+    + ip6(DST_GL | SRC_GL, 6, 64, tcp6(41000, 81, ACK, 101, 12345))
+    + ip6(SRC_GL, 6, 64, tcp6(41002, 81, SYN, 300))
+    + ip6(DST_GL | SRC_GL, 6, 64, tcp6(8083, 50000, SYN | ACK, 400, 1))
+    + ip6(DST_GL | SRC_GL, 6, 64, tcp6(41000, 81, RST, 101)) + wait_ms(1) + wait_timer(),
     "raw_frames": rec(0, icmp_echo(b"abcdefgh")) + rec(4, b"")
     + rec(0, b"\xff" * 14 + b"\x08\x06" + b"\0" * 28),
 }

@@ -5,7 +5,10 @@
 # global one, 5/5 answered; `ip -6 neigh` shows ustack's MAC for both, REACHABLE/STALE/
 # DELAY/PROBE; ustack resolves the kernel in turn (its unicast probe answered: nd_na_in);
 # then malformed IPv6/ICMPv6/ND frames (tests/net/helpers/hostile6.py, python3-scapy) are
-# each dropped and counted by their reason, ustackd survives, and ping still works.
+# each dropped and counted by their reason, ustackd survives, and ping still works. Then TCP
+# over IPv6: the kernel's client sends 200 KB to ustackd's built-in echo service (listening on
+# [::]:7, dual stack) at the global and at the link-local address (%iface) and gets every
+# byte back; a connect to a closed port is refused (RST).
 # net-timeout: 240
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -51,7 +54,7 @@ neigh_ok() {
 
 for kind in ${NET_KINDS:-af_xdp af_packet}; do
     ip -n "$NS_K" -6 neigh flush dev "$VETH_K" 2>/dev/null || true
-    ustackd_start "$(net_dev "$kind")"
+    ustackd_start "$(net_dev "$kind")" --echo 7
     UMAC=$(sed -n 's/^ustackd: ready.* mac=\([0-9a-f:]*\).*/\1/p' "$USTACKD_OUT" | head -n 1)
     [ -n "$UMAC" ] || net_fail "$kind: no mac= in ustackd's ready line: $(head -c 300 "$USTACKD_OUT")"
     grep -Eq '^ustackd: ready.* mcast=' "$USTACKD_OUT" || net_fail "$kind: no mcast= in the ready line"
@@ -122,6 +125,42 @@ for kind in ${NET_KINDS:-af_xdp af_packet}; do
     net_log "$kind: ${out%% expect*}; drops:$line icmp6_errors_out+$errs"
     out=$(ping6 "$U6") || net_fail "$kind: ping -6 after the malformed frames failed: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
     grep -q '5 received' <<<"$out" || net_fail "$kind: ping -6 after the malformed frames: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+
+    # TCP over IPv6 to the echo service, byte-exact, at both addresses; a closed port: RST.
+    ustackd_stats st
+    p0=$(stat_sum "$st" tcp_passive_opens)
+    for a in "$U6" "$ULL%$VETH_K"; do
+        out=$(net_k timeout 30 python3 - "$a" 2>&1 <<'PYEOF'
+import os, socket, sys, threading
+addr, n = sys.argv[1], 200000
+data = os.urandom(n)
+s = socket.create_connection((addr, 7), timeout=10)
+assert s.family == socket.AF_INET6
+t = threading.Thread(target=s.sendall, args=(data,))
+t.start()
+got = bytearray()
+while len(got) < n:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+t.join()
+s.close()
+print("echoed", len(got), "ok" if bytes(got) == data else "MISMATCH")
+try:
+    socket.create_connection((addr, 9), timeout=5)
+    print("port 9: connected?!")
+except ConnectionRefusedError:
+    print("port 9: refused")
+PYEOF
+        ) || net_fail "$kind: TCP over IPv6 to [$a]:7 failed: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+        grep -q "echoed 200000 ok" <<<"$out" || net_fail "$kind: TCP echo over IPv6 [$a]: $out"
+        grep -q "port 9: refused" <<<"$out" || net_fail "$kind: closed port over IPv6 [$a]: $out"
+    done
+    ustackd_stats st
+    p1=$(stat_sum "$st" tcp_passive_opens)
+    [ $((p1 - p0)) -ge 2 ] || net_fail "$kind: tcp_passive_opens grew by $((p1 - p0)), expected 2"
+    net_log "$kind: TCP over IPv6: 2 x 200000 B echoed byte-exact (global, link-local), closed port refused"
     ustackd_stop
 done
 net_pass

@@ -3,8 +3,9 @@
 #
 #   netns sem-k-<id> (kernel peer)                 netns sem-t-<id> (the tests)
 #   veth semk 198.18.50.1/24, sem_peer  <------>   veth semt: 198.18.50.2/24 in kernel mode;
-#                                                  no kernel address in ustack mode (ustack
+#        2001:2::1/64                              no kernel address in ustack mode (ustack
 #                                                  owns 198.18.50.2 through net_af_packet)
+#                                                  2001:2::2/64 the same way; lo has ::1
 #
 # Every tests/sem/sem_<topic> program runs in the test namespace once per mode with the same
 # expectations: mode `kernel` proves each expectation is the kernel's own behaviour, mode
@@ -72,7 +73,7 @@ fi
 
 ID="$$-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
 NS_K="sem-k-$ID" NS_T="sem-t-$ID" VETH_K=semk VETH_T=semt
-IP_K=198.18.50.1 IP_T=198.18.50.2
+IP_K=198.18.50.1 IP_T=198.18.50.2 IP6_K=2001:2::1 IP6_T=2001:2::2
 TMPD=$(mktemp -d "${TMPDIR:-/tmp}/sem-run.XXXXXX")
 PEER_PID=""
 
@@ -108,6 +109,13 @@ done
 ip netns exec "$NS_K" ethtool -K "$VETH_K" tx off rx off gso off gro off tso off >/dev/null 2>&1
 ip netns exec "$NS_T" ethtool -K "$VETH_T" tx off rx off gso off gro off tso off >/dev/null 2>&1
 ip -n "$NS_K" addr add "$IP_K/24" dev "$VETH_K" || fail_setup "address $IP_K"
+# IPv6 (RFC 5180's benchmarking range) on the peer's veth and on the test side's loopback
+# (::1); the test side's veth gets it in kernel mode only (run_mode). No autoconfiguration
+# (disable_ipv6 stays on elsewhere, so no router solicitations reach ustack's device).
+ip netns exec "$NS_K" sysctl -qw "net.ipv6.conf.$VETH_K.disable_ipv6=0" >/dev/null 2>&1
+ip netns exec "$NS_K" sysctl -qw "net.ipv6.conf.$VETH_K.accept_ra=0" >/dev/null 2>&1
+ip netns exec "$NS_T" sysctl -qw net.ipv6.conf.lo.disable_ipv6=0 >/dev/null 2>&1
+ip -n "$NS_K" addr add "$IP6_K/64" dev "$VETH_K" nodad || fail_setup "address $IP6_K"
 ip -n "$NS_K" link set "$VETH_K" up
 ip -n "$NS_T" link set "$VETH_T" up
 
@@ -115,7 +123,8 @@ ip -n "$NS_T" link set "$VETH_T" up
 # peer keeps from one mode (TIME_WAIT, a sink still holding on) meets the other mode.
 peer_start() {
     local base=$1
-    ip netns exec "$NS_K" env SEM_SELF=$IP_T SEM_PORT_BASE="$base" "$BIN/sem_peer" --lifetime 3600 \
+    ip netns exec "$NS_K" env SEM_SELF=$IP_T SEM_PEER6=$IP6_K SEM_SELF6=$IP6_T SEM_PORT_BASE="$base" \
+        "$BIN/sem_peer" --lifetime 3600 \
         >"$TMPD/peer.$base.out" 2>"$TMPD/peer.$base.err" </dev/null &
     PEER_PID=$!
     for ((i = 0; i < 50; i++)); do
@@ -150,14 +159,19 @@ USTACK_XFAIL=""
 # run_mode kernel|ustack: every program once; prints failures (or everything when verbose).
 run_mode() {
     local mode=$1 base=$2 p log rc pass fail xf mp=0 mf=0 mx=0
-    local -a envs=("SEM_PEER=$IP_K" "SEM_SELF=$IP_T" "SEM_PORT_BASE=$base")
+    local -a envs=("SEM_PEER=$IP_K" "SEM_SELF=$IP_T" "SEM_PEER6=$IP6_K" "SEM_SELF6=$IP6_T"
+        "SEM_PORT_BASE=$base")
     ip -n "$NS_T" addr flush dev "$VETH_T"
     ip -n "$NS_K" neigh flush dev "$VETH_K" 2>/dev/null
     if [ "$mode" = kernel ]; then
+        ip netns exec "$NS_T" sysctl -qw "net.ipv6.conf.$VETH_T.disable_ipv6=0" >/dev/null 2>&1
+        ip netns exec "$NS_T" sysctl -qw "net.ipv6.conf.$VETH_T.accept_ra=0" >/dev/null 2>&1
         ip -n "$NS_T" addr add "$IP_T/24" dev "$VETH_T" || fail_setup "address $IP_T"
+        ip -n "$NS_T" addr add "$IP6_T/64" dev "$VETH_T" nodad || fail_setup "address $IP6_T"
     else
+        ip netns exec "$NS_T" sysctl -qw "net.ipv6.conf.$VETH_T.disable_ipv6=1" >/dev/null 2>&1
         envs+=(LD_PRELOAD="${SEM_PRELOAD:+$SEM_PRELOAD }$USTACK_LIB" USTACK_DEV="net_af_packet0,iface=$VETH_T"
-            USTACK_IP="$IP_T/24" USTACK_CORES=0)
+            USTACK_IP="$IP_T/24" USTACK_IP6="$IP6_T/64" USTACK_CORES=0)
         [ -n "${SEM_USTACK_EAL:-}" ] && envs+=(USTACK_EAL="$SEM_USTACK_EAL")
         [ -n "${SEM_USTACK_LOG:-}" ] && envs+=(USTACK_LOG="$SEM_USTACK_LOG")
     fi

@@ -12,9 +12,12 @@
  *                connections, after delay_ms connect to SEM_SELF:port, answer "ok <i>" or
  *                "err <i> <errno>", send nbytes of the pattern, echo until EOF, then answer
  *                "eof <i> <bytes echoed>" or "rst <i> <errno>"
+ *                (or "connect6 ...": to SEM_SELF6 over IPv6)
  * UDP: +0 echoes every datagram back to its sender; +8 has no UDP socket (ICMP port
- * unreachable). Nothing listens on +8, so connects there are refused. One thread per connection;
- * every blocking call is bounded, and the process exits after --lifetime seconds (default 1800).
+ * unreachable). With SEM_PEER6 set (the topology has IPv6), echo at +0 is also served on
+ * [::] for IPv6 only, TCP and UDP. Nothing listens on +8, so connects there are refused. One thread
+ * per connection; every blocking call is bounded, and the process exits after --lifetime seconds
+ * (default 1800).
  *
  * Usage: SEM_SELF=... SEM_PORT_BASE=... sem_peer [--lifetime S]
  * Prints "ready" on stdout once every listener is up.
@@ -118,9 +121,11 @@ struct ctl {
     pthread_mutex_t mu;
 };
 
+static struct in6_addr self6;
+
 struct back {
     struct ctl *ctl;
-    int idx, port, delay_ms;
+    int idx, port, delay_ms, six;
     long nbytes;
 };
 
@@ -155,10 +160,14 @@ static void *connect_back(void *arg)
     struct back *b = arg;
     if (b->delay_ms > 0)
         sem_sleep_ms(b->delay_ms);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(b->six ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
     set_timeouts(fd, 10);
     struct sockaddr_in a = sem_sin(sem_self_ip, b->port);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    struct sockaddr_in6 a6 = {
+        .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)b->port), .sin6_addr = self6};
+    int rc = b->six ? connect(fd, (struct sockaddr *)&a6, sizeof a6)
+                    : connect(fd, (struct sockaddr *)&a, sizeof a);
+    if (rc < 0) {
         ctl_say(b->ctl, "err %d %d\n", b->idx, errno);
         goto out;
     }
@@ -208,16 +217,17 @@ static void serve_ctl(int fd)
         }
         line[n] = 0;
         n = 0;
-        int port, delay = 0, count = 1;
+        int port, delay = 0, count = 1, six = !strncmp(line, "connect6 ", 9);
         long nbytes = 0;
-        if (sscanf(line, "connect %d %ld %d %d", &port, &nbytes, &delay, &count) < 2 || count < 1 ||
-            count > 64) {
+        int got = six ? sscanf(line, "connect6 %d %ld %d %d", &port, &nbytes, &delay, &count)
+                      : sscanf(line, "connect %d %ld %d %d", &port, &nbytes, &delay, &count);
+        if (got < 2 || count < 1 || count > 64) {
             ctl_say(c, "bad command\n");
             continue;
         }
         for (int i = 0; i < count; i++) {
             struct back *b = calloc(1, sizeof *b);
-            *b = (struct back){c, i, port, delay, nbytes};
+            *b = (struct back){c, i, port, delay, six, nbytes};
             pthread_mutex_lock(&c->mu);
             c->refs++;
             pthread_mutex_unlock(&c->mu);
@@ -325,7 +335,7 @@ static void *udp_echo(void *arg)
     int fd = (int)(intptr_t)arg;
     static char buf[65536];
     for (;;) {
-        struct sockaddr_in from;
+        struct sockaddr_storage from;
         socklen_t fl = sizeof from;
         ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
         if (n < 0)
@@ -377,6 +387,32 @@ int main(int argc, char **argv)
     if (pthread_create(&ut, NULL, udp_echo, (void *)(intptr_t)u) != 0)
         return 1;
     pthread_detach(ut);
+    const char *p6 = getenv("SEM_PEER6"), *s6 = getenv("SEM_SELF6");
+    if (p6 && *p6) {
+        /* IPv6 only: the IPv4 services above keep their ports. */
+        if (!s6 || inet_pton(AF_INET6, s6, &self6) != 1) {
+            fprintf(stderr, "sem_peer: SEM_SELF6 is not an IPv6 address\n");
+            return 1;
+        }
+        int one = 1;
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
+                                  .sin6_port = htons((uint16_t)(sem_port_base + SEM_P_ECHO))};
+        int t6 = socket(AF_INET6, SOCK_STREAM, 0), u6 = socket(AF_INET6, SOCK_DGRAM, 0);
+        if (t6 < 0 || u6 < 0 || setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) ||
+            setsockopt(u6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) ||
+            setsockopt(t6, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+            bind(t6, (struct sockaddr *)&a6, sizeof a6) || listen(t6, 128) ||
+            bind(u6, (struct sockaddr *)&a6, sizeof a6)) {
+            perror("sem_peer: IPv6 echo");
+            return 1;
+        }
+        pthread_t t;
+        if (pthread_create(&t, NULL, listener, (void *)(intptr_t)(t6 << 8 | SEM_P_ECHO)) ||
+            pthread_create(&ut, NULL, udp_echo, (void *)(intptr_t)u6))
+            return 1;
+        pthread_detach(t);
+        pthread_detach(ut);
+    }
     printf("ready\n");
     fflush(stdout);
     sleep((unsigned)lifetime);

@@ -161,8 +161,8 @@ int main(int argc, char **argv)
             c.pid = (x & 4) ? (int32_t)rnd() : getpid();
             c.a0 = (int32_t)(rnd() % 64) - 8;
             c.a1 = (int32_t)rnd();
-            c.ip = (uint32_t)rnd();
-            c.port = (uint16_t)rnd();
+            c.addr.ip = (uint32_t)rnd();
+            c.addr.port = (uint16_t)rnd();
             c.flags = (uint16_t)rnd();
             shm_cmdq_push(shm_cmdq(base, (uint32_t)(rnd() % h->ncores)), &c);
             cmds++;
