@@ -21,7 +21,8 @@
 # whatever still runs in the namespaces. Runs in about 50-65 s.
 # A failed check is reported (with the tail of ustackd's log) and the other checks still run.
 # Knobs: NET_KINDS (devices for passive/busy, default "af_xdp af_packet"), NET_PRELOAD_KINDS
-# (devices for active/server, default "af_packet af_xdp"), LIBUSTACK (default build/libustack.so).
+# (devices for active/server, default "af_packet af_xdp"), LIBUSTACK (default build/libustack.so),
+# NET_PRELOAD_PASSIVE_SECS (bound of the passive run, default 30).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init preload 15
@@ -36,6 +37,7 @@ PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=""
 [ -x "$PY" ] || PY=$(command -v python3)
 
 CONNS=100
+PASSIVE_SECS=${NET_PRELOAD_PASSIVE_SECS:-30} # the bound of the passive loadgen run
 CONN_BYTES=$((256 * 1024))
 BIG_BYTES=$((20 * 1024 * 1024))
 GONE_SECS=10        # bound for a ustackd to exit after its last program
@@ -154,8 +156,8 @@ check_passive() {
 
     t0=$SECONDS
     rc=0
-    net_k timeout 45 "$LOADGEN" --mode verify --server "$IP_U" --port "$P_ECHO" \
-        --conns "$CONNS" --bytes "$CONN_BYTES" --seconds 30 >"$lg" 2>&1 || rc=$?
+    net_k timeout $((PASSIVE_SECS + 15)) "$LOADGEN" --mode verify --server "$IP_U" --port "$P_ECHO" \
+        --conns "$CONNS" --bytes "$CONN_BYTES" --seconds "$PASSIVE_SECS" >"$lg" 2>&1 || rc=$?
     if [ "$rc" != 0 ]; then
         net_softfail "$kind: loadgen verify $CONNS x $CONN_BYTES through socat under ustack exited $rc after $((SECONDS - t0)) s: $(grep -m 2 -E '^loadgen' "$lg" | tr '\n' ' ')"
     else
