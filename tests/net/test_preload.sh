@@ -17,6 +17,9 @@
 #              ustackd is gone within 10 s (the liveness pipe); `USTACK=0` with the library
 #              preloaded runs curl on kernel sockets (127.0.0.1 reached, the peer not: the
 #              veth has no kernel address) without spawning ustackd.
+# The socat servers wait 5 s (-t 5, not socat's 0.5 s) after a client's half-close for
+# cat's echo: a cat started with the ASan runtime preloaded (make net-san-test) may be slower.
+# net-timeout: 300
 # Every preloaded program is bounded (timeout, or a deadline and a kill); teardown kills
 # whatever still runs in the namespaces. Runs in about 50-65 s.
 # A failed check is reported (with the tail of ustackd's log) and the other checks still run.
@@ -140,7 +143,7 @@ check_passive() {
     local serr="$NET_TMPD/socat.$kind.err"
     net_flush_neigh
     u_env "$kind" "passive.$kind"
-    u_bg "${U_ENV[@]}" socat "TCP-LISTEN:$P_ECHO,fork,reuseaddr,backlog=128" EXEC:cat \
+    u_bg "${U_ENV[@]}" socat -t 5 "TCP-LISTEN:$P_ECHO,fork,reuseaddr,backlog=128" EXEC:cat \
         </dev/null >/dev/null 2>"$serr"
     sp=$U_BG
     t0=$SECONDS
@@ -190,7 +193,7 @@ check_busy() {
     u_env "$kind" "busy.$kind"
     USTACKD_OUT=$main_log USTACKD_PID=$main_pid # failures show the holder's log
     t0=$(ms_now)
-    u_bg "${U_ENV[@]}" timeout -k 2 60 socat "TCP-LISTEN:$P_BUSY,reuseaddr,fork" EXEC:cat \
+    u_bg "${U_ENV[@]}" timeout -k 2 60 socat -t 5 "TCP-LISTEN:$P_BUSY,reuseaddr,fork" EXEC:cat \
         </dev/null >/dev/null 2>"$berr"
     bp=$U_BG
     if ! wait_listen "$bp" "$P_BUSY"; then
