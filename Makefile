@@ -212,7 +212,7 @@ sem-san-test: $(SEM_BINS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 # without it curl and dnsmasq hang at start-up inside the runtime's own
 # initialisation). First a start-up check of those programs with the runtime, then the tests
 # in NET_SAN_TESTS (docs/testing.md); any ASan report (log_path) fails the run. Smaller loads
-# (ab: 2000 requests in test_active, 10000 in test_nginx; 90 s for test_preload's passive
+# (ab: 2000 requests in test_active, 5000 in test_nginx; 90 s for test_preload's passive
 # run): under ASan each new connection's 256 KiB buffers are mmap'd and unmapped by the
 # sanitizer's allocator, about 20x slower per connection (docs/reliability.md).
 SANFIX := $(BUILD)/san/libsanfix.so
@@ -227,7 +227,7 @@ net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/
 	USTACKD=$(CURDIR)/$(BUILD)/san/ustackd \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(CURDIR)/$(NET_SAN_LOGS)/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	NET_ACTIVE_REQS=2000 NET_NGINX_REQS=10000 NET_PRELOAD_PASSIVE_SECS=90; \
+	NET_ACTIVE_REQS=2000 NET_NGINX_REQS=5000 NET_PRELOAD_PASSIVE_SECS=90; \
 	for p in curl dnsmasq; do command -v $$p >/dev/null || continue; \
 		LD_PRELOAD=$$NET_SAN_RT:$$LIBUSTACK USTACK=0 timeout 20 $$p --version >/dev/null 2>&1 \
 			|| { echo "net-san-test: $$p --version under the ASan runtime failed or hung"; rc=1; }; \
