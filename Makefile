@@ -207,7 +207,7 @@ sem-san-test: $(SEM_BINS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 	exit $$rc
 
 # The network tests against the ASan+UBSan library and ustackd (part of `make soak`, not of
-# `make test`: ~12 minutes). The programs under test are not built with ASan: the runtime
+# `make test`: ~15 minutes). The programs under test are not built with ASan: the runtime
 # goes first in their LD_PRELOAD (NET_SAN_RT), then libsanfix.so (tests/net/helpers/sanfix.c:
 # without it curl and dnsmasq hang at start-up inside the runtime's own
 # initialisation). First a start-up check of those programs with the runtime, then the tests
