@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test soak sem sem-test sem-san-test deps format format-check bench-engine bench-veth bench bench-quick bench-check bench-reflect demo clean
+.PHONY: all test check unit san-test fuzz-run net-test net-san-test soak sem sem-test sem-san-test deps format format-check bench-engine bench-veth bench bench-quick bench-check bench-reflect demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -167,12 +167,14 @@ $(BUILD)/soak_engine_conns: tests/soak/engine_conns.c $(TESTLIB_SRC) $(TESTLIB_H
 # nginx under ab -n 200000 -c 10000, 19,960 idle connections with memory per connection,
 # valgrind leak checks, and each fuzzer for SOAK_FUZZ_SECONDS (300); then the fault profiles at
 # full size (tests/net/test_faults.sh with NET_FAULTS_SOAK=1: 100 MiB in every profile, more
-# requests), bounded by 1800 s; then the semantic suite under ASan+UBSan (sem-san-test).
+# requests), bounded by 1800 s; then the semantic suite and the network tests under ASan+UBSan
+# (sem-san-test, net-san-test).
 SOAK_FUZZ_SECONDS ?= 300
 soak: all $(SOAK_BINS) $(FUZZERS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 	@rc=0; SOAK_FUZZ_SECONDS=$(SOAK_FUZZ_SECONDS) tests/soak/run.sh $(FUZZERS) || rc=1; \
 	NET_FAULTS_SOAK=1 NET_TEST_TIMEOUT=1800 tests/net/run-all.sh faults || rc=1; \
-	$(MAKE) --no-print-directory sem-san-test || rc=1; exit $$rc
+	$(MAKE) --no-print-directory sem-san-test || rc=1; \
+	$(MAKE) --no-print-directory net-san-test || rc=1; exit $$rc
 
 # Network tests (root): ustackd against the kernel through veth pairs in namespaces.
 net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
@@ -202,6 +204,37 @@ sem-san-test: $(SEM_BINS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 	tests/sem/run.sh --no-kernel --ustack $(BUILD)/san/libustack.so || rc=1; \
 	if ls $(SAN_LOGS)/* >/dev/null 2>&1; then \
 		echo "sem-san-test: sanitizer reports:"; head -n 60 $(SAN_LOGS)/*; rc=1; fi; \
+	exit $$rc
+
+# The network tests against the ASan+UBSan library and ustackd (part of `make soak`, not of
+# `make test`: ~15 minutes). The programs under test are not built with ASan: the runtime
+# goes first in their LD_PRELOAD (NET_SAN_RT), then libsanfix.so (tests/net/helpers/sanfix.c:
+# without it curl and dnsmasq hang at start-up inside the runtime's own
+# initialisation). First a start-up check of those programs with the runtime, then the tests
+# in NET_SAN_TESTS (docs/testing.md); any ASan report (log_path) fails the run. Smaller loads
+# (ab: 2000 requests in test_active, 5000 in test_nginx; 90 s for test_preload's passive
+# run): under ASan each new connection's 256 KiB buffers are mmap'd and unmapped by the
+# sanitizer's allocator, about 20x slower per connection (docs/reliability.md).
+SANFIX := $(BUILD)/san/libsanfix.so
+$(SANFIX): tests/net/helpers/sanfix.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -O2 -fPIC -shared $< -o $@
+NET_SAN_TESTS ?= nginx reclaim preload udp fork attach active
+NET_SAN_LOGS := $(BUILD)/san/net-logs
+net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
+	@rm -rf $(NET_SAN_LOGS) && mkdir -p $(NET_SAN_LOGS)
+	@rc=0; export NET_SAN_RT=$(SAN_RT):$(CURDIR)/$(SANFIX) LIBUSTACK=$(CURDIR)/$(BUILD)/san/libustack.so \
+	USTACKD=$(CURDIR)/$(BUILD)/san/ustackd \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(CURDIR)/$(NET_SAN_LOGS)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	NET_ACTIVE_REQS=2000 NET_NGINX_REQS=5000 NET_PRELOAD_PASSIVE_SECS=90; \
+	for p in curl dnsmasq; do command -v $$p >/dev/null || continue; \
+		LD_PRELOAD=$$NET_SAN_RT:$$LIBUSTACK USTACK=0 timeout 20 $$p --version >/dev/null 2>&1 \
+			|| { echo "net-san-test: $$p --version under the ASan runtime failed or hung"; rc=1; }; \
+	done; \
+	[ $$rc = 0 ] && { tests/net/run-all.sh $(NET_SAN_TESTS) || rc=1; }; \
+	if ls $(NET_SAN_LOGS)/* >/dev/null 2>&1; then \
+		echo "net-san-test: sanitizer reports:"; head -n 60 $(NET_SAN_LOGS)/*; rc=1; fi; \
 	exit $$rc
 
 unit: $(TESTS) $(DIO_TESTS)

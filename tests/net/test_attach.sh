@@ -50,6 +50,10 @@ u_env() {
     return 0
 }
 # U_SH, u_exec, u_bg, u_stackds: tests/net/lib.sh.
+# The servers are `socat -t 5 TCP-LISTEN:...,fork EXEC:cat`: after the client's half-close
+# each child waits up to 5 s (not socat's default 0.5 s) for cat's echo, since a cat that
+# starts slowly (the ASan runtime preloaded into it, a loaded machine) would otherwise close
+# the connection before echoing (tests/net/README.md "Sanitizer builds").
 echo_ok() { # echo_ok PORT WORD
     local got
     got=$(echo "$2" | net_k timeout 10 socat -t 5 - "TCP:$IP_U:$1,connect-timeout=5" 2>/dev/null) || true
@@ -119,14 +123,14 @@ check_standalone() {
     local sd=$USTACKD_PID sout=$USTACKD_OUT
     u_env "$kind" "sa.$kind"
     USTACKD_OUT=$sout # the clients spawn nothing: failures show the standalone's log
-    u_bg "${U_ENV[@]}" timeout -k 2 120 socat "TCP-LISTEN:$P_A,fork,reuseaddr" EXEC:cat \
+    u_bg "${U_ENV[@]}" timeout -k 2 120 socat -t 5 "TCP-LISTEN:$P_A,fork,reuseaddr" EXEC:cat \
         </dev/null >/dev/null 2>"$NET_TMPD/sa.a.err"
     pa=$U_BG
     # B names the socket itself (USTACK_ATTACH).
     # Its path: the device name (as dio_dev_lock spells it) and the namespace's inode; a
     # glob would also match sockets that killed ustackds of other runs left behind.
     u_bg "${U_ENV[@]}" "USTACK_ATTACH=/run/ustack/$(net_dev "$kind" | tr -c 'A-Za-z0-9.\n-' '_').$(stat -L -c %i /run/netns/"$NS_U").sock" \
-        timeout -k 2 120 socat "TCP-LISTEN:$P_B,fork,reuseaddr" EXEC:cat \
+        timeout -k 2 120 socat -t 5 "TCP-LISTEN:$P_B,fork,reuseaddr" EXEC:cat \
         </dev/null >/dev/null 2>"$NET_TMPD/sa.b.err"
     pb=$U_BG
     wait_listen "$pa" "$P_A" || net_fail "$kind: socat A under the standalone ustackd does not listen: $(head -c 300 "$NET_TMPD/sa.a.err")"
@@ -200,13 +204,13 @@ check_spawned() {
     local kind=$1 pa pb sd
     net_flush_neigh
     u_env "$kind" "sp.$kind"
-    u_bg "${U_ENV[@]}" timeout -k 2 120 socat "TCP-LISTEN:$P_A,fork,reuseaddr" EXEC:cat \
+    u_bg "${U_ENV[@]}" timeout -k 2 120 socat -t 5 "TCP-LISTEN:$P_A,fork,reuseaddr" EXEC:cat \
         </dev/null >/dev/null 2>"$NET_TMPD/sp.a.err"
     pa=$U_BG
     wait_listen "$pa" "$P_A" || net_fail "$kind: spawning socat A does not listen: $(head -c 300 "$NET_TMPD/sp.a.err")"
     u_note_stackd
     sd=$USTACKD_PID
-    u_bg "${U_ENV[@]}" timeout -k 2 120 socat "TCP-LISTEN:$P_B,fork,reuseaddr" EXEC:cat \
+    u_bg "${U_ENV[@]}" timeout -k 2 120 socat -t 5 "TCP-LISTEN:$P_B,fork,reuseaddr" EXEC:cat \
         </dev/null >/dev/null 2>"$NET_TMPD/sp.b.err"
     pb=$U_BG
     wait_listen "$pb" "$P_B" || net_fail "$kind: attaching socat B does not listen: $(head -c 300 "$NET_TMPD/sp.b.err")"

@@ -17,11 +17,15 @@
 #              ustackd is gone within 10 s (the liveness pipe); `USTACK=0` with the library
 #              preloaded runs curl on kernel sockets (127.0.0.1 reached, the peer not: the
 #              veth has no kernel address) without spawning ustackd.
+# The socat servers wait 5 s (-t 5, not socat's 0.5 s) after a client's half-close for
+# cat's echo: a cat started with the ASan runtime preloaded (make net-san-test) may be slower.
+# net-timeout: 300
 # Every preloaded program is bounded (timeout, or a deadline and a kill); teardown kills
 # whatever still runs in the namespaces. Runs in about 50-65 s.
 # A failed check is reported (with the tail of ustackd's log) and the other checks still run.
 # Knobs: NET_KINDS (devices for passive/busy, default "af_xdp af_packet"), NET_PRELOAD_KINDS
-# (devices for active/server, default "af_packet af_xdp"), LIBUSTACK (default build/libustack.so).
+# (devices for active/server, default "af_packet af_xdp"), LIBUSTACK (default build/libustack.so),
+# NET_PRELOAD_PASSIVE_SECS (bound of the passive run, default 30).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init preload 15
@@ -36,6 +40,7 @@ PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=""
 [ -x "$PY" ] || PY=$(command -v python3)
 
 CONNS=100
+PASSIVE_SECS=${NET_PRELOAD_PASSIVE_SECS:-30} # the bound of the passive loadgen run
 CONN_BYTES=$((256 * 1024))
 BIG_BYTES=$((20 * 1024 * 1024))
 GONE_SECS=10        # bound for a ustackd to exit after its last program
@@ -113,8 +118,8 @@ check_passive() {
 
     t0=$SECONDS
     rc=0
-    net_k timeout 45 "$LOADGEN" --mode verify --server "$IP_U" --port "$P_ECHO" \
-        --conns "$CONNS" --bytes "$CONN_BYTES" --seconds 30 >"$lg" 2>&1 || rc=$?
+    net_k timeout $((PASSIVE_SECS + 15)) "$LOADGEN" --mode verify --server "$IP_U" --port "$P_ECHO" \
+        --conns "$CONNS" --bytes "$CONN_BYTES" --seconds "$PASSIVE_SECS" >"$lg" 2>&1 || rc=$?
     if [ "$rc" != 0 ]; then
         net_softfail "$kind: loadgen verify $CONNS x $CONN_BYTES through socat under ustack exited $rc after $((SECONDS - t0)) s: $(grep -m 2 -E '^loadgen' "$lg" | tr '\n' ' ')"
     else
@@ -147,7 +152,7 @@ check_busy() {
     u_env "$kind" "busy.$kind"
     USTACKD_OUT=$main_log USTACKD_PID=$main_pid # failures show the holder's log
     t0=$(ms_now)
-    u_bg "${U_ENV[@]}" timeout -k 2 60 socat "TCP-LISTEN:$P_BUSY,reuseaddr,fork" EXEC:cat \
+    u_bg "${U_ENV[@]}" timeout -k 2 60 socat -t 5 "TCP-LISTEN:$P_BUSY,reuseaddr,fork" EXEC:cat \
         </dev/null >/dev/null 2>"$berr"
     bp=$U_BG
     if ! wait_listen "$bp" "$P_BUSY"; then
