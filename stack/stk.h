@@ -257,6 +257,18 @@ struct stk_config {
     X(ip6_drop_opt) \
     X(ip6_drop_rh) \
     X(ip6_drop_frag) \
+    X(ip6_frag_in) \
+    X(ip6_reasm_ok) \
+    X(ip6_reasm_timeout) \
+    X(ip6_reasm_timxceed) \
+    X(ip6_reasm_dup) \
+    X(ip6_reasm_drop_mem) \
+    X(ip6_reasm_drop_overlap) \
+    X(ip6_reasm_drop_bad) \
+    X(ip6_reasm_handoff) \
+    X(ip6_frag_ok) \
+    X(ip6_frag_creates) \
+    X(ip6_frag_fails) \
     X(ip6_drop_proto) \
     X(ip6_drop_noroute) \
     X(icmp6_in) \
