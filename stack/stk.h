@@ -315,8 +315,8 @@ void stk_engine_destroy(struct stk_engine *e);
 /* A received Ethernet frame. The engine does not keep the pointer. */
 void stk_input(struct stk_engine *e, stk_time_t now, const void *frame, size_t len,
                uint32_t rx_flags);
-/* A whole IPv4 datagram without an Ethernet header, as stk_config.steer_ip handed it to
- * this engine's owner. */
+/* A whole IPv4 datagram, or a reassembled IPv6 packet, without an Ethernet header, as
+ * stk_config.steer_ip handed it to this engine's owner (told apart by the version). */
 void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t len,
                   uint32_t rx_flags);
 /* Run expired timers and pending output. */

@@ -23,8 +23,9 @@
  *
  * Every frame the engine sends must parse (fragments: valid headers, offsets multiples of
  * 8, at most the MTU, never DF; IPv6: the payload length exact, fragments from one of our
- * addresses with offsets in 8s, full multiples of 8 but the last, ending within 65535). After the input, 31 s later every datagram must have
- * expired and its memory returned; ASan checks the rest, and leaks at destroy.
+ * addresses with offsets in 8s, full multiples of 8 but the last, ending within 65535).
+ * After the input, 31 s later every datagram must have expired and its memory returned;
+ * ASan checks the rest, and leaks at destroy.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -74,8 +75,8 @@ static int fz_tx(void *ctx, const struct stk_iov *iov, int n, const struct stk_t
         if (ip[6] == 44) {
             size_t plen = len - 54;
             uint16_t fo = stk__get16(ip + 42);
-            if (plen < 8 || memcmp(ip + 8, our_ip6, 16) != 0 ||
-                ((fo & 1) && (plen - 8) % 8) || (fo & 0xfff8u) + plen - 8 > 65535)
+            if (plen < 8 || memcmp(ip + 8, our_ip6, 16) != 0 || ((fo & 1) && (plen - 8) % 8) ||
+                (fo & 0xfff8u) + plen - 8 > 65535)
                 __builtin_trap();
         }
         return 0;
