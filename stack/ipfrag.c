@@ -1,6 +1,6 @@
 /*
  * ipfrag.c - IPv4 fragment reassembly (RFC 791 section 3.2, RFC 815) and fragmentation on
- * output.
+ * output, and the same for IPv6 (RFC 8200 section 4.5) on the same table and bounds.
  *
  * Reassembly. A datagram in progress is keyed by (source, destination, protocol, id) and
  * holds its fragments in a list sorted by offset, each in its own allocation, so that memory
@@ -22,6 +22,12 @@
  * A complete datagram is rebuilt in one buffer with a fresh header (no MF, offset 0) and
  * goes back to ip_input, which hands it to the transport demux exactly like an unfragmented
  * packet. With several engines, cfg.steer_ip may take it for another engine first.
+ *
+ * IPv6 datagrams share the table, keyed (source, destination, 32-bit identification) and
+ * told from IPv4 ones by the key. Length errors get ICMPv6 Parameter Problem (sent here, the
+ * fragment in hand dropped), the timeout ICMPv6 Time Exceeded code 1 if fragment zero came.
+ * The whole packet is fragment zero's IPv6 header with the fragmentable part behind it, for
+ * ip6.c to walk again. stk__ip6_send_frags fragments a source's own packets.
  */
 #include <string.h>
 
