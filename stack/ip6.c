@@ -3,8 +3,8 @@
  * extension header walk, echo, errors, addresses and output. Neighbour discovery is nd.c.
  *
  * Input is parsed once into a struct stk_ipv6_pkt; the upper layers never walk the
- * extension headers themselves. Only upper-layer ICMPv6 is served in this step: TCP and UDP
- * over IPv6 are counted drops (ip6_drop_proto) until the transport layers take them.
+ * extension headers themselves. Fragments are reassembled by ipfrag.c, whose whole packet
+ * is walked again here.
  */
 #include <string.h>
 
