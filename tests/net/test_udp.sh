@@ -154,7 +154,7 @@ check_echo() {
     u_clean "$kind"
 }
 
-# check_echo6 KIND COUNT: `socat UDP6-LISTEN` under ustack (USTACK_IP6) echoes COUNT
+# check_echo6 KIND COUNT [CORES]: `socat UDP6-LISTEN` under ustack (USTACK_IP6) echoes COUNT
 # datagrams of 3000 bytes from the kernel over IPv6: both ways as IPv6 fragments (RFC 8200
 # 4.5), reassembled and fragmented by ustack (af_packet's defragmenting socket is IPv4-only).
 check_echo6() {
@@ -166,8 +166,9 @@ check_echo6() {
         net_k sysctl -qw "$k" >/dev/null || { net_softfail "$kind: sysctl $k failed"; return; }
     done
     ip -n "$NS_K" -6 addr replace "$K6/64" dev "$VETH_K" nodad 2>/dev/null
-    u_env "$kind" "echo6.$kind"
+    u_env "$kind" "echo6.$kind${3:+.$3}"
     U_ENV+=("USTACK_IP6=$U6/64")
+    [ -n "${3:-}" ] && U_ENV+=("USTACK_CORES=$3")
     u_bg "${U_ENV[@]}" timeout -k 2 200 socat -T 60 -b 65536 "UDP6-LISTEN:$P_ECHO,reuseaddr" PIPE \
         </dev/null >/dev/null 2>"$serr"
     sp=$U_BG
@@ -183,7 +184,7 @@ check_echo6() {
     t0=$SECONDS
     out=$(net_k timeout 150 "$PY" "$DRIVER" "$U6" "$P_ECHO" "$n" 3000 3000 2>&1 | tail -n 1) || true
     case "$out" in
-    "ok $n"*) net_log "$kind: IPv6 echo: $n datagrams of 3000 bytes byte-exact in $((SECONDS - t0)) s (${out#"ok $n "})" ;;
+    "ok $n"*) net_log "$kind${3:+ cores $3}: IPv6 echo: $n datagrams of 3000 bytes byte-exact in $((SECONDS - t0)) s (${out#"ok $n "})" ;;
     *) net_softfail "$kind: IPv6 echo through socat under ustack: ${out:-no output} (socat: $(errtail "$serr"))" ;;
     esac
     if [ -n "$USTACKD_PID" ]; then
@@ -376,5 +377,8 @@ if [ "$(nproc)" -ge 2 ]; then
     # fragments hash to and handed to core 0 (af_xdp: af_packet's socket defragments).
     net_flush_neigh
     check_echo af_xdp 300 0,1 1473 9000
+    # IPv6 fragments all go to core 0 (no ports to steer by), where UDP lives.
+    net_flush_neigh
+    check_echo6 af_xdp 100 0,1
 fi
 net_finish
