@@ -994,6 +994,72 @@ START_TEST(udp6_fragments)
 }
 END_TEST
 
+/* What an engine's steer_ip was given (as dpdk_io/core.c hands it to another core). */
+static struct {
+    uint8_t buf[2000];
+    size_t len;
+    int calls;
+} steered;
+
+static int steer_cb(void *ctx, const void *ip, size_t len)
+{
+    (void)ctx;
+    steered.calls++;
+    ck_assert_uint_le(len, sizeof(steered.buf));
+    memcpy(steered.buf, ip, len);
+    steered.len = len;
+    return 1; /* not ours */
+}
+
+/* A TCP SYN in two IPv6 fragments: reassembled, then handed to steer_ip (the 4-tuple's
+ * engine); that engine takes the whole IPv6 packet through stk_input_ip and answers. */
+START_TEST(tcp6_fragments_steered)
+{
+    struct stk_config c;
+    memset(&c, 0, sizeof(c));
+    c.steer_ip = steer_cb;
+    struct tn *t = tn_new_cfg(&c);
+    memset(&steered, 0, sizeof(steered));
+    learn_peer(t, PEER_GL);
+    listen_on(t, sa6(UNSPEC, 80), -1, 8);
+    uint8_t f[1600], g[200], pay[64];
+    struct seg6 s = {.src = PEER_GL,
+                     .dst = US_GL,
+                     .sport = 40001,
+                     .dport = 80,
+                     .seq = 5000,
+                     .flags = PKT_TCP_SYN,
+                     .mss = 1440};
+    size_t n = mk_tcp6(f, &s);
+    ck_assert_uint_eq(n, 54 + 24);
+    const uint8_t *th = f + 54;
+    for (int k = 1; k >= 0; k--) {
+        uint32_t off = k ? 16 : 0, len = k ? 8 : 16;
+        memcpy(pay, (const uint8_t[8]){6, 0, 0, (uint8_t)(off | (k ? 0 : 1)), 1, 2, 3, 4}, 8);
+        memcpy(pay + 8, th + off, len);
+        inject(t, g, mk6(g, US_MAC, PEER_GL, US_GL, 44, pay, 8 + len));
+    }
+    expect_none(t);
+    ck_assert_int_eq(steered.calls, 1);
+    ck_assert_uint_eq(stk_counters(t->e)->ip6_reasm_handoff, 1);
+    ck_assert_uint_eq(steered.len, 40 + 24);
+    ck_assert_uint_eq(steered.buf[0] >> 4, 6);
+    ck_assert_uint_eq(steered.buf[6], 6);
+    ck_assert_uint_eq(steered.buf[4] << 8 | steered.buf[5], 24);
+    ck_assert_mem_eq(steered.buf + 8, PEER_GL, 16);
+    ck_assert_mem_eq(steered.buf + 40, th, 24);
+    /* The owner (here the same engine) gets it whole, not steered again. */
+    stk_input_ip(t->e, t->now, steered.buf, steered.len, 0);
+    struct o6 o;
+    pop_tcp6(t, &o);
+    ck_assert_uint_eq(o.flags, PKT_TCP_SYN | PKT_TCP_ACK);
+    ck_assert_uint_eq(o.ack, 5001);
+    ck_assert_uint_eq(o.dport, 40001);
+    ck_assert_int_eq(steered.calls, 1);
+    tn_free(t);
+}
+END_TEST
+
 START_TEST(udp6_send_recv)
 {
     struct tn *t = tn_new();
@@ -1170,6 +1236,7 @@ static Suite *suite(void)
     TCase *tu = tcase_create("udp6");
     tcase_add_test(tu, udp6_send_recv);
     tcase_add_test(tu, udp6_fragments);
+    tcase_add_test(tu, tcp6_fragments_steered);
     tcase_add_test(tu, udp6_checksum_and_unreach);
     tcase_add_test(tu, udp6_dual_stack);
     suite_add_tcase(s, tu);
