@@ -121,7 +121,8 @@ static unsigned frag_owner(const struct dio_stack *s, const uint8_t *ip)
 /* IPv6: TCP right after the fixed header by its 4-tuple (software hash: hardware RSS is
  * configured for IPv4 only), neighbour solicitations and advertisements to every core (as
  * ARP: each engine keeps its own neighbour cache, only core 0 answers solicitations), the
- * rest (echo, ICMPv6 errors, extension headers, UDP) to core 0. */
+ * rest (echo, ICMPv6 errors, extension headers, UDP) to core 0. So every fragment of a
+ * datagram meets on core 0, which hands a reassembled TCP segment to its owner (steer_ip). */
 static unsigned classify6(const struct dio_stack *s, const uint8_t *ip, uint32_t len)
 {
     if (len < ETH_HLEN + IP6_HLEN + 4)
@@ -190,15 +191,28 @@ static int steer_ip(void *ctx, const void *ipv, size_t len)
     struct dio_core *c = ctx;
     struct dio_stack *s = c->s;
     const uint8_t *ip = ipv;
-    unsigned ihl = (ip[0] & 0x0f) * 4u;
-    if (len < ihl + 4 || len > UINT16_MAX)
-        return 0;
-    /* TCP: the connection's core, as classify() steers it; UDP sockets all live on core 0
-     * (docs/io.md "UDP"). */
-    unsigned owner =
-        ip[9] == 17 /* UDP */
-            ? 0
-            : dio__owner(s, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
+    unsigned owner;
+    if (len >= 1 && (ip[0] >> 4) == 6) {
+        /* A reassembled IPv6 packet (no extension headers left): TCP to the core of its
+         * 4-tuple, as classify6() steers unfragmented segments; the rest stays here. */
+        if (len < IP6_HLEN + 4 || ip[6] != 6)
+            return 0;
+        if (len > UINT16_MAX) { /* beyond an mbuf's length: never a TCP segment we sent for */
+            c->ctr.rx_drop_steer++;
+            return 1;
+        }
+        owner = dio__owner6(s, ip + 8, ip + 24, rd16(ip + IP6_HLEN), rd16(ip + IP6_HLEN + 2));
+    } else {
+        unsigned ihl = (ip[0] & 0x0f) * 4u;
+        if (len < ihl + 4 || len > UINT16_MAX)
+            return 0;
+        /* TCP: the connection's core, as classify() steers it; UDP sockets all live on
+         * core 0 (docs/io.md "UDP"). */
+        owner =
+            ip[9] == 17 /* UDP */
+                ? 0
+                : dio__owner(s, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
+    }
     if (owner == c->idx)
         return 0;
     struct rte_mbuf *m = rte_pktmbuf_alloc(c->pool);
@@ -229,7 +243,8 @@ static bool is_reasm(const struct rte_mbuf *m)
 static void input(struct dio_core *c, struct rte_mbuf *m, stk_time_t now)
 {
     if (unlikely(is_reasm(m))) {
-        /* An IPv4 datagram without Ethernet header, from steer_ip on another core. */
+        /* A datagram without Ethernet header (IPv4, or IPv6 reassembled) from steer_ip on
+         * another core. */
         stk_input_ip(c->e, now, rte_pktmbuf_mtod(m, const void *), rte_pktmbuf_data_len(m), 0);
         rte_pktmbuf_free(m);
         return;

@@ -185,6 +185,11 @@ void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t l
         e->ctr.ip_drop_len++;
         return;
     }
+    /* An IPv6 packet reassembled by another engine (its version nibble says so). */
+    if (len >= 1 && (*(const uint8_t *)ip >> 4) == 6) {
+        stk__ip6_input(e, e->now, ip, len, rx_flags, false);
+        return;
+    }
     stk__ip_input(e, e->now, ip, len, rx_flags);
 }
 

@@ -3,8 +3,8 @@
  * extension header walk, echo, errors, addresses and output. Neighbour discovery is nd.c.
  *
  * Input is parsed once into a struct stk_ipv6_pkt; the upper layers never walk the
- * extension headers themselves. Only upper-layer ICMPv6 is served in this step: TCP and UDP
- * over IPv6 are counted drops (ip6_drop_proto) until the transport layers take them.
+ * extension headers themselves. Fragments are reassembled by ipfrag.c, whose whole packet
+ * is walked again here.
  */
 #include <string.h>
 
@@ -318,8 +318,10 @@ static void icmp6_echo(struct stk_engine *e, stk_time_t now, const struct stk_ip
 
     /* RFC 4443 section 4.2: the reply goes to the request's source, from the address the
      * request was sent to, or for a request to a group (answered, as Linux does by
-     * default) from one of ours. A reply beyond our MTU is not sent. */
-    if (stk__ip6_is_unspec(pkt->src) || STK_IP6_HLEN + pkt->l4_len > e->cfg.mtu) {
+     * default) from one of ours. A reply beyond our MTU goes as fragments (to a unicast
+     * source; a request to a group is answered only within the MTU). */
+    if (stk__ip6_is_unspec(pkt->src) ||
+        (pkt->dst_mcast && STK_IP6_HLEN + pkt->l4_len > e->cfg.mtu)) {
         e->ctr.icmp6_drop++;
         return;
     }
@@ -335,8 +337,8 @@ static void icmp6_echo(struct stk_engine *e, stk_time_t now, const struct stk_ip
     sum = stk__csum_add(sum, m, ICMP6_HLEN);
     sum = stk__csum_add(sum, data.base, data.len);
     stk__put16(m + 2, stk__csum_fold(sum));
-    if (stk__ip6_send(e, now, src, pkt->src, STK_IP_PROTO_ICMPV6, hdr, ICMP6_HLEN, &data, 1,
-                      NULL) == 0)
+    if (stk__ip6_send_frags(e, now, src, pkt->src, STK_IP_PROTO_ICMPV6, hdr, ICMP6_HLEN, &data,
+                            1) == 0)
         e->ctr.icmp6_echo_replies++;
 }
 
@@ -424,10 +426,13 @@ static int walk_options(struct stk_engine *e, stk_time_t now, const struct stk_i
     return 0;
 }
 
-void stk__ip6_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size_t len,
-                    uint32_t rx_flags, bool l2_mcast)
+/* reasm: p is a packet ipfrag.c rebuilt from fragments, in which a further (non-atomic)
+ * fragment is dropped rather than reassembled again (no nesting, no recursion). */
+static void ip6_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size_t len,
+                      uint32_t rx_flags, bool l2_mcast, bool reasm)
 {
-    e->ctr.ip6_in++;
+    if (!reasm)
+        e->ctr.ip6_in++;
     if (len < STK_IP6_HLEN) {
         e->ctr.ip6_drop_len++;
         return;
@@ -521,9 +526,18 @@ void stk__ip6_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size
         } else { /* NH_FRAGMENT */
             uint16_t fo = stk__get16(h + 2);
             if ((fo & 0xfff9) != 0) {
-                /* No reassembly yet. An atomic fragment (offset 0, M clear) is processed
-                 * as a whole packet (RFC 6946). */
-                e->ctr.ip6_drop_frag++;
+                /* An offset or M: reassembly (section 4.5, ipfrag.c), after which the whole
+                 * packet is walked again from its fixed header. An atomic fragment (offset
+                 * 0, M clear) is processed as a whole packet (RFC 6946). */
+                if (reasm) {
+                    e->ctr.ip6_drop_frag++;
+                    return;
+                }
+                struct stk_ipf_whole *w = stk__ipfrag6_input(e, now, &pkt, off);
+                if (w) {
+                    ip6_input(e, now, w->data, w->len, 0, l2_mcast, true);
+                    stk__ipfrag_release(e, w);
+                }
                 return;
             }
         }
@@ -552,4 +566,10 @@ void stk__ip6_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size
         stk__icmp6_error(e, now, &pkt, ICMP6_PARAM_PROB, 1, (uint32_t)nh_off);
         return;
     }
+}
+
+void stk__ip6_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size_t len,
+                    uint32_t rx_flags, bool l2_mcast)
+{
+    ip6_input(e, now, p, len, rx_flags, l2_mcast, false);
 }

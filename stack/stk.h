@@ -257,6 +257,18 @@ struct stk_config {
     X(ip6_drop_opt) \
     X(ip6_drop_rh) \
     X(ip6_drop_frag) \
+    X(ip6_frag_in) \
+    X(ip6_reasm_ok) \
+    X(ip6_reasm_timeout) \
+    X(ip6_reasm_timxceed) \
+    X(ip6_reasm_dup) \
+    X(ip6_reasm_drop_mem) \
+    X(ip6_reasm_drop_overlap) \
+    X(ip6_reasm_drop_bad) \
+    X(ip6_reasm_handoff) \
+    X(ip6_frag_ok) \
+    X(ip6_frag_creates) \
+    X(ip6_frag_fails) \
     X(ip6_drop_proto) \
     X(ip6_drop_noroute) \
     X(icmp6_in) \
@@ -303,8 +315,8 @@ void stk_engine_destroy(struct stk_engine *e);
 /* A received Ethernet frame. The engine does not keep the pointer. */
 void stk_input(struct stk_engine *e, stk_time_t now, const void *frame, size_t len,
                uint32_t rx_flags);
-/* A whole IPv4 datagram without an Ethernet header, as stk_config.steer_ip handed it to
- * this engine's owner. */
+/* A whole IPv4 datagram, or a reassembled IPv6 packet, without an Ethernet header, as
+ * stk_config.steer_ip handed it to this engine's owner (told apart by the version). */
 void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t len,
                   uint32_t rx_flags);
 /* Run expired timers and pending output. */

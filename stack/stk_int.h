@@ -236,7 +236,8 @@ void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4
 void stk__ip_input(struct stk_engine *e, stk_time_t now, const uint8_t *p, size_t len,
                    uint32_t rx_flags);
 
-/* ---- IPv4 fragments (ipfrag.c) ---------------------------------------------------------- */
+/* ---- IPv4 and IPv6 fragments (ipfrag.c)
+ * ---------------------------------------------------------- */
 struct stk__ipfrag;
 /* A reassembled datagram: header (no MF, offset 0, fresh checksum) and payload. */
 struct stk_ipf_whole {
@@ -252,8 +253,17 @@ void stk__ipfrag_destroy(struct stk_engine *e);
 struct stk_ipf_whole *stk__ipfrag_input(struct stk_engine *e, stk_time_t now, const uint8_t *ip,
                                         size_t total);
 void stk__ipfrag_release(struct stk_engine *e, struct stk_ipf_whole *w);
-/* Expires datagrams older than cfg.ipfrag_time_us (ICMP time exceeded if fragment zero
- * arrived). */
+struct stk_ipv6_pkt;
+/* Takes an IPv6 fragment (RFC 8200 4.5): pkt passed the checks of stk__ip6_input up to its
+ * Fragment header at fh_off (offset or M set). Shares the IPv4 bounds (cfg.ipfrag_mem,
+ * ipfrag_max, ipfrag_time_us). Returns the whole packet when this fragment completed it:
+ * fragment zero's IPv6 header (payload length and Next Header set, no extension headers)
+ * and the fragmentable part; release it with stk__ipfrag_release. Else NULL (held, dropped
+ * with a Parameter Problem for a bad length, or handed to another engine; all counted). */
+struct stk_ipf_whole *stk__ipfrag6_input(struct stk_engine *e, stk_time_t now,
+                                         const struct stk_ipv6_pkt *pkt, size_t fh_off);
+/* Expires datagrams older than cfg.ipfrag_time_us (ICMP or ICMPv6 time exceeded if fragment
+ * zero arrived). */
 void stk__ipfrag_poll(struct stk_engine *e, stk_time_t now);
 stk_time_t stk__ipfrag_next_timer(const struct stk_engine *e);
 /* Bytes charged to datagrams in progress, and (count non-NULL) how many there are. */
@@ -345,6 +355,14 @@ void stk__ip6_mcast_mac(const uint8_t a[16], uint8_t mac[6]);
 int stk__ip6_send(struct stk_engine *e, stk_time_t now, const uint8_t *src, const uint8_t dst[16],
                   uint8_t proto, uint8_t *hdr, size_t l4_len, const struct stk_iov *payload,
                   int npay, struct stk_txmeta *meta);
+/* stk__ip6_send for a source that may fragment (RFC 8200 4.5; UDP, echo replies; src not
+ * NULL): beyond the MTU the l4_len + payload bytes go as fragments of at most the MTU behind
+ * a Fragment header (offsets in multiples of 8, one 32-bit identification per datagram;
+ * queued one by one behind neighbour discovery). npay <= 7. 0, or -EMSGSIZE (more than
+ * 65535 bytes), -EHOSTUNREACH, -ENOBUFS, -EINVAL. Defined in ipfrag.c. */
+int stk__ip6_send_frags(struct stk_engine *e, stk_time_t now, const uint8_t src[16],
+                        const uint8_t dst[16], uint8_t proto, uint8_t *hdr, size_t l4_len,
+                        const struct stk_iov *payload, int npay);
 /* The same with an explicit hop limit (255 for neighbour discovery). */
 int stk__ip6_send_hl(struct stk_engine *e, stk_time_t now, const uint8_t *src,
                      const uint8_t dst[16], uint8_t proto, uint8_t hop_limit, uint8_t *hdr,

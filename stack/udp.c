@@ -440,7 +440,8 @@ static uint32_t csum_iov(uint32_t sum, const struct stk_iov *iov, int n)
     return sum;
 }
 
-/* A datagram over IPv6: never fragmented (-EMSGSIZE beyond the MTU), the checksum always
+/* A datagram over IPv6: fragmented beyond the MTU (RFC 8200 4.5; -EMSGSIZE beyond 65527
+ * bytes of data: the UDP length, and the reassembled Payload Length, limits), the checksum always
  * set (RFC 8200 8.1). */
 static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock *s,
                        const struct stk_iov *iov, int n, const uint8_t dst[16], uint16_t dport)
@@ -451,7 +452,7 @@ static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock
     int rc = check_dst6(e, s, dst);
     if (rc)
         return rc;
-    if (STK_IP6_HLEN + STK_UDP_HLEN + len > e->cfg.mtu)
+    if (STK_UDP_HLEN + len > 65535u)
         return -EMSGSIZE;
     rc = autobind6(e, s);
     if (rc)
@@ -473,7 +474,7 @@ static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock
     sum = csum_iov(sum, iov, n);
     uint16_t c = stk__csum_fold(sum);
     stk__put16(uh + 6, c ? c : 0xffff);
-    /* More pieces than the IPv6 layer takes (7) are copied into one (at most an MTU). */
+    /* More pieces than the IPv6 layer takes (7) are copied into one. */
     struct stk_iov one;
     uint8_t *buf = NULL;
     if (n > 7) {
@@ -492,7 +493,7 @@ static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock
         iov = &one;
         n = 1;
     }
-    rc = stk__ip6_send(e, now, src, dst, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n, NULL);
+    rc = stk__ip6_send_frags(e, now, src, dst, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n);
     if (buf)
         stk__free(e, buf, len ? len : 1);
     if (rc < 0 && rc != -ENOBUFS) {

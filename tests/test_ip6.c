@@ -849,13 +849,16 @@ START_TEST(extension_headers)
     expect_param_prob(t, PEER_LL, 0, 42, f + 14, n - 14);
     ck_assert_uint_eq(ctr(t)->ip6_drop_rh, 3);
 
-    /* Fragments are dropped (no reassembly); an atomic fragment is a whole packet. */
+    /* Fragments are held for reassembly (fragments_reassembled); an atomic fragment is a
+     * whole packet. */
     uint8_t fh[8] = {58, 0, 0, 1, 0, 0, 0, 7}; /* offset 0, M set */
     inject(t, f, mk_ext_echo(f, US_MAC, US_LL, 44, fh, 8, 13));
     fh[3] = 0x08; /* offset 1, M clear */
+    fh[7] = 8;
     inject(t, f, mk_ext_echo(f, US_MAC, US_LL, 44, fh, 8, 14));
     expect_none(t);
-    ck_assert_uint_eq(ctr(t)->ip6_drop_frag, 2);
+    ck_assert_uint_eq(ctr(t)->ip6_frag_in, 2);
+    ck_assert_uint_eq(ctr(t)->ip6_drop_frag, 0);
     fh[3] = 0;
     inject(t, f, mk_ext_echo(f, US_MAC, US_LL, 44, fh, 8, 15));
     expect_echo_reply(t, PEER_MAC, US_LL, PEER_LL, 15, 0);
@@ -983,6 +986,243 @@ START_TEST(fuzz_frames)
 }
 END_TEST
 
+/* ---- Fragments (stack/ipfrag.c, RFC 8200 section 4.5) ---------------------------------- */
+
+/* A fragment from PEER_LL: bytes [off, off + len) of the fragmentable part msg. */
+static size_t mk_frag(uint8_t *f, uint32_t id, const uint8_t *msg, uint32_t off, size_t len,
+                      bool more)
+{
+    static uint8_t pay[70000];
+    pay[0] = 58;
+    pay[1] = 0;
+    pay[2] = (uint8_t)(off >> 8);
+    pay[3] = (uint8_t)((off & 0xf8) | (more ? 1 : 0));
+    pay[4] = (uint8_t)(id >> 24);
+    pay[5] = (uint8_t)(id >> 16);
+    pay[6] = (uint8_t)(id >> 8);
+    pay[7] = (uint8_t)id;
+    memcpy(pay + 8, msg + off, len);
+    return mk6(f, US_MAC, PEER_MAC, PEER_LL, US_LL, 44, 64, pay, 8 + len);
+}
+
+/* An echo request (id 0x4242, seq) with dlen bytes of data, checksummed: its length. */
+static size_t mk_big_echo(uint8_t *m, uint16_t seq, size_t dlen)
+{
+    static uint8_t data[65536];
+    for (size_t i = 0; i < dlen; i++)
+        data[i] = (uint8_t)(i * 7 + seq);
+    return mk_icmp6(m, 128, 0, 0x4242u << 16 | seq, data, dlen, PEER_LL, US_LL);
+}
+
+/* Pops the fragments of one datagram the engine sent to dst and checks each frame: at most
+ * the MTU, nh 44, a Fragment header with one identification, offsets following each other
+ * in multiples of 8, M on all but the last. Reassembles the fragmentable part into out;
+ * returns its length and the upper-layer Next Header in *nh. */
+static size_t pop_frags(struct tn *t, const uint8_t src[16], const uint8_t dst[16], uint8_t *out,
+                        uint8_t *nh)
+{
+    uint32_t id = 0, next = 0;
+    for (int i = 0;; i++) {
+        const struct pkt_frame *fr = pkt_capture_pop(&t->cap);
+        ck_assert_ptr_nonnull(fr);
+        ck_assert_uint_le(fr->len, 1514);
+        const uint8_t *ip = fr->data + 14;
+        ck_assert_uint_eq(fr->data[12] << 8 | fr->data[13], 0x86dd);
+        ck_assert_uint_eq(ip[0] >> 4, 6);
+        ck_assert_uint_eq(ip[6], 44);
+        ck_assert_mem_eq(ip + 8, src, 16);
+        ck_assert_mem_eq(ip + 24, dst, 16);
+        size_t plen = (size_t)(ip[4] << 8 | ip[5]);
+        ck_assert_uint_eq(plen + 54, fr->len);
+        const uint8_t *fh = ip + 40;
+        uint32_t fid = (uint32_t)fh[4] << 24 | (uint32_t)fh[5] << 16 | fh[6] << 8 | fh[7];
+        uint32_t off = (uint32_t)(fh[2] << 8 | fh[3]) & 0xfff8u;
+        bool more = fh[3] & 1;
+        if (i == 0) {
+            id = fid;
+            *nh = fh[0];
+        }
+        ck_assert_uint_eq(fid, id);
+        ck_assert_uint_eq(fh[0], *nh);
+        ck_assert_uint_eq(off, next);
+        size_t len = plen - 8;
+        if (more)
+            ck_assert_uint_eq(len % 8, 0);
+        memcpy(out + off, fh + 8, len);
+        next = off + (uint32_t)len;
+        if (!more)
+            break;
+    }
+    return next;
+}
+
+/* The reassembled echo reply in m[0..n): type 129, seq, the request's data. */
+static void check_big_reply(const uint8_t *m, size_t n, uint16_t seq, size_t dlen)
+{
+    ck_assert_uint_eq(n, 8 + dlen);
+    ck_assert_uint_eq(pkt_csum_fold(pkt_csum_add(pseudo6(US_LL, PEER_LL, 58, (uint32_t)n), m, n)),
+                      0);
+    ck_assert_uint_eq(m[0], 129);
+    ck_assert_uint_eq(m[6] << 8 | m[7], seq);
+    for (size_t i = 0; i < dlen; i++)
+        ck_assert_uint_eq(m[8 + i], (uint8_t)(i * 7 + seq));
+}
+
+START_TEST(fragments_reassembled)
+{
+    struct tn *t = tn_new();
+    static uint8_t f[70000], m[70000], out[70000];
+    uint8_t nh = 0;
+    learn_peer(t, PEER_LL, US_LL);
+
+    /* In order: 1232 + 776 bytes. The 2008-byte reply goes back as fragments. */
+    size_t n = mk_big_echo(m, 1, 2000);
+    inject(t, f, mk_frag(f, 100, m, 0, 1232, true));
+    expect_none(t);
+    inject(t, f, mk_frag(f, 100, m, 1232, n - 1232, false));
+    size_t got = pop_frags(t, US_LL, PEER_LL, out, &nh);
+    ck_assert_uint_eq(nh, 58);
+    check_big_reply(out, got, 1, 2000);
+    expect_none(t);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_ok, 1);
+    ck_assert_uint_eq(ctr(t)->ip6_frag_ok, 1);
+    ck_assert_uint_eq(ctr(t)->ip6_frag_creates, 2);
+
+    /* Out of order, last first, and a duplicate: 3 x 800 + 408. */
+    n = mk_big_echo(m, 2, 2600);
+    inject(t, f, mk_frag(f, 101, m, 2400, n - 2400, false));
+    inject(t, f, mk_frag(f, 101, m, 800, 800, true));
+    inject(t, f, mk_frag(f, 101, m, 1600, 800, true));
+    inject(t, f, mk_frag(f, 101, m, 800, 800, true));
+    expect_none(t);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_dup, 1);
+    inject(t, f, mk_frag(f, 101, m, 0, 800, true));
+    got = pop_frags(t, US_LL, PEER_LL, out, &nh);
+    check_big_reply(out, got, 2, 2600);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_ok, 2);
+
+    /* A 64000-byte echo: 52 fragments each way. */
+    n = mk_big_echo(m, 3, 64000);
+    for (uint32_t off = 0; off < n; off += 1232)
+        inject(t, f, mk_frag(f, 102, m, off, stk__min64(1232, n - off), off + 1232 < n));
+    got = pop_frags(t, US_LL, PEER_LL, out, &nh);
+    check_big_reply(out, got, 3, 64000);
+    expect_none(t);
+
+    /* Overlap (RFC 5722): the whole datagram goes, and what follows starts a new one. */
+    n = mk_big_echo(m, 4, 1592);
+    inject(t, f, mk_frag(f, 103, m, 0, 800, true));
+    inject(t, f, mk_frag(f, 103, m, 400, 800, true));
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_drop_overlap, 1);
+    inject(t, f, mk_frag(f, 103, m, 800, 800, false));
+    expect_none(t);
+    uint32_t cnt = 0;
+    stk__ipfrag_mem(t->e, &cnt);
+    ck_assert_uint_eq(cnt, 1);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_ok, 3);
+
+    /* Not the last and not a multiple of 8: Parameter Problem code 0 at Payload Length. */
+    n = mk_big_echo(m, 5, 1000);
+    size_t fl = mk_frag(f, 104, m, 0, 803, true);
+    inject(t, f, fl);
+    expect_param_prob(t, PEER_LL, 0, 4, f + 14, fl - 14);
+    /* Beyond 65535 bytes reassembled: Parameter Problem code 0 at the Fragment Offset. */
+    static uint8_t far[65600];
+    fl = mk_frag(f, 105, far, 65528, 16, false);
+    inject(t, f, fl);
+    expect_param_prob(t, PEER_LL, 0, 42, f + 14, fl - 14);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_drop_bad, 2);
+    stk__ipfrag_mem(t->e, &cnt);
+    ck_assert_uint_eq(cnt, 1); /* neither was held */
+
+    /* A reassembled packet carrying another non-atomic fragment is dropped, not
+     * reassembled again. */
+    uint8_t inner[16] = {58, 0, 0, 1, 0, 0, 0, 9}; /* offset 0, M set */
+    uint64_t drops = ctr(t)->ip6_drop_frag;
+    fl = mk_frag(f, 106, inner, 0, 8, true);
+    f[54] = 44; /* fragment zero names a Fragment header next */
+    inject(t, f, fl);
+    inject(t, f, mk_frag(f, 106, inner, 8, 8, false));
+    expect_none(t);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_ok, 4);
+    ck_assert_uint_eq(ctr(t)->ip6_drop_frag, drops + 1);
+    stk__ipfrag_mem(t->e, &cnt);
+    ck_assert_uint_eq(cnt, 1);
+    tn_free(t);
+}
+END_TEST
+
+/* Drops the neighbour solicitations the engine sent. */
+static void drop_ns(struct tn *t)
+{
+    struct pkt_capture *keep = calloc(1, sizeof(*keep));
+    ck_assert_ptr_nonnull(keep);
+    pkt_capture_init(keep);
+    const struct pkt_frame *fr;
+    while ((fr = pkt_capture_pop(&t->cap)) != NULL)
+        if (!(fr->len > 54 && fr->data[20] == 58 && fr->data[54] == 135))
+            ck_assert_int_eq(pkt_capture_add(keep, fr->data, fr->len), 0);
+    while ((fr = pkt_capture_pop(keep)) != NULL)
+        ck_assert_int_eq(pkt_capture_add(&t->cap, fr->data, fr->len), 0);
+    pkt_capture_fini(keep);
+    free(keep);
+}
+
+START_TEST(fragments_time_out)
+{
+    struct tn *t = tn_new();
+    static uint8_t f[4000], m[4000];
+    learn_peer(t, PEER_LL, US_LL);
+    size_t n = mk_big_echo(m, 7, 2000);
+    /* Fragment zero of one datagram, only the second of another. */
+    static uint8_t g[4000];
+    size_t fl = mk_frag(g, 200, m, 0, 800, true);
+    inject(t, g, fl);
+    inject(t, f, mk_frag(f, 201, m, 800, n - 800, false));
+    poll_at(t, T0 + 30 * STK_US_PER_S - 1);
+    /* (The neighbour entry learnt 30 s ago is probed meanwhile: skip solicitations.) */
+    drop_ns(t);
+    expect_none(t);
+    poll_at(t, T0 + 30 * STK_US_PER_S);
+    drop_ns(t);
+    /* One Time Exceeded code 1, quoting fragment zero as it arrived. */
+    struct o6 o;
+    pop6(t, &o);
+    expect_none(t);
+    ck_assert_mem_eq(o.dst, PEER_LL, 16);
+    ck_assert_uint_eq(o.m[0], 3);
+    ck_assert_uint_eq(o.m[1], 1);
+    ck_assert_uint_eq(o.mlen, 8 + fl - 14);
+    ck_assert_mem_eq(o.m + 8, g + 14, fl - 14);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_timeout, 2);
+    ck_assert_uint_eq(ctr(t)->ip6_reasm_timxceed, 1);
+    uint32_t cnt = 1;
+    ck_assert_uint_eq(stk__ipfrag_mem(t->e, &cnt), 0);
+    ck_assert_uint_eq(cnt, 0);
+    tn_free(t);
+}
+END_TEST
+
+START_TEST(fragments_memory_bound)
+{
+    struct stk_config c = base_cfg();
+    c.ipfrag_mem = 16384;
+    struct tn *t = tn_new_cfg(&c);
+    static uint8_t f[4000], m[4000];
+    learn_peer(t, PEER_LL, US_LL);
+    mk_big_echo(m, 8, 2000);
+    /* Fragment zero of 100 datagrams: what is held stays within the bound. */
+    for (uint32_t id = 0; id < 100; id++) {
+        inject(t, f, mk_frag(f, 300 + id, m, 0, 1200, true));
+        ck_assert_uint_le(stk__ipfrag_mem(t->e, NULL), 16384);
+    }
+    ck_assert_uint_gt(ctr(t)->ip6_reasm_drop_mem, 80);
+    ck_assert_uint_ge(ctr(t)->ip6_drop_frag, ctr(t)->ip6_reasm_drop_mem);
+    expect_none(t);
+    tn_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ip6");
@@ -999,6 +1239,9 @@ int main(void)
     tcase_add_test(tc, queue_bounds);
     tcase_add_test(tc, ip6_input_drops);
     tcase_add_test(tc, extension_headers);
+    tcase_add_test(tc, fragments_reassembled);
+    tcase_add_test(tc, fragments_time_out);
+    tcase_add_test(tc, fragments_memory_bound);
     tcase_add_test(tc, error_rate_limit);
     tcase_add_test(tc, fuzz_frames);
     suite_add_tcase(s, tc);

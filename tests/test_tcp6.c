@@ -2,7 +2,7 @@
  * test_tcp6.c - TCP over IPv6 (stack/tcp_*.c with stack/ip6.c): handshakes both ways, data,
  * FIN, RST for closed ports, dual-stack listeners and IPV6_V6ONLY with the bind rules of
  * ipv6(7), SYN cookies, and two engines talking over the in-memory wire. Then UDP over IPv6
- * (stack/udp.c): send/receive, mandatory checksum, port unreachable, dual stack, EMSGSIZE.
+ * (stack/udp.c): send/receive, mandatory checksum, port unreachable, dual stack, fragments.
  *
  * One engine is driven through stk_input() with crafted frames and everything it transmits
  * is kept by a pkt_capture (as test_ip6.c). The IPv6 + TCP frames are built and checked here
@@ -877,6 +877,189 @@ static int udp_bind(struct tn *t, struct stk_sockaddr a, int v6only)
     return sd;
 }
 
+/* Pops the fragments of one UDP datagram from US_GL to PEER_GL, checking each frame (at most
+ * the MTU, a Fragment header naming UDP, one identification, offsets in multiples of 8 that
+ * follow each other, M on all but the last); returns the identification and the fragment
+ * count, and reassembles the UDP datagram into out (*len bytes). */
+static uint32_t pop_udp_frags(struct tn *t, uint8_t *out, size_t *len, unsigned *count)
+{
+    uint32_t id = 0, next = 0;
+    unsigned i = 0;
+    for (;; i++) {
+        const struct pkt_frame *fr = pkt_capture_pop(&t->cap);
+        ck_assert_ptr_nonnull(fr);
+        ck_assert_uint_le(fr->len, 1514);
+        ck_assert_uint_eq(fr->data[12] << 8 | fr->data[13], 0x86dd);
+        const uint8_t *ip = fr->data + 14;
+        ck_assert_uint_eq(ip[6], 44);
+        ck_assert_mem_eq(ip + 8, US_GL, 16);
+        ck_assert_mem_eq(ip + 24, PEER_GL, 16);
+        size_t plen = (size_t)(ip[4] << 8 | ip[5]);
+        ck_assert_uint_eq(plen + 54, fr->len);
+        const uint8_t *fh = ip + 40;
+        ck_assert_uint_eq(fh[0], 17);
+        uint32_t fid = (uint32_t)fh[4] << 24 | (uint32_t)fh[5] << 16 | fh[6] << 8 | fh[7];
+        uint32_t off = (uint32_t)(fh[2] << 8 | fh[3]) & 0xfff8u;
+        bool more = fh[3] & 1;
+        if (i == 0)
+            id = fid;
+        ck_assert_uint_eq(fid, id);
+        ck_assert_uint_eq(off, next);
+        if (more) {
+            ck_assert_uint_eq((plen - 8) % 8, 0);
+            ck_assert_uint_eq(fr->len, 14 + 40 + 8 + 1448); /* 1500 - 48 rounded down to 8s */
+        }
+        memcpy(out + off, fh + 8, plen - 8);
+        next = off + (uint32_t)(plen - 8);
+        if (!more)
+            break;
+    }
+    *len = next;
+    *count = i + 1;
+    return id;
+}
+
+START_TEST(udp6_fragments)
+{
+    struct tn *t = tn_new();
+    learn_peer(t, PEER_GL);
+    int sd = udp_bind(t, sa6(UNSPEC, 53), -1);
+    static uint8_t data[65536], out[70000], f[2000];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 13 + 1);
+    struct stk_sockaddr to = sa6(PEER_GL, 5000);
+
+    /* 3000 bytes: three fragments (1448, 1448, 112), reassembling to the datagram. */
+    struct stk_iov v = {data, 3000};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &to), 3000);
+    size_t len;
+    unsigned cnt;
+    uint32_t id1 = pop_udp_frags(t, out, &len, &cnt);
+    ck_assert_uint_eq(cnt, 3);
+    ck_assert_uint_eq(len, 3008);
+    ck_assert_uint_eq(out[0] << 8 | out[1], 53);
+    ck_assert_uint_eq(out[2] << 8 | out[3], 5000);
+    ck_assert_uint_eq(out[4] << 8 | out[5], 3008);
+    ck_assert_uint_eq(pkt_csum_fold(pkt_csum_add(pseudo6(US_GL, PEER_GL, 17, 3008), out, 3008)), 0);
+    ck_assert_mem_eq(out + 8, data, 3000);
+    ck_assert_uint_eq(pkt_capture_count(&t->cap), 0);
+
+    /* The largest datagram (65527 bytes, a 65535-byte UDP length) goes, with another
+     * identification; one byte more is EMSGSIZE. */
+    v.len = 65527;
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &to), 65527);
+    uint32_t id2 = pop_udp_frags(t, out, &len, &cnt);
+    ck_assert_uint_ne(id2, id1);
+    ck_assert_uint_eq(cnt, 46);
+    ck_assert_uint_eq(len, 65535);
+    ck_assert_uint_eq(out[4] << 8 | out[5], 65535);
+    ck_assert_uint_eq(pkt_csum_fold(pkt_csum_add(pseudo6(US_GL, PEER_GL, 17, 65535), out, 65535)),
+                      0);
+    ck_assert_mem_eq(out + 8, data, 65527);
+    v.len = 65528;
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &to), -EMSGSIZE);
+    ck_assert_uint_eq(pkt_capture_count(&t->cap), 0);
+
+    /* Received: a 3000-byte datagram in three fragments, the last first. */
+    uint8_t u[3008];
+    u[0] = 0x13;
+    u[1] = 0x88;
+    u[2] = 0;
+    u[3] = 53;
+    u[4] = 3008 >> 8;
+    u[5] = 3008 & 0xff;
+    u[6] = u[7] = 0;
+    memcpy(u + 8, data, 3000);
+    uint16_t c = pkt_csum_fold(pkt_csum_add(pseudo6(PEER_GL, US_GL, 17, 3008), u, 3008));
+    u[6] = (uint8_t)(c >> 8);
+    u[7] = (uint8_t)c;
+    uint8_t pay[1500];
+    for (int k = 2; k >= 0; k--) {
+        uint32_t off = 1200u * (uint32_t)k, flen = k == 2 ? 3008 - 2400 : 1200;
+        memcpy(pay,
+               (const uint8_t[8]){17, 0, (uint8_t)(off >> 8), (uint8_t)((off & 0xf8) | (k < 2)), 0,
+                                  0, 0x12, 0x34},
+               8);
+        memcpy(pay + 8, u + off, flen);
+        inject(t, f, mk6(f, US_MAC, PEER_GL, US_GL, 44, pay, 8 + flen));
+    }
+    static char buf[4000];
+    struct stk_udp_meta m;
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, sd, buf, sizeof(buf), 0, &m), 3000);
+    ck_assert_mem_eq(buf, data, 3000);
+    ck_assert_uint_eq(m.from.port, 5000);
+    ck_assert_mem_eq(m.from.ip6, PEER_GL, 16);
+    ck_assert_uint_eq(stk_counters(t->e)->ip6_reasm_ok, 1);
+    tn_free(t);
+}
+END_TEST
+
+/* What an engine's steer_ip was given (as dpdk_io/core.c hands it to another core). */
+static struct {
+    uint8_t buf[2000];
+    size_t len;
+    int calls;
+} steered;
+
+static int steer_cb(void *ctx, const void *ip, size_t len)
+{
+    (void)ctx;
+    steered.calls++;
+    ck_assert_uint_le(len, sizeof(steered.buf));
+    memcpy(steered.buf, ip, len);
+    steered.len = len;
+    return 1; /* not ours */
+}
+
+/* A TCP SYN in two IPv6 fragments: reassembled, then handed to steer_ip (the 4-tuple's
+ * engine); that engine takes the whole IPv6 packet through stk_input_ip and answers. */
+START_TEST(tcp6_fragments_steered)
+{
+    struct stk_config c;
+    memset(&c, 0, sizeof(c));
+    c.steer_ip = steer_cb;
+    struct tn *t = tn_new_cfg(&c);
+    memset(&steered, 0, sizeof(steered));
+    learn_peer(t, PEER_GL);
+    listen_on(t, sa6(UNSPEC, 80), -1, 8);
+    uint8_t f[1600], g[200], pay[64];
+    struct seg6 s = {.src = PEER_GL,
+                     .dst = US_GL,
+                     .sport = 40001,
+                     .dport = 80,
+                     .seq = 5000,
+                     .flags = PKT_TCP_SYN,
+                     .mss = 1440};
+    size_t n = mk_tcp6(f, &s);
+    ck_assert_uint_eq(n, 54 + 24);
+    const uint8_t *th = f + 54;
+    for (int k = 1; k >= 0; k--) {
+        uint32_t off = k ? 16 : 0, len = k ? 8 : 16;
+        memcpy(pay, (const uint8_t[8]){6, 0, 0, (uint8_t)(off | (k ? 0 : 1)), 1, 2, 3, 4}, 8);
+        memcpy(pay + 8, th + off, len);
+        inject(t, g, mk6(g, US_MAC, PEER_GL, US_GL, 44, pay, 8 + len));
+    }
+    expect_none(t);
+    ck_assert_int_eq(steered.calls, 1);
+    ck_assert_uint_eq(stk_counters(t->e)->ip6_reasm_handoff, 1);
+    ck_assert_uint_eq(steered.len, 40 + 24);
+    ck_assert_uint_eq(steered.buf[0] >> 4, 6);
+    ck_assert_uint_eq(steered.buf[6], 6);
+    ck_assert_uint_eq(steered.buf[4] << 8 | steered.buf[5], 24);
+    ck_assert_mem_eq(steered.buf + 8, PEER_GL, 16);
+    ck_assert_mem_eq(steered.buf + 40, th, 24);
+    /* The owner (here the same engine) gets it whole, not steered again. */
+    stk_input_ip(t->e, t->now, steered.buf, steered.len, 0);
+    struct o6 o;
+    pop_tcp6(t, &o);
+    ck_assert_uint_eq(o.flags, PKT_TCP_SYN | PKT_TCP_ACK);
+    ck_assert_uint_eq(o.ack, 5001);
+    ck_assert_uint_eq(o.dport, 40001);
+    ck_assert_int_eq(steered.calls, 1);
+    tn_free(t);
+}
+END_TEST
+
 START_TEST(udp6_send_recv)
 {
     struct tn *t = tn_new();
@@ -913,11 +1096,9 @@ START_TEST(udp6_send_recv)
     ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, eight, 8, &m.from), 16);
     pop6_nh(t, 17, o, &n);
     ck_assert_uint_eq(n, 54 + 8 + 16);
-    /* No fragments: beyond the MTU is EMSGSIZE; exactly the MTU goes. */
+    /* Exactly the MTU goes unfragmented (beyond it: udp6_fragments). */
     static uint8_t big[1500];
-    v = (struct stk_iov){big, 1500 - 48 + 1};
-    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &m.from), -EMSGSIZE);
-    v.len = 1500 - 48;
+    v = (struct stk_iov){big, 1500 - 48};
     ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &m.from), 1452);
     pop6_nh(t, 17, o, &n);
     ck_assert_uint_eq(n, 1514);
@@ -1054,6 +1235,8 @@ static Suite *suite(void)
     suite_add_tcase(s, tc);
     TCase *tu = tcase_create("udp6");
     tcase_add_test(tu, udp6_send_recv);
+    tcase_add_test(tu, udp6_fragments);
+    tcase_add_test(tu, tcp6_fragments_steered);
     tcase_add_test(tu, udp6_checksum_and_unreach);
     tcase_add_test(tu, udp6_dual_stack);
     suite_add_tcase(s, tu);

@@ -2,7 +2,8 @@
 # IPv6 foundations end to end, through net_af_xdp and net_af_packet: ustackd has
 # USTACK_IP6=2001:2:0:X::2/64 (RFC 5180's benchmarking prefix) and its link-local address
 # from the MAC. From the kernel side: `ping -6` to the link-local address (%iface) and to the
-# global one, 5/5 answered; `ip -6 neigh` shows ustack's MAC for both, REACHABLE/STALE/
+# global one, 5/5 answered, and with 4000 and 20000 bytes of data (IPv6 fragments both
+# ways: ustack reassembles the request and fragments the reply); `ip -6 neigh` shows ustack's MAC for both, REACHABLE/STALE/
 # DELAY/PROBE; ustack resolves the kernel in turn (its unicast probe answered: nd_na_in);
 # then malformed IPv6/ICMPv6/ND frames (tests/net/helpers/hostile6.py, python3-scapy) are
 # each dropped and counted by their reason, ustackd survives, and ping still works. Then TCP
@@ -73,6 +74,26 @@ for kind in ${NET_KINDS:-af_xdp af_packet}; do
     out=$(net_k timeout 10 ping -6 -n -c 2 -i 0.3 -W 2 -s 1400 "$U6" 2>&1) \
         || net_fail "$kind: ping -6 -s 1400 failed: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
     grep -q '2 received' <<<"$out" || net_fail "$kind: ping -6 -s 1400: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+    # Beyond the MTU (4000 and 20000 bytes of data): the kernel fragments the request,
+    # ustack reassembles it and sends the reply in fragments (RFC 8200 4.5), which the
+    # kernel reassembles. (af_packet's defragmenting socket is IPv4-only.)
+    ustackd_stats st
+    r0=$(stat_sum "$st" ip6_reasm_ok)
+    f0=$(stat_sum "$st" ip6_frag_ok)
+    for sz in 4000 20000; do
+        out=$(net_k timeout 15 ping -6 -n -c 3 -i 0.3 -W 3 -s "$sz" "$U6" 2>&1) \
+            || net_fail "$kind: ping -6 -s $sz failed: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+        grep -q '3 packets transmitted, 3 received' <<<"$out" \
+            || net_fail "$kind: ping -6 -s $sz: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+        grep -q "$((sz + 8)) bytes from $U6" <<<"$out" \
+            || net_fail "$kind: ping -6 -s $sz: no full-size reply: $(echo "$out" | head -n 3 | tr '\n' ' ')"
+    done
+    ustackd_stats st
+    r1=$(stat_sum "$st" ip6_reasm_ok)
+    f1=$(stat_sum "$st" ip6_frag_ok)
+    [ $((r1 - r0)) -ge 6 ] && [ $((f1 - f0)) -ge 6 ] \
+        || net_fail "$kind: ip6_reasm_ok +$((r1 - r0)), ip6_frag_ok +$((f1 - f0)), expected >= 6 each"
+    net_log "$kind: ping -6 -s 4000 and -s 20000: 6/6 answered (ip6_reasm_ok +$((r1 - r0)), ip6_frag_ok +$((f1 - f0)), ip6_frag_creates $(stat_sum "$st" ip6_frag_creates))"
 
     for a in "$ULL" "$U6"; do
         neigh_ok "$a" || net_fail "$kind: ip -6 neigh has no usable entry $a lladdr $UMAC: $(ip -n "$NS_K" -6 neigh show dev "$VETH_K" | tr '\n' ';')"

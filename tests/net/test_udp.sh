@@ -16,6 +16,9 @@
 #             /etc/netns/<ns>/resolv.conf) naming 127.0.0.1 reaches a kernel dnsmasq on the
 #             ustack namespace's loopback (glibc calls its own socket functions internally,
 #             which no interposer sees: its resolver is always the kernel's);
+#   echo6   - `socat UDP6-LISTEN:7 PIPE` under ustack with USTACK_IP6 echoes 100 datagrams
+#             of 3000 bytes over IPv6, fragmented both ways (ustack reassembles and
+#             fragments: ip6_reasm_ok, ip6_frag_ok);
 #   switch  - USTACK_UDP=0 leaves a UDP socket to the kernel (a socket fd, not an eventfd),
 #             and a bad USTACK_UDP value fails socket() with EINVAL and a message.
 # Every program is bounded (timeout); teardown kills whatever still runs in the namespaces.
@@ -41,7 +44,7 @@ cat >"$DRIVER" <<'EOF'
 import os, socket, sys, time
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lo, hi = (int(sys.argv[4]), int(sys.argv[5])) if len(sys.argv) > 5 else (1, 1472)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2.0)
 deadline = time.monotonic() + 240
 lost = 0
@@ -146,6 +149,49 @@ check_echo() {
             [ "$(stat_sum "$st" ip_reasm_ok)" -ge 1 ] && [ "$(stat_sum "$st" ip_frag_ok)" -ge 1 ] \
                 || net_softfail "$kind: datagrams above the MTU were not reassembled and fragmented by ustack"
         fi
+    fi
+    stop_bg "$sp"
+    u_clean "$kind"
+}
+
+# check_echo6 KIND COUNT [CORES]: `socat UDP6-LISTEN` under ustack (USTACK_IP6) echoes COUNT
+# datagrams of 3000 bytes from the kernel over IPv6: both ways as IPv6 fragments (RFC 8200
+# 4.5), reassembled and fragmented by ustack (af_packet's defragmenting socket is IPv4-only).
+check_echo6() {
+    local kind=$1 n=$2 sp out t0 st k
+    local serr="$NET_TMPD/socat6.$kind.err"
+    local K6="2001:2:0:$NET_X::1" U6="2001:2:0:$NET_X::2"
+    for k in "net.ipv6.conf.all.disable_ipv6=0" "net.ipv6.conf.$VETH_K.disable_ipv6=0" \
+        "net.ipv6.conf.$VETH_K.accept_dad=0" "net.ipv6.conf.$VETH_K.accept_ra=0"; do
+        net_k sysctl -qw "$k" >/dev/null || { net_softfail "$kind: sysctl $k failed"; return; }
+    done
+    ip -n "$NS_K" -6 addr replace "$K6/64" dev "$VETH_K" nodad 2>/dev/null
+    u_env "$kind" "echo6.$kind${3:+.$3}"
+    U_ENV+=("USTACK_IP6=$U6/64")
+    [ -n "${3:-}" ] && U_ENV+=("USTACK_CORES=$3")
+    u_bg "${U_ENV[@]}" timeout -k 2 200 socat -T 60 -b 65536 "UDP6-LISTEN:$P_ECHO,reuseaddr" PIPE \
+        </dev/null >/dev/null 2>"$serr"
+    sp=$U_BG
+    local end=$((SECONDS + 20))
+    while [ -z "$(u_stackds)" ] && proc_alive "$sp" && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
+    sleep 1
+    u_note_stackd
+    if ! proc_alive "$sp"; then
+        net_softfail "$kind: socat UDP6-LISTEN under ustack exited at start: $(errtail "$serr")"
+        u_clean "$kind"
+        return
+    fi
+    t0=$SECONDS
+    out=$(net_k timeout 150 "$PY" "$DRIVER" "$U6" "$P_ECHO" "$n" 3000 3000 2>&1 | tail -n 1) || true
+    case "$out" in
+    "ok $n"*) net_log "$kind${3:+ cores $3}: IPv6 echo: $n datagrams of 3000 bytes byte-exact in $((SECONDS - t0)) s (${out#"ok $n "})" ;;
+    *) net_softfail "$kind: IPv6 echo through socat under ustack: ${out:-no output} (socat: $(errtail "$serr"))" ;;
+    esac
+    if [ -n "$USTACKD_PID" ]; then
+        ustackd_stats st
+        net_log "$kind: ustackd: ip6_reasm_ok $(stat_sum "$st" ip6_reasm_ok) ip6_frag_ok $(stat_sum "$st" ip6_frag_ok) ip6_frag_creates $(stat_sum "$st" ip6_frag_creates) ip6_drop_frag $(stat_sum "$st" ip6_drop_frag)"
+        [ "$(stat_sum "$st" ip6_reasm_ok)" -ge "$n" ] && [ "$(stat_sum "$st" ip6_frag_ok)" -ge "$n" ] \
+            || net_softfail "$kind: the IPv6 datagrams were not reassembled and fragmented by ustack"
     fi
     stop_bg "$sp"
     u_clean "$kind"
@@ -314,6 +360,8 @@ for kind in ${NET_KINDS:-af_packet af_xdp}; do
     check_echo "$kind"
     net_flush_neigh
     check_dns "$kind"
+    net_flush_neigh
+    check_echo6 "$kind" 100
 done
 kind=${NET_KINDS:-af_packet}
 kind=${kind%% *}
@@ -329,5 +377,8 @@ if [ "$(nproc)" -ge 2 ]; then
     # fragments hash to and handed to core 0 (af_xdp: af_packet's socket defragments).
     net_flush_neigh
     check_echo af_xdp 300 0,1 1473 9000
+    # IPv6 fragments all go to core 0 (no ports to steer by), where UDP lives.
+    net_flush_neigh
+    check_echo6 af_xdp 100 0,1
 fi
 net_finish

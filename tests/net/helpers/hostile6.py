@@ -59,9 +59,10 @@ def main():
     # Routing header type 0 with segments left (RFC 5095), to the global address.
     add("ip6_drop_rh", e / IPv6(src=kgl, dst=ugl) / IPv6ExtHdrRouting(type=0, addresses=[kgl], segleft=1)
         / ICMPv6EchoRequest())
-    # A first fragment (no reassembly yet).
+    # A fragment that is not the last with a length not a multiple of 8 (21 bytes): dropped
+    # with a Parameter Problem (RFC 8200 4.5).
     add("ip6_drop_frag", e / IPv6(src=kll, dst=ull) / IPv6ExtHdrFragment(offset=0, m=1, id=99)
-        / ICMPv6EchoRequest(data=b"f" * 16))
+        / ICMPv6EchoRequest(data=b"f" * 13))
     # A destination option whose type says "discard" (high bits 01).
     add("ip6_drop_opt", e / IPv6(src=kll, dst=ull)
         / IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x7e, optdata=b"\0\0\0\0")])
