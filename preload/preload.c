@@ -140,41 +140,27 @@ __attribute__((constructor)) static void ustack_ctor(void)
 
 HOOK int socket(int domain, int type, int protocol)
 {
-    if (domain == AF_INET && (type & 0xf) == SOCK_STREAM &&
-        (protocol == 0 || protocol == IPPROTO_TCP) && ustack__enabled()) {
-        if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
-            return (int)ret(-EINVAL);
-        ustack__init();
-        int rc = ustack__attach();
-        if (rc < 0)
-            return (int)ret(rc);
-        return (int)ret(shim_socket(type & (SOCK_NONBLOCK | SOCK_CLOEXEC)));
-    }
-    if (domain == AF_INET && (type & 0xf) == SOCK_DGRAM &&
-        (protocol == 0 || protocol == IPPROTO_UDP) && ustack__udp_enabled()) {
-        if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
-            return (int)ret(-EINVAL);
-        ustack__init();
-        int rc = ustack__attach();
-        if (rc < 0)
-            return (int)ret(rc);
-        return (int)ret(shim_socket_dgram(type & (SOCK_NONBLOCK | SOCK_CLOEXEC)));
-    }
-    /* AF_INET6 (docs/preload.md "IPv6"): TCP unless USTACK_INET6=0, UDP unless that or
-     * USTACK_UDP=0. */
     bool stream = (type & 0xf) == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP);
     bool dgram = (type & 0xf) == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP);
-    if (domain == AF_INET6 && (stream || dgram) && ustack__inet6_enabled() &&
-        (stream || ustack__udp_enabled())) {
-        if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
-            return (int)ret(-EINVAL);
-        ustack__init();
-        int rc = ustack__attach();
-        if (rc < 0)
-            return (int)ret(rc);
-        return (int)ret(shim_socket6(type & (SOCK_NONBLOCK | SOCK_CLOEXEC), dgram));
-    }
-    return REAL(socket)(domain, type, protocol);
+    /* AF_INET6 (docs/preload.md "IPv6"): TCP unless USTACK_INET6=0, UDP unless that or
+     * USTACK_UDP=0. */
+    bool serve = false;
+    if (domain == AF_INET)
+        serve = stream ? ustack__enabled() : dgram && ustack__udp_enabled();
+    else if (domain == AF_INET6)
+        serve = (stream || dgram) && ustack__inet6_enabled() && (stream || ustack__udp_enabled());
+    if (!serve)
+        return REAL(socket)(domain, type, protocol);
+    if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
+        return (int)ret(-EINVAL);
+    ustack__init();
+    int rc = ustack__attach();
+    if (rc < 0)
+        return (int)ret(rc);
+    int flags = type & (SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (domain == AF_INET6)
+        return (int)ret(shim_socket6(flags, dgram));
+    return (int)ret(dgram ? shim_socket_dgram(flags) : shim_socket(flags));
 }
 
 HOOK int socketpair(int domain, int type, int protocol, int sv[2])

@@ -17,7 +17,7 @@
  */
 #include <string.h>
 
-#include "stk_int.h"
+#include "pending.h"
 
 #define ARP_ENTRIES 256
 #define ARP_BUCKETS 128 /* power of two */
@@ -38,30 +38,21 @@ enum arp_state { ARP_FREE = 0, ARP_INCOMPLETE, ARP_REACHABLE, ARP_PROBE };
 struct arp_entry {
     uint32_t ip;
     uint8_t mac[6];
-    uint8_t state; /* enum arp_state */
-    uint8_t tries; /* requests sent in this INCOMPLETE or PROBE period */
-    bool used;     /* resolved for output since the last confirmation */
-    uint8_t qlen;
-    uint16_t next;         /* hash chain, or free list when ARP_FREE */
-    uint16_t qhead, qtail; /* waiting frames, oldest first */
-    stk_time_t deadline;   /* next retransmission or expiry */
-    stk_time_t stamp;      /* creation or last confirmation: the age used for eviction */
-};
-
-struct arp_qent {
-    uint16_t next; /* FIFO of one entry, or free list */
-    bool has_meta;
-    uint32_t len;
-    uint8_t *data;
-    struct stk_txmeta meta;
+    uint8_t state;          /* enum arp_state */
+    uint8_t tries;          /* requests sent in this INCOMPLETE or PROBE period */
+    bool used;              /* resolved for output since the last confirmation */
+    uint16_t next;          /* hash chain, or free list when ARP_FREE */
+    struct stk_pend_list q; /* waiting frames */
+    stk_time_t deadline;    /* next retransmission or expiry */
+    stk_time_t stamp;       /* creation or last confirmation: the age used for eviction */
 };
 
 struct stk__arp {
     struct arp_entry ent[ARP_ENTRIES];
     uint16_t bucket[ARP_BUCKETS];
     uint16_t free_ent;
-    struct arp_qent q[ARP_QMAX];
-    uint16_t free_q;
+    struct stk_pend_frame qf[ARP_QMAX];
+    struct stk_pend_pool q;
     /* Never later than the earliest entry deadline; stk__arp_poll recomputes it exactly. */
     stk_time_t next_timer;
     uint16_t ip_id; /* IPv4 identification counter (net.c) */
@@ -137,47 +128,11 @@ static void send_request(struct stk_engine *e, stk_time_t now, struct arp_entry 
     send_arp(e, ARP_OP_REQUEST, probe ? en->mac : mac_broadcast, mac_zero, en->ip, e->cfg.ip);
 }
 
-static void queue_drop_all(struct stk_engine *e, struct arp_entry *en)
-{
-    struct stk__arp *a = e->arp;
-    while (en->qhead != NIL) {
-        struct arp_qent *q = &a->q[en->qhead];
-        en->qhead = q->next;
-        stk__free(e, q->data, q->len);
-        q->data = NULL;
-        q->next = a->free_q;
-        a->free_q = (uint16_t)(q - a->q);
-        e->ctr.arp_queue_drop++;
-    }
-    en->qtail = NIL;
-    en->qlen = 0;
-}
-
-/* Sends the waiting frames in the order they were queued, now that en's MAC is known. */
-static void queue_flush(struct stk_engine *e, struct arp_entry *en)
-{
-    struct stk__arp *a = e->arp;
-    while (en->qhead != NIL) {
-        uint16_t qi = en->qhead;
-        struct arp_qent *q = &a->q[qi];
-        en->qhead = q->next;
-        memcpy(q->data, en->mac, 6);
-        struct stk_iov iov = {q->data, q->len};
-        (void)stk__eth_tx(e, &iov, 1, q->has_meta ? &q->meta : NULL);
-        stk__free(e, q->data, q->len);
-        q->data = NULL;
-        q->next = a->free_q;
-        a->free_q = qi;
-    }
-    en->qtail = NIL;
-    en->qlen = 0;
-}
-
 static void entry_free(struct stk_engine *e, uint16_t idx)
 {
     struct stk__arp *a = e->arp;
     struct arp_entry *en = &a->ent[idx];
-    queue_drop_all(e, en);
+    stk__pend_drop_all(e, &a->q, &en->q, &e->ctr.arp_queue_drop);
     uint16_t *pp = &a->bucket[hash_ip(en->ip)];
     while (*pp != NIL && *pp != idx)
         pp = &a->ent[*pp].next;
@@ -185,7 +140,7 @@ static void entry_free(struct stk_engine *e, uint16_t idx)
         *pp = en->next;
     memset(en, 0, sizeof(*en));
     en->state = ARP_FREE;
-    en->qhead = en->qtail = NIL;
+    stk__pend_list_init(&en->q);
     en->next = a->free_ent;
     a->free_ent = idx;
 }
@@ -203,7 +158,7 @@ static uint16_t pick_victim(const struct stk__arp *a)
         if (en->state == ARP_REACHABLE || en->state == ARP_PROBE)
             cls = 0;
         else
-            cls = en->qlen == 0 ? 1 : 2;
+            cls = en->q.len == 0 ? 1 : 2;
         if (best[cls] == NIL || en->stamp < a->ent[best[cls]].stamp)
             best[cls] = i;
     }
@@ -223,7 +178,7 @@ static struct arp_entry *entry_new(struct stk_engine *e, stk_time_t now, uint32_
     en->ip = ip;
     en->state = ARP_INCOMPLETE;
     en->stamp = now;
-    en->qhead = en->qtail = NIL;
+    stk__pend_list_init(&en->q);
     unsigned b = hash_ip(ip);
     en->next = a->bucket[b];
     a->bucket[b] = idx;
@@ -240,7 +195,7 @@ static void confirm(struct stk_engine *e, stk_time_t now, struct arp_entry *en,
     en->used = false;
     en->stamp = now;
     set_deadline(e->arp, en, now + e->cfg.arp_timeout_us);
-    queue_flush(e, en);
+    stk__pend_flush(e, &e->arp->q, &en->q, en->mac);
 }
 
 int stk__arp_create(struct stk_engine *e, stk_time_t now)
@@ -253,12 +208,10 @@ int stk__arp_create(struct stk_engine *e, stk_time_t now)
         a->bucket[i] = NIL;
     for (unsigned i = 0; i < ARP_ENTRIES; i++) {
         a->ent[i].next = i + 1 < ARP_ENTRIES ? (uint16_t)(i + 1) : NIL;
-        a->ent[i].qhead = a->ent[i].qtail = NIL;
+        stk__pend_list_init(&a->ent[i].q);
     }
     a->free_ent = 0;
-    for (unsigned i = 0; i < ARP_QMAX; i++)
-        a->q[i].next = i + 1 < ARP_QMAX ? (uint16_t)(i + 1) : NIL;
-    a->free_q = 0;
+    stk__pend_init(&a->q, a->qf, ARP_QMAX);
     a->next_timer = UINT64_MAX;
     /* Start the identification counter somewhere an observer cannot predict. */
     a->ip_id = (uint16_t)stk__siphash(e->cfg.secret, "ipid", 4);
@@ -271,8 +224,7 @@ void stk__arp_destroy(struct stk_engine *e)
     struct stk__arp *a = e->arp;
     if (!a)
         return;
-    for (unsigned i = 0; i < ARP_QMAX; i++)
-        stk__free(e, a->q[i].data, a->q[i].len);
+    stk__pend_fini(e, &a->q);
     stk__free(e, a, sizeof(*a));
     e->arp = NULL;
 }
@@ -327,40 +279,13 @@ int stk__arp_queue(struct stk_engine *e, stk_time_t now, uint32_t ip, const stru
     } else {
         en = &a->ent[idx];
     }
-    if (en->qlen >= ARP_QPER || a->free_q == NIL) {
-        e->ctr.arp_queue_drop++;
-        return -ENOBUFS;
-    }
-    uint8_t *data = stk__alloc(e, len);
-    if (!data) {
-        e->ctr.arp_queue_drop++;
-        return -ENOBUFS;
-    }
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (iov[i].len) /* an empty piece may have a NULL base */
-            memcpy(data + off, iov[i].base, iov[i].len);
-        off += iov[i].len;
-    }
-    uint16_t qi = a->free_q;
-    struct arp_qent *q = &a->q[qi];
-    a->free_q = q->next;
-    q->next = NIL;
-    q->data = data;
-    q->len = (uint32_t)len;
-    q->has_meta = meta != NULL;
-    if (meta)
-        q->meta = *meta;
-    if (en->qtail == NIL)
-        en->qhead = qi;
-    else
-        a->q[en->qtail].next = qi;
-    en->qtail = qi;
-    en->qlen++;
+    int rc = stk__pend_add(e, &a->q, &en->q, ARP_QPER, iov, n, len, meta, &e->ctr.arp_queue_drop);
+    if (rc < 0)
+        return rc;
     if (en->state != ARP_INCOMPLETE) {
         /* Already resolved (the caller did not ask first): the copy goes out at once. */
         en->used = true;
-        queue_flush(e, en);
+        stk__pend_flush(e, &a->q, &en->q, en->mac);
     }
     return 0;
 }
@@ -369,12 +294,7 @@ bool stk__arp_queue_fits(const struct stk_engine *e, uint32_t ip, unsigned n)
 {
     const struct stk__arp *a = e->arp;
     uint16_t idx = lookup(a, ip);
-    if (n > ARP_QPER || (idx != NIL && a->ent[idx].qlen + n > ARP_QPER))
-        return false;
-    unsigned free = 0;
-    for (uint16_t i = a->free_q; i != NIL && free < n; i = a->q[i].next)
-        free++;
-    return free >= n;
+    return stk__pend_fits(&a->q, idx != NIL ? &a->ent[idx].q : NULL, ARP_QPER, n);
 }
 
 void stk__arp_input(struct stk_engine *e, stk_time_t now, const uint8_t *arp, size_t len)

@@ -8,7 +8,7 @@
 #ifndef USTACK_IP6_H
 #define USTACK_IP6_H
 
-#include "stk_int.h"
+#include "pending.h"
 
 #define ND_ENTRIES 128
 #define ND_BUCKETS 64  /* power of two */
@@ -22,21 +22,12 @@ enum nd_state { ND_FREE = 0, ND_INCOMPLETE, ND_REACHABLE, ND_STALE, ND_DELAY, ND
 struct nd_entry {
     uint8_t ip[16];
     uint8_t mac[6];
-    uint8_t state; /* enum nd_state */
-    uint8_t tries; /* solicitations sent in this INCOMPLETE or PROBE period */
-    uint8_t qlen;
-    uint16_t next;         /* hash chain, or free list when ND_FREE */
-    uint16_t qhead, qtail; /* waiting frames, oldest first */
-    stk_time_t deadline;   /* retransmission, or the end of REACHABLE, STALE or DELAY */
-    stk_time_t stamp;      /* creation or last confirmation: the age used for eviction */
-};
-
-struct nd_qent {
-    uint16_t next; /* FIFO of one entry, or free list */
-    bool has_meta;
-    uint32_t len;
-    uint8_t *data;
-    struct stk_txmeta meta;
+    uint8_t state;          /* enum nd_state */
+    uint8_t tries;          /* solicitations sent in this INCOMPLETE or PROBE period */
+    uint16_t next;          /* hash chain, or free list when ND_FREE */
+    struct stk_pend_list q; /* waiting frames */
+    stk_time_t deadline;    /* retransmission, or the end of REACHABLE, STALE or DELAY */
+    stk_time_t stamp;       /* creation or last confirmation: the age used for eviction */
 };
 
 struct stk__nd {
@@ -50,8 +41,8 @@ struct stk__nd {
     struct nd_entry ent[ND_ENTRIES];
     uint16_t bucket[ND_BUCKETS];
     uint16_t free_ent;
-    struct nd_qent q[ND_QMAX];
-    uint16_t free_q;
+    struct stk_pend_frame qf[ND_QMAX];
+    struct stk_pend_pool q;
     /* Never later than the earliest entry deadline; stk__nd_poll recomputes it exactly. */
     stk_time_t next_timer;
 };

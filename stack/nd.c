@@ -87,47 +87,17 @@ static void send_solicit(struct stk_engine *e, stk_time_t now, struct nd_entry *
         e->ctr.nd_ns_out++;
 }
 
-static void queue_drop_all(struct stk_engine *e, struct nd_entry *en)
-{
-    struct stk__nd *d = e->nd;
-    while (en->qhead != ND_NIL) {
-        struct nd_qent *q = &d->q[en->qhead];
-        en->qhead = q->next;
-        stk__free(e, q->data, q->len);
-        q->data = NULL;
-        q->next = d->free_q;
-        d->free_q = (uint16_t)(q - d->q);
-        e->ctr.nd_queue_drop++;
-    }
-    en->qtail = ND_NIL;
-    en->qlen = 0;
-}
-
 /* Sends the waiting frames in the order they were queued, now that en's MAC is known. */
 static void queue_flush(struct stk_engine *e, struct nd_entry *en)
 {
-    struct stk__nd *d = e->nd;
-    while (en->qhead != ND_NIL) {
-        uint16_t qi = en->qhead;
-        struct nd_qent *q = &d->q[qi];
-        en->qhead = q->next;
-        memcpy(q->data, en->mac, 6);
-        struct stk_iov iov = {q->data, q->len};
-        (void)stk__eth_tx(e, &iov, 1, q->has_meta ? &q->meta : NULL);
-        stk__free(e, q->data, q->len);
-        q->data = NULL;
-        q->next = d->free_q;
-        d->free_q = qi;
-    }
-    en->qtail = ND_NIL;
-    en->qlen = 0;
+    stk__pend_flush(e, &e->nd->q, &en->q, en->mac);
 }
 
 static void entry_free(struct stk_engine *e, uint16_t idx)
 {
     struct stk__nd *d = e->nd;
     struct nd_entry *en = &d->ent[idx];
-    queue_drop_all(e, en);
+    stk__pend_drop_all(e, &d->q, &en->q, &e->ctr.nd_queue_drop);
     uint16_t *pp = &d->bucket[hash_ip6(en->ip)];
     while (*pp != ND_NIL && *pp != idx)
         pp = &d->ent[*pp].next;
@@ -135,7 +105,7 @@ static void entry_free(struct stk_engine *e, uint16_t idx)
         *pp = en->next;
     memset(en, 0, sizeof(*en));
     en->state = ND_FREE;
-    en->qhead = en->qtail = ND_NIL;
+    stk__pend_list_init(&en->q);
     en->next = d->free_ent;
     d->free_ent = idx;
 }
@@ -153,7 +123,7 @@ static uint16_t pick_victim(const struct stk__nd *d)
         if (en->state != ND_INCOMPLETE)
             cls = 0;
         else
-            cls = en->qlen == 0 ? 1 : 2;
+            cls = en->q.len == 0 ? 1 : 2;
         if (best[cls] == ND_NIL || en->stamp < d->ent[best[cls]].stamp)
             best[cls] = i;
     }
@@ -174,7 +144,7 @@ static struct nd_entry *entry_new(struct stk_engine *e, stk_time_t now, const ui
     memcpy(en->ip, ip, 16);
     en->state = (uint8_t)st;
     en->stamp = now;
-    en->qhead = en->qtail = ND_NIL;
+    stk__pend_list_init(&en->q);
     unsigned b = hash_ip6(ip);
     en->next = d->bucket[b];
     d->bucket[b] = idx;
@@ -226,12 +196,10 @@ int stk__nd_create(struct stk_engine *e, stk_time_t now)
         d->bucket[i] = ND_NIL;
     for (unsigned i = 0; i < ND_ENTRIES; i++) {
         d->ent[i].next = i + 1 < ND_ENTRIES ? (uint16_t)(i + 1) : ND_NIL;
-        d->ent[i].qhead = d->ent[i].qtail = ND_NIL;
+        stk__pend_list_init(&d->ent[i].q);
     }
     d->free_ent = 0;
-    for (unsigned i = 0; i < ND_QMAX; i++)
-        d->q[i].next = i + 1 < ND_QMAX ? (uint16_t)(i + 1) : ND_NIL;
-    d->free_q = 0;
+    stk__pend_init(&d->q, d->qf, ND_QMAX);
     d->next_timer = UINT64_MAX;
     d->err_stamp = now;
     d->err_tokens = ICMP6_ERR_BURST;
@@ -244,8 +212,7 @@ void stk__nd_destroy(struct stk_engine *e)
     struct stk__nd *d = e->nd;
     if (!d)
         return;
-    for (unsigned i = 0; i < ND_QMAX; i++)
-        stk__free(e, d->q[i].data, d->q[i].len);
+    stk__pend_fini(e, &d->q);
     stk__free(e, d, sizeof(*d));
     e->nd = NULL;
 }
@@ -293,36 +260,9 @@ int stk__nd_queue(struct stk_engine *e, stk_time_t now, const uint8_t ip[16],
     } else {
         en = &d->ent[idx];
     }
-    if (en->qlen >= ND_QPER || d->free_q == ND_NIL) {
-        e->ctr.nd_queue_drop++;
-        return -ENOBUFS;
-    }
-    uint8_t *data = stk__alloc(e, len);
-    if (!data) {
-        e->ctr.nd_queue_drop++;
-        return -ENOBUFS;
-    }
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (iov[i].len) /* an empty piece may have a NULL base */
-            memcpy(data + off, iov[i].base, iov[i].len);
-        off += iov[i].len;
-    }
-    uint16_t qi = d->free_q;
-    struct nd_qent *q = &d->q[qi];
-    d->free_q = q->next;
-    q->next = ND_NIL;
-    q->data = data;
-    q->len = (uint32_t)len;
-    q->has_meta = meta != NULL;
-    if (meta)
-        q->meta = *meta;
-    if (en->qtail == ND_NIL)
-        en->qhead = qi;
-    else
-        d->q[en->qtail].next = qi;
-    en->qtail = qi;
-    en->qlen++;
+    int rc = stk__pend_add(e, &d->q, &en->q, ND_QPER, iov, n, len, meta, &e->ctr.nd_queue_drop);
+    if (rc < 0)
+        return rc;
     if (en->state != ND_INCOMPLETE)
         queue_flush(e, en); /* already resolved (the caller did not ask first) */
     return 0;

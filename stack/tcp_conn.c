@@ -809,7 +809,20 @@ uint32_t stk__ts_now(const struct stk_tcb *t, stk_time_t now)
     return (uint32_t)(now / STK_US_PER_MS) + t->ts_offset;
 }
 
-void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop)
+/* Does t route through nexthop (an IPv4 connection), or through nexthop6 when that is not
+ * NULL (an IPv6 one)? */
+static bool routes_via(struct stk_engine *e, const struct stk_tcb *t, uint32_t nexthop,
+                       const uint8_t *nexthop6)
+{
+    if (!nexthop6)
+        return !(t->flags & TF_V6) && stk__ip_route(e, t->rip) == nexthop;
+    uint8_t nh[16];
+    return (t->flags & TF_V6) && stk__ip6_route(e, t->rip6, nh) == 0 &&
+           memcmp(nh, nexthop6, 16) == 0;
+}
+
+/* Fails with EHOSTUNREACH the connections in SYN-SENT that route through the next hop. */
+static void drop_unreachable(struct stk_engine *e, uint32_t nexthop, const uint8_t *nexthop6)
 {
     struct stk_tcp *tcp = e->tcp;
     if (!tcp)
@@ -818,8 +831,7 @@ void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop)
         struct stk_tcb *t = tcp->conn_hash[b];
         while (t) {
             struct stk_tcb *next = t->hnext; /* the drop unlinks (and may free) t */
-            if (t->state == STK_TCP_SYN_SENT && !(t->flags & TF_V6) &&
-                stk__ip_route(e, t->rip) == nexthop)
+            if (t->state == STK_TCP_SYN_SENT && routes_via(e, t, nexthop, nexthop6))
                 stk__tcp_drop(e, t, EHOSTUNREACH);
             t = next;
         }
@@ -827,21 +839,12 @@ void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop)
     stk__flush_events(e);
 }
 
+void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop)
+{
+    drop_unreachable(e, nexthop, NULL);
+}
+
 void stk__tcp_unreachable6(struct stk_engine *e, const uint8_t nexthop[16])
 {
-    struct stk_tcp *tcp = e->tcp;
-    if (!tcp)
-        return;
-    for (uint32_t b = 0; b <= tcp->conn_mask; b++) {
-        struct stk_tcb *t = tcp->conn_hash[b];
-        while (t) {
-            struct stk_tcb *next = t->hnext; /* the drop unlinks (and may free) t */
-            uint8_t nh[16];
-            if (t->state == STK_TCP_SYN_SENT && (t->flags & TF_V6) &&
-                stk__ip6_route(e, t->rip6, nh) == 0 && memcmp(nh, nexthop, 16) == 0)
-                stk__tcp_drop(e, t, EHOSTUNREACH);
-            t = next;
-        }
-    }
-    stk__flush_events(e);
+    drop_unreachable(e, 0, nexthop);
 }

@@ -870,21 +870,65 @@ static void send_port_unreach(struct stk_engine *e, stk_time_t now, const struct
         e->ctr.udp_icmp_unreach_out++;
 }
 
-void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
+/* Counts an arriving datagram and checks its header: returns the UDP length, or 0 (counted)
+ * when the header is cut short or the length is impossible. The UDP length may be shorter
+ * than the IP payload (trailing bytes are ignored), never longer, nor shorter than the
+ * header. */
+static uint16_t udp_len(struct stk_engine *e, const uint8_t *uh, size_t l4_len)
 {
     e->ctr.udp_in++;
-    if (ip->l4_len < STK_UDP_HLEN) {
+    if (l4_len < STK_UDP_HLEN) {
         e->ctr.udp_drop_hdr++;
-        return;
+        return 0;
     }
-    const uint8_t *uh = ip->l4;
     uint16_t ulen = stk__get16(uh + 4);
-    /* The UDP length may be shorter than the IP payload (trailing bytes are ignored), never
-     * longer, nor shorter than the header. */
-    if (ulen < STK_UDP_HLEN || ulen > ip->l4_len) {
+    if (ulen < STK_UDP_HLEN || ulen > l4_len) {
         e->ctr.udp_drop_len++;
-        return;
+        return 0;
     }
+    return ulen;
+}
+
+/* Delivers in to the socket it scores best with, or to every socket on its port for a
+ * broadcast/multicast. Returns false (counted in udp_noport) when no socket took it. */
+static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcast)
+{
+    if (bcast) {
+        e->ctr.udp_bcast_in++;
+        bool any = false;
+        for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext) {
+            if (score(s, in, true) > 0) {
+                deliver(e, s, in);
+                any = true;
+            }
+        }
+        if (!any)
+            e->ctr.udp_noport++;
+        return any;
+    }
+    struct stk_udp_sock *best = NULL;
+    int best_score = 0;
+    for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext) {
+        int sc = score(s, in, false);
+        if (sc > best_score) {
+            best = s;
+            best_score = sc;
+        }
+    }
+    if (!best) {
+        e->ctr.udp_noport++;
+        return false;
+    }
+    deliver(e, best, in);
+    return true;
+}
+
+void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)
+{
+    const uint8_t *uh = ip->l4;
+    uint16_t ulen = udp_len(e, uh, ip->l4_len);
+    if (ulen == 0)
+        return;
     /* A zero checksum means the sender computed none, which IPv4 allows (RFC 768). */
     if (stk__get16(uh + 6) != 0 && !(ip->rx_flags & STK_RX_L4_CSUM_OK)) {
         uint32_t sum = stk__csum_pseudo(ip->src, ip->dst, STK_IP_PROTO_UDP, ulen);
@@ -901,65 +945,10 @@ void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_
         .data = uh + STK_UDP_HLEN,
         .len = ulen - STK_UDP_HLEN,
     };
+    /* A broadcast goes to every socket on the port (Linux's __udp4_lib_mcast_deliver). */
     bool bcast = ip->dst != e->cfg.ip;
-    if (bcast) {
-        /* Every socket on the port gets its copy (Linux's __udp4_lib_mcast_deliver). */
-        e->ctr.udp_bcast_in++;
-        bool any = false;
-        for (struct stk_udp_sock *s = *bucket(e, in.dport); s; s = s->pnext) {
-            if (score(s, &in, true) > 0) {
-                deliver(e, s, &in);
-                any = true;
-            }
-        }
-        if (!any)
-            e->ctr.udp_noport++;
-        return;
-    }
-    struct stk_udp_sock *best = NULL;
-    int best_score = 0;
-    for (struct stk_udp_sock *s = *bucket(e, in.dport); s; s = s->pnext) {
-        int sc = score(s, &in, false);
-        if (sc > best_score) {
-            best = s;
-            best_score = sc;
-        }
-    }
-    if (!best) {
-        e->ctr.udp_noport++;
+    if (!demux(e, &in, bcast) && !bcast)
         send_port_unreach(e, now, ip);
-        return;
-    }
-    deliver(e, best, &in);
-}
-
-/* Delivers in to the socket it scores best with, or to every socket on its port for a
- * broadcast/multicast. Returns false when no socket took it. */
-static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcast)
-{
-    if (bcast) {
-        bool any = false;
-        for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext) {
-            if (score(s, in, true) > 0) {
-                deliver(e, s, in);
-                any = true;
-            }
-        }
-        return any;
-    }
-    struct stk_udp_sock *best = NULL;
-    int best_score = 0;
-    for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext) {
-        int sc = score(s, in, false);
-        if (sc > best_score) {
-            best = s;
-            best_score = sc;
-        }
-    }
-    if (!best)
-        return false;
-    deliver(e, best, in);
-    return true;
 }
 
 /* UDP over IPv6 (RFC 8200 8.1, RFC 768): the checksum is mandatory, so a zero one drops
@@ -967,17 +956,10 @@ static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcas
  * never for multicast destinations, by stk__icmp6_error). */
 void stk__udp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip)
 {
-    e->ctr.udp_in++;
-    if (ip->l4_len < STK_UDP_HLEN) {
-        e->ctr.udp_drop_hdr++;
-        return;
-    }
     const uint8_t *uh = ip->l4;
-    uint16_t ulen = stk__get16(uh + 4);
-    if (ulen < STK_UDP_HLEN || ulen > ip->l4_len) {
-        e->ctr.udp_drop_len++;
+    uint16_t ulen = udp_len(e, uh, ip->l4_len);
+    if (ulen == 0)
         return;
-    }
     if (stk__get16(uh + 6) == 0) {
         e->ctr.udp6_drop_zero_csum++;
         return;
@@ -999,12 +981,7 @@ void stk__udp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6
         .data = uh + STK_UDP_HLEN,
         .len = ulen - STK_UDP_HLEN,
     };
-    if (ip->dst_mcast)
-        e->ctr.udp_bcast_in++;
-    if (demux(e, &in, ip->dst_mcast))
-        return;
-    e->ctr.udp_noport++;
-    if (!ip->dst_mcast && icmp_budget(e, now)) {
+    if (!demux(e, &in, ip->dst_mcast) && !ip->dst_mcast && icmp_budget(e, now)) {
         stk__icmp6_error(e, now, ip, 1 /* destination unreachable */, 4 /* port */, 0);
         e->ctr.udp_icmp_unreach_out++;
     }

@@ -13,9 +13,9 @@
 
 #include "pkt.h"
 #include "stk_int.h"
+#include "tn.h"
 #include "wire.h"
 
-#define T0 (10 * STK_US_PER_S)
 /* RFC 4861 DELAY_FIRST_PROBE_TIME, and a microsecond past it. */
 #define ND_DELAY_TEST_US (5 * STK_US_PER_S + 1)
 
@@ -34,12 +34,6 @@ static const uint8_t ALL_NODES[16] = {0xff, 0x02, [15] = 1};
 static const uint8_t UNSPEC[16] = {0};
 static const uint8_t MAC_ALL_NODES[6] = {0x33, 0x33, 0, 0, 0, 1};
 
-struct tn {
-    struct pkt_capture cap;
-    struct stk_engine *e;
-    stk_time_t now;
-};
-
 static struct stk_config base_cfg(void)
 {
     struct stk_config c;
@@ -56,13 +50,7 @@ static struct stk_config base_cfg(void)
 
 static struct tn *tn_new_cfg(struct stk_config *c)
 {
-    struct tn *t = calloc(1, sizeof(*t));
-    ck_assert_ptr_nonnull(t);
-    pkt_capture_init(&t->cap);
-    c->io_ctx = &t->cap;
-    c->tx = pkt_capture_tx;
-    t->now = T0;
-    ck_assert_int_eq(stk_engine_create(c, t->now, &t->e), 0);
+    struct tn *t = tn_create(c);
     pkt_capture_clear(&t->cap); /* the gratuitous ARP */
     return t;
 }
@@ -73,39 +61,7 @@ static struct tn *tn_new(void)
     return tn_new_cfg(&c);
 }
 
-static void tn_free(struct tn *t)
-{
-    stk_engine_destroy(t->e);
-    pkt_capture_fini(&t->cap);
-    free(t);
-}
-
-static const struct stk_counters *ctr(const struct tn *t)
-{
-    return stk_counters(t->e);
-}
-
-static void poll_at(struct tn *t, stk_time_t now)
-{
-    t->now = now;
-    stk_poll(t->e, now);
-}
-
-static void expect_none(struct tn *t)
-{
-    ck_assert_uint_eq(pkt_capture_count(&t->cap), 0);
-}
-
 /* ---- An independent IPv6 builder and parser -------------------------------------------- */
-
-static uint32_t pseudo6(const uint8_t src[16], const uint8_t dst[16], uint8_t nh, uint32_t len)
-{
-    uint8_t tail[8] = {
-        (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len, 0, 0, 0, nh};
-    uint32_t s = pkt_csum_add(0, src, 16);
-    s = pkt_csum_add(s, dst, 16);
-    return pkt_csum_add(s, tail, 8);
-}
 
 /* Sets the checksum of the ICMPv6 message m[0..len) between src and dst. */
 static void icmp6_fix(uint8_t *m, size_t len, const uint8_t src[16], const uint8_t dst[16])
@@ -212,11 +168,6 @@ static size_t mk_echo(uint8_t *f, const uint8_t dmac[6], const uint8_t src[16],
     return mk6(f, dmac, PEER_MAC, src, dst, 58, 64, m, n);
 }
 
-static void inject(struct tn *t, const uint8_t *f, size_t len)
-{
-    stk_input(t->e, t->now, f, len, 0);
-}
-
 /* What the engine sent, checked: Ethernet from us, IPv6 version 6, payload length exact,
  * ICMPv6 (the only upper layer it sends) with a correct checksum. */
 struct o6 {
@@ -229,18 +180,8 @@ struct o6 {
 
 static void pop6(struct tn *t, struct o6 *o)
 {
-    const struct pkt_frame *fr = pkt_capture_pop(&t->cap);
-    ck_assert_ptr_nonnull(fr);
-    ck_assert_uint_le(fr->len, sizeof(o->buf));
-    memcpy(o->buf, fr->data, fr->len);
-    o->len = fr->len;
-    ck_assert_uint_ge(o->len, 54);
-    ck_assert_mem_eq(o->buf + 6, US_MAC, 6);
-    ck_assert_uint_eq(o->buf[12] << 8 | o->buf[13], 0x86dd);
+    o->len = tn_pop6(t, US_MAC, 58, o->buf, sizeof(o->buf));
     const uint8_t *ip = o->buf + 14;
-    ck_assert_uint_eq(ip[0] >> 4, 6);
-    ck_assert_uint_eq((size_t)(ip[4] << 8 | ip[5]), o->len - 54);
-    ck_assert_uint_eq(ip[6], 58);
     o->dmac = o->buf;
     o->hlim = ip[7];
     o->src = ip + 8;
@@ -248,9 +189,6 @@ static void pop6(struct tn *t, struct o6 *o)
     o->m = ip + 40;
     o->mlen = o->len - 54;
     ck_assert_uint_ge(o->mlen, 8);
-    ck_assert_uint_eq(
-        pkt_csum_fold(pkt_csum_add(pseudo6(o->src, o->dst, 58, (uint32_t)o->mlen), o->m, o->mlen)),
-        0);
 }
 
 /* An advertisement for target from us: S and O as given, a target link-layer option. */
@@ -375,12 +313,12 @@ START_TEST(linklocal_from_mac)
     c = base_cfg();
     c.tx = pkt_capture_tx;
     c.ip6_prefix = 0;
-    ck_assert_int_eq(stk_engine_create(&c, T0, &e), -EINVAL);
+    ck_assert_int_eq(stk_engine_create(&c, TN_T0, &e), -EINVAL);
     c.ip6_prefix = 129;
-    ck_assert_int_eq(stk_engine_create(&c, T0, &e), -EINVAL);
+    ck_assert_int_eq(stk_engine_create(&c, TN_T0, &e), -EINVAL);
     c.ip6_prefix = 64;
     memcpy(c.gateway6, ALL_NODES, 16);
-    ck_assert_int_eq(stk_engine_create(&c, T0, &e), -EINVAL);
+    ck_assert_int_eq(stk_engine_create(&c, TN_T0, &e), -EINVAL);
 }
 END_TEST
 

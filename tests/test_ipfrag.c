@@ -12,8 +12,8 @@
 
 #include "pkt.h"
 #include "stk_int.h"
+#include "tn.h"
 
-#define T0      (10 * STK_US_PER_S)
 #define US_IP   PKT_IP(198, 18, 0, 2)
 #define PEER_IP PKT_IP(198, 18, 0, 1)
 #define MAXDG   65535
@@ -22,9 +22,7 @@ static const uint8_t US_MAC[6] = {0x02, 0, 0, 0, 0, 0x02};
 static const uint8_t PEER_MAC[6] = {0x02, 0, 0, 0, 0, 0x01};
 
 struct tf {
-    struct pkt_capture cap;
-    struct stk_engine *e;
-    stk_time_t now;
+    struct tn tn;
     uint8_t dg[MAXDG + PKT_ETH_HLEN];      /* the whole datagram being cut (Ethernet first) */
     size_t dglen;                          /* IPv4 bytes */
     uint8_t fr[MAXDG + PKT_ETH_HLEN + 64]; /* room for fragments past the largest datagram */
@@ -35,23 +33,19 @@ static struct tf *tf_new_cfg(struct stk_config *c)
 {
     struct tf *t = calloc(1, sizeof(*t));
     ck_assert_ptr_nonnull(t);
-    pkt_capture_init(&t->cap);
     memcpy(c->mac, US_MAC, 6);
     c->ip = US_IP;
     c->prefix = 24;
     c->max_socks = 16;
     c->sndbuf = c->rcvbuf = 4096;
-    c->io_ctx = &t->cap;
-    c->tx = pkt_capture_tx;
     if (c->arp_timeout_us == 0)
         c->arp_timeout_us = 3600 * STK_US_PER_S; /* no ARP traffic in the middle of a test */
-    t->now = T0;
-    ck_assert_int_eq(stk_engine_create(c, t->now, &t->e), 0);
+    tn_start(&t->tn, c);
     /* Teach the engine the peer's MAC, then forget the announcement and the reply. */
     uint8_t f[64];
     size_t n = pkt_build_arp_request(f, sizeof(f), PEER_MAC, PEER_IP, US_IP);
-    stk_input(t->e, t->now, f, n, 0);
-    pkt_capture_clear(&t->cap);
+    inject(&t->tn, f, n);
+    pkt_capture_clear(&t->tn.cap);
     return t;
 }
 
@@ -64,14 +58,8 @@ static struct tf *tf_new(void)
 
 static void tf_free(struct tf *t)
 {
-    stk_engine_destroy(t->e);
-    pkt_capture_fini(&t->cap);
+    tn_stop(&t->tn);
     free(t);
-}
-
-static const struct stk_counters *ctr(const struct tf *t)
-{
-    return stk_counters(t->e);
 }
 
 /* An echo request of paylen data bytes (a pattern depending on seed) with IP id id. */
@@ -102,7 +90,7 @@ static void frag(struct tf *t, uint32_t off, uint32_t len, bool mf)
     size_t have = MAXDG - PKT_IP_HLEN > off ? MAXDG - PKT_IP_HLEN - off : 0;
     memset(fi + PKT_IP_HLEN, 0xa5, len);
     memcpy(fi + PKT_IP_HLEN, ip + PKT_IP_HLEN + off, len < have ? len : have);
-    stk_input(t->e, t->now, t->fr, PKT_ETH_HLEN + PKT_IP_HLEN + len, 0);
+    inject(&t->tn, t->fr, PKT_ETH_HLEN + PKT_IP_HLEN + len);
 }
 
 /* Fragment i of the datagram cut into pieces of per bytes (per a multiple of 8). */
@@ -126,14 +114,14 @@ static unsigned npieces(const struct tf *t, uint32_t per)
  * all but the last, never DF. Returns the datagram's length (header included). */
 static size_t collect(struct tf *t, bool frag_expected, size_t mtu)
 {
-    size_t nfr = pkt_capture_count(&t->cap);
+    size_t nfr = pkt_capture_count(&t->tn.cap);
     ck_assert_uint_gt(nfr, 0);
     uint32_t total = 0, got = 0;
     int id = -1;
     static uint8_t seen[MAXDG];
     memset(seen, 0, sizeof(seen));
     for (size_t i = 0; i < nfr; i++) {
-        const struct pkt_frame *fr = pkt_capture_pop(&t->cap);
+        const struct pkt_frame *fr = pkt_capture_pop(&t->tn.cap);
         struct pkt_info p;
         int rc = pkt_parse(fr->data, fr->len, &p);
         /* The parser knows TCP and ICMP only (PKT_E_IP_PROTO: a valid UDP packet). */
@@ -187,11 +175,6 @@ static void expect_reply(struct tf *t)
     ck_assert_uint_eq(pkt_csum_fold(pkt_csum_add(0, rp, n - PKT_IP_HLEN)), 0);
 }
 
-static void expect_none(struct tf *t)
-{
-    ck_assert_uint_eq(pkt_capture_count(&t->cap), 0);
-}
-
 /* ---- Orders ---------------------------------------------------------------------------- */
 
 START_TEST(in_order)
@@ -199,17 +182,17 @@ START_TEST(in_order)
     struct tf *t = tf_new();
     make_echo(t, 1, 4000, 1);
     for (unsigned i = 0; i < npieces(t, 1480); i++) {
-        expect_none(t);
+        expect_none(&t->tn);
         piece(t, i, 1480);
     }
     expect_reply(t);
-    ck_assert_uint_eq(ctr(t)->ip_frag_in, 3);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 1);
-    ck_assert_uint_eq(ctr(t)->icmp_echo_replies, 1);
-    ck_assert_uint_eq(ctr(t)->ip_frag_ok, 1);
-    ck_assert_uint_eq(ctr(t)->ip_frag_creates, 3);
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, 0);
-    ck_assert_uint_eq(stk__ipfrag_next_timer(t->e), UINT64_MAX);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_in, 3);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->icmp_echo_replies, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_ok, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_creates, 3);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, 0);
+    ck_assert_uint_eq(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX);
     tf_free(t);
 }
 END_TEST
@@ -221,7 +204,7 @@ START_TEST(reversed)
     for (unsigned i = npieces(t, 256); i-- > 0;)
         piece(t, i, 256);
     expect_reply(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 1);
     tf_free(t);
 }
 END_TEST
@@ -249,8 +232,8 @@ START_TEST(shuffled)
             piece(t, order[i], per);
         expect_reply(t);
     }
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 20);
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, 0);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 20);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, 0);
     tf_free(t);
 }
 END_TEST
@@ -267,13 +250,13 @@ START_TEST(duplicates_tolerated)
     piece(t, 1, 512);
     frag(t, 8, 64, true);
     frag(t, 504, 16, true);
-    expect_none(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_dup, 4);
+    expect_none(&t->tn);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_dup, 4);
     piece(t, 3, 512);
     expect_reply(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 1);
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, 4);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_overlap, 0);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, 4);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_overlap, 0);
     tf_free(t);
 }
 END_TEST
@@ -286,28 +269,28 @@ START_TEST(overlap_drops_datagram)
     piece(t, 1, 512);
     /* Starts inside fragment 1 and runs past it into the hole: the whole datagram goes. */
     frag(t, 1016, 16, true);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_overlap, 1);
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, 3);
-    ck_assert_uint_eq(stk__ipfrag_next_timer(t->e), UINT64_MAX);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_overlap, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, 3);
+    ck_assert_uint_eq(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX);
     /* The rest starts a new datagram that can never complete. */
     piece(t, 2, 512);
     piece(t, 3, 512);
-    expect_none(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 0);
+    expect_none(&t->tn);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 0);
 
     /* Overlapping the start of a fragment by 8 bytes, from below (a "1-byte offset" trick
      * in 8-byte units: the teardrop shape). */
     make_echo(t, 5, 2000, 5);
     piece(t, 1, 512);
     frag(t, 8, 512, true);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_overlap, 2);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_overlap, 2);
     /* Two runs with a hole between them, then one fragment spanning the hole: overlap. */
     make_echo(t, 6, 2000, 6);
     piece(t, 0, 512);
     piece(t, 2, 512);
     frag(t, 256, 1024, true);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_overlap, 3);
-    expect_none(t);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_overlap, 3);
+    expect_none(&t->tn);
     tf_free(t);
 }
 END_TEST
@@ -327,27 +310,27 @@ START_TEST(bad_fragments)
     frag(t, 0, 0, true);
     frag(t, 512, 0, false);
     bad += 2;
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_bad, bad);
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, bad);
-    ck_assert_uint_eq(stk__ipfrag_next_timer(t->e), UINT64_MAX); /* nothing held */
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_bad, bad);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, bad);
+    ck_assert_uint_eq(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX); /* nothing held */
 
     /* The last fragment (odd length, 5 bytes) fixes the end at 21; a fragment with MF set
      * reaching beyond it kills the datagram. */
     frag(t, 16, 5, false);
     frag(t, 0, 24, true);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_bad, ++bad);
-    ck_assert_uint_eq(stk__ipfrag_next_timer(t->e), UINT64_MAX);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_bad, ++bad);
+    ck_assert_uint_eq(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX);
     /* A second "last" fragment giving another end. */
     frag(t, 16, 5, false);
     frag(t, 24, 8, false);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_bad, ++bad);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_bad, ++bad);
     /* A last fragment that ends before data already held. */
     frag(t, 64, 64, true);
     frag(t, 8, 16, false);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_bad, ++bad);
-    ck_assert_uint_eq(stk__ipfrag_next_timer(t->e), UINT64_MAX);
-    expect_none(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 0);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_bad, ++bad);
+    ck_assert_uint_eq(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX);
+    expect_none(&t->tn);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 0);
     tf_free(t);
 }
 END_TEST
@@ -361,19 +344,19 @@ START_TEST(max_size)
     for (unsigned i = 0; i < npieces(t, 1480); i++)
         piece(t, i, 1480);
     expect_reply(t);
-    ck_assert_uint_eq(ctr(t)->ip_frag_creates, 45);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_creates, 45);
 
     /* One byte more, from a last fragment at the highest offset (ping of death). */
     make_echo(t, 9, 1000, 9);
     frag(t, 0, 1000, true);
     frag(t, 65528, 8, false);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_bad, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_bad, 1);
     frag(t, 65512, 16, true); /* ends at 65528 + 20 of header: still too long */
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_bad, 2);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_bad, 2);
     frag(t, 65512, 3, false); /* ends at 65515: fine, and held */
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_bad, 2);
-    ck_assert_uint_ne(stk__ipfrag_next_timer(t->e), UINT64_MAX);
-    expect_none(t);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_bad, 2);
+    ck_assert_uint_ne(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX);
+    expect_none(&t->tn);
     tf_free(t);
 }
 END_TEST
@@ -386,19 +369,19 @@ START_TEST(timeout_sends_time_exceeded)
     make_echo(t, 10, 3000, 10);
     piece(t, 0, 1480);
     piece(t, 1, 1480); /* the last one never comes */
-    ck_assert_uint_eq(stk_next_timer(t->e), T0 + 30 * STK_US_PER_S);
-    t->now = T0 + 30 * STK_US_PER_S - 1;
-    stk_poll(t->e, t->now);
-    expect_none(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timeout, 0);
-    t->now += 1;
-    stk_poll(t->e, t->now);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timeout, 1);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timxceed, 1);
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, 2);
+    ck_assert_uint_eq(stk_next_timer(t->tn.e), TN_T0 + 30 * STK_US_PER_S);
+    t->tn.now = TN_T0 + 30 * STK_US_PER_S - 1;
+    stk_poll(t->tn.e, t->tn.now);
+    expect_none(&t->tn);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timeout, 0);
+    t->tn.now += 1;
+    stk_poll(t->tn.e, t->tn.now);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timeout, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timxceed, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, 2);
     /* RFC 792: type 11 code 1, quoting the header and 64 bits of fragment zero. */
     struct pkt_info p;
-    ck_assert_int_eq(pkt_capture_pop_parse(&t->cap, &p), PKT_OK);
+    ck_assert_int_eq(pkt_capture_pop_parse(&t->tn.cap, &p), PKT_OK);
     ck_assert_int_eq(p.kind, PKT_KIND_ICMP);
     ck_assert_uint_eq(p.dst_ip, PEER_IP);
     ck_assert_uint_eq(p.icmp_type, 11);
@@ -407,31 +390,31 @@ START_TEST(timeout_sends_time_exceeded)
     ck_assert_uint_eq(stk__get16(p.payload + 4), 10); /* the original id */
     ck_assert_uint_eq(stk__get32(p.payload + 12), PEER_IP);
     ck_assert_mem_eq(p.payload + PKT_IP_HLEN, t->dg + PKT_ETH_HLEN + PKT_IP_HLEN, 8);
-    expect_none(t);
-    ck_assert_uint_eq(stk_next_timer(t->e) > t->now + STK_US_PER_S, 1);
+    expect_none(&t->tn);
+    ck_assert_uint_eq(stk_next_timer(t->tn.e) > t->tn.now + STK_US_PER_S, 1);
 
     /* Without fragment zero, no ICMP message (RFC 1122 3.3.2). */
     make_echo(t, 11, 3000, 11);
     piece(t, 1, 1480);
     piece(t, 2, 1480);
-    t->now += 31 * STK_US_PER_S;
-    stk_poll(t->e, t->now);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timeout, 2);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timxceed, 1);
-    expect_none(t);
+    t->tn.now += 31 * STK_US_PER_S;
+    stk_poll(t->tn.e, t->tn.now);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timeout, 2);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timxceed, 1);
+    expect_none(&t->tn);
 
     /* The timeout runs from the first fragment, not the last (as Linux). */
     make_echo(t, 12, 3000, 12);
-    stk_time_t start = t->now;
+    stk_time_t start = t->tn.now;
     piece(t, 2, 1480);
-    t->now += 20 * STK_US_PER_S;
+    t->tn.now += 20 * STK_US_PER_S;
     piece(t, 1, 1480);
-    t->now = start + 30 * STK_US_PER_S;
-    stk_poll(t->e, t->now);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timeout, 3);
+    t->tn.now = start + 30 * STK_US_PER_S;
+    stk_poll(t->tn.e, t->tn.now);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timeout, 3);
     piece(t, 0, 1480); /* too late: a new datagram of one fragment */
-    expect_none(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 0);
+    expect_none(&t->tn);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 0);
     tf_free(t);
 }
 END_TEST
@@ -443,11 +426,11 @@ START_TEST(time_exceeded_not_for_icmp_errors)
     make_echo(t, 13, 3000, 13);
     t->dg[PKT_ETH_HLEN + PKT_IP_HLEN] = 3;
     piece(t, 0, 1480);
-    t->now += 30 * STK_US_PER_S;
-    stk_poll(t->e, t->now);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timeout, 1);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timxceed, 0);
-    expect_none(t);
+    t->tn.now += 30 * STK_US_PER_S;
+    stk_poll(t->tn.e, t->tn.now);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timeout, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timxceed, 0);
+    expect_none(&t->tn);
     tf_free(t);
 }
 END_TEST
@@ -469,39 +452,39 @@ START_TEST(memory_limit)
         piece(t, 1, 1480);
         sent += 2;
     }
-    ck_assert_uint_gt(ctr(t)->ip_reasm_drop_mem, 0);
+    ck_assert_uint_gt(ctr(&t->tn)->ip_reasm_drop_mem, 0);
     uint32_t count;
-    ck_assert_uint_le(stk__ipfrag_mem(t->e, &count), 8192);
+    ck_assert_uint_le(stk__ipfrag_mem(t->tn.e, &count), 8192);
     ck_assert_uint_eq(count, 4);
-    ck_assert_uint_eq(ctr(t)->ip_frag_in, sent);
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, ctr(t)->ip_reasm_drop_mem);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_in, sent);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, ctr(&t->tn)->ip_reasm_drop_mem);
     /* Nor does anything complete while memory is full. */
     make_echo(t, 200, 100, 2);
     piece(t, 0, 64);
     piece(t, 1, 64);
-    expect_none(t);
+    expect_none(&t->tn);
     /* Everything held expires; then a datagram goes through again. */
-    t->now += 30 * STK_US_PER_S;
-    stk_poll(t->e, t->now);
-    ck_assert_uint_eq(stk__ipfrag_next_timer(t->e), UINT64_MAX);
-    ck_assert_uint_eq(stk__ipfrag_mem(t->e, NULL), 0);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_timeout, 4);
+    t->tn.now += 30 * STK_US_PER_S;
+    stk_poll(t->tn.e, t->tn.now);
+    ck_assert_uint_eq(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX);
+    ck_assert_uint_eq(stk__ipfrag_mem(t->tn.e, NULL), 0);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_timeout, 4);
     /* Only those whose fragment zero got in (the memory limit refused some) are reported. */
-    ck_assert_uint_gt(ctr(t)->ip_reasm_timxceed, 0);
-    ck_assert_uint_lt(ctr(t)->ip_reasm_timxceed, 4);
-    ck_assert_uint_eq(pkt_capture_count(&t->cap), ctr(t)->ip_reasm_timxceed);
-    pkt_capture_clear(&t->cap);
+    ck_assert_uint_gt(ctr(&t->tn)->ip_reasm_timxceed, 0);
+    ck_assert_uint_lt(ctr(&t->tn)->ip_reasm_timxceed, 4);
+    ck_assert_uint_eq(pkt_capture_count(&t->tn.cap), ctr(&t->tn)->ip_reasm_timxceed);
+    pkt_capture_clear(&t->tn.cap);
     make_echo(t, 201, 3000, 3);
     for (unsigned i = 0; i < npieces(t, 1480); i++)
         piece(t, i, 1480);
     expect_reply(t);
     /* The number of datagrams in progress is bounded too. */
-    uint64_t mem_before = ctr(t)->ip_reasm_drop_mem;
+    uint64_t mem_before = ctr(&t->tn)->ip_reasm_drop_mem;
     for (uint16_t id = 300; id < 305; id++) {
         make_echo(t, id, 100, 4);
         piece(t, 0, 8);
     }
-    ck_assert_uint_eq(ctr(t)->ip_reasm_drop_mem, mem_before + 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_drop_mem, mem_before + 1);
     tf_free(t);
 }
 END_TEST
@@ -512,12 +495,12 @@ START_TEST(tiny_fragments_bounded)
     /* 8-byte fragments: more than a datagram may have in progress. */
     make_echo(t, 20, 4000, 20);
     unsigned i;
-    for (i = 0; i < 300 && ctr(t)->ip_reasm_drop_mem == 0; i++)
+    for (i = 0; i < 300 && ctr(&t->tn)->ip_reasm_drop_mem == 0; i++)
         piece(t, i, 8);
     ck_assert_uint_eq(i, 257); /* the 257th kills the datagram */
-    ck_assert_uint_eq(ctr(t)->ip_drop_frag, 257);
-    ck_assert_uint_eq(stk__ipfrag_next_timer(t->e), UINT64_MAX);
-    expect_none(t);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_drop_frag, 257);
+    ck_assert_uint_eq(stk__ipfrag_next_timer(t->tn.e), UINT64_MAX);
+    expect_none(&t->tn);
     tf_free(t);
 }
 END_TEST
@@ -549,16 +532,16 @@ static size_t syn_datagram(struct tf *t, uint16_t id)
 
 static void listen80(struct tf *t)
 {
-    int l = stk_socket(t->e, NULL);
+    int l = stk_socket(t->tn.e, NULL);
     struct stk_sockaddr a = {.ip = 0, .port = 80};
-    ck_assert_int_eq(stk_bind(t->e, l, &a), 0);
-    ck_assert_int_eq(stk_listen(t->e, l, 8), 0);
+    ck_assert_int_eq(stk_bind(t->tn.e, l, &a), 0);
+    ck_assert_int_eq(stk_listen(t->tn.e, l, 8), 0);
 }
 
 static void expect_synack(struct tf *t)
 {
     struct pkt_info p;
-    ck_assert_int_eq(pkt_capture_pop_parse(&t->cap, &p), PKT_OK);
+    ck_assert_int_eq(pkt_capture_pop_parse(&t->tn.cap, &p), PKT_OK);
     ck_assert_int_eq(p.kind, PKT_KIND_TCP);
     ck_assert_uint_eq(p.flags, PKT_TCP_SYN | PKT_TCP_ACK);
     ck_assert_uint_eq(p.ack, 1001);
@@ -574,8 +557,8 @@ START_TEST(tcp_over_fragments)
     frag(t, 16, (uint32_t)t->dglen - PKT_IP_HLEN - 16, false);
     frag(t, 0, 16, true);
     expect_synack(t);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_ok, 1);
-    ck_assert_uint_eq(ctr(t)->tcp_syn_in, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_ok, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->tcp_syn_in, 1);
     tf_free(t);
 }
 END_TEST
@@ -609,9 +592,9 @@ START_TEST(steer_to_other_engine)
     syn_datagram(t, 31);
     frag(t, 0, 16, true);
     frag(t, 16, (uint32_t)t->dglen - PKT_IP_HLEN - 16, false);
-    expect_none(t);
+    expect_none(&t->tn);
     ck_assert_int_eq(r.calls, 1);
-    ck_assert_uint_eq(ctr(t)->ip_reasm_handoff, 1);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_reasm_handoff, 1);
     /* What the other engine gets is the datagram as sent, with a valid header. */
     ck_assert_uint_eq(r.len, t->dglen);
     ck_assert_uint_eq(pkt_csum_fold(pkt_csum_add(0, r.buf, PKT_IP_HLEN)), 0);
@@ -619,7 +602,7 @@ START_TEST(steer_to_other_engine)
     ck_assert_mem_eq(r.buf + PKT_IP_HLEN, t->dg + PKT_ETH_HLEN + PKT_IP_HLEN,
                      t->dglen - PKT_IP_HLEN);
     /* ... and, fed to stk_input_ip, it is processed like any segment. */
-    stk_input_ip(t->e, t->now, r.buf, r.len, 0);
+    stk_input_ip(t->tn.e, t->tn.now, r.buf, r.len, 0);
     expect_synack(t);
     /* ICMP is never steered. */
     make_echo(t, 32, 2000, 32);
@@ -641,7 +624,7 @@ static int send_l4(struct tf *t, size_t len)
     /* Three pieces cut at odd places, as a UDP header and a ring's two halves would be. */
     size_t a = len < 8 ? len : 8, b = (len - a) / 3;
     struct stk_iov iov[3] = {{blob, a}, {blob + a, b}, {blob + a + b, len - a - b}};
-    return stk__ip_send_frags(t->e, t->now, PEER_IP, 17, iov, 3, len);
+    return stk__ip_send_frags(t->tn.e, t->tn.now, PEER_IP, 17, iov, 3, len);
 }
 
 START_TEST(send_frags_sizes)
@@ -650,13 +633,13 @@ START_TEST(send_frags_sizes)
     /* Fits: one packet, no MF, no DF. */
     ck_assert_int_eq(send_l4(t, 1480), 0);
     ck_assert_uint_eq(collect(t, false, 1500), 1500);
-    ck_assert_uint_eq(ctr(t)->ip_frag_ok, 0);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_ok, 0);
     ck_assert_int_eq(send_l4(t, 0), 0);
-    pkt_capture_clear(&t->cap);
+    pkt_capture_clear(&t->tn.cap);
     /* One byte more: two fragments, the first of 1480 bytes. */
     ck_assert_int_eq(send_l4(t, 1481), 0);
-    ck_assert_uint_eq(pkt_capture_count(&t->cap), 2);
-    ck_assert_uint_eq(pkt_capture_peek(&t->cap, 0)->len, PKT_ETH_HLEN + 1500);
+    ck_assert_uint_eq(pkt_capture_count(&t->tn.cap), 2);
+    ck_assert_uint_eq(pkt_capture_peek(&t->tn.cap, 0)->len, PKT_ETH_HLEN + 1500);
     ck_assert_uint_eq(collect(t, true, 1500), 1501);
     for (size_t i = 0; i < 1481; i++)
         ck_assert_uint_eq(t->out[PKT_IP_HLEN + i], (uint8_t)(i ^ (i >> 8)));
@@ -664,15 +647,15 @@ START_TEST(send_frags_sizes)
     ck_assert_int_eq(send_l4(t, MAXDG - PKT_IP_HLEN), 0);
     ck_assert_uint_eq(collect(t, true, 1500), MAXDG);
     ck_assert_int_eq(send_l4(t, MAXDG - PKT_IP_HLEN + 1), -EMSGSIZE);
-    expect_none(t);
-    ck_assert_uint_eq(ctr(t)->ip_frag_ok, 2);
-    ck_assert_uint_eq(ctr(t)->ip_frag_creates, 2 + 45);
+    expect_none(&t->tn);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_ok, 2);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_creates, 2 + 45);
     /* Each datagram has its own id. */
     ck_assert_int_eq(send_l4(t, 3000), 0);
-    uint16_t id1 = stk__get16(pkt_capture_peek(&t->cap, 0)->data + PKT_ETH_HLEN + 4);
-    pkt_capture_clear(&t->cap);
+    uint16_t id1 = stk__get16(pkt_capture_peek(&t->tn.cap, 0)->data + PKT_ETH_HLEN + 4);
+    pkt_capture_clear(&t->tn.cap);
     ck_assert_int_eq(send_l4(t, 3000), 0);
-    ck_assert_uint_ne(stk__get16(pkt_capture_peek(&t->cap, 0)->data + PKT_ETH_HLEN + 4), id1);
+    ck_assert_uint_ne(stk__get16(pkt_capture_peek(&t->tn.cap, 0)->data + PKT_ETH_HLEN + 4), id1);
     tf_free(t);
 }
 END_TEST
@@ -685,7 +668,7 @@ START_TEST(send_frags_mtu_576)
     struct tf *t = tf_new_cfg(&c);
     ck_assert_int_eq(send_l4(t, 5000), 0);
     /* 552 bytes per fragment: 556 would not be a multiple of 8. */
-    ck_assert_uint_eq(pkt_capture_peek(&t->cap, 0)->len, PKT_ETH_HLEN + 20 + 552);
+    ck_assert_uint_eq(pkt_capture_peek(&t->tn.cap, 0)->len, PKT_ETH_HLEN + 20 + 552);
     ck_assert_uint_eq(collect(t, true, 576), 5020);
     tf_free(t);
 }
@@ -701,24 +684,25 @@ START_TEST(send_frags_behind_arp)
     static uint8_t blob[20000];
     struct stk_iov iov = {blob, sizeof(blob)};
     /* 14 fragments wait for the neighbour, and all go out once it answers. */
-    ck_assert_int_eq(stk__ip_send_frags(t->e, t->now, other, 17, &iov, 1, sizeof(blob)), 0);
+    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &iov, 1, sizeof(blob)), 0);
     struct pkt_info p;
-    ck_assert_int_eq(pkt_capture_pop_parse(&t->cap, &p), PKT_OK);
+    ck_assert_int_eq(pkt_capture_pop_parse(&t->tn.cap, &p), PKT_OK);
     ck_assert_int_eq(p.kind, PKT_KIND_ARP);
-    expect_none(t);
+    expect_none(&t->tn);
     /* 64 frames per neighbour: 14 + 45 fit; 14 more do not, and none of them is queued. */
     static uint8_t blob2[MAXDG - 20];
     struct stk_iov big = {blob2, sizeof(blob2)};
-    ck_assert_int_eq(stk__ip_send_frags(t->e, t->now, other, 17, &big, 1, big.len), 0);
-    ck_assert_int_eq(stk__ip_send_frags(t->e, t->now, other, 17, &iov, 1, sizeof(blob)), -ENOBUFS);
-    ck_assert_uint_eq(ctr(t)->ip_frag_fails, 1);
-    expect_none(t);
+    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &big, 1, big.len), 0);
+    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &iov, 1, sizeof(blob)),
+                     -ENOBUFS);
+    ck_assert_uint_eq(ctr(&t->tn)->ip_frag_fails, 1);
+    expect_none(&t->tn);
     uint8_t f[64];
     size_t n = pkt_build_arp_reply(f, sizeof(f), other_mac, other, US_MAC, US_IP);
-    stk_input(t->e, t->now, f, n, 0);
-    ck_assert_uint_eq(pkt_capture_count(&t->cap), 14 + 45);
+    inject(&t->tn, f, n);
+    ck_assert_uint_eq(pkt_capture_count(&t->tn.cap), 14 + 45);
     for (size_t i = 0; i < 14 + 45; i++) {
-        const struct pkt_frame *fr = pkt_capture_peek(&t->cap, i);
+        const struct pkt_frame *fr = pkt_capture_peek(&t->tn.cap, i);
         ck_assert_mem_eq(fr->data, other_mac, 6);
         ck_assert_uint_eq(pkt_parse(fr->data, fr->len, &p), PKT_E_IP_FRAG);
         ck_assert_uint_eq(p.frag_offset, (i < 14 ? i : i - 14) * 1480);

@@ -11,9 +11,9 @@
 
 #include "pkt.h"
 #include "stk_int.h"
+#include "tn.h"
 #include "wire.h"
 
-#define T0       (10 * STK_US_PER_S)
 #define US_IP    PKT_IP(198, 18, 0, 2)
 #define PEER_IP  PKT_IP(198, 18, 0, 1)
 #define OTHER_IP PKT_IP(198, 18, 0, 9)
@@ -27,13 +27,6 @@ static const uint8_t GW_MAC[6] = {0x02, 0, 0, 0, 0, 0xfe};
 static const uint8_t ZERO_MAC[6] = {0};
 static const uint8_t BCAST_MAC[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
-/* One engine under test and what it sent. */
-struct tn {
-    struct pkt_capture cap;
-    struct stk_engine *e;
-    stk_time_t now;
-};
-
 static struct stk_config base_cfg(void)
 {
     struct stk_config c;
@@ -46,47 +39,13 @@ static struct stk_config base_cfg(void)
     return c;
 }
 
-static struct tn *tn_new_cfg(struct stk_config *c)
-{
-    struct tn *t = calloc(1, sizeof(*t));
-    ck_assert_ptr_nonnull(t);
-    pkt_capture_init(&t->cap);
-    c->io_ctx = &t->cap;
-    c->tx = pkt_capture_tx;
-    t->now = T0;
-    ck_assert_int_eq(stk_engine_create(c, t->now, &t->e), 0);
-    return t;
-}
-
 /* An engine whose start-up announcement has been consumed. */
 static struct tn *tn_new(void)
 {
     struct stk_config c = base_cfg();
-    struct tn *t = tn_new_cfg(&c);
+    struct tn *t = tn_create(&c);
     pkt_capture_clear(&t->cap);
     return t;
-}
-
-static void tn_free(struct tn *t)
-{
-    stk_engine_destroy(t->e);
-    pkt_capture_fini(&t->cap);
-    free(t);
-}
-
-static const struct stk_counters *ctr(const struct tn *t)
-{
-    return stk_counters(t->e);
-}
-
-static void inject(struct tn *t, const uint8_t *f, size_t len)
-{
-    stk_input(t->e, t->now, f, len, 0);
-}
-
-static void expect_none(struct tn *t)
-{
-    ck_assert_uint_eq(pkt_capture_count(&t->cap), 0);
 }
 
 /* Pops the next frame, which must parse cleanly (so every checksum is right). */
@@ -167,18 +126,12 @@ static void expect_echo_to(struct tn *t, const uint8_t mac[6], uint32_t ip, uint
     ck_assert_uint_eq(p.icmp_seq, seq);
 }
 
-static void poll_at(struct tn *t, stk_time_t now)
-{
-    t->now = now;
-    stk_poll(t->e, now);
-}
-
 /* ---- ARP ------------------------------------------------------------------------------ */
 
 START_TEST(announce_at_start)
 {
     struct stk_config c = base_cfg();
-    struct tn *t = tn_new_cfg(&c);
+    struct tn *t = tn_create(&c);
     struct pkt_info p;
     pop_ok(t, &p);
     /* Gratuitous: sender and target are both our address, broadcast. */
@@ -195,7 +148,7 @@ START_TEST(announce_at_start)
     /* Without an address there is nothing to announce. */
     c = base_cfg();
     c.ip = 0;
-    t = tn_new_cfg(&c);
+    t = tn_create(&c);
     expect_none(t);
     tn_free(t);
 }
@@ -248,7 +201,7 @@ START_TEST(arp_passive_learns_silently)
 {
     struct stk_config c = base_cfg();
     c.arp_passive = 1;
-    struct tn *t = tn_new_cfg(&c);
+    struct tn *t = tn_create(&c);
     expect_none(t);
     uint8_t f[64];
     size_t n = pkt_build_arp_request(f, sizeof(f), PEER_MAC, PEER_IP, US_IP);
@@ -769,8 +722,8 @@ START_TEST(resolution_queue_release)
     ck_assert_int_eq(send_echo(t, PEER_IP, 2, 11, &m), 0);
     expect_none(t); /* one request is enough */
     ck_assert_uint_eq(ctr(t)->arp_requests, 1);
-    ck_assert_uint_eq(stk__arp_next_timer(t->e), T0 + STK_US_PER_S);
-    ck_assert_uint_le(stk_next_timer(t->e), T0 + STK_US_PER_S);
+    ck_assert_uint_eq(stk__arp_next_timer(t->e), TN_T0 + STK_US_PER_S);
+    ck_assert_uint_le(stk_next_timer(t->e), TN_T0 + STK_US_PER_S);
 
     t->now += 1000;
     arp_reply_from(t, PEER_MAC, PEER_IP);
@@ -796,7 +749,7 @@ START_TEST(resolution_queue_release)
     ck_assert_uint_eq(ctr(t)->ip_out, 3);
     ck_assert_uint_eq(ctr(t)->arp_queue_drop, 0);
     /* No retransmission is due any more. */
-    poll_at(t, T0 + 5 * STK_US_PER_S);
+    poll_at(t, TN_T0 + 5 * STK_US_PER_S);
     expect_none(t);
     tn_free(t);
 }
@@ -809,16 +762,16 @@ START_TEST(resolution_retransmit_and_give_up)
     ck_assert_int_eq(send_echo(t, ip, 1, 0, NULL), 0);
     ck_assert_int_eq(send_echo(t, ip, 2, 0, NULL), 0);
     pop_request(t, ip);
-    poll_at(t, T0 + STK_US_PER_S - 1);
+    poll_at(t, TN_T0 + STK_US_PER_S - 1);
     expect_none(t);
-    poll_at(t, T0 + STK_US_PER_S);
+    poll_at(t, TN_T0 + STK_US_PER_S);
     pop_request(t, ip);
     expect_none(t);
-    ck_assert_uint_eq(stk__arp_next_timer(t->e), T0 + 2 * STK_US_PER_S);
-    poll_at(t, T0 + 2 * STK_US_PER_S);
+    ck_assert_uint_eq(stk__arp_next_timer(t->e), TN_T0 + 2 * STK_US_PER_S);
+    poll_at(t, TN_T0 + 2 * STK_US_PER_S);
     pop_request(t, ip);
     ck_assert_uint_eq(ctr(t)->arp_requests, 3);
-    poll_at(t, T0 + 3 * STK_US_PER_S);
+    poll_at(t, TN_T0 + 3 * STK_US_PER_S);
     expect_none(t);
     ck_assert_uint_eq(ctr(t)->arp_queue_drop, 2);
     ck_assert_uint_eq(ctr(t)->arp_requests, 3);
@@ -850,7 +803,7 @@ START_TEST(routing)
 {
     struct stk_config c = base_cfg();
     c.gateway = GW_IP;
-    struct tn *t = tn_new_cfg(&c);
+    struct tn *t = tn_create(&c);
     pkt_capture_clear(&t->cap);
     ck_assert_uint_eq(stk__ip_route(t->e, PEER_IP), PEER_IP);
     ck_assert_uint_eq(stk__ip_route(t->e, FAR_IP), GW_IP);
@@ -882,13 +835,13 @@ START_TEST(routing)
     c = base_cfg();
     c.prefix = 32;
     c.gateway = GW_IP;
-    t = tn_new_cfg(&c);
+    t = tn_create(&c);
     ck_assert_uint_eq(stk__ip_route(t->e, PEER_IP), GW_IP);
     tn_free(t);
     c = base_cfg();
     c.prefix = 31;
     c.ip = PKT_IP(198, 18, 0, 3);
-    t = tn_new_cfg(&c);
+    t = tn_create(&c);
     ck_assert_uint_eq(stk__ip_route(t->e, US_IP), US_IP);
     tn_free(t);
 }
@@ -899,19 +852,19 @@ START_TEST(cache_expiry)
     const stk_time_t to = 10 * STK_US_PER_S;
     struct stk_config c = base_cfg();
     c.arp_timeout_us = (uint32_t)to;
-    struct tn *t = tn_new_cfg(&c);
+    struct tn *t = tn_create(&c);
     pkt_capture_clear(&t->cap);
     uint8_t mac[6];
 
     /* PEER is learned and never used; OTHER is learned and used. */
     learn(t, PEER_MAC, PEER_IP);
     learn(t, OTHER_MAC, OTHER_IP);
-    ck_assert_uint_eq(stk__arp_next_timer(t->e), T0 + to);
-    t->now = T0 + 1;
+    ck_assert_uint_eq(stk__arp_next_timer(t->e), TN_T0 + to);
+    t->now = TN_T0 + 1;
     ck_assert_int_eq(stk__arp_resolve(t->e, t->now, OTHER_IP, mac), 0);
-    poll_at(t, T0 + to - 1);
+    poll_at(t, TN_T0 + to - 1);
     expect_none(t);
-    poll_at(t, T0 + to);
+    poll_at(t, TN_T0 + to);
     /* The used entry is checked with a unicast request and stays usable meanwhile. */
     struct pkt_info p;
     pop_ok(t, &p);
@@ -927,40 +880,40 @@ START_TEST(cache_expiry)
     arp_reply_from(t, OTHER_MAC, OTHER_IP);
     expect_none(t);
     /* PEER itself never answers: two more broadcasts, then it is given up. */
-    poll_at(t, T0 + to + STK_US_PER_S);
+    poll_at(t, TN_T0 + to + STK_US_PER_S);
     pop_request(t, PEER_IP);
-    poll_at(t, T0 + to + 2 * STK_US_PER_S);
+    poll_at(t, TN_T0 + to + 2 * STK_US_PER_S);
     pop_request(t, PEER_IP);
-    poll_at(t, T0 + to + 3 * STK_US_PER_S);
+    poll_at(t, TN_T0 + to + 3 * STK_US_PER_S);
     expect_none(t);
-    poll_at(t, T0 + 2 * to - 1);
+    poll_at(t, TN_T0 + 2 * to - 1);
     expect_none(t);
     ck_assert_int_eq(stk__arp_resolve(t->e, t->now, OTHER_IP, mac), 0);
 
     /* OTHER stops answering: three unicast probes, then the entry is dropped. */
     for (int i = 0; i < 3; i++) {
-        poll_at(t, T0 + 2 * to + (stk_time_t)i * STK_US_PER_S);
+        poll_at(t, TN_T0 + 2 * to + (stk_time_t)i * STK_US_PER_S);
         pop_ok(t, &p);
         expect_arp(&p, PKT_ARP_REQUEST, OTHER_MAC, ZERO_MAC, OTHER_IP);
         expect_none(t);
     }
-    poll_at(t, T0 + 2 * to + 3 * STK_US_PER_S);
+    poll_at(t, TN_T0 + 2 * to + 3 * STK_US_PER_S);
     expect_none(t);
     ck_assert_int_eq(stk__arp_resolve(t->e, t->now, OTHER_IP, mac), -EAGAIN);
     pop_request(t, OTHER_IP);
     tn_free(t);
 
     /* Any ARP from a cached host pushes its expiry back. */
-    t = tn_new_cfg(&c);
+    t = tn_create(&c);
     pkt_capture_clear(&t->cap);
     learn(t, PEER_MAC, PEER_IP);
-    t->now = T0 + 5 * STK_US_PER_S;
+    t->now = TN_T0 + 5 * STK_US_PER_S;
     uint8_t f[64];
     inject(t, f, pkt_build_arp_request(f, sizeof(f), PEER_MAC, PEER_IP, OTHER_IP));
     expect_none(t);
-    poll_at(t, T0 + to);
+    poll_at(t, TN_T0 + to);
     expect_none(t);
-    poll_at(t, T0 + 5 * STK_US_PER_S + to - 1);
+    poll_at(t, TN_T0 + 5 * STK_US_PER_S + to - 1);
     ck_assert_int_eq(stk__arp_resolve(t->e, t->now, PEER_IP, mac), 0);
     tn_free(t);
 }
@@ -993,10 +946,10 @@ START_TEST(queue_bounds)
 
     /* The rest never resolve: all their frames are dropped and counted. */
     for (int s = 1; s <= 3; s++)
-        poll_at(t, T0 + (stk_time_t)s * STK_US_PER_S);
+        poll_at(t, TN_T0 + (stk_time_t)s * STK_US_PER_S);
     ck_assert_uint_eq(ctr(t)->arp_queue_drop, 2 + (QMAX - QPER) + 1);
     /* Only PEER's expiry is left to wait for. */
-    ck_assert_uint_eq(stk__arp_next_timer(t->e), T0 + 60 * STK_US_PER_S);
+    ck_assert_uint_eq(stk__arp_next_timer(t->e), TN_T0 + 60 * STK_US_PER_S);
     tn_free(t);
 }
 END_TEST
@@ -1005,7 +958,7 @@ START_TEST(cache_eviction)
 {
     struct stk_config c = base_cfg();
     c.prefix = 16;
-    struct tn *t = tn_new_cfg(&c);
+    struct tn *t = tn_create(&c);
     pkt_capture_clear(&t->cap);
     uint8_t mac[6];
 
@@ -1032,7 +985,7 @@ START_TEST(cache_eviction)
     tn_free(t);
 
     /* All pending: an entry without frames goes before the one with a frame. */
-    t = tn_new_cfg(&c);
+    t = tn_create(&c);
     ck_assert_int_eq(send_echo(t, pend, 1, 0, NULL), 0);
     for (uint32_t i = 1; i <= 255; i++) {
         t->now++;
@@ -1075,7 +1028,7 @@ START_TEST(fuzz_frames)
     struct stk_config c = base_cfg();
     c.prefix = 28; /* a small subnet, so random addresses hit both paths */
     c.gateway = PKT_IP(198, 18, 0, 14);
-    struct tn *t = tn_new_cfg(&c);
+    struct tn *t = tn_create(&c);
     struct wire_rng r;
     wire_rng_seed(&r, 0x5eed0001);
 

@@ -583,6 +583,51 @@ ngx_prefix() {
     if "$NGINX" -h 2>&1 | grep -q -- '^ *-e '; then NGX_ARGS+=(-e "$PREFIX/error.log"); fi
 }
 
+# The http-level directives for serving the test files in bulk (html and bin types, no
+# access log, sendfile, long keep-alive), for ngx_conf's HTTP.
+# shellcheck disable=SC2034 # used by the tests that source this file
+NGX_STATIC='    types {
+        text/html html;
+        application/octet-stream bin;
+    }
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;'
+
+# ngx_conf CONNS RLIMIT HTTP SERVER: writes $PREFIX/nginx.conf (after ngx_prefix): one
+# worker under a master in the foreground, pid and error log in the prefix, CONNS
+# worker_connections, worker_rlimit_nofile RLIMIT (none when empty: it sets the workers' fd
+# limit, hence the size of libustack's fd table), the http-level directives HTTP (e.g.
+# NGX_STATIC) and one server with the directives SERVER serving $PREFIX/www. HTTP and
+# SERVER are lines indented as they stand in the file.
+ngx_conf() {
+    local rlimit=""
+    [ -z "$2" ] || rlimit="worker_rlimit_nofile $2;
+"
+    cat >"$PREFIX/nginx.conf" <<EOF
+user nobody $NGX_GROUP;
+worker_processes 1;
+${rlimit}daemon off;
+master_process on;
+pid $PREFIX/nginx.pid;
+error_log $PREFIX/error.log notice;
+events {
+    worker_connections $1;
+}
+http {
+$3
+$TEMP_PATHS
+    server {
+$4
+        root $PREFIX/www;
+        index index.html;
+    }
+}
+EOF
+}
+
 # ---------------------------------------------------------------- preloaded programs
 
 # u_env KIND TAG: U_ENV, the environment of a program under libustack.so on the ustack side

@@ -172,39 +172,11 @@ make_random "$PREFIX/www/100mb.bin" $((100 * 1024 * 1024))
 SHA_1MB=$(sha "$PREFIX/www/1mb.bin")
 SHA_100MB=$(sha "$PREFIX/www/100mb.bin")
 
-# ngx_conf LISTEN: nginx.conf for a listen directive.
-ngx_conf() {
-    cat >"$PREFIX/nginx.conf" <<EOF
-user nobody $NGX_GROUP;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-master_process on;
-pid $PREFIX/nginx.pid;
-error_log $PREFIX/error.log notice;
-events {
-    worker_connections 4096;
-}
-http {
-    types {
-        text/html html;
-        application/octet-stream bin;
-    }
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    send_timeout 120s;
-$TEMP_PATHS
-    server {
-        listen $1;
-        server_name faults;
-        root $PREFIX/www;
-        index index.html;
-    }
-}
-EOF
+# faults_conf LISTEN: nginx.conf for a listen directive.
+faults_conf() {
+    ngx_conf 4096 20000 "$NGX_STATIC
+    send_timeout 120s;" "        listen $1;
+        server_name faults;"
     chmod -R a+rX "$NET_TMPD"
 }
 
@@ -223,7 +195,7 @@ check_files() {
 
 # ---------------------------------------------------------------- phase 1: nginx on ustack
 
-ngx_conf 80
+faults_conf 80
 out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
 
 u_stackds() {
@@ -379,7 +351,7 @@ net_u ip link set "$VETH_U" xdp off 2>/dev/null || true
 
 # ---------------------------------------------------------------- phase 2: clients on ustack
 
-ngx_conf "$IP_K:80"
+faults_conf "$IP_K:80"
 ip netns exec "$NS_K" "$NGINX" "${NGX_ARGS[@]}" >"$NET_TMPD/knginx.out" 2>"$NET_TMPD/knginx.err" </dev/null &
 KNGX=$!
 net_bg "$KNGX"

@@ -53,36 +53,8 @@ SHA_INDEX=$(sha "$PREFIX/www/index.html")
 SHA_1MB=$(sha "$PREFIX/www/1mb.bin")
 SHA_100MB=$(sha "$PREFIX/www/100mb.bin")
 
-cat >"$PREFIX/nginx.conf" <<EOF
-user nobody $NGX_GROUP;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-master_process on;
-pid $PREFIX/nginx.pid;
-error_log $PREFIX/error.log notice;
-events {
-    worker_connections 16384;
-}
-http {
-    types {
-        text/html html;
-        application/octet-stream bin;
-    }
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-$TEMP_PATHS
-    server {
-        listen 80;
-        server_name ustack;
-        root $PREFIX/www;
-        index index.html;
-    }
-}
-EOF
+ngx_conf 16384 20000 "$NGX_STATIC" '        listen 80;
+        server_name ustack;'
 chmod -R a+rX "$NET_TMPD"
 out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
 

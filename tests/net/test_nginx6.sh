@@ -55,35 +55,16 @@ make_random "$PREFIX/www/4mb.bin" "$SIZE"
 SHA_INDEX=$(sha "$PREFIX/www/index.html")
 SHA_4MB=$(sha "$PREFIX/www/4mb.bin")
 
-cat >"$PREFIX/nginx.conf" <<EOF
-user nobody $NGX_GROUP;
-worker_processes 1;
-daemon off;
-master_process on;
-pid $PREFIX/nginx.pid;
-error_log $PREFIX/error.log notice;
-events {
-    worker_connections 1024;
-}
-http {
-    types {
+ngx_conf 1024 "" "    types {
         text/html html;
         application/octet-stream bin;
     }
     default_type application/octet-stream;
     log_format peer '\$remote_addr \$server_port \$request_uri';
     access_log $PREFIX/access.log peer;
-    sendfile on;
-$TEMP_PATHS
-    server {
-        listen 80;
+    sendfile on;" '        listen 80;
         listen [::]:80;
-        listen [::]:8080 ipv6only=off;
-        root $PREFIX/www;
-        index index.html;
-    }
-}
-EOF
+        listen [::]:8080 ipv6only=off;'
 chmod -R a+rX "$NET_TMPD"
 out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
 

@@ -35,27 +35,9 @@ SMALL=65536
 
 ngx_prefix
 echo '<html><body>observed</body></html>' >"$PREFIX/www/index.html"
-cat >"$PREFIX/nginx.conf" <<EOF
-user nobody $NGX_GROUP;
-worker_processes 1;
-daemon off;
-master_process on;
-pid $PREFIX/nginx.pid;
-error_log $PREFIX/error.log notice;
-events {
-    worker_connections 4096;
-}
-http {
-    default_type text/html;
+ngx_conf 4096 "" '    default_type text/html;
     access_log off;
-    keepalive_timeout 60;
-$TEMP_PATHS
-    server {
-        listen 80;
-        root $PREFIX/www;
-    }
-}
-EOF
+    keepalive_timeout 60;' '        listen 80;'
 chmod -R a+rX "$NET_TMPD"
 out=$(timeout 10 "$NGINX" -t "${NGX_ARGS[@]}" 2>&1) || net_fail "nginx -t refused the configuration: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
 

@@ -25,29 +25,9 @@ AB_SECS=${SOAK_AB_SECS:-600} AB_TIMEOUT=${SOAK_AB_TIMEOUT:-60}
 
 ngx_prefix
 echo '<html><body>ustack soak</body></html>' >"$PREFIX/www/index.html"
-cat >"$PREFIX/nginx.conf" <<EOF
-user nobody $NGX_GROUP;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-master_process on;
-pid $PREFIX/nginx.pid;
-error_log $PREFIX/error.log notice;
-events {
-    worker_connections 19000;
-}
-http {
-    default_type text/html;
+ngx_conf 19000 20000 '    default_type text/html;
     access_log off;
-    keepalive_requests 1000000;
-$TEMP_PATHS
-    server {
-        listen 80 backlog=4096;
-        root $PREFIX/www;
-        index index.html;
-    }
-}
-EOF
+    keepalive_requests 1000000;' '        listen 80 backlog=4096;'
 chmod -R a+rX "$NET_TMPD"
 net_k sysctl -qw net.ipv4.ip_local_port_range="1024 65535" >/dev/null
 
