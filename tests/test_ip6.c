@@ -1117,11 +1117,11 @@ START_TEST(fragments_time_out)
     size_t fl = mk_frag(g, 200, m, 0, 800, true);
     inject(t, g, fl);
     inject(t, f, mk_frag(f, 201, m, 800, n - 800, false));
-    poll_at(t, T0 + 30 * STK_US_PER_S - 1);
+    poll_at(t, TN_T0 + 30 * STK_US_PER_S - 1);
     /* (The neighbour entry learnt 30 s ago is probed meanwhile: skip solicitations.) */
     drop_ns(t);
     expect_none(t);
-    poll_at(t, T0 + 30 * STK_US_PER_S);
+    poll_at(t, TN_T0 + 30 * STK_US_PER_S);
     drop_ns(t);
     /* One Time Exceeded code 1, quoting fragment zero as it arrived. */
     struct o6 o;
