@@ -440,6 +440,20 @@ static uint32_t csum_iov(uint32_t sum, const struct stk_iov *iov, int n)
     return sum;
 }
 
+/* The UDP header at uh for a payload iov[0..n) of ulen - 8 bytes, its checksum over the
+ * pseudo-header sum pseudo (IPv4 or IPv6). RFC 768: a computed zero is sent as all ones (zero means
+ * "no checksum"). */
+static void put_udp_hdr(uint8_t *uh, uint16_t sport, uint16_t dport, uint16_t ulen, uint32_t pseudo,
+                        const struct stk_iov *iov, int n)
+{
+    stk__put16(uh, sport);
+    stk__put16(uh + 2, dport);
+    stk__put16(uh + 4, ulen);
+    stk__put16(uh + 6, 0);
+    uint16_t c = stk__csum_fold(csum_iov(stk__csum_add(pseudo, uh, STK_UDP_HLEN), iov, n));
+    stk__put16(uh + 6, c ? c : 0xffff);
+}
+
 /* A datagram over IPv6: fragmented beyond the MTU (RFC 8200 4.5; -EMSGSIZE beyond 65527
  * bytes of data: the UDP length, and the reassembled Payload Length, limits), the checksum always
  * set (RFC 8200 8.1). */
@@ -465,15 +479,8 @@ static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock
     uint8_t hdr[STK_L2L3_HLEN6 + STK_UDP_HLEN];
     uint8_t *uh = hdr + STK_L2L3_HLEN6;
     uint16_t ulen = (uint16_t)(STK_UDP_HLEN + len);
-    stk__put16(uh, s->lport);
-    stk__put16(uh + 2, dport);
-    stk__put16(uh + 4, ulen);
-    stk__put16(uh + 6, 0);
-    uint32_t sum = stk__csum_pseudo6(src, dst, STK_IP_PROTO_UDP, ulen);
-    sum = stk__csum_add(sum, uh, STK_UDP_HLEN);
-    sum = csum_iov(sum, iov, n);
-    uint16_t c = stk__csum_fold(sum);
-    stk__put16(uh + 6, c ? c : 0xffff);
+    put_udp_hdr(uh, s->lport, dport, ulen, stk__csum_pseudo6(src, dst, STK_IP_PROTO_UDP, ulen), iov,
+                n);
     /* More pieces than the IPv6 layer takes (7) are copied into one. */
     struct stk_iov one;
     uint8_t *buf = NULL;
@@ -556,16 +563,8 @@ ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struc
     uint8_t hdr[STK_L2L3_HLEN + STK_UDP_HLEN];
     uint8_t *uh = hdr + STK_L2L3_HLEN;
     uint16_t ulen = (uint16_t)(STK_UDP_HLEN + len);
-    stk__put16(uh, s->lport);
-    stk__put16(uh + 2, dport);
-    stk__put16(uh + 4, ulen);
-    stk__put16(uh + 6, 0);
-    uint32_t sum = stk__csum_pseudo(e->cfg.ip, dip, STK_IP_PROTO_UDP, ulen);
-    sum = stk__csum_add(sum, uh, STK_UDP_HLEN);
-    sum = csum_iov(sum, iov, n);
-    uint16_t c = stk__csum_fold(sum);
-    /* RFC 768: a computed zero is sent as all ones (zero means "no checksum"). */
-    stk__put16(uh + 6, c ? c : 0xffff);
+    put_udp_hdr(uh, s->lport, dport, ulen, stk__csum_pseudo(e->cfg.ip, dip, STK_IP_PROTO_UDP, ulen),
+                iov, n);
 
     if (STK_IP_HLEN + (size_t)ulen > e->cfg.mtu) {
         struct stk_iov l4[1 + UDP_MAX_IOV];
