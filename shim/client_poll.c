@@ -533,6 +533,14 @@ static void et_arm(struct shim_epm *m, int fd, uint32_t ready)
         shim__signal(fd);
 }
 
+/* EPOLLET: counters moved (in, out) for a kind the member waits for (bits) whose readiness
+ * does not show. */
+static bool et_early(bool in, bool out, uint32_t bits, uint32_t ready)
+{
+    return (in && (bits & POLLIN) && !(ready & POLLIN)) ||
+           (out && (bits & POLLOUT) && !(ready & POLLOUT));
+}
+
 /* EPOLLET: an edge is a new event of a kind the member waits for (the counters moved since
  * its last report), or readiness found at ADD/MOD; what is reported is the readiness now. */
 static uint32_t et_take(struct shim_epm *m, int fd)
@@ -549,11 +557,21 @@ static uint32_t et_take(struct shim_epm *m, int fd)
         m->dead_seen = 1; /* the reset the stack's death stands for: one edge */
         fresh = true;
     }
-    m->pending = 0;
     m->in_seen = cin;
     m->out_seen = cout;
     uint32_t ready = member_ready(m);
+    /* The stack counts an event before its change shows: a count without its change is
+     * either one the application consumed already or one whose change is on its way. Keep
+     * it pending: the stack's signal after the change (we arm before it looks) brings a
+     * harvest that reports it; and read the readiness again after arming, for a change that
+     * showed after the stack looked at armed_et (the Dekker pair: one of us sees the other). */
+    bool early = et_early(in, out, bits, ready);
     et_arm(m, fd, ready);
+    if (early) {
+        ready |= member_ready(m);
+        early = et_early(in, out, bits, ready);
+    }
+    m->pending = early;
     return fresh ? ready : 0;
 }
 
@@ -577,6 +595,13 @@ static void prime(struct shim_epm *m, int fd)
     uint32_t ready = member_ready(m);
     et_arm(m, fd, ready);
     ready |= member_ready(m);
+    /* An event counted just before we read the counters may not show yet, and the stack's
+     * signal after its change finds us armed: the first harvest takes the counters of a
+     * kind not ready now as moved, so that it reports that change or keeps it pending
+     * (et_take). */
+    uint32_t bits = arm_bits(m->events);
+    m->in_seen -= et_early(true, false, bits, ready);
+    m->out_seen -= et_early(false, true, bits, ready);
     m->pending = ready != 0;
     if (ready)
         shim__signal(fd);

@@ -45,6 +45,7 @@ static struct {
 /* ---- the fake stack ------------------------------------------------------------------- */
 
 #define PUB_RECHECK 0x100u
+#define PUB_COUNTED 0x200u /* the caller counted the event before its change showed */
 
 /* As ustackd's publish (dpdk_io/shm_server.c): level waiters, then edge-triggered ones for
  * events of the kinds they armed (docs/shm.md "Events"). */
@@ -56,10 +57,11 @@ static void publish(uint32_t i, uint32_t ev)
     if (atomic_load(&s->nospace) && shm_ring_space(&s->tx, ring) >= shm_nospace_end(ring) &&
         atomic_exchange(&s->nospace, 0))
         ev |= SHM_EV_OUT;
-    if (ev & SHM_EV_IN)
+    if ((ev & SHM_EV_IN) && !(ev & PUB_COUNTED))
         atomic_fetch_add(&s->ev_in, 1);
-    if (ev & SHM_EV_OUT)
+    if ((ev & SHM_EV_OUT) && !(ev & PUB_COUNTED))
         atomic_fetch_add(&s->ev_out, 1);
+    ev &= ~PUB_COUNTED;
     uint32_t armed = atomic_load(&s->armed), aet = atomic_load(&s->armed_et);
     uint32_t ready = shm_sock_poll(base, i);
     uint32_t a = (armed & ready) ? atomic_exchange(&s->armed, 0) : 0;
@@ -148,13 +150,14 @@ static void handle(const struct shm_cmd *c)
         post(c, 0, 0, 0, 0);
         publish(i, SHM_EV_ALL);
         break;
-    case SHM_OP_CLOSE:
-        atomic_fetch_add(&closes, 1);
+    case SHM_OP_CLOSE: {
         int old = atomic_exchange(&fk[i].efd, -1);
         if (old >= 0)
             close(old);
         shm_sock_free(base, i);
+        atomic_fetch_add(&closes, 1); /* after the free: a test that sees it sees the slot free */
         break;
+    }
     case SHM_OP_SETOPT:
         fk[i].opt[c->a0 & 31] = c->a1;
         post(c, 0, 0, 0, 0);
@@ -1063,6 +1066,46 @@ START_TEST(epoll_events_dups_nesting)
 }
 END_TEST
 
+/* The stack counts an event before its change shows (docs/shm.md "Events"). A harvest, or
+ * an ADD, that falls between the two sees the count without the data: it must not use the
+ * count up, or the stack's signal after the change reports nothing and the data waits
+ * forever (nginx waited out client_header_timeout and reset the connection). */
+START_TEST(epoll_et_count_before_change)
+{
+    uint32_t ring = shm_hdr(base)->ring_size;
+    uint64_t one = 1;
+    struct epoll_event ev = {EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, {.u64 = 1}}, out[8];
+    char buf[8];
+    for (int at_add = 0; at_add < 2; at_add++) {
+        int fd = connected(7), ep = epoll_create1(0);
+        usleep(20000); /* the fake stack's publish of the connect, after the flag */
+        uint32_t i = shim_fds.ent[fd].slot;
+        struct shm_sock *s = sock_of(fd);
+        if (at_add) /* counted, then the ADD, then the bytes */
+            atomic_fetch_add(&s->ev_in, 1);
+        ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+        ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+        ck_assert_int_eq(out[0].events, EPOLLOUT);
+        if (!at_add) {
+            /* Counted; a harvest (the eventfd signalled for another reason) before the bytes. */
+            atomic_fetch_add(&s->ev_in, 1);
+            ck_assert_int_eq(write(atomic_load(&fk[i].efd), &one, 8), 8);
+            int n = ep_wait(ep, out, 50);
+            ck_assert(n == 0 || !(out[0].events & EPOLLIN));
+        }
+        ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+        shm_ring_write(&s->rx, shm_rx_data(base, i), ring, "x", 1);
+        publish(i, SHM_EV_IN | PUB_COUNTED);
+        ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+        ck_assert_int_eq(out[0].events, EPOLLIN | EPOLLOUT);
+        ck_assert_int_eq(shim_recv(fd, buf, 8, 0), 1);
+        ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+        ck_assert_int_eq(shim_close(fd), 0);
+        ck_assert_int_eq(shim_close(ep), 0);
+    }
+}
+END_TEST
+
 START_TEST(epoll_wakes_sleeper)
 {
     int fd = shim_socket(SOCK_NONBLOCK);
@@ -1314,6 +1357,7 @@ int main(void)
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
     tcase_add_test(tc, epoll_events_dups_nesting);
+    tcase_add_test(tc, epoll_et_count_before_change);
     tcase_add_test(tc, select_mixed);
     tcase_add_test(tc, loopback_goes_to_the_kernel);
     tcase_add_test(tc, sendfile_from_file);
