@@ -125,6 +125,11 @@ command -v gnuplot >/dev/null 2>&1 || echo "run.sh: gnuplot not found: no charts
 
 NS_C="ubr-c-$$" NS_S="ubr-s-$$" V_C=brc V_S=brs
 IP_C=198.18.74.1 IP_S=198.18.74.2
+# The client under ustack has an address of its own: the server keeps (60 s) the TIME-WAITs
+# of the kernel client's connections of the group before, and a SYN of another stack on
+# the same 4-tuple is "newer" (timestamp or ISN) only by chance, so half of the reused
+# ports waited for a SYN retransmission (docs/benchmarks.md "The both-ends stall").
+IP_CU=198.18.74.3
 URL="http://$IP_S/index.html"
 TMPD=$(mktemp -d /tmp/bench-run.XXXXXX) || exit 2
 chmod 755 "$TMPD"
@@ -220,7 +225,7 @@ addrs() {
 # u_env SIDE(c|s) CORES DEV: the environment of a process under ustack.
 u_env() {
     local ip dev
-    if [ "$1" = c ]; then ip=$IP_C; else ip=$IP_S; fi
+    if [ "$1" = c ]; then ip=$IP_CU; else ip=$IP_S; fi
     dev=$3
     UENV=("LD_PRELOAD=$BIN/libustack.so" "USTACK_STACKD=$BIN/$STACKD_COMM" "USTACK_DEV=$dev"
         "USTACK_IP=$ip/24" "USTACK_CORES=$2")

@@ -179,6 +179,7 @@ run_mode() {
     peer_start "$base"
     for p in "${PROGS[@]}"; do
         log="$TMPD/$mode.$p.log"
+        local t0=$SECONDS
         ip netns exec "$NS_T" timeout -k 5 "$PROG_TIMEOUT" env "${envs[@]}" "$BIN/$p" \
             >"$log" 2>"$log.err" </dev/null
         rc=$?
@@ -219,7 +220,7 @@ run_mode() {
             grep -E '^(not ok|Bail out)' "$log" | sed "s/^/  [$mode] $p: /"
         fi
         [ -s "$log.err" ] && [ "$rc" != 0 ] && sed "s/^/  [$mode] $p stderr: /" "$log.err" | tail -n 10
-        printf '  %-8s %-18s %3d passed, %d failed, %d xfail\n' "$mode" "$p" "$pass" "$fail" "$xf"
+        printf '  %-8s %-18s %3d passed, %d failed, %d xfail (%d s)\n' "$mode" "$p" "$pass" "$fail" "$xf" $((SECONDS - t0))
         mp=$((mp + pass)) mf=$((mf + fail)) mx=$((mx + xf))
     done
     peer_stop "$base" || mf=$((mf + 1))
