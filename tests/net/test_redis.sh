@@ -9,7 +9,10 @@
 #             then SHUTDOWN NOSAVE, and redis and its ustackd are gone within 10 s;
 #   client  - redis-benchmark and redis-cli under ustack against a kernel redis-server in
 #             the kernel namespace: 20,000 INCRs over 50 connections, then the counter, read
-#             by a kernel redis-cli, is exactly 20,000; ustackd counted the segments.
+#             by a kernel redis-cli, is exactly 20,000; ustackd counted the segments;
+#   memcached - stock memcached (libevent, TCP and UDP) under ustack: a 500,000-byte value
+#             read back equal, 300 connections each an incr (the counter is 300 after), a
+#             get over UDP.
 # Every program is bounded (timeout); teardown kills whatever still runs in the namespaces.
 # A failed check is reported (with the tail of ustackd's log) and the other checks still run.
 # Knobs: NET_REDIS_KIND (device, default af_xdp), NET_REDIS_N (requests per benchmark run),
@@ -171,5 +174,80 @@ if [ -s "$USTACKD_OUT" ] && grep -q '^ustackd: stats end' "$USTACKD_OUT"; then
     fi
 else
     net_softfail "client: no final statistics from the client's ustackd ($USTACKD_OUT)"
+fi
+
+# ---------------------------------------------------------------- 3: memcached under ustack
+
+# Stock memcached (libevent, two worker threads, TCP and UDP) under ustack; from the kernel
+# side a Python client: a 500,000-byte value set and read back equal, 300 short connections
+# each an incr of one counter (exactly 300 after), and a get over UDP (memcached's 8-byte
+# frame header).
+MEMCACHED=${MEMCACHED:-$(command -v memcached || true)}
+if [ -z "$MEMCACHED" ]; then
+    net_softfail "memcached not found (tools/deps.sh installs memcached)"
+else
+    for p in $(u_stackds); do net__kill_pid "$p" 3; done
+    [ "$KIND" = af_xdp ] && net_u ip link set "$VETH_U" xdp off 2>/dev/null
+    u_env "$KIND" memcached
+    u_bg "${U_ENV[@]}" timeout -k 5 60 "$MEMCACHED" -u root -l "$IP_U" -p 11211 -U 11211 -t 2 \
+        -c 1024 >"$NET_TMPD/memcached.out" 2>&1 </dev/null
+    MP=$U_BG
+    # shellcheck disable=SC2016
+    got=$(net_k timeout 40 python3 - "$IP_U" <<'PY' 2>&1
+import socket, sys, time
+ip = sys.argv[1]
+end = time.time() + 20
+while True:
+    try:
+        s = socket.create_connection((ip, 11211), timeout=10)
+        break
+    except OSError:
+        if time.time() > end:
+            raise
+        time.sleep(0.2)
+def reply(sock, until):
+    got = b""
+    while not got.endswith(until):
+        b = sock.recv(1 << 20)
+        if not b:
+            raise SystemExit("EOF after %r" % got[:80])
+        got += b
+    return got
+big = bytes(range(256)) * 1953 + b"xy"
+s.sendall(b"set big 0 0 %d\r\n" % len(big) + big + b"\r\n")
+assert reply(s, b"\r\n") == b"STORED\r\n"
+s.sendall(b"get big\r\n")
+g = reply(s, b"END\r\n")
+assert g == b"VALUE big 0 %d\r\n" % len(big) + big + b"\r\nEND\r\n", "big value differs"
+s.sendall(b"set cnt 0 0 1\r\n0\r\n")
+assert reply(s, b"\r\n") == b"STORED\r\n"
+for i in range(300):
+    c = socket.create_connection((ip, 11211), timeout=10)
+    c.sendall(b"incr cnt 1\r\n")
+    assert reply(c, b"\r\n") == b"%d\r\n" % (i + 1)
+    c.close()
+s.sendall(b"get cnt\r\n")
+assert reply(s, b"END\r\n") == b"VALUE cnt 0 3\r\n300\r\nEND\r\n"
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+for attempt in range(3):
+    u.sendto(b"\x00\x07\x00\x00\x00\x01\x00\x00get cnt\r\n", (ip, 11211))
+    try:
+        d, a = u.recvfrom(2000)
+        break
+    except socket.timeout:
+        d = b""
+assert d == b"\x00\x07\x00\x00\x00\x01\x00\x00VALUE cnt 0 3\r\n300\r\nEND\r\n", d
+print("ok")
+PY
+    ) || true
+    if [ "$got" = ok ]; then
+        net_log "memcached under ustack: 500,000-byte value equal, 300 incrs over 300 connections counted 300, UDP get answered"
+    else
+        net_softfail "memcached under ustack: $(printf '%s' "$got" | tail -n 3 | tr '\n' ' ' | head -c 300)"
+    fi
+    [ -n "$(u_stackds)" ] || net_softfail "memcached: no ustackd runs for it (not under ustack?)"
+    proc_alive "$MP" || net_softfail "memcached under ustack exited: $(tail -n 2 "$NET_TMPD/memcached.out" | tr '\n' ' ')"
+    stop_bg "$MP"
 fi
 net_finish
