@@ -355,6 +355,7 @@ void shim__attach_wait(uint32_t slot)
         return;
     struct shm_sock *s = shm_sock(C.base, slot);
     int64_t t0 = 0;
+    bool told = false;
     for (unsigned i = 0; SHIM_LOAD(&s->attach_pend); i++) {
         if (i < SHIM_SPIN) {
             shim__relax();
@@ -363,9 +364,18 @@ void shim__attach_wait(uint32_t slot)
         int64_t now = shim__now();
         if (!t0)
             t0 = now;
-        /* Bounded: a core that is gone or wedged must not hang close(). */
-        if (now - t0 > SHIM_NS_PER_S || shim_stack_dead())
+        /* The stack fetches the eventfd by its number: once the number is closed (and
+         * maybe reused by the next accept), the socket's wake-ups are lost or go to another
+         * socket, and whoever waits on it sleeps for ever. So wait as long as ustackd
+         * lives, however slow it is (a busy or descheduled stack core took over a second
+         * on a loaded machine); bounded only against a core that is wedged for good. */
+        if (now - t0 > SHIM_ATTACH_WAIT_NS || shim_stack_dead())
             return;
+        if (!told && now - t0 > SHIM_NS_PER_S) {
+            told = true;
+            shim_warn_once("attach-wait", "ustackd is slow to take a socket's eventfd: close() "
+                                          "waits for it (over 1 s so far)");
+        }
         uint32_t one = 1;
         atomic_compare_exchange_strong(&s->attach_pend, &one, 2);
         shm_futex_wait(&s->attach_pend, 2, 10 * 1000 * 1000);

@@ -142,8 +142,10 @@ void shim__pins_exec(void);
 int64_t shim__now(void);
 int64_t shim__deadline(int64_t timeout_ns);
 /* A command and its reply (NULL rp: no reply wanted). */
-/* Waits (bounded) until the stack has handled an accepted socket's ATTACH, before the
- * process closes or replaces an fd number of that socket. */
+/* Waits (SHIM_ATTACH_WAIT_NS at most, or until ustackd dies) until the stack has handled an
+ * accepted socket's ATTACH (fetched its eventfd by number), before the process closes or
+ * replaces an fd number of that socket. */
+#define SHIM_ATTACH_WAIT_NS (30 * SHIM_NS_PER_S)
 void shim__attach_wait(uint32_t slot);
 int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp);
 int shim__push(uint32_t core, const struct shm_cmd *c);

@@ -15,6 +15,14 @@
 #             environment) from a kernel-side server, all byte-exact (sha256), every curl on the
 #             ustackd the parent spawned (never a second one), and that ustackd exits with
 #             the parent.
+#   slow     - `socat TCP-LISTEN,fork EXEC:cat` under ustack; a kernel-side client connects
+#             while socat is stopped (SIGSTOP), then ustackd is stopped for 2.5 s and socat
+#             goes on: it accepts, forks and closes its copy of the accepted socket before
+#             ustackd could fetch the
+#             socket's eventfd (SHM_OP_ATTACH, by fd number); after SIGCONT the client's
+#             200,000 bytes must come back equal within 10 s and ustackd count no failed
+#             eventfd fetch (shm_efd_fail). close() used to give up waiting after 1 s, and
+#             the child then slept for ever (seen as a rare stall under load).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init fork 19
@@ -168,4 +176,53 @@ done
 [ "$seen" = "$USTACKD_PID" ] || net_softfail "spawn: more than one ustackd seen during the script: $seen"
 net_log "spawn: 7 curls (2 in a row, 3 at once, then 2 at once through posix_spawn) byte-exact through ustackd $USTACKD_PID alone"
 wait_until 15 no_stackd || net_softfail "spawn: ustackd still runs 15 s after the parent exited"
+
+# ---------------------------------------------------------------- slow
+P_SLOW=7102
+u_env "$KIND" slow
+u_bg "${U_ENV[@]}" socat -t 10 "TCP-LISTEN:$P_SLOW,fork,reuseaddr" EXEC:cat \
+    </dev/null >/dev/null 2>"$NET_TMPD/slow.err"
+SP=$U_BG
+wait_listen "$SP" "$P_SLOW" || net_fail "slow: socat under ustack does not listen: $(tail -c 300 "$NET_TMPD/slow.err")"
+u_note_stackd
+got=$(net_k timeout 30 "$PY" - "$IP_U" "$P_SLOW" "$USTACKD_PID" "$SP" <<'EOF_PY' 2>&1
+import os, signal, socket, sys, time
+ip, port, sd, sp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+# socat stopped while ustackd queues the connection; then ustackd stopped while socat
+# accepts it, forks and closes its copy; then ustackd goes on.
+os.kill(sp, signal.SIGSTOP)
+try:
+    s = socket.create_connection((ip, port), timeout=10)
+    time.sleep(0.3)
+    os.kill(sd, signal.SIGSTOP)
+finally:
+    os.kill(sp, signal.SIGCONT)
+try:
+    time.sleep(2.5)
+finally:
+    os.kill(sd, signal.SIGCONT)
+data = os.urandom(200000)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+got = b""
+end = time.time() + 10
+try:
+    while time.time() < end:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+except OSError as e:
+    print("recv: %s" % e)
+print("echoed %d %s" % (len(got), "equal" if got == data else "different"))
+EOF_PY
+) || true
+fails=$("$NET_ROOT/tools/ustack-stat" -n "$USTACKD_PID" --json /ustack/stats 2>/dev/null |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["shm_efd_fail"])' 2>/dev/null) || fails="?"
+if [ "$got" = "echoed 200000 equal" ] && [ "$fails" = 0 ]; then
+    net_log "slow: socat closed its copy while ustackd was stopped; the child echoed 200,000 bytes after SIGCONT (shm_efd_fail 0)"
+else
+    net_softfail "slow: after a 2.5 s stop of ustackd: '$(printf '%s' "$got" | tail -n 2 | tr '\n' ' ')', shm_efd_fail '$fails'"
+fi
+stop_bg "$SP"
 net_finish
