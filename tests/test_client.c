@@ -119,6 +119,9 @@ static void handle(const struct shm_cmd *c)
         if (c->op == SHM_OP_SOCKET)
             memset(fk[i].opt, 0, sizeof(fk[i].opt));
         post(c, 0, 0, 0, 0);
+        /* As ustackd's attach_done: the app may close the number now. */
+        if (atomic_exchange(&s->attach_pend, 0) == 2)
+            shm_futex_wake(&s->attach_pend, INT_MAX);
         publish(i, PUB_RECHECK);
         break;
     }
