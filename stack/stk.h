@@ -219,6 +219,7 @@ struct stk_config {
     X(tcp_syncookies_sent) \
     X(tcp_syncookies_ok) \
     X(tcp_syncookies_bad) \
+    X(tcp_syncookies_child_dropped) \
     X(tcp_listen_overflow) \
     X(tcp_active_opens) \
     X(tcp_passive_opens) \

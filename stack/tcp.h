@@ -236,6 +236,9 @@ uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_
                           stk_time_t now);
 /* Returns the MSS encoded by a valid cookie, or 0. */
 uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_time_t now);
+/* The same with the peer's ISN given (not taken from the segment's sequence number). */
+uint16_t stk__cookie_check_isn(struct stk_engine *e, const struct stk_seg *s, uint32_t peer_isn,
+                               stk_time_t now);
 int stk__bufs_alloc(struct stk_engine *e, struct stk_tcb *t);
 /* Gives a reserved ring its memory before the first write: 0, or -ENOMEM (counted). */
 int stk__ring_mem(struct stk_engine *e, struct stk_ring *r);

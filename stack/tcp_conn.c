@@ -471,7 +471,13 @@ uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_
 
 uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_time_t now)
 {
-    uint32_t cookie = s->ack - 1, peer_isn = s->seq - 1;
+    return stk__cookie_check_isn(e, s, s->seq - 1, now);
+}
+
+uint16_t stk__cookie_check_isn(struct stk_engine *e, const struct stk_seg *s, uint32_t peer_isn,
+                               stk_time_t now)
+{
+    uint32_t cookie = s->ack - 1;
     uint32_t slot = cookie >> 27, cur = cookie_slot(now) & 31;
     /* Accept cookies from this slot or the previous one (up to 128 s old). */
     if (slot != cur && slot != ((cur - 1) & 31))

@@ -1016,16 +1016,28 @@ static bool time_wait_input(struct stk_engine *e, struct stk_tcb *t, struct stk_
  * retransmitted SYN then made this child, whose SYN-ACK it ignores. As Linux's
  * tcp_check_req hands such an ACK back to the listener's cookie check, the child goes and
  * the listener completes the cookie's connection instead of answering with a RST that
- * would reset the peer's established side. Returns true when t was dropped. */
-static bool cookie_over_child(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
-                              stk_time_t now)
+ * would reset the peer's established side: COOKIE_LISTENER.
+ * When the peer had sent data on the cookie's connection (dropped: the accept queue was
+ * full), its ACK of the child's SYN-ACK carries a sequence number past that data, and the
+ * cookie is good only with the ISN of the child's SYN (the same SYN, retransmitted). Linux
+ * resets the peer there; we drop the child and the segment (COOKIE_DROPPED), and the
+ * peer's retransmission of its data completes the cookie's connection at the listener. */
+enum { COOKIE_NO, COOKIE_LISTENER, COOKIE_DROPPED };
+static int cookie_over_child(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
+                             stk_time_t now)
 {
     if (t->state != STK_TCP_SYN_RECEIVED || !(t->flags & TF_PASSIVE) || !t->listener ||
-        (s->flags & (TH_SYN | TH_RST | TH_ACK)) != TH_ACK || s->ack == t->iss + 1 ||
-        !stk__cookie_check(e, s, now))
-        return false;
+        (s->flags & (TH_SYN | TH_RST | TH_ACK)) != TH_ACK || s->ack == t->iss + 1)
+        return COOKIE_NO;
+    if (stk__cookie_check(e, s, now)) {
+        stk__tcp_drop(e, t, 0);
+        return COOKIE_LISTENER;
+    }
+    if (s->seq == t->irs + 1 || !stk__cookie_check_isn(e, s, t->irs, now))
+        return COOKIE_NO;
     stk__tcp_drop(e, t, 0);
-    return true;
+    e->ctr.tcp_syncookies_child_dropped++;
+    return COOKIE_DROPPED;
 }
 
 static inline __attribute__((always_inline)) void seg_input(struct stk_engine *e, stk_time_t now,
@@ -1060,8 +1072,13 @@ static inline __attribute__((always_inline)) void seg_input(struct stk_engine *e
             goto out;
         t = NULL;
     }
-    if (t && cookie_over_child(e, t, s, now))
-        t = NULL;
+    if (t) {
+        int c = cookie_over_child(e, t, s, now);
+        if (c == COOKIE_DROPPED)
+            goto out;
+        if (c == COOKIE_LISTENER)
+            t = NULL;
+    }
     if (!t) {
         struct stk_tcb *l = stk__seg_listener(e, s);
         if (!l) {

@@ -2199,6 +2199,66 @@ END_TEST
  * arrived) found room in the SYN queue and made a child with another ISN. The peer's ACK
  * of the cookie must complete the cookie's connection (Linux's tcp_check_req hands it back
  * to the listener), not reset the peer's established connection. */
+/* As syn_cookie_over_child, but the peer's request on the cookie's connection was dropped
+ * (the accept queue was full) before the retransmitted SYN made the child: the peer's ACK
+ * of the child's SYN-ACK then carries a sequence number past its request, and the cookie
+ * is good only with the child's ISN. The child goes and nothing is answered (Linux would
+ * reset the peer); the peer's retransmitted request completes the cookie's connection. */
+START_TEST(syn_cookie_over_child_after_data)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 1);
+    h->pport = PPORT + 10;
+    h->pseq = 1;
+    peer_syn(h, &BARE);
+    uint32_t fill_pack = h->pack;
+    h->pport = PPORT;
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    EQ(ctr(h)->tcp_syncookies_sent, 1);
+    uint32_t cookie_pack = h->pack;
+    /* The first handshake completes and fills the accept queue. */
+    h->pport = PPORT + 10;
+    h->pseq = 2;
+    h->pack = fill_pack;
+    peer_ack(h);
+    /* The peer's ACK of the cookie and its request: good, no room (dropped). */
+    h->pport = PPORT;
+    h->pseq = PEER_ISN + 1;
+    h->pack = cookie_pack;
+    peer_send(h, F_ACK | F_PSH, 10);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_listen_overflow, 1);
+    int first = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(first >= 0, "accept %d", first);
+    /* The retransmitted SYN: a child with another ISN. */
+    advance_by(h, 1 * SEC);
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    uint32_t child_pack = h->pack;
+    REQUIRE(child_pack != cookie_pack, "the child's ISN equals the cookie");
+    /* The peer, established on the cookie, answers the child's SYN-ACK with its ACK: after
+     * its request. No RST. */
+    h->pseq = PEER_ISN + 11;
+    h->pack = cookie_pack;
+    peer_ack(h);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_syncookies_child_dropped, 1);
+    /* The child is gone: no SYN-ACK retransmission. */
+    advance_by(h, 5 * SEC);
+    EXPECT_NONE(h);
+    /* The peer retransmits its request: the cookie's connection, with it. */
+    h->pseq = PEER_ISN + 1;
+    peer_send(h, F_ACK | F_PSH, 10);
+    EQ(ctr(h)->tcp_syncookies_ok, 1);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(nread(h, h->sd), 10);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(syn_cookie_over_child)
 {
     struct th *h = th_new();
@@ -2690,6 +2750,7 @@ int main(void)
     tcase_add_test(tc, syn_cookies);
     tcase_add_test(tc, syn_cookie_accept_queue_full);
     tcase_add_test(tc, syn_cookie_over_child);
+    tcase_add_test(tc, syn_cookie_over_child_after_data);
     tc = tcase(s, "abort");
     tcase_add_test(tc, linger_zero_rst);
     tcase_add_test(tc, close_unread_rst);
