@@ -234,6 +234,7 @@ struct stk_config {
     X(tcp_icmp_outwin) \
     X(tcp_icmp_hard) \
     X(tcp_icmp_soft) \
+    X(tcp_rto_reverts) \
     X(tcp_pmtu_updates) \
     X(tcp_pmtu_ignored) \
     X(udp_in) \

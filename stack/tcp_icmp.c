@@ -11,6 +11,8 @@
  * - in a synchronized state the error is a soft error: not reported now (as Linux without
  *   IP_RECVERR), but if the connection then times out it is reported instead of ETIMEDOUT,
  *   and SO_ERROR returns it;
+ * - a net/host unreachable about SND.UNA while the retransmission timer is backed off
+ *   undoes one backoff step (RFC 6069);
  * - fragmentation needed / Packet Too Big lower the connection's path MTU and MSS, and what
  *   is in flight is sent again at the new size, without a congestion response (Linux's
  *   tcp_simple_retransmit).
@@ -90,6 +92,25 @@ static void pmtu_retransmit(struct stk_engine *e, struct stk_tcb *t, stk_time_t 
     stk__timer_update(e, t);
 }
 
+/* RFC 6069: a net or host unreachable about the segment at SND.UNA while the retransmission
+ * timer is backed off says the path, not congestion, lost it: one backoff step is undone and
+ * the timer re-armed from when that segment was last sent (or it fires now), so that the
+ * connection recovers quickly once the path is back (Linux's tcp_ld_RTO_revert). */
+static void rto_revert(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, stk_time_t now)
+{
+    if (seq != t->snd_una || !t->retries || !t->backoff || !t->t_rexmt || t->snd_una == t->snd_max)
+        return;
+    stk_time_t sent = t->t_rexmt > t->rto_us ? t->t_rexmt - t->rto_us : 0;
+    t->backoff--;
+    uint64_t base =
+        t->srtt_us ? (uint64_t)t->srtt_us + stk__max32(4 * t->rttvar_us, 1000) : e->cfg.rto_init_us;
+    base = stk__max64(base, e->cfg.rto_min_us);
+    t->rto_us = (uint32_t)stk__min64(base << t->backoff, e->cfg.rto_max_us);
+    e->ctr.tcp_rto_reverts++;
+    t->t_rexmt = sent + t->rto_us > now ? sent + t->rto_us : now;
+    stk__timer_update(e, t);
+}
+
 /* A new path MTU for t (already floored by the caller). Only a decrease is taken (RFC 1191
  * section 6.3; increases would come from probing, which is not done). */
 static void pmtu_update(struct stk_engine *e, struct stk_tcb *t, uint32_t mtu, stk_time_t now)
@@ -115,7 +136,7 @@ static void pmtu_update(struct stk_engine *e, struct stk_tcb *t, uint32_t mtu, s
  * decides. err is the errno of the error; req_abort: a passive SYN-RECEIVED child is dropped
  * for it; pmtu nonzero: a path MTU message. Readiness is reported before returning. */
 static void conn_error(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, int err,
-                       bool req_abort, uint32_t pmtu, stk_time_t now)
+                       bool req_abort, uint32_t pmtu, bool revert, stk_time_t now)
 {
     if (t->state == STK_TCP_TIME_WAIT || t->state == STK_TCP_CLOSED) {
         e->ctr.tcp_icmp_nosock++;
@@ -150,6 +171,8 @@ static void conn_error(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, in
     }
     e->ctr.tcp_icmp_soft++;
     t->soft_error = err;
+    if (revert)
+        rto_revert(e, t, seq, now);
 }
 
 void stk__tcp_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, uint8_t code,
@@ -202,7 +225,8 @@ void stk__tcp_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, uin
         e->ctr.tcp_icmp_nosock++;
         return;
     }
-    conn_error(e, t, stk__get32(th + 4), err, req_abort, pmtu, now);
+    conn_error(e, t, stk__get32(th + 4), err, req_abort, pmtu, type == ICMP_UNREACH && code <= 1,
+               now);
     stk__flush_events(e);
 }
 
@@ -248,6 +272,7 @@ void stk__tcp6_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, ui
         e->ctr.tcp_icmp_nosock++;
         return;
     }
-    conn_error(e, t, stk__get32(th + 4), err, fatal, pmtu, now);
+    conn_error(e, t, stk__get32(th + 4), err, fatal, pmtu, type == ICMP6_DST_UNREACH && code == 0,
+               now);
     stk__flush_events(e);
 }

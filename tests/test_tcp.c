@@ -2118,6 +2118,68 @@ START_TEST(icmp_frag_needed_syn_sent)
 }
 END_TEST
 
+/* RFC 6069 (Linux's tcp_ld_RTO_revert): a net or host unreachable about SND.UNA while the
+ * timer is backed off undoes one backoff step, re-arming the timer from the last
+ * retransmission; other codes, other sequence numbers and an unbacked timer change nothing. */
+START_TEST(icmp_rto_revert)
+{
+    struct stk_config c = base_cfg();
+    c.rto_init_us = 1 * SEC;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &BARE); /* no RTT sample: the RTO is rto_init */
+    nodelay(h);
+    uint32_t s = h->iss + 1;
+    stk_time_t t = h->now;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    icmp_err(h, 3, 1, 0, s); /* not backed off yet */
+    EQ(ctr(h)->tcp_rto_reverts, 0);
+    advance(h, t + 3500 * MS);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 1 * SEC);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 3 * SEC);
+    EXPECT_NONE(h);              /* next at t + 7 s */
+    icmp_err(h, 3, 1, 0, s + 1); /* not SND.UNA */
+    icmp_err(h, 3, 3, 0, s);     /* port unreachable */
+    EQ(ctr(h)->tcp_rto_reverts, 0);
+    icmp_err(h, 3, 1, 0, s); /* backoff 2 -> 1: 2 s from t + 3 s */
+    EQ(ctr(h)->tcp_rto_reverts, 1);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.backoff, 1);
+    advance(h, t + 5 * SEC - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 5 * SEC);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 5 * SEC);
+    /* Backed off twice again (next at t + 9 s): two net unreachables take it to 1 s. */
+    advance(h, t + 5500 * MS);
+    icmp_err(h, 3, 0, 0, s);
+    icmp_err(h, 3, 0, 0, s);
+    icmp_err(h, 3, 0, 0, s); /* backoff 0: nothing more */
+    EQ(ctr(h)->tcp_rto_reverts, 3);
+    advance(h, t + 6 * SEC - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 6 * SEC);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 6 * SEC);
+    /* Backoff 1 again, next at t + 8 s. At t + 7.5 s a revert to 1 s from t + 6 s is already
+     * past: the segment goes at once (the next 1 ms tick). */
+    advance(h, t + 7500 * MS);
+    EXPECT_NONE(h);
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.backoff, 1);
+    icmp_err(h, 3, 1, 0, s);
+    EQ(ctr(h)->tcp_rto_reverts, 4);
+    advance(h, t + 7502 * MS);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    REQUIRE(h->p_time <= t + 7501 * MS, "sent at %llu", (unsigned long long)(h->p_time - t));
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
 /* ---- Keepalive ------------------------------------------------------------------------------ */
 
 static void keepalive_on(struct th *h, int idle, int intvl, int cnt)
@@ -2975,6 +3037,7 @@ int main(void)
     tcase_add_test(tc, icmp_syn_received_child);
     tcase_add_test(tc, icmp_frag_needed_pmtu);
     tcase_add_test(tc, icmp_frag_needed_syn_sent);
+    tcase_add_test(tc, icmp_rto_revert);
     tc = tcase(s, "keepalive");
     tcase_add_test(tc, keepalive_answered);
     tcase_add_test(tc, keepalive_timeout);
