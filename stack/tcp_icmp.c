@@ -181,7 +181,9 @@ void stk__tcp_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, uin
     if (!e->tcp || len < STK_IP_HLEN)
         return;
     size_t hlen = (size_t)(q[0] & 0x0f) * 4;
-    if ((q[0] >> 4) != 4 || hlen < STK_IP_HLEN || len < hlen + 8 || q[9] != STK_IP_PROTO_TCP)
+    /* A quote of a later fragment holds no TCP header (we never fragment TCP anyway). */
+    if ((q[0] >> 4) != 4 || hlen < STK_IP_HLEN || len < hlen + 8 || q[9] != STK_IP_PROTO_TCP ||
+        (stk__get16(q + 6) & 0x1fff) != 0)
         return;
     e->ctr.tcp_icmp_err_in++;
     int err;
