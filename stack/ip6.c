@@ -342,6 +342,37 @@ static void icmp6_echo(struct stk_engine *e, stk_time_t now, const struct stk_ip
         e->ctr.icmp6_echo_replies++;
 }
 
+/* An ICMPv6 error (RFC 4443 section 2.4 (a)): the quote starts after the 8-byte header with
+ * the IPv6 header we sent; its extension headers are walked (as is_icmp6_error) to the
+ * upper-layer header, which must be there with at least 8 bytes (ports and, for TCP, the
+ * sequence number). */
+static void icmp6_error_in(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *pkt)
+{
+    if (pkt->l4_len < ICMP6_HLEN + STK_IP6_HLEN)
+        return;
+    const uint8_t *q = pkt->l4 + ICMP6_HLEN;
+    size_t len = pkt->l4_len - ICMP6_HLEN, off = STK_IP6_HLEN;
+    if ((q[0] >> 4) != 6)
+        return;
+    uint8_t nh = q[6];
+    for (int n = 0; n < IP6_MAXEXT; n++) {
+        if (nh != NH_HOPOPTS && nh != NH_DSTOPTS && nh != NH_ROUTING && nh != NH_FRAGMENT)
+            break;
+        if (len - off < 8)
+            return;
+        if (nh == NH_FRAGMENT && (stk__get16(q + off + 2) & 0xfff8) != 0)
+            return; /* a later fragment: no upper-layer header quoted */
+        size_t hlen = nh == NH_FRAGMENT ? 8 : ((size_t)q[off + 1] + 1) * 8;
+        nh = q[off];
+        off += hlen;
+        if (off >= len)
+            return;
+    }
+    if (nh == STK_IP_PROTO_TCP && len - off >= 8)
+        stk__tcp6_icmp_error(e, now, pkt->l4[0], pkt->l4[1], stk__get32(pkt->l4 + 4), q + 8, q + 24,
+                             q + off, len - off);
+}
+
 static void icmp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *pkt)
 {
     e->ctr.icmp6_in++;
@@ -371,9 +402,10 @@ static void icmp6_input(struct stk_engine *e, stk_time_t now, const struct stk_i
     }
     if (type < 128) {
         /* Errors (destination unreachable, packet too big, time exceeded, parameter
-         * problem, and unknown ones, section 2.4 (a)) would go to the upper layer that sent
-         * the quoted packet; no IPv6 transport exists yet, so they are counted. */
+         * problem, and unknown ones, section 2.4 (a)) go to the upper layer that sent the
+         * quoted packet: TCP (UDP over IPv6 does not take them yet). */
         e->ctr.icmp6_errors_in++;
+        icmp6_error_in(e, now, pkt);
         return;
     }
     /* Echo replies (we send no requests), router solicitations and advertisements (the

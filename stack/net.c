@@ -21,6 +21,8 @@
 #define ICMP_ECHOREPLY 0
 #define ICMP_UNREACH   3
 #define ICMP_ECHO      8
+#define ICMP_TIMXCEED  11
+#define ICMP_PARAMPROB 12
 
 /* stk_iov pieces of payload stk__ip_send accepts: TCP sends at most the two pieces of a
  * ring, ICMP one; a fixed bound keeps the frame's iov array on the stack. */
@@ -179,13 +181,19 @@ void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4
         icmp_echo(e, now, ip);
         break;
     case ICMP_UNREACH:
-        /* A quoted UDP datagram goes to UDP (port unreachable: ECONNREFUSED for a connected
-         * socket). For TCP (fragmentation needed for path MTU discovery, or a hard error
-         * for a connection attempt) it would need checking that the quoted segment matches
-         * a connection's sequence space (RFC 5927). That is future work: counted and
-         * ignored, like every other type. */
-        stk__udp_icmp_error(e, ip->l4[1], ip->l4 + ICMP_HLEN, ip->l4_len - ICMP_HLEN);
+    case ICMP_TIMXCEED:
+    case ICMP_PARAMPROB: {
+        /* An error quotes the IP header and at least 8 bytes of the datagram it is about
+         * (RFC 792): TCP checks it against its connections (RFC 5927); UDP takes
+         * destination unreachable for connected sockets. */
+        const uint8_t *q = ip->l4 + ICMP_HLEN;
+        size_t qlen = ip->l4_len - ICMP_HLEN;
+        if (qlen >= STK_IP_HLEN && q[9] == STK_IP_PROTO_TCP)
+            stk__tcp_icmp_error(e, now, ip->l4[0], ip->l4[1], stk__get32(ip->l4 + 4), q, qlen);
+        else if (ip->l4[0] == ICMP_UNREACH)
+            stk__udp_icmp_error(e, ip->l4[1], q, qlen);
         break;
+    }
     default:
         break;
     }

@@ -230,6 +230,14 @@ struct stk_config {
     X(tcp_zwp) \
     X(tcp_tw_reuse) \
     X(tcp_nomem) \
+    X(tcp_icmp_err_in) \
+    X(tcp_icmp_nosock) \
+    X(tcp_icmp_outwin) \
+    X(tcp_icmp_hard) \
+    X(tcp_icmp_soft) \
+    X(tcp_rto_reverts) \
+    X(tcp_pmtu_updates) \
+    X(tcp_pmtu_ignored) \
     X(udp_in) \
     X(udp_out) \
     X(udp_bytes_in) \

@@ -277,6 +277,11 @@ size_t stk__ipfrag_mem(const struct stk_engine *e, uint32_t *count);
 int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto,
                        const struct stk_iov *l4, int n, size_t l4_len);
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
+/* An ICMP error (type 3, 11 or 12; info: the second header word, with the next-hop MTU of a
+ * fragmentation needed in its low 16 bits) whose quote q (len bytes from the quoted IPv4
+ * header on) is a TCP segment we sent: hard and soft errors, path MTU (tcp_icmp.c). */
+void stk__tcp_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, uint8_t code,
+                         uint32_t info, const uint8_t *q, size_t len);
 /* udp.c (udp.h has the rest) */
 void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 
@@ -402,6 +407,12 @@ int stk__nd_queue(struct stk_engine *e, stk_time_t now, const uint8_t ip[16],
 void stk__nd_confirm(struct stk_engine *e, stk_time_t now, const uint8_t ip[16]);
 /* TCP over IPv6 (tcp_in.c): a segment from stk__ip6_input. */
 void stk__tcp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip);
+/* An ICMPv6 error (type < 128; info: the MTU of a Packet Too Big) about a TCP segment we
+ * sent: th points at its TCP header (thlen >= 8 bytes quoted), src/dst are the quoted IPv6
+ * addresses (tcp_icmp.c). */
+void stk__tcp6_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, uint8_t code,
+                          uint32_t info, const uint8_t src[16], const uint8_t dst[16],
+                          const uint8_t *th, size_t thlen);
 /* UDP over IPv6 (udp.c). */
 void stk__udp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip);
 /* Neighbour resolution of nexthop failed: SYN-SENT connections to it end with

@@ -93,7 +93,9 @@ struct stk_tcb {
     void *user;
     enum stk_tcp_state state;
     uint32_t flags;
-    int so_error; /* positive errno pending for the application */
+    int so_error;   /* positive errno pending for the application */
+    int soft_error; /* the last ICMP soft error (Linux's sk_err_soft): reported instead of
+                       ETIMEDOUT when the connection times out; cleared by new data acked */
 
     /* Listener side: children in SYN-RECEIVED count against synq, established ones wait in
      * the accept queue. Children point at their listener. */
@@ -109,6 +111,7 @@ struct stk_tcb {
     uint16_t snd_mss;  /* largest payload we send */
     uint16_t rcv_mss;  /* largest payload we announced */
     uint16_t user_mss; /* TCP_MAXSEG clamp, 0: none */
+    uint16_t pmtu;     /* path MTU learnt from ICMP (RFC 1191/8201); 0: cfg.mtu */
     uint8_t snd_ws, rcv_ws;
     uint8_t cc_algo;
 
@@ -168,6 +171,19 @@ struct stk_tcb {
 static inline uint32_t stk__tcp_nethlen(const struct stk_tcb *t)
 {
     return (t->flags & TF_V6) ? STK_IP6_HLEN + 20u : 40u;
+}
+
+/* The path MTU: cfg.mtu, or less once ICMP said so. */
+static inline uint32_t stk__tcp_pmtu(const struct stk_engine *e, const struct stk_tcb *t)
+{
+    return t->pmtu && t->pmtu < e->cfg.mtu ? t->pmtu : e->cfg.mtu;
+}
+
+/* The error a timeout reports: the soft error ICMP left, else ETIMEDOUT (Linux's
+ * tcp_write_err). */
+static inline int stk__timeout_error(const struct stk_tcb *t)
+{
+    return t->soft_error ? t->soft_error : ETIMEDOUT;
 }
 
 struct stk_tcp {

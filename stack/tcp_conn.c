@@ -520,7 +520,7 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     uint32_t limit = syn ? e->cfg.syn_retries : e->cfg.data_retries;
     if (t->retries >= limit) {
         e->ctr.tcp_conn_timeouts++;
-        stk__tcp_drop(e, t, ETIMEDOUT);
+        stk__tcp_drop(e, t, stk__timeout_error(t));
         return true;
     }
     t->retries++;
@@ -563,7 +563,7 @@ static bool on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
         uint32_t limit = t->sd < 0 ? 8 : e->cfg.data_retries;
         if (++t->zwp_unans >= limit) {
             e->ctr.tcp_conn_timeouts++;
-            stk__tcp_drop(e, t, ETIMEDOUT);
+            stk__tcp_drop(e, t, stk__timeout_error(t));
             return true;
         }
     } else {
@@ -607,7 +607,7 @@ static bool on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now
     if (t->keep_probes >= t->keep_cnt) {
         e->ctr.tcp_keepalive_drops++;
         stk__send_rst(e, t, now);
-        stk__tcp_drop(e, t, ETIMEDOUT);
+        stk__tcp_drop(e, t, stk__timeout_error(t));
         return true;
     }
     t->keep_probes++;

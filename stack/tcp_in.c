@@ -170,7 +170,7 @@ void stk__rto_update(struct stk_engine *e, struct stk_tcb *t, uint32_t rtt_us)
 static uint16_t clamp_mss(struct stk_engine *e, const struct stk_tcb *t, uint16_t peer)
 {
     uint32_t mss = peer ? peer : STK_TCP_DEFAULT_MSS;
-    mss = stk__min32(mss, e->cfg.mtu - stk__tcp_nethlen(t));
+    mss = stk__min32(mss, stk__tcp_pmtu(e, t) - stk__tcp_nethlen(t));
     if (t->user_mss)
         mss = stk__min32(mss, t->user_mss);
     if (t->flags & TF_TS)
@@ -436,6 +436,7 @@ static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct st
         t->bytes_acked += n;
     }
     t->snd_una = ack;
+    t->soft_error = 0; /* something got through: forget an old ICMP error (as Linux) */
     if ((t->flags & TF_RTO_GUARD) && stk__seq_gt(ack, t->recover))
         t->flags &= ~TF_RTO_GUARD;
     if (stk__seq_lt(t->snd_nxt, ack))

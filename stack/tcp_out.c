@@ -176,7 +176,7 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
     if (!t->sndbuf.size)
         len = 0; /* buffers already released (TIME-WAIT, closing): header only */
     uint32_t seg_room = len > t->snd_mss ? t->snd_mss : len; /* TSO: per segment */
-    uint32_t hdr_room = e->cfg.mtu - (v6 ? STK_IP6_HLEN : STK_IP_HLEN) - STK_TCP_HLEN;
+    uint32_t hdr_room = stk__tcp_pmtu(e, t) - (v6 ? STK_IP6_HLEN : STK_IP_HLEN) - STK_TCP_HLEN;
     unsigned room = seg_room >= hdr_room ? 0 : stk__min32(hdr_room - seg_room, STK_TCP_MAXOPT);
     unsigned optlen = (th_flags & TH_SYN) ? put_syn_options(e, t, th + STK_TCP_HLEN, now)
                                           : put_options(t, th + STK_TCP_HLEN, now, room);

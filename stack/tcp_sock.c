@@ -324,6 +324,8 @@ static int connect6(struct stk_engine *e, stk_time_t now, struct stk_tcb *t,
 static int connect_start(struct stk_engine *e, stk_time_t now, struct stk_tcb *t)
 {
     t->so_error = 0;
+    t->soft_error = 0;
+    t->pmtu = 0;
     t->iss = stk__isn(e, t, false, now);
     t->ts_offset = stk__isn(e, t, true, 0);
     t->snd_una = t->iss;
@@ -667,7 +669,10 @@ int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return -EFAULT;
     switch (opt) {
     case STK_SO_ERROR:
-        *val = t->so_error;
+        /* As Linux's SO_ERROR: the pending error, else the soft error (both cleared). */
+        *val = t->so_error ? t->so_error : t->soft_error;
+        if (!t->so_error)
+            t->soft_error = 0;
         t->so_error = 0;
         return 0;
     case STK_SO_REUSEADDR:

@@ -1826,6 +1826,360 @@ START_TEST(zero_window_persist)
 }
 END_TEST
 
+/* ---- ICMP errors (RFC 5927, RFC 1191; Linux's tcp_v4_err) -------------------------------- */
+
+/* A router (PEER2) reports an ICMP error about a segment the engine sent on the current
+ * connection: the quote is the IPv4 header and the first 8 bytes of TCP (ports, seq).
+ * word2 is the second ICMP header word (the next-hop MTU in its low half). */
+static void icmp_err_ports(struct th *h, uint8_t type, uint8_t code, uint16_t word2, uint32_t seq,
+                           uint16_t sport, uint16_t dport)
+{
+    uint8_t q[28];
+    memset(q, 0, sizeof(q));
+    q[0] = 0x45;
+    q[2] = 0x05;
+    q[3] = 0xdc; /* total length 1500: the segment that did not fit */
+    q[6] = 0x40; /* DF */
+    q[8] = 3;
+    q[9] = 6;
+    for (int i = 0; i < 4; i++) {
+        q[12 + i] = (uint8_t)(US_IP >> (24 - 8 * i));
+        q[16 + i] = (uint8_t)(h->peer_ip >> (24 - 8 * i));
+        q[24 + i] = (uint8_t)(seq >> (24 - 8 * i));
+    }
+    q[20] = (uint8_t)(sport >> 8);
+    q[21] = (uint8_t)sport;
+    q[22] = (uint8_t)(dport >> 8);
+    q[23] = (uint8_t)dport;
+    struct pkt_icmp_spec is = {.src_ip = PEER2_IP,
+                               .dst_ip = US_IP,
+                               .type = type,
+                               .code = code,
+                               .seq = word2,
+                               .payload = q,
+                               .payload_len = sizeof(q)};
+    memcpy(is.src_mac, PEER2_MAC, 6);
+    memcpy(is.dst_mac, US_MAC, 6);
+    uint8_t f[128];
+    size_t n = pkt_build_icmp(&is, f, sizeof(f));
+    REQUIRE(n > 0, "pkt_build_icmp");
+    inject_raw(h, f, n);
+}
+
+static void icmp_err(struct th *h, uint8_t type, uint8_t code, uint16_t word2, uint32_t seq)
+{
+    icmp_err_ports(h, type, code, word2, seq, h->lport, h->pport);
+}
+
+static int so_error(struct th *h, int sd)
+{
+    int err = -1;
+    EQ(stk_getopt(h->e, sd, STK_SO_ERROR, &err), 0);
+    return err;
+}
+
+/* connect() with the SYN sent; returns its ISN (h->lport set). */
+static uint32_t connect_syn(struct th *h)
+{
+    h->sd = stk_socket(h->e, NULL);
+    REQUIRE(h->sd >= 0, "socket");
+    struct stk_sockaddr to = {.ip = h->peer_ip, .port = h->pport};
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    REQUIRE(p->flags == F_SYN, "SYN expected: %s", fmt(h, p));
+    h->lport = p->sport;
+    return p->seq;
+}
+
+/* Linux: in SYN-SENT any destination unreachable, time exceeded or parameter problem ends
+ * the attempt at once with the errno of icmp_err_convert (connect() reports "Connection
+ * refused" / "No route to host" without waiting out syn_retries). */
+START_TEST(icmp_syn_sent_hard_errors)
+{
+    static const struct {
+        uint8_t type, code;
+        int err;
+    } cases[] = {
+        {3, 3, ECONNREFUSED},  {3, 1, EHOSTUNREACH},  {3, 0, ENETUNREACH},
+        {3, 2, ENOPROTOOPT},   {3, 7, EHOSTDOWN},     {3, 8, ENONET},
+        {3, 13, EHOSTUNREACH}, {11, 0, EHOSTUNREACH}, {12, 0, EPROTO},
+    };
+    struct th *h = th_new();
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint32_t iss = connect_syn(h);
+        EQ(stk_events(h->e, h->sd) & STK_EV_ERR, 0);
+        icmp_err(h, cases[i].type, cases[i].code, 0, iss);
+        EXPECT_NONE(h);
+        EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+        EQ(stk_events(h->e, h->sd) & STK_EV_ERR, STK_EV_ERR);
+        EQI(so_error(h, h->sd), cases[i].err);
+        EQ(ctr(h)->tcp_icmp_hard, i + 1);
+        stk_close(h->e, h->now, h->sd);
+    }
+    /* The error is reported by the next call, as for a RST. */
+    uint32_t iss = connect_syn(h);
+    icmp_err(h, 3, 3, 0, iss);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ECONNREFUSED);
+    /* Unknown codes, source quench and redirects are ignored. */
+    iss = connect_syn(h);
+    icmp_err(h, 3, 16, 0, iss);
+    icmp_err(h, 4, 0, 0, iss);
+    icmp_err(h, 5, 1, 0, iss);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    EQ(ctr(h)->tcp_icmp_err_in, sizeof(cases) / sizeof(cases[0]) + 2);
+    th_free(h);
+}
+END_TEST
+
+/* RFC 5927 4.1: an error quoting a sequence number outside [SND.UNA, SND.MAX] cannot be
+ * about a segment in flight; a quote naming no connection (or a listener) is not ours. Both
+ * are counted and change nothing. */
+START_TEST(icmp_outwin_and_unknown_ignored)
+{
+    struct th *h = th_new();
+    uint32_t iss = connect_syn(h);
+    icmp_err(h, 3, 3, 0, iss - 1);
+    icmp_err(h, 3, 3, 0, iss + 2);
+    icmp_err(h, 3, 3, 0, iss + 0x40000000u);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    EQ(ctr(h)->tcp_icmp_outwin, 3);
+    EQ(ctr(h)->tcp_icmp_hard, 0);
+    icmp_err(h, 3, 3, 0, iss + 1); /* SND.MAX: in */
+    EQ(ctr(h)->tcp_icmp_hard, 1);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    stk_close(h->e, h->now, h->sd);
+    uint64_t outwin = ctr(h)->tcp_icmp_outwin;
+
+    passive_open(h, &FULL);
+    nodelay(h);
+    EQI(app_send(h, 1000, 0), 1000);
+    EXPECT(h, F_ACK | F_PSH, h->iss + 1, h->pseq, 1000);
+    icmp_err(h, 3, 4, 1200, h->iss); /* below SND.UNA */
+    icmp_err(h, 3, 4, 1200, h->iss + 1002);
+    icmp_err(h, 3, 1, 0, h->iss + 2000);
+    EQ(ctr(h)->tcp_icmp_outwin, outwin + 3);
+    EQ(ctr(h)->tcp_pmtu_updates, 0);
+    EQ(ctr(h)->tcp_icmp_soft, 0);
+    int mss = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &mss), 0);
+    EQI(mss, 1448);
+    /* No connection: other ports, or the listener's port as source. */
+    icmp_err_ports(h, 3, 3, 0, h->iss + 1, h->lport, 9);
+    icmp_err_ports(h, 3, 3, 0, 0, LPORT, 1234);
+    EQ(ctr(h)->tcp_icmp_nosock, 2);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(stk_events(h->e, h->sd) & STK_EV_ERR, 0);
+    EQ(state_of(h, h->lsd), STK_TCP_LISTEN);
+    th_free(h);
+}
+END_TEST
+
+/* Established: an error is a soft error (Linux without IP_RECVERR): nothing now; if the
+ * connection then times out, it is the error reported instead of ETIMEDOUT. SO_ERROR
+ * returns (and clears) it, as Linux's; new data acknowledged forgets it. */
+START_TEST(icmp_soft_error_on_timeout)
+{
+    struct stk_config c = base_cfg();
+    c.data_retries = 2;
+    c.rto_init_us = 1 * SEC;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &BARE);
+    nodelay(h);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    icmp_err(h, 3, 1, 0, s);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    EQ(stk_events(h->e, h->sd) & STK_EV_ERR, 0);
+    EQ(ctr(h)->tcp_icmp_soft, 1);
+    EQI(so_error(h, h->sd), EHOSTUNREACH);
+    EQI(so_error(h, h->sd), 0);
+    /* A new one, then an ACK of new data: forgotten. */
+    icmp_err(h, 11, 0, 0, s);
+    h->pack = s + 50;
+    peer_ack(h);
+    EQI(so_error(h, h->sd), 0);
+    /* Again, and the peer is gone: the timeout reports the soft error. */
+    icmp_err(h, 3, 1, 0, s + 50);
+    advance_by(h, 20 * SEC);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_conn_timeouts, 1);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -EHOSTUNREACH);
+    th_free(h);
+}
+END_TEST
+
+/* The same timeout without an ICMP error is ETIMEDOUT (so the test above tells them apart),
+ * and a passive child in SYN-RECEIVED is dropped silently on a host unreachable quoting its
+ * ISN (Linux's tcp_req_err), but kept on a port unreachable. */
+START_TEST(icmp_syn_received_child)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 16);
+    h->pseq = PEER_ISN;
+    peer_syn(h, &FULL);
+    icmp_err(h, 3, 3, 0, h->iss);
+    icmp_err(h, 3, 1, 0, h->iss + 1); /* not the ISN */
+    EQ(ctr(h)->tcp_icmp_hard, 0);
+    EQ(ctr(h)->conns_by_state[STK_TCP_SYN_RECEIVED], 1);
+    icmp_err(h, 3, 1, 0, h->iss);
+    EQ(ctr(h)->tcp_icmp_hard, 1);
+    EQ(ctr(h)->conns_by_state[STK_TCP_SYN_RECEIVED], 0);
+    EXPECT_NONE(h);
+    /* The peer's ACK now finds no connection: RST. */
+    peer_ack(h);
+    EXPECT(h, F_RST, h->pack, 0, 0);
+    struct stk_sockaddr peer;
+    EQI(stk_accept(h->e, h->now, h->lsd, NULL, &peer), -EAGAIN);
+    th_free(h);
+}
+END_TEST
+
+/* RFC 1191: fragmentation needed with a next-hop MTU of 1200 on a connection sending 1448
+ * bytes (1460 less timestamps): the MSS drops to 1200 - 40 - 12, what is in flight goes
+ * again at once in segments of that size (no congestion response: Linux's
+ * tcp_simple_retransmit), and so does everything after. */
+START_TEST(icmp_frag_needed_pmtu)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    nodelay(h);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 4 * 1448, 0), 4 * 1448);
+    for (int i = 0; i < 4; i++)
+        EXPECT(h, F_ACK, s + i * 1448, h->pseq, 1448);
+    EXPECT_NONE(h);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    uint32_t cwnd = ti.snd_cwnd;
+    icmp_err(h, 3, 4, 1200, s);
+    EQ(ctr(h)->tcp_pmtu_updates, 1);
+    int mss = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &mss), 0);
+    EQI(mss, 1148);
+    /* 5792 bytes again: five of 1148 and the 52 left. */
+    for (int i = 0; i < 5; i++) {
+        EXPECT(h, F_ACK, s + i * 1148, h->pseq, 1148);
+        EQ(h->p.ip_len, 1200);
+    }
+    EXPECT(h, F_ACK, s + 5 * 1148, h->pseq, 4 * 1448 - 5 * 1148);
+    EXPECT_NONE(h);
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.snd_cwnd, cwnd);
+    EQ(ctr(h)->tcp_rto, 0);
+    /* A second copy of the message, a larger MTU, or one without an MTU change nothing. */
+    icmp_err(h, 3, 4, 1200, s);
+    icmp_err(h, 3, 4, 1400, s);
+    icmp_err(h, 3, 4, 0, s);
+    EQ(ctr(h)->tcp_pmtu_ignored, 3);
+    EXPECT_NONE(h);
+    /* Everything acknowledged; new data goes out at the new size. */
+    h->pack = s + 4 * 1448;
+    peer_ack(h);
+    EQI(app_send(h, 3000, 0), 3000);
+    EXPECT(h, F_ACK, h->pack, h->pseq, 1148);
+    EXPECT(h, F_ACK, h->pack + 1148, h->pseq, 1148);
+    EXPECT(h, F_ACK | F_PSH, h->pack + 2296, h->pseq, 3000 - 2296);
+    EXPECT_NONE(h);
+    /* Below Linux's min_pmtu (552) the MTU taken is 552: MSS 500. */
+    icmp_err(h, 3, 4, 300, h->pack);
+    EQ(stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &mss), 0);
+    EQI(mss, 552 - 40 - 12);
+    EQ(ctr(h)->tcp_pmtu_updates, 2);
+    EXPECT(h, F_ACK, h->pack, h->pseq, 500);
+    th_free(h);
+}
+END_TEST
+
+/* A path MTU learnt in SYN-SENT (from a frag-needed quoting the SYN) fixes the MSS when the
+ * SYN-ACK arrives; it is not an error. */
+START_TEST(icmp_frag_needed_syn_sent)
+{
+    struct th *h = th_new();
+    uint32_t iss = connect_syn(h);
+    icmp_err(h, 3, 4, 1000, iss);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    EQ(ctr(h)->tcp_pmtu_updates, 1);
+    h->pack = iss + 1;
+    h->pseq = PEER_ISN;
+    struct pkt_tcp_spec sp;
+    syn_spec(h, &sp, F_SYN | F_ACK, &BARE);
+    inject(h, &sp);
+    h->pseq++;
+    EXPECT_ACK(h);
+    int mss = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_TCP_MAXSEG, &mss), 0);
+    EQI(mss, 960);
+    th_free(h);
+}
+END_TEST
+
+/* RFC 6069 (Linux's tcp_ld_RTO_revert): a net or host unreachable about SND.UNA while the
+ * timer is backed off undoes one backoff step, re-arming the timer from the last
+ * retransmission; other codes, other sequence numbers and an unbacked timer change nothing. */
+START_TEST(icmp_rto_revert)
+{
+    struct stk_config c = base_cfg();
+    c.rto_init_us = 1 * SEC;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &BARE); /* no RTT sample: the RTO is rto_init */
+    nodelay(h);
+    uint32_t s = h->iss + 1;
+    stk_time_t t = h->now;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    icmp_err(h, 3, 1, 0, s); /* not backed off yet */
+    EQ(ctr(h)->tcp_rto_reverts, 0);
+    advance(h, t + 3500 * MS);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 1 * SEC);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 3 * SEC);
+    EXPECT_NONE(h);              /* next at t + 7 s */
+    icmp_err(h, 3, 1, 0, s + 1); /* not SND.UNA */
+    icmp_err(h, 3, 3, 0, s);     /* port unreachable */
+    EQ(ctr(h)->tcp_rto_reverts, 0);
+    icmp_err(h, 3, 1, 0, s); /* backoff 2 -> 1: 2 s from t + 3 s */
+    EQ(ctr(h)->tcp_rto_reverts, 1);
+    struct stk_tcp_info ti;
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.backoff, 1);
+    advance(h, t + 5 * SEC - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 5 * SEC);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 5 * SEC);
+    /* Backed off twice again (next at t + 9 s): two net unreachables take it to 1 s. */
+    advance(h, t + 5500 * MS);
+    icmp_err(h, 3, 0, 0, s);
+    icmp_err(h, 3, 0, 0, s);
+    icmp_err(h, 3, 0, 0, s); /* backoff 0: nothing more */
+    EQ(ctr(h)->tcp_rto_reverts, 3);
+    advance(h, t + 6 * SEC - 1);
+    EXPECT_NONE(h);
+    advance(h, t + 6 * SEC);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p_time, t + 6 * SEC);
+    /* Backoff 1 again, next at t + 8 s. At t + 7.5 s a revert to 1 s from t + 6 s is already
+     * past: the segment goes at once (the next 1 ms tick). */
+    advance(h, t + 7500 * MS);
+    EXPECT_NONE(h);
+    stk_tcp_info(h->e, h->sd, &ti);
+    EQ(ti.backoff, 1);
+    icmp_err(h, 3, 1, 0, s);
+    EQ(ctr(h)->tcp_rto_reverts, 4);
+    advance(h, t + 7502 * MS);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    REQUIRE(h->p_time <= t + 7501 * MS, "sent at %llu", (unsigned long long)(h->p_time - t));
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
 /* ---- Keepalive ------------------------------------------------------------------------------ */
 
 static void keepalive_on(struct th *h, int idle, int intvl, int cnt)
@@ -2736,6 +3090,14 @@ int main(void)
     tcase_add_test(tc, rst_in_close_wait_epipe);
     tcase_add_test(tc, passive_child_holds_port);
     tcase_add_test(tc, arp_failure_unreachable);
+    tc = tcase(s, "icmp");
+    tcase_add_test(tc, icmp_syn_sent_hard_errors);
+    tcase_add_test(tc, icmp_outwin_and_unknown_ignored);
+    tcase_add_test(tc, icmp_soft_error_on_timeout);
+    tcase_add_test(tc, icmp_syn_received_child);
+    tcase_add_test(tc, icmp_frag_needed_pmtu);
+    tcase_add_test(tc, icmp_frag_needed_syn_sent);
+    tcase_add_test(tc, icmp_rto_revert);
     tc = tcase(s, "keepalive");
     tcase_add_test(tc, keepalive_answered);
     tcase_add_test(tc, keepalive_timeout);

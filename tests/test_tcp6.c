@@ -725,6 +725,177 @@ START_TEST(two_engines)
 }
 END_TEST
 
+/* ---- ICMPv6 errors to TCP (RFC 4443, RFC 8201; Linux's tcp_v6_err) ----------------------- */
+
+/* An ICMPv6 error from a router (OTHER_GL) about a segment we sent from US_GL:sport to
+ * PEER_GL:dport with sequence number seq. ext: put a Destination Options header before the
+ * TCP header in the quote. word: the MTU of a Packet Too Big. */
+static void icmp6_err(struct tn *t, uint8_t type, uint8_t code, uint32_t word, uint16_t sport,
+                      uint16_t dport, uint32_t seq, bool ext)
+{
+    uint8_t m[8 + 40 + 8 + 20];
+    memset(m, 0, sizeof(m));
+    m[0] = type;
+    m[1] = code;
+    for (int i = 0; i < 4; i++)
+        m[4 + i] = (uint8_t)(word >> (24 - 8 * i));
+    uint8_t *q = m + 8;
+    q[0] = 0x60;
+    q[5] = ext ? 28 : 20;
+    q[6] = ext ? 60 : 6;
+    q[7] = 64;
+    memcpy(q + 8, US_GL, 16);
+    memcpy(q + 24, PEER_GL, 16);
+    uint8_t *th = q + 40;
+    if (ext) {
+        th[0] = 6; /* next header TCP, length 0: 8 bytes, PadN fills them */
+        th[2] = 1;
+        th[3] = 4;
+        th += 8;
+    }
+    th[0] = (uint8_t)(sport >> 8);
+    th[1] = (uint8_t)sport;
+    th[2] = (uint8_t)(dport >> 8);
+    th[3] = (uint8_t)dport;
+    for (int i = 0; i < 4; i++)
+        th[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+    size_t len = (size_t)(th + 20 - m);
+    uint16_t c = pkt_csum_fold(pkt_csum_add(pseudo6(OTHER_GL, US_GL, 58, (uint32_t)len), m, len));
+    m[2] = (uint8_t)(c >> 8);
+    m[3] = (uint8_t)c;
+    uint8_t f[200];
+    inject(t, f, mk6(f, US_MAC, OTHER_GL, US_GL, 58, m, len));
+}
+
+static int sock_state(struct tn *t, int sd)
+{
+    int st = -1;
+    ck_assert_int_eq(stk_getopt(t->e, sd, STK_SO_STATE, &st), 0);
+    return st;
+}
+
+/* connect() to PEER_GL:8080; returns the SYN's sequence number and our port. */
+static uint32_t connect6(struct tn *t, int *sd, uint16_t *lport)
+{
+    *sd = stk_socket(t->e, NULL);
+    ck_assert_int_ge(*sd, 0);
+    struct stk_sockaddr to = sa6(PEER_GL, 8080);
+    ck_assert_int_eq(stk_connect(t->e, t->now, *sd, &to), -EINPROGRESS);
+    struct o6 o;
+    pop_tcp6(t, &o);
+    ck_assert_uint_eq(o.flags, PKT_TCP_SYN);
+    *lport = o.sport;
+    return o.seq;
+}
+
+START_TEST(icmp6_errors_syn_sent)
+{
+    static const struct {
+        uint8_t type, code;
+        int err;
+        bool ext;
+    } cases[] = {
+        {1, 4, ECONNREFUSED, false}, {1, 1, EACCES, true},  {1, 3, EHOSTUNREACH, false},
+        {1, 0, ENETUNREACH, false},  {1, 6, EACCES, false}, {1, 9, EPROTO, false},
+        {3, 0, EHOSTUNREACH, true},  {4, 0, EPROTO, false}, {100, 0, EPROTO, false},
+    };
+    struct tn *t = tn_new();
+    learn_peer(t, PEER_GL);
+    uint64_t n = sizeof(cases) / sizeof(cases[0]);
+    for (unsigned i = 0; i < n; i++) {
+        int sd;
+        uint16_t lport;
+        uint32_t iss = connect6(t, &sd, &lport);
+        /* Out of [SND.UNA, SND.MAX], or another tuple: counted, ignored. */
+        icmp6_err(t, cases[i].type, cases[i].code, 0, lport, 8080, iss + 2, cases[i].ext);
+        icmp6_err(t, cases[i].type, cases[i].code, 0, lport, 8081, iss, cases[i].ext);
+        ck_assert_int_eq(sock_state(t, sd), STK_TCP_SYN_SENT);
+        ck_assert_uint_eq(stk_events(t->e, sd) & STK_EV_ERR, 0);
+        icmp6_err(t, cases[i].type, cases[i].code, 0, lport, 8080, iss, cases[i].ext);
+        expect_none(t);
+        ck_assert_int_eq(sock_state(t, sd), STK_TCP_CLOSED);
+        ck_assert_uint_eq(stk_events(t->e, sd) & STK_EV_ERR, STK_EV_ERR);
+        int err = 0;
+        ck_assert_int_eq(stk_getopt(t->e, sd, STK_SO_ERROR, &err), 0);
+        ck_assert_int_eq(err, cases[i].err);
+        stk_close(t->e, t->now, sd);
+    }
+    ck_assert_uint_eq(ctr(t)->tcp_icmp_hard, n);
+    ck_assert_uint_eq(ctr(t)->tcp_icmp_outwin, n);
+    ck_assert_uint_eq(ctr(t)->tcp_icmp_nosock, n);
+    ck_assert_uint_eq(ctr(t)->tcp_icmp_err_in, 3 * n);
+    ck_assert_uint_eq(ctr(t)->icmp6_errors_in, 3 * n);
+    tn_free(t);
+}
+END_TEST
+
+/* RFC 8201: a Packet Too Big of 1280 on a connection sending 1440-byte segments lowers the
+ * MSS to 1220 and resends the flight at that size at once; below 1280 or above the current
+ * path MTU it is ignored. An established connection takes other errors as soft errors. */
+START_TEST(icmp6_packet_too_big)
+{
+    struct tn *t = tn_new();
+    learn_peer(t, PEER_GL);
+    int sd;
+    uint16_t lport;
+    uint32_t iss = connect6(t, &sd, &lport);
+    struct seg6 s = {.src = PEER_GL,
+                     .dst = US_GL,
+                     .sport = 8080,
+                     .dport = lport,
+                     .seq = 5000,
+                     .ack = iss + 1,
+                     .flags = PKT_TCP_SYN | PKT_TCP_ACK,
+                     .mss = 1440};
+    send6(t, &s);
+    struct o6 o;
+    pop_tcp6(t, &o);
+    ck_assert_uint_eq(o.flags, PKT_TCP_ACK);
+    ck_assert_int_eq(stk_setopt(t->e, t->now, sd, STK_TCP_NODELAY, 1), 0);
+    static uint8_t data[3 * 1440];
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7);
+    ck_assert_int_eq(stk_send(t->e, t->now, sd, data, sizeof(data), 0), (ssize_t)sizeof(data));
+    for (int i = 0; i < 3; i++) {
+        pop_tcp6(t, &o);
+        ck_assert_uint_eq(o.seq, iss + 1 + (uint32_t)i * 1440);
+        ck_assert_uint_eq(o.dlen, 1440);
+        ck_assert_uint_eq(o.len, 14 + 1500);
+    }
+    expect_none(t);
+    /* Below the IPv6 minimum, above the current MTU: ignored. */
+    icmp6_err(t, 2, 0, 1000, lport, 8080, iss + 1, false);
+    icmp6_err(t, 2, 0, 9000, lport, 8080, iss + 1, false);
+    expect_none(t);
+    ck_assert_uint_eq(ctr(t)->tcp_pmtu_ignored, 2);
+    icmp6_err(t, 2, 0, 1280, lport, 8080, iss + 1 + 1440, true);
+    ck_assert_uint_eq(ctr(t)->tcp_pmtu_updates, 1);
+    int mss = 0;
+    ck_assert_int_eq(stk_getopt(t->e, sd, STK_TCP_MAXSEG, &mss), 0);
+    ck_assert_int_eq(mss, 1220);
+    uint32_t off = 0;
+    while (off < sizeof(data)) {
+        pop_tcp6(t, &o);
+        ck_assert_uint_eq(o.seq, iss + 1 + off);
+        size_t want = sizeof(data) - off < 1220 ? sizeof(data) - off : 1220;
+        ck_assert_uint_eq(o.dlen, want);
+        ck_assert_uint_le(o.len, 14 + 1280);
+        ck_assert_mem_eq(o.data, data + off, want);
+        off += (uint32_t)want;
+    }
+    expect_none(t);
+    /* Soft: no error now, the connection goes on. */
+    icmp6_err(t, 1, 4, 0, lport, 8080, iss + 1, false);
+    ck_assert_int_eq(sock_state(t, sd), STK_TCP_ESTABLISHED);
+    ck_assert_uint_eq(stk_events(t->e, sd) & STK_EV_ERR, 0);
+    ck_assert_uint_eq(ctr(t)->tcp_icmp_soft, 1);
+    int err = 0;
+    ck_assert_int_eq(stk_getopt(t->e, sd, STK_SO_ERROR, &err), 0);
+    ck_assert_int_eq(err, ECONNREFUSED);
+    tn_free(t);
+}
+END_TEST
+
 /* ---- UDP over IPv6 ------------------------------------------------------------------------ */
 
 static size_t mk_udp6(uint8_t *f, const uint8_t src[16], const uint8_t dst[16], uint16_t sport,
@@ -1165,6 +1336,8 @@ static Suite *suite(void)
     tcase_add_test(tc, v6only_rules);
     tcase_add_test(tc, syn_cookies);
     tcase_add_test(tc, two_engines);
+    tcase_add_test(tc, icmp6_errors_syn_sent);
+    tcase_add_test(tc, icmp6_packet_too_big);
     suite_add_tcase(s, tc);
     TCase *tu = tcase_create("udp6");
     tcase_add_test(tu, udp6_send_recv);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pkt.h"
 #include "wire.h"
 
 #define MB (1024u * 1024u)
@@ -505,6 +506,65 @@ START_TEST(test_lazy_rings)
 }
 END_TEST
 
+/* A router in the middle with a 1200-byte MTU: IPv4 packets larger than that are dropped and
+ * answered with ICMP fragmentation needed (RFC 1191), as a router does for DF packets. Both
+ * engines must learn the path MTU from it and carry a duplex transfer through byte-exact,
+ * with no retransmission timeout (the lost flight is resent at once). */
+#define PMTU_MID 1200u
+
+struct pmtu_tap {
+    struct wire *w;
+    uint64_t too_big[2];
+};
+
+static int pmtu_tap_fn(void *ctx, int dir, stk_time_t t, uint8_t *frame, size_t len)
+{
+    struct pmtu_tap *pt = ctx;
+    (void)t;
+    if (len < 14 + 20 || frame[12] != 0x08 || frame[13] != 0x00)
+        return 0;
+    const uint8_t *ip = frame + 14;
+    size_t total = (size_t)(ip[2] << 8 | ip[3]);
+    if (total <= PMTU_MID)
+        return 0;
+    pt->too_big[dir]++;
+    /* Type 3 code 4 back to the sender, next-hop MTU in the low half of the second word,
+     * quoting the header and 8 bytes of the packet, from the receiver's side of the link. */
+    struct pkt_icmp_spec is = {.type = 3,
+                               .code = 4,
+                               .seq = PMTU_MID,
+                               .payload = ip,
+                               .payload_len = 28,
+                               .src_ip = PKT_IP(ip[16], ip[17], ip[18], ip[19]),
+                               .dst_ip = PKT_IP(ip[12], ip[13], ip[14], ip[15])};
+    memcpy(is.src_mac, frame, 6);
+    memcpy(is.dst_mac, frame + 6, 6);
+    uint8_t f[128];
+    size_t n = pkt_build_icmp(&is, f, sizeof(f));
+    ck_assert_uint_gt(n, 0);
+    ck_assert_int_eq(wire_inject(pt->w, 1 - dir, f, n), 0);
+    return 1;
+}
+
+START_TEST(test_path_mtu)
+{
+    struct wire *w = make_wire(5000, NULL, NULL);
+    struct pmtu_tap pt = {.w = w};
+    wire_set_tap(w, pmtu_tap_fn, &pt);
+    for (int dir = 0; dir < 2; dir++)
+        wire_fault(w, dir)->delay_us = 500;
+    run_duplex(w, 4ull * MB / SCALE, 600 * STK_US_PER_S);
+    for (int side = 0; side < 2; side++) {
+        const struct stk_counters *c = stk_counters(wire_engine(w, side));
+        ck_assert_uint_gt(pt.too_big[side], 0);
+        ck_assert_uint_le(pt.too_big[side], 64); /* only the first flight */
+        ck_assert_uint_eq(c->tcp_pmtu_updates, 1);
+        ck_assert_uint_eq(c->tcp_rto, 0);
+    }
+    wire_destroy(w);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *fn, int loops)
 {
     /* One case per test, so CK_RUN_CASE=<name> runs just that one. */
@@ -526,6 +586,7 @@ static Suite *suite(void)
     add(s, "short", test_short_connections, 1);
     add(s, "short_faulty", test_short_connections_faulty, 1);
     add(s, "lazy_rings", test_lazy_rings, 1);
+    add(s, "path_mtu", test_path_mtu, 1);
     return s;
 }
 

@@ -24,6 +24,13 @@
  *         by walking the extension headers. The engine also has 2001:2::1/64 and its
  *         link-local address; the peer is fe80::2 / 2001:2::2. TCP over IPv6: a dual-stack
  *         listener on [::]:81 and an active open to [2001:2::2]:8083 in SYN-SENT.
+ *   op 0 with bit 0x20 and not 0x40 (35, 40, 45, ...): an ICMP error about a TCP segment
+ *         the engine sent. The payload is b0 = connection selector (as op 1; past the end,
+ *         the ports are b9..b12), b1 = type, b2 = code, b3..b6 = the second header word (the
+ *         MTU of a frag-needed or Packet Too Big), b7..b8 = a signed delta added to the
+ *         connection's highest sequence sent (so quotes land in and near [SND.UNA,
+ *         SND.MAX]), b13 bit 0 = ICMPv6 from the peer's global address quoting an IPv6
+ *         header 2001:2::1 -> 2001:2::2 (else ICMP quoting IPv4). Checksums are right.
  *
  * Every frame the engine transmits is parsed with pkt_parse (an oracle independent of the
  * engine); a malformed one, or one not from our addresses, traps. So does anything ASan or
@@ -539,6 +546,73 @@ static void op_tcp(struct fz *f, const uint8_t *p, size_t len)
     feed(f, fr, PKT_ETH_HLEN + PKT_IP_HLEN + tlen, rx_flags);
 }
 
+/* An ICMP or ICMPv6 error about a TCP segment (see the top of the file). */
+static void op_icmp(struct fz *f, const uint8_t *p, size_t len)
+{
+    uint8_t a[14] = {0};
+    memcpy(a, p, len < sizeof(a) ? len : sizeof(a));
+    unsigned sel = a[0] % (unsigned)(f->nconns + 1);
+    uint16_t lport = stk__get16(a + 9), rport = stk__get16(a + 11);
+    uint32_t seq = 0;
+    if (sel < (unsigned)f->nconns) {
+        lport = f->conns[sel].lport;
+        rport = f->conns[sel].rport;
+        seq = f->conns[sel].snd_max;
+    }
+    seq += (uint32_t)(int32_t)(int16_t)stk__get16(a + 7);
+    bool v6 = a[13] & 1;
+    uint8_t *fr = f->rx_buf, *ip = fr + PKT_ETH_HLEN;
+    size_t iphl = v6 ? 40 : PKT_IP_HLEN, qhl = v6 ? 40 : PKT_IP_HLEN;
+    uint8_t *ic = ip + iphl, *q = ic + 8, *th = q + qhl;
+    size_t mlen = 8 + qhl + 8;
+    memset(ip, 0, iphl + mlen);
+    ic[0] = a[1];
+    ic[1] = a[2];
+    memcpy(ic + 4, a + 3, 4);
+    if (v6) {
+        q[0] = 0x60;
+        stk__put16(q + 4, 8);
+        q[6] = PKT_IP_PROTO_TCP;
+        q[7] = 64;
+        memcpy(q + 8, our_gl, 16);
+        memcpy(q + 24, peer_gl, 16);
+    } else {
+        q[0] = 0x45;
+        stk__put16(q + 2, 1500);
+        q[8] = 64;
+        q[9] = PKT_IP_PROTO_TCP;
+        stk__put32(q + 12, OUR_IP);
+        stk__put32(q + 16, PEER_IP);
+    }
+    stk__put16(th, lport);
+    stk__put16(th + 2, rport);
+    stk__put32(th + 4, seq);
+    memcpy(fr, our_mac, 6);
+    memcpy(fr + 6, peer_mac, 6);
+    if (v6) {
+        stk__put16(fr + 12, 0x86dd);
+        ip[0] = 0x60;
+        stk__put16(ip + 4, (uint16_t)mlen);
+        ip[6] = 58;
+        ip[7] = 64;
+        memcpy(ip + 8, peer_gl, 16);
+        memcpy(ip + 24, our_gl, 16);
+        stk__put16(ic + 2, pkt_csum_fold(pkt_csum_add(pseudo6(peer_gl, our_gl, (uint32_t)mlen, 58),
+                                                      ic, mlen)));
+    } else {
+        stk__put16(fr + 12, PKT_ETH_P_IP);
+        ip[0] = 0x45;
+        stk__put16(ip + 2, (uint16_t)(PKT_IP_HLEN + mlen));
+        ip[8] = 64;
+        ip[9] = PKT_IP_PROTO_ICMP;
+        stk__put32(ip + 12, PEER_IP);
+        stk__put32(ip + 16, OUR_IP);
+        stk__put16(ip + 10, pkt_csum_fold(pkt_csum_add(0, ip, PKT_IP_HLEN)));
+        stk__put16(ic + 2, pkt_csum_fold(pkt_csum_add(0, ic, mlen)));
+    }
+    feed(f, fr, PKT_ETH_HLEN + iphl + mlen, 0);
+}
+
 /* op 2: b0 picks the unit (us, ms, s, or the engine's next timer), b1..b2 the amount. */
 static void op_time(struct fz *f, const uint8_t *p, size_t len)
 {
@@ -720,6 +794,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 0:
             if (op & 0x40)
                 op_ip6(&f, data, len);
+            else if (op & 0x20)
+                op_icmp(&f, data, len);
             else
                 feed(&f, data, len, (op & 0x80) ? STK_RX_IP_CSUM_OK | STK_RX_L4_CSUM_OK : 0);
             break;
@@ -743,6 +819,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *verbose = getenv("FUZZ_INPUT_VERBOSE");
     if (verbose && *verbose == '1') {
         const struct stk_counters *c = stk_counters(f.e);
+        fprintf(stderr,
+                "end: tcp_icmp err_in %llu nosock %llu outwin %llu hard %llu soft %llu pmtu "
+                "updates %llu ignored %llu\n",
+                (unsigned long long)c->tcp_icmp_err_in, (unsigned long long)c->tcp_icmp_nosock,
+                (unsigned long long)c->tcp_icmp_outwin, (unsigned long long)c->tcp_icmp_hard,
+                (unsigned long long)c->tcp_icmp_soft, (unsigned long long)c->tcp_pmtu_updates,
+                (unsigned long long)c->tcp_pmtu_ignored);
         fprintf(stderr,
                 "end: bytes_in %llu out %llu fast_retrans %llu rto %llu ooo %llu zwp %llu "
                 "rst_in %llu rst_out %llu passive %llu drops: paws %llu outwin %llu ack %llu\n",

@@ -40,6 +40,14 @@ def tcp(sel, mode, flags, seq=0, ack=0, win=65535, opts=b"", data=b"", ports=(0,
     return rec(1, bytes([sel, mode]) + hdr + opts + data)
 
 
+def icmp_err(sel, typ, code, word, delta, ports=(0, 0), v6=False):
+    """op 35: an ICMP (or ICMPv6) error quoting connection sel's ports and its highest sequence
+    number sent plus delta (signed 16 bits)."""
+    return rec(35, bytes([sel, typ, code]) + struct.pack(">IhHHB", word, delta if delta < 0x8000
+                                                        else delta - 0x10000, ports[0], ports[1],
+                                                        1 if v6 else 0))
+
+
 def wait_us(us):
     return rec(2, bytes([0, us & 0xFF, us >> 8]))
 
@@ -159,6 +167,11 @@ SEEDS = {
     + ip6(SRC_GL, 6, 64, tcp6(41002, 81, SYN, 300))
     + ip6(DST_GL | SRC_GL, 6, 64, tcp6(8083, 50000, SYN | ACK, 400, 1))
     + ip6(DST_GL | SRC_GL, 6, 64, tcp6(41000, 81, RST, 101)) + wait_ms(1) + wait_timer(),
+    "icmp_errors": icmp_err(3, 3, 4, 1200, -1000) + wait_ms(1) + icmp_err(3, 3, 4, 0, -1000)
+    + icmp_err(3, 3, 4, 300, -500) + icmp_err(2, 3, 1, 0, -1) + icmp_err(1, 3, 1, 0, -1)
+    + icmp_err(0, 11, 0, 0, 0) + icmp_err(0, 3, 3, 0, -70000 & 0xFFFF)
+    + icmp_err(5, 2, 0, 1280, 1, ports=(50003, 8083), v6=True)
+    + icmp_err(5, 1, 4, 0, 1, ports=(50003, 8083), v6=True) + wait_timer() + wait_timer(),
     "raw_frames": rec(0, icmp_echo(b"abcdefgh")) + rec(4, b"")
     + rec(0, b"\xff" * 14 + b"\x08\x06" + b"\0" * 28),
 }

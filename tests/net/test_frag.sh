@@ -1,5 +1,5 @@
 #!/bin/bash
-# net-timeout: 200
+# net-timeout: 260
 # IPv4 fragments (issue 9) through net_af_xdp, ustackd on one core and then on two
 # (USTACK_CORES=0,1, software steering from the one AF_XDP queue):
 #  1. The kernel pings with `ping -s 4000` (3 fragments each way) and `ping -s 65000` (44):
@@ -18,6 +18,8 @@
 #     ip_reasm_timeout and ip_reasm_timxceed grow) and a later fragment alone (no ICMP),
 #     and 500 random fragments. ustackd stays alive, and a plain ping still works
 #     afterwards.
+#  3. Path MTU discovery through a kernel router with a 1280-byte MTU towards the kernel
+#     peer, and connect() failing at once on the router's ICMP unreachables (see below).
 # af_packet is not run: the PMD's PACKET_FANOUT socket asks the kernel to defragment
 # (PACKET_FANOUT_FLAG_DEFRAG), so whole datagrams beyond the MTU reach ustackd and are
 # dropped as oversize (docs/gaps.md). Knobs: NET_FRAG_JUNK (500), NET_FRAG_SEED (9),
@@ -126,4 +128,98 @@ for cores in ${NET_FRAG_CORES:-0 0,1}; do
     ping_ok 56 2 2 || true
     ustackd_stop
 done
+
+# 3. Path MTU discovery and ICMP errors to TCP through two kernel routers
+#    (docs/conformance.md "RFC 5927", "RFC 1191"). The pair is rebuilt as usk-u <-> [R1] <->
+#    [R2] <-> usk-k: R1 is ustack's gateway (198.18.X.254), R1-R2 is 198.19.X.0/24 with an
+#    MTU of 1280, the kernel peer is 198.19.(X+128).1 behind R2; the ends keep 1500, so both
+#    announce an MSS of 1460 and ustack's 1500-byte DF segments draw ICMP fragmentation
+#    needed (next-hop MTU 1280) from R1. The kernel reads 1 MiB from ustackd's source
+#    service through them: byte-exact within 10 s and tcp_pmtu_updates grows (without
+#    PMTUD the connection black-holes). Then a program under ustack connects to addresses R1
+#    has `prohibit` and `unreachable` routes for: connect() fails with EHOSTUNREACH at once
+#    (ICMP codes 13 and 1: a hard error in SYN-SENT, as on Linux), not after the SYN retries.
+label="$KIND path MTU"
+R_U="198.18.$NET_X.254"
+FAR="198.19.$((NET_X + 128))"
+R1="usk-r-$NET_NAME-$$-r1"
+R2="usk-r-$NET_NAME-$$-r2"
+ip netns add "$R1" || net_fail "ip netns add $R1 failed"
+NS_R=$R1 # torn down with the others (the teardown loops over the words of NS_R)
+ip netns add "$R2" || net_fail "ip netns add $R2 failed"
+NS_R="$R1 $R2"
+ip -n "$NS_K" link del "$VETH_K" 2>/dev/null || true
+ip -n "$NS_U" link add "$VETH_U" type veth peer name usk-ru netns "$R1"
+ip -n "$R1" link add usk-rm type veth peer name usk-rm netns "$R2"
+ip -n "$R2" link add usk-rk type veth peer name "$VETH_K" netns "$NS_K"
+for ns in "$R1" "$R2" "$NS_K" "$NS_U"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 >/dev/null 2>&1 || true
+    ip -n "$ns" link set lo up
+    for dv in usk-ru usk-rm usk-rk "$VETH_K" "$VETH_U"; do
+        ip netns exec "$ns" ethtool -K "$dv" tx off rx off gso off gro off tso off >/dev/null 2>&1 || true
+    done
+done
+for ns in "$R1" "$R2"; do ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1; done
+ip -n "$R1" addr add "$R_U/24" dev usk-ru
+ip -n "$R1" addr add "198.19.$NET_X.1/24" dev usk-rm
+ip -n "$R2" addr add "198.19.$NET_X.2/24" dev usk-rm
+ip -n "$R2" addr add "$FAR.254/24" dev usk-rk
+ip -n "$R1" link set usk-rm mtu 1280
+ip -n "$R2" link set usk-rm mtu 1280
+for dv in usk-ru usk-rm; do ip -n "$R1" link set "$dv" up; done
+for dv in usk-rm usk-rk; do ip -n "$R2" link set "$dv" up; done
+ip -n "$R1" route add default via "198.19.$NET_X.2"
+ip -n "$R2" route add "198.18.$NET_X.0/24" via "198.19.$NET_X.1"
+ip -n "$R1" route add prohibit "$FAR.77/32"
+ip -n "$R1" route add unreachable "$FAR.78/32"
+ip -n "$NS_K" addr add "$FAR.1/24" dev "$VETH_K"
+ip -n "$NS_K" link set "$VETH_K" up
+ip -n "$NS_K" route add default via "$FAR.254"
+ip -n "$NS_U" link set "$VETH_U" up
+U_CORES=0
+U_GW=$R_U
+U_STACKD_ENV=""
+ustackd_start "$(net_dev "$KIND")" --source 19
+read -r pm0 <<<"$(tel tcp_pmtu_updates)"
+SRC_BYTES=$((1 << 20))
+make_source_pattern "$NET_TMPD/pattern" "$SRC_BYTES"
+t0=$(ms_now)
+{ net_k timeout 20 socat -u "TCP:$IP_U:19,connect-timeout=5" STDOUT 2>/dev/null || true; } \
+    | head -c "$SRC_BYTES" >"$NET_TMPD/source.bin"
+t1=$(ms_now)
+read -r pm1 rto1 rx1 ig1 ow1 <<<"$(tel tcp_pmtu_updates tcp_rto tcp_retrans tcp_pmtu_ignored tcp_icmp_outwin)"
+got=$(fsize "$NET_TMPD/source.bin")
+if [ "$got" != "$SRC_BYTES" ] || ! cmp -s "$NET_TMPD/source.bin" "$NET_TMPD/pattern"; then
+    net_softfail "$label: source gave $got of $SRC_BYTES bytes (or wrong ones) through the 1280-MTU router"
+else
+    net_log "$label: 1 MiB byte-exact through the 1280-MTU router in $((t1 - t0)) ms (tcp_pmtu_updates $((pm1 - pm0)), tcp_pmtu_ignored $ig1, tcp_icmp_outwin $ow1, tcp_retrans $rx1, tcp_rto $rto1)"
+fi
+[ $((pm1 - pm0)) -ge 1 ] || net_softfail "$label: tcp_pmtu_updates grew by $((pm1 - pm0)), expected >= 1"
+[ $((t1 - t0)) -lt 10000 ] || net_softfail "$label: 1 MiB took $((t1 - t0)) ms"
+ustackd_stop
+U_GW=""
+
+# connect() under ustack to the prohibited and the unreachable address: errno and time.
+u_env "$KIND" "pmtu-connect"
+out=$(u_exec "${U_ENV[@]}" "USTACK_GW=$R_U" timeout -k 2 30 python3 -c '
+import socket, sys, time
+for host in sys.argv[1:]:
+    s = socket.socket()
+    s.settimeout(20)
+    t = time.monotonic()
+    try:
+        s.connect((host, 80))
+        err = 0
+    except OSError as e:
+        err = e.errno
+    print(host, err, int((time.monotonic() - t) * 1000))
+    s.close()
+' "$FAR.77" "$FAR.78" 2>"$NET_TMPD/connect.err") || true
+net_log "$label: connect: $(echo "$out" | tr '\n' ';')"
+for a in 77 78; do
+    read -r _ err ms <<<"$(echo "$out" | grep "^$FAR.$a " || echo "x none 99999")"
+    [ "$err" = 113 ] || net_softfail "$label: connect to .$a: errno $err, expected 113 (EHOSTUNREACH) $(tr '\n' ' ' <"$NET_TMPD/connect.err" | head -c 200)"
+    [ "$ms" -lt 3000 ] || net_softfail "$label: connect to .$a took $ms ms"
+done
+wait_for 10 u_no_stackd || net_softfail "$label: the spawned ustackd did not exit"
 net_finish
