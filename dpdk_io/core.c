@@ -118,27 +118,51 @@ static unsigned frag_owner(const struct dio_stack *s, const uint8_t *ip)
     return owner_of_hash(s, rte_softrss(tuple, 3, s->key));
 }
 
+/* An ICMP error (destination unreachable, time exceeded, parameter problem) quoting a TCP
+ * segment we sent goes to the core of that connection: the quote's 4-tuple reversed is the
+ * connection's as seen on receive (path MTU discovery and hard errors need the engine that
+ * holds it). Other ICMP goes to core 0. icmp: the ICMP header, left bytes after it. */
+static unsigned icmp_owner(const struct dio_stack *s, const uint8_t *icmp, uint32_t left)
+{
+    if (left < 8 + 20 + 4 || (icmp[0] != 3 && icmp[0] != 11 && icmp[0] != 12))
+        return 0;
+    const uint8_t *q = icmp + 8;
+    unsigned qhl = (q[0] & 0x0f) * 4u;
+    if ((q[0] >> 4) != 4 || q[9] != 6 || qhl < 20 || left < 8 + qhl + 4 || (rd16(q + 6) & 0x1fff))
+        return 0;
+    return dio__owner(s, rd32(q + 16), rd32(q + 12), rd16(q + qhl + 2), rd16(q + qhl));
+}
+
 /* IPv6: TCP right after the fixed header by its 4-tuple (software hash: hardware RSS is
  * configured for IPv4 only), neighbour solicitations and advertisements to every core (as
- * ARP: each engine keeps its own neighbour cache, only core 0 answers solicitations), the
- * rest (echo, ICMPv6 errors, extension headers, UDP) to core 0. So every fragment of a
- * datagram meets on core 0, which hands a reassembled TCP segment to its owner (steer_ip). */
+ * ARP: each engine keeps its own neighbour cache, only core 0 answers solicitations), an
+ * ICMPv6 error whose quote is TCP right after the fixed header to that connection's core
+ * (as icmp_owner), the rest (echo, other ICMPv6, extension headers, UDP) to core 0. So
+ * every fragment of a datagram meets on core 0, which hands a reassembled TCP segment to
+ * its owner (steer_ip). */
 static unsigned classify6(const struct dio_stack *s, const uint8_t *ip, uint32_t len)
 {
     if (len < ETH_HLEN + IP6_HLEN + 4)
         return 0;
     if (ip[6] == 6)
         return dio__owner6(s, ip + 8, ip + 24, rd16(ip + IP6_HLEN), rd16(ip + IP6_HLEN + 2));
-    if (ip[6] == 58 && (ip[IP6_HLEN] == 135 || ip[IP6_HLEN] == 136))
+    if (ip[6] != 58)
+        return 0;
+    uint8_t type = ip[IP6_HLEN];
+    if (type == 135 || type == 136)
         return OWNER_ALL;
+    const uint8_t *q = ip + IP6_HLEN + 8;
+    if (type >= 1 && type <= 4 && len >= ETH_HLEN + IP6_HLEN + 8 + IP6_HLEN + 4 && q[6] == 6)
+        return dio__owner6(s, q + 24, q + 8, rd16(q + IP6_HLEN + 2), rd16(q + IP6_HLEN));
     return 0;
 }
 
 /* Which core handles a frame: TCP by its connection's hash, IPv4 fragments by frag_owner,
- * ARP every core (each engine keeps its own cache; only core 0 answers), IPv6 as
- * classify6, anything else core 0. */
-static unsigned classify(const struct dio_stack *s, const struct rte_mbuf *m, const uint8_t *p,
-                         uint32_t len)
+ * ARP every core (each engine keeps its own cache; only core 0 answers), ICMP as
+ * icmp_owner, IPv6 as classify6, anything else core 0. m may be NULL when the device gave
+ * no RSS hash (tests). */
+unsigned dio__classify(const struct dio_stack *s, const struct rte_mbuf *m, const uint8_t *p,
+                       uint32_t len)
 {
     if (len < ETH_HLEN)
         return 0;
@@ -153,9 +177,11 @@ static unsigned classify(const struct dio_stack *s, const struct rte_mbuf *m, co
     if (rd16(ip + 6) & 0x3fff) /* MF or an offset: a fragment, whatever the protocol */
         return frag_owner(s, ip);
     unsigned ihl = (ip[0] & 0x0f) * 4u;
-    if (ip[9] != 6 || (rd16(ip + 6) & 0x3fff) || ihl < 20 || len < ETH_HLEN + ihl + 4)
+    if (ip[9] == 1 && ihl >= 20 && len >= ETH_HLEN + ihl)
+        return icmp_owner(s, ip + ihl, len - ETH_HLEN - ihl);
+    if (ip[9] != 6 || ihl < 20 || len < ETH_HLEN + ihl + 4)
         return 0;
-    if (s->hw_rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH))
+    if (s->hw_rss && m && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH))
         return owner_of_hash(s, m->hash.rss);
     return dio__owner(s, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
 }
@@ -294,7 +320,7 @@ static void rx_frames(struct dio_core *c, struct rte_mbuf **pkts, unsigned n, st
             input(c, m, now);
             continue;
         }
-        unsigned owner = classify(s, m, rte_pktmbuf_mtod(m, const uint8_t *), len);
+        unsigned owner = dio__classify(s, m, rte_pktmbuf_mtod(m, const uint8_t *), len);
         if (owner == OWNER_ALL) {
             /* Every engine learns the neighbour; the frame is shared read-only. */
             rte_mbuf_refcnt_update(m, (int16_t)(ncores - 1));

@@ -81,6 +81,11 @@ unsigned dio__owner(const struct dio_stack *s, uint32_t sip, uint32_t dip, uint1
 unsigned dio__owner6(const struct dio_stack *s, const uint8_t sip[16], const uint8_t dip[16],
                      uint16_t sport, uint16_t dport);
 
+/* The core that handles a received frame p of len bytes (m: its mbuf, for a device's RSS
+ * hash, or NULL), or (unsigned)-1 for every core. */
+unsigned dio__classify(const struct dio_stack *s, const struct rte_mbuf *m, const uint8_t *p,
+                       uint32_t len);
+
 void dio__wake(struct dio_core *c);
 
 /* port.c */
