@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   5u
+#define SHM_VERSION   6u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
@@ -272,7 +272,8 @@ struct shm_hdr {
     _Atomic uint32_t state;                   /* enum shm_hdr_state; futex for the spawner's wait */
     _Atomic int32_t stack_pid;                /* ustackd */
     _Atomic uint32_t sock_hint, reply_hint;
-    _Atomic uint32_t features; /* SHM_FEAT_*, set by ustackd before SHM_READY */
+    _Atomic uint32_t features;  /* SHM_FEAT_*, set by ustackd before SHM_READY */
+    _Atomic uint32_t sock_live; /* slots not FREE (a hint for shm_sock_alloc only) */
     char errmsg[512];          /* why ustackd failed to start, for the application to print */
 };
 
@@ -426,7 +427,10 @@ bool shm_aq_empty(struct shm_sock *l);
 
 /* ---- Slots --------------------------------------------------------------------------- */
 
-/* Reserves a free socket slot (FREE -> RESERVED); returns its index or SHM_NONE. */
+/* Reserves a free socket slot (FREE -> RESERVED); returns its index or SHM_NONE. Next fit
+ * within a window of about twice the slots in use (sock_live), so that a process opening and
+ * closing connections reuses the same few slots, whose ring pages are already mapped and
+ * cached in both processes, instead of walking all nsocks slots (docs/shm.md "Sockets"). */
 uint32_t shm_sock_alloc(void *base);
 /* Back to FREE, with a new generation (the stack, once it is done with the socket). */
 void shm_sock_free(void *base, uint32_t i);
