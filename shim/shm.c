@@ -506,7 +506,8 @@ void shm_sock_free(void *base, uint32_t i)
     atomic_store_explicit(&s->state, SHM_SOCK_FREE, REL);
     /* Never below 0: a count that went wrong only widens the window. */
     uint32_t live = atomic_load_explicit(&h->sock_live, RLX);
-    while (live && !atomic_compare_exchange_weak_explicit(&h->sock_live, &live, live - 1, RLX, RLX)) {
+    while (live &&
+           !atomic_compare_exchange_weak_explicit(&h->sock_live, &live, live - 1, RLX, RLX)) {
     }
 }
 

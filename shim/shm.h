@@ -274,7 +274,7 @@ struct shm_hdr {
     _Atomic uint32_t sock_hint, reply_hint;
     _Atomic uint32_t features;  /* SHM_FEAT_*, set by ustackd before SHM_READY */
     _Atomic uint32_t sock_live; /* slots not FREE (a hint for shm_sock_alloc only) */
-    char errmsg[512];          /* why ustackd failed to start, for the application to print */
+    char errmsg[512];           /* why ustackd failed to start, for the application to print */
 };
 
 /* shm_sock.attach_pend. PEND: the app queued ATTACH; BUSY: the stack is fetching the eventfd

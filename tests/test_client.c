@@ -124,8 +124,7 @@ static void handle(const struct shm_cmd *c)
         atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
         if (c->op == SHM_OP_SOCKET)
             memset(fk[i].opt, 0, sizeof(fk[i].opt));
-        if (c->op == SHM_OP_ATTACH &&
-            (atomic_exchange(&s->attach_pend, 0) & SHM_ATT_WAIT))
+        if (c->op == SHM_OP_ATTACH && (atomic_exchange(&s->attach_pend, 0) & SHM_ATT_WAIT))
             shm_futex_wake(&s->attach_pend, INT_MAX);
         post(c, 0, 0, 0, 0);
         publish(i, PUB_RECHECK);
