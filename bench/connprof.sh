@@ -86,7 +86,7 @@ case $MODE in
         sleep 1 ;;
     perf)
         perf record --call-graph dwarf,8192 -o "$OUT/perf.wk" -p "$WK" 2>"$OUT/perf.wk.err" & TRACERS="$!"
-        perf record --call-graph dwarf,8192 -o "$OUT/perf.sd" -p "$SD" 2>"$OUT/perf.sd.err" & TRACERS="$TRACERS $!"
+        perf record ${PERF_EVENT:+-e "$PERF_EVENT"} --call-graph dwarf,8192 -o "$OUT/perf.sd" -p "$SD" 2>"$OUT/perf.sd.err" & TRACERS="$TRACERS $!"
         sleep 1 ;;
 esac
 stat_of() { awk '{print $10, $14 + $15}' "/proc/$1/stat"; }
