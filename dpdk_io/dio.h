@@ -196,6 +196,7 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_ring_insane) \
     X(shm_efd_writes) \
     X(shm_efd_fail) \
+    X(shm_attach_cancelled) \
     X(shm_fwd) \
     X(shm_fwd_retry) \
     X(shm_replies_reaped) \

@@ -476,9 +476,22 @@ static void post(struct srv_core *sc, const struct shm_cmd *cmd, int32_t result,
 }
 
 /* An ATTACH was handled (or refused): the app may close or reuse its eventfd number now. */
+/* ATTACH begins: false if the app's last close cancelled it (docs/shm.md "Commands"), the
+ * number then being no longer the socket's; else BUSY, which keeps the app's close of the
+ * number waiting until attach_done. */
+static bool attach_begin(struct shm_sock *s)
+{
+    uint32_t v = atomic_load_explicit(&s->attach_pend, ACQ);
+    while (!(v & SHM_ATT_CANCEL))
+        if (atomic_compare_exchange_weak_explicit(&s->attach_pend, &v,
+                                                  (v & SHM_ATT_WAIT) | SHM_ATT_BUSY, ACQ, ACQ))
+            return true;
+    return false;
+}
+
 static void attach_done(struct shm_sock *s)
 {
-    if (atomic_exchange_explicit(&s->attach_pend, 0, REL) == 2)
+    if (atomic_exchange_explicit(&s->attach_pend, 0, REL) & SHM_ATT_WAIT)
         shm_futex_wake(&s->attach_pend, INT_MAX);
 }
 
@@ -1653,6 +1666,13 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
     case SHM_OP_ATTACH: {
         if (listener)
             goto bad;
+        if (!attach_begin(s)) {
+            /* Closed by its last holder before we came to it: no eventfd to keep. */
+            CTR(sc, shm_attach_cancelled, 1);
+            attach_done(s);
+            post_rc(sc, cmd, 0);
+            return;
+        }
         int efd;
         int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
         attach_done(s);

@@ -435,11 +435,25 @@ bool shm_aq_empty(struct shm_sock *l)
 
 /* ---- Slots --------------------------------------------------------------------------- */
 
+/* The slots next fit cycles through before starting again at 0: about twice those in use,
+ * so a free one is near. sock_live is only a hint (a process dying between its reserve and
+ * its count, or a client scribbling on it, makes it wrong): any value works, it only moves
+ * the point where the search starts, never which slots it looks at. */
+static uint32_t sock_window(const struct shm_hdr *h)
+{
+    uint32_t live = atomic_load_explicit(&h->sock_live, RLX);
+    if (live >= h->nsocks / 2)
+        return h->nsocks;
+    return live * 2 + 64;
+}
+
 uint32_t shm_sock_alloc(void *base)
 {
     struct shm_hdr *h = base;
     uint32_t n = h->nsocks;
-    uint32_t start = atomic_fetch_add_explicit(&h->sock_hint, 1, RLX) % n;
+    uint32_t start = atomic_fetch_add_explicit(&h->sock_hint, 1, RLX);
+    if (start >= sock_window(h) || start >= n)
+        start = 0;
     for (uint32_t k = 0; k < n; k++) {
         uint32_t i = (start + k) % n;
         struct shm_sock *s = shm_sock(base, i);
@@ -448,6 +462,7 @@ uint32_t shm_sock_alloc(void *base)
             atomic_compare_exchange_strong_explicit(&s->state, &expect, SHM_SOCK_RESERVED, ACQ,
                                                     RLX)) {
             atomic_store_explicit(&h->sock_hint, i + 1, RLX);
+            atomic_fetch_add_explicit(&h->sock_live, 1, RLX);
             return i;
         }
     }
@@ -489,6 +504,11 @@ void shm_sock_free(void *base, uint32_t i)
     atomic_store_explicit(&s->gen, gen, RLX);
     atomic_fetch_add_explicit(&s->seq, 1, RLX);
     atomic_store_explicit(&s->state, SHM_SOCK_FREE, REL);
+    /* Never below 0: a count that went wrong only widens the window. */
+    uint32_t live = atomic_load_explicit(&h->sock_live, RLX);
+    while (live &&
+           !atomic_compare_exchange_weak_explicit(&h->sock_live, &live, live - 1, RLX, RLX)) {
+    }
 }
 
 bool shm_sock_valid(void *base, uint32_t i, uint32_t gen)

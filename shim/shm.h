@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   5u
+#define SHM_VERSION   6u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
@@ -189,9 +189,9 @@ struct shm_sock {
     _Atomic uint32_t nospace; /* app: a write found the tx ring full; stack clears with ev_out */
     _Atomic uint32_t lt_bits; /* apps: POLL* bits of level-triggered epoll members (sticky) */
     _Atomic uint32_t sigb;    /* POLL* bits the eventfd was signalled for (level waiters) */
-    /* An accepted socket's SHM_OP_ATTACH goes without a reply: 1 while it is queued (the stack
-     * fetches the eventfd by number, so the app must not close or reuse that number until
-     * it has), 2 when an app thread waits for it on this futex; the stack sets 0. */
+    /* An accepted socket's SHM_OP_ATTACH goes without a reply: SHM_ATT_* bits (the stack
+     * fetches the eventfd by number, so the app must not close or reuse that number while
+     * PEND or BUSY is set); the stack sets 0 when it is done (docs/shm.md "Commands"). */
     _Atomic uint32_t attach_pend;
     /* Applications: the rings are single-producer/single-consumer, but several threads (or
      * processes) may send or receive on one socket at once, as Linux serialises them with
@@ -272,8 +272,20 @@ struct shm_hdr {
     _Atomic uint32_t state;                   /* enum shm_hdr_state; futex for the spawner's wait */
     _Atomic int32_t stack_pid;                /* ustackd */
     _Atomic uint32_t sock_hint, reply_hint;
-    _Atomic uint32_t features; /* SHM_FEAT_*, set by ustackd before SHM_READY */
-    char errmsg[512];          /* why ustackd failed to start, for the application to print */
+    _Atomic uint32_t features;  /* SHM_FEAT_*, set by ustackd before SHM_READY */
+    _Atomic uint32_t sock_live; /* slots not FREE (a hint for shm_sock_alloc only) */
+    char errmsg[512];           /* why ustackd failed to start, for the application to print */
+};
+
+/* shm_sock.attach_pend. PEND: the app queued ATTACH; BUSY: the stack is fetching the eventfd
+ * (it set BUSY in place of PEND); WAIT: an app thread sleeps on the word (futex) until both
+ * are clear; CANCEL: the app's last close took PEND back before the stack began, so the
+ * stack fetches nothing (the number may already be closed or reused) and only clears it. */
+enum {
+    SHM_ATT_PEND = 1u << 0,
+    SHM_ATT_WAIT = 1u << 1,
+    SHM_ATT_BUSY = 1u << 2,
+    SHM_ATT_CANCEL = 1u << 3,
 };
 
 /* The sizes a region is made with. */
@@ -426,7 +438,10 @@ bool shm_aq_empty(struct shm_sock *l);
 
 /* ---- Slots --------------------------------------------------------------------------- */
 
-/* Reserves a free socket slot (FREE -> RESERVED); returns its index or SHM_NONE. */
+/* Reserves a free socket slot (FREE -> RESERVED); returns its index or SHM_NONE. Next fit
+ * within a window of about twice the slots in use (sock_live), so that a process opening and
+ * closing connections reuses the same few slots, whose ring pages are already mapped and
+ * cached in both processes, instead of walking all nsocks slots (docs/shm.md "Sockets"). */
 uint32_t shm_sock_alloc(void *base);
 /* Back to FREE, with a new generation (the stack, once it is done with the socket). */
 void shm_sock_free(void *base, uint32_t i);

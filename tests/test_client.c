@@ -36,7 +36,7 @@
 
 static void *base;
 static pthread_t stack_thread;
-static atomic_int stop, slow_go, closes;
+static atomic_int stop, slow_go, closes, paused, attach_cancels;
 static struct {
     atomic_int efd, mode, connecting;
     int opt[32];
@@ -108,6 +108,12 @@ static void handle(const struct shm_cmd *c)
     switch (c->op) {
     case SHM_OP_SOCKET:
     case SHM_OP_ATTACH: {
+        /* As ustackd: an ATTACH taken back by the last close fetches nothing. */
+        if (c->op == SHM_OP_ATTACH && (atomic_load(&s->attach_pend) & SHM_ATT_CANCEL)) {
+            atomic_store(&s->attach_pend, 0);
+            atomic_fetch_add(&attach_cancels, 1);
+            break;
+        }
         /* A reference of our own, as ustackd's pidfd_getfd: the application may close the
          * number while a dup lives. */
         int old =
@@ -118,10 +124,9 @@ static void handle(const struct shm_cmd *c)
         atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
         if (c->op == SHM_OP_SOCKET)
             memset(fk[i].opt, 0, sizeof(fk[i].opt));
-        post(c, 0, 0, 0, 0);
-        /* As ustackd's attach_done: the app may close the number now. */
-        if (atomic_exchange(&s->attach_pend, 0) == 2)
+        if (c->op == SHM_OP_ATTACH && (atomic_exchange(&s->attach_pend, 0) & SHM_ATT_WAIT))
             shm_futex_wake(&s->attach_pend, INT_MAX);
+        post(c, 0, 0, 0, 0);
         publish(i, PUB_RECHECK);
         break;
     }
@@ -194,7 +199,7 @@ static void *fake_stack(void *arg)
     struct shm_cmdq *q = shm_cmdq(base, 0);
     while (!atomic_load(&stop)) {
         struct shm_cmd c;
-        while (shm_cmdq_pop(q, &c))
+        while (!atomic_load(&paused) && shm_cmdq_pop(q, &c))
             handle(&c);
         for (uint32_t i = 0; i < NSOCKS; i++) {
             struct shm_sock *s = shm_sock(base, i);
@@ -236,6 +241,8 @@ static void *fake_stack(void *arg)
 
 static void setup(void)
 {
+    atomic_store(&paused, 0);
+    atomic_store(&attach_cancels, 0);
     for (int i = 0; i < NSOCKS; i++)
         atomic_store(&fk[i].efd, -1);
     struct shm_geometry g = {1, NSOCKS, 16, 4096, 0};
@@ -872,6 +879,66 @@ START_TEST(listen_accept)
 }
 END_TEST
 
+/* The last close of an accepted socket whose ATTACH the stack has not reached takes it back
+ * instead of waiting for the stack to fetch the eventfd (docs/shm.md "Commands"); a close
+ * that leaves another fd of the socket still waits, as the stack must get that eventfd. */
+static void *close_in_thread(void *p)
+{
+    int *fd = p;
+    fd[1] = shim_close(fd[0]);
+    atomic_store((atomic_int *)&fd[2], 1);
+    return NULL;
+}
+
+START_TEST(last_close_cancels_attach)
+{
+    int l = shim_socket(0);
+    struct sockaddr_in a = addr(MY_IP, 81);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_listen(l, 16), 0);
+    inject(l, 1301);
+    atomic_store(&paused, 1);
+    int c = shim_accept(l, NULL, NULL, 0);
+    ck_assert_int_ge(c, 0);
+    uint32_t i = shim_fds.ent[c].slot;
+    struct shm_sock *s = shm_sock(base, i);
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), SHM_ATT_PEND);
+    int64_t t0 = shim__now();
+    ck_assert_int_eq(shim_close(c), 0);
+    ck_assert_int_lt(shim__now() - t0, 200 * 1000 * 1000); /* not the 1 s bound */
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), SHM_ATT_CANCEL);
+    atomic_store(&paused, 0);
+    for (int k = 0; k < 200 && atomic_load(&s->attach_pend); k++)
+        usleep(1000);
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), 0);
+    ck_assert_int_eq(atomic_load(&attach_cancels), 1);
+
+    /* With a dup alive the close waits until the stack holds the eventfd. */
+    inject(l, 1302);
+    atomic_store(&paused, 1);
+    c = shim_accept(l, NULL, NULL, 0);
+    ck_assert_int_ge(c, 0);
+    i = shim_fds.ent[c].slot;
+    s = shm_sock(base, i);
+    int d = shim_fcntl(c, F_DUPFD_CLOEXEC, (void *)(intptr_t)100);
+    ck_assert_int_ge(d, 100);
+    int arg[3] = {c, -1, 0};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, close_in_thread, arg), 0);
+    usleep(50000);
+    ck_assert_int_eq(atomic_load((atomic_int *)&arg[2]), 0);
+    ck_assert_uint_ne(atomic_load(&s->attach_pend) & SHM_ATT_PEND, 0);
+    atomic_store(&paused, 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(arg[1], 0);
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), 0);
+    ck_assert_int_ge(atomic_load(&fk[i].efd), 0);
+    ck_assert_int_eq(atomic_load(&attach_cancels), 1);
+    ck_assert_int_eq(shim_close(d), 0);
+    ck_assert_int_eq(shim_close(l), 0);
+}
+END_TEST
+
 void *inject_later(void *p)
 {
     usleep(30000);
@@ -1356,6 +1423,7 @@ int main(void)
     tcase_add_test(tc, eof_shutdown_timeouts);
     tcase_add_test(tc, options_fcntl_ioctl);
     tcase_add_test(tc, listen_accept);
+    tcase_add_test(tc, last_close_cancels_attach);
     tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);

@@ -1603,6 +1603,53 @@ START_TEST(udp_two_cores)
 }
 END_TEST
 
+/* Slot allocation stays near the slots in use (their ring pages stay mapped and cached):
+ * a process opening and closing sockets with a few open cycles through a small window, not
+ * through all slots; any free slot is still found when the window has none, whatever the
+ * (untrusted) count of live slots says. */
+START_TEST(sock_alloc_reuses_slots)
+{
+    enum { N = 4096, LIVE = 10 };
+    struct shm_geometry g = {1, N, NREPLIES, RING, 0};
+    uint64_t size = shm_region_size(&g);
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(base, MAP_FAILED);
+    shm_region_init(base, &g);
+    struct shm_hdr *h = base;
+    uint32_t open[LIVE], hi = 0;
+    for (int k = 0; k < LIVE; k++)
+        open[k] = shm_sock_alloc(base);
+    for (int k = 0; k < 20000; k++) {
+        shm_sock_free(base, open[k % LIVE]);
+        open[k % LIVE] = shm_sock_alloc(base);
+        ck_assert_uint_ne(open[k % LIVE], SHM_NONE);
+        if (open[k % LIVE] > hi)
+            hi = open[k % LIVE];
+    }
+    ck_assert_uint_eq(atomic_load(&h->sock_live), LIVE);
+    ck_assert_uint_lt(hi, 2 * LIVE + 64 + LIVE);
+    /* Every slot can still be had, and then none. */
+    for (int k = 0; k < LIVE; k++)
+        shm_sock_free(base, open[k]);
+    ck_assert_uint_eq(atomic_load(&h->sock_live), 0);
+    static uint8_t seen[N];
+    for (uint32_t k = 0; k < N; k++) {
+        if (k == N / 2)
+            atomic_store(&h->sock_live, 0); /* a scribbled count: a wrong window */
+        uint32_t i = shm_sock_alloc(base);
+        ck_assert_uint_lt(i, N);
+        ck_assert(!seen[i]);
+        seen[i] = 1;
+    }
+    ck_assert_uint_eq(shm_sock_alloc(base), SHM_NONE);
+    /* A count scribbled high: the search still starts somewhere and finds the free one. */
+    atomic_store(&h->sock_live, UINT32_MAX);
+    shm_sock_free(base, 1234);
+    ck_assert_uint_eq(shm_sock_alloc(base), 1234);
+    munmap(base, size);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shmsrv");
@@ -1623,6 +1670,7 @@ int main(void)
     tcase_add_test(tc, regions_added_and_removed);
     tcase_add_test(tc, udp_one_core);
     tcase_add_test(tc, udp_two_cores);
+    tcase_add_test(tc, sock_alloc_reuses_slots);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
