@@ -251,6 +251,9 @@ uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_
 uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_t mss,
                           stk_time_t now);
 /* Returns the MSS encoded by a valid cookie, or 0. */
+/* Sends the flight again from SND.UNA, as after a retransmission timeout (which also calls
+ * it) or a path MTU decrease; arms the retransmission timer if it is not. */
+void stk__tcp_resend_flight(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_time_t now);
 /* The same with the peer's ISN given (not taken from the segment's sequence number). */
 uint16_t stk__cookie_check_isn(struct stk_engine *e, const struct stk_seg *s, uint32_t peer_isn,

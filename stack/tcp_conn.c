@@ -538,6 +538,12 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
         return false;
     }
     stk__cc_on_rto(&t->cc, stk__tcp_flight(t), now);
+    stk__tcp_resend_flight(e, t, now);
+    return false;
+}
+
+void stk__tcp_resend_flight(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
     /* Go back to snd_una; output skips what SACK says arrived. RFC 6675 5.1: retransmit
      * only what is not SACKed; HighRxt restarts at snd_una. */
     t->recover = t->snd_max;
@@ -547,7 +553,6 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     stk__tcp_output(e, t, now);
     if (!t->t_rexmt && t->snd_una != t->snd_max)
         t->t_rexmt = now + t->rto_us;
-    return false;
 }
 
 /* Returns true when the connection was dropped: t may then have been freed. */

@@ -82,13 +82,7 @@ static void pmtu_retransmit(struct stk_engine *e, struct stk_tcb *t, stk_time_t 
     t->flags &= ~(TF_RTT_TIMING | TF_IN_RECOVERY | TF_TLP_OUT | TF_TLP_RXT);
     t->t_pto = 0;
     t->dupacks = 0;
-    t->recover = t->snd_max;
-    t->flags |= TF_RTO_GUARD;
-    t->sb.high_rxt = t->snd_una;
-    t->snd_nxt = t->snd_una;
-    stk__tcp_output(e, t, now);
-    if (!t->t_rexmt && t->snd_una != t->snd_max)
-        t->t_rexmt = now + t->rto_us;
+    stk__tcp_resend_flight(e, t, now);
     stk__timer_update(e, t);
 }
 

@@ -19,6 +19,7 @@
 #include "dio.h"
 #include "dio_int.h"
 #include "dio_test.h"
+#include "util.h"
 
 #define IP_A      ((198u << 24) | (18u << 16) | (1u << 8) | 1u)
 #define IP_B      ((198u << 24) | (18u << 16) | (1u << 8) | 2u)
@@ -411,18 +412,6 @@ END_TEST
  * the core that receives that connection's segments (the quote's tuple reversed), for IPv4
  * and IPv6, so that path MTU discovery and hard errors reach the engine holding it; other
  * ICMP stays on core 0. Checked over many tuples on a two-core table (no EAL needed). */
-static void put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    put16(p, (uint16_t)(v >> 16));
-    put16(p + 2, (uint16_t)v);
-}
-
 START_TEST(icmp_errors_steered_to_their_connection)
 {
     struct dio_stack *s = calloc(1, sizeof(*s));
@@ -440,32 +429,32 @@ START_TEST(icmp_errors_steered_to_their_connection)
         uint16_t lport = (uint16_t)(20000 + 37 * k), pport = (uint16_t)(80 + k % 7);
         /* The peer's segment to us. */
         uint8_t tcp[14 + 20 + 20] = {0};
-        put16(tcp + 12, 0x0800);
+        stk__put16(tcp + 12, 0x0800);
         tcp[14] = 0x45;
         tcp[14 + 9] = 6;
-        put32(tcp + 14 + 12, peer);
-        put32(tcp + 14 + 16, us);
-        put16(tcp + 34, pport);
-        put16(tcp + 36, lport);
+        stk__put32(tcp + 14 + 12, peer);
+        stk__put32(tcp + 14 + 16, us);
+        stk__put16(tcp + 34, pport);
+        stk__put16(tcp + 36, lport);
         unsigned want = dio__classify(s, NULL, tcp, sizeof(tcp));
         ck_assert_uint_lt(want, 2);
         seen[want]++;
         /* A router's "fragmentation needed" quoting our segment to the peer. */
         uint8_t icmp[14 + 20 + 8 + 20 + 8] = {0};
-        put16(icmp + 12, 0x0800);
+        stk__put16(icmp + 12, 0x0800);
         icmp[14] = 0x45;
         icmp[14 + 9] = 1;
-        put32(icmp + 14 + 12, router);
-        put32(icmp + 14 + 16, us);
+        stk__put32(icmp + 14 + 12, router);
+        stk__put32(icmp + 14 + 16, us);
         icmp[34] = 3;
         icmp[35] = 4;
         uint8_t *q = icmp + 42;
         q[0] = 0x45;
         q[9] = 6;
-        put32(q + 12, us);
-        put32(q + 16, peer);
-        put16(q + 20, lport);
-        put16(q + 22, pport);
+        stk__put32(q + 12, us);
+        stk__put32(q + 16, peer);
+        stk__put16(q + 20, lport);
+        stk__put16(q + 22, pport);
         ck_assert_uint_eq(dio__classify(s, NULL, icmp, sizeof(icmp)), want);
         /* The same quoting UDP, or an echo request: core 0. */
         q[9] = 17;
@@ -476,18 +465,18 @@ START_TEST(icmp_errors_steered_to_their_connection)
 
         /* IPv6: the peer's segment, and a Packet Too Big quoting ours. */
         uint8_t tcp6[14 + 40 + 20] = {0};
-        put16(tcp6 + 12, 0x86dd);
+        stk__put16(tcp6 + 12, 0x86dd);
         tcp6[14] = 0x60;
         tcp6[14 + 6] = 6;
         memcpy(tcp6 + 14 + 8, IP6_B, 16);
         memcpy(tcp6 + 14 + 24, IP6_A, 16);
-        put16(tcp6 + 54, pport);
-        put16(tcp6 + 56, lport);
+        stk__put16(tcp6 + 54, pport);
+        stk__put16(tcp6 + 56, lport);
         unsigned want6 = dio__classify(s, NULL, tcp6, sizeof(tcp6));
         ck_assert_uint_lt(want6, 2);
         seen[want6]++;
         uint8_t ptb[14 + 40 + 8 + 40 + 8] = {0};
-        put16(ptb + 12, 0x86dd);
+        stk__put16(ptb + 12, 0x86dd);
         ptb[14] = 0x60;
         ptb[14 + 6] = 58;
         memcpy(ptb + 14 + 24, IP6_A, 16);
@@ -497,8 +486,8 @@ START_TEST(icmp_errors_steered_to_their_connection)
         q6[6] = 6;
         memcpy(q6 + 8, IP6_A, 16);
         memcpy(q6 + 24, IP6_B, 16);
-        put16(q6 + 40, lport);
-        put16(q6 + 42, pport);
+        stk__put16(q6 + 40, lport);
+        stk__put16(q6 + 42, pport);
         ck_assert_uint_eq(dio__classify(s, NULL, ptb, sizeof(ptb)), want6);
         ptb[54] = 128; /* an echo request */
         ck_assert_uint_eq(dio__classify(s, NULL, ptb, sizeof(ptb)), 0);
