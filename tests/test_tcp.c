@@ -2506,9 +2506,10 @@ START_TEST(syn_cookies)
 }
 END_TEST
 
-/* A good cookie meeting a full accept queue is dropped without a RST (Linux's
- * cookie_v4_check): the peer, established on its side, retries with its data later. */
-START_TEST(syn_cookie_accept_queue_full)
+/* A listener (backlog 1) whose SYN queue a first peer (PPORT + 10) fills, so that the SYN
+ * from PPORT (ISN PEER_ISN) is answered with a cookie (*cookie_pack: the peer's ACK for it);
+ * then the first handshake completes, which fills the accept queue. */
+static struct th *cookie_setup(uint32_t *cookie_pack)
 {
     struct th *h = th_new();
     h->lsd = listen_on(h, LPORT, 1);
@@ -2520,12 +2521,21 @@ START_TEST(syn_cookie_accept_queue_full)
     h->pseq = PEER_ISN;
     peer_syn(h, &BARE);
     EQ(ctr(h)->tcp_syncookies_sent, 1);
-    uint32_t cookie_pack = h->pack;
-    /* The first handshake completes and fills the accept queue. */
+    *cookie_pack = h->pack;
     h->pport = PPORT + 10;
     h->pseq = 2;
     h->pack = fill_pack;
     peer_ack(h);
+    return h;
+}
+
+/* A good cookie meeting a full accept queue is dropped without a RST (Linux's
+ * cookie_v4_check): the peer, established on its side, retries with its data later. */
+START_TEST(syn_cookie_accept_queue_full)
+{
+    uint32_t cookie_pack;
+    struct th *h = cookie_setup(&cookie_pack);
+    /* The first handshake completed and filled the accept queue. */
     EXPECT_NONE(h);
     /* The cookie's ACK: valid, no room. */
     h->pport = PPORT;
@@ -2560,22 +2570,9 @@ END_TEST
  * reset the peer); the peer's retransmitted request completes the cookie's connection. */
 START_TEST(syn_cookie_over_child_after_data)
 {
-    struct th *h = th_new();
-    h->lsd = listen_on(h, LPORT, 1);
-    h->pport = PPORT + 10;
-    h->pseq = 1;
-    peer_syn(h, &BARE);
-    uint32_t fill_pack = h->pack;
-    h->pport = PPORT;
-    h->pseq = PEER_ISN;
-    peer_syn(h, &BARE);
-    EQ(ctr(h)->tcp_syncookies_sent, 1);
-    uint32_t cookie_pack = h->pack;
-    /* The first handshake completes and fills the accept queue. */
-    h->pport = PPORT + 10;
-    h->pseq = 2;
-    h->pack = fill_pack;
-    peer_ack(h);
+    uint32_t cookie_pack;
+    struct th *h = cookie_setup(&cookie_pack);
+    /* The first handshake completed and filled the accept queue. */
     /* The peer's ACK of the cookie and its request: good, no room (dropped). */
     h->pport = PPORT;
     h->pseq = PEER_ISN + 1;
@@ -2615,22 +2612,9 @@ END_TEST
 
 START_TEST(syn_cookie_over_child)
 {
-    struct th *h = th_new();
-    h->lsd = listen_on(h, LPORT, 1);
-    h->pport = PPORT + 10;
-    h->pseq = 1;
-    peer_syn(h, &BARE);
-    uint32_t fill_pack = h->pack;
-    h->pport = PPORT;
-    h->pseq = PEER_ISN;
-    peer_syn(h, &BARE);
-    EQ(ctr(h)->tcp_syncookies_sent, 1);
-    uint32_t cookie_pack = h->pack;
+    uint32_t cookie_pack;
+    struct th *h = cookie_setup(&cookie_pack);
     /* The SYN queue empties: the first handshake completes and is accepted. */
-    h->pport = PPORT + 10;
-    h->pseq = 2;
-    h->pack = fill_pack;
-    peer_ack(h);
     int first = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
     REQUIRE(first >= 0, "accept %d", first);
     /* The retransmitted SYN: a real child, another ISN. */
