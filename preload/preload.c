@@ -425,9 +425,10 @@ HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
 
 /* syscall(2) for the socket calls some libraries make that way rather than through libc:
  * libuv (node.js, bind9's dig, ...) sends and receives UDP batches with
- * syscall(__NR_sendmmsg / __NR_recvmmsg). On a ustack fd they go to the client; every
- * other call passes through with its six argument registers, as glibc's syscall() takes
- * them. (The library's own futex calls come through here too: one comparison.) */
+ * syscall(__NR_sendmmsg / __NR_recvmmsg) and closes fds with syscall(__NR_close). On a ustack fd
+ * they go to the client; every other call passes through with its six argument registers, as
+ * glibc's syscall() takes them. (The library's own futex calls come through here too: one
+ * comparison.) */
 HOOK long syscall(long n, ...)
 {
     va_list ap;
@@ -455,6 +456,14 @@ HOOK long syscall(long n, ...)
         if (sock((int)a[0]))
             return (long)ret(shim_recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
         break;
+    case SYS_close:
+        /* libuv (node.js) closes every fd with syscall(SYS_close): a ustack socket closed
+         * behind our back kept its slot for ever (16,384 connections, then none). */
+        if (ours((int)a[0]))
+            return (long)ret(shim_close((int)a[0]));
+        break;
+        /* Not SYS_close_range: CPython's subprocess calls it in a vfork child, where the
+         * library must not touch its tables (they are the parent's). */
     default:
         break;
     }
