@@ -167,65 +167,124 @@ static struct shim_fd *sock_ent(int fd)
     return e && SHIM_RLX(&e->kind) == SHIM_FD_SOCK ? e : NULL;
 }
 
-/* Fills revents of the ustack entries; returns how many are ready. */
-static int scan(struct pollfd *fds, nfds_t n)
+/* What a poll entry is in one pass (poll_impl): */
+enum {
+    PE_KERNEL,      /* a kernel fd, or a number no longer ours: the kernel polls it as asked */
+    PE_PINNED,      /* the ustack socket pinned at the start, still behind the number */
+    PE_OTHER,       /* a ustack socket that took the number during the call: readiness only */
+    PE_COMP = 0x10, /* flag: its listener's companion follows in the kernel's set */
+};
+
+#define SEL_LATE 0x4000 /* select's revents: the fd was closed during the call */
+
+/* k (pinned by the call) is still what its number refers to. */
+static bool current(const struct shim_sk *k)
 {
-    int ready = 0;
-    for (nfds_t i = 0; i < n; i++) {
-        struct shim_fd *e = sock_ent(fds[i].fd);
-        if (!e)
-            continue;
-        fds[i].revents = (short)ready_of(e->slot, e->gen, (uint16_t)fds[i].events);
-        ready += fds[i].revents != 0;
-    }
-    return ready;
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, k->fd);
+    return k->pinned && e && atomic_load(&e->kind) == SHIM_FD_SOCK &&
+           atomic_load(&e->sg) == shim_fd_sg(k->slot, k->gen);
 }
 
-static int companion(struct shim_fd *e, short events)
+static int classify(const struct shim_sk *k, int fd, uint64_t *sg)
+{
+    if (current(k))
+        return PE_PINNED;
+    struct shim_fd *e = sock_ent(fd);
+    if (!e)
+        return PE_KERNEL;
+    *sg = atomic_load(&e->sg);
+    return PE_OTHER;
+}
+
+static uint32_t ready_sg(uint64_t sg, uint32_t events)
+{
+    return ready_of((uint32_t)sg, (uint32_t)(sg >> 32), events);
+}
+
+static int companion(const struct shim_sk *k, short events)
 {
     if (!(events & (POLLIN | POLLRDNORM)))
         return -1;
-    struct shim_file *f = &C.files[e->slot];
-    return f->gen == e->gen ? f->lfd : -1;
+    struct shim_file *f = &C.files[k->slot];
+    return f->gen == k->gen ? f->lfd : -1;
 }
 
-int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask)
+/* Not ready: drain the eventfd, arm, re-check, under an eventfd hold (the number is read and
+ * written; a close in another thread must not give it to a file of the application's
+ * meanwhile). */
+static uint32_t arm_pinned(const struct shim_sk *k, short events)
+{
+    if (!shim__efd_hold(k))
+        return 0;
+    uint32_t ev = arm_and_check(k->fd, k->slot, k->gen, (uint16_t)events, true);
+    shim__efd_drop(k);
+    return ev;
+}
+
+/* poll over kernel and ustack fds. Like Linux, which holds the file of every fd it sleeps
+ * on until it returns, the ustack sockets are pinned for the whole call (docs/preload.md
+ * "Calls racing close"): a socket another thread closes meanwhile stays open (no FIN) until
+ * the call returns, and its number, looked up again on every pass, reads as gone
+ * (POLLNVAL; for select, POLLNVAL | SEL_LATE, which select reports in every set the fd is in,
+ * as Linux 6.x's POLLIN_SET, POLLOUT_SET and POLLEX_SET include EPOLLNVAL). */
+static int poll_impl(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask,
+                     bool sel)
 {
     if (n && !fds)
         return -EFAULT;
     int64_t deadline = timeout_ns < 0 ? SHIM_FOREVER : shim__now() + timeout_ns;
-    nfds_t extra = 0, ours = 0;
-    for (nfds_t i = 0; i < n; i++) {
-        struct shim_fd *e = sock_ent(fds[i].fd);
-        ours += e != NULL;
-        if (e && companion(e, fds[i].events) >= 0)
-            extra++;
+    struct shim_sk klocal[64], *ks = klocal;
+    unsigned char clocal[64], *cls = clocal;
+    struct pollfd local[2 * 64 + 1], *kp = local; /* an entry, its companion; the pidfd */
+    if (n > 64) {
+        ks = malloc(n * sizeof(*ks));
+        cls = malloc(n);
+        kp = malloc((2 * n + 1) * sizeof(*kp));
+        if (!ks || !cls || !kp) {
+            free(ks);
+            free(cls);
+            free(kp);
+            return -ENOMEM;
+        }
     }
-    struct pollfd local[64], *kp = local;
-    if (n + extra + 1 > 64 && !(kp = malloc((n + extra + 1) * sizeof(*kp))))
-        return -ENOMEM;
+    nfds_t ours = 0;
+    for (nfds_t i = 0; i < n; i++) {
+        ks[i] = (struct shim_sk){.fd = -1};
+        if (shim_fd_kind(fds[i].fd) == SHIM_FD_SOCK && shim__sk(fds[i].fd, &ks[i]) == 0)
+            ours++;
+    }
     int rc;
     for (;;) {
-        int ready = scan(fds, n);
+        int ready = 0;
+        for (nfds_t i = 0; i < n; i++) {
+            uint64_t sg = 0;
+            cls[i] = (unsigned char)classify(&ks[i], fds[i].fd, &sg);
+            if (cls[i] == PE_PINNED)
+                fds[i].revents = (short)ready_of(ks[i].slot, ks[i].gen, (uint16_t)fds[i].events);
+            else if (cls[i] == PE_OTHER)
+                fds[i].revents = (short)ready_sg(sg, (uint16_t)fds[i].events);
+            else
+                continue;
+            ready += fds[i].revents != 0;
+        }
         if (!ready && timeout_ns != 0) {
             /* Arm every ustack entry, then re-check (see the top of the file). */
-            for (nfds_t i = 0; i < n; i++) {
-                struct shim_fd *e = sock_ent(fds[i].fd);
-                if (e && arm_and_check(fds[i].fd, e->slot, e->gen, (uint16_t)fds[i].events, true))
+            for (nfds_t i = 0; i < n; i++)
+                if (cls[i] == PE_PINNED && arm_pinned(&ks[i], fds[i].events))
                     ready++;
-            }
         }
         nfds_t k = n;
         for (nfds_t i = 0; i < n; i++) {
             kp[i] = fds[i];
             kp[i].revents = 0;
-            struct shim_fd *e = sock_ent(fds[i].fd);
-            if (!e)
+            if (cls[i] == PE_KERNEL)
                 continue;
             kp[i].events = POLLIN;
-            int l = companion(e, fds[i].events);
-            if (l >= 0)
+            int l = cls[i] == PE_PINNED ? companion(&ks[i], fds[i].events) : -1;
+            if (l >= 0) {
                 kp[k++] = (struct pollfd){l, POLLIN, 0};
+                cls[i] |= PE_COMP;
+            }
         }
         /* ustackd's death ends the sleep (its pidfd, last, when there are ustack entries). */
         int pfd = -1;
@@ -254,17 +313,28 @@ int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *
         int total = 0;
         k = n;
         for (nfds_t i = 0; i < n; i++) {
-            struct shim_fd *e = sock_ent(fds[i].fd);
-            if (e) {
-                uint32_t ev = ready_of(e->slot, e->gen, (uint16_t)fds[i].events);
-                int l = companion(e, fds[i].events);
-                if (l >= 0 && (kp[k++].revents & POLLIN))
-                    ev |= (POLLIN | POLLRDNORM) & (uint16_t)fds[i].events;
-                fds[i].revents = (short)ev;
+            uint32_t ev = 0;
+            bool comp = (cls[i] & PE_COMP) && (kp[k++].revents & POLLIN);
+            cls[i] &= (unsigned char)~PE_COMP;
+            if (cls[i] == PE_KERNEL) {
+                ev = (uint16_t)kp[i].revents;
+                if (sel && ks[i].pinned && (ev & POLLNVAL))
+                    ev |= SEL_LATE; /* ours at the start, closed since */
+            } else if (cls[i] == PE_OTHER || !current(&ks[i])) {
+                /* Closed (or replaced) while we slept: as the next pass would see it. */
+                uint64_t now = 0;
+                int c = classify(&ks[i], fds[i].fd, &now);
+                if (c == PE_OTHER)
+                    ev = ready_sg(now, (uint16_t)fds[i].events);
+                else if (c == PE_KERNEL && C.sys.fcntl(fds[i].fd, F_GETFD) < 0 && errno == EBADF)
+                    ev = POLLNVAL | (sel ? SEL_LATE : 0);
             } else {
-                fds[i].revents = kp[i].revents;
+                ev = ready_of(ks[i].slot, ks[i].gen, (uint16_t)fds[i].events);
+                if (comp)
+                    ev |= (POLLIN | POLLRDNORM) & (uint16_t)fds[i].events;
             }
-            total += fds[i].revents != 0;
+            fds[i].revents = (short)ev;
+            total += ev != 0;
         }
         if (total || ready || timeout_ns == 0 || (r == 0 && tp) ||
             (deadline != SHIM_FOREVER && shim__now() >= deadline)) {
@@ -273,9 +343,20 @@ int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *
         }
         /* Only eventfds of sockets that were not ready after all: sleep again. */
     }
+    for (nfds_t i = 0; i < n; i++)
+        shim__put(&ks[i]);
     if (kp != local)
         free(kp);
+    if (ks != klocal)
+        free(ks);
+    if (cls != clocal)
+        free(cls);
     return rc;
+}
+
+int shim_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *mask)
+{
+    return poll_impl(fds, n, timeout_ns, mask, false);
 }
 
 #define FDS_BITS        (8 * (int)sizeof(unsigned long))
@@ -315,11 +396,11 @@ int shim_select(int nfds, fd_set *r, fd_set *w, fd_set *e, int64_t timeout_ns, c
             p[k++] = (struct pollfd){fd, ev, 0};
     }
     int64_t t0 = shim__now();
-    int rc = shim_poll(p, (nfds_t)k, timeout_ns, mask);
+    int rc = poll_impl(p, (nfds_t)k, timeout_ns, mask, true);
     if (rc >= 0) {
         for (int i = 0; i < k; i++)
-            if (p[i].revents & POLLNVAL)
-                rc = -EBADF;
+            if ((p[i].revents & (POLLNVAL | SEL_LATE)) == POLLNVAL)
+                rc = -EBADF; /* bad from the start (Linux's max_select_fd) */
     }
     if (rc >= 0) {
         size_t words = ((size_t)nfds + FDS_BITS - 1) / FDS_BITS;
@@ -332,6 +413,8 @@ int shim_select(int nfds, fd_set *r, fd_set *w, fd_set *e, int64_t timeout_ns, c
         rc = 0;
         for (int i = 0; i < k; i++) {
             short re = p[i].revents;
+            if (re & SEL_LATE)
+                re = POLLIN | POLLOUT | POLLPRI; /* in every set it is in, as Linux */
             /* Linux's POLLIN_SET, POLLOUT_SET and POLLEX_SET. */
             if (r && (p[i].events & POLLIN) && (re & (POLLIN | POLLRDNORM | POLLHUP | POLLERR))) {
                 FDS_SET(r, p[i].fd);

@@ -263,6 +263,78 @@ static void raw_syscall_close(void)
           "the peer saw '%s', not its EOF", line);
 }
 
+/* poll() and select() hold the files they wait on (Linux: the poll table takes a reference
+ * to each), so a socket closed by another thread while the call sleeps on it stays open until
+ * the call returns: the peer sees no FIN meanwhile, the call is not woken by the close, and
+ * its last pass, at the timeout, finds the number gone (poll: POLLNVAL; select: in the read
+ * set, as Linux 6.x counts EPOLLNVAL in every set). Then the socket is released and the peer gets
+ * its EOF. */
+struct poller {
+    int fd, rc, err, sel;
+    short revents;
+    double ms;
+};
+
+static void *poll_600ms(void *arg)
+{
+    struct poller *p = arg;
+    struct pollfd pf = {p->fd, POLLIN, 0};
+    fd_set r;
+    FD_ZERO(&r);
+    FD_SET(p->fd, &r);
+    struct timeval tv = {0, 600000};
+    double t0 = sem_ms();
+    p->rc = p->sel ? select(p->fd + 1, &r, NULL, NULL, &tv) : poll(&pf, 1, 600);
+    p->err = errno;
+    p->ms = sem_ms() - t0;
+    p->revents = p->sel ? (short)FD_ISSET(p->fd, &r) : pf.revents;
+    return NULL;
+}
+
+/* sel: select() instead of poll(). */
+static void holds_closed_socket(int sel)
+{
+    int l = sem_listen_self(1 + sel, 0);
+    CHECK(l >= 0, "listen");
+    int c = sem_ctl(sem_lport(1 + sel), 0, 0, 1);
+    CHECK(c >= 0, "control");
+    char line[128];
+    CHECK(sem_ctl_line(c, line, sizeof line, 5000) > 0 && strncmp(line, "ok", 2) == 0,
+          "the peer's connect: '%s'", line);
+    int s = sem_accept_within(l, 5000);
+    CHECK(s >= 0, "accept");
+    struct poller p = {s, -2, 0, sel, 0, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, poll_600ms, &p) == 0, "thread");
+    sem_sleep_ms(100); /* the poller is asleep */
+    sem_untrack(s);
+    int rc = close(s);
+    int n = sem_ctl_line(c, line, sizeof line, 250);
+    pthread_join(t, NULL);
+    errno = 0;
+    CHECK(rc == 0, "close");
+    CHECK(n == 0, "the peer saw '%s' while the call still held the socket", line);
+    errno = p.err;
+    if (sel)
+        CHECK(p.rc == 1 && p.revents, "select() returned %d, in the read set: %d", p.rc, p.revents);
+    else
+        CHECK(p.rc == 1 && p.revents == POLLNVAL, "poll() returned %d, revents 0x%x", p.rc,
+              (unsigned)p.revents);
+    CHECK(p.ms >= 300, "returned after %.0f ms: woken by the close", p.ms);
+    CHECK(sem_ctl_line(c, line, sizeof line, 5000) > 0 && strncmp(line, "eof 0", 5) == 0,
+          "after the call returned the peer saw '%s', not its EOF", line);
+}
+
+static void poll_holds_closed_socket(void)
+{
+    holds_closed_socket(0);
+}
+
+static void select_holds_closed_socket(void)
+{
+    holds_closed_socket(1);
+}
+
 int main(int argc, char **argv)
 {
     /* Under ustack: a region of 16 socket slots, so that slots are reused at once (the
@@ -279,5 +351,7 @@ int main(int argc, char **argv)
     sem_init("sem_close_race", 11);
     SEM_RUN(close_race);
     SEM_RUN(raw_syscall_close);
+    SEM_RUN(poll_holds_closed_socket);
+    SEM_RUN(select_holds_closed_socket);
     return sem_done();
 }
