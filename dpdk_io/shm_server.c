@@ -56,7 +56,7 @@ _Static_assert(SHM_MAX_CORES <= 64 && DIO_MAX_CORES <= 64, "listener core masks 
 #define QCHECK_US      (100 * STK_US_PER_MS)  /* command queue sanity check */
 #define QSTALL_NS      (1000ll * 1000 * 1000) /* a claimed slot unfilled this long: skip */
 #define PENDING_SCANS  2 /* reap calls a fork child's entry stays PENDING after its parent died */
-#define NOPT           (STK_IPV6_V6ONLY + 1)
+#define NOPT           STK_SOCKOPT_END
 #define UDP_TX_BUDGET  256 /* datagrams sent per socket per serve */
 
 enum {

@@ -333,6 +333,13 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 return -EINVAL;
             o = STK_TCP_KEEPCNT;
             break;
+        case TCP_USER_TIMEOUT:
+            if ((rc = get_int(val, len, &v)) < 0)
+                return rc;
+            if (v < 0)
+                return -EINVAL;
+            o = STK_TCP_USER_TIMEOUT;
+            break;
         case TCP_MAXSEG:
             o = STK_TCP_MAXSEG;
             break;
@@ -562,6 +569,9 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
             break;
         case TCP_KEEPCNT:
             o = STK_TCP_KEEPCNT;
+            break;
+        case TCP_USER_TIMEOUT:
+            o = STK_TCP_USER_TIMEOUT;
             break;
         case TCP_MAXSEG:
             o = STK_TCP_MAXSEG;

@@ -383,6 +383,10 @@ enum stk_sockopt {
     STK_SO_BROADCAST,     /* UDP: int bool, may send to a broadcast address */
     STK_IPV6_V6ONLY,      /* int bool, before bind: a socket bound to the IPv6 wildcard
                              (::) also serves IPv4 unless set (ipv6(7)); default 0 */
+    STK_TCP_USER_TIMEOUT, /* ms (>= 0; 0: the retry counts decide): how long sent data may
+                             stay unacknowledged, or wait on a zero window, before the
+                             connection fails with ETIMEDOUT (RFC 5482, tcp(7)) */
+    STK_SOCKOPT_END,      /* one past the last option */
 };
 
 struct stk_tcp_info {

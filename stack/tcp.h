@@ -159,6 +159,11 @@ struct stk_tcb {
     stk_time_t t_rexmt, t_persist, t_delack, t_keep, t_2msl, t_cork, t_pto;
     uint32_t keep_idle_s, keep_intvl_s, keep_cnt;
     int linger_s; /* -1: off */
+    /* TCP_USER_TIMEOUT (0: off), and when the wait it bounds began: the unacknowledged head
+     * (set at the first retransmission, about one RTO before it), the zero window (the first
+     * probe). */
+    uint32_t user_timeout_ms;
+    stk_time_t ut_start, zwp_start;
 
     /* Statistics for TCP_INFO. */
     uint64_t total_retrans, bytes_acked, bytes_received, segs_in, segs_out;

@@ -512,18 +512,45 @@ void stk__timer_update(struct stk_engine *e, struct stk_tcb *t)
         stk__wheel_arm(&e->wheel, &t->tnode, tick);
 }
 
+static stk_time_t user_timeout_us(const struct stk_tcb *t)
+{
+    return (stk_time_t)t->user_timeout_ms * STK_US_PER_MS;
+}
+
+/* TCP_USER_TIMEOUT: a timer that would fire after the wait that began at start has lasted
+ * the user timeout fires then instead (at least 1 ms from now), as Linux clamps its RTO and
+ * its zero-window probe timer (tcp_clamp_rto_to_user_timeout). */
+static void clamp_to_user_timeout(const struct stk_tcb *t, stk_time_t *timer, stk_time_t start,
+                                  stk_time_t now)
+{
+    if (!t->user_timeout_ms || !*timer)
+        return;
+    stk_time_t end = stk__max64(start + user_timeout_us(t), now + STK_US_PER_MS);
+    if (end < *timer)
+        *timer = end;
+}
+
 /* Returns true when the connection was dropped: t may then have been freed. */
 static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     t->t_rexmt = 0;
     bool syn = t->state == STK_TCP_SYN_SENT || t->state == STK_TCP_SYN_RECEIVED;
     uint32_t limit = syn ? e->cfg.syn_retries : e->cfg.data_retries;
-    if (t->retries >= limit) {
+    /* TCP_USER_TIMEOUT replaces the retry count once the handshake is done (Linux's
+     * retransmits_timed_out): the time since the head of the flight went out decides. The
+     * first retransmission starts the clock, one RTO back (the timer restarts whenever an
+     * ACK moves SND.UNA, so that is when the oldest data still unacknowledged was sent or
+     * last made progress). */
+    bool ut = !syn && t->user_timeout_ms;
+    if (t->retries == 0) /* kept without the option too: it may be set later */
+        t->ut_start = now > t->rto_us ? now - t->rto_us : 0;
+    if (ut ? t->retries > 0 && now - t->ut_start >= user_timeout_us(t) : t->retries >= limit) {
         e->ctr.tcp_conn_timeouts++;
         stk__tcp_drop(e, t, stk__timeout_error(t));
         return true;
     }
-    t->retries++;
+    if (t->retries < UINT8_MAX) /* saturates: a long user timeout outlasts 255 */
+        t->retries++;
     if (t->backoff < 16)
         t->backoff++;
     e->ctr.tcp_rto++;
@@ -539,6 +566,8 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     }
     stk__cc_on_rto(&t->cc, stk__tcp_flight(t), now);
     stk__tcp_resend_flight(e, t, now);
+    if (ut)
+        clamp_to_user_timeout(t, &t->t_rexmt, t->ut_start, now);
     return false;
 }
 
@@ -574,6 +603,16 @@ static bool on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     } else {
         t->zwp_unans = 0;
     }
+    /* TCP_USER_TIMEOUT bounds the zero window too, answered probes or not (tcp(7): data
+     * "may remain untransmitted (due to zero window size)"), from the first probe (noted
+     * without the option too, as Linux's icsk_probes_tstamp: it may be set later). */
+    if (!t->zwp_start) {
+        t->zwp_start = now;
+    } else if (t->user_timeout_ms && now - t->zwp_start >= user_timeout_us(t)) {
+        e->ctr.tcp_conn_timeouts++;
+        stk__tcp_drop(e, t, stk__timeout_error(t));
+        return true;
+    }
     t->zwp_last = now;
     /* An earlier probe byte may still be outstanding: it is simply probed again. */
     t->snd_nxt = t->snd_una;
@@ -588,6 +627,8 @@ static bool on_persist(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
         t->zwp_probes++;
     uint64_t iv = (uint64_t)t->rto_us << t->zwp_probes;
     t->t_persist = now + stk__min64(iv, e->cfg.rto_max_us);
+    if (t->zwp_start)
+        clamp_to_user_timeout(t, &t->t_persist, t->zwp_start, now);
     return false;
 }
 
@@ -609,7 +650,11 @@ static bool on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now
         t->t_keep = idle_until;
         return false;
     }
-    if (t->keep_probes >= t->keep_cnt) {
+    /* With TCP_USER_TIMEOUT, the time since the peer was last heard from decides once a
+     * probe went unanswered, not the probe count (Linux's tcp_keepalive_timer). */
+    bool gone = t->user_timeout_ms ? t->keep_probes > 0 && now - t->last_recv >= user_timeout_us(t)
+                                   : t->keep_probes >= t->keep_cnt;
+    if (gone) {
         e->ctr.tcp_keepalive_drops++;
         stk__send_rst(e, t, now);
         stk__tcp_drop(e, t, stk__timeout_error(t));

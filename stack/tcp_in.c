@@ -446,6 +446,7 @@ static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct st
     t->zwp_probes = 0;
     t->zwp_unans = 0;
     t->zwp_last = 0;
+    t->zwp_start = 0;
     t->t_persist = 0;
     /* RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it. */
     t->t_rexmt = t->snd_una == t->snd_max ? 0 : now + t->rto_us;
@@ -836,6 +837,21 @@ static void syn_sent_input(struct stk_engine *e, struct stk_tcb *t, struct stk_s
     stk__timer_update(e, t);
 }
 
+/* What a connection takes from its listener (Linux: the options a socket returned by accept
+ * inherits). */
+static void inherit_opts(struct stk_tcb *t, struct stk_tcb *l)
+{
+    t->sndbuf_size = l->sndbuf_size;
+    t->rcvbuf_size = l->rcvbuf_size;
+    t->keep_idle_s = l->keep_idle_s;
+    t->keep_intvl_s = l->keep_intvl_s;
+    t->keep_cnt = l->keep_cnt;
+    t->user_timeout_ms = l->user_timeout_ms;
+    t->linger_s = l->linger_s;
+    t->cc_algo = l->cc_algo;
+    t->listener = l;
+}
+
 /* A SYN reaching a listener: a child in SYN-RECEIVED, or a SYN cookie when the SYN queue
  * is full. */
 static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk_seg *s,
@@ -872,14 +888,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     stk__tcb_addr_from_seg(t, s);
     t->flags |= TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR));
     t->user_mss = l->user_mss;
-    t->sndbuf_size = l->sndbuf_size;
-    t->rcvbuf_size = l->rcvbuf_size;
-    t->keep_idle_s = l->keep_idle_s;
-    t->keep_intvl_s = l->keep_intvl_s;
-    t->keep_cnt = l->keep_cnt;
-    t->linger_s = l->linger_s;
-    t->cc_algo = l->cc_algo;
-    t->listener = l;
+    inherit_opts(t, l);
     t->ts_offset = stk__isn(e, t, true, 0);
     stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
     syn_options(e, t, s, now);
@@ -926,14 +935,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
         t->ts_recent = s->tsval;
         t->ts_recent_age = now;
     }
-    t->sndbuf_size = l->sndbuf_size;
-    t->rcvbuf_size = l->rcvbuf_size;
-    t->keep_idle_s = l->keep_idle_s;
-    t->keep_intvl_s = l->keep_intvl_s;
-    t->keep_cnt = l->keep_cnt;
-    t->linger_s = l->linger_s;
-    t->cc_algo = l->cc_algo;
-    t->listener = l;
+    inherit_opts(t, l);
     t->snd_mss = mss;
     t->rcv_mss = (uint16_t)(e->cfg.mtu - stk__tcp_nethlen(t));
     t->iss = s->ack - 1;

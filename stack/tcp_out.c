@@ -575,6 +575,7 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
         t->zwp_probes = 0;
         t->zwp_unans = 0;
         t->zwp_last = 0;
+        t->zwp_start = 0;
         t->t_persist = now + t->rto_us;
     }
     stk__timer_update(e, t);

@@ -632,6 +632,11 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
             return -EINVAL;
         t->keep_cnt = (uint32_t)val;
         return 0;
+    case STK_TCP_USER_TIMEOUT:
+        if (val < 0)
+            return -EINVAL;
+        t->user_timeout_ms = (uint32_t)val;
+        return 0;
     case STK_TCP_MAXSEG:
         if (val != 0 && (val < 88 || val > 65535))
             return -EINVAL;
@@ -707,6 +712,9 @@ int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return 0;
     case STK_TCP_KEEPCNT:
         *val = (int)t->keep_cnt;
+        return 0;
+    case STK_TCP_USER_TIMEOUT:
+        *val = (int)t->user_timeout_ms;
         return 0;
     case STK_TCP_MAXSEG:
         *val = stk__state_synced(t->state) ? t->snd_mss : (t->user_mss ? t->user_mss : 536);

@@ -2236,6 +2236,116 @@ START_TEST(keepalive_timeout)
 }
 END_TEST
 
+/* ---- TCP_USER_TIMEOUT ----------------------------------------------------------------------- */
+
+/* Set on the listener, inherited by the accepted connection (tcp(7)); negative is EINVAL. */
+static void user_timeout_listener(struct th *h, int ms)
+{
+    h->lsd = listen_on(h, LPORT, 16);
+    int v = -1;
+    EQ(stk_getopt(h->e, h->lsd, STK_TCP_USER_TIMEOUT, &v), 0);
+    EQI(v, 0);
+    EQI(stk_setopt(h->e, h->now, h->lsd, STK_TCP_USER_TIMEOUT, -1), -EINVAL);
+    EQ(stk_setopt(h->e, h->now, h->lsd, STK_TCP_USER_TIMEOUT, ms), 0);
+    passive_open(h, &BARE);
+    EQ(stk_getopt(h->e, h->sd, STK_TCP_USER_TIMEOUT, &v), 0);
+    EQI(v, ms);
+}
+
+/* Unacknowledged data: the connection fails with ETIMEDOUT once the head of the flight has
+ * waited the user timeout, long before data_retries retransmissions (15 here: ~15 min), and
+ * the RTO that would come later is brought forward to that moment. No RST (Linux's
+ * tcp_write_err). */
+START_TEST(user_timeout_unacked)
+{
+    struct stk_config c = base_cfg();
+    c.rto_init_us = 1 * SEC;
+    struct th *h = th_new_cfg(&c);
+    user_timeout_listener(h, 5000);
+    uint32_t s = h->iss + 1;
+    nodelay(h);
+    stk_time_t t = h->now;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    static const unsigned at_s[] = {1, 3}; /* the next, at 7 s, is clamped to 5 s */
+    for (unsigned i = 0; i < 2; i++) {
+        advance(h, t + (at_s[i] + 1) * SEC - 1);
+        EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+        EQ(h->p_time, t + at_s[i] * SEC);
+        EXPECT_NONE(h);
+    }
+    advance(h, t + 5 * SEC - 1);
+    EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
+    advance(h, t + 5 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_conn_timeouts, 1);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ETIMEDOUT);
+    th_free(h);
+}
+END_TEST
+
+/* A zero window bounded by the user timeout even though the peer answers every probe
+ * (without it the probing goes on for as long as the peer answers: zero_window_peer_vanishes),
+ * counted from the first probe. */
+START_TEST(user_timeout_zero_window)
+{
+    struct th *h = th_new();
+    user_timeout_listener(h, 10000);
+    nodelay(h);
+    h->pwin = 0;
+    peer_ack(h);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 1000, 0), 1000);
+    EXPECT_NONE(h);
+    uint64_t zwp0 = ctr(h)->tcp_zwp;
+    for (int i = 0; i < 100 && ctr(h)->tcp_zwp == zwp0; i++)
+        advance_by(h, 10 * MS);
+    EXPECT(h, F_ACK, s, h->pseq, 1);
+    stk_time_t first = h->p_time;
+    peer_ack(h);
+    for (int i = 0; i < 200 && state_of(h, h->sd) == STK_TCP_ESTABLISHED; i++) {
+        advance_by(h, 100 * MS);
+        drain(h);
+        peer_ack(h); /* every probe answered, the window still closed */
+        drain(h);
+    }
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    REQUIRE(h->now >= first + 10 * SEC && h->now <= first + 10 * SEC + 100 * MS,
+            "closed %llu ms after the first probe", (unsigned long long)((h->now - first) / MS));
+    EQ(ctr(h)->tcp_zwp - zwp0 >= 3, 1);
+    int err = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_ERROR, &err), 0);
+    EQI(err, ETIMEDOUT);
+    th_free(h);
+}
+END_TEST
+
+/* With keepalive, the user timeout replaces TCP_KEEPCNT: the connection is reset at the first
+ * probe time after the peer has been silent that long (16 s here, not 10 + 2 * 9 = 28 s). */
+START_TEST(user_timeout_keepalive)
+{
+    struct th *h = th_new();
+    user_timeout_listener(h, 15000);
+    stk_time_t t = h->now;
+    keepalive_on(h, 10, 2, 9);
+    advance(h, t + 30 * SEC);
+    for (unsigned i = 0; i < 3; i++) {
+        EXPECT(h, F_ACK, h->pack - 1, h->pseq, 0);
+        EQ(h->p_time, t + (10 + 2 * i) * SEC);
+    }
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
+    EQ(h->p_time, t + 16 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_keepalive_drops, 1);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ETIMEDOUT);
+    th_free(h);
+}
+END_TEST
+
 /* Unacknowledged data: no keepalive probe (Linux's tcp_keepalive_timer leaves the peer to the
  * retransmission timer); once all is acknowledged, probes start after an idle time. */
 START_TEST(keepalive_data_outstanding)
@@ -3086,6 +3196,9 @@ int main(void)
     tcase_add_test(tc, keepalive_answered);
     tcase_add_test(tc, keepalive_timeout);
     tcase_add_test(tc, keepalive_data_outstanding);
+    tcase_add_test(tc, user_timeout_unacked);
+    tcase_add_test(tc, user_timeout_zero_window);
+    tcase_add_test(tc, user_timeout_keepalive);
     tc = tcase(s, "time_wait");
     tcase_add_test(tc, time_wait_expiry);
     tcase_add_test(tc, time_wait_fin_reacked);

@@ -234,6 +234,46 @@ static void poll_timeout(void)
     CHECK(within(dt, TMO_MS), "poll returned after %.0f ms, want %d", dt, TMO_MS);
 }
 
+/* TCP_USER_TIMEOUT (tcp(7)): 0 by default, negative is EINVAL, inherited from the listener;
+ * data waiting on a zero window fails the connection with ETIMEDOUT once it has waited that
+ * long, although the peer (the sink, which never reads) answers every window probe, and
+ * without the option such a connection would stay for ever. */
+static void user_timeout(void)
+{
+    int l = sem_listen_self(3, 0);
+    CHECK(l >= 0, "listen");
+    int v = -1;
+    socklen_t len = sizeof v;
+    CHECK_OK(getsockopt(l, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, &len));
+    CHECK(v == 0 && len == sizeof v, "default %d (len %u)", v, len);
+    v = -1;
+    CHECK_ERR(setsockopt(l, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof v), EINVAL);
+    v = 2500;
+    CHECK_OK(setsockopt(l, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof v));
+    int c = sem_ctl(sem_lport(3), 0, 0, 1);
+    CHECK(c >= 0, "control");
+    int s = sem_accept_within(l, 5000);
+    CHECK(s >= 0, "accept");
+    v = 0;
+    len = sizeof v;
+    CHECK_OK(getsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, &len));
+    CHECK(v == 2500, "accepted socket's TCP_USER_TIMEOUT %d", v);
+
+    int fd = sem_connect_peer(SEM_P_SINK);
+    CHECK(fd >= 0, "connect to sink");
+    CHECK(sem_fill_sndbuf(fd) > 0, "fill the send buffer");
+    v = 1000;
+    CHECK_OK(setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof v));
+    double t0 = sem_ms();
+    int ev = sem_wait_fd(fd, POLLOUT, 15000);
+    double dt = sem_ms() - t0;
+    CHECK(ev & POLLERR, "poll: 0x%x after %.0f ms (want POLLERR)", (unsigned)ev, dt);
+    int err = 0;
+    len = sizeof err;
+    CHECK_OK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len));
+    CHECK(err == ETIMEDOUT, "SO_ERROR %s", sem_ename(err));
+}
+
 int main(void)
 {
     sem_init("sem_timeout", 2);
@@ -249,5 +289,6 @@ int main(void)
     SEM_RUN(connect_timeout);
     SEM_RUN(timeouts_are_separate);
     SEM_RUN(poll_timeout);
+    SEM_RUN(user_timeout);
     return sem_done();
 }
