@@ -185,6 +185,12 @@ int shim_attach(const struct shim_attach *a)
     if (C.sys.sigaction && shim_ucopy_install(C.sys.sigaction) < 0)
         shim_warn_once("ucopy", "cannot install the SIGSEGV/SIGBUS handler: bad buffers crash "
                                 "instead of failing with EFAULT");
+    /* The stack's pidfd now, not at the first wait: a process that later confines itself
+     * (OpenSSH's pre-authentication child: seccomp, which kills on pidfd_open) still has
+     * it, and so do its fork children. Not when the stack is still starting (no pid yet):
+     * then the first wait opens it. */
+    if (SHIM_LOAD(&h->stack_pid) > 0)
+        shim__stack_pidfd_locked();
     SHIM_STORE(&C.attached, 1);
     return 0;
 }
@@ -209,8 +215,17 @@ bool shim_stack_dead(void)
     uint32_t st = SHIM_LOAD(&C.hdr->state);
     int32_t pid = SHIM_LOAD(&C.hdr->stack_pid);
     int e = errno;
-    bool dead =
-        st == SHM_GONE || st == SHM_FAILED || (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH);
+    bool dead = st == SHM_GONE || st == SHM_FAILED;
+    /* Its pidfd, when open, is readable once it has exited: a ppoll, which sandboxes that
+     * let the application poll at all allow (OpenSSH's seccomp filter kills on kill()). */
+    int pfd = __atomic_load_n(&C.stack_pidfd, __ATOMIC_ACQUIRE);
+    struct pollfd p = {pfd, POLLIN, 0};
+    struct timespec zero = {0, 0};
+    int r = !dead && pfd > 0 ? C.sys.ppoll(&p, 1, &zero, NULL) : -1;
+    if (r >= 0)
+        dead = r == 1 && (p.revents & (POLLIN | POLLHUP | POLLNVAL));
+    else if (!dead)
+        dead = pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
     errno = e;
     if (dead)
         shim__stack_gone();

@@ -304,6 +304,13 @@ static int poll_impl(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sig
             tp = &ts;
         }
         int r = C.sys.ppoll(kp, k, tp, mask);
+        if (r < 0 && errno == EINVAL && pfd > 0 && k <= n + 1) {
+            /* More fds than RLIMIT_NOFILE (OpenSSH's sandboxed child allows one, and polls
+             * one): without the pidfd, as the application asked. ustackd's death then shows
+             * at the next call that waits for it. */
+            pfd = -1;
+            r = C.sys.ppoll(kp, --k, tp, mask);
+        }
         if (r < 0) {
             rc = -errno;
             break;

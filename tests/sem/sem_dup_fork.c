@@ -5,6 +5,13 @@
  * the kernel. */
 #include "sem.h"
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 /* A connection from the peer, accepted on our listener k; *ctl gets the control connection
@@ -327,10 +334,127 @@ static int exec_child(int a, int b)
     return send(a, "exec", 4, 0) == 4 ? 0 : 4;
 }
 
+/* Confines the calling process as OpenSSH confines its pre-authentication child: at most
+ * one open file (RLIMIT_NOFILE 1, so poll() takes one fd at most) and a seccomp filter that
+ * kills the process on any system call but a short list (OpenSSH's
+ * sandbox-seccomp-filter.c allows about these). 0, or -1 with errno. */
+static int confine(void)
+{
+#if defined(__x86_64__)
+    const unsigned arch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+    const unsigned arch = AUDIT_ARCH_AARCH64;
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+    static const long allow[] = {
+        SYS_read,          SYS_write,        SYS_writev,         SYS_ppoll,
+        SYS_pselect6,      SYS_futex,        SYS_getpid,         SYS_getrandom,
+        SYS_clock_gettime, SYS_gettimeofday, SYS_nanosleep,      SYS_clock_nanosleep,
+        SYS_exit,          SYS_exit_group,   SYS_rt_sigprocmask, SYS_rt_sigreturn,
+        SYS_brk,           SYS_mmap,         SYS_munmap,         SYS_mremap,
+        SYS_madvise,       SYS_close,        SYS_shutdown,
+#ifdef SYS_poll
+        SYS_poll,          SYS_select,
+#endif
+    };
+    struct sock_filter f[8 + 2 * sizeof allow / sizeof allow[0]];
+    unsigned n = 0;
+    f[n++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0);
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    f[n++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+    for (unsigned i = 0; i < sizeof allow / sizeof allow[0]; i++) {
+        f[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)allow[i], 0, 1);
+        f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    }
+    f[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+    struct sock_fprog prog = {(unsigned short)n, f};
+    struct rlimit rl = {1, 1};
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+/* The confined child's work (below): its exit status says what failed. */
+static int sandbox_work(int a)
+{
+    if (confine() < 0)
+        return 2;
+    for (int i = 0; i < 20; i++) {
+        char msg[16], buf[16];
+        int n = snprintf(msg, sizeof msg, "sandbox %d", i);
+        if (write(a, msg, (size_t)n) != n)
+            return 3;
+        struct pollfd p = {a, POLLIN, 0};
+        int got = 0;
+        while (got < n) {
+            if (poll(&p, 1, 5000) != 1 || !(p.revents & POLLIN))
+                return 4;
+            ssize_t r = read(a, buf + got, (size_t)(n - got));
+            if (r <= 0)
+                return 5;
+            got += (int)r;
+        }
+        if (memcmp(buf, msg, (size_t)n))
+            return 6;
+    }
+    struct pollfd p = {a, POLLIN, 0};
+    if (poll(&p, 1, 200) != 0) /* nothing to read: sleeps to its timeout */
+        return 7;
+    return close(a) == 0 ? 0 : 8;
+}
+
+/* OpenSSH's sshd: the listener forks a child for a connection, which executes sshd again
+ * with the socket, and that image forks the pre-authentication child, which confines
+ * itself before it uses the connection. So the last image never waited on the socket
+ * before the confinement (ustack must not need a system call the filter forbids, such as
+ * pidfd_open, nor poll more fds than the one given: OpenSSH's child dies or fails its poll).
+ * Here: exec with the connection, fork, confine, write, poll for the echo, read it, a
+ * poll that sleeps to its timeout, close. */
+static void sandboxed_child(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK_OK(roundtrip(a, "before"));
+    int fl = fcntl(a, F_GETFL);
+    CHECK_OK(fcntl(a, F_SETFL, fl | O_NONBLOCK));
+    char fa[16];
+    snprintf(fa, sizeof fa, "%d", a);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        execl(self_path, self_path, "--sandbox-child", fa, (char *)NULL);
+        _exit(127);
+    }
+    int st = wait_child(pid, 15000);
+    CHECK(st == 0, "the confined child %s %d", st > 128 ? "died of signal" : "exited with",
+          st > 128 ? st - 128 : st);
+    CHECK_OK(fcntl(a, F_SETFL, fl));
+    CHECK_OK(roundtrip(a, "after"));
+}
+
+/* The exec'd image of sandboxed_child: forks the child that confines itself. */
+static int sandbox_child(int a)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return 9;
+    if (pid == 0)
+        _exit(sandbox_work(a));
+    int st = wait_child(pid, 12000);
+    return st == 0 ? 0 : st;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--exec-child"))
         return exec_child(atoi(argv[2]), atoi(argv[3]));
+    if (argc == 3 && !strcmp(argv[1], "--sandbox-child"))
+        return sandbox_child(atoi(argv[2]));
     self_path = "/proc/self/exe";
     static char path[4096];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
@@ -354,5 +478,6 @@ int main(int argc, char **argv)
     SEM_RUN(fork_child_exits);
     SEM_RUN(fork_child_accepts);
     SEM_RUN(exec_inherits);
+    SEM_RUN(sandboxed_child);
     return sem_done();
 }
