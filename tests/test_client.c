@@ -1206,6 +1206,10 @@ static pid_t stand_in(void)
     char *argv[] = {"sleep", "30", NULL};
     ck_assert_int_eq(posix_spawnp(&pid, "sleep", NULL, NULL, argv, environ), 0);
     atomic_store(&shm_hdr(base)->stack_pid, pid);
+    /* The library opened the pidfd of the stack it attached to (this process, here): the
+     * next wait opens the stand-in's (the old one stays open, so its number is not reused
+     * under the library's private-fd entry). */
+    __atomic_store_n(&shim__c.stack_pidfd, 0, __ATOMIC_RELEASE);
     return pid;
 }
 
