@@ -1203,6 +1203,51 @@ START_TEST(epoll_direct_rotation_stale_wakes)
 }
 END_TEST
 
+/* A one-shot member woken while not ready is enabled again in the application's epoll
+ * (the kernel disabled it when it returned the stale event); an EPOLLEXCLUSIVE listener
+ * whose fd is closed while a dup lives keeps reporting, its loopback companion too (its
+ * registration cannot be MODed: it is deleted and added again under the new number). */
+START_TEST(epoll_oneshot_stale_exclusive_hold)
+{
+    int os = connected(7), ep = epoll_create1(0);
+    struct epoll_event ev = {EPOLLIN | EPOLLONESHOT, {.u64 = 5}}, out[8];
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, os, &ev), 0);
+    uint64_t one = 1;
+    ck_assert_int_eq(write(os, &one, sizeof(one)), 8);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0);
+    shim_send(os, "a", 1, 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_uint_eq(out[0].data.u64, 5);
+    ck_assert_int_eq(ep_wait(ep, out, 50), 0); /* reported: disabled until MOD */
+    ck_assert_int_eq(shim_close(os), 0);
+
+    int l = shim_socket(0);
+    struct sockaddr_in a = addr(0, 47812);
+    ck_assert_int_eq(shim_bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(shim_listen(l, 16), 0);
+    ck_assert_int_ge(shim__c.files[shim_fds.ent[l].slot].lfd, 0);
+    ev = (struct epoll_event){EPOLLIN | EPOLLEXCLUSIVE, {.u64 = 21}};
+    ck_assert_int_eq(shim_epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev), 0);
+    int d = shim_dup(l);
+    ck_assert_int_ge(d, 0);
+    ck_assert_int_eq(shim_close(l), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+    int k = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in lo = addr(INADDR_LOOPBACK, 47812);
+    ck_assert_int_eq(connect(k, (struct sockaddr *)&lo, sizeof(lo)), 0);
+    ck_assert_int_eq(ep_wait(ep, out, 1000), 1);
+    ck_assert_uint_eq(out[0].data.u64, 21);
+    ck_assert_int_eq(out[0].events, EPOLLIN);
+    int c = shim_accept(d, NULL, NULL, 0);
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_eq(ep_wait(ep, out, 30), 0);
+    close(k);
+    ck_assert_int_eq(shim_close(c), 0);
+    ck_assert_int_eq(shim_close(d), 0);
+    ck_assert_int_eq(shim_close(ep), 0);
+}
+END_TEST
+
 /* The stack counts an event before its change shows (docs/shm.md "Events"). A harvest, or
  * an ADD, that falls between the two sees the count without the data: it must not use the
  * count up, or the stack's signal after the change reports nothing and the data waits
@@ -1497,6 +1542,7 @@ int main(void)
     tcase_add_test(tc, epoll_events_dups_nesting);
     tcase_add_test(tc, epoll_et_count_before_change);
     tcase_add_test(tc, epoll_direct_rotation_stale_wakes);
+    tcase_add_test(tc, epoll_oneshot_stale_exclusive_hold);
     tcase_add_test(tc, select_mixed);
     tcase_add_test(tc, loopback_goes_to_the_kernel);
     tcase_add_test(tc, sendfile_from_file);
