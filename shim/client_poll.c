@@ -12,17 +12,19 @@
  *
  * poll/select check ustack sockets in user space and sleep in the kernel on their
  * eventfds together with the kernel fds. An epoll instance stays the application's kernel
- * epoll; its ustack members live in a second kernel epoll (the inner one) registered in the
- * first under a private cookie, with the members' eventfds in it: level-triggered members
- * as level-triggered EPOLLIN (a readable eventfd is the "still ready" hot list the next
- * epoll_wait re-checks), edge-triggered as EPOLLET, one-shot as EPOLLONESHOT. Polling or
- * nesting the application's epoll fd then works through the kernel unchanged. An
- * edge-triggered member reports events, not levels: the stack counts arrivals and new
- * write space per socket and signals edge arms (armed_et) only for those; the member
- * reports when a counter it cares about moved since its last report (docs/shm.md
- * "Events"). EPOLLEXCLUSIVE members sit in the application's epoll itself (the kernel's
- * wake-one needs a waiter in the epoll it wakes). A registration whose fd is closed while
- * a dup lives moves to a private dup of the eventfd, as Linux keys it by the open file.
+ * epoll, and its ustack members' eventfds are registered in it, their data a per-instance
+ * marker (top bit set) and the fd, the application's data and mask kept here:
+ * level-triggered members as level-triggered EPOLLIN (a readable eventfd is the "still
+ * ready" hot list the next epoll_wait re-checks), edge-triggered as EPOLLET, one-shot as
+ * EPOLLONESHOT, exclusive as EPOLLEXCLUSIVE. epoll_wait rewrites the kernel's events of
+ * members into the members' reports, in place, in the one system call. Polling or nesting
+ * the application's epoll fd works through the kernel unchanged. An edge-triggered member
+ * reports events, not levels: the stack counts arrivals and new write space per socket and
+ * signals edge arms (armed_et) only for those; the member reports when a counter it cares
+ * about moved since its last report (docs/shm.md "Events"). A second, inner kernel epoll,
+ * registered in the application's under a private cookie, holds only ustackd's pidfd. A
+ * registration whose fd is closed while a dup lives moves to a private dup of the eventfd,
+ * as Linux keys it by the open file.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -41,11 +43,11 @@
 
 #define EP_COMPANION 0x80000000u /* kernel data flag: the listener's loopback companion */
 #define EP_MODE      (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP)
-/* The inner epoll's datum for ustackd's pidfd: fd 0x7fffffff, tag 0, which no member has. */
+/* The inner epoll's datum for ustackd's pidfd. */
 #define EP_STACKD 0x7fffffffull
 
 struct shim_epm {
-    uint32_t used, tag;
+    uint32_t used;
     uint32_t events; /* the application's mask, mode bits included */
     uint32_t slot, gen;
     uint64_t data;
@@ -54,18 +56,18 @@ struct shim_epm {
     int out;
     uint32_t in_seen, out_seen; /* EPOLLET: the socket's event counters last reported */
     uint8_t pending;            /* EPOLLET: ready at ADD/MOD, not reported yet */
-    uint8_t direct;             /* in the application's epoll itself (EPOLLEXCLUSIVE) */
     uint8_t dead_seen;          /* EPOLLET: the stack's death was reported */
     int *held; /* a registration whose fd was closed while a dup lives: our private dup */
 };
 
 struct shim_epoll {
     _Atomic int refs; /* application fds referring to it */
-    int ifd;          /* the inner kernel epoll (private fd) */
+    int ifd;          /* the inner kernel epoll (private fd): ustackd's pidfd only */
+    int efd;          /* an application fd of it, last seen (check before use) */
     uint64_t cookie;
-    uint32_t xhi; /* high half of the data of direct members' kernel events */
+    uint32_t xhi; /* high half of the data of members' kernel events */
     struct shim_epm *m;
-    uint32_t cap, tags, round, nheld;
+    uint32_t cap, round, nheld;
     pthread_mutex_t lock;
     struct shim_epoll *next;
 };
@@ -461,13 +463,11 @@ static bool is_et(const struct shim_epm *m)
     return (m->events & (EPOLLET | EPOLLONESHOT)) == EPOLLET;
 }
 
-/* The data of a member's kernel event: in the inner epoll, tag and fd; in the application's
- * epoll (direct members), xhi and fd, xhi having its top bit set so that no user-space
- * pointer an application stores there looks like it. */
-static uint64_t kdata(struct shim_epoll *ep, const struct shim_epm *m, int fd, bool comp)
+/* The data of a member's kernel event in the application's epoll: xhi and fd, xhi having
+ * its top bit set so that no user-space pointer an application stores there looks like it. */
+static uint64_t kdata(struct shim_epoll *ep, int fd, bool comp)
 {
-    uint64_t hi = m->direct ? ep->xhi : m->tag;
-    return hi << 32 | (uint32_t)fd | (comp ? EP_COMPANION : 0);
+    return (uint64_t)ep->xhi << 32 | (uint32_t)fd | (comp ? EP_COMPANION : 0);
 }
 
 static struct shim_epm *member(struct shim_epoll *ep, int fd, bool grow)
@@ -553,6 +553,7 @@ static int instance(int epfd, struct shim_epoll **out)
     if (getrandom(&ep->cookie, sizeof(ep->cookie), GRND_NONBLOCK) != sizeof(ep->cookie))
         ep->cookie = 0x75736b6570636b31ull ^ (uint64_t)(uintptr_t)ep;
     ep->xhi = ~(uint32_t)(ep->cookie >> 32) | 0x80000000u; /* never the cookie's own half */
+    ep->efd = epfd;
     struct epoll_event kev = {EPOLLIN, {.u64 = ep->cookie}};
     if (C.sys.epoll_ctl(epfd, EPOLL_CTL_ADD, ep->ifd, &kev) < 0) {
         rc = -errno; /* EBADF, or EINVAL: epfd is not an epoll */
@@ -580,24 +581,33 @@ out:
     return rc;
 }
 
-/* An application fd number of ep (any of its dups). */
+static bool is_fd_of(struct shim_epoll *ep, int fd)
+{
+    struct shim_fd *e = fd >= 0 ? shim_fdtab_get(&shim_fds, fd) : NULL;
+    return e && SHIM_RLX(&e->kind) == SHIM_FD_EPOLL && e->obj == ep;
+}
+
+/* An application fd number of ep (any of its dups; the last one seen unless it went), or
+ * -1. Caller holds ep->lock. */
 static int epoll_fd_of(struct shim_epoll *ep)
 {
+    if (is_fd_of(ep, ep->efd))
+        return ep->efd;
     int lim = shim_fdtab_limit(&shim_fds);
     for (int fd = 0; fd < lim; fd++) {
-        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
-        if (e && SHIM_RLX(&e->kind) == SHIM_FD_EPOLL && e->obj == ep)
-            return fd;
+        if (is_fd_of(ep, fd))
+            return ep->efd = fd;
     }
     return -1;
 }
 
-/* The kernel epoll a member is registered in (epfd: the application's, if known). */
-static int kep(struct shim_epoll *ep, const struct shim_epm *m, int epfd)
+/* The kernel epoll the members are registered in: the application's (epfd, if known).
+ * Caller holds ep->lock. */
+static int kep(struct shim_epoll *ep, int epfd)
 {
-    if (!m->direct)
-        return ep->ifd;
-    return epfd >= 0 ? epfd : epoll_fd_of(ep);
+    if (epfd >= 0)
+        return ep->efd = epfd;
+    return epoll_fd_of(ep);
 }
 
 static uint32_t member_ready(struct shim_epm *m)
@@ -701,15 +711,14 @@ static void companion_ctl(struct shim_epoll *ep, struct shim_epm *m, int fd, int
 {
     if (m->lfd < 0)
         return;
-    uint32_t x = m->direct ? 0 : EPOLLEXCLUSIVE;
-    struct epoll_event kev = {kernel_events(m->events) & ~x, {.u64 = kdata(ep, m, fd, true)}};
-    C.sys.epoll_ctl(kep(ep, m, epfd), op, m->lfd, &kev);
+    struct epoll_event kev = {kernel_events(m->events), {.u64 = kdata(ep, fd, true)}};
+    C.sys.epoll_ctl(kep(ep, epfd), op, m->lfd, &kev);
 }
 
-/* Takes member m (at fd) out of the kernel epolls and forgets it. */
+/* Takes member m (at fd) out of the kernel epoll and forgets it. */
 static void remove_member(struct shim_epoll *ep, struct shim_epm *m, int fd, int epfd)
 {
-    int k = kep(ep, m, epfd);
+    int k = kep(ep, epfd);
     /* (A private dup the application moved by dup2 onto its number is no longer ours to
      * delete by that number; its registration ends when the eventfd closes.) */
     if (k >= 0 && (!m->held || *m->held == fd))
@@ -752,12 +761,12 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         rc = op == EPOLL_CTL_ADD ? -ENOMEM : -ENOENT;
         goto out;
     }
-    if (op != EPOLL_CTL_ADD && m->direct && m->used && (op == EPOLL_CTL_MOD)) {
+    if (op == EPOLL_CTL_MOD && m->used && (m->events & EPOLLEXCLUSIVE)) {
         rc = -EINVAL; /* Linux: EPOLL_CTL_MOD of an EPOLLEXCLUSIVE item */
         goto out;
     }
     if (op == EPOLL_CTL_DEL) {
-        if (C.sys.epoll_ctl(m->used ? kep(ep, m, epfd) : ep->ifd, EPOLL_CTL_DEL, fd, NULL) < 0) {
+        if (C.sys.epoll_ctl(kep(ep, epfd), EPOLL_CTL_DEL, fd, NULL) < 0) {
             rc = -errno;
             goto out;
         }
@@ -774,18 +783,13 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         if (m->used) /* a socket this number named before, which left unseen */
             remove_member(ep, m, fd, epfd);
         memset(&nm, 0, sizeof(nm));
-        nm.tag = ++ep->tags;
         nm.slot = slot;
         nm.gen = gen;
         struct shim_file *f = &C.files[slot];
         nm.lfd = f->gen == gen ? f->lfd : -1;
-        /* EPOLLEXCLUSIVE is the kernel's wake-one among the epolls waiting on the eventfd,
-         * which works only when those are the application's own (a waiter sleeps in it): an
-         * exclusive member goes there directly. */
-        nm.direct = (ev->events & EPOLLEXCLUSIVE) != 0;
     }
     nm.events = ev->events;
-    struct epoll_event kev = {kernel_events(ev->events), {.u64 = kdata(ep, &nm, fd, false)}};
+    struct epoll_event kev = {kernel_events(ev->events), {.u64 = kdata(ep, fd, false)}};
     if (op == EPOLL_CTL_MOD) {
         if (!m->used) {
             rc = -ENOENT;
@@ -793,7 +797,7 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         }
         drain(fd); /* a readable eventfd would be reported at once by the MOD */
     }
-    if (C.sys.epoll_ctl(kep(ep, &nm, epfd), op, fd, &kev) < 0) {
+    if (C.sys.epoll_ctl(kep(ep, epfd), op, fd, &kev) < 0) {
         rc = -errno;
         goto out;
     }
@@ -815,7 +819,7 @@ static int take(struct shim_epoll *ep, int fd, bool comp, uint64_t d, uint32_t k
                 struct epoll_event *out, int n)
 {
     struct shim_epm *m = member(ep, fd, false);
-    if (!m || !m->used || m->disabled || kdata(ep, m, fd, comp) != d)
+    if (!m || !m->used || m->disabled || kdata(ep, fd, comp) != d)
         return n;
     bool oneshot = m->events & EPOLLONESHOT;
     uint32_t ev;
@@ -830,8 +834,8 @@ static int take(struct shim_epoll *ep, int fd, bool comp, uint64_t d, uint32_t k
              * were disabled by the kernel for this event: enable them again. */
             ev = arm_and_check(fd, m->slot, m->gen, m->events & ~EP_MODE, true);
             if (!ev && oneshot) {
-                struct epoll_event re = {kernel_events(m->events), {.u64 = kdata(ep, m, fd, 0)}};
-                C.sys.epoll_ctl(kep(ep, m, epfd), EPOLL_CTL_MOD, fd, &re);
+                struct epoll_event re = {kernel_events(m->events), {.u64 = kdata(ep, fd, false)}};
+                C.sys.epoll_ctl(kep(ep, epfd), EPOLL_CTL_MOD, fd, &re);
             }
         }
     }
@@ -853,27 +857,17 @@ static int take(struct shim_epoll *ep, int fd, bool comp, uint64_t d, uint32_t k
     return n + 1;
 }
 
-/* Appends the ready members of the inner epoll to out[n..room). Caller holds ep->lock. */
-static int harvest(struct shim_epoll *ep, int epfd, struct epoll_event *out, int n, int room)
+/* The inner epoll was readable: ustackd's pidfd, its only member, fired (one-shot). */
+static void inner_ready(struct shim_epoll *ep)
 {
-    struct epoll_event kev[128];
-    if (room <= n)
-        return n;
-    int k = C.sys.epoll_pwait(ep->ifd, kev, room - n < 128 ? room - n : 128, 0, NULL);
-    for (int j = 0; j < k; j++) {
-        uint64_t d = kev[j].data.u64;
-        if (d == EP_STACKD) { /* one-shot: fires once per inner epoll */
-            shim__stack_gone();
-            continue;
-        }
-        n = take(ep, (int)(d & 0x7fffffff), d & EP_COMPANION, d, kev[j].events, epfd, out, n);
-    }
-    return n;
+    struct epoll_event kev;
+    if (C.sys.epoll_pwait(ep->ifd, &kev, 1, 0, NULL) == 1 && kev.data.u64 == EP_STACKD)
+        shim__stack_gone();
 }
 
 /* The kernel's events in evs[0..n): the application's own stay, ours become the members'
  * reports. Returns the new count. */
-static int translate(struct shim_epoll *ep, int epfd, struct epoll_event *evs, int n, int max)
+static int translate(struct shim_epoll *ep, int epfd, struct epoll_event *evs, int n)
 {
     bool ours = false;
     for (int i = 0; i < n && !ours; i++)
@@ -896,7 +890,7 @@ static int translate(struct shim_epoll *ep, int epfd, struct epoll_event *evs, i
         }
     }
     if (inner)
-        out = harvest(ep, epfd, evs, out, max);
+        inner_ready(ep);
     pthread_mutex_unlock(&ep->lock);
     return out;
 }
@@ -934,7 +928,7 @@ int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_
         }
         if (n < 0)
             return -errno;
-        int out = translate(ep, epfd, evs, n, max);
+        int out = translate(ep, epfd, evs, n);
         if (out > 0 || n == 0 || timeout_ns == 0)
             return out;
         if (deadline != SHIM_FOREVER && shim__now() >= deadline)
@@ -950,7 +944,7 @@ int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_
 static void hold(struct shim_epoll *ep, struct shim_epm *m, int fd)
 {
     int *h = malloc(sizeof(*h));
-    int k = kep(ep, m, -1);
+    int k = kep(ep, -1);
     if (!h || k < 0 || (*h = C.sys.fcntl(fd, F_DUPFD_CLOEXEC, 1000)) < 0) {
         free(h);
         remove_member(ep, m, fd, -1);
@@ -965,10 +959,8 @@ static void hold(struct shim_epoll *ep, struct shim_epm *m, int fd)
         return;
     }
     *hm = *m;
-    struct epoll_event kev = {m->disabled ? 0 : kernel_events(m->events) & ~EPOLLEXCLUSIVE,
-                              {.u64 = kdata(ep, hm, *h, false)}};
-    if (m->direct)
-        kev.events |= m->events & EPOLLEXCLUSIVE;
+    struct epoll_event kev = {m->disabled ? 0 : kernel_events(m->events),
+                              {.u64 = kdata(ep, *h, false)}};
     if (C.sys.epoll_ctl(k, EPOLL_CTL_ADD, *h, &kev) < 0) {
         memset(hm, 0, sizeof(*hm));
         C.sys.close(*h);
@@ -977,7 +969,13 @@ static void hold(struct shim_epoll *ep, struct shim_epm *m, int fd)
         return;
     }
     C.sys.epoll_ctl(k, EPOLL_CTL_DEL, fd, NULL);
-    companion_ctl(ep, hm, *h, EPOLL_CTL_MOD, -1);
+    /* The companion's data names the new number (an EPOLLEXCLUSIVE item cannot be MODed). */
+    if (hm->events & EPOLLEXCLUSIVE) {
+        companion_ctl(ep, hm, *h, EPOLL_CTL_DEL, k);
+        companion_ctl(ep, hm, *h, EPOLL_CTL_ADD, k);
+    } else {
+        companion_ctl(ep, hm, *h, EPOLL_CTL_MOD, k);
+    }
     hm->held = h;
     shim__priv(h);
     ep->nheld++;

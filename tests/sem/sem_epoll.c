@@ -5,6 +5,7 @@
 #include "sem.h"
 
 #include <sys/epoll.h>
+#include <sys/wait.h>
 
 static int ep_new(void)
 {
@@ -393,6 +394,64 @@ static void round_robin(void)
           (unsigned long long)e2[0].data.u64, missing);
 }
 
+/* The same with kernel and ustack members in one set: four waits for one event each over
+ * three connections and a pipe, all ready, report each of them once. */
+static void round_robin_mixed(void)
+{
+    int fd[3], p[2], ep = ep_new();
+    CHECK_OK(pipe(p));
+    sem_track(p[0]);
+    sem_track(p[1]);
+    for (int i = 0; i < 3; i++) {
+        fd[i] = sem_connect_peer(SEM_P_ECHO);
+        CHECK(fd[i] >= 0, "connect %d", i);
+        CHECK_OK(ep_add(ep, fd[i], EPOLLIN, (uint64_t)i));
+    }
+    CHECK_OK(ep_add(ep, p[0], EPOLLIN, 3));
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(echo_byte(fd[i]));
+    CHECK(write(p[1], "p", 1) == 1, "pipe write");
+    for (int round = 0; round < 2; round++) {
+        unsigned seen = 0;
+        for (int i = 0; i < 4; i++) {
+            struct epoll_event ev;
+            CHECK(epoll_wait(ep, &ev, 1, 1000) == 1, "wait %d", i);
+            seen |= 1u << (ev.data.u64 & 7);
+        }
+        CHECK(seen == 0xf, "round %d: four waits saw members %#x, want 0xf", round, seen);
+    }
+}
+
+/* An epoll set made before fork serves both processes: the child's wait reports the
+ * inherited member with its data; the parent's too (level-triggered, nothing read). */
+static void fork_shares_set(void)
+{
+    int fd = sem_connect_peer(SEM_P_ECHO), ep = ep_new();
+    CHECK(fd >= 0, "connect");
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 42));
+    CHECK_OK(echo_byte(fd));
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        struct epoll_event ev;
+        int n = epoll_wait(ep, &ev, 1, 1000);
+        _exit(n == 1 && ev.data.u64 == 42 && ev.events == EPOLLIN ? 0 : 1);
+    }
+    int st = 0;
+    double end = sem_ms() + 5000;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (sem_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            break;
+        }
+        sem_sleep_ms(10);
+    }
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child's wait: status %#x", st);
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 42, "parent's wait");
+}
+
 int main(void)
 {
     sem_init("sem_epoll", 6);
@@ -415,5 +474,7 @@ int main(void)
     SEM_RUN(listener);
     SEM_RUN(full_not_writable);
     SEM_RUN(round_robin);
+    SEM_RUN(round_robin_mixed);
+    SEM_RUN(fork_shares_set);
     return sem_done();
 }
