@@ -371,6 +371,8 @@ static void icmp6_error_in(struct stk_engine *e, stk_time_t now, const struct st
     if (nh == STK_IP_PROTO_TCP && len - off >= 8)
         stk__tcp6_icmp_error(e, now, pkt->l4[0], pkt->l4[1], stk__get32(pkt->l4 + 4), q + 8, q + 24,
                              q + off, len - off);
+    else if (nh == STK_IP_PROTO_UDP && len - off >= 8)
+        stk__udp6_icmp_error(e, pkt->l4[0], pkt->l4[1], q + 8, q + 24, q + off, len - off);
 }
 
 static void icmp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *pkt)
@@ -403,7 +405,7 @@ static void icmp6_input(struct stk_engine *e, stk_time_t now, const struct stk_i
     if (type < 128) {
         /* Errors (destination unreachable, packet too big, time exceeded, parameter
          * problem, and unknown ones, section 2.4 (a)) go to the upper layer that sent the
-         * quoted packet: TCP (UDP over IPv6 does not take them yet). */
+         * quoted packet: TCP, or UDP (connected sockets, hard errors). */
         e->ctr.icmp6_errors_in++;
         icmp6_error_in(e, now, pkt);
         return;

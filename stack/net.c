@@ -184,14 +184,14 @@ void stk__icmp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4
     case ICMP_TIMXCEED:
     case ICMP_PARAMPROB: {
         /* An error quotes the IP header and at least 8 bytes of the datagram it is about
-         * (RFC 792): TCP checks it against its connections (RFC 5927); UDP takes
-         * destination unreachable for connected sockets. */
+         * (RFC 792): TCP checks it against its connections (RFC 5927); UDP gives
+         * connected sockets the hard errors. */
         const uint8_t *q = ip->l4 + ICMP_HLEN;
         size_t qlen = ip->l4_len - ICMP_HLEN;
         if (qlen >= STK_IP_HLEN && q[9] == STK_IP_PROTO_TCP)
             stk__tcp_icmp_error(e, now, ip->l4[0], ip->l4[1], stk__get32(ip->l4 + 4), q, qlen);
-        else if (ip->l4[0] == ICMP_UNREACH)
-            stk__udp_icmp_error(e, ip->l4[1], q, qlen);
+        else
+            stk__udp_icmp_error(e, ip->l4[0], ip->l4[1], q, qlen);
         break;
     }
     default:

@@ -415,6 +415,15 @@ void stk__tcp6_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, ui
                           const uint8_t *th, size_t thlen);
 /* UDP over IPv6 (udp.c). */
 void stk__udp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6_pkt *ip);
+/* An ICMPv6 error about a UDP datagram we sent (uh: its UDP header, len >= 8 bytes quoted;
+ * src/dst: the quoted addresses): a connected socket takes a hard error (udp.c). */
+void stk__udp6_icmp_error(struct stk_engine *e, uint8_t type, uint8_t code, const uint8_t src[16],
+                          const uint8_t dst[16], const uint8_t *uh, size_t len);
+/* Linux's icmp_err_convert and icmpv6_err_convert (tcp_icmp.c): the errno an ICMP or ICMPv6
+ * error of type/code stands for, and whether it is a hard error (true). Fragmentation
+ * needed and Packet Too Big are the callers' own (path MTU). */
+bool stk__icmp4_err(uint8_t type, uint8_t code, int *err);
+bool stk__icmp6_err(uint8_t type, uint8_t code, int *err);
 /* Neighbour resolution of nexthop failed: SYN-SENT connections to it end with
  * EHOSTUNREACH (tcp_conn.c), as stk__tcp_unreachable for ARP. */
 void stk__tcp_unreachable6(struct stk_engine *e, const uint8_t nexthop[16]);

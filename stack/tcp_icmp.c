@@ -70,6 +70,50 @@ static const struct {
     {EACCES, true},        /* 6 reject route */
 };
 
+bool stk__icmp4_err(uint8_t type, uint8_t code, int *err)
+{
+    switch (type) {
+    case ICMP_UNREACH:
+        if (code >= 16) {
+            *err = EHOSTUNREACH;
+            return false;
+        }
+        *err = unreach4[code].err;
+        return unreach4[code].fatal;
+    case ICMP_TIMXCEED:
+        *err = EHOSTUNREACH;
+        return false;
+    case ICMP_PARAMPROB:
+        *err = EPROTO;
+        return true;
+    default:
+        *err = 0;
+        return false;
+    }
+}
+
+bool stk__icmp6_err(uint8_t type, uint8_t code, int *err)
+{
+    *err = EPROTO; /* unknown error types: EPROTO, not fatal */
+    switch (type) {
+    case ICMP6_DST_UNREACH:
+        if (code >= 7)
+            return true;
+        *err = unreach6[code].err;
+        return unreach6[code].fatal;
+    case ICMP6_PACKET_TOO_BIG:
+        *err = EMSGSIZE;
+        return false;
+    case ICMP6_TIME_EXCEEDED:
+        *err = EHOSTUNREACH;
+        return false;
+    case ICMP6_PARAM_PROB:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Sends again, at the new MSS, everything in flight (Linux's tcp_simple_retransmit): the
  * segments were too big for the path and are gone, which says nothing about congestion, so
  * cwnd and ssthresh stay. As after a timeout, snd_nxt goes back to snd_una (output skips
@@ -233,18 +277,10 @@ void stk__tcp6_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, ui
     if (!e->tcp || thlen < 8)
         return;
     e->ctr.tcp_icmp_err_in++;
-    int err = EPROTO; /* unknown error types: EPROTO, not fatal */
-    bool fatal = false;
+    int err;
+    bool fatal = stk__icmp6_err(type, code, &err);
     uint32_t pmtu = 0;
-    switch (type) {
-    case ICMP6_DST_UNREACH:
-        fatal = true;
-        if (code < 7) {
-            err = unreach6[code].err;
-            fatal = unreach6[code].fatal;
-        }
-        break;
-    case ICMP6_PACKET_TOO_BIG:
+    if (type == ICMP6_PACKET_TOO_BIG) {
         /* RFC 8201 section 4: below the IPv6 minimum the message is ignored (RFC 8200 no
          * longer has nodes add a Fragment header), as Linux does. */
         if (info < ICMP6_MIN_MTU) {
@@ -252,15 +288,6 @@ void stk__tcp6_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, ui
             return;
         }
         pmtu = stk__min32(info, 65535);
-        break;
-    case ICMP6_TIME_EXCEEDED:
-        err = EHOSTUNREACH;
-        break;
-    case ICMP6_PARAM_PROB:
-        fatal = true;
-        break;
-    default:
-        break;
     }
     uint16_t sport = stk__get16(th), dport = stk__get16(th + 2);
     struct stk_tcb *t = stk__conn_lookup6(e, src, sport, dst, dport);

@@ -8,17 +8,17 @@
 
 #include "udp.h"
 
-#define ICMP_UNREACH       3
-#define ICMP_UNREACH_PROTO 2
-#define ICMP_UNREACH_PORT  3
-#define ICMP_HLEN          8
-#define ICMP_QUOTE_MAX     (576 - STK_IP_HLEN - ICMP_HLEN) /* RFC 1812 4.3.2.3 */
-#define ICMP_UNREACH_BURST 50u
-#define UDP_DEFAULT_BUF    212992u
-#define UDP_MAX_IOV        8
-#define UDP_BUF_MIN_RCV    2304u /* Linux's SOCK_MIN_RCVBUF */
-#define UDP_BUF_MIN_SND    4608u /* Linux's SOCK_MIN_SNDBUF */
-#define UDP_BUF_MAX        (64u << 20)
+#define ICMP_UNREACH          3
+#define ICMP_UNREACH_PORT     3
+#define ICMP_UNREACH_NEEDFRAG 4
+#define ICMP_HLEN             8
+#define ICMP_QUOTE_MAX        (576 - STK_IP_HLEN - ICMP_HLEN) /* RFC 1812 4.3.2.3 */
+#define ICMP_UNREACH_BURST    50u
+#define UDP_DEFAULT_BUF       212992u
+#define UDP_MAX_IOV           8
+#define UDP_BUF_MIN_RCV       2304u /* Linux's SOCK_MIN_RCVBUF */
+#define UDP_BUF_MIN_SND       4608u /* Linux's SOCK_MIN_SNDBUF */
+#define UDP_BUF_MAX           (64u << 20)
 
 static uint32_t rcvbuf_default(const struct stk_engine *e)
 {
@@ -986,37 +986,68 @@ void stk__udp6_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv6
     }
 }
 
-void stk__udp_icmp_error(struct stk_engine *e, uint8_t code, const uint8_t *q, size_t len)
+/* The connected socket a quoted datagram (our port sport to dst:dport) came from, if any
+ * (v6: an IPv6 one). Only connected sockets hear of errors: Linux's __udp4_lib_err and
+ * __udp6_lib_err without IP_RECVERR. */
+static struct stk_udp_sock *connected_to(struct stk_engine *e, bool v6, uint32_t dst,
+                                         const uint8_t dst6[16], uint16_t sport, uint16_t dport)
+{
+    for (struct stk_udp_sock *s = *bucket(e, sport); s; s = s->pnext) {
+        if (s->lport != sport || !(s->flags & UF_CONNECTED) || s->rport != dport ||
+            !(s->flags & UF_R6) != !v6)
+            continue;
+        if (v6 ? memcmp(s->rip6, dst6, 16) == 0 : s->rip == dst)
+            return s;
+    }
+    return NULL;
+}
+
+/* A hard error for s: reported once by its next call (SO_ERROR, recv, send). */
+static void hard_error(struct stk_engine *e, struct stk_udp_sock *s, int err)
+{
+    e->ctr.udp_icmp_err_in++;
+    s->so_error = err;
+    notify(e, s);
+}
+
+void stk__udp_icmp_error(struct stk_engine *e, uint8_t type, uint8_t code, const uint8_t *q,
+                         size_t len)
 {
     int err;
-    switch (code) {
-    case ICMP_UNREACH_PORT:
-        err = ECONNREFUSED;
-        break;
-    case ICMP_UNREACH_PROTO:
-        err = ENOPROTOOPT;
-        break;
-    default:
-        /* Linux (icmp_err_convert) treats the other codes as soft errors, which a socket
-         * without IP_RECVERR never reports. */
-        return;
+    bool hard = stk__icmp4_err(type, code, &err);
+    /* Fragmentation needed: EMSGSIZE, hard, as Linux with the default IP_PMTUDISC_WANT (the
+     * datagram was sent with DF, which ustack sets on every datagram that fits the MTU). */
+    if (type == ICMP_UNREACH && code == ICMP_UNREACH_NEEDFRAG) {
+        err = EMSGSIZE;
+        hard = true;
     }
-    if (len < STK_IP_HLEN)
+    /* Linux (icmp_err_convert) keeps soft errors (net/host unreachable, time exceeded) for
+     * IP_RECVERR, which ustack does not implement: not reported. */
+    if (!hard || len < STK_IP_HLEN)
         return;
     size_t hlen = (size_t)(q[0] & 0x0f) * 4;
-    if (hlen < STK_IP_HLEN || len < hlen + 4 || q[9] != STK_IP_PROTO_UDP ||
-        stk__get32(q + 12) != e->cfg.ip)
+    if ((q[0] >> 4) != 4 || hlen < STK_IP_HLEN || len < hlen + 4 || q[9] != STK_IP_PROTO_UDP ||
+        stk__get32(q + 12) != e->cfg.ip || (stk__get16(q + 6) & 0x1fff) != 0)
         return;
-    uint32_t dst = stk__get32(q + 16);
-    uint16_t sport = stk__get16(q + hlen), dport = stk__get16(q + hlen + 2);
-    /* Only a connected socket hears of it (Linux's __udp4_lib_err without IP_RECVERR). */
-    for (struct stk_udp_sock *s = *bucket(e, sport); s; s = s->pnext) {
-        if (s->lport == sport && (s->flags & UF_CONNECTED) && !(s->flags & UF_R6) &&
-            s->rip == dst && s->rport == dport) {
-            e->ctr.udp_icmp_err_in++;
-            s->so_error = err;
-            notify(e, s);
-            return;
-        }
-    }
+    struct stk_udp_sock *s = connected_to(e, false, stk__get32(q + 16), NULL, stk__get16(q + hlen),
+                                          stk__get16(q + hlen + 2));
+    if (s)
+        hard_error(e, s, err);
+}
+
+void stk__udp6_icmp_error(struct stk_engine *e, uint8_t type, uint8_t code, const uint8_t src[16],
+                          const uint8_t dst[16], const uint8_t *uh, size_t len)
+{
+    int err;
+    bool hard = stk__icmp6_err(type, code, &err);
+    /* Packet Too Big: EMSGSIZE, hard, as Linux unless IPV6_MTU_DISCOVER is IPV6_PMTUDISC_DONT
+     * (recorded, not applied, by ustack). The path MTU itself is not kept: later datagrams
+     * are still fragmented to the link MTU (docs/gaps.md). */
+    if (type == 2 /* packet too big */)
+        hard = true;
+    if (!hard || len < 4 || !stk__ip6_is_ours(e, src))
+        return;
+    struct stk_udp_sock *s = connected_to(e, true, 0, dst, stk__get16(uh), stk__get16(uh + 2));
+    if (s)
+        hard_error(e, s, err);
 }

@@ -66,6 +66,7 @@ void stk__udp_destroy(struct stk_engine *e);
 void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 /* An ICMP destination unreachable quoting one of our UDP datagrams (quoted: the quoted IPv4
  * header and what follows it, len bytes). */
-void stk__udp_icmp_error(struct stk_engine *e, uint8_t code, const uint8_t *quoted, size_t len);
+void stk__udp_icmp_error(struct stk_engine *e, uint8_t type, uint8_t code, const uint8_t *quoted,
+                         size_t len);
 
 #endif

@@ -730,8 +730,8 @@ END_TEST
 /* An ICMPv6 error from a router (OTHER_GL) about a segment we sent from US_GL:sport to
  * PEER_GL:dport with sequence number seq. ext: put a Destination Options header before the
  * TCP header in the quote. word: the MTU of a Packet Too Big. */
-static void icmp6_err(struct tn *t, uint8_t type, uint8_t code, uint32_t word, uint16_t sport,
-                      uint16_t dport, uint32_t seq, bool ext)
+static void icmp6_err_nh(struct tn *t, uint8_t type, uint8_t code, uint32_t word, uint8_t nh,
+                         uint16_t sport, uint16_t dport, uint32_t seq, bool ext)
 {
     uint8_t m[8 + 40 + 8 + 20];
     memset(m, 0, sizeof(m));
@@ -742,13 +742,13 @@ static void icmp6_err(struct tn *t, uint8_t type, uint8_t code, uint32_t word, u
     uint8_t *q = m + 8;
     q[0] = 0x60;
     q[5] = ext ? 28 : 20;
-    q[6] = ext ? 60 : 6;
+    q[6] = ext ? 60 : nh;
     q[7] = 64;
     memcpy(q + 8, US_GL, 16);
     memcpy(q + 24, PEER_GL, 16);
     uint8_t *th = q + 40;
     if (ext) {
-        th[0] = 6; /* next header TCP, length 0: 8 bytes, PadN fills them */
+        th[0] = nh; /* next header TCP (or UDP), length 0: 8 bytes, PadN fills them */
         th[2] = 1;
         th[3] = 4;
         th += 8;
@@ -765,6 +765,12 @@ static void icmp6_err(struct tn *t, uint8_t type, uint8_t code, uint32_t word, u
     m[3] = (uint8_t)c;
     uint8_t f[200];
     inject(t, f, mk6(f, US_MAC, OTHER_GL, US_GL, 58, m, len));
+}
+
+static void icmp6_err(struct tn *t, uint8_t type, uint8_t code, uint32_t word, uint16_t sport,
+                      uint16_t dport, uint32_t seq, bool ext)
+{
+    icmp6_err_nh(t, type, code, word, 6, sport, dport, seq, ext);
 }
 
 static int sock_state(struct tn *t, int sd)
@@ -1273,6 +1279,57 @@ START_TEST(udp6_checksum_and_unreach)
 }
 END_TEST
 
+/* Linux's __udp6_lib_err without IPV6_RECVERR: a connected UDP socket takes the hard errors
+ * (icmpv6_err_convert's fatal ones, and Packet Too Big as EMSGSIZE), not the soft ones; an
+ * error about another peer or port, or an unconnected socket, is not its business. */
+START_TEST(udp6_icmp6_errors)
+{
+    static const struct {
+        uint8_t type, code;
+        int err; /* 0: soft, not reported */
+        bool ext;
+    } cases[] = {
+        {1, 4, ECONNREFUSED, false},
+        {1, 1, EACCES, true},
+        {1, 6, EACCES, false},
+        {1, 9, EPROTO, false},
+        {4, 0, EPROTO, false},
+        {2, 0, EMSGSIZE, false},
+        {1, 0, 0, false},
+        {1, 3, 0, true},
+        {3, 0, 0, false},
+        {100, 0, 0, false},
+    };
+    struct tn *t = tn_new();
+    learn_peer(t, PEER_GL);
+    int c = stk_udp_socket(t->e, NULL);
+    struct stk_sockaddr to = sa6(PEER_GL, 6000), me;
+    ck_assert_int_eq(stk_udp_connect(t->e, t->now, c, &to), 0);
+    ck_assert_int_eq(stk_udp_getsockname(t->e, c, &me), 0);
+    int u = udp_bind(t, sa6(UNSPEC, 5353), -1);
+    uint64_t hard = 0;
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        /* About another peer port, or from the unconnected socket: nobody hears of it. */
+        icmp6_err_nh(t, cases[i].type, cases[i].code, 1280, 17, me.port, 6001, 0, cases[i].ext);
+        icmp6_err_nh(t, cases[i].type, cases[i].code, 1280, 17, 5353, 6000, 0, cases[i].ext);
+        icmp6_err_nh(t, cases[i].type, cases[i].code, 1280, 17, me.port, 6000, 0, cases[i].ext);
+        hard += cases[i].err != 0;
+        ck_assert_uint_eq(ctr(t)->udp_icmp_err_in, hard);
+        int v = -1;
+        ck_assert_int_eq(stk_udp_getopt(t->e, c, STK_SO_ERROR, &v), 0);
+        ck_assert_int_eq(v, cases[i].err);
+        ck_assert_int_eq(stk_udp_getopt(t->e, u, STK_SO_ERROR, &v), 0);
+        ck_assert_int_eq(v, 0);
+    }
+    /* Reported once, by the next receive. */
+    icmp6_err_nh(t, 1, 4, 0, 17, me.port, 6000, 0, false);
+    char buf[8];
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, c, buf, sizeof(buf), 0, NULL), -ECONNREFUSED);
+    ck_assert_int_eq(stk_udp_recvfrom(t->e, t->now, c, buf, sizeof(buf), 0, NULL), -EAGAIN);
+    tn_free(t);
+}
+END_TEST
+
 START_TEST(udp6_dual_stack)
 {
     struct tn *t = tn_new();
@@ -1345,6 +1402,7 @@ static Suite *suite(void)
     tcase_add_test(tu, tcp6_fragments_steered);
     tcase_add_test(tu, udp6_checksum_and_unreach);
     tcase_add_test(tu, udp6_dual_stack);
+    tcase_add_test(tu, udp6_icmp6_errors);
     suite_add_tcase(s, tu);
     return s;
 }

@@ -447,8 +447,8 @@ START_TEST(port_unreachable_out)
 }
 END_TEST
 
-/* The engine's datagram to the peer comes back quoted in an ICMP error. */
-static void icmp_reply(struct th *h, uint8_t code)
+/* The engine's datagram to the peer comes back quoted in an ICMP error of type/code. */
+static void icmp_reply_type(struct th *h, uint8_t type, uint8_t code)
 {
     struct out o;
     ck_assert_int_eq(pop(h, &o), 0);
@@ -468,12 +468,58 @@ static void icmp_reply(struct th *h, uint8_t code)
     put16(ip + 10, fold(sum16(0, ip, 20)));
     uint8_t *ic = ip + 20;
     memset(ic, 0, 8);
-    ic[0] = 3;
+    ic[0] = type;
     ic[1] = code;
     memcpy(ic + 8, quote, 28);
     put16(ic + 2, fold(sum16(0, ic, 36)));
     stk_input(h->e, h->now, f, 14 + 20 + 36, 0);
 }
+
+static void icmp_reply(struct th *h, uint8_t code)
+{
+    icmp_reply_type(h, 3, code);
+}
+
+/* Linux's __udp4_lib_err without IP_RECVERR: a connected socket takes the hard errors
+ * (icmp_err_convert's fatal codes, fragmentation needed as EMSGSIZE, parameter problem as
+ * EPROTO) and never the soft ones (net/host unreachable, time exceeded). */
+START_TEST(connected_icmp_errors)
+{
+    static const struct {
+        uint8_t type, code;
+        int err; /* 0: soft, not reported */
+    } cases[] = {
+        {3, 3, ECONNREFUSED},
+        {3, 2, ENOPROTOOPT},
+        {3, 4, EMSGSIZE},
+        {3, 9, ENETUNREACH},
+        {3, 10, EHOSTUNREACH},
+        {3, 13, EHOSTUNREACH},
+        {3, 7, EHOSTDOWN},
+        {12, 0, EPROTO},
+        {3, 0, 0},
+        {3, 1, 0},
+        {3, 12, 0},
+        {3, 16, 0},
+        {11, 0, 0},
+    };
+    struct th *h = th_new(0);
+    int sd = stk_udp_socket(h->e, NULL);
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = 9999};
+    ck_assert_int_eq(stk_udp_connect(h->e, h->now, sd, &to), 0);
+    uint64_t hard = 0;
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(send1(h, sd, "q", 1, 0, 0), 1);
+        icmp_reply_type(h, cases[i].type, cases[i].code);
+        hard += cases[i].err != 0;
+        ck_assert_uint_eq(ctr(h)->udp_icmp_err_in, hard);
+        int v = -1;
+        ck_assert_int_eq(stk_udp_getopt(h->e, sd, STK_SO_ERROR, &v), 0);
+        ck_assert_int_eq(v, cases[i].err);
+    }
+    th_free(h);
+}
+END_TEST
 
 START_TEST(connected_refused)
 {
@@ -617,6 +663,7 @@ int main(void)
     tcase_add_test(tc, rcvbuf_bound);
     tcase_add_test(tc, port_unreachable_out);
     tcase_add_test(tc, connected_refused);
+    tcase_add_test(tc, connected_icmp_errors);
     tcase_add_test(tc, unconnected_ignores_icmp);
     tcase_add_test(tc, lookup_and_broadcast);
     tcase_add_test(tc, shutdown_rules);
