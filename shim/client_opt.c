@@ -164,6 +164,23 @@ static int unsupported_set(struct shim_sk *k, int level, int name, const void *v
     return 0;
 }
 
+/* IP_TOS / IPV6_TCLASS of a TCP socket: checked and masked by the kernel's scratch socket
+ * (Linux clears the ECN bits of a stream socket's TOS, and takes -1 as 0 for the traffic
+ * class), recorded as the kernel reads it back, and put on the connection's segments. */
+static int tos_set(struct shim_sk *k, int level, int name, const void *val, socklen_t len,
+                   enum stk_sockopt o)
+{
+    int rc = unsupported_set(k, level, name, val, len, true);
+    if (rc < 0)
+        return rc;
+    int s = shim__scratch_for(k), v = 0;
+    socklen_t vl = sizeof(v);
+    if (s < 0 || C.sys.getsockopt(s, level, name, &v, &vl) < 0 || vl != sizeof(v))
+        return 0;
+    shim__record_opt(k->f, level, name, &v, sizeof(v));
+    return stack_set(k, o, v);
+}
+
 /* IPPROTO_IPV6 options of an AF_INET6 socket (ipv6(7)). */
 static int set6(struct shim_sk *k, int name, const void *val, socklen_t len)
 {
@@ -207,8 +224,10 @@ static int set6(struct shim_sk *k, int name, const void *val, socklen_t len)
     default:
         break;
     }
-    /* IPV6_TCLASS, IPV6_UNICAST_HOPS, ...: checked by a kernel AF_INET6 socket, recorded and
-     * read back, not applied on the wire (docs/gaps.md "IPv6"). */
+    if (name == IPV6_TCLASS && !dgram)
+        return tos_set(k, IPPROTO_IPV6, name, val, len, STK_IPV6_TCLASS);
+    /* IPV6_TCLASS (of UDP), IPV6_UNICAST_HOPS, ...: checked by a kernel AF_INET6 socket,
+     * recorded and read back, not applied on the wire (docs/gaps.md "IPv6"). */
     bool quiet = name == IPV6_TCLASS || name == IPV6_UNICAST_HOPS || name == IPV6_RECVPKTINFO ||
                  name == IPV6_MTU_DISCOVER || name == IPV6_RECVERR;
     return unsupported_set(k, IPPROTO_IPV6, name, val, len, quiet);
@@ -374,6 +393,8 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         default:
             return unsupported_set(&k, level, name, val, len, false);
         }
+    } else if (level == IPPROTO_IP && name == IP_TOS && !dgram) {
+        return tos_set(&k, level, name, val, len, STK_IP_TOS);
     } else {
         /* IP-level options UDP programs set as a matter of course (IP_MTU_DISCOVER, IP_TOS,
          * IP_RECVERR, ...): recorded without a word (docs/gaps.md "UDP"). */

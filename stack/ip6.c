@@ -188,7 +188,7 @@ int stk__ip6_send_hl(struct stk_engine *e, stk_time_t now, const uint8_t *src,
         return -EHOSTUNREACH;
     }
     uint8_t *ip = hdr + STK_ETH_HLEN;
-    stk__put32(ip, 6u << 28); /* version 6, traffic class 0, flow label 0 */
+    stk__put32(ip, 6u << 28 | (uint32_t)meta->tos << 20); /* version, traffic class, flow 0 */
     stk__put16(ip + 4, (uint16_t)plen);
     ip[6] = proto;
     ip[7] = hop_limit;

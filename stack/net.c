@@ -107,7 +107,7 @@ int stk__ip_send(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t pro
 
     uint8_t *ip = hdr + STK_ETH_HLEN;
     ip[0] = 0x45; /* version 4, 5 words: no options are ever sent */
-    ip[1] = 0;
+    ip[1] = meta ? meta->tos : 0;
     stk__put16(ip + 2, (uint16_t)total);
     stk__put16(ip + 4, stk__ip_next_id(e));
     stk__put16(ip + 6, IP_DF);

@@ -46,6 +46,7 @@ struct stk_txmeta {
     uint16_t l3_len;  /* IPv4 header bytes */
     uint16_t l4_len;  /* TCP header bytes incl. options (0 when not TCP) */
     uint16_t tso_mss; /* payload bytes per segment when STK_TX_TSO */
+    uint8_t tos;      /* IPv4 type of service / IPv6 traffic class to send (IP_TOS, IPV6_TCLASS) */
 };
 
 /* Receive flags: checks the device already did. */
@@ -386,6 +387,9 @@ enum stk_sockopt {
     STK_TCP_USER_TIMEOUT, /* ms (>= 0; 0: the retry counts decide): how long sent data may
                              stay unacknowledged, or wait on a zero window, before the
                              connection fails with ETIMEDOUT (RFC 5482, tcp(7)) */
+    STK_IP_TOS,           /* 0..255: the IPv4 TOS byte of the connection's segments (IP_TOS;
+                             the two ECN bits are kept clear, as Linux for TCP) */
+    STK_IPV6_TCLASS,      /* 0..255: the IPv6 traffic class (IPV6_TCLASS; ECN bits clear) */
     STK_SOCKOPT_END,      /* one past the last option */
 };
 

@@ -847,6 +847,8 @@ static void inherit_opts(struct stk_tcb *t, struct stk_tcb *l)
     t->keep_intvl_s = l->keep_intvl_s;
     t->keep_cnt = l->keep_cnt;
     t->user_timeout_ms = l->user_timeout_ms;
+    t->tos = l->tos;
+    t->tclass = l->tclass;
     t->linger_s = l->linger_s;
     t->cc_algo = l->cc_algo;
     t->listener = l;
@@ -870,6 +872,8 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
         stk__tcb_addr_from_seg(&c, s);
         c.rcvbuf_size = l->rcvbuf_size;
         c.user_mss = l->user_mss;
+        c.tos = l->tos; /* the SYN-ACK is sent with the listener's, as Linux */
+        c.tclass = l->tclass;
         if (s->ts && !e->cfg.no_ts) {
             c.flags |= TF_TS;
             c.ts_recent = s->tsval;

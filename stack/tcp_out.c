@@ -204,8 +204,10 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
     if (len)
         npay = stk__ring_iov(&t->sndbuf, seq - t->snd_buf_seq, len, pay);
 
-    struct stk_txmeta meta = {
-        .l2_len = STK_ETH_HLEN, .l3_len = STK_IP_HLEN, .l4_len = (uint16_t)thlen};
+    struct stk_txmeta meta = {.l2_len = STK_ETH_HLEN,
+                              .l3_len = STK_IP_HLEN,
+                              .l4_len = (uint16_t)thlen,
+                              .tos = v6 ? t->tclass : t->tos};
     if (v6) {
         /* Checksum in software (no IPv6 offloads yet), never TSO (see stk__tcp_output). */
         size_t off = thlen;

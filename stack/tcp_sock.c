@@ -637,6 +637,16 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
             return -EINVAL;
         t->user_timeout_ms = (uint32_t)val;
         return 0;
+    case STK_IP_TOS:
+    case STK_IPV6_TCLASS:
+        if (val < 0 || val > 255)
+            return -EINVAL;
+        /* TCP keeps the ECN field for itself (Linux's __ip_sock_set_tos). */
+        if (opt == STK_IP_TOS)
+            t->tos = (uint8_t)(val & ~3);
+        else
+            t->tclass = (uint8_t)(val & ~3);
+        return 0;
     case STK_TCP_MAXSEG:
         if (val != 0 && (val < 88 || val > 65535))
             return -EINVAL;
@@ -715,6 +725,12 @@ int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return 0;
     case STK_TCP_USER_TIMEOUT:
         *val = (int)t->user_timeout_ms;
+        return 0;
+    case STK_IP_TOS:
+        *val = t->tos;
+        return 0;
+    case STK_IPV6_TCLASS:
+        *val = t->tclass;
         return 0;
     case STK_TCP_MAXSEG:
         *val = stk__state_synced(t->state) ? t->snd_mss : (t->user_mss ? t->user_mss : 536);

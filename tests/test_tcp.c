@@ -2236,6 +2236,40 @@ START_TEST(keepalive_timeout)
 }
 END_TEST
 
+/* IP_TOS: set on the listener (the ECN bits cleared, as Linux for TCP), it marks the SYN-ACK
+ * and is inherited by the connection; changed on the connection, the next segment has it. A
+ * RST for a closed port carries 0. */
+START_TEST(ip_tos_on_segments)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 16);
+    EQI(stk_setopt(h->e, h->now, h->lsd, STK_IP_TOS, 256), -EINVAL);
+    EQI(stk_setopt(h->e, h->now, h->lsd, STK_IP_TOS, -1), -EINVAL);
+    EQ(stk_setopt(h->e, h->now, h->lsd, STK_IP_TOS, 0x13), 0);
+    int v = -1;
+    EQ(stk_getopt(h->e, h->lsd, STK_IP_TOS, &v), 0);
+    EQI(v, 0x10);
+    h->lport = LPORT;
+    h->pseq = PEER_ISN;
+    EQ(peer_syn(h, &BARE)->tos, 0x10);
+    peer_ack(h);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept: %d", h->sd);
+    EQ(stk_getopt(h->e, h->sd, STK_IP_TOS, &v), 0);
+    EQI(v, 0x10);
+    nodelay(h);
+    uint32_t s = h->iss + 1;
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s, h->pseq, 100);
+    EQ(h->p.tos, 0x10);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_IP_TOS, 0xb8), 0);
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, s + 100, h->pseq, 100);
+    EQ(h->p.tos, 0xb8);
+    th_free(h);
+}
+END_TEST
+
 /* ---- TCP_USER_TIMEOUT ----------------------------------------------------------------------- */
 
 /* Set on the listener, inherited by the accepted connection (tcp(7)); negative is EINVAL. */
@@ -3199,6 +3233,7 @@ int main(void)
     tcase_add_test(tc, user_timeout_unacked);
     tcase_add_test(tc, user_timeout_zero_window);
     tcase_add_test(tc, user_timeout_keepalive);
+    tcase_add_test(tc, ip_tos_on_segments);
     tc = tcase(s, "time_wait");
     tcase_add_test(tc, time_wait_expiry);
     tcase_add_test(tc, time_wait_fin_reacked);

@@ -261,6 +261,25 @@ static void options(void)
     CHECK(get_int(fd, IPPROTO_IPV6, IPV6_TCLASS) == 0x28, "IPV6_TCLASS set");
     v = 256;
     CHECK_ERR(setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &v, sizeof v), EINVAL);
+    /* A stream socket keeps the ECN bits for TCP: they read back clear; -1 is the default. */
+    v = 0x2b;
+    CHECK_OK(setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &v, sizeof v));
+    CHECK(get_int(fd, IPPROTO_IPV6, IPV6_TCLASS) == 0x28, "IPV6_TCLASS 0x2b reads 0x%x",
+          get_int(fd, IPPROTO_IPV6, IPV6_TCLASS));
+    v = -1;
+    CHECK_OK(setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &v, sizeof v));
+    CHECK(get_int(fd, IPPROTO_IPV6, IPV6_TCLASS) == 0, "IPV6_TCLASS -1 reads %d",
+          get_int(fd, IPPROTO_IPV6, IPV6_TCLASS));
+    int f4 = sem_tcp(0);
+    CHECK(f4 >= 0, "socket");
+    v = 0x13;
+    CHECK_OK(setsockopt(f4, IPPROTO_IP, IP_TOS, &v, sizeof v));
+    CHECK(get_int(f4, IPPROTO_IP, IP_TOS) == 0x10, "IP_TOS 0x13 reads 0x%x",
+          get_int(f4, IPPROTO_IP, IP_TOS));
+    unsigned char c = 0xb8;
+    CHECK_OK(setsockopt(f4, IPPROTO_IP, IP_TOS, &c, 1));
+    CHECK(get_int(f4, IPPROTO_IP, IP_TOS) == 0xb8, "IP_TOS as a byte reads 0x%x",
+          get_int(f4, IPPROTO_IP, IP_TOS));
     CHECK(get_int(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS) == 64, "IPV6_UNICAST_HOPS %d",
           get_int(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS));
     v = 7;
