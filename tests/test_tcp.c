@@ -2190,6 +2190,24 @@ static void keepalive_on(struct th *h, int idle, int intvl, int cnt)
     EQ(stk_setopt(h->e, h->now, h->sd, STK_SO_KEEPALIVE, 1), 0);
 }
 
+/* Keepalive set at t (idle 10 s, interval 2 s) on a peer that never answers: probes at 10,
+ * 12 and 14 s, then at 16 s the RST and ETIMEDOUT (three probes, or a user timeout of 15 s). */
+static void keepalive_dies_at_16s(struct th *h, stk_time_t t)
+{
+    advance(h, t + 30 * SEC);
+    for (unsigned i = 0; i < 3; i++) {
+        EXPECT(h, F_ACK, h->pack - 1, h->pseq, 0);
+        EQ(h->p_time, t + (10 + 2 * i) * SEC);
+    }
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
+    EQ(h->p_time, t + 16 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    EQ(ctr(h)->tcp_keepalive_drops, 1);
+    char b[4];
+    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ETIMEDOUT);
+}
+
 START_TEST(keepalive_answered)
 {
     struct th *h = th_new();
@@ -2220,18 +2238,7 @@ START_TEST(keepalive_timeout)
     passive_open(h, &BARE);
     stk_time_t t = h->now;
     keepalive_on(h, 10, 2, 3);
-    advance(h, t + 30 * SEC);
-    for (unsigned i = 0; i < 3; i++) {
-        EXPECT(h, F_ACK, h->pack - 1, h->pseq, 0);
-        EQ(h->p_time, t + (10 + 2 * i) * SEC);
-    }
-    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
-    EQ(h->p_time, t + 16 * SEC);
-    EXPECT_NONE(h);
-    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
-    EQ(ctr(h)->tcp_keepalive_drops, 1);
-    char b[4];
-    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ETIMEDOUT);
+    keepalive_dies_at_16s(h, t);
     th_free(h);
 }
 END_TEST
@@ -2364,18 +2371,7 @@ START_TEST(user_timeout_keepalive)
     user_timeout_listener(h, 15000);
     stk_time_t t = h->now;
     keepalive_on(h, 10, 2, 9);
-    advance(h, t + 30 * SEC);
-    for (unsigned i = 0; i < 3; i++) {
-        EXPECT(h, F_ACK, h->pack - 1, h->pseq, 0);
-        EQ(h->p_time, t + (10 + 2 * i) * SEC);
-    }
-    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
-    EQ(h->p_time, t + 16 * SEC);
-    EXPECT_NONE(h);
-    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
-    EQ(ctr(h)->tcp_keepalive_drops, 1);
-    char b[4];
-    EQI(stk_recv(h->e, h->now, h->sd, b, sizeof(b), 0), -ETIMEDOUT);
+    keepalive_dies_at_16s(h, t);
     th_free(h);
 }
 END_TEST

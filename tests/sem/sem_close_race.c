@@ -226,17 +226,69 @@ static void close_race(void)
     CHECK(r.sent_bytes > 0, "thread A never sent anything");
 }
 
+/* Under ustack the region has 16 slots, and a closed socket's slot is freed by the stack
+ * after the close returned: the sockets the previous case closed may still hold theirs. Waits
+ * (at most ms) until need sockets can exist at once (ENOBUFS until then; the kernel never
+ * says it). 0, or -1 with errno. */
+static int settle_slots(int need, int ms)
+{
+    int fds[16], n = 0;
+    double end = sem_ms() + ms;
+    while (n < need && n < 16) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd >= 0) {
+            fds[n++] = fd;
+        } else if (errno != ENOBUFS || sem_ms() > end) {
+            break;
+        } else {
+            sem_sleep_ms(20);
+        }
+    }
+    int e = errno, ok = n == need;
+    while (n > 0)
+        close(fds[--n]);
+    errno = e;
+    return ok ? 0 : -1;
+}
+
+/* sem_connect_peer(off), waiting out ENOBUFS (slots still being freed) for at most ms. */
+static int connect_when_free(int off, int ms)
+{
+    double end = sem_ms() + ms;
+    for (;;) {
+        int fd = sem_connect_peer(off);
+        if (fd >= 0 || errno != ENOBUFS || sem_ms() > end)
+            return fd;
+        sem_sleep_ms(20);
+    }
+}
+
+/* A connection from the peer (sending nbytes of the pattern), accepted on our listener k;
+ * *ctl gets the control connection that reports the peer's view of it. -1 on failure. */
+static int accept_back(int k, long nbytes, int *ctl)
+{
+    int l = sem_listen_self(k, 0);
+    if (l < 0)
+        return -1;
+    *ctl = sem_ctl(sem_lport(k), nbytes, 0, 1);
+    char line[64];
+    if (*ctl < 0 || sem_ctl_line(*ctl, line, sizeof line, 5000) <= 0 || strncmp(line, "ok", 2))
+        return -1;
+    return sem_accept_within(l, 5000);
+}
+
 /* syscall(SYS_close, fd) closes a socket like close(fd): libuv (so node.js) closes every fd
  * that way. Each of SYSC_ITERS connections (more than the 16 slots of the region under
- * ustack, so a socket left behind by the raw close runs it out of slots: ENOBUFS) echoes a
+ * ustack, so a socket left behind by the raw close runs it out of slots: ENOBUFS for 10 s) echoes a
  * byte and is closed with the raw system call; the number is gone afterwards (EBADF). A
  * connection accepted from the peer's connect-back and closed the same way ends with the
  * peer's EOF (our FIN reached it). */
 #define SYSC_ITERS 40
 static void raw_syscall_close(void)
 {
+    CHECK(settle_slots(4, 10000) == 0, "4 sockets at once within 10 s");
     for (int i = 0; i < SYSC_ITERS; i++) {
-        int fd = sem_connect_peer(SEM_P_ECHO);
+        int fd = connect_when_free(SEM_P_ECHO, 10000);
         CHECK(fd >= 0, "connection %d to the echo", i);
         char b = (char)('a' + i % 26), back = 0;
         CHECK(send(fd, &b, 1, 0) == 1, "send on connection %d", i);
@@ -246,15 +298,9 @@ static void raw_syscall_close(void)
         CHECK(syscall(SYS_close, fd) == 0, "syscall(SYS_close) of connection %d", i);
         CHECK_ERR(fcntl(fd, F_GETFD), EBADF);
     }
-    int l = sem_listen_self(0, 0);
-    CHECK(l >= 0, "listen");
-    int c = sem_ctl(sem_lport(0), 3, 0, 1);
-    CHECK(c >= 0, "control");
     char line[128];
-    CHECK(sem_ctl_line(c, line, sizeof line, 5000) > 0 && strncmp(line, "ok", 2) == 0,
-          "the peer's connect: '%s'", line);
-    int s = sem_accept_within(l, 5000);
-    CHECK(s >= 0, "accept");
+    int c, s = accept_back(0, 3, &c);
+    CHECK(s >= 0, "the peer's connection");
     char buf[3];
     CHECK(sem_read_full(s, buf, 3, 5000) == 3 && sem_check_pat(buf, 0, 3) < 0, "data");
     sem_untrack(s);
@@ -294,15 +340,10 @@ static void *poll_600ms(void *arg)
 /* sel: select() instead of poll(). */
 static void holds_closed_socket(int sel)
 {
-    int l = sem_listen_self(1 + sel, 0);
-    CHECK(l >= 0, "listen");
-    int c = sem_ctl(sem_lport(1 + sel), 0, 0, 1);
-    CHECK(c >= 0, "control");
+    CHECK(settle_slots(4, 10000) == 0, "4 sockets at once within 10 s");
     char line[128];
-    CHECK(sem_ctl_line(c, line, sizeof line, 5000) > 0 && strncmp(line, "ok", 2) == 0,
-          "the peer's connect: '%s'", line);
-    int s = sem_accept_within(l, 5000);
-    CHECK(s >= 0, "accept");
+    int c, s = accept_back(1 + sel, 0, &c);
+    CHECK(s >= 0, "the peer's connection");
     struct poller p = {s, -2, 0, sel, 0, 0};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, poll_600ms, &p) == 0, "thread");
