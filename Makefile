@@ -223,7 +223,8 @@ SANFIX := $(BUILD)/san/libsanfix.so
 $(SANFIX): tests/net/helpers/sanfix.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -O2 -fPIC -shared $< -o $@
-NET_SAN_TESTS ?= nginx reclaim preload udp fork attach active ping6 twocore workers
+# Every tests/net test by default (as `make net-test`); NET_SAN_TESTS="echo frag" for a subset.
+NET_SAN_TESTS ?= $(patsubst tests/net/test_%.sh,%,$(sort $(wildcard tests/net/test_*.sh)))
 NET_SAN_LOGS := $(BUILD)/san/net-logs
 net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
 	@rm -rf $(NET_SAN_LOGS) && mkdir -p $(NET_SAN_LOGS)
@@ -232,7 +233,7 @@ net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:quarantine_size_mb=16:log_path=$(CURDIR)/$(NET_SAN_LOGS)/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	NET_ACTIVE_REQS=2000 NET_NGINX_REQS=5000 NET_PRELOAD_PASSIVE_SECS=90 \
-	NET_WORKERS_REQS=4000 NET_WORKERS_SIDE_REQS=2500 NET_WORKERS_CONC=200 NET_TWOCORE_CRR=2000 NET_TWOCORE_CRR_XDP=3000; \
+	NET_WORKERS_REQS=4000 NET_WORKERS_MUTEX_DELAY=20ms NET_WORKERS_SIDE_REQS=2500 NET_WORKERS_CONC=200 NET_TWOCORE_CRR=2000 NET_TWOCORE_CRR_XDP=3000; \
 	for p in curl dnsmasq; do command -v $$p >/dev/null || continue; \
 		LD_PRELOAD=$$NET_SAN_RT:$$LIBUSTACK USTACK=0 timeout 20 $$p --version >/dev/null 2>&1 \
 			|| { echo "net-san-test: $$p --version under the ASan runtime failed or hung"; rc=1; }; \
