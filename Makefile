@@ -207,14 +207,14 @@ sem-san-test: $(SEM_BINS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 	exit $$rc
 
 # The network tests against the ASan+UBSan library and ustackd (part of `make soak`, not of
-# `make test`: ~20 minutes). The programs under test are not built with ASan: the runtime
+# `make test`: every test of tests/net by default, ~15 minutes). The programs under test are not built with ASan: the runtime
 # goes first in their LD_PRELOAD (NET_SAN_RT), then libsanfix.so (tests/net/helpers/sanfix.c:
 # without it curl and dnsmasq hang at start-up inside the runtime's own
 # initialisation). First a start-up check of those programs with the runtime, then the tests
 # in NET_SAN_TESTS (docs/testing.md); any ASan report (log_path) fails the run. Smaller loads
 # (ab: 2000 requests in test_active, 5000 in test_nginx, 4000 and 2500 with 200 at a time
-# in test_workers; 2000 and 3000 short connections in test_twocore; 90 s for test_preload's
-# passive run): under ASan each new connection's 256 KiB buffers are mmap'd and unmapped by
+# in test_workers, whose accept_mutex workers retry every 20 ms; 2000 and 3000 short
+# connections in test_twocore; 90 s for test_preload's passive run): under ASan each new connection's 256 KiB buffers are mmap'd and unmapped by
 # the sanitizer's allocator, about 20x slower per connection. A 16 MiB quarantine, not
 # ASan's 256 MiB: whenever the quarantine overflows, the freeing thread unmaps a tenth of it
 # at once (~100 such buffers by default), which stalled ustackd's core threads for
