@@ -207,14 +207,14 @@ sem-san-test: $(SEM_BINS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 	exit $$rc
 
 # The network tests against the ASan+UBSan library and ustackd (part of `make soak`, not of
-# `make test`: ~20 minutes). The programs under test are not built with ASan: the runtime
+# `make test`: every test of tests/net by default, ~15 minutes). The programs under test are not built with ASan: the runtime
 # goes first in their LD_PRELOAD (NET_SAN_RT), then libsanfix.so (tests/net/helpers/sanfix.c:
 # without it curl and dnsmasq hang at start-up inside the runtime's own
 # initialisation). First a start-up check of those programs with the runtime, then the tests
 # in NET_SAN_TESTS (docs/testing.md); any ASan report (log_path) fails the run. Smaller loads
 # (ab: 2000 requests in test_active, 5000 in test_nginx, 4000 and 2500 with 200 at a time
-# in test_workers; 2000 and 3000 short connections in test_twocore; 90 s for test_preload's
-# passive run): under ASan each new connection's 256 KiB buffers are mmap'd and unmapped by
+# in test_workers, whose accept_mutex workers retry every 20 ms; 2000 and 3000 short
+# connections in test_twocore; 90 s for test_preload's passive run): under ASan each new connection's 256 KiB buffers are mmap'd and unmapped by
 # the sanitizer's allocator, about 20x slower per connection. A 16 MiB quarantine, not
 # ASan's 256 MiB: whenever the quarantine overflows, the freeing thread unmaps a tenth of it
 # at once (~100 such buffers by default), which stalled ustackd's core threads for
@@ -223,7 +223,8 @@ SANFIX := $(BUILD)/san/libsanfix.so
 $(SANFIX): tests/net/helpers/sanfix.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -O2 -fPIC -shared $< -o $@
-NET_SAN_TESTS ?= nginx reclaim preload udp fork attach active ping6 twocore workers
+# Every tests/net test by default (as `make net-test`); NET_SAN_TESTS="echo frag" for a subset.
+NET_SAN_TESTS ?= $(patsubst tests/net/test_%.sh,%,$(sort $(wildcard tests/net/test_*.sh)))
 NET_SAN_LOGS := $(BUILD)/san/net-logs
 net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
 	@rm -rf $(NET_SAN_LOGS) && mkdir -p $(NET_SAN_LOGS)
@@ -232,7 +233,7 @@ net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:quarantine_size_mb=16:log_path=$(CURDIR)/$(NET_SAN_LOGS)/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	NET_ACTIVE_REQS=2000 NET_NGINX_REQS=5000 NET_PRELOAD_PASSIVE_SECS=90 \
-	NET_WORKERS_REQS=4000 NET_WORKERS_SIDE_REQS=2500 NET_WORKERS_CONC=200 NET_TWOCORE_CRR=2000 NET_TWOCORE_CRR_XDP=3000; \
+	NET_WORKERS_REQS=4000 NET_WORKERS_MUTEX_DELAY=20ms NET_WORKERS_SIDE_REQS=2500 NET_WORKERS_CONC=200 NET_TWOCORE_CRR=2000 NET_TWOCORE_CRR_XDP=3000; \
 	for p in curl dnsmasq; do command -v $$p >/dev/null || continue; \
 		LD_PRELOAD=$$NET_SAN_RT:$$LIBUSTACK USTACK=0 timeout 20 $$p --version >/dev/null 2>&1 \
 			|| { echo "net-san-test: $$p --version under the ASan runtime failed or hung"; rc=1; }; \

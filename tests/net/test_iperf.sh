@@ -81,10 +81,15 @@ run() {
     esac
 }
 
+# wait_port OUT PID: until the iperf3 -s writing OUT (--forceflush) says it listens. Not by
+# connecting to it: iperf3 -s takes any connection for a test's control connection, and when
+# that test fails it closes its listener and opens a new one; a client connecting in between
+# sat in the old listener's accept queue and was reset with it (seen under the sanitizers,
+# where the server is slower: "unable to receive control message: Connection reset by peer").
 wait_port() {
-    local runner=$1 host=$2 pid=$3 end=$((SECONDS + 20))
+    local out=$1 pid=$2 end=$((SECONDS + 20))
     while [ "$SECONDS" -lt "$end" ] && proc_alive "$pid"; do
-        $runner timeout 2 bash -c "exec 3<>/dev/tcp/$host/$PORT" 2>/dev/null && return 0
+        grep -q "^Server listening on $PORT" "$out" 2>/dev/null && return 0
         sleep 0.2
     done
     return 1
@@ -93,9 +98,9 @@ wait_port() {
 # ---------------------------------------------------------------- 1: the server under ustack
 
 u_env "$KIND" server
-u_bg "${U_ENV[@]}" timeout -k 5 200 iperf3 -s -B "$IP_U" -p "$PORT" >"$NET_TMPD/server.out" 2>&1 </dev/null
+u_bg "${U_ENV[@]}" timeout -k 5 200 iperf3 -s --forceflush -B "$IP_U" -p "$PORT" >"$NET_TMPD/server.out" 2>&1 </dev/null
 SRV=$U_BG
-wait_port net_k "$IP_U" "$SRV" || net_fail "iperf3 -s under ustack does not accept: $(grep -v '^lib' "$NET_TMPD/server.out" | tail -n 3 | tr '\n' ' ')"
+wait_port "$NET_TMPD/server.out" "$SRV" || net_fail "iperf3 -s under ustack does not listen: $(grep -v '^lib' "$NET_TMPD/server.out" | tail -n 3 | tr '\n' ' ')"
 u_note_stackd
 ustackd_stats ST0
 run server-tcp-4 net_k "$IP_U" tcp 10000000 -- -P 4
@@ -122,10 +127,10 @@ for p in $(u_stackds); do net__kill_pid "$p" 3; done
 
 # ---------------------------------------------------------------- 2: the client under ustack
 
-net_k timeout -k 5 200 iperf3 -s -B "$IP_K" -p "$PORT" >"$NET_TMPD/kserver.out" 2>&1 </dev/null &
+net_k timeout -k 5 200 iperf3 -s --forceflush -B "$IP_K" -p "$PORT" >"$NET_TMPD/kserver.out" 2>&1 </dev/null &
 KS=$!
 net_bg "$KS"
-wait_port net_k "$IP_K" "$KS" || net_fail "the kernel iperf3 -s does not accept"
+wait_port "$NET_TMPD/kserver.out" "$KS" || net_fail "the kernel iperf3 -s does not listen"
 # shellcheck disable=SC2317 # called through run's RUNNER argument
 urun() { u_exec "${U_ENV[@]}" "$@"; }
 # client TAG ARGS...: one run under ustack (its own ustackd, which prints its statistics

@@ -8,8 +8,8 @@
 #      instance, tools/ustack-stat finds the instance and prints the N connections, and
 #      Debian's dpdk-telemetry.py -f ustack-<name> answers a command read from its stdin.
 #      A second ustackd with the same name is refused, naming the holder.
-#   2. socat under LD_PRELOAD=libustack.so (its ustackd is spawned, unnamed: file prefix
-#      ustack-<pid>): N held connections again, listed by /ustack/conns and ustack-stat,
+#   2. socat under LD_PRELOAD=libustack.so ($LIBUSTACK; its ustackd, the one beside the
+#      library, is spawned, unnamed: file prefix ustack-<pid>): N held connections again, listed by /ustack/conns and ustack-stat,
 #      and the shared-memory server's counters (shm_accepts >= N) are in /ustack/stats.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -18,7 +18,7 @@ net_require_tools python3 socat
 STAT="$NET_ROOT/tools/ustack-stat"
 DPDK_TEL=$(command -v dpdk-telemetry.py || true)
 [ -n "$DPDK_TEL" ] || net_fail "dpdk-telemetry.py not found (Debian package dpdk-dev)"
-LIB="$NET_ROOT/build/libustack.so"
+LIB=${LIBUSTACK:-$NET_ROOT/build/libustack.so}
 [ -e "$LIB" ] || net_fail "$LIB not built"
 N=${NET_TELEMETRY_CONNS:-50}
 NAME="tel$$"
@@ -232,7 +232,7 @@ net_flush_neigh
 # Not through net_u (a function: $! would be a subshell); ip netns exec and env exec, so
 # $! is timeout's pid, and timeout passes SIGTERM on to socat.
 ip netns exec "$NS_U" env USTACK_DEV="$(net_dev af_packet)" USTACK_IP="$IP_U/24" USTACK_CORES=0 \
-    LD_PRELOAD="$LIB" timeout 90 socat TCP-LISTEN:8007,reuseaddr,fork,backlog=128 EXEC:cat \
+    LD_PRELOAD="${NET_SAN_RT:+$NET_SAN_RT:}$LIB" timeout 90 socat TCP-LISTEN:8007,reuseaddr,fork,backlog=128 EXEC:cat \
     >"$NET_TMPD/socat.out" 2>&1 &
 SOCAT_PID=$!
 net_bg "$SOCAT_PID"

@@ -25,6 +25,7 @@ exits 0 when every check held; 1 with the reasons on stderr otherwise.
 import logging
 import random
 import sys
+import threading
 import time
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
@@ -61,9 +62,15 @@ def main():
         sendp([eth / p for p in pkts], iface=iface)
 
     def sniffing():
-        s = AsyncSniffer(iface=iface, filter="src host %s" % ip_u, store=True)
+        # Wait until the capture socket (with its compiled filter) is open: on a loaded
+        # machine (make net-san-test beside other work) compiling the filter took longer
+        # than a fixed 0.3 s, and the replies went by before the sniffer saw them.
+        up = threading.Event()
+        s = AsyncSniffer(iface=iface, filter="src host %s" % ip_u, store=True, started_callback=up.set)
         s.start()
-        time.sleep(0.3)
+        if not up.wait(20):
+            sys.exit("the sniffer on %s did not start within 20 s" % iface)
+        time.sleep(0.1)
         return s
 
     def echo_replies(pk, ident):
