@@ -224,37 +224,23 @@ void stk__tcp_icmp_error(struct stk_engine *e, stk_time_t now, uint8_t type, uin
         (stk__get16(q + 6) & 0x1fff) != 0)
         return;
     e->ctr.tcp_icmp_err_in++;
+    bool unreach = type == ICMP_UNREACH;
+    if (unreach ? code >= 16 : type != ICMP_TIMXCEED && type != ICMP_PARAMPROB)
+        return; /* unknown types and codes are ignored, as Linux */
     int err;
-    bool req_abort = false;
+    stk__icmp4_err(type, code, &err);
+    bool req_abort = !unreach || code <= 1;
     uint32_t pmtu = 0;
-    switch (type) {
-    case ICMP_UNREACH:
-        if (code >= 16)
-            return; /* unknown codes are ignored, as Linux */
-        if (code == ICMP_UNREACH_NEEDFRAG) {
-            pmtu = info & 0xffff;
-            if (pmtu == 0) {
-                /* An old router that does not say (RFC 1191 section 5): ignored. */
-                e->ctr.tcp_pmtu_ignored++;
-                return;
-            }
-            /* Below the floor Linux takes min_pmtu (and stops setting DF; we do not). */
-            if (pmtu < ICMP_MIN_PMTU)
-                pmtu = ICMP_MIN_PMTU;
+    if (unreach && code == ICMP_UNREACH_NEEDFRAG) {
+        pmtu = info & 0xffff;
+        if (pmtu == 0) {
+            /* An old router that does not say (RFC 1191 section 5): ignored. */
+            e->ctr.tcp_pmtu_ignored++;
+            return;
         }
-        err = unreach4[code].err;
-        req_abort = code <= 1;
-        break;
-    case ICMP_TIMXCEED:
-        err = EHOSTUNREACH;
-        req_abort = true;
-        break;
-    case ICMP_PARAMPROB:
-        err = EPROTO;
-        req_abort = true;
-        break;
-    default:
-        return;
+        /* Below the floor Linux takes min_pmtu (and stops setting DF; we do not). */
+        if (pmtu < ICMP_MIN_PMTU)
+            pmtu = ICMP_MIN_PMTU;
     }
     uint32_t src = stk__get32(q + 12), dst = stk__get32(q + 16);
     const uint8_t *th = q + hlen;

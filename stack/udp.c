@@ -11,6 +11,7 @@
 #define ICMP_UNREACH          3
 #define ICMP_UNREACH_PORT     3
 #define ICMP_UNREACH_NEEDFRAG 4
+#define ICMP6_PACKET_TOO_BIG  2
 #define ICMP_HLEN             8
 #define ICMP_QUOTE_MAX        (576 - STK_IP_HLEN - ICMP_HLEN) /* RFC 1812 4.3.2.3 */
 #define ICMP_UNREACH_BURST    50u
@@ -1043,7 +1044,7 @@ void stk__udp6_icmp_error(struct stk_engine *e, uint8_t type, uint8_t code, cons
     /* Packet Too Big: EMSGSIZE, hard, as Linux unless IPV6_MTU_DISCOVER is IPV6_PMTUDISC_DONT
      * (recorded, not applied, by ustack). The path MTU itself is not kept: later datagrams
      * are still fragmented to the link MTU (docs/gaps.md). */
-    if (type == 2 /* packet too big */)
+    if (type == ICMP6_PACKET_TOO_BIG)
         hard = true;
     if (!hard || len < 4 || !stk__ip6_is_ours(e, src))
         return;

@@ -64,8 +64,8 @@ struct stk_udp {
 int stk__udp_create(struct stk_engine *e);
 void stk__udp_destroy(struct stk_engine *e);
 void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
-/* An ICMP destination unreachable quoting one of our UDP datagrams (quoted: the quoted IPv4
- * header and what follows it, len bytes). */
+/* An ICMP error (type/code) quoting one of our UDP datagrams (quoted: the quoted IPv4 header
+ * and what follows it, len bytes): a connected socket takes a hard error. */
 void stk__udp_icmp_error(struct stk_engine *e, uint8_t type, uint8_t code, const uint8_t *quoted,
                          size_t len);
 
