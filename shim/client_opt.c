@@ -359,6 +359,13 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 return -EINVAL;
             o = STK_TCP_USER_TIMEOUT;
             break;
+        case TCP_SYNCNT:
+            if ((rc = get_int(val, len, &v)) < 0)
+                return rc;
+            if (v < 1 || v > 127)
+                return -EINVAL;
+            o = STK_TCP_SYNCNT;
+            break;
         case TCP_MAXSEG:
             o = STK_TCP_MAXSEG;
             break;
@@ -593,6 +600,9 @@ int shim_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
             break;
         case TCP_USER_TIMEOUT:
             o = STK_TCP_USER_TIMEOUT;
+            break;
+        case TCP_SYNCNT:
+            o = STK_TCP_SYNCNT;
             break;
         case TCP_MAXSEG:
             o = STK_TCP_MAXSEG;

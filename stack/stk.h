@@ -390,6 +390,8 @@ enum stk_sockopt {
     STK_IP_TOS,           /* 0..255: the IPv4 TOS byte of the connection's segments (IP_TOS;
                              the two ECN bits are kept clear, as Linux for TCP) */
     STK_IPV6_TCLASS,      /* 0..255: the IPv6 traffic class (IPV6_TCLASS; ECN bits clear) */
+    STK_TCP_SYNCNT,       /* 1..127: SYN (or a listener's SYN-ACK) retransmissions before the
+                             handshake fails with ETIMEDOUT (TCP_SYNCNT; default syn_retries) */
     STK_SOCKOPT_END,      /* one past the last option */
 };
 

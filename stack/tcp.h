@@ -165,6 +165,7 @@ struct stk_tcb {
     uint32_t user_timeout_ms;
     stk_time_t ut_start, zwp_start;
     uint8_t tos, tclass; /* IP_TOS and IPV6_TCLASS of its segments */
+    uint8_t syn_retries; /* TCP_SYNCNT: handshake retransmissions (cfg.syn_retries) */
 
     /* Statistics for TCP_INFO. */
     uint64_t total_retrans, bytes_acked, bytes_received, segs_in, segs_out;

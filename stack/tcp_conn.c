@@ -83,6 +83,7 @@ struct stk_tcb *stk__tcb_new(struct stk_engine *e)
     t->keep_idle_s = 7200;
     t->keep_intvl_s = 75;
     t->keep_cnt = 9;
+    t->syn_retries = (uint8_t)stk__min32(e->cfg.syn_retries, UINT8_MAX);
     t->cc_algo = (uint8_t)e->cfg.cc;
     t->snd_mss = STK_TCP_DEFAULT_MSS;
     e->ctr.conns_by_state[STK_TCP_CLOSED]++;
@@ -535,7 +536,7 @@ static bool on_rexmt(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     t->t_rexmt = 0;
     bool syn = t->state == STK_TCP_SYN_SENT || t->state == STK_TCP_SYN_RECEIVED;
-    uint32_t limit = syn ? e->cfg.syn_retries : e->cfg.data_retries;
+    uint32_t limit = syn ? t->syn_retries : e->cfg.data_retries;
     /* TCP_USER_TIMEOUT replaces the retry count once the handshake is done (Linux's
      * retransmits_timed_out): the time since the head of the flight went out decides. The
      * first retransmission starts the clock, one RTO back (the timer restarts whenever an

@@ -847,6 +847,7 @@ static void inherit_opts(struct stk_tcb *t, struct stk_tcb *l)
     t->keep_intvl_s = l->keep_intvl_s;
     t->keep_cnt = l->keep_cnt;
     t->user_timeout_ms = l->user_timeout_ms;
+    t->syn_retries = l->syn_retries; /* the child's SYN-ACKs, as Linux's request sockets */
     t->tos = l->tos;
     t->tclass = l->tclass;
     t->linger_s = l->linger_s;

@@ -637,6 +637,11 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
             return -EINVAL;
         t->user_timeout_ms = (uint32_t)val;
         return 0;
+    case STK_TCP_SYNCNT:
+        if (val < 1 || val > 127) /* Linux's MAX_TCP_SYNCNT */
+            return -EINVAL;
+        t->syn_retries = (uint8_t)val;
+        return 0;
     case STK_IP_TOS:
     case STK_IPV6_TCLASS:
         if (val < 0 || val > 255)
@@ -725,6 +730,9 @@ int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return 0;
     case STK_TCP_USER_TIMEOUT:
         *val = (int)t->user_timeout_ms;
+        return 0;
+    case STK_TCP_SYNCNT:
+        *val = t->syn_retries;
         return 0;
     case STK_IP_TOS:
         *val = t->tos;

@@ -1287,6 +1287,60 @@ START_TEST(syn_retries)
 }
 END_TEST
 
+/* TCP_SYNCNT: 1..127 (Linux's MAX_TCP_SYNCNT), read back as the engine's syn_retries until
+ * set. On a connecting socket it replaces syn_retries; on a listener it bounds the SYN-ACKs
+ * of the connections it accepts (Linux's request sockets take the listener's value). */
+START_TEST(syncnt_sockopt)
+{
+    struct th *h = th_new(); /* syn_retries 6 */
+    h->sd = stk_socket(h->e, NULL);
+    int v = -1;
+    EQ(stk_getopt(h->e, h->sd, STK_TCP_SYNCNT, &v), 0);
+    EQI(v, 6);
+    EQI(stk_setopt(h->e, h->now, h->sd, STK_TCP_SYNCNT, 0), -EINVAL);
+    EQI(stk_setopt(h->e, h->now, h->sd, STK_TCP_SYNCNT, 128), -EINVAL);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_SYNCNT, 1), 0);
+    EQ(stk_getopt(h->e, h->sd, STK_TCP_SYNCNT, &v), 0);
+    EQI(v, 1);
+    struct stk_sockaddr to = {.ip = PEER_IP, .port = PPORT};
+    stk_time_t t = h->now;
+    EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
+    const struct pkt_info *p = POP(h);
+    uint32_t iss = p->seq;
+    h->lport = p->sport;
+    EQ(p->flags, F_SYN);
+    advance(h, t + 2 * SEC);
+    EXPECT(h, F_SYN, iss, 0, 0);
+    EQ(h->p_time, t + 1 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_SYN_SENT);
+    advance(h, t + 4 * SEC);
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSED);
+    int err = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_ERROR, &err), 0);
+    EQI(err, ETIMEDOUT);
+
+    /* A listener's value: one SYN-ACK retransmission, then the embryo is gone. */
+    h->lsd = listen_on(h, LPORT, 16);
+    EQ(stk_setopt(h->e, h->now, h->lsd, STK_TCP_SYNCNT, 1), 0);
+    h->lport = LPORT;
+    h->pseq = PEER_ISN;
+    t = h->now;
+    peer_syn(h, &FULL);
+    EQ(ctr(h)->conns_by_state[STK_TCP_SYN_RECEIVED], 1);
+    advance(h, t + 2 * SEC);
+    EXPECT(h, F_SYN | F_ACK, h->iss, PEER_ISN + 1, 0);
+    EQ(h->p_time, t + 1 * SEC);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->conns_by_state[STK_TCP_SYN_RECEIVED], 1);
+    advance(h, t + 4 * SEC);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->conns_by_state[STK_TCP_SYN_RECEIVED], 0);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(syn_refused_by_rst)
 {
     struct th *h = th_new();
@@ -3196,6 +3250,7 @@ int main(void)
     tc = tcase(s, "rexmt");
     tcase_add_test(tc, rto_backoff_and_timeout);
     tcase_add_test(tc, syn_retries);
+    tcase_add_test(tc, syncnt_sockopt);
     tcase_add_test(tc, fast_retransmit_dupacks);
     tcase_add_test(tc, no_fast_retransmit_after_rto);
     tcase_add_test(tc, fast_retransmit_sack);

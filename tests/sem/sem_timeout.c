@@ -274,6 +274,36 @@ static void user_timeout(void)
     CHECK(err == ETIMEDOUT, "SO_ERROR %s", sem_ename(err));
 }
 
+/* TCP_SYNCNT (tcp(7)): the SYN retransmissions before a connection attempt gives up; reads
+ * 6 (tcp_syn_retries) until set, 1..127 or EINVAL, and an accepted socket has the
+ * listener's. (What it does to a connection attempt is test_tcp's syncnt_sockopt: no address
+ * here drops SYNs silently without failing ARP at the same 3 s.) */
+static void syn_count(void)
+{
+    int l = sem_listen_self(4, 0);
+    CHECK(l >= 0, "listen");
+    int v = -1;
+    socklen_t len = sizeof v;
+    CHECK_OK(getsockopt(l, IPPROTO_TCP, TCP_SYNCNT, &v, &len));
+    CHECK(v == 6 && len == sizeof v, "default %d (len %u)", v, len);
+    v = 0;
+    CHECK_ERR(setsockopt(l, IPPROTO_TCP, TCP_SYNCNT, &v, sizeof v), EINVAL);
+    v = 128;
+    CHECK_ERR(setsockopt(l, IPPROTO_TCP, TCP_SYNCNT, &v, sizeof v), EINVAL);
+    v = 2;
+    CHECK_OK(setsockopt(l, IPPROTO_TCP, TCP_SYNCNT, &v, sizeof v));
+    v = 0;
+    CHECK_OK(getsockopt(l, IPPROTO_TCP, TCP_SYNCNT, &v, &len));
+    CHECK(v == 2, "read back %d", v);
+    int c = sem_ctl(sem_lport(4), 0, 0, 1);
+    CHECK(c >= 0, "control");
+    int s = sem_accept_within(l, 5000);
+    CHECK(s >= 0, "accept");
+    v = 0;
+    CHECK_OK(getsockopt(s, IPPROTO_TCP, TCP_SYNCNT, &v, &len));
+    CHECK(v == 2, "accepted socket's TCP_SYNCNT %d", v);
+}
+
 int main(void)
 {
     sem_init("sem_timeout", 2);
@@ -290,5 +320,6 @@ int main(void)
     SEM_RUN(timeouts_are_separate);
     SEM_RUN(poll_timeout);
     SEM_RUN(user_timeout);
+    SEM_RUN(syn_count);
     return sem_done();
 }
