@@ -36,6 +36,7 @@ struct shim_cli shim__c = {
     .shm_fd = -1,
     .pipe_fd = -1,
     .scratch_fd = -1,
+    .scratch4u_fd = -1,
     .scratch6_fd = {-1, -1},
 };
 #define C shim__c
@@ -738,37 +739,34 @@ bool shim__route_kernel6(const struct shim_sk *k, const uint8_t ip6[16], uint32_
     return p % 8 && ((ip6[p / 8] ^ C.ip6[p / 8]) & (0xff00u >> (p % 8)) & 0xff);
 }
 
-int shim__scratch_for(const struct shim_sk *k)
+/* A private kernel socket of the family and type asked, made on first use (kept at a high
+ * number, close-on-exec, hidden from the application's calls). */
+static int scratch_get(int *slot, int dom, int type)
 {
-    if (shim__domain(k) != AF_INET6)
-        return shim__scratch();
-    int d = shim__dgram(k);
     shim__lock();
-    if (C.scratch6_fd[d] < 0) {
-        int s = C.sys.socket(AF_INET6, (d ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+    if (*slot < 0) {
+        int s = C.sys.socket(dom, type | SOCK_CLOEXEC, 0);
         if (s >= 0) {
-            C.scratch6_fd[d] = shim__high(s, true);
-            shim__priv(&C.scratch6_fd[d]);
+            *slot = shim__high(s, true);
+            shim__priv(slot);
         }
     }
-    int fd = C.scratch6_fd[d];
+    int fd = *slot;
     shim__unlock();
     return fd;
 }
 
+int shim__scratch_for(const struct shim_sk *k)
+{
+    int d = shim__dgram(k), type = d ? SOCK_DGRAM : SOCK_STREAM;
+    if (shim__domain(k) == AF_INET6)
+        return scratch_get(&C.scratch6_fd[d], AF_INET6, type);
+    return d ? scratch_get(&C.scratch4u_fd, AF_INET, type) : shim__scratch();
+}
+
 int shim__scratch(void)
 {
-    shim__lock();
-    if (C.scratch_fd < 0) {
-        int s = C.sys.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (s >= 0) {
-            C.scratch_fd = shim__high(s, true);
-            shim__priv(&C.scratch_fd);
-        }
-    }
-    int fd = C.scratch_fd;
-    shim__unlock();
-    return fd;
+    return scratch_get(&C.scratch_fd, AF_INET, SOCK_STREAM);
 }
 
 /* ---- socket --------------------------------------------------------------------------- */

@@ -82,6 +82,7 @@ struct shim_cli {
     struct shm_hdr *hdr;
     uint32_t nsocks, ring, ncores;
     int shm_fd, pipe_fd, scratch_fd;
+    int scratch4u_fd;           /* AF_INET UDP scratch socket (scratch_fd: TCP) */
     int scratch6_fd[2];         /* AF_INET6 scratch sockets: [0] TCP, [1] UDP */
     int wake_fd[SHM_MAX_CORES]; /* this process's numbers of the cores' wake eventfds */
     _Atomic int32_t pid;

@@ -164,9 +164,10 @@ static int unsupported_set(struct shim_sk *k, int level, int name, const void *v
     return 0;
 }
 
-/* IP_TOS / IPV6_TCLASS of a TCP socket: checked and masked by the kernel's scratch socket
- * (Linux clears the ECN bits of a stream socket's TOS, and takes -1 as 0 for the traffic
- * class), recorded as the kernel reads it back, and put on the connection's segments. */
+/* IP_TOS / IPV6_TCLASS: checked and masked by the kernel's scratch socket of the same type
+ * (Linux clears the ECN bits of a stream socket's TOS, keeps all eight bits of a datagram
+ * socket's, and takes -1 as 0 for the traffic class), recorded as the kernel reads it back,
+ * and put on the socket's segments or datagrams. */
 static int tos_set(struct shim_sk *k, int level, int name, const void *val, socklen_t len,
                    enum stk_sockopt o)
 {
@@ -224,11 +225,11 @@ static int set6(struct shim_sk *k, int name, const void *val, socklen_t len)
     default:
         break;
     }
-    if (name == IPV6_TCLASS && !dgram)
+    if (name == IPV6_TCLASS)
         return tos_set(k, IPPROTO_IPV6, name, val, len, STK_IPV6_TCLASS);
-    /* IPV6_TCLASS (of UDP), IPV6_UNICAST_HOPS, ...: checked by a kernel AF_INET6 socket,
-     * recorded and read back, not applied on the wire (docs/gaps.md "IPv6"). */
-    bool quiet = name == IPV6_TCLASS || name == IPV6_UNICAST_HOPS || name == IPV6_RECVPKTINFO ||
+    /* IPV6_UNICAST_HOPS, ...: checked by a kernel AF_INET6 socket, recorded and read back,
+     * not applied on the wire (docs/gaps.md "IPv6"). */
+    bool quiet = name == IPV6_UNICAST_HOPS || name == IPV6_RECVPKTINFO ||
                  name == IPV6_MTU_DISCOVER || name == IPV6_RECVERR;
     return unsupported_set(k, IPPROTO_IPV6, name, val, len, quiet);
 }
@@ -400,10 +401,10 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         default:
             return unsupported_set(&k, level, name, val, len, false);
         }
-    } else if (level == IPPROTO_IP && name == IP_TOS && !dgram) {
+    } else if (level == IPPROTO_IP && name == IP_TOS) {
         return tos_set(&k, level, name, val, len, STK_IP_TOS);
     } else {
-        /* IP-level options UDP programs set as a matter of course (IP_MTU_DISCOVER, IP_TOS,
+        /* IP-level options UDP programs set as a matter of course (IP_MTU_DISCOVER,
          * IP_RECVERR, ...): recorded without a word (docs/gaps.md "UDP"). */
         return unsupported_set(&k, level, name, val, len, dgram && level == IPPROTO_IP);
     }

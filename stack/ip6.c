@@ -337,8 +337,8 @@ static void icmp6_echo(struct stk_engine *e, stk_time_t now, const struct stk_ip
     sum = stk__csum_add(sum, m, ICMP6_HLEN);
     sum = stk__csum_add(sum, data.base, data.len);
     stk__put16(m + 2, stk__csum_fold(sum));
-    if (stk__ip6_send_frags(e, now, src, pkt->src, STK_IP_PROTO_ICMPV6, hdr, ICMP6_HLEN, &data,
-                            1) == 0)
+    if (stk__ip6_send_frags(e, now, src, pkt->src, STK_IP_PROTO_ICMPV6, hdr, ICMP6_HLEN, &data, 1,
+                            0) == 0)
         e->ctr.icmp6_echo_replies++;
 }
 

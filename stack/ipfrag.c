@@ -584,7 +584,7 @@ static int slice(const struct stk_iov *iov, int n, size_t off, size_t len, struc
 }
 
 int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto,
-                       const struct stk_iov *l4, int n, size_t l4_len)
+                       const struct stk_iov *l4, int n, size_t l4_len, uint8_t tos)
 {
     size_t sum = 0;
     if (n < 1 || n > IPF_MAX_IOV || !l4)
@@ -625,7 +625,7 @@ int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8
         bool more = off + len < l4_len;
         struct stk_iov iov[1 + IPF_MAX_IOV];
         ip[0] = 0x45;
-        ip[1] = 0;
+        ip[1] = tos;
         stk__put16(ip + 2, (uint16_t)(STK_IP_HLEN + len));
         stk__put16(ip + 4, id);
         stk__put16(ip + 6, (uint16_t)((more ? IP_MF : 0) | (off / 8)));
@@ -655,15 +655,17 @@ int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8
 
 int stk__ip6_send_frags(struct stk_engine *e, stk_time_t now, const uint8_t src[16],
                         const uint8_t dst[16], uint8_t proto, uint8_t *hdr, size_t l4_len,
-                        const struct stk_iov *payload, int npay)
+                        const struct stk_iov *payload, int npay, uint8_t tclass)
 {
     size_t total = l4_len;
     if (npay < 0 || npay > IPF_MAX_IOV - 1 || (npay > 0 && !payload))
         return -EINVAL;
     for (int i = 0; i < npay; i++)
         total += payload[i].len;
-    if (STK_IP6_HLEN + total <= e->cfg.mtu)
-        return stk__ip6_send(e, now, src, dst, proto, hdr, l4_len, payload, npay, NULL);
+    if (STK_IP6_HLEN + total <= e->cfg.mtu) {
+        struct stk_txmeta meta = {.tos = tclass};
+        return stk__ip6_send(e, now, src, dst, proto, hdr, l4_len, payload, npay, &meta);
+    }
     if (total > IP_MAXPACKET) /* the reassembled Payload Length */
         return -EMSGSIZE;
     if (!stk__ip6_enabled(e))
@@ -692,7 +694,7 @@ int stk__ip6_send_frags(struct stk_engine *e, stk_time_t now, const uint8_t src[
         return rc;
     memcpy(fh + 6, e->cfg.mac, 6);
     stk__put16(fh + 12, STK_ETH_P_IPV6);
-    stk__put32(ip, 6u << 28);
+    stk__put32(ip, 6u << 28 | (uint32_t)tclass << 20);
     ip[6] = NH_FRAGMENT;
     ip[7] = STK_IP6_HOP_LIMIT;
     memcpy(ip + 8, src, 16);

@@ -160,7 +160,7 @@ static void icmp_echo(struct stk_engine *e, stk_time_t now, const struct stk_ipv
     /* The reply is as large as the request: beyond our MTU it goes out in fragments. */
     if (STK_IP_HLEN + ip->l4_len > e->cfg.mtu) {
         struct stk_iov l4[2] = {{icmp, ICMP_HLEN}, data};
-        rc = stk__ip_send_frags(e, now, ip->src, STK_IP_PROTO_ICMP, l4, 2, ip->l4_len);
+        rc = stk__ip_send_frags(e, now, ip->src, STK_IP_PROTO_ICMP, l4, 2, ip->l4_len, 0);
     } else {
         rc = stk__ip_send(e, now, ip->src, STK_IP_PROTO_ICMP, hdr, ICMP_HLEN, &data, 1, NULL);
     }

@@ -212,11 +212,6 @@ void stk__tcp_unreachable(struct stk_engine *e, uint32_t nexthop);
  * hop (queueing behind ARP), and calls cfg.tx. meta may be NULL (no offloads). */
 int stk__ip_send(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto, uint8_t *hdr,
                  size_t l4_len, const struct stk_iov *payload, int npay, struct stk_txmeta *meta);
-/* Sends l4_len bytes of L4 header and payload (checksum complete), iov l4[0..n), as IPv4
- * fragments without DF: for a datagram whose packet exceeds the MTU. 0 or -errno.
- * (stack/ipfrag.c) */
-int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto,
-                       const struct stk_iov *l4, int n, size_t l4_len);
 /* Is a the directed broadcast of our subnet? (/31 and /32 have none.) */
 bool stk__ip_is_subnet_bcast(const struct stk_engine *e, uint32_t a);
 /* Hands a frame to cfg.tx and counts it. */
@@ -272,10 +267,10 @@ size_t stk__ipfrag_mem(const struct stk_engine *e, uint32_t *count);
  * 8), to dst as one IPv4 datagram: unfragmented when it fits the MTU, else as fragments of
  * at most the MTU, offsets in multiples of 8, one IP id, never DF. While the next hop is
  * being resolved all fragments are queued behind ARP, or none (-ENOBUFS) when the queue
- * cannot take them all. Returns 0 or -EMSGSIZE (l4_len > 65515), -EHOSTUNREACH, -ENOBUFS,
- * -EINVAL. */
+ * cannot take them all. tos: the TOS byte of every fragment. Returns 0 or -EMSGSIZE (l4_len >
+ * 65515), -EHOSTUNREACH, -ENOBUFS, -EINVAL. (stack/ipfrag.c) */
 int stk__ip_send_frags(struct stk_engine *e, stk_time_t now, uint32_t dst, uint8_t proto,
-                       const struct stk_iov *l4, int n, size_t l4_len);
+                       const struct stk_iov *l4, int n, size_t l4_len, uint8_t tos);
 void stk__tcp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip);
 /* An ICMP error (type 3, 11 or 12; info: the second header word, with the next-hop MTU of a
  * fragmentation needed in its low 16 bits) whose quote q (len bytes from the quoted IPv4
@@ -363,11 +358,12 @@ int stk__ip6_send(struct stk_engine *e, stk_time_t now, const uint8_t *src, cons
 /* stk__ip6_send for a source that may fragment (RFC 8200 4.5; UDP, echo replies; src not
  * NULL): beyond the MTU the l4_len + payload bytes go as fragments of at most the MTU behind
  * a Fragment header (offsets in multiples of 8, one 32-bit identification per datagram;
- * queued one by one behind neighbour discovery). npay <= 7. 0, or -EMSGSIZE (more than
- * 65535 bytes), -EHOSTUNREACH, -ENOBUFS, -EINVAL. Defined in ipfrag.c. */
+ * queued one by one behind neighbour discovery). npay <= 7. tclass: the traffic class of
+ * every packet. 0, or -EMSGSIZE (more than 65535 bytes), -EHOSTUNREACH, -ENOBUFS, -EINVAL.
+ * Defined in ipfrag.c. */
 int stk__ip6_send_frags(struct stk_engine *e, stk_time_t now, const uint8_t src[16],
                         const uint8_t dst[16], uint8_t proto, uint8_t *hdr, size_t l4_len,
-                        const struct stk_iov *payload, int npay);
+                        const struct stk_iov *payload, int npay, uint8_t tclass);
 /* The same with an explicit hop limit (255 for neighbour discovery). */
 int stk__ip6_send_hl(struct stk_engine *e, stk_time_t now, const uint8_t *src,
                      const uint8_t dst[16], uint8_t proto, uint8_t hop_limit, uint8_t *hdr,

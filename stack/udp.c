@@ -501,7 +501,8 @@ static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock
         iov = &one;
         n = 1;
     }
-    rc = stk__ip6_send_frags(e, now, src, dst, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n);
+    rc = stk__ip6_send_frags(e, now, src, dst, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n,
+                             s->tclass);
     if (buf)
         stk__free(e, buf, len ? len : 1);
     if (rc < 0 && rc != -ENOBUFS) {
@@ -573,9 +574,10 @@ ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struc
         l4[0].len = STK_UDP_HLEN;
         for (int i = 0; i < n; i++)
             l4[1 + i] = iov[i];
-        rc = stk__ip_send_frags(e, now, dip, STK_IP_PROTO_UDP, l4, 1 + n, ulen);
+        rc = stk__ip_send_frags(e, now, dip, STK_IP_PROTO_UDP, l4, 1 + n, ulen, s->tos);
     } else {
-        rc = stk__ip_send(e, now, dip, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n, NULL);
+        struct stk_txmeta meta = {.tos = s->tos};
+        rc = stk__ip_send(e, now, dip, STK_IP_PROTO_UDP, hdr, STK_UDP_HLEN, iov, n, &meta);
     }
     /* A datagram queued behind ARP resolution counts as sent (Linux's neighbour queue). */
     if (rc < 0 && rc != -ENOBUFS) {
@@ -710,6 +712,16 @@ int stk_udp_setopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int val)
         s->sndbuf = stk__max32((uint32_t)stk__min64(val < 0 ? 0 : (uint64_t)val * 2, UDP_BUF_MAX),
                                UDP_BUF_MIN_SND);
         return 0;
+    case STK_IP_TOS:
+    case STK_IPV6_TCLASS:
+        /* A datagram socket keeps the ECN bits too (Linux masks them for TCP only). */
+        if (val < 0 || val > 255)
+            return -EINVAL;
+        if (opt == STK_IP_TOS)
+            s->tos = (uint8_t)val;
+        else
+            s->tclass = (uint8_t)val;
+        return 0;
     default:
         return -ENOPROTOOPT;
     }
@@ -747,6 +759,12 @@ int stk_udp_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return 0;
     case STK_SO_NREAD:
         *val = s->qhead ? (int)s->qhead->len : 0;
+        return 0;
+    case STK_IP_TOS:
+        *val = s->tos;
+        return 0;
+    case STK_IPV6_TCLASS:
+        *val = s->tclass;
         return 0;
     default:
         return -ENOPROTOOPT;

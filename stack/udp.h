@@ -48,6 +48,7 @@ struct stk_udp_sock {
     uint32_t qlen, qbytes; /* datagrams queued; bytes charged (payload + cost) */
     uint32_t rcvbuf, sndbuf;
     uint8_t lip6[16], rip6[16]; /* network order, with UF_V6 / UF_R6 */
+    uint8_t tos, tclass;        /* IP_TOS, IPV6_TCLASS of its datagrams (all eight bits) */
 };
 
 struct stk_udp {

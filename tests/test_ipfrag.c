@@ -624,7 +624,7 @@ static int send_l4(struct tf *t, size_t len)
     /* Three pieces cut at odd places, as a UDP header and a ring's two halves would be. */
     size_t a = len < 8 ? len : 8, b = (len - a) / 3;
     struct stk_iov iov[3] = {{blob, a}, {blob + a, b}, {blob + a + b, len - a - b}};
-    return stk__ip_send_frags(t->tn.e, t->tn.now, PEER_IP, 17, iov, 3, len);
+    return stk__ip_send_frags(t->tn.e, t->tn.now, PEER_IP, 17, iov, 3, len, 0);
 }
 
 START_TEST(send_frags_sizes)
@@ -684,7 +684,8 @@ START_TEST(send_frags_behind_arp)
     static uint8_t blob[20000];
     struct stk_iov iov = {blob, sizeof(blob)};
     /* 14 fragments wait for the neighbour, and all go out once it answers. */
-    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &iov, 1, sizeof(blob)), 0);
+    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &iov, 1, sizeof(blob), 0),
+                     0);
     struct pkt_info p;
     ck_assert_int_eq(pkt_capture_pop_parse(&t->tn.cap, &p), PKT_OK);
     ck_assert_int_eq(p.kind, PKT_KIND_ARP);
@@ -692,8 +693,8 @@ START_TEST(send_frags_behind_arp)
     /* 64 frames per neighbour: 14 + 45 fit; 14 more do not, and none of them is queued. */
     static uint8_t blob2[MAXDG - 20];
     struct stk_iov big = {blob2, sizeof(blob2)};
-    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &big, 1, big.len), 0);
-    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &iov, 1, sizeof(blob)),
+    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &big, 1, big.len, 0), 0);
+    ck_assert_int_eq(stk__ip_send_frags(t->tn.e, t->tn.now, other, 17, &iov, 1, sizeof(blob), 0),
                      -ENOBUFS);
     ck_assert_uint_eq(ctr(&t->tn)->ip_frag_fails, 1);
     expect_none(&t->tn);

@@ -1199,6 +1199,28 @@ START_TEST(udp6_send_recv)
     ck_assert_uint_eq(o[56] << 8 | o[57], 5000);
     ck_assert_uint_ne(o[60] << 8 | o[61], 0);
     ck_assert_mem_eq(o + 62, "answer", 6);
+    ck_assert_uint_eq((o[14] & 0x0f) << 4 | o[15] >> 4, 0);
+    /* IPV6_TCLASS: all eight bits (ECN too) on a datagram and on each of its fragments. */
+    int tc = -1;
+    ck_assert_int_eq(stk_udp_getopt(t->e, sd, STK_IPV6_TCLASS, &tc), 0);
+    ck_assert_int_eq(tc, 0);
+    ck_assert_int_eq(stk_udp_setopt(t->e, sd, STK_IPV6_TCLASS, 256), -EINVAL);
+    ck_assert_int_eq(stk_udp_setopt(t->e, sd, STK_IPV6_TCLASS, 0x2d), 0);
+    ck_assert_int_eq(stk_udp_getopt(t->e, sd, STK_IPV6_TCLASS, &tc), 0);
+    ck_assert_int_eq(tc, 0x2d);
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &v, 1, &m.from), 6);
+    pop6_nh(t, 17, o, &n);
+    ck_assert_uint_eq((o[14] & 0x0f) << 4 | o[15] >> 4, 0x2d);
+    static uint8_t frag_data[3000];
+    struct stk_iov fv = {frag_data, sizeof(frag_data)};
+    ck_assert_int_eq(stk_udp_sendto(t->e, t->now, sd, &fv, 1, &m.from), 3000);
+    int frames = 0;
+    for (const struct pkt_frame *f; (f = pkt_capture_pop(&t->cap)); frames++) {
+        ck_assert_uint_ge(f->len, 54);
+        ck_assert_uint_eq((f->data[14] & 0x0f) << 4 | f->data[15] >> 4, 0x2d);
+    }
+    ck_assert_int_eq(frames, 3);
+    ck_assert_int_eq(stk_udp_setopt(t->e, sd, STK_IPV6_TCLASS, 0), 0);
     /* Many pieces are gathered. */
     struct stk_iov eight[8];
     for (int i = 0; i < 8; i++)

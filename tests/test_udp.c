@@ -125,7 +125,7 @@ static void inject(struct th *h, uint32_t src, uint32_t dst, uint16_t sport, uin
 struct out {
     uint8_t dmac[6];
     uint32_t src, dst;
-    uint8_t proto, df;
+    uint8_t proto, df, tos;
     uint16_t sport, dport, ulen;
     const uint8_t *l4, *data;
     size_t l4len;
@@ -151,6 +151,7 @@ static int pop(struct th *h, struct out *o)
     o->src = get32(ip + 12);
     o->dst = get32(ip + 16);
     o->proto = ip[9];
+    o->tos = ip[1];
     o->df = (get16(ip + 6) & 0x4000) != 0;
     o->l4 = ip + 20;
     o->l4len = total - 20;
@@ -323,6 +324,44 @@ START_TEST(send_frame)
     ck_assert_uint_ge(me.port, 32768);
     ck_assert_int_eq(pop(h, &o), 0);
     ck_assert_uint_eq(o.sport, me.port);
+    th_free(h);
+}
+END_TEST
+
+/* IP_TOS: 0..255 (the shim takes Linux's answer for other values), all eight bits kept on
+ * a datagram socket (Linux clears the ECN bits for TCP only), on every datagram and on
+ * every fragment of a large one. */
+START_TEST(ip_tos_on_datagrams)
+{
+    struct th *h = th_new(0);
+    int sd = sock_bound(h, 0, 4000);
+    int v = -1;
+    ck_assert_int_eq(stk_udp_getopt(h->e, sd, STK_IP_TOS, &v), 0);
+    ck_assert_int_eq(v, 0);
+    ck_assert_int_eq(stk_udp_setopt(h->e, sd, STK_IP_TOS, 256), -EINVAL);
+    ck_assert_int_eq(stk_udp_setopt(h->e, sd, STK_IP_TOS, -1), -EINVAL);
+    ck_assert_int_eq(stk_udp_setopt(h->e, sd, STK_IP_TOS, 0xb9), 0);
+    ck_assert_int_eq(stk_udp_getopt(h->e, sd, STK_IP_TOS, &v), 0);
+    ck_assert_int_eq(v, 0xb9);
+    ck_assert_int_eq(send1(h, sd, "x", 1, PEER_IP, 53), 1);
+    struct out o;
+    ck_assert_int_eq(pop(h, &o), 0);
+    ck_assert_uint_eq(o.tos, 0xb9);
+    static char large[3000];
+    ssize_t r = send1(h, sd, large, sizeof(large), PEER_IP, 53);
+    ck_assert(r == -EMSGSIZE || r == (ssize_t)sizeof(large));
+    int frags = 0;
+    for (const struct pkt_frame *f; (f = pkt_capture_pop(&h->cap));) {
+        if (f->len < 34 || get16(f->data + 12) != 0x0800)
+            continue;
+        ck_assert_uint_eq(f->data[15], 0xb9);
+        frags++;
+    }
+    ck_assert_int_eq(frags, r < 0 ? 0 : 3);
+    ck_assert_int_eq(stk_udp_setopt(h->e, sd, STK_IP_TOS, 0), 0);
+    ck_assert_int_eq(send1(h, sd, "y", 1, PEER_IP, 53), 1);
+    ck_assert_int_eq(pop(h, &o), 0);
+    ck_assert_uint_eq(o.tos, 0);
     th_free(h);
 }
 END_TEST
@@ -658,6 +697,7 @@ int main(void)
     tcase_add_test(tc, bind_rules);
     tcase_add_test(tc, send_errors);
     tcase_add_test(tc, send_frame);
+    tcase_add_test(tc, ip_tos_on_datagrams);
     tcase_add_test(tc, recv_queue);
     tcase_add_test(tc, recv_malformed);
     tcase_add_test(tc, rcvbuf_bound);

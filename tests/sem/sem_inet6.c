@@ -517,6 +517,22 @@ static void native_udp(void)
     CHECK(!memcmp(&pi.ipi6_addr, &self6, 16), "pktinfo %s", str6(&pi.ipi6_addr));
 }
 
+/* IPV6_TCLASS of a UDP socket, on the wire: the peer at +1 answers with the traffic class its
+ * datagram arrived with (all eight bits: ECN is the application's on a datagram socket). */
+static void udp_tclass(void)
+{
+    int u = sock6(SOCK_DGRAM), v = 0x2d;
+    CHECK_OK(setsockopt(u, IPPROTO_IPV6, IPV6_TCLASS, &v, sizeof v));
+    CHECK(get_int(u, IPPROTO_IPV6, IPV6_TCLASS) == 0x2d, "IPV6_TCLASS reads 0x%x",
+          get_int(u, IPPROTO_IPV6, IPV6_TCLASS));
+    struct sockaddr_in6 to = sin6_of(peer6, sem_port_base + SEM_PU_TOS);
+    CHECK(sendto(u, "t", 1, 0, (struct sockaddr *)&to, sizeof to) == 1, "sendto");
+    CHECK(readable(u, 3000), "no answer");
+    unsigned char tc = 0;
+    CHECK(recv(u, &tc, 1, 0) == 1, "recv");
+    CHECK(tc == 0x2d, "the peer saw traffic class 0x%x", tc);
+}
+
 int main(void)
 {
     sem_init("sem_inet6", 12);
@@ -539,5 +555,6 @@ int main(void)
     SEM_RUN(native_connect);
     SEM_RUN(native_accept);
     SEM_RUN(native_udp);
+    SEM_RUN(udp_tclass);
     return sem_done();
 }

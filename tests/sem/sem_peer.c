@@ -13,11 +13,12 @@
  *                "err <i> <errno>", send nbytes of the pattern, echo until EOF, then answer
  *                "eof <i> <bytes echoed>" or "rst <i> <errno>"
  *                (or "connect6 ...": to SEM_SELF6 over IPv6)
- * UDP: +0 echoes every datagram back to its sender; +8 has no UDP socket (ICMP port
- * unreachable). With SEM_PEER6 set (the topology has IPv6), echo at +0 is also served on
- * [::] for IPv6 only, TCP and UDP. Nothing listens on +8, so connects there are refused. One thread
- * per connection; every blocking call is bounded, and the process exits after --lifetime seconds
- * (default 1800).
+ * UDP: +0 echoes every datagram back to its sender; +1 answers each datagram with one byte,
+ * the IPv4 TOS or IPv6 traffic class it arrived with; +8 has no UDP socket (ICMP port
+ * unreachable). With SEM_PEER6 set (the topology has IPv6), echo at +0 and the TOS answer at
+ * +1 are also served on [::] for IPv6 only (and TCP echo at +0). Nothing listens on +8, so connects
+ * there are refused. One thread per connection; every blocking call is bounded, and the process
+ * exits after --lifetime seconds (default 1800).
  *
  * Usage: SEM_SELF=... SEM_PORT_BASE=... sem_peer [--lifetime S]
  * Prints "ready" on stdout once every listener is up.
@@ -345,6 +346,66 @@ static void *udp_echo(void *arg)
     return NULL;
 }
 
+/* UDP at base+1: each datagram is answered with the TOS byte (IPv4) or traffic class (IPv6)
+ * it came with, as IP_RECVTOS / IPV6_RECVTCLASS report it. */
+static void *udp_tos(void *arg)
+{
+    int fd = (int)(intptr_t)arg, on = 1;
+    setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &on, sizeof on);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on);
+    for (;;) {
+        char buf[2048];
+        union {
+            struct cmsghdr c;
+            char b[256];
+        } cb;
+        struct sockaddr_storage from;
+        struct iovec iov = {buf, sizeof buf};
+        struct msghdr m = {.msg_name = &from,
+                           .msg_namelen = sizeof from,
+                           .msg_iov = &iov,
+                           .msg_iovlen = 1,
+                           .msg_control = &cb,
+                           .msg_controllen = sizeof cb};
+        if (recvmsg(fd, &m, 0) < 0)
+            continue;
+        unsigned char tos = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS)
+                tos = *CMSG_DATA(c);
+            if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+                int v;
+                memcpy(&v, CMSG_DATA(c), sizeof v);
+                tos = (unsigned char)v;
+            }
+        }
+        sendto(fd, &tos, 1, 0, (struct sockaddr *)&from, m.msg_namelen);
+    }
+    return NULL;
+}
+
+/* A UDP socket of family af bound to the wildcard at base+svc (IPv6 only for AF_INET6), served
+ * by fn in its own thread. */
+static int udp_service(int af, int svc, void *(*fn)(void *))
+{
+    int fd = socket(af, SOCK_DGRAM, 0), one = 1;
+    struct sockaddr_in a4 = sem_sin((struct in_addr){htonl(INADDR_ANY)}, sem_port_base + svc);
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
+                              .sin6_port = htons((uint16_t)(sem_port_base + svc))};
+    if (fd < 0 ||
+        (af == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) ||
+        (af == AF_INET6 ? bind(fd, (struct sockaddr *)&a6, sizeof a6)
+                        : bind(fd, (struct sockaddr *)&a4, sizeof a4)) < 0) {
+        fprintf(stderr, "sem_peer: UDP port %d: %s\n", sem_port_base + svc, strerror(errno));
+        return -1;
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, fn, (void *)(intptr_t)fd) != 0)
+        return -1;
+    pthread_detach(t);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     long lifetime = 1800;
@@ -376,17 +437,9 @@ int main(int argc, char **argv)
             return 1;
         pthread_detach(t);
     }
-    int u = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in ua =
-        sem_sin((struct in_addr){htonl(INADDR_ANY)}, sem_port_base + SEM_P_ECHO);
-    if (u < 0 || bind(u, (struct sockaddr *)&ua, sizeof ua) < 0) {
-        perror("sem_peer: udp echo");
+    if (udp_service(AF_INET, SEM_P_ECHO, udp_echo) < 0 ||
+        udp_service(AF_INET, SEM_PU_TOS, udp_tos) < 0)
         return 1;
-    }
-    pthread_t ut;
-    if (pthread_create(&ut, NULL, udp_echo, (void *)(intptr_t)u) != 0)
-        return 1;
-    pthread_detach(ut);
     const char *p6 = getenv("SEM_PEER6"), *s6 = getenv("SEM_SELF6");
     if (p6 && *p6) {
         /* IPv6 only: the IPv4 services above keep their ports. */
@@ -397,21 +450,20 @@ int main(int argc, char **argv)
         int one = 1;
         struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
                                   .sin6_port = htons((uint16_t)(sem_port_base + SEM_P_ECHO))};
-        int t6 = socket(AF_INET6, SOCK_STREAM, 0), u6 = socket(AF_INET6, SOCK_DGRAM, 0);
-        if (t6 < 0 || u6 < 0 || setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) ||
-            setsockopt(u6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) ||
+        int t6 = socket(AF_INET6, SOCK_STREAM, 0);
+        if (t6 < 0 || setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) ||
             setsockopt(t6, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-            bind(t6, (struct sockaddr *)&a6, sizeof a6) || listen(t6, 128) ||
-            bind(u6, (struct sockaddr *)&a6, sizeof a6)) {
+            bind(t6, (struct sockaddr *)&a6, sizeof a6) || listen(t6, 128)) {
             perror("sem_peer: IPv6 echo");
             return 1;
         }
         pthread_t t;
-        if (pthread_create(&t, NULL, listener, (void *)(intptr_t)(t6 << 8 | SEM_P_ECHO)) ||
-            pthread_create(&ut, NULL, udp_echo, (void *)(intptr_t)u6))
+        if (pthread_create(&t, NULL, listener, (void *)(intptr_t)(t6 << 8 | SEM_P_ECHO)))
             return 1;
         pthread_detach(t);
-        pthread_detach(ut);
+        if (udp_service(AF_INET6, SEM_P_ECHO, udp_echo) < 0 ||
+            udp_service(AF_INET6, SEM_PU_TOS, udp_tos) < 0)
+            return 1;
     }
     printf("ready\n");
     fflush(stdout);

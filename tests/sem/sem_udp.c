@@ -401,6 +401,28 @@ static void loopback(void)
     CHECK(from.sin_addr.s_addr == htonl(INADDR_LOOPBACK), "from %s", inet_ntoa(from.sin_addr));
 }
 
+/* IP_TOS of a UDP socket: 0 by default, all eight bits kept (Linux masks the ECN bits for
+ * TCP only), on the wire: the peer at +1 answers with the TOS its datagram arrived with. */
+static void ip_tos(void)
+{
+    int fd = udp(0);
+    CHECK(so_int(fd, IPPROTO_IP, IP_TOS) == 0, "default IP_TOS %d", so_int(fd, IPPROTO_IP, IP_TOS));
+    int v = 0xb9;
+    CHECK_OK(setsockopt(fd, IPPROTO_IP, IP_TOS, &v, sizeof v));
+    CHECK(so_int(fd, IPPROTO_IP, IP_TOS) == 0xb9, "IP_TOS reads 0x%x",
+          so_int(fd, IPPROTO_IP, IP_TOS));
+    struct sockaddr_in peer = sem_peer_addr(SEM_PU_TOS);
+    for (int round = 0; round < 2; round++) {
+        CHECK(sendto(fd, "t", 1, 0, (struct sockaddr *)&peer, sizeof peer) == 1, "sendto");
+        CHECK(readable(fd, 3000), "no answer");
+        unsigned char tos = 0xff;
+        CHECK(recv(fd, &tos, 1, 0) == 1, "recv");
+        CHECK(tos == (round ? 0 : 0xb9), "the peer saw TOS 0x%x (round %d)", tos, round);
+        v = 0;
+        CHECK_OK(setsockopt(fd, IPPROTO_IP, IP_TOS, &v, sizeof v));
+    }
+}
+
 static void rcvbuf(void)
 {
     int fd = udp(0), v = 65536;
@@ -429,5 +451,6 @@ int main(void)
     SEM_RUN(raw_syscall_mmsg);
     SEM_RUN(loopback);
     SEM_RUN(rcvbuf);
+    SEM_RUN(ip_tos);
     return sem_done();
 }
