@@ -15,7 +15,9 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,14 +79,19 @@ static bool ours(int fd)
 
 /* ---- start-up ------------------------------------------------------------------------- */
 
-static void atfork_child(void)
+/* Yama (ptrace_scope 1) lets ustackd take this process's eventfds (pidfd_getfd) only if the
+ * process names it; the exception does not survive fork. */
+static void name_tracer(void)
 {
-    shim_fork_child();
-    /* Yama (ptrace_scope 1) lets ustackd take this process's eventfds (pidfd_getfd) only
-     * if the process names it; the exception does not survive fork. */
     int pid = shim_stack_pid();
     if (pid > 0)
         prctl(PR_SET_PTRACER, (unsigned long)pid, 0, 0, 0);
+}
+
+static void atfork_child(void)
+{
+    shim_fork_child();
+    name_tracer();
 }
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -429,6 +436,53 @@ HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
  * they go to the client; every other call passes through with its six argument registers, as
  * glibc's syscall() takes them. (The library's own futex calls come through here too: one
  * comparison.) */
+/* This process's pid as /proc (mounted in an outer pid namespace) names it: a child cloned
+ * into a new pid namespace is 1 to getpid() but not to ustackd. getpid() if /proc fails. */
+static int32_t outer_pid(void)
+{
+    char buf[32];
+    ssize_t n = readlink("/proc/self", buf, sizeof(buf) - 1);
+    if (n > 0) {
+        buf[n] = '\0';
+        char *end;
+        long v = strtol(buf, &end, 10);
+        if (*end == '\0' && v > 0 && v <= INT32_MAX)
+            return (int32_t)v;
+    }
+    return (int32_t)getpid();
+}
+
+/* A clone that makes a process with its own memory and fd table, returning in both like
+ * fork (no new stack): vsftpd forks each session with syscall(SYS_clone, CLONE_NEWIPC |
+ * SIGCHLD, NULL). Without the fork handlers the child would act as its parent: its close of
+ * the inherited listener closed the parent's, and the parent's close of the accepted
+ * socket took the child's. */
+static bool fork_like(unsigned long flags, unsigned long stack)
+{
+    return stack == 0 && !(flags & (CLONE_VM | CLONE_THREAD | CLONE_FILES | CLONE_SIGHAND));
+}
+
+static long clone_as_fork(long (*real)(long, ...), long n, const long a[6], unsigned long flags)
+{
+    shim_fork_prepare();
+    shim_fork_hook_begin();
+    long p = real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+    int err = errno;
+    if (p == 0) {
+        shim_fork_child_pid((flags & CLONE_NEWPID) ? outer_pid() : (int32_t)getpid());
+        name_tracer();
+        return 0;
+    }
+    shim_fork_hook_end(p < 0 ? -1 : (int)p);
+    errno = err;
+    return p;
+}
+
+/* The head of clone3's struct clone_args (linux/sched.h), all __aligned_u64. */
+struct clone3_head {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size;
+};
+
 HOOK long syscall(long n, ...)
 {
     va_list ap;
@@ -472,6 +526,16 @@ HOOK long syscall(long n, ...)
         errno = ENOSYS;
         return -1;
     }
+    if (n == SYS_clone && fork_like((unsigned long)a[0], (unsigned long)a[1]))
+        return clone_as_fork(real, n, a, (unsigned long)a[0]);
+#ifdef SYS_clone3
+    if (n == SYS_clone3 && a[0] && (size_t)a[1] >= sizeof(struct clone3_head)) {
+        struct clone3_head h;
+        memcpy(&h, (const void *)a[0], sizeof(h));
+        if (fork_like((unsigned long)h.flags, (unsigned long)h.stack))
+            return clone_as_fork(real, n, a, (unsigned long)h.flags);
+    }
+#endif
     return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 

@@ -97,6 +97,9 @@ int shim_stack_pid(void);
 void shim_fork_prepare(void);
 void shim_fork_parent(void);
 void shim_fork_child(void);
+/* The same for a child whose getpid() is not its pid in ustackd's namespace (a clone with
+ * CLONE_NEWPID): pid is its pid as the parent saw it. */
+void shim_fork_child_pid(int32_t pid);
 /* The fork hook brackets the real fork() so that a failed fork undoes the prepare step's
  * references (the atfork handlers cannot see fork's result). */
 void shim_fork_hook_begin(void);

@@ -71,16 +71,21 @@ void shim_fork_parent(void)
 
 void shim_fork_child(void)
 {
+    shim_fork_child_pid((int32_t)getpid());
+}
+
+void shim_fork_child_pid(int32_t pid)
+{
     if (!SHIM_LOAD(&C.attached))
         return;
     t_in_fork_hook = 0;
     pthread_mutex_init(&C.lock, NULL);
     shim__epoll_atfork_child();
     shim__pins_atfork_child();
-    SHIM_STORE(&C.pid, (int32_t)getpid());
+    SHIM_STORE(&C.pid, pid);
     C.pidx = C.child_pidx;
     C.child_pidx = SHM_NONE;
-    if (C.pidx != SHM_NONE && !shm_proc_set_pid(C.base, C.pidx, (int32_t)getpid()))
+    if (C.pidx != SHM_NONE && !shm_proc_set_pid(C.base, C.pidx, pid))
         C.pidx = SHM_NONE; /* ustackd gave the entry back: we run untracked */
     C.lockval = C.pidx == SHM_NONE ? SHM_NONE : C.pidx + 1;
 }

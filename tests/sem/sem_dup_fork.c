@@ -299,6 +299,53 @@ static void fork_child_accepts(void)
     CHECK(read(res[0], buf, 3) == 3 && sem_check_pat(buf, 0, 3) < 0, "child's data");
 }
 
+/* An inetd-style server that forks with the raw clone system call, as vsftpd does
+ * (syscall(SYS_clone, CLONE_NEWIPC | SIGCHLD, NULL): no fork handlers run): the child
+ * closes the inherited listener and answers on the accepted connection, the parent closes
+ * its copy of the connection at once and accepts the next one. The second round clones
+ * into a new pid namespace (the child is pid 1 to itself). */
+static void raw_clone_child(void)
+{
+    int l = sem_listen_self(7, 0);
+    CHECK(l >= 0, "listen");
+    for (int round = 0; round < 2; round++) {
+        int ctl = sem_ctl(sem_lport(7), 0, 0, 1);
+        CHECK(ctl >= 0, "control");
+        int s = sem_accept_within(l, 5000);
+        char line[64];
+        CHECK(s >= 0, "accept (round %d)", round);
+        CHECK(sem_ctl_line(ctl, line, sizeof line, 5000) > 0 && !strcmp(line, "ok 0"), "peer: %s",
+              line);
+        int go[2];
+        CHECK_OK(pipe(go));
+        unsigned long flags = SIGCHLD | (round ? CLONE_NEWPID : 0);
+        long pid = syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+        CHECK(pid >= 0, "clone (round %d)", round);
+        if (pid == 0) {
+            close(l);
+            close(go[1]);
+            char ch;
+            struct pollfd p = {go[0], POLLIN, 0};
+            poll(&p, 1, 10000);
+            char echo[5];
+            int ok = read(go[0], &ch, 1) == 1 && send(s, "clone", 5, 0) == 5 &&
+                     sem_read_full(s, echo, 5, 5000) == 5 && !memcmp(echo, "clone", 5);
+            close(s); /* after the echo: no RST for data arriving after close */
+            _exit(ok ? 0 : 1);
+        }
+        close(go[0]);
+        sem_close(s); /* before the child has used it */
+        (void)!write(go[1], "g", 1);
+        close(go[1]);
+        int rc = wait_child((pid_t)pid, 5000);
+        CHECK(rc == 0, "child failed (%d, round %d)", rc, round);
+        /* The peer echoed the child's five bytes and then saw its FIN. */
+        CHECK(sem_ctl_line(ctl, line, sizeof line, 5000) > 0 && !strcmp(line, "eof 0 5"),
+              "peer: %s (round %d)", line, round);
+        sem_close(ctl);
+    }
+}
+
 /* An exec'ed program inherits the socket (and not the FD_CLOEXEC one) and can write on it. */
 static const char *self_path;
 
@@ -477,6 +524,7 @@ int main(int argc, char **argv)
     SEM_RUN(fork_close_needs_both);
     SEM_RUN(fork_child_exits);
     SEM_RUN(fork_child_accepts);
+    SEM_RUN(raw_clone_child);
     SEM_RUN(exec_inherits);
     SEM_RUN(sandboxed_child);
     return sem_done();
