@@ -76,9 +76,9 @@ void shim_fork_child(void)
 
 void shim_fork_child_pid(int32_t pid)
 {
+    t_in_fork_hook = 0; /* also unattached: a later fork's handlers must not see it set */
     if (!SHIM_LOAD(&C.attached))
         return;
-    t_in_fork_hook = 0;
     pthread_mutex_init(&C.lock, NULL);
     shim__epoll_atfork_child();
     shim__pins_atfork_child();
