@@ -391,7 +391,16 @@ HOOK ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
     if (sock(fd))
         return ret(shim_recvmsg(fd, m, flags));
-    return REAL(recvmsg)(fd, m, flags);
+    ssize_t r = REAL(recvmsg)(fd, m, flags);
+    /* Fds received over a Unix socket: a ustack socket among them is adopted (a process
+     * not yet attached attaches to the running ustackd first). */
+    if (r >= 0 && m && m->msg_control && m->msg_controllen >= sizeof(struct cmsghdr)) {
+        int err = errno;
+        if (shim_attached() || ustack__attach_running() == 0)
+            shim_pass_recv(m);
+        errno = err;
+    }
+    return r;
 }
 
 HOOK int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *tmo)
@@ -420,7 +429,16 @@ HOOK ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
     if (sock(fd))
         return ret(shim_sendmsg(fd, m, flags));
-    return REAL(sendmsg)(fd, m, flags);
+    /* Ustack sockets sent over a Unix socket (SCM_RIGHTS): noted for the receiver. */
+    uint32_t taken[64];
+    int n = shim_pass_send(m, taken, 64);
+    ssize_t r = REAL(sendmsg)(fd, m, flags);
+    if (r < 0 && n > 0) {
+        int err = errno;
+        shim_pass_undo(taken, n);
+        errno = err;
+    }
+    return r;
 }
 
 HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)

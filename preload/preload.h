@@ -45,6 +45,7 @@ int ustack__inet6_enabled(void);
 /* Attaches to ustackd, spawning it if need be (docs/shm.md "Start-up"): 0 or -errno. The
  * first failure is printed once and returned from then on. */
 int ustack__attach(void);
+int ustack__attach_running(void);
 /* The path of ustackd to spawn (USTACK_STACKD, else next to libustack.so). */
 const char *ustack__stackd_path(void);
 /* The environment for an exec: envp plus USTACK_SHM_FD / USTACK_PIPE_FD and fdsvar (if not

@@ -655,6 +655,39 @@ static int attach_or_spawn(void)
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 static int attach_state; /* 0 not yet, 1 attached, -errno failed */
 
+/* Attaches to a ustackd that is already running (the inherited region, USTACK_ATTACH, or
+ * the device's attach socket), never spawning one; a failure is not remembered, so a later
+ * socket() may still spawn. 0 when attached. For a process that receives a ustack socket
+ * over a Unix socket before it made one of its own. */
+int ustack__attach_running(void)
+{
+    if (__atomic_load_n(&attach_state, __ATOMIC_ACQUIRE) > 0)
+        return 0;
+    pthread_mutex_lock(&attach_lock);
+    int rc = attach_state > 0 ? 0 : -ENETDOWN;
+    if (!attach_state) {
+        ustack__init();
+        if (ustack__enabled() && conf_state >= 0) {
+            const char *shm = getenv("USTACK_SHM_FD"), *ex = getenv("USTACK_ATTACH");
+            char path[108];
+            int r;
+            if (shm)
+                r = attach_inherited(shm, getenv("USTACK_PIPE_FD")) == 0 ? 1 : -1;
+            else if (ex && *ex)
+                r = attach_socket(ex);
+            else
+                r = shm_run_path(conf.dev, ".sock", path, sizeof(path)) == 0 ? attach_socket(path)
+                                                                             : 0;
+            if (r > 0) {
+                __atomic_store_n(&attach_state, 1, __ATOMIC_RELEASE);
+                rc = 0;
+            }
+        }
+    }
+    pthread_mutex_unlock(&attach_lock);
+    return rc;
+}
+
 int ustack__attach(void)
 {
     int st = __atomic_load_n(&attach_state, __ATOMIC_ACQUIRE);

@@ -1597,7 +1597,6 @@ void shim__release_ref(uint32_t slot, uint32_t gen)
 {
     if (!shm_sock_valid(C.base, slot, gen))
         return;
-    struct shm_sock *s = shm_sock(C.base, slot);
     /* Our count first: dying between the two leaves refs one too high (the socket stays
      * open), never one too low (ustackd would drop a reference twice). */
     if (C.pidx != SHM_NONE) {
@@ -1606,6 +1605,14 @@ void shim__release_ref(uint32_t slot, uint32_t gen)
         while (h && !atomic_compare_exchange_weak(hc, &h, h - 1)) {
         }
     }
+    shim__unref(slot, gen);
+}
+
+void shim__unref(uint32_t slot, uint32_t gen)
+{
+    if (!shm_sock_valid(C.base, slot, gen))
+        return;
+    struct shm_sock *s = shm_sock(C.base, slot);
     uint32_t old = atomic_load(&s->refs);
     do {
         if (old == 0)

@@ -114,6 +114,13 @@ int shim_exec_prepare(char *buf, size_t len);
 void shim_exec_failed(void);
 /* The new image: adopt the sockets a USTACK_FDS value names (after shim_attach). */
 int shim_adopt(const char *value);
+/* SCM_RIGHTS (docs/preload.md "Passing sockets"). Before a sendmsg on a kernel socket: notes
+ * the ustack sockets among msg's rights (at most max; their pass entries in taken) and
+ * returns how many; shim_pass_undo gives them back if the sendmsg failed. After a recvmsg:
+ * adopts the ustack sockets among the fds received; returns how many. */
+int shim_pass_send(const struct msghdr *msg, uint32_t *taken, int max);
+void shim_pass_undo(const uint32_t *taken, int n);
+int shim_pass_recv(const struct msghdr *msg);
 
 /* ---- sockets -------------------------------------------------------------------------- */
 

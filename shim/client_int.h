@@ -148,6 +148,9 @@ int64_t shim__deadline(int64_t timeout_ns);
  * replaces an fd number of that socket. */
 #define SHIM_ATTACH_WAIT_NS (30 * SHIM_NS_PER_S)
 void shim__attach_wait(uint32_t slot);
+/* Drops a reference of shm_sock.refs that is in no process's hold row (a socket in flight
+ * between processes); the last one closes the socket. */
+void shim__unref(uint32_t slot, uint32_t gen);
 int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp);
 int shim__push(uint32_t core, const struct shm_cmd *c);
 void shim__cmd_init(struct shm_cmd *c, const struct shim_sk *k, enum shm_op op);

@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define C shim__c
@@ -181,6 +184,38 @@ void shim_exec_failed(void)
     pthread_mutex_unlock(&C.lock);
 }
 
+/* fd becomes this process's number of the socket in slot (generation gen): its file state
+ * rebuilt from the region if this process had none, its fd table entry set. The caller
+ * accounts for the reference. */
+static bool adopt_fd(int fd, uint32_t slot, uint32_t gen, bool nb)
+{
+    int cl = C.sys.fcntl(fd, F_GETFD);
+    if (cl < 0 || (unsigned)fd >= shim_fds.size || !shm_sock_valid(C.base, slot, gen))
+        return false;
+    struct shm_sock *s = shm_sock(C.base, slot);
+    struct shim_file *f = &C.files[slot];
+    if (f->gen != gen || f->nfds == 0) {
+        f = shim__file_init(slot, gen, nb);
+        f->nfds = 0;
+        uint32_t fl = SHIM_LOAD(&s->flags);
+        f->cstate = (fl & SHM_F_LISTENING)   ? SHIM_CS_LISTEN
+                    : (fl & SHM_F_CONNECTED) ? SHIM_CS_CONNECTED
+                                             : SHIM_CS_NEW;
+        f->bound = s->la.port != 0;
+        f->bind_a = s->la;
+        /* An AF_INET6 socket on IPv4's wildcard was bound to [::] (client.c do_bind). */
+        f->any6 = s->domain == AF_INET6 && s->la.family == SHM_AF_INET && s->la.ip == 0;
+        struct shim_sk k = {fd, slot, gen, s, f, false};
+        if (f->cstate == SHIM_CS_LISTEN && shim_addr_any(&s->la))
+            shim__loopback_listener(&k, s->la.port, 511);
+    }
+    f->nfds++;
+    shim__lock();
+    shim_fdtab_set(&shim_fds, fd, SHIM_FD_SOCK, slot, gen, cl & FD_CLOEXEC, NULL);
+    shim__unlock();
+    return true;
+}
+
 int shim_adopt(const char *v)
 {
     char *end;
@@ -200,33 +235,170 @@ int shim_adopt(const char *v)
             break;
         long nb = strtol(end + 1, &end, 10);
         p = *end == ',' ? end + 1 : end;
-        int cl = C.sys.fcntl((int)fd, F_GETFD);
-        if (cl < 0 || fd < 0 || (unsigned long)fd >= shim_fds.size || slot >= C.nsocks ||
-            !shm_sock_valid(C.base, (uint32_t)slot, (uint32_t)gen))
+        if (fd >= 0 && fd <= INT32_MAX && slot < C.nsocks && gen <= UINT32_MAX &&
+            adopt_fd((int)fd, (uint32_t)slot, (uint32_t)gen, nb != 0))
+            n++;
+    }
+    return n;
+}
+
+/* ---- sockets passed over Unix sockets (SCM_RIGHTS) ---------------------------------------- */
+
+/* The SCM_RIGHTS fds of msg, one after another: *i is the cursor (0 to start). */
+static int next_right(const struct msghdr *msg, struct cmsghdr **c, size_t *i)
+{
+    for (; *c; *c = CMSG_NXTHDR((struct msghdr *)msg, *c), *i = 0) {
+        if ((*c)->cmsg_level != SOL_SOCKET || (*c)->cmsg_type != SCM_RIGHTS)
             continue;
-        struct shm_sock *s = shm_sock(C.base, (uint32_t)slot);
-        struct shim_file *f = &C.files[slot];
-        if (f->gen != gen || f->nfds == 0) {
-            f = shim__file_init((uint32_t)slot, (uint32_t)gen, nb);
-            f->nfds = 0;
-            uint32_t fl = SHIM_LOAD(&s->flags);
-            f->cstate = (fl & SHM_F_LISTENING)   ? SHIM_CS_LISTEN
-                        : (fl & SHM_F_CONNECTED) ? SHIM_CS_CONNECTED
-                                                 : SHIM_CS_NEW;
-            f->bound = s->la.port != 0;
-            f->bind_a = s->la;
-            /* An AF_INET6 socket on IPv4's wildcard was bound to [::] (client.c do_bind). */
-            f->any6 = s->domain == AF_INET6 && s->la.family == SHM_AF_INET && s->la.ip == 0;
-            struct shim_sk k = {(int)fd, (uint32_t)slot, (uint32_t)gen, s, f, false};
-            if (f->cstate == SHIM_CS_LISTEN && shim_addr_any(&s->la))
-                shim__loopback_listener(&k, s->la.port, 511);
+        size_t n = ((*c)->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        if (*i < n) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(*c) + *i * sizeof(int), sizeof(fd));
+            (*i)++;
+            return fd;
         }
-        f->nfds++;
+    }
+    return -1;
+}
+
+static bool file_id(int fd, uint64_t *dev, uint64_t *ino)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return false;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return true;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Messages whose fds nobody adopted within SHM_PASS_TTL_S (the receiver is not preloaded,
+ * uses another region, or dropped the message): their references go, so the connections
+ * do not stay open for ever. */
+static void pass_reclaim(struct shm_hdr *h, uint64_t now)
+{
+    for (uint32_t k = 0; k < SHM_NPASS; k++) {
+        struct shm_pass *ps = &h->pass[k];
+        if (SHIM_LOAD(&ps->state) != SHM_PASS_INFLIGHT ||
+            now - ps->sent_ns < (uint64_t)SHM_PASS_TTL_S * 1000000000u)
+            continue;
+        uint32_t st = SHM_PASS_INFLIGHT;
+        if (!atomic_compare_exchange_strong(&ps->state, &st, SHM_PASS_CLAIMING))
+            continue;
+        shim__unref(ps->slot, ps->gen);
+        SHIM_STORE(&ps->state, SHM_PASS_FREE);
+    }
+}
+
+int shim_pass_send(const struct msghdr *msg, uint32_t *taken, int max)
+{
+    if (!SHIM_LOAD(&C.attached) || !msg || !msg->msg_control ||
+        msg->msg_controllen < sizeof(struct cmsghdr))
+        return 0;
+    struct shm_hdr *h = C.base;
+    int n = 0;
+    bool reclaimed = false;
+    struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg);
+    size_t i = 0;
+    for (int fd; (fd = next_right(msg, &c, &i)) >= 0 || c;) {
+        if (fd < 0)
+            continue;
         shim__lock();
-        shim_fdtab_set(&shim_fds, (int)fd, SHIM_FD_SOCK, (uint32_t)slot, (uint32_t)gen,
-                       cl & FD_CLOEXEC, NULL);
+        struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
+        bool ours = e && SHIM_RLX(&e->kind) == SHIM_FD_SOCK;
+        uint32_t slot = ours ? e->slot : 0, gen = ours ? e->gen : 0;
         shim__unlock();
-        n++;
+        uint64_t dev, ino;
+        if (!ours || !shm_sock_valid(C.base, slot, gen) || !file_id(fd, &dev, &ino))
+            continue;
+        if (n == max)
+            break;
+        /* The stack must have the eventfd before the sender may close its number. */
+        shim__attach_wait(slot);
+        uint64_t now = mono_ns();
+        if (!reclaimed) {
+            pass_reclaim(h, now);
+            reclaimed = true;
+        }
+        uint32_t k = 0;
+        for (; k < SHM_NPASS; k++) {
+            uint32_t fr = SHM_PASS_FREE;
+            if (atomic_compare_exchange_strong(&h->pass[k].state, &fr, SHM_PASS_FILLING))
+                break;
+        }
+        if (k == SHM_NPASS) {
+            shim_warn_once("pass",
+                           "more than %d ustack sockets in flight between processes: "
+                           "the receiver gets a plain eventfd",
+                           SHM_NPASS);
+            continue;
+        }
+        struct shm_pass *ps = &h->pass[k];
+        ps->slot = slot;
+        ps->gen = gen;
+        ps->nonblock = C.files[slot].gen == gen && C.files[slot].nonblock;
+        ps->dev = dev;
+        ps->ino = ino;
+        ps->sent_ns = now;
+        atomic_fetch_add(&shm_sock(C.base, slot)->refs, 1); /* the message's own */
+        SHIM_STORE(&ps->state, SHM_PASS_INFLIGHT);
+        taken[n++] = k;
+    }
+    return n;
+}
+
+void shim_pass_undo(const uint32_t *taken, int n)
+{
+    struct shm_hdr *h = C.base;
+    for (int j = 0; j < n; j++) {
+        struct shm_pass *ps = &h->pass[taken[j]];
+        uint32_t st = SHM_PASS_INFLIGHT;
+        if (!atomic_compare_exchange_strong(&ps->state, &st, SHM_PASS_CLAIMING))
+            continue; /* a receiver has it after all */
+        /* The sender's fd still holds the socket: the count cannot reach zero here. */
+        shim__unref(ps->slot, ps->gen);
+        SHIM_STORE(&ps->state, SHM_PASS_FREE);
+    }
+}
+
+int shim_pass_recv(const struct msghdr *msg)
+{
+    if (!SHIM_LOAD(&C.attached) || !msg || !msg->msg_control ||
+        msg->msg_controllen < sizeof(struct cmsghdr))
+        return 0;
+    struct shm_hdr *h = C.base;
+    int n = 0;
+    struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg);
+    size_t i = 0;
+    for (int fd; (fd = next_right(msg, &c, &i)) >= 0 || c;) {
+        uint64_t dev, ino;
+        if (fd < 0 || !file_id(fd, &dev, &ino))
+            continue;
+        for (uint32_t k = 0; k < SHM_NPASS; k++) {
+            struct shm_pass *ps = &h->pass[k];
+            if (SHIM_LOAD(&ps->state) != SHM_PASS_INFLIGHT || ps->dev != dev || ps->ino != ino)
+                continue;
+            uint32_t st = SHM_PASS_INFLIGHT;
+            if (!atomic_compare_exchange_strong(&ps->state, &st, SHM_PASS_CLAIMING))
+                continue;
+            uint32_t slot = ps->slot, gen = ps->gen;
+            if (slot < C.nsocks && adopt_fd(fd, slot, gen, ps->nonblock)) {
+                /* The message's reference becomes this process's. */
+                if (C.pidx != SHM_NONE)
+                    atomic_fetch_add(shm_hold(C.base, C.pidx, slot), 1);
+                n++;
+            } else {
+                shim__unref(slot, gen); /* the message's reference: the socket may close */
+            }
+            SHIM_STORE(&ps->state, SHM_PASS_FREE);
+            break;
+        }
     }
     return n;
 }

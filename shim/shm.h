@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   6u
+#define SHM_VERSION   7u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
@@ -247,6 +247,24 @@ struct shm_proc {
     uint32_t pad;
 };
 
+/* ---- Sockets passed between processes (SCM_RIGHTS) ------------------------------------- */
+
+/* A ustack socket sent over a Unix socket travels as its eventfd; the sender notes which
+ * socket that eventfd stands for here, with a reference of the socket's own (in no
+ * process's hold row), and the receiver that finds the eventfd by its inode adopts the
+ * socket and takes that reference into its row (docs/preload.md "Passing sockets"). */
+enum shm_pass_state { SHM_PASS_FREE = 0, SHM_PASS_FILLING, SHM_PASS_INFLIGHT, SHM_PASS_CLAIMING };
+#define SHM_NPASS 64
+
+struct shm_pass {
+    _Atomic uint32_t state; /* enum shm_pass_state */
+    uint32_t slot, gen;
+    uint32_t nonblock; /* the sender's O_NONBLOCK: a status flag of the shared file */
+    uint64_t dev, ino; /* the eventfd's */
+    uint64_t sent_ns;  /* CLOCK_MONOTONIC at the send: unclaimed after SHM_PASS_TTL_S, freed */
+};
+#define SHM_PASS_TTL_S 30
+
 /* ---- The region ---------------------------------------------------------------------- */
 
 /* SHM_BUSY: the spawned ustackd found the device served by another ustackd (a race between
@@ -275,6 +293,7 @@ struct shm_hdr {
     _Atomic uint32_t features;  /* SHM_FEAT_*, set by ustackd before SHM_READY */
     _Atomic uint32_t sock_live; /* slots not FREE (a hint for shm_sock_alloc only) */
     char errmsg[512];           /* why ustackd failed to start, for the application to print */
+    struct shm_pass pass[SHM_NPASS];
 };
 
 /* shm_sock.attach_pend. PEND: the app queued ATTACH; BUSY: the stack is fetching the eventfd

@@ -416,6 +416,87 @@ static void *recv_until_timeout(void *p)
     return NULL;
 }
 
+/* A message carrying fd over SCM_RIGHTS (control in cb). */
+static void rights_msg(struct msghdr *m, struct iovec *iov, void *cb, size_t cblen, int fd)
+{
+    static char byte = 'f';
+    *iov = (struct iovec){&byte, 1};
+    memset(cb, 0, cblen);
+    *m = (struct msghdr){
+        .msg_iov = iov, .msg_iovlen = 1, .msg_control = cb, .msg_controllen = cblen};
+    struct cmsghdr *c = CMSG_FIRSTHDR(m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+}
+
+/* SCM_RIGHTS: the message takes a reference of its own, so the sender's close does not end
+ * the socket; the receiver adopts the eventfd it got as the socket and its close does. A
+ * message nobody adopts within SHM_PASS_TTL_S gives its reference back at the next send. */
+START_TEST(pass_over_unix_refs)
+{
+    int u[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, u), 0);
+    int fd = shim_socket(0);
+    uint32_t i = shim_fds.ent[fd].slot;
+    struct shm_sock *s = shm_sock(base, i);
+    struct msghdr m;
+    struct iovec iov;
+    char cb[CMSG_SPACE(sizeof(int))];
+    rights_msg(&m, &iov, cb, sizeof(cb), fd);
+    uint32_t taken[4];
+    ck_assert_int_eq(shim_pass_send(&m, taken, 4), 1);
+    ck_assert_uint_eq(atomic_load(&s->refs), 2);
+    ck_assert_int_eq(sendmsg(u[0], &m, 0), 1);
+    ck_assert_int_eq(shim_close(fd), 0);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 0);
+    ck_assert_uint_eq(atomic_load(&s->refs), 1);
+    char rcb[CMSG_SPACE(sizeof(int))];
+    char byte;
+    struct iovec riov = {&byte, 1};
+    struct msghdr r = {
+        .msg_iov = &riov, .msg_iovlen = 1, .msg_control = rcb, .msg_controllen = sizeof(rcb)};
+    ck_assert_int_eq(recvmsg(u[1], &r, 0), 1);
+    int got;
+    memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&r)), sizeof(got));
+    ck_assert_int_eq(shim_fd_kind(got), SHIM_FD_KERNEL);
+    ck_assert_int_eq(shim_pass_recv(&r), 1);
+    ck_assert_int_eq(shim_fd_kind(got), SHIM_FD_SOCK);
+    ck_assert_uint_eq(shim_fds.ent[got].slot, i);
+    ck_assert_uint_eq(atomic_load(&s->refs), 1);
+    ck_assert_uint_eq(atomic_load(shm_hold(base, shim__c.pidx, i)), 1);
+    ck_assert_uint_eq(atomic_load(&shm_hdr(base)->pass[taken[0]].state), SHM_PASS_FREE);
+    ck_assert_int_eq(shim_close(got), 0);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 1);
+
+    /* Never received: after the TTL the next send frees it, and the socket closes. */
+    int a = shim_socket(0), b = shim_socket(0);
+    rights_msg(&m, &iov, cb, sizeof(cb), a);
+    ck_assert_int_eq(shim_pass_send(&m, taken, 4), 1);
+    uint32_t ka = taken[0];
+    ck_assert_int_eq(shim_close(a), 0);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 1);
+    shm_hdr(base)->pass[ka].sent_ns -= (uint64_t)(SHM_PASS_TTL_S + 1) * 1000000000u;
+    rights_msg(&m, &iov, cb, sizeof(cb), b);
+    ck_assert_int_eq(shim_pass_send(&m, taken, 4), 1);
+    usleep(20000);
+    ck_assert_int_eq(atomic_load(&closes), 2);
+    ck_assert_uint_eq(taken[0], ka); /* the entry it freed, taken again */
+    /* A failed send gives the reference back. */
+    uint32_t ib = shim_fds.ent[b].slot;
+    ck_assert_uint_eq(atomic_load(&shm_sock(base, ib)->refs), 2);
+    shim_pass_undo(taken, 1);
+    ck_assert_uint_eq(atomic_load(&shm_sock(base, ib)->refs), 1);
+    ck_assert_int_eq(shim_close(b), 0);
+    close(u[0]);
+    close(u[1]);
+}
+END_TEST
+
 START_TEST(call_pins_socket_across_close)
 {
     int fd = connected(7);
@@ -1540,6 +1621,7 @@ int main(void)
     tcase_add_test(tc, options_fcntl_ioctl);
     tcase_add_test(tc, listen_accept);
     tcase_add_test(tc, last_close_cancels_attach);
+    tcase_add_test(tc, pass_over_unix_refs);
     tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -346,8 +347,128 @@ static void raw_clone_child(void)
     }
 }
 
-/* An exec'ed program inherits the socket (and not the FD_CLOEXEC one) and can write on it. */
+/* Sends fd over the Unix socket u (SCM_RIGHTS) with one byte. */
+static int send_fd(int u, int fd)
+{
+    union {
+        struct cmsghdr c;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    memset(&cb, 0, sizeof cb);
+    struct iovec iov = {"f", 1};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &cb, .msg_controllen = sizeof cb};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    return sendmsg(u, &m, 0) == 1 ? 0 : -1;
+}
+
+/* Receives one fd from the Unix socket u (waits up to 10 s); -1 if none came. */
+static int recv_fd(int u)
+{
+    struct pollfd p = {u, POLLIN, 0};
+    if (poll(&p, 1, 10000) != 1)
+        return -1;
+    union {
+        struct cmsghdr c;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    char ch;
+    struct iovec iov = {&ch, 1};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &cb, .msg_controllen = sizeof cb};
+    if (recvmsg(u, &m, 0) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (!c || c->cmsg_type != SCM_RIGHTS)
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
+/* What a process given a connection and a listener over a Unix socket does with them: the
+ * connection is a stream socket that echoes a round trip and is then closed; the listener
+ * accepts a connection the peer makes and reads 3 bytes of it. 0 if all went as on Linux. */
+static int pass_receiver(int u)
+{
+    int a = recv_fd(u), l = recv_fd(u);
+    int v = 0;
+    socklen_t len = sizeof v;
+    struct stat st;
+    if (a < 0 || l < 0)
+        return 2;
+    if (getsockopt(a, SOL_SOCKET, SO_TYPE, &v, &len) < 0 || v != SOCK_STREAM)
+        return 3;
+    if (fstat(a, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return 4;
+    if (roundtrip(a, "passed") < 0)
+        return 5;
+    close(a);
+    char ok = 'k';
+    if (write(u, &ok, 1) != 1) /* the parent now asks the peer to connect */
+        return 6;
+    int s = sem_accept_within(l, 5000);
+    char buf[3];
+    if (s < 0 || sem_read_full(s, buf, 3, 5000) != 3 || sem_check_pat(buf, 0, 3) >= 0)
+        return 7;
+    close(s);
+    close(l);
+    return 0;
+}
+
+/* Sockets passed to another process over a Unix socket (SCM_RIGHTS; Node.js's cluster,
+ * vsftpd's privilege separation): the sender closes its copies at once; the receiver (a
+ * fork child made before the sockets existed, then an exec'd program) uses them, and the
+ * peer sees the connection end only when the receiver closes it. */
 static const char *self_path;
+
+static void pass_over_unix(void)
+{
+    for (int round = 0; round < 2; round++) {
+        int sp[2];
+        CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp));
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork");
+        if (pid == 0) {
+            close(sp[0]);
+            if (round == 1) {
+                char fa[16];
+                snprintf(fa, sizeof fa, "%d", sp[1]);
+                execl(self_path, self_path, "--pass-child", fa, (char *)NULL);
+                _exit(127);
+            }
+            _exit(pass_receiver(sp[1]));
+        }
+        close(sp[1]);
+        int ctl, s = accept_back(8, &ctl);
+        CHECK(s >= 0, "accept (round %d)", round);
+        int l = sem_listen_self(9, 0);
+        CHECK(l >= 0, "listen");
+        CHECK_OK(send_fd(sp[0], s));
+        CHECK_OK(send_fd(sp[0], l));
+        sem_close(s);
+        sem_close(l);
+        char ok = 0;
+        struct pollfd p = {sp[0], POLLIN, 0};
+        int got = poll(&p, 1, 10000) == 1 && read(sp[0], &ok, 1) == 1 && ok == 'k';
+        int c = got ? sem_ctl(sem_lport(9), 3, 0, 1) : -1;
+        int rc = wait_child(pid, 15000);
+        close(sp[0]);
+        CHECK(got, "the receiver did not get through the connection (exit %d, round %d)", rc,
+              round);
+        CHECK(c >= 0, "control");
+        CHECK(rc == 0, "receiver failed (%d, round %d)", rc, round);
+        CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF after the receiver closed");
+        sem_close(ctl);
+        sem_close(c);
+    }
+}
+
+/* An exec'ed program inherits the socket (and not the FD_CLOEXEC one) and can write on it. */
 
 static void exec_inherits(void)
 {
@@ -502,6 +623,8 @@ int main(int argc, char **argv)
         return exec_child(atoi(argv[2]), atoi(argv[3]));
     if (argc == 3 && !strcmp(argv[1], "--sandbox-child"))
         return sandbox_child(atoi(argv[2]));
+    if (argc == 3 && !strcmp(argv[1], "--pass-child"))
+        return pass_receiver(atoi(argv[2]));
     self_path = "/proc/self/exe";
     static char path[4096];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
@@ -525,6 +648,7 @@ int main(int argc, char **argv)
     SEM_RUN(fork_child_exits);
     SEM_RUN(fork_child_accepts);
     SEM_RUN(raw_clone_child);
+    SEM_RUN(pass_over_unix);
     SEM_RUN(exec_inherits);
     SEM_RUN(sandboxed_child);
     return sem_done();
