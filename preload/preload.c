@@ -387,6 +387,18 @@ HOOK ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *a
     return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
 }
 
+/* Does m carry fds (SCM_RIGHTS)? Other control data (IP_PKTINFO, credentials) costs no
+ * more than this walk. */
+static bool has_rights(struct msghdr *m)
+{
+    if (!m || !m->msg_control || m->msg_controllen < sizeof(struct cmsghdr))
+        return false;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            return true;
+    return false;
+}
+
 HOOK ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
     if (sock(fd))
@@ -394,7 +406,7 @@ HOOK ssize_t recvmsg(int fd, struct msghdr *m, int flags)
     ssize_t r = REAL(recvmsg)(fd, m, flags);
     /* Fds received over a Unix socket: a ustack socket among them is adopted (a process
      * not yet attached attaches to the running ustackd first). */
-    if (r >= 0 && m && m->msg_control && m->msg_controllen >= sizeof(struct cmsghdr)) {
+    if (r >= 0 && has_rights(m)) {
         int err = errno;
         if (shim_attached() || ustack__attach_running() == 0)
             shim_pass_recv(m);
