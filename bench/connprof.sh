@@ -5,7 +5,7 @@
 # ustack in C (a child of bench/uclient.py, which starts the client's ustackd once, on CPU 0)
 # against the same nginx on the kernel in S. Prints, for the measured ab run only, the page
 # faults and CPU time of the ustack program (the nginx worker, or ab) and of its ustackd
-# (from /proc/PID/stat: minflt, utime+stime in ticks of 10 ms; ab's CPU from getrusage)
+# (from /proc/PID/stat: minflt, utime+stime in ticks of 10 ms; ab's from getrusage)
 # and ustackd's counters; optionally counts their system calls or profiles them. Counts,
 # unlike rates, hardly depend on the machine's load.
 #
@@ -171,9 +171,9 @@ job run "$@"
 read -r sf1 st1 < <(stat_of "$SD")
 cp "$OUT/run/out" "$OUT/ab.out"
 timeout 5 "$ROOT/tools/ustack-stat" -n "ucp-c-$$" -s -a >"$OUT/stats" 2>&1
-# ab's CPU (with its tracer's in --strace and --perf) in ticks of 10 ms, no page faults.
-read -r au as <"$OUT/run/cputime"
-wf0=0 wf1=0 wt0=0 wt1=$(awk -v u="$au" -v s="$as" 'BEGIN { printf "%d", (u + s) * 100 + 0.5 }')
+# ab's CPU (with its tracer's in --strace and --perf) in ticks of 10 ms, and page faults.
+read -r au as wf1 <"$OUT/run/cputime"
+wf0=0 wt0=0 wt1=$(awk -v u="$au" -v s="$as" 'BEGIN { printf "%d", (u + s) * 100 + 0.5 }')
 cleanup
 fi
 done_n=$(sed -n 's/^Complete requests: *//p' "$OUT/ab.out")
