@@ -19,6 +19,7 @@
 #   --requests N  ab -n (default 20000)
 #   --bin DIR     libustack.so and ustackd from DIR (default build/), e.g. an older build
 #   --dev-args S  appended to USTACK_DEV (e.g. ,busy_budget=0)
+#   --set V=X     one more variable for the ustack side (e.g. USTACK_IDLE_SPIN_US=20); repeatable
 # Environment: NGINX. Everything is left in a new /tmp/connprof.XXXXXX (printed last).
 # Exit status: 0 ab completed without failed requests, 1 otherwise, 2 on set-up errors.
 
@@ -28,7 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 while IFS= read -r _v; do unset "$_v"; done < <(env | sed -n 's/^\(USTACK\(_[A-Za-z0-9_]*\)\{0,1\}\)=.*/\1/p')
 
-MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server
+MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server SETS=()
 while [ $# -gt 0 ]; do
     case $1 in
         --client) SIDE=client ;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
         --requests) N=${2-}; shift ;;
         --bin) BIN=${2-}; shift ;;
         --dev-args) DEVX=${2-}; shift ;;
+        --set) SETS+=("${2-}"); shift ;;
         *) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 2 ;;
     esac
     shift
@@ -66,12 +68,12 @@ echo '<html><body>ustack connection profile</body></html>' >"$OUT/index.html"
 bench_ngx_prefix "$NGINX" "$OUT/nginx" "$ROOT/bench/nginx/nginx.conf.in" "$OUT/index.html" || exit 2
 bench_topology "$NS_C" "$NS_S" cpc cps || exit 2
 stat_of() { awk '{print $10, $14 + $15}' "/proc/$1/stat"; }
-ab_argv() { echo ab -r -s 10 -n "$1" -c 100 "$URL"; }
+ab_argv() { echo ${AB_WRAP:-} ab -r -s 10 -n "$1" -c 100 "$URL"; }
 if [ "$SIDE" = server ]; then
 ip netns exec "$NS_S" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ulimit -n 20000; exec env "$@"' sh \
     "LD_PRELOAD=$OUT/bin/libustack.so" "USTACK_STACKD=$OUT/bin/u-stack-d" \
     "USTACK_DEV=net_af_xdp0,iface=cps$DEVX" "USTACK_IP=$IP_S/24" USTACK_CORES=1 \
-    "USTACK_NAME=ucp-s-$$" "USTACK_STACKD_LOG=$OUT/stackd.log" \
+    "USTACK_NAME=ucp-s-$$" "USTACK_STACKD_LOG=$OUT/stackd.log" "${SETS[@]}" \
     "$NGINX" "${NGX_ARGS[@]}" >"$OUT/nginx.out" 2>&1 </dev/null &
 ip -n "$NS_C" addr add "$IP_C/24" dev cpc
 ok=0
@@ -125,7 +127,7 @@ mkfifo "$OUT/ucli.fifo" || exit 2
 ip netns exec "$NS_C" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ulimit -n 20000; exec env "$@"' sh \
     "LD_PRELOAD=$LIB" "USTACK_STACKD=$OUT/bin/u-stack-d" \
     "USTACK_DEV=net_af_xdp0,iface=cpc$DEVX" "USTACK_IP=$IP_C/24" USTACK_CORES=0 \
-    "USTACK_NAME=ucp-c-$$" "USTACK_STACKD_LOG=$OUT/stackd.log" \
+    "USTACK_NAME=ucp-c-$$" "USTACK_STACKD_LOG=$OUT/stackd.log" "${SETS[@]}" \
     python3 "$OUT/bin/uclient.py" <"$OUT/ucli.fifo" >"$OUT/uclient.out" 2>"$OUT/uclient.err" &
 exec {UCLI_FD}>"$OUT/ucli.fifo"
 ok=0
