@@ -425,27 +425,6 @@ static bool attach_cancel(uint32_t slot, uint32_t gen)
     return !(v & (SHM_ATT_PEND | SHM_ATT_BUSY));
 }
 
-/* How long a thread spins for a command's reply before it sleeps: adaptive, per thread. A
- * reply that came within the spin, or soon enough after it that twice the spin would have
- * caught it, doubles it (up to SHIM_CALL_SPIN_MAX_NS); one that came later halves it (down to
- * SHIM_CALL_SPIN_MIN_NS). When the stack core answers in a few microseconds the caller keeps
- * spinning and never sleeps; when it answers late (on a machine with fewer CPUs than busy
- * threads, where the core shares a CPU with the application or its peer), a fixed ~30 us spin
- * before nearly every sleep was most of the application's CPU time per connection (ab under
- * ustack: socket and connect, two calls per request) and took that CPU from the threads the
- * reply waited for (docs/benchmarks.md "ab under ustack"). */
-#define SHIM_CALL_SPIN_MAX_NS (32 * 1000)
-#define SHIM_CALL_SPIN_MIN_NS (2 * 1000)
-static __thread int32_t t_call_spin __attribute__((tls_model("initial-exec"))) =
-    SHIM_CALL_SPIN_MAX_NS;
-
-static int32_t call_spin_next(int32_t spin, int64_t took, bool slept)
-{
-    if (!slept || took <= 2 * (int64_t)spin)
-        return spin >= SHIM_CALL_SPIN_MAX_NS / 2 ? SHIM_CALL_SPIN_MAX_NS : spin * 2;
-    return spin <= SHIM_CALL_SPIN_MIN_NS * 2 ? SHIM_CALL_SPIN_MIN_NS : spin / 2;
-}
-
 int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
 {
     if (SHIM_RLX(&C.dead))
@@ -459,15 +438,11 @@ int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
     int rc = shim__push(core, c);
     if (rc < 0)
         return rc;
-    int32_t spin = t_call_spin;
-    int64_t t0 = shim__now(), until = t0 + spin;
-    bool slept = false;
     for (unsigned i = 0; SHIM_LOAD(&rep->seq) == seq0; i++) {
-        if (!slept && ((i & 15) || shim__now() < until)) {
+        if (i < SHIM_SPIN * 4) {
             shim__relax();
             continue;
         }
-        slept = true;
         /* A signal does not abandon the command: its reply slot must stay consistent, and
          * commands are short. A bound on each sleep lets a dead stack be noticed. The stack
          * wakes the futex only when sleeping is set (post() in shm_server.c). */
@@ -479,7 +454,6 @@ int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
         if (w == -ETIMEDOUT && shim_stack_dead())
             return -ENETDOWN;
     }
-    t_call_spin = call_spin_next(spin, shim__now() - t0, slept);
     if (rp)
         *rp = rep;
     return rep->result;

@@ -36,7 +36,7 @@
 
 static void *base;
 static pthread_t stack_thread;
-static atomic_int stop, slow_go, closes, paused, attach_cancels, busy_poll;
+static atomic_int stop, slow_go, closes, paused, attach_cancels;
 static struct {
     atomic_int efd, mode, connecting;
     int opt[32];
@@ -234,8 +234,7 @@ static void *fake_stack(void *arg)
                 publish(i, SHM_EV_IN);
             }
         }
-        if (!atomic_load(&busy_poll))
-            usleep(50);
+        usleep(50);
     }
     return NULL;
 }
@@ -891,60 +890,6 @@ static void *close_in_thread(void *p)
     return NULL;
 }
 
-static void *unpause_later(void *arg)
-{
-    (void)arg;
-    usleep(20000);
-    atomic_store(&paused, 0);
-    return NULL;
-}
-
-/* The spin before a command's reply adapts per thread: a reply that came long after the spin
- * (the stack was slow, the caller slept) halves it, down to a floor; replies within the spin
- * (or just after it) double it back, up to the ceiling. The call's result is the same. */
-START_TEST(call_spin_adapts)
-{
-    const int32_t MAX = SHIM_CALL_SPIN_MAX_NS, MIN = SHIM_CALL_SPIN_MIN_NS;
-    ck_assert_int_eq(call_spin_next(MAX, 20 * MAX, true), MAX / 2);
-    ck_assert_int_eq(call_spin_next(MIN, 20 * MAX, true), MIN);
-    ck_assert_int_eq(call_spin_next(MIN + 1, 20 * MAX, true), MIN);
-    ck_assert_int_eq(call_spin_next(MIN, MIN / 2, false), 2 * MIN);
-    ck_assert_int_eq(call_spin_next(MIN, 2 * MIN, true), 2 * MIN); /* just missed */
-    ck_assert_int_eq(call_spin_next(MAX, MAX / 2, false), MAX);
-    ck_assert_int_eq(call_spin_next(MAX - 1, 1, false), MAX);
-
-    ck_assert_int_eq(t_call_spin, MAX);
-    int fds[3];
-    /* A stack that answers only after 20 ms: the caller slept, so it spins less next time. */
-    for (int k = 0; k < 3; k++) {
-        atomic_store(&paused, 1);
-        pthread_t t;
-        ck_assert_int_eq(pthread_create(&t, NULL, unpause_later, NULL), 0);
-        fds[k] = shim_socket(0);
-        pthread_join(t, NULL);
-        ck_assert_int_ge(fds[k], 0);
-        ck_assert(shim_fds.ent[fds[k]].kind == SHIM_FD_SOCK);
-    }
-    ck_assert_int_eq(t_call_spin, MAX / 8);
-    for (int k = 0; k < 3; k++)
-        ck_assert_int_eq(shim_close(fds[k]), 0);
-    /* A prompt stack (the fake one polling without sleeping): the spin climbs back. Each
-     * reply within it doubles it; on this shared machine either thread may be descheduled
-     * for a while (a late reply halves it again), so look for the climb, bounded in time. */
-    atomic_store(&busy_poll, 1);
-    int64_t end = shim__now() + 5 * SHIM_NS_PER_S;
-    int32_t top = t_call_spin;
-    for (int k = 0; k < 100000 && top < MAX && shim__now() < end; k++) {
-        int fd = shim_socket(0);
-        ck_assert_int_ge(fd, 0);
-        ck_assert_int_eq(shim_close(fd), 0);
-        top = t_call_spin > top ? t_call_spin : top;
-    }
-    atomic_store(&busy_poll, 0);
-    ck_assert_int_eq(top, MAX);
-}
-END_TEST
-
 START_TEST(last_close_cancels_attach)
 {
     int l = shim_socket(0);
@@ -1595,7 +1540,6 @@ int main(void)
     tcase_add_test(tc, options_fcntl_ioctl);
     tcase_add_test(tc, listen_accept);
     tcase_add_test(tc, last_close_cancels_attach);
-    tcase_add_test(tc, call_spin_adapts);
     tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
