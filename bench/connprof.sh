@@ -68,7 +68,7 @@ echo '<html><body>ustack connection profile</body></html>' >"$OUT/index.html"
 bench_ngx_prefix "$NGINX" "$OUT/nginx" "$ROOT/bench/nginx/nginx.conf.in" "$OUT/index.html" || exit 2
 bench_topology "$NS_C" "$NS_S" cpc cps || exit 2
 stat_of() { awk '{print $10, $14 + $15}' "/proc/$1/stat"; }
-ab_argv() { echo ${AB_WRAP:-} ab -r -s 10 -n "$1" -c 100 "$URL"; }
+ab_argv() { echo ab -r -s 10 -n "$1" -c 100 "$URL"; }
 if [ "$SIDE" = server ]; then
 ip netns exec "$NS_S" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ulimit -n 20000; exec env "$@"' sh \
     "LD_PRELOAD=$OUT/bin/libustack.so" "USTACK_STACKD=$OUT/bin/u-stack-d" \
