@@ -7,11 +7,13 @@ object a line: {"dir": run directory, "argv": [...], "timeout": seconds}. Each j
 is a child of this process, so it uses the same ustackd (fork and exec keep the stack) and
 the stack's start-up, seconds on a busy machine, is paid once and outside every
 measurement. Per job it writes into the run directory: cpu.before/cpu.after (/proc/stat),
-t.before/t.after, out, err, and rc last (124 when the timeout killed the program). It exits
-at the end of stdin.
+t.before/t.after, out, err, cputime (the program's own user and system seconds and minor
+page faults, with its children: from getrusage(RUSAGE_CHILDREN)), and rc last (124 when the timeout killed the
+program). It exits at the end of stdin.
 """
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -36,6 +38,7 @@ def main():
         job = json.loads(line)
         d = job["dir"]
         snap(d, "before")
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(os.path.join(d, "out"), "w") as out, open(os.path.join(d, "err"), "w") as err:
             try:
                 rc = subprocess.run(job["argv"], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -46,6 +49,10 @@ def main():
                 err.write("uclient: %s\n" % e)
                 rc = 127
         snap(d, "after")
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open(os.path.join(d, "cputime"), "w") as f:
+            f.write("%.6f %.6f %d\n" % (ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime,
+                                        ru1.ru_minflt - ru0.ru_minflt))
         with open(os.path.join(d, "rc.tmp"), "w") as f:
             f.write("%d\n" % rc)
         os.rename(os.path.join(d, "rc.tmp"), os.path.join(d, "rc"))

@@ -140,7 +140,7 @@ struct proc_mon {
 
 struct dio_shm {
     void *base;           /* our view: the private header copy, then the shared rest */
-    struct shm_hdr *shdr; /* the shared header page, for state, stack_pid and errmsg */
+    struct shm_hdr *shdr; /* the shared header page: state, stack_pid, errmsg, slot counts */
     uint64_t size, hdr_len;
     uint32_t nsocks, nreplies, ring;
     unsigned ncores;
@@ -607,7 +607,7 @@ static void free_slot(struct srv_core *sc, uint32_t i)
 {
     struct shm_sock *s = sock_at(sc, i);
     rec_reset(sc, i);
-    shm_sock_free(sc->srv->base, i);
+    shm_sock_free_in(sc->srv->base, sc->srv->shdr, i);
     if (atomic_load_explicit(&s->waiters, SC))
         shm_futex_wake(&s->seq, INT_MAX);
 }
@@ -1270,7 +1270,7 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
                 break;
             }
         }
-        uint32_t j = shm_sock_alloc(srv->base);
+        uint32_t j = shm_sock_alloc_in(srv->base, srv->shdr);
         if (j == SHM_NONE) {
             /* No slot: refuse it as an overflowing kernel listener would, visibly. */
             int sd = stk_accept(e, now, ls->sd, NULL, NULL);
@@ -1283,7 +1283,7 @@ static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now)
         struct stk_sockaddr peer, me;
         int sd = stk_accept(e, now, ls->sd, tag(sc, j), &peer);
         if (sd < 0) {
-            shm_sock_free(srv->base, j);
+            shm_sock_free_in(srv->base, srv->shdr, j);
             break;
         }
         struct shm_sock *s = sock_at(sc, j);

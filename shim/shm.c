@@ -439,9 +439,9 @@ bool shm_aq_empty(struct shm_sock *l)
  * so a free one is near. sock_live is only a hint (a process dying between its reserve and
  * its count, or a client scribbling on it, makes it wrong): any value works, it only moves
  * the point where the search starts, never which slots it looks at. */
-static uint32_t sock_window(const struct shm_hdr *h)
+static uint32_t sock_window(const struct shm_hdr *h, const struct shm_hdr *sh)
 {
-    uint32_t live = atomic_load_explicit(&h->sock_live, RLX);
+    uint32_t live = atomic_load_explicit(&sh->sock_live, RLX);
     if (live >= h->nsocks / 2)
         return h->nsocks;
     return live * 2 + 64;
@@ -449,10 +449,15 @@ static uint32_t sock_window(const struct shm_hdr *h)
 
 uint32_t shm_sock_alloc(void *base)
 {
+    return shm_sock_alloc_in(base, base);
+}
+
+uint32_t shm_sock_alloc_in(void *base, struct shm_hdr *sh)
+{
     struct shm_hdr *h = base;
     uint32_t n = h->nsocks;
-    uint32_t start = atomic_fetch_add_explicit(&h->sock_hint, 1, RLX);
-    if (start >= sock_window(h) || start >= n)
+    uint32_t start = atomic_fetch_add_explicit(&sh->sock_hint, 1, RLX);
+    if (start >= sock_window(h, sh) || start >= n)
         start = 0;
     for (uint32_t k = 0; k < n; k++) {
         uint32_t i = (start + k) % n;
@@ -461,8 +466,8 @@ uint32_t shm_sock_alloc(void *base)
         if (atomic_load_explicit(&s->state, RLX) == SHM_SOCK_FREE &&
             atomic_compare_exchange_strong_explicit(&s->state, &expect, SHM_SOCK_RESERVED, ACQ,
                                                     RLX)) {
-            atomic_store_explicit(&h->sock_hint, i + 1, RLX);
-            atomic_fetch_add_explicit(&h->sock_live, 1, RLX);
+            atomic_store_explicit(&sh->sock_hint, i + 1, RLX);
+            atomic_fetch_add_explicit(&sh->sock_live, 1, RLX);
             return i;
         }
     }
@@ -470,6 +475,11 @@ uint32_t shm_sock_alloc(void *base)
 }
 
 void shm_sock_free(void *base, uint32_t i)
+{
+    shm_sock_free_in(base, base, i);
+}
+
+void shm_sock_free_in(void *base, struct shm_hdr *sh, uint32_t i)
 {
     struct shm_hdr *h = base;
     if (i >= h->nsocks)
@@ -505,9 +515,9 @@ void shm_sock_free(void *base, uint32_t i)
     atomic_fetch_add_explicit(&s->seq, 1, RLX);
     atomic_store_explicit(&s->state, SHM_SOCK_FREE, REL);
     /* Never below 0: a count that went wrong only widens the window. */
-    uint32_t live = atomic_load_explicit(&h->sock_live, RLX);
+    uint32_t live = atomic_load_explicit(&sh->sock_live, RLX);
     while (live &&
-           !atomic_compare_exchange_weak_explicit(&h->sock_live, &live, live - 1, RLX, RLX)) {
+           !atomic_compare_exchange_weak_explicit(&sh->sock_live, &live, live - 1, RLX, RLX)) {
     }
 }
 

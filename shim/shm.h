@@ -464,6 +464,12 @@ bool shm_aq_empty(struct shm_sock *l);
 uint32_t shm_sock_alloc(void *base);
 /* Back to FREE, with a new generation (the stack, once it is done with the socket). */
 void shm_sock_free(void *base, uint32_t i);
+/* The same, keeping sock_hint and sock_live in sh, the region's shared header page, where
+ * base's header may be a private copy (ustackd's view, dpdk_io/shm_server.c): the counts
+ * must be the ones every process sees, or slots an application allocates and the stack frees
+ * only ever add to the count and next fit walks every slot (cold ring pages). */
+uint32_t shm_sock_alloc_in(void *base, struct shm_hdr *sh);
+void shm_sock_free_in(void *base, struct shm_hdr *sh, uint32_t i);
 /* Is i a valid index whose generation is gen? (ustackd checks every command with it.) */
 bool shm_sock_valid(void *base, uint32_t i, uint32_t gen);
 

@@ -1650,6 +1650,32 @@ START_TEST(sock_alloc_reuses_slots)
 }
 END_TEST
 
+/* Slots the application allocates and the stack frees (every active open): the count of
+ * live slots that sizes next fit's window is the one in the shared header, which ustackd
+ * does not read through its private header copy. Before, the stack's frees went to its copy,
+ * the application's count only grew, and after nsocks / 2 sockets next fit walked every slot
+ * (a cold ring page for each new connection in both processes). */
+START_TEST(app_slots_freed_by_stack_reused)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    uint32_t hi = 0;
+    for (int k = 0; k < 3 * NSOCKS; k++) {
+        struct tsock t;
+        ts_socket(&w.ra, 0, &t);
+        if (t.i > hi)
+            hi = t.i;
+        ts_close(&t);
+        ts_wait_freed(&t, 5);
+    }
+    ck_assert_uint_eq(atomic_load(&shm_hdr(w.ra.base)->sock_live), 0);
+    ck_assert_uint_lt(hi, 64 + 2);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shmsrv");
@@ -1671,6 +1697,7 @@ int main(void)
     tcase_add_test(tc, udp_one_core);
     tcase_add_test(tc, udp_two_cores);
     tcase_add_test(tc, sock_alloc_reuses_slots);
+    tcase_add_test(tc, app_slots_freed_by_stack_reused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
