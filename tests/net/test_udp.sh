@@ -302,7 +302,7 @@ check_dns() {
     if [ -n "$USTACKD_PID" ] && proc_alive "$USTACKD_PID"; then
         ustackd_stats st
         rx=$(stat_sum "$st" shm_udp_rx) tx=$(stat_sum "$st" shm_udp_tx)
-        net_log "$kind: dns: ustackd queued $rx datagrams for dnsmasq, it sent $tx, $(stat_sum "$st" shm_efd_writes) eventfd wake-ups"
+        net_log "$kind: dns: ustackd queued $rx datagrams for dnsmasq, it sent $tx; $(stat_sum "$st" shm_efd_writes) eventfd wake-ups, $(stat_sum "$st" loop_stalls) stalls of the stack core ($(($(stat_sum "$st" loop_stall_us) / 1000)) ms)"
         if [ "$rx" -lt 5 ] || [ "$tx" != "$rx" ]; then
             net_softfail "$kind: dns: ustackd queued $rx datagrams for dnsmasq and it answered $tx"
         fi
