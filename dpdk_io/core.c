@@ -28,6 +28,7 @@
 #define ETHERTYPE_IP6 0x86dd
 #define IP6_HLEN      40
 #define SLEEP_MIN_US  20
+#define STALL_US      100000      /* a loop round this much later than asked is a stall */
 #define APP_FD_TAG    0x80000000u /* epoll data of an app's wake eventfd */
 
 /* ---- Clock ---------------------------------------------------------------------------- */
@@ -349,8 +350,9 @@ static void on_event(void *ctx, int sd, void *user, uint32_t events)
 /* ---- Idle ----------------------------------------------------------------------------- */
 
 /* Sleeps until a frame (RX interrupt, where the device has them), a wake-up from another
- * core, the next engine timer, or at most max_us. */
-static void idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
+ * core, the next engine timer, or at most max_us. Returns the microseconds it asked the
+ * kernel for (0: it did not sleep). */
+static uint64_t idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
 {
     struct dio_stack *s = c->s;
     atomic_store(&c->sleeping, 1);
@@ -361,13 +363,13 @@ static void idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
     if (rte_ring_count(c->steer) || (c->txfwd && rte_ring_count(c->txfwd)) ||
         atomic_load(&s->stop) || c->ntx) {
         atomic_store(&c->sleeping, 0);
-        return;
+        return 0;
     }
     if (app->sleep_prepare && app->sleep_prepare(app->ctx, c)) {
         if (app->sleep_done)
             app->sleep_done(app->ctx, c);
         atomic_store(&c->sleeping, 0);
-        return;
+        return 0;
     }
     stk_time_t next = stk_next_timer(c->e);
     uint64_t us = max_us;
@@ -411,6 +413,7 @@ static void idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
     if (app->sleep_done)
         app->sleep_done(app->ctx, c);
     atomic_store(&c->sleeping, 0);
+    return us;
 }
 
 int dio_core_add_wake_fd(struct dio_core *c, int fd)
@@ -587,10 +590,20 @@ int dio__core_main(void *arg)
     }
     atomic_store(&c->ready, 1);
 
+    now = dio_now(); /* the start-up above is no stall */
     stk_time_t last_work = now;
-    uint64_t backoff = SLEEP_MIN_US;
+    uint64_t backoff = SLEEP_MIN_US, asked = 0;
     while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+        stk_time_t prev = now;
         now = dio_now();
+        /* Back more than STALL_US later than the round's sleep asked: the thread got no CPU
+         * (a CPU shared with busy threads: every ustackd's first core is CPU 0 by default),
+         * or one round's work took that long. Frames and commands waited as long. */
+        if (now - prev > asked + STALL_US) {
+            c->ctr.loop_stalls++;
+            c->ctr.loop_stall_us += now - prev - asked;
+        }
+        asked = 0;
         unsigned work = loop_once(c, now, true);
         /* The capture buffer goes out when the core has nothing else to do, or when it
          * has been filling for a while. */
@@ -605,7 +618,7 @@ int dio__core_main(void *arg)
              * and a core without an RX queue is woken by the cores that pass it frames;
              * both sleep until their next timer. */
             uint64_t cap = (c->rx_intr || c->rxq < 0) ? 100000 : s->conf.idle_sleep_us;
-            idle_sleep(c, now, backoff < cap ? backoff : cap);
+            asked = idle_sleep(c, now, backoff < cap ? backoff : cap);
             backoff = backoff * 2 < cap ? backoff * 2 : cap;
         }
     }

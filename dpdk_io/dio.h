@@ -80,6 +80,8 @@ struct dio_stack_conf {
     X(tx_tso) \
     X(sleeps) \
     X(wakeups) \
+    X(loop_stalls) \
+    X(loop_stall_us) \
     X(pcap_frames) \
     X(pcap_bytes) \
     X(pcap_dropped)
