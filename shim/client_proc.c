@@ -248,9 +248,16 @@ int shim_adopt(const char *v)
 static int next_right(const struct msghdr *msg, struct cmsghdr **c, size_t *i)
 {
     for (; *c; *c = CMSG_NXTHDR((struct msghdr *)msg, *c), *i = 0) {
-        if ((*c)->cmsg_level != SOL_SOCKET || (*c)->cmsg_type != SCM_RIGHTS)
+        if ((*c)->cmsg_level != SOL_SOCKET || (*c)->cmsg_type != SCM_RIGHTS ||
+            (*c)->cmsg_len < CMSG_LEN(0))
             continue;
+        /* No further than the buffer, whatever cmsg_len says (the kernel refuses such a
+         * message; it must not make us read past it). */
+        const char *end = (const char *)msg->msg_control + msg->msg_controllen;
+        size_t room = (size_t)(end - (const char *)CMSG_DATA(*c));
         size_t n = ((*c)->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        if (n > room / sizeof(int))
+            n = room / sizeof(int);
         if (*i < n) {
             int fd;
             memcpy(&fd, CMSG_DATA(*c) + *i * sizeof(int), sizeof(fd));
@@ -296,11 +303,25 @@ static void pass_reclaim(struct shm_hdr *h, uint64_t now)
     }
 }
 
-int shim_pass_send(const struct msghdr *msg, uint32_t *taken, int max)
+int shim_pass_send(const struct msghdr *umsg, uint32_t *taken, int max)
 {
-    if (!SHIM_LOAD(&C.attached) || !msg || !msg->msg_control ||
-        msg->msg_controllen < sizeof(struct cmsghdr))
+    /* The application's message, read through copies that fault safely: a bad pointer is
+     * the kernel's to refuse (EFAULT), not ours to crash on. Rights beyond the first 4 KiB
+     * of control data (Linux takes at most 253 fds a message) are not looked at. */
+    struct msghdr m;
+    union {
+        struct cmsghdr align;
+        char b[4096];
+    } cb;
+    if (!SHIM_LOAD(&C.attached) || !umsg || shim__uget(&m, umsg, sizeof(m)) < 0 || !m.msg_control ||
+        m.msg_controllen < sizeof(struct cmsghdr))
         return 0;
+    if (m.msg_controllen > sizeof(cb))
+        m.msg_controllen = sizeof(cb);
+    if (shim__uget(cb.b, m.msg_control, m.msg_controllen) < 0)
+        return 0;
+    m.msg_control = cb.b;
+    const struct msghdr *msg = &m;
     struct shm_hdr *h = C.base;
     int n = 0;
     bool reclaimed = false;

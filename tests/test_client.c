@@ -491,6 +491,16 @@ START_TEST(pass_over_unix_refs)
     ck_assert_uint_eq(atomic_load(&shm_sock(base, ib)->refs), 2);
     shim_pass_undo(taken, 1);
     ck_assert_uint_eq(atomic_load(&shm_sock(base, ib)->refs), 1);
+    /* Bad messages are the kernel's to refuse: no crash, nothing noted. */
+    ck_assert_int_eq(shim_pass_send((const struct msghdr *)8, taken, 4), 0);
+    rights_msg(&m, &iov, cb, sizeof(cb), b);
+    m.msg_control = (void *)8;
+    ck_assert_int_eq(shim_pass_send(&m, taken, 4), 0);
+    rights_msg(&m, &iov, cb, sizeof(cb), b);
+    CMSG_FIRSTHDR(&m)->cmsg_len = 1u << 30;            /* far past the buffer */
+    ck_assert_int_eq(shim_pass_send(&m, taken, 4), 1); /* the one fd that is there */
+    shim_pass_undo(taken, 1);
+    ck_assert_uint_eq(atomic_load(&shm_sock(base, ib)->refs), 1);
     ck_assert_int_eq(shim_close(b), 0);
     close(u[0]);
     close(u[1]);
