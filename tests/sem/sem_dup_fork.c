@@ -448,6 +448,7 @@ static void pass_over_unix(void)
         CHECK(s >= 0, "accept (round %d)", round);
         int l = sem_listen_self(9, 0);
         CHECK(l >= 0, "listen");
+        CHECK_ERR(sendmsg(sp[0], (struct msghdr *)8, 0), EFAULT); /* refused, no crash */
         CHECK_OK(send_fd(sp[0], s));
         CHECK_OK(send_fd(sp[0], l));
         sem_close(s);
