@@ -244,8 +244,9 @@ int shim_adopt(const char *v)
 
 /* ---- sockets passed over Unix sockets (SCM_RIGHTS) ---------------------------------------- */
 
-/* The SCM_RIGHTS fds of msg, one after another: *i is the cursor (0 to start). */
-static int next_right(const struct msghdr *msg, struct cmsghdr **c, size_t *i)
+/* The SCM_RIGHTS fds of msg, one after another: *c and *i are the cursor (CMSG_FIRSTHDR
+ * and 0 to start); false at the end. */
+static bool next_right(const struct msghdr *msg, struct cmsghdr **c, size_t *i, int *fd)
 {
     for (; *c; *c = CMSG_NXTHDR((struct msghdr *)msg, *c), *i = 0) {
         if ((*c)->cmsg_level != SOL_SOCKET || (*c)->cmsg_type != SCM_RIGHTS ||
@@ -259,13 +260,12 @@ static int next_right(const struct msghdr *msg, struct cmsghdr **c, size_t *i)
         if (n > room / sizeof(int))
             n = room / sizeof(int);
         if (*i < n) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(*c) + *i * sizeof(int), sizeof(fd));
+            memcpy(fd, CMSG_DATA(*c) + *i * sizeof(int), sizeof(*fd));
             (*i)++;
-            return fd;
+            return true;
         }
     }
-    return -1;
+    return false;
 }
 
 static bool file_id(int fd, uint64_t *dev, uint64_t *ino)
@@ -327,9 +327,7 @@ int shim_pass_send(const struct msghdr *umsg, uint32_t *taken, int max)
     bool reclaimed = false;
     struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg);
     size_t i = 0;
-    for (int fd; (fd = next_right(msg, &c, &i)) >= 0 || c;) {
-        if (fd < 0)
-            continue;
+    for (int fd; next_right(msg, &c, &i, &fd);) {
         shim__lock();
         struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
         bool ours = e && SHIM_RLX(&e->kind) == SHIM_FD_SOCK;
@@ -397,9 +395,9 @@ int shim_pass_recv(const struct msghdr *msg)
     int n = 0;
     struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg);
     size_t i = 0;
-    for (int fd; (fd = next_right(msg, &c, &i)) >= 0 || c;) {
+    for (int fd; next_right(msg, &c, &i, &fd);) {
         uint64_t dev, ino;
-        if (fd < 0 || !file_id(fd, &dev, &ino))
+        if (!file_id(fd, &dev, &ino))
             continue;
         for (uint32_t k = 0; k < SHM_NPASS; k++) {
             struct shm_pass *ps = &h->pass[k];

@@ -644,14 +644,7 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
         return 0;
     case STK_IP_TOS:
     case STK_IPV6_TCLASS:
-        if (val < 0 || val > 255)
-            return -EINVAL;
-        /* TCP keeps the ECN field for itself (Linux's __ip_sock_set_tos). */
-        if (opt == STK_IP_TOS)
-            t->tos = (uint8_t)(val & ~3);
-        else
-            t->tclass = (uint8_t)(val & ~3);
-        return 0;
+        return stk__tos_setopt(opt, val, 0xfc, &t->tos, &t->tclass); /* ECN bits clear */
     case STK_TCP_MAXSEG:
         if (val != 0 && (val < 88 || val > 65535))
             return -EINVAL;

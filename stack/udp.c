@@ -714,14 +714,7 @@ int stk_udp_setopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int val)
         return 0;
     case STK_IP_TOS:
     case STK_IPV6_TCLASS:
-        /* A datagram socket keeps the ECN bits too (Linux masks them for TCP only). */
-        if (val < 0 || val > 255)
-            return -EINVAL;
-        if (opt == STK_IP_TOS)
-            s->tos = (uint8_t)val;
-        else
-            s->tclass = (uint8_t)val;
-        return 0;
+        return stk__tos_setopt(opt, val, 0xff, &s->tos, &s->tclass); /* ECN bits kept */
     default:
         return -ENOPROTOOPT;
     }
