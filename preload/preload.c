@@ -460,12 +460,6 @@ HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
     return REAL(sendmmsg)(fd, v, n, flags);
 }
 
-/* syscall(2) for the socket calls some libraries make that way rather than through libc:
- * libuv (node.js, bind9's dig, ...) sends and receives UDP batches with
- * syscall(__NR_sendmmsg / __NR_recvmmsg) and closes fds with syscall(__NR_close). On a ustack fd
- * they go to the client; every other call passes through with its six argument registers, as
- * glibc's syscall() takes them. (The library's own futex calls come through here too: one
- * comparison.) */
 /* This process's pid as /proc (mounted in an outer pid namespace) names it: a child cloned
  * into a new pid namespace is 1 to getpid() but not to ustackd. getpid() if /proc fails. */
 static int32_t outer_pid(void)
@@ -513,6 +507,12 @@ struct clone3_head {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size;
 };
 
+/* syscall(2) for the socket calls some libraries make that way rather than through libc:
+ * libuv (node.js, bind9's dig, ...) sends and receives UDP batches with
+ * syscall(__NR_sendmmsg / __NR_recvmmsg) and closes fds with syscall(__NR_close). On a ustack fd
+ * they go to the client; every other call passes through with its six argument registers, as
+ * glibc's syscall() takes them. (The library's own futex calls come through here too: one
+ * comparison.) */
 HOOK long syscall(long n, ...)
 {
     va_list ap;
@@ -560,9 +560,10 @@ HOOK long syscall(long n, ...)
         return clone_as_fork(real, n, a, (unsigned long)a[0]);
 #ifdef SYS_clone3
     if (n == SYS_clone3 && a[0] && (size_t)a[1] >= sizeof(struct clone3_head)) {
-        struct clone3_head h;
-        memcpy(&h, (const void *)a[0], sizeof(h));
-        if (fork_like((unsigned long)h.flags, (unsigned long)h.stack))
+        struct clone3_head h; /* a bad pointer is the kernel's EFAULT, not our fault */
+        if ((uintptr_t)a[0] >= 65536 &&
+            shim_ucopy(&h, (const void *)a[0], sizeof(h)) == sizeof(h) &&
+            fork_like((unsigned long)h.flags, (unsigned long)h.stack))
             return clone_as_fork(real, n, a, (unsigned long)h.flags);
     }
 #endif

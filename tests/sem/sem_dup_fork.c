@@ -309,6 +309,7 @@ static void raw_clone_child(void)
 {
     int l = sem_listen_self(7, 0);
     CHECK(l >= 0, "listen");
+    CHECK_ERR(syscall(SYS_clone3, (void *)8, 64), EFAULT); /* a bad clone_args: no crash */
     for (int round = 0; round < 2; round++) {
         int ctl = sem_ctl(sem_lport(7), 0, 0, 1);
         CHECK(ctl >= 0, "control");
