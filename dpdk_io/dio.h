@@ -106,6 +106,9 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
 /* Takes the one-ustackd-per-device lock (dio_eal_init does): -EBUSY, naming the holder's
  * pid in err, when another ustackd serves the device in this network namespace. */
 int dio_dev_lock(const char *dev, char *err, size_t errlen);
+/* This ustackd is stopping: a ustackd started for the same device meanwhile waits for the
+ * device (up to 15 s) instead of failing at once. */
+void dio_dev_lock_stopping(void);
 
 /* Starts the EAL with explicit arguments (tests). */
 int dio_eal_init_args(int argc, char **argv, char *err, size_t errlen);
@@ -182,6 +185,7 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_reply_invalid) \
     X(shm_kicks) \
     X(shm_sockets) \
+    X(shm_socket_fail) \
     X(shm_connects) \
     X(shm_listens) \
     X(shm_accepts) \

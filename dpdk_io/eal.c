@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -105,6 +106,10 @@ void dio_eal_cleanup(void)
 }
 
 static char lock_path[768];
+static int lock_fd = -1;
+
+#define LOCK_STOPPING      "stopping"
+#define LOCK_WAIT_STOPPING 15 /* seconds: a stopping holder closes its connections first */
 
 static void unlink_lock(void)
 {
@@ -128,17 +133,34 @@ int dio_dev_lock(const char *dev, char *err, size_t errlen)
     if (shm_run_path(dev, ".lock", path, sizeof(path)))
         return 0;
     int fd;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char waited_for[32] = "";
     for (int tries = 0;; tries++) {
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0) {
             /* Without /run (not root?) there is nothing to coordinate through: go on. */
             return 0;
         }
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-            break;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            /* A holder that is stopping (its last client went; a next one spawned us) gives
+             * the device back soon: wait for it rather than fail that client. */
+            char st[64] = "";
+            ssize_t k = pread(fd, st, sizeof(st) - 1, 0);
+            st[k > 0 ? k : 0] = 0;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if (!strstr(st, LOCK_STOPPING) || t.tv_sec - t0.tv_sec >= LOCK_WAIT_STOPPING)
+                break;
+            snprintf(waited_for, sizeof(waited_for), "%.*s", (int)strcspn(st, " \n"), st);
+            close(fd);
+            usleep(20 * 1000);
+            tries = 0;
+            continue;
+        }
         /* The holder unlinks the file at exit: a lock on a file no longer at the path
          * locks nothing, so take it again on the current file. */
         struct stat a, b;
+        clock_gettime(CLOCK_MONOTONIC, &t);
         if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino) {
             snprintf(lock_path, sizeof(lock_path), "%s", path);
             atexit(unlink_lock);
@@ -148,20 +170,37 @@ int dio_dev_lock(const char *dev, char *err, size_t errlen)
             if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) != len) {
                 /* The pid is only for the message. */
             }
+            lock_fd = fd;
+            long waited = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+            if (waited_for[0])
+                SHIM_INFO("USTACK_DEV=%s: waited %ld ms for the stopping ustackd pid %s", dev,
+                          waited, waited_for);
             return 0; /* fd stays open (and locked) until exit */
         }
         close(fd);
         if (tries > 8)
             return 0;
     }
-    /* Held by another ustackd (the loop breaks only when flock fails). */
+    /* Held by another ustackd (the loop breaks only when flock fails), running or (after
+     * LOCK_WAIT_STOPPING) still stopping. */
     char pid[32] = "?";
     ssize_t k = pread(fd, pid, sizeof(pid) - 1, 0);
     pid[k > 0 ? k : 0] = 0;
-    pid[strcspn(pid, "\n")] = 0;
+    pid[strcspn(pid, "\n ")] = 0;
     close(fd);
     dio__err(err, errlen, "USTACK_DEV=%s: the device is in use by ustackd pid %s", dev, pid);
     return -EBUSY;
+}
+
+void dio_dev_lock_stopping(void)
+{
+    if (lock_fd < 0)
+        return;
+    char line[64];
+    int len = snprintf(line, sizeof(line), "%ld " LOCK_STOPPING "\n", (long)getpid());
+    if (pwrite(lock_fd, line, (size_t)len, 0) != len) {
+        /* Then a newcomer fails at once, as before. */
+    }
 }
 
 /* Where EAL puts runtime directories: /var/run/dpdk for root, else $XDG_RUNTIME_DIR/dpdk. */

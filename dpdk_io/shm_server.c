@@ -1388,6 +1388,11 @@ static void apply_opts(struct srv_core *sc, uint32_t i, int sd, stk_time_t now)
             stk_setopt(sc->e, now, sd, (enum stk_sockopt)o, atomic_load_explicit(&r->opt[o], RLX));
 }
 
+/* SOCKET comes without a reply (the app's socket() returned at once): the eventfd's number
+ * is held for us as an ATTACH's is (attach_begin/attach_done). A socket the app closed
+ * before we came to it gets nothing made (its CLOSE, queued behind, frees the slot); one we
+ * cannot make says why at its next command (SHM_F_NOSOCK). -EBADF: not a fresh slot of
+ * ours. */
 static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s)
 {
     struct dio_shm *srv = sc->srv;
@@ -1395,19 +1400,30 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     struct ssock *ss = &sc->ss[cmd->sock];
     uint32_t state = atomic_load_explicit(&s->state, ACQ);
     if (ss->sd >= 0 || s->core != sc->idx || atomic_load(&r->holder) || atomic_load(&r->lcores) ||
-        (state != SHM_SOCK_RESERVED && state != SHM_SOCK_LIVE))
+        (state != SHM_SOCK_RESERVED && state != SHM_SOCK_CLOSING) ||
+        (atomic_load(&s->flags) & SHM_F_NOSOCK))
         return -EBADF;
+    if (!attach_begin(s)) {
+        CTR(sc, shm_attach_cancelled, 1);
+        attach_done(s);
+        return 0;
+    }
     int efd;
     int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
-    if (rc)
-        return rc;
     bool udp = cmd->a1 == SHM_SOCK_DGRAM;
-    int sd =
-        udp ? stk_udp_socket(sc->e, tag(sc, cmd->sock)) : stk_socket(sc->e, tag(sc, cmd->sock));
-    if (sd < 0) {
-        if (efd >= 0)
+    int sd = rc;
+    if (rc == 0) {
+        sd =
+            udp ? stk_udp_socket(sc->e, tag(sc, cmd->sock)) : stk_socket(sc->e, tag(sc, cmd->sock));
+        if (sd < 0 && efd >= 0)
             close(efd);
-        return sd;
+    }
+    if (sd < 0) {
+        CTR(sc, shm_socket_fail, 1);
+        atomic_store_explicit(&s->so_error, -sd, RLX);
+        atomic_fetch_or_explicit(&s->flags, SHM_F_NOSOCK, REL);
+        attach_done(s);
+        return 0;
     }
     rec_reset(sc, cmd->sock);
     atomic_store_explicit(&r->efd, efd, REL);
@@ -1420,6 +1436,7 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     atomic_store_explicit(&s->so_error, 0, RLX);
     uint32_t expect = SHM_SOCK_RESERVED;
     atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
+    attach_done(s);
     CTR(sc, shm_sockets, 1);
     return 0;
 }
@@ -1526,9 +1543,11 @@ static void op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     struct ssock *ss = &sc->ss[i];
     struct srec *r = &sc->srv->rec[i];
     if (!ssock_held(sc, i, cmd->gen)) {
-        /* A slot whose SOCKET failed: nobody serves it, so it is ours to free. */
+        /* A slot whose SOCKET failed, was cancelled or never ran: nobody serves it, so it
+         * is ours to free (its SOCKET, if any, was queued before this). */
+        uint32_t st = atomic_load(&s->state);
         if (s->core == sc->idx && atomic_load(&r->holder) == 0 && atomic_load(&r->lcores) == 0 &&
-            atomic_load(&s->state) == SHM_SOCK_RESERVED) {
+            (st == SHM_SOCK_RESERVED || st == SHM_SOCK_CLOSING)) {
             free_slot(sc, i);
             return;
         }
@@ -1633,10 +1652,15 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         return;
     }
     if (op == SHM_OP_SOCKET) {
-        int rc = op_socket(sc, cmd, s);
-        if (rc == -EBADF)
+        if (op_socket(sc, cmd, s) == -EBADF)
             goto bad;
-        post_rc(sc, cmd, rc);
+        return;
+    }
+    if (atomic_load_explicit(&s->flags, ACQ) & SHM_F_NOSOCK) {
+        /* Its SOCKET failed: every call says why, as socket() would have. */
+        int err = atomic_load_explicit(&s->so_error, RLX);
+        if (op != SHM_OP_KICK)
+            post_rc(sc, cmd, -(err > 0 ? err : ENOBUFS));
         return;
     }
     uint32_t state = atomic_load_explicit(&s->state, ACQ);
@@ -1746,7 +1770,8 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
     }
 bad:
     CTR(sc, shm_cmd_invalid, 1);
-    if (op == SHM_OP_ATTACH && i < srv->nsocks)
+    if ((op == SHM_OP_ATTACH || op == SHM_OP_SOCKET) && i < srv->nsocks &&
+        shm_sock_valid(srv->base, i, cmd->gen))
         attach_done(sock_at(sc, i)); /* nobody may wait for it for ever */
     {
         /* Logged at the 1st, 2nd, 4th, 8th... rejection: visible, never a flood. */

@@ -582,6 +582,7 @@ int main(int argc, char **argv)
         dio_shm_ready(srv);
 
     control_loop(s, set, &conf, standalone, &set_sig);
+    dio_dev_lock_stopping();
 
     /* No new clients; the present ones stop waiting for us first; then the cores close what
      * is open. */

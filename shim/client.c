@@ -830,22 +830,27 @@ static int make_socket(int flags, bool dgram, int dom)
         atomic_store(shm_hold(C.base, C.pidx, i), 1);
     s->domain = (uint32_t)dom;
     atomic_store(&s->app_flags, dom == AF_INET6 && bindv6only() ? SHM_A_V6ONLY : 0);
+    atomic_store(&s->flags, dgram ? SHM_F_DGRAM : 0);
+    /* SOCKET goes without a reply, as an accepted socket's ATTACH does: a round trip per
+     * socket() was a third of a connecting client's waits. Every later command on the socket
+     * queues behind it on its core; the stack fetches the eventfd by number, so the number
+     * stays until it has (shim__attach_wait); a SOCKET the stack cannot serve makes it say
+     * why at the socket's next command (SHM_F_NOSOCK, docs/shm.md "Commands"). */
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_SOCKET);
     c.a0 = efd;
     c.a1 = dgram ? SHM_SOCK_DGRAM : 0;
-    int rc = shim__call(s->core, &c, NULL);
+    atomic_store(&s->attach_pend, SHM_ATT_PEND);
+    int rc = shim__push(s->core, &c);
     if (rc < 0) {
-        /* The stack made nothing; a CLOSE of a slot still RESERVED makes its core free it
-         * (nothing else may: the core may still be looking at it). */
-        struct shm_cmd cl;
-        shim__cmd_init(&cl, &k, SHM_OP_CLOSE);
-        shim__push(s->core, &cl);
+        /* Not queued: the stack never sees the slot, so it is ours to give back. */
+        atomic_store(&s->attach_pend, 0);
+        if (C.pidx != SHM_NONE)
+            atomic_store(shm_hold(C.base, C.pidx, i), 0);
+        shm_sock_free(C.base, i);
         C.sys.close(efd);
         return rc;
     }
-    uint32_t expect = SHM_SOCK_RESERVED;
-    atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
     shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
     shim__lock();
     shim_fdtab_set(&shim_fds, efd, SHIM_FD_SOCK, i, k.gen, cloexec, NULL);

@@ -36,6 +36,9 @@ static void bump_all(int delta)
         if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK || !shm_sock_valid(C.base, e->slot, e->gen))
             continue;
         if (delta > 0) {
+            /* The stack fetches a new socket's eventfd from us: a parent that exits right
+             * after fork() would take it along before the stack came to it. */
+            shim__attach_wait(e->slot);
             atomic_fetch_add(&shm_sock(C.base, e->slot)->refs, 1);
             if (C.child_pidx != SHM_NONE)
                 atomic_fetch_add(shm_hold(C.base, C.child_pidx, e->slot), 1);

@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   7u
+#define SHM_VERSION   8u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
@@ -67,8 +67,8 @@ struct shm_addr {
 
 enum shm_op {
     SHM_OP_NOP = 0,
-    SHM_OP_SOCKET,   /* create the engine socket; a0 = eventfd number in pid (or -1), a1 =
-                        SHM_SOCK_DGRAM for a UDP socket (else TCP) */
+    SHM_OP_SOCKET,   /* create the engine socket (no reply; attach_pend as ATTACH's); a0 =
+                        eventfd number in pid (or -1), a1 = SHM_SOCK_DGRAM for UDP */
     SHM_OP_ATTACH,   /* an accepted socket gets its eventfd: a0 = fd in pid */
     SHM_OP_BIND,     /* addr; reply addr = bound address */
     SHM_OP_LISTEN,   /* a0 = backlog; sent to every core */
@@ -150,7 +150,8 @@ enum {
     SHM_F_RD_SHUT = 1u << 6,
     SHM_F_HUP = 1u << 7, /* both directions closed */
     SHM_F_CONNECTING = 1u << 8,
-    SHM_F_DGRAM = 1u << 10, /* a UDP socket: its rings carry datagram records (below) */
+    SHM_F_DGRAM = 1u << 10,  /* a UDP socket: its rings carry datagram records (below) */
+    SHM_F_NOSOCK = 1u << 11, /* its SOCKET failed (so_error says why): no engine socket */
 };
 
 /* What applications did to a socket (shared by every holder, as the kernel's file is). */

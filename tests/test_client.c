@@ -108,8 +108,8 @@ static void handle(const struct shm_cmd *c)
     switch (c->op) {
     case SHM_OP_SOCKET:
     case SHM_OP_ATTACH: {
-        /* As ustackd: an ATTACH taken back by the last close fetches nothing. */
-        if (c->op == SHM_OP_ATTACH && (atomic_load(&s->attach_pend) & SHM_ATT_CANCEL)) {
+        /* As ustackd: a SOCKET or ATTACH taken back by the last close fetches nothing. */
+        if (atomic_load(&s->attach_pend) & SHM_ATT_CANCEL) {
             atomic_store(&s->attach_pend, 0);
             atomic_fetch_add(&attach_cancels, 1);
             break;
@@ -124,7 +124,7 @@ static void handle(const struct shm_cmd *c)
         atomic_compare_exchange_strong(&s->state, &expect, SHM_SOCK_LIVE);
         if (c->op == SHM_OP_SOCKET)
             memset(fk[i].opt, 0, sizeof(fk[i].opt));
-        if (c->op == SHM_OP_ATTACH && (atomic_exchange(&s->attach_pend, 0) & SHM_ATT_WAIT))
+        if (atomic_exchange(&s->attach_pend, 0) & SHM_ATT_WAIT)
             shm_futex_wake(&s->attach_pend, INT_MAX);
         post(c, 0, 0, 0, 0);
         publish(i, PUB_RECHECK);

@@ -11,6 +11,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -227,6 +228,24 @@ static int ts_call(struct tsock *t, uint16_t op, int32_t a0, int32_t a1, uint32_
     return call(t->r, t->core, &c, out);
 }
 
+/* SOCKET goes without a reply, as the library sends it: the stack clears attach_pend when it
+ * is done with the eventfd's number (bounded wait). */
+static void ts_socket_push(struct tsock *t, int32_t efd, int32_t type)
+{
+    struct shm_sock *s = ts_sock(t);
+    struct shm_cmd c = ts_cmd(t, SHM_OP_SOCKET);
+    c.a0 = efd;
+    c.a1 = type;
+    atomic_store(&s->attach_pend, SHM_ATT_PEND);
+    push(t->r, t->core, &c);
+    int64_t end = now_ns() + 5000000000ll;
+    uint32_t v;
+    while ((v = atomic_load(&s->attach_pend)) != 0) {
+        ck_assert_msg(now_ns() < end, "SOCKET on core %u not done", t->core);
+        shm_futex_wait(&s->attach_pend, v, 50000000);
+    }
+}
+
 static void ts_socket(struct region *r, uint32_t core, struct tsock *t)
 {
     t->r = r;
@@ -238,8 +257,9 @@ static void ts_socket(struct region *r, uint32_t core, struct tsock *t)
     t->gen = atomic_load(&s->gen);
     t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ck_assert_int_ge(t->efd, 0);
-    ck_assert_int_eq(ts_call(t, SHM_OP_SOCKET, t->efd, 0, 0, 0, NULL), 0);
-    atomic_store(&s->state, SHM_SOCK_LIVE);
+    ts_socket_push(t, t->efd, 0);
+    ck_assert_uint_eq(atomic_load(&s->state), SHM_SOCK_LIVE);
+    ck_assert(!(atomic_load(&s->flags) & SHM_F_NOSOCK));
     atomic_store(&s->refs, 1);
 }
 
@@ -1460,8 +1480,8 @@ static void ts_socket_udp(struct region *r, struct tsock *t, uint16_t port)
     t->gen = atomic_load(&s->gen);
     t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ck_assert_int_ge(t->efd, 0);
-    ck_assert_int_eq(ts_call(t, SHM_OP_SOCKET, t->efd, SHM_SOCK_DGRAM, 0, 0, NULL), 0);
-    atomic_store(&s->state, SHM_SOCK_LIVE);
+    ts_socket_push(t, t->efd, SHM_SOCK_DGRAM);
+    ck_assert_uint_eq(atomic_load(&s->state), SHM_SOCK_LIVE);
     atomic_store(&s->refs, 1);
     ck_assert(atomic_load(&s->flags) & SHM_F_DGRAM);
     struct shm_reply rep;
@@ -1676,6 +1696,71 @@ START_TEST(app_slots_freed_by_stack_reused)
 }
 END_TEST
 
+/* SOCKET has no reply (the library's socket() returns at once). One the stack cannot serve
+ * (an eventfd number that is a pipe) makes the slot's every later command fail with the
+ * reason, and its CLOSE frees it; one the last close cancelled before the stack came to it
+ * makes nothing, and its CLOSE frees it too. */
+START_TEST(socket_async_fail_and_cancel)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    struct region *r = &w.ra;
+    uint64_t made0 = counters(r).shm_sockets, fail0 = counters(r).shm_socket_fail;
+    uint64_t canc0 = counters(r).shm_attach_cancelled;
+
+    struct tsock t = {.r = r, .core = 0};
+    t.i = shm_sock_alloc(r->base);
+    ck_assert_uint_ne(t.i, SHM_NONE);
+    struct shm_sock *s = ts_sock(&t);
+    s->core = 0;
+    t.gen = atomic_load(&s->gen);
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    ts_socket_push(&t, p[0], 0);
+    ck_assert(atomic_load(&s->flags) & SHM_F_NOSOCK);
+    ck_assert_uint_eq(atomic_load(&s->state), SHM_SOCK_RESERVED);
+    ck_assert_int_eq(ts_call(&t, SHM_OP_BIND, 0, 0, 0, 5555, NULL), -EINVAL);
+    ck_assert_int_eq(ts_call(&t, SHM_OP_CONNECT, 0, 0, IP_B, ECHO_PORT, NULL), -EINVAL);
+    ck_assert_uint_eq(counters(r).shm_socket_fail, fail0 + 1);
+    ck_assert_uint_eq(counters(r).shm_sockets, made0);
+    t.efd = p[0];
+    ts_close(&t);
+    ts_wait_freed(&t, 5);
+    close(p[1]);
+
+    /* Cancelled: the app's last close took the number back first. */
+    t.i = shm_sock_alloc(r->base);
+    ck_assert_uint_ne(t.i, SHM_NONE);
+    s = ts_sock(&t);
+    s->core = 0;
+    t.gen = atomic_load(&s->gen);
+    t.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ck_assert_int_ge(t.efd, 0);
+    atomic_store(&s->state, SHM_SOCK_CLOSING);
+    atomic_store(&s->attach_pend, SHM_ATT_CANCEL);
+    struct shm_cmd c = ts_cmd(&t, SHM_OP_SOCKET);
+    c.a0 = t.efd;
+    push(r, 0, &c);
+    c = ts_cmd(&t, SHM_OP_CLOSE);
+    push(r, 0, &c);
+    close(t.efd);
+    ts_wait_freed(&t, 5);
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), 0);
+    ck_assert_uint_eq(counters(r).shm_attach_cancelled, canc0 + 1);
+    ck_assert_uint_eq(counters(r).shm_sockets, made0);
+
+    /* And a socket made after both works. */
+    struct tsock u;
+    ts_socket(r, 0, &u);
+    ck_assert_uint_eq(counters(r).shm_sockets, made0 + 1);
+    ts_close(&u);
+    ts_wait_freed(&u, 5);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shmsrv");
@@ -1698,6 +1783,7 @@ int main(void)
     tcase_add_test(tc, udp_two_cores);
     tcase_add_test(tc, sock_alloc_reuses_slots);
     tcase_add_test(tc, app_slots_freed_by_stack_reused);
+    tcase_add_test(tc, socket_async_fail_and_cancel);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -6,6 +6,9 @@
 #                download 4 MiB each from a kernel `python3 -m http.server` at once, all
 #                byte-exact, through one ustackd (one "ready" in the shared ustackd log; the
 #                losers of the spawn race attach), which exits after the last curl;
+#   in a row   - four curls under ustack one after another, each spawning while the last
+#                one's ustackd is still stopping: all byte-exact (the new ustackd waits for
+#                the device);
 #   standalone - `ustackd --standalone` started by hand; two unrelated preloaded socat echo
 #                servers (ports 7 and 8) and a preloaded curl work through it at once; the
 #                two servers' regions are different memfds (inodes differ); killing one
@@ -34,7 +37,7 @@ PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=""
 [ -x "$PY" ] || PY=$(command -v python3)
 
 GONE_SECS=10
-P_A=7 P_B=8 P_KHTTP=8080
+P_A=7 P_B=8 P_KHTTP=8080 P_SINK=9
 WWW="$NET_TMPD/www"
 mkdir -p "$WWW"
 head -c $((4 * 1024 * 1024)) /dev/urandom >"$WWW/f.bin"
@@ -112,6 +115,39 @@ check_parallel() {
         net_log "$kind: three parallel curls byte-exact through one ustackd ($n spawn(s) lost the race and attached)"
     fi
     u_gone "the three curls"
+}
+
+# ---------------------------------------------------------------- 1b: one after another
+
+# Short-lived clients in a row (a shell script's `curl ...; curl ...`): each one's ustackd
+# is still stopping when the next one spawns its own, which waits for the device instead of
+# failing that client ("Network is down").
+check_back_to_back() {
+    local kind=$1 i n fails=0
+    local d="$NET_TMPD/seq.$kind"
+    mkdir -p "$d"
+    net_flush_neigh
+    u_env "$kind" "seq.$kind"
+    # First a client that leaves a connection its ustackd must drain when it stops: data
+    # queued to a kernel peer that never reads (socat into `sleep`), so the next curl
+    # spawns while that ustackd is stopping (up to its 1 s grace).
+    net_k timeout -k 2 30 socat -u "TCP-LISTEN:$P_SINK,reuseaddr,fork" EXEC:"sleep 20" \
+        </dev/null >/dev/null 2>&1 &
+    net_bg $!
+    wait_until 10 net_k nc -z -w 1 "$IP_K" "$P_SINK" || net_fail "the kernel sink did not start"
+    u_exec "${U_ENV[@]}" sh -c "head -c 8388608 /dev/zero | timeout -k 1 3 socat -u - TCP:$IP_K:$P_SINK" \
+        </dev/null >/dev/null 2>&1 || true
+    for i in 1 2 3 4; do
+        u_exec "${U_ENV[@]}" timeout -k 2 60 curl -sS --max-time 50 -o "$d/$i" \
+            "http://$IP_K:$P_KHTTP/f.bin" 2>"$d/$i.err" </dev/null || true
+        if [ "$(sha256sum "$d/$i" 2>/dev/null | cut -d' ' -f1)" != "$F_SHA" ]; then
+            fails=$((fails + 1))
+            net_softfail "$kind: curl $i of 4 in a row failed: $(grep -m 2 -v '^$' "$d/$i.err" | tr '\n' ' ')"
+        fi
+    done
+    n=$(grep -c 'for the stopping ustackd' "$USTACKD_OUT" 2>/dev/null || true)
+    [ "$fails" = 0 ] && net_log "$kind: four curls in a row byte-exact ($n ustackd waited for the previous one to stop)"
+    u_gone "the last curl in a row"
 }
 
 # ---------------------------------------------------------------- 2: standalone
@@ -228,6 +264,7 @@ check_spawned() {
 
 for kind in ${NET_KINDS:-af_packet}; do
     check_parallel "$kind"
+    check_back_to_back "$kind"
     check_standalone "$kind"
     check_spawned "$kind"
 done

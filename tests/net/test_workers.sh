@@ -10,10 +10,10 @@
 # and checks: `ab -n N -c 1000` completes with 0 failed and 0 non-2xx, and every worker
 # served requests (access log with $pid; the count per worker is logged).
 # In A also: `ab -k`; `nginx -s reload` during an ab run (0 failed, the old workers exit,
-# the new ones serve); a worker SIGKILLed during an ab run (ab may see resets on that
+# the new ones serve the next ab); a worker SIGKILLed during an ab run (ab may see resets on that
 # worker's connections, but it completes), ustackd stays up and reaps it (shm_procs_reaped,
 # shm_reclaim_closes grow), the master's replacement serves, the next ab has 0 failed.
-# In C also: a reload during ab (0 failed); then ustackd SIGKILLed while a worker sends a
+# In C also: a reload during ab (0 failed, the new workers serve the next ab); then ustackd SIGKILLed while a worker sends a
 # rate-limited 64 MiB file: the worker ends that request within 5 s (ustackd's pidfd wakes
 # its epoll_wait, the send fails), nginx keeps running (no worker exits or spins), and
 # `nginx -s stop` ends master and workers within 5 s.
@@ -213,6 +213,36 @@ check_served() {
     done
 }
 
+# shellcheck disable=SC2317
+old_gone() {
+    local p
+    for p in $OLD; do proc_alive "$p" && return 1; done
+    return 0
+}
+# shellcheck disable=SC2317
+logged_since() { [ "$(log_lines)" -ge $(($1 + $2)) ]; }
+
+# reload_under_load X: `nginx -s reload` while ab runs (once 500 of its requests are logged,
+# not after a fixed sleep: a fast ab was done before a reload a second in, and the new
+# workers then had nothing to serve): ab fails no request and the old workers exit; then a
+# short ab is served by every new worker.
+reload_under_load() {
+    local x=$1 from running=no
+    OLD=$WORKERS
+    from=$(($(log_lines) + 1))
+    ab_start "$x-reload" -n "$SIDE" -c 200
+    wait_until 20 logged_since "$from" 500 || true
+    proc_alive "$AB_PID" && running=yes
+    timeout 5 "$NGINX" "${NGX_ARGS[@]}" -s reload || net_softfail "[$x] nginx -s reload failed"
+    wait_until 20 old_gone || net_softfail "[$x] old workers ($OLD) still run 20 s after the reload"
+    WORKERS=$(workers)
+    net_log "[$x] reload (ab still running: $running): old workers $OLD gone, new workers $WORKERS"
+    ab_check "$x-reload" 1 "$SIDE"
+    from=$(($(log_lines) + 1))
+    ab_start "$x-after-reload" -n 4000 -c 50
+    ab_check "$x-after-reload" 1 4000 && check_served "$x-after-reload" "$from" "$WORKERS"
+}
+
 # An EPOLLEXCLUSIVE (1 << 28) registration in some epoll of the process.
 has_epollexclusive() {
     local f e
@@ -276,21 +306,7 @@ ab_start A-keepalive -k -n "$SIDE" -c "$CONC"
 ab_check A-keepalive 1 "$SIDE" && check_served A-keepalive "$from" "$WORKERS"
 
 # -- reload during load
-OLD=$WORKERS
-from=$(($(log_lines) + 1))
-ab_start A-reload -n "$SIDE" -c 200
-sleep 1
-timeout 5 "$NGINX" "${NGX_ARGS[@]}" -s reload || net_softfail "[A] nginx -s reload failed"
-# shellcheck disable=SC2317
-old_gone() {
-    local p
-    for p in $OLD; do proc_alive "$p" && return 1; done
-    return 0
-}
-wait_until 20 old_gone || net_softfail "[A] old workers ($OLD) still run 20 s after the reload"
-WORKERS=$(workers)
-net_log "[A] reload: old workers $OLD gone, new workers $WORKERS"
-ab_check A-reload 1 "$SIDE" && check_served A-reload "$from" "$WORKERS"
+reload_under_load A
 
 # -- a worker SIGKILLed under load
 note_stackd
@@ -346,15 +362,7 @@ ab_check C-close 1 "$REQS" && check_served C-close "$from" "$WORKERS"
     while read -r l; do net_log "[C] $l"; done
 
 # -- reload with reuseport listeners (one per worker, each an alias of the first in ustack)
-OLD=$WORKERS
-from=$(($(log_lines) + 1))
-ab_start C-reload -n "$SIDE" -c 200
-sleep 1
-timeout 5 "$NGINX" "${NGX_ARGS[@]}" -s reload || net_softfail "[C] nginx -s reload failed"
-wait_until 20 old_gone || net_softfail "[C] old workers ($OLD) still run 20 s after the reload"
-WORKERS=$(workers)
-net_log "[C] reload: old workers $OLD gone, new workers $WORKERS"
-ab_check C-reload 1 "$SIDE" && check_served C-reload "$from" "$WORKERS"
+reload_under_load C
 
 # -- ustackd SIGKILLed while a worker sends a large file slowly
 net_k timeout -k 2 30 curl -s -o /dev/null --limit-rate 2M --max-time 25 \

@@ -348,6 +348,46 @@ static void raw_clone_child(void)
     }
 }
 
+/* A socket made just before fork() by a process that exits right after it: the child's
+ * socket works (under ustack the stack may not yet have taken the new socket's eventfd from
+ * the parent when the parent is gone). Several rounds, each a socket() straight into fork(). */
+static void socket_fork_parent_exits(void)
+{
+    for (int round = 0; round < 8; round++) {
+        int res[2];
+        CHECK_OK(pipe(res));
+        pid_t mid = fork();
+        CHECK(mid >= 0, "fork");
+        if (mid == 0) {
+            close(res[0]);
+            int s = socket(AF_INET, SOCK_STREAM, 0);
+            pid_t me = getpid();
+            pid_t pid = s >= 0 ? fork() : -1;
+            if (pid != 0)
+                _exit(pid < 0 ? 1 : 0); /* the parent goes at once */
+            /* The grandchild: once its parent is gone, the socket must still work. */
+            for (int i = 0; i < 500 && getppid() == me; i++)
+                sem_sleep_ms(2);
+            sem_sleep_ms(20);
+            struct sockaddr_in a = sem_peer_addr(SEM_P_ECHO);
+            char ok =
+                connect(s, (struct sockaddr *)&a, sizeof a) == 0 && roundtrip(s, "orphan") == 0
+                    ? 'y'
+                    : 'n';
+            (void)!write(res[1], &ok, 1);
+            close(s);
+            _exit(0);
+        }
+        close(res[1]);
+        CHECK(wait_child(mid, 5000) == 0, "the middle process failed (round %d)", round);
+        struct pollfd p = {res[0], POLLIN, 0};
+        char ok = 0;
+        CHECK(poll(&p, 1, 10000) == 1 && read(res[0], &ok, 1) == 1 && ok == 'y',
+              "the orphan's socket failed (round %d, answer %c)", round, ok ? ok : '-');
+        close(res[0]);
+    }
+}
+
 /* Sends fd over the Unix socket u (SCM_RIGHTS) with one byte. */
 static int send_fd(int u, int fd)
 {
@@ -650,6 +690,7 @@ int main(int argc, char **argv)
     SEM_RUN(fork_child_exits);
     SEM_RUN(fork_child_accepts);
     SEM_RUN(raw_clone_child);
+    SEM_RUN(socket_fork_parent_exits);
     SEM_RUN(pass_over_unix);
     SEM_RUN(exec_inherits);
     SEM_RUN(sandboxed_child);
