@@ -186,6 +186,7 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_kicks) \
     X(shm_sockets) \
     X(shm_socket_fail) \
+    X(shm_connect_fail) \
     X(shm_connects) \
     X(shm_listens) \
     X(shm_accepts) \

@@ -1412,13 +1412,14 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     int rc = fetch_efd(sc, cmd->pid, cmd->a0, &efd);
     bool udp = cmd->a1 == SHM_SOCK_DGRAM;
     int sd = rc;
-    if (rc == 0) {
+    if (rc == 0)
         sd =
             udp ? stk_udp_socket(sc->e, tag(sc, cmd->sock)) : stk_socket(sc->e, tag(sc, cmd->sock));
-        if (sd < 0 && efd >= 0)
-            close(efd);
-    }
     if (sd < 0) {
+        /* The eventfd stays (freed with the slot): an asynchronous connect's failure
+         * reaches an epoll through it. */
+        rec_reset(sc, cmd->sock);
+        atomic_store_explicit(&r->efd, efd, REL);
         CTR(sc, shm_socket_fail, 1);
         atomic_store_explicit(&s->so_error, -sd, RLX);
         atomic_fetch_or_explicit(&s->flags, SHM_F_NOSOCK, REL);
@@ -1657,10 +1658,17 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         return;
     }
     if (atomic_load_explicit(&s->flags, ACQ) & SHM_F_NOSOCK) {
-        /* Its SOCKET failed: every call says why, as socket() would have. */
+        /* Its SOCKET failed: every call says why, as socket() would have; a connect queued
+         * without a reply fails as an asynchronous one does. */
         int err = atomic_load_explicit(&s->so_error, RLX);
-        if (op != SHM_OP_KICK)
+        if (op == SHM_OP_CONNECT && cmd->reply == SHM_NONE) {
+            atomic_fetch_or_explicit(&s->flags, SHM_F_ERROR | SHM_F_RESET, REL);
+            publish(sc, i, SHM_EV_ALL);
+        } else if (op == SHM_OP_GETOPT && cmd->a0 == STK_SO_ERROR) {
+            post(sc, cmd, 0, atomic_exchange(&s->so_error, 0), NULL, NULL, 0);
+        } else if (op != SHM_OP_KICK) {
             post_rc(sc, cmd, -(err > 0 ? err : ENOBUFS));
+        }
         return;
     }
     uint32_t state = atomic_load_explicit(&s->state, ACQ);
@@ -1740,6 +1748,15 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
                 RLX);
             atomic_fetch_or_explicit(&s->flags, SHM_F_CONNECTING, REL);
             CTR(sc, shm_connects, 1);
+        } else if (cmd->reply == SHM_NONE) {
+            /* Queued without a reply (SHM_A_CONNECTING): the error is the attempt's, as a
+             * handshake's failure would be (so_error, POLLERR). */
+            atomic_store_explicit(&s->so_error, rc < 0 ? -rc : ECONNREFUSED, RLX);
+            uint32_t f = atomic_load_explicit(&s->flags, RLX);
+            atomic_store_explicit(&s->flags, (f & ~SHM_F_CONNECTING) | SHM_F_ERROR | SHM_F_RESET,
+                                  REL);
+            CTR(sc, shm_connect_fail, 1);
+            publish(sc, i, SHM_EV_ALL);
         }
         post(sc, cmd, rc, 0, &a, NULL, 0);
         return;

@@ -1376,6 +1376,35 @@ static int connect_addr(const struct shim_sk *k, const struct sockaddr_storage *
     return 0;
 }
 
+/* May connect() queue its CONNECT without waiting for the answer? Only where every error the
+ * stack could answer is one Linux too may report asynchronously: a first connect of a fresh,
+ * unbound IPv4 socket to another host's unicast address (what ab, wrk and curl do). Binding,
+ * IPv6, a retry after a failure, or an address that is ours, a wildcard, a broadcast or a
+ * multicast one keep the synchronous errors. */
+static bool connect_async_ok(const struct shim_sk *k, const struct shm_addr *a)
+{
+    if (shim__domain(k) != AF_INET || a->family != SHM_AF_INET || k->f->cstate != SHIM_CS_NEW ||
+        k->f->bound || k->s->la.port != 0 || a->port == 0)
+        return false;
+    uint32_t ip = a->ip;
+    bool bcast = ip == 0xffffffffu || (C.mask != 0xffffffffu && (ip & ~C.mask) == ~C.mask &&
+                                       ((ip ^ C.ip) & C.mask) == 0);
+    return ip != 0 && ip != C.ip && (ip >> 28) != 14 && !bcast;
+}
+
+/* A CONNECT queued without a reply that the stack has not taken yet: wait until it has (a
+ * NOP behind it on the same core), for calls that read what it sets (the local address). */
+static void connect_settle(struct shim_sk *k)
+{
+    if (!(SHIM_LOAD(&k->s->app_flags) & SHM_A_CONNECTING) ||
+        (SHIM_LOAD(&k->s->flags) &
+         (SHM_F_CONNECTING | SHM_F_CONNECTED | SHM_F_RESET | SHM_F_ERROR)))
+        return;
+    struct shm_cmd c;
+    shim__cmd_init(&c, k, SHM_OP_NOP);
+    shim__call(k->s->core, &c, NULL);
+}
+
 int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     SHIM_SK(k);
@@ -1431,6 +1460,16 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_CONNECT);
     c.addr = a;
+    if (!kernel && connect_async_ok(&k, &a)) {
+        /* No reply to wait for (the second round trip of a connecting client): the stack
+         * publishes the outcome in the socket's flags as for a handshake's (an error it
+         * would have returned becomes so_error, POLLERR, as an asynchronous failure). */
+        atomic_fetch_or(&k.s->app_flags, SHM_A_CONNECTING);
+        if ((rc = shim__push(k.s->core, &c)) < 0)
+            return rc;
+        k.f->cstate = SHIM_CS_CONNECTING;
+        return k.f->nonblock ? -EINPROGRESS : connect_wait(&k, -EINPROGRESS);
+    }
     rc = kernel ? -EAFNOSUPPORT : shim__call(k.s->core, &c, NULL);
     if (rc == -EAFNOSUPPORT) {
         /* Routed to the kernel, or an address family the engine does not serve. */
@@ -1551,6 +1590,7 @@ int shim_shutdown(int fd, int how)
         }
         return 0;
     }
+    connect_settle(&k);
     uint32_t fl = SHIM_LOAD(&k.s->flags);
     if (!(fl & (SHM_F_CONNECTED | SHM_F_CONNECTING)) || (fl & SHM_F_RESET))
         return -ENOTCONN;
@@ -1572,6 +1612,7 @@ int shim_getsockname(int fd, struct sockaddr *addr, socklen_t *len)
     int rc = shim__sk(fd, &k);
     if (rc < 0)
         return rc;
+    connect_settle(&k);
     struct shm_addr a = k.s->la;
     if (a.port == 0 && k.f->bound)
         a = k.f->bind_a;

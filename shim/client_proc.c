@@ -201,8 +201,12 @@ static bool adopt_fd(int fd, uint32_t slot, uint32_t gen, bool nb)
         f = shim__file_init(slot, gen, nb);
         f->nfds = 0;
         uint32_t fl = SHIM_LOAD(&s->flags);
+        bool connecting =
+            (fl & SHM_F_CONNECTING) ||
+            ((SHIM_LOAD(&s->app_flags) & SHM_A_CONNECTING) && !(fl & (SHM_F_ERROR | SHM_F_RESET)));
         f->cstate = (fl & SHM_F_LISTENING)   ? SHIM_CS_LISTEN
                     : (fl & SHM_F_CONNECTED) ? SHIM_CS_CONNECTED
+                    : connecting             ? SHIM_CS_CONNECTING
                                              : SHIM_CS_NEW;
         f->bound = s->la.port != 0;
         f->bind_a = s->la;

@@ -159,6 +159,9 @@ enum {
     SHM_A_WR_SHUT = 1u << 0, /* shutdown(SHUT_WR) called: no more writes */
     SHM_A_RD_SHUT = 1u << 1, /* shutdown(SHUT_RD) called: reads return 0 */
     SHM_A_V6ONLY = 1u << 2,  /* an AF_INET6 socket's IPV6_V6ONLY (getsockopt reads it here) */
+    /* connect() queued a CONNECT without a reply: the socket is connecting until the stack's
+     * flags say more (SHM_F_CONNECTING, CONNECTED, or ERROR and RESET if it failed). */
+    SHM_A_CONNECTING = 1u << 3,
 };
 
 /* Stack-side condition: it holds engine data that did not fit the rx ring; the app kicks
@@ -557,12 +560,14 @@ static inline uint32_t shm_sock_poll(void *base, uint32_t i)
     bool rd_done = (f & (SHM_F_EOF | SHM_F_RESET | SHM_F_RD_SHUT)) || (a & SHM_A_RD_SHUT);
     bool wr_done = (f & (SHM_F_RESET | SHM_F_WR_SHUT)) || (a & SHM_A_WR_SHUT);
     bool conn = f & SHM_F_CONNECTED;
-    if ((f & (SHM_F_RESET | SHM_F_HUP)) || (rd_done && wr_done) ||
-        !(f & (SHM_F_CONNECTED | SHM_F_CONNECTING)))
+    bool connecting =
+        (f & SHM_F_CONNECTING) ||
+        ((a & SHM_A_CONNECTING) && !(f & (SHM_F_CONNECTED | SHM_F_RESET | SHM_F_ERROR)));
+    if ((f & (SHM_F_RESET | SHM_F_HUP)) || (rd_done && wr_done) || (!conn && !connecting))
         m |= SHM_POLLHUP;
     if (rd_done)
         m |= SHM_POLLIN | SHM_POLLRDHUP;
-    if ((f & SHM_F_CONNECTING) && !conn)
+    if (connecting && !conn)
         return m;
     if (shm_ring_used(&s->rx, h->ring_size))
         m |= SHM_POLLIN;

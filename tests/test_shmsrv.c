@@ -1761,6 +1761,80 @@ START_TEST(socket_async_fail_and_cancel)
 }
 END_TEST
 
+/* connect() queues CONNECT without a reply for a fresh IPv4 socket (SHM_A_CONNECTING): until
+ * the stack takes it the socket polls as connecting (no POLLHUP, no POLLOUT); an error the
+ * stack would have answered becomes the attempt's (so_error, ERROR and RESET: POLLERR and
+ * POLLHUP), also for a socket whose SOCKET failed. */
+START_TEST(connect_async_errors)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    struct region *r = &w.ra;
+    uint64_t fail0 = counters(r).shm_connect_fail;
+    struct tsock t;
+    ts_socket(r, 0, &t);
+    struct shm_sock *s = ts_sock(&t);
+    ck_assert_uint_eq(shm_sock_poll(r->base, t.i) & SHM_POLLHUP, SHM_POLLHUP); /* fresh */
+    atomic_fetch_or(&s->app_flags, SHM_A_CONNECTING);
+    ck_assert_uint_eq(shm_sock_poll(r->base, t.i), 0); /* connecting */
+    uint32_t seq0 = atomic_load(&s->seq);
+    struct shm_cmd c = ts_cmd(&t, SHM_OP_CONNECT);
+    c.addr.ip = IP_B + 5;
+    c.addr.port = 0; /* the engine refuses a connect to port 0 */
+    push(r, 0, &c);
+    int64_t end = now_ns() + 5000000000ll;
+    while (!(atomic_load(&s->flags) & SHM_F_ERROR)) {
+        ck_assert_msg(now_ns() < end, "no error published");
+        shm_futex_wait(&s->seq, seq0, 50000000);
+        seq0 = atomic_load(&s->seq);
+    }
+    ck_assert_int_eq(atomic_load(&s->so_error), ECONNREFUSED);
+    ck_assert(atomic_load(&s->flags) & SHM_F_RESET);
+    ck_assert(!(atomic_load(&s->flags) & SHM_F_CONNECTING));
+    uint32_t m = shm_sock_poll(r->base, t.i);
+    ck_assert_uint_eq(m & (SHM_POLLERR | SHM_POLLHUP), SHM_POLLERR | SHM_POLLHUP);
+    ck_assert_uint_eq(counters(r).shm_connect_fail, fail0 + 1);
+    struct shm_reply rep;
+    ck_assert_int_eq(ts_call(&t, SHM_OP_GETOPT, STK_SO_ERROR, 0, 0, 0, &rep), 0);
+    ck_assert_int_eq(rep.val, ECONNREFUSED);
+    ts_close(&t);
+    ts_wait_freed(&t, 5);
+
+    /* A socket whose SOCKET failed: its queued connect fails the same way. */
+    struct tsock u = {.r = r, .core = 0};
+    u.i = shm_sock_alloc(r->base);
+    ck_assert_uint_ne(u.i, SHM_NONE);
+    s = ts_sock(&u);
+    s->core = 0;
+    u.gen = atomic_load(&s->gen);
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    ts_socket_push(&u, p[0], 0);
+    ck_assert(atomic_load(&s->flags) & SHM_F_NOSOCK);
+    atomic_fetch_or(&s->app_flags, SHM_A_CONNECTING);
+    c = ts_cmd(&u, SHM_OP_CONNECT);
+    c.addr.ip = IP_B + 5;
+    c.addr.port = 80;
+    push(r, 0, &c);
+    end = now_ns() + 5000000000ll;
+    while (!(atomic_load(&s->flags) & SHM_F_ERROR)) {
+        ck_assert_msg(now_ns() < end, "no error published for the failed socket");
+        usleep(1000);
+    }
+    ck_assert_uint_eq(shm_sock_poll(r->base, u.i) & (SHM_POLLERR | SHM_POLLHUP),
+                      SHM_POLLERR | SHM_POLLHUP);
+    ck_assert_int_eq(ts_call(&u, SHM_OP_GETOPT, STK_SO_ERROR, 0, 0, 0, &rep), 0);
+    ck_assert_int_eq(rep.val, EINVAL);
+    u.efd = p[0];
+    ts_close(&u);
+    ts_wait_freed(&u, 5);
+    close(p[1]);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shmsrv");
@@ -1784,6 +1858,7 @@ int main(void)
     tcase_add_test(tc, sock_alloc_reuses_slots);
     tcase_add_test(tc, app_slots_freed_by_stack_reused);
     tcase_add_test(tc, socket_async_fail_and_cancel);
+    tcase_add_test(tc, connect_async_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

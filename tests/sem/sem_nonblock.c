@@ -236,6 +236,25 @@ static void send_while_connecting(void)
     struct sockaddr_in p;
     socklen_t l = sizeof p;
     CHECK_ERR(getpeername(fd, (struct sockaddr *)&p, &l), ENOTCONN);
+    /* The local address is chosen by connect() itself, before it returns. */
+    l = sizeof p;
+    CHECK_OK(getsockname(fd, (struct sockaddr *)&p, &l));
+    CHECK(p.sin_port != 0 && p.sin_addr.s_addr == sem_self_ip.s_addr,
+          "getsockname while connecting: port %d", ntohs(p.sin_port));
+}
+
+/* getsockname right after a non-blocking connect to a reachable peer: the local port is
+ * there at once, and the connection keeps it. */
+static void local_port_at_once(void)
+{
+    int fd = sem_tcp(SOCK_NONBLOCK);
+    struct sockaddr_in a = sem_peer_addr(SEM_P_ECHO);
+    CHECK_ERR(connect(fd, (struct sockaddr *)&a, sizeof a), EINPROGRESS);
+    int port = sem_port_of(fd, 0);
+    CHECK(port > 0, "no local port right after connect");
+    CHECK(sem_wait_fd(fd, POLLOUT, 5000) == POLLOUT, "connect");
+    CHECK(sem_port_of(fd, 0) == port, "the local port changed: %d then %d", port,
+          sem_port_of(fd, 0));
 }
 
 int main(void)
@@ -244,6 +263,7 @@ int main(void)
     SEM_RUN(fcntl_nonblock);
     SEM_RUN(sock_nonblock_connect);
     SEM_RUN(ealready);
+    SEM_RUN(local_port_at_once);
     SEM_RUN(nonblock_refused);
     SEM_RUN(nonblock_refused_reconnect);
     SEM_RUN(fionbio);
