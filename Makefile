@@ -123,6 +123,9 @@ $(BUILD)/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_CORE_SRC) $(BUILD)/libstk.a $(CHECK_LIBS) -lm -o $@
 
+# test_fdtab.c checks preload/hooks.h against the version script.
+$(BUILD)/tests/test_fdtab $(BUILD)/san/tests/test_fdtab: preload/hooks.h preload/libustack.map
+
 $(BUILD)/san/tests/%: tests/%.c $(TESTLIB_SRC) $(TESTLIB_HDR) $(SHIM_SRC) $(SHIM_HDR) $(BUILD)/san/libstk.a
 	@mkdir -p $(dir $@)
 	$(SAN_CC) $(BASE_CFLAGS) $(SAN_FLAGS) -Itests/lib -Ishim $< $(TESTLIB_SRC) $(SHIM_CORE_SRC) $(BUILD)/san/libstk.a $(CHECK_LIBS) -lm -o $@

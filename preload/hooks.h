@@ -91,7 +91,9 @@
     X(int, __poll_chk, (struct pollfd *, nfds_t, int, size_t)) \
     X(int, __ppoll_chk, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *, \
                          size_t)) \
-    X(long, syscall, (long, ...))
+    X(long, syscall, (long, ...)) \
+    X(int, getaddrinfo, (const char *, const char *, const struct addrinfo *, \
+                         struct addrinfo **))
 /* clang-format on */
 
 #endif

@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -1028,4 +1029,59 @@ HOOK int execle(const char *path, const char *arg, ...)
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
     return do_exec(EXEC_PATH, path, -1, (char *const *)argv, envp);
+}
+
+/* ---- names ------------------------------------------------------------------------------ */
+
+/* Does the kernel have a non-loopback address of each family (glibc's own AI_ADDRCONFIG
+ * test, check_pf)? */
+static void kernel_families(bool *v4, bool *v6)
+{
+    *v4 = *v6 = false;
+    struct ifaddrs *ifa = NULL;
+    if (getifaddrs(&ifa) < 0)
+        return;
+    for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
+        if (!i->ifa_addr)
+            continue;
+        if (i->ifa_addr->sa_family == AF_INET) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)i->ifa_addr;
+            *v4 |= a->sin_addr.s_addr != htonl(INADDR_LOOPBACK);
+        } else if (i->ifa_addr->sa_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)i->ifa_addr;
+            *v6 |= !IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+        }
+    }
+    freeifaddrs(ifa);
+}
+
+/* AI_ADDRCONFIG (glibc's default when hints is NULL) returns a family only if the host has a
+ * non-loopback address of it, and glibc asks the kernel: where ustack owns the IPv4 address
+ * the kernel has none, so a numeric IPv4 address or a name with only A records failed
+ * (EAI_ADDRFAMILY, EAI_NONAME; libmemcached's clients, Node's dns.lookup). ustack's
+ * addresses count too: glibc's own rule (narrow AF_UNSPEC to the one family seen, refuse a
+ * family not seen) over the union, then the lookup without AI_ADDRCONFIG. */
+HOOK int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                     struct addrinfo **res)
+{
+    int flags = hints ? hints->ai_flags : AI_V4MAPPED | AI_ADDRCONFIG;
+    bool u4, u6, k4, k6;
+    if (!(flags & AI_ADDRCONFIG) || !ustack__enabled())
+        return REAL(getaddrinfo)(node, service, hints, res);
+    ustack__families(&u4, &u6);
+    kernel_families(&k4, &k6);
+    if ((!u4 || k4) && (!u6 || k6))
+        return REAL(getaddrinfo)(node, service, hints, res); /* ustack adds nothing */
+    bool v4 = u4 || k4, v6 = u6 || k6;
+    struct addrinfo h;
+    if (hints)
+        h = *hints;
+    else
+        h = (struct addrinfo){.ai_family = AF_UNSPEC};
+    h.ai_flags = flags & ~AI_ADDRCONFIG;
+    if (h.ai_family == AF_UNSPEC && v4 != v6)
+        h.ai_family = v4 ? AF_INET : AF_INET6;
+    else if ((h.ai_family == AF_INET && !v4) || (h.ai_family == AF_INET6 && !v6))
+        return EAI_NONAME;
+    return REAL(getaddrinfo)(node, service, &h, res);
 }

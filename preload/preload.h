@@ -5,10 +5,12 @@
 #ifndef USTACK_PRELOAD_H
 #define USTACK_PRELOAD_H
 
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -42,6 +44,9 @@ int ustack__enabled(void);
 /* Are AF_INET UDP sockets ustack's (USTACK_UDP)? */
 int ustack__udp_enabled(void);
 int ustack__inet6_enabled(void);
+/* The address families ustack gives this process (IPv4: USTACK_IP; IPv6: the link-local
+ * address it always has, unless USTACK_INET6=0): for getaddrinfo's AI_ADDRCONFIG. */
+void ustack__families(bool *v4, bool *v6);
 /* Attaches to ustackd, spawning it if need be (docs/shm.md "Start-up"): 0 or -errno. The
  * first failure is printed once and returned from then on. */
 int ustack__attach(void);

@@ -140,6 +140,12 @@ int ustack__inet6_enabled(void)
     return ustack__enabled() && (conf_state < 0 || conf.inet6);
 }
 
+void ustack__families(bool *v4, bool *v6)
+{
+    *v4 = ustack__enabled() && conf_state > 0 && conf.ip != 0;
+    *v6 = ustack__inet6_enabled() && conf_state > 0;
+}
+
 /* ---- paths ---------------------------------------------------------------------------- */
 
 static char stackd[PATH_MAX];

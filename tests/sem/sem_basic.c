@@ -2,6 +2,7 @@
  * Every expectation is what Linux does; run.sh proves it by running this on the kernel. */
 #include "sem.h"
 
+#include <netdb.h>
 #include <sys/stat.h>
 
 static int names(int fd, int peer, struct in_addr *ip, int *port)
@@ -383,6 +384,38 @@ static void accepted_half_close(void)
     CHECK(sem_read_full(s, buf, sizeof buf, 5000) == 0, "EOF after the peer's echo loop ends");
 }
 
+/* getaddrinfo with AI_ADDRCONFIG (glibc's default without hints) finds the peer's IPv4
+ * address: this host has an IPv4 address on that network (under ustack, ustack's own),
+ * then connects to what it returned. */
+static void getaddrinfo_addrconfig(void)
+{
+    char host[INET_ADDRSTRLEN], port[16];
+    inet_ntop(AF_INET, &sem_peer_ip, host, sizeof host);
+    snprintf(port, sizeof port, "%d", sem_port_base + SEM_P_ECHO);
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    CHECK(rc == 0 && res, "getaddrinfo(%s, AI_ADDRCONFIG): %s", host, gai_strerror(rc));
+    CHECK(res->ai_family == AF_INET, "family %d", res->ai_family);
+    int fd = sem_track(socket(res->ai_family, res->ai_socktype, res->ai_protocol));
+    CHECK(fd >= 0, "socket");
+    CHECK_OK(connect(fd, res->ai_addr, res->ai_addrlen));
+    freeaddrinfo(res);
+    char buf[4];
+    CHECK(send(fd, "gai", 3, 0) == 3 && sem_read_full(fd, buf, 3, 5000) == 3, "echo");
+    res = NULL;
+    rc = getaddrinfo(host, port, NULL, &res);
+    CHECK(rc == 0 && res, "getaddrinfo(%s, no hints): %s", host, gai_strerror(rc));
+    freeaddrinfo(res);
+    hints.ai_family = AF_INET;
+    res = NULL;
+    rc = getaddrinfo(host, port, &hints, &res);
+    CHECK(rc == 0 && res && res->ai_family == AF_INET,
+          "getaddrinfo(%s, AF_INET, AI_ADDRCONFIG): %s", host, gai_strerror(rc));
+    freeaddrinfo(res);
+}
+
 int main(void)
 {
     sem_init("sem_basic", 0);
@@ -408,5 +441,6 @@ int main(void)
     SEM_RUN(accept_names);
     SEM_RUN(accept_flags);
     SEM_RUN(accepted_half_close);
+    SEM_RUN(getaddrinfo_addrconfig);
     return sem_done();
 }
