@@ -23,6 +23,10 @@
 #             200,000 bytes must come back equal within 10 s and ustackd count no failed
 #             eventfd fetch (shm_efd_fail). close() used to give up waiting after 1 s, and
 #             the child then slept for ever (seen as a rare stall under load).
+#   stalled  - a preloaded Python client, with its ustackd stopped: socket(), its close(),
+#             and a second socket's non-blocking connect() return within 1 s (EINPROGRESS);
+#             after SIGCONT that connection echoes through a kernel socat, with one
+#             cancelled eventfd fetch and no failed SOCKET or CONNECT counted.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init fork 19
@@ -225,4 +229,78 @@ else
     net_softfail "slow: after a 2.5 s stop of ustackd: '$(printf '%s' "$got" | tail -n 2 | tr '\n' ' ')', shm_efd_fail '$fails'"
 fi
 stop_bg "$SP"
+
+# ---------------------------------------------------------------- stalled (client side)
+# A preloaded client makes sockets while its ustackd is stopped: socket(), close() of it,
+# and a non-blocking connect() of a second one all return at once (SOCKET and CONNECT go
+# without a reply; the close takes the queued eventfd fetch back); after SIGCONT the second
+# socket connects and echoes, and ustackd counts the cancelled fetch and no failure.
+P_ECHO=7103
+wait_until 10 u_no_stackd || true # the slow part's ustackd, so that ours is the one noted
+net_k timeout -k 2 60 socat -t 5 "TCP-LISTEN:$P_ECHO,fork,reuseaddr" EXEC:cat </dev/null >/dev/null 2>&1 &
+net_bg $!
+wait_until 10 net_k nc -z -w 1 "$IP_K" "$P_ECHO" || net_fail "stalled: the kernel echo server did not start"
+cat >"$D/stalled.py" <<'EOF_PY'
+import os, select, socket, sys, time
+ip, port, d = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def note(name, text):
+    with open(os.path.join(d, name + ".tmp"), "w") as f:
+        f.write(text)
+    os.rename(os.path.join(d, name + ".tmp"), os.path.join(d, name))
+w = socket.create_connection((ip, port), timeout=10)  # attached, ustackd serving
+w.close()
+note("ready", "1")
+end = time.time() + 20
+while not os.path.exists(os.path.join(d, "go")) and time.time() < end:
+    time.sleep(0.01)
+t0 = time.monotonic()
+a = socket.socket()
+a.close()
+b = socket.socket()
+b.setblocking(False)
+rc = b.connect_ex((ip, port))
+note("fast", "%d %d" % (int((time.monotonic() - t0) * 1000), rc))
+_, wr, _ = select.select([], [b], [], 20)
+err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+b.setblocking(True)
+b.settimeout(10)
+ok = False
+if wr and err == 0:
+    b.sendall(b"stalled")
+    got = b""
+    while len(got) < 7:
+        x = b.recv(64)
+        if not x:
+            break
+        got += x
+    ok = got == b"stalled"
+note("result", "%s err %d" % ("echoed" if ok else "failed", err))
+end = time.time() + 20  # ustackd stays while the test reads its counters
+while not os.path.exists(os.path.join(d, "done")) and time.time() < end:
+    time.sleep(0.01)
+EOF_PY
+u_env "$KIND" stalled
+u_bg "${U_ENV[@]}" timeout -k 2 60 "$PY" "$D/stalled.py" "$IP_K" "$P_ECHO" "$D" </dev/null >/dev/null 2>"$NET_TMPD/stalled.err"
+STP=$U_BG
+wait_until 30 test -e "$D/ready" || net_fail "stalled: the client did not start: $(tail -c 300 "$NET_TMPD/stalled.err")"
+u_note_stackd
+kill -STOP "$USTACKD_PID"
+touch "$D/go"
+wait_until 5 test -e "$D/fast" || true
+sleep 1.5
+kill -CONT "$USTACKD_PID"
+wait_until 30 test -e "$D/result" || true
+fast=$(cat "$D/fast" 2>/dev/null) result=$(cat "$D/result" 2>/dev/null)
+stats=$("$NET_ROOT/tools/ustack-stat" -n "$USTACKD_PID" --json /ustack/stats 2>/dev/null |
+    "$PY" -c 'import json,sys; s=json.load(sys.stdin); print(s["shm_attach_cancelled"], s["shm_socket_fail"], s["shm_connect_fail"])' 2>/dev/null) || stats="?"
+touch "$D/done"
+read -r ms rc <<<"${fast:-x x}"
+read -r canc sfail cfail <<<"${stats:-? ? ?}"
+if [ -n "$fast" ] && [ "$ms" -lt 1000 ] && [ "$rc" = 115 ] && [ "$result" = "echoed err 0" ] &&
+    [ "$canc" -ge 1 ] 2>/dev/null && [ "$sfail" = 0 ] && [ "$cfail" = 0 ]; then
+    net_log "stalled: socket(), close() and a non-blocking connect() took $ms ms with ustackd stopped (EINPROGRESS); after SIGCONT the connection echoed (shm_attach_cancelled $canc, shm_socket_fail 0, shm_connect_fail 0)"
+else
+    net_softfail "stalled: fast='$fast' (ms, connect_ex) result='$result' counters (cancelled, socket_fail, connect_fail)='$stats': $(tail -c 300 "$NET_TMPD/stalled.err")"
+fi
+stop_bg "$STP"
 net_finish
