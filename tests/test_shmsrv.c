@@ -1696,6 +1696,22 @@ START_TEST(app_slots_freed_by_stack_reused)
 }
 END_TEST
 
+/* A socket on core 0 whose SOCKET the stack refused: its "eventfd" is the read end of the
+ * pipe p (not an eventfd), so it has SHM_F_NOSOCK. ts_close closes p[0]. */
+static void ts_socket_failed(struct region *r, struct tsock *t, int p[2])
+{
+    *t = (struct tsock){.r = r, .core = 0};
+    t->i = shm_sock_alloc(r->base);
+    ck_assert_uint_ne(t->i, SHM_NONE);
+    struct shm_sock *s = ts_sock(t);
+    s->core = 0;
+    t->gen = atomic_load(&s->gen);
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    t->efd = p[0];
+    ts_socket_push(t, p[0], 0);
+    ck_assert(atomic_load(&s->flags) & SHM_F_NOSOCK);
+}
+
 /* SOCKET has no reply (the library's socket() returns at once). One the stack cannot serve
  * (an eventfd number that is a pipe) makes the slot's every later command fail with the
  * reason, and its CLOSE frees it; one the last close cancelled before the stack came to it
@@ -1709,22 +1725,15 @@ START_TEST(socket_async_fail_and_cancel)
     uint64_t made0 = counters(r).shm_sockets, fail0 = counters(r).shm_socket_fail;
     uint64_t canc0 = counters(r).shm_attach_cancelled;
 
-    struct tsock t = {.r = r, .core = 0};
-    t.i = shm_sock_alloc(r->base);
-    ck_assert_uint_ne(t.i, SHM_NONE);
-    struct shm_sock *s = ts_sock(&t);
-    s->core = 0;
-    t.gen = atomic_load(&s->gen);
+    struct tsock t;
     int p[2];
-    ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
-    ts_socket_push(&t, p[0], 0);
-    ck_assert(atomic_load(&s->flags) & SHM_F_NOSOCK);
+    ts_socket_failed(r, &t, p);
+    struct shm_sock *s = ts_sock(&t);
     ck_assert_uint_eq(atomic_load(&s->state), SHM_SOCK_RESERVED);
     ck_assert_int_eq(ts_call(&t, SHM_OP_BIND, 0, 0, 0, 5555, NULL), -EINVAL);
     ck_assert_int_eq(ts_call(&t, SHM_OP_CONNECT, 0, 0, IP_B, ECHO_PORT, NULL), -EINVAL);
     ck_assert_uint_eq(counters(r).shm_socket_fail, fail0 + 1);
     ck_assert_uint_eq(counters(r).shm_sockets, made0);
-    t.efd = p[0];
     ts_close(&t);
     ts_wait_freed(&t, 5);
     close(p[1]);
@@ -1802,16 +1811,10 @@ START_TEST(connect_async_errors)
     ts_wait_freed(&t, 5);
 
     /* A socket whose SOCKET failed: its queued connect fails the same way. */
-    struct tsock u = {.r = r, .core = 0};
-    u.i = shm_sock_alloc(r->base);
-    ck_assert_uint_ne(u.i, SHM_NONE);
-    s = ts_sock(&u);
-    s->core = 0;
-    u.gen = atomic_load(&s->gen);
+    struct tsock u;
     int p[2];
-    ck_assert_int_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
-    ts_socket_push(&u, p[0], 0);
-    ck_assert(atomic_load(&s->flags) & SHM_F_NOSOCK);
+    ts_socket_failed(r, &u, p);
+    s = ts_sock(&u);
     atomic_fetch_or(&s->app_flags, SHM_A_CONNECTING);
     c = ts_cmd(&u, SHM_OP_CONNECT);
     c.addr.ip = IP_B + 5;
@@ -1826,7 +1829,6 @@ START_TEST(connect_async_errors)
                       SHM_POLLERR | SHM_POLLHUP);
     ck_assert_int_eq(ts_call(&u, SHM_OP_GETOPT, STK_SO_ERROR, 0, 0, 0, &rep), 0);
     ck_assert_int_eq(rep.val, EINVAL);
-    u.efd = p[0];
     ts_close(&u);
     ts_wait_freed(&u, 5);
     close(p[1]);
