@@ -84,6 +84,10 @@
     X(int, fstatat, (int, const char *, struct stat *, int)) \
     X(int, fstatat64, (int, const char *, struct stat64 *, int)) \
     X(int, statx, (int, const char *, int, unsigned, struct statx *)) \
+    X(int, __fxstat, (int, int, struct stat *)) \
+    X(int, __fxstat64, (int, int, struct stat64 *)) \
+    X(int, __fxstatat, (int, int, const char *, struct stat *, int)) \
+    X(int, __fxstatat64, (int, int, const char *, struct stat64 *, int)) \
     X(ssize_t, __read_chk, (int, void *, size_t, size_t)) \
     X(ssize_t, __recv_chk, (int, void *, size_t, size_t, int)) \
     X(ssize_t, __recvfrom_chk, (int, void *, size_t, size_t, int, struct sockaddr *, \

@@ -132,6 +132,21 @@ void ustack__init(void)
     pthread_once(&init_once, init);
 }
 
+/* USTACK_ATTACH_EARLY=1: attach (spawning ustackd) when the program starts rather than at
+ * its first socket, so that the workers it starts before it makes one share its region and
+ * can take the connections it passes them (node's cluster, docs/preload.md "Passing
+ * sockets"). */
+static bool attach_early(void)
+{
+    const char *v = getenv("USTACK_ATTACH_EARLY");
+    if (!v || !*v || !strcmp(v, "0") || !strcmp(v, "off") || !ustack__enabled())
+        return false;
+    if (!strcmp(v, "1") || !strcmp(v, "on"))
+        return true;
+    shim_warn_once("early", "USTACK_ATTACH_EARLY=%.64s: expected 0 or 1; ignored", v);
+    return false;
+}
+
 __attribute__((constructor)) static void ustack_ctor(void)
 {
     ustack__init();
@@ -142,6 +157,8 @@ __attribute__((constructor)) static void ustack_ctor(void)
         shim_adopt(fds);
     if (fds)
         unsetenv("USTACK_FDS");
+    else if (attach_early())
+        ustack__attach(); /* a failure is printed once and returned by socket() */
 }
 
 /* ---- sockets -------------------------------------------------------------------------- */
@@ -514,6 +531,29 @@ struct clone3_head {
  * they go to the client; every other call passes through with its six argument registers, as
  * glibc's syscall() takes them. (The library's own futex calls come through here too: one
  * comparison.) */
+#define SOCK_MODE (S_IFSOCK | 0777)
+static bool stat_self(int fd, const char *path, int flags);
+
+/* The stat system calls made through syscall() (libuv's uv_guess_handle, which tells node
+ * what a handle passed to a worker is): a ustack socket is a socket there too, as in the
+ * fstat hooks below. */
+static long stat_syscall(long (*real)(long, ...), long n, const long a[6])
+{
+    long r = real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (r != 0)
+        return r;
+    if (n == SYS_fstat && sock((int)a[0]))
+        ((struct stat *)a[1])->st_mode = SOCK_MODE;
+    else if (n == SYS_newfstatat && stat_self((int)a[0], (const char *)a[1], (int)a[3]))
+        ((struct stat *)a[2])->st_mode = SOCK_MODE;
+    else if (n == SYS_statx && stat_self((int)a[0], (const char *)a[1], (int)a[2])) {
+        struct statx *x = (struct statx *)a[4];
+        x->stx_mode = (uint16_t)SOCK_MODE;
+        x->stx_mask |= STATX_TYPE | STATX_MODE;
+    }
+    return r;
+}
+
 HOOK long syscall(long n, ...)
 {
     va_list ap;
@@ -557,6 +597,8 @@ HOOK long syscall(long n, ...)
         errno = ENOSYS;
         return -1;
     }
+    if (n == SYS_fstat || n == SYS_newfstatat || n == SYS_statx)
+        return stat_syscall(real, n, a);
     if (n == SYS_clone && fork_like((unsigned long)a[0], (unsigned long)a[1]))
         return clone_as_fork(real, n, a, (unsigned long)a[0]);
 #ifdef SYS_clone3
@@ -620,7 +662,6 @@ HOOK FILE *fdopen(int fd, const char *mode)
 /* A ustack socket's fd is an eventfd in the kernel; to fstat() it must look like what it
  * stands for: a socket, mode S_IFSOCK|0777 as Linux's sockfs reports. The rest of the stat
  * (device, inode, times) is the eventfd's, which is as unique as a socket's. */
-#define SOCK_MODE (S_IFSOCK | 0777)
 
 HOOK int fstat(int fd, struct stat *st)
 {
@@ -658,6 +699,35 @@ HOOK int fstatat64(int fd, const char *path, struct stat64 *st, int flags)
     if (r == 0 && stat_self(fd, path, flags))
         st->st_mode = SOCK_MODE;
     return r;
+}
+
+/* Programs built against glibc before 2.33 (official node.js binaries among them) call the
+ * old stat entry points, which glibc keeps only as compatibility symbols: the same answer
+ * through today's functions (x86-64's struct stat is the kernel's, whatever the version
+ * number). Without them libuv's uv_guess_handle saw a passed ustack socket as an unknown
+ * handle. */
+HOOK int __fxstat(int ver, int fd, struct stat *st)
+{
+    (void)ver;
+    return fstat(fd, st);
+}
+
+HOOK int __fxstat64(int ver, int fd, struct stat64 *st)
+{
+    (void)ver;
+    return fstat64(fd, st);
+}
+
+HOOK int __fxstatat(int ver, int fd, const char *path, struct stat *st, int flags)
+{
+    (void)ver;
+    return fstatat(fd, path, st, flags);
+}
+
+HOOK int __fxstatat64(int ver, int fd, const char *path, struct stat64 *st, int flags)
+{
+    (void)ver;
+    return fstatat64(fd, path, st, flags);
 }
 
 HOOK int statx(int fd, const char *path, int flags, unsigned mask, struct statx *st)

@@ -46,9 +46,11 @@ extern char **environ;
 /* Variables of the client only: never handed to ustackd, whose configuration loader does
  * not know them. */
 static const char *const client_vars[] = {
-    "USTACK_SHM_FD",     "USTACK_PIPE_FD",   "USTACK_FDS",
-    "USTACK_STACKD",     "USTACK_SHM_SOCKS", "USTACK_SHM_RING",
-    "USTACK_STACKD_LOG", "USTACK_ATTACH",    NULL,
+    "USTACK_SHM_FD",       "USTACK_PIPE_FD",
+    "USTACK_FDS",          "USTACK_STACKD",
+    "USTACK_SHM_SOCKS",    "USTACK_SHM_RING",
+    "USTACK_STACKD_LOG",   "USTACK_ATTACH",
+    "USTACK_ATTACH_EARLY", NULL,
 };
 
 static bool is_client_var(const char *name, size_t len)

@@ -23,6 +23,9 @@
 #             200,000 bytes must come back equal within 10 s and ustackd count no failed
 #             eventfd fetch (shm_efd_fail). close() used to give up waiting after 1 s, and
 #             the child then slept for ever (seen as a rare stall under load).
+#   early    - a Python server under ustack starts a worker (a separate program) before
+#             it makes any socket, then passes an accepted connection to it (SCM_RIGHTS):
+#             with USTACK_ATTACH_EARLY=1 the worker echoes it; without, it cannot take it.
 #   stalled  - a preloaded Python client, with its ustackd stopped: socket(), its close(),
 #             and a second socket's non-blocking connect() return within 1 s (EINPROGRESS);
 #             after SIGCONT that connection echoes through a kernel socat, with one
@@ -303,4 +306,68 @@ else
     net_softfail "stalled: fast='$fast' (ms, connect_ex) result='$result' counters (cancelled, socket_fail, connect_fail)='$stats': $(tail -c 300 "$NET_TMPD/stalled.err")"
 fi
 stop_bg "$STP"
+
+# ---------------------------------------------------------------- early (passing to workers)
+# A server that starts its worker before it makes any socket, then passes each accepted
+# connection to it over a Unix socket (node's cluster does this). Under
+# USTACK_ATTACH_EARLY=1 the server attaches at start, the worker inherits its region and
+# takes the connection (echoes it); without it the worker attaches on its own and gets a
+# bare eventfd (ENOTSOCK), which is the documented limit.
+P_EARLY=7104
+wait_until 10 u_no_stackd || true
+cat >"$D/early.py" <<'EOF_PY'
+import os, socket, subprocess, sys
+port, d, role = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+if role == "worker":
+    u = socket.socket(fileno=int(sys.argv[4]))
+    msg, fds, _, _ = socket.recv_fds(u, 16, 1)
+    try:
+        c = socket.socket(fileno=fds[0])
+        c.sendall(c.recv(64).upper())
+        c.close()
+        res = "echoed"
+    except OSError as e:
+        res = "worker: %s" % e
+    with open(os.path.join(d, "early.res"), "w") as f:
+        f.write(res)
+    sys.exit(0)
+a, b = socket.socketpair()
+w = subprocess.Popen([sys.executable, sys.argv[0], str(port), d, "worker", str(b.fileno())],
+                     pass_fds=[b.fileno()])
+b.close()
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", port))
+l.listen(8)
+open(os.path.join(d, "early.ready"), "w").close()
+l.settimeout(20)
+c, _ = l.accept()
+socket.send_fds(a, [b"h"], [c.fileno()])
+c.close()
+w.wait(timeout=20)
+EOF_PY
+for mode in 1 0; do
+    rm -f "$D/early.ready" "$D/early.res"
+    u_env "$KIND" "early$mode"
+    u_bg "${U_ENV[@]}" USTACK_ATTACH_EARLY=$mode timeout -k 2 40 "$PY" "$D/early.py" "$P_EARLY" "$D" server \
+        </dev/null >/dev/null 2>"$NET_TMPD/early$mode.err"
+    EP=$U_BG
+    wait_until 30 test -e "$D/early.ready" || net_fail "early: the server did not start: $(tail -c 300 "$NET_TMPD/early$mode.err")"
+    got=$(echo hello | net_k timeout 10 socat -t 5 - "TCP:$IP_U:$P_EARLY,connect-timeout=5" 2>/dev/null) || true
+    wait_until 20 test -e "$D/early.res" || true
+    res=$(cat "$D/early.res" 2>/dev/null)
+    if [ "$mode" = 1 ]; then
+        if [ "$got" = HELLO ] && [ "$res" = echoed ]; then
+            net_log "early: USTACK_ATTACH_EARLY=1: the worker started before any socket took the passed connection and echoed it"
+        else
+            net_softfail "early: USTACK_ATTACH_EARLY=1: got '$got', worker '$res': $(tail -c 300 "$NET_TMPD/early$mode.err")"
+        fi
+    elif [ "$got" != HELLO ] && [ -n "$res" ] && [ "$res" != echoed ]; then
+        net_log "early: without it the worker cannot take the connection, as documented ($res)"
+    else
+        net_softfail "early: without USTACK_ATTACH_EARLY: got '$got', worker '$res' (the documented limit changed?)"
+    fi
+    stop_bg "$EP"
+    wait_until 10 u_no_stackd || true
+done
 net_finish

@@ -4,6 +4,7 @@
 
 #include <netdb.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 static int names(int fd, int peer, struct in_addr *ip, int *port)
 {
@@ -35,6 +36,12 @@ static int set_reuse(int fd)
     return setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 }
 
+/* glibc's stat entry points before 2.33, as a binary built then references them. */
+int old_fxstat64(int ver, int fd, struct stat *st);
+int old_fxstatat64(int ver, int fd, const char *path, struct stat *st, int flags);
+__asm__(".symver old_fxstat64,__fxstat64@GLIBC_2.2.5");
+__asm__(".symver old_fxstatat64,__fxstatat64@GLIBC_2.4");
+
 /* A fresh socket is unbound (0.0.0.0:0), has no peer, and is a socket to fstat(). */
 static void fresh_socket(void)
 {
@@ -48,6 +55,21 @@ static void fresh_socket(void)
     struct stat st;
     CHECK_OK(fstat(fd, &st));
     CHECK(S_ISSOCK(st.st_mode), "fstat mode %o is not S_IFSOCK", st.st_mode);
+    /* Programs built against glibc before 2.33 (official node.js binaries) call the old
+     * entry points, still in libc as compatibility symbols: bound here as such a binary
+     * binds them (old_fxstat64 and old_fxstatat64 below). */
+    memset(&st, 0, sizeof st);
+    CHECK(old_fxstat64(1, fd, &st) == 0 && S_ISSOCK(st.st_mode), "__fxstat64 mode %o", st.st_mode);
+    memset(&st, 0, sizeof st);
+    CHECK(old_fxstatat64(1, fd, "", &st, AT_EMPTY_PATH) == 0 && S_ISSOCK(st.st_mode),
+          "__fxstatat64 mode %o", st.st_mode);
+    /* And through syscall() (libraries that make their own system calls). */
+    memset(&st, 0, sizeof st);
+    CHECK(syscall(SYS_fstat, fd, &st) == 0 && S_ISSOCK(st.st_mode), "SYS_fstat mode %o",
+          st.st_mode);
+    memset(&st, 0, sizeof st);
+    CHECK(syscall(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH) == 0 && S_ISSOCK(st.st_mode),
+          "SYS_newfstatat mode %o", st.st_mode);
 }
 
 /* After connect, getsockname gives our address and an ephemeral port, getpeername the peer. */
