@@ -834,13 +834,22 @@ void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err)
  * side channel (CVE-2016-5696: an attacker counts the ACKs left in the second to learn
  * whether a guess hit a connection), so, as Linux since 4.7: each connection sends at most
  * one per 500 ms (Linux's tcp_invalid_ratelimit), and the engine-wide budget of each second
- * is drawn at random between half and one and a half times challenge_ack_per_s. */
+ * is drawn at random between half and one and a half times challenge_ack_per_s (not for
+ * TIME-WAIT, below). */
 bool stk__challenge_ok(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     struct stk_tcp *tcp = e->tcp;
     if (t->last_chal && now - t->last_chal < STK_US_PER_S / 2) {
         e->ctr.tcp_challenge_limited++;
         return false;
+    }
+    /* A TIME-WAIT connection's ACKs to segments it refuses are limited per connection only
+     * (Linux's tcp_timewait_check_oow_rate_limit): on the engine-wide budget, a burst of
+     * SYNs to many TIME-WAIT pairs left those peers a SYN timeout without an answer. */
+    if (t->state == STK_TCP_TIME_WAIT) {
+        t->last_chal = now ? now : 1;
+        e->ctr.tcp_challenge_acks++;
+        return true;
     }
     if (!tcp->chal_budget || now - tcp->chal_window >= STK_US_PER_S) {
         uint32_t per = e->cfg.challenge_ack_per_s;

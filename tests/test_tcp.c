@@ -2572,6 +2572,34 @@ START_TEST(time_wait_syn_reopen)
 }
 END_TEST
 
+/* A TIME-WAIT connection answers a SYN it refuses at most once per 500 ms, whatever the
+ * engine-wide challenge-ACK budget (Linux's tcp_timewait_check_oow_rate_limit): with a budget
+ * of 0 or 1 per second, twenty refused SYNs 500 ms apart all get their ACK. */
+START_TEST(time_wait_acks_own_limit)
+{
+    struct stk_config c = base_cfg();
+    c.challenge_ack_per_s = 1;
+    struct th *h = th_new_cfg(&c);
+    passive_to_time_wait(h);
+    uint32_t rcv_nxt = h->pseq;
+    struct pkt_tcp_spec s;
+    uint64_t lim0 = ctr(h)->tcp_challenge_limited;
+    for (int i = 0; i < 20; i++) {
+        h->pseq = rcv_nxt - 100;
+        syn_spec(h, &s, F_SYN, &FULL);
+        inject(h, &s);
+        inject(h, &s); /* the same again at once: limited */
+        EXPECT(h, F_ACK, h->iss + 2, rcv_nxt, 0);
+        EXPECT_NONE(h);
+        advance_by(h, SEC / 2);
+        h->ts_base -= 500; /* the peer's timestamp stays where it was: still refused */
+        EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+    }
+    EQ(ctr(h)->tcp_challenge_limited - lim0, 20);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(time_wait_syn_newer_ts)
 {
     struct th *h = th_new();
@@ -3280,6 +3308,7 @@ int main(void)
     tcase_add_test(tc, time_wait_fin_reacked);
     tcase_add_test(tc, time_wait_syn_reopen);
     tcase_add_test(tc, time_wait_syn_newer_ts);
+    tcase_add_test(tc, time_wait_acks_own_limit);
     tcase_add_test(tc, time_wait_rst_at_rcv_nxt);
     tc = tcase(s, "syncookies");
     tcase_add_test(tc, syn_cookies);
