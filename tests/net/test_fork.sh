@@ -33,7 +33,7 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 net_init fork 19
-net_require_tools python3 curl sha256sum
+net_require_tools python3 curl sha256sum socat nc
 net_require_ustackd
 PY=$(command -v python3)
 H="$NET_ROOT/tests/net/helpers"
