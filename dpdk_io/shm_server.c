@@ -1415,19 +1415,17 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     if (rc == 0)
         sd =
             udp ? stk_udp_socket(sc->e, tag(sc, cmd->sock)) : stk_socket(sc->e, tag(sc, cmd->sock));
+    /* Kept also without an engine socket (freed with the slot): a queued connect's failure
+     * reaches an epoll through it. */
+    rec_reset(sc, cmd->sock);
+    atomic_store_explicit(&r->efd, efd, REL);
     if (sd < 0) {
-        /* The eventfd stays (freed with the slot): an asynchronous connect's failure
-         * reaches an epoll through it. */
-        rec_reset(sc, cmd->sock);
-        atomic_store_explicit(&r->efd, efd, REL);
         CTR(sc, shm_socket_fail, 1);
         atomic_store_explicit(&s->so_error, -sd, RLX);
         atomic_fetch_or_explicit(&s->flags, SHM_F_NOSOCK, REL);
         attach_done(s);
         return 0;
     }
-    rec_reset(sc, cmd->sock);
-    atomic_store_explicit(&r->efd, efd, REL);
     atomic_store_explicit(&r->holder, sc->idx + 1, RLX);
     atomic_store_explicit(&r->home, sc->idx + 1, RLX);
     ss->sd = sd;
@@ -1632,6 +1630,18 @@ static int op_setopt(struct srv_core *sc, const struct shm_cmd *cmd, stk_time_t 
     return 0;
 }
 
+/* A CONNECT queued without a reply (SHM_A_CONNECTING) failed: the error is the attempt's,
+ * as a handshake's failure would be (so_error, ERROR and RESET: POLLERR and POLLHUP). */
+static void queued_connect_failed(struct srv_core *sc, uint32_t i, int err)
+{
+    struct shm_sock *s = sock_at(sc, i);
+    atomic_store_explicit(&s->so_error, err, RLX);
+    uint32_t f = atomic_load_explicit(&s->flags, RLX);
+    atomic_store_explicit(&s->flags, (f & ~SHM_F_CONNECTING) | SHM_F_ERROR | SHM_F_RESET, REL);
+    CTR(sc, shm_connect_fail, 1);
+    publish(sc, i, SHM_EV_ALL);
+}
+
 static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
 {
     struct dio_shm *srv = sc->srv;
@@ -1661,14 +1671,12 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         /* Its SOCKET failed: every call says why, as socket() would have; a connect queued
          * without a reply fails as an asynchronous one does. */
         int err = atomic_load_explicit(&s->so_error, RLX);
-        if (op == SHM_OP_CONNECT && cmd->reply == SHM_NONE) {
-            atomic_fetch_or_explicit(&s->flags, SHM_F_ERROR | SHM_F_RESET, REL);
-            publish(sc, i, SHM_EV_ALL);
-        } else if (op == SHM_OP_GETOPT && cmd->a0 == STK_SO_ERROR) {
+        if (op == SHM_OP_CONNECT && cmd->reply == SHM_NONE)
+            queued_connect_failed(sc, i, err > 0 ? err : ENOBUFS);
+        else if (op == SHM_OP_GETOPT && cmd->a0 == STK_SO_ERROR)
             post(sc, cmd, 0, atomic_exchange(&s->so_error, 0), NULL, NULL, 0);
-        } else if (op != SHM_OP_KICK) {
+        else if (op != SHM_OP_KICK)
             post_rc(sc, cmd, -(err > 0 ? err : ENOBUFS));
-        }
         return;
     }
     uint32_t state = atomic_load_explicit(&s->state, ACQ);
@@ -1748,15 +1756,8 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
                 RLX);
             atomic_fetch_or_explicit(&s->flags, SHM_F_CONNECTING, REL);
             CTR(sc, shm_connects, 1);
-        } else if (cmd->reply == SHM_NONE) {
-            /* Queued without a reply (SHM_A_CONNECTING): the error is the attempt's, as a
-             * handshake's failure would be (so_error, POLLERR). */
-            atomic_store_explicit(&s->so_error, rc < 0 ? -rc : ECONNREFUSED, RLX);
-            uint32_t f = atomic_load_explicit(&s->flags, RLX);
-            atomic_store_explicit(&s->flags, (f & ~SHM_F_CONNECTING) | SHM_F_ERROR | SHM_F_RESET,
-                                  REL);
-            CTR(sc, shm_connect_fail, 1);
-            publish(sc, i, SHM_EV_ALL);
+        } else if (rc < 0 && cmd->reply == SHM_NONE) {
+            queued_connect_failed(sc, i, -rc);
         }
         post(sc, cmd, rc, 0, &a, NULL, 0);
         return;

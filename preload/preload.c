@@ -534,6 +534,12 @@ struct clone3_head {
 #define SOCK_MODE (S_IFSOCK | 0777)
 static bool stat_self(int fd, const char *path, int flags);
 
+static void statx_sock(struct statx *x)
+{
+    x->stx_mode = (uint16_t)SOCK_MODE;
+    x->stx_mask |= STATX_TYPE | STATX_MODE;
+}
+
 /* The stat system calls made through syscall() (libuv's uv_guess_handle, which tells node
  * what a handle passed to a worker is): a ustack socket is a socket there too, as in the
  * fstat hooks below. */
@@ -546,11 +552,8 @@ static long stat_syscall(long (*real)(long, ...), long n, const long a[6])
         ((struct stat *)a[1])->st_mode = SOCK_MODE;
     else if (n == SYS_newfstatat && stat_self((int)a[0], (const char *)a[1], (int)a[3]))
         ((struct stat *)a[2])->st_mode = SOCK_MODE;
-    else if (n == SYS_statx && stat_self((int)a[0], (const char *)a[1], (int)a[2])) {
-        struct statx *x = (struct statx *)a[4];
-        x->stx_mode = (uint16_t)SOCK_MODE;
-        x->stx_mask |= STATX_TYPE | STATX_MODE;
-    }
+    else if (n == SYS_statx && stat_self((int)a[0], (const char *)a[1], (int)a[2]))
+        statx_sock((struct statx *)a[4]);
     return r;
 }
 
@@ -733,10 +736,8 @@ HOOK int __fxstatat64(int ver, int fd, const char *path, struct stat64 *st, int 
 HOOK int statx(int fd, const char *path, int flags, unsigned mask, struct statx *st)
 {
     int r = REAL(statx)(fd, path, flags, mask, st);
-    if (r == 0 && stat_self(fd, path, flags)) {
-        st->stx_mode = (uint16_t)SOCK_MODE;
-        st->stx_mask |= STATX_TYPE | STATX_MODE;
-    }
+    if (r == 0 && stat_self(fd, path, flags))
+        statx_sock(st);
     return r;
 }
 

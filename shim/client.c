@@ -1396,9 +1396,7 @@ static bool connect_async_ok(const struct shim_sk *k, const struct shm_addr *a)
  * NOP behind it on the same core), for calls that read what it sets (the local address). */
 static void connect_settle(struct shim_sk *k)
 {
-    if (!(SHIM_LOAD(&k->s->app_flags) & SHM_A_CONNECTING) ||
-        (SHIM_LOAD(&k->s->flags) &
-         (SHM_F_CONNECTING | SHM_F_CONNECTED | SHM_F_RESET | SHM_F_ERROR)))
+    if (!shm_connect_queued(SHIM_LOAD(&k->s->flags), SHIM_LOAD(&k->s->app_flags)))
         return;
     struct shm_cmd c;
     shim__cmd_init(&c, k, SHM_OP_NOP);

@@ -202,8 +202,7 @@ static bool adopt_fd(int fd, uint32_t slot, uint32_t gen, bool nb)
         f->nfds = 0;
         uint32_t fl = SHIM_LOAD(&s->flags);
         bool connecting =
-            (fl & SHM_F_CONNECTING) ||
-            ((SHIM_LOAD(&s->app_flags) & SHM_A_CONNECTING) && !(fl & (SHM_F_ERROR | SHM_F_RESET)));
+            (fl & SHM_F_CONNECTING) || shm_connect_queued(fl, SHIM_LOAD(&s->app_flags));
         f->cstate = (fl & SHM_F_LISTENING)   ? SHIM_CS_LISTEN
                     : (fl & SHM_F_CONNECTED) ? SHIM_CS_CONNECTED
                     : connecting             ? SHIM_CS_CONNECTING

@@ -513,6 +513,14 @@ void shm_sock_notify(struct shm_sock *s);
 #define SHM_POLLHUP   0x0010u
 #define SHM_POLLRDHUP 0x2000u
 
+/* connect() queued a CONNECT without a reply that the stack has not taken yet (its flags,
+ * shm_sock.flags f, say nothing of it; app_flags a): the socket counts as connecting. */
+static inline bool shm_connect_queued(uint32_t f, uint32_t a)
+{
+    return (a & SHM_A_CONNECTING) &&
+           !(f & (SHM_F_CONNECTING | SHM_F_CONNECTED | SHM_F_RESET | SHM_F_ERROR));
+}
+
 /* The POLL* bits socket i is ready for, from its rings and flags alone: the one definition
  * both ends use (the app to answer poll/select/epoll and to re-check after arming, the
  * stack to decide whether an armed eventfd must be signalled). It follows Linux's tcp_poll:
@@ -560,9 +568,7 @@ static inline uint32_t shm_sock_poll(void *base, uint32_t i)
     bool rd_done = (f & (SHM_F_EOF | SHM_F_RESET | SHM_F_RD_SHUT)) || (a & SHM_A_RD_SHUT);
     bool wr_done = (f & (SHM_F_RESET | SHM_F_WR_SHUT)) || (a & SHM_A_WR_SHUT);
     bool conn = f & SHM_F_CONNECTED;
-    bool connecting =
-        (f & SHM_F_CONNECTING) ||
-        ((a & SHM_A_CONNECTING) && !(f & (SHM_F_CONNECTED | SHM_F_RESET | SHM_F_ERROR)));
+    bool connecting = (f & SHM_F_CONNECTING) || shm_connect_queued(f, a);
     if ((f & (SHM_F_RESET | SHM_F_HUP)) || (rd_done && wr_done) || (!conn && !connecting))
         m |= SHM_POLLHUP;
     if (rd_done)

@@ -304,9 +304,6 @@ struct stk_ipv6_pkt {
     uint32_t rx_flags;
 };
 
-/* A 32-bit digest of an IPv6 address for the hashes and the first comparison: 0 only for
- * the unspecified address (so that 0 keeps meaning "wildcard"); equal folds are confirmed
- * on the full addresses. */
 /* STK_IP_TOS / STK_IPV6_TCLASS (0..255, else -EINVAL) into *tos or *tclass, the bits of
  * keep only: TCP keeps the ECN field for itself (Linux's __ip_sock_set_tos), UDP leaves
  * all eight bits to the application. */
@@ -319,6 +316,9 @@ static inline int stk__tos_setopt(enum stk_sockopt opt, int val, uint8_t keep, u
     return 0;
 }
 
+/* A 32-bit digest of an IPv6 address for the hashes and the first comparison: 0 only for
+ * the unspecified address (so that 0 keeps meaning "wildcard"); equal folds are confirmed
+ * on the full addresses. */
 static inline uint32_t stk__fold6(const uint8_t a[16])
 {
     uint32_t w[4];
