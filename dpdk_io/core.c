@@ -514,6 +514,8 @@ static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
     struct dio_stack *s = c->s;
     struct rte_mbuf *pkts[DIO_BURST];
     unsigned work = 0;
+    /* Both bursts below are one receive burst for the engine: one ACK per connection. */
+    stk_rx_begin(c->e);
     if (c->rxq >= 0) {
         uint16_t n = rte_eth_rx_burst(s->port, (uint16_t)c->rxq, pkts, DIO_BURST);
         if (n) {
@@ -530,6 +532,7 @@ static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
         input(c, pkts[i], now);
     c->ctr.rx_steered_in += n;
     work += n;
+    stk_rx_end(c->e, now);
     if (app && s->sc.app.poll)
         work += s->sc.app.poll(s->sc.app.ctx, c, now);
     if (stk_next_timer(c->e) <= now)

@@ -12,8 +12,15 @@
 /* Upper bound for cwnd and ssthresh, far above any usable window and safe from overflow in
  * the byte arithmetic below. */
 #define CC_MAX_WND (1u << 30)
-/* RFC 3465 limit L: at most 2 segments of growth per ACK in slow start. */
-#define ABC_L 2u
+/* Growth per ACK in slow start: RFC 3465's L is 2 segments, which a stretch ACK defeats:
+ * a receiver that acknowledges a whole receive burst at once (ustack's stk_rx_end, Linux's
+ * GRO) would hold slow start to a few segments per round trip. As Linux (tcp_slow_start
+ * counts every segment acknowledged) every byte counts, up to the largest stretch ACK
+ * ustack sends itself (STK_ACK_STRETCH), and never less than RFC 3465's 2 segments. */
+static uint32_t abc_limit(uint32_t mss)
+{
+    return stk__max32(2u * mss, STK_ACK_STRETCH);
+}
 
 /* RFC 9438 section 5 constants. */
 #define CUBIC_C    0.4
@@ -49,7 +56,7 @@ void stk__cc_init(struct stk_cc *cc, enum stk_cc_algo algo, uint32_t mss, stk_ti
  * cwnd reaches ssthresh, which the caller feeds to congestion avoidance. */
 static uint32_t slow_start(struct stk_cc *cc, uint32_t acked)
 {
-    uint32_t inc = stk__min32(acked, ABC_L * cc->mss);
+    uint32_t inc = stk__min32(acked, abc_limit(cc->mss));
     uint32_t room = cc->ssthresh - cc->cwnd;
 
     if (inc < room) {

@@ -193,6 +193,18 @@ void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t l
     stk__ip_input(e, e->now, ip, len, rx_flags);
 }
 
+void stk_rx_begin(struct stk_engine *e)
+{
+    e->rx_batch = true;
+}
+
+void stk_rx_end(struct stk_engine *e, stk_time_t now)
+{
+    set_now(e, now);
+    e->rx_batch = false;
+    stk__ack_flush(e, e->now);
+}
+
 static void fire(void *ctx, struct stk_wheel_node *n)
 {
     stk__tcp_timer_fire(ctx, n);

@@ -329,6 +329,15 @@ void stk_input(struct stk_engine *e, stk_time_t now, const void *frame, size_t l
  * stk_config.steer_ip handed it to this engine's owner (told apart by the version). */
 void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t len,
                   uint32_t rx_flags);
+/* One receive burst: the frames given to stk_input()/stk_input_ip() between stk_rx_begin()
+ * and stk_rx_end() arrived together. The ACKs their in-order data calls for are coalesced
+ * into one per connection, sent by stk_rx_end() (at most STK_ACK_STRETCH bytes per ACK), as
+ * GRO gives a kernel receiver one ACK per aggregated burst. Out-of-order data, a filled hole,
+ * a FIN and every other segment that wants an immediate answer still get it at once. Without
+ * the two calls every frame is a burst of its own. */
+void stk_rx_begin(struct stk_engine *e);
+void stk_rx_end(struct stk_engine *e, stk_time_t now);
+#define STK_ACK_STRETCH 65536u
 /* Run expired timers and pending output. */
 void stk_poll(struct stk_engine *e, stk_time_t now);
 /* When stk_poll() is next needed (absolute time), or UINT64_MAX if never. */

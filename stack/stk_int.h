@@ -450,6 +450,8 @@ struct stk_engine {
     struct stk__nd *nd; /* IPv6 addresses, neighbour cache, ICMPv6 error rate limit */
     struct stk__ipfrag *ipf;
     struct stk_udp *udp;
+    bool rx_batch;            /* between stk_rx_begin() and stk_rx_end() */
+    struct stk_tcb *ack_head; /* connections with an ACK coalesced until stk_rx_end() */
 };
 
 void *stk__alloc(struct stk_engine *e, size_t size); /* zeroed */

@@ -71,6 +71,7 @@ enum {
     TF_TLP_RXT = 1u << 26,    /* ... and the probe was a retransmission (TLPRxtOut) */
     TF_V6 = 1u << 27,         /* IPv6: lip6/rip6 hold the addresses, lip/rip their folds */
     TF_V6ONLY = 1u << 28,     /* IPV6_V6ONLY: a [::] socket serves IPv6 only */
+    TF_ACK_BATCH = 1u << 29,  /* on the engine's ack_head list: ACK at stk_rx_end() */
 };
 
 /* RFC 8985 7.2: the PTO is 2 * SRTT plus, as Linux, a margin of 2 ms (two of its jiffies,
@@ -89,6 +90,7 @@ struct stk_tcb {
     struct stk_tcb *bnext;   /* bind list of a port */
     struct stk_tcb **bpprev; /* the pointer to us in that list (O(1) unbind) */
     struct stk_tcb *evnext;  /* engine event list */
+    struct stk_tcb *acknext; /* engine's coalesced-ACK list (TF_ACK_BATCH) */
     int sd;                  /* socket id, -1 when orphaned */
     void *user;
     enum stk_tcp_state state;
@@ -286,6 +288,9 @@ uint32_t stk__ts_now(const struct stk_tcb *t, stk_time_t now);
 /* Sends what the state, windows, Nagle and congestion control allow, plus a pending ACK. */
 void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 int stk__send_ack(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+/* Coalesced ACKs (stk_rx_begin): t's ACK waits for stk__ack_flush at the burst's end. */
+void stk__ack_defer(struct stk_engine *e, struct stk_tcb *t);
+void stk__ack_flush(struct stk_engine *e, stk_time_t now);
 int stk__send_syn(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 /* A RST (or RST-ACK) answering segment s with no control block (RFC 9293 3.10.7.1). */
 void stk__send_rst_for(struct stk_engine *e, const struct stk_seg *s, stk_time_t now);

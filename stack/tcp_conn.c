@@ -92,6 +92,14 @@ struct stk_tcb *stk__tcb_new(struct stk_engine *e)
 
 void stk__tcb_free(struct stk_engine *e, struct stk_tcb *t)
 {
+    if (t->flags & TF_ACK_BATCH) {
+        for (struct stk_tcb **pp = &e->ack_head; *pp; pp = &(*pp)->acknext) {
+            if (*pp == t) {
+                *pp = t->acknext;
+                break;
+            }
+        }
+    }
     stk__wheel_disarm(&e->wheel, &t->tnode);
     e->ctr.conns_by_state[t->state]--;
     stk__free(e, t->sndbuf.buf, t->sndbuf.size);
@@ -724,6 +732,34 @@ void stk__notify(struct stk_engine *e, struct stk_tcb *t)
     t->flags |= TF_EV_PENDING;
     t->evnext = e->tcp->ev_head;
     e->tcp->ev_head = t;
+}
+
+void stk__ack_defer(struct stk_engine *e, struct stk_tcb *t)
+{
+    if (t->flags & TF_ACK_BATCH)
+        return;
+    t->flags |= TF_ACK_BATCH;
+    t->acknext = e->ack_head;
+    e->ack_head = t;
+}
+
+/* The end of a receive burst: an ACK for each connection whose in-order data no segment
+ * has acknowledged since (data we sent, a window update or an immediate ACK carry it). */
+void stk__ack_flush(struct stk_engine *e, stk_time_t now)
+{
+    if (!e->ack_head)
+        return;
+    while (e->ack_head) {
+        struct stk_tcb *t = e->ack_head;
+        e->ack_head = t->acknext;
+        t->acknext = NULL;
+        t->flags &= ~TF_ACK_BATCH;
+        if (t->rcv_nxt != t->last_ack_sent && stk__state_synced(t->state)) {
+            t->flags |= TF_ACK_NOW;
+            stk__tcp_output(e, t, now);
+        }
+    }
+    stk__flush_events(e);
 }
 
 /* Readiness is reported in batches, once per engine entry, never from inside tx(). */

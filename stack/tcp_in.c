@@ -350,9 +350,14 @@ static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, 
          * and within the delayed-ACK time otherwise. */
         uint32_t full = t->rcv_mss - ((t->flags & TF_TS) ? 12u : 0u); /* RFC 7323 options */
         t->delack_segs += len >= full ? 2 : 1;
-        if (t->delack_segs >= 3 || len >= full * 2u)
-            t->flags |= TF_ACK_NOW;
-        else if (!t->t_delack)
+        if (t->delack_segs >= 3 || len >= full * 2u) {
+            /* Inside a receive burst one ACK at its end covers the lot (stk_rx_begin),
+             * unless it would acknowledge more than STK_ACK_STRETCH bytes at once. */
+            if (e->rx_batch && !had_holes && t->rcv_nxt - t->last_ack_sent < STK_ACK_STRETCH)
+                stk__ack_defer(e, t);
+            else
+                t->flags |= TF_ACK_NOW;
+        } else if (!t->t_delack)
             t->t_delack = now + e->cfg.delack_us;
     } else {
         if (stk__rs_add(&t->ooo, seq, seq + len, STK_OOO_MAX)) {

@@ -47,17 +47,21 @@ START_TEST(newreno_slow_start_doubles)
         now = round_trip(&cc, now, 100000, 1);
         ck_assert_uint_eq(cc.cwnd, 2 * before);
     }
-    /* Delayed ACKs (2 segments each) still double per RTT: RFC 3465 with L = 2. */
+    /* Delayed ACKs (2 segments each) still double per RTT (RFC 3465 byte counting). */
     stk__cc_init(&cc, STK_CC_NEWRENO, MSS, T0);
     for (int r = 0; r < 6; r++) {
         uint32_t before = cc.cwnd;
         now = round_trip(&cc, now, 100000, 2);
         ck_assert_uint_eq(cc.cwnd, 2 * before);
     }
-    /* A stretch ACK of 8 segments grows cwnd by at most 2 segments. */
+    /* A stretch ACK (a receive burst acknowledged at once) counts every byte, as in Linux,
+     * up to STK_ACK_STRETCH per ACK. */
     uint32_t before = cc.cwnd;
     stk__cc_on_ack(&cc, 8 * MSS, true, 100000, now);
-    ck_assert_uint_eq(cc.cwnd, before + 2 * MSS);
+    ck_assert_uint_eq(cc.cwnd, before + 8 * MSS);
+    before = cc.cwnd;
+    stk__cc_on_ack(&cc, 100 * MSS, true, 100000, now);
+    ck_assert_uint_eq(cc.cwnd, before + STK_ACK_STRETCH);
 }
 END_TEST
 

@@ -1128,6 +1128,127 @@ START_TEST(delack_two_full_segments)
 }
 END_TEST
 
+/* ---- ACKs coalesced over a receive burst (stk_rx_begin / stk_rx_end) --------------------- */
+
+START_TEST(burst_one_ack_per_connection)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    uint32_t r = h->pseq;
+    stk_rx_begin(h->e);
+    for (int i = 0; i < 10; i++)
+        peer_send(h, F_ACK, 1460);
+    EXPECT_NONE(h); /* without the burst: an ACK after every second segment (below) */
+    stk_rx_end(h->e, h->now);
+    EXPECT(h, F_ACK, h->pack, r + 14600, 0);
+    EXPECT_NONE(h);
+    EQ(nread(h, h->sd), 14600);
+    /* Outside a burst every frame stands alone, as before. */
+    for (int i = 0; i < 4; i++)
+        peer_send(h, F_ACK, 1460);
+    EXPECT(h, F_ACK, h->pack, r + 14600 + 2920, 0);
+    EXPECT(h, F_ACK, h->pack, r + 14600 + 5840, 0);
+    EXPECT_NONE(h);
+    /* An empty burst sends nothing; a burst of one small segment leaves the delayed ACK. */
+    stk_rx_begin(h->e);
+    stk_rx_end(h->e, h->now);
+    EXPECT_NONE(h);
+    stk_time_t t = h->now;
+    stk_rx_begin(h->e);
+    peer_send(h, F_ACK | F_PSH, 100);
+    stk_rx_end(h->e, h->now);
+    EXPECT_NONE(h);
+    advance(h, t + 100 * MS);
+    EXPECT_ACK(h);
+    EQ(h->p_time, t + 40 * MS);
+    th_free(h);
+}
+END_TEST
+
+/* One ACK never covers more than STK_ACK_STRETCH bytes, burst or not. */
+START_TEST(burst_ack_stretch_bound)
+{
+    struct stk_config c = base_cfg();
+    c.rcvbuf = 1u << 20; /* with window scaling: more than 64 KiB in flight */
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &FULL);
+    uint32_t seg = 1448;
+    peer_send(h, F_ACK, seg); /* a first ACK opens the window beyond the SYN-ACK's */
+    peer_send(h, F_ACK, seg);
+    const struct pkt_info *p = EXPECT_ACK(h);
+    REQUIRE(((uint32_t)p->window << 5) > 2 * STK_ACK_STRETCH, "window %u", p->window);
+    uint32_t r = h->pseq;
+    unsigned n = STK_ACK_STRETCH / seg + 5, first = STK_ACK_STRETCH / seg + 1;
+    stk_rx_begin(h->e);
+    for (unsigned i = 0; i < n; i++)
+        peer_send(h, F_ACK, seg);
+    EXPECT(h, F_ACK, h->pack, r + first * seg, 0); /* the segment that reached the bound */
+    EXPECT_NONE(h);
+    stk_rx_end(h->e, h->now);
+    EXPECT(h, F_ACK, h->pack, r + n * seg, 0);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+/* What needs an answer at once still gets it inside a burst: a duplicate ACK with SACK for
+ * out-of-order data, the ACK when the hole fills, and a FIN's ACK. */
+START_TEST(burst_keeps_immediate_acks)
+{
+    struct th *h = th_new();
+    passive_open(h, &FULL);
+    uint32_t r = h->pseq, seg = 1448;
+    stk_rx_begin(h->e);
+    peer_send_at(h, r, seg);
+    peer_send_at(h, r + seg, seg);
+    EXPECT_NONE(h);
+    peer_send_at(h, r + 3 * seg, seg); /* a hole at 2 * seg */
+    const struct pkt_info *p = EXPECT(h, F_ACK, h->pack, r + 2 * seg, 0);
+    EQ(p->opt.nsack, 1);
+    EQ(p->opt.sack[0].start, r + 3 * seg);
+    peer_send_at(h, r + 2 * seg, seg); /* fills it */
+    EXPECT(h, F_ACK, h->pack, r + 4 * seg, 0);
+    h->pseq = r + 4 * seg;
+    peer_send(h, F_ACK | F_FIN, 0);
+    EXPECT(h, F_ACK, h->pack, r + 4 * seg + 1, 0);
+    EXPECT_NONE(h);
+    stk_rx_end(h->e, h->now);
+    EXPECT_NONE(h); /* everything was acknowledged already */
+    EQ(state_of(h, h->sd), STK_TCP_CLOSE_WAIT);
+    th_free(h);
+}
+END_TEST
+
+/* Data we send inside the burst carries the ACK; a connection freed inside the burst (close
+ * with unread data: RST) leaves the burst's list (the sanitizer build checks the memory). */
+START_TEST(burst_ack_piggyback_and_free)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    uint32_t r = h->pseq;
+    nodelay(h);
+    stk_rx_begin(h->e);
+    peer_send(h, F_ACK, 1460);
+    peer_send(h, F_ACK, 1460);
+    EQI(app_send(h, 10, 0), 10);
+    EXPECT(h, F_ACK | F_PSH, h->pack, r + 2920, 10);
+    stk_rx_end(h->e, h->now);
+    EXPECT_NONE(h);
+    h->pack += 10;
+    peer_ack(h);
+
+    stk_rx_begin(h->e);
+    peer_send(h, F_ACK, 1460);
+    peer_send(h, F_ACK, 1460);
+    EXPECT_NONE(h);
+    EQ(stk_close(h->e, h->now, h->sd), 0); /* 5,840 bytes unread: RST */
+    EXPECT(h, F_RST | F_ACK, h->pack, r + 5840, 0);
+    stk_rx_end(h->e, h->now);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
 /* ---- Nagle, cork, MSG_MORE -------------------------------------------------------------- */
 
 START_TEST(nagle_waits_for_ack)
@@ -3260,6 +3381,11 @@ int main(void)
     tcase_add_test(tc, delack_small_segment);
     tcase_add_test(tc, delack_configured_time);
     tcase_add_test(tc, delack_two_full_segments);
+    tc = tcase(s, "burst");
+    tcase_add_test(tc, burst_one_ack_per_connection);
+    tcase_add_test(tc, burst_ack_stretch_bound);
+    tcase_add_test(tc, burst_keeps_immediate_acks);
+    tcase_add_test(tc, burst_ack_piggyback_and_free);
     tc = tcase(s, "nagle");
     tcase_add_test(tc, nagle_waits_for_ack);
     tcase_add_test(tc, nodelay_sends_at_once);

@@ -565,6 +565,38 @@ START_TEST(test_path_mtu)
 }
 END_TEST
 
+/* Frames due together arrive as one receive burst (as ustackd's loop hands them over): the
+ * same transfers complete intact, a clean one with fewer segments than frame by frame (one
+ * ACK per burst instead of one per two segments), a faulty one with loss, reordering,
+ * duplication and corruption too. */
+START_TEST(test_bursts)
+{
+    uint64_t segs[2];
+    for (int b = 0; b < 2; b++) {
+        struct wire *w = make_wire(12, NULL, NULL);
+        w->bursts = b;
+        wire_fault(w, WIRE_A_TO_B)->delay_us = 50;
+        wire_fault(w, WIRE_B_TO_A)->delay_us = 50;
+        run_duplex(w, 8ull * MB / SCALE, 600 * STK_US_PER_S);
+        segs[b] = stk_counters(wire_engine(w, WIRE_A))->tcp_out +
+                  stk_counters(wire_engine(w, WIRE_B))->tcp_out;
+        ck_assert_uint_eq(stk_counters(wire_engine(w, WIRE_A))->tcp_retrans, 0);
+        wire_destroy(w);
+    }
+    fprintf(stderr, "bursts: %llu segments frame by frame, %llu in bursts\n",
+            (unsigned long long)segs[0], (unsigned long long)segs[1]);
+    ck_assert_uint_lt(segs[1], segs[0] * 9 / 10);
+
+    struct stk_config c = {.cc = STK_CC_CUBIC};
+    struct wire *w = make_wire(5000 + (uint64_t)_i, &c, &c);
+    w->bursts = true;
+    all_faults(w, 0.05);
+    run_duplex(w, 8ull * MB / SCALE, 3600 * STK_US_PER_S);
+    ck_assert_uint_gt(stk_counters(wire_engine(w, WIRE_A))->tcp_retrans, 0);
+    wire_destroy(w);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *fn, int loops)
 {
     /* One case per test, so CK_RUN_CASE=<name> runs just that one. */
@@ -587,6 +619,7 @@ static Suite *suite(void)
     add(s, "short_faulty", test_short_connections_faulty, 1);
     add(s, "lazy_rings", test_lazy_rings, 1);
     add(s, "path_mtu", test_path_mtu, 1);
+    add(s, "bursts", test_bursts, 2);
     return s;
 }
 

@@ -13,8 +13,10 @@
  *   earlier (a duplicate at an arbitrary later time) or a copy with bytes changed and the
  *   checksums left stale (which the engine must drop).
  *
- * The first byte configures both engines (congestion control, SACK/timestamps/window
- * scaling off, TX offloads). Buffers are small (4-16 KiB) so that windows fill quickly.
+ * The first two bytes configure the two engines (congestion control, SACK/timestamps/window
+ * scaling off, TX offloads) and, together, whether frames due at the same instant are
+ * delivered as one receive burst (stk_rx_begin/stk_rx_end: coalesced ACKs). Buffers are small (4-16
+ * KiB) so that windows fill quickly.
  *
  * Invariants, beyond "no crash, no sanitizer report, no leak at destroy":
  *   - every stream carries its own identity: its first 4 bytes are a stream number and
@@ -623,6 +625,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     configure(&cfg[0], c0);
     configure(&cfg[1], c1);
     struct wire_opts o = {.seed = (uint64_t)c0 << 8 | c1, .step_limit = FC_STEPS};
+    o.bursts = ((c0 ^ c1) & 0x81) == 0x81; /* frames due together: one receive burst */
     o.cfg[0] = &cfg[0];
     o.cfg[1] = &cfg[1];
     if (wire_create(&fc.w, &o) != 0)

@@ -452,6 +452,7 @@ int wire_create(struct wire **out, const struct wire_opts *o)
     w->seed = o->seed;
     w->now = o->start ? o->start : STK_US_PER_S;
     w->step_limit = o->step_limit ? o->step_limit : WIRE_DEFAULT_STEP_LIMIT;
+    w->bursts = o->bursts;
     for (int d = 0; d < 2; d++)
         wire_link_init(&w->link[d], mix(o->seed, 0x11d0000000000000ull + (uint64_t)d));
     if (o->pcap) {
@@ -607,11 +608,18 @@ int wire_step(struct wire *w)
     if (t > w->now)
         w->now = t;
     if (which < 2) {
-        struct wire_frame *f = wire_link_pop(&w->link[which], w->now);
-        if (f) {
+        struct stk_engine *dst = w->bursts ? w->ep[1 - which].eng : NULL;
+        if (dst)
+            stk_rx_begin(dst);
+        for (int k = 0; k < (dst ? WIRE_BURST : 1); k++) {
+            struct wire_frame *f = wire_link_pop(&w->link[which], w->now);
+            if (!f)
+                break;
             deliver(w, which, f);
             free(f);
         }
+        if (dst)
+            stk_rx_end(dst, w->now);
         return 1;
     }
     struct wire_endpoint *ep = &w->ep[which - 2];

@@ -168,6 +168,7 @@ struct wire {
     wire_tap_fn tap;
     void *tap_ctx;
     struct wire_pcap pcap;
+    bool bursts;
 };
 
 struct wire_opts {
@@ -179,7 +180,11 @@ struct wire_opts {
     const struct stk_config *cfg[2];
     bool raw[2];      /* no engine on that side */
     const char *pcap; /* write every delivered frame there when non-NULL */
+    /* Deliver the frames due at the same instant in one direction (up to WIRE_BURST) as one
+     * receive burst, between stk_rx_begin() and stk_rx_end(), as ustackd's loop does. */
+    bool bursts;
 };
+#define WIRE_BURST 32
 
 /* Fills mac, ip, prefix and secret for a side, as wire_create does for zero fields. */
 void wire_default_config(struct stk_config *cfg, int side, uint64_t seed);
