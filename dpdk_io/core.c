@@ -488,6 +488,7 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     cfg.max_socks = k->max_socks;
     cfg.sndbuf = k->sndbuf;
     cfg.rcvbuf = k->rcvbuf;
+    cfg.rcvbuf_max = k->rcvbuf_max;
     cfg.cc = (enum stk_cc_algo)k->cc;
     cfg.data_retries = k->tcp_retries;
     cfg.rto_max_us = k->rto_max_ms * 1000u;

@@ -67,6 +67,8 @@ struct shim_conf {
     unsigned sndbuf;        /* USTACK_SNDBUF bytes 4096..64 MiB, or with a K/M suffix
                                (x1024, x1048576); 0 = engine default */
     unsigned rcvbuf;        /* USTACK_RCVBUF likewise; 0 = engine default */
+    unsigned rcvbuf_max;    /* USTACK_RCVBUF_MAX likewise: the autotuning ceiling; 0 = engine
+                               default (4 MiB); at most USTACK_RCVBUF: no autotuning */
     unsigned max_socks;     /* USTACK_MAX_SOCKS per core 16..16777216; 0 = engine default */
     int cc;                 /* USTACK_CC newreno|cubic -> 0 / 1 (enum stk_cc_algo) */
     unsigned tcp_retries;   /* USTACK_TCP_RETRIES 1..255: unanswered retransmissions (and

@@ -111,6 +111,9 @@ struct stk_config {
     uint32_t max_socks;            /* 65536 */
     uint32_t sndbuf;               /* 256 KiB per socket, rounded up to a power of two */
     uint32_t rcvbuf;               /* 256 KiB per socket, rounded up to a power of two */
+    uint32_t rcvbuf_max;           /* 4 MiB: receive buffers grow up to this (autotuning,
+                                      as Linux's tcp_rmem[2]) unless SO_RCVBUF was set;
+                                      rcvbuf or less: no autotuning */
     uint32_t rto_min_us;           /* 200 ms (RFC 6298 says 1 s; Linux uses 200 ms) */
     uint32_t rto_max_us;           /* 60 s */
     uint32_t rto_init_us;          /* 1 s */
@@ -212,6 +215,7 @@ struct stk_config {
     X(tcp_drop_ack) \
     X(tcp_drop_ooo_full) \
     X(tcp_drop_rcvbuf) \
+    X(tcp_rcvbuf_grown) \
     X(tcp_rst_in) \
     X(tcp_rst_out) \
     X(tcp_challenge_acks) \

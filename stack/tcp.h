@@ -60,18 +60,19 @@ enum {
     TF_RTT_TIMING = 1u << 15, /* rtt_seq is being timed (no timestamps) */
     TF_EV_PENDING = 1u << 16, /* on the engine's event list */
     TF_BOUND = 1u << 17,
-    TF_PASSIVE = 1u << 18,    /* created by a listener */
-    TF_EOF_READ = 1u << 19,   /* the application has seen EOF */
-    TF_COOKIE = 1u << 20,     /* established from a SYN cookie */
-    TF_ACCEPTED = 1u << 21,   /* handed out by accept() */
-    TF_DATA_SEEN = 1u << 22,  /* TCP_DEFER_ACCEPT: data arrived */
-    TF_WAS_SYNCED = 1u << 23, /* reached ESTABLISHED once */
-    TF_RTO_GUARD = 1u << 24,  /* after a timeout, until snd_una passes recover */
-    TF_TLP_OUT = 1u << 25,    /* a tail loss probe's episode is open (RFC 8985 7.4) */
-    TF_TLP_RXT = 1u << 26,    /* ... and the probe was a retransmission (TLPRxtOut) */
-    TF_V6 = 1u << 27,         /* IPv6: lip6/rip6 hold the addresses, lip/rip their folds */
-    TF_V6ONLY = 1u << 28,     /* IPV6_V6ONLY: a [::] socket serves IPv6 only */
-    TF_ACK_BATCH = 1u << 29,  /* on the engine's ack_head list: ACK at stk_rx_end() */
+    TF_PASSIVE = 1u << 18,     /* created by a listener */
+    TF_EOF_READ = 1u << 19,    /* the application has seen EOF */
+    TF_COOKIE = 1u << 20,      /* established from a SYN cookie */
+    TF_ACCEPTED = 1u << 21,    /* handed out by accept() */
+    TF_DATA_SEEN = 1u << 22,   /* TCP_DEFER_ACCEPT: data arrived */
+    TF_WAS_SYNCED = 1u << 23,  /* reached ESTABLISHED once */
+    TF_RTO_GUARD = 1u << 24,   /* after a timeout, until snd_una passes recover */
+    TF_TLP_OUT = 1u << 25,     /* a tail loss probe's episode is open (RFC 8985 7.4) */
+    TF_TLP_RXT = 1u << 26,     /* ... and the probe was a retransmission (TLPRxtOut) */
+    TF_V6 = 1u << 27,          /* IPv6: lip6/rip6 hold the addresses, lip/rip their folds */
+    TF_V6ONLY = 1u << 28,      /* IPV6_V6ONLY: a [::] socket serves IPv6 only */
+    TF_ACK_BATCH = 1u << 29,   /* on the engine's ack_head list: ACK at stk_rx_end() */
+    TF_RCVBUF_LOCK = 1u << 30, /* SO_RCVBUF set: no receive buffer autotuning */
 };
 
 /* RFC 8985 7.2: the PTO is 2 * SRTT plus, as Linux, a margin of 2 ms (two of its jiffies,
@@ -129,6 +130,10 @@ struct stk_tcb {
     /* Timestamps (RFC 7323). */
     uint32_t ts_recent, ts_offset;
     stk_time_t ts_recent_age;
+
+    /* Receive buffer autotuning: bytes the application took since rcv_space_time. */
+    uint32_t rcv_space_copied;
+    stk_time_t rcv_space_time;
 
     /* RTT and RTO (RFC 6298). */
     uint32_t srtt_us, rttvar_us, rto_us;
@@ -270,6 +275,7 @@ uint16_t stk__cookie_check_isn(struct stk_engine *e, const struct stk_seg *s, ui
 int stk__bufs_alloc(struct stk_engine *e, struct stk_tcb *t);
 /* Gives a reserved ring its memory before the first write: 0, or -ENOMEM (counted). */
 int stk__ring_mem(struct stk_engine *e, struct stk_ring *r);
+int stk__ring_grow(struct stk_engine *e, struct stk_ring *r, uint32_t size);
 void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv);
 void stk__timer_update(struct stk_engine *e, struct stk_tcb *t);
 void stk__notify(struct stk_engine *e, struct stk_tcb *t);
@@ -291,6 +297,9 @@ int stk__send_ack(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 /* Coalesced ACKs (stk_rx_begin): t's ACK waits for stk__ack_flush at the burst's end. */
 void stk__ack_defer(struct stk_engine *e, struct stk_tcb *t);
 void stk__ack_flush(struct stk_engine *e, stk_time_t now);
+/* The receive buffer size the window scale is chosen for: the autotuning ceiling unless
+ * SO_RCVBUF fixed the size. */
+uint32_t stk__rcvbuf_ceiling(const struct stk_engine *e, const struct stk_tcb *t);
 int stk__send_syn(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 /* A RST (or RST-ACK) answering segment s with no control block (RFC 9293 3.10.7.1). */
 void stk__send_rst_for(struct stk_engine *e, const struct stk_seg *s, stk_time_t now);

@@ -137,6 +137,34 @@ int stk__ring_mem(struct stk_engine *e, struct stk_ring *r)
     return -ENOMEM;
 }
 
+/* Gives r a buffer of size (a larger power of two) holding the same bytes at the same
+ * sequence positions: everything from tail over the old size (unread data and
+ * out-of-order data beyond head alike). On failure r is unchanged. */
+int stk__ring_grow(struct stk_engine *e, struct stk_ring *r, uint32_t size)
+{
+    if (!r->buf) {
+        r->size = size;
+        return 0;
+    }
+    uint8_t *nb = e->cfg.alloc(e->cfg.mem_ctx, size);
+    if (!nb) {
+        e->ctr.tcp_nomem++;
+        return -ENOMEM;
+    }
+    struct stk_ring n = {.buf = nb, .size = size, .head = r->tail, .tail = r->tail};
+    struct stk_iov iov[2];
+    int k = stk__ring_iov(r, 0, r->size, iov);
+    uint32_t off = 0;
+    for (int i = 0; i < k; i++) {
+        stk__ring_write_at(&n, off, iov[i].base, (uint32_t)iov[i].len);
+        off += (uint32_t)iov[i].len;
+    }
+    stk__free(e, r->buf, r->size);
+    r->buf = nb;
+    r->size = size;
+    return 0;
+}
+
 void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv)
 {
     if (snd && t->sndbuf.size) {

@@ -203,7 +203,7 @@ static void syn_options(struct stk_engine *e, struct stk_tcb *t, const struct st
         t->flags |= TF_WS;
         t->snd_ws = (uint8_t)s->ws;
         if (!active)
-            t->rcv_ws = rcv_wscale_for(t->rcvbuf_size);
+            t->rcv_ws = rcv_wscale_for(stk__rcvbuf_ceiling(e, t));
     } else {
         t->snd_ws = 0;
         t->rcv_ws = 0;
@@ -896,7 +896,8 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     if (!t)
         return;
     stk__tcb_addr_from_seg(t, s);
-    t->flags |= TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR));
+    t->flags |=
+        TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK));
     t->user_mss = l->user_mss;
     inherit_opts(t, l);
     t->ts_offset = stk__isn(e, t, true, 0);
@@ -939,7 +940,8 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
         return NULL;
     e->ctr.tcp_syncookies_ok++;
     stk__tcb_addr_from_seg(t, s);
-    t->flags |= TF_PASSIVE | TF_COOKIE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR));
+    t->flags |= TF_PASSIVE | TF_COOKIE |
+                (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK));
     if (s->ts && !e->cfg.no_ts) {
         t->flags |= TF_TS;
         t->ts_recent = s->tsval;

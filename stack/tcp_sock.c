@@ -333,7 +333,7 @@ static int connect_start(struct stk_engine *e, stk_time_t now, struct stk_tcb *t
     t->snd_buf_seq = t->iss + 1;
     t->rcv_ws = 0;
     if (!e->cfg.no_ws)
-        while (t->rcv_ws < STK_TCP_MAX_WS && (t->rcvbuf_size >> t->rcv_ws) > 65535)
+        while (t->rcv_ws < STK_TCP_MAX_WS && (stk__rcvbuf_ceiling(e, t) >> t->rcv_ws) > 65535)
             t->rcv_ws++;
     t->rcv_mss = (uint16_t)(e->cfg.mtu - stk__tcp_nethlen(t));
     t->rtt_start = now;
@@ -418,6 +418,45 @@ static void window_update(struct stk_engine *e, struct stk_tcb *t, stk_time_t no
     }
 }
 
+uint32_t stk__rcvbuf_ceiling(const struct stk_engine *e, const struct stk_tcb *t)
+{
+    if (t->flags & TF_RCVBUF_LOCK)
+        return t->rcvbuf_size;
+    return stk__max32(t->rcvbuf_size, e->cfg.rcvbuf_max);
+}
+
+/* Receive buffer autotuning (Linux's tcp_rcv_space_adjust, "dynamic right-sizing"): once
+ * per round trip, if the application took more than half the buffer in it, the window may
+ * be what limits the sender, so the buffer doubles (twice what was taken, a power of two)
+ * up to the ceiling. Never shrinks; nothing happens where SO_RCVBUF fixed the size, or
+ * without memory (the window then stays as it was). The window scale was chosen for the
+ * ceiling at the handshake. */
+static void rcvbuf_autotune(struct stk_engine *e, struct stk_tcb *t, uint32_t took, stk_time_t now)
+{
+    t->rcv_space_copied += took;
+    if (!t->rcv_space_time) {
+        t->rcv_space_time = now; /* the first measurement starts with the first read */
+        return;
+    }
+    uint32_t rtt = t->srtt_us ? t->srtt_us : e->cfg.rto_min_us;
+    if (now - t->rcv_space_time < stk__max32(rtt, 1000))
+        return;
+    uint32_t copied = t->rcv_space_copied;
+    t->rcv_space_copied = 0;
+    t->rcv_space_time = now;
+    /* No larger than the window field can announce (without window scaling: 64 KiB). */
+    uint32_t ceiling = stk__rcvbuf_ceiling(e, t);
+    while (ceiling > 4096 && (uint64_t)ceiling > (uint64_t)65535 << t->rcv_ws)
+        ceiling >>= 1;
+    if (!t->rcvbuf.size || t->rcvbuf.size >= ceiling || copied <= t->rcvbuf.size / 2)
+        return;
+    uint32_t want = stk__min32(stk__roundup_pow2(stk__min32(copied, ceiling / 2) * 2u), ceiling);
+    if (want > t->rcvbuf.size && stk__ring_grow(e, &t->rcvbuf, want) == 0) {
+        t->rcvbuf_size = want;
+        e->ctr.tcp_rcvbuf_grown++;
+    }
+}
+
 int stk_recv_peek(struct stk_engine *e, int sd, struct stk_iov iov[2])
 {
     GET_OR_EBADF(t, e, sd);
@@ -441,6 +480,7 @@ int stk_recv_consume(struct stk_engine *e, stk_time_t now, int sd, size_t len)
     if (len > used)
         return -EINVAL;
     t->rcvbuf.tail += (uint32_t)len;
+    rcvbuf_autotune(e, t, (uint32_t)len, now);
     window_update(e, t, now);
     stk__flush_events(e);
     return 0;
@@ -599,10 +639,12 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
             return 0; /* buffers are sized at connect/listen; later changes are ignored */
         uint32_t v = stk__roundup_pow2(stk__max32((uint32_t)val, 4096));
         v = stk__min32(v, 1u << 26);
-        if (opt == STK_SO_SNDBUF)
+        if (opt == STK_SO_SNDBUF) {
             t->sndbuf_size = v;
-        else
+        } else {
             t->rcvbuf_size = v;
+            t->flags |= TF_RCVBUF_LOCK; /* as Linux's SOCK_RCVBUF_LOCK: no autotuning */
+        }
         return 0;
     }
     case STK_TCP_NODELAY:

@@ -106,7 +106,8 @@ static struct stk_config base_cfg(void)
     c.prefix = 24;
     c.max_socks = 64;
     c.sndbuf = 65536;
-    c.rcvbuf = 131072; /* window scale 2 */
+    c.rcvbuf = 131072;     /* window scale 2 */
+    c.rcvbuf_max = 131072; /* no autotuning (the rcvbuf_autotune_* tests turn it on) */
     c.arp_timeout_us = UINT32_MAX;
     for (int i = 0; i < 16; i++)
         c.secret[i] = (uint8_t)(0x5a ^ (i * 37));
@@ -1245,6 +1246,142 @@ START_TEST(burst_ack_piggyback_and_free)
     EXPECT(h, F_RST | F_ACK, h->pack, r + 5840, 0);
     stk_rx_end(h->e, h->now);
     EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
+/* ---- Receive buffer autotuning ---------------------------------------------------------- */
+
+static struct th *autotune_setup(uint32_t rcvbuf, uint32_t max)
+{
+    struct stk_config c = base_cfg();
+    c.rcvbuf = rcvbuf;
+    c.rcvbuf_max = max;
+    return th_new_cfg(&c);
+}
+
+/* Forgets what the engine sent so far. */
+static void discard_sent(struct th *h)
+{
+    drain(h);
+    while (pkt_capture_pop(&h->segs))
+        ;
+}
+
+/* The peer sends len bytes in full segments (the pattern of peer_send); its ACKs are discarded. */
+static void peer_stream(struct th *h, uint32_t len)
+{
+    while (len) {
+        uint32_t n = len < 1448 ? len : 1448;
+        peer_send(h, F_ACK, n);
+        len -= n;
+    }
+    discard_sent(h);
+}
+
+/* Reads everything queued and checks it is the peer's pattern from *at on. */
+static uint32_t app_read_all(struct th *h, uint32_t *at)
+{
+    static uint8_t buf[1 << 20];
+    ssize_t n = stk_recv(h->e, h->now, h->sd, buf, sizeof(buf), 0);
+    if (n == -EAGAIN)
+        return 0;
+    REQUIRE(n >= 0, "recv: %zd", n);
+    for (ssize_t i = 0; i < n; i++)
+        REQUIRE(buf[i] == (uint8_t)(*at + (uint32_t)i), "byte %zd of the read at %u", i, *at);
+    *at += (uint32_t)n;
+    return (uint32_t)n;
+}
+
+/* An application that keeps up with a window-limited sender: the buffer doubles per round
+ * trip up to the ceiling; the window scale was chosen for the ceiling. */
+START_TEST(rcvbuf_autotune_grows)
+{
+    struct th *h = autotune_setup(16384, 1u << 20);
+    passive_open(h, &FULL);
+    uint32_t at = h->pseq;
+    int v = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+    EQ(v, 16384);
+    uint32_t size = 16384;
+    for (int round = 0; round < 12; round++) {
+        peer_stream(h, size - 1024); /* nearly a full window */
+        EQ(app_read_all(h, &at), size - 1024);
+        advance_by(h, 300 * MS);
+        EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+        if (round == 0)
+            EQ(v, 16384); /* the first read only starts the measurement */
+        size = (uint32_t)v;
+    }
+    EQ(size, 1u << 20);
+    REQUIRE(ctr(h)->tcp_rcvbuf_grown >= 4, "grown %llu times",
+            (unsigned long long)ctr(h)->tcp_rcvbuf_grown);
+    /* The window now offered covers the grown buffer (scale 5 for 1 MiB). */
+    discard_sent(h);
+    peer_send(h, F_ACK, 1448);
+    peer_send(h, F_ACK, 1448);
+    const struct pkt_info *p = EXPECT_ACK(h);
+    EQ(p->window, ((1u << 20) - 2 * 1448) >> 5);
+    th_free(h);
+}
+END_TEST
+
+/* Growing keeps unread and out-of-order bytes where they belong. */
+START_TEST(rcvbuf_autotune_keeps_data)
+{
+    struct th *h = autotune_setup(16384, 1u << 20);
+    passive_open(h, &FULL);
+    uint32_t at = h->pseq;
+    peer_stream(h, 12000);
+    EQ(app_read_all(h, &at), 12000);
+    advance_by(h, 300 * MS);
+    uint32_t r = h->pseq;
+    peer_stream(h, 8000);
+    peer_send_at(h, r + 10000, 1000); /* beyond a hole of 2000 */
+    discard_sent(h);
+    static uint8_t buf[4000];
+    EQI(stk_recv(h->e, h->now, h->sd, buf, sizeof(buf), 0), 4000); /* 16000 taken: grows */
+    for (uint32_t i = 0; i < 4000; i++)
+        REQUIRE(buf[i] == (uint8_t)(at + i), "byte %u", i);
+    at += 4000;
+    int v = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+    EQ(v, 32768);
+    discard_sent(h);                 /* the window update after the read */
+    peer_send_at(h, r + 8000, 1000); /* fills half the hole */
+    EXPECT(h, F_ACK, h->pack, r + 9000, 0);
+    peer_send_at(h, r + 9000, 1000);
+    EXPECT(h, F_ACK, h->pack, r + 11000, 0);
+    h->pseq = r + 11000;
+    EQ(app_read_all(h, &at), 7000);
+    EQ(at, r + 11000);
+    th_free(h);
+}
+END_TEST
+
+/* SO_RCVBUF fixes the size (Linux's SOCK_RCVBUF_LOCK), and the window scale follows it. */
+START_TEST(rcvbuf_autotune_off_with_so_rcvbuf)
+{
+    struct th *h = autotune_setup(16384, 1u << 20);
+    h->lsd = listen_on(h, LPORT, 16);
+    EQ(stk_setopt(h->e, h->now, h->lsd, STK_SO_RCVBUF, 16384), 0);
+    h->lport = LPORT;
+    h->pseq = PEER_ISN;
+    const struct pkt_info *p = peer_syn(h, &FULL);
+    EQ(p->opt.wscale, 0); /* 16 KiB needs no scaling */
+    peer_ack(h);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept: %d", h->sd);
+    uint32_t at = h->pseq;
+    for (int round = 0; round < 4; round++) {
+        peer_stream(h, 15000);
+        EQ(app_read_all(h, &at), 15000);
+        advance_by(h, 300 * MS);
+    }
+    int v = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+    EQ(v, 16384);
+    EQ(ctr(h)->tcp_rcvbuf_grown, 0);
     th_free(h);
 }
 END_TEST
@@ -3381,6 +3518,10 @@ int main(void)
     tcase_add_test(tc, delack_small_segment);
     tcase_add_test(tc, delack_configured_time);
     tcase_add_test(tc, delack_two_full_segments);
+    tc = tcase(s, "rcvbuf");
+    tcase_add_test(tc, rcvbuf_autotune_grows);
+    tcase_add_test(tc, rcvbuf_autotune_keeps_data);
+    tcase_add_test(tc, rcvbuf_autotune_off_with_so_rcvbuf);
     tc = tcase(s, "burst");
     tcase_add_test(tc, burst_one_ack_per_connection);
     tcase_add_test(tc, burst_ack_stretch_bound);

@@ -46,13 +46,15 @@ if "error" in d:
 end = d.get("end", {})
 if kind == "tcp":
     snt, rcv = end["sum_sent"], end["sum_received"]
-    # The sender's count stops when its time is up; what it wrote into the socket by then is
-    # still delivered and counted by the receiver, so the two differ by at most a few
-    # socket buffers (4 MiB per stream is far more than either stack holds).
+    # The sender counts what it wrote into its socket until its time is up; the receiver
+    # what it read until the test ended. They differ by what the two socket buffers held
+    # at the end: at most the sender's (Linux's tcp_wmem max, 4 MiB) plus the receiver's
+    # (ustack's receive buffer autotunes up to USTACK_RCVBUF_MAX, 4 MiB, plus its 64 KiB
+    # shared ring; Linux's tcp_rmem max is 6 MiB), so 11 MiB per stream.
     streams = max(1, len(end.get("streams", [])))
     if rcv["bytes"] < floor:
         print("fail received %d bytes < %d" % (rcv["bytes"], floor))
-    elif abs(snt["bytes"] - rcv["bytes"]) > streams * 4 * 1024 * 1024:
+    elif abs(snt["bytes"] - rcv["bytes"]) > streams * 11 * 1024 * 1024:
         print("fail sent %d bytes but received %d" % (snt["bytes"], rcv["bytes"]))
     else:
         print("ok %.0f Mbit/s, %d bytes received, %s retransmits" % (
