@@ -489,6 +489,7 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     cfg.sndbuf = k->sndbuf;
     cfg.rcvbuf = k->rcvbuf;
     cfg.rcvbuf_max = k->rcvbuf_max;
+    cfg.sndbuf_max = k->sndbuf_max;
     cfg.cc = (enum stk_cc_algo)k->cc;
     cfg.data_retries = k->tcp_retries;
     cfg.rto_max_us = k->rto_max_ms * 1000u;

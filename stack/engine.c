@@ -68,6 +68,8 @@ static int apply_defaults(struct stk_config *c)
     c->rcvbuf = stk__max32(c->rcvbuf, 4096);
     c->rcvbuf_max = stk__roundup_pow2(c->rcvbuf_max ? c->rcvbuf_max : 4u << 20);
     c->rcvbuf_max = stk__min32(stk__max32(c->rcvbuf_max, c->rcvbuf), 1u << 26);
+    c->sndbuf_max = stk__roundup_pow2(c->sndbuf_max ? c->sndbuf_max : 4u << 20);
+    c->sndbuf_max = stk__min32(stk__max32(c->sndbuf_max, c->sndbuf), 1u << 26);
     if (c->rto_min_us == 0)
         c->rto_min_us = 200 * 1000;
     if (c->rto_max_us == 0)

@@ -114,6 +114,9 @@ struct stk_config {
     uint32_t rcvbuf_max;           /* 4 MiB: receive buffers grow up to this (autotuning,
                                       as Linux's tcp_rmem[2]) unless SO_RCVBUF was set;
                                       rcvbuf or less: no autotuning */
+    uint32_t sndbuf_max;           /* 4 MiB: send buffers grow up to this while the
+                                      congestion window outgrows them (Linux's
+                                      tcp_wmem[2]) unless SO_SNDBUF was set */
     uint32_t rto_min_us;           /* 200 ms (RFC 6298 says 1 s; Linux uses 200 ms) */
     uint32_t rto_max_us;           /* 60 s */
     uint32_t rto_init_us;          /* 1 s */
@@ -216,6 +219,7 @@ struct stk_config {
     X(tcp_drop_ooo_full) \
     X(tcp_drop_rcvbuf) \
     X(tcp_rcvbuf_grown) \
+    X(tcp_sndbuf_grown) \
     X(tcp_rst_in) \
     X(tcp_rst_out) \
     X(tcp_challenge_acks) \

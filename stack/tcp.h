@@ -73,6 +73,7 @@ enum {
     TF_V6ONLY = 1u << 28,      /* IPV6_V6ONLY: a [::] socket serves IPv6 only */
     TF_ACK_BATCH = 1u << 29,   /* on the engine's ack_head list: ACK at stk_rx_end() */
     TF_RCVBUF_LOCK = 1u << 30, /* SO_RCVBUF set: no receive buffer autotuning */
+    TF_SNDBUF_LOCK = 1u << 31, /* SO_SNDBUF set: the send buffer does not grow */
 };
 
 /* RFC 8985 7.2: the PTO is 2 * SRTT plus, as Linux, a margin of 2 ms (two of its jiffies,
@@ -134,6 +135,7 @@ struct stk_tcb {
     /* Receive buffer autotuning: bytes the application took since rcv_space_time. */
     uint32_t rcv_space_copied;
     stk_time_t rcv_space_time;
+    bool snd_nospace; /* a send found the buffer too small since the last ACK looked */
 
     /* RTT and RTO (RFC 6298). */
     uint32_t srtt_us, rttvar_us, rto_us;

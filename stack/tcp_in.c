@@ -412,6 +412,26 @@ static void enter_recovery(struct stk_engine *e, struct stk_tcb *t, stk_time_t n
     t->t_rexmt = now + t->rto_us;
 }
 
+/* Send buffer autotuning (Linux's tcp_sndbuf_expand): when the application found the send
+ * buffer full (snd_nospace, Linux's SOCK_NOSPACE) and the congestion window has grown past
+ * half of it, the buffer and not the network bounds what is in flight: it grows to twice the
+ * window (a power of two), up to sndbuf_max, unless SO_SNDBUF fixed the size. */
+static void sndbuf_expand(struct stk_engine *e, struct stk_tcb *t)
+{
+    struct stk_ring *r = &t->sndbuf;
+    bool nospace = t->snd_nospace;
+    t->snd_nospace = false;
+    if (!nospace || (t->flags & TF_SNDBUF_LOCK) || !r->size || r->size >= e->cfg.sndbuf_max ||
+        (uint64_t)t->cc.cwnd * 2 <= r->size)
+        return;
+    uint32_t want = stk__min32(
+        stk__roundup_pow2(stk__min32(t->cc.cwnd, e->cfg.sndbuf_max / 2) * 2u), e->cfg.sndbuf_max);
+    if (want > r->size && stk__ring_grow(e, r, want) == 0) {
+        t->sndbuf_size = want;
+        e->ctr.tcp_sndbuf_grown++;
+    }
+}
+
 static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct stk_seg *s,
                         stk_time_t now)
 {
@@ -471,6 +491,7 @@ static void ack_advance(struct stk_engine *e, struct stk_tcb *t, const struct st
     } else {
         t->dupacks = 0;
         stk__cc_on_ack(&t->cc, acked, cwnd_limited, t->srtt_us, now);
+        sndbuf_expand(e, t);
     }
     if (stk__ring_free(&t->sndbuf) && t->sndbuf.size)
         stk__notify(e, t);
@@ -897,7 +918,8 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
         return;
     stk__tcb_addr_from_seg(t, s);
     t->flags |=
-        TF_PASSIVE | (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK));
+        TF_PASSIVE |
+        (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK | TF_SNDBUF_LOCK));
     t->user_mss = l->user_mss;
     inherit_opts(t, l);
     t->ts_offset = stk__isn(e, t, true, 0);
@@ -940,8 +962,9 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
         return NULL;
     e->ctr.tcp_syncookies_ok++;
     stk__tcb_addr_from_seg(t, s);
-    t->flags |= TF_PASSIVE | TF_COOKIE |
-                (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK));
+    t->flags |=
+        TF_PASSIVE | TF_COOKIE |
+        (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK | TF_SNDBUF_LOCK));
     if (s->ts && !e->cfg.no_ts) {
         t->flags |= TF_TS;
         t->ts_recent = s->tsval;

@@ -379,6 +379,8 @@ ssize_t stk_send(struct stk_engine *e, stk_time_t now, int sd, const void *buf, 
     if (len && !buf)
         return -EFAULT;
     uint32_t room = stk__ring_free(&t->sndbuf);
+    if (len > room)
+        t->snd_nospace = true; /* the application wanted more room (send autotuning) */
     if (room == 0)
         return -EAGAIN;
     uint32_t n = (uint32_t)stk__min64(len, room);
@@ -641,6 +643,7 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
         v = stk__min32(v, 1u << 26);
         if (opt == STK_SO_SNDBUF) {
             t->sndbuf_size = v;
+            t->flags |= TF_SNDBUF_LOCK; /* as Linux's SOCK_SNDBUF_LOCK */
         } else {
             t->rcvbuf_size = v;
             t->flags |= TF_RCVBUF_LOCK; /* as Linux's SOCK_RCVBUF_LOCK: no autotuning */

@@ -703,6 +703,8 @@ START_TEST(buffers)
     ck_assert_uint_eq(c.rcvbuf, 100000);
     OK("USTACK_RCVBUF_MAX", "8M");
     ck_assert_uint_eq(c.rcvbuf_max, 8u << 20);
+    OK("USTACK_SNDBUF_MAX", "512K");
+    ck_assert_uint_eq(c.sndbuf_max, 512u << 10);
 
     const char *range[] = {"4095",   "3K",       "0",          "65M",
                            "65537K", "67108865", "4294967296", "99999999999999999999M"};
@@ -710,12 +712,14 @@ START_TEST(buffers)
         BAD("USTACK_SNDBUF", range[i], "out of range (expected 4096..67108864 bytes, or 4K..64M)");
         BAD("USTACK_RCVBUF", range[i], "out of range");
         BAD("USTACK_RCVBUF_MAX", range[i], "out of range");
+        BAD("USTACK_SNDBUF_MAX", range[i], "out of range");
     }
     const char *syntax[] = {"4KB", "4G", "K", "1.5M", "-4096", "4 K", "4096 ", "0x1000", "04K"};
     for (size_t i = 0; i < sizeof syntax / sizeof *syntax; i++) {
         BAD("USTACK_SNDBUF", syntax[i], "not a size (expected 4096..67108864 bytes, or 4K..64M)");
         BAD("USTACK_RCVBUF", syntax[i], "not a size");
         BAD("USTACK_RCVBUF_MAX", syntax[i], "not a size");
+        BAD("USTACK_SNDBUF_MAX", syntax[i], "not a size");
     }
 }
 END_TEST
@@ -816,6 +820,7 @@ START_TEST(empty_values)
                            "USTACK_SNDBUF",
                            "USTACK_RCVBUF",
                            "USTACK_RCVBUF_MAX",
+                           "USTACK_SNDBUF_MAX",
                            "USTACK_MAX_SOCKS",
                            "USTACK_CC",
                            "USTACK_MBUFS",

@@ -1386,6 +1386,75 @@ START_TEST(rcvbuf_autotune_off_with_so_rcvbuf)
 }
 END_TEST
 
+/* The application writes as much as the send buffer takes, a byte pattern by stream
+ * offset; the peer checks every data segment against it and acknowledges all it got. */
+static uint64_t sndbuf_round(struct th *h, uint64_t *off)
+{
+    static uint8_t buf[1 << 20];
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (uint8_t)((*off + i) * 7 + 1);
+    ssize_t n = stk_send(h->e, h->now, h->sd, buf, sizeof(buf), 0);
+    REQUIRE(n > 0, "send: %zd", n);
+    *off += (uint64_t)n;
+    drain(h);
+    uint64_t got = 0;
+    while (pkt_capture_count(&h->segs)) {
+        const struct pkt_info *p = POP(h);
+        uint32_t at = p->seq - (h->iss + 1);
+        for (uint32_t i = 0; i < p->payload_len; i++)
+            REQUIRE(p->payload[i] == (uint8_t)((at + i) * 7 + 1), "byte %u", at + i);
+        if ((int32_t)(p->seq + (uint32_t)p->payload_len - h->pack) > 0)
+            h->pack = p->seq + (uint32_t)p->payload_len;
+        got += p->payload_len;
+    }
+    peer_ack(h);
+    return got;
+}
+
+/* A sender the congestion window has outgrown: the send buffer grows to twice the window. */
+START_TEST(sndbuf_autotune_grows)
+{
+    struct stk_config c = base_cfg();
+    c.sndbuf = 16384;
+    c.sndbuf_max = 1u << 20;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &FULL);
+    uint64_t off = 0, sent = 0;
+    for (int round = 0; round < 12; round++)
+        sent += sndbuf_round(h, &off);
+    int v = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_SNDBUF, &v), 0);
+    REQUIRE(v > 16384 * 8, "SO_SNDBUF %d", v);
+    REQUIRE(ctr(h)->tcp_sndbuf_grown >= 3, "grown %llu times",
+            (unsigned long long)ctr(h)->tcp_sndbuf_grown);
+    REQUIRE(sent > 16384 * 12 * 4, "sent %llu", (unsigned long long)sent);
+    th_free(h);
+}
+END_TEST
+
+/* SO_SNDBUF fixes the size (Linux's SOCK_SNDBUF_LOCK), also for accepted sockets. */
+START_TEST(sndbuf_autotune_off_with_so_sndbuf)
+{
+    struct stk_config c = base_cfg();
+    c.sndbuf = 16384;
+    c.sndbuf_max = 1u << 20;
+    struct th *h = th_new_cfg(&c);
+    h->lsd = listen_on(h, LPORT, 16);
+    EQ(stk_setopt(h->e, h->now, h->lsd, STK_SO_SNDBUF, 16384), 0);
+    passive_open(h, &FULL);
+    uint64_t off = 0;
+    for (int round = 0; round < 12; round++) {
+        uint64_t got = sndbuf_round(h, &off);
+        REQUIRE(got <= 16384, "round %d: %llu bytes in flight", round, (unsigned long long)got);
+    }
+    int v = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_SNDBUF, &v), 0);
+    EQ(v, 16384);
+    EQ(ctr(h)->tcp_sndbuf_grown, 0);
+    th_free(h);
+}
+END_TEST
+
 /* ---- Nagle, cork, MSG_MORE -------------------------------------------------------------- */
 
 START_TEST(nagle_waits_for_ack)
@@ -3522,6 +3591,8 @@ int main(void)
     tcase_add_test(tc, rcvbuf_autotune_grows);
     tcase_add_test(tc, rcvbuf_autotune_keeps_data);
     tcase_add_test(tc, rcvbuf_autotune_off_with_so_rcvbuf);
+    tcase_add_test(tc, sndbuf_autotune_grows);
+    tcase_add_test(tc, sndbuf_autotune_off_with_so_sndbuf);
     tc = tcase(s, "burst");
     tcase_add_test(tc, burst_one_ack_per_connection);
     tcase_add_test(tc, burst_ack_stretch_bound);

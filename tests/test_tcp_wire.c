@@ -601,31 +601,38 @@ START_TEST(test_bursts)
 }
 END_TEST
 
-/* A long path (40 ms round trip, 100 MB/s): a 256 KiB receive buffer caps each direction
- * at 256 KiB per round trip (6.5 MB/s); with autotuning (the default ceiling, 4 MiB) the
- * receive buffers grow and the same transfer takes less than half the time, byte-exact. */
+/* A long path (40 ms round trip, 100 MB/s): 256 KiB buffers cap each direction at 256 KiB
+ * per round trip (6.5 MB/s); with autotuning (the default ceilings, 4 MiB) the receive and
+ * send buffers grow and the same transfer takes less than half the time, byte-exact. */
 START_TEST(test_autotune_long_path)
 {
     stk_time_t took[2];
-    uint64_t grown = 0;
+    uint64_t rgrown = 0, sgrown = 0;
     for (int on = 0; on < 2; on++) {
-        /* Send buffers of 4 MiB: what is measured is the receiver's window. */
-        struct stk_config c = {
-            .sndbuf = 4u << 20, .rcvbuf = 256 * 1024, .rcvbuf_max = on ? 0 : 256 * 1024};
+        uint32_t cap = on ? 0 : 256 * 1024; /* 0: the defaults */
+        struct stk_config c = {.rcvbuf_max = cap, .sndbuf_max = cap};
         struct wire *w = make_wire(13, &c, &c);
         for (int dir = 0; dir < 2; dir++) {
             wire_fault(w, dir)->delay_us = 20000;
             wire_fault(w, dir)->rate = 100u * 1000 * 1000;
         }
         took[on] = run_duplex(w, 8ull * MB, 600 * STK_US_PER_S); /* not scaled: a ratio */
-        if (on)
-            grown = stk_counters(wire_engine(w, WIRE_A))->tcp_rcvbuf_grown;
+        if (on) {
+            rgrown = stk_counters(wire_engine(w, WIRE_A))->tcp_rcvbuf_grown;
+            sgrown = stk_counters(wire_engine(w, WIRE_A))->tcp_sndbuf_grown;
+        } else {
+            ck_assert_uint_eq(stk_counters(wire_engine(w, WIRE_A))->tcp_rcvbuf_grown, 0);
+            ck_assert_uint_eq(stk_counters(wire_engine(w, WIRE_A))->tcp_sndbuf_grown, 0);
+        }
         wire_destroy(w);
     }
-    fprintf(stderr, "autotune: %llu ms with 256 KiB buffers, %llu ms autotuned (%llu growths)\n",
+    fprintf(stderr,
+            "autotune: %llu ms with 256 KiB buffers, %llu ms autotuned (receive buffers grown "
+            "%llu times, send buffers %llu)\n",
             (unsigned long long)(took[0] / 1000), (unsigned long long)(took[1] / 1000),
-            (unsigned long long)grown);
-    ck_assert_uint_gt(grown, 0);
+            (unsigned long long)rgrown, (unsigned long long)sgrown);
+    ck_assert_uint_gt(rgrown, 0);
+    ck_assert_uint_gt(sgrown, 0);
     ck_assert_uint_lt(took[1], took[0] / 2);
 }
 END_TEST
