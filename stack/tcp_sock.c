@@ -615,6 +615,30 @@ static void set_flag(struct stk_tcb *t, uint32_t f, int on)
         t->flags &= ~f;
 }
 
+/* SO_SNDBUF/SO_RCVBUF on a connection: as on Linux it ends autotuning, and a larger size
+ * takes effect at once (the ring grows in place; a smaller one is kept for later: a ring
+ * holding data does not shrink). A connection whose rings do not exist yet (SYN-SENT) or no
+ * longer (closed) just records the size. */
+static int resize_open(struct stk_engine *e, struct stk_tcb *t, bool snd, uint32_t v,
+                       stk_time_t now)
+{
+    struct stk_ring *r = snd ? &t->sndbuf : &t->rcvbuf;
+    t->flags |= snd ? TF_SNDBUF_LOCK : TF_RCVBUF_LOCK;
+    if (r->size && (v <= r->size || stk__ring_grow(e, r, v) != 0))
+        return 0;
+    if (snd)
+        t->sndbuf_size = v;
+    else
+        t->rcvbuf_size = v;
+    if (r->size && snd) {
+        stk__notify(e, t); /* room to write */
+        stk__flush_events(e);
+    } else if (r->size) {
+        window_update(e, t, now);
+    }
+    return 0;
+}
+
 int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt opt, int val)
 {
     GET_OR_EBADF(t, e, sd);
@@ -637,10 +661,10 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
     case STK_SO_RCVBUF: {
         if (val < 0)
             return -EINVAL;
-        if (!before_open && t->state != STK_TCP_LISTEN)
-            return 0; /* buffers are sized at connect/listen; later changes are ignored */
         uint32_t v = stk__roundup_pow2(stk__max32((uint32_t)val, 4096));
         v = stk__min32(v, 1u << 26);
+        if (!before_open && t->state != STK_TCP_LISTEN)
+            return resize_open(e, t, opt == STK_SO_SNDBUF, v, now);
         if (opt == STK_SO_SNDBUF) {
             t->sndbuf_size = v;
             t->flags |= TF_SNDBUF_LOCK; /* as Linux's SOCK_SNDBUF_LOCK */

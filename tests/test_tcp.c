@@ -1455,6 +1455,46 @@ START_TEST(sndbuf_autotune_off_with_so_sndbuf)
 }
 END_TEST
 
+/* SO_RCVBUF/SO_SNDBUF on an established connection: a larger size takes effect at once
+ * (the window opens, more can be written), a smaller one is kept for later, and either ends
+ * autotuning (Linux's SOCK_*BUF_LOCK). */
+START_TEST(so_bufs_on_connection)
+{
+    struct stk_config c = base_cfg();
+    c.rcvbuf = c.sndbuf = 16384;
+    c.rcvbuf_max = c.sndbuf_max = 1u << 20; /* window scale 5 */
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &FULL);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_SO_RCVBUF, 262144), 0);
+    const struct pkt_info *p = EXPECT_ACK(h); /* the window update */
+    EQ(p->window, 262144 >> 5);
+    int v = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+    EQ(v, 262144);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_SO_RCVBUF, 4096), 0);
+    EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+    EQ(v, 262144); /* a ring holding data may not shrink: kept */
+
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_SO_SNDBUF, 65536), 0);
+    EQ(stk_getopt(h->e, h->sd, STK_SO_SNDBUF, &v), 0);
+    EQ(v, 65536);
+    nodelay(h);
+    EQI(app_send(h, 65536, 0), 65536);
+
+    /* Locked: reading at full speed grows nothing. */
+    discard_sent(h);
+    uint32_t at = h->pseq;
+    for (int round = 0; round < 4; round++) {
+        peer_stream(h, 200000);
+        EQ(app_read_all(h, &at), 200000);
+        advance_by(h, 300 * MS);
+    }
+    EQ(ctr(h)->tcp_rcvbuf_grown, 0);
+    EQ(ctr(h)->tcp_sndbuf_grown, 0);
+    th_free(h);
+}
+END_TEST
+
 /* ---- Nagle, cork, MSG_MORE -------------------------------------------------------------- */
 
 START_TEST(nagle_waits_for_ack)
@@ -3593,6 +3633,7 @@ int main(void)
     tcase_add_test(tc, rcvbuf_autotune_off_with_so_rcvbuf);
     tcase_add_test(tc, sndbuf_autotune_grows);
     tcase_add_test(tc, sndbuf_autotune_off_with_so_sndbuf);
+    tcase_add_test(tc, so_bufs_on_connection);
     tc = tcase(s, "burst");
     tcase_add_test(tc, burst_one_ack_per_connection);
     tcase_add_test(tc, burst_ack_stretch_bound);
