@@ -202,13 +202,13 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     rte_tel_data_add_dict_u64(d, "USTACK_IDLE_SLEEP_US", c->idle_sleep_us);
     rte_tel_data_add_dict_u64(d, "USTACK_TX_FLUSH_US", c->tx_flush_us);
     /* The engine's effective sizes (0 in the configuration is its default). */
-    rte_tel_data_add_dict_u64(d, "USTACK_SNDBUF", pow2_at_least(c->sndbuf ? c->sndbuf : 262144));
-    rte_tel_data_add_dict_u64(d, "USTACK_RCVBUF", pow2_at_least(c->rcvbuf ? c->rcvbuf : 262144));
-    uint64_t rmax = pow2_at_least(c->rcvbuf_max ? c->rcvbuf_max : 4u << 20);
-    uint64_t rbuf = pow2_at_least(c->rcvbuf ? c->rcvbuf : 262144);
+    uint64_t sbuf = pow2_at_least(c->sndbuf ? c->sndbuf : STK_BUF_DEFAULT);
+    uint64_t rbuf = pow2_at_least(c->rcvbuf ? c->rcvbuf : STK_BUF_DEFAULT);
+    uint64_t smax = pow2_at_least(c->sndbuf_max ? c->sndbuf_max : STK_BUF_AUTO_MAX);
+    uint64_t rmax = pow2_at_least(c->rcvbuf_max ? c->rcvbuf_max : STK_BUF_AUTO_MAX);
+    rte_tel_data_add_dict_u64(d, "USTACK_SNDBUF", sbuf);
+    rte_tel_data_add_dict_u64(d, "USTACK_RCVBUF", rbuf);
     rte_tel_data_add_dict_u64(d, "USTACK_RCVBUF_MAX", rmax > rbuf ? rmax : rbuf);
-    uint64_t smax = pow2_at_least(c->sndbuf_max ? c->sndbuf_max : 4u << 20);
-    uint64_t sbuf = pow2_at_least(c->sndbuf ? c->sndbuf : 262144);
     rte_tel_data_add_dict_u64(d, "USTACK_SNDBUF_MAX", smax > sbuf ? smax : sbuf);
     rte_tel_data_add_dict_u64(d, "USTACK_MAX_SOCKS", c->max_socks ? c->max_socks : 65536);
     rte_tel_data_add_dict_string(d, "USTACK_CC", c->cc == STK_CC_CUBIC ? "cubic" : "newreno");

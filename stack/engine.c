@@ -62,13 +62,13 @@ static int apply_defaults(struct stk_config *c)
         c->max_socks = 65536;
     if (c->max_socks > (1u << 24))
         return -EINVAL;
-    c->sndbuf = stk__roundup_pow2(c->sndbuf ? c->sndbuf : 256 * 1024);
-    c->rcvbuf = stk__roundup_pow2(c->rcvbuf ? c->rcvbuf : 256 * 1024);
+    c->sndbuf = stk__roundup_pow2(c->sndbuf ? c->sndbuf : STK_BUF_DEFAULT);
+    c->rcvbuf = stk__roundup_pow2(c->rcvbuf ? c->rcvbuf : STK_BUF_DEFAULT);
     c->sndbuf = stk__max32(c->sndbuf, 4096);
     c->rcvbuf = stk__max32(c->rcvbuf, 4096);
-    c->rcvbuf_max = stk__roundup_pow2(c->rcvbuf_max ? c->rcvbuf_max : 4u << 20);
+    c->rcvbuf_max = stk__roundup_pow2(c->rcvbuf_max ? c->rcvbuf_max : STK_BUF_AUTO_MAX);
     c->rcvbuf_max = stk__min32(stk__max32(c->rcvbuf_max, c->rcvbuf), 1u << 26);
-    c->sndbuf_max = stk__roundup_pow2(c->sndbuf_max ? c->sndbuf_max : 4u << 20);
+    c->sndbuf_max = stk__roundup_pow2(c->sndbuf_max ? c->sndbuf_max : STK_BUF_AUTO_MAX);
     c->sndbuf_max = stk__min32(stk__max32(c->sndbuf_max, c->sndbuf), 1u << 26);
     if (c->rto_min_us == 0)
         c->rto_min_us = 200 * 1000;

@@ -346,6 +346,9 @@ void stk_input_ip(struct stk_engine *e, stk_time_t now, const void *ip, size_t l
 void stk_rx_begin(struct stk_engine *e);
 void stk_rx_end(struct stk_engine *e, stk_time_t now);
 #define STK_ACK_STRETCH 65536u
+/* Defaults of stk_config's sndbuf/rcvbuf and of their autotuning ceilings. */
+#define STK_BUF_DEFAULT  (256u * 1024)
+#define STK_BUF_AUTO_MAX (4u << 20)
 /* Run expired timers and pending output. */
 void stk_poll(struct stk_engine *e, stk_time_t now);
 /* When stk_poll() is next needed (absolute time), or UINT64_MAX if never. */

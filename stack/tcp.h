@@ -75,6 +75,9 @@ enum {
     TF_RCVBUF_LOCK = 1u << 30, /* SO_RCVBUF set: no receive buffer autotuning */
     TF_SNDBUF_LOCK = 1u << 31, /* SO_SNDBUF set: the send buffer does not grow */
 };
+/* What a connection made by a listener takes from its flags. */
+#define TF_FROM_LISTENER                                                                           \
+    (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK | TF_SNDBUF_LOCK)
 
 /* RFC 8985 7.2: the PTO is 2 * SRTT plus, as Linux, a margin of 2 ms (two of its jiffies,
  * also covering our 1 ms timer tick) when several segments are in flight, or the worst-case

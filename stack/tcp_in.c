@@ -917,9 +917,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     if (!t)
         return;
     stk__tcb_addr_from_seg(t, s);
-    t->flags |=
-        TF_PASSIVE |
-        (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK | TF_SNDBUF_LOCK));
+    t->flags |= TF_PASSIVE | (l->flags & TF_FROM_LISTENER);
     t->user_mss = l->user_mss;
     inherit_opts(t, l);
     t->ts_offset = stk__isn(e, t, true, 0);
@@ -962,9 +960,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
         return NULL;
     e->ctr.tcp_syncookies_ok++;
     stk__tcb_addr_from_seg(t, s);
-    t->flags |=
-        TF_PASSIVE | TF_COOKIE |
-        (l->flags & (TF_NODELAY | TF_KEEPALIVE | TF_REUSEADDR | TF_RCVBUF_LOCK | TF_SNDBUF_LOCK));
+    t->flags |= TF_PASSIVE | TF_COOKIE | (l->flags & TF_FROM_LISTENER);
     if (s->ts && !e->cfg.no_ts) {
         t->flags |= TF_TS;
         t->ts_recent = s->tsval;
