@@ -1,6 +1,6 @@
 #!/bin/bash
-# bench/connprof.sh - where a connection's time goes, a connection per request (ab -c 100,
-# no -k), after a 2,000-request warm-up. Server mode (default): nginx (1 worker, the demo's
+# bench/connprof.sh - where a connection's time goes, a connection per request (ab -c 100; with
+# --keepalive, -k), after a 2,000-request warm-up. Server mode (default): nginx (1 worker, the demo's
 # configuration) under ustack in S, ab from C on the kernel. Client mode (--client): ab under
 # ustack in C (a child of bench/uclient.py, which starts the client's ustackd once, on CPU 0)
 # against the same nginx on the kernel in S. Prints, for the measured ab run only, the page
@@ -12,6 +12,7 @@
 # Usage (root): bench/connprof.sh [--client] [--strace | --perf] [--requests N] [--bin DIR]
 #                                 [--dev-args S]
 #   --client      ab under ustack against a kernel nginx (see above)
+#   --keepalive   ab -k: 100 connections carry every request (the per-request path alone)
 #   --strace      strace -c -f on the ustack program and on ustackd during the run (slows
 #                 both: use the counts, not the rate); files strace.wk (or strace.ab),
 #                 strace.sd
@@ -29,10 +30,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 while IFS= read -r _v; do unset "$_v"; done < <(env | sed -n 's/^\(USTACK\(_[A-Za-z0-9_]*\)\{0,1\}\)=.*/\1/p')
 
-MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server SETS=()
+MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server SETS=() KA=""
 while [ $# -gt 0 ]; do
     case $1 in
         --client) SIDE=client ;;
+        --keepalive) KA=-k ;;
         --strace) MODE=strace ;;
         --perf) MODE=perf ;;
         --requests) N=${2-}; shift ;;
@@ -68,7 +70,7 @@ echo '<html><body>ustack connection profile</body></html>' >"$OUT/index.html"
 bench_ngx_prefix "$NGINX" "$OUT/nginx" "$ROOT/bench/nginx/nginx.conf.in" "$OUT/index.html" || exit 2
 bench_topology "$NS_C" "$NS_S" cpc cps || exit 2
 stat_of() { awk '{print $10, $14 + $15}' "/proc/$1/stat"; }
-ab_argv() { echo ab -r -s 10 -n "$1" -c 100 "$URL"; }
+ab_argv() { echo ab -r -s 10 -n "$1" -c 100 $KA "$URL"; }
 if [ "$SIDE" = server ]; then
 ip netns exec "$NS_S" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ulimit -n 20000; exec env "$@"' sh \
     "LD_PRELOAD=$OUT/bin/libustack.so" "USTACK_STACKD=$OUT/bin/u-stack-d" \
@@ -181,7 +183,7 @@ fi
 done_n=$(sed -n 's/^Complete requests: *//p' "$OUT/ab.out")
 failed=$(sed -n 's/^Failed requests: *//p' "$OUT/ab.out")
 rate=$(sed -n 's/^Requests per second: *\([0-9.]*\).*/\1/p' "$OUT/ab.out")
-echo "ab -n $N -c 100: ${done_n:-?} complete, ${failed:-?} failed, ${rate:-?} req/s ($SIDE, $MODE)"
+echo "ab -n $N -c 100 $KA: ${done_n:-?} complete, ${failed:-?} failed, ${rate:-?} req/s ($SIDE, $MODE)"
 PROG=nginx\ worker PF=wk
 [ "$SIDE" = client ] && PROG=ab PF=ab
 if [ -n "$done_n" ] && [ "$done_n" -gt 0 ]; then

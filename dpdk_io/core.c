@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <numa.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -617,7 +618,15 @@ int dio__core_main(void *arg)
         if (work) {
             last_work = now;
             backoff = SLEEP_MIN_US;
-        } else if (now - last_work >= s->conf.idle_spin_us) {
+        } else if (now - last_work < s->conf.idle_spin_us) {
+            /* Polling in vain: let a thread that shares this CPU (the application, a load
+             * generator, another stack) run first. Alone on the CPU, sched_yield returns at
+             * once; with others runnable, the scheduler moves this thread behind them. */
+            if (s->conf.idle_yield) {
+                c->ctr.yields++;
+                sched_yield();
+            }
+        } else {
             /* Sleeps grow while nothing happens, so a long-idle core costs little and a
              * briefly idle one wakes fast. With RX interrupts the sleep ends on a frame,
              * and a core without an RX queue is woken by the cores that pass it frames;

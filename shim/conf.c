@@ -106,6 +106,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(MTU, "USTACK_MTU", parse_uint, FIELD(mtu), 576, 9000)                                        \
     X(IDLE_SPIN, "USTACK_IDLE_SPIN_US", parse_uint, FIELD(idle_spin_us), 0, 1000000)               \
     X(IDLE_SLEEP, "USTACK_IDLE_SLEEP_US", parse_uint, FIELD(idle_sleep_us), 10, 100000)            \
+    X(IDLE_YIELD, "USTACK_IDLE_YIELD", parse_uint, FIELD(idle_yield), 0, 1)                        \
     X(TX_FLUSH, "USTACK_TX_FLUSH_US", parse_uint, FIELD(tx_flush_us), 0, 1000)                     \
     X(SNDBUF, "USTACK_SNDBUF", parse_bytes, FIELD(sndbuf), 4096, 64u << 20)                        \
     X(RCVBUF, "USTACK_RCVBUF", parse_bytes, FIELD(rcvbuf), 4096, 64u << 20)                        \
@@ -946,6 +947,7 @@ static void defaults(struct ctx *x)
     c->mtu = 1500;
     c->idle_spin_us = 200;
     c->idle_sleep_us = 2000;
+    c->idle_yield = 1;
     c->tx_flush_us = 0;
     c->cc = 0;
     c->mbufs = 16384;

@@ -60,6 +60,8 @@ struct shim_conf {
     unsigned mtu;           /* USTACK_MTU 576..9000; default 1500 */
     unsigned idle_spin_us;  /* USTACK_IDLE_SPIN_US 0..1000000: busy-poll this long after
                                the last work before sleeping; default 200 */
+    unsigned idle_yield;    /* USTACK_IDLE_YIELD 0|1: while busy-polling without work, give
+                               the CPU to other runnable threads (sched_yield); default 1 */
     unsigned idle_sleep_us; /* USTACK_IDLE_SLEEP_US 10..100000: longest sleep while idle
                                (when the device has no RX interrupt); default 2000 */
     unsigned tx_flush_us;   /* USTACK_TX_FLUSH_US 0..1000: longest a frame waits in a

@@ -676,6 +676,13 @@ START_TEST(idle_and_flush)
     ck_assert_uint_eq(c.idle_spin_us, 1000000);
     ck_assert_uint_eq(c.idle_sleep_us, 100000);
     ck_assert_uint_eq(c.tx_flush_us, 1000);
+    ck_assert_uint_eq(c.idle_yield, 1);
+    OK("USTACK_IDLE_YIELD", "0");
+    ck_assert_uint_eq(c.idle_yield, 0);
+    OK("USTACK_IDLE_YIELD", "1");
+    ck_assert_uint_eq(c.idle_yield, 1);
+    BAD("USTACK_IDLE_YIELD", "2", "out of range (expected 0..1)");
+    BAD("USTACK_IDLE_YIELD", "yes", "not a decimal number");
     BAD("USTACK_IDLE_SPIN_US", "1000001", "out of range (expected 0..1000000)");
     BAD("USTACK_IDLE_SPIN_US", "-1", "not a decimal number");
     BAD("USTACK_IDLE_SLEEP_US", "9", "out of range (expected 10..100000)");
@@ -816,6 +823,7 @@ START_TEST(empty_values)
                            "USTACK_MTU",
                            "USTACK_IDLE_SPIN_US",
                            "USTACK_IDLE_SLEEP_US",
+                           "USTACK_IDLE_YIELD",
                            "USTACK_TX_FLUSH_US",
                            "USTACK_SNDBUF",
                            "USTACK_RCVBUF",

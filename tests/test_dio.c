@@ -173,6 +173,7 @@ struct pair {
     struct dio_stack *a, *b;
     struct dio_services svc;
     struct tclient cl;
+    void (*conf_hook)(struct shim_conf *a, struct shim_conf *b); /* before the stacks start */
 };
 
 static void pair_start(struct pair *p, unsigned ncores, unsigned nq)
@@ -187,6 +188,8 @@ static void pair_start(struct pair *p, unsigned ncores, unsigned nq)
     memcpy(p->cb.ip6, IP6_B, 16);
     p->ca.ip6_prefix = p->cb.ip6_prefix = 64;
     p->svc.echo_port = ECHO_PORT;
+    if (p->conf_hook)
+        p->conf_hook(&p->ca, &p->cb);
 
     struct dio_stack_conf sb = {.conf = &p->cb, .port_id = pb, .ncores = ncores};
     sb.lcores[0] = 3;
@@ -381,6 +384,39 @@ START_TEST(run_on_core)
 }
 END_TEST
 
+/* USTACK_IDLE_YIELD: a core polling without work gives its CPU away (sched_yield) when
+ * the option is on, and never when it is off. Both stacks spin without ever sleeping. */
+static void spin_forever(struct shim_conf *a, struct shim_conf *b)
+{
+    a->idle_spin_us = b->idle_spin_us = 1000000;
+    a->idle_yield = 0;
+    b->idle_yield = 1;
+}
+
+START_TEST(idle_yield)
+{
+    static struct pair p;
+    memset(&p, 0, sizeof(p));
+    p.conf_hook = spin_forever;
+    p.cl.conns_per_core = 2;
+    p.cl.max_active = 2;
+    p.cl.bytes = 256 * 1024;
+    pair_start(&p, 1, 1);
+    wait_done(&p, 1, 60);
+    usleep(100000); /* idle, spinning */
+    struct stk_counters ka, kb;
+    struct dio_counters da, db;
+    ck_assert_int_eq(dio_stack_counters(p.a, 0, &ka, &da), 0);
+    ck_assert_int_eq(dio_stack_counters(p.b, 0, &kb, &db), 0);
+    ck_assert_uint_eq(da.yields, 0);
+    ck_assert_uint_gt(db.yields, 100);
+    ck_assert_uint_eq(da.sleeps + db.sleeps, 0); /* the spin never ran out */
+    ck_assert_uint_eq(kb.tcp_bytes_in, 2 * 256 * 1024);
+    pair_stop(&p);
+    pair_destroy(&p);
+}
+END_TEST
+
 /* The AF_XDP driver (DPDK 22.11) takes populated_size x object size bytes from the pool's
  * first page as its UMEM. Without hugepages, rte_pktmbuf_pool_create puts one 2.4 KB mbuf
  * per 4 KiB page, so most of the pool lies beyond that (frames sent from those mbufs were
@@ -511,6 +547,7 @@ int main(void)
     tcase_add_test(tc, bulk_two_cores_ipv6);
     tcase_add_test(tc, many_connections);
     tcase_add_test(tc, run_on_core);
+    tcase_add_test(tc, idle_yield);
     tcase_add_test(tc, af_xdp_pool_inside_umem);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
