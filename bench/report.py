@@ -73,6 +73,11 @@ def parse_ab(text):
     r["requests"] = r["complete"]
     r["failed_requests"] = (r["failed"] or 0) + r["non2xx"]
     r["value"] = r["rps"]
+    # ab's kinds of failure: connect errors, read errors (a reset), responses of another
+    # length than the first one, and exceptions (its time-outs among them).
+    m = re.search(r"\(Connect: (\d+), Receive: (\d+), Length: (\d+), Exceptions: (\d+)\)", text)
+    if m:
+        r["fail_kinds"] = dict(zip(("connect", "receive", "length", "exceptions"), map(int, m.groups())))
     return r
 
 
@@ -126,6 +131,20 @@ def cpu_busy(text):
     return None
 
 
+def stat_totals(text):
+    """tools/ustack-stat -s: counter name -> its total (the last column)."""
+    t = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 2 and re.match(r"^[a-z][a-z0-9_]*$", f[0]) and f[-1].isdigit():
+            t[f[0]] = int(f[-1])
+    return t
+
+
+# Server counters shown for a run that failed requests, when they moved during it.
+TROUBLE = re.compile(r"(^|_)(rst|drop|overflow|fail|timeout|retrans|cookie|syncookie|stall|full|invalid|abort)")
+
+
 def load_run(d):
     meta = dict(line.split("=", 1) for line in rd(d + "/meta").split("\n") if "=" in line)
     r = {"dir": os.path.basename(d), "group": meta.get("group"), "scenario": meta.get("scenario"),
@@ -155,6 +174,10 @@ def load_run(d):
         r["wall_s"] = round(t1 - t0, 3)
     if res and not res.get("units", res.get("requests")) and not r["failure"]:
         r["failure"] = "no request completed"
+    sa, sb = stat_totals(rd(d + "/server.stats.before")), stat_totals(rd(d + "/server.stats.after"))
+    if sb:
+        r["server_counters"] = {k: v - sa.get(k, 0) for k, v in sb.items()
+                                if TROUBLE.search(k) and v - sa.get(k, 0) > 0}
     if res:
         r["result"] = res
         r["value"] = res["value"]
@@ -274,6 +297,18 @@ def markdown(doc):
                 s["ustack"]["failed_requests"], s["kernel"]["failed_requests"],
                 fmt_cpu(s["ustack"]["cpu_per_unit"], s["cpu_unit"]), fmt_cpu(s["kernel"]["cpu_per_unit"], s["cpu_unit"]),
                 fmt_lat(s, "ustack"), fmt_lat(s, "kernel")))
+        lines.append("")
+    bad = [r for r in doc["runs"] if not r["failure"] and r.get("failed_requests")]
+    if bad:
+        lines += ["## Runs with failed requests", ""]
+        for r in bad:
+            kinds = (r.get("result") or {}).get("fail_kinds") or (r.get("result") or {}).get("socket_errors")
+            lines.append("- cores %d %s %s c=%d %s round %d: %d failed%s" % (
+                r["cores"], r["group"], r["scenario"], r["conc"], r["side"], r["round"], r["failed_requests"],
+                " (%s)" % (", ".join("%s %d" % kv for kv in kinds.items()) if isinstance(kinds, dict)
+                           else "socket errors connect, read, write, timeout: %s" % kinds) if kinds else "")
+                + ("; the server's ustackd during the run: %s" % ", ".join(
+                    "%s +%d" % kv for kv in sorted(r["server_counters"].items())) if r.get("server_counters") else ""))
         lines.append("")
     fails = [r for r in doc["runs"] if r["failure"]]
     if fails:
@@ -458,6 +493,7 @@ def self_test():
     a = parse_ab(AB_SAMPLE)
     assert a and a["requests"] == 45000 and a["failed_requests"] == 3 and a["rps"] == 14995.0, a
     assert a["p50_ms"] == 6 and a["p99_ms"] == 14, a
+    assert a["fail_kinds"] == {"connect": 0, "receive": 0, "length": 2, "exceptions": 0}, a
     assert parse_ab("apr_socket_connect(): Connection refused (111)") is None
     w = parse_wrk(WRK_SAMPLE)
     assert w and w["requests"] == 60000 and w["failed_requests"] == 4 and w["value"] == 20000.0, w
@@ -483,6 +519,10 @@ def self_test():
             if fail:
                 with open(d + "/fail", "w") as f:
                     f.write("ab exit status 1\n")
+            if n == 1:
+                for w, v in (("before", 5), ("after", 9)):
+                    with open(d + "/server.stats." + w, "w") as f:
+                        f.write("counter    core0  total\ntcp_rst_out  %d  %d\ntcp_segs_in 1 %d\n" % (v, v, v))
             for w, t in (("before", 1000), ("after", 1000 + 3 * HZ)):
                 with open(d + "/cpu." + w, "w") as f:
                     f.write("cpu  %d 0 %d 500 0 0 0 0 0 0\n" % (t, t))
@@ -495,6 +535,8 @@ def self_test():
         assert abs(s["ustack"]["cpu_per_unit"] - 6.0 / 45000) < 1e-9, s
         md = markdown(doc)
         assert "| nginx, ab (a connection per request) | 100 | requests/s | 200 [2] | 50 [1] (F 1) | 4.00x |" in md, md
+        assert ("- cores 1 server close c=100 ustack round 1: 3 failed (connect 0, receive 0, length 2, exceptions 0);"
+                " the server's ustackd during the run: tcp_rst_out +4" in md), md
     finally:
         shutil.rmtree(tmp)
     print("report.py self-test: ok")

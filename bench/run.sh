@@ -393,6 +393,7 @@ measure() {
         "$group" "$scen" "$side" "$round" "$conc" "$tool" "$cores" "$([ "$tool" = ab ] && ab_secs "$conc" || echo "$SECS")" \
         "$([ "$group" = both ] && [ "$side" = ustack ] && echo "$PAIR" || echo -)" >"$d/meta"
     printf '%s\n' "$SRV_CMD" >"$d/server.cmd"
+    srv_stats "$d/server.stats.before"
     cat /proc/loadavg >"$d/loadavg"
     log "$group $scen $side round $round cores $cores: $*"
     if [ "$cl" = u ]; then
@@ -425,6 +426,7 @@ measure() {
     if [ -n "$SRV_PID" ] && [ "$SERVER_U" = 1 ] && [ -z "$(bench_ns_pids "$NS_S" "$STACKD_COMM")" ]; then
         echo "the server's stack process exited during the run" >>"$d/fail"
     fi
+    srv_stats "$d/server.stats.after"
     if [ -s "$d/fail" ]; then
         FAILS=$((FAILS + 1))
         log "FAILED: $(paste -sd ';' "$d/fail")"
@@ -432,6 +434,16 @@ measure() {
     return 0
 }
 SERVER_U=0
+
+# srv_stats FILE: the counters of the server's ustackd (tools/ustack-stat), outside the
+# measured time; report.py shows what moved in a run that failed requests.
+srv_stats() {
+    local p
+    [ -n "$SRV_PID" ] && [ "$SERVER_U" = 1 ] || return 0
+    p=$(bench_ns_pids "$NS_S" "$STACKD_COMM" | head -n 1)
+    [ -n "$p" ] && timeout 5 "$ROOT/tools/ustack-stat" -n "$p" -s >"$1" 2>&1
+    return 0
+}
 
 # ab_secs CONC: ab's time limit. 10000 connections at once overflow nginx's listen queue
 # (backlog 511) on either stack and the first requests complete only after SYN
