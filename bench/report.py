@@ -141,6 +141,22 @@ def stat_totals(text):
     return t
 
 
+def nstat_totals(text):
+    """nstat -az: counter name -> value."""
+    t = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 2 and re.match(r"^[A-Za-z][A-Za-z0-9]*$", f[0]) and f[1].isdigit():
+            t[f[0]] = int(f[1])
+    return t
+
+
+# The client kernel's reasons to fail a connection: resets, aborts (time-outs), and
+# transmissions that failed locally (a full veth ring), which Linux counts towards
+# tcp_syn_retries.
+CLIENT_WHY = ("TcpAttemptFails", "TcpEstabResets", "TcpExtTCPAbortOnTimeout", "TcpExtTCPAbortOnData",
+              "TcpExtTCPRetransFail", "TcpExtTCPSynRetrans", "TcpExtListenOverflows")
+
 # Server counters shown for a run that failed requests, when they moved during it.
 TROUBLE = re.compile(r"(^|_)(rst|drop|overflow|fail|timeout|retrans|cookie|syncookie|stall|full|invalid|abort)")
 
@@ -178,6 +194,9 @@ def load_run(d):
     if sb:
         r["server_counters"] = {k: v - sa.get(k, 0) for k, v in sb.items()
                                 if TROUBLE.search(k) and v - sa.get(k, 0) > 0}
+    ca, cb = nstat_totals(rd(d + "/client.nstat.before")), nstat_totals(rd(d + "/client.nstat.after"))
+    if cb:
+        r["client_kernel"] = {k: cb[k] - ca.get(k, 0) for k in CLIENT_WHY if cb.get(k, 0) - ca.get(k, 0) > 0}
     if res:
         r["result"] = res
         r["value"] = res["value"]
@@ -308,7 +327,9 @@ def markdown(doc):
                 " (%s)" % (", ".join("%s %d" % kv for kv in kinds.items()) if isinstance(kinds, dict)
                            else "socket errors connect, read, write, timeout: %s" % kinds) if kinds else "")
                 + ("; the server's ustackd during the run: %s" % ", ".join(
-                    "%s +%d" % kv for kv in sorted(r["server_counters"].items())) if r.get("server_counters") else ""))
+                    "%s +%d" % kv for kv in sorted(r["server_counters"].items())) if r.get("server_counters") else "")
+                + ("; the client namespace's kernel: %s" % ", ".join(
+                    "%s +%d" % kv for kv in sorted(r["client_kernel"].items())) if r.get("client_kernel") else ""))
         lines.append("")
     fails = [r for r in doc["runs"] if r["failure"]]
     if fails:
@@ -523,6 +544,8 @@ def self_test():
                 for w, v in (("before", 5), ("after", 9)):
                     with open(d + "/server.stats." + w, "w") as f:
                         f.write("counter    core0  total\ntcp_rst_out  %d  %d\ntcp_segs_in 1 %d\n" % (v, v, v))
+                    with open(d + "/client.nstat." + w, "w") as f:
+                        f.write("#kernel\nTcpAttemptFails  %d  0.0\nTcpInSegs %d 0.0\n" % (v * 2, v))
             for w, t in (("before", 1000), ("after", 1000 + 3 * HZ)):
                 with open(d + "/cpu." + w, "w") as f:
                     f.write("cpu  %d 0 %d 500 0 0 0 0 0 0\n" % (t, t))
@@ -536,7 +559,8 @@ def self_test():
         md = markdown(doc)
         assert "| nginx, ab (a connection per request) | 100 | requests/s | 200 [2] | 50 [1] (F 1) | 4.00x |" in md, md
         assert ("- cores 1 server close c=100 ustack round 1: 3 failed (connect 0, receive 0, length 2, exceptions 0);"
-                " the server's ustackd during the run: tcp_rst_out +4" in md), md
+                " the server's ustackd during the run: tcp_rst_out +4;"
+                " the client namespace's kernel: TcpAttemptFails +8" in md), md
     finally:
         shutil.rmtree(tmp)
     print("report.py self-test: ok")

@@ -49,6 +49,8 @@
 #   --out DIR        where the results go (default bench/results): <UTC date>-<host>.json,
 #                    .md, -server.png and -ratio.png
 #   --keep           keep the temp directory (every tool's raw output)
+#   --set V=X        one more USTACK_* variable for every ustack side (e.g. USTACK_PCAP=FILE
+#                    to capture a failure); repeatable. Recorded in the commands
 # Environment: BENCH_LIB, BENCH_STACKD (default build/libustack.so, build/ustackd), NGINX.
 # Exit status: 0 every run produced a result; 1 some run failed (no result, the server
 # died, the tool exited with an error); 2 usage, missing tools or binaries; 130 interrupted.
@@ -70,7 +72,7 @@ LOADGEN=$ROOT/build/bench/loadgen
 NGINX=${NGINX:-$(command -v nginx || true)}
 
 QUICK=0 CORES_LIST=1 ROUNDS="" SECS="" ONLY="server,client,both,bulk" PAIR=afxdp OUTDIR="" KEEP=0
-WORKERS=1 CONCS=""
+WORKERS=1 CONCS="" SETS=()
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -82,6 +84,9 @@ while [ $# -gt 0 ]; do
         --pair) PAIR=${2-}; shift ;;
         --out) OUTDIR=${2-}; shift ;;
         --keep) KEEP=1 ;;
+        --set)
+            case ${2-} in USTACK_[A-Z0-9_]*=*) SETS+=("$2") ;; *) echo "run.sh: --set takes USTACK_NAME=VALUE" >&2; exit 2 ;; esac
+            shift ;;
         --workers) WORKERS=${2-}; shift ;;
         --concs) CONCS=${2-}; shift ;;
         -h | --help) sed -n '2,/^# Failed requests inside/s/^# \{0,1\}//p' "$0"; exit 0 ;;
@@ -228,7 +233,7 @@ u_env() {
     if [ "$1" = c ]; then ip=$IP_CU; else ip=$IP_S; fi
     dev=$3
     UENV=("LD_PRELOAD=$BIN/libustack.so" "USTACK_STACKD=$BIN/$STACKD_COMM" "USTACK_DEV=$dev"
-        "USTACK_IP=$ip/24" "USTACK_CORES=$2")
+        "USTACK_IP=$ip/24" "USTACK_CORES=$2" "${SETS[@]}")
 }
 dev_of() {  # dev_of SIDE(c|s) KIND(ustack|memif)
     local v=$V_C role=client id=1
@@ -394,6 +399,7 @@ measure() {
         "$([ "$group" = both ] && [ "$side" = ustack ] && echo "$PAIR" || echo -)" >"$d/meta"
     printf '%s\n' "$SRV_CMD" >"$d/server.cmd"
     srv_stats "$d/server.stats.before"
+    ip netns exec "$NS_C" nstat -az >"$d/client.nstat.before" 2>/dev/null
     cat /proc/loadavg >"$d/loadavg"
     log "$group $scen $side round $round cores $cores: $*"
     if [ "$cl" = u ]; then
@@ -427,6 +433,7 @@ measure() {
         echo "the server's stack process exited during the run" >>"$d/fail"
     fi
     srv_stats "$d/server.stats.after"
+    ip netns exec "$NS_C" nstat -az >"$d/client.nstat.after" 2>/dev/null
     if [ -s "$d/fail" ]; then
         FAILS=$((FAILS + 1))
         log "FAILED: $(paste -sd ';' "$d/fail")"
@@ -436,7 +443,8 @@ measure() {
 SERVER_U=0
 
 # srv_stats FILE: the counters of the server's ustackd (tools/ustack-stat), outside the
-# measured time; report.py shows what moved in a run that failed requests.
+# measured time; report.py shows what moved in a run that failed requests, with the client
+# namespace's kernel TCP counters (nstat: why a kernel client gave up on a connection).
 srv_stats() {
     local p
     [ -n "$SRV_PID" ] && [ "$SERVER_U" = 1 ] || return 0
