@@ -158,7 +158,7 @@ CLIENT_WHY = ("TcpAttemptFails", "TcpEstabResets", "TcpExtTCPAbortOnTimeout", "T
               "TcpExtTCPRetransFail", "TcpExtTCPSynRetrans", "TcpExtListenOverflows")
 
 # Server counters shown for a run that failed requests, when they moved during it.
-TROUBLE = re.compile(r"(^|_)(rst|drop|overflow|fail|timeout|retrans|cookie|syncookie|stall|full|invalid|abort)")
+TROUBLE = re.compile(r"(^|_)(rst|drop|overflow|fail|timeout|retrans|cookie|syncookie|stall|full|invalid|abort|pressure|nomem)")
 
 
 def load_run(d):

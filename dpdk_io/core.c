@@ -451,6 +451,19 @@ static int idle_setup(struct dio_core *c)
 
 /* ---- The loop ------------------------------------------------------------------------- */
 
+/* Each engine's share of the TCP buffer memory autotuning may fill: USTACK_TCP_MEM, or as
+ * Linux sizes tcp_mem[2], 3/32 of the machine's memory, split over the stack cores (at least
+ * 16 MiB each). */
+uint64_t dio__tcp_mem(const struct shim_conf *k, unsigned ncores)
+{
+    if (k->tcp_mem)
+        return k->tcp_mem;
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t total = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 4ull << 30;
+    uint64_t share = total / 32 * 3 / (ncores ? ncores : 1);
+    return share < (16u << 20) ? (16u << 20) : share;
+}
+
 static int engine_setup(struct dio_core *c, stk_time_t now)
 {
     struct dio_stack *s = c->s;
@@ -491,6 +504,7 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     cfg.rcvbuf = k->rcvbuf;
     cfg.rcvbuf_max = k->rcvbuf_max;
     cfg.sndbuf_max = k->sndbuf_max;
+    cfg.tcp_mem_max = dio__tcp_mem(k, s->sc.ncores);
     cfg.cc = (enum stk_cc_algo)k->cc;
     cfg.data_retries = k->tcp_retries;
     cfg.rto_max_us = k->rto_max_ms * 1000u;

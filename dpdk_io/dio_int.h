@@ -75,6 +75,8 @@ enum { RUN_IDLE, RUN_POSTED, RUN_RUNNING, RUN_DONE };
 
 /* core.c */
 int dio__core_main(void *arg);
+/* The TCP buffer memory limit of each engine (USTACK_TCP_MEM or the default share). */
+uint64_t dio__tcp_mem(const struct shim_conf *k, unsigned ncores);
 unsigned dio__owner(const struct dio_stack *s, uint32_t sip, uint32_t dip, uint16_t sport,
                     uint16_t dport);
 /* The same for an IPv6 TCP 4-tuple (addresses in network order). */

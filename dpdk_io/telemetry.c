@@ -211,6 +211,7 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     rte_tel_data_add_dict_u64(d, "USTACK_RCVBUF", rbuf);
     rte_tel_data_add_dict_u64(d, "USTACK_RCVBUF_MAX", rmax > rbuf ? rmax : rbuf);
     rte_tel_data_add_dict_u64(d, "USTACK_SNDBUF_MAX", smax > sbuf ? smax : sbuf);
+    rte_tel_data_add_dict_u64(d, "USTACK_TCP_MEM", dio__tcp_mem(c, c->ncores));
     rte_tel_data_add_dict_u64(d, "USTACK_MAX_SOCKS", c->max_socks ? c->max_socks : 65536);
     rte_tel_data_add_dict_string(d, "USTACK_CC", c->cc == STK_CC_CUBIC ? "cubic" : "newreno");
     rte_tel_data_add_dict_u64(d, "USTACK_TCP_RETRIES", c->tcp_retries ? c->tcp_retries : 15);

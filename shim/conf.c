@@ -112,6 +112,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(RCVBUF, "USTACK_RCVBUF", parse_bytes, FIELD(rcvbuf), 4096, 64u << 20)                        \
     X(RCVBUF_MAX, "USTACK_RCVBUF_MAX", parse_bytes, FIELD(rcvbuf_max), 4096, 64u << 20)            \
     X(SNDBUF_MAX, "USTACK_SNDBUF_MAX", parse_bytes, FIELD(sndbuf_max), 4096, 64u << 20)            \
+    X(TCP_MEM, "USTACK_TCP_MEM", parse_bytes, FIELD(tcp_mem), 1u << 20, 4095u << 20)               \
     X(MAX_SOCKS, "USTACK_MAX_SOCKS", parse_uint, FIELD(max_socks), 16, 1u << 24)                   \
     X(CC, "USTACK_CC", parse_cc, 0, 0, 0)                                                          \
     X(TCP_RETRIES, "USTACK_TCP_RETRIES", parse_uint, FIELD(tcp_retries), 1, 255)                   \

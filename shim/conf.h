@@ -72,6 +72,9 @@ struct shim_conf {
     unsigned rcvbuf_max;    /* USTACK_RCVBUF_MAX likewise: the autotuning ceiling; 0 = engine
                                default (4 MiB); at most USTACK_RCVBUF: no autotuning */
     unsigned sndbuf_max;    /* USTACK_SNDBUF_MAX likewise, for send buffers */
+    unsigned tcp_mem;       /* USTACK_TCP_MEM bytes 1 MiB..4095 MiB (K/M suffix): each stack
+                               core's TCP buffer memory past which autotuning grows none;
+                               0 = 3/32 of the machine's memory over the stack cores */
     unsigned max_socks;     /* USTACK_MAX_SOCKS per core 16..16777216; 0 = engine default */
     int cc;                 /* USTACK_CC newreno|cubic -> 0 / 1 (enum stk_cc_algo) */
     unsigned tcp_retries;   /* USTACK_TCP_RETRIES 1..255: unanswered retransmissions (and

@@ -117,6 +117,11 @@ struct stk_config {
     uint32_t sndbuf_max;           /* 4 MiB: send buffers grow up to this while the
                                       congestion window outgrows them (Linux's
                                       tcp_wmem[2]) unless SO_SNDBUF was set */
+    uint64_t tcp_mem_max;          /* no limit: once the engine's TCP socket buffers
+                                      (tcp_buf_bytes) would pass this many bytes,
+                                      autotuning grows no buffer (Linux's tcp_mem
+                                      pressure); the sizes connections start with and
+                                      SO_SNDBUF/SO_RCVBUF are not limited */
     uint32_t rto_min_us;           /* 200 ms (RFC 6298 says 1 s; Linux uses 200 ms) */
     uint32_t rto_max_us;           /* 60 s */
     uint32_t rto_init_us;          /* 1 s */
@@ -220,6 +225,8 @@ struct stk_config {
     X(tcp_drop_rcvbuf) \
     X(tcp_rcvbuf_grown) \
     X(tcp_sndbuf_grown) \
+    X(tcp_mem_pressure) \
+    X(tcp_buf_bytes) \
     X(tcp_rst_in) \
     X(tcp_rst_out) \
     X(tcp_challenge_acks) \

@@ -90,6 +90,15 @@ struct stk_tcb *stk__tcb_new(struct stk_engine *e)
     return t;
 }
 
+/* A ring's memory goes back, and leaves the engine's count (tcp_buf_bytes). */
+static void ring_free(struct stk_engine *e, struct stk_ring *r)
+{
+    if (r->buf)
+        e->ctr.tcp_buf_bytes -= r->size;
+    stk__free(e, r->buf, r->size);
+    r->buf = NULL;
+}
+
 void stk__tcb_free(struct stk_engine *e, struct stk_tcb *t)
 {
     if (t->flags & TF_ACK_BATCH) {
@@ -102,8 +111,8 @@ void stk__tcb_free(struct stk_engine *e, struct stk_tcb *t)
     }
     stk__wheel_disarm(&e->wheel, &t->tnode);
     e->ctr.conns_by_state[t->state]--;
-    stk__free(e, t->sndbuf.buf, t->sndbuf.size);
-    stk__free(e, t->rcvbuf.buf, t->rcvbuf.size);
+    ring_free(e, &t->sndbuf);
+    ring_free(e, &t->rcvbuf);
     stk__free(e, t, sizeof(*t));
 }
 
@@ -131,8 +140,10 @@ int stk__ring_mem(struct stk_engine *e, struct stk_ring *r)
     if (r->buf)
         return 0;
     r->buf = e->cfg.alloc(e->cfg.mem_ctx, r->size);
-    if (r->buf)
+    if (r->buf) {
+        e->ctr.tcp_buf_bytes += r->size;
         return 0;
+    }
     e->ctr.tcp_nomem++;
     return -ENOMEM;
 }
@@ -159,21 +170,34 @@ int stk__ring_grow(struct stk_engine *e, struct stk_ring *r, uint32_t size)
         stk__ring_write_at(&n, off, iov[i].base, (uint32_t)iov[i].len);
         off += (uint32_t)iov[i].len;
     }
+    e->ctr.tcp_buf_bytes += size - r->size;
     stk__free(e, r->buf, r->size);
     r->buf = nb;
     r->size = size;
     return 0;
 }
 
+/* Autotuning may grow ring r to size: not while the engine's socket buffers would then
+ * pass tcp_mem_max (counted as tcp_mem_pressure). A ring without memory yet costs nothing
+ * now, but will at its first byte: it counts as well. */
+bool stk__mem_room(struct stk_engine *e, const struct stk_ring *r, uint32_t size)
+{
+    uint64_t max = e->cfg.tcp_mem_max;
+    if (!max || size <= r->size || e->ctr.tcp_buf_bytes + (size - r->size) <= max)
+        return true;
+    e->ctr.tcp_mem_pressure++;
+    return false;
+}
+
 void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv)
 {
     if (snd && t->sndbuf.size) {
         t->snd_buf_seq += stk__ring_used(&t->sndbuf);
-        stk__free(e, t->sndbuf.buf, t->sndbuf.size);
+        ring_free(e, &t->sndbuf);
         memset(&t->sndbuf, 0, sizeof(t->sndbuf));
     }
     if (rcv && t->rcvbuf.size) {
-        stk__free(e, t->rcvbuf.buf, t->rcvbuf.size);
+        ring_free(e, &t->rcvbuf);
         memset(&t->rcvbuf, 0, sizeof(t->rcvbuf));
     }
 }

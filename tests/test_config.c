@@ -712,6 +712,18 @@ START_TEST(buffers)
     ck_assert_uint_eq(c.rcvbuf_max, 8u << 20);
     OK("USTACK_SNDBUF_MAX", "512K");
     ck_assert_uint_eq(c.sndbuf_max, 512u << 10);
+    ck_assert_uint_eq(c.tcp_mem, 0);
+    OK("USTACK_TCP_MEM", "1M");
+    ck_assert_uint_eq(c.tcp_mem, 1u << 20);
+    OK("USTACK_TCP_MEM", "4095M");
+    ck_assert_uint_eq(c.tcp_mem, 4095u << 20);
+    OK("USTACK_TCP_MEM", "262144K");
+    ck_assert_uint_eq(c.tcp_mem, 256u << 20);
+    const char *mem_bad[] = {"1023K", "4096M", "4294967296", "0"};
+    for (size_t i = 0; i < sizeof mem_bad / sizeof *mem_bad; i++)
+        BAD("USTACK_TCP_MEM", mem_bad[i],
+            "out of range (expected 1048576..4293918720 bytes, or 1024K..4095M)");
+    BAD("USTACK_TCP_MEM", "4G", "not a size");
 
     const char *range[] = {"4095",   "3K",       "0",          "65M",
                            "65537K", "67108865", "4294967296", "99999999999999999999M"};
@@ -829,6 +841,7 @@ START_TEST(empty_values)
                            "USTACK_RCVBUF",
                            "USTACK_RCVBUF_MAX",
                            "USTACK_SNDBUF_MAX",
+                           "USTACK_TCP_MEM",
                            "USTACK_MAX_SOCKS",
                            "USTACK_CC",
                            "USTACK_MBUFS",

@@ -1386,6 +1386,68 @@ START_TEST(rcvbuf_autotune_off_with_so_rcvbuf)
 }
 END_TEST
 
+/* tcp_mem_max: autotuning stops where the engine's socket buffers would pass the limit
+ * (Linux's tcp_mem pressure), the connection carries on at the size it has, and the count
+ * of buffer bytes (tcp_buf_bytes) is exact: back to 0 once the connection is gone. */
+START_TEST(rcvbuf_autotune_mem_limit)
+{
+    struct stk_config c = base_cfg();
+    c.rcvbuf = 16384;
+    c.rcvbuf_max = 1u << 20;
+    c.tcp_mem_max = 100 * 1024;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &FULL);
+    EQ(ctr(h)->tcp_buf_bytes, 0); /* no byte stored yet: no memory */
+    uint32_t at = h->pseq;
+    int v = 0;
+    for (int round = 0; round < 10; round++) {
+        peer_stream(h, 15000);
+        EQ(app_read_all(h, &at), 15000);
+        EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+        EQ(ctr(h)->tcp_buf_bytes, (uint64_t)v); /* the receive ring only: nothing sent */
+        uint32_t size = (uint32_t)v;
+        peer_stream(h, size - 1024);
+        EQ(app_read_all(h, &at), size - 1024);
+        advance_by(h, 300 * MS);
+    }
+    EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+    EQ(v, 65536); /* 16 -> 32 -> 64 KiB; 128 KiB would pass 100 KiB */
+    REQUIRE(ctr(h)->tcp_mem_pressure > 0, "pressure %llu",
+            (unsigned long long)ctr(h)->tcp_mem_pressure);
+    EQ(ctr(h)->tcp_buf_bytes, 65536);
+    /* Sending allocates the send ring, which is counted too, and both go with the socket. */
+    static const uint8_t msg[100];
+    EQI(stk_send(h->e, h->now, h->sd, msg, sizeof(msg), 0), 100);
+    int snd = 0;
+    EQ(stk_getopt(h->e, h->sd, STK_SO_SNDBUF, &snd), 0);
+    EQ(ctr(h)->tcp_buf_bytes, 65536 + (uint64_t)snd);
+    EQ(stk_abort(h->e, h->now, h->sd), 0);
+    h->sd = -1;
+    drain(h);
+    EQ(ctr(h)->tcp_buf_bytes, 0);
+    th_free(h);
+}
+END_TEST
+
+/* Without a limit the same application grows the buffer past it. */
+START_TEST(rcvbuf_autotune_no_mem_limit)
+{
+    struct th *h = autotune_setup(16384, 1u << 20);
+    passive_open(h, &FULL);
+    uint32_t at = h->pseq;
+    int v = 16384;
+    for (int round = 0; round < 10; round++) {
+        peer_stream(h, (uint32_t)v - 1024);
+        EQ(app_read_all(h, &at), (uint32_t)v - 1024);
+        advance_by(h, 300 * MS);
+        EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
+    }
+    REQUIRE(v > 100 * 1024, "SO_RCVBUF %d", v);
+    EQ(ctr(h)->tcp_mem_pressure, 0);
+    th_free(h);
+}
+END_TEST
+
 /* The application writes as much as the send buffer takes, a byte pattern by stream
  * offset; the peer checks every data segment against it and acknowledges all it got. */
 static uint64_t sndbuf_round(struct th *h, uint64_t *off)
@@ -3631,6 +3693,8 @@ int main(void)
     tcase_add_test(tc, rcvbuf_autotune_grows);
     tcase_add_test(tc, rcvbuf_autotune_keeps_data);
     tcase_add_test(tc, rcvbuf_autotune_off_with_so_rcvbuf);
+    tcase_add_test(tc, rcvbuf_autotune_mem_limit);
+    tcase_add_test(tc, rcvbuf_autotune_no_mem_limit);
     tcase_add_test(tc, sndbuf_autotune_grows);
     tcase_add_test(tc, sndbuf_autotune_off_with_so_sndbuf);
     tcase_add_test(tc, so_bufs_on_connection);
