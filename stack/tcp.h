@@ -281,7 +281,7 @@ int stk__bufs_alloc(struct stk_engine *e, struct stk_tcb *t);
 /* Gives a reserved ring its memory before the first write: 0, or -ENOMEM (counted). */
 int stk__ring_mem(struct stk_engine *e, struct stk_ring *r);
 int stk__ring_grow(struct stk_engine *e, struct stk_ring *r, uint32_t size);
-bool stk__mem_room(struct stk_engine *e, const struct stk_ring *r, uint32_t size);
+bool stk__ring_autogrow(struct stk_engine *e, struct stk_ring *r, uint32_t size);
 void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv);
 void stk__timer_update(struct stk_engine *e, struct stk_tcb *t);
 void stk__notify(struct stk_engine *e, struct stk_tcb *t);

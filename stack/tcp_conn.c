@@ -177,16 +177,20 @@ int stk__ring_grow(struct stk_engine *e, struct stk_ring *r, uint32_t size)
     return 0;
 }
 
-/* Autotuning may grow ring r to size: not while the engine's socket buffers would then
- * pass tcp_mem_max (counted as tcp_mem_pressure). A ring without memory yet costs nothing
- * now, but will at its first byte: it counts as well. */
-bool stk__mem_room(struct stk_engine *e, const struct stk_ring *r, uint32_t size)
+/* Autotuning grows ring r to size (larger than now): not while the engine's socket buffers
+ * would then pass tcp_mem_max (counted as tcp_mem_pressure; a ring without memory yet costs
+ * nothing now, but will at its first byte: it counts as well), nor without memory. True when
+ * it grew. */
+bool stk__ring_autogrow(struct stk_engine *e, struct stk_ring *r, uint32_t size)
 {
+    if (size <= r->size)
+        return false;
     uint64_t max = e->cfg.tcp_mem_max;
-    if (!max || size <= r->size || e->ctr.tcp_buf_bytes + (size - r->size) <= max)
-        return true;
-    e->ctr.tcp_mem_pressure++;
-    return false;
+    if (max && e->ctr.tcp_buf_bytes + (size - r->size) > max) {
+        e->ctr.tcp_mem_pressure++;
+        return false;
+    }
+    return stk__ring_grow(e, r, size) == 0;
 }
 
 void stk__bufs_release(struct stk_engine *e, struct stk_tcb *t, bool snd, bool rcv)

@@ -426,7 +426,7 @@ static void sndbuf_expand(struct stk_engine *e, struct stk_tcb *t)
         return;
     uint32_t want = stk__min32(
         stk__roundup_pow2(stk__min32(t->cc.cwnd, e->cfg.sndbuf_max / 2) * 2u), e->cfg.sndbuf_max);
-    if (want > r->size && stk__mem_room(e, r, want) && stk__ring_grow(e, r, want) == 0) {
+    if (stk__ring_autogrow(e, r, want)) {
         t->sndbuf_size = want;
         e->ctr.tcp_sndbuf_grown++;
     }

@@ -453,8 +453,7 @@ static void rcvbuf_autotune(struct stk_engine *e, struct stk_tcb *t, uint32_t to
     if (!t->rcvbuf.size || t->rcvbuf.size >= ceiling || copied <= t->rcvbuf.size / 2)
         return;
     uint32_t want = stk__min32(stk__roundup_pow2(stk__min32(copied, ceiling / 2) * 2u), ceiling);
-    if (want > t->rcvbuf.size && stk__mem_room(e, &t->rcvbuf, want) &&
-        stk__ring_grow(e, &t->rcvbuf, want) == 0) {
+    if (stk__ring_autogrow(e, &t->rcvbuf, want)) {
         t->rcvbuf_size = want;
         e->ctr.tcp_rcvbuf_grown++;
     }
