@@ -41,7 +41,7 @@ TESTS         := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SAN_TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/san/tests/%)
 FUZZERS       := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all test check unit san-test fuzz-run net-test net-san-test soak sem sem-test sem-san-test deps format format-check bench-engine bench-veth bench bench-quick bench-check bench-reflect demo clean
+.PHONY: all test check unit san-test fuzz-run net-test net-san-test soak sem sem-test sem-san-test deps format format-check bench-engine bench-veth bench bench-quick bench-check bench-reflect bench-wake demo clean
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/bench_engine.c))
 DIO_TESTS := $(DIO_TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # libustack.so: the interposer (preload/) and the client side of the shim (shim/). It exports
@@ -309,6 +309,12 @@ bench-check:
 # kernel's UDP on the same veth. BENCH_ARGS adds options (--rounds, --seconds, --ustack).
 bench-reflect: $(BUILD)/bench/reflect $(BUILD)/bench/udprr
 	bench/reflect.sh $(BENCH_ARGS)
+
+# The first frame after a pause (bench/wake.sh, root): ping round trips to ustackd on AF_XDP
+# and AF_PACKET, the stack core asleep before each, beside the kernel's. BENCH_ARGS adds
+# options (--rounds, --count, --gap).
+bench-wake: $(BUILD)/ustackd
+	bench/wake.sh $(BENCH_ARGS)
 
 bench-engine: $(BUILD)/bench/bench_engine
 	$(BUILD)/bench/bench_engine

@@ -10,6 +10,18 @@
 # bench_alive PID: the process exists and is not a zombie.
 bench_alive() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) [ZX] ' "/proc/$1/stat" 2>/dev/null; }
 
+# bench_wait_line PID FILE PATTERN: wait up to 30 s for a line matching PATTERN (grep) in
+# FILE while PID lives. Status 0 when it came, 1 when PID exited or the time ran out.
+bench_wait_line() {
+    local pid=$1 file=$2 pat=$3 i
+    for ((i = 0; i < 300; i++)); do
+        grep -q "$pat" "$file" 2>/dev/null && return 0
+        bench_alive "$pid" || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # bench_comm PID: the process's comm (empty when it is gone).
 bench_comm() { cat "/proc/$1/comm" 2>/dev/null; }
 
@@ -55,6 +67,37 @@ bench_topology() {
     ip netns exec "$a" ethtool -K "$va" tx off rx off gso off gro off tso off >/dev/null 2>&1
     ip netns exec "$b" ethtool -K "$vb" tx off rx off gso off gro off tso off >/dev/null 2>&1
     ip -n "$a" link set "$va" up && ip -n "$b" link set "$vb" up
+}
+
+# bench_server_pair PROG: the set-up of the one-server scripts (reflect.sh, wake.sh) from
+# their globals NS_C NS_S V_C V_S IP_C: TMP (a new directory), an EXIT trap that stops
+# SRV_PID and removes the namespaces and TMP, the topology and the client's address /24.
+# Status 1 (one line on stderr) when the topology fails.
+bench_server_pair() {
+    SRV_PID=""
+    TMP=$(mktemp -d "/tmp/$1.XXXXXX") || return 1
+    trap bench__server_pair_end EXIT
+    trap 'exit 1' INT TERM
+    bench_topology "$NS_C" "$NS_S" "$V_C" "$V_S" && ip -n "$NS_C" addr add "$IP_C/24" dev "$V_C" &&
+        return 0
+    echo "$1.sh: topology failed" >&2
+    return 1
+}
+
+# shellcheck disable=SC2317  # called by the EXIT trap
+bench__server_pair_end() {
+    bench_server_stop
+    bench_ns_teardown "$NS_C" "$NS_S"
+    rm -rf "$TMP"
+}
+
+# bench_server_stop: stops SRV_PID (SIGTERM, SIGKILL after 10 s) and takes any XDP program
+# off V_S.
+bench_server_stop() {
+    [ -n "$SRV_PID" ] && bench_kill_bounded "$SRV_PID" TERM 10
+    SRV_PID=""
+    ip -n "$NS_S" link set "$V_S" xdp off 2>/dev/null
+    return 0
 }
 
 # bench_ns_teardown NS...: SIGTERM to every process still in the namespaces (all started by

@@ -57,26 +57,14 @@ if [ "$USTACK" = 1 ] && { [ ! -x "$STACKD" ] || [ ! -r "$LIB" ]; }; then
 fi
 
 NS_C=rfl-c$$ NS_S=rfl-s$$ V_C=rfc V_S=rfs IP_C=198.18.75.1 IP_S=198.18.75.2 PORT=7
-TMP=$(mktemp -d /tmp/reflect.XXXXXX)
-SRV_PID=""
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-    [ -n "$SRV_PID" ] && bench_kill_bounded "$SRV_PID" TERM 10
-    bench_ns_teardown "$NS_C" "$NS_S"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-
-bench_topology "$NS_C" "$NS_S" "$V_C" "$V_S" || { echo "reflect.sh: topology failed" >&2; exit 1; }
-ip -n "$NS_C" addr add "$IP_C/24" dev "$V_C" || exit 1
+bench_server_pair reflect || exit 1
 MAC_S=$(ip -n "$NS_S" -o link show "$V_S" | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p')
 CPU_S=1 CPU_C=0
 [ "$(nproc)" -ge 2 ] || CPU_S=0
 
 # start SIDE: the server for SIDE (reflect|kernel|ustack) in S; 0 once it printed ready.
 start() {
-    local side=$1 i
+    local side=$1
     ip -n "$NS_S" addr flush dev "$V_S"
     ip -n "$NS_S" link set "$V_S" xdp off 2>/dev/null
     ip -n "$NS_C" neigh flush all
@@ -104,20 +92,11 @@ start() {
             ;;
     esac
     SRV_PID=$!
-    for ((i = 0; i < 300; i++)); do
-        grep -q 'ready' "$TMP/srv.out" 2>/dev/null && return 0
-        bench_alive "$SRV_PID" || break
-        sleep 0.1
-    done
+    bench_wait_line "$SRV_PID" "$TMP/srv.out" 'ready' && return 0
     echo "reflect.sh: $side server not ready: $(tail -n 3 "$TMP/srv.err" | grep -v '^lib' | tr '\n' ' ')" >&2
     return 1
 }
 
-stop() {
-    [ -n "$SRV_PID" ] && bench_kill_bounded "$SRV_PID" TERM 10
-    SRV_PID=""
-    ip -n "$NS_S" link set "$V_S" xdp off 2>/dev/null
-}
 
 # run SIDE CONNS: one measurement; appends a JSON line to $TMP/runs.
 run() {
@@ -126,7 +105,7 @@ run() {
     out=$(ip netns exec "$NS_C" taskset -c "$CPU_C" timeout $((SECS + 20)) "$UDPRR" --server "$IP_S" \
         --port "$PORT" --conns "$conns" --size 64 --seconds "$SECS" --json 2>"$TMP/cli.err")
     local rc=$?
-    stop
+    bench_server_stop
     if [ $rc != 0 ] || [ -z "$out" ]; then
         echo "reflect.sh: $side conns $conns failed (rc $rc): $(head -c 300 "$TMP/cli.err")" >&2
         echo "{\"side\":\"$side\",\"conns\":$conns,\"failed\":true}" >>"$TMP/runs"

@@ -350,9 +350,9 @@ static void on_event(void *ctx, int sd, void *user, uint32_t events)
 
 /* ---- Idle ----------------------------------------------------------------------------- */
 
-/* Sleeps until a frame (RX interrupt, where the device has them), a wake-up from another
- * core, the next engine timer, or at most max_us. Returns the microseconds it asked the
- * kernel for (0: it did not sleep). */
+/* Sleeps until a frame (RX interrupt, or the RX queue's socket polling readable, where the
+ * device has either), a wake-up from another core, the next engine timer, or at most max_us.
+ * Returns the microseconds it asked the kernel for (0: it did not sleep). */
 static uint64_t idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
 {
     struct dio_stack *s = c->s;
@@ -377,7 +377,7 @@ static uint64_t idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
     if (next != UINT64_MAX)
         us = next <= now ? 0 : (next - now < us ? next - now : us);
     if (us) {
-        if (c->rx_intr)
+        if (c->rx_intr && c->rx_sock < 0)
             rte_eth_dev_rx_intr_enable(s->port, (uint16_t)c->rxq);
         struct epoll_event ev[4];
         struct timespec ts = {.tv_sec = (time_t)(us / 1000000),
@@ -386,7 +386,7 @@ static uint64_t idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
         int n = epoll_pwait2(c->ep_fd, ev, 4, &ts, NULL);
         if (n < 0 && errno == ENOSYS)
             n = epoll_wait(c->ep_fd, ev, 4, (int)((us + 999) / 1000));
-        if (c->rx_intr)
+        if (c->rx_intr && c->rx_sock < 0)
             rte_eth_dev_rx_intr_disable(s->port, (uint16_t)c->rxq);
         for (int i = 0; i < n; i++) {
             if (ev[i].data.fd == c->wake_fd) {
@@ -401,7 +401,10 @@ static uint64_t idle_sleep(struct dio_core *c, stk_time_t now, uint64_t max_us)
                 if (read((int)(ev[i].data.u32 & ~APP_FD_TAG), &v, sizeof(v)) < 0) {
                     /* Already drained. */
                 }
+            } else if (ev[i].data.fd == c->rx_sock) {
+                c->ctr.rx_wakeups++; /* frames wait in the socket's ring */
             } else {
+                c->ctr.rx_wakeups++;
                 /* Acknowledge the RX interrupt event so it fires again. */
                 rte_eth_dev_rx_intr_ctl_q_get_fd(s->port, (uint16_t)c->rxq);
                 uint64_t v;
@@ -445,6 +448,14 @@ static int idle_setup(struct dio_core *c)
             ev.data.fd = fd;
             c->rx_intr = epoll_ctl(c->ep_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
         }
+    } else if (c->rxq >= 0 && c->rx_sock >= 0) {
+        /* The queue's socket polls readable while frames wait (port.c); nothing to enable,
+         * disable or acknowledge. */
+        ev.events = EPOLLIN;
+        ev.data.fd = c->rx_sock;
+        c->rx_intr = epoll_ctl(c->ep_fd, EPOLL_CTL_ADD, c->rx_sock, &ev) == 0;
+        if (!c->rx_intr)
+            c->rx_sock = -1;
     }
     return 0;
 }
@@ -660,7 +671,7 @@ int dio__core_main(void *arg)
     while ((now = dio_now()) < end) {
         if (!loop_once(c, now, false) && engine_quiet(c))
             break;
-        if (!c->rx_intr)
+        if (!c->rx_intr || c->rx_sock >= 0)
             rte_delay_us_sleep(50);
     }
     dio__tx_flush(c, now, true);
@@ -695,7 +706,7 @@ int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, ch
         c->s = s;
         c->idx = i;
         c->lcore = sc->lcores[i];
-        c->wake_fd = c->ep_fd = -1;
+        c->wake_fd = c->ep_fd = c->rx_sock = -1;
         if (rte_lcore_is_enabled(c->lcore) == 0 || c->lcore == rte_get_main_lcore()) {
             dio__err(err, errlen, "core %u: lcore %u is not a usable EAL worker", i, c->lcore);
             free(s);

@@ -80,6 +80,7 @@ struct dio_stack_conf {
     X(tx_tso) \
     X(sleeps) \
     X(wakeups) \
+    X(rx_wakeups) \
     X(yields) \
     X(loop_stalls) \
     X(loop_stall_us) \

@@ -33,7 +33,8 @@ struct dio_core {
     uint64_t tx_first_us; /* when the oldest frame in txbuf was queued */
     int wake_fd;          /* eventfd: other cores wake us while we sleep */
     int ep_fd;            /* epoll: wake_fd and the RX interrupt, when there is one */
-    bool rx_intr;
+    int rx_sock;          /* the RX queue's kernel socket (AF_XDP, AF_PACKET), or -1 */
+    bool rx_intr;         /* a frame ends this core's sleep (interrupt or rx_sock) */
     atomic_int sleeping;
     atomic_int ready; /* 1 up, -1 init failed */
     /* dio_stack_run_on: RUN_IDLE -> RUN_POSTED (requester) -> RUN_RUNNING (core, or back
@@ -89,6 +90,10 @@ unsigned dio__classify(const struct dio_stack *s, const struct rte_mbuf *m, cons
                        uint32_t len);
 
 void dio__wake(struct dio_core *c);
+
+/* eal.c: what ustackd appends to the vdev string USTACK_DEV names (a default only where
+ * the user set no value of that key): "" or ",key=value". */
+const char *dio__vdev_defaults(const char *dev);
 
 /* port.c */
 int dio__port_setup(struct dio_stack *s, char *err, size_t errlen);

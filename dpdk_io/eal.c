@@ -338,11 +338,7 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
         ADD("%s", c->dev);
     } else {
         ADD("--no-pci");
-        /* AF_PACKET's default ring (512 frames) overflows under a few hundred connections'
-         * bursts, and every overflow becomes a retransmission timeout at the peer; 4096
-         * frames (8 MiB per queue) unless the user chose a size. */
-        bool pkt = strncmp(c->dev, "net_af_packet", 13) == 0 && !strstr(c->dev, "framecnt=");
-        ADD("--vdev=%s%s", c->dev, pkt ? ",framecnt=4096" : "");
+        ADD("--vdev=%s%s", c->dev, dio__vdev_defaults(c->dev));
     }
     ADD("--log-level=%d", log_level(c->log_level));
     /* USTACK_EAL last, so it can override what we chose. */
@@ -368,6 +364,21 @@ int dio_eal_init(const struct shim_conf *c, const char *prog, unsigned lcores[DI
         dio__err(err, errlen, "USTACK_DEV=%s USTACK_CORES=%s: %s", c->dev, cpus, why);
     }
     return rc;
+}
+
+const char *dio__vdev_defaults(const char *dev)
+{
+    /* AF_PACKET's default ring (512 frames) overflows under a few hundred connections'
+     * bursts, and every overflow becomes a retransmission timeout at the peer; 4096 frames
+     * (8 MiB per queue) unless the user chose a size. */
+    if (strncmp(dev, "net_af_packet", 13) == 0 && !strstr(dev, "framecnt="))
+        return ",framecnt=4096";
+    /* AF_XDP's preferred busy polling (the PMD's busy_budget, 64 by default) makes every
+     * empty receive poll a recvfrom; a stack core that shares its CPU with the
+     * applications does better leaving the queue to the kernel's NAPI (docs/io.md). */
+    if (strncmp(dev, "net_af_xdp", 10) == 0 && !strstr(dev, "busy_budget="))
+        return ",busy_budget=0";
+    return "";
 }
 
 int dio_port_find(const char *dev, uint16_t *port_id, char *err, size_t errlen)

@@ -2,10 +2,14 @@
  * port.c - configuring a DPDK port for a stack (queues, RSS, offloads, MTU, mbuf pools) and
  * the engine's transmit path.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <rte_errno.h>
 #include <rte_log.h>
@@ -27,6 +31,64 @@ static void symmetric_key(uint8_t *key, unsigned len)
 {
     for (unsigned i = 0; i < len; i++)
         key[i] = (i & 1) ? 0x5a : 0x6d;
+}
+
+/* ---- Sockets that stand in for RX interrupts -------------------------------------------- */
+
+/* net_af_xdp and net_af_packet have no RX queue interrupts in DPDK, but each queue is a
+ * kernel socket that polls readable while frames wait in its ring: an idle core sleeps on
+ * it instead of polling in growing steps. The PMDs keep the socket private, so it is found
+ * among our open files by its address family. */
+#define SOCK_SCAN_MAX 64
+
+static int rx_sock_family(const char *driver)
+{
+    if (strcmp(driver, "net_af_xdp") == 0)
+        return 44; /* AF_XDP: not in every libc's headers */
+    if (strcmp(driver, "net_af_packet") == 0)
+        return AF_PACKET;
+    return 0;
+}
+
+/* The open sockets of address family `family`: their numbers, at most max. */
+static unsigned family_socks(int family, int *fds, unsigned max)
+{
+    DIR *d = opendir("/proc/self/fd");
+    unsigned n = 0;
+    if (!d)
+        return 0;
+    for (struct dirent *de; n < max && (de = readdir(d)) != NULL;) {
+        char *end;
+        long fd = strtol(de->d_name, &end, 10);
+        struct stat st;
+        int dom = -1;
+        socklen_t len = sizeof(dom);
+        if (end == de->d_name || *end || fd < 0 || fd == dirfd(d))
+            continue;
+        if (fstat((int)fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+            getsockopt((int)fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == family)
+            fds[n++] = (int)fd;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The one socket of `family` open now that was not among before[]; -1 if none or several. */
+static int new_family_sock(int family, const int *before, unsigned nbefore)
+{
+    int now[SOCK_SCAN_MAX], found = -1;
+    unsigned n = family_socks(family, now, SOCK_SCAN_MAX);
+    for (unsigned i = 0; i < n; i++) {
+        bool old = false;
+        for (unsigned j = 0; j < nbefore && !old; j++)
+            old = now[i] == before[j];
+        if (old)
+            continue;
+        if (found >= 0)
+            return -1;
+        found = now[i];
+    }
+    return found;
 }
 
 /* A pktmbuf pool whose objects are packed back to back, allowed to cross page boundaries.
@@ -300,6 +362,7 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
     /* Pools per NUMA node, sized by the cores on that node; packed for AF_XDP, whose UMEM
      * is the pool's memory. */
     bool xdp_umem = strcmp(info.driver_name, "net_af_xdp") == 0;
+    int fam = rx_sock_family(info.driver_name);
     unsigned per_socket[DIO_NSOCKETS] = {0};
     for (unsigned i = 0; i < ncores; i++) {
         unsigned sock = rte_lcore_to_socket_id(s->sc.lcores[i]);
@@ -314,14 +377,20 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
             return -ENOMEM;
         c->rxq = i < s->nrxq ? (int)i : -1;
         c->txq = i < s->ntxq ? (int)i : -1;
+        c->rx_sock = -1;
         if (c->rxq >= 0) {
             struct rte_eth_rxconf rxc = info.default_rxconf;
             rxc.offloads = s->rx_ol;
+            int before[SOCK_SCAN_MAX];
+            unsigned nbefore = fam ? family_socks(fam, before, SOCK_SCAN_MAX) : 0;
             rc = rte_eth_rx_queue_setup(port, (uint16_t)i, nrxd, sock, &rxc, c->pool);
             if (rc) {
                 dio__err(err, errlen, "port %u: RX queue %u: %s", port, i, rte_strerror(-rc));
                 return rc;
             }
+            /* AF_XDP makes the queue's socket here. */
+            if (fam)
+                c->rx_sock = new_family_sock(fam, before, nbefore);
         }
         if (c->txq >= 0) {
             struct rte_eth_txconf txc = info.default_txconf;
@@ -354,18 +423,30 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
     rte_log_set_global_level(RTE_LOG_EMERG);
     s->rx_intr = pc.intr_conf.rxq && rte_eth_dev_rx_intr_ctl_q_get_fd(port, 0) >= 0;
     rte_log_set_global_level(lvl);
+    if (fam && s->nrxq == 1 && s->cores[0].rx_sock < 0) {
+        /* AF_PACKET opened its socket when the device was probed: the only one is queue 0's. */
+        int fds[2];
+        if (family_socks(fam, fds, 2) == 1)
+            s->cores[0].rx_sock = fds[0];
+    }
+    if (s->rx_intr)
+        for (unsigned i = 0; i < ncores; i++)
+            s->cores[i].rx_sock = -1;
     /* IPv4 needs no multicast (ARP is broadcast), and promiscuity only costs; IPv6 needs the
      * all-nodes group and our solicited-node groups (neighbour discovery). */
     const char *mcast = join_ipv6_groups(s);
     snprintf(s->desc, sizeof(s->desc),
              "driver=%s queues=%u/%u cores=%u rss=%s steering=%s rx_csum=%s tx_csum=%s tso=%s "
-             "mcast=%s mtu=%u mac=%02x:%02x:%02x:%02x:%02x:%02x",
+             "mcast=%s rx_wake=%s mtu=%u mac=%02x:%02x:%02x:%02x:%02x:%02x",
              info.driver_name, s->nrxq, s->ntxq, ncores, rss ? (s->hw_rss ? "hw" : "hw+sw") : "off",
              s->hw_rss || ncores == 1 ? "none" : "software",
              onoff(s->rx_ol & RTE_ETH_RX_OFFLOAD_TCP_CKSUM),
              onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_CKSUM),
-             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO), mcast, s->mtu, s->mac[0], s->mac[1],
-             s->mac[2], s->mac[3], s->mac[4], s->mac[5]);
+             onoff(s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO), mcast,
+             s->rx_intr                 ? "interrupt"
+             : s->cores[0].rx_sock >= 0 ? "socket"
+                                        : "poll",
+             s->mtu, s->mac[0], s->mac[1], s->mac[2], s->mac[3], s->mac[4], s->mac[5]);
     return 0;
 }
 

@@ -417,6 +417,20 @@ START_TEST(idle_yield)
 }
 END_TEST
 
+/* The vdev defaults ustackd appends: AF_PACKET's ring size, AF_XDP without preferred busy
+ * polling; each only where USTACK_DEV does not set the key, nothing for other devices. */
+START_TEST(vdev_defaults)
+{
+    ck_assert_str_eq(dio__vdev_defaults("net_af_xdp0,iface=veth0"), ",busy_budget=0");
+    ck_assert_str_eq(dio__vdev_defaults("net_af_xdp"), ",busy_budget=0");
+    ck_assert_str_eq(dio__vdev_defaults("net_af_xdp0,iface=veth0,busy_budget=64"), "");
+    ck_assert_str_eq(dio__vdev_defaults("net_af_packet0,iface=veth0"), ",framecnt=4096");
+    ck_assert_str_eq(dio__vdev_defaults("net_af_packet0,iface=veth0,framecnt=512"), "");
+    ck_assert_str_eq(dio__vdev_defaults("net_tap0"), "");
+    ck_assert_str_eq(dio__vdev_defaults("net_memif0,role=server"), "");
+}
+END_TEST
+
 /* The AF_XDP driver (DPDK 22.11) takes populated_size x object size bytes from the pool's
  * first page as its UMEM. Without hugepages, rte_pktmbuf_pool_create puts one 2.4 KB mbuf
  * per 4 KiB page, so most of the pool lies beyond that (frames sent from those mbufs were
@@ -549,6 +563,7 @@ int main(void)
     tcase_add_test(tc, run_on_core);
     tcase_add_test(tc, idle_yield);
     tcase_add_test(tc, af_xdp_pool_inside_umem);
+    tcase_add_test(tc, vdev_defaults);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
