@@ -97,7 +97,6 @@ start() {
     return 1
 }
 
-
 # run SIDE CONNS: one measurement; appends a JSON line to $TMP/runs.
 run() {
     local side=$1 conns=$2 out
