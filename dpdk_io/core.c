@@ -442,6 +442,7 @@ static int idle_setup(struct dio_core *c)
         return -errno;
     c->rx_intr = false;
     if (c->rxq >= 0 && c->s->rx_intr) {
+        c->rx_sock = -1; /* a device's own interrupts come first */
         int fd = rte_eth_dev_rx_intr_ctl_q_get_fd(c->s->port, (uint16_t)c->rxq);
         if (fd >= 0) {
             ev.events = EPOLLIN;

@@ -429,9 +429,6 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
         if (family_socks(fam, fds, 2) == 1)
             s->cores[0].rx_sock = fds[0];
     }
-    if (s->rx_intr)
-        for (unsigned i = 0; i < ncores; i++)
-            s->cores[i].rx_sock = -1;
     /* IPv4 needs no multicast (ARP is broadcast), and promiscuity only costs; IPv6 needs the
      * all-nodes group and our solicited-node groups (neighbour discovery). */
     const char *mcast = join_ipv6_groups(s);
