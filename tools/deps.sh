@@ -6,7 +6,8 @@ PKGS="build-essential clang llvm libclang-rt-14-dev clang-format pkg-config chec
       libdpdk-dev dpdk-dev liburcu-dev libnuma-dev git
       iproute2 ethtool iputils-ping socat netcat-openbsd procps coreutils diffutils
       nginx-light apache2-utils curl python3 wrk hping3 python3-scapy tcpdump
-      gnuplot-nox valgrind shellcheck dnsmasq-base bind9-dnsutils redis-server redis-tools iperf3 memcached"
+      gnuplot-nox valgrind shellcheck dnsmasq-base bind9-dnsutils redis-server redis-tools iperf3 memcached
+      nodejs openssl wget"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
