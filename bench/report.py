@@ -28,7 +28,7 @@ import tempfile
 
 HZ = os.sysconf("SC_CLK_TCK")
 GROUP_ORDER = ["server", "client", "both", "bulk"]
-SCEN_ORDER = ["close", "ka", "wrk", "send1", "send4", "rr1", "start"]
+SCEN_ORDER = ["close", "ka", "wrk", "send1", "send4", "recv1", "rr1", "start"]
 LABEL = {
     ("server", "close"): "nginx, ab (a connection per request)",
     ("server", "ka"): "nginx, ab -k (keep-alive)",
@@ -38,6 +38,7 @@ LABEL = {
     ("both", "close"): "both ends, ab (a connection per request)",
     ("bulk", "send1"): "bulk-send to kserve, 1 stream",
     ("bulk", "send4"): "bulk-send to kserve, 4 streams",
+    ("bulk", "recv1"): "bulk-recv from kserve, 1 stream",
     ("bulk", "rr1"): "rr to kserve, 1 connection, 64 B",
 }
 
@@ -111,7 +112,7 @@ def parse_loadgen(text):
     except (ValueError, IndexError):
         return None
     r = {"loadgen": j, "failed_requests": j.get("errors", 0)}
-    if j.get("mode") == "bulk-send":
+    if j.get("mode") in ("bulk-send", "bulk-recv"):
         r["value"], r["units"] = j["gbps"], j["bytes"] / 1e9
     else:
         r["value"], r["units"] = j["tps"], j["transactions"]
@@ -208,7 +209,7 @@ def load_run(d):
 
 
 def unit_of(group, scen):
-    if scen.startswith("send"):
+    if scen.startswith("send") or scen.startswith("recv"):
         return "Gbit/s", "CPU-s per GB"
     if scen == "rr1":
         return "transactions/s", "CPU-us per transaction"

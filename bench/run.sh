@@ -20,8 +20,9 @@
 #           the veth through AF_XDP (--pair afxdp, default) or directly through a DPDK memif
 #           (--pair memif; the kernel pair still uses the veth)
 #   bulk    build/bench/kserve under LD_PRELOAD=libustack.so vs kserve on the kernel in S;
-#           build/bench/loadgen on the kernel in C: bulk-send 1 and 4 streams (Gbit/s) and
-#           rr, 1 connection, 64 B (transactions/s and latency p50/p99/p99.9)
+#           build/bench/loadgen on the kernel in C: bulk-send 1 and 4 streams and bulk-recv
+#           1 stream from kserve's source (kserve sending: ustack's transmit path) (Gbit/s),
+#           and rr, 1 connection, 64 B (transactions/s and latency p50/p99/p99.9)
 # The kernel-to-kernel runs (nginx and the client both on the kernel) are one measurement
 # per round, the kernel column of server, client and both alike (wrk: of both). Order in a
 # round: nginx under ustack (server; then both, the client under ustack too), nginx moved
@@ -626,10 +627,11 @@ phase_bulk() {
     ip netns exec "$NS_C" timeout 20 "$BIN/loadgen" --mode rr --server "$IP_S" --port 7 \
         --conns 1 --max 100 --seconds 5 >"$d/warmup.out" 2>&1 ||
         log "warm-up failed: $(tail -n 1 "$d/warmup.out")"
-    for sc in send1 send4 rr1; do
+    for sc in send1 send4 recv1 rr1; do
         case $sc in
             send1) set -- --mode bulk-send --port 9 --conns 1 ;;
             send4) set -- --mode bulk-send --port 9 --conns 4 ;;
+            recv1) set -- --mode bulk-recv --port 19 --conns 1 ;;
             rr1) set -- --mode rr --port 7 --conns 1 --size 64 ;;
         esac
         measure bulk "$sc" "$side" "$r" "$6" loadgen "$cores" k -- \

@@ -119,6 +119,31 @@ START_TEST(random_vs_reference)
 }
 END_TEST
 
+/* Data longer than one run of SIMD blocks (csum.c's CSUM_SSE_RUN of 32-byte blocks, 512 KiB),
+ * all 0xff so every lane is as full as it gets, and random, at odd lengths and offsets. */
+START_TEST(long_runs)
+{
+    size_t size = (3u << 20) + 64;
+    uint8_t *buf = malloc(size);
+    ck_assert_ptr_nonnull(buf);
+    unsigned seed = 7;
+    for (int fill = 0; fill < 2; fill++) {
+        for (size_t i = 0; i < size; i++)
+            buf[i] = fill == 0 ? 0xff : (uint8_t)rand_r(&seed);
+        const size_t lens[] = {
+            128, 129, 160, 1448, 65535, 512 * 1024, 512 * 1024 + 32, (1u << 20) + 7, 3u << 20};
+        for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
+            for (size_t off = 0; off < 3; off++) {
+                uint16_t want = ref_csum(0x1234, buf + off, lens[k]);
+                uint16_t got = stk__csum_fold(stk__csum_add(0x1234, buf + off, lens[k]));
+                ck_assert_msg(got == want, "fill %d off %zu len %zu: got %04x want %04x", fill, off,
+                              lens[k], got, want);
+            }
+    }
+    free(buf);
+}
+END_TEST
+
 START_TEST(chained_pieces)
 {
     uint8_t buf[1501];
@@ -159,6 +184,7 @@ int main(void)
     tcase_add_test(tc, tcp_pseudo_header);
     tcase_add_test(tc, fold_edges);
     tcase_add_test(tc, random_vs_reference);
+    tcase_add_test(tc, long_runs);
     tcase_add_test(tc, chained_pieces);
     tcase_add_test(tc, odd_length);
     suite_add_tcase(s, tc);
