@@ -9,6 +9,7 @@
 #undef _FORTIFY_SOURCE
 #include "preload.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -132,19 +133,61 @@ void ustack__init(void)
     pthread_once(&init_once, init);
 }
 
-/* USTACK_ATTACH_EARLY=1: attach (spawning ustackd) when the program starts rather than at
- * its first socket, so that the workers it starts before it makes one share its region and
- * can take the connections it passes them (node's cluster, docs/preload.md "Passing
- * sockets"). */
-static bool attach_early(void)
+/* USTACK_ATTACH_EARLY: when a program attaches (spawning ustackd) before its first socket,
+ * so that the workers it starts before it makes one share its region and can take the
+ * connections it passes them (node's cluster, docs/preload.md "Passing sockets").
+ * EARLY_START (1, on): when it starts. EARLY_FORK (unset, the default): when it starts a
+ * process (fork, vfork, a fork-like clone, posix_spawn) while it holds a Unix socket, the
+ * only way it can pass the child a socket later. EARLY_NEVER (0, off): at its first
+ * socket only. */
+enum { EARLY_NEVER, EARLY_FORK, EARLY_START };
+static int attach_early(void)
 {
     const char *v = getenv("USTACK_ATTACH_EARLY");
-    if (!v || !*v || !strcmp(v, "0") || !strcmp(v, "off") || !ustack__enabled())
-        return false;
+    if (!ustack__enabled())
+        return EARLY_NEVER;
+    if (!v || !*v)
+        return EARLY_FORK;
+    if (!strcmp(v, "0") || !strcmp(v, "off"))
+        return EARLY_NEVER;
     if (!strcmp(v, "1") || !strcmp(v, "on"))
-        return true;
+        return EARLY_START;
     shim_warn_once("early", "USTACK_ATTACH_EARLY=%.64s: expected 0 or 1; ignored", v);
-    return false;
+    return EARLY_FORK;
+}
+
+/* True when one of this process's files is a Unix socket (/proc/self/fd; false when that
+ * cannot be read). */
+static bool holds_unix_socket(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return false;
+    bool found = false;
+    int self = dirfd(d);
+    struct dirent *de;
+    while (!found && (de = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(de->d_name, &end, 10);
+        if (*end || end == de->d_name || fd == self || fd < 0 || fd > INT_MAX)
+            continue;
+        int dom = 0;
+        socklen_t len = sizeof(dom);
+        found = REAL(getsockopt)((int)fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) == 0 && dom == AF_UNIX;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Before a new process starts: a process not attached yet that holds a Unix socket attaches
+ * now (EARLY_FORK), so the child shares its region. A failure is said once, as at a
+ * socket(), and the child starts all the same. */
+static void attach_for_child(void)
+{
+    if (shim_attached() || ustack__attaching() || attach_early() != EARLY_FORK ||
+        !holds_unix_socket())
+        return;
+    (void)ustack__attach();
 }
 
 __attribute__((constructor)) static void ustack_ctor(void)
@@ -157,7 +200,7 @@ __attribute__((constructor)) static void ustack_ctor(void)
         shim_adopt(fds);
     if (fds)
         unsetenv("USTACK_FDS");
-    else if (attach_early())
+    else if (attach_early() == EARLY_START)
         ustack__attach(); /* a failure is printed once and returned by socket() */
 }
 
@@ -506,6 +549,7 @@ static bool fork_like(unsigned long flags, unsigned long stack)
 
 static long clone_as_fork(long (*real)(long, ...), long n, const long a[6], unsigned long flags)
 {
+    attach_for_child();
     shim_fork_prepare();
     shim_fork_hook_begin();
     long p = real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
@@ -952,6 +996,7 @@ HOOK sighandler_t __sysv_signal(int sig, sighandler_t h)
 
 static pid_t do_fork(void)
 {
+    attach_for_child();
     shim_fork_hook_begin();
     pid_t p = REAL(fork)();
     if (p != 0)
@@ -1043,6 +1088,7 @@ HOOK int fexecve(int fd, char *const argv[], char *const envp[])
 static int do_spawn(bool search, pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
+    attach_for_child();
     char **env = shim_attached() ? ustack__exec_env(envp, NULL) : NULL;
     char *const *e = env ? env : envp;
     int r = search ? REAL(posix_spawnp)(pid, path, fa, attr, argv, e)

@@ -50,6 +50,8 @@ void ustack__families(bool *v4, bool *v6);
 /* Attaches to ustackd, spawning it if need be (docs/shm.md "Start-up"): 0 or -errno. The
  * first failure is printed once and returned from then on. */
 int ustack__attach(void);
+/* True while this thread is inside ustack__attach (its spawn clones through our hooks). */
+bool ustack__attaching(void);
 int ustack__attach_running(void);
 /* The path of ustackd to spawn (USTACK_STACKD, else next to libustack.so). */
 const char *ustack__stackd_path(void);

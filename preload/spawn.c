@@ -696,12 +696,22 @@ int ustack__attach_running(void)
     return rc;
 }
 
+/* Set while this thread attaches: the spawn's own clone comes through the syscall hook, and
+ * must not try to attach again (preload.c attach_for_child). */
+static __thread bool attaching;
+
+bool ustack__attaching(void)
+{
+    return attaching;
+}
+
 int ustack__attach(void)
 {
     int st = __atomic_load_n(&attach_state, __ATOMIC_ACQUIRE);
     if (st)
         return st < 0 ? st : 0;
     pthread_mutex_lock(&attach_lock);
+    attaching = true;
     if (!attach_state) {
         ustack__init();
         int rc;
@@ -721,6 +731,7 @@ int ustack__attach(void)
         __atomic_store_n(&attach_state, rc < 0 ? rc : 1, __ATOMIC_RELEASE);
     }
     st = attach_state;
+    attaching = false;
     pthread_mutex_unlock(&attach_lock);
     return st < 0 ? st : 0;
 }

@@ -274,6 +274,38 @@ static bool next_right(const struct msghdr *msg, struct cmsghdr **c, size_t *i, 
     return false;
 }
 
+/* The identity of the eventfd behind fd, the same in sender and receiver. Every eventfd
+ * shares one anonymous inode, so (st_dev, st_ino) tells none apart: with two passes in
+ * flight a receiver took the other one's socket (node's cluster under `ab -c 20`: a request
+ * answered on no connection). Where the kernel shows the eventfd's own id (Linux 6.0 on,
+ * "eventfd-id:" in /proc/self/fdinfo) that id stands in for the inode, under a device
+ * number no file has; else (dev, ino) as before. */
+#define EFD_ID_DEV UINT64_MAX
+static bool eventfd_id(int fd, uint64_t *id)
+{
+    char path[48], buf[512];
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return false;
+    ssize_t n = C.sys.read(f, buf, sizeof(buf) - 1);
+    C.sys.close(f);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    static const char key[] = "\neventfd-id:";
+    const char *p = strstr(buf, key);
+    if (!p)
+        return false;
+    p += sizeof(key) - 1;
+    char *end;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (end == p)
+        return false;
+    *id = v;
+    return true;
+}
+
 static bool file_id(int fd, uint64_t *dev, uint64_t *ino)
 {
     struct stat st;
@@ -281,6 +313,11 @@ static bool file_id(int fd, uint64_t *dev, uint64_t *ino)
         return false;
     *dev = st.st_dev;
     *ino = st.st_ino;
+    uint64_t id;
+    if (eventfd_id(fd, &id)) {
+        *dev = EFD_ID_DEV;
+        *ino = id;
+    }
     return true;
 }
 

@@ -7,7 +7,10 @@
 #             -c 100` and `ab -n 2000 -c 50` with no failed or non-2xx request, node's own
 #             client (2,000 keep-alive GETs, 300 connections, 20 parallel 256 KiB echoes) all
 #             answered right; then the server's count of GETs is exactly the number sent (none
-#             lost or served twice). The same client under ustack against a kernel node server;
+#             lost or served twice). node's cluster (helpers/node_cluster.js): a primary
+#             that starts two workers before any socket and passes them each connection;
+#             `ab -n 2000 -c 20` with nothing failed, both workers answer, one ustackd. The
+#             same client under ustack against a kernel node server;
 #   tls     - openssl s_server -www (OpenSSL's own sockets and BIOs) under ustack: curl -k
 #             over TLS three times, and `openssl s_time -new` for 3 s completes connections
 #             with no error; curl and openssl s_client under ustack against a kernel s_server;
@@ -108,6 +111,18 @@ expect "node: node's client from the kernel side" "good 2320 of 2320" \
 # curl 1 + ab 5000 + 2000 + node's client 2000 + 300: every GET of / served exactly once.
 expect "node: GETs of / the server counted" 9301 "$(net_k curl -s --max-time 10 "http://$IP_U:8080/count")"
 proc_alive "$SP" || net_softfail "node under ustack exited: $(tail -n 3 "$NET_TMPD/node.out" | tr '\n' ' ')"
+stop_bg "$SP"
+
+# node's cluster: the primary forks two workers before it has a socket, then passes them
+# every connection it accepts. They share its region because it attaches when it starts them
+# while it holds their IPC channel (USTACK_ATTACH_EARLY unset, docs/preload.md "Passing
+# sockets"): both workers answer, nothing fails.
+u_server cluster 8082 node "$HELP/node_cluster.js" "$IP_U" 8082
+wait_for 20 grep -q '^listening' "$NET_TMPD/cluster.out" || net_softfail "cluster: the workers did not both listen: $(tail -n 3 "$NET_TMPD/cluster.out" | tr '\n' ' ')"
+ab_ok cluster 2000 -c 20 "http://$IP_U:8082/"
+seen=$(for i in 1 2 3 4 5 6; do net_k curl -s --max-time 10 "http://$IP_U:8082/"; done | sort -u | paste -sd, -)
+expect "cluster: the workers that answered six curls" "worker 1,worker 2" "$seen"
+expect "cluster: ustackd processes for the primary and its workers" 1 "$(u_stackds | wc -l)"
 stop_bg "$SP"
 
 u_reset

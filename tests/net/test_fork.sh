@@ -25,7 +25,7 @@
 #             the child then slept for ever (seen as a rare stall under load).
 #   early    - a Python server under ustack starts a worker (a separate program) before
 #             it makes any socket, then passes an accepted connection to it (SCM_RIGHTS):
-#             with USTACK_ATTACH_EARLY=1 the worker echoes it; without, it cannot take it.
+#             with USTACK_ATTACH_EARLY=1 or unset the worker echoes it; with =0 it cannot.
 #   stalled  - a preloaded Python client, with its ustackd stopped: socket(), its close(),
 #             and a second socket's non-blocking connect() return within 1 s (EINPROGRESS);
 #             after SIGCONT that connection echoes through a kernel socat, with one
@@ -310,9 +310,10 @@ stop_bg "$STP"
 # ---------------------------------------------------------------- early (passing to workers)
 # A server that starts its worker before it makes any socket, then passes each accepted
 # connection to it over a Unix socket (node's cluster does this). Under
-# USTACK_ATTACH_EARLY=1 the server attaches at start, the worker inherits its region and
-# takes the connection (echoes it); without it the worker attaches on its own and gets a
-# bare eventfd (ENOTSOCK), which is the documented limit.
+# USTACK_ATTACH_EARLY=1 the server attaches at start; by default (the variable unset) it
+# attaches when it starts the worker while holding the Unix socket: either way the worker
+# inherits its region and takes the connection (echoes it). With USTACK_ATTACH_EARLY=0 the
+# worker attaches on its own and gets a bare eventfd (ENOTSOCK), the documented limit.
 P_EARLY=7104
 wait_until 10 u_no_stackd || true
 cat >"$D/early.py" <<'EOF_PY'
@@ -346,26 +347,28 @@ socket.send_fds(a, [b"h"], [c.fileno()])
 c.close()
 w.wait(timeout=20)
 EOF_PY
-for mode in 1 0; do
+for mode in 1 unset 0; do
     rm -f "$D/early.ready" "$D/early.res"
     u_env "$KIND" "early$mode"
-    u_bg "${U_ENV[@]}" USTACK_ATTACH_EARLY=$mode timeout -k 2 40 "$PY" "$D/early.py" "$P_EARLY" "$D" server \
+    early=("USTACK_ATTACH_EARLY=$mode")
+    [ "$mode" = unset ] && early=()
+    u_bg "${U_ENV[@]}" "${early[@]}" timeout -k 2 40 "$PY" "$D/early.py" "$P_EARLY" "$D" server \
         </dev/null >/dev/null 2>"$NET_TMPD/early$mode.err"
     EP=$U_BG
     wait_until 30 test -e "$D/early.ready" || net_fail "early: the server did not start: $(tail -c 300 "$NET_TMPD/early$mode.err")"
     got=$(echo hello | net_k timeout 10 socat -t 5 - "TCP:$IP_U:$P_EARLY,connect-timeout=5" 2>/dev/null) || true
     wait_until 20 test -e "$D/early.res" || true
     res=$(cat "$D/early.res" 2>/dev/null)
-    if [ "$mode" = 1 ]; then
+    if [ "$mode" != 0 ]; then
         if [ "$got" = HELLO ] && [ "$res" = echoed ]; then
-            net_log "early: USTACK_ATTACH_EARLY=1: the worker started before any socket took the passed connection and echoed it"
+            net_log "early: USTACK_ATTACH_EARLY $mode: the worker started before any socket took the passed connection and echoed it"
         else
-            net_softfail "early: USTACK_ATTACH_EARLY=1: got '$got', worker '$res': $(tail -c 300 "$NET_TMPD/early$mode.err")"
+            net_softfail "early: USTACK_ATTACH_EARLY $mode: got '$got', worker '$res': $(tail -c 300 "$NET_TMPD/early$mode.err")"
         fi
     elif [ "$got" != HELLO ] && [ -n "$res" ] && [ "$res" != echoed ]; then
-        net_log "early: without it the worker cannot take the connection, as documented ($res)"
+        net_log "early: with USTACK_ATTACH_EARLY=0 the worker cannot take the connection, as documented ($res)"
     else
-        net_softfail "early: without USTACK_ATTACH_EARLY: got '$got', worker '$res' (the documented limit changed?)"
+        net_softfail "early: USTACK_ATTACH_EARLY=0: got '$got', worker '$res' (the documented limit changed?)"
     fi
     stop_bg "$EP"
     wait_until 10 u_no_stackd || true

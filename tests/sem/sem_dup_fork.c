@@ -510,6 +510,61 @@ static void pass_over_unix(void)
     }
 }
 
+/* Local port of socket fd, 0 on error. */
+static unsigned local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+        return 0;
+    return ntohs(a.sin_port);
+}
+
+/* Two connections in flight at once over two Unix sockets, taken by the receiver in the
+ * other order (node's cluster hands connections to two workers at once): each received fd
+ * must be the connection that was sent over its Unix socket. All eventfds share one
+ * anonymous inode, and the receiver matched the messages by (st_dev, st_ino), so it took the
+ * first connection for the second (the library before 2026-11-28 failed here). */
+static void pass_two_in_flight(void)
+{
+    int u1[2], u2[2];
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, u1));
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, u2));
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        close(u1[0]);
+        close(u2[0]);
+        /* Both are in flight before we take either: both Unix sockets readable. */
+        struct pollfd p1 = {u1[1], POLLIN, 0}, p2 = {u2[1], POLLIN, 0};
+        if (poll(&p1, 1, 10000) != 1 || poll(&p2, 1, 10000) != 1)
+            _exit(2);
+        int b = recv_fd(u2[1]), a = recv_fd(u1[1]);
+        unsigned short want[2];
+        if (a < 0 || b < 0 || read(u1[1], &want[0], 2) != 2 || read(u2[1], &want[1], 2) != 2)
+            _exit(3);
+        if (local_port(a) != want[0] || local_port(b) != want[1])
+            _exit(4);
+        _exit(roundtrip(a, "first") < 0 || roundtrip(b, "second") < 0 ? 5 : 0);
+    }
+    close(u1[1]);
+    close(u2[1]);
+    int a = sem_connect_peer(SEM_P_ECHO), b = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0 && b >= 0, "connect");
+    unsigned short pa = (unsigned short)local_port(a), pb = (unsigned short)local_port(b);
+    CHECK(pa && pb && pa != pb, "local ports %u %u", pa, pb);
+    CHECK_OK(send_fd(u1[0], a));
+    CHECK_OK(send_fd(u2[0], b));
+    sem_close(a);
+    sem_close(b);
+    /* The ports after the fds, each over its own Unix socket. */
+    CHECK(write(u1[0], &pa, 2) == 2 && write(u2[0], &pb, 2) == 2, "ports");
+    int rc = wait_child(pid, 15000);
+    close(u1[0]);
+    close(u2[0]);
+    CHECK(rc == 0, "receiver failed (%d: 4 = a received fd is another connection)", rc);
+}
+
 /* An exec'ed program inherits the socket (and not the FD_CLOEXEC one) and can write on it. */
 
 static void exec_inherits(void)
@@ -692,6 +747,7 @@ int main(int argc, char **argv)
     SEM_RUN(raw_clone_child);
     SEM_RUN(socket_fork_parent_exits);
     SEM_RUN(pass_over_unix);
+    SEM_RUN(pass_two_in_flight);
     SEM_RUN(exec_inherits);
     SEM_RUN(sandboxed_child);
     return sem_done();
