@@ -306,18 +306,24 @@ static bool eventfd_id(int fd, uint64_t *id)
     return true;
 }
 
-static bool file_id(int fd, uint64_t *dev, uint64_t *ino)
+static bool stat_id(int fd, uint64_t *dev, uint64_t *ino)
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
         return false;
     *dev = st.st_dev;
     *ino = st.st_ino;
+    return true;
+}
+
+/* What the sender records: the eventfd's id where the kernel shows it, else (dev, ino). */
+static bool file_id(int fd, uint64_t *dev, uint64_t *ino)
+{
     uint64_t id;
-    if (eventfd_id(fd, &id)) {
-        *dev = EFD_ID_DEV;
-        *ino = id;
-    }
+    if (!eventfd_id(fd, &id))
+        return stat_id(fd, dev, ino);
+    *dev = EFD_ID_DEV;
+    *ino = id;
     return true;
 }
 
@@ -439,12 +445,19 @@ int shim_pass_recv(const struct msghdr *msg)
     struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg);
     size_t i = 0;
     for (int fd; next_right(msg, &c, &i, &fd);) {
-        uint64_t dev, ino;
-        if (!file_id(fd, &dev, &ino))
+        /* Either key: a sender that could not read its fdinfo (out of fds) recorded the
+         * inode, and then the first entry with it is taken, as before eventfd-id. */
+        uint64_t dev, ino, id;
+        if (!stat_id(fd, &dev, &ino))
             continue;
+        bool has_id = eventfd_id(fd, &id);
         for (uint32_t k = 0; k < SHM_NPASS; k++) {
             struct shm_pass *ps = &h->pass[k];
-            if (SHIM_LOAD(&ps->state) != SHM_PASS_INFLIGHT || ps->dev != dev || ps->ino != ino)
+            if (SHIM_LOAD(&ps->state) != SHM_PASS_INFLIGHT)
+                continue;
+            bool same =
+                ps->dev == EFD_ID_DEV ? has_id && ps->ino == id : ps->dev == dev && ps->ino == ino;
+            if (!same)
                 continue;
             uint32_t st = SHM_PASS_INFLIGHT;
             if (!atomic_compare_exchange_strong(&ps->state, &st, SHM_PASS_CLAIMING))

@@ -20,7 +20,7 @@
 #   wget    - wget under ustack fetches 5 MB from a kernel `python3 -m http.server`, equal.
 # Every program is bounded (timeout); teardown kills whatever still runs in the namespaces.
 # A failed check is reported (with the tail of ustackd's log) and the other checks still run.
-# About 40 s. Knobs: NET_APPS_KIND (device, default af_xdp), LIBUSTACK.
+# About 25 s. Knobs: NET_APPS_KIND (device, default af_xdp), LIBUSTACK.
 # net-timeout: 300
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
