@@ -446,17 +446,20 @@ int shim_pass_recv(const struct msghdr *msg)
     size_t i = 0;
     for (int fd; next_right(msg, &c, &i, &fd);) {
         /* Either key: a sender that could not read its fdinfo (out of fds) recorded the
-         * inode, and then the first entry with it is taken, as before eventfd-id. */
-        uint64_t dev, ino, id;
+         * inode, and then the first entry with it is taken, as before eventfd-id. The
+         * fdinfo is read only once an entry in flight asks for the id. */
+        uint64_t dev, ino, id = 0;
         if (!stat_id(fd, &dev, &ino))
             continue;
-        bool has_id = eventfd_id(fd, &id);
+        int has_id = -1; /* not read yet */
         for (uint32_t k = 0; k < SHM_NPASS; k++) {
             struct shm_pass *ps = &h->pass[k];
             if (SHIM_LOAD(&ps->state) != SHM_PASS_INFLIGHT)
                 continue;
-            bool same =
-                ps->dev == EFD_ID_DEV ? has_id && ps->ino == id : ps->dev == dev && ps->ino == ino;
+            if (ps->dev == EFD_ID_DEV && has_id < 0)
+                has_id = eventfd_id(fd, &id);
+            bool same = ps->dev == EFD_ID_DEV ? has_id > 0 && ps->ino == id
+                                              : ps->dev == dev && ps->ino == ino;
             if (!same)
                 continue;
             uint32_t st = SHM_PASS_INFLIGHT;

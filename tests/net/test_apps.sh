@@ -71,6 +71,15 @@ k_server() {
     done
 }
 
+# u_client TAG CMD...: CMD under ustack (a ustackd of its own), its output and errors without
+# the library's `ustack:` lines.
+u_client() {
+    local tag=$1
+    shift
+    u_env "$KIND" "$tag"
+    u_exec "${U_ENV[@]}" "$@" 2>&1 | grep -v '^ustack' || true
+}
+
 # expect TAG WANT GOT: a check; GOT must equal WANT.
 expect() {
     if [ "$3" = "$2" ]; then net_log "$1: $3"; else net_softfail "$1: '$(head -c 300 <<<"$3" | tr '\n' ' ')', wanted '$2'"; fi
@@ -127,9 +136,8 @@ stop_bg "$SP"
 
 u_reset
 k_server nodek 8081 node "$HELP/node_http.js" server "$IP_K" 8081
-u_env "$KIND" nodecli
 expect "node: node's client under ustack against a kernel node server" "good 2320 of 2320" \
-    "$(u_exec "${U_ENV[@]}" timeout 90 node "$HELP/node_http.js" client "$IP_K" 8081 2000 300 20 2>&1 | grep -v '^ustack')"
+    "$(u_client nodecli timeout 90 node "$HELP/node_http.js" client "$IP_K" 8081 2000 300 20)"
 
 # ---------------------------------------------------------------- TLS (OpenSSL)
 
@@ -153,11 +161,10 @@ stop_bg "$SP"
 
 u_reset
 k_server tlsk 4434 openssl s_server -accept "$IP_K:4434" "${TLS[@]}"
-u_env "$KIND" tlscli
 expect "tls: curl -k under ustack against a kernel s_server" 1 \
-    "$(u_exec "${U_ENV[@]}" timeout 30 curl -sk "https://$IP_K:4434/" 2>/dev/null | grep -c 'Ciphers supported')"
+    "$(u_client tlscli timeout 30 curl -sk "https://$IP_K:4434/" | grep -c 'Ciphers supported')"
 expect "tls: openssl s_client under ustack" 1 \
-    "$( (printf 'GET / HTTP/1.0\r\n\r\n'; sleep 3) | u_exec "${U_ENV[@]}" timeout 30 openssl s_client -connect "$IP_K:4434" -quiet 2>/dev/null | grep -c 'Ciphers supported')"
+    "$( (printf 'GET / HTTP/1.0\r\n\r\n'; sleep 3) | u_client tlscli timeout 30 openssl s_client -connect "$IP_K:4434" -quiet | grep -c 'Ciphers supported')"
 
 # ---------------------------------------------------------------- Python asyncio
 
@@ -168,17 +175,15 @@ stop_bg "$SP"
 
 u_reset
 k_server asynciok 7001 python3 "$HELP/async_echo.py" server "$IP_K" 7001
-u_env "$KIND" asynciocli
 expect "asyncio: the client under ustack, 200 connections x 200,000 bytes" "good 200 of 200" \
-    "$(u_exec "${U_ENV[@]}" timeout 120 python3 "$HELP/async_echo.py" client "$IP_K" 7001 200 200000 2>&1 | grep -v '^ustack' | sed 's/ *$//')"
+    "$(u_client asynciocli timeout 120 python3 "$HELP/async_echo.py" client "$IP_K" 7001 200 200000 | sed 's/ *$//')"
 
 # ---------------------------------------------------------------- wget
 
 mkdir -p "$NET_TMPD/www"
 make_random "$NET_TMPD/www/f.bin" 5000000
 k_server httpk 8000 python3 -m http.server 8000 --bind "$IP_K" --directory "$NET_TMPD/www"
-u_env "$KIND" wget
-u_exec "${U_ENV[@]}" timeout 60 wget -q -O "$NET_TMPD/got.bin" "http://$IP_K:8000/f.bin" 2>&1 | grep -v '^ustack' || true
+u_client wget timeout 60 wget -q -O "$NET_TMPD/got.bin" "http://$IP_K:8000/f.bin"
 if cmp -s "$NET_TMPD/www/f.bin" "$NET_TMPD/got.bin"; then
     net_log "wget under ustack: 5 MB equal"
 else
