@@ -537,6 +537,70 @@ static void answer_run(struct dio_core *c)
     atomic_store_explicit(&c->run_state, RUN_DONE, memory_order_release);
 }
 
+/* ---- Receive backlog ------------------------------------------------------------------
+ * A device gives back a received frame's buffer only when the frame is taken from its
+ * ring: until then the frames the core has not taken use up the buffers the device may
+ * fill. AF_XDP's driver keeps 2048 buffers in the kernel's fill queue, a NIC its RX ring;
+ * when a connection storm outruns the core (ab -c 10000 against one stack core), those are
+ * soon all full and the device drops what comes next: the peer's SYN retransmissions too,
+ * which its Linux counts towards tcp_syn_retries, so its connect() fails after ~3 s
+ * (docs/benchmarks.md "The `ab -c 10000` failures"). So when a burst comes back full the
+ * core takes everything waiting into this FIFO (the driver refills its ring with fresh
+ * mbufs from the pool) and works through it oldest first, a burst per round as before:
+ * frames wait here instead of being dropped, as long as the pool keeps rxbl_reserve free
+ * mbufs for sending and the device. */
+
+static unsigned rx_burst(struct dio_core *c, struct rte_mbuf **pkts)
+{
+    uint16_t n = rte_eth_rx_burst(c->s->port, (uint16_t)c->rxq, pkts, DIO_BURST);
+    if (n) {
+        c->ctr.rx_bursts++;
+        c->ctr.rx_pkts += n;
+    }
+    return n;
+}
+
+/* Moves what the device holds into the backlog, while both have room. */
+static void rx_backlog_fill(struct dio_core *c)
+{
+    struct rte_mbuf *tmp[DIO_BURST];
+    /* rte_mempool_avail_count reads every lcore's cache (RTE_MAX_LCORE cache lines): only
+     * once the backlog holds a quarter of the pool. Each burst takes at most DIO_BURST
+     * mbufs from the pool, so the reserve holds within a few bursts of exact. */
+    if (rte_ring_count(c->rxbl) >= c->rxbl_check &&
+        rte_mempool_avail_count(c->pool) < c->rxbl_reserve + DIO_BURST) {
+        c->ctr.rx_backlog_full++;
+        return;
+    }
+    for (unsigned k = 0; k < 64; k++) {
+        if (rte_ring_free_count(c->rxbl) < DIO_BURST) {
+            c->ctr.rx_backlog_full++;
+            return;
+        }
+        unsigned n = rx_burst(c, tmp);
+        if (n)
+            rte_ring_sp_enqueue_bulk(c->rxbl, (void **)tmp, n, NULL);
+        c->ctr.rx_backlogged += n;
+        if (n < DIO_BURST)
+            return;
+    }
+}
+
+/* This round's frames, at most DIO_BURST, oldest first. */
+static unsigned rx_take(struct dio_core *c, struct rte_mbuf **pkts)
+{
+    if (!c->rxbl)
+        return rx_burst(c, pkts);
+    if (rte_ring_empty(c->rxbl)) {
+        unsigned n = rx_burst(c, pkts);
+        if (n == DIO_BURST)
+            rx_backlog_fill(c);
+        return n;
+    }
+    rx_backlog_fill(c);
+    return rte_ring_sc_dequeue_burst(c->rxbl, (void **)pkts, DIO_BURST, NULL);
+}
+
 /* One pass: returns how much work it found. */
 static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
 {
@@ -546,10 +610,8 @@ static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
     /* Both bursts below are one receive burst for the engine: one ACK per connection. */
     stk_rx_begin(c->e);
     if (c->rxq >= 0) {
-        uint16_t n = rte_eth_rx_burst(s->port, (uint16_t)c->rxq, pkts, DIO_BURST);
+        unsigned n = rx_take(c, pkts);
         if (n) {
-            c->ctr.rx_bursts++;
-            c->ctr.rx_pkts += n;
             if (unlikely(c->pcap != NULL))
                 dio__pcap_rx(c, pkts, n);
             rx_frames(c, pkts, n, now);
@@ -729,6 +791,16 @@ int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, ch
             if (!c->txfwd)
                 rc = -ENOMEM;
         }
+        if (c->rxq >= 0 && rc == 0) {
+            /* Room for every mbuf of the pool; the reserve is what really bounds it. */
+            snprintf(name, sizeof(name), "ustk%u_rb%u", s->port, i);
+            c->rxbl = rte_ring_create(name, rte_align32pow2(s->conf.mbufs), sock,
+                                      RING_F_SP_ENQ | RING_F_SC_DEQ);
+            c->rxbl_reserve = c->pool->size / 8;
+            c->rxbl_check = c->pool->size / 4;
+            if (!c->rxbl)
+                rc = -ENOMEM;
+        }
         if (!c->steer)
             rc = -ENOMEM;
         if (rc)
@@ -809,8 +881,10 @@ void dio_stack_destroy(struct dio_stack *s)
         struct dio_core *c = &s->cores[i];
         drain_ring(c->steer);
         drain_ring(c->txfwd);
+        drain_ring(c->rxbl);
         rte_ring_free(c->steer);
         rte_ring_free(c->txfwd);
+        rte_ring_free(c->rxbl);
         for (unsigned k = 0; k < c->ntx; k++)
             rte_pktmbuf_free(c->txbuf[k]);
         if (c->e)

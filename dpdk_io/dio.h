@@ -72,6 +72,8 @@ struct dio_stack_conf {
     X(rx_drop_steer) \
     X(rx_arp_copies) \
     X(rx_reasm_steered) \
+    X(rx_backlogged) \
+    X(rx_backlog_full) \
     X(tx_pkts) \
     X(tx_bursts) \
     X(tx_forwarded) \
