@@ -211,6 +211,7 @@ struct stk_tcp {
     uint32_t nsd_free;
     struct stk_tcb **conn_hash;
     uint32_t conn_mask;
+    uint64_t hkey[10]; /* the connection hash's key (tcp_conn.c "Lookup") */
     struct stk_tcb *listen_hash[256];
     struct stk_tcb *bind_hash[1024];
     struct stk_tcb *ev_head; /* sockets with readiness to report */
@@ -230,6 +231,8 @@ stk_time_t stk__tcp_next_timer(const struct stk_engine *e);
 struct stk_tcb *stk__tcb_new(struct stk_engine *e);
 void stk__tcb_free(struct stk_engine *e, struct stk_tcb *t);
 void stk__set_state(struct stk_engine *e, struct stk_tcb *t, enum stk_tcp_state s);
+/* The connection hash bucket t is in (tests). */
+uint32_t stk__conn_bucket(const struct stk_engine *e, const struct stk_tcb *t);
 void stk__conn_insert(struct stk_engine *e, struct stk_tcb *t);
 void stk__conn_remove(struct stk_engine *e, struct stk_tcb *t);
 struct stk_tcb *stk__conn_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
@@ -267,6 +270,10 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t);
 /* RFC 6528 ISN of t's 4-tuple at now; with swap, the reversed tuple (the timestamp offset is
  * stk__isn(e, t, true, 0)). */
 uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now);
+/* Our timestamp value for a cookie SYN-ACK, carrying the peer's window scale (-1: none)
+ * and SACK-permitted; and what the handshake ACK's TSecr says of them. */
+uint32_t stk__cookie_ts(stk_time_t now, int ws, bool sack);
+void stk__cookie_ts_decode(uint32_t tsecr, int *ws, bool *sack);
 uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_t mss,
                           stk_time_t now);
 /* Returns the MSS encoded by a valid cookie, or 0. */

@@ -30,6 +30,10 @@ int stk__tcp_create(struct stk_engine *e)
     tcp->nsd_free = n;
     tcp->conn_mask = buckets - 1;
     tcp->port_cursor = stk__get32(e->cfg.secret);
+    for (unsigned i = 0; i < sizeof(tcp->hkey) / sizeof(tcp->hkey[0]); i++) {
+        uint8_t in[6] = {'c', 'h', 'a', 's', 'h', (uint8_t)i};
+        tcp->hkey[i] = stk__siphash(e->cfg.secret, in, sizeof(in));
+    }
     e->tcp = tcp;
     return 0;
 }
@@ -219,19 +223,47 @@ void stk__set_state(struct stk_engine *e, struct stk_tcb *t, enum stk_tcp_state 
 
 /* ---- Lookup ------------------------------------------------------------------------------ */
 
-static uint32_t tuple_hash(uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport)
+/* The connection hash is keyed. A peer chooses its port and its address (an IPv6 peer a
+ * whole /64 of them, and stk__fold6 folds an address to 32 bits in a way anyone can undo),
+ * so with a fixed hash it could put every connection it opens into one chain and make each
+ * of its segments walk all of them. The hash is multilinear over 32-bit words with random
+ * 64-bit multipliers, h = (k0 + k1 w1 + ... + kn wn) mod 2^64, of which the high 32 bits
+ * are used: an almost strongly universal family (Lemire and Kaser, "Strongly universal
+ * string hashing is fast", 2014), so without the key two given tuples share a bucket about
+ * as often as random ones; a multiply per word. The keys come from the engine secret. */
+static uint32_t hash4(const struct stk_tcp *tcp, uint32_t lip, uint16_t lport, uint32_t rip,
+                      uint16_t rport)
 {
-    /* Multiplicative mixing is enough: the table is per core and ports are varied. Hostile
-     * peers cannot choose our ephemeral ports, and listeners' children vary by rip/rport. */
-    uint64_t h = ((uint64_t)rip << 32 | (uint32_t)rport << 16 | lport) ^ ((uint64_t)lip << 7);
-    h *= 0x9E3779B97F4A7C15ull;
+    const uint64_t *k = tcp->hkey;
+    uint64_t h = k[0] + k[1] * lip + k[2] * rip + k[3] * ((uint32_t)lport << 16 | rport);
     return (uint32_t)(h >> 32);
+}
+
+static uint32_t hash6(const struct stk_tcp *tcp, const uint8_t lip[16], uint16_t lport,
+                      const uint8_t rip[16], uint16_t rport)
+{
+    const uint64_t *k = tcp->hkey;
+    uint64_t h = k[0] + k[9] * ((uint32_t)lport << 16 | rport);
+    for (unsigned i = 0; i < 4; i++)
+        h += k[1 + i] * stk__get32(lip + 4 * i) + k[5 + i] * stk__get32(rip + 4 * i);
+    return (uint32_t)(h >> 32);
+}
+
+static uint32_t tcb_hash(const struct stk_tcp *tcp, const struct stk_tcb *t)
+{
+    return (t->flags & TF_V6) ? hash6(tcp, t->lip6, t->lport, t->rip6, t->rport)
+                              : hash4(tcp, t->lip, t->lport, t->rip, t->rport);
+}
+
+uint32_t stk__conn_bucket(const struct stk_engine *e, const struct stk_tcb *t)
+{
+    return tcb_hash(e->tcp, t) & e->tcp->conn_mask;
 }
 
 void stk__conn_insert(struct stk_engine *e, struct stk_tcb *t)
 {
     struct stk_tcp *tcp = e->tcp;
-    uint32_t b = tuple_hash(t->lip, t->lport, t->rip, t->rport) & tcp->conn_mask;
+    uint32_t b = tcb_hash(tcp, t) & tcp->conn_mask;
     t->hnext = tcp->conn_hash[b];
     tcp->conn_hash[b] = t;
     tcp->nconns++;
@@ -240,7 +272,7 @@ void stk__conn_insert(struct stk_engine *e, struct stk_tcb *t)
 void stk__conn_remove(struct stk_engine *e, struct stk_tcb *t)
 {
     struct stk_tcp *tcp = e->tcp;
-    uint32_t b = tuple_hash(t->lip, t->lport, t->rip, t->rport) & tcp->conn_mask;
+    uint32_t b = tcb_hash(tcp, t) & tcp->conn_mask;
     for (struct stk_tcb **pp = &tcp->conn_hash[b]; *pp; pp = &(*pp)->hnext) {
         if (*pp == t) {
             *pp = t->hnext;
@@ -255,7 +287,7 @@ struct stk_tcb *stk__conn_lookup(struct stk_engine *e, uint32_t lip, uint16_t lp
                                  uint16_t rport)
 {
     struct stk_tcp *tcp = e->tcp;
-    uint32_t b = tuple_hash(lip, lport, rip, rport) & tcp->conn_mask;
+    uint32_t b = hash4(tcp, lip, lport, rip, rport) & tcp->conn_mask;
     for (struct stk_tcb *t = tcp->conn_hash[b]; t; t = t->hnext)
         if (t->rip == rip && t->rport == rport && t->lport == lport && t->lip == lip &&
             !(t->flags & TF_V6))
@@ -268,7 +300,7 @@ struct stk_tcb *stk__conn_lookup6(struct stk_engine *e, const uint8_t lip[16], u
 {
     struct stk_tcp *tcp = e->tcp;
     uint32_t fl = stk__fold6(lip), fr = stk__fold6(rip);
-    uint32_t b = tuple_hash(fl, lport, fr, rport) & tcp->conn_mask;
+    uint32_t b = hash6(tcp, lip, lport, rip, rport) & tcp->conn_mask;
     for (struct stk_tcb *t = tcp->conn_hash[b]; t; t = t->hnext)
         if (t->rip == fr && t->rport == rport && t->lport == lport && t->lip == fl &&
             (t->flags & TF_V6) && memcmp(t->rip6, rip, 16) == 0 && memcmp(t->lip6, lip, 16) == 0)
@@ -439,7 +471,7 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
 {
     struct stk_tcp *tcp = e->tcp;
     uint32_t lo = e->cfg.port_lo, range = e->cfg.port_hi - lo + 1u;
-    uint32_t start = tcp->port_cursor + tuple_hash(0, 0, t->rip, t->rport);
+    uint32_t start = tcp->port_cursor + hash4(tcp, 0, 0, t->rip, t->rport);
     for (uint32_t i = 0; i < range; i++) {
         uint16_t port = (uint16_t)(lo + (start + i) % range);
         if (port_bound(e, port))
@@ -532,6 +564,29 @@ uint32_t stk__cookie_make(struct stk_engine *e, const struct stk_seg *s, uint16_
             idx = i;
     uint32_t slot = cookie_slot(now) & 31;
     return slot << 27 | idx << 24 | cookie_mac(e, s, slot, s->seq);
+}
+
+/* The cookie holds the MSS only. When the SYN carries timestamps, the low bits of our
+ * timestamp value in the cookie SYN-ACK carry what else the SYN asked for, as Linux does
+ * (cookie_init_timestamp): the peer's window scale (4 bits, 15 for none) and SACK-permitted
+ * (1 bit). The peer echoes them in the handshake ACK's TSecr, so a cookie connection keeps
+ * window scaling and SACK. The value is at most the clock's, so it never runs ahead of the
+ * timestamps the connection sends later (offset 0, the clock itself). */
+#define COOKIE_TS_MASK 31u
+
+uint32_t stk__cookie_ts(stk_time_t now, int ws, bool sack)
+{
+    uint32_t clock = (uint32_t)(now / STK_US_PER_MS);
+    uint32_t ts = (clock & ~COOKIE_TS_MASK) | (uint32_t)(ws >= 0 ? ws : 15) | (sack ? 16u : 0u);
+    if ((int32_t)(ts - clock) > 0)
+        ts -= COOKIE_TS_MASK + 1;
+    return ts;
+}
+
+void stk__cookie_ts_decode(uint32_t tsecr, int *ws, bool *sack)
+{
+    *ws = (tsecr & 15) == 15 ? -1 : (int)(tsecr & 15);
+    *sack = (tsecr & 16) != 0;
 }
 
 uint16_t stk__cookie_check(struct stk_engine *e, const struct stk_seg *s, stk_time_t now)

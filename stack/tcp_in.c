@@ -902,8 +902,20 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
         c.tos = l->tos; /* the SYN-ACK is sent with the listener's, as Linux */
         c.tclass = l->tclass;
         if (s->ts && !e->cfg.no_ts) {
+            /* The options ride in our timestamp (stk__cookie_ts); without timestamps the
+             * connection goes without window scaling and SACK, as on Linux. */
             c.flags |= TF_TS;
             c.ts_recent = s->tsval;
+            int ws = e->cfg.no_ws ? -1 : s->ws;
+            bool sack = s->sack_ok && !e->cfg.no_sack;
+            if (ws >= 0) {
+                c.flags |= TF_WS;
+                c.snd_ws = (uint8_t)ws;
+                c.rcv_ws = rcv_wscale_for(stk__rcvbuf_ceiling(e, l));
+            }
+            if (sack)
+                c.flags |= TF_SACK;
+            c.ts_offset = stk__cookie_ts(now, ws, sack) - (uint32_t)(now / STK_US_PER_MS);
         }
         uint16_t mss = clamp_mss(e, &c, s->mss);
         c.iss = stk__cookie_make(e, s, mss, now);
@@ -965,6 +977,16 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
         t->flags |= TF_TS;
         t->ts_recent = s->tsval;
         t->ts_recent_age = now;
+        int ws;
+        bool sack;
+        stk__cookie_ts_decode(s->tsecr, &ws, &sack);
+        if (ws >= 0 && !e->cfg.no_ws) {
+            t->flags |= TF_WS;
+            t->snd_ws = (uint8_t)ws;
+            t->rcv_ws = rcv_wscale_for(stk__rcvbuf_ceiling(e, l));
+        }
+        if (sack && !e->cfg.no_sack)
+            t->flags |= TF_SACK;
     }
     inherit_opts(t, l);
     t->snd_mss = mss;
@@ -975,7 +997,7 @@ static struct stk_tcb *cookie_child(struct stk_engine *e, struct stk_tcb *l,
     t->snd_buf_seq = s->ack;
     t->rcv_nxt = s->seq;
     t->rcv_adv = s->seq + stk__min32(t->rcvbuf_size, 65535);
-    t->snd_wnd = t->max_snd_wnd = s->wnd;
+    t->snd_wnd = t->max_snd_wnd = (uint32_t)s->wnd << t->snd_ws; /* scaled, unlike a SYN's */
     t->snd_wl1 = s->seq - 1;
     t->snd_wl2 = s->ack;
     stk__cc_init(&t->cc, (enum stk_cc_algo)t->cc_algo, t->snd_mss, now);

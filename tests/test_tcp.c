@@ -3130,6 +3130,54 @@ START_TEST(syn_cookies)
 }
 END_TEST
 
+/* A cookie SYN-ACK to a SYN with timestamps carries the peer's window scale and
+ * SACK-permitted in the low bits of its timestamp value (stk__cookie_ts), never ahead of the
+ * clock; the handshake ACK's echo restores them, so the cookie connection scales its windows
+ * and may use SACK like a queued one (as Linux's cookie_init_timestamp). */
+START_TEST(syn_cookies_keep_options)
+{
+    struct th *h = th_new();
+    h->lsd = listen_on(h, LPORT, 2);
+    for (int i = 0; i < 2; i++) {
+        h->pport = (uint16_t)(PPORT + 10 + i);
+        h->pseq = 1000u * (uint32_t)i;
+        peer_syn(h, &BARE);
+    }
+    h->pport = PPORT;
+    h->pseq = PEER_ISN;
+    const struct pkt_info *p = peer_syn(h, &FULL);
+    EQ(ctr(h)->tcp_syncookies_sent, 1);
+    REQUIRE(p->opt.ts && p->opt.sack_perm, "cookie SYN-ACK: %s", fmt(h, p));
+    EQ(p->opt.wscale, 2); /* as a queued connection's (128 KiB receive buffer) */
+    EQ(p->window, 65535);
+    uint32_t cookie_ts = p->opt.tsval;
+    EQ(cookie_ts & 31, 7 | 16);
+    REQUIRE((int32_t)(cookie_ts - (uint32_t)(h->now / MS)) <= 0, "timestamp %u ahead of %u",
+            cookie_ts, (uint32_t)(h->now / MS));
+    peer_ack(h);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_syncookies_ok, 1);
+    h->sd = stk_accept(h->e, h->now, h->lsd, NULL, NULL);
+    REQUIRE(h->sd >= 0, "accept %d", h->sd);
+    struct stk_tcp_info ti;
+    EQ(stk_tcp_info(h->e, h->sd, &ti), 0);
+    EQ(ti.options, 7);
+    EQ(ti.snd_wscale, 7);
+    EQ(ti.rcv_wscale, 2);
+    EQ(ti.snd_wnd, 65535u << 7);
+    /* Data both ways; our later timestamps do not go back behind the cookie's. */
+    peer_send(h, F_ACK | F_PSH, 10);
+    EQ(nread(h, h->sd), 10);
+    nodelay(h);
+    EQI(app_send(h, 5, 0), 5);
+    p = POP(h);
+    EQ(p->payload_len, 5);
+    REQUIRE(p->opt.ts && (int32_t)(p->opt.tsval - cookie_ts) >= 0, "tsval %u before %u",
+            p->opt.tsval, cookie_ts);
+    th_free(h);
+}
+END_TEST
+
 /* A listener (backlog 1) whose SYN queue a first peer (PPORT + 10) fills, so that the SYN
  * from PPORT (ISN PEER_ISN) is answered with a cookie (*cookie_pack: the peer's ACK for it);
  * then the first handshake completes, which fills the accept queue. */
@@ -3737,6 +3785,7 @@ int main(void)
     tcase_add_test(tc, time_wait_rst_at_rcv_nxt);
     tc = tcase(s, "syncookies");
     tcase_add_test(tc, syn_cookies);
+    tcase_add_test(tc, syn_cookies_keep_options);
     tcase_add_test(tc, syn_cookie_accept_queue_full);
     tcase_add_test(tc, syn_cookie_over_child);
     tcase_add_test(tc, syn_cookie_over_child_after_data);

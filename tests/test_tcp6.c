@@ -15,6 +15,7 @@
 
 #include "pkt.h"
 #include "stk_int.h"
+#include "tcp.h"
 #include "tn.h"
 #include "wire.h"
 
@@ -260,6 +261,76 @@ static uint32_t handshake6(struct tn *t, const uint8_t peer[16], const uint8_t d
 }
 
 /* ---- Tests ------------------------------------------------------------------------------ */
+
+/* The connection hash is keyed (tcp_conn.c "Lookup"): 4096 IPv6 peers of one /64 whose
+ * addresses all fold to the same 32 bits (the old fixed hash put every one of them in the same
+ * chain) spread over the 4096 buckets like random tuples, and an engine with another secret
+ * places them elsewhere; 4096 ports of one IPv4 peer spread the same way. */
+static unsigned max_load(const unsigned *n, unsigned buckets)
+{
+    unsigned m = 0;
+    for (unsigned i = 0; i < buckets; i++)
+        m = n[i] > m ? n[i] : m;
+    return m;
+}
+
+START_TEST(conn_hash_keyed)
+{
+    enum { N = 4096 };
+    struct stk_config c;
+    memset(&c, 0, sizeof(c));
+    c.max_socks = N;
+    memset(c.secret, 0x5a, sizeof(c.secret));
+    struct tn *a = tn_new_cfg(&c);
+    memset(&c, 0, sizeof(c));
+    c.max_socks = N;
+    memset(c.secret, 0xa5, sizeof(c.secret));
+    struct tn *b = tn_new_cfg(&c);
+    static unsigned na[N], nb[N], n4[N];
+    memset(na, 0, sizeof(na));
+    memset(nb, 0, sizeof(nb));
+    memset(n4, 0, sizeof(n4));
+    unsigned same = 0;
+    uint32_t fold0 = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        struct stk_tcb t;
+        memset(&t, 0, sizeof(t));
+        t.flags = TF_V6;
+        memcpy(t.lip6, US_GL, 16);
+        memcpy(t.rip6, PEER_GL, 16);
+        t.lport = 80;
+        t.rport = 40000;
+        uint32_t x = i * 2654435761u;
+        stk__put32(t.rip6 + 8, x);
+        stk__put32(t.rip6 + 12, x ^ 0x12345678u);
+        uint32_t f = stk__fold6(t.rip6);
+        if (i == 0)
+            fold0 = f;
+        ck_assert_uint_eq(f, fold0);
+        uint32_t ba = stk__conn_bucket(a->e, &t), bb = stk__conn_bucket(b->e, &t);
+        ck_assert_uint_lt(ba, N);
+        na[ba]++;
+        nb[bb]++;
+        same += ba == bb;
+
+        struct stk_tcb t4;
+        memset(&t4, 0, sizeof(t4));
+        t4.lip = US_IP4;
+        t4.rip = PEER_IP4;
+        t4.lport = 80;
+        t4.rport = (uint16_t)(1024 + i);
+        n4[stk__conn_bucket(a->e, &t4)]++;
+    }
+    /* 4096 random tuples in 4096 buckets: the fullest holds about 6 (more than 12 has a
+     * probability far below 1e-6). */
+    ck_assert_uint_le(max_load(na, N), 12);
+    ck_assert_uint_le(max_load(nb, N), 12);
+    ck_assert_uint_le(max_load(n4, N), 12);
+    ck_assert_uint_lt(same, 32); /* about 1 expected */
+    tn_free(a);
+    tn_free(b);
+}
+END_TEST
 
 START_TEST(passive_open_data_fin)
 {
@@ -1408,6 +1479,7 @@ static Suite *suite(void)
     Suite *s = suite_create("tcp6");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, conn_hash_keyed);
     tcase_add_test(tc, passive_open_data_fin);
     tcase_add_test(tc, active_open);
     tcase_add_test(tc, rst_for_closed_port);
