@@ -3075,20 +3075,27 @@ END_TEST
 
 /* ---- SYN cookies ------------------------------------------------------------------------- */
 
-START_TEST(syn_cookies)
+/* A listener (backlog 2) whose SYN queue two SYNs filled; the peer is set to PPORT with
+ * PEER_ISN, whose SYN will be answered with a cookie. */
+static struct th *full_synq(void)
 {
     struct th *h = th_new();
     h->lsd = listen_on(h, LPORT, 2);
-    /* Two SYNs fill the SYN queue. */
     for (int i = 0; i < 2; i++) {
         h->pport = (uint16_t)(PPORT + 10 + i);
         h->pseq = 1000u * (uint32_t)i;
         peer_syn(h, &BARE);
     }
     EQ(ctr(h)->tcp_syncookies_sent, 0);
-    /* The next SYN is answered statelessly. */
     h->pport = PPORT;
     h->pseq = PEER_ISN;
+    return h;
+}
+
+START_TEST(syn_cookies)
+{
+    /* Two SYNs fill the SYN queue; the next SYN is answered statelessly. */
+    struct th *h = full_synq();
     struct popts o = {1400, 7, true, false};
     const struct pkt_info *p = peer_syn(h, &o);
     EQ(ctr(h)->tcp_syncookies_sent, 1);
@@ -3136,15 +3143,7 @@ END_TEST
  * and may use SACK like a queued one (as Linux's cookie_init_timestamp). */
 START_TEST(syn_cookies_keep_options)
 {
-    struct th *h = th_new();
-    h->lsd = listen_on(h, LPORT, 2);
-    for (int i = 0; i < 2; i++) {
-        h->pport = (uint16_t)(PPORT + 10 + i);
-        h->pseq = 1000u * (uint32_t)i;
-        peer_syn(h, &BARE);
-    }
-    h->pport = PPORT;
-    h->pseq = PEER_ISN;
+    struct th *h = full_synq();
     const struct pkt_info *p = peer_syn(h, &FULL);
     EQ(ctr(h)->tcp_syncookies_sent, 1);
     REQUIRE(p->opt.ts && p->opt.sack_perm, "cookie SYN-ACK: %s", fmt(h, p));
