@@ -565,9 +565,9 @@ static void rx_backlog_fill(struct dio_core *c)
 {
     struct rte_mbuf *tmp[DIO_BURST];
     /* rte_mempool_avail_count reads every lcore's cache (RTE_MAX_LCORE cache lines): only
-     * once the backlog holds a quarter of the pool. Each burst takes at most DIO_BURST
-     * mbufs from the pool, so the reserve holds within a few bursts of exact. */
-    if (rte_ring_count(c->rxbl) >= c->rxbl_check &&
+     * once the backlog holds twice the reserve (a quarter of the pool). Each burst takes at
+     * most DIO_BURST mbufs from the pool, so the reserve holds within a few bursts of exact. */
+    if (rte_ring_count(c->rxbl) >= 2 * c->rxbl_reserve &&
         rte_mempool_avail_count(c->pool) < c->rxbl_reserve + DIO_BURST) {
         c->ctr.rx_backlog_full++;
         return;
@@ -589,8 +589,6 @@ static void rx_backlog_fill(struct dio_core *c)
 /* This round's frames, at most DIO_BURST, oldest first. */
 static unsigned rx_take(struct dio_core *c, struct rte_mbuf **pkts)
 {
-    if (!c->rxbl)
-        return rx_burst(c, pkts);
     if (rte_ring_empty(c->rxbl)) {
         unsigned n = rx_burst(c, pkts);
         if (n == DIO_BURST)
@@ -797,7 +795,6 @@ int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, ch
             c->rxbl = rte_ring_create(name, rte_align32pow2(s->conf.mbufs), sock,
                                       RING_F_SP_ENQ | RING_F_SC_DEQ);
             c->rxbl_reserve = c->pool->size / 8;
-            c->rxbl_check = c->pool->size / 4;
             if (!c->rxbl)
                 rc = -ENOMEM;
         }

@@ -28,7 +28,6 @@ struct dio_core {
     struct rte_ring *txfwd;   /* frames other cores ask us to send (when we own a txq) */
     struct rte_ring *rxbl;    /* received frames not yet processed (core.c "Receive backlog") */
     unsigned rxbl_reserve;    /* free mbufs the backlog leaves the pool */
-    unsigned rxbl_check;      /* backlog length from which the pool's free count is read */
     struct stk_engine *e;
     void *app_data;
     struct rte_mbuf *txbuf[DIO_TXBUF];
