@@ -77,7 +77,7 @@ $(BUILD)/san/ustackd: $(BUILD)/san/dpdk_io/ustackd.o $(SAN_DIO_OBJ) $(BUILD)/san
 
 # Kernel-side tools: the reference server and the load generator/verifier.
 BENCH_TOOLS := $(BUILD)/bench/kserve $(BUILD)/bench/loadgen $(BUILD)/bench/udprr $(BUILD)/bench/reflect
-all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble $(BUILD)/tests/relay
+all: $(BUILD)/libstk.a $(TESTS) $(DIO_TESTS) $(BUILD)/ustackd $(PRELOAD_SO) $(BENCHES) $(BENCH_TOOLS) $(SEM_BINS) $(BUILD)/tests/scribble $(BUILD)/tests/relay $(BUILD)/tests/gonote $(BUILD)/tests/cnote
 
 deps:
 	@tools/deps.sh
@@ -148,6 +148,11 @@ $(BUILD)/tests/relay: tests/net/helpers/relay.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g $< -o $@
 
+# A C program with and without a Go executable's build-ID note (tests/net/test_preload.sh).
+$(BUILD)/tests/gonote $(BUILD)/tests/cnote: tests/net/helpers/gonote.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -g $(if $(findstring gonote,$@),-DGO_NOTE) $< -o $@
+
 # The raw reflector (bench/reflect.sh): DPDK and nothing of ustack.
 $(BUILD)/bench/reflect: bench/reflect.c
 	@mkdir -p $(dir $@)
@@ -180,7 +185,7 @@ soak: all $(SOAK_BINS) $(FUZZERS) $(BUILD)/san/libustack.so $(BUILD)/san/ustackd
 	$(MAKE) --no-print-directory net-san-test || rc=1; exit $$rc
 
 # Network tests (root): ustackd against the kernel through veth pairs in namespaces.
-net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
+net-test: $(BUILD)/ustackd $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay $(BUILD)/tests/gonote $(BUILD)/tests/cnote
 	@tests/net/run-all.sh
 
 # Socket-semantics programs (tests/sem): run on the kernel (proving every expectation is the
@@ -229,7 +234,7 @@ $(SANFIX): tests/net/helpers/sanfix.c
 # Every tests/net test by default (as `make net-test`); NET_SAN_TESTS="echo frag" for a subset.
 NET_SAN_TESTS ?= $(patsubst tests/net/test_%.sh,%,$(sort $(wildcard tests/net/test_*.sh)))
 NET_SAN_LOGS := $(BUILD)/san/net-logs
-net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay
+net-san-test: $(BUILD)/san/libustack.so $(BUILD)/san/ustackd $(SANFIX) $(BUILD)/bench/loadgen $(BUILD)/tests/scribble $(BUILD)/tests/relay $(BUILD)/tests/gonote $(BUILD)/tests/cnote
 	@rm -rf $(NET_SAN_LOGS) && mkdir -p $(NET_SAN_LOGS)
 	@rc=0; export NET_SAN_RT=$(SAN_RT):$(CURDIR)/$(SANFIX) LIBUSTACK=$(CURDIR)/$(BUILD)/san/libustack.so \
 	USTACKD=$(CURDIR)/$(BUILD)/san/ustackd \

@@ -24,11 +24,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/sendfile.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "client.h"
+#include "intr.h"
 #include "ucopy.h"
 
 #define HOOK __attribute__((visibility("default")))
@@ -824,14 +827,22 @@ HOOK int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
 {
     if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
         return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), NULL));
-    return REAL(epoll_wait)(epfd, ev, max, timeout);
+    int64_t t0 = shim_clock_ns();
+    int n = REAL(epoll_wait)(epfd, ev, max, timeout);
+    if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL) /* a ustack member joined meanwhile */
+        return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), NULL));
+    return n;
 }
 
 HOOK int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
     if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
         return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), mask));
-    return REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+    int64_t t0 = shim_clock_ns();
+    int n = REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
+    if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL)
+        return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), mask));
+    return n;
 }
 
 HOOK int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts,
@@ -845,7 +856,13 @@ HOOK int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct ti
     }
     if (!REAL(epoll_pwait2))
         return (int)ret(-ENOSYS);
-    return REAL(epoll_pwait2)(epfd, ev, max, ts, mask);
+    int64_t t0 = shim_clock_ns();
+    int n = REAL(epoll_pwait2)(epfd, ev, max, ts, mask);
+    if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL) {
+        int64_t t = ts_ns(ts);
+        return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, t < 0 ? -1 : t, mask));
+    }
+    return n;
 }
 
 /* glibc declares poll's array write-only; here it is read first, as the kernel does. */
@@ -942,10 +959,22 @@ HOOK int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, co
  * the application's dispositions for those two are recorded, returned and honoured by it
  * instead of replacing it. sigset() and raw rt_sigaction system calls are not intercepted:
  * they replace ustack's handler, and bad buffers then crash as without ustack. */
+
+/* The application's handlers of asynchronous signals run behind intr.h's trampoline, so that
+ * they interrupt blocking ustack calls as they would interrupt the kernel's. Faults and traps
+ * are raised by the faulting instruction itself and interrupt nothing: not wrapped. */
+static bool intr_wraps(int sig)
+{
+    return sig != SIGSEGV && sig != SIGBUS && sig != SIGILL && sig != SIGFPE && sig != SIGTRAP &&
+           sig != SIGSYS && ustack__enabled();
+}
+
 HOOK int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
     if (shim_ucopy_owns(sig))
         return (int)ret(shim_ucopy_sigaction(sig, act, old));
+    if (intr_wraps(sig))
+        return (int)ret(shim_intr_sigaction(REAL(sigaction), sig, act, old));
     return REAL(sigaction)(sig, act, old);
 }
 
@@ -953,7 +982,8 @@ HOOK int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 static sighandler_t set_handler(int sig, sighandler_t h, int flags, bool mask_self,
                                 sighandler_t (*real)(int, sighandler_t))
 {
-    if (!shim_ucopy_owns(sig))
+    bool ucopy = shim_ucopy_owns(sig);
+    if (!ucopy && !intr_wraps(sig))
         return real(sig, h);
     if (h == SIG_ERR) {
         errno = EINVAL;
@@ -963,7 +993,12 @@ static sighandler_t set_handler(int sig, sighandler_t h, int flags, bool mask_se
     sigemptyset(&act.sa_mask);
     if (mask_self)
         sigaddset(&act.sa_mask, sig);
-    shim_ucopy_sigaction(sig, &act, &old);
+    int rc = ucopy ? shim_ucopy_sigaction(sig, &act, &old)
+                   : shim_intr_sigaction(REAL(sigaction), sig, &act, &old);
+    if (rc < 0) {
+        errno = -rc;
+        return SIG_ERR;
+    }
     return old.sa_handler;
 }
 
@@ -1019,9 +1054,65 @@ HOOK pid_t vfork(void)
 
 enum exec_kind { EXEC_PATH, EXEC_SEARCH, EXEC_FD };
 
+/* The file an exec would run: path itself, or (EXEC_SEARCH of a bare name) the first
+ * executable regular file of that name on PATH, as execvpe looks. False if none. */
+static bool exec_target(enum exec_kind kind, const char *path, int fd, struct stat *st, char *buf,
+                        size_t cap)
+{
+    if (kind == EXEC_FD)
+        return fstat(fd, st) == 0;
+    if (kind == EXEC_PATH || strchr(path, '/')) {
+        snprintf(buf, cap, "%s", path);
+        return stat(path, st) == 0;
+    }
+    const char *p = getenv("PATH");
+    if (!p)
+        p = "/bin:/usr/bin";
+    while (*p) {
+        size_t n = strcspn(p, ":");
+        snprintf(buf, cap, "%.*s%s%s", (int)n, p, n ? "/" : "", path);
+        if (stat(buf, st) == 0 && S_ISREG(st->st_mode) && access(buf, X_OK) == 0)
+            return true;
+        p += n + (p[n] == ':');
+    }
+    return false;
+}
+
+/* An exec that changes privileges (the kernel's "secure exec", AT_SECURE): this process's
+ * effective IDs differ from its real ones, or the file is set-user-ID or set-group-ID to
+ * another ID, or carries capabilities. The dynamic loader then ignores LD_PRELOAD, so the
+ * new image runs on the kernel's sockets, and any ustack socket it inherits is an inert
+ * eventfd. Said once (Squid's master re-executes its worker that way: its listener was a
+ * kernel socket and ustack answered every SYN to it with a RST). */
+static void warn_secure_exec(enum exec_kind kind, const char *path, int fd)
+{
+    if (!ustack__enabled())
+        return;
+    struct stat st;
+    char file[PATH_MAX] = "";
+    bool ids = getuid() != geteuid() || getgid() != getegid();
+    bool have = exec_target(kind, path, fd, &st, file, sizeof(file));
+    bool bits = have && (((st.st_mode & S_ISUID) && st.st_uid != getuid()) ||
+                         ((st.st_mode & S_ISGID) && st.st_gid != getgid()));
+    bool caps = have && kind != EXEC_FD && getuid() != 0 && file[0] &&
+                getxattr(file, "security.capability", NULL, 0) > 0;
+    if (!ids && !bits && !caps)
+        return;
+    shim_warn_once("secure-exec",
+                   "exec of %s changes privileges (%s): the dynamic loader ignores "
+                   "LD_PRELOAD for it, so its sockets are the kernel's, not ustack's",
+                   file[0]           ? file
+                   : kind == EXEC_FD ? "an fd"
+                                     : path,
+                   ids    ? "effective IDs differ from the real ones"
+                   : bits ? "a set-user-ID or set-group-ID file"
+                          : "a file with capabilities");
+}
+
 static int do_exec(enum exec_kind kind, const char *path, int fd, char *const argv[],
                    char *const envp[])
 {
+    warn_secure_exec(kind, path, fd);
     char fds[8192];
     char **env = NULL;
     bool prepared = false;

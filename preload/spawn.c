@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
@@ -114,7 +115,61 @@ static int load_conf(void)
     return 0;
 }
 
-int ustack__enabled(void)
+/* ---- programs whose sockets these hooks cannot see -------------------------------------- */
+
+/* A Go program makes its system calls from its own runtime: its net package never calls
+ * libc's socket functions, so these hooks would see only what cgo routes through libc (name
+ * lookups over UDP), and the ustackd spawned for those would take the device away from the
+ * program's kernel sockets. ustack stays off in such a program and says so once (the
+ * process's children run their own images and decide for themselves). The main image is a
+ * Go program when its notes hold the Go linker's build ID: owner "Go", type 4. */
+enum { NOTE_GO_BUILDID = 4 };
+
+static bool note_is_go(const ElfW(Nhdr) * n, const char *name)
+{
+    return n->n_type == NOTE_GO_BUILDID && n->n_namesz >= 3 && !memcmp(name, "Go", 3);
+}
+
+static int find_go_note(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    bool *go = data;
+    for (int i = 0; i < info->dlpi_phnum && !*go; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_NOTE)
+            continue;
+        const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+        size_t align = ph->p_align == 8 ? 8 : 4;
+        while (!*go && (size_t)(end - p) >= sizeof(ElfW(Nhdr))) {
+            const ElfW(Nhdr) *n = (const void *)p;
+            size_t name = (n->n_namesz + align - 1) & ~(align - 1);
+            size_t desc = (n->n_descsz + align - 1) & ~(align - 1);
+            if (name > (size_t)(end - p) - sizeof(*n) ||
+                desc > (size_t)(end - p) - sizeof(*n) - name)
+                break;
+            *go = note_is_go(n, p + sizeof(*n));
+            p += sizeof(*n) + name + desc;
+        }
+    }
+    return 1; /* the first object is the main image: stop there */
+}
+
+/* -1 not looked at yet, 0 no, 1 a Go program. */
+static int go_image = -1;
+
+static bool is_go_program(void)
+{
+    int v = __atomic_load_n(&go_image, __ATOMIC_RELAXED);
+    if (v < 0) {
+        bool go = false;
+        dl_iterate_phdr(find_go_note, &go);
+        v = go;
+        __atomic_store_n(&go_image, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+static int conf_enabled(void)
 {
     if (__atomic_load_n(&conf_state, __ATOMIC_ACQUIRE) == 0) {
         pthread_mutex_lock(&conf_lock);
@@ -127,6 +182,20 @@ int ustack__enabled(void)
     /* A bad configuration still honours an explicit USTACK=0. */
     const char *v = getenv("USTACK");
     return !(v && (!strcmp(v, "0") || !strcmp(v, "off")));
+}
+
+int ustack__enabled(void)
+{
+    if (!conf_enabled())
+        return 0;
+    if (!is_go_program())
+        return 1;
+    shim_warn_once("go",
+                   "%s is a Go program: its runtime makes system calls itself, not "
+                   "through libc, so ustack cannot carry its sockets; ustack is off "
+                   "in it (its sockets are the kernel's)",
+                   program_invocation_short_name);
+    return 0;
 }
 
 /* USTACK_UDP=0 leaves UDP to the kernel. A bad configuration fails UDP sockets as it fails

@@ -12,6 +12,7 @@
 #include "client_int.h"
 #include "log.h"
 #include "stk.h"
+#include "intr.h"
 #include "ucopy.h"
 
 #include <errno.h>
@@ -306,8 +307,11 @@ int64_t shim__now(void)
     return (int64_t)ts.tv_sec * SHIM_NS_PER_S + ts.tv_nsec;
 }
 
+/* Called once by every blocking call when it first has to wait: signals handled from here
+ * on interrupt it (intr.h). */
 int64_t shim__deadline(int64_t timeout_ns)
 {
+    shim_intr_begin();
     if (timeout_ns <= 0)
         return SHIM_FOREVER;
     int64_t now = shim__now();
@@ -474,14 +478,21 @@ void shim__kick(struct shim_sk *k)
  * a restart keeps the deadline), and the kernel then restarts it if the handler was installed
  * with SA_RESTART, or fails it with EINTR if not: exactly what a blocking socket call without
  * a timeout does on Linux. (FUTEX_WAIT with a timeout always ends with EINTR, as do socket
- * calls with SO_RCVTIMEO/SO_SNDTIMEO.) The interposer cannot tell which signal interrupted
- * it, so it lets the kernel decide. -ENOSYS on kernels without futex_waitv. */
+ * calls with SO_RCVTIMEO/SO_SNDTIMEO.) The thread's count of handlers run (intr.h) is the
+ * second word waited on: a handler run after the caller's check and before the sleep makes
+ * the sleep return at once, and the caller checks again. -ENOSYS on kernels without
+ * futex_waitv. */
 static int sleep_restartable(_Atomic uint32_t *word, uint32_t expected, int64_t until)
 {
 #ifdef __NR_futex_waitv
-    struct futex_waitv w = {.val = expected, .uaddr = (uintptr_t)word, .flags = FUTEX_32};
+    struct futex_waitv w[2] = {
+        {.val = expected, .uaddr = (uintptr_t)word, .flags = FUTEX_32},
+        {.val = shim__intr.seq0,
+         .uaddr = (uintptr_t)&shim__intr.seq,
+         .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG},
+    };
     struct timespec ts = {(time_t)(until / SHIM_NS_PER_S), (long)(until % SHIM_NS_PER_S)};
-    if (syscall(__NR_futex_waitv, &w, 1, 0, &ts, CLOCK_MONOTONIC) == 0)
+    if (syscall(__NR_futex_waitv, w, 2, 0, &ts, CLOCK_MONOTONIC) >= 0)
         return 0;
     return errno == EAGAIN ? 0 : -errno;
 #else
@@ -499,7 +510,10 @@ int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline)
             return 0;
         shim__relax();
     }
-    int rc = 0;
+    bool timed = deadline != SHIM_FOREVER;
+    int rc = shim_intr_check(timed);
+    if (rc < 0)
+        return rc;
     atomic_fetch_add(&s->waiters, 1);
     if (atomic_load(&s->seq) == seq0) {
         int64_t now = shim__now();
@@ -510,7 +524,7 @@ int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline)
             if (t > SHIM_NS_PER_S)
                 t = SHIM_NS_PER_S; /* notice a dead stack */
             rc = -ENOSYS;
-            if (deadline == SHIM_FOREVER && !SHIM_RLX(&no_waitv)) {
+            if (!timed && !SHIM_RLX(&no_waitv)) {
                 rc = sleep_restartable(&s->seq, seq0, now + t);
                 if (rc == -ENOSYS || rc == -EINVAL)
                     atomic_store(&no_waitv, 1);
@@ -524,7 +538,9 @@ int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline)
         }
     }
     atomic_fetch_sub(&s->waiters, 1);
-    return rc;
+    /* A handler run through the trampoline while asleep or just before: EINTR or go on. */
+    int ri = shim_intr_check(timed);
+    return ri < 0 ? ri : rc;
 }
 
 int shim__take_error(struct shm_sock *s)
@@ -955,6 +971,12 @@ static int reuseport_alias(struct shim_sk *k, const struct shm_addr *a)
         if (fd == k->fd || !e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
             continue;
         struct shim_file *f = &C.files[e->slot];
+        struct shm_sock *s = shm_sock(C.base, e->slot);
+        /* Only a socket of the same type and domain: a TCP listener and a UDP socket on the
+         * same address and port (a DNS server's pair, per thread) are no reuseport group. */
+        if (((SHIM_RLX(&s->flags) ^ SHIM_RLX(&k->s->flags)) & SHM_F_DGRAM) ||
+            s->domain != k->s->domain)
+            continue;
         if (f->gen == e->gen && f->bound && !memcmp(&f->bind_a, a, sizeof(*a)) && reuseport(f))
             other = fd;
     }
@@ -1236,9 +1258,25 @@ static int sleep_with(struct shim_sk *k, uint32_t want, int kfd, int64_t deadlin
     if (capped)
         left = cap;
     struct timespec ts = {left / SHIM_NS_PER_S, left % SHIM_NS_PER_S};
+    bool timed = deadline != SHIM_FOREVER;
+    int rc = shim_intr_check(timed);
+    if (rc < 0)
+        return rc;
     int n = C.sys.ppoll(p, 2, &ts, NULL);
+    if (n < 0 && errno == EINTR) {
+        /* A handler of ours: EINTR, or a restart (SA_RESTART, no timeout). Another one
+         * (installed by a raw system call): EINTR, as ppoll gives. */
+        uint32_t seq0 = shim__intr.seq0;
+        rc = shim_intr_check(timed);
+        if (rc < 0)
+            return rc;
+        return shim__intr.seq0 == seq0 ? -EINTR : 0;
+    }
     if (n < 0)
         return -errno;
+    rc = shim_intr_check(timed);
+    if (rc < 0)
+        return rc;
     return n == 0 && !capped ? -ETIMEDOUT : 0;
 }
 

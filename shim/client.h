@@ -185,6 +185,13 @@ int shim_select(int nfds, fd_set *r, fd_set *w, fd_set *e, int64_t timeout_ns, c
 int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 int shim_epoll_wait(int epfd, struct epoll_event *ev, int max, int64_t timeout_ns,
                     const sigset_t *mask);
+/* After a wait the hooks passed to the kernel because epfd had no ustack member when it
+ * began: n events it returned. If a ustack member joined meanwhile (another thread's
+ * EPOLL_CTL_ADD), they are translated as shim_epoll_wait does; if none is left, the rest
+ * of the timeout (t0: shim clock at entry) is waited through shim_epoll_wait. */
+int shim_epoll_after_kernel(int epfd, struct epoll_event *ev, int max, int n, int64_t t0,
+                            int64_t timeout_ns, const sigset_t *mask);
+int64_t shim_clock_ns(void);
 
 /* POLL* readiness of socket slot i: shm_sock_poll() plus POLLRDNORM/POLLWRNORM. */
 uint32_t shim_sock_events(void *base, uint32_t i);

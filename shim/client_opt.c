@@ -212,6 +212,14 @@ static int set6(struct shim_sk *k, int name, const void *val, socklen_t len)
     case IPV6_MULTICAST_HOPS:
     case IPV6_MULTICAST_LOOP:
     case IPV6_MULTICAST_ALL:
+        /* Linux accepts these on any UDP socket, and programs set them on every one (the
+         * JDK sets IPV6_MULTICAST_HOPS on each AF_INET6 datagram socket it creates and
+         * fails the creation otherwise): checked by the kernel, recorded, read back, as
+         * IP_MULTICAST_TTL/LOOP/IF/ALL are for IPv4. A TCP socket gets the kernel's answer
+         * below (ENOPROTOOPT). Joining a group stays refused. */
+        if (dgram)
+            return unsupported_set(k, IPPROTO_IPV6, name, val, len, true);
+        break;
     case IPV6_ADD_MEMBERSHIP:
     case IPV6_DROP_MEMBERSHIP:
     case MCAST_JOIN_GROUP:

@@ -30,6 +30,7 @@
 #define _GNU_SOURCE
 #endif
 #include "client_int.h"
+#include "intr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -235,6 +236,7 @@ static int poll_impl(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sig
     if (n && !fds)
         return -EFAULT;
     int64_t deadline = timeout_ns < 0 ? SHIM_FOREVER : shim__now() + timeout_ns;
+    uint32_t sig0 = shim_intr_seq();
     struct shim_sk klocal[64], *ks = klocal;
     unsigned char clocal[64], *cls = clocal;
     struct pollfd local[2 * 64 + 1], *kp = local; /* an entry, its companion; the pidfd */
@@ -304,6 +306,11 @@ static int poll_impl(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sig
             ts.tv_sec = left / SHIM_NS_PER_S;
             ts.tv_nsec = left % SHIM_NS_PER_S;
             tp = &ts;
+        }
+        if (!ready && timeout_ns != 0 && shim_intr_seq() != sig0) {
+            /* A handler ran during the user-space part of the call (intr.h). */
+            rc = -EINTR;
+            break;
         }
         int r = C.sys.ppoll(kp, k, tp, mask);
         if (r < 0 && errno == EINVAL && pfd > 0 && k <= n + 1) {
@@ -907,8 +914,11 @@ int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_
     if (!evs)
         return -EFAULT;
     int64_t deadline = timeout_ns < 0 ? SHIM_FOREVER : shim__now() + timeout_ns;
+    uint32_t sig0 = shim_intr_seq();
     for (;;) {
         int n;
+        if (timeout_ns != 0 && shim_intr_seq() != sig0)
+            return -EINTR; /* a handler ran while the call was in user space (intr.h) */
         if (timeout_ns == 0 || deadline == SHIM_FOREVER || !C.sys.epoll_pwait2) {
             int ms = -1;
             if (timeout_ns == 0) {
@@ -935,6 +945,29 @@ int shim_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_
             return 0;
         /* Only members that turned out not ready: wait again. */
     }
+}
+
+int64_t shim_clock_ns(void)
+{
+    return shim__now();
+}
+
+int shim_epoll_after_kernel(int epfd, struct epoll_event *evs, int max, int n, int64_t t0,
+                            int64_t timeout_ns, const sigset_t *mask)
+{
+    struct shim_fd *e = shim_fdtab_get(&shim_fds, epfd);
+    if (n <= 0 || !e || SHIM_RLX(&e->kind) != SHIM_FD_EPOLL)
+        return n;
+    /* The epoll became ours while this thread slept in the kernel (Java's EPollPort: its
+     * thread waits before the first socket is added): the events of members are raw
+     * (EPOLLIN on the eventfd, our data) and must be rewritten into the members' reports. */
+    int out = translate(e->obj, epfd, evs, n);
+    if (out > 0 || timeout_ns == 0)
+        return out;
+    int64_t left = timeout_ns < 0 ? -1 : timeout_ns - (shim__now() - t0);
+    if (timeout_ns >= 0 && left <= 0)
+        return 0;
+    return shim_epoll_wait(epfd, evs, max, left, mask);
 }
 
 /* ---- sockets leaving epoll sets ------------------------------------------------------- */

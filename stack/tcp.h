@@ -267,6 +267,10 @@ int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_
 void stk__inherit_port(struct stk_engine *e, struct stk_tcb *t);
 void stk__unbind(struct stk_engine *e, struct stk_tcb *t);
 int stk__pick_port(struct stk_engine *e, struct stk_tcb *t);
+/* For a new connection on o's 4-tuple (o may be NULL: the tuple is free): true when the tuple
+ * is free or o is a TIME-WAIT that saw timestamps and no socket holds, which then goes
+ * (RFC 6191: PAWS rejects the old incarnation's segments; Linux's tcp_twsk_unique). */
+bool stk__tw_take(struct stk_engine *e, struct stk_tcb *o);
 /* RFC 6528 ISN of t's 4-tuple at now; with swap, the reversed tuple (the timestamp offset is
  * stk__isn(e, t, true, 0)). */
 uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now);

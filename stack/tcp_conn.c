@@ -464,9 +464,26 @@ static bool port_bound(struct stk_engine *e, uint16_t port)
     return false;
 }
 
+static bool tw_reusable(const struct stk_tcb *o)
+{
+    return o->state == STK_TCP_TIME_WAIT && (o->flags & TF_TS) && o->sd < 0;
+}
+
+bool stk__tw_take(struct stk_engine *e, struct stk_tcb *o)
+{
+    if (!o)
+        return true;
+    if (!tw_reusable(o))
+        return false;
+    stk__tcp_drop(e, o, 0);
+    e->ctr.tcp_tw_reuse++;
+    return true;
+}
+
 /* Chooses an ephemeral port for an active open to t->rip:t->rport. A port is usable when no
- * socket is bound to it (so listeners keep theirs), the 4-tuple is free (a TIME-WAIT
- * holder may be recycled, see tcp_in.c), and port_ok agrees (RSS steering). */
+ * socket is bound to it (so listeners keep theirs), the 4-tuple is free or its TIME-WAIT
+ * holder may be recycled (stk__tw_take, the rule a connect from a bound port follows too),
+ * and port_ok agrees (RSS steering). */
 int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
 {
     struct stk_tcp *tcp = e->tcp;
@@ -479,7 +496,7 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
         bool v6 = t->flags & TF_V6;
         struct stk_tcb *o = v6 ? stk__conn_lookup6(e, t->lip6, port, t->rip6, t->rport)
                                : stk__conn_lookup(e, t->lip, port, t->rip, t->rport);
-        if (o && (o->state != STK_TCP_TIME_WAIT || !(o->flags & TF_TS) || o->sd >= 0))
+        if (o && !tw_reusable(o))
             continue;
         if (!v6 && e->cfg.port_ok &&
             !e->cfg.port_ok(e->cfg.port_ctx, t->lip, port, t->rip, t->rport))
@@ -487,12 +504,7 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
         if (v6 && e->cfg.port_ok6 &&
             !e->cfg.port_ok6(e->cfg.port_ctx, t->lip6, port, t->rip6, t->rport))
             continue;
-        if (o) {
-            /* RFC 6191: with timestamps the old incarnation's segments are rejected by
-             * PAWS, so a closed TIME-WAIT holder's tuple is safe to reuse. */
-            stk__tcp_drop(e, o, 0);
-            e->ctr.tcp_tw_reuse++;
-        }
+        stk__tw_take(e, o);
         tcp->port_cursor += i + 1;
         t->lport = port;
         return 0;

@@ -243,7 +243,7 @@ int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_s
     if (stk__ip_route(e, to->ip) == 0)
         return -ENETUNREACH;
     if (t->flags & TF_V6) {
-        if (stk__conn_lookup(e, e->cfg.ip, t->lport, to->ip, to->port))
+        if (!stk__tw_take(e, stk__conn_lookup(e, e->cfg.ip, t->lport, to->ip, to->port)))
             return -EADDRNOTAVAIL;
         t->flags &= ~TF_V6;
         memset(t->lip6, 0, 16);
@@ -261,7 +261,7 @@ int stk_connect(struct stk_engine *e, stk_time_t now, int sd, const struct stk_s
     } else {
         if (t->lip == 0)
             t->lip = e->cfg.ip;
-        if (stk__conn_lookup(e, t->lip, t->lport, t->rip, t->rport))
+        if (!stk__tw_take(e, stk__conn_lookup(e, t->lip, t->lport, t->rip, t->rport)))
             return -EADDRNOTAVAIL;
     }
     return connect_start(e, now, t);
@@ -291,7 +291,7 @@ static int connect6(struct stk_engine *e, stk_time_t now, struct stk_tcb *t,
     else
         stk__ip6_select_src(e, to->ip6, src);
     if (t->flags & TF_BOUND) {
-        if (stk__conn_lookup6(e, src, t->lport, to->ip6, to->port))
+        if (!stk__tw_take(e, stk__conn_lookup6(e, src, t->lport, to->ip6, to->port)))
             return -EADDRNOTAVAIL;
         memcpy(t->lip6, src, 16);
         t->lip = stk__fold6(src);

@@ -392,6 +392,14 @@ int stk_udp_getsockname(struct stk_engine *e, int sd, struct stk_sockaddr *addr)
         return -EFAULT;
     *addr = (struct stk_sockaddr){0};
     addr->port = s->lport;
+    if ((s->flags & (UF_V6 | UF_CONNECTED | UF_R6)) == (UF_V6 | UF_CONNECTED) &&
+        stk__ip6_is_unspec(s->lip6)) {
+        /* A dual-stack [::] socket connected to an IPv4 peer: Linux's
+         * __ip4_datagram_connect gives it the route's source, which getsockname shows
+         * v4-mapped (the caller maps an IPv4 address for an AF_INET6 socket). */
+        addr->ip = e->cfg.ip;
+        return 0;
+    }
     if (s->flags & UF_V6) {
         addr->family = STK_AF_INET6;
         memcpy(addr->ip6, s->lip6, 16);

@@ -18,6 +18,7 @@
 #include "../shim/client_poll.c"
 #include "../shim/client_proc.c"
 #include "../shim/fdtab.c"
+#include "../shim/intr.c"
 #include "../shim/ucopy.c"
 
 #include <arpa/inet.h>
@@ -1067,6 +1068,83 @@ START_TEST(blocking_accept_with_companion_waits)
 }
 END_TEST
 
+/* ---- signals (intr.h) ----------------------------------------------------------------- */
+
+static volatile sig_atomic_t usr2s;
+
+static void on_usr2(int sig)
+{
+    (void)sig;
+    usr2s++;
+}
+
+static void *notify_after_150ms(void *arg)
+{
+    usleep(150 * 1000);
+    publish(*(uint32_t *)arg, 0);
+    return NULL;
+}
+
+/* A handler installed through the interposer runs behind the trampoline, which the kernel
+ * sees and the application does not; one that runs after a blocking call began to wait but
+ * outside its sleep (here: raise() before the sleep) still ends the call, with EINTR, or,
+ * for SA_RESTART and no timeout, lets it wait on. */
+START_TEST(handler_outside_sleep_interrupts)
+{
+    struct sigaction sa = {.sa_handler = on_usr2}, k, old;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(shim_intr_sigaction(sigaction, SIGUSR2, &sa, NULL), 0);
+    ck_assert_int_eq(sigaction(SIGUSR2, NULL, &k), 0);
+    ck_assert_ptr_eq((void *)k.sa_sigaction, (void *)trampoline);
+    ck_assert(k.sa_flags & SA_SIGINFO);
+    ck_assert_int_eq(shim_intr_sigaction(sigaction, SIGUSR2, NULL, &old), 0);
+    ck_assert_ptr_eq((void *)old.sa_handler, (void *)on_usr2);
+    ck_assert_int_eq(old.sa_flags, 0);
+
+    int fd = connected(7);
+    struct shm_sock *s = sock_of(fd);
+    uint32_t seq0 = atomic_load(&s->seq);
+    usr2s = 0;
+    shim_intr_begin();
+    raise(SIGUSR2);
+    ck_assert_int_eq(usr2s, 1);
+    int64_t t0 = shim__now();
+    ck_assert_int_eq(shim__sleep(s, seq0, SHIM_FOREVER), -EINTR);
+    ck_assert_int_lt(ms_since(t0), 100);
+
+    /* SA_RESTART: a call with a timeout still ends with EINTR; without one it waits on
+     * until the socket changes. */
+    sa.sa_flags = SA_RESTART;
+    ck_assert_int_eq(shim_intr_sigaction(sigaction, SIGUSR2, &sa, &old), 0);
+    ck_assert_int_eq(old.sa_flags, 0);
+    shim_intr_begin();
+    raise(SIGUSR2);
+    ck_assert_int_eq(shim__sleep(s, seq0, shim__now() + 500 * 1000000ll), -EINTR);
+    shim_intr_begin();
+    raise(SIGUSR2);
+    uint32_t slot = shim_fds.ent[fd].slot;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, notify_after_150ms, &slot), 0);
+    t0 = shim__now();
+    int rc;
+    while ((rc = shim__sleep(s, seq0, SHIM_FOREVER)) == 0 && atomic_load(&s->seq) == seq0)
+        ;
+    pthread_join(t, NULL);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_ge(ms_since(t0), 100);
+    ck_assert_int_eq(usr2s, 3);
+
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigemptyset(&dfl.sa_mask);
+    ck_assert_int_eq(shim_intr_sigaction(sigaction, SIGUSR2, &dfl, &old), 0);
+    ck_assert_ptr_eq((void *)old.sa_handler, (void *)on_usr2);
+    ck_assert_int_eq(old.sa_flags, SA_RESTART);
+    ck_assert_int_eq(sigaction(SIGUSR2, NULL, &k), 0);
+    ck_assert_ptr_eq((void *)k.sa_handler, (void *)SIG_DFL);
+    ck_assert_int_eq(shim_close(fd), 0);
+}
+END_TEST
+
 /* ---- readiness ------------------------------------------------------------------------ */
 
 static int ep_wait(int ep, struct epoll_event *ev, int ms)
@@ -1634,6 +1712,7 @@ int main(void)
     tcase_add_test(tc, last_close_cancels_attach);
     tcase_add_test(tc, pass_over_unix_refs);
     tcase_add_test(tc, blocking_accept_with_companion_waits);
+    tcase_add_test(tc, handler_outside_sleep_interrupts);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
     tcase_add_test(tc, epoll_events_dups_nesting);

@@ -398,9 +398,17 @@ static void passive_open(struct th *h, const struct popts *o)
 
 /* connect() to the peer, which answers SYN-ACK with options o; the engine's ACK is
  * checked. */
+static void active_open_from(struct th *h, int sd, const struct popts *o);
+
 static void active_open(struct th *h, const struct popts *o)
 {
-    h->sd = stk_socket(h->e, NULL);
+    active_open_from(h, stk_socket(h->e, NULL), o);
+}
+
+/* The same from socket sd (bound, say). */
+static void active_open_from(struct th *h, int sd, const struct popts *o)
+{
+    h->sd = sd;
     REQUIRE(h->sd >= 0, "socket");
     struct stk_sockaddr to = {.ip = h->peer_ip, .port = h->pport};
     EQI(stk_connect(h->e, h->now, h->sd, &to), -EINPROGRESS);
@@ -2881,6 +2889,52 @@ static void to_time_wait(struct th *h)
     EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
 }
 
+/* A connect from an explicitly bound port whose last connection to the same peer is in
+ * TIME-WAIT (closed by the application): with timestamps the TIME-WAIT is recycled, as for an
+ * ephemeral port and as Linux's tcp_twsk_unique does for a bound port (RFC 6191); without them
+ * the tuple is in use, EADDRNOTAVAIL. */
+static int bound_socket(struct th *h, uint16_t port)
+{
+    int sd = stk_socket(h->e, NULL);
+    REQUIRE(sd >= 0, "socket");
+    EQI(stk_setopt(h->e, h->now, sd, STK_SO_REUSEADDR, 1), 0);
+    struct stk_sockaddr a = {.ip = 0, .port = port};
+    EQI(stk_bind(h->e, sd, &a), 0);
+    return sd;
+}
+
+START_TEST(time_wait_reused_by_bound_connect)
+{
+    const struct popts *opts[2] = {&FULL, &BARE};
+    for (int i = 0; i < 2; i++) {
+        struct th *h = th_new();
+        active_open_from(h, bound_socket(h, 40001), opts[i]);
+        EQ(h->lport, 40001);
+        EQ(stk_shutdown(h->e, h->now, h->sd, STK_SHUT_WR), 0);
+        EXPECT(h, F_FIN | F_ACK, h->pack, h->pseq, 0);
+        h->pack++;
+        peer_ack(h);
+        peer_send(h, F_FIN | F_ACK, 0);
+        EXPECT_ACK(h);
+        EQ(state_of(h, h->sd), STK_TCP_TIME_WAIT);
+        EQ(stk_close(h->e, h->now, h->sd), 0);
+        uint64_t reused = ctr(h)->tcp_tw_reuse;
+        int sd = bound_socket(h, 40001);
+        struct stk_sockaddr to = {.ip = h->peer_ip, .port = h->pport};
+        if (opts[i]->ts) {
+            EQI(stk_connect(h->e, h->now, sd, &to), -EINPROGRESS);
+            const struct pkt_info *p = POP(h);
+            REQUIRE(p->flags == F_SYN && p->sport == 40001, "SYN from 40001: %s", fmt(h, p));
+            EQ(ctr(h)->tcp_tw_reuse, reused + 1);
+        } else {
+            EQI(stk_connect(h->e, h->now, sd, &to), -EADDRNOTAVAIL);
+            EQ(ctr(h)->tcp_tw_reuse, reused);
+        }
+        th_free(h);
+    }
+}
+END_TEST
+
 START_TEST(time_wait_expiry)
 {
     struct stk_config c = base_cfg();
@@ -3777,6 +3831,7 @@ int main(void)
     tcase_add_test(tc, ip_tos_on_segments);
     tc = tcase(s, "time_wait");
     tcase_add_test(tc, time_wait_expiry);
+    tcase_add_test(tc, time_wait_reused_by_bound_connect);
     tcase_add_test(tc, time_wait_fin_reacked);
     tcase_add_test(tc, time_wait_syn_reopen);
     tcase_add_test(tc, time_wait_syn_newer_ts);

@@ -16,7 +16,13 @@
 #   lifetime - after each preloaded program exits (socat: SIGTERM, python: SIGKILL) its
 #              ustackd is gone within 10 s (the liveness pipe); `USTACK=0` with the library
 #              preloaded runs curl on kernel sockets (127.0.0.1 reached, the peer not: the
-#              veth has no kernel address) without spawning ustackd.
+#              veth has no kernel address) without spawning ustackd;
+#   go       - a program carrying a Go executable's build-ID note (build/tests/gonote) runs
+#              on kernel sockets with one `ustack:` line saying so and no ustackd; the same
+#              program without the note connects through ustack;
+#   secure   - Python under ustack execs a set-user-ID file and, after seteuid, /bin/true: one
+#              `ustack:` line says the loader ignores LD_PRELOAD there; a plain exec says
+#              nothing.
 # The socat servers wait 5 s (-t 5, not socat's 0.5 s) after a client's half-close for
 # cat's echo: a cat started with the ASan runtime preloaded (make net-san-test) may be slower.
 # net-timeout: 300
@@ -301,6 +307,72 @@ check_disabled() {
     rm -f "$out"
 }
 
+# ---------------------------------------------------------------- 5: a Go program
+
+# build/tests/gonote carries a Go executable's build-ID note (tests/net/helpers/gonote.c):
+# ustack must stay off in it, with one `ustack:` line and no ustackd, and its libc socket is
+# the kernel's (it reaches the namespace's loopback listener). build/tests/cnote, the same
+# program without the note, gets a ustack socket and reaches the peer through a ustackd.
+check_go() {
+    local kind=$1 marker="$NET_TMPD/go-marker" gerr="$NET_TMPD/gonote.err" out rc=0 n
+    printf '#!/bin/sh\necho started >>"%s.ran"\nexec "%s" "$@"\n' "$marker" "$USTACKD" >"$marker"
+    chmod +x "$marker"
+    u_env "$kind" "go"
+    out=$(u_exec "${U_ENV[@]}" "USTACK_STACKD=$marker" timeout -k 2 20 "$NET_ROOT/build/tests/gonote" \
+        127.0.0.1 "$P_LOHTTP" </dev/null 2>"$gerr") || rc=$?
+    n=$(grep -cE '^ustack: (\[[0-9]+\] )?gonote is a Go program: .*ustack is off in it' "$gerr" || true)
+    if [ "$rc" != 0 ] || [ "${out#fd socket:\[}" = "$out" ] || [ "${out% connect ok}" = "$out" ]; then
+        net_softfail "go: the Go-noted program's socket is not a connected kernel socket (exit $rc): $out $(errtail "$gerr")"
+    elif [ "$n" != 1 ] || [ "$(wc -l <"$gerr")" != 1 ]; then
+        net_softfail "go: expected exactly one 'gonote is a Go program' line on stderr, got: $(head -c 300 "$gerr" | tr '\n' ' ')"
+    elif [ -e "$marker.ran" ] || [ -n "$(u_stackds)" ]; then
+        net_softfail "go: ustackd was spawned for a Go program (namespace: $(u_procs))"
+    else
+        net_log "go: ustack off in a Go program, said once; its socket was the kernel's ($out)"
+    fi
+    rc=0
+    out=$(u_exec "${U_ENV[@]}" "USTACK_STACKD=$marker" timeout -k 2 20 "$NET_ROOT/build/tests/cnote" \
+        "$IP_K" "$P_KHTTP" </dev/null 2>"$gerr.c") || rc=$?
+    if [ "$rc" != 0 ] || [ "$out" != "fd anon_inode:[eventfd] connect ok" ] || [ ! -e "$marker.ran" ] \
+        || grep -q 'Go program' "$gerr.c"; then
+        net_softfail "go: the program without the note did not connect through ustack (exit $rc): $out $(errtail "$gerr.c")"
+    else
+        net_log "go: the same program without the note connected through ustack ($out)"
+    fi
+    u_gone "$kind" "cnote"
+}
+
+# ---------------------------------------------------------------- 6: secure exec
+
+# An exec the kernel runs with changed privileges ignores LD_PRELOAD: the program that makes
+# it says so once (Squid's master re-executes its worker that way), and a plain exec says
+# nothing. Python under ustack execs /bin/true three ways.
+check_secure_exec() {
+    local kind=$1 err="$NET_TMPD/secure.err" f="$NET_TMPD/suid_true" rc=0 i
+    if ! { cp /bin/true "$f" && chown nobody "$f" && chmod u+s "$f"; }; then
+        net_fail "cannot make $f set-user-ID"
+    fi
+    u_env "$kind" "secure"
+    local -a progs=(
+        'import os; os.execv("/bin/true", ["true"])'
+        "import os; os.execv(\"$f\", [\"t\"])"
+        'import os; os.setegid(65534); os.seteuid(65534); os.execv("/bin/true", ["true"])'
+    )
+    local -a want=('' 'a set-user-ID or set-group-ID file' 'effective IDs differ from the real ones')
+    for i in 0 1 2; do
+        rc=0
+        u_exec "${U_ENV[@]}" timeout -k 2 20 "$PY" -c "${progs[$i]}" </dev/null 2>"$err.$i" || rc=$?
+        if [ "$rc" != 0 ]; then
+            net_softfail "secure exec $i: exit $rc: $(errtail "$err.$i")"
+        elif [ -z "${want[$i]}" ] && grep -q 'changes privileges' "$err.$i"; then
+            net_softfail "secure exec: a plain exec was reported: $(head -c 300 "$err.$i")"
+        elif [ -n "${want[$i]}" ] && [ "$(grep -cE "^ustack: (\[[0-9]+\] )?exec of .* changes privileges \(${want[$i]}\)" "$err.$i")" != 1 ]; then
+            net_softfail "secure exec $i: expected one line saying '${want[$i]}', got: $(head -c 300 "$err.$i" | tr '\n' ' ')"
+        fi
+    done
+    net_log "secure exec: said once for a set-user-ID file and for changed effective IDs, not for a plain exec"
+}
+
 # ---------------------------------------------------------------- run
 
 # Kernel side: the HTTP server curl under ustack fetches from.
@@ -324,4 +396,6 @@ for kind in ${NET_PRELOAD_KINDS:-af_packet af_xdp}; do
     check_server "$kind"
 done
 check_disabled af_packet
+check_go af_packet
+check_secure_exec af_packet
 net_finish

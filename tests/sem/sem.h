@@ -41,6 +41,7 @@
 #define SEM_P_RESET   3
 #define SEM_P_CLOSE   4
 #define SEM_P_BULK    5
+#define SEM_P_HOLD    6
 #define SEM_P_NONE    8 /* nothing listens there: connects are refused */
 #define SEM_P_CTL     9
 #define SEM_PU_TOS    1 /* UDP: answers each datagram with the TOS / traffic class it came with */

@@ -452,6 +452,44 @@ static void fork_shares_set(void)
     CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 42, "parent's wait");
 }
 
+/* A thread already waiting on an epoll set when another thread adds the first socket
+ * (Java's EPollPort: its thread waits on the set, holding only a pipe, before the first
+ * channel registers): it gets the socket's event with the socket's data. Under ustack the
+ * wait had gone to the kernel as for a plain kernel set, and returned ustack's internal
+ * event (EPOLLIN, its own data), so the one-shot registration never reported. */
+struct first_add {
+    int ep, n;
+    struct epoll_event ev;
+};
+
+static void *wait_first(void *arg)
+{
+    struct first_add *w = arg;
+    w->n = epoll_wait(w->ep, &w->ev, 1, 5000);
+    return NULL;
+}
+
+static void member_added_while_waiting(void)
+{
+    int ep = ep_new(), p[2];
+    CHECK_OK(pipe(p));
+    CHECK_OK(ep_add(ep, p[0], EPOLLIN, 0x9999));
+    struct first_add w = {.ep = ep, .n = -2};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, wait_first, &w) == 0, "pthread_create");
+    sem_sleep_ms(200);
+    int fd = sem_tcp(SOCK_NONBLOCK);
+    struct sockaddr_in a = sem_peer_addr(SEM_P_ECHO);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0 || errno == EINPROGRESS, "connect");
+    CHECK_OK(ep_add(ep, fd, EPOLLOUT | EPOLLONESHOT, 0x1234));
+    pthread_join(t, NULL);
+    close(p[0]);
+    close(p[1]);
+    CHECK(w.n == 1 && w.ev.events == EPOLLOUT && w.ev.data.u64 == 0x1234,
+          "epoll_wait returned %d: events 0x%x data 0x%llx", w.n, w.ev.events,
+          (unsigned long long)w.ev.data.u64);
+}
+
 int main(void)
 {
     sem_init("sem_epoll", 6);
@@ -476,5 +514,6 @@ int main(void)
     SEM_RUN(round_robin);
     SEM_RUN(round_robin_mixed);
     SEM_RUN(fork_shares_set);
+    SEM_RUN(member_added_while_waiting);
     return sem_done();
 }

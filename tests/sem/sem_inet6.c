@@ -251,6 +251,15 @@ static void v6only_bind_rules(void)
     CHECK_ERR(bind(v4b, (struct sockaddr *)&a4, sizeof a4), EADDRINUSE);
 }
 
+/* A hop limit option: reads def, then set once set. */
+static void hops_opt(int fd, int name, const char *what, int def, int set)
+{
+    CHECK(get_int(fd, IPPROTO_IPV6, name) == def, "%s %d", what, get_int(fd, IPPROTO_IPV6, name));
+    CHECK_OK(setsockopt(fd, IPPROTO_IPV6, name, &set, sizeof set));
+    CHECK(get_int(fd, IPPROTO_IPV6, name) == set, "%s set: %d", what,
+          get_int(fd, IPPROTO_IPV6, name));
+}
+
 static void options(void)
 {
     int fd = sock6(SOCK_STREAM);
@@ -280,11 +289,7 @@ static void options(void)
     CHECK_OK(setsockopt(f4, IPPROTO_IP, IP_TOS, &c, 1));
     CHECK(get_int(f4, IPPROTO_IP, IP_TOS) == 0xb8, "IP_TOS as a byte reads 0x%x",
           get_int(f4, IPPROTO_IP, IP_TOS));
-    CHECK(get_int(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS) == 64, "IPV6_UNICAST_HOPS %d",
-          get_int(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS));
-    v = 7;
-    CHECK_OK(setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &v, sizeof v));
-    CHECK(get_int(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS) == 7, "IPV6_UNICAST_HOPS set");
+    hops_opt(fd, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", 64, 7);
     v = 1;
     CHECK_ERR(setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &v, sizeof v), ENOPROTOOPT);
     CHECK_ERR(setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, 2), EINVAL);
@@ -297,6 +302,15 @@ static void options(void)
     v = 1;
     CHECK_OK(setsockopt(u, IPPROTO_IPV6, IPV6_RECVPKTINFO, &v, sizeof v));
     CHECK(get_int(u, IPPROTO_IPV6, IPV6_RECVPKTINFO) == 1, "IPV6_RECVPKTINFO");
+    /* The IPv6 multicast sending options are a datagram socket's (the JDK sets
+     * IPV6_MULTICAST_HOPS on every AF_INET6 datagram socket it makes, and fails without). */
+    hops_opt(u, IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", 1, 5);
+    v = 256;
+    CHECK_ERR(setsockopt(u, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &v, sizeof v), EINVAL);
+    v = 0;
+    CHECK_OK(setsockopt(u, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &v, sizeof v));
+    CHECK(get_int(u, IPPROTO_IPV6, IPV6_MULTICAST_LOOP) == 0, "IPV6_MULTICAST_LOOP off");
+    CHECK_OK(setsockopt(u, IPPROTO_IPV6, IPV6_MULTICAST_IF, &v, sizeof v));
 }
 
 /* A wildcard listener also takes loopback connections, 127.0.0.1 (v4-mapped) and ::1. */
@@ -411,6 +425,16 @@ static void udp_mapped(void)
     CHECK(send(k, "m3", 2, 0) == 2, "send");
     CHECK(readable(k, 3000), "no echo of m3");
     CHECK(recv(k, buf, sizeof buf, 0) == 2 && !memcmp(buf, "m3", 2), "recv");
+    /* Bound to [::] first, then connected to a v4-mapped peer: the local address is the
+     * route's IPv4 source, v4-mapped, as for the unbound socket above. */
+    int b = sock6(SOCK_DGRAM);
+    struct sockaddr_in6 any = sin6_of(in6addr_any, 0);
+    CHECK_OK(bind(b, (struct sockaddr *)&any, sizeof any));
+    CHECK_OK(connect(b, (struct sockaddr *)&to, sizeof to));
+    nl = sizeof n;
+    CHECK_OK(getsockname(b, (struct sockaddr *)&n, &nl));
+    CHECK(!memcmp(&n.sin6_addr, &me, 16) && n.sin6_port != 0, "bound [::], connected: local %s",
+          str6(&n.sin6_addr));
 }
 
 static void udp_errors(void)

@@ -8,6 +8,8 @@
  *   +3 reset     reads SEM_RESET_AFTER bytes, then closes with SO_LINGER {1, 0} (an RST)
  *   +4 close     accepts and closes at once (a FIN, nothing read)
  *   +5 bulk      sends SEM_BULK_BYTES of the pattern, shuts down its side, reads until EOF
+ *   +6 hold      accepts, never reads nor sends, and closes after 10 s whatever comes (a FIN
+ *                included): a connection where nothing happens after the client's FIN
  *   +9 control   lines "connect <port> <nbytes> <delay_ms> <count>": for each of count
  *                connections, after delay_ms connect to SEM_SELF:port, answer "ok <i>" or
  *                "err <i> <errno>", send nbytes of the pattern, echo until EOF, then answer
@@ -85,6 +87,12 @@ static void serve_sink(int fd)
         if (poll(&p, 1, 1000) > 0 && (p.revents & (POLLRDHUP | POLLERR | POLLHUP)))
             break;
     }
+}
+
+static void serve_hold(int fd)
+{
+    (void)fd;
+    sem_sleep_ms(10000);
 }
 
 static void serve_reset(int fd)
@@ -275,6 +283,9 @@ static void *serve(void *arg)
     case SEM_P_BULK:
         serve_bulk(fd);
         break;
+    case SEM_P_HOLD:
+        serve_hold(fd);
+        break;
     case SEM_P_CTL:
         serve_ctl(fd);
         free(c);
@@ -427,7 +438,7 @@ int main(int argc, char **argv)
     sem_fill(bulk_data, 0, sizeof bulk_data);
 
     const int svcs[] = {SEM_P_ECHO,  SEM_P_DISCARD, SEM_P_SINK, SEM_P_RESET,
-                        SEM_P_CLOSE, SEM_P_BULK,    SEM_P_CTL};
+                        SEM_P_CLOSE, SEM_P_BULK,    SEM_P_HOLD, SEM_P_CTL};
     for (size_t i = 0; i < sizeof svcs / sizeof svcs[0]; i++) {
         int fd = open_listener(svcs[i]);
         if (fd < 0)

@@ -4,6 +4,7 @@
  * by running this on the kernel. */
 #include "sem.h"
 
+#include <stdatomic.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/time.h>
@@ -344,6 +345,127 @@ static void ignored_signal(void)
     CHECK(n == -1 && err == EAGAIN, "recv returned %zd, want the timeout's EAGAIN", n);
 }
 
+/* ------------------------------------------- closing a socket another thread waits on */
+
+/* Java's way to close a socket another thread is blocked on (NioSocketImpl,
+ * ServerSocketChannelImpl): dup2() a dead socket (a socketpair end whose other end is
+ * closed) onto the fd, then signal the blocked thread, whose handler has no SA_RESTART. The
+ * blocked call ends with EINTR, every time: the dup2 does not end it on Linux, the signal
+ * does. Under ustack the dup2 woke the waiter, which went back to sleep, and the signal then
+ * landed while it was in user space and was lost: accept() never returned. */
+static volatile sig_atomic_t usr1s;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    usr1s++;
+}
+
+struct blocked {
+    int fd, op; /* op 0: accept, 1: recv */
+    int rc, err;
+    _Atomic int done;
+};
+
+static void *block_in(void *arg)
+{
+    struct blocked *b = arg;
+    char c;
+    b->rc = b->op ? (int)recv(b->fd, &c, 1, 0) : accept(b->fd, NULL, NULL);
+    b->err = errno;
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* One round on fd (closed by it): the blocked call must end with EINTR within 3 s. */
+static void dup2_and_signal(int fd, int op, const char *what, int round)
+{
+    int sp[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair");
+    close(sp[1]);
+    /* On the heap: a thread left stuck must not write into a dead stack frame later. */
+    struct blocked *b = calloc(1, sizeof(*b));
+    CHECK(b, "calloc");
+    b->fd = fd;
+    b->op = op;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, block_in, b) == 0, "pthread_create");
+    sem_sleep_ms(30);
+    CHECK(!atomic_load(&b->done), "%s: round %d: the call returned %d (%s) before the signal", what,
+          round, b->rc, sem_ename(b->err));
+    sem_untrack(fd);
+    if (op == 1)
+        CHECK(shutdown(fd, SHUT_WR) == 0, "shutdown");
+    CHECK(dup2(sp[0], fd) == fd, "dup2");
+    pthread_kill(t, SIGUSR1);
+    double t0 = sem_ms();
+    while (!atomic_load(&b->done) && sem_ms() - t0 < 3000)
+        sem_sleep_ms(2);
+    int done = atomic_load(&b->done);
+    if (done) {
+        pthread_join(t, NULL);
+    } else {
+        pthread_detach(t); /* stuck: the case fails, the thread (and b) stay */
+        b = NULL;
+    }
+    close(fd);
+    close(sp[0]);
+    CHECK(done, "%s: round %d: the blocked call did not end within 3 s of the signal", what, round);
+    CHECK(b->rc == -1 && b->err == EINTR, "%s: round %d: returned %d (%s), want EINTR", what, round,
+          b->rc, sem_ename(b->err));
+    free(b);
+}
+
+static void install_usr1(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    usr1s = 0;
+}
+
+static void close_blocked_accept(void)
+{
+    install_usr1();
+    for (int i = 0; i < 10; i++) {
+        /* A listener on our address, and one on the wildcard (which under ustack also has
+         * a loopback companion listener on the kernel, so its wait is a different one). */
+        int l = sem_listen_self(2, 0);
+        CHECK(l >= 0, "listen");
+        dup2_and_signal(l, 0, "accept", i);
+        if (sem_case_failed)
+            return;
+        l = sem_tcp(0);
+        int one = 1;
+        struct sockaddr_in a = sem_sin((struct in_addr){htonl(INADDR_ANY)}, sem_lport(3));
+        CHECK(l >= 0 && setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+                  bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 16) == 0,
+              "wildcard listener");
+        dup2_and_signal(l, 0, "accept (wildcard)", i);
+        if (sem_case_failed)
+            return;
+    }
+    CHECK(usr1s == 20, "handler ran %d times, want 20", (int)usr1s);
+}
+
+/* The same for a read, after shutdown(SHUT_WR) as Java does first, on a connection to the
+ * hold peer, which answers nothing (not even the FIN). Under ustack the shutdown woke the
+ * reader, and the signal could land while it went back to sleep. */
+static void close_blocked_recv(void)
+{
+    install_usr1();
+    for (int i = 0; i < 20; i++) {
+        int fd = sem_connect_peer(SEM_P_HOLD);
+        CHECK(fd >= 0, "connect");
+        dup2_and_signal(fd, 1, "recv", i);
+        if (sem_case_failed)
+            return;
+    }
+    CHECK(usr1s == 20, "handler ran %d times, want 20", (int)usr1s);
+}
+
 int main(void)
 {
     sem_init("sem_signal", 3);
@@ -362,6 +484,8 @@ int main(void)
     SEM_RUN(waits_not_restarted);
     SEM_RUN(timeout_not_restarted);
     SEM_RUN(ignored_signal);
+    SEM_RUN(close_blocked_accept);
+    SEM_RUN(close_blocked_recv);
     disarm();
     return sem_done();
 }

@@ -431,6 +431,39 @@ static void rcvbuf(void)
           so_int(fd, SOL_SOCKET, SO_RCVBUF));
 }
 
+/* A DNS server with two threads (Unbound's num-threads: 2) opens a UDP and a TCP socket per
+ * thread on one address and port, all with SO_REUSEPORT: both listeners listen, each socket
+ * keeps its type. Under ustack the second TCP bind became an alias of the first socket on
+ * that address, the UDP one, whose listen() then failed with EOPNOTSUPP. */
+static int reuseport_sock(int type, struct sockaddr_in *a)
+{
+    int fd = sem_track(socket(AF_INET, type, 0)), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)a, sizeof *a) < 0)
+        return -1;
+    return fd;
+}
+
+static void reuseport_udp_tcp_pairs(void)
+{
+    struct sockaddr_in a = sem_sin((struct in_addr){0}, sem_lport(3));
+    for (int i = 0; i < 2; i++) {
+        int u = reuseport_sock(SOCK_DGRAM, &a);
+        CHECK(u >= 0, "pair %d: UDP socket", i);
+        int t = reuseport_sock(SOCK_STREAM, &a);
+        CHECK(t >= 0, "pair %d: TCP socket", i);
+        CHECK(listen(t, 16) == 0, "pair %d: listen", i);
+        int ty = 0;
+        socklen_t l = sizeof ty;
+        CHECK_OK(getsockopt(t, SOL_SOCKET, SO_TYPE, &ty, &l));
+        CHECK(ty == SOCK_STREAM, "pair %d: the TCP socket's SO_TYPE is %d", i, ty);
+        l = sizeof ty;
+        CHECK_OK(getsockopt(u, SOL_SOCKET, SO_TYPE, &ty, &l));
+        CHECK(ty == SOCK_DGRAM, "pair %d: the UDP socket's SO_TYPE is %d", i, ty);
+    }
+}
+
 int main(void)
 {
     sem_init("sem_udp", 11);
@@ -452,5 +485,6 @@ int main(void)
     SEM_RUN(loopback);
     SEM_RUN(rcvbuf);
     SEM_RUN(ip_tos);
+    SEM_RUN(reuseport_udp_tcp_pairs);
     return sem_done();
 }
