@@ -97,7 +97,9 @@
                          size_t)) \
     X(long, syscall, (long, ...)) \
     X(int, getaddrinfo, (const char *, const char *, const struct addrinfo *, \
-                         struct addrinfo **))
+                         struct addrinfo **)) \
+    X(int, getifaddrs, (struct ifaddrs **)) \
+    X(void, freeifaddrs, (struct ifaddrs *))
 /* clang-format on */
 
 #endif

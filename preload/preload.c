@@ -1247,7 +1247,7 @@ static void kernel_families(bool *v4, bool *v6)
 {
     *v4 = *v6 = false;
     struct ifaddrs *ifa = NULL;
-    if (getifaddrs(&ifa) < 0)
+    if (REAL(getifaddrs)(&ifa) < 0) /* the kernel's own list, not our hook's */
         return;
     for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
         if (!i->ifa_addr)
@@ -1260,7 +1260,101 @@ static void kernel_families(bool *v4, bool *v6)
             *v6 |= !IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
         }
     }
-    freeifaddrs(ifa);
+    REAL(freeifaddrs)(ifa);
+}
+
+/* getifaddrs: the kernel lists no address of ustack's, so programs that pick their addresses
+ * from the interface list never served on ustack's: BIND's named listens on each address it
+ * finds (`listen-on { any; }` included) and only ever bound 127.0.0.1; aria2c's
+ * "IPv4 configured=0" made its c-ares resolver ask for no family ("No address returned").
+ * ustack's IPv4 address and its global IPv6 address (USTACK_IP6) are appended as entries of
+ * the interface of USTACK_DEV (as `ip addr` would show them had the kernel these
+ * addresses), each unless the kernel lists it already. Appended entries are one malloc'd
+ * block each, tagged by ifa_data, and freeifaddrs cuts them off before glibc frees its own
+ * block. */
+static char ustack_ifa_tag;
+
+struct ustack_ifa {
+    struct ifaddrs ifa;
+    struct sockaddr_storage addr, mask, brd;
+    char name[IF_NAMESIZE];
+};
+
+/* The entry of addr (AF_INET or AF_INET6, prefix bits) after *tail's list, unless the list
+ * has that address; flags from the list's entry of the same interface. */
+static void ifa_append(struct ifaddrs **head, const char *name, int family, const void *addr,
+                       unsigned prefix)
+{
+    size_t alen = family == AF_INET ? 4 : 16;
+    size_t off = family == AF_INET ? offsetof(struct sockaddr_in, sin_addr)
+                                   : offsetof(struct sockaddr_in6, sin6_addr);
+    unsigned flags = 0;
+    struct ifaddrs **tail = head;
+    for (; *tail; tail = &(*tail)->ifa_next) {
+        const struct ifaddrs *i = *tail;
+        if (i->ifa_addr && i->ifa_addr->sa_family == family &&
+            !memcmp((const char *)i->ifa_addr + off, addr, alen))
+            return; /* the kernel has it already */
+        if (!strcmp(i->ifa_name, name))
+            flags = i->ifa_flags;
+    }
+    struct ustack_ifa *u = calloc(1, sizeof(*u));
+    if (!u)
+        return; /* the kernel's list is still right */
+    uint8_t mask[16] = {0};
+    for (unsigned b = 0; b < prefix && b < alen * 8; b++)
+        mask[b / 8] |= (uint8_t)(0x80u >> (b % 8));
+    u->addr.ss_family = u->mask.ss_family = (sa_family_t)family;
+    memcpy((char *)&u->addr + off, addr, alen);
+    memcpy((char *)&u->mask + off, mask, alen);
+    snprintf(u->name, sizeof(u->name), "%s", name);
+    u->ifa.ifa_name = u->name;
+    u->ifa.ifa_flags = (flags ? flags : IFF_UP | IFF_RUNNING) & ~(unsigned)IFF_MULTICAST;
+    u->ifa.ifa_addr = (struct sockaddr *)&u->addr;
+    u->ifa.ifa_netmask = (struct sockaddr *)&u->mask;
+    if (family == AF_INET) {
+        /* The subnet's broadcast address. */
+        u->brd.ss_family = AF_INET;
+        for (size_t i = 0; i < 4; i++)
+            ((uint8_t *)&u->brd)[off + i] = ((const uint8_t *)addr)[i] | (uint8_t)~mask[i];
+        u->ifa.ifa_broadaddr = (struct sockaddr *)&u->brd;
+        u->ifa.ifa_flags |= IFF_BROADCAST;
+    }
+    u->ifa.ifa_data = &ustack_ifa_tag; /* no interface statistics: the tag */
+    *tail = &u->ifa;
+}
+
+HOOK int getifaddrs(struct ifaddrs **ifap)
+{
+    int rc = REAL(getifaddrs)(ifap);
+    if (rc < 0 || !ustack__enabled())
+        return rc;
+    struct ustack__addrs a;
+    if (!ustack__addrs(&a))
+        return rc;
+    if (a.ip) {
+        uint32_t ip = htonl(a.ip);
+        ifa_append(ifap, a.iface, AF_INET, &ip, a.prefix);
+    }
+    static const uint8_t z[16];
+    if (memcmp(a.ip6, z, 16) && ustack__inet6_enabled())
+        ifa_append(ifap, a.iface, AF_INET6, a.ip6, a.ip6_prefix);
+    return rc;
+}
+
+HOOK void freeifaddrs(struct ifaddrs *ifa)
+{
+    for (struct ifaddrs **p = &ifa; *p;) {
+        if ((*p)->ifa_data == &ustack_ifa_tag) {
+            struct ifaddrs *mine = *p;
+            *p = mine->ifa_next;
+            free(mine); /* ifa is the first member of struct ustack_ifa */
+        } else {
+            p = &(*p)->ifa_next;
+        }
+    }
+    if (ifa)
+        REAL(freeifaddrs)(ifa);
 }
 
 /* AI_ADDRCONFIG (glibc's default when hints is NULL) returns a family only if the host has a

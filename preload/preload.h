@@ -5,12 +5,15 @@
 #ifndef USTACK_PRELOAD_H
 #define USTACK_PRELOAD_H
 
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -47,6 +50,17 @@ int ustack__inet6_enabled(void);
 /* The address families ustack gives this process (IPv4: USTACK_IP; IPv6: the link-local
  * address it always has, unless USTACK_INET6=0): for getaddrinfo's AI_ADDRCONFIG. */
 void ustack__families(bool *v4, bool *v6);
+/* ustack's addresses (IPv4 in host order, 0 when none; the global IPv6 address, zero when
+ * none) and the kernel interface USTACK_DEV names (iface=, else "ustack0"): for getifaddrs.
+ * False when ustack is off or its configuration is bad. */
+struct ustack__addrs {
+    uint32_t ip;
+    uint8_t prefix;
+    uint8_t ip6[16];
+    uint8_t ip6_prefix;
+    char iface[IF_NAMESIZE];
+};
+bool ustack__addrs(struct ustack__addrs *out);
 /* Attaches to ustackd, spawning it if need be (docs/shm.md "Start-up"): 0 or -errno. The
  * first failure is printed once and returned from then on. */
 int ustack__attach(void);

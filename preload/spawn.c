@@ -217,6 +217,23 @@ void ustack__families(bool *v4, bool *v6)
     *v6 = ustack__inet6_enabled() && conf_state > 0;
 }
 
+bool ustack__addrs(struct ustack__addrs *out)
+{
+    if (!ustack__enabled() || conf_state <= 0)
+        return false;
+    const char *p = strstr(conf.dev, "iface=");
+    size_t n = p ? strcspn(p + 6, ",") : 0;
+    if (n > 0 && n < IF_NAMESIZE)
+        snprintf(out->iface, sizeof(out->iface), "%.*s", (int)n, p + 6);
+    else
+        snprintf(out->iface, sizeof(out->iface), "ustack0");
+    out->ip = conf.ip;
+    out->prefix = conf.prefix;
+    memcpy(out->ip6, conf.ip6, 16);
+    out->ip6_prefix = conf.ip6_prefix;
+    return true;
+}
+
 /* ---- paths ---------------------------------------------------------------------------- */
 
 static char stackd[PATH_MAX];

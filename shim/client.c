@@ -1441,6 +1441,34 @@ static void connect_settle(struct shim_sk *k)
     shim__call(k->s->core, &c, NULL);
 }
 
+/* ustack's own address (IPv4, or its global IPv6 address). */
+static bool own_address(const struct shm_addr *a)
+{
+    static const uint8_t z[16];
+    if (a->family == SHM_AF_INET)
+        return C.ip != 0 && a->ip == C.ip;
+    return memcmp(C.ip6, z, 16) && !memcmp(a->ip6, C.ip6, 16);
+}
+
+/* A TCP connect to our own address: Linux delivers it over loopback, and the engine has no
+ * path to itself. The socket goes to the kernel and connects to loopback instead (127.0.0.1,
+ * ::ffff:127.0.0.1 or ::1, same port), where a ustack wildcard listener's companion takes it,
+ * as does a kernel listener; both ends then name loopback as the peer (docs/preload.md
+ * "Routing"). ss (the caller's address, copied) is rewritten in place. */
+static struct sockaddr_storage *loopback_of(struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        ((struct sockaddr_in *)ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else {
+        struct in6_addr *ip6 = &((struct sockaddr_in6 *)ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(ip6))
+            ip6->s6_addr32[3] = htonl(INADDR_LOOPBACK);
+        else
+            *ip6 = in6addr_loopback;
+    }
+    return ss;
+}
+
 int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     SHIM_SK(k);
@@ -1491,6 +1519,11 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
                                           : shim__route_kernel6(&k, a.ip6, a.scope);
     if (a.family == SHM_AF_INET6 && !shim__inet6(&k) && !shim_addr_any(&a))
         shim__no_inet6_warn();
+    const struct sockaddr *to = addr;
+    if (!kernel && own_address(&a)) {
+        kernel = true;
+        to = (const struct sockaddr *)loopback_of(&ss);
+    }
     if (!kernel && (rc = shim__push_v6only(&k)) < 0)
         return rc;
     struct shm_cmd c;
@@ -1513,7 +1546,7 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
             shim__no_inet6_warn();
         if ((rc = shim__handover(&k)) < 0)
             return rc;
-        return C.sys.connect(fd, addr, len) < 0 ? -errno : 0;
+        return C.sys.connect(fd, to, len) < 0 ? -errno : 0;
     }
     if (rc == 0) {
         k.f->cstate = SHIM_CS_CONNECTED;

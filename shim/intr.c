@@ -34,11 +34,13 @@ static void trampoline(int sig, siginfo_t *si, void *uc)
         a->sa_sigaction(sig, si, uc);
     } else if (a->sa_handler == SIG_DFL) {
         /* Set to the default while this one was on its way: deliver it that way. */
+        int err = errno;
         struct sigaction d = {.sa_handler = SIG_DFL};
         sigemptyset(&d.sa_mask);
         if (intr_real)
             intr_real(sig, &d, NULL);
         raise(sig);
+        errno = err;
     } else if (a->sa_handler != SIG_IGN) {
         a->sa_handler(sig);
     }
@@ -59,19 +61,22 @@ int shim_intr_sigaction(shim_sigaction_fn real, int sig, const struct sigaction 
     bool wrap = act && act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN;
     int rc;
     if (wrap) {
+        /* The record is published before the kernel has the trampoline: a signal caught
+         * in between must find the handler it was installed for. */
         intr_app[sig][slot] = *act;
+        atomic_store_explicit(&intr_cur[sig], slot, memory_order_release);
         k = *act;
         k.sa_sigaction = trampoline;
         k.sa_flags |= SA_SIGINFO;
         rc = real(sig, &k, &prev);
+        if (rc < 0)
+            atomic_store_explicit(&intr_cur[sig], was, memory_order_release);
     } else {
         rc = real(sig, act, &prev);
     }
     if (rc < 0) {
         rc = -errno;
     } else {
-        if (wrap)
-            atomic_store_explicit(&intr_cur[sig], slot, memory_order_release);
         if (old)
             *old = (prev.sa_flags & SA_SIGINFO) && prev.sa_sigaction == trampoline
                        ? intr_app[sig][was]

@@ -2,6 +2,9 @@
  * Every expectation is what Linux does; run.sh proves it by running this on the kernel. */
 #include "sem.h"
 
+#include <ifaddrs.h>
+#include <net/if.h>
+
 #include <netdb.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -438,6 +441,51 @@ static void getaddrinfo_addrconfig(void)
     freeaddrinfo(res);
 }
 
+/* A connection to our own address (a program reaching a server of the same host by the
+ * host's address): Linux carries it over loopback to a wildcard listener. Under ustack the
+ * connect goes to the kernel's loopback, where the listener's companion takes it. Data
+ * passes both ways and both ends close cleanly. */
+static void connect_own_address(void)
+{
+    int l = sem_tcp(0), one = 1;
+    struct sockaddr_in any = sem_sin((struct in_addr){htonl(INADDR_ANY)}, sem_lport(9));
+    CHECK(l >= 0, "socket");
+    CHECK_OK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    CHECK_OK(bind(l, (struct sockaddr *)&any, sizeof any));
+    CHECK_OK(listen(l, 4));
+    int c = sem_tcp(0);
+    struct sockaddr_in self = sem_sin(sem_self_ip, sem_lport(9));
+    CHECK(c >= 0, "socket");
+    CHECK_OK(connect(c, (struct sockaddr *)&self, sizeof self));
+    int s = sem_track(accept(l, NULL, NULL));
+    CHECK(s >= 0, "accept");
+    char buf[8];
+    CHECK(send(c, "ping", 4, 0) == 4, "send");
+    CHECK(sem_read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4), "server read");
+    CHECK(send(s, "pong", 4, 0) == 4, "send back");
+    CHECK(sem_read_full(c, buf, 4, 3000) == 4 && !memcmp(buf, "pong", 4), "client read");
+    CHECK_OK(shutdown(c, SHUT_WR));
+    CHECK(recv(s, buf, sizeof buf, 0) == 0, "EOF at the server");
+}
+
+/* getifaddrs() lists our address on some interface (BIND's named listens on each address it
+ * finds there, aria2's resolver asks only for the families configured there). Under ustack
+ * the kernel has no such address; the library adds it. */
+static void ifaddrs_list_our_address(void)
+{
+    struct ifaddrs *ifa = NULL;
+    CHECK_OK(getifaddrs(&ifa));
+    int found = 0;
+    for (struct ifaddrs *i = ifa; i; i = i->ifa_next)
+        if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && i->ifa_netmask &&
+            ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr == sem_self_ip.s_addr &&
+            ((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr == htonl(0xffffff00u) &&
+            (i->ifa_flags & IFF_UP))
+            found++;
+    freeifaddrs(ifa);
+    CHECK(found == 1, "%d entries with %s/24", found, inet_ntoa(sem_self_ip));
+}
+
 int main(void)
 {
     sem_init("sem_basic", 0);
@@ -464,5 +512,7 @@ int main(void)
     SEM_RUN(accept_flags);
     SEM_RUN(accepted_half_close);
     SEM_RUN(getaddrinfo_addrconfig);
+    SEM_RUN(connect_own_address);
+    SEM_RUN(ifaddrs_list_our_address);
     return sem_done();
 }
