@@ -78,8 +78,21 @@ static int log_level(int lvl)
 int dio_eal_init_args(int argc, char **argv, char *err, size_t errlen)
 {
     if (rte_eal_init(argc, argv) < 0) {
-        dio__err(err, errlen, "DPDK EAL start failed: %s (see the EAL lines above)",
-                 rte_strerror(rte_errno));
+        /* The EAL's own lines went to ustackd's stderr: USTACK_STACKD_LOG when spawned. A
+         * process that dropped root (named -u, postgres) spawns a ustackd that cannot
+         * open the device: say so, with the way out. */
+        if (geteuid() != 0)
+            dio__err(err, errlen,
+                     "DPDK EAL start failed: %s; ustackd runs as uid %u, not root (start a "
+                     "root `ustackd --standalone` and attach with USTACK_ATTACH, "
+                     "docs/shm.md); the EAL's lines are in ustackd's stderr "
+                     "(USTACK_STACKD_LOG)",
+                     rte_strerror(rte_errno), (unsigned)geteuid());
+        else
+            dio__err(err, errlen,
+                     "DPDK EAL start failed: %s (the EAL's lines are in ustackd's stderr: "
+                     "above, or USTACK_STACKD_LOG)",
+                     rte_strerror(rte_errno));
         return -(rte_errno ? rte_errno : EINVAL);
     }
     return 0;

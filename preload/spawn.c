@@ -327,13 +327,19 @@ static int do_attach(void *base, uint64_t size, int shm_fd, int pipe_fd)
 
 /* ---- attaching to an inherited region -------------------------------------------------- */
 
+/* Set by attach_inherited when USTACK_SHM_FD names a number that is not open (or is not a
+ * memfd): the image closed it before attaching. */
+static bool conf_err_closed;
+
 static int attach_inherited(const char *shm, const char *pipe)
 {
     char *end;
     long fd = strtol(shm, &end, 10);
     struct stat st;
+    conf_err_closed = false;
     if (*end || fd < 0 || fstat((int)fd, &st) < 0 || st.st_size <= 0) {
         snprintf(conf_err, sizeof(conf_err), "USTACK_SHM_FD=%.32s: not an open region fd", shm);
+        conf_err_closed = !*end && fd >= 0;
         return -EINVAL;
     }
     void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0);
@@ -806,6 +812,17 @@ int ustack__attach(void)
         } else {
             const char *shm = getenv("USTACK_SHM_FD");
             rc = shm ? attach_inherited(shm, getenv("USTACK_PIPE_FD")) : attach_or_spawn();
+            if (shm && rc == -EINVAL && conf_err_closed) {
+                /* The region's fd was inherited but is gone: the image closed it before its
+                 * first socket (closefrom(3) in a daemon, Erlang's erl_child_setup), while
+                 * the close hooks could not know it yet. Attach as a process of its own
+                 * (the device's attach socket) instead of failing every socket; nothing
+                 * is wrong, so only USTACK_LOG=info says so. */
+                shim_log(SHIM_LOG_INFO, "%s; attaching on its own", conf_err);
+                unsetenv("USTACK_SHM_FD");
+                unsetenv("USTACK_PIPE_FD");
+                rc = attach_or_spawn();
+            }
         }
         if (rc < 0) {
             /* Said once; every later socket() fails the same way. */

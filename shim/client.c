@@ -49,20 +49,22 @@ struct shim_cli shim__c = {
 /* ---- diagnostics ---------------------------------------------------------------------- */
 
 static pthread_mutex_t warn_lock = PTHREAD_MUTEX_INITIALIZER;
-static const char *warned[64];
+/* The keys are copied: a caller may build its key in a stack buffer (unsupported_set's
+ * "opt<level>.<name>"), which is gone (and reused) once it returns. */
+static char warned[64][32];
 static unsigned nwarned;
 
 bool shim_first_time(const char *key)
 {
     pthread_mutex_lock(&warn_lock);
     for (unsigned i = 0; i < nwarned; i++) {
-        if (warned[i] == key || !strcmp(warned[i], key)) {
+        if (!strncmp(warned[i], key, sizeof(warned[i]) - 1)) {
             pthread_mutex_unlock(&warn_lock);
             return false;
         }
     }
     if (nwarned < sizeof(warned) / sizeof(warned[0]))
-        warned[nwarned++] = key;
+        snprintf(warned[nwarned++], sizeof(warned[0]), "%s", key);
     pthread_mutex_unlock(&warn_lock);
     return true;
 }
@@ -1781,6 +1783,27 @@ void shim__release(uint32_t slot, uint32_t gen)
     release_now(slot, gen);
 }
 
+/* Before this process's last fd of a listener that other processes hold goes (an nginx
+ * worker closing its listening sockets at a reload): if the socket's eventfd is readable,
+ * the wake-up it stands for may have been this process's (EPOLLEXCLUSIVE wakes a single
+ * waiter) and will not be acted on here, and the stack signals again only once a waiter
+ * re-arms. The other holders would sleep on with connections queued: nginx's reload under
+ * `ab` stalled the run for ab's 30 s timeout now and then. One more write wakes another
+ * waiter, which re-checks (accepts, or re-arms). */
+static void pass_wake_on(int fd, uint32_t slot, uint32_t gen)
+{
+    if (slot >= C.nsocks)
+        return;
+    struct shim_file *f = &C.files[slot];
+    struct shm_sock *s = shm_sock(C.base, slot);
+    if (f->gen != gen || f->nfds != 1 || f->cstate != SHIM_CS_LISTEN || atomic_load(&s->refs) <= 1)
+        return;
+    struct pollfd p = {fd, POLLIN, 0};
+    struct timespec zero = {0, 0};
+    if (C.sys.ppoll(&p, 1, &zero, NULL) == 1)
+        shim__signal(fd);
+}
+
 int shim_close(int fd)
 {
     struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
@@ -1812,6 +1835,7 @@ int shim_close(int fd)
         }
         shim_fdtab_clear(&shim_fds, fd);
         shim__efd_quiesce(slot); /* a call reading or writing the eventfd by number */
+        pass_wake_on(fd, slot, gen);
         int rc = C.sys.close(fd) < 0 ? -errno : 0;
         shim__release(slot, gen);
         shim__unlock();

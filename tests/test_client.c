@@ -1068,6 +1068,30 @@ START_TEST(blocking_accept_with_companion_waits)
 }
 END_TEST
 
+/* ---- diagnostics ---------------------------------------------------------------------- */
+
+/* Keys built in a reused stack buffer (as unsupported_set's "opt<level>.<name>"): each key
+ * is said once, whatever buffer it was built in. Before, the stored pointer matched any
+ * later key built in the same buffer, and a key built elsewhere was said again. */
+static bool first_from(const char *key)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%s", key);
+    return shim_first_time(buf);
+}
+
+START_TEST(warn_once_per_key)
+{
+    ck_assert(first_from("opt1.12"));
+    ck_assert(first_from("opt6.10"));
+    ck_assert(!first_from("opt1.12"));
+    char other[32];
+    snprintf(other, sizeof(other), "opt6.10");
+    ck_assert(!shim_first_time(other));
+    ck_assert(shim_first_time("opt41.24"));
+}
+END_TEST
+
 /* ---- signals (intr.h) ----------------------------------------------------------------- */
 
 static volatile sig_atomic_t usr2s;
@@ -1713,6 +1737,7 @@ int main(void)
     tcase_add_test(tc, pass_over_unix_refs);
     tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, handler_outside_sleep_interrupts);
+    tcase_add_test(tc, warn_once_per_key);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
     tcase_add_test(tc, epoll_events_dups_nesting);

@@ -599,6 +599,47 @@ static int exec_child(int a, int b)
     return send(a, "exec", 4, 0) == 4 ? 0 : 4;
 }
 
+/* An exec'd program that closes every inherited fd before its first socket (closefrom(3),
+ * as daemons and Erlang's erl_child_setup do) still gets working sockets: under ustack the
+ * region named by the inherited USTACK_SHM_FD is gone, and the child attaches on its own.
+ * Before, every socket of the child failed with EINVAL. */
+static void exec_closefrom_child(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK_OK(fcntl(a, F_SETFD, FD_CLOEXEC));
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        execl(self_path, self_path, "--closefrom-child", (char *)NULL);
+        _exit(127);
+    }
+    int rc = wait_child(pid, 15000);
+    CHECK(rc == 0, "exec'ed child failed (%d: 2 socket, 3 connect, 4 echo)", rc);
+    CHECK_OK(roundtrip(a, "parent"));
+}
+
+static int closefrom_child(void)
+{
+    closefrom(3);
+    struct in_addr peer;
+    const char *pb = getenv("SEM_PORT_BASE");
+    if (sem__env_ip("SEM_PEER", "198.18.50.1", &peer))
+        return 9;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return 2;
+    struct sockaddr_in to = sem_sin(peer, (pb && *pb ? atoi(pb) : 7000) + SEM_P_ECHO);
+    if (connect(fd, (struct sockaddr *)&to, sizeof to) < 0)
+        return 3;
+    char buf[4];
+    if (send(fd, "cfcf", 4, 0) != 4 || sem_read_full(fd, buf, 4, 5000) != 4 ||
+        memcmp(buf, "cfcf", 4))
+        return 4;
+    close(fd);
+    return 0;
+}
+
 /* Confines the calling process as OpenSSH confines its pre-authentication child: at most
  * one open file (RLIMIT_NOFILE 1, so poll() takes one fd at most) and a seccomp filter that
  * kills the process on any system call but a short list (OpenSSH's
@@ -722,6 +763,8 @@ int main(int argc, char **argv)
         return sandbox_child(atoi(argv[2]));
     if (argc == 3 && !strcmp(argv[1], "--pass-child"))
         return pass_receiver(atoi(argv[2]));
+    if (argc == 2 && !strcmp(argv[1], "--closefrom-child"))
+        return closefrom_child();
     self_path = "/proc/self/exe";
     static char path[4096];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
@@ -750,5 +793,6 @@ int main(int argc, char **argv)
     SEM_RUN(pass_two_in_flight);
     SEM_RUN(exec_inherits);
     SEM_RUN(sandboxed_child);
+    SEM_RUN(exec_closefrom_child);
     return sem_done();
 }
