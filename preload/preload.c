@@ -827,7 +827,7 @@ HOOK int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
 {
     if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
         return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), NULL));
-    int64_t t0 = shim_clock_ns();
+    int64_t t0 = timeout > 0 ? shim_clock_ns() : 0; /* only a finite wait needs it */
     int n = REAL(epoll_wait)(epfd, ev, max, timeout);
     if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL) /* a ustack member joined meanwhile */
         return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), NULL));
@@ -838,7 +838,7 @@ HOOK int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, con
 {
     if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
         return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), mask));
-    int64_t t0 = shim_clock_ns();
+    int64_t t0 = timeout > 0 ? shim_clock_ns() : 0; /* only a finite wait needs it */
     int n = REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
     if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL)
         return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), mask));
@@ -856,7 +856,7 @@ HOOK int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct ti
     }
     if (!REAL(epoll_pwait2))
         return (int)ret(-ENOSYS);
-    int64_t t0 = shim_clock_ns();
+    int64_t t0 = ts && (ts->tv_sec || ts->tv_nsec) ? shim_clock_ns() : 0;
     int n = REAL(epoll_pwait2)(epfd, ev, max, ts, mask);
     if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL) {
         int64_t t = ts_ns(ts);

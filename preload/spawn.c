@@ -327,20 +327,15 @@ static int do_attach(void *base, uint64_t size, int shm_fd, int pipe_fd)
 
 /* ---- attaching to an inherited region -------------------------------------------------- */
 
-/* Set by attach_inherited when USTACK_SHM_FD names a number that is not open (or is not a
- * memfd): the image closed it before attaching. */
-static bool conf_err_closed;
-
 static int attach_inherited(const char *shm, const char *pipe)
 {
     char *end;
     long fd = strtol(shm, &end, 10);
     struct stat st;
-    conf_err_closed = false;
     if (*end || fd < 0 || fstat((int)fd, &st) < 0 || st.st_size <= 0) {
         snprintf(conf_err, sizeof(conf_err), "USTACK_SHM_FD=%.32s: not an open region fd", shm);
-        conf_err_closed = !*end && fd >= 0;
-        return -EINVAL;
+        /* -EBADF: a number, but nothing of a region there (the image closed it). */
+        return *end || fd < 0 ? -EINVAL : -EBADF;
     }
     void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0);
     if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size) < 0) {
@@ -812,7 +807,7 @@ int ustack__attach(void)
         } else {
             const char *shm = getenv("USTACK_SHM_FD");
             rc = shm ? attach_inherited(shm, getenv("USTACK_PIPE_FD")) : attach_or_spawn();
-            if (shm && rc == -EINVAL && conf_err_closed) {
+            if (shm && rc == -EBADF) {
                 /* The region's fd was inherited but is gone: the image closed it before its
                  * first socket (closefrom(3) in a daemon, Erlang's erl_child_setup), while
                  * the close hooks could not know it yet. Attach as a process of its own
