@@ -73,7 +73,7 @@ LOADGEN=$ROOT/build/bench/loadgen
 NGINX=${NGINX:-$(command -v nginx || true)}
 
 QUICK=0 CORES_LIST=1 ROUNDS="" SECS="" ONLY="server,client,both,bulk" PAIR=afxdp OUTDIR="" KEEP=0
-WORKERS=1 CONCS="" SETS=()
+WORKERS=1 CONCS="" SETS=() RPS=""
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -85,6 +85,7 @@ while [ $# -gt 0 ]; do
         --pair) PAIR=${2-}; shift ;;
         --out) OUTDIR=${2-}; shift ;;
         --keep) KEEP=1 ;;
+        --rps) RPS=${2-}; shift ;;
         --set)
             case ${2-} in USTACK_[A-Z0-9_]*=*) SETS+=("$2") ;; *) echo "run.sh: --set takes USTACK_NAME=VALUE" >&2; exit 2 ;; esac
             shift ;;
@@ -212,6 +213,10 @@ if [ "$WORKERS" != 1 ]; then
 fi
 
 bench_topology "$NS_C" "$NS_S" "$V_C" "$V_S" || { echo "run.sh: cannot create the topology" >&2; exit 2; }
+if [ -n "$RPS" ]; then
+    ip netns exec "$NS_C" sh -c "echo $RPS > /sys/class/net/$V_C/queues/rx-0/rps_cpus" || exit 2
+    ip netns exec "$NS_S" sh -c "echo $RPS > /sys/class/net/$V_S/queues/rx-0/rps_cpus" || exit 2
+fi
 
 # addrs C S: kernel addresses on the two veth ends (k: the address, u: none, the ustackd
 # there owns it); XDP programs a previous ustackd left go, neighbour caches are flushed.

@@ -498,6 +498,8 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
         cfg.tx_offloads |= STK_TX_IP_CSUM;
     if (s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_CKSUM)
         cfg.tx_offloads |= STK_TX_TCP_CSUM;
+    else
+        cfg.tx_offloads |= STK_TX_L4_SUM; /* dio__tx sums the payload while copying it */
     if (s->tx_ol & RTE_ETH_TX_OFFLOAD_TCP_TSO) {
         cfg.tx_offloads |= STK_TX_TSO;
         cfg.tso_max = s->tso_max;
@@ -611,7 +613,7 @@ static unsigned loop_once(struct dio_core *c, stk_time_t now, bool app)
         unsigned n = rx_take(c, pkts);
         if (n) {
             if (unlikely(c->pcap != NULL))
-                dio__pcap_rx(c, pkts, n);
+                dio__pcap_mbufs(c, pkts, n);
             rx_frames(c, pkts, n, now);
             work += n;
         }

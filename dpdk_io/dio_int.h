@@ -115,7 +115,8 @@ int dio__pcap_open(struct dio_stack *s, char *err, size_t errlen);
 void dio__pcap_close(struct dio_stack *s);
 int dio__pcap_core_init(struct dio_core *c);
 void dio__pcap_core_fini(struct dio_core *c);
-void dio__pcap_rx(struct dio_core *c, struct rte_mbuf **pkts, unsigned n);
+/* Received frames, and sent ones whose mbuf holds what the iov lacked (STK_TX_L4_SUM). */
+void dio__pcap_mbufs(struct dio_core *c, struct rte_mbuf **pkts, unsigned n);
 void dio__pcap_tx(struct dio_core *c, const struct stk_iov *iov, int n);
 void dio__pcap_poll(struct dio_core *c, uint64_t now_us, bool idle);
 void dio__pcap_flush(struct dio_core *c);

@@ -205,7 +205,7 @@ static uint8_t *reserve(struct dio_core *c, uint32_t caplen, uint32_t origlen,
     return r + PCAP_REC_HDR;
 }
 
-void dio__pcap_rx(struct dio_core *c, struct rte_mbuf **pkts, unsigned n)
+void dio__pcap_mbufs(struct dio_core *c, struct rte_mbuf **pkts, unsigned n)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

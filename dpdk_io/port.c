@@ -449,6 +449,22 @@ int dio__port_setup(struct dio_stack *s, char *err, size_t errlen)
 
 /* ---- Transmit ------------------------------------------------------------------------- */
 
+/* Stores the TCP checksum of a frame whose payload sum dio__tx took while copying
+ * (STK_TX_L4_SUM): the field holds the headers' part. False when the field is not in the
+ * first segment (never for the engine's frames). */
+static bool finish_l4sum(struct rte_mbuf *head, const struct stk_txmeta *meta, uint32_t sum)
+{
+    size_t at = (size_t)meta->l2_len + meta->l3_len + 16;
+    if (at + 2 > head->data_len || meta->l4_len < 20)
+        return false;
+    uint8_t *f = rte_pktmbuf_mtod_offset(head, uint8_t *, at);
+    uint64_t t = (uint64_t)sum + (uint32_t)(f[0] << 8 | f[1]);
+    uint16_t v = stk_csum_finish((uint32_t)((t & 0xffffffffu) + (t >> 32)));
+    f[0] = (uint8_t)(v >> 8);
+    f[1] = (uint8_t)v;
+    return true;
+}
+
 /* Copies the engine's frame into an mbuf (a chain only for TSO frames). The engine's
  * buffers are per socket rings that it reuses at once, so a copy is the simple and safe
  * contract; attaching external buffers is a later optimisation. */
@@ -469,6 +485,11 @@ int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txm
         return -ENOBUFS;
     }
     struct rte_mbuf *seg = head;
+    /* STK_TX_L4_SUM: the payload (from sum_from on) is summed while it is copied. */
+    bool l4sum = meta->flags & STK_TX_L4_SUM;
+    size_t sum_from = l4sum ? (size_t)meta->l2_len + meta->l3_len + meta->l4_len : SIZE_MAX;
+    size_t pos = 0;
+    uint32_t sum = 0;
     for (int i = 0; i < n; i++) {
         const uint8_t *src = iov[i].base;
         size_t left = iov[i].len;
@@ -488,14 +509,25 @@ int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txm
                 room = rte_pktmbuf_tailroom(seg);
             }
             uint16_t k = left < room ? (uint16_t)left : room;
-            memcpy(rte_pktmbuf_mtod_offset(seg, uint8_t *, seg->data_len), src, k);
+            uint8_t *dst = rte_pktmbuf_mtod_offset(seg, uint8_t *, seg->data_len);
+            size_t plain = pos >= sum_from ? 0 : sum_from - pos < k ? sum_from - pos : k;
+            memcpy(dst, src, plain);
+            if (plain < k)
+                sum = stk_csum_copy(sum, dst + plain, src + plain, k - plain,
+                                    (pos + plain - sum_from) & 1);
+            pos += k;
             seg->data_len = (uint16_t)(seg->data_len + k);
             head->pkt_len += k;
             src += k;
             left -= k;
         }
     }
-    if (meta->flags) {
+    if (l4sum && !finish_l4sum(head, meta, sum)) {
+        rte_pktmbuf_free(head);
+        c->ctr.tx_drop_nombuf++;
+        return -ENOBUFS;
+    }
+    if (meta->flags & (STK_TX_IP_CSUM | STK_TX_TCP_CSUM | STK_TX_TSO)) {
         head->l2_len = meta->l2_len;
         head->l3_len = meta->l3_len;
         head->l4_len = meta->l4_len;
@@ -511,8 +543,12 @@ int dio__tx(void *io_ctx, const struct stk_iov *iov, int n, const struct stk_txm
         }
         head->ol_flags |= f;
     }
-    if (unlikely(c->pcap != NULL))
-        dio__pcap_tx(c, iov, n);
+    if (unlikely(c->pcap != NULL)) {
+        if (l4sum)
+            dio__pcap_mbufs(c, &head, 1); /* the frame with its checksum */
+        else
+            dio__pcap_tx(c, iov, n);
+    }
     if (c->ntx == 0)
         c->tx_first_us = dio_now();
     c->txbuf[c->ntx++] = head;

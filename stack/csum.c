@@ -119,6 +119,67 @@ uint32_t stk__csum_add(uint32_t sum, const void *data, size_t len)
     return (uint32_t)((total & 0xffffffffu) + (total >> 32));
 }
 
+/* stk_csum_copy: the sum of src's bytes while they are copied to dst, so the data is read
+ * once (the transmit side of STK_TX_L4_SUM: the I/O layer copies the payload into the frame
+ * anyway). Same lanes as sum_blocks_sse2, with a store of each block. */
+uint32_t stk_csum_copy(uint32_t sum, void *dst, const void *src, size_t len, bool odd)
+{
+    const uint8_t *p = src;
+    uint8_t *d = dst;
+    uint64_t acc = 0;
+
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    while (len >= 32) {
+        size_t run = len / 32 < CSUM_SSE_RUN ? len / 32 : CSUM_SSE_RUN;
+        len -= run * 32;
+        __m128i lo = zero, hi = zero;
+        for (; run; run--, p += 32, d += 32) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(const void *)p);
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+            _mm_storeu_si128((__m128i *)(void *)d, a);
+            _mm_storeu_si128((__m128i *)(void *)(d + 16), b);
+            lo = _mm_add_epi32(lo, _mm_unpacklo_epi16(a, zero));
+            hi = _mm_add_epi32(hi, _mm_unpackhi_epi16(a, zero));
+            lo = _mm_add_epi32(lo, _mm_unpacklo_epi16(b, zero));
+            hi = _mm_add_epi32(hi, _mm_unpackhi_epi16(b, zero));
+        }
+        uint32_t lanes[8];
+        _mm_storeu_si128((__m128i *)(void *)lanes, lo);
+        _mm_storeu_si128((__m128i *)(void *)(lanes + 4), hi);
+        for (unsigned i = 0; i < 8; i++)
+            acc += lanes[i];
+    }
+#endif
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        memcpy(d, &w, 8);
+        acc += (w & 0xffffffffu) + (w >> 32);
+        p += 8;
+        d += 8;
+        len -= 8;
+    }
+    if (len > 0) {
+        uint64_t w = 0;
+        memcpy(&w, p, len);
+        memcpy(d, p, len);
+        acc += (w & 0xffffffffu) + (w >> 32);
+    }
+    uint32_t folded = fold64(acc);
+    /* Native order to "big-endian word" order, unless the piece sits at an odd offset of
+     * the summed data: its bytes are then in the other half of each word already. */
+    if (host_is_little_endian() != odd)
+        folded = (uint32_t)(((folded & 0xffu) << 8) | (folded >> 8));
+    uint64_t total = (uint64_t)sum + folded;
+    return (uint32_t)((total & 0xffffffffu) + (total >> 32));
+}
+
+uint16_t stk_csum_finish(uint32_t sum)
+{
+    return stk__csum_fold(sum);
+}
+
 uint16_t stk__csum_fold(uint32_t sum)
 {
     return (uint16_t)~fold64(sum);

@@ -176,8 +176,8 @@ int stk__ip6_send_hl(struct stk_engine *e, stk_time_t now, const uint8_t *src,
     }
     if (!meta)
         meta = &none;
-    /* No offloads for IPv6 yet: the device gets the frame as it is. */
-    meta->flags = 0;
+    /* No device offloads for IPv6 yet; the I/O layer's payload sum is not one. */
+    meta->flags &= STK_TX_L4_SUM;
     if (plen > 65535u || STK_IP6_HLEN + plen > e->cfg.mtu)
         return -EMSGSIZE;
 

@@ -12,6 +12,7 @@
 #ifndef USTACK_STK_H
 #define USTACK_STK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -38,6 +39,11 @@ enum {
     STK_TX_IP_CSUM = 1u << 0,  /* IPv4 header checksum left for the device */
     STK_TX_TCP_CSUM = 1u << 1, /* TCP checksum holds the pseudo-header sum only */
     STK_TX_TSO = 1u << 2,      /* payload larger than one segment: device segments it */
+    /* The TCP checksum field holds the folded sum of the pseudo-header and the TCP header
+     * (with the field zero); the I/O layer adds the payload's sum (the bytes from l2_len +
+     * l3_len + l4_len on) while it copies them, and stores stk_csum_finish() of the total
+     * there. In tx_offloads: the I/O layer can; never with STK_TX_TCP_CSUM or STK_TX_TSO. */
+    STK_TX_L4_SUM = 1u << 3,
 };
 
 struct stk_txmeta {
@@ -333,6 +339,13 @@ enum stk_tcp_state {
     STK_TCP_TIME_WAIT,
 };
 const char *stk_state_name(enum stk_tcp_state s);
+
+/* For an I/O layer completing STK_TX_L4_SUM: copies len bytes from src to dst and returns
+ * sum plus their Internet-checksum sum (RFC 1071); odd says the piece starts at an odd
+ * offset of the summed data. Start from the field's value, read big-endian. */
+uint32_t stk_csum_copy(uint32_t sum, void *dst, const void *src, size_t len, bool odd);
+/* The value to store in the checksum field: the folded sum, complemented. */
+uint16_t stk_csum_finish(uint32_t sum);
 
 /* Engine life cycle. */
 int stk_engine_create(const struct stk_config *cfg, stk_time_t now, struct stk_engine **out);

@@ -162,6 +162,24 @@ static uint32_t csum_piece(uint32_t sum, const struct stk_iov *v, size_t *off)
     return (sum & 0xffff) + (sum >> 16) + 0u;
 }
 
+/* The TCP checksum without the device: the whole of it here, or, when the I/O layer sums the
+ * payload while it copies it into the frame (STK_TX_L4_SUM), the header's part only, so the
+ * payload is read once. */
+static void soft_csum(struct stk_engine *e, uint8_t *th, unsigned thlen, const struct stk_iov *pay,
+                      int npay, uint32_t sum, struct stk_txmeta *meta)
+{
+    sum = stk__csum_add(sum, th, thlen);
+    if (npay && (e->cfg.tx_offloads & STK_TX_L4_SUM) && !(meta->flags & STK_TX_TSO)) {
+        meta->flags |= STK_TX_L4_SUM;
+        stk__put16(th + 16, (uint16_t)~stk__csum_fold(sum));
+        return;
+    }
+    size_t off = thlen;
+    for (int i = 0; i < npay; i++)
+        sum = csum_piece(sum, &pay[i], &off);
+    stk__put16(th + 16, stk__csum_fold(sum));
+}
+
 static int xmit_done(struct stk_engine *e, struct stk_tcb *t, uint8_t th_flags, stk_time_t now,
                      int rc);
 
@@ -210,12 +228,8 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
                               .tos = v6 ? t->tclass : t->tos};
     if (v6) {
         /* Checksum in software (no IPv6 offloads yet), never TSO (see stk__tcp_output). */
-        size_t off = thlen;
         uint32_t sum = stk__csum_pseudo6(t->lip6, t->rip6, STK_IP_PROTO_TCP, thlen + len);
-        sum = stk__csum_add(sum, th, thlen);
-        for (int i = 0; i < npay; i++)
-            sum = csum_piece(sum, &pay[i], &off);
-        stk__put16(th + 16, stk__csum_fold(sum));
+        soft_csum(e, th, thlen, pay, npay, sum, &meta);
         int rc =
             stk__ip6_send(e, now, t->lip6, t->rip6, STK_IP_PROTO_TCP, hdr, thlen, pay, npay, &meta);
         return xmit_done(e, t, th_flags, now, rc);
@@ -235,11 +249,7 @@ static int xmit(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, uint32_t 
         uint16_t p = (uint16_t)~stk__csum_fold(sum);
         stk__put16(th + 16, p);
     } else {
-        size_t off = thlen;
-        sum = stk__csum_add(sum, th, thlen);
-        for (int i = 0; i < npay; i++)
-            sum = csum_piece(sum, &pay[i], &off);
-        stk__put16(th + 16, stk__csum_fold(sum));
+        soft_csum(e, th, thlen, pay, npay, sum, &meta);
     }
     if (e->cfg.tx_offloads & STK_TX_IP_CSUM)
         meta.flags |= STK_TX_IP_CSUM;

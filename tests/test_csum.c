@@ -3,6 +3,7 @@
  */
 #include <check.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "stk_int.h"
 
@@ -176,6 +177,48 @@ START_TEST(odd_length)
 }
 END_TEST
 
+/* stk_csum_copy: pieces of any length (odd ones included, so later pieces start at odd
+ * offsets), at any alignment of source and destination, copy exactly and chain to the
+ * reference sum of the whole; a run longer than one SIMD run (512 KiB) of 0xff too. */
+START_TEST(copy_sum)
+{
+    size_t size = (1u << 20) + 64;
+    uint8_t *src = malloc(size), *dst = malloc(size + 16);
+    ck_assert_ptr_nonnull(src);
+    ck_assert_ptr_nonnull(dst);
+    unsigned seed = 5;
+    for (size_t i = 0; i < size; i++)
+        src[i] = (uint8_t)rand_r(&seed);
+    for (int iter = 0; iter < 3000; iter++) {
+        size_t len = (size_t)rand_r(&seed) % 4000;
+        size_t so = (size_t)rand_r(&seed) % 16, dof = (size_t)rand_r(&seed) % 16;
+        memset(dst, 0x5a, len + 32);
+        uint32_t sum = 0x1234;
+        size_t pos = 0;
+        while (pos < len) {
+            size_t piece = 1 + (size_t)rand_r(&seed) % 1500;
+            if (pos + piece > len)
+                piece = len - pos;
+            sum = stk_csum_copy(sum, dst + dof + pos, src + so + pos, piece, pos & 1);
+            pos += piece;
+        }
+        REQUIRE(stk_csum_finish(sum) == ref_csum(0x1234, src + so, len));
+        REQUIRE(memcmp(dst + dof, src + so, len) == 0);
+        REQUIRE(dst[dof + len] == 0x5a); /* nothing written past the end */
+        REQUIRE(dof == 0 || dst[dof - 1] == 0x5a);
+    }
+    memset(src, 0xff, size);
+    for (size_t off = 0; off < 2; off++) {
+        size_t len = size - 64 + off;
+        uint32_t sum = stk_csum_copy(0, dst, src + off, len, false);
+        REQUIRE(stk_csum_finish(sum) == ref_csum(0, src + off, len));
+        REQUIRE(memcmp(dst, src + off, len) == 0);
+    }
+    free(src);
+    free(dst);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("csum");
@@ -187,6 +230,7 @@ int main(void)
     tcase_add_test(tc, long_runs);
     tcase_add_test(tc, chained_pieces);
     tcase_add_test(tc, odd_length);
+    tcase_add_test(tc, copy_sum);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

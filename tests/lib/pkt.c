@@ -704,6 +704,44 @@ static void set_ip_csum(uint8_t *ip, size_t ihl)
     wr16(ip + 10, pkt_csum_fold(pkt_csum_add(0, ip, ihl)));
 }
 
+/* STK_TX_L4_SUM, as dio__tx completes it: the field holds the sum of the pseudo-header and
+ * the TCP header; the payload's sum (from l2 + l3 + l4 on) is added. *partial_ok: the
+ * completed checksum equals one computed from scratch over the whole segment. */
+static int l4sum_finish(uint8_t *frame, size_t len, const struct stk_txmeta *meta, bool *partial_ok)
+{
+    size_t l2 = meta->l2_len, l3 = meta->l3_len, l4 = meta->l4_len;
+    if (meta->flags & (STK_TX_TCP_CSUM | STK_TX_TSO) || l2 != PKT_ETH_HLEN || l4 < PKT_TCP_HLEN ||
+        len < l2 + l3 + l4)
+        return PKT_E_OFFLOAD;
+    const uint8_t *ip = frame + l2;
+    uint8_t *t = frame + l2 + l3;
+    uint32_t pseudo;
+    size_t seglen;
+    if (rd16(frame + 12) == PKT_ETH_P_IP && l3 == (size_t)(ip[0] & 0x0f) * 4 && ip[9] == 6) {
+        if (l2 + rd16(ip + 2) > len || rd16(ip + 2) < l3 + l4)
+            return PKT_E_OFFLOAD;
+        seglen = rd16(ip + 2) - l3;
+        pseudo = pkt_csum_pseudo(rd32(ip + 12), rd32(ip + 16), PKT_IP_PROTO_TCP, (uint16_t)seglen);
+    } else if (rd16(frame + 12) == 0x86dd && l3 == 40 && ip[6] == 6) {
+        seglen = rd16(ip + 4);
+        if (l2 + l3 + seglen > len || seglen < l4)
+            return PKT_E_OFFLOAD;
+        pseudo = pkt_csum_add(pkt_csum_add(0, ip + 8, 32), (const uint8_t[]){0, 0, 0, 6}, 4);
+        pseudo += (uint32_t)seglen;
+    } else {
+        return PKT_E_OFFLOAD;
+    }
+    if ((size_t)(t[12] >> 4) * 4 != l4)
+        return PKT_E_OFFLOAD;
+    uint16_t done = pkt_csum_fold(pkt_csum_add(rd16(t + 16), t + l4, seglen - l4));
+    wr16(t + 16, 0);
+    uint16_t want = pkt_csum_fold(pkt_csum_add(pseudo, t, seglen));
+    if (partial_ok)
+        *partial_ok = done == want;
+    wr16(t + 16, done); /* like the device: whatever the field's sum makes of it */
+    return PKT_OK;
+}
+
 int pkt_offload_finish(uint8_t *frame, size_t len, const struct stk_txmeta *meta, bool *partial_ok)
 {
     uint32_t fl = meta ? meta->flags : 0;
@@ -711,6 +749,8 @@ int pkt_offload_finish(uint8_t *frame, size_t len, const struct stk_txmeta *meta
 
     if (partial_ok)
         *partial_ok = true;
+    if (fl & STK_TX_L4_SUM)
+        return l4sum_finish(frame, len, meta, partial_ok);
     if (!(fl & (STK_TX_IP_CSUM | STK_TX_TCP_CSUM | STK_TX_TSO)))
         return PKT_OK;
     if (len < l2 + PKT_IP_HLEN || rd16(frame + 12) != PKT_ETH_P_IP)

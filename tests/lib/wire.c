@@ -423,6 +423,8 @@ static int ep_tx(void *io_ctx, const struct stk_iov *iov, int n, const struct st
         bool partial_ok = true;
         if (pkt_offload_finish(buf, len, meta, &partial_ok) != PKT_OK || !partial_ok)
             ep->offload_bad++;
+        if (meta->flags & STK_TX_L4_SUM)
+            ep->l4sum_frames++;
     }
     if (meta && (meta->flags & STK_TX_TSO)) {
         l->st.tso_frames++;

@@ -157,6 +157,7 @@ struct wire_endpoint {
     uint64_t timer_stalls; /* stk_next_timer() stayed at or before a time already polled
                               repeatedly; the wire moved on by 1 us rather than livelock */
     uint64_t offload_bad;  /* frames whose offload metadata or partial checksum was wrong */
+    uint64_t l4sum_frames; /* frames whose payload sum the "device" added (STK_TX_L4_SUM) */
 };
 
 struct wire {

@@ -10,7 +10,7 @@
 #      ustackd exits (writing the rest of the capture), and tcpdump reads the file without
 #      a complaint: at least N + K distinct SYNs to port 80 (by port and sequence number),
 #      as many SYN-ACKs back, frames in both directions, the client's K ports among the
-#      SYNs.
+#      SYNs, and every data segment from ustack has a correct TCP checksum.
 #   2. USTACK_PCAP_MAX=64K, two stack cores when there are two CPUs (af_packet with a
 #      queue per core, so both cores receive and write): after ab, each core captured
 #      frames, pcap_dropped > 0, the file is at most 65536 bytes and 24 + pcap_bytes long,
@@ -239,6 +239,15 @@ if pcap_read "$CAP1"; then
     else
         net_softfail "capture: $syn SYNs, $synack SYN-ACKs (expected >= $((REQS + K)) each), $from_k/$from_u frames per side, client ports missing:${missing:- none}"
     fi
+    # The responses' TCP checksums in the file are the ones sent (dio__tx completes them
+    # while copying the payload, STK_TX_L4_SUM, and captures the finished frame).
+    sums=$(tcpdump -nn -vv -r "$CAP1" "src host $IP_U and tcp and greater 200" 2>/dev/null |
+        grep -o 'cksum 0x[0-9a-f]* ([a-z]*' | awk '{print $3}' | sort | uniq -c | tr -s ' \n' ' ')
+    case " $sums " in
+    *incorrect*) net_softfail "capture: data segments from ustack with bad TCP checksums:$sums" ;;
+    *" (correct "*) net_log "capture: TCP checksums of ustack's data segments:$sums" ;;
+    *) net_softfail "capture: no checked TCP checksum of a data segment from ustack ($sums)" ;;
+    esac
 fi
 
 # ---- 2. a small bound, two cores when possible: the file stays within it and parses
