@@ -50,6 +50,11 @@
 #   --out DIR        where the results go (default bench/results): <UTC date>-<host>.json,
 #                    .md, -server.png and -ratio.png
 #   --keep           keep the temp directory (every tool's raw output)
+#   --rps MASK       receive packet steering on both veth ends to the CPUs in MASK (hex, as
+#                    /sys/class/net/*/queues/rx-0/rps_cpus), for ustack and kernel runs alike:
+#                    the peer's kernel TCP, which otherwise runs inside ustack's transmit kicks
+#                    on the stack core, moves there (docs/benchmarks.md "Where the peer's
+#                    kernel work runs"). Default: none
 #   --set V=X        one more USTACK_* variable for every ustack side (e.g. USTACK_PCAP=FILE
 #                    to capture a failure); repeatable. Recorded in the commands
 # Environment: BENCH_LIB, BENCH_STACKD (default build/libustack.so, build/ustackd), NGINX.
@@ -85,7 +90,9 @@ while [ $# -gt 0 ]; do
         --pair) PAIR=${2-}; shift ;;
         --out) OUTDIR=${2-}; shift ;;
         --keep) KEEP=1 ;;
-        --rps) RPS=${2-}; shift ;;
+        --rps)
+            case ${2-} in [0-9a-fA-F]*) RPS=$2 ;; *) echo "run.sh: --rps takes a hex CPU mask" >&2; exit 2 ;; esac
+            shift ;;
         --set)
             case ${2-} in USTACK_[A-Z0-9_]*=*) SETS+=("$2") ;; *) echo "run.sh: --set takes USTACK_NAME=VALUE" >&2; exit 2 ;; esac
             shift ;;
@@ -657,7 +664,7 @@ client_cpus() {
 
 LOAD_START=$(cat /proc/loadavg)
 log "load average: $LOAD_START (other work on this machine skews every number)"
-log "namespaces $NS_C / $NS_S; cores $CORES_LIST; $ROUNDS round(s) of $SECS s; groups $ONLY; nginx workers $WORKERS"
+log "namespaces $NS_C / $NS_S; cores $CORES_LIST; $ROUNDS round(s) of $SECS s; groups $ONLY; nginx workers $WORKERS${RPS:+; rps_cpus $RPS on both veth ends}"
 T0=$SECONDS
 for cores in ${CORES_LIST//,/ }; do
     for ((r = 1; r <= ROUNDS; r++)); do
