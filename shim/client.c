@@ -540,8 +540,13 @@ int shim__sleep(struct shm_sock *s, uint32_t seq0, int64_t deadline)
         }
     }
     atomic_fetch_sub(&s->waiters, 1);
-    /* A handler run through the trampoline while asleep or just before: EINTR or go on. */
+    /* A handler run through the trampoline while asleep or just before: EINTR or go on.
+     * Linux looks for data before it looks for a signal (tcp_recvmsg, inet_csk_accept):
+     * when the socket changed too, the caller re-checks first, and the EINTR, kept until
+     * the call ends, comes at its next sleep if it still has to wait. */
     int ri = shim_intr_check(timed);
+    if (ri < 0 && atomic_load(&s->seq) != seq0)
+        return 0;
     return ri < 0 ? ri : rc;
 }
 

@@ -1109,6 +1109,48 @@ static void *notify_after_150ms(void *arg)
     return NULL;
 }
 
+static pthread_t sleeper;
+
+static void *notify_then_signal(void *arg)
+{
+    usleep(100 * 1000);
+    publish(*(uint32_t *)arg, 0);
+    pthread_kill(sleeper, SIGUSR2);
+    return NULL;
+}
+
+/* A sleep that the socket's change ends while a handler (no SA_RESTART) also runs returns
+ * to the caller's re-check, as Linux returns the data that woke it; the EINTR stays for the
+ * rest of the call: the next sleep on an unchanged socket fails at once. */
+START_TEST(data_before_signal)
+{
+    struct sigaction sa = {.sa_handler = on_usr2}, old;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(shim_intr_sigaction(sigaction, SIGUSR2, &sa, &old), 0);
+    int fd = connected(7);
+    struct shm_sock *s = sock_of(fd);
+    uint32_t slot = shim_fds.ent[fd].slot;
+    for (int round = 0; round < 5; round++) {
+        uint32_t seq0 = atomic_load(&s->seq);
+        usr2s = 0;
+        sleeper = pthread_self();
+        shim_intr_begin();
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, notify_then_signal, &slot), 0);
+        int rc = shim__sleep(s, seq0, SHIM_FOREVER);
+        pthread_join(t, NULL);
+        ck_assert_int_eq(usr2s, 1);
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_ne(atomic_load(&s->seq), seq0);
+        int64_t t0 = shim__now();
+        ck_assert_int_eq(shim__sleep(s, atomic_load(&s->seq), SHIM_FOREVER), -EINTR);
+        ck_assert_int_lt(ms_since(t0), 100);
+    }
+    ck_assert_int_eq(shim_intr_sigaction(sigaction, SIGUSR2, &old, NULL), 0);
+    ck_assert_int_eq(shim_close(fd), 0);
+}
+END_TEST
+
 /* A handler installed through the interposer runs behind the trampoline, which the kernel
  * sees and the application does not; one that runs after a blocking call began to wait but
  * outside its sleep (here: raise() before the sleep) still ends the call, with EINTR, or,
@@ -1737,6 +1779,7 @@ int main(void)
     tcase_add_test(tc, pass_over_unix_refs);
     tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, handler_outside_sleep_interrupts);
+    tcase_add_test(tc, data_before_signal);
     tcase_add_test(tc, warn_once_per_key);
     tcase_add_test(tc, epoll_level_edge_oneshot);
     tcase_add_test(tc, epoll_wakes_sleeper);
