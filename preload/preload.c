@@ -1109,6 +1109,32 @@ static void warn_secure_exec(enum exec_kind kind, const char *path, int fd)
                           : "a file with capabilities");
 }
 
+/* An exec that passes ustack sockets (described in USTACK_FDS) with an environment that
+ * does not preload this library: the new image sees plain eventfds. Programs that rebuild
+ * their children's environment do that unless told to keep LD_PRELOAD (Postfix's and
+ * Dovecot's import_environment): Postfix's smtpd then failed every accept() with ENOTSOCK,
+ * with nothing to say why. Said once. */
+static void warn_unpreloaded(enum exec_kind kind, const char *path, char *const env[])
+{
+    Dl_info info;
+    const char *self = "libustack.so";
+    if (dladdr((void *)warn_unpreloaded, &info) && info.dli_fname && *info.dli_fname) {
+        const char *b = strrchr(info.dli_fname, '/');
+        self = b ? b + 1 : info.dli_fname;
+    }
+    for (char *const *e = env; e && *e; e++)
+        if (!strncmp(*e, "LD_PRELOAD=", 11) && strstr(*e + 11, self))
+            return;
+    if (access("/etc/ld.so.preload", F_OK) == 0)
+        return; /* may load it for every program: not looked into */
+    shim_warn_once("exec-nopreload",
+                   "exec of %s without %s in its LD_PRELOAD: the ustack sockets it inherits "
+                   "are plain eventfds to it (does the program clear its children's "
+                   "environment? Postfix and Dovecot: add LD_PRELOAD and the USTACK_ "
+                   "variables to import_environment)",
+                   kind == EXEC_FD ? "an fd" : path, self);
+}
+
 static int do_exec(enum exec_kind kind, const char *path, int fd, char *const argv[],
                    char *const envp[])
 {
@@ -1127,6 +1153,8 @@ static int do_exec(enum exec_kind kind, const char *path, int fd, char *const ar
             prepared = true;
         }
         env = ustack__exec_env(envp, fds);
+        if (prepared && fds[0])
+            warn_unpreloaded(kind, path, envp);
     }
     char *const *e = env ? env : envp;
     int r;

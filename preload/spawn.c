@@ -338,6 +338,15 @@ static int attach_inherited(const char *shm, const char *pipe)
         return *end || fd < 0 ? -EINVAL : -EBADF;
     }
     void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0);
+    if (base == MAP_FAILED && errno == ENOMEM) {
+        /* Not "not a region": the program bounds its address space (Dovecot's processes run
+         * with RLIMIT_AS of 256 MiB, default_vsz_limit; vsftpd's session), docs/gaps.md. */
+        snprintf(conf_err, sizeof(conf_err),
+                 "USTACK_SHM_FD=%.32s: cannot map the region (%lld MiB): %s; is RLIMIT_AS "
+                 "too low? (USTACK_SHM_SOCKS makes it smaller)",
+                 shm, (long long)(st.st_size >> 20), strerror(ENOMEM));
+        return -ENOMEM;
+    }
     if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size) < 0) {
         if (base != MAP_FAILED)
             munmap(base, (size_t)st.st_size);

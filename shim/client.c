@@ -36,6 +36,7 @@ struct shim_cli shim__c = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .shm_fd = -1,
     .pipe_fd = -1,
+    .proc_fd = -1,
     .scratch_fd = -1,
     .scratch4u_fd = -1,
     .scratch6_fd = {-1, -1},
@@ -183,6 +184,11 @@ int shim_attach(const struct shim_attach *a)
         shim__priv(&C.shm_fd);
     if (C.pipe_fd >= 0)
         shim__priv(&C.pipe_fd);
+    C.proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (C.proc_fd >= 0) {
+        C.proc_fd = shim__high(C.proc_fd, true);
+        shim__priv(&C.proc_fd);
+    }
     pthread_key_create(&C.reply_key, reply_dtor);
     /* Bad application pointers then fail with EFAULT instead of crashing (ucopy.h); without
      * the handler (it could not be installed) they fault as before. */
@@ -1097,6 +1103,11 @@ void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog)
             shim__priv(&f->lacc[n++]);
     if (dom == AF_INET6 && (f->lacc[n] = lo_listen(dom, true, port, backlog)) >= 0)
         shim__priv(&f->lacc[n++]);
+    shim__lfd_set(f, n);
+}
+
+void shim__lfd_set(struct shim_file *f, int n)
+{
     if (n == 1) {
         f->lfd = f->lacc[0];
         return;

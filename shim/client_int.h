@@ -98,6 +98,10 @@ struct shim_cli {
     /* A pidfd of ustackd (private, above 1000), opened on first need; 0 = not yet, -1 = none
      * (pidfd_open failed). Read without the lock, set under it. */
     int stack_pidfd;
+    /* procfs's root (O_PATH, private, above 1000), opened at attach, or -1: a socket's
+     * eventfd is known by its "eventfd-id" in self/fdinfo, which a process that chroot()s
+     * afterwards (Dovecot's login processes) still reads through it. */
+    int proc_fd;
     /* Serialises fd-table changes (create, close, dup) against fork's reference bumps, and
      * guards the epoll list. Never held while waiting for the stack. */
     pthread_mutex_t lock;
@@ -170,6 +174,8 @@ void shim__release_ref(uint32_t slot, uint32_t gen);
 void shim__ref_add(uint32_t slot, uint32_t n);
 struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock);
 void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog);
+/* f's first n kernel loopback listeners (lacc, private fds) are set: makes lfd watch them. */
+void shim__lfd_set(struct shim_file *f, int n);
 /* An AF_INET6 socket's IPV6_V6ONLY to the engine, before a bind or connect (0 or -errno). */
 int shim__push_v6only(struct shim_sk *k);
 /* "the stack serves no IPv6" on stderr, once. */
@@ -235,6 +241,8 @@ struct shim_epreg {
 };
 int shim__epoll_detach(int fd, uint32_t slot, uint32_t gen, struct shim_epreg *regs, int max);
 void shim__epoll_attach_kernel(int fd, const struct shim_epreg *regs, int n);
+/* fork is coming (caller holds the lock): every epoll set becomes shared. */
+void shim__epoll_forking(void);
 /* fork's child: the epoll locks other threads may have held are free again. */
 void shim__epoll_atfork_child(void);
 /* fd (a ustack socket) is going away or being replaced: leave every epoll set. */

@@ -69,6 +69,9 @@ struct shim_epoll {
     uint32_t xhi; /* high half of the data of members' kernel events */
     struct shim_epm *m;
     uint32_t cap, round, nheld;
+    /* A fork since it was made: the kernel set (and its members' registrations) may be
+     * another process's too, which has its own copy of this table. */
+    uint8_t forked;
     pthread_mutex_t lock;
     struct shim_epoll *next;
 };
@@ -1018,13 +1021,23 @@ static void hold(struct shim_epoll *ep, struct shim_epm *m, int fd)
 }
 
 /* fd (a ustack socket) is being closed or replaced. Its registrations move to a private
- * dup while the process holds the socket by another fd; with the last one they all end. */
+ * dup while the process holds the socket by another fd; with the last one they all end.
+ * In a set shared with another process (made before a fork) they stay as they are while
+ * another process holds the socket: Linux keys a registration by the open file, which
+ * lives on there, and the other process's table still names the member by this number
+ * (Postfix's master watches its listeners in an epoll; each service child moves the
+ * listener to a fixed number and closes the original before exec: deleting or moving the
+ * registration took it from the master, whose next EPOLL_CTL_DEL failed with ENOENT). */
 void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen)
 {
     shim__lock();
     struct shim_file *f = &C.files[slot];
     bool last = f->gen != gen || f->nfds <= 1;
+    bool elsewhere = f->gen == gen && shm_sock_valid(C.base, slot, gen) &&
+                     atomic_load(&shm_sock(C.base, slot)->refs) > f->nfds;
     for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
+        if (ep->forked && elsewhere)
+            continue;
         pthread_mutex_lock(&ep->lock);
         struct shim_epm *m = member(ep, fd, false);
         if (m && m->used && m->slot == slot && m->gen == gen) {
@@ -1072,6 +1085,12 @@ void shim__epoll_attach_kernel(int fd, const struct shim_epreg *regs, int n)
         struct epoll_event ev = regs[i].ev;
         C.sys.epoll_ctl(regs[i].epfd, EPOLL_CTL_ADD, fd, &ev);
     }
+}
+
+void shim__epoll_forking(void)
+{
+    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next)
+        ep->forked = 1;
 }
 
 void shim__epoll_atfork_child(void)

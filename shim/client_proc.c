@@ -63,6 +63,7 @@ void shim_fork_prepare(void)
         shim_warn_once("procs", "the region's process table is full: ustackd cannot close "
                                 "the sockets of a fork child if it dies");
     bump_all(+1);
+    shim__epoll_forking();
 }
 
 void shim_fork_parent(void)
@@ -151,8 +152,18 @@ int shim_exec_prepare(char *buf, size_t len)
                 shim__release_ref(e->slot, e->gen);
             continue;
         }
-        int m = snprintf(buf + n, len - n, "%s%d.%u.%u.%d", n > (size_t)hdr ? "," : "", fd, e->slot,
-                         e->gen, C.files[e->slot].nonblock);
+        /* A listener's kernel loopback listeners go along (kept open across exec): the new
+         * image cannot make its own while another process (a parent that forked it) holds
+         * them, and connections to 127.0.0.1 would wait in a queue nobody accepts from. */
+        struct shim_file *f = &C.files[e->slot];
+        int l0 = -1, l1 = -1;
+        if (f->gen == e->gen && f->lacc[0] >= 0 && C.sys.fcntl(f->lacc[0], F_SETFD, 0) == 0) {
+            l0 = f->lacc[0];
+            if (f->lacc[1] >= 0 && C.sys.fcntl(f->lacc[1], F_SETFD, 0) == 0)
+                l1 = f->lacc[1];
+        }
+        int m = snprintf(buf + n, len - n, "%s%d.%u.%u.%d.%d.%d", n > (size_t)hdr ? "," : "", fd,
+                         e->slot, e->gen, f->nonblock, l0, l1);
         if (m < 0 || (size_t)m >= len - n)
             goto nospace;
         n += (size_t)m;
@@ -175,6 +186,9 @@ void shim_exec_failed(void)
         struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
         if (!e || SHIM_RLX(&e->kind) != SHIM_FD_SOCK)
             continue;
+        struct shim_file *f = &C.files[e->slot];
+        for (int j = 0; j < 2 && f->gen == e->gen && f->lacc[j] >= 0; j++)
+            C.sys.fcntl(f->lacc[j], F_SETFD, FD_CLOEXEC); /* they stay ours */
         int cl = C.sys.fcntl(fd, F_GETFD);
         if (cl < 0 || !(cl & FD_CLOEXEC) || !shm_sock_valid(C.base, e->slot, e->gen))
             continue;
@@ -187,10 +201,24 @@ void shim_exec_failed(void)
     pthread_mutex_unlock(&C.lock);
 }
 
+/* A kernel loopback listener the old image passed along (shim_exec_prepare): taken back as
+ * a private fd if it is a listening TCP socket. */
+static bool adopt_lo(int fd)
+{
+    int v = 0, p = 0;
+    socklen_t len = sizeof(v), plen = sizeof(p);
+    if (fd < 0 || C.sys.fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ||
+        C.sys.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) < 0 || v != 1 ||
+        C.sys.getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &p, &plen) < 0 || p != IPPROTO_TCP)
+        return false;
+    return shim_fd_kind(fd) == SHIM_FD_KERNEL;
+}
+
 /* fd becomes this process's number of the socket in slot (generation gen): its file state
- * rebuilt from the region if this process had none, its fd table entry set. The caller
- * accounts for the reference. */
-static bool adopt_fd(int fd, uint32_t slot, uint32_t gen, bool nb)
+ * rebuilt from the region if this process had none, its fd table entry set; a listener on
+ * the wildcard takes the loopback listeners lo[] of the old image (else makes its own). The
+ * caller accounts for the reference. */
+static bool adopt_fd(int fd, uint32_t slot, uint32_t gen, bool nb, const int lo[2])
 {
     int cl = C.sys.fcntl(fd, F_GETFD);
     if (cl < 0 || (unsigned)fd >= shim_fds.size || !shm_sock_valid(C.base, slot, gen))
@@ -212,8 +240,17 @@ static bool adopt_fd(int fd, uint32_t slot, uint32_t gen, bool nb)
         /* An AF_INET6 socket on IPv4's wildcard was bound to [::] (client.c do_bind). */
         f->any6 = s->domain == AF_INET6 && s->la.family == SHM_AF_INET && s->la.ip == 0;
         struct shim_sk k = {fd, slot, gen, s, f, false};
-        if (f->cstate == SHIM_CS_LISTEN && shim_addr_any(&s->la))
-            shim__loopback_listener(&k, s->la.port, 511);
+        if (f->cstate == SHIM_CS_LISTEN && shim_addr_any(&s->la)) {
+            int nlo = 0;
+            for (int j = 0; j < 2 && adopt_lo(lo[j]); j++) {
+                f->lacc[nlo] = lo[j];
+                shim__priv(&f->lacc[nlo++]);
+            }
+            if (nlo)
+                shim__lfd_set(f, nlo);
+            else
+                shim__loopback_listener(&k, s->la.port, 511);
+        }
     }
     f->nfds++;
     shim__lock();
@@ -240,9 +277,14 @@ int shim_adopt(const char *v)
         if (*end != '.')
             break;
         long nb = strtol(end + 1, &end, 10);
+        int lo[2] = {-1, -1};
+        for (int j = 0; j < 2 && *end == '.'; j++) {
+            long l = strtol(end + 1, &end, 10);
+            lo[j] = l >= 0 && l <= INT32_MAX ? (int)l : -1;
+        }
         p = *end == ',' ? end + 1 : end;
         if (fd >= 0 && fd <= INT32_MAX && slot < C.nsocks && gen <= UINT32_MAX &&
-            adopt_fd((int)fd, (uint32_t)slot, (uint32_t)gen, nb != 0))
+            adopt_fd((int)fd, (uint32_t)slot, (uint32_t)gen, nb != 0, lo))
             n++;
     }
     return n;
@@ -285,7 +327,13 @@ static bool eventfd_id(int fd, uint64_t *id)
 {
     char path[48], buf[512];
     snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-    int f = open(path, O_RDONLY | O_CLOEXEC);
+    /* Through procfs's root opened at attach: a process in a chroot without /proc (Dovecot's
+     * login processes pass each connection to the post-login process) recorded only the
+     * inode, which every eventfd shares, and with two in flight a receiver took the other's
+     * connection (a client was answered by another user's session). */
+    int f = C.proc_fd >= 0 ? openat(C.proc_fd, path + 6, O_RDONLY | O_CLOEXEC) : -1;
+    if (f < 0)
+        f = open(path, O_RDONLY | O_CLOEXEC);
     if (f < 0)
         return false;
     ssize_t n = C.sys.read(f, buf, sizeof(buf) - 1);
@@ -466,7 +514,8 @@ int shim_pass_recv(const struct msghdr *msg)
             if (!atomic_compare_exchange_strong(&ps->state, &st, SHM_PASS_CLAIMING))
                 continue;
             uint32_t slot = ps->slot, gen = ps->gen;
-            if (slot < C.nsocks && adopt_fd(fd, slot, gen, ps->nonblock)) {
+            static const int no_lo[2] = {-1, -1};
+            if (slot < C.nsocks && adopt_fd(fd, slot, gen, ps->nonblock, no_lo)) {
                 /* The message's reference becomes this process's. */
                 if (C.pidx != SHM_NONE)
                     atomic_fetch_add(shm_hold(C.base, C.pidx, slot), 1);

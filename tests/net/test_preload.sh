@@ -22,7 +22,9 @@
 #              program without the note connects through ustack;
 #   secure   - Python under ustack execs a set-user-ID file and, after seteuid, /bin/true: one
 #              `ustack:` line says the loader ignores LD_PRELOAD there; a plain exec says
-#              nothing.
+#              nothing. An exec that passes a ustack socket with an environment that lost
+#              LD_PRELOAD (Postfix's and Dovecot's import_environment) is said once; with
+#              LD_PRELOAD kept, nothing.
 # The socat servers wait 5 s (-t 5, not socat's 0.5 s) after a client's half-close for
 # cat's echo: a cat started with the ASan runtime preloaded (make net-san-test) may be slower.
 # net-timeout: 300
@@ -373,6 +375,29 @@ check_secure_exec() {
     net_log "secure exec: said once for a set-user-ID file and for changed effective IDs, not for a plain exec"
 }
 
+# An exec that passes a ustack socket to an image that will not load the library (its
+# environment lost LD_PRELOAD, as Postfix's master and Dovecot's rebuild their children's):
+# said once; the same exec with LD_PRELOAD kept says nothing.
+check_unpreloaded_exec() {
+    local kind=$1 err="$NET_TMPD/nopreload.err" rc=0 i
+    u_env "$kind" "nopreload"
+    local -a progs=(
+        'import os, socket; s = socket.socket(); s.set_inheritable(True); os.execve("/bin/true", ["true"], {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})'
+        'import os, socket; s = socket.socket(); s.set_inheritable(True); os.execv("/bin/true", ["true"])'
+    )
+    local -a want=(1 0)
+    for i in 0 1; do
+        rc=0
+        u_exec "${U_ENV[@]}" timeout -k 2 20 "$PY" -c "${progs[$i]}" </dev/null 2>"$err.$i" || rc=$?
+        if [ "$rc" != 0 ]; then
+            net_softfail "exec without LD_PRELOAD $i: exit $rc: $(errtail "$err.$i")"
+        elif [ "$(grep -cE "^ustack: (\[[0-9]+\] )?exec of /bin/true without .* in its LD_PRELOAD" "$err.$i")" != "${want[$i]}" ]; then
+            net_softfail "exec without LD_PRELOAD $i: expected ${want[$i]} line(s), got: $(head -c 300 "$err.$i" | tr '\n' ' ')"
+        fi
+    done
+    net_log "exec passing a socket: said once without LD_PRELOAD in the new environment, not with it"
+}
+
 # ---------------------------------------------------------------- run
 
 # Kernel side: the HTTP server curl under ustack fetches from.
@@ -398,4 +423,5 @@ done
 check_disabled af_packet
 check_go af_packet
 check_secure_exec af_packet
+check_unpreloaded_exec af_packet
 net_finish

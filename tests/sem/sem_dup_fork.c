@@ -565,6 +565,57 @@ static void pass_two_in_flight(void)
     CHECK(rc == 0, "receiver failed (%d: 4 = a received fd is another connection)", rc);
 }
 
+/* The same with the sender in a chroot without /proc, as Dovecot's login processes (chrooted,
+ * unprivileged) pass each logged-in client to the imap or pop3 process: each received fd
+ * must still be the connection sent over its Unix socket. ustack tells the eventfds apart
+ * by the id /proc/self/fdinfo shows; a sender that could not read it recorded the inode,
+ * which every eventfd shares, and the receiver took the other connection (under 20
+ * concurrent IMAP and POP3 logins, a third of the clients got another session's answers). */
+static void pass_from_chroot(void)
+{
+    char dir[] = "/tmp/sem-chroot-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    int u1[2], u2[2];
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, u1));
+    CHECK_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, u2));
+    int a = sem_connect_peer(SEM_P_ECHO), b = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0 && b >= 0, "connect");
+    unsigned short pa = (unsigned short)local_port(a), pb = (unsigned short)local_port(b);
+    CHECK(pa && pb && pa != pb, "local ports %u %u", pa, pb);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        close(u1[0]);
+        close(u2[0]);
+        if (chroot(dir) < 0 || chdir("/") < 0)
+            _exit(2);
+        if (send_fd(u1[1], a) < 0 || send_fd(u2[1], b) < 0)
+            _exit(3);
+        if (write(u1[1], &pa, 2) != 2 || write(u2[1], &pb, 2) != 2)
+            _exit(4);
+        _exit(0);
+    }
+    close(u1[1]);
+    close(u2[1]);
+    sem_close(a);
+    sem_close(b);
+    int rc = wait_child(pid, 10000);
+    rmdir(dir);
+    CHECK(rc == 0, "sender failed (%d)", rc);
+    /* Both are in flight; take them in the other order. */
+    int rb = sem_track(recv_fd(u2[0])), ra = sem_track(recv_fd(u1[0]));
+    unsigned short want[2];
+    CHECK(ra >= 0 && rb >= 0, "received %d %d", ra, rb);
+    CHECK(read(u1[0], &want[0], 2) == 2 && read(u2[0], &want[1], 2) == 2, "ports");
+    close(u1[0]);
+    close(u2[0]);
+    CHECK(local_port(ra) == want[0] && local_port(rb) == want[1],
+          "received the other connection: ports %u %u, sent %u %u", local_port(ra), local_port(rb),
+          want[0], want[1]);
+    CHECK_OK(roundtrip(ra, "first"));
+    CHECK_OK(roundtrip(rb, "second"));
+}
+
 /* An exec'ed program inherits the socket (and not the FD_CLOEXEC one) and can write on it. */
 
 static void exec_inherits(void)
@@ -755,6 +806,51 @@ static int sandbox_child(int a)
     return st == 0 ? 0 : st;
 }
 
+/* A listener on the wildcard inherited by an exec'd program while the parent keeps its own
+ * copy (Postfix's master and its smtpd, Dovecot's master and its login processes): the
+ * program accepts what arrives on every address, 127.0.0.1 included. Under ustack a new
+ * image made its own kernel listener for loopback connections, which failed (EADDRINUSE:
+ * the parent's still held the port), and connections to 127.0.0.1 waited in the parent's
+ * queue, never accepted. */
+static void exec_child_accepts_loopback(void)
+{
+    int l = sem_tcp(0), one = 1;
+    CHECK(l >= 0, "socket");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(sem_lport(10))};
+    CHECK_OK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    CHECK_OK(bind(l, (struct sockaddr *)&a, sizeof a));
+    CHECK_OK(listen(l, 16));
+    char fa[16];
+    snprintf(fa, sizeof fa, "%d", l);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        execl(self_path, self_path, "--lo-child", fa, (char *)NULL);
+        _exit(127);
+    }
+    int c = sem_tcp(0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int conn = c >= 0 ? connect(c, (struct sockaddr *)&a, sizeof a) : -1;
+    char buf[3];
+    sem_fill(buf, 0, 3);
+    ssize_t sent = conn == 0 ? send(c, buf, 3, 0) : -1;
+    int rc = wait_child(pid, 10000);
+    CHECK(conn == 0 && sent == 3, "connect to 127.0.0.1");
+    CHECK(rc == 0, "exec'd child did not get the loopback connection (%d)", rc);
+    sem_close(c);
+    sem_close(l);
+}
+
+/* The exec'd image of exec_child_accepts_loopback: accepts one connection, reads 3 bytes. */
+static int lo_child(int l)
+{
+    int s = sem_accept_within(l, 5000);
+    char buf[3];
+    if (s < 0)
+        return 2;
+    return sem_read_full(s, buf, 3, 5000) == 3 && sem_check_pat(buf, 0, 3) < 0 ? 0 : 3;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--exec-child"))
@@ -763,6 +859,8 @@ int main(int argc, char **argv)
         return sandbox_child(atoi(argv[2]));
     if (argc == 3 && !strcmp(argv[1], "--pass-child"))
         return pass_receiver(atoi(argv[2]));
+    if (argc == 3 && !strcmp(argv[1], "--lo-child"))
+        return lo_child(atoi(argv[2]));
     if (argc == 2 && !strcmp(argv[1], "--closefrom-child"))
         return closefrom_child();
     self_path = "/proc/self/exe";
@@ -791,8 +889,10 @@ int main(int argc, char **argv)
     SEM_RUN(socket_fork_parent_exits);
     SEM_RUN(pass_over_unix);
     SEM_RUN(pass_two_in_flight);
+    SEM_RUN(pass_from_chroot);
     SEM_RUN(exec_inherits);
     SEM_RUN(sandboxed_child);
     SEM_RUN(exec_closefrom_child);
+    SEM_RUN(exec_child_accepts_loopback);
     return sem_done();
 }

@@ -454,6 +454,56 @@ static void fork_shares_set(void)
     CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 42, "parent's wait");
 }
 
+/* Waits up to 5 s for a child's exit; its status, or -1 (then it was killed). */
+static int child_status(pid_t pid)
+{
+    int st = 0;
+    double end = sem_ms() + 5000;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (sem_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        sem_sleep_ms(10);
+    }
+    return st;
+}
+
+/* A child closing its copy of a member of an inherited set leaves the set alone: the
+ * registration belongs to the open socket, which the parent still holds. Postfix's master
+ * watches its listeners in an epoll and forks each service, whose child moves the listener
+ * to a fixed number (dup2) and closes the original before exec; under ustack that close took
+ * the master's registration away: it no longer saw connections, and its next EPOLL_CTL_DEL
+ * failed with ENOENT, which Postfix treats as fatal. Both ways: the child closes its only
+ * copy, or moves it first (a dup remains in the child). */
+static void fork_child_closes_member(void)
+{
+    for (int moved = 0; moved < 2; moved++) {
+        int fd = sem_connect_peer(SEM_P_ECHO), ep = ep_new();
+        CHECK(fd >= 0, "connect");
+        CHECK_OK(ep_add(ep, fd, EPOLLIN, 5));
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork");
+        if (pid == 0) {
+            if (moved && dup2(fd, fd + 20) != fd + 20)
+                _exit(2);
+            _exit(close(fd) == 0 ? 0 : 1);
+        }
+        int st = child_status(pid);
+        CHECK(st == 0, "child (moved %d): status %#x", moved, st);
+        CHECK(ep_wait1(ep, 0, NULL) == 0, "event before data (moved %d)", moved);
+        CHECK_OK(echo_byte(fd));
+        struct epoll_event ev;
+        CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 5 && ev.events == EPOLLIN,
+              "parent's set after the child's close (moved %d)", moved);
+        CHECK_OK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL));
+        CHECK(ep_wait1(ep, 100, NULL) == 0, "event after DEL (moved %d)", moved);
+        CHECK_OK(sem_close(fd));
+        CHECK_OK(sem_close(ep));
+    }
+}
+
 /* Two processes wait on one listener with EPOLLEXCLUSIVE (nginx workers with accept_mutex
  * off). The one woken for the first connection closes the listener and leaves without
  * accepting (an old worker at a reload); the other must still get the connections: on Linux
@@ -588,6 +638,7 @@ int main(void)
     SEM_RUN(round_robin);
     SEM_RUN(round_robin_mixed);
     SEM_RUN(fork_shares_set);
+    SEM_RUN(fork_child_closes_member);
     SEM_RUN(member_added_while_waiting);
     SEM_RUN(exclusive_waiter_leaves);
     return sem_done();
