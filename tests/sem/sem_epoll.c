@@ -112,6 +112,32 @@ static void edge_epollout(void)
     CHECK(ep_wait1(ep, 0, &ev) == 1, "LT EPOLLOUT again");
 }
 
+/* A level-triggered member whose EPOLLOUT is turned on for each request and off after it
+ * (wrk's event loop, 100 rounds): with EPOLLOUT the next wait reports it with the new data;
+ * after the MOD back to EPOLLIN, nothing until the reply, which comes with that data. */
+static void level_mod_toggle(void)
+{
+    int fd = sem_connect_peer(SEM_P_ECHO), ep = ep_new();
+    CHECK(fd >= 0, "connect");
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 1));
+    struct epoll_event ev;
+    char c;
+    for (uint64_t r = 0; r < 100; r++) {
+        struct epoll_event m = {.events = EPOLLIN | EPOLLOUT, .data.u64 = 100 + r};
+        CHECK_OK(epoll_ctl(ep, EPOLL_CTL_MOD, fd, &m));
+        CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.events == EPOLLOUT && ev.data.u64 == 100 + r,
+              "EPOLLOUT after the MOD that asks for it");
+        CHECK(send(fd, "q", 1, 0) == 1, "send");
+        m = (struct epoll_event){.events = EPOLLIN, .data.u64 = 200 + r};
+        CHECK_OK(epoll_ctl(ep, EPOLL_CTL_MOD, fd, &m));
+        int n = ep_wait1(ep, 5000, &ev);
+        CHECK(n == 1 && ev.events == EPOLLIN && ev.data.u64 == 200 + r,
+              "the reply (and nothing before it) after the MOD back to EPOLLIN");
+        CHECK(recv(fd, &c, 1, 0) == 1 && c == 'q', "read the reply");
+        CHECK(ep_wait1(ep, 0, NULL) == 0, "a report with nothing to read");
+    }
+}
+
 /* EPOLLONESHOT: one report, then silence until EPOLL_CTL_MOD re-arms it. */
 static void oneshot(void)
 {
@@ -622,6 +648,7 @@ int main(void)
     SEM_RUN(level_triggered);
     SEM_RUN(edge_triggered);
     SEM_RUN(edge_epollout);
+    SEM_RUN(level_mod_toggle);
     SEM_RUN(oneshot);
     SEM_RUN(rdhup);
     SEM_RUN(reset_err_hup);
