@@ -1038,7 +1038,10 @@ int shim_bind(int fd, const struct sockaddr *addr, socklen_t len)
         return -EINVAL; /* a v4-mapped address on a v6-only socket "makes no sense" */
     bool kernel;
     if (a.family == SHM_AF_INET)
-        kernel = a.ip != 0 && a.ip != C.ip;
+        /* A UDP socket may bind a broadcast address of ustack's interface, v4-mapped too
+         * (Linux's inet_addr_valid_or_nonlocal takes RTN_BROADCAST as RTN_LOCAL): it
+         * receives what is sent there. */
+        kernel = a.ip != 0 && a.ip != C.ip && !(shim__dgram(&k) && shim__dg_bcast(a.ip));
     else if (!shim__inet6(&k))
         kernel = !shim_addr_any(&a) || v6only;
     else

@@ -265,6 +265,8 @@ static inline bool shim__dgram(const struct shim_sk *k)
 /* client_io.c: the datagram calls. */
 ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags);
 ssize_t shim__dg_recvmsg(struct shim_sk *k, struct msghdr *m, int flags);
+/* 255.255.255.255 or our subnet's directed broadcast: a broadcast of ustack's interface. */
+bool shim__dg_bcast(uint32_t ip);
 /* The size of the next datagram in the rx ring (FIONREAD), 0 when none. */
 int shim__dg_next_len(struct shim_sk *k);
 /* client.c */

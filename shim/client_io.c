@@ -432,7 +432,7 @@ ssize_t shim_sendto(int fd, const void *buf, size_t len, int flags, const struct
 
 /* ---- datagrams (docs/shm.md "Datagrams") ----------------------------------------------- */
 
-static bool dg_bcast(uint32_t ip)
+bool shim__dg_bcast(uint32_t ip)
 {
     if (ip == 0xffffffffu)
         return true;
@@ -522,13 +522,14 @@ ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags)
         uint32_t ip = a.ip;
         if (a.port == 0)
             return -EINVAL;
-        bool kernel = a.family == SHM_AF_INET ? !dg_bcast(ip) && (shim__route_kernel(ip) ||
-                                                                  ip == C.ip || (ip >> 28) >= 14)
-                                              : shim__route_kernel6(k, a.ip6, a.scope) ||
-                                                    a.ip6[0] == 0xff || !memcmp(a.ip6, C.ip6, 16);
+        bool kernel =
+            a.family == SHM_AF_INET
+                ? !shim__dg_bcast(ip) && (shim__route_kernel(ip) || ip == C.ip || (ip >> 28) >= 14)
+                : shim__route_kernel6(k, a.ip6, a.scope) || a.ip6[0] == 0xff ||
+                      !memcmp(a.ip6, C.ip6, 16);
         if (a.family == SHM_AF_INET6 && !shim__inet6(k))
             shim__no_inet6_warn();
-        if (a.family == SHM_AF_INET && dg_bcast(ip)) {
+        if (a.family == SHM_AF_INET && shim__dg_bcast(ip)) {
             if (!shim__opt_on(k->f, SOL_SOCKET, SO_BROADCAST))
                 return -EACCES;
         } else if (kernel) {

@@ -149,16 +149,17 @@ static struct stk_udp_sock **bucket(struct stk_engine *e, uint16_t port)
 }
 
 /* Linux (udp_lib_lport_inuse): a port is taken by another socket on it unless both set
- * SO_REUSEADDR. With one local address every binding of a port overlaps (0.0.0.0 covers
- * ours). */
-/* Two bindings of one port overlap (ipv6(7)): IPv4 always (one address); IPv6 when either
- * is [::] or they are equal; IPv4 and IPv6 when the IPv6 one is a dual-stack [::]. s's
- * address is the one it is about to bind (lip/lip6 and UF_V6 set by the caller). */
+ * SO_REUSEADDR. */
+/* Two bindings of one port overlap (ipv6(7), inet_rcv_saddr_equal): IPv4 when either is
+ * 0.0.0.0 or they are equal (our address and our subnet's broadcast are two); IPv6 when
+ * either is [::] or they are equal; IPv4 and IPv6 when the IPv6 one is a dual-stack [::].
+ * s's address is the one it is about to bind (lip/lip6 and UF_V6 set by the caller; an
+ * unbound socket's 0 overlaps everything). */
 static bool overlap(const struct stk_udp_sock *o, const struct stk_udp_sock *s)
 {
     uint32_t v6 = (o->flags | s->flags) & UF_V6;
     if (!v6)
-        return true;
+        return o->lip == 0 || s->lip == 0 || o->lip == s->lip;
     if ((o->flags & UF_V6) && (s->flags & UF_V6))
         return o->lip == 0 || s->lip == 0 || memcmp(o->lip6, s->lip6, 16) == 0;
     const struct stk_udp_sock *x = (o->flags & UF_V6) ? o : s;
@@ -201,6 +202,8 @@ static void unhash_port(struct stk_engine *e, struct stk_udp_sock *s)
     s->lport = 0;
     s->flags &= ~(UF_BOUND | UF_BIND_PORT);
 }
+
+static bool is_bcast(const struct stk_engine *e, uint32_t a);
 
 static int bind_any_port(struct stk_engine *e, struct stk_udp_sock *s, uint32_t ip)
 {
@@ -251,15 +254,23 @@ int stk_udp_bind(struct stk_engine *e, int sd, const struct stk_sockaddr *addr)
             s->flags |= UF_BIND_ADDR;
         return 0;
     }
-    if (addr->ip != 0 && addr->ip != e->cfg.ip)
+    /* Ours, or a broadcast address of our interface: Linux's inet_bind takes RTN_LOCAL and
+     * RTN_BROADCAST alike, and such a socket then receives the datagrams sent to that
+     * broadcast address (nmbd binds one per interface with `bind interfaces only`). */
+    if (addr->ip != 0 && addr->ip != e->cfg.ip && !is_bcast(e, addr->ip))
         return -EADDRNOTAVAIL;
+    s->lip = addr->ip; /* port_free compares it */
     if (addr->port == 0) {
         int rc = bind_any_port(e, s, addr->ip);
-        if (rc)
+        if (rc) {
+            s->lip = 0;
             return rc == -EAGAIN ? -EADDRINUSE : rc;
+        }
     } else {
-        if (!port_free(e, s, addr->port))
+        if (!port_free(e, s, addr->port)) {
+            s->lip = 0;
             return -EADDRINUSE;
+        }
         hash_port(e, s, addr->ip, addr->port);
         s->flags |= UF_BIND_PORT;
     }
@@ -374,8 +385,10 @@ int stk_udp_connect(struct stk_engine *e, stk_time_t now, int sd, const struct s
         if (rc)
             return rc;
     }
-    if (!(s->flags & UF_V6))
-        s->lip = e->cfg.ip; /* a dual-stack [::] socket keeps its wildcard */
+    /* The route's source, unless bound to an address (Linux's __ip4_datagram_connect keeps
+     * inet_rcv_saddr); a dual-stack [::] socket keeps its wildcard. */
+    if (!(s->flags & (UF_V6 | UF_BIND_ADDR)))
+        s->lip = e->cfg.ip;
     s->flags &= ~UF_R6;
     s->rip = to->ip;
     s->rport = to->port;
@@ -782,8 +795,9 @@ struct udp_dgram_in {
     uint32_t len;
 };
 
-/* Linux's compute_score, reduced to one local address: a socket matches the destination
- * port; a connected one only its peer (and scores higher); a bound address must be ours. */
+/* Linux's compute_score: a socket matches the destination port; a bound address must be
+ * the destination (ours, or the broadcast address it was bound to) and scores higher than
+ * a wildcard; a connected one matches only its peer and scores higher again. */
 static int score(const struct stk_udp_sock *s, const struct udp_dgram_in *d, bool bcast)
 {
     if (s->lport != d->dport)
@@ -796,16 +810,17 @@ static int score(const struct stk_udp_sock *s, const struct udp_dgram_in *d, boo
         } else if (s->lip && (bcast || memcmp(s->lip6, d->dst6, 16) != 0)) {
             return -1;
         }
-    } else if (d->dst6 || (s->lip && (bcast || s->lip != d->dst))) {
+    } else if (d->dst6 || (s->lip && s->lip != d->dst)) {
         return -1;
     }
+    int sc = s->lip ? 5 : 1; /* Linux: +4 for the local address */
     if (s->flags & UF_CONNECTED) {
         if (!(s->flags & UF_R6) != !d->src6 || s->rip != d->src || s->rport != d->sport ||
             (d->src6 && memcmp(s->rip6, d->src6, 16) != 0))
             return -1;
-        return 2;
+        sc += 8; /* +4 for the peer's address, +4 for its port */
     }
-    return 1;
+    return sc;
 }
 
 static void deliver(struct stk_engine *e, struct stk_udp_sock *s, const struct udp_dgram_in *in)

@@ -653,6 +653,57 @@ START_TEST(lookup_and_broadcast)
 }
 END_TEST
 
+/* A socket bound to the subnet's broadcast address (Linux's inet_bind takes RTN_BROADCAST as
+ * RTN_LOCAL; nmbd binds one per interface): broadcasts to that address reach it, unicast to
+ * ours does not; it shares its port with a socket bound to our address (only the wildcard
+ * overlaps both); it keeps its address when connected. And a socket bound to our address
+ * gets our unicast before a wildcard one bound after it (compute_score). */
+START_TEST(bind_broadcast_address)
+{
+    struct th *h = th_new(0);
+    struct stk_sockaddr bc = {.ip = BCAST, .port = 137}, mine = {.ip = US_IP, .port = 137};
+    struct stk_sockaddr any = {.ip = 0, .port = 137}, got;
+    int b = stk_udp_socket(h->e, NULL), u = stk_udp_socket(h->e, NULL);
+    int w = stk_udp_socket(h->e, NULL);
+    ck_assert_int_eq(stk_udp_bind(h->e, b, &bc), 0);
+    ck_assert_int_eq(stk_udp_getsockname(h->e, b, &got), 0);
+    ck_assert_uint_eq(got.ip, BCAST);
+    ck_assert_uint_eq(got.port, 137);
+    ck_assert_int_eq(stk_udp_bind(h->e, u, &mine), 0);
+    ck_assert_int_eq(stk_udp_bind(h->e, w, &any), -EADDRINUSE);
+    inject(h, PEER_IP, BCAST, 137, 137, "bcast", 5, CS_GOOD);
+    inject(h, PEER_IP, US_IP, 137, 137, "ucast", 5, CS_GOOD);
+    char buf[8];
+    ck_assert_int_eq(stk_udp_recvfrom(h->e, h->now, b, buf, sizeof(buf), 0, NULL), 5);
+    ck_assert_int_eq(memcmp(buf, "bcast", 5), 0);
+    ck_assert_int_eq(stk_udp_recvfrom(h->e, h->now, b, buf, sizeof(buf), 0, NULL), -EAGAIN);
+    ck_assert_int_eq(stk_udp_recvfrom(h->e, h->now, u, buf, sizeof(buf), 0, NULL), 5);
+    ck_assert_int_eq(memcmp(buf, "ucast", 5), 0);
+    ck_assert_int_eq(stk_udp_recvfrom(h->e, h->now, u, buf, sizeof(buf), 0, NULL), -EAGAIN);
+    /* The limited broadcast is one of our broadcast addresses too; another is refused. */
+    struct stk_sockaddr all = {.ip = 0xffffffffu, .port = 138};
+    struct stk_sockaddr net0 = {.ip = PKT_IP(198, 18, 0, 0), .port = 138};
+    ck_assert_int_eq(stk_udp_bind(h->e, w, &net0), -EADDRNOTAVAIL);
+    ck_assert_int_eq(stk_udp_bind(h->e, w, &all), 0);
+    /* Connected, it keeps its address (__ip4_datagram_connect keeps inet_rcv_saddr). */
+    struct stk_sockaddr peer = {.ip = PEER_IP, .port = 137};
+    ck_assert_int_eq(stk_udp_connect(h->e, h->now, b, &peer), 0);
+    ck_assert_int_eq(stk_udp_getsockname(h->e, b, &got), 0);
+    ck_assert_uint_eq(got.ip, BCAST);
+    /* Our address before the wildcard, whichever was bound last. */
+    int s = stk_udp_socket(h->e, NULL), x = stk_udp_socket(h->e, NULL);
+    stk_udp_setopt(h->e, s, STK_SO_REUSEADDR, 1);
+    stk_udp_setopt(h->e, x, STK_SO_REUSEADDR, 1);
+    struct stk_sockaddr mine2 = {.ip = US_IP, .port = 6001}, any2 = {.ip = 0, .port = 6001};
+    ck_assert_int_eq(stk_udp_bind(h->e, s, &mine2), 0);
+    ck_assert_int_eq(stk_udp_bind(h->e, x, &any2), 0);
+    inject(h, PEER_IP, US_IP, 7000, 6001, "exact", 5, CS_GOOD);
+    ck_assert_int_eq(stk_udp_recvfrom(h->e, h->now, s, buf, sizeof(buf), 0, NULL), 5);
+    ck_assert_int_eq(stk_udp_recvfrom(h->e, h->now, x, buf, sizeof(buf), 0, NULL), -EAGAIN);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(shutdown_rules)
 {
     struct th *h = th_new(0);
@@ -706,6 +757,7 @@ int main(void)
     tcase_add_test(tc, connected_icmp_errors);
     tcase_add_test(tc, unconnected_ignores_icmp);
     tcase_add_test(tc, lookup_and_broadcast);
+    tcase_add_test(tc, bind_broadcast_address);
     tcase_add_test(tc, shutdown_rules);
     tcase_add_test(tc, connect_errors);
     suite_add_tcase(s, tc);

@@ -45,6 +45,7 @@
 #define SEM_P_NONE    8 /* nothing listens there: connects are refused */
 #define SEM_P_CTL     9
 #define SEM_PU_TOS    1 /* UDP: answers each datagram with the TOS / traffic class it came with */
+#define SEM_PU_BCAST  2 /* UDP: sends each datagram back to the sender's port as a broadcast */
 
 #define SEM_RESET_AFTER 100       /* the reset server reads this many bytes, then RSTs */
 #define SEM_BULK_BYTES  (1 << 20) /* what the bulk server sends before its FIN */

@@ -16,17 +16,20 @@
  *                "eof <i> <bytes echoed>" or "rst <i> <errno>"
  *                (or "connect6 ...": to SEM_SELF6 over IPv6)
  * UDP: +0 echoes every datagram back to its sender; +1 answers each datagram with one byte,
- * the IPv4 TOS or IPv6 traffic class it arrived with; +8 has no UDP socket (ICMP port
- * unreachable). With SEM_PEER6 set (the topology has IPv6), echo at +0 and the TOS answer at
- * +1 are also served on [::] for IPv6 only (and TCP echo at +0). Nothing listens on +8, so connects
- * there are refused. One thread per connection; every blocking call is bounded, and the process
- * exits after --lifetime seconds (default 1800).
+ * the IPv4 TOS or IPv6 traffic class it arrived with; +2 sends each IPv4 datagram back to
+ * its sender's port at the directed broadcast address of the sender's subnet; +8 has no UDP
+ * socket (ICMP port unreachable). With SEM_PEER6 set (the topology has IPv6), echo at +0
+ * and the TOS answer at +1 are also served on [::] for IPv6 only (and TCP echo at +0).
+ * Nothing listens on +8, so connects there are refused. One thread per connection; every
+ * blocking call is bounded, and the process exits after --lifetime seconds (default 1800).
  *
  * Usage: SEM_SELF=... SEM_PORT_BASE=... sem_peer [--lifetime S]
  * Prints "ready" on stdout once every listener is up.
  */
 #include "sem.h"
 
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <sys/time.h>
 
 static void set_timeouts(int fd, int secs)
@@ -395,6 +398,40 @@ static void *udp_tos(void *arg)
     return NULL;
 }
 
+/* UDP at base+2: each datagram goes back to its sender's port, sent to the directed
+ * broadcast address of the sender's subnet, from our interface on it (SO_BROADCAST). */
+static void *udp_bcast(void *arg)
+{
+    int fd = (int)(intptr_t)arg, on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &on, sizeof on);
+    for (;;) {
+        char buf[2048];
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+        struct ifaddrs *ifs;
+        if (n < 0 || fl != sizeof from || from.sin_family != AF_INET || getifaddrs(&ifs) < 0)
+            continue;
+        for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+            if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !i->ifa_netmask ||
+                !(i->ifa_flags & IFF_BROADCAST))
+                continue;
+            uint32_t a = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+            uint32_t m = ((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr;
+            if ((a & m) != (from.sin_addr.s_addr & m))
+                continue;
+            /* The subnet's directed broadcast (run.sh gives the address no `brd`, and Linux
+             * adds the broadcast route all the same). */
+            struct sockaddr_in to = from;
+            to.sin_addr.s_addr = a | ~m;
+            sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&to, sizeof to);
+            break;
+        }
+        freeifaddrs(ifs);
+    }
+    return NULL;
+}
+
 /* A UDP socket of family af bound to the wildcard at base+svc (IPv6 only for AF_INET6), served
  * by fn in its own thread. */
 static int udp_service(int af, int svc, void *(*fn)(void *))
@@ -449,7 +486,8 @@ int main(int argc, char **argv)
         pthread_detach(t);
     }
     if (udp_service(AF_INET, SEM_P_ECHO, udp_echo) < 0 ||
-        udp_service(AF_INET, SEM_PU_TOS, udp_tos) < 0)
+        udp_service(AF_INET, SEM_PU_TOS, udp_tos) < 0 ||
+        udp_service(AF_INET, SEM_PU_BCAST, udp_bcast) < 0)
         return 1;
     const char *p6 = getenv("SEM_PEER6"), *s6 = getenv("SEM_SELF6");
     if (p6 && *p6) {

@@ -256,6 +256,88 @@ static void bind_rules(void)
     CHECK_OK(bind(b, (struct sockaddr *)&s, sizeof s));
 }
 
+/* A socket may bind the subnet's broadcast address (Linux's inet_bind takes RTN_BROADCAST
+ * as it takes RTN_LOCAL; nmbd binds one per interface with `bind interfaces only`, and
+ * failed to start on ustack with EADDRNOTAVAIL): it receives the broadcasts sent there and
+ * nothing sent to our address, its own datagrams leave from our address, and it does not
+ * conflict with a socket bound to our address on the same port, where a wildcard one
+ * overlaps both. */
+static void bind_broadcast(void)
+{
+    struct in_addr bc = {htonl((ntohl(sem_self_ip.s_addr) & 0xffffff00u) | 0xff)};
+    struct sockaddr_in ba = sem_sin(bc, sem_lport(4)), ua = sem_sin(sem_self_ip, sem_lport(4));
+    struct sockaddr_in wa = sem_sin((struct in_addr){0}, sem_lport(4));
+    int b = udp(0), u = udp(0), w = udp(0);
+    CHECK_OK(bind(b, (struct sockaddr *)&ba, sizeof ba));
+    struct sockaddr_in me;
+    socklen_t l = sizeof me;
+    CHECK_OK(getsockname(b, (struct sockaddr *)&me, &l));
+    CHECK(me.sin_addr.s_addr == bc.s_addr && me.sin_port == ba.sin_port, "name %s:%u",
+          inet_ntoa(me.sin_addr), ntohs(me.sin_port));
+    CHECK_OK(bind(u, (struct sockaddr *)&ua, sizeof ua));
+    CHECK_ERR(bind(w, (struct sockaddr *)&wa, sizeof wa), EADDRINUSE);
+    /* The peer broadcasts u's datagram back to our port: b gets it, u does not. */
+    struct sockaddr_in pb = sem_peer_addr(SEM_PU_BCAST);
+    CHECK(sendto(u, "all", 3, 0, (struct sockaddr *)&pb, sizeof pb) == 3, "sendto");
+    CHECK(readable(b, 3000), "no broadcast on the socket bound to the broadcast address");
+    char buf[16];
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(b, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+    CHECK(n == 3 && !memcmp(buf, "all", 3), "recvfrom %zd", n);
+    CHECK(from.sin_addr.s_addr == sem_peer_ip.s_addr, "from %s", inet_ntoa(from.sin_addr));
+    CHECK_ERR(recv(u, buf, sizeof buf, MSG_DONTWAIT), EAGAIN);
+    /* b's datagram leaves from our address: its echo comes back to u, not to b. */
+    struct sockaddr_in pe = sem_peer_addr(SEM_P_ECHO);
+    CHECK(sendto(b, "from-b", 6, 0, (struct sockaddr *)&pe, sizeof pe) == 6, "sendto from b");
+    CHECK(readable(u, 3000), "no echo of b's datagram at our address");
+    n = recv(u, buf, sizeof buf, 0);
+    CHECK(n == 6 && !memcmp(buf, "from-b", 6), "recv %zd", n);
+    CHECK_ERR(recv(b, buf, sizeof buf, MSG_DONTWAIT), EAGAIN);
+    /* A dual-stack AF_INET6 socket may bind it v4-mapped, and gets the broadcasts there. */
+    int s6 = sem_track(socket(AF_INET6, SOCK_DGRAM, 0)), u6 = udp(0);
+    struct sockaddr_in6 m6 = {.sin6_family = AF_INET6, .sin6_port = htons(sem_lport(6))}, n6;
+    m6.sin6_addr.s6_addr[10] = m6.sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&m6.sin6_addr.s6_addr[12], &bc, 4);
+    CHECK_OK(bind(s6, (struct sockaddr *)&m6, sizeof m6));
+    l = sizeof n6;
+    CHECK_OK(getsockname(s6, (struct sockaddr *)&n6, &l));
+    CHECK(l == sizeof n6 && !memcmp(&n6.sin6_addr, &m6.sin6_addr, 16) &&
+              n6.sin6_port == m6.sin6_port,
+          "v4-mapped name, length %u", l);
+    struct sockaddr_in u6a = sem_sin(sem_self_ip, sem_lport(6));
+    CHECK_OK(bind(u6, (struct sockaddr *)&u6a, sizeof u6a));
+    CHECK(sendto(u6, "six", 3, 0, (struct sockaddr *)&pb, sizeof pb) == 3, "sendto");
+    CHECK(readable(s6, 3000), "no broadcast on the AF_INET6 socket");
+    n = recv(s6, buf, sizeof buf, 0);
+    CHECK(n == 3 && !memcmp(buf, "six", 3), "recv %zd", n);
+}
+
+/* Among sockets sharing a port (SO_REUSEADDR), one bound to our address gets our unicast
+ * datagrams even when a wildcard one was bound after it (compute_score: the exact address
+ * scores higher; only ties go to the newest). */
+static void exact_address_wins(void)
+{
+    int s = udp(0), w = udp(0), one = 1;
+    struct sockaddr_in sa = sem_sin(sem_self_ip, sem_lport(5));
+    struct sockaddr_in wa = sem_sin((struct in_addr){0}, sem_lport(5));
+    CHECK_OK(setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    CHECK_OK(setsockopt(w, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    CHECK_OK(bind(s, (struct sockaddr *)&sa, sizeof sa));
+    CHECK_OK(bind(w, (struct sockaddr *)&wa, sizeof wa));
+    struct sockaddr_in pe = sem_peer_addr(SEM_P_ECHO);
+    CHECK(sendto(w, "x", 1, 0, (struct sockaddr *)&pe, sizeof pe) == 1, "sendto");
+    CHECK(readable(s, 3000), "the echo did not reach the socket bound to our address");
+    char buf[4];
+    CHECK_ERR(recv(w, buf, sizeof buf, MSG_DONTWAIT), EAGAIN);
+    CHECK(recv(s, buf, sizeof buf, 0) == 1, "recv on the bound socket");
+    /* A socket connected to the sender scores higher still (its address and port). */
+    CHECK_OK(connect(w, (struct sockaddr *)&pe, sizeof pe));
+    CHECK(send(w, "y", 1, 0) == 1, "send");
+    CHECK(readable(w, 3000), "the echo did not reach the connected socket");
+    CHECK_ERR(recv(s, buf, sizeof buf, MSG_DONTWAIT), EAGAIN);
+}
+
 static void send_errors(void)
 {
     int fd = udp(0);
@@ -477,6 +559,8 @@ int main(void)
     SEM_RUN(unconnected_not_refused);
     SEM_RUN(broadcast);
     SEM_RUN(bind_rules);
+    SEM_RUN(bind_broadcast);
+    SEM_RUN(exact_address_wins);
     SEM_RUN(send_errors);
     SEM_RUN(shutdown_rules);
     SEM_RUN(epoll_in);
