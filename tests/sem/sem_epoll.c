@@ -530,6 +530,42 @@ static void fork_child_closes_member(void)
     }
 }
 
+/* A fork child closes its copies of sockets registered in an epoll it shares with its
+ * parent, and exits (redis's BGSAVE and replication children close the listeners first
+ * thing). On Linux a close removes a registration only with the last reference to the open
+ * file, and the parent still holds it: the parent's set keeps reporting the listener and
+ * the connection. Under ustack the child's close deleted the registrations from the shared
+ * kernel epoll: redis-server stopped accepting after its first full sync to a replica. */
+static void fork_child_close_keeps_set(void)
+{
+    int l = sem_listen_self(4, SOCK_NONBLOCK), fd = sem_connect_peer(SEM_P_ECHO), ep = ep_new();
+    CHECK(l >= 0 && fd >= 0, "listen, connect");
+    CHECK_OK(ep_add(ep, l, EPOLLIN, 1));
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 2));
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        close(l);
+        close(fd);
+        _exit(0);
+    }
+    int st = child_status(pid);
+    CHECK(st == 0, "child: status %#x", st);
+    CHECK(ep_wait1(ep, 0, NULL) == 0, "idle set reports");
+    CHECK_OK(echo_byte(fd));
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 2 && ev.events == EPOLLIN,
+          "connection's event after the child's close");
+    char b;
+    CHECK(recv(fd, &b, 1, 0) == 1, "recv");
+    int c = sem_ctl(sem_lport(4), 0, 0, 1);
+    CHECK(c >= 0, "control");
+    CHECK(ep_wait1(ep, 5000, &ev) == 1 && ev.data.u64 == 1 && ev.events == EPOLLIN,
+          "listener's event after the child's close");
+    int s = sem_track(accept(l, NULL, NULL));
+    CHECK(s >= 0, "accept");
+}
+
 /* Two processes wait on one listener with EPOLLEXCLUSIVE (nginx workers with accept_mutex
  * off). The one woken for the first connection closes the listener and leaves without
  * accepting (an old worker at a reload); the other must still get the connections: on Linux
@@ -666,6 +702,7 @@ int main(void)
     SEM_RUN(round_robin_mixed);
     SEM_RUN(fork_shares_set);
     SEM_RUN(fork_child_closes_member);
+    SEM_RUN(fork_child_close_keeps_set);
     SEM_RUN(member_added_while_waiting);
     SEM_RUN(exclusive_waiter_leaves);
     return sem_done();
