@@ -36,6 +36,19 @@ static uint32_t fold64(uint64_t acc)
     return (uint32_t)acc;
 }
 
+/* sum plus the folded accumulator, turned from native order into "big-endian word" order,
+ * unless the data sat at an odd offset of the summed data: its bytes are then in the other
+ * half of each word already. 2^32 is congruent to 1 modulo 0xffff, so a carry out of 32 bits
+ * wraps around. */
+static uint32_t add_folded(uint32_t sum, uint64_t acc, bool odd)
+{
+    uint32_t folded = fold64(acc);
+    if (host_is_little_endian() != odd)
+        folded = (uint32_t)(((folded & 0xffu) << 8) | (folded >> 8));
+    uint64_t total = (uint64_t)sum + folded;
+    return (uint32_t)((total & 0xffffffffu) + (total >> 32));
+}
+
 #if defined(__SSE2__)
 /* 32-byte blocks with SSE2 (every x86-64 has it): each 16-bit word is zero-extended into a
  * 32-bit lane and added there, so the lanes carry no dependency on one another, where the
@@ -43,9 +56,13 @@ static uint32_t fold64(uint64_t acc)
  * development VM). A lane gains at most 2 * 0xffff per block; blocks are summed in runs of
  * at most CSUM_SSE_RUN, far below 2^32 / (2 * 0xffff), before the lanes go into acc. */
 #define CSUM_SSE_RUN 16384u
-static uint64_t sum_blocks_sse2(const uint8_t **pp, size_t *lenp)
+/* dst NULL: sum only; else each block is also stored there (stk_csum_copy). Inlined into
+ * both callers, so the summing one has no store and no test for it. */
+static inline __attribute__((always_inline)) uint64_t sum_blocks_sse2(const uint8_t **pp,
+                                                                      uint8_t **dp, size_t *lenp)
 {
     const uint8_t *p = *pp;
+    uint8_t *d = dp ? *dp : NULL;
     size_t blocks = *lenp / 32;
     const __m128i zero = _mm_setzero_si128();
     uint64_t acc = 0;
@@ -56,6 +73,11 @@ static uint64_t sum_blocks_sse2(const uint8_t **pp, size_t *lenp)
         for (; run; run--, p += 32) {
             __m128i a = _mm_loadu_si128((const __m128i *)(const void *)p);
             __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
+            if (dp) {
+                _mm_storeu_si128((__m128i *)(void *)d, a);
+                _mm_storeu_si128((__m128i *)(void *)(d + 16), b);
+                d += 32;
+            }
             lo = _mm_add_epi32(lo, _mm_unpacklo_epi16(a, zero));
             hi = _mm_add_epi32(hi, _mm_unpackhi_epi16(a, zero));
             lo = _mm_add_epi32(lo, _mm_unpacklo_epi16(b, zero));
@@ -69,6 +91,8 @@ static uint64_t sum_blocks_sse2(const uint8_t **pp, size_t *lenp)
     }
     *lenp -= (size_t)(p - *pp);
     *pp = p;
+    if (dp)
+        *dp = d;
     return acc;
 }
 #endif
@@ -81,7 +105,7 @@ uint32_t stk__csum_add(uint32_t sum, const void *data, size_t len)
 #if defined(__SSE2__)
     /* Worth its set-up from a few blocks on (headers stay on the scalar path). */
     if (len >= 128)
-        acc = sum_blocks_sse2(&p, &len);
+        acc = sum_blocks_sse2(&p, NULL, &len);
 #endif
     /* Each 8-byte load adds two 32-bit halves, so the accumulator cannot overflow before
      * 2^31 iterations (16 GiB), far beyond any packet. */
@@ -110,18 +134,12 @@ uint32_t stk__csum_add(uint32_t sum, const void *data, size_t len)
         acc += (w & 0xffffffffu) + (w >> 32);
     }
 
-    uint32_t folded = fold64(acc);
-    if (host_is_little_endian())
-        folded = (uint32_t)(((folded & 0xffu) << 8) | (folded >> 8));
-
-    /* 2^32 is congruent to 1 modulo 0xffff, so a carry out of 32 bits wraps around. */
-    uint64_t total = (uint64_t)sum + folded;
-    return (uint32_t)((total & 0xffffffffu) + (total >> 32));
+    return add_folded(sum, acc, false);
 }
 
 /* stk_csum_copy: the sum of src's bytes while they are copied to dst, so the data is read
  * once (the transmit side of STK_TX_L4_SUM: the I/O layer copies the payload into the frame
- * anyway). Same lanes as sum_blocks_sse2, with a store of each block. */
+ * anyway). */
 uint32_t stk_csum_copy(uint32_t sum, void *dst, const void *src, size_t len, bool odd)
 {
     const uint8_t *p = src;
@@ -129,27 +147,7 @@ uint32_t stk_csum_copy(uint32_t sum, void *dst, const void *src, size_t len, boo
     uint64_t acc = 0;
 
 #if defined(__SSE2__)
-    const __m128i zero = _mm_setzero_si128();
-    while (len >= 32) {
-        size_t run = len / 32 < CSUM_SSE_RUN ? len / 32 : CSUM_SSE_RUN;
-        len -= run * 32;
-        __m128i lo = zero, hi = zero;
-        for (; run; run--, p += 32, d += 32) {
-            __m128i a = _mm_loadu_si128((const __m128i *)(const void *)p);
-            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(p + 16));
-            _mm_storeu_si128((__m128i *)(void *)d, a);
-            _mm_storeu_si128((__m128i *)(void *)(d + 16), b);
-            lo = _mm_add_epi32(lo, _mm_unpacklo_epi16(a, zero));
-            hi = _mm_add_epi32(hi, _mm_unpackhi_epi16(a, zero));
-            lo = _mm_add_epi32(lo, _mm_unpacklo_epi16(b, zero));
-            hi = _mm_add_epi32(hi, _mm_unpackhi_epi16(b, zero));
-        }
-        uint32_t lanes[8];
-        _mm_storeu_si128((__m128i *)(void *)lanes, lo);
-        _mm_storeu_si128((__m128i *)(void *)(lanes + 4), hi);
-        for (unsigned i = 0; i < 8; i++)
-            acc += lanes[i];
-    }
+    acc = sum_blocks_sse2(&p, &d, &len);
 #endif
     while (len >= 8) {
         uint64_t w;
@@ -166,13 +164,7 @@ uint32_t stk_csum_copy(uint32_t sum, void *dst, const void *src, size_t len, boo
         memcpy(d, p, len);
         acc += (w & 0xffffffffu) + (w >> 32);
     }
-    uint32_t folded = fold64(acc);
-    /* Native order to "big-endian word" order, unless the piece sits at an odd offset of
-     * the summed data: its bytes are then in the other half of each word already. */
-    if (host_is_little_endian() != odd)
-        folded = (uint32_t)(((folded & 0xffu) << 8) | (folded >> 8));
-    uint64_t total = (uint64_t)sum + folded;
-    return (uint32_t)((total & 0xffffffffu) + (total >> 32));
+    return add_folded(sum, acc, odd);
 }
 
 uint16_t stk_csum_finish(uint32_t sum)

@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -137,6 +138,23 @@ static inline void sem_sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
         ;
+}
+
+/* Waits up to ms for child pid: its exit status, 128 + the signal that ended it, or -1
+ * when it was still running (it is then killed and reaped). */
+static inline int sem_wait_child(pid_t pid, int ms)
+{
+    int st = 0;
+    double end = sem_ms() + ms;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (sem_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        sem_sleep_ms(10);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 /* ------------------------------------------------------------------ fd tracking */

@@ -53,21 +53,6 @@ static int roundtrip(int fd, const char *msg)
     return memcmp(buf, msg, n) ? -1 : 0;
 }
 
-static int wait_child(pid_t pid, int ms)
-{
-    int st = 0;
-    double end = sem_ms() + ms;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (sem_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        sem_sleep_ms(10);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static void dup_shares(void)
 {
     int a = sem_connect_peer(SEM_P_ECHO);
@@ -223,7 +208,7 @@ static void fork_child_writes(void)
     CHECK(pid >= 0, "fork");
     if (pid == 0)
         _exit(send(a, "child", 5, 0) == 5 ? 0 : 1);
-    CHECK(wait_child(pid, 5000) == 0, "child failed");
+    CHECK(sem_wait_child(pid, 5000) == 0, "child failed");
     char buf[8];
     CHECK(sem_read_full(a, buf, 5, 5000) == 5 && !memcmp(buf, "child", 5), "child's data");
     CHECK_OK(roundtrip(a, "parent"));
@@ -255,7 +240,7 @@ static void fork_close_needs_both(void)
     int early = peer_eof(ctl, 300);
     (void)!write(go[1], "g", 1);
     close(go[1]);
-    int rc = wait_child(pid, 5000);
+    int rc = sem_wait_child(pid, 5000);
     CHECK(early == 0, "peer saw EOF while the child still held the socket");
     CHECK(rc == 0, "child failed (%d)", rc);
     CHECK(peer_eof(ctl, 5000) == 1, "peer did not see EOF after both closed");
@@ -270,7 +255,7 @@ static void fork_child_exits(void)
     CHECK(pid >= 0, "fork");
     if (pid == 0)
         _exit(0);
-    CHECK(wait_child(pid, 5000) == 0, "child failed");
+    CHECK(sem_wait_child(pid, 5000) == 0, "child failed");
     CHECK_OK(roundtrip(a, "after-child"));
 }
 
@@ -293,7 +278,7 @@ static void fork_child_accepts(void)
     }
     close(res[1]);
     int c = sem_ctl(sem_lport(6), 3, 0, 1);
-    int rc = wait_child(pid, 10000);
+    int rc = sem_wait_child(pid, 10000);
     CHECK(c >= 0, "control");
     CHECK(rc == 0, "child failed (%d)", rc);
     char buf[3];
@@ -339,7 +324,7 @@ static void raw_clone_child(void)
         sem_close(s); /* before the child has used it */
         (void)!write(go[1], "g", 1);
         close(go[1]);
-        int rc = wait_child((pid_t)pid, 5000);
+        int rc = sem_wait_child((pid_t)pid, 5000);
         CHECK(rc == 0, "child failed (%d, round %d)", rc, round);
         /* The peer echoed the child's five bytes and then saw its FIN. */
         CHECK(sem_ctl_line(ctl, line, sizeof line, 5000) > 0 && !strcmp(line, "eof 0 5"),
@@ -379,7 +364,7 @@ static void socket_fork_parent_exits(void)
             _exit(0);
         }
         close(res[1]);
-        CHECK(wait_child(mid, 5000) == 0, "the middle process failed (round %d)", round);
+        CHECK(sem_wait_child(mid, 5000) == 0, "the middle process failed (round %d)", round);
         struct pollfd p = {res[0], POLLIN, 0};
         char ok = 0;
         CHECK(poll(&p, 1, 10000) == 1 && read(res[0], &ok, 1) == 1 && ok == 'y',
@@ -498,7 +483,7 @@ static void pass_over_unix(void)
         struct pollfd p = {sp[0], POLLIN, 0};
         int got = poll(&p, 1, 10000) == 1 && read(sp[0], &ok, 1) == 1 && ok == 'k';
         int c = got ? sem_ctl(sem_lport(9), 3, 0, 1) : -1;
-        int rc = wait_child(pid, 15000);
+        int rc = sem_wait_child(pid, 15000);
         close(sp[0]);
         CHECK(got, "the receiver did not get through the connection (exit %d, round %d)", rc,
               round);
@@ -559,7 +544,7 @@ static void pass_two_in_flight(void)
     sem_close(b);
     /* The ports after the fds, each over its own Unix socket. */
     CHECK(write(u1[0], &pa, 2) == 2 && write(u2[0], &pb, 2) == 2, "ports");
-    int rc = wait_child(pid, 15000);
+    int rc = sem_wait_child(pid, 15000);
     close(u1[0]);
     close(u2[0]);
     CHECK(rc == 0, "receiver failed (%d: 4 = a received fd is another connection)", rc);
@@ -599,7 +584,7 @@ static void pass_from_chroot(void)
     close(u2[1]);
     sem_close(a);
     sem_close(b);
-    int rc = wait_child(pid, 10000);
+    int rc = sem_wait_child(pid, 10000);
     rmdir(dir);
     CHECK(rc == 0, "sender failed (%d)", rc);
     /* Both are in flight; take them in the other order. */
@@ -632,7 +617,7 @@ static void exec_inherits(void)
         execl(self_path, self_path, "--exec-child", fa, fb, (char *)NULL);
         _exit(127);
     }
-    int rc = wait_child(pid, 10000);
+    int rc = sem_wait_child(pid, 10000);
     CHECK(rc == 0, "exec'ed child failed (%d)", rc);
     char buf[8];
     CHECK(sem_read_full(a, buf, 4, 5000) == 4 && !memcmp(buf, "exec", 4), "child's data");
@@ -665,7 +650,7 @@ static void exec_closefrom_child(void)
         execl(self_path, self_path, "--closefrom-child", (char *)NULL);
         _exit(127);
     }
-    int rc = wait_child(pid, 15000);
+    int rc = sem_wait_child(pid, 15000);
     CHECK(rc == 0, "exec'ed child failed (%d: 2 socket, 3 connect, 4 echo)", rc);
     CHECK_OK(roundtrip(a, "parent"));
 }
@@ -787,7 +772,7 @@ static void sandboxed_child(void)
         execl(self_path, self_path, "--sandbox-child", fa, (char *)NULL);
         _exit(127);
     }
-    int st = wait_child(pid, 15000);
+    int st = sem_wait_child(pid, 15000);
     CHECK(st == 0, "the confined child %s %d", st > 128 ? "died of signal" : "exited with",
           st > 128 ? st - 128 : st);
     CHECK_OK(fcntl(a, F_SETFL, fl));
@@ -802,7 +787,7 @@ static int sandbox_child(int a)
         return 9;
     if (pid == 0)
         _exit(sandbox_work(a));
-    int st = wait_child(pid, 12000);
+    int st = sem_wait_child(pid, 12000);
     return st == 0 ? 0 : st;
 }
 
@@ -834,7 +819,7 @@ static void exec_child_accepts_loopback(void)
     char buf[3];
     sem_fill(buf, 0, 3);
     ssize_t sent = conn == 0 ? send(c, buf, 3, 0) : -1;
-    int rc = wait_child(pid, 10000);
+    int rc = sem_wait_child(pid, 10000);
     CHECK(conn == 0 && sent == 3, "connect to 127.0.0.1");
     CHECK(rc == 0, "exec'd child did not get the loopback connection (%d)", rc);
     sem_close(c);

@@ -465,35 +465,10 @@ static void fork_shares_set(void)
         int n = epoll_wait(ep, &ev, 1, 1000);
         _exit(n == 1 && ev.data.u64 == 42 && ev.events == EPOLLIN ? 0 : 1);
     }
-    int st = 0;
-    double end = sem_ms() + 5000;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (sem_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            break;
-        }
-        sem_sleep_ms(10);
-    }
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child's wait: status %#x", st);
+    int st = sem_wait_child(pid, 5000);
+    CHECK(st == 0, "child's wait: status %d", st);
     struct epoll_event ev;
     CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 42, "parent's wait");
-}
-
-/* Waits up to 5 s for a child's exit; its status, or -1 (then it was killed). */
-static int child_status(pid_t pid)
-{
-    int st = 0;
-    double end = sem_ms() + 5000;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (sem_ms() > end) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        sem_sleep_ms(10);
-    }
-    return st;
 }
 
 /* A child closing its copy of a member of an inherited set leaves the set alone: the
@@ -516,8 +491,8 @@ static void fork_child_closes_member(void)
                 _exit(2);
             _exit(close(fd) == 0 ? 0 : 1);
         }
-        int st = child_status(pid);
-        CHECK(st == 0, "child (moved %d): status %#x", moved, st);
+        int st = sem_wait_child(pid, 5000);
+        CHECK(st == 0, "child (moved %d): status %d", moved, st);
         CHECK(ep_wait1(ep, 0, NULL) == 0, "event before data (moved %d)", moved);
         CHECK_OK(echo_byte(fd));
         struct epoll_event ev;
@@ -549,8 +524,8 @@ static void fork_child_close_keeps_set(void)
         close(fd);
         _exit(0);
     }
-    int st = child_status(pid);
-    CHECK(st == 0, "child: status %#x", st);
+    int st = sem_wait_child(pid, 5000);
+    CHECK(st == 0, "child: status %d", st);
     CHECK(ep_wait1(ep, 0, NULL) == 0, "idle set reports");
     CHECK_OK(echo_byte(fd));
     struct epoll_event ev;
