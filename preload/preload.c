@@ -72,7 +72,16 @@ static long ret(long r)
     return r;
 }
 
+/* A ustack socket, or a number the shim answers EBADF for: a closed socket's eventfd kept as
+ * a spare (shim/client.c "Spare eventfds"), open in the kernel but closed for the application. */
 static bool sock(int fd)
+{
+    enum shim_fd_kind k = shim_fd_kind(fd);
+    return k == SHIM_FD_SOCK || k == SHIM_FD_SPARE;
+}
+
+/* A ustack socket (not a spare). */
+static bool live_sock(int fd)
 {
     return shim_fd_kind(fd) == SHIM_FD_SOCK;
 }
@@ -393,7 +402,7 @@ HOOK int ioctl(int fd, unsigned long req, ...)
 HOOK ssize_t read(int fd, void *buf, size_t n)
 {
     if (sock(fd)) {
-        if (n == 0)
+        if (n == 0 && live_sock(fd))
             return 0; /* Linux's sock_read_iter: nothing to read, no wait (recv waits) */
         return ret(shim_recv(fd, buf, n, 0));
     }
@@ -595,7 +604,7 @@ static long stat_syscall(long (*real)(long, ...), long n, const long a[6])
     long r = real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
     if (r != 0)
         return r;
-    if (n == SYS_fstat && sock((int)a[0]))
+    if (n == SYS_fstat && live_sock((int)a[0]))
         ((struct stat *)a[1])->st_mode = SOCK_MODE;
     else if (n == SYS_newfstatat && stat_self((int)a[0], (const char *)a[1], (int)a[3]))
         ((struct stat *)a[2])->st_mode = SOCK_MODE;
@@ -700,7 +709,7 @@ static int cookie_close(void *c)
 
 HOOK FILE *fdopen(int fd, const char *mode)
 {
-    if (sock(fd)) {
+    if (live_sock(fd)) {
         cookie_io_functions_t io = {cookie_read, cookie_write, NULL, cookie_close};
         return fopencookie((void *)(intptr_t)fd, mode, io);
     }
@@ -715,16 +724,20 @@ HOOK FILE *fdopen(int fd, const char *mode)
 
 HOOK int fstat(int fd, struct stat *st)
 {
+    if (shim_fd_kind(fd) == SHIM_FD_SPARE)
+        return (int)ret(-EBADF);
     int r = REAL(fstat)(fd, st);
-    if (r == 0 && sock(fd))
+    if (r == 0 && live_sock(fd))
         st->st_mode = SOCK_MODE;
     return r;
 }
 
 HOOK int fstat64(int fd, struct stat64 *st)
 {
+    if (shim_fd_kind(fd) == SHIM_FD_SPARE)
+        return (int)ret(-EBADF);
     int r = REAL(fstat64)(fd, st);
-    if (r == 0 && sock(fd))
+    if (r == 0 && live_sock(fd))
         st->st_mode = SOCK_MODE;
     return r;
 }
@@ -732,7 +745,7 @@ HOOK int fstat64(int fd, struct stat64 *st)
 /* fstatat(fd, "", st, AT_EMPTY_PATH) is fstat(fd). */
 static bool stat_self(int fd, const char *path, int flags)
 {
-    return (flags & AT_EMPTY_PATH) && path && path[0] == '\0' && sock(fd);
+    return (flags & AT_EMPTY_PATH) && path && path[0] == '\0' && live_sock(fd);
 }
 
 HOOK int fstatat(int fd, const char *path, struct stat *st, int flags)
@@ -1208,6 +1221,7 @@ static int do_spawn(bool search, pid_t *pid, const char *path, const posix_spawn
                     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     attach_for_child();
+    shim_spares_close();
     char **env = shim_attached() ? ustack__exec_env(envp, NULL) : NULL;
     char *const *e = env ? env : envp;
     int r = search ? REAL(posix_spawnp)(pid, path, fa, attr, argv, e)

@@ -318,6 +318,7 @@ static int do_attach(void *base, uint64_t size, int shm_fd, int pipe_fd)
         .ifindex = dev_ifindex(conf.dev),
         .fdtab_size = fdtab_size(),
         .ip6_prefix = conf.ip6_prefix,
+        .spare_fds = conf.spare_fds,
     };
     memcpy(a.ip6, conf.ip6, sizeof(a.ip6));
     static const uint8_t zero16[16];

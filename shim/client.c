@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -163,6 +164,11 @@ int shim_attach(const struct shim_attach *a)
     memcpy(C.ip6, a->ip6, sizeof(C.ip6));
     C.ip6_prefix = a->ip6_prefix;
     C.gw6 = a->gw6;
+    C.spare_max = a->spare_fds > SHIM_SPARE_MAX ? SHIM_SPARE_MAX : (int)a->spare_fds;
+    struct rlimit nofile;
+    C.spare_lim = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < (rlim_t)INT_MAX
+                      ? (int)nofile.rlim_cur - 2 * C.spare_max
+                      : INT_MAX;
     SHIM_STORE(&C.pid, (int32_t)getpid());
     /* An exec'd image keeps the entry (and the hold counts) of the image before it. */
     C.child_pidx = SHM_NONE;
@@ -620,7 +626,7 @@ int shim__sk(int fd, struct shim_sk *k)
     struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
     for (;;) {
         if (!e || SHIM_LOAD(&e->kind) != SHIM_FD_SOCK)
-            return -ENOTSOCK;
+            return e && SHIM_LOAD(&e->kind) == SHIM_FD_SPARE ? -EBADF : -ENOTSOCK;
         uint64_t sg = SHIM_LOAD(&e->sg);
         uint32_t slot = (uint32_t)sg;
         if (slot >= C.nsocks)
@@ -838,16 +844,12 @@ static int make_socket(int flags, bool dgram, int dom)
     if (!SHIM_LOAD(&C.attached) || SHIM_RLX(&C.dead))
         return -ENETDOWN;
     bool cloexec = flags & SOCK_CLOEXEC;
-    int efd = eventfd(0, EFD_NONBLOCK | (cloexec ? EFD_CLOEXEC : 0));
+    int efd = shim__efd_new(cloexec);
     if (efd < 0)
-        return -errno;
-    if ((unsigned)efd >= shim_fds.size) {
-        C.sys.close(efd);
-        return -EMFILE;
-    }
+        return efd;
     uint32_t i = shm_sock_alloc(C.base);
     if (i == SHM_NONE) {
-        C.sys.close(efd);
+        shim__efd_close(efd);
         shim_warn_once("nsocks", "all %u socket slots of the region are in use", C.nsocks);
         return -ENOBUFS;
     }
@@ -877,7 +879,7 @@ static int make_socket(int flags, bool dgram, int dom)
         if (C.pidx != SHM_NONE)
             atomic_store(shm_hold(C.base, C.pidx, i), 0);
         shm_sock_free(C.base, i);
-        C.sys.close(efd);
+        shim__efd_close(efd);
         return rc;
     }
     shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
@@ -1206,7 +1208,7 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
                          struct sockaddr *addr, socklen_t *alen)
 {
     if (i >= C.nsocks) {
-        C.sys.close(efd);
+        shim__efd_close(efd);
         return -ECONNABORTED;
     }
     struct shm_sock *s = shm_sock(C.base, i);
@@ -1225,7 +1227,7 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
     int rc = shim__push(s->core, &c);
     if (rc < 0) {
         atomic_store(&s->attach_pend, 0);
-        C.sys.close(efd);
+        shim__efd_close(efd);
         shim__file_init(i, k.gen, false);
         shim__lock();
         shim__release(i, k.gen);
@@ -1326,13 +1328,9 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
         if (!shm_aq_empty(s)) {
             /* The eventfd first: if the process is out of fds the connection must stay
              * queued, as with the kernel. */
-            int efd = eventfd(0, EFD_NONBLOCK | ((flags & SOCK_CLOEXEC) ? EFD_CLOEXEC : 0));
+            int efd = shim__efd_new(flags & SOCK_CLOEXEC);
             if (efd < 0)
-                return -errno;
-            if ((unsigned)efd >= shim_fds.size) {
-                C.sys.close(efd);
-                return -EMFILE;
-            }
+                return efd;
             uint32_t i;
             if (shm_aq_pop(s, shm_rx_data(C.base, k.slot), C.ring, &i)) {
                 /* The queue's reference becomes this fd's (nobody else can hold it yet),
@@ -1353,7 +1351,7 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
                     return rc;
                 continue;
             }
-            C.sys.close(efd);
+            shim__efd_close(efd);
         }
         for (int j = 0; j < 2 && k.f->lacc[j] >= 0; j++) {
             int r = C.sys.accept4(k.f->lacc[j], addr, alen, flags);
@@ -1823,6 +1821,120 @@ static void pass_wake_on(int fd, uint32_t slot, uint32_t gen)
         shim__signal(fd);
 }
 
+/* ---- spare eventfds -------------------------------------------------------------------- */
+
+/* A connection per request cost an application four system calls for its socket's eventfd
+ * alone (eventfd2, its EPOLL_CTL_ADD, the EPOLL_CTL_DEL before close, close: a quarter of
+ * nginx's time under `ab`). The last close of a socket that only this fd holds keeps the
+ * eventfd instead, with its plain registrations in the kernel's epoll sets parked, and the
+ * next socket takes it: its ADD to the same set finds the registration there. For the
+ * application the number is closed (close, dup and fcntl on it fail with EBADF, dup2 onto
+ * it replaces it); it only is not the lowest free number again (docs/preload.md). */
+
+/* Takes spare i off the list (caller holds the lock); the caller owns its number. */
+static int spare_unlist(int i)
+{
+    int fd = C.spare[i];
+    int n = SHIM_RLX(&C.nspare) - 1;
+    C.spare[i] = C.spare[n];
+    SHIM_STORE(&C.nspare, n);
+    shim_fdtab_clear(&shim_fds, fd);
+    return fd;
+}
+
+static int spare_index(int fd)
+{
+    for (int i = 0; i < SHIM_RLX(&C.nspare); i++)
+        if (C.spare[i] == fd)
+            return i;
+    return -1;
+}
+
+int shim__efd_new(bool cloexec)
+{
+    if (SHIM_RLX(&C.nspare) > 0) {
+        shim__lock();
+        int n = SHIM_RLX(&C.nspare), pick = n - 1;
+        for (int i = n - 1; i >= 0; i--) {
+            if (shim_fdtab_get(&shim_fds, C.spare[i])->cloexec == cloexec) {
+                pick = i;
+                break;
+            }
+        }
+        int fd = n > 0 ? C.spare[pick] : -1;
+        bool flip = fd >= 0 && shim_fdtab_get(&shim_fds, fd)->cloexec != cloexec;
+        if (fd >= 0)
+            spare_unlist(pick);
+        shim__unlock();
+        if (fd >= 0) {
+            if (!flip || C.sys.fcntl(fd, F_SETFD, cloexec ? FD_CLOEXEC : 0) == 0)
+                return fd;
+            shim__efd_close(fd);
+        }
+    }
+    int efd = eventfd(0, EFD_NONBLOCK | (cloexec ? EFD_CLOEXEC : 0));
+    if (efd < 0)
+        return -errno;
+    if ((unsigned)efd >= shim_fds.size) {
+        C.sys.close(efd);
+        return -EMFILE;
+    }
+    return efd;
+}
+
+void shim__efd_close(int efd)
+{
+    shim__lock();
+    shim__epoll_unpark(efd);
+    shim__unlock();
+    C.sys.close(efd);
+}
+
+/* May the eventfd of the socket at fd, closing, become a spare? Reserves its place in the
+ * list if so (caller holds the lock): only this fd holds the socket (no dup, no other
+ * process, which would share the eventfd), not a listener (companions), not 0-2 (a
+ * daemon's close-and-reopen of the standard numbers), and not near the fd limit. */
+static bool spare_reserve(int fd, uint32_t slot, uint32_t gen)
+{
+    if (fd < 3 || fd >= C.spare_lim || SHIM_RLX(&C.nspare) + C.spare_resv >= C.spare_max ||
+        slot >= C.nsocks || SHIM_RLX(&C.dead))
+        return false;
+    struct shim_file *f = &C.files[slot];
+    if (f->gen != gen || f->nfds != 1 || f->cstate == SHIM_CS_LISTEN || f->lfd >= 0 ||
+        !shm_sock_valid(C.base, slot, gen) || atomic_load(&shm_sock(C.base, slot)->refs) != 1)
+        return false;
+    C.spare_resv++;
+    return true;
+}
+
+/* Closes spare fd (its parked registrations first); caller holds the lock. */
+static void spare_close(int i)
+{
+    int fd = spare_unlist(i);
+    shim__epoll_unpark(fd);
+    C.sys.close(fd);
+}
+
+/* fork's child: the spares are the parent's eventfds (and their parked registrations the
+ * parent's): the child's copies go, without touching the sets. */
+void shim__spares_atfork_child(void)
+{
+    while (SHIM_RLX(&C.nspare) > 0)
+        C.sys.close(spare_unlist(0));
+    C.spare_resv = 0;
+    shim__epoll_unpark_child();
+}
+
+void shim_spares_close(void)
+{
+    if (!SHIM_LOAD(&C.attached))
+        return;
+    shim__lock();
+    while (SHIM_RLX(&C.nspare) > 0)
+        spare_close(0);
+    shim__unlock();
+}
+
 int shim_close(int fd)
 {
     struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
@@ -1834,6 +1946,14 @@ int shim_close(int fd)
          * cut this process (or its exec'd children) off the stack. Loops that close every
          * fd above 2 are common; they get success and the fd stays. */
         return 0;
+    case SHIM_FD_SPARE: {
+        shim__lock(); /* closed for the application already; it goes for good now */
+        int i = spare_index(fd);
+        if (i >= 0)
+            spare_close(i);
+        shim__unlock();
+        return -EBADF;
+    }
     case SHIM_FD_EPOLL: {
         shim__lock();
         struct shim_epoll *ep = e->obj;
@@ -1845,7 +1965,11 @@ int shim_close(int fd)
     }
     default: {
         uint32_t slot = e->slot, gen = e->gen;
-        shim__epoll_forget(fd, slot, gen);
+        bool cloexec = e->cloexec;
+        shim__lock();
+        bool park = spare_reserve(fd, slot, gen);
+        shim__unlock();
+        shim__epoll_forget(fd, slot, gen, park);
         shim__lock();
         if (slot < C.nsocks && !attach_cancel(slot, gen)) {
             shim__unlock();
@@ -1855,7 +1979,36 @@ int shim_close(int fd)
         shim_fdtab_clear(&shim_fds, fd);
         shim__efd_quiesce(slot); /* a call reading or writing the eventfd by number */
         pass_wake_on(fd, slot, gen);
-        int rc = C.sys.close(fd) < 0 ? -errno : 0;
+        int rc = 0;
+        if (park) {
+            C.spare_resv--;
+            /* A dup made since the check (another thread) shares the eventfd: no spare. */
+            struct shim_file *f = &C.files[slot];
+            if (f->gen != gen || f->nfds != 1) {
+                park = false;
+                shim__epoll_unpark(fd);
+            }
+        }
+        if (park) {
+            /* The stack fetched the number (or never will: cancelled); the next socket's
+             * SOCKET or ATTACH makes it fetch the same eventfd again. Nothing waits on this
+             * socket any more (only this fd held it): the stack is told so, and what the
+             * eventfd still counts is emptied, so that neither a set the spare stays in nor
+             * the next socket's sees a stale signal (a publish already under way can still
+             * write one: the next harvest finds nothing ready and drops it). */
+            struct shm_sock *s = shm_sock(C.base, slot);
+            atomic_store(&s->armed, 0);
+            atomic_store(&s->armed_et, 0);
+            uint64_t cnt;
+            if (C.sys.read(fd, &cnt, sizeof(cnt)) < 0) {
+                /* empty already (EAGAIN) */
+            }
+            C.spare[SHIM_RLX(&C.nspare)] = fd;
+            shim_fdtab_set(&shim_fds, fd, SHIM_FD_SPARE, 0, 0, cloexec, NULL);
+            SHIM_STORE(&C.nspare, SHIM_RLX(&C.nspare) + 1);
+        } else {
+            rc = C.sys.close(fd) < 0 ? -errno : 0;
+        }
         shim__release(slot, gen);
         shim__unlock();
         return rc;
@@ -1894,6 +2047,8 @@ static int took_dup(int oldfd, int newfd, bool cloexec)
 
 int shim_dup(int fd)
 {
+    if (shim_fd_kind(fd) == SHIM_FD_SPARE)
+        return -EBADF;
     shim__lock();
     int n = C.sys.dup(fd);
     int rc = n < 0 ? -errno : took_dup(fd, n, false);
@@ -1939,10 +2094,22 @@ int shim_dup3(int oldfd, int newfd, int flags, bool is_dup2)
         return -EINVAL;
     if (flags & ~O_CLOEXEC)
         return -EINVAL;
+    if (shim_fd_kind(oldfd) == SHIM_FD_SPARE)
+        return -EBADF;
     shim__lock();
     struct shim_fd *e = shim_fdtab_get(&shim_fds, newfd);
     enum shim_fd_kind kind = e ? (enum shim_fd_kind)SHIM_RLX(&e->kind) : SHIM_FD_KERNEL;
     int rc;
+    bool spare = false;
+    if (kind == SHIM_FD_SPARE && C.sys.fcntl(oldfd, F_GETFD) >= 0) {
+        /* The application's number: the spare leaves (the kernel's dup3 closes it). */
+        int i = spare_index(newfd);
+        if (i >= 0)
+            spare_unlist(i);
+        shim__epoll_unpark(newfd);
+        kind = SHIM_FD_KERNEL;
+        spare = true;
+    }
     if (kind == SHIM_FD_PRIV && C.sys.fcntl(oldfd, F_GETFD) >= 0) {
         if ((rc = move_priv(newfd)) < 0)
             goto out;
@@ -1954,7 +2121,7 @@ int shim_dup3(int oldfd, int newfd, int flags, bool is_dup2)
     if (kind == SHIM_FD_SOCK && C.sys.fcntl(oldfd, F_GETFD) >= 0) {
         shim__unlock();
         shim__attach_wait(slot);
-        shim__epoll_forget(newfd, slot, gen);
+        shim__epoll_forget(newfd, slot, gen, false);
         shim__lock();
         /* Calls that look newfd up from here on find it gone; one using its eventfd by
          * number finishes before the number changes hands. */
@@ -1965,6 +2132,8 @@ int shim_dup3(int oldfd, int newfd, int flags, bool is_dup2)
     int n = C.sys.dup3(oldfd, newfd, flags);
     if (n < 0) {
         rc = -errno;
+        if (spare)
+            C.sys.close(newfd);
         if (cleared)
             shim_fdtab_set(&shim_fds, newfd, SHIM_FD_SOCK, slot, gen, cl_old, NULL);
         goto out;

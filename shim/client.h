@@ -57,11 +57,12 @@ struct shim_sys {
 
 /* What a process attaches with (preload/ maps the region; see docs/shm.md "Start-up"). */
 struct shim_attach {
-    void *base;    /* the mapped region, already checked with shm_region_check() */
-    uint64_t size; /* its mapping size */
-    int shm_fd;    /* the memfd, or -1 */
-    int pipe_fd;   /* the liveness pipe's write end, or -1 */
-    uint32_t ip;   /* ustack's address and prefix, host order (routing to the kernel) */
+    uint32_t spare_fds; /* USTACK_SPARE_FDS: closed sockets' eventfds kept for reuse */
+    void *base;         /* the mapped region, already checked with shm_region_check() */
+    uint64_t size;      /* its mapping size */
+    int shm_fd;         /* the memfd, or -1 */
+    int pipe_fd;        /* the liveness pipe's write end, or -1 */
+    uint32_t ip;        /* ustack's address and prefix, host order (routing to the kernel) */
     uint8_t prefix;
     uint32_t gw;         /* 0: none */
     uint32_t fdtab_size; /* the fd table's size: the hard RLIMIT_NOFILE */
@@ -112,6 +113,9 @@ void shim_fork_failed(void);
  * Returns 0 or -ENOSPC. */
 int shim_exec_prepare(char *buf, size_t len);
 void shim_exec_failed(void);
+/* Closes the spare eventfds (their parked registrations first): before a program is started
+ * without our exec hooks (posix_spawn), which would inherit those without FD_CLOEXEC. */
+void shim_spares_close(void);
 /* The new image: adopt the sockets a USTACK_FDS value names (after shim_attach). */
 int shim_adopt(const char *value);
 /* SCM_RIGHTS (docs/preload.md "Passing sockets"). Before a sendmsg on a kernel socket: notes

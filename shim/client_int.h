@@ -76,6 +76,8 @@ struct shim_pin {
 #define SHIM_PIN_OWED (1ull << 32)
 
 /* The process. One per process; copied into a child by fork. */
+#define SHIM_SPARE_MAX 256 /* USTACK_SPARE_FDS's ceiling */
+
 struct shim_cli {
     struct shim_sys sys;
     void *base;
@@ -112,6 +114,13 @@ struct shim_cli {
     uint32_t pidx, child_pidx, lockval;
     struct shim_epoll *epolls;
     pthread_key_t reply_key;
+    /* Spare eventfds (under the lock; nspare also read without it): numbers of closed
+     * sockets' eventfds kept for the next socket, with their epoll registrations
+     * (docs/preload.md "Spare eventfds"). At most spare_max, counting the reservations of
+     * closes under way; none at or above spare_lim (the soft RLIMIT_NOFILE less a margin). */
+    int spare[SHIM_SPARE_MAX];
+    _Atomic int nspare;
+    int spare_resv, spare_max, spare_lim;
 };
 
 extern struct shim_cli shim__c;
@@ -245,8 +254,24 @@ void shim__epoll_attach_kernel(int fd, const struct shim_epreg *regs, int n);
 void shim__epoll_forking(void);
 /* fork's child: the epoll locks other threads may have held are free again. */
 void shim__epoll_atfork_child(void);
-/* fd (a ustack socket) is going away or being replaced: leave every epoll set. */
-void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen);
+/* ---- client.c: spare eventfds ---- */
+/* A new socket's eventfd: a spare one if there is one, else a new one. Returns it or -errno
+ * (-EMFILE also when the number is above the fd table). */
+int shim__efd_new(bool cloexec);
+/* Closes an eventfd from shim__efd_new that no socket got. */
+void shim__efd_close(int efd);
+/* fork's child: closes its copies of the spares, leaving the parent's registrations. */
+void shim__spares_atfork_child(void);
+
+/* fd (a ustack socket) is going away or being replaced: leave every epoll set. park: its
+ * eventfd stays open as a spare, so plain registrations stay in the kernel's sets, parked
+ * (reused without a system call by the next ADD of a socket on that number). */
+void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park);
+/* The eventfd at fd is about to be closed or replaced: parked registrations of it leave the
+ * kernel's sets. */
+void shim__epoll_unpark(int fd);
+/* fork's child: parked registrations are the parent's (its eventfds). */
+void shim__epoll_unpark_child(void);
 /* fd was handed over to a kernel socket: re-register it in the sets it was in. */
 void shim__epoll_rekernel(int fd, uint32_t slot, uint32_t gen);
 void shim__epoll_unref(struct shim_epoll *ep);

@@ -836,6 +836,8 @@ ssize_t shim_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 
 ssize_t shim_sendfile_from(int out_fd, int in_fd, off_t *offset, size_t count)
 {
+    if (shim_fd_kind(in_fd) == SHIM_FD_SPARE)
+        return -EBADF; /* closed for the application (client.c "Spare eventfds") */
     if (offset)
         return -ESPIPE;
     if (count == 0)

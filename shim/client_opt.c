@@ -648,6 +648,8 @@ int shim_fcntl(int fd, int cmd, void *arg)
     struct shim_fd *e = shim_fdtab_get(&shim_fds, fd);
     enum shim_fd_kind kind = e ? (enum shim_fd_kind)SHIM_RLX(&e->kind) : SHIM_FD_KERNEL;
     int iarg = (int)(intptr_t)arg;
+    if (kind == SHIM_FD_SPARE)
+        return -EBADF; /* closed for the application (client.c "Spare eventfds") */
     switch (cmd) {
     case F_DUPFD:
     case F_DUPFD_CLOEXEC:
@@ -715,6 +717,8 @@ int shim_fcntl(int fd, int cmd, void *arg)
 
 int shim_ioctl(int fd, unsigned long req, void *arg)
 {
+    if (shim_fd_kind(fd) == SHIM_FD_SPARE)
+        return -EBADF; /* closed for the application (client.c "Spare eventfds") */
     SHIM_SK(k);
     if (shim__sk(fd, &k) < 0) {
         int r = C.sys.ioctl(fd, req, arg);

@@ -58,6 +58,10 @@ struct shim_epm {
     uint32_t in_seen, out_seen; /* EPOLLET: the socket's event counters last reported */
     uint8_t pending;            /* EPOLLET: ready at ADD/MOD, not reported yet */
     uint8_t dead_seen;          /* EPOLLET: the stack's death was reported */
+    /* Not used: the kernel set still has the registration of the eventfd at this number
+     * (events: its mask then), a spare's or one a new socket took from the spares and has
+     * not added here (client.c "Spare eventfds"). */
+    uint8_t parked;
     int *held; /* a registration whose fd was closed while a dup lives: our private dup */
 };
 
@@ -162,7 +166,7 @@ bool shim_poll_has_ours(const struct pollfd *fds, nfds_t n)
     if (!shim_fds.size || !fds)
         return false;
     for (nfds_t i = 0; i < n; i++)
-        if (shim_fd_kind(fds[i].fd) == SHIM_FD_SOCK)
+        if (shim_fd_kind(fds[i].fd) == SHIM_FD_SOCK || shim_fd_kind(fds[i].fd) == SHIM_FD_SPARE)
             return true;
     return false;
 }
@@ -178,6 +182,7 @@ enum {
     PE_KERNEL,      /* a kernel fd, or a number no longer ours: the kernel polls it as asked */
     PE_PINNED,      /* the ustack socket pinned at the start, still behind the number */
     PE_OTHER,       /* a ustack socket that took the number during the call: readiness only */
+    PE_NVAL,        /* a spare eventfd: a closed number for the application (POLLNVAL) */
     PE_COMP = 0x10, /* flag: its listener's companion follows in the kernel's set */
 };
 
@@ -197,7 +202,7 @@ static int classify(const struct shim_sk *k, int fd, uint64_t *sg)
         return PE_PINNED;
     struct shim_fd *e = sock_ent(fd);
     if (!e)
-        return PE_KERNEL;
+        return shim_fd_kind(fd) == SHIM_FD_SPARE ? PE_NVAL : PE_KERNEL;
     *sg = atomic_load(&e->sg);
     return PE_OTHER;
 }
@@ -270,6 +275,8 @@ static int poll_impl(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sig
                 fds[i].revents = (short)ready_of(ks[i].slot, ks[i].gen, (uint16_t)fds[i].events);
             else if (cls[i] == PE_OTHER)
                 fds[i].revents = (short)ready_sg(sg, (uint16_t)fds[i].events);
+            else if (cls[i] == PE_NVAL)
+                fds[i].revents = POLLNVAL | (sel && ks[i].pinned ? SEL_LATE : 0);
             else
                 continue;
             ready += fds[i].revents != 0;
@@ -284,7 +291,9 @@ static int poll_impl(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sig
         for (nfds_t i = 0; i < n; i++) {
             kp[i] = fds[i];
             kp[i].revents = 0;
-            if (cls[i] == PE_KERNEL)
+            if (cls[i] == PE_NVAL)
+                kp[i].fd = -1; /* the kernel skips it */
+            if (cls[i] == PE_KERNEL || cls[i] == PE_NVAL)
                 continue;
             kp[i].events = POLLIN;
             int l = cls[i] == PE_PINNED ? companion(&ks[i], fds[i].events) : -1;
@@ -345,8 +354,9 @@ static int poll_impl(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sig
                 int c = classify(&ks[i], fds[i].fd, &now);
                 if (c == PE_OTHER)
                     ev = ready_sg(now, (uint16_t)fds[i].events);
-                else if (c == PE_KERNEL && C.sys.fcntl(fds[i].fd, F_GETFD) < 0 && errno == EBADF)
-                    ev = POLLNVAL | (sel ? SEL_LATE : 0);
+                else if (c == PE_NVAL ||
+                         (c == PE_KERNEL && C.sys.fcntl(fds[i].fd, F_GETFD) < 0 && errno == EBADF))
+                    ev = POLLNVAL | (sel && cls[i] != PE_NVAL ? SEL_LATE : 0);
             } else {
                 ev = ready_of(ks[i].slot, ks[i].gen, (uint16_t)fds[i].events);
                 if (comp)
@@ -389,7 +399,7 @@ bool shim_select_has_ours(int nfds, const fd_set *r, const fd_set *w, const fd_s
     int lim = shim_fdtab_limit(&shim_fds);
     for (int fd = 0; fd < nfds && fd < lim; fd++) {
         if ((r && FDS_ISSET(r, fd)) || (w && FDS_ISSET(w, fd)) || (e && FDS_ISSET(e, fd)))
-            if (shim_fd_kind(fd) == SHIM_FD_SOCK)
+            if (shim_fd_kind(fd) == SHIM_FD_SOCK || shim_fd_kind(fd) == SHIM_FD_SPARE)
                 return true;
     }
     return false;
@@ -731,6 +741,16 @@ static void companion_ctl(struct shim_epoll *ep, struct shim_epm *m, int fd, int
     C.sys.epoll_ctl(kep(ep, epfd), op, m->lfd, &kev);
 }
 
+/* The parked registration m at fd leaves the kernel's set (the eventfd at fd goes, or is
+ * not to be reported there). Caller holds ep->lock. */
+static void unpark_one(struct shim_epoll *ep, struct shim_epm *m, int fd, int epfd)
+{
+    int k = kep(ep, epfd);
+    if (k >= 0)
+        C.sys.epoll_ctl(k, EPOLL_CTL_DEL, fd, NULL);
+    memset(m, 0, sizeof(*m));
+}
+
 /* Takes member m (at fd) out of the kernel epoll and forgets it. */
 static void remove_member(struct shim_epoll *ep, struct shim_epm *m, int fd, int epfd)
 {
@@ -751,6 +771,8 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     struct shim_fd *fe = sock_ent(fd);
     if (!fe) {
+        if (shim_fd_kind(fd) == SHIM_FD_SPARE)
+            return -EBADF; /* closed for the application (client.c "Spare eventfds") */
         int r = C.sys.epoll_ctl(epfd, op, fd, ev);
         return r < 0 ? -errno : 0;
     }
@@ -782,6 +804,10 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         goto out;
     }
     if (op == EPOLL_CTL_DEL) {
+        if (!m->used && m->parked) {
+            rc = -ENOENT; /* the registration is a parked one, not the application's */
+            goto out;
+        }
         if (C.sys.epoll_ctl(kep(ep, epfd), EPOLL_CTL_DEL, fd, NULL) < 0) {
             rc = -errno;
             goto out;
@@ -791,6 +817,7 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         goto out;
     }
     struct shim_epm nm = *m;
+    int kop = op;
     if (op == EPOLL_CTL_ADD) {
         if (m->used && m->slot == slot && m->gen == gen) {
             rc = -EEXIST;
@@ -798,6 +825,10 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         }
         if (m->used) /* a socket this number named before, which left unseen */
             remove_member(ep, m, fd, epfd);
+        /* The eventfd's registration is there already (a spare's, parked): it stays, with
+         * a MOD only if its kernel mask differs. */
+        if (m->parked)
+            kop = kernel_events(m->events) == kernel_events(ev->events) ? 0 : EPOLL_CTL_MOD;
         memset(&nm, 0, sizeof(nm));
         nm.slot = slot;
         nm.gen = gen;
@@ -827,7 +858,9 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         }
         drain(fd); /* a readable eventfd would be reported at once by the MOD */
     }
-    if (C.sys.epoll_ctl(kep(ep, epfd), op, fd, &kev) < 0) {
+    if (kop && C.sys.epoll_ctl(kep(ep, epfd), kop, fd, &kev) < 0 &&
+        (kop != EPOLL_CTL_MOD || op != EPOLL_CTL_ADD || errno != ENOENT ||
+         C.sys.epoll_ctl(kep(ep, epfd), EPOLL_CTL_ADD, fd, &kev) < 0)) {
         rc = -errno;
         goto out;
     }
@@ -849,6 +882,16 @@ static int take(struct shim_epoll *ep, int fd, bool comp, uint64_t d, uint32_t k
                 struct epoll_event *out, int n)
 {
     struct shim_epm *m = member(ep, fd, false);
+    if (m && !m->used && m->parked && !comp && kdata(ep, fd, false) == d) {
+        /* A spare's stale signal (from the stack, for the socket that had it): empty it.
+         * A new socket's that is not a member here: its registration leaves (draining would
+         * take the signal from the sets it is a member of). */
+        if (shim_fd_kind(fd) == SHIM_FD_SPARE)
+            drain(fd);
+        else
+            unpark_one(ep, m, fd, epfd);
+        return n;
+    }
     if (!m || !m->used || m->disabled || kdata(ep, fd, comp) != d)
         return n;
     bool oneshot = m->events & EPOLLONESHOT;
@@ -1048,7 +1091,45 @@ static void hold(struct shim_epoll *ep, struct shim_epm *m, int fd)
  * (Postfix's master watches its listeners in an epoll; each service child moves the
  * listener to a fixed number and closes the original before exec: deleting or moving the
  * registration took it from the master, whose next EPOLL_CTL_DEL failed with ENOENT). */
-void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen)
+/* A registration that can stay parked: plain (level- or edge-triggered), in a set no other
+ * process shares, without a companion or a private dup. */
+static bool parkable(const struct shim_epoll *ep, const struct shim_epm *m)
+{
+    return !ep->forked && !(m->events & (EPOLLONESHOT | EPOLLEXCLUSIVE)) && m->lfd < 0 &&
+           !m->held && !m->disabled;
+}
+
+static void park(struct shim_epm *m)
+{
+    uint32_t events = m->events;
+    memset(m, 0, sizeof(*m));
+    m->events = events;
+    m->parked = 1;
+}
+
+void shim__epoll_unpark(int fd)
+{
+    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
+        pthread_mutex_lock(&ep->lock);
+        struct shim_epm *m = member(ep, fd, false);
+        if (m && !m->used && m->parked) {
+            unpark_one(ep, m, fd, -1);
+        }
+        pthread_mutex_unlock(&ep->lock);
+    }
+}
+
+void shim__epoll_unpark_child(void)
+{
+    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
+        for (uint32_t i = 0; i < ep->cap; i++) {
+            if (!ep->m[i].used && ep->m[i].parked)
+                memset(&ep->m[i], 0, sizeof(ep->m[i]));
+        }
+    }
+}
+
+void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park_ok)
 {
     shim__lock();
     struct shim_file *f = &C.files[slot];
@@ -1061,10 +1142,14 @@ void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen)
         pthread_mutex_lock(&ep->lock);
         struct shim_epm *m = member(ep, fd, false);
         if (m && m->used && m->slot == slot && m->gen == gen) {
-            if (last)
+            if (last && park_ok && parkable(ep, m))
+                park(m);
+            else if (last)
                 remove_member(ep, m, fd, -1);
             else
                 hold(ep, m, fd);
+        } else if (m && !m->used && m->parked && !park_ok) {
+            unpark_one(ep, m, fd, -1);
         }
         for (uint32_t i = 0; last && ep->nheld && i < ep->cap; i++) {
             m = &ep->m[i];
@@ -1092,6 +1177,8 @@ int shim__epoll_detach(int fd, uint32_t slot, uint32_t gen, struct shim_epreg *r
                 n++;
             }
             remove_member(ep, m, fd, epfd);
+        } else if (m && !m->used && m->parked) {
+            unpark_one(ep, m, fd, -1); /* the kernel socket replaces the eventfd at fd */
         }
         pthread_mutex_unlock(&ep->lock);
     }

@@ -88,6 +88,7 @@ void shim_fork_child_pid(int32_t pid)
         return;
     pthread_mutex_init(&C.lock, NULL);
     shim__epoll_atfork_child();
+    shim__spares_atfork_child();
     shim__pins_atfork_child();
     SHIM_STORE(&C.pid, pid);
     C.pidx = C.child_pidx;
@@ -130,6 +131,7 @@ int shim_exec_prepare(char *buf, size_t len)
         buf[0] = '\0';
     if (!SHIM_LOAD(&C.attached))
         return 0;
+    shim_spares_close(); /* the new image knows nothing of them */
     pthread_mutex_lock(&C.lock);
     int hdr = snprintf(buf, len, "USTACK_FDS=%d:", (int)getpid());
     if (hdr < 0 || (size_t)hdr >= len)

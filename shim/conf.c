@@ -123,6 +123,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(HUGE, "USTACK_HUGE", parse_huge, 0, 0, 0)                                                    \
     X(SHM_SOCKS, "USTACK_SHM_SOCKS", parse_uint, FIELD(shm_socks), 16, 1u << 20)                   \
     X(SHM_RING, "USTACK_SHM_RING", parse_ring, FIELD(shm_ring), 4096, 16u << 20)                   \
+    X(SPARE_FDS, "USTACK_SPARE_FDS", parse_uint, FIELD(spare_fds), 0, 256)                         \
     X(STACKD, "USTACK_STACKD", parse_path, 0, 0, 0)                                                \
     X(NAME, "USTACK_NAME", parse_name, 0, 0, 0)                                                    \
     X(PCAP, "USTACK_PCAP", parse_pcap, 0, 0, 0)                                                    \
@@ -955,6 +956,7 @@ static void defaults(struct ctx *x)
     c->huge = -1;
     c->shm_socks = 16384;
     c->shm_ring = 65536;
+    c->spare_fds = 64;
     c->pcap_max = 64u << 20;
     /* CPU 0, or the lowest CPU we may run on if taskset/cgroups keep us off CPU 0: a
      * default that start-up then refuses would be no default at all. */

@@ -92,6 +92,8 @@ struct shim_conf {
                                region; default 16384 */
     unsigned shm_ring;      /* USTACK_SHM_RING 4096..16M, a power of two: bytes per socket
                                ring in the shared region; default 65536 */
+    unsigned spare_fds;     /* USTACK_SPARE_FDS 0..256: closed sockets' eventfds a process
+                               keeps for its next sockets; default 64 (libustack.so only) */
     char stackd[256];       /* USTACK_STACKD: path of ustackd; "" = next to libustack.so */
     char name[33];          /* USTACK_NAME: instance name, ustackd's EAL file prefix is
                                "ustack-<name>" (1..32 of [A-Za-z0-9_.-], a letter among

@@ -25,6 +25,8 @@ enum shim_fd_kind {
     SHIM_FD_SOCK,       /* a ustack socket; the fd itself is its eventfd */
     SHIM_FD_EPOLL,      /* a kernel epoll that has (or had) ustack members */
     SHIM_FD_PRIV,       /* the library's own (region, pipe, wake eventfds, helpers) */
+    SHIM_FD_SPARE,      /* a closed socket's eventfd kept for the next socket (closed for
+                           the application: docs/preload.md "Spare eventfds") */
 };
 
 /* What a ustack fd refers to. SHIM_FD_PRIV entries point obj at the int that holds the

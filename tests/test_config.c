@@ -209,6 +209,13 @@ START_TEST(shm_and_internal)
     BAD("USTACK_SHM_RING", "5000", "power of two");
     BAD("USTACK_SHM_RING", "2048", "out of range");
     BAD("USTACK_SHM_SOCKS", "8", "out of range");
+    ck_assert_uint_eq(c.spare_fds, 64);
+    OK("USTACK_SPARE_FDS", "0");
+    ck_assert_uint_eq(c.spare_fds, 0);
+    OK("USTACK_SPARE_FDS", "256");
+    ck_assert_uint_eq(c.spare_fds, 256);
+    BAD("USTACK_SPARE_FDS", "257", "out of range (expected 0..256)");
+    BAD("USTACK_SPARE_FDS", "-1", "not a decimal number");
     OK("USTACK_SHM_FD", "1001", "USTACK_PIPE_FD", "1002", "USTACK_FDS", "1003,1004",
        "USTACK_READY_FD", "5", "USTACK_STACKD_LOG", "/tmp/x.log");
 }
@@ -846,6 +853,7 @@ START_TEST(empty_values)
                            "USTACK_CC",
                            "USTACK_MBUFS",
                            "USTACK_HUGE",
+                           "USTACK_SPARE_FDS",
                            "USTACK_CONF"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         BAD(names[i], "", "empty value");

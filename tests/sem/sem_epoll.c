@@ -630,6 +630,133 @@ static void *wait_first(void *arg)
     return NULL;
 }
 
+/* A closed member's number, taken by a new socket: the set holds nothing for it (the last
+ * close removed the registration) until the new socket is added, and then reports it with its
+ * own tag. Under ustack the number is mostly the closed socket's eventfd kept as a spare,
+ * whose registration stayed in the set (docs/preload.md "Spare eventfds"): a new socket that
+ * is not added must not be reported, one that is added right away (an accept loop) must.
+ * mode: 0 or EPOLLET. */
+static void reused_number(uint32_t mode)
+{
+    int ep = ep_new(), a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK_OK(ep_add(ep, a, EPOLLIN | mode, 1));
+    CHECK_OK(echo_byte(a)); /* closed while readable */
+    sem_untrack(a);
+    CHECK_OK(close(a));
+    int b = sem_connect_peer(SEM_P_ECHO);
+    CHECK(b >= 0, "second connect");
+    CHECK_OK(echo_byte(b));
+    CHECK(ep_wait1(ep, 200, NULL) == 0, "a socket not in the set reported (number %d, was %d)", b,
+          a);
+    CHECK_OK(ep_add(ep, b, EPOLLIN | mode, 2));
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 2 && ev.events == EPOLLIN,
+          "the added socket: events %#x tag %llu", ev.events, (unsigned long long)ev.data.u64);
+    sem_untrack(b);
+    CHECK_OK(close(b));
+    int c = sem_connect_peer(SEM_P_ECHO);
+    CHECK(c >= 0, "third connect");
+    CHECK_OK(ep_add(ep, c, EPOLLIN | mode, 3));
+    CHECK(ep_wait1(ep, 100, NULL) == 0, "an idle socket added over a closed one reported");
+    CHECK_OK(echo_byte(c));
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 3 && ev.events == EPOLLIN,
+          "the socket added over a closed one: events %#x tag %llu", ev.events,
+          (unsigned long long)ev.data.u64);
+    CHECK(ep_wait1(ep, 0, NULL) == (mode ? 0 : 1), "second wait (%s)", mode ? "edge" : "level");
+    char ch;
+    CHECK(recv(c, &ch, 1, 0) == 1, "recv");
+    CHECK(ep_wait1(ep, 0, NULL) == 0, "drained socket reported");
+}
+
+static void reused_number_level(void)
+{
+    reused_number(0);
+}
+
+static void reused_number_edge(void)
+{
+    reused_number(EPOLLET);
+}
+
+/* The closed member's number goes to a socket added to another set: only that set reports
+ * it, and a wait on the first one does not take the wake-up from it. */
+static void reused_number_other_set(void)
+{
+    int ep1 = ep_new(), ep2 = ep_new(), a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK_OK(ep_add(ep1, a, EPOLLIN, 1));
+    sem_untrack(a);
+    CHECK_OK(close(a));
+    int b = sem_connect_peer(SEM_P_ECHO);
+    CHECK(b >= 0, "second connect");
+    CHECK_OK(ep_add(ep2, b, EPOLLIN, 2));
+    CHECK_OK(echo_byte(b));
+    CHECK(ep_wait1(ep1, 100, NULL) == 0, "the first set reported the new socket");
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep2, 1000, &ev) == 1 && ev.data.u64 == 2 && ev.events == EPOLLIN,
+          "the second set: events %#x tag %llu", ev.events, (unsigned long long)ev.data.u64);
+    CHECK(ep_wait1(ep1, 0, NULL) == 0, "the first set, again");
+}
+
+/* A set with a closed member's number in it, shared by fork: the child's new socket on that
+ * number, added to the set, is reported to the child; then the parent's, to the parent. */
+static void reused_number_after_fork(void)
+{
+    int ep = ep_new(), a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK_OK(ep_add(ep, a, EPOLLIN, 1));
+    sem_untrack(a);
+    CHECK_OK(close(a));
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        struct epoll_event cev;
+        int b = sem_connect_peer(SEM_P_ECHO);
+        if (b < 0 || ep_add(ep, b, EPOLLIN, 2) < 0)
+            _exit(2);
+        if (echo_byte(b) < 0)
+            _exit(3);
+        if (ep_wait1(ep, 2000, &cev) != 1 || cev.data.u64 != 2)
+            _exit(4);
+        _exit(0);
+    }
+    int st = sem_wait_child(pid, 10000);
+    CHECK(st == 0, "child: status %d", st);
+    int c = sem_connect_peer(SEM_P_ECHO);
+    CHECK(c >= 0, "parent's connect");
+    CHECK_OK(ep_add(ep, c, EPOLLIN, 3));
+    CHECK_OK(echo_byte(c));
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 3 && ev.events == EPOLLIN,
+          "the parent's socket: events %#x tag %llu", ev.events, (unsigned long long)ev.data.u64);
+}
+
+/* dup2 onto a closed member's number: the number is the pipe's, the set reports nothing for
+ * it until it is added, and then the pipe's readiness. */
+static void dup2_onto_closed_member(void)
+{
+    int ep = ep_new(), a = sem_connect_peer(SEM_P_ECHO), p[2];
+    CHECK(a >= 0, "connect");
+    CHECK_OK(ep_add(ep, a, EPOLLIN, 1));
+    CHECK_OK(echo_byte(a));
+    sem_untrack(a);
+    CHECK_OK(close(a));
+    CHECK_OK(pipe(p));
+    sem_track(p[0]);
+    sem_track(p[1]);
+    CHECK(dup2(p[0], a) == a, "dup2 onto the closed number");
+    sem_track(a);
+    CHECK(write(p[1], "x", 1) == 1, "pipe write");
+    CHECK(ep_wait1(ep, 100, NULL) == 0, "the closed member reported");
+    char ch = 0;
+    CHECK(read(a, &ch, 1) == 1 && ch == 'x', "read through the number");
+    CHECK_OK(ep_add(ep, a, EPOLLIN, 5));
+    CHECK(write(p[1], "y", 1) == 1, "pipe write");
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 5, "the pipe at the number");
+}
+
 static void member_added_while_waiting(void)
 {
     int ep = ep_new(), p[2];
@@ -680,5 +807,10 @@ int main(void)
     SEM_RUN(fork_child_close_keeps_set);
     SEM_RUN(member_added_while_waiting);
     SEM_RUN(exclusive_waiter_leaves);
+    SEM_RUN(reused_number_level);
+    SEM_RUN(reused_number_edge);
+    SEM_RUN(reused_number_other_set);
+    SEM_RUN(reused_number_after_fork);
+    SEM_RUN(dup2_onto_closed_member);
     return sem_done();
 }
