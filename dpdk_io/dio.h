@@ -207,6 +207,7 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_ring_insane) \
     X(shm_efd_writes) \
     X(shm_efd_fail) \
+    X(shm_efd_exited) \
     X(shm_attach_cancelled) \
     X(shm_fwd) \
     X(shm_fwd_retry) \

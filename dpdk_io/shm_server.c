@@ -16,6 +16,7 @@
  * struct srv_core. Engine events only mark slots dirty; poll serves them, so no data moves
  * from inside the engine's callbacks.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -626,6 +627,10 @@ static bool rings_sane(struct srv_core *sc, struct shm_sock *s)
 
 /* ---- Other processes' eventfds ------------------------------------------------------------ */
 
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL /* Linux 6.9: a pidfd of one thread */
+#endif
+
 static void pidfd_drop(struct srv_core *sc, int32_t pid)
 {
     for (int k = 0; k < PIDFD_CACHE; k++) {
@@ -661,9 +666,39 @@ static int pidfd_get(struct srv_core *sc, int32_t pid)
     return fd;
 }
 
+/* pidfd_getfd through the pid reaches the files of the thread group leader: once that
+ * thread has exited (pthread_exit from main) it says ESRCH although the other threads live
+ * on. Then through one of them: descriptor fd of a live thread of pid, or -1. */
+static int getfd_thread(int32_t pid, int32_t fd)
+{
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    int nfd = -1, err = ESRCH; /* as through the pid (not opendir's ENOENT once it is reaped) */
+    for (struct dirent *de; d && nfd < 0 && (de = readdir(d)) != NULL;) {
+        int tid = atoi(de->d_name);
+        if (tid <= 0 || tid == pid)
+            continue;
+        int pfd = (int)syscall(SYS_pidfd_open, (pid_t)tid, PIDFD_THREAD);
+        if (pfd < 0)
+            continue;
+        nfd = (int)syscall(SYS_pidfd_getfd, pfd, fd, 0);
+        if (nfd < 0)
+            err = errno;
+        close(pfd);
+    }
+    if (d)
+        closedir(d);
+    errno = err;
+    return nfd;
+}
+
 /* Our own descriptor for eventfd number fd of process pid (-1: none asked for). A cached
  * pidfd of a process that died (its pid maybe reused since) fails with ESRCH: then once
- * more with a fresh one. */
+ * more with a fresh one, and then through another thread (getfd_thread). ESRCH after that:
+ * every thread of the process is gone or exiting (a program that exits right after
+ * socket(), before we came to its SOCKET), so nobody will use the socket: counted apart
+ * (shm_efd_exited) from the failures that matter (shm_efd_fail). */
 static int fetch_efd(struct srv_core *sc, int32_t pid, int32_t fd, int *out)
 {
     *out = -1;
@@ -679,6 +714,8 @@ static int fetch_efd(struct srv_core *sc, int32_t pid, int32_t fd, int *out)
             break;
         }
         int nfd = (int)syscall(SYS_pidfd_getfd, pfd, fd, 0);
+        if (nfd < 0 && errno == ESRCH && attempt == 1)
+            nfd = getfd_thread(pid, fd);
         if (nfd >= 0) {
             /* We write to it from the stack core: it must be an eventfd, not, say, a pipe
              * whose full buffer would block us. */
@@ -695,7 +732,10 @@ static int fetch_efd(struct srv_core *sc, int32_t pid, int32_t fd, int *out)
             break;
         pidfd_drop(sc, pid);
     }
-    CTR(sc, shm_efd_fail, 1);
+    if (err == ESRCH)
+        CTR(sc, shm_efd_exited, 1);
+    else
+        CTR(sc, shm_efd_fail, 1);
     return -err;
 }
 
@@ -1420,7 +1460,8 @@ static int op_socket(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     rec_reset(sc, cmd->sock);
     atomic_store_explicit(&r->efd, efd, REL);
     if (sd < 0) {
-        CTR(sc, shm_socket_fail, 1);
+        if (rc != -ESRCH || cmd->pid <= 0)
+            CTR(sc, shm_socket_fail, 1); /* not for a process that exited (fetch_efd) */
         atomic_store_explicit(&s->so_error, -sd, RLX);
         atomic_fetch_or_explicit(&s->flags, SHM_F_NOSOCK, REL);
         attach_done(s);

@@ -657,8 +657,10 @@ void shm_sock_notify(struct shm_sock *s)
 
 int shm_run_path(const char *dev, const char *suffix, char *buf, size_t len)
 {
+    /* thread-self: /proc/self names the main thread, whose namespaces are gone once it has
+     * exited (pthread_exit) while the others run on. */
     char ns[64] = "";
-    ssize_t n = readlink("/proc/self/ns/net", ns, sizeof(ns) - 1);
+    ssize_t n = readlink("/proc/thread-self/ns/net", ns, sizeof(ns) - 1);
     ns[n > 0 ? n : 0] = 0;
     unsigned long ino = 0;
     sscanf(ns, "net:[%lu]", &ino);

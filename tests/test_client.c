@@ -1544,6 +1544,44 @@ END_TEST
 
 /* ---- the stack dies ------------------------------------------------------------------- */
 
+/* The attach socket's path names the network namespace. Read through /proc/self, it is lost
+ * once the main thread has exited (pthread_exit; /proc/self is that thread, a zombie without
+ * namespaces): another thread of the process then computed a path no ustackd listens on,
+ * spawned one, which found the device taken, and socket() failed with "the device is in use"
+ * after 3 s. */
+static char run_path_want[300];
+
+static void *run_path_thread(void *arg)
+{
+    (void)arg;
+    char got[300], ns[64];
+    /* Until the main thread is gone (5 s at most). */
+    for (int i = 0; i < 5000 && readlink("/proc/self/ns/net", ns, sizeof(ns)) > 0; i++)
+        usleep(1000);
+    _exit(shm_run_path("dev", ".sock", got, sizeof(got)) == 0 && strcmp(got, run_path_want) == 0
+              ? 0
+              : 1);
+}
+
+START_TEST(run_path_after_main_thread_exit)
+{
+    ck_assert_int_eq(shm_run_path("dev", ".sock", run_path_want, sizeof(run_path_want)), 0);
+    ck_assert_msg(strstr(run_path_want, ".0.sock") == NULL, "no namespace in %s", run_path_want);
+    pid_t kid = fork();
+    ck_assert_int_ge(kid, 0);
+    if (kid == 0) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, run_path_thread, NULL))
+            _exit(2);
+        pthread_exit(NULL);
+    }
+    int st = -1;
+    ck_assert_int_eq(waitpid(kid, &st, 0), kid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "another path after the main thread exited");
+}
+END_TEST
+
 /* A stand-in for ustackd's pid (a `sleep` spawned without fork handlers) that a thread kills
  * while the test sleeps in epoll_wait or poll: its pidfd must end the sleep. */
 static pid_t stand_in(void)
@@ -1792,6 +1830,7 @@ int main(void)
     tcase_add_test(tc, sendfile_from_file);
     tcase_add_test(tc, stack_death_wakes_epoll);
     tcase_add_test(tc, stack_death_wakes_poll);
+    tcase_add_test(tc, run_path_after_main_thread_exit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

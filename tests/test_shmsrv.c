@@ -13,6 +13,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL /* Linux 6.9: a pidfd of one thread */
+#endif
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,10 +237,11 @@ static int ts_call(struct tsock *t, uint16_t op, int32_t a0, int32_t a1, uint32_
 
 /* SOCKET goes without a reply, as the library sends it: the stack clears attach_pend when it
  * is done with the eventfd's number (bounded wait). */
-static void ts_socket_push(struct tsock *t, int32_t efd, int32_t type)
+static void ts_socket_push_as(struct tsock *t, int32_t pid, int32_t efd, int32_t type)
 {
     struct shm_sock *s = ts_sock(t);
     struct shm_cmd c = ts_cmd(t, SHM_OP_SOCKET);
+    c.pid = pid;
     c.a0 = efd;
     c.a1 = type;
     atomic_store(&s->attach_pend, SHM_ATT_PEND);
@@ -244,6 +252,11 @@ static void ts_socket_push(struct tsock *t, int32_t efd, int32_t type)
         ck_assert_msg(now_ns() < end, "SOCKET on core %u not done", t->core);
         shm_futex_wait(&s->attach_pend, v, 50000000);
     }
+}
+
+static void ts_socket_push(struct tsock *t, int32_t efd, int32_t type)
+{
+    ts_socket_push_as(t, getpid(), efd, type);
 }
 
 static void ts_socket(struct region *r, uint32_t core, struct tsock *t)
@@ -1770,6 +1783,142 @@ START_TEST(socket_async_fail_and_cancel)
 }
 END_TEST
 
+/* A fresh slot on core 0 whose SOCKET names eventfd efd of process pid. */
+static void ts_socket_of(struct region *r, struct tsock *t, int32_t pid, int32_t efd)
+{
+    *t = (struct tsock){.r = r, .core = 0, .efd = -1};
+    t->i = shm_sock_alloc(r->base);
+    ck_assert_uint_ne(t->i, SHM_NONE);
+    ts_sock(t)->core = 0;
+    t->gen = atomic_load(&ts_sock(t)->gen);
+    ts_socket_push_as(t, pid, efd, 0);
+}
+
+/* The process of the leaderless test: its main thread exits, another makes an eventfd, says
+ * its number through pipe out and lives until in reads EOF. */
+static int lh_out = -1, lh_in = -1;
+
+static void *leaderless_thread(void *arg)
+{
+    (void)arg;
+    int efd = eventfd(0, EFD_NONBLOCK);
+    char c;
+    if (write(lh_out, &efd, sizeof(efd)) != (ssize_t)sizeof(efd) || read(lh_in, &c, 1) < 0)
+        _exit(2);
+    _exit(0);
+}
+
+static char proc_state(pid_t pid)
+{
+    char path[64], b[256] = "";
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(b, 1, sizeof(b) - 1, f);
+    fclose(f);
+    b[n] = 0;
+    char *p = strrchr(b, ')');
+    return p && p[1] && p[2] ? p[2] : 0;
+}
+
+/* SOCKET names an eventfd of a process that exited before the stack came to it (a program
+ * that exits right after socket(); pidfd_getfd says ESRCH, whether it is a zombie or reaped):
+ * SHM_F_NOSOCK, counted as shm_efd_exited, not as shm_efd_fail or shm_socket_fail, which
+ * count what a live process would suffer. A process whose main thread exited (pthread_exit)
+ * lives on in its other threads, and pidfd_getfd through its pid says ESRCH all the same:
+ * its socket works (before 2026-11-28 it had SHM_F_NOSOCK, and connect() failed with
+ * ESRCH). */
+START_TEST(socket_of_exited_or_leaderless_process)
+{
+    static struct world w;
+    memset(&w, 0, sizeof(w));
+    world_start(&w, 1);
+    struct region *r = &w.ra;
+    struct dio_shm_counters c0 = counters(r);
+
+    /* Exited: a zombie, then reaped. */
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    pid_t kid = fork();
+    ck_assert_int_ge(kid, 0);
+    if (kid == 0) {
+        int efd = eventfd(0, EFD_NONBLOCK);
+        _exit(write(p[1], &efd, sizeof(efd)) == (ssize_t)sizeof(efd) ? 0 : 2);
+    }
+    int kefd = -1;
+    ck_assert_int_eq(read(p[0], &kefd, sizeof(kefd)), sizeof(kefd));
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)kid, &si, WEXITED | WNOWAIT), 0);
+    struct tsock t;
+    for (int reaped = 0; reaped < 2; reaped++) {
+        if (reaped)
+            ck_assert_int_eq(waitpid(kid, NULL, 0), kid);
+        ts_socket_of(r, &t, kid, kefd);
+        ck_assert(atomic_load(&ts_sock(&t)->flags) & SHM_F_NOSOCK);
+        ck_assert_int_eq(atomic_load(&ts_sock(&t)->so_error), ESRCH);
+        ts_close(&t);
+        ts_wait_freed(&t, 5);
+    }
+    close(p[0]);
+    close(p[1]);
+    struct dio_shm_counters c1 = counters(r);
+    ck_assert_uint_eq(c1.shm_efd_exited, c0.shm_efd_exited + 2);
+    ck_assert_uint_eq(c1.shm_efd_fail, c0.shm_efd_fail);
+    ck_assert_uint_eq(c1.shm_socket_fail, c0.shm_socket_fail);
+    ck_assert_uint_eq(c1.shm_sockets, c0.shm_sockets);
+
+    /* Leaderless: the main thread has exited (a zombie leader), another one lives. */
+    int out[2], in[2];
+    ck_assert_int_eq(pipe(out), 0);
+    ck_assert_int_eq(pipe(in), 0);
+    kid = fork();
+    ck_assert_int_ge(kid, 0);
+    if (kid == 0) {
+        close(in[1]);
+        lh_out = out[1];
+        lh_in = in[0];
+        pthread_t th;
+        if (pthread_create(&th, NULL, leaderless_thread, NULL))
+            _exit(2);
+        pthread_exit(NULL);
+    }
+    close(in[0]);
+    ck_assert_int_eq(read(out[0], &kefd, sizeof(kefd)), sizeof(kefd));
+    int64_t end = now_ns() + 5000000000ll;
+    while (proc_state(kid) != 'Z')
+        ck_assert_msg(now_ns() < end, "the main thread of %d does not exit", (int)kid);
+    ts_socket_of(r, &t, kid, kefd);
+    /* A pidfd of one thread (PIDFD_THREAD) needs Linux 6.9; before it the kernel says EINVAL,
+     * and such a socket stays refused as before (ESRCH, counted as an exit). */
+    int self = (int)syscall(SYS_pidfd_open, getpid(), PIDFD_THREAD);
+    bool thread_pidfd = self >= 0;
+    if (self >= 0)
+        close(self);
+    if (thread_pidfd) {
+        ck_assert_msg(!(atomic_load(&ts_sock(&t)->flags) & SHM_F_NOSOCK), "SOCKET failed: %s",
+                      strerror(atomic_load(&ts_sock(&t)->so_error)));
+        ck_assert_uint_eq(atomic_load(&ts_sock(&t)->state), SHM_SOCK_LIVE);
+        ck_assert_uint_eq(counters(r).shm_sockets, c1.shm_sockets + 1);
+        ck_assert_uint_eq(counters(r).shm_efd_exited, c1.shm_efd_exited);
+    } else {
+        ck_assert(atomic_load(&ts_sock(&t)->flags) & SHM_F_NOSOCK);
+        ck_assert_int_eq(atomic_load(&ts_sock(&t)->so_error), ESRCH);
+        ck_assert_uint_eq(counters(r).shm_efd_exited, c1.shm_efd_exited + 1);
+    }
+    ts_close(&t);
+    ts_wait_freed(&t, 5);
+    close(in[1]); /* the live thread reads EOF and exits */
+    int st = -1;
+    ck_assert_int_eq(waitpid(kid, &st, 0), kid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(out[0]);
+    close(out[1]);
+    world_stop(&w);
+    world_destroy(&w);
+}
+END_TEST
+
 /* connect() queues CONNECT without a reply for a fresh IPv4 socket (SHM_A_CONNECTING): until
  * the stack takes it the socket polls as connecting (no POLLHUP, no POLLOUT); an error the
  * stack would have answered becomes the attempt's (so_error, ERROR and RESET: POLLERR and
@@ -1860,6 +2009,7 @@ int main(void)
     tcase_add_test(tc, sock_alloc_reuses_slots);
     tcase_add_test(tc, app_slots_freed_by_stack_reused);
     tcase_add_test(tc, socket_async_fail_and_cancel);
+    tcase_add_test(tc, socket_of_exited_or_leaderless_process);
     tcase_add_test(tc, connect_async_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
