@@ -59,8 +59,10 @@ struct shim_epm {
     uint8_t pending;            /* EPOLLET: ready at ADD/MOD, not reported yet */
     uint8_t dead_seen;          /* EPOLLET: the stack's death was reported */
     /* Not used: the kernel set still has the registration of the eventfd at this number
-     * (events: its mask then), a spare's or one a new socket took from the spares and has
-     * not added here (client.c "Spare eventfds"). */
+     * (events: its mask then): a spare's, or one a new socket took from the spares and has
+     * not added here (client.c "Spare eventfds"): PARK_SPARE; or a socket's that the
+     * application removed (EPOLL_CTL_DEL), whose eventfd may still count a signal:
+     * PARK_REMOVED. */
     uint8_t parked;
     int *held; /* a registration whose fd was closed while a dup lives: our private dup */
 };
@@ -741,6 +743,24 @@ static void companion_ctl(struct shim_epoll *ep, struct shim_epm *m, int fd, int
     C.sys.epoll_ctl(kep(ep, epfd), op, m->lfd, &kev);
 }
 
+/* A registration that can stay parked: plain (level- or edge-triggered), in a set no other
+ * process shares, without a companion or a private dup. */
+static bool parkable(const struct shim_epoll *ep, const struct shim_epm *m)
+{
+    return !ep->forked && !(m->events & (EPOLLONESHOT | EPOLLEXCLUSIVE)) && m->lfd < 0 &&
+           !m->held && !m->disabled;
+}
+
+enum { PARK_SPARE = 1, PARK_REMOVED = 2 };
+
+static void park(struct shim_epm *m, uint8_t how)
+{
+    uint32_t events = m->events;
+    memset(m, 0, sizeof(*m));
+    m->events = events;
+    m->parked = how;
+}
+
 /* The parked registration m at fd leaves the kernel's set (the eventfd at fd goes, or is
  * not to be reported there). Caller holds ep->lock. */
 static void unpark_one(struct shim_epoll *ep, struct shim_epm *m, int fd, int epfd)
@@ -808,6 +828,14 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             rc = -ENOENT; /* the registration is a parked one, not the application's */
             goto out;
         }
+        if (m->used && m->slot == slot && m->gen == gen && parkable(ep, m)) {
+            /* Lazily: the kernel's registration stays, parked, for the next ADD of this
+             * number (an event loop that removes a socket and adds it back for the next
+             * phase of a request, as APR's pollset in ab, made two system calls per
+             * change); it leaves at its first event or when the eventfd goes. */
+            park(m, PARK_REMOVED);
+            goto out;
+        }
         if (C.sys.epoll_ctl(kep(ep, epfd), EPOLL_CTL_DEL, fd, NULL) < 0) {
             rc = -errno;
             goto out;
@@ -825,10 +853,13 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         }
         if (m->used) /* a socket this number named before, which left unseen */
             remove_member(ep, m, fd, epfd);
-        /* The eventfd's registration is there already (a spare's, parked): it stays, with
-         * a MOD only if its kernel mask differs. */
+        /* The eventfd's registration is there already (parked): it stays, with a MOD only
+         * if its kernel mask differs. A removed socket's signal from before is emptied if
+         * it is not ready now (else the first wait would find a stale one). */
         if (m->parked)
             kop = kernel_events(m->events) == kernel_events(ev->events) ? 0 : EPOLL_CTL_MOD;
+        if (m->parked == PARK_REMOVED && !ready_of(slot, gen, ev->events & ~EP_MODE))
+            drain(fd);
         memset(&nm, 0, sizeof(nm));
         nm.slot = slot;
         nm.gen = gen;
@@ -1091,22 +1122,6 @@ static void hold(struct shim_epoll *ep, struct shim_epm *m, int fd)
  * (Postfix's master watches its listeners in an epoll; each service child moves the
  * listener to a fixed number and closes the original before exec: deleting or moving the
  * registration took it from the master, whose next EPOLL_CTL_DEL failed with ENOENT). */
-/* A registration that can stay parked: plain (level- or edge-triggered), in a set no other
- * process shares, without a companion or a private dup. */
-static bool parkable(const struct shim_epoll *ep, const struct shim_epm *m)
-{
-    return !ep->forked && !(m->events & (EPOLLONESHOT | EPOLLEXCLUSIVE)) && m->lfd < 0 &&
-           !m->held && !m->disabled;
-}
-
-static void park(struct shim_epm *m)
-{
-    uint32_t events = m->events;
-    memset(m, 0, sizeof(*m));
-    m->events = events;
-    m->parked = 1;
-}
-
 void shim__epoll_unpark(int fd)
 {
     for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
@@ -1143,13 +1158,15 @@ void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park_ok)
         struct shim_epm *m = member(ep, fd, false);
         if (m && m->used && m->slot == slot && m->gen == gen) {
             if (last && park_ok && parkable(ep, m))
-                park(m);
+                park(m, PARK_SPARE);
             else if (last)
                 remove_member(ep, m, fd, -1);
             else
                 hold(ep, m, fd);
         } else if (m && !m->used && m->parked && !park_ok) {
             unpark_one(ep, m, fd, -1);
+        } else if (m && !m->used && m->parked) {
+            m->parked = PARK_SPARE; /* the close empties the eventfd */
         }
         for (uint32_t i = 0; last && ep->nheld && i < ep->cap; i++) {
             m = &ep->m[i];
@@ -1196,8 +1213,18 @@ void shim__epoll_attach_kernel(int fd, const struct shim_epreg *regs, int n)
 
 void shim__epoll_forking(void)
 {
-    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next)
+    for (struct shim_epoll *ep = C.epolls; ep; ep = ep->next) {
+        /* A socket removed lazily is the child's too: its ADD to the shared set must find no
+         * registration (EEXIST), as on Linux. */
+        pthread_mutex_lock(&ep->lock);
+        for (uint32_t i = 0; i < ep->cap; i++) {
+            struct shim_epm *m = &ep->m[i];
+            if (!m->used && m->parked && shim_fd_kind((int)i) == SHIM_FD_SOCK)
+                unpark_one(ep, m, (int)i, -1);
+        }
+        pthread_mutex_unlock(&ep->lock);
         ep->forked = 1;
+    }
 }
 
 void shim__epoll_atfork_child(void)

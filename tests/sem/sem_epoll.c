@@ -757,6 +757,57 @@ static void dup2_onto_closed_member(void)
     CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 5, "the pipe at the number");
 }
 
+/* EPOLL_CTL_DEL, then the socket's events: the set does not report it (under ustack the
+ * kernel's registration may stay parked until it fires, docs/preload.md "Spare eventfds");
+ * added back (with a new tag, edge-triggered), it is reported at once as it is ready, with
+ * the new tag, once. A second DEL is ENOENT. */
+static void del_then_add_back(void)
+{
+    int ep = ep_new(), fd = sem_connect_peer(SEM_P_ECHO);
+    CHECK(fd >= 0, "connect");
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 1));
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL));
+    CHECK_ERR(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL), ENOENT);
+    struct epoll_event mod = {.events = EPOLLIN, .data.u64 = 9};
+    CHECK_ERR(epoll_ctl(ep, EPOLL_CTL_MOD, fd, &mod), ENOENT);
+    CHECK_OK(echo_byte(fd));
+    CHECK(ep_wait1(ep, 100, NULL) == 0, "a removed socket reported");
+    CHECK(sem_wait_fd(fd, POLLIN, 0) == POLLIN, "the socket itself stays readable");
+    CHECK_OK(ep_add(ep, fd, EPOLLIN | EPOLLET, 2));
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 2 && ev.events == EPOLLIN,
+          "added back: events %#x tag %llu", ev.events, (unsigned long long)ev.data.u64);
+    CHECK(ep_wait1(ep, 0, NULL) == 0, "edge-triggered: reported twice");
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL));
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 3));
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 3, "level-triggered again");
+    CHECK(ep_wait1(ep, 0, &ev) == 1 && ev.data.u64 == 3, "level-triggered, second wait");
+}
+
+/* A socket removed from a set before fork: the child adds it to the shared set (Linux: a new
+ * registration, not EEXIST) and gets its event. */
+static void del_then_fork_child_adds(void)
+{
+    int ep = ep_new(), fd = sem_connect_peer(SEM_P_ECHO);
+    CHECK(fd >= 0, "connect");
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 1));
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL));
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        struct epoll_event cev;
+        if (ep_add(ep, fd, EPOLLIN, 2) < 0)
+            _exit(errno == EEXIST ? 2 : 3);
+        if (echo_byte(fd) < 0)
+            _exit(4);
+        if (ep_wait1(ep, 2000, &cev) != 1 || cev.data.u64 != 2)
+            _exit(5);
+        _exit(0);
+    }
+    int st = sem_wait_child(pid, 10000);
+    CHECK(st == 0, "child: status %d (2: EEXIST)", st);
+}
+
 static void member_added_while_waiting(void)
 {
     int ep = ep_new(), p[2];
@@ -812,5 +863,7 @@ int main(void)
     SEM_RUN(reused_number_other_set);
     SEM_RUN(reused_number_after_fork);
     SEM_RUN(dup2_onto_closed_member);
+    SEM_RUN(del_then_add_back);
+    SEM_RUN(del_then_fork_child_adds);
     return sem_done();
 }
