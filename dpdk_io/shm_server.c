@@ -1019,6 +1019,19 @@ static uint32_t move_rx_udp(struct srv_core *sc, uint32_t i, struct ssock *ss, s
     return got;
 }
 
+/* The engine's pending error for the socket (an ICMP error) to the app's next call. */
+static void udp_error(struct srv_core *sc, struct ssock *ss, struct shm_sock *s, uint32_t *f)
+{
+    if (stk_udp_events(sc->e, ss->sd) & STK_EV_ERR) {
+        int err = 0;
+        stk_udp_getopt(sc->e, ss->sd, STK_SO_ERROR, &err);
+        if (err) {
+            atomic_store_explicit(&s->so_error, err, RLX);
+            *f |= SHM_F_ERROR;
+        }
+    }
+}
+
 static unsigned serve_udp(struct srv_core *sc, uint32_t i, stk_time_t now)
 {
     struct ssock *ss = &sc->ss[i];
@@ -1028,16 +1041,11 @@ static unsigned serve_udp(struct srv_core *sc, uint32_t i, stk_time_t now)
         CTR(sc, shm_ring_insane, 1);
     sc->cur = i;
     uint32_t f0 = atomic_load_explicit(&s->flags, RLX), f = f0;
-    if (stk_udp_events(sc->e, ss->sd) & STK_EV_ERR) {
-        int err = 0;
-        stk_udp_getopt(sc->e, ss->sd, STK_SO_ERROR, &err);
-        if (err) {
-            atomic_store_explicit(&s->so_error, err, RLX);
-            f |= SHM_F_ERROR;
-        }
-    }
+    udp_error(sc, ss, s, &f);
     bool more = false;
     uint32_t sent = sane ? move_tx_udp(sc, i, ss, s, &f, now, &more) : 0;
+    if (sent)
+        udp_error(sc, ss, s, &f); /* a datagram to our own address that no socket took */
     uint32_t arrived = sane ? move_rx_udp(sc, i, ss, s, &f) : 0;
     sc->cur = SHM_NONE;
     if (more)

@@ -929,6 +929,35 @@ int shim__push_v6only(struct shim_sk *k)
     return rc == -ENOPROTOOPT ? 0 : rc;
 }
 
+/* A port of the engine's ephemeral range (STK's default 32768..60999, also the kernel's). */
+static uint16_t pick_port(void)
+{
+    static _Atomic uint32_t seq;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint32_t v =
+        atomic_fetch_add(&seq, 0x9e3779b9u) ^ (uint32_t)ts.tv_nsec ^ ((uint32_t)getpid() << 16);
+    v ^= v >> 16;
+    v *= 0x7feb352du;
+    v ^= v >> 15;
+    return (uint16_t)(32768 + v % (61000 - 32768));
+}
+
+/* Could a kernel loopback listener (lo_listen) have this port on 127.0.0.1? */
+static bool lo_port_free(uint16_t port)
+{
+    int l = C.sys.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l < 0)
+        return true; /* cannot tell */
+    int one = 1;
+    C.sys.setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = C.sys.bind(l, (struct sockaddr *)&a, sizeof(a)) == 0;
+    C.sys.close(l);
+    return ok;
+}
+
 static int do_bind(struct shim_sk *k, const struct shm_addr *a)
 {
     struct shm_cmd c;
@@ -936,9 +965,27 @@ static int do_bind(struct shim_sk *k, const struct shm_addr *a)
     int rc = shim__push_v6only(k);
     if (rc < 0)
         return rc;
-    shim__cmd_init(&c, k, SHM_OP_BIND);
-    c.addr = *a;
-    rc = shim__call(k->s->core, &c, &r);
+    /* A TCP socket on the wildcard or our own address gets a kernel loopback listener on its
+     * port if it listens (shim__loopback_listener), and the engine's ephemeral ports are the
+     * kernel's range: a port the engine picked for port 0 could be in use there (a loopback
+     * client's, in TIME_WAIT or open), and connections over loopback would then be refused.
+     * Port 0 takes a port free on both sides instead (a few tries, then the engine's pick). */
+    rc = -EADDRINUSE;
+    if (a->port == 0 && !shim__dgram(k) && (shim_addr_any(a) || shim__own_address(a)))
+        for (int t = 0; t < 16 && rc == -EADDRINUSE; t++) {
+            uint16_t p = pick_port();
+            if (!lo_port_free(p))
+                continue;
+            shim__cmd_init(&c, k, SHM_OP_BIND);
+            c.addr = *a;
+            c.addr.port = p;
+            rc = shim__call(k->s->core, &c, &r);
+        }
+    if (rc == -EADDRINUSE) {
+        shim__cmd_init(&c, k, SHM_OP_BIND);
+        c.addr = *a;
+        rc = shim__call(k->s->core, &c, &r);
+    }
     if (rc == -EAFNOSUPPORT && a->family == SHM_AF_INET6 && shim_addr_any(a) &&
         !(SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY)) {
         /* An engine without IPv6: the dual-stack wildcard serves what it can, IPv4. */
@@ -1071,6 +1118,15 @@ int shim_bind(int fd, const struct sockaddr *addr, socklen_t len)
 
 /* ---- listen / accept ------------------------------------------------------------------ */
 
+/* ustack's own address (IPv4, or its global IPv6 address). */
+bool shim__own_address(const struct shm_addr *a)
+{
+    static const uint8_t z[16];
+    if (a->family == SHM_AF_INET)
+        return C.ip != 0 && a->ip == C.ip;
+    return memcmp(C.ip6, z, 16) && !memcmp(a->ip6, C.ip6, 16);
+}
+
 /* One kernel listener on a loopback address (127.0.0.1 in dom's form, or ::1), or -1. */
 static int lo_listen(int dom, bool v6, uint16_t port, int backlog)
 {
@@ -1098,15 +1154,18 @@ static int lo_listen(int dom, bool v6, uint16_t port, int backlog)
 
 /* A listener on the wildcard also takes loopback connections, through kernel listeners on
  * 127.0.0.1 (an AF_INET6 one unless IPV6_V6ONLY: ::ffff:127.0.0.1) and, for AF_INET6, ::1,
- * on the same port, whose accepts are merged with ustack's (DESIGN.md). */
+ * on the same port, whose accepts are merged with ustack's (DESIGN.md). A listener on our
+ * own address gets the one of them that a connect to that address from this host goes to
+ * (shim_connect: 127.0.0.1 for IPv4, ::1 for the global IPv6 address). */
 void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog)
 {
     struct shim_file *f = k->f;
     int dom = shim__domain(k), n = 0;
-    if (dom == AF_INET || !(SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY))
+    bool any = shim_addr_any(&f->bind_a), v4 = f->bind_a.family == SHM_AF_INET;
+    if (any ? dom == AF_INET || !(SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY) : v4)
         if ((f->lacc[n] = lo_listen(dom, false, port, backlog)) >= 0)
             shim__priv(&f->lacc[n++]);
-    if (dom == AF_INET6 && (f->lacc[n] = lo_listen(dom, true, port, backlog)) >= 0)
+    if (dom == AF_INET6 && (any || !v4) && (f->lacc[n] = lo_listen(dom, true, port, backlog)) >= 0)
         shim__priv(&f->lacc[n++]);
     shim__lfd_set(f, n);
 }
@@ -1179,7 +1238,7 @@ int shim_listen(int fd, int backlog)
             return rc;
     }
     k.f->cstate = SHIM_CS_LISTEN;
-    if (shim_addr_any(&k.f->bind_a)) {
+    if (shim_addr_any(&k.f->bind_a) || shim__own_address(&k.f->bind_a)) {
         uint16_t port = k.s->la.port ? k.s->la.port : k.f->bind_a.port;
         shim__loopback_listener(&k, port, backlog);
     }
@@ -1460,20 +1519,12 @@ static void connect_settle(struct shim_sk *k)
     shim__call(k->s->core, &c, NULL);
 }
 
-/* ustack's own address (IPv4, or its global IPv6 address). */
-static bool own_address(const struct shm_addr *a)
-{
-    static const uint8_t z[16];
-    if (a->family == SHM_AF_INET)
-        return C.ip != 0 && a->ip == C.ip;
-    return memcmp(C.ip6, z, 16) && !memcmp(a->ip6, C.ip6, 16);
-}
-
 /* A TCP connect to our own address: Linux delivers it over loopback, and the engine has no
  * path to itself. The socket goes to the kernel and connects to loopback instead (127.0.0.1,
- * ::ffff:127.0.0.1 or ::1, same port), where a ustack wildcard listener's companion takes it,
- * as does a kernel listener; both ends then name loopback as the peer (docs/preload.md
- * "Routing"). ss (the caller's address, copied) is rewritten in place. */
+ * ::ffff:127.0.0.1 or ::1, same port), where the companion of a ustack listener on the
+ * wildcard or on that address takes it, as does a kernel listener; both ends then name
+ * loopback as the peer (docs/preload.md "Routing"). ss (the caller's address, copied) is
+ * rewritten in place. */
 static struct sockaddr_storage *loopback_of(struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
@@ -1539,7 +1590,7 @@ int shim_connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (a.family == SHM_AF_INET6 && !shim__inet6(&k) && !shim_addr_any(&a))
         shim__no_inet6_warn();
     const struct sockaddr *to = addr;
-    if (!kernel && own_address(&a)) {
+    if (!kernel && shim__own_address(&a)) {
         kernel = true;
         to = (const struct sockaddr *)loopback_of(&ss);
     }
@@ -1609,14 +1660,15 @@ int shim__dg_connect(struct shim_sk *k, const struct sockaddr_storage *ss,
             a.family == SHM_AF_INET &&
             (ip == 0xffffffffu || (C.mask != 0xffffffffu && C.mask != 0xfffffffeu &&
                                    (ip & ~C.mask) == ~C.mask && ((ip ^ C.ip) & C.mask) == 0));
-        bool kernel = a.family == SHM_AF_INET ? shim__route_kernel(ip) || ip == C.ip
+        bool kernel = a.family == SHM_AF_INET ? shim__route_kernel(ip)
                                               : shim__route_kernel6(k, a.ip6, a.scope) ||
                                                     a.ip6[0] == 0xff || !memcmp(a.ip6, C.ip6, 16);
         if (a.family == SHM_AF_INET6 && !shim__inet6(k) && !shim_addr_any(&a))
             shim__no_inet6_warn();
         if (!bcast && kernel) {
-            /* Loopback, our own address, or off ustack's subnet (a resolver's nameserver on
-             * 127.0.0.53): a fresh socket becomes the kernel's, as TCP does. */
+            /* Loopback, or off ustack's subnet (a resolver's nameserver on 127.0.0.53): a
+             * fresh socket becomes the kernel's, as TCP does. Our own IPv4 address stays
+             * on ustack: the engine delivers to itself (stack/udp.c send_self). */
             if (!dg_fresh(k))
                 return -ENETUNREACH;
             rc = shim__handover(k);

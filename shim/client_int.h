@@ -182,7 +182,10 @@ void shim__release_ref(uint32_t slot, uint32_t gen);
 /* n more fds of this process refer to the socket: its refs, then our hold count. */
 void shim__ref_add(uint32_t slot, uint32_t n);
 struct shim_file *shim__file_init(uint32_t slot, uint32_t gen, bool nonblock);
+/* Kernel loopback listeners for a listener on the wildcard or on our own address. */
 void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog);
+/* ustack's own address (IPv4, or its global IPv6 address). */
+bool shim__own_address(const struct shm_addr *a);
 /* f's first n kernel loopback listeners (lacc, private fds) are set: makes lfd watch them. */
 void shim__lfd_set(struct shim_file *f, int n);
 /* An AF_INET6 socket's IPV6_V6ONLY to the engine, before a bind or connect (0 or -errno). */

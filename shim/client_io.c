@@ -522,20 +522,19 @@ ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags)
         uint32_t ip = a.ip;
         if (a.port == 0)
             return -EINVAL;
-        bool kernel =
-            a.family == SHM_AF_INET
-                ? !shim__dg_bcast(ip) && (shim__route_kernel(ip) || ip == C.ip || (ip >> 28) >= 14)
-                : shim__route_kernel6(k, a.ip6, a.scope) || a.ip6[0] == 0xff ||
-                      !memcmp(a.ip6, C.ip6, 16);
+        bool kernel = a.family == SHM_AF_INET
+                          ? !shim__dg_bcast(ip) && (shim__route_kernel(ip) || (ip >> 28) >= 14)
+                          : shim__route_kernel6(k, a.ip6, a.scope) || a.ip6[0] == 0xff ||
+                                !memcmp(a.ip6, C.ip6, 16);
         if (a.family == SHM_AF_INET6 && !shim__inet6(k))
             shim__no_inet6_warn();
         if (a.family == SHM_AF_INET && shim__dg_bcast(ip)) {
             if (!shim__opt_on(k->f, SOL_SOCKET, SO_BROADCAST))
                 return -EACCES;
         } else if (kernel) {
-            /* Loopback, our own address, multicast, or off ustack's subnet: a socket that
-             * has done nothing on ustack yet becomes the kernel's and sends there
-             * (docs/preload.md "UDP"); one bound on ustack cannot reach it. */
+            /* Loopback, multicast, or off ustack's subnet: a socket that has done nothing
+             * on ustack yet becomes the kernel's and sends there (docs/preload.md "UDP");
+             * one bound on ustack cannot reach it. */
             if (k->f->bound || s->la.port || k->f->cstate != SHIM_CS_NEW || !C.sys.sendmsg)
                 return -ENETUNREACH;
             if ((rc = shim__handover(k)) < 0)

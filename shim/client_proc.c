@@ -242,7 +242,7 @@ static bool adopt_fd(int fd, uint32_t slot, uint32_t gen, bool nb, const int lo[
         /* An AF_INET6 socket on IPv4's wildcard was bound to [::] (client.c do_bind). */
         f->any6 = s->domain == AF_INET6 && s->la.family == SHM_AF_INET && s->la.ip == 0;
         struct shim_sk k = {fd, slot, gen, s, f, false};
-        if (f->cstate == SHIM_CS_LISTEN && shim_addr_any(&s->la)) {
+        if (f->cstate == SHIM_CS_LISTEN && (shim_addr_any(&s->la) || shim__own_address(&s->la))) {
             int nlo = 0;
             for (int j = 0; j < 2 && adopt_lo(lo[j]); j++) {
                 f->lacc[nlo] = lo[j];

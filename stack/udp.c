@@ -287,11 +287,14 @@ static bool is_bcast(const struct stk_engine *e, uint32_t a)
 }
 
 /* Linux's route lookup for a datagram's destination: a broadcast needs SO_BROADCAST
- * (-EACCES), anything ustack's interface cannot reach is -ENETUNREACH. */
+ * (-EACCES), our own address is local, anything else ustack's interface cannot reach is
+ * -ENETUNREACH. */
 static int check_dst(struct stk_engine *e, const struct stk_udp_sock *s, uint32_t ip)
 {
     if (is_bcast(e, ip))
         return (s->flags & UF_BROADCAST) ? 0 : -EACCES;
+    if (ip == e->cfg.ip)
+        return 0; /* ours: delivered here (send_self) */
     if (stk__ip_route(e, ip) == 0)
         return -ENETUNREACH;
     return 0;
@@ -537,6 +540,9 @@ static ssize_t sendto6(struct stk_engine *e, stk_time_t now, struct stk_udp_sock
     return (ssize_t)len;
 }
 
+static ssize_t send_self(struct stk_engine *e, struct stk_udp_sock *s, const struct stk_iov *iov,
+                         int n, size_t len, uint16_t dport);
+
 ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struct stk_iov *iov,
                        int n, const struct stk_sockaddr *to)
 {
@@ -582,6 +588,8 @@ ssize_t stk_udp_sendto(struct stk_engine *e, stk_time_t now, int sd, const struc
         if (rc)
             return rc;
     }
+    if (dip == e->cfg.ip)
+        return send_self(e, s, iov, n, len, dport);
 
     uint8_t hdr[STK_L2L3_HLEN + STK_UDP_HLEN];
     uint8_t *uh = hdr + STK_L2L3_HLEN;
@@ -955,6 +963,42 @@ static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcas
     }
     deliver(e, best, in);
     return true;
+}
+
+static void hard_error(struct stk_engine *e, struct stk_udp_sock *s, int err);
+
+/* A datagram to our own address: Linux carries it over loopback; every UDP socket lives in
+ * this engine (core 0), so it goes straight to the socket the demux picks. No socket on the
+ * port: a connected sender gets ECONNREFUSED, as from the ICMP port unreachable Linux loops
+ * back. */
+static ssize_t send_self(struct stk_engine *e, struct stk_udp_sock *s, const struct stk_iov *iov,
+                         int n, size_t len, uint16_t dport)
+{
+    uint8_t *buf = stk__alloc(e, len ? len : 1);
+    if (!buf) {
+        e->ctr.udp_nomem++;
+        e->ctr.udp_send_fail++;
+        return (ssize_t)len; /* lost, as a datagram the device drops */
+    }
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(buf + off, iov[i].base, iov[i].len);
+        off += iov[i].len;
+    }
+    struct udp_dgram_in in = {
+        .src = e->cfg.ip,
+        .dst = e->cfg.ip,
+        .sport = s->lport,
+        .dport = dport,
+        .data = buf,
+        .len = (uint32_t)len,
+    };
+    if (!demux(e, &in, false) && (s->flags & UF_CONNECTED))
+        hard_error(e, s, ECONNREFUSED);
+    stk__free(e, buf, len ? len : 1);
+    e->ctr.udp_out++;
+    e->ctr.udp_bytes_out += len;
+    return (ssize_t)len;
 }
 
 void stk__udp_input(struct stk_engine *e, stk_time_t now, const struct stk_ipv4_pkt *ip)

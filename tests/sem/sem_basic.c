@@ -6,6 +6,7 @@
 #include <net/if.h>
 
 #include <netdb.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -468,6 +469,97 @@ static void connect_own_address(void)
     CHECK(recv(s, buf, sizeof buf, 0) == 0, "EOF at the server");
 }
 
+/* The same to a listener bound to our own address rather than the wildcard (CPython's test
+ * suite with its HOST set to the machine's address; any server bound to the host's address
+ * with a client on the same host): poll sees the connection, accept takes it, data flows.
+ * Under ustack the connect is carried over loopback, and such a listener had no kernel
+ * listener there: ECONNREFUSED. */
+static void connect_own_listener(void)
+{
+    int l = sem_listen_self(10, 0);
+    CHECK(l >= 0, "listen on our address");
+    int c = sem_tcp(0);
+    struct sockaddr_in self = sem_sin(sem_self_ip, sem_lport(10));
+    CHECK(c >= 0, "socket");
+    CHECK_OK(connect(c, (struct sockaddr *)&self, sizeof self));
+    struct pollfd p = {l, POLLIN, 0};
+    CHECK(poll(&p, 1, 3000) == 1 && (p.revents & POLLIN), "listener readable");
+    int s = sem_track(accept(l, NULL, NULL));
+    CHECK(s >= 0, "accept");
+    char buf[8];
+    CHECK(send(c, "ping", 4, 0) == 4, "send");
+    CHECK(sem_read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4), "server read");
+    CHECK(send(s, "pong", 4, 0) == 4, "send back");
+    CHECK(sem_read_full(c, buf, 4, 3000) == 4 && !memcmp(buf, "pong", 4), "client read");
+    CHECK_OK(shutdown(c, SHUT_WR));
+    CHECK(recv(s, buf, sizeof buf, 0) == 0, "EOF at the server");
+}
+
+/* The child of listen_port0_loopback: 0, or the line that failed. */
+static int port0_child(void)
+{
+    enum { NCLI = 3000, ROUNDS = 300 };
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return __LINE__;
+    rl.rlim_cur = rl.rlim_max;
+    if (rl.rlim_cur < NCLI + 64 || setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 0; /* too few fds allowed to make the point */
+    struct sockaddr_in lo = sem_sin((struct in_addr){htonl(INADDR_LOOPBACK)}, 0);
+    socklen_t n = sizeof lo;
+    int kl = socket(AF_INET, SOCK_STREAM, 0);
+    if (kl < 0 || bind(kl, (struct sockaddr *)&lo, sizeof lo) < 0 || listen(kl, NCLI + 16) < 0 ||
+        getsockname(kl, (struct sockaddr *)&lo, &n) < 0)
+        return __LINE__;
+    /* The kernel's ephemeral ports of 3000 loopback clients, held open. */
+    for (int i = 0; i < NCLI; i++) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&lo, sizeof lo) < 0)
+            return __LINE__;
+    }
+    for (int r = 0; r < ROUNDS; r++) {
+        int l = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in any = sem_sin((struct in_addr){htonl(INADDR_ANY)}, 0), to;
+        socklen_t tl = sizeof to;
+        if (l < 0 || bind(l, (struct sockaddr *)&any, sizeof any) < 0 || listen(l, 4) < 0 ||
+            getsockname(l, (struct sockaddr *)&to, &tl) < 0)
+            return __LINE__;
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&to, sizeof to) < 0) {
+            printf("# round %d: connect to 127.0.0.1:%u: %s\n", r, ntohs(to.sin_port),
+                   strerror(errno));
+            return __LINE__;
+        }
+        struct pollfd p = {l, POLLIN, 0};
+        int s = poll(&p, 1, 3000) == 1 ? accept(l, NULL, NULL) : -1;
+        if (s < 0)
+            return __LINE__;
+        close(s);
+        close(c);
+        close(l);
+    }
+    return 0;
+}
+
+/* A listener on the wildcard with a port of the system's choosing (bind to port 0, or
+ * listen() unbound) takes connections to 127.0.0.1 on that port, whatever ports the
+ * kernel's own loopback connections hold. Under ustack the engine picked the port from
+ * the same range as the kernel's ephemeral ports, and the kernel listener on 127.0.0.1
+ * that carries loopback connections could not bind it when a loopback client had it:
+ * connections were refused (CPython's test_socketserver, test_ftplib, asyncio's
+ * create_server, about one listener in a few hundred there). */
+static void listen_port0_loopback(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0)
+        _exit(port0_child());
+    int st = sem_wait_child(pid, 40000);
+    CHECK(st == 0, "the child failed (status %d)", st);
+}
+
 /* getifaddrs() lists our address on some interface (BIND's named listens on each address it
  * finds there, aria2's resolver asks only for the families configured there). Under ustack
  * the kernel has no such address; the library adds it. */
@@ -513,6 +605,8 @@ int main(void)
     SEM_RUN(accepted_half_close);
     SEM_RUN(getaddrinfo_addrconfig);
     SEM_RUN(connect_own_address);
+    SEM_RUN(connect_own_listener);
+    SEM_RUN(listen_port0_loopback);
     SEM_RUN(ifaddrs_list_our_address);
     return sem_done();
 }

@@ -483,6 +483,39 @@ static void loopback(void)
     CHECK(from.sin_addr.s_addr == htonl(INADDR_LOOPBACK), "from %s", inet_ntoa(from.sin_addr));
 }
 
+/* Datagrams to our own address (CPython's test_socket and socketserver with HOST set to the
+ * machine's address): a fresh socket's sendto reaches a socket bound to that address, the
+ * sender is named by our address and its port, the answer comes back, and a connected
+ * socket whose datagram found no socket gets ECONNREFUSED. Under ustack the fresh socket
+ * went to the kernel, which has no path to ustack's address (ENETUNREACH), and a bound one
+ * got ENETUNREACH. */
+static void own_address(void)
+{
+    int srv = udp(0), cli = udp(0), c2 = udp(0);
+    struct sockaddr_in sa = sem_sin(sem_self_ip, sem_lport(7)), from, me;
+    socklen_t fl = sizeof from, ml = sizeof me;
+    CHECK_OK(bind(srv, (struct sockaddr *)&sa, sizeof sa));
+    CHECK(sendto(cli, "own", 3, 0, (struct sockaddr *)&sa, sizeof sa) == 3, "sendto");
+    CHECK(readable(srv, 3000), "nothing arrived");
+    char buf[8];
+    CHECK(recvfrom(srv, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl) == 3 &&
+              !memcmp(buf, "own", 3),
+          "recvfrom");
+    CHECK_OK(getsockname(cli, (struct sockaddr *)&me, &ml));
+    CHECK(from.sin_addr.s_addr == sem_self_ip.s_addr && from.sin_port == me.sin_port, "from %s:%u",
+          inet_ntoa(from.sin_addr), ntohs(from.sin_port));
+    CHECK(sendto(srv, "back", 4, 0, (struct sockaddr *)&from, fl) == 4, "sendto back");
+    CHECK(readable(cli, 3000), "the answer did not arrive");
+    CHECK(recv(cli, buf, sizeof buf, 0) == 4 && !memcmp(buf, "back", 4), "recv");
+    /* Connected to a port of ours with no socket: the next call says ECONNREFUSED. */
+    struct sockaddr_in none = sem_sin(sem_self_ip, sem_lport(8));
+    CHECK_OK(connect(c2, (struct sockaddr *)&none, sizeof none));
+    CHECK(send(c2, "x", 1, 0) == 1, "send");
+    struct pollfd p = {c2, POLLIN, 0};
+    CHECK(poll(&p, 1, 3000) == 1 && (p.revents & POLLERR), "revents 0x%x", p.revents);
+    CHECK_ERR(recv(c2, buf, sizeof buf, MSG_DONTWAIT), ECONNREFUSED);
+}
+
 /* IP_TOS of a UDP socket: 0 by default, all eight bits kept (Linux masks the ECN bits for
  * TCP only), on the wire: the peer at +1 answers with the TOS its datagram arrived with. */
 static void ip_tos(void)
@@ -567,6 +600,7 @@ int main(void)
     SEM_RUN(mmsg);
     SEM_RUN(raw_syscall_mmsg);
     SEM_RUN(loopback);
+    SEM_RUN(own_address);
     SEM_RUN(rcvbuf);
     SEM_RUN(ip_tos);
     SEM_RUN(reuseport_udp_tcp_pairs);
