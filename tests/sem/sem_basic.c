@@ -442,6 +442,18 @@ static void getaddrinfo_addrconfig(void)
     freeaddrinfo(res);
 }
 
+/* ping from client c, pong from server s, then c's EOF at s. */
+static void ping_pong(int c, int s)
+{
+    char buf[8];
+    CHECK(send(c, "ping", 4, 0) == 4, "send");
+    CHECK(sem_read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4), "server read");
+    CHECK(send(s, "pong", 4, 0) == 4, "send back");
+    CHECK(sem_read_full(c, buf, 4, 3000) == 4 && !memcmp(buf, "pong", 4), "client read");
+    CHECK_OK(shutdown(c, SHUT_WR));
+    CHECK(recv(s, buf, sizeof buf, 0) == 0, "EOF at the server");
+}
+
 /* A connection to our own address (a program reaching a server of the same host by the
  * host's address): Linux carries it over loopback to a wildcard listener. Under ustack the
  * connect goes to the kernel's loopback, where the listener's companion takes it. Data
@@ -460,13 +472,7 @@ static void connect_own_address(void)
     CHECK_OK(connect(c, (struct sockaddr *)&self, sizeof self));
     int s = sem_track(accept(l, NULL, NULL));
     CHECK(s >= 0, "accept");
-    char buf[8];
-    CHECK(send(c, "ping", 4, 0) == 4, "send");
-    CHECK(sem_read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4), "server read");
-    CHECK(send(s, "pong", 4, 0) == 4, "send back");
-    CHECK(sem_read_full(c, buf, 4, 3000) == 4 && !memcmp(buf, "pong", 4), "client read");
-    CHECK_OK(shutdown(c, SHUT_WR));
-    CHECK(recv(s, buf, sizeof buf, 0) == 0, "EOF at the server");
+    ping_pong(c, s);
 }
 
 /* The same to a listener bound to our own address rather than the wildcard (CPython's test
@@ -486,13 +492,7 @@ static void connect_own_listener(void)
     CHECK(poll(&p, 1, 3000) == 1 && (p.revents & POLLIN), "listener readable");
     int s = sem_track(accept(l, NULL, NULL));
     CHECK(s >= 0, "accept");
-    char buf[8];
-    CHECK(send(c, "ping", 4, 0) == 4, "send");
-    CHECK(sem_read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4), "server read");
-    CHECK(send(s, "pong", 4, 0) == 4, "send back");
-    CHECK(sem_read_full(c, buf, 4, 3000) == 4 && !memcmp(buf, "pong", 4), "client read");
-    CHECK_OK(shutdown(c, SHUT_WR));
-    CHECK(recv(s, buf, sizeof buf, 0) == 0, "EOF at the server");
+    ping_pong(c, s);
 }
 
 /* The child of listen_port0_loopback: 0, or the line that failed. */
