@@ -943,14 +943,16 @@ static uint16_t pick_port(void)
     return (uint16_t)(32768 + v % (61000 - 32768));
 }
 
-/* Could a kernel loopback listener (lo_listen) have this port on 127.0.0.1? */
+/* Is this port free on 127.0.0.1 for a kernel loopback listener (lo_listen)? Probed without
+ * SO_REUSEADDR, so that a port whose earlier loopback connections linger in TIME_WAIT is not
+ * taken either: the companion would bind it (it sets SO_REUSEADDR), but an application's
+ * later bind of 127.0.0.1 on that port, which the kernel would allow next to a listener on
+ * the host's address, would fail (asyncio's test_create_connection_local_addr, now and then). */
 static bool lo_port_free(uint16_t port)
 {
     int l = C.sys.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (l < 0)
         return true; /* cannot tell */
-    int one = 1;
-    C.sys.setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in a = {
         .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bool ok = C.sys.bind(l, (struct sockaddr *)&a, sizeof(a)) == 0;

@@ -860,6 +860,12 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             kop = kernel_events(m->events) == kernel_events(ev->events) ? 0 : EPOLL_CTL_MOD;
         if (m->parked == PARK_REMOVED && !ready_of(slot, gen, ev->events & ~EP_MODE))
             drain(fd);
+        if (m->parked && (ev->events & EPOLLEXCLUSIVE)) {
+            /* Linux refuses to MOD a registration to EPOLLEXCLUSIVE (EINVAL): the parked one
+             * leaves and the ADD makes a new one. */
+            unpark_one(ep, m, fd, epfd);
+            kop = EPOLL_CTL_ADD;
+        }
         memset(&nm, 0, sizeof(nm));
         nm.slot = slot;
         nm.gen = gen;

@@ -808,6 +808,48 @@ static void del_then_fork_child_adds(void)
     CHECK(st == 0, "child: status %d (2: EEXIST)", st);
 }
 
+/* EPOLL_CTL_DEL, then EPOLL_CTL_ADD of the same socket with EPOLLEXCLUSIVE (and with
+ * EPOLLONESHOT); then a closed member's number taken by a new socket, added with
+ * EPOLLEXCLUSIVE: Linux accepts every one and reports the socket with its new tag. (Under
+ * ustack the plain registration stays parked in the kernel's set, docs/preload.md "Spare
+ * eventfds"; the kernel refuses to EPOLL_CTL_MOD a registration to EPOLLEXCLUSIVE, so the
+ * first version of the change failed these ADDs with EINVAL.) */
+static void readd_exclusive(void)
+{
+    int ep = ep_new(), fd = sem_connect_peer(SEM_P_ECHO);
+    CHECK(fd >= 0, "connect");
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 1));
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL));
+    CHECK_OK(ep_add(ep, fd, EPOLLIN | EPOLLEXCLUSIVE, 2));
+    CHECK(ep_wait1(ep, 100, NULL) == 0, "an idle exclusive member reported");
+    CHECK_OK(echo_byte(fd));
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 2 && ev.events == EPOLLIN,
+          "exclusive, added back: events %#x tag %llu", ev.events, (unsigned long long)ev.data.u64);
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL));
+    CHECK_OK(ep_add(ep, fd, EPOLLIN, 3));
+    CHECK_OK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL));
+    CHECK_OK(ep_add(ep, fd, EPOLLIN | EPOLLONESHOT, 4));
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 4, "one-shot, added back");
+    CHECK(ep_wait1(ep, 0, NULL) == 0, "one-shot: reported twice");
+    CHECK_ERR(ep_add(ep, fd, EPOLLIN, 5), EEXIST); /* disabled, still a member */
+    sem_untrack(fd);
+    CHECK_OK(close(fd));
+    int b = sem_connect_peer(SEM_P_ECHO);
+    CHECK(b >= 0, "second connect");
+    CHECK_OK(ep_add(ep, b, EPOLLIN, 6));
+    sem_untrack(b);
+    CHECK_OK(close(b));
+    int c = sem_connect_peer(SEM_P_ECHO);
+    CHECK(c >= 0, "third connect");
+    CHECK_OK(ep_add(ep, c, EPOLLIN | EPOLLEXCLUSIVE, 7));
+    CHECK(ep_wait1(ep, 100, NULL) == 0, "an idle socket added over a closed one reported");
+    CHECK_OK(echo_byte(c));
+    CHECK(ep_wait1(ep, 1000, &ev) == 1 && ev.data.u64 == 7 && ev.events == EPOLLIN,
+          "exclusive over a closed member: events %#x tag %llu", ev.events,
+          (unsigned long long)ev.data.u64);
+}
+
 static void member_added_while_waiting(void)
 {
     int ep = ep_new(), p[2];
@@ -865,5 +907,6 @@ int main(void)
     SEM_RUN(dup2_onto_closed_member);
     SEM_RUN(del_then_add_back);
     SEM_RUN(del_then_fork_child_adds);
+    SEM_RUN(readd_exclusive);
     return sem_done();
 }
