@@ -72,12 +72,11 @@ static long ret(long r)
     return r;
 }
 
-/* A ustack socket, or a number the shim answers EBADF for: a closed socket's eventfd kept as
- * a spare (shim/client.c "Spare eventfds"), open in the kernel but closed for the application. */
+/* A ustack socket, or a spare eventfd the shim answers EBADF for (shim/client.c "Spare
+ * eventfds"). */
 static bool sock(int fd)
 {
-    enum shim_fd_kind k = shim_fd_kind(fd);
-    return k == SHIM_FD_SOCK || k == SHIM_FD_SPARE;
+    return shim_fd_sock_number(fd);
 }
 
 /* A ustack socket (not a spare). */

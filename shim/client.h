@@ -80,6 +80,14 @@ static inline enum shim_fd_kind shim_fd_kind(int fd)
     return shim_fdtab_kind(&shim_fds, fd);
 }
 
+/* A number the shim answers for as a socket: a ustack socket, or a closed socket's eventfd
+ * kept as a spare (open in the kernel, closed for the application: EBADF, POLLNVAL). */
+static inline bool shim_fd_sock_number(int fd)
+{
+    enum shim_fd_kind k = shim_fd_kind(fd);
+    return k == SHIM_FD_SOCK || k == SHIM_FD_SPARE;
+}
+
 /* ---- process life cycle --------------------------------------------------------------- */
 
 /* Once, before anything else (sets the real functions). */

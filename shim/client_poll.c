@@ -168,7 +168,7 @@ bool shim_poll_has_ours(const struct pollfd *fds, nfds_t n)
     if (!shim_fds.size || !fds)
         return false;
     for (nfds_t i = 0; i < n; i++)
-        if (shim_fd_kind(fds[i].fd) == SHIM_FD_SOCK || shim_fd_kind(fds[i].fd) == SHIM_FD_SPARE)
+        if (shim_fd_sock_number(fds[i].fd))
             return true;
     return false;
 }
@@ -401,7 +401,7 @@ bool shim_select_has_ours(int nfds, const fd_set *r, const fd_set *w, const fd_s
     int lim = shim_fdtab_limit(&shim_fds);
     for (int fd = 0; fd < nfds && fd < lim; fd++) {
         if ((r && FDS_ISSET(r, fd)) || (w && FDS_ISSET(w, fd)) || (e && FDS_ISSET(e, fd)))
-            if (shim_fd_kind(fd) == SHIM_FD_SOCK || shim_fd_kind(fd) == SHIM_FD_SPARE)
+            if (shim_fd_sock_number(fd))
                 return true;
     }
     return false;

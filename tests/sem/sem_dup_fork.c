@@ -452,6 +452,19 @@ static int pass_receiver(int u)
  * peer sees the connection end only when the receiver closes it. */
 static const char *self_path;
 
+/* A child that runs this program again as "<self> flag fd"; its pid, or -1. */
+static pid_t fork_exec_self(const char *flag, int fd)
+{
+    char fa[16];
+    snprintf(fa, sizeof fa, "%d", fd);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(self_path, self_path, flag, fa, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
 static void pass_over_unix(void)
 {
     for (int round = 0; round < 2; round++) {
@@ -764,14 +777,8 @@ static void sandboxed_child(void)
     CHECK_OK(roundtrip(a, "before"));
     int fl = fcntl(a, F_GETFL);
     CHECK_OK(fcntl(a, F_SETFL, fl | O_NONBLOCK));
-    char fa[16];
-    snprintf(fa, sizeof fa, "%d", a);
-    pid_t pid = fork();
+    pid_t pid = fork_exec_self("--sandbox-child", a);
     CHECK(pid >= 0, "fork");
-    if (pid == 0) {
-        execl(self_path, self_path, "--sandbox-child", fa, (char *)NULL);
-        _exit(127);
-    }
     int st = sem_wait_child(pid, 15000);
     CHECK(st == 0, "the confined child %s %d", st > 128 ? "died of signal" : "exited with",
           st > 128 ? st - 128 : st);
@@ -805,14 +812,8 @@ static void exec_child_accepts_loopback(void)
     CHECK_OK(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
     CHECK_OK(bind(l, (struct sockaddr *)&a, sizeof a));
     CHECK_OK(listen(l, 16));
-    char fa[16];
-    snprintf(fa, sizeof fa, "%d", l);
-    pid_t pid = fork();
+    pid_t pid = fork_exec_self("--lo-child", l);
     CHECK(pid >= 0, "fork");
-    if (pid == 0) {
-        execl(self_path, self_path, "--lo-child", fa, (char *)NULL);
-        _exit(127);
-    }
     int c = sem_tcp(0);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int conn = c >= 0 ? connect(c, (struct sockaddr *)&a, sizeof a) : -1;
