@@ -844,7 +844,8 @@ static int make_socket(int flags, bool dgram, int dom)
     if (!SHIM_LOAD(&C.attached) || SHIM_RLX(&C.dead))
         return -ENETDOWN;
     bool cloexec = flags & SOCK_CLOEXEC;
-    int efd = shim__efd_new(cloexec);
+    bool stale;
+    int efd = shim__efd_new(cloexec, &stale);
     if (efd < 0)
         return efd;
     uint32_t i = shm_sock_alloc(C.base);
@@ -882,7 +883,7 @@ static int make_socket(int flags, bool dgram, int dom)
         shim__efd_close(efd);
         return rc;
     }
-    shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
+    shim__file_init(i, k.gen, flags & SOCK_NONBLOCK)->efd_stale = stale;
     shim__lock();
     shim_fdtab_set(&shim_fds, efd, SHIM_FD_SOCK, i, k.gen, cloexec, NULL);
     shim__unlock();
@@ -1265,7 +1266,7 @@ static void aq_unblock(struct shim_sk *k)
         shim__push(core, &c);
 }
 
-static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int flags,
+static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, bool stale, int flags,
                          struct sockaddr *addr, socklen_t *alen)
 {
     if (i >= C.nsocks) {
@@ -1297,6 +1298,7 @@ static int take_accepted(const struct shim_file *lf, uint32_t i, int efd, int fl
     }
     struct shim_file *f = shim__file_init(i, k.gen, flags & SOCK_NONBLOCK);
     f->cstate = SHIM_CS_CONNECTED;
+    f->efd_stale = stale;
     /* Linux's accepted sockets inherit the listener's timeouts (not O_NONBLOCK). */
     f->rcvtimeo = lf->rcvtimeo;
     f->sndtimeo = lf->sndtimeo;
@@ -1389,7 +1391,8 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
         if (!shm_aq_empty(s)) {
             /* The eventfd first: if the process is out of fds the connection must stay
              * queued, as with the kernel. */
-            int efd = shim__efd_new(flags & SOCK_CLOEXEC);
+            bool stale;
+            int efd = shim__efd_new(flags & SOCK_CLOEXEC, &stale);
             if (efd < 0)
                 return efd;
             uint32_t i;
@@ -1407,7 +1410,7 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
                     shim__efd_drop(&k);
                 }
                 aq_unblock(&k);
-                rc = take_accepted(k.f, i, efd, flags, addr, alen);
+                rc = take_accepted(k.f, i, efd, stale, flags, addr, alen);
                 if (rc >= 0)
                     return rc;
                 continue;
@@ -1891,6 +1894,7 @@ static int spare_unlist(int i)
     int fd = C.spare[i];
     int n = SHIM_RLX(&C.nspare) - 1;
     C.spare[i] = C.spare[n];
+    C.spare_stale[i] = C.spare_stale[n];
     SHIM_STORE(&C.nspare, n);
     shim_fdtab_clear(&shim_fds, fd);
     return fd;
@@ -1904,8 +1908,9 @@ static int spare_index(int fd)
     return -1;
 }
 
-int shim__efd_new(bool cloexec)
+int shim__efd_new(bool cloexec, bool *stale)
 {
+    *stale = false;
     if (SHIM_RLX(&C.nspare) > 0) {
         shim__lock();
         int n = SHIM_RLX(&C.nspare), pick = n - 1;
@@ -1916,13 +1921,16 @@ int shim__efd_new(bool cloexec)
             }
         }
         int fd = n > 0 ? C.spare[pick] : -1;
+        bool st = n > 0 && C.spare_stale[pick];
         bool flip = fd >= 0 && shim_fdtab_get(&shim_fds, fd)->cloexec != cloexec;
         if (fd >= 0)
             spare_unlist(pick);
         shim__unlock();
         if (fd >= 0) {
-            if (!flip || C.sys.fcntl(fd, F_SETFD, cloexec ? FD_CLOEXEC : 0) == 0)
+            if (!flip || C.sys.fcntl(fd, F_SETFD, cloexec ? FD_CLOEXEC : 0) == 0) {
+                *stale = st;
                 return fd;
+            }
             shim__efd_close(fd);
         }
     }
@@ -2023,7 +2031,7 @@ int shim_close(int fd)
         shim__lock();
         bool park = spare_reserve(fd, slot, gen);
         shim__unlock();
-        shim__epoll_forget(fd, slot, gen, park);
+        bool lt_parked = shim__epoll_forget(fd, slot, gen, park);
         shim__lock();
         if (slot < C.nsocks && !attach_cancel(slot, gen)) {
             shim__unlock();
@@ -2046,18 +2054,22 @@ int shim_close(int fd)
         if (park) {
             /* The stack fetched the number (or never will: cancelled); the next socket's
              * SOCKET or ATTACH makes it fetch the same eventfd again. Nothing waits on this
-             * socket any more (only this fd held it): the stack is told so, and what the
-             * eventfd still counts is emptied, so that neither a set the spare stays in nor
-             * the next socket's sees a stale signal (a publish already under way can still
-             * write one: the next harvest finds nothing ready and drops it). */
+             * socket any more (only this fd held it): the stack is told so. What the eventfd
+             * still counts is emptied only if a level-triggered registration stays parked
+             * with it (it would report the stale signal at every wait); an edge-triggered
+             * one reports only new signals, and the next socket's own first registration
+             * empties it (efd_stale), so a server whose sockets are all edge-triggered
+             * (nginx) spends no system call on it. A publish already under way can still
+             * write one: the next harvest finds nothing ready and drops it. */
             struct shm_sock *s = shm_sock(C.base, slot);
             atomic_store(&s->armed, 0);
             atomic_store(&s->armed_et, 0);
             uint64_t cnt;
-            if (C.sys.read(fd, &cnt, sizeof(cnt)) < 0) {
+            if (lt_parked && C.sys.read(fd, &cnt, sizeof(cnt)) < 0) {
                 /* empty already (EAGAIN) */
             }
             C.spare[SHIM_RLX(&C.nspare)] = fd;
+            C.spare_stale[SHIM_RLX(&C.nspare)] = !lt_parked;
             shim_fdtab_set(&shim_fds, fd, SHIM_FD_SPARE, 0, 0, cloexec, NULL);
             SHIM_STORE(&C.nspare, SHIM_RLX(&C.nspare) + 1);
         } else {

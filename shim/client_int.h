@@ -45,6 +45,11 @@ struct shim_file {
     uint8_t cstate;   /* enum shim_cstate */
     uint8_t bound;
     uint8_t nopts;
+    /* The eventfd came from a spare that was not emptied at its close (no level-triggered
+     * registration was parked with it): it may still count a signal of the socket that had
+     * it, so a registration that would report that empties it first (client_poll.c
+     * shim_epoll_ctl). */
+    uint8_t efd_stale;
     /* What bind() asked for (port: the one bound). An AF_INET6 socket bound to :: on an
      * engine without IPv6 is bound to IPv4's wildcard there (any6: it still shows ::). */
     struct shm_addr bind_a;
@@ -119,6 +124,7 @@ struct shim_cli {
      * (docs/preload.md "Spare eventfds"). At most spare_max, counting the reservations of
      * closes under way; none at or above spare_lim (the soft RLIMIT_NOFILE less a margin). */
     int spare[SHIM_SPARE_MAX];
+    uint8_t spare_stale[SHIM_SPARE_MAX]; /* not emptied at its close (shim_file.efd_stale) */
     _Atomic int nspare;
     int spare_resv, spare_max, spare_lim;
 };
@@ -260,7 +266,7 @@ void shim__epoll_atfork_child(void);
 /* ---- client.c: spare eventfds ---- */
 /* A new socket's eventfd: a spare one if there is one, else a new one. Returns it or -errno
  * (-EMFILE also when the number is above the fd table). */
-int shim__efd_new(bool cloexec);
+int shim__efd_new(bool cloexec, bool *stale);
 /* Closes an eventfd from shim__efd_new that no socket got. */
 void shim__efd_close(int efd);
 /* fork's child: closes its copies of the spares, leaving the parent's registrations. */
@@ -269,7 +275,7 @@ void shim__spares_atfork_child(void);
 /* fd (a ustack socket) is going away or being replaced: leave every epoll set. park: its
  * eventfd stays open as a spare, so plain registrations stay in the kernel's sets, parked
  * (reused without a system call by the next ADD of a socket on that number). */
-void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park);
+bool shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park);
 /* The eventfd at fd is about to be closed or replaced: parked registrations of it leave the
  * kernel's sets. */
 void shim__epoll_unpark(int fd);

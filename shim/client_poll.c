@@ -856,20 +856,27 @@ int shim_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         /* The eventfd's registration is there already (parked): it stays, with a MOD only
          * if its kernel mask differs. A removed socket's signal from before is emptied if
          * it is not ready now (else the first wait would find a stale one). */
-        if (m->parked)
+        uint8_t parked = m->parked;
+        if (parked)
             kop = kernel_events(m->events) == kernel_events(ev->events) ? 0 : EPOLL_CTL_MOD;
-        if (m->parked == PARK_REMOVED && !ready_of(slot, gen, ev->events & ~EP_MODE))
-            drain(fd);
-        if (m->parked && (ev->events & EPOLLEXCLUSIVE)) {
+        if (parked && (ev->events & EPOLLEXCLUSIVE)) {
             /* Linux refuses to MOD a registration to EPOLLEXCLUSIVE (EINVAL): the parked one
              * leaves and the ADD makes a new one. */
             unpark_one(ep, m, fd, epfd);
             kop = EPOLL_CTL_ADD;
         }
+        /* An eventfd that may count a stale signal (a spare's: client.c) is emptied before
+         * a registration that would report it: a new one, a MOD, a level-triggered one. */
+        struct shim_file *f = &C.files[slot];
+        bool stale = f->gen == gen && f->efd_stale &&
+                     (kop || (ev->events & (EPOLLET | EPOLLONESHOT)) != EPOLLET);
+        if ((parked == PARK_REMOVED || stale) && !ready_of(slot, gen, ev->events & ~EP_MODE))
+            drain(fd);
+        if (stale)
+            f->efd_stale = 0;
         memset(&nm, 0, sizeof(nm));
         nm.slot = slot;
         nm.gen = gen;
-        struct shim_file *f = &C.files[slot];
         nm.lfd = f->gen == gen ? f->lfd : -1;
     }
     nm.events = ev->events;
@@ -1150,8 +1157,9 @@ void shim__epoll_unpark_child(void)
     }
 }
 
-void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park_ok)
+bool shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park_ok)
 {
+    bool lt = false;
     shim__lock();
     struct shim_file *f = &C.files[slot];
     bool last = f->gen != gen || f->nfds <= 1;
@@ -1163,16 +1171,18 @@ void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park_ok)
         pthread_mutex_lock(&ep->lock);
         struct shim_epm *m = member(ep, fd, false);
         if (m && m->used && m->slot == slot && m->gen == gen) {
-            if (last && park_ok && parkable(ep, m))
+            if (last && park_ok && parkable(ep, m)) {
                 park(m, PARK_SPARE);
-            else if (last)
+                lt |= !(m->events & EPOLLET);
+            } else if (last)
                 remove_member(ep, m, fd, -1);
             else
                 hold(ep, m, fd);
         } else if (m && !m->used && m->parked && !park_ok) {
             unpark_one(ep, m, fd, -1);
         } else if (m && !m->used && m->parked) {
-            m->parked = PARK_SPARE; /* the close empties the eventfd */
+            m->parked = PARK_SPARE;
+            lt |= !(m->events & EPOLLET);
         }
         for (uint32_t i = 0; last && ep->nheld && i < ep->cap; i++) {
             m = &ep->m[i];
@@ -1182,6 +1192,7 @@ void shim__epoll_forget(int fd, uint32_t slot, uint32_t gen, bool park_ok)
         pthread_mutex_unlock(&ep->lock);
     }
     shim__unlock();
+    return lt;
 }
 
 int shim__epoll_detach(int fd, uint32_t slot, uint32_t gen, struct shim_epreg *regs, int max)

@@ -699,6 +699,46 @@ static void reused_number_other_set(void)
     CHECK(ep_wait1(ep1, 0, NULL) == 0, "the first set, again");
 }
 
+/* An edge-triggered member closed while its eventfd still counted a signal: under ustack
+ * that eventfd becomes a spare without being emptied (docs/preload.md "Spare eventfds").
+ * The idle new socket on the number must look ready nowhere: not to the set it is added to
+ * edge-triggered, nor to another level-triggered, nor to poll(), nor to a blocking recv;
+ * and its first arrival is reported once. */
+static void reused_number_edge_stale(void)
+{
+    int ep1 = ep_new(), ep2 = ep_new(), a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    CHECK_OK(ep_add(ep1, a, EPOLLIN | EPOLLET, 1));
+    CHECK_OK(echo_byte(a));
+    struct epoll_event ev;
+    CHECK(ep_wait1(ep1, 1000, &ev) == 1 && ev.data.u64 == 1, "the first socket's arrival");
+    sem_untrack(a);
+    CHECK_OK(close(a)); /* unread: its signal is still counted */
+    int b = sem_connect_peer(SEM_P_ECHO);
+    CHECK(b >= 0, "second connect");
+    CHECK_OK(ep_add(ep1, b, EPOLLIN | EPOLLET, 2));
+    CHECK_OK(ep_add(ep2, b, EPOLLIN, 3));
+    CHECK(ep_wait1(ep1, 100, NULL) == 0, "the edge-triggered set reported an idle socket");
+    CHECK(ep_wait1(ep2, 100, NULL) == 0, "the level-triggered set reported an idle socket");
+    CHECK(sem_wait_fd(b, POLLIN, 100) == 0, "poll() reported an idle socket");
+    struct timeval tv = {0, 100000};
+    CHECK_OK(setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv));
+    char ch;
+    double t0 = sem_ms();
+    CHECK_ERR(recv(b, &ch, 1, 0), EAGAIN);
+    CHECK(sem_ms() - t0 >= 80, "recv gave up after %.0f ms of a 100 ms timeout", sem_ms() - t0);
+    CHECK_OK(echo_byte(b));
+    CHECK(ep_wait1(ep1, 1000, &ev) == 1 && ev.data.u64 == 2 && ev.events == EPOLLIN,
+          "the edge-triggered set: events %#x tag %llu", ev.events,
+          (unsigned long long)ev.data.u64);
+    CHECK(ep_wait1(ep1, 100, NULL) == 0, "one arrival reported twice");
+    CHECK(ep_wait1(ep2, 0, &ev) == 1 && ev.data.u64 == 3 && ev.events == EPOLLIN,
+          "the level-triggered set: events %#x tag %llu", ev.events,
+          (unsigned long long)ev.data.u64);
+    CHECK(recv(b, &ch, 1, 0) == 1, "recv");
+    CHECK(ep_wait1(ep2, 0, NULL) == 0, "the level-triggered set reported a drained socket");
+}
+
 /* A set with a closed member's number in it, shared by fork: the child's new socket on that
  * number, added to the set, is reported to the child; then the parent's, to the parent. */
 static void reused_number_after_fork(void)
@@ -903,6 +943,7 @@ int main(void)
     SEM_RUN(reused_number_level);
     SEM_RUN(reused_number_edge);
     SEM_RUN(reused_number_other_set);
+    SEM_RUN(reused_number_edge_stale);
     SEM_RUN(reused_number_after_fork);
     SEM_RUN(dup2_onto_closed_member);
     SEM_RUN(del_then_add_back);
