@@ -947,7 +947,7 @@ static void defaults(struct ctx *x)
     c->ncores = 1;
     c->log_level = SHIM_LOG_WARN;
     c->mtu = 1500;
-    c->idle_spin_us = 200;
+    c->idle_spin_us = 50;
     c->idle_sleep_us = 2000;
     c->idle_yield = 1;
     c->tx_flush_us = 0;

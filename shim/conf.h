@@ -59,7 +59,7 @@ struct shim_conf {
     int log_level;          /* USTACK_LOG error|warn|info|debug or 0..3; default warn */
     unsigned mtu;           /* USTACK_MTU 576..9000; default 1500 */
     unsigned idle_spin_us;  /* USTACK_IDLE_SPIN_US 0..1000000: busy-poll this long after
-                               the last work before sleeping; default 200 */
+                               the last work before sleeping; default 50 */
     unsigned idle_yield;    /* USTACK_IDLE_YIELD 0|1: while busy-polling without work, give
                                the CPU to other runnable threads (sched_yield); default 1 */
     unsigned idle_sleep_us; /* USTACK_IDLE_SLEEP_US 10..100000: longest sleep while idle

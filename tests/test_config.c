@@ -159,7 +159,7 @@ START_TEST(defaults)
     ck_assert_str_eq(c.eal, "");
     ck_assert_int_eq(c.log_level, SHIM_LOG_WARN);
     ck_assert_uint_eq(c.mtu, 1500);
-    ck_assert_uint_eq(c.idle_spin_us, 200);
+    ck_assert_uint_eq(c.idle_spin_us, 50);
     ck_assert_uint_eq(c.idle_sleep_us, 2000);
     ck_assert_uint_eq(c.tx_flush_us, 0);
     ck_assert_uint_eq(c.sndbuf, 0);
