@@ -17,6 +17,9 @@
 #                 both: use the counts, not the rate); files strace.wk (or strace.ab),
 #                 strace.sd
 #   --perf        perf record --call-graph dwarf on both (files perf.wk or perf.ab, perf.sd)
+#   --cpus        perf record -a (every CPU, 999 Hz) during the run (file perf.all): prints
+#                 each CPU's share by command, so which CPU is full and with what (with two
+#                 CPUs: the stack core's, and the one ab and nginx share)
 #   --requests N  ab -n (default 20000)
 #   --bin DIR     libustack.so and ustackd from DIR (default build/), e.g. an older build
 #   --dev-args S  appended to USTACK_DEV (e.g. ,busy_budget=0)
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
         --keepalive) KA=-k ;;
         --strace) MODE=strace ;;
         --perf) MODE=perf ;;
+        --cpus) MODE=cpus ;;
         --requests) N=${2-}; shift ;;
         --bin) BIN=${2-}; shift ;;
         --dev-args) DEVX=${2-}; shift ;;
@@ -101,6 +105,9 @@ case $MODE in
         strace -c -f -o "$OUT/strace.wk" -p "$WK" 2>/dev/null & TRACERS="$!"
         strace -c -f -o "$OUT/strace.sd" -p "$SD" 2>/dev/null & TRACERS="$TRACERS $!"
         sleep 1 ;;
+    cpus)
+        perf record -a -F 999 -o "$OUT/perf.all" 2>"$OUT/perf.all.err" & TRACERS="$!"
+        sleep 1 ;;
     perf)
         perf record --call-graph dwarf,8192 -o "$OUT/perf.wk" -p "$WK" 2>"$OUT/perf.wk.err" & TRACERS="$!"
         perf record ${PERF_EVENT:+-e "$PERF_EVENT"} --call-graph dwarf,8192 -o "$OUT/perf.sd" -p "$SD" 2>"$OUT/perf.sd.err" & TRACERS="$TRACERS $!"
@@ -160,6 +167,10 @@ cp "$OUT/warmup/out" "$OUT/warmup.out"
 case $MODE in
     plain) # shellcheck disable=SC2046
         set -- $(ab_argv "$N") ;;
+    cpus) # shellcheck disable=SC2046
+        set -- $(ab_argv "$N")
+        perf record -a -F 999 -o "$OUT/perf.all" 2>"$OUT/perf.all.err" & TRACERS="$!"
+        sleep 1 ;;
     strace) # shellcheck disable=SC2046
         set -- env -u LD_PRELOAD strace -c -f -o "$OUT/strace.ab" -E "LD_PRELOAD=$LIB" $(ab_argv "$N")
         strace -c -f -o "$OUT/strace.sd" -p "$SD" 2>/dev/null & TRACERS="$!"
@@ -198,6 +209,10 @@ if [ "$MODE" = strace ]; then
         awk -v n="${done_n:-1}" '$NF != "total" && $4 ~ /^[0-9]+$/ { printf "  %-16s %.3f\n", $NF, $4 / n }
             $NF == "total" { printf "  %-16s %.3f\n", "total", $4 / n }' "$OUT/strace.$f"
     done
+fi
+if [ "$MODE" = cpus ]; then
+    echo "samples by CPU and command (perf record -a; the share of all samples, top 8):"
+    perf report -i "$OUT/perf.all" --sort cpu,comm --stdio 2>/dev/null | grep '%' | head -n 8
 fi
 echo "$OUT"
 [ -n "$done_n" ] && [ "$done_n" = "$N" ] && [ "${failed:-1}" = 0 ]
