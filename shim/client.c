@@ -423,8 +423,9 @@ void shim__attach_wait(uint32_t slot)
  * inside it) may take back a queued ATTACH instead of waiting for the stack to fetch the
  * eventfd: the socket is going away, so nothing will ever wait on its eventfd. Under
  * connection-per-request load that wait was a third of nginx's time. True when close need
- * not wait; caller holds the lock. */
-static bool attach_cancel(uint32_t slot, uint32_t gen)
+ * not wait; caller holds the lock. own: the caller's own pins of the socket (a hand-over
+ * runs inside the call that pinned it). */
+bool shim__attach_cancel(uint32_t slot, uint32_t gen, uint32_t own)
 {
     struct shm_sock *s = shm_sock(C.base, slot);
     uint32_t v = SHIM_LOAD(&s->attach_pend);
@@ -432,7 +433,7 @@ static bool attach_cancel(uint32_t slot, uint32_t gen)
         return true;
     struct shim_file *f = &C.files[slot];
     if (f->gen != gen || f->nfds != 1 || SHIM_LOAD(&s->refs) != 1 ||
-        (uint32_t)atomic_load(&C.pins[slot].use))
+        (uint32_t)atomic_load(&C.pins[slot].use) > own)
         return false;
     while (!(v & SHM_ATT_BUSY) && (v & SHM_ATT_PEND)) {
         if (atomic_compare_exchange_weak(&s->attach_pend, &v, SHM_ATT_CANCEL)) {
@@ -2033,7 +2034,7 @@ int shim_close(int fd)
         shim__unlock();
         bool lt_parked = shim__epoll_forget(fd, slot, gen, park);
         shim__lock();
-        if (slot < C.nsocks && !attach_cancel(slot, gen)) {
+        if (slot < C.nsocks && !shim__attach_cancel(slot, gen, 0)) {
             shim__unlock();
             shim__attach_wait(slot);
             shim__lock();

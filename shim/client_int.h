@@ -250,6 +250,11 @@ int shim__stack_pidfd_locked(void);
 void shim__stack_gone(void);
 /* Replace the ustack socket at k->fd with a kernel socket (routing rules). */
 int shim__handover(struct shim_sk *k);
+/* A queued SOCKET or ATTACH of the socket at slot is taken back if nothing can need its
+ * eventfd any more (the only fd, no other holder, no call but the caller's own pins):
+ * true when the stack will not fetch the eventfd by number from here on (cancelled, or
+ * fetched already). Caller holds the lock. */
+bool shim__attach_cancel(uint32_t slot, uint32_t gen, uint32_t own);
 
 /* ---- client_poll.c ---- */
 /* An epoll registration of a socket, kept across its hand-over to a kernel socket. */

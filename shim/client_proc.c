@@ -562,6 +562,14 @@ int shim__handover(struct shim_sk *k)
     struct shim_epreg regs[8];
     int nreg = shim__epoll_detach(k->fd, k->slot, k->gen, regs, 8);
     shim__lock();
+    /* The stack fetches the eventfd by its number (SOCKET goes without a reply): the number
+     * must not become the kernel socket before it has, or it finds that there instead (an
+     * application connecting to 127.0.0.1 right after socket() made shm_efd_fail count). */
+    if (!shim__attach_cancel(k->slot, k->gen, k->pinned ? 1 : 0)) {
+        shim__unlock();
+        shim__attach_wait(k->slot);
+        shim__lock();
+    }
     struct shim_fd *e = shim_fdtab_get(&shim_fds, k->fd);
     bool cloexec = e && e->cloexec;
     /* Other threads' calls on the number find it gone from here on (or finish their use of

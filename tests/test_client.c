@@ -1770,6 +1770,45 @@ START_TEST(loopback_goes_to_the_kernel)
 }
 END_TEST
 
+/* A socket handed over to the kernel (a connect to loopback) before the stack took its
+ * SOCKET: the number becomes the kernel socket only once the stack will not fetch the
+ * eventfd by it. Here the SOCKET is taken back, at once; before, the stack fetched the
+ * kernel socket at that number and refused it (shm_efd_fail, shm_socket_fail). */
+START_TEST(handover_cancels_socket_attach)
+{
+    int kl = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = addr(INADDR_LOOPBACK, 0);
+    ck_assert_int_eq(bind(kl, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(kl, 4), 0);
+    socklen_t len = sizeof(a);
+    getsockname(kl, (struct sockaddr *)&a, &len);
+    atomic_store(&paused, 1);
+    int fd = shim_socket(0);
+    ck_assert_int_ge(fd, 0);
+    uint32_t i = shim_fds.ent[fd].slot;
+    struct shm_sock *s = shm_sock(base, i);
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), SHM_ATT_PEND);
+    int64_t t0 = shim__now();
+    ck_assert_int_eq(shim_connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_lt(shim__now() - t0, 200 * 1000 * 1000);
+    ck_assert_int_eq(shim_fd_kind(fd), SHIM_FD_KERNEL);
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), SHM_ATT_CANCEL);
+    atomic_store(&paused, 0);
+    for (int k = 0; k < 2000 && atomic_load(&s->attach_pend); k++)
+        usleep(1000);
+    ck_assert_uint_eq(atomic_load(&s->attach_pend), 0);
+    ck_assert_int_eq(atomic_load(&attach_cancels), 1);
+    int c = accept(kl, NULL, NULL);
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_eq(write(fd, "h", 1), 1); /* the kernel socket at the number works */
+    char ch;
+    ck_assert_int_eq(read(c, &ch, 1), 1);
+    close(c);
+    close(fd);
+    close(kl);
+}
+END_TEST
+
 START_TEST(sendfile_from_file)
 {
     int fd = connected(7);
@@ -1827,6 +1866,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, options_fcntl_ioctl);
     tcase_add_test(tc, listen_accept);
     tcase_add_test(tc, last_close_cancels_attach);
+    tcase_add_test(tc, handover_cancels_socket_attach);
     tcase_add_test(tc, pass_over_unix_refs);
     tcase_add_test(tc, blocking_accept_with_companion_waits);
     tcase_add_test(tc, handler_outside_sleep_interrupts);
