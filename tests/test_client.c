@@ -1721,15 +1721,24 @@ END_TEST
 
 /* ---- the kernel side ------------------------------------------------------------------ */
 
+/* A kernel listener on 127.0.0.1 (its address in *a). */
+static int kernel_lo_listener(struct sockaddr_in *a)
+{
+    int kl = socket(AF_INET, SOCK_STREAM, 0);
+    *a = addr(INADDR_LOOPBACK, 0);
+    ck_assert_int_eq(bind(kl, (struct sockaddr *)a, sizeof(*a)), 0);
+    ck_assert_int_eq(listen(kl, 4), 0);
+    socklen_t len = sizeof(*a);
+    ck_assert_int_eq(getsockname(kl, (struct sockaddr *)a, &len), 0);
+    return kl;
+}
+
 START_TEST(loopback_goes_to_the_kernel)
 {
     /* A kernel listener on loopback; the ustack socket connecting to it is handed over. */
-    int kl = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = addr(INADDR_LOOPBACK, 0);
-    ck_assert_int_eq(bind(kl, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(listen(kl, 4), 0);
-    socklen_t len = sizeof(a);
-    getsockname(kl, (struct sockaddr *)&a, &len);
+    struct sockaddr_in a;
+    int kl = kernel_lo_listener(&a);
+    socklen_t len;
     int fd = shim_socket(0);
     int v = 1;
     ck_assert_int_eq(shim_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)), 0);
@@ -1776,12 +1785,8 @@ END_TEST
  * kernel socket at that number and refused it (shm_efd_fail, shm_socket_fail). */
 START_TEST(handover_cancels_socket_attach)
 {
-    int kl = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = addr(INADDR_LOOPBACK, 0);
-    ck_assert_int_eq(bind(kl, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(listen(kl, 4), 0);
-    socklen_t len = sizeof(a);
-    getsockname(kl, (struct sockaddr *)&a, &len);
+    struct sockaddr_in a;
+    int kl = kernel_lo_listener(&a);
     atomic_store(&paused, 1);
     int fd = shim_socket(0);
     ck_assert_int_ge(fd, 0);
