@@ -9,9 +9,11 @@
 # and ustackd's counters; optionally counts their system calls or profiles them. Counts,
 # unlike rates, hardly depend on the machine's load.
 #
-# Usage (root): bench/connprof.sh [--client] [--strace | --perf] [--requests N] [--bin DIR]
-#                                 [--dev-args S]
+# Usage (root): bench/connprof.sh [--client | --kernel] [--strace | --perf | --cpus | --wire]
+#                                 [--keepalive] [--requests N] [--bin DIR] [--dev-args S]
 #   --client      ab under ustack against a kernel nginx (see above)
+#   --kernel      server mode with nginx on the kernel (no ustack at all): the reference for
+#                 --wire and --cpus
 #   --keepalive   ab -k: 100 connections carry every request (the per-request path alone)
 #   --strace      strace -c -f on the ustack program and on ustackd during the run (slows
 #                 both: use the counts, not the rate); files strace.wk (or strace.ab),
@@ -20,6 +22,9 @@
 #   --cpus        perf record -a (every CPU, 999 Hz) during the run (file perf.all): prints
 #                 each CPU's share by command, so which CPU is full and with what (with two
 #                 CPUs: the stack core's, and the one ab and nginx share)
+#   --wire        tcpdump on the kernel side's veth during the run (file wire.pcap): prints
+#                 the frames per request each way by TCP flags (with a connection per
+#                 request: per connection); the rate is then the capture's too
 #   --requests N  ab -n (default 20000)
 #   --bin DIR     libustack.so and ustackd from DIR (default build/), e.g. an older build
 #   --dev-args S  appended to USTACK_DEV (e.g. ,busy_budget=0)
@@ -33,7 +38,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 while IFS= read -r _v; do unset "$_v"; done < <(env | sed -n 's/^\(USTACK\(_[A-Za-z0-9_]*\)\{0,1\}\)=.*/\1/p')
 
-MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server SETS=() KA=""
+MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server SETS=() KA="" KERNEL=0
 while [ $# -gt 0 ]; do
     case $1 in
         --client) SIDE=client ;;
@@ -41,6 +46,8 @@ while [ $# -gt 0 ]; do
         --strace) MODE=strace ;;
         --perf) MODE=perf ;;
         --cpus) MODE=cpus ;;
+        --wire) MODE=wire ;;
+        --kernel) KERNEL=1 ;;
         --requests) N=${2-}; shift ;;
         --bin) BIN=${2-}; shift ;;
         --dev-args) DEVX=${2-}; shift ;;
@@ -51,6 +58,10 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "connprof.sh: root needed" >&2; exit 2; }
 case $N in '' | *[!0-9]*) echo "connprof.sh: bad --requests '$N'" >&2; exit 2 ;; esac
+if [ "$KERNEL" = 1 ] && { [ "$SIDE" = client ] || [ "$MODE" = strace ] || [ "$MODE" = perf ]; }; then
+    echo "connprof.sh: --kernel goes with server mode and --wire, --cpus or neither" >&2
+    exit 2
+fi
 NGINX=${NGINX:-$(command -v nginx)}
 OUT=$(mktemp -d /tmp/connprof.XXXXXX)
 mkdir -p "$OUT/bin"
@@ -74,26 +85,41 @@ echo '<html><body>ustack connection profile</body></html>' >"$OUT/index.html"
 bench_ngx_prefix "$NGINX" "$OUT/nginx" "$ROOT/bench/nginx/nginx.conf.in" "$OUT/index.html" || exit 2
 bench_topology "$NS_C" "$NS_S" cpc cps || exit 2
 stat_of() { awk '{print $10, $14 + $15}' "/proc/$1/stat"; }
+# wire_start NS DEV: tcpdump of TCP on the kernel side's veth (frames redirected to AF_XDP
+# never reach a capture on ustack's own veth), stopped with the other tracers.
+wire_start() {
+    ip netns exec "$1" tcpdump -i "$2" -s 96 -B 65536 --immediate-mode -w "$OUT/wire.pcap" tcp 2>"$OUT/wire.err" & TRACERS="$!"
+    sleep 1
+}
 ab_argv() { echo ab -r -s 10 -n "$1" -c 100 $KA "$URL"; }
 if [ "$SIDE" = server ]; then
+if [ "$KERNEL" = 1 ]; then
+ip -n "$NS_S" addr add "$IP_S/24" dev cps
+ip netns exec "$NS_S" sh -c 'ulimit -n 20000; exec "$@"' sh "$NGINX" "${NGX_ARGS[@]}" \
+    >"$OUT/nginx.out" 2>&1 </dev/null &
+else
 ip netns exec "$NS_S" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ulimit -n 20000; exec env "$@"' sh \
     "LD_PRELOAD=$OUT/bin/libustack.so" "USTACK_STACKD=$OUT/bin/u-stack-d" \
     "USTACK_DEV=net_af_xdp0,iface=cps$DEVX" "USTACK_IP=$IP_S/24" USTACK_CORES=1 \
     "USTACK_NAME=ucp-s-$$" "USTACK_STACKD_LOG=$OUT/stackd.log" "${SETS[@]}" \
     "$NGINX" "${NGX_ARGS[@]}" >"$OUT/nginx.out" 2>&1 </dev/null &
+fi
 ip -n "$NS_C" addr add "$IP_C/24" dev cpc
 ok=0
 for ((i = 0; i < 300; i++)); do
     [ "$(ip netns exec "$NS_C" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL")" = 200 ] && { ok=1; break; }
     sleep 0.1
 done
-[ "$ok" = 1 ] || { echo "connprof.sh: nginx under ustack not ready ($OUT)" >&2; exit 2; }
+[ "$ok" = 1 ] || { echo "connprof.sh: nginx not ready ($OUT)" >&2; exit 2; }
 SD="" WK=""
 for p in $(ip netns pids "$NS_S"); do
     [ "$(bench_comm "$p")" = u-stack-d ] && SD=$p
     grep -q 'worker process' "/proc/$p/cmdline" 2>/dev/null && WK=$p
 done
-if [ -z "$SD" ] || [ -z "$WK" ]; then echo "connprof.sh: no ustackd or nginx worker found" >&2; exit 2; fi
+if { [ -z "$SD" ] && [ "$KERNEL" = 0 ]; } || [ -z "$WK" ]; then
+    echo "connprof.sh: no ustackd or nginx worker found" >&2
+    exit 2
+fi
 ab_run() {
     # shellcheck disable=SC2046 # ab_argv's words
     timeout $((120 + N / 100)) ip netns exec "$NS_C" sh -c 'ulimit -n 20000; exec "$@"' sh \
@@ -108,17 +134,20 @@ case $MODE in
     cpus)
         perf record -a -F 999 -o "$OUT/perf.all" 2>"$OUT/perf.all.err" & TRACERS="$!"
         sleep 1 ;;
+    wire) wire_start "$NS_C" cpc ;;
     perf)
         perf record --call-graph dwarf,8192 -o "$OUT/perf.wk" -p "$WK" 2>"$OUT/perf.wk.err" & TRACERS="$!"
         perf record ${PERF_EVENT:+-e "$PERF_EVENT"} --call-graph dwarf,8192 -o "$OUT/perf.sd" -p "$SD" 2>"$OUT/perf.sd.err" & TRACERS="$TRACERS $!"
         sleep 1 ;;
 esac
+sf0=0 st0=0 sf1=0 st1=0
 read -r wf0 wt0 < <(stat_of "$WK")
-read -r sf0 st0 < <(stat_of "$SD")
+[ -n "$SD" ] && read -r sf0 st0 < <(stat_of "$SD")
 ab_run "$N" >"$OUT/ab.out" 2>&1
+[ "$MODE" = wire ] && sleep 1 # the capture's last frames
 read -r wf1 wt1 < <(stat_of "$WK")
-read -r sf1 st1 < <(stat_of "$SD")
-timeout 5 "$ROOT/tools/ustack-stat" -n "ucp-s-$$" -s -a >"$OUT/stats" 2>&1
+[ -n "$SD" ] && read -r sf1 st1 < <(stat_of "$SD")
+[ -n "$SD" ] && timeout 5 "$ROOT/tools/ustack-stat" -n "ucp-s-$$" -s -a >"$OUT/stats" 2>&1
 cleanup
 else
 # Client mode: nginx on the kernel in S, ab under ustack in C as a job of uclient.py.
@@ -171,6 +200,9 @@ case $MODE in
         set -- $(ab_argv "$N")
         perf record -a -F 999 -o "$OUT/perf.all" 2>"$OUT/perf.all.err" & TRACERS="$!"
         sleep 1 ;;
+    wire) # shellcheck disable=SC2046
+        set -- $(ab_argv "$N")
+        wire_start "$NS_S" cps ;;
     strace) # shellcheck disable=SC2046
         set -- env -u LD_PRELOAD strace -c -f -o "$OUT/strace.ab" -E "LD_PRELOAD=$LIB" $(ab_argv "$N")
         strace -c -f -o "$OUT/strace.sd" -p "$SD" 2>/dev/null & TRACERS="$!"
@@ -183,6 +215,7 @@ case $MODE in
 esac
 read -r sf0 st0 < <(stat_of "$SD")
 job run "$@"
+[ "$MODE" = wire ] && sleep 1 # the capture's last frames
 read -r sf1 st1 < <(stat_of "$SD")
 cp "$OUT/run/out" "$OUT/ab.out"
 timeout 5 "$ROOT/tools/ustack-stat" -n "ucp-c-$$" -s -a >"$OUT/stats" 2>&1
@@ -194,15 +227,27 @@ fi
 done_n=$(sed -n 's/^Complete requests: *//p' "$OUT/ab.out")
 failed=$(sed -n 's/^Failed requests: *//p' "$OUT/ab.out")
 rate=$(sed -n 's/^Requests per second: *\([0-9.]*\).*/\1/p' "$OUT/ab.out")
-echo "ab -n $N -c 100 $KA: ${done_n:-?} complete, ${failed:-?} failed, ${rate:-?} req/s ($SIDE, $MODE)"
+WHO=$SIDE
+[ "$KERNEL" = 1 ] && WHO="server, kernel"
+echo "ab -n $N -c 100 $KA: ${done_n:-?} complete, ${failed:-?} failed, ${rate:-?} req/s ($WHO, $MODE)"
 PROG=nginx\ worker PF=wk
 [ "$SIDE" = client ] && PROG=ab PF=ab
 if [ -n "$done_n" ] && [ "$done_n" -gt 0 ]; then
     awk -v n="$done_n" -v p="$PROG" -v wf=$((wf1 - wf0)) -v wt=$((wt1 - wt0)) -v sf=$((sf1 - sf0)) -v st=$((st1 - st0)) 'BEGIN {
         printf "%-13s %.2f page faults, %.0f us CPU per request\n", p ":", wf / n, wt * 10000 / n
-        printf "ustackd:      %.2f page faults, %.0f us CPU per request\n", sf / n, st * 10000 / n }'
+        if (st || sf) printf "ustackd:      %.2f page faults, %.0f us CPU per request\n", sf / n, st * 10000 / n }'
 fi
-grep -E '^(shm_attach_cancelled|shm_efd_writes|shm_efd_fail) ' "$OUT/stats"
+[ -f "$OUT/stats" ] && grep -E '^(shm_attach_cancelled|shm_efd_writes|shm_efd_fail) ' "$OUT/stats"
+if [ "$MODE" = wire ]; then
+    echo "frames per request on the wire, by TCP flags (tcpdump of the kernel side's veth):"
+    tcpdump -r "$OUT/wire.pcap" -nn tcp 2>/dev/null | awk -v s="$IP_S." -v n="${done_n:-1}" '
+        { dir = index($3, s) == 1 ? "server -> client" : "client -> server"
+          f = $0; sub(/.*Flags \[/, "", f); sub(/\].*/, "", f)
+          len = $0; sub(/.*length /, "", len)
+          k = dir " [" f "]" (len + 0 > 0 ? " data" : ""); c[k]++; t[dir]++ }
+        END { for (k in c) printf "  %-30s %.3f\n", k, c[k] / n
+              for (d in t) printf "  %-30s %.3f\n", d " total", t[d] / n }' | sort
+fi
 if [ "$MODE" = strace ]; then
     for f in $PF sd; do
         echo "system calls per request, $( [ "$f" = sd ] && echo ustackd || echo "$PROG"):"

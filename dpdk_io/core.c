@@ -364,6 +364,12 @@ static void on_event(void *ctx, int sd, void *user, uint32_t events)
         c->s->sc.app.event(c->s->sc.app.ctx, c, sd, user, events);
 }
 
+static int on_idle(void *ctx, int sd, void *user)
+{
+    struct dio_core *c = ctx;
+    return c->s->sc.app.idle(c->s->sc.app.ctx, c, sd, user);
+}
+
 /* ---- Idle ----------------------------------------------------------------------------- */
 
 /* Sleeps until a frame (RX interrupt, or the RX queue's socket polling readable, where the
@@ -522,6 +528,7 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     }
     cfg.ev_ctx = c;
     cfg.on_event = on_event;
+    cfg.app_idle = c->s->sc.app.idle ? on_idle : NULL;
     if (s->sc.ncores > 1) {
         cfg.port_ctx = c;
         cfg.port_ok = port_ok;

@@ -43,6 +43,10 @@ struct dio_app {
     unsigned (*poll)(void *ctx, struct dio_core *c, stk_time_t now);
     /* A socket's readiness may have changed (the engine's on_event). */
     void (*event)(void *ctx, struct dio_core *c, int sd, void *user, uint32_t events);
+    /* Optional (the engine's app_idle): 1 when the application holds nothing unread and
+     * nothing unsent on the socket, so that it may be waiting for the peer; 2 when it is
+     * also waiting to read; 0 otherwise. */
+    int (*idle)(void *ctx, struct dio_core *c, int sd, void *user);
     /* The stack is stopping: close what is open (the engine keeps running briefly so that
      * FINs and RSTs go out). */
     void (*fini)(void *ctx, struct dio_core *c, stk_time_t now);

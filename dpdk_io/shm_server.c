@@ -1926,6 +1926,22 @@ static void reg_event(struct dio_shm *srv, struct dio_core *c, int sd, uint32_t 
     mark_dirty(sc, i);
 }
 
+/* The engine's app_idle for slot i: the app has read everything we gave it and written
+ * nothing we have not taken (1), and a thread of it sleeps in a read or polls for input
+ * (2). A slot that is no longer this socket's says 2 (the ACK goes). */
+static int reg_idle(struct dio_shm *srv, struct dio_core *c, int sd, uint32_t i)
+{
+    struct srv_core *sc = core_of(srv, c);
+    if (!sc || !sc->ss || i >= srv->nsocks || sc->ss[i].sd != sd)
+        return 2;
+    struct shm_sock *s = sock_at(sc, i);
+    if (shm_ring_used(&s->rx, srv->ring) || shm_ring_used(&s->tx, srv->ring))
+        return 0;
+    bool waits =
+        atomic_load_explicit(&s->waiters, RLX) || (atomic_load_explicit(&s->armed, RLX) & POLLIN);
+    return waits ? 2 : 1;
+}
+
 static unsigned reg_poll(struct dio_shm *srv, struct dio_core *c, stk_time_t now)
 {
     struct srv_core *sc = core_of(srv, c);
@@ -2171,6 +2187,22 @@ static void set_event(void *ctx, struct dio_core *c, int sd, void *user, uint32_
     reg_event(k->reg[r], c, sd, (uint32_t)((u & 0xffffffffu) >> 1));
 }
 
+static int set_idle(void *ctx, struct dio_core *c, int sd, void *user)
+{
+    struct dio_shmset *set = ctx;
+    if (!dio_shm_owns(user)) {
+        if (set->has_other && set->other.idle)
+            return set->other.idle(set->other.ctx, c, sd, user);
+        return 2;
+    }
+    struct set_core *k = set_core_of(set, c);
+    uintptr_t u = (uintptr_t)user;
+    uintptr_t r = u >> 32;
+    if (!k || r >= DIO_SHM_MAX_REGIONS || !k->reg[r])
+        return 2;
+    return reg_idle(k->reg[r], c, sd, (uint32_t)((u & 0xffffffffu) >> 1));
+}
+
 static unsigned set_poll(void *ctx, struct dio_core *c, stk_time_t now)
 {
     struct dio_shmset *set = ctx;
@@ -2225,6 +2257,7 @@ struct dio_app dio_shmset_app(struct dio_shmset *set)
                         .init = set_init,
                         .poll = set_poll,
                         .event = set_event,
+                        .idle = set_idle,
                         .fini = set_fini,
                         .sleep_prepare = set_sleep_prepare,
                         .sleep_done = set_sleep_done};

@@ -40,6 +40,17 @@ struct stk_seg {
     struct stk_rs_range sack[4];
 };
 
+/* The looks at an application while an ACK is owed (stk__ack_owe): the first
+ * STK_OWED_FAST_LOOKS STK_OWED_FAST_US apart (a FIFO in struct stk_tcp, polled by
+ * stk__tcp_poll), then one per tick of the timer wheel (t_delack, STK_OWED_CHECK_US). The
+ * ACK goes at the first look that finds the application waiting to read, or at the second
+ * idle look in a row (an application between reading a request and writing its reply is
+ * idle for a moment, but not for two looks). */
+#define STK_OWED_FAST_US    100u
+#define STK_OWED_FAST_LOOKS 4u
+#define STK_OWED_CHECK_US   1000u
+#define STK_OWED_Q          1024u /* FIFO entries; when full, the wheel's looks only */
+
 /* Control-block flags. */
 enum {
     TF_NODELAY = 1u << 0,
@@ -161,6 +172,13 @@ struct stk_tcb {
     struct stk_rangeset ooo;
     struct stk_rs_range last_ooo;
     uint32_t delack_segs;
+    /* An ACK owed (stk__ack_owe: an opened window, or a FIN's ACK): it rides on our next
+     * segment, or goes once the application is seen waiting to read, or idle at two looks
+     * in a row (cfg.app_idle), or at owed_until. 0: none owed; 1: owed; 2: owed, and the
+     * application looked idle at the last look. */
+    uint8_t owed;
+    uint8_t owed_looks; /* looks from the FIFO so far */
+    stk_time_t owed_until;
 
     /* Buffers, allocated when the connection is established. */
     struct stk_ring sndbuf, rcvbuf;
@@ -220,7 +238,16 @@ struct stk_tcp {
     /* RFC 5961 challenge ACK limit: a budget refilled each second. */
     stk_time_t chal_window;
     uint32_t chal_count, chal_budget;
+    /* The next looks at applications owing window updates, in time order (one interval). */
+    struct stk_owed_look {
+        stk_time_t at;
+        int32_t sd;
+    } owed_q[STK_OWED_Q];
+    uint32_t owed_head, owed_len;
 };
+
+void stk__owed_queue(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
+bool stk__ack_owe(struct stk_engine *e, struct stk_tcb *t, stk_time_t now);
 
 /* tcp_conn.c */
 int stk__tcp_create(struct stk_engine *e);

@@ -798,6 +798,73 @@ static bool on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now
     return false;
 }
 
+/* One look at the application of t, which owes an opened window (window_update in
+ * tcp_sock.c): true when the ACK is to go now (the application waits to read, or was idle
+ * at this look and the one before, or the wait is over), false when it may wait. */
+static bool owed_look(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    if (now >= t->owed_until || t->sd < 0 || !e->cfg.app_idle)
+        return true;
+    int idle = e->cfg.app_idle(e->cfg.ev_ctx, t->sd, t->user);
+    if (idle >= 2 || (idle && t->owed == 2))
+        return true;
+    t->owed = idle ? 2 : 1;
+    return false;
+}
+
+/* Makes t's ACK owed rather than sent now (window_update in tcp_sock.c, a FIN in
+ * tcp_in.c): false when the engine cannot look at the application (no app_idle), and the
+ * ACK must go now. The looks: the FIFO's first, then t_delack's. */
+bool stk__ack_owe(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    if (!e->cfg.app_idle || t->sd < 0)
+        return false;
+    if (!t->owed) {
+        t->owed = 1;
+        t->owed_looks = 0;
+        t->owed_until = now + e->cfg.delack_us;
+        stk__owed_queue(e, t, now);
+        if (!t->t_delack || t->t_delack > now + STK_OWED_CHECK_US)
+            t->t_delack = now + STK_OWED_CHECK_US;
+        stk__timer_update(e, t);
+    }
+    return true;
+}
+
+/* The first looks, from a FIFO (all STK_OWED_FAST_US apart, so in time order). */
+void stk__owed_queue(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (tcp->owed_len == STK_OWED_Q || t->owed_looks >= STK_OWED_FAST_LOOKS)
+        return; /* the wheel's looks (t_delack) go on */
+    struct stk_owed_look *l = &tcp->owed_q[(tcp->owed_head + tcp->owed_len) % STK_OWED_Q];
+    l->at = now + STK_OWED_FAST_US;
+    l->sd = t->sd;
+    tcp->owed_len++;
+}
+
+static void owed_poll(struct stk_engine *e, stk_time_t now)
+{
+    struct stk_tcp *tcp = e->tcp;
+    while (tcp->owed_len && tcp->owed_q[tcp->owed_head].at <= now) {
+        int32_t sd = tcp->owed_q[tcp->owed_head].sd;
+        tcp->owed_head = (tcp->owed_head + 1) % STK_OWED_Q;
+        tcp->owed_len--;
+        /* The socket may be gone, or its id another connection's since: then it owes
+         * nothing, or this is one more look at what it owes. */
+        struct stk_tcb *t = (uint32_t)sd < e->cfg.max_socks ? tcp->socks[sd] : NULL;
+        if (!t || !t->owed)
+            continue;
+        t->owed_looks++;
+        if (owed_look(e, t, now)) {
+            t->flags |= TF_ACK_NOW;
+            stk__tcp_output(e, t, now);
+        } else {
+            stk__owed_queue(e, t, now);
+        }
+    }
+}
+
 void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
 {
     struct stk_tcb *t = TCB_OF_NODE(n);
@@ -810,8 +877,12 @@ void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
     }
     if (t->t_delack && t->t_delack <= now) {
         t->t_delack = 0;
-        t->flags |= TF_ACK_NOW;
-        stk__tcp_output(e, t, now);
+        if (t->owed && !owed_look(e, t, now)) {
+            t->t_delack = stk__min64(now + STK_OWED_CHECK_US, t->owed_until);
+        } else {
+            t->flags |= TF_ACK_NOW;
+            stk__tcp_output(e, t, now);
+        }
     }
     if (t->t_cork && t->t_cork <= now) {
         /* Linux releases corked data after 200 ms; so do we. */
@@ -836,14 +907,15 @@ void stk__tcp_timer_fire(struct stk_engine *e, struct stk_wheel_node *n)
 
 void stk__tcp_poll(struct stk_engine *e, stk_time_t now)
 {
-    (void)now;
+    owed_poll(e, now);
     stk__flush_events(e);
 }
 
 stk_time_t stk__tcp_next_timer(const struct stk_engine *e)
 {
-    (void)e;
-    return UINT64_MAX; /* every TCP timer lives on the wheel */
+    /* Every other TCP timer lives on the wheel. */
+    const struct stk_tcp *tcp = e->tcp;
+    return tcp->owed_len ? tcp->owed_q[tcp->owed_head].at : UINT64_MAX;
 }
 
 /* ---- Events and teardown --------------------------------------------------------------- */

@@ -283,7 +283,12 @@ static void process_fin(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
     if (!(t->flags & TF_RCV_FIN) || t->rcv_nxt != t->rcv_fin_seq)
         return;
     t->rcv_nxt++;
-    t->flags |= TF_ACK_NOW;
+    /* In ESTABLISHED the FIN's ACK may ride on the application's reply or its own FIN, as
+     * Linux's does (a FIN puts it in pingpong mode, its ACKs delayed): with a connection per
+     * request, the client's ACK of the response's FIN was one frame in nine. Owed, it goes
+     * when the application waits to read or idles (stk__ack_owe). */
+    if (t->state != STK_TCP_ESTABLISHED || (t->flags & TF_ACK_NOW) || !stk__ack_owe(e, t, now))
+        t->flags |= TF_ACK_NOW;
     switch (t->state) {
     case STK_TCP_SYN_RECEIVED:
     case STK_TCP_ESTABLISHED:

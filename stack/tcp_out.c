@@ -271,6 +271,7 @@ static int xmit_done(struct stk_engine *e, struct stk_tcb *t, uint8_t th_flags, 
         t->flags &= ~TF_ACK_NOW;
         t->t_delack = 0;
         t->delack_segs = 0;
+        t->owed = 0;
     }
     t->last_send = now;
     return rc;

@@ -407,17 +407,31 @@ static bool read_side_done(const struct stk_tcb *t)
 }
 
 /* The window may have grown enough to be worth announcing (the receiver half of SWS
- * avoidance, RFC 1122 4.2.3.3): do so at once rather than wait for the peer to probe. */
+ * avoidance, RFC 1122 4.2.3.3). At once when what the peer may still send is under two full
+ * segments, or when the engine cannot see the application (no cfg.app_idle).
+ *
+ * Otherwise the peer is not held back by our window: what it sends of the window left draws
+ * our ACKs, which carry the new edge. So the update is owed (t->owed) and rides on the next
+ * segment we send, typically a request's reply. With a connection per request, the pure
+ * ACK that each first read used to draw (the window growing past the SYN's unscaled
+ * 64 KiB) was one frame in eight. A peer may still be waiting for an ACK, though: one
+ * whose Nagle holds its next small write until its first is acknowledged (Linux's
+ * quick ACKs at a connection's start spare it that wait). So the engine looks now and
+ * then (STK_OWED_FAST_US, STK_OWED_CHECK_US) whether the application has taken everything
+ * and sent nothing (cfg.app_idle); seen so twice in a row, or at the delayed-ACK time, the
+ * ACK goes. */
 static void window_update(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     if (!stk__state_can_recv(t->state))
         return;
     uint32_t cur = stk__seq_gt(t->rcv_adv, t->rcv_nxt) ? t->rcv_adv - t->rcv_nxt : 0;
     uint32_t win = stk__rcv_window(t);
-    if (win > cur && win - cur >= stk__min32(t->rcvbuf_size / 2, 2u * t->rcv_mss)) {
-        t->flags |= TF_ACK_NOW;
-        stk__tcp_output(e, t, now);
-    }
+    if (win <= cur || win - cur < stk__min32(t->rcvbuf_size / 2, 2u * t->rcv_mss))
+        return;
+    if (cur >= 2u * t->rcv_mss && stk__ack_owe(e, t, now))
+        return;
+    t->flags |= TF_ACK_NOW;
+    stk__tcp_output(e, t, now);
 }
 
 uint32_t stk__rcvbuf_ceiling(const struct stk_engine *e, const struct stk_tcb *t)

@@ -1508,6 +1508,180 @@ START_TEST(sndbuf_autotune_off_with_so_sndbuf)
 }
 END_TEST
 
+/* A read that opens the window announces it at once only when the peer has less than two
+ * full segments of window left, or when the engine cannot see the application (no
+ * app_idle, as in the other tests here). With more, the peer is not held back: the update
+ * rides on our next segment (a request's reply), or goes in an ACK once the application
+ * has looked idle (nothing unread, nothing unsent) at two checks in a row, or at the
+ * delayed-ACK time. */
+static int app_idle_answer; /* what the application's state says: 1 idle, 0 busy */
+static int app_idle_calls;
+
+static int app_idle_fake(void *ctx, int sd, void *user)
+{
+    (void)ctx, (void)sd, (void)user;
+    app_idle_calls++;
+    return app_idle_answer;
+}
+
+static struct th *owed_open(int idle)
+{
+    struct stk_config c = base_cfg(); /* a 128 KiB buffer; the SYN-ACK offered 64 KiB */
+    c.app_idle = app_idle_fake;
+    app_idle_answer = idle;
+    app_idle_calls = 0;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &FULL);
+    uint32_t at = h->pseq;
+    peer_send(h, F_ACK | F_PSH, 100);
+    EQ(app_read_all(h, &at), 100);
+    EXPECT_NONE(h); /* no pure ACK for the first read (it used to draw one) */
+    return h;
+}
+
+START_TEST(window_update_waits_while_open)
+{
+    /* The application replies: the reply carries the opened window, no pure ACK. */
+    struct th *h = owed_open(0);
+    nodelay(h);
+    advance_by(h, 2 * MS);
+    EXPECT_NONE(h);
+    REQUIRE(app_idle_calls >= 2, "checked %d times", app_idle_calls);
+    EQI(app_send(h, 200, 0), 200);
+    const struct pkt_info *p = EXPECT(h, F_ACK, h->pack, h->pseq, 200);
+    EQ(p->window, 131072 >> 2);
+    h->pack += 200;
+    peer_ack(h);
+    int calls = app_idle_calls;
+    advance_by(h, 50 * MS);
+    EXPECT_NONE(h);
+    EQ(app_idle_calls, calls); /* nothing owed any more: no more checks */
+    th_free(h);
+
+    /* The application keeps the bytes (busy, or not reading): the ACK at the delayed-ACK
+     * time of the first read. */
+    h = owed_open(0);
+    advance_by(h, 39 * MS);
+    EXPECT_NONE(h);
+    advance_by(h, 1 * MS);
+    p = EXPECT_ACK(h);
+    EQ(p->window, 131072 >> 2);
+    th_free(h);
+}
+END_TEST
+
+/* The application took the bytes and waits (a peer whose Nagle holds its next write for our
+ * ACK). Seen waiting to read (2): the ACK at the first look, 100 us after the read. */
+START_TEST(window_update_when_app_waits)
+{
+    struct th *h = owed_open(2);
+    advance_by(h, 90);
+    EXPECT_NONE(h);
+    EQ(app_idle_calls, 0);
+    advance_by(h, 20);
+    const struct pkt_info *p = EXPECT_ACK(h);
+    EQ(p->window, 131072 >> 2);
+    EQ(app_idle_calls, 1);
+    th_free(h);
+
+    /* Idle, not seen waiting (an edge-triggered epoll): the ACK at the second idle look in
+     * a row (200 us). */
+    h = owed_open(1);
+    advance_by(h, 150);
+    EXPECT_NONE(h);
+    EQ(app_idle_calls, 1);
+    advance_by(h, 60);
+    p = EXPECT_ACK(h);
+    EQ(p->window, 131072 >> 2);
+    EQ(app_idle_calls, 2);
+    th_free(h);
+
+    /* Busy at the first look, idle at the next two: the ACK at the third (300 us). */
+    h = owed_open(0);
+    advance_by(h, 150);
+    EQ(app_idle_calls, 1);
+    app_idle_answer = 1;
+    advance_by(h, 100);
+    EXPECT_NONE(h);
+    EQ(app_idle_calls, 2);
+    advance_by(h, 100);
+    EXPECT_ACK(h);
+    EQ(app_idle_calls, 3);
+    th_free(h);
+
+    /* Busy past the first looks: then one look per millisecond (the wheel's t_delack). */
+    h = owed_open(0);
+    advance_by(h, 5 * MS);
+    EXPECT_NONE(h);
+    int calls = app_idle_calls;
+    REQUIRE(calls >= 4 + 3 && calls <= 4 + 6, "looked %d times in 5 ms", calls);
+    app_idle_answer = 1;
+    advance_by(h, 1 * MS);
+    EXPECT_NONE(h);
+    advance_by(h, 1 * MS);
+    EXPECT_ACK(h);
+    th_free(h);
+}
+END_TEST
+
+/* A FIN in ESTABLISHED: its ACK is owed as Linux delays it (pingpong), and rides on our own
+ * FIN when the application closes; an application seen waiting gets it sent at the first
+ * look. Without app_idle (the other tests) it goes at once. */
+START_TEST(fin_ack_rides_on_our_fin)
+{
+    struct stk_config c = base_cfg();
+    c.app_idle = app_idle_fake;
+    app_idle_answer = 0;
+    app_idle_calls = 0;
+    struct th *h = th_new_cfg(&c);
+    passive_open(h, &FULL);
+    uint32_t at = h->pseq;
+    peer_send(h, F_ACK | F_PSH | F_FIN, 100); /* a reply and its FIN, as a server closes */
+    EXPECT_NONE(h);
+    EQ(state_of(h, h->sd), STK_TCP_CLOSE_WAIT);
+    EQ(app_read_all(h, &at), 100);
+    EXPECT_NONE(h);
+    advance_by(h, 50);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_ACK | F_FIN, h->pack, h->pseq, 0); /* the FIN carries the FIN's ACK */
+    EXPECT_NONE(h);
+    th_free(h);
+
+    /* The application waits to read (2): the ACK at the first look. */
+    h = th_new_cfg(&c);
+    app_idle_answer = 2;
+    passive_open(h, &FULL);
+    peer_send(h, F_ACK | F_FIN, 0);
+    EXPECT_NONE(h);
+    advance_by(h, 110);
+    EXPECT_ACK(h);
+    th_free(h);
+
+    /* Out of order FIN (data missing): its duplicate ACK goes at once, as before. */
+    h = th_new_cfg(&c);
+    app_idle_answer = 0;
+    passive_open(h, &FULL);
+    uint32_t r = h->pseq;
+    h->pseq = r + 100;
+    peer_send(h, F_ACK | F_FIN, 0);
+    EXPECT(h, F_ACK, h->pack, r, 0);
+    th_free(h);
+}
+END_TEST
+
+START_TEST(window_update_at_once_when_nearly_closed)
+{
+    struct th *h = autotune_setup(16384, 16384); /* no window scale, no autotuning */
+    passive_open(h, &FULL);
+    uint32_t at = h->pseq;
+    peer_stream(h, 16384 - 1000); /* 1000 bytes of window left */
+    EQ(app_read_all(h, &at), 16384 - 1000);
+    const struct pkt_info *p = EXPECT_ACK(h); /* at once */
+    EQ(p->window, 16384);
+    th_free(h);
+}
+END_TEST
+
 /* SO_RCVBUF/SO_SNDBUF on an established connection: a larger size takes effect at once
  * (the window opens, more can be written), a smaller one is kept for later, and either ends
  * autotuning (Linux's SOCK_*BUF_LOCK). */
@@ -1519,7 +1693,7 @@ START_TEST(so_bufs_on_connection)
     struct th *h = th_new_cfg(&c);
     passive_open(h, &FULL);
     EQ(stk_setopt(h->e, h->now, h->sd, STK_SO_RCVBUF, 262144), 0);
-    const struct pkt_info *p = EXPECT_ACK(h); /* the window update */
+    const struct pkt_info *p = EXPECT_ACK(h); /* the window update (no app_idle: at once) */
     EQ(p->window, 262144 >> 5);
     int v = 0;
     EQ(stk_getopt(h->e, h->sd, STK_SO_RCVBUF, &v), 0);
@@ -3781,6 +3955,10 @@ int main(void)
     tcase_add_test(tc, sndbuf_autotune_grows);
     tcase_add_test(tc, sndbuf_autotune_off_with_so_sndbuf);
     tcase_add_test(tc, so_bufs_on_connection);
+    tcase_add_test(tc, window_update_waits_while_open);
+    tcase_add_test(tc, window_update_when_app_waits);
+    tcase_add_test(tc, fin_ack_rides_on_our_fin);
+    tcase_add_test(tc, window_update_at_once_when_nearly_closed);
     tc = tcase(s, "burst");
     tcase_add_test(tc, burst_one_ack_per_connection);
     tcase_add_test(tc, burst_ack_stretch_bound);
