@@ -107,8 +107,8 @@ struct stk_config {
     /* Optional: has the application taken every byte delivered on socket sd and given none
      * to send, so that it may be waiting for the peer? 0: no; 1: yes; 2: yes, and it is
      * waiting to read (a thread blocked in a read, or a poll for input, on it). Asked while
-     * an opened window is held back (see window_update in tcp_sock.c). NULL: the engine
-     * cannot tell, and announces such a window at once. */
+     * an ACK is held back (an opened window, or a FIN's: stk__ack_owe in tcp_conn.c). NULL:
+     * the engine cannot tell, and sends such ACKs at once. */
     int (*app_idle)(void *ev_ctx, int sd, void *user);
 
     /* For active opens: may this local port be used for that 4-tuple (e.g. does its return

@@ -238,7 +238,8 @@ struct stk_tcp {
     /* RFC 5961 challenge ACK limit: a budget refilled each second. */
     stk_time_t chal_window;
     uint32_t chal_count, chal_budget;
-    /* The next looks at applications owing window updates, in time order (one interval). */
+    /* The next looks at the applications of connections owing an ACK (stk__ack_owe), in
+     * time order (one interval). */
     struct stk_owed_look {
         stk_time_t at;
         int32_t sd;

@@ -798,9 +798,9 @@ static bool on_keepalive(struct stk_engine *e, struct stk_tcb *t, stk_time_t now
     return false;
 }
 
-/* One look at the application of t, which owes an opened window (window_update in
- * tcp_sock.c): true when the ACK is to go now (the application waits to read, or was idle
- * at this look and the one before, or the wait is over), false when it may wait. */
+/* One look at the application of t, which owes an ACK (stk__ack_owe): true when the ACK is
+ * to go now (the application waits to read, or was idle at this look and the one before,
+ * or the wait is over), false when it may wait. */
 static bool owed_look(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     if (now >= t->owed_until || t->sd < 0 || !e->cfg.app_idle)
