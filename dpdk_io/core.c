@@ -528,7 +528,7 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     }
     cfg.ev_ctx = c;
     cfg.on_event = on_event;
-    cfg.app_idle = c->s->sc.app.idle ? on_idle : NULL;
+    cfg.app_idle = k->ack_piggyback && s->sc.app.idle ? on_idle : NULL;
     if (s->sc.ncores > 1) {
         cfg.port_ctx = c;
         cfg.port_ok = port_ok;

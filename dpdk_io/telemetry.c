@@ -202,6 +202,7 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     rte_tel_data_add_dict_u64(d, "USTACK_IDLE_SLEEP_US", c->idle_sleep_us);
     rte_tel_data_add_dict_u64(d, "USTACK_IDLE_YIELD", c->idle_yield);
     rte_tel_data_add_dict_u64(d, "USTACK_TX_FLUSH_US", c->tx_flush_us);
+    rte_tel_data_add_dict_u64(d, "USTACK_ACK_PIGGYBACK", c->ack_piggyback);
     /* The engine's effective sizes (0 in the configuration is its default). */
     uint64_t sbuf = pow2_at_least(c->sndbuf ? c->sndbuf : STK_BUF_DEFAULT);
     uint64_t rbuf = pow2_at_least(c->rcvbuf ? c->rcvbuf : STK_BUF_DEFAULT);

@@ -108,6 +108,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(IDLE_SLEEP, "USTACK_IDLE_SLEEP_US", parse_uint, FIELD(idle_sleep_us), 10, 100000)            \
     X(IDLE_YIELD, "USTACK_IDLE_YIELD", parse_uint, FIELD(idle_yield), 0, 1)                        \
     X(TX_FLUSH, "USTACK_TX_FLUSH_US", parse_uint, FIELD(tx_flush_us), 0, 1000)                     \
+    X(ACK_PIGGYBACK, "USTACK_ACK_PIGGYBACK", parse_uint, FIELD(ack_piggyback), 0, 1)               \
     X(SNDBUF, "USTACK_SNDBUF", parse_bytes, FIELD(sndbuf), 4096, 64u << 20)                        \
     X(RCVBUF, "USTACK_RCVBUF", parse_bytes, FIELD(rcvbuf), 4096, 64u << 20)                        \
     X(RCVBUF_MAX, "USTACK_RCVBUF_MAX", parse_bytes, FIELD(rcvbuf_max), 4096, 64u << 20)            \
@@ -951,6 +952,7 @@ static void defaults(struct ctx *x)
     c->idle_sleep_us = 2000;
     c->idle_yield = 1;
     c->tx_flush_us = 0;
+    c->ack_piggyback = 1;
     c->cc = 0;
     c->mbufs = 16384;
     c->huge = -1;

@@ -697,6 +697,13 @@ START_TEST(idle_and_flush)
     BAD("USTACK_IDLE_SLEEP_US", "1ms", "not a decimal number");
     BAD("USTACK_TX_FLUSH_US", "1001", "out of range (expected 0..1000)");
     BAD("USTACK_TX_FLUSH_US", "00", "not a decimal number");
+    ck_assert_uint_eq(c.ack_piggyback, 1);
+    OK("USTACK_ACK_PIGGYBACK", "0");
+    ck_assert_uint_eq(c.ack_piggyback, 0);
+    OK("USTACK_ACK_PIGGYBACK", "1");
+    ck_assert_uint_eq(c.ack_piggyback, 1);
+    BAD("USTACK_ACK_PIGGYBACK", "2", "out of range (expected 0..1)");
+    BAD("USTACK_ACK_PIGGYBACK", "on", "not a decimal number");
 }
 END_TEST
 
@@ -844,6 +851,7 @@ START_TEST(empty_values)
                            "USTACK_IDLE_SLEEP_US",
                            "USTACK_IDLE_YIELD",
                            "USTACK_TX_FLUSH_US",
+                           "USTACK_ACK_PIGGYBACK",
                            "USTACK_SNDBUF",
                            "USTACK_RCVBUF",
                            "USTACK_RCVBUF_MAX",
