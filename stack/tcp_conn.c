@@ -827,6 +827,11 @@ bool stk__ack_owe(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
         if (!t->t_delack || t->t_delack > now + STK_OWED_CHECK_US)
             t->t_delack = now + STK_OWED_CHECK_US;
         stk__timer_update(e, t);
+    } else if (t->owed_looks >= STK_OWED_FAST_LOOKS) {
+        /* Owed for a while already (its deadline stays): news from the peer, so quick looks
+         * again. */
+        t->owed_looks = 0;
+        stk__owed_queue(e, t, now);
     }
     return true;
 }

@@ -362,8 +362,15 @@ static void receive_data(struct stk_engine *e, struct stk_tcb *t, uint32_t seq, 
                 stk__ack_defer(e, t);
             else
                 t->flags |= TF_ACK_NOW;
-        } else if (!t->t_delack)
-            t->t_delack = now + e->cfg.delack_us;
+        } else {
+            if (!t->t_delack)
+                t->t_delack = now + e->cfg.delack_us;
+            /* Looked after too (stk__ack_owe): an application that took the bytes and waits
+             * for more gets the ACK at once, for a peer whose Nagle may hold its next small
+             * segment until then (Linux ACKs when a read drains a pushed segment, outside
+             * its request/response "pingpong" mode). */
+            stk__ack_owe(e, t, now);
+        }
     } else {
         if (stk__rs_add(&t->ooo, seq, seq + len, STK_OOO_MAX)) {
             e->ctr.tcp_drop_ooo_full++;

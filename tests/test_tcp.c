@@ -1524,7 +1524,8 @@ static int app_idle_fake(void *ctx, int sd, void *user)
     return app_idle_answer;
 }
 
-static struct th *owed_open(int idle)
+/* An accepted connection of an engine with app_idle, whose application answers idle. */
+static struct th *idle_open(int idle)
 {
     struct stk_config c = base_cfg(); /* a 128 KiB buffer; the SYN-ACK offered 64 KiB */
     c.app_idle = app_idle_fake;
@@ -1532,6 +1533,13 @@ static struct th *owed_open(int idle)
     app_idle_calls = 0;
     struct th *h = th_new_cfg(&c);
     passive_open(h, &FULL);
+    return h;
+}
+
+/* The same after the first read (100 bytes): its opened window owed. */
+static struct th *owed_open(int idle)
+{
+    struct th *h = idle_open(idle);
     uint32_t at = h->pseq;
     peer_send(h, F_ACK | F_PSH, 100);
     EQ(app_read_all(h, &at), 100);
@@ -1629,12 +1637,7 @@ END_TEST
  * look. Without app_idle (the other tests) it goes at once. */
 START_TEST(fin_ack_rides_on_our_fin)
 {
-    struct stk_config c = base_cfg();
-    c.app_idle = app_idle_fake;
-    app_idle_answer = 0;
-    app_idle_calls = 0;
-    struct th *h = th_new_cfg(&c);
-    passive_open(h, &FULL);
+    struct th *h = idle_open(0);
     uint32_t at = h->pseq;
     peer_send(h, F_ACK | F_PSH | F_FIN, 100); /* a reply and its FIN, as a server closes */
     EXPECT_NONE(h);
@@ -1648,9 +1651,7 @@ START_TEST(fin_ack_rides_on_our_fin)
     th_free(h);
 
     /* The application waits to read (2): the ACK at the first look. */
-    h = th_new_cfg(&c);
-    app_idle_answer = 2;
-    passive_open(h, &FULL);
+    h = idle_open(2);
     peer_send(h, F_ACK | F_FIN, 0);
     EXPECT_NONE(h);
     advance_by(h, 110);
@@ -1658,13 +1659,56 @@ START_TEST(fin_ack_rides_on_our_fin)
     th_free(h);
 
     /* Out of order FIN (data missing): its duplicate ACK goes at once, as before. */
-    h = th_new_cfg(&c);
-    app_idle_answer = 0;
-    passive_open(h, &FULL);
+    h = idle_open(0);
     uint32_t r = h->pseq;
     h->pseq = r + 100;
     peer_send(h, F_ACK | F_FIN, 0);
     EXPECT(h, F_ACK, h->pack, r, 0);
+    th_free(h);
+}
+END_TEST
+
+/* A lone small segment on an open window (the delayed-ACK case): an application seen waiting
+ * for more gets the ACK at the first look (a peer's Nagle may hold its next segment for it:
+ * headers, then a small body); a busy one leaves it to the delayed-ACK time. */
+START_TEST(delack_when_app_waits)
+{
+    struct th *h = idle_open(1);
+    uint32_t at = h->pseq;
+    peer_send(h, F_ACK | F_PSH, 100);
+    EQ(app_read_all(h, &at), 100);
+    advance_by(h, 1 * MS); /* the first read's owed window: idle twice, then sent */
+    EXPECT_ACK(h);
+    app_idle_answer = 2;
+    app_idle_calls = 0;
+    peer_send(h, F_ACK | F_PSH, 111); /* response headers; the body waits for this ACK */
+    EXPECT_NONE(h);
+    EQ(app_read_all(h, &at), 111);
+    advance_by(h, 90);
+    EXPECT_NONE(h);
+    advance_by(h, 20);
+    EXPECT_ACK(h);
+    EQ(app_idle_calls, 1);
+
+    app_idle_answer = 0; /* not taken yet: the delayed ACK, 40 ms */
+    peer_send(h, F_ACK | F_PSH, 50);
+    advance_by(h, 20 * MS);
+    EXPECT_NONE(h);
+    /* News while owed (the quick looks spent): quick looks again; seen waiting now. */
+    app_idle_answer = 2;
+    app_idle_calls = 0;
+    peer_send(h, F_ACK | F_PSH, 50);
+    EXPECT_NONE(h);
+    advance_by(h, 110);
+    EXPECT_ACK(h);
+    EQ(app_idle_calls, 1);
+
+    app_idle_answer = 0;
+    peer_send(h, F_ACK | F_PSH, 50);
+    advance_by(h, 39 * MS);
+    EXPECT_NONE(h);
+    advance_by(h, 2 * MS); /* 40 ms, rounded up to the wheel's tick */
+    EXPECT_ACK(h);
     th_free(h);
 }
 END_TEST
@@ -3958,6 +4002,7 @@ int main(void)
     tcase_add_test(tc, window_update_waits_while_open);
     tcase_add_test(tc, window_update_when_app_waits);
     tcase_add_test(tc, fin_ack_rides_on_our_fin);
+    tcase_add_test(tc, delack_when_app_waits);
     tcase_add_test(tc, window_update_at_once_when_nearly_closed);
     tc = tcase(s, "burst");
     tcase_add_test(tc, burst_one_ack_per_connection);
