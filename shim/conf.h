@@ -68,8 +68,9 @@ struct shim_conf {
                                partial TX burst; default 0 (flush every loop) */
     unsigned ack_piggyback; /* USTACK_ACK_PIGGYBACK 0|1: an ACK the peer does not need at
                                once (the first read's window, a FIN's) waits for our next
-                               segment or the application's wait (stk__ack_owe); 0: sent
-                               at once; default 1 */
+                               segment or the application's wait, and a lone segment's
+                               delayed ACK goes at that wait (stk__ack_owe); 0: neither
+                               (the engine gets no app_idle); default 1 */
     unsigned sndbuf;        /* USTACK_SNDBUF bytes 4096..64 MiB, or with a K/M suffix
                                (x1024, x1048576); 0 = engine default */
     unsigned rcvbuf;        /* USTACK_RCVBUF likewise; 0 = engine default */

@@ -417,9 +417,9 @@ static bool read_side_done(const struct stk_tcb *t)
  * 64 KiB) was one frame in eight. A peer may still be waiting for an ACK, though: one
  * whose Nagle holds its next small write until its first is acknowledged (Linux's
  * quick ACKs at a connection's start spare it that wait). So the engine looks now and
- * then (STK_OWED_FAST_US, STK_OWED_CHECK_US) whether the application has taken everything
- * and sent nothing (cfg.app_idle); seen so twice in a row, or at the delayed-ACK time, the
- * ACK goes. */
+ * then (STK_OWED_FAST_US, STK_OWED_CHECK_US) at the application (cfg.app_idle): the ACK
+ * goes when it waits to read, or has taken everything and sent nothing at two looks in a
+ * row, or at the delayed-ACK time (stk__ack_owe, owed_look in tcp_conn.c). */
 static void window_update(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
 {
     if (!stk__state_can_recv(t->state))
