@@ -2171,6 +2171,20 @@ static int set_init(void *ctx, struct dio_core *c, stk_time_t now)
     return 0;
 }
 
+/* The region of one of our engine user pointers (tag()) on core c, and its slot; NULL for
+ * a region this core no longer serves. */
+static struct dio_shm *set_reg_of(struct dio_shmset *set, struct dio_core *c, void *user,
+                                  uint32_t *slot)
+{
+    struct set_core *k = set_core_of(set, c);
+    uintptr_t u = (uintptr_t)user;
+    uintptr_t r = u >> 32;
+    if (!k || r >= DIO_SHM_MAX_REGIONS || !k->reg[r])
+        return NULL;
+    *slot = (uint32_t)((u & 0xffffffffu) >> 1);
+    return k->reg[r];
+}
+
 static void set_event(void *ctx, struct dio_core *c, int sd, void *user, uint32_t events)
 {
     struct dio_shmset *set = ctx;
@@ -2179,12 +2193,10 @@ static void set_event(void *ctx, struct dio_core *c, int sd, void *user, uint32_
             set->other.event(set->other.ctx, c, sd, user, events);
         return;
     }
-    struct set_core *k = set_core_of(set, c);
-    uintptr_t u = (uintptr_t)user;
-    uintptr_t r = u >> 32;
-    if (!k || r >= DIO_SHM_MAX_REGIONS || !k->reg[r])
-        return; /* a region this core no longer serves */
-    reg_event(k->reg[r], c, sd, (uint32_t)((u & 0xffffffffu) >> 1));
+    uint32_t i;
+    struct dio_shm *srv = set_reg_of(set, c, user, &i);
+    if (srv)
+        reg_event(srv, c, sd, i);
 }
 
 static int set_idle(void *ctx, struct dio_core *c, int sd, void *user)
@@ -2195,12 +2207,9 @@ static int set_idle(void *ctx, struct dio_core *c, int sd, void *user)
             return set->other.idle(set->other.ctx, c, sd, user);
         return 2;
     }
-    struct set_core *k = set_core_of(set, c);
-    uintptr_t u = (uintptr_t)user;
-    uintptr_t r = u >> 32;
-    if (!k || r >= DIO_SHM_MAX_REGIONS || !k->reg[r])
-        return 2;
-    return reg_idle(k->reg[r], c, sd, (uint32_t)((u & 0xffffffffu) >> 1));
+    uint32_t i;
+    struct dio_shm *srv = set_reg_of(set, c, user, &i);
+    return srv ? reg_idle(srv, c, sd, i) : 2; /* a region gone: the ACK goes */
 }
 
 static unsigned set_poll(void *ctx, struct dio_core *c, stk_time_t now)
