@@ -3,7 +3,9 @@
  * cycle (create, start, stop, statistics).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <numa.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +25,7 @@
 #include <rte_thash.h>
 
 #include "dio_int.h"
+#include "log.h"
 
 #define ETH_HLEN      14
 #define ETHERTYPE_IP  0x0800
@@ -514,6 +518,9 @@ static int engine_setup(struct dio_core *c, stk_time_t now)
     cfg.mtu = s->mtu;
     if (getrandom(cfg.secret, sizeof(cfg.secret), 0) != (ssize_t)sizeof(cfg.secret))
         return -EIO;
+    memcpy(cfg.isn_key, s->isn_key, sizeof(cfg.isn_key));
+    cfg.isn_key_set = s->isn_key_set;
+    cfg.clock_off_us = s->clock_off_us;
     cfg.io_ctx = c;
     cfg.tx = dio__tx;
     if (s->tx_ol & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM)
@@ -771,6 +778,68 @@ int dio__core_main(void *arg)
 
 /* ---- Life cycle ----------------------------------------------------------------------- */
 
+/* One attempt at reading the key file: 0, -ENOENT (none yet), or another -errno. */
+static int isn_key_read(const char *path, uint8_t key[16])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int rc = -EPERM; /* not ours, not private, or not 16 bytes: not a key to trust */
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+        (st.st_mode & 077) == 0 && st.st_size == 16)
+        rc = read(fd, key, 16) == 16 ? 0 : -EIO;
+    close(fd);
+    return rc;
+}
+
+int dio_host_isn_key(const char *path, uint8_t key[16])
+{
+    for (int tries = 0; tries < 3; tries++) {
+        int rc = isn_key_read(path, key);
+        if (rc != -ENOENT)
+            return rc;
+        /* None yet: a private file of our own, linked into place, so that a reader never
+         * sees a partial key and, of two instances racing, both use the one linked first. */
+        char tmp[PATH_MAX];
+        if (snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
+            return -ENAMETOOLONG;
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+            return -errno;
+        uint8_t k[16];
+        bool ok = getrandom(k, sizeof(k), 0) == (ssize_t)sizeof(k) &&
+                  write(fd, k, sizeof(k)) == (ssize_t)sizeof(k);
+        ok = close(fd) == 0 && ok;
+        int lerr = ok ? (link(tmp, path) == 0 ? 0 : errno) : EIO;
+        unlink(tmp);
+        if (lerr == 0) {
+            memcpy(key, k, sizeof(k));
+            return 0;
+        }
+        if (lerr != EEXIST)
+            return -lerr;
+    }
+    return -EAGAIN;
+}
+
+/* The key and clock every engine's ISNs and timestamps use (stk_config.isn_key). */
+static void isn_clock_setup(struct dio_stack *s)
+{
+    int rc = dio_host_isn_key(DIO_ISN_KEY_PATH, s->isn_key);
+    s->isn_key_set = rc == 0;
+    if (rc != 0)
+        SHIM_INFO("no host ISN key in %s (%s): this ustackd's ISNs and TCP timestamps do not "
+                  "continue those of ustackd's before it",
+                  DIO_ISN_KEY_PATH, strerror(-rc));
+    struct timespec ts;
+    stk_time_t now = dio_now();
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        uint64_t mono = (uint64_t)ts.tv_sec * STK_US_PER_S + (uint64_t)ts.tv_nsec / 1000;
+        s->clock_off_us = mono > now ? mono - now : 0;
+    }
+}
+
 int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, char *err,
                      size_t errlen)
 {
@@ -787,6 +856,7 @@ int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, ch
     s->sc.conf = &s->conf;
     s->port = sc->port_id;
     pthread_mutex_init(&s->run_lock, NULL);
+    isn_clock_setup(s);
     for (unsigned i = 0; i < sc->ncores; i++) {
         struct dio_core *c = &s->cores[i];
         c->s = s;

@@ -132,6 +132,15 @@ int dio_ring_pair(const char *name, unsigned nq, uint16_t *a, uint16_t *b, char 
 
 /* --- stacks ---------------------------------------------------------------------------- */
 
+/* The host's ISN key (docs/architecture.md "ISNs and timestamps across instances"): 16
+ * random bytes in the file at path (DIO_ISN_KEY_PATH), made by the first ustackd after boot
+ * (/run is emptied at boot) and read by every later one, so that their ISNs and TCP
+ * timestamps continue each other's. The file must be a regular file of 16 bytes, owned by
+ * this user and private to it (mode 0600 or stricter). 0: key read or made; -errno: there
+ * is none to use (the stack then keys by its own random secret). */
+#define DIO_ISN_KEY_PATH "/run/ustack/isn.key"
+int dio_host_isn_key(const char *path, uint8_t key[16]);
+
 /* Configures the port (queues, RSS, offloads, MTU, mbuf pools) and starts it. */
 int dio_stack_create(const struct dio_stack_conf *sc, struct dio_stack **out, char *err,
                      size_t errlen);

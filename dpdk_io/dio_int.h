@@ -71,6 +71,9 @@ struct dio_stack {
     bool port_started, launched;
     char desc[256];
     struct dio_pcap *pcap; /* USTACK_PCAP's file; NULL: no capture */
+    uint8_t isn_key[16];   /* the host's (dio_host_isn_key), when isn_key_set */
+    bool isn_key_set;
+    uint64_t clock_off_us; /* CLOCK_MONOTONIC - dio_now(), for the engines' ISN clock */
     struct dio_core cores[];
 };
 

@@ -85,6 +85,15 @@ struct stk_config {
 
     /* 16 random bytes chosen at start (ISNs per RFC 6528, SYN cookies). */
     uint8_t secret[16];
+    /* Added to the engine's clock for the ISN clock (RFC 6528's M) and the TCP timestamp
+     * clock, with isn_key: stacks that share both (ustackd's instances on one host: the
+     * key of /run/ustack, CLOCK_MONOTONIC) give a 4-tuple ISNs and timestamps that keep
+     * growing from one instance to the next, as one kernel's do across its programs, so a
+     * peer's TIME-WAIT takes the new instance's SYN as newer (RFC 6191). 0 and a zero key:
+     * the engine clock and secret. */
+    uint64_t clock_off_us;
+    uint8_t isn_key[16];
+    bool isn_key_set;
 
     /* Packet I/O. tx() must consume (copy or reference until sent) the frame
      * described by iov[0..n) before returning; it returns 0 or -ENOBUFS. */

@@ -299,9 +299,10 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t);
  * is free or o is a TIME-WAIT that saw timestamps and no socket holds, which then goes
  * (RFC 6191: PAWS rejects the old incarnation's segments; Linux's tcp_twsk_unique). */
 bool stk__tw_take(struct stk_engine *e, struct stk_tcb *o);
-/* RFC 6528 ISN of t's 4-tuple at now; with swap, the reversed tuple (the timestamp offset is
- * stk__isn(e, t, true, 0)). */
+/* RFC 6528 ISN of t's 4-tuple at now; with swap, of the reversed tuple. */
 uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now);
+/* t's timestamp offset (RFC 7323 section 5.4): stk__ts_now = engine ms + this. */
+uint32_t stk__ts_offset(struct stk_engine *e, const struct stk_tcb *t);
 /* Our timestamp value for a cookie SYN-ACK, carrying the peer's window scale (-1: none)
  * and SACK-permitted; and what the handshake ACK's TSecr says of them. */
 uint32_t stk__cookie_ts(stk_time_t now, int ws, bool sack);

@@ -516,7 +516,7 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t)
 
 /* A keyed MAC of a 4-tuple: IPv4 addresses, or the full IPv6 ones when lip6/rip6 are
  * given (their folds would let a chosen address share another's ISNs and cookies). */
-static uint64_t tuple_mac(struct stk_engine *e, uint32_t lip, const uint8_t *lip6, uint16_t lport,
+static uint64_t tuple_mac(const uint8_t *key, uint32_t lip, const uint8_t *lip6, uint16_t lport,
                           uint32_t rip, const uint8_t *rip6, uint16_t rport, uint32_t extra)
 {
     uint8_t buf[40];
@@ -533,19 +533,32 @@ static uint64_t tuple_mac(struct stk_engine *e, uint32_t lip, const uint8_t *lip
     stk__put16(buf + n, lport);
     stk__put16(buf + n + 2, rport);
     stk__put32(buf + n + 4, extra);
-    return stk__siphash(e->cfg.secret, buf, n + 8);
+    return stk__siphash(key, buf, n + 8);
+}
+
+/* F of RFC 6528 for t's 4-tuple (swap: the tuple reversed, for the timestamp offset), keyed
+ * by the host's ISN key when there is one (stk_config.isn_key), else by the engine secret. */
+static uint32_t tuple_f(struct stk_engine *e, const struct stk_tcb *t, bool swap)
+{
+    bool v6 = t->flags & TF_V6;
+    const uint8_t *key = e->cfg.isn_key_set ? e->cfg.isn_key : e->cfg.secret;
+    const uint8_t *lip6 = v6 ? t->lip6 : NULL, *rip6 = v6 ? t->rip6 : NULL;
+    return (uint32_t)(swap ? tuple_mac(key, t->rip, rip6, t->rport, t->lip, lip6, t->lport, 0)
+                           : tuple_mac(key, t->lip, lip6, t->lport, t->rip, rip6, t->rport, 0));
 }
 
 /* RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 us
- * clock. */
+ * clock (the engine's, moved by stk_config.clock_off_us). */
 uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now)
 {
-    bool v6 = t->flags & TF_V6;
-    uint64_t mac = swap ? tuple_mac(e, t->rip, v6 ? t->rip6 : NULL, t->rport, t->lip,
-                                    v6 ? t->lip6 : NULL, t->lport, 0)
-                        : tuple_mac(e, t->lip, v6 ? t->lip6 : NULL, t->lport, t->rip,
-                                    v6 ? t->rip6 : NULL, t->rport, 0);
-    return (uint32_t)(now / 4) + (uint32_t)mac;
+    return (uint32_t)((now + e->cfg.clock_off_us) / 4) + tuple_f(e, t, swap);
+}
+
+/* The per-connection timestamp offset (RFC 7323 section 5.4): F of the reversed tuple, plus
+ * the clock offset in the timestamp clock's milliseconds. */
+uint32_t stk__ts_offset(struct stk_engine *e, const struct stk_tcb *t)
+{
+    return tuple_f(e, t, true) + (uint32_t)(e->cfg.clock_off_us / STK_US_PER_MS);
 }
 
 /* SYN cookies carry what the handshake must remember in the ISN: a 5-bit time slot
@@ -562,7 +575,7 @@ static uint32_t cookie_slot(stk_time_t now)
 static uint32_t cookie_mac(struct stk_engine *e, const struct stk_seg *s, uint32_t slot,
                            uint32_t peer_isn)
 {
-    return (uint32_t)tuple_mac(e, s->dst, s->dst6, s->dport, s->src, s->src6, s->sport,
+    return (uint32_t)tuple_mac(e->cfg.secret, s->dst, s->dst6, s->dport, s->src, s->src6, s->sport,
                                slot ^ (peer_isn * 31u)) &
            0xffffff;
 }

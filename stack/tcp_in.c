@@ -944,7 +944,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     t->flags |= TF_PASSIVE | (l->flags & TF_FROM_LISTENER);
     t->user_mss = l->user_mss;
     inherit_opts(t, l);
-    t->ts_offset = stk__isn(e, t, true, 0);
+    t->ts_offset = stk__ts_offset(e, t);
     stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
     syn_options(e, t, s, now);
     t->iss = stk__isn(e, t, false, now);

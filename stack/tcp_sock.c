@@ -327,7 +327,7 @@ static int connect_start(struct stk_engine *e, stk_time_t now, struct stk_tcb *t
     t->soft_error = 0;
     t->pmtu = 0;
     t->iss = stk__isn(e, t, false, now);
-    t->ts_offset = stk__isn(e, t, true, 0);
+    t->ts_offset = stk__ts_offset(e, t);
     t->snd_una = t->iss;
     t->snd_max = t->iss;
     t->snd_buf_seq = t->iss + 1;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dio.h"
@@ -602,6 +603,43 @@ START_TEST(icmp_errors_steered_to_their_connection)
 }
 END_TEST
 
+/* The host's ISN key: made once, then read back unchanged by every later caller; a file
+ * that is not private, not 16 bytes or not a regular file is refused, never used. */
+START_TEST(host_isn_key)
+{
+    char dir[] = "/tmp/ustack-isnkey.XXXXXX", path[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/isn.key", dir);
+    uint8_t k1[16], k2[16], zero[16] = {0};
+    memset(k1, 0, sizeof(k1));
+    ck_assert_int_eq(dio_host_isn_key(path, k1), 0);
+    ck_assert_int_ne(memcmp(k1, zero, 16), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 0777, 0600);
+    ck_assert_int_eq(st.st_size, 16);
+    ck_assert_int_eq(dio_host_isn_key(path, k2), 0);
+    ck_assert_int_eq(memcmp(k1, k2, 16), 0);
+    /* No temporary file is left beside it. */
+    char tmp[300];
+    snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
+    ck_assert_int_eq(access(tmp, F_OK), -1);
+
+    ck_assert_int_eq(chmod(path, 0644), 0);
+    ck_assert_int_eq(dio_host_isn_key(path, k2), -EPERM);
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    ck_assert_int_eq(truncate(path, 8), 0);
+    ck_assert_int_eq(dio_host_isn_key(path, k2), -EPERM);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    ck_assert_int_eq(dio_host_isn_key(path, k2), -EPERM);
+    ck_assert_int_eq(rmdir(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    /* No directory to make it in: an error, not a key. */
+    ck_assert_int_eq(dio_host_isn_key(path, k2), -ENOENT);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dio");
@@ -618,6 +656,7 @@ int main(void)
     tcase_add_test(tc, idle_yield);
     tcase_add_test(tc, af_xdp_pool_inside_umem);
     tcase_add_test(tc, vdev_defaults);
+    tcase_add_test(tc, host_isn_key);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

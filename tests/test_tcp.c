@@ -3864,6 +3864,49 @@ START_TEST(isn_per_tuple)
 }
 END_TEST
 
+/* The SYN of a connection on 5555 -> PEER:443 made by a new engine with cfg: its ISN and
+ * timestamp value. */
+static void first_syn(const struct stk_config *cfg, uint32_t *isn, uint32_t *tsval)
+{
+    struct th *h = th_new_cfg(cfg);
+    struct stk_sockaddr me = {.ip = 0, .port = 5555};
+    int sd = stk_socket(h->e, NULL);
+    EQ(stk_bind(h->e, sd, &me), 0);
+    *isn = syn_isn(h, sd, PEER_IP, 443);
+    REQUIRE(h->p.opt.ts, "the SYN has no timestamp");
+    *tsval = h->p.opt.tsval;
+    th_free(h);
+}
+
+/* Two instances of the stack (ustackd restarted, another secret, its clock starting again)
+ * that share the host's ISN key and clock: the later instance's SYN on the same tuple has
+ * a larger ISN and timestamp, by exactly the time between them, so the peer's TIME-WAIT of
+ * the earlier one takes it (RFC 6191). Without the key the two are unrelated. */
+START_TEST(isn_key_continues_across_instances)
+{
+    struct stk_config a = base_cfg(), b = base_cfg();
+    for (int i = 0; i < 16; i++) {
+        b.secret[i] = (uint8_t)(0xc3 ^ (i * 11)); /* another instance's own secret */
+        a.isn_key[i] = b.isn_key[i] = (uint8_t)(0x17 + i * 29);
+    }
+    a.isn_key_set = b.isn_key_set = true;
+    a.clock_off_us = 7 * SEC;
+    b.clock_off_us = a.clock_off_us + 3 * SEC; /* started 3 s after the first */
+    uint32_t isn_a, ts_a, isn_b, ts_b;
+    first_syn(&a, &isn_a, &ts_a);
+    first_syn(&b, &isn_b, &ts_b);
+    EQ(isn_b - isn_a, 3 * SEC / 4);
+    EQ(ts_b - ts_a, 3000);
+
+    /* The same two instances without the host key: each engine's own secret decides. */
+    a.isn_key_set = b.isn_key_set = false;
+    first_syn(&a, &isn_a, &ts_a);
+    first_syn(&b, &isn_b, &ts_b);
+    uint32_t d = isn_b - isn_a;
+    REQUIRE(d > (1u << 20) && d < 0u - (1u << 20), "ISNs %u and %u look related", isn_a, isn_b);
+}
+END_TEST
+
 /* ---- Known bugs (see the report) ------------------------------------------------------------ */
 
 /* RFC 5681 4.2 / RFC 1122 4.2.3.2: an ACK for at least every second full-sized segment.
@@ -4077,6 +4120,7 @@ int main(void)
     tcase_add_test(tc, sock_walk);
     tc = tcase(s, "isn");
     tcase_add_test(tc, isn_per_tuple);
+    tcase_add_test(tc, isn_key_continues_across_instances);
     tc = tcase(s, "regressions");
     tcase_add_test(tc, bug_delack_full_segments_with_ts);
     tcase_add_test(tc, bug_simultaneous_open_synack);

@@ -17,6 +17,10 @@
 #              ustackd is gone within 10 s (the liveness pipe); `USTACK=0` with the library
 #              preloaded runs curl on kernel sockets (127.0.0.1 reached, the peer not: the
 #              veth has no kernel address) without spawning ustackd;
+#   restart  - a client under ustack connects to the kernel's http.server from 8 fixed ports,
+#              twice, each time with a new ustackd: the second one's SYNs meet the server's
+#              TIME-WAITs of the first and must be taken at once (no 1 s SYN retransmission:
+#              the host's ISN key continues ISNs and timestamps across ustackd's);
 #   go       - a program carrying a Go executable's build-ID note (build/tests/gonote) runs
 #              on kernel sockets with one `ustack:` line saying so and no ustackd; the same
 #              program without the note connects through ustack;
@@ -215,6 +219,49 @@ check_active() {
     fi
     rm -f "$out"
     u_gone "$kind" "curl to 127.0.0.1"
+}
+
+# ---------------------------------------------------------------- restart: a new ustackd's SYNs
+
+# check_restart KIND: a client under ustack connects to the kernel's http.server (HTTP/1.0:
+# the server closes first and keeps the TIME-WAIT) from 8 fixed local ports; once its
+# ustackd has exited, a second run (a new ustackd) uses the same 8 ports at once. Each of
+# its SYNs meets the server's TIME-WAIT of the same tuple, which takes a SYN only when its
+# timestamp (or ISN) is newer (RFC 6191): the new ustackd continues the old one's
+# timestamps and ISNs (the host's ISN key, docs/architecture.md), so every connect of the
+# second run completes at once. With a random per-instance secret about half of them were
+# refused and waited for the SYN retransmission, 1 s.
+check_restart() {
+    local kind=$1 run rc lp ports="" tw slow
+    for ((lp = 41000; lp < 41008; lp++)); do ports="$ports $lp"; done
+    net_flush_neigh
+    for run in 1 2; do
+        if [ "$run" = 2 ]; then
+            # shellcheck disable=SC2086 # the filter's words
+            tw=$(net_k ss -Htan state time-wait "( sport = :$P_KHTTP and dport >= :41000 and dport <= :41007 )" | wc -l)
+            if [ "$tw" -lt 8 ]; then
+                net_softfail "$kind: restart: the kernel server holds $tw of the 8 TIME-WAITs the check needs"
+                return 0
+            fi
+        fi
+        u_env "$kind" "restart$run.$kind"
+        rc=0
+        # shellcheck disable=SC2086 # one argument per port
+        u_exec "${U_ENV[@]}" timeout -k 2 60 "$PY" "$NET_ROOT/tests/net/helpers/port_client.py" \
+            "$IP_K" "$P_KHTTP" /small.bin $ports </dev/null >"$NET_TMPD/restart$run.out" \
+            2>"$NET_TMPD/restart$run.err" || rc=$?
+        u_gone "$kind" "the port client (run $run)"
+        if [ "$rc" != 0 ]; then
+            net_softfail "$kind: restart: run $run of the port client exited $rc: $(tail -n 2 "$NET_TMPD/restart$run.out" "$NET_TMPD/restart$run.err" | tr '\n' ' ' | head -c 300)"
+            return 0
+        fi
+    done
+    slow=$(awk '$2 + 0 >= 800 { printf "%s:%s ms ", $1, $2 }' "$NET_TMPD/restart2.out")
+    if [ -n "$slow" ]; then
+        net_softfail "$kind: restart: connects of the second ustackd waited on the server's TIME-WAIT: $slow"
+    else
+        net_log "$kind: restart: a new ustackd's 8 connects on the old tuples took $(awk '{ printf "%s ", $2 }' "$NET_TMPD/restart2.out")ms"
+    fi
 }
 
 # ---------------------------------------------------------------- 3: Python server under ustack
@@ -420,6 +467,7 @@ for kind in ${NET_PRELOAD_KINDS:-af_packet af_xdp}; do
     check_active "$kind"
     check_server "$kind"
 done
+check_restart af_xdp
 check_disabled af_packet
 check_go af_packet
 check_secure_exec af_packet
