@@ -167,7 +167,7 @@ def load_run(d):
     r = {"dir": os.path.basename(d), "group": meta.get("group"), "scenario": meta.get("scenario"),
          "side": meta.get("side"), "round": int(meta.get("round", 0)), "conc": int(meta.get("conc", 0)),
          "tool": meta.get("tool"), "cores": int(meta.get("cores", 0)), "pair": meta.get("pair", "-"),
-         "seconds": int(meta.get("seconds", 0) or 0),
+         "layout": meta.get("layout", "shared"), "seconds": int(meta.get("seconds", 0) or 0),
          "server_cmd": rd(d + "/server.cmd").strip(), "client_cmd": rd(d + "/client.cmd").strip(),
          "exit": rd(d + "/rc").strip(), "failure": rd(d + "/fail").strip() or None,
          "loadavg_before": rd(d + "/loadavg").strip()}
@@ -282,6 +282,20 @@ def fmt_lat(s, side):
     return "-"
 
 
+def layout_line(layouts):
+    """The CPU placement of a pass, from its runs' meta "layout" (split:SRV/CLI or shared)."""
+    words = []
+    for lay in layouts:
+        if lay.startswith("split:") and "/" in lay:
+            srv, cli = lay[len("split:"):].split("/", 1)
+            words.append("layout split: the server's side (nginx or kserve, and its ustackd) on CPU(s) %s, "
+                         "the client's side (ab, wrk, loadgen, and a client's ustackd) on CPU(s) %s, "
+                         "in the ustack and the kernel runs alike" % (srv, cli))
+        else:
+            words.append("layout shared: every program on every CPU (the stack cores pinned)")
+    return "- " + "; ".join(words or ["layout shared"])
+
+
 def markdown(doc):
     m = doc["machine"]
     lines = ["# ustack benchmark %s" % doc["base"], "",
@@ -303,6 +317,7 @@ def markdown(doc):
              "Latency: ab and wrk p50 / p99 in ms, loadgen p50 / p99 / p99.9 in us.", ""]
     for cores in sorted(set(s["cores"] for s in doc["summary"])):
         lines += ["## %d stack core%s per ustackd" % (cores, "" if cores == 1 else "s"), "",
+                  layout_line(sorted(set(r.get("layout", "shared") for r in doc["runs"] if r["cores"] == cores))), "",
                   "| measurement | conc | unit | ustack | kernel | ustack/kernel | failed requests u / k | CPU per unit u / k | latency u | latency k |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s in [s for s in doc["summary"] if s["cores"] == cores]:

@@ -47,6 +47,14 @@
 #                    least 10)
 #   --only LIST      groups to run: server,client,both,bulk (default all)
 #   --pair KIND      afxdp (default) or memif: how the two ustackd of group "both" connect
+#   --layout KIND    shared (default) or split: where the programs run. shared: every
+#                    program may run on every CPU (the stack cores pinned as always). split:
+#                    as on two machines, the server's side (nginx or kserve, and its
+#                    ustackd) is confined to the stack cores' CPUs (taskset) and the
+#                    client's side (ab, wrk, loadgen, and a client's ustackd) to the other
+#                    CPUs, in the ustack and the kernel runs alike; with no CPU left for the
+#                    client (2 stack cores on 2 CPUs) that pass runs shared
+#                    (docs/benchmarks.md "Two machines on one")
 #   --out DIR        where the results go (default bench/results): <UTC date>-<host>.json,
 #                    .md, -server.png and -ratio.png
 #   --keep           keep the temp directory (every tool's raw output)
@@ -54,7 +62,9 @@
 #                    /sys/class/net/*/queues/rx-0/rps_cpus), for ustack and kernel runs alike:
 #                    the peer's kernel TCP, which otherwise runs inside ustack's transmit kicks
 #                    on the stack core, moves there (docs/benchmarks.md "Where the peer's
-#                    kernel work runs"). Default: none
+#                    kernel work runs"). `--rps sides` with `--layout split`: each veth end
+#                    steers to its own side's CPUs (the client's receive path on the
+#                    client's CPUs, the server's on the server's). Default: none
 #   --set V=X        one more USTACK_* variable for every ustack side (e.g. USTACK_PCAP=FILE
 #                    to capture a failure); repeatable. Recorded in the commands
 # Environment: BENCH_LIB, BENCH_STACKD (default build/libustack.so, build/ustackd), NGINX.
@@ -78,7 +88,7 @@ LOADGEN=$ROOT/build/bench/loadgen
 NGINX=${NGINX:-$(command -v nginx || true)}
 
 QUICK=0 CORES_LIST=1 ROUNDS="" SECS="" ONLY="server,client,both,bulk" PAIR=afxdp OUTDIR="" KEEP=0
-WORKERS=1 CONCS="" SETS=() RPS=""
+WORKERS=1 CONCS="" SETS=() RPS="" LAYOUT=shared
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case $1 in
@@ -88,10 +98,11 @@ while [ $# -gt 0 ]; do
         --seconds) SECS=${2-}; shift ;;
         --only) ONLY=${2-}; shift ;;
         --pair) PAIR=${2-}; shift ;;
+        --layout) LAYOUT=${2-}; shift ;;
         --out) OUTDIR=${2-}; shift ;;
         --keep) KEEP=1 ;;
         --rps)
-            case ${2-} in [0-9a-fA-F]*) RPS=$2 ;; *) echo "run.sh: --rps takes a hex CPU mask" >&2; exit 2 ;; esac
+            case ${2-} in sides | [0-9a-fA-F]*) RPS=$2 ;; *) echo "run.sh: --rps takes a hex CPU mask or 'sides'" >&2; exit 2 ;; esac
             shift ;;
         --set)
             case ${2-} in USTACK_[A-Z0-9_]*=*) SETS+=("$2") ;; *) echo "run.sh: --set takes USTACK_NAME=VALUE" >&2; exit 2 ;; esac
@@ -126,9 +137,10 @@ for g in ${ONLY//,/ }; do
     case $g in server | client | both | bulk) ;; *) echo "run.sh: unknown group '$g'" >&2; exit 2 ;; esac
 done
 case $PAIR in afxdp | memif) ;; *) echo "run.sh: --pair is afxdp or memif" >&2; exit 2 ;; esac
+case $LAYOUT in split | shared) ;; *) echo "run.sh: --layout is split or shared" >&2; exit 2 ;; esac
 
 [ "$(id -u)" = 0 ] || { echo "run.sh: must run as root (namespaces, veth, AF_XDP)" >&2; exit 2; }
-for t in ip ethtool timeout python3 ab wrk curl; do
+for t in ip ethtool timeout taskset python3 ab wrk curl; do
     command -v "$t" >/dev/null 2>&1 || { echo "run.sh: '$t' not found (tools/deps.sh installs it)" >&2; exit 2; }
 done
 { [ -n "$NGINX" ] && [ -x "$NGINX" ]; } || { echo "run.sh: nginx not found (tools/deps.sh installs nginx-light)" >&2; exit 2; }
@@ -220,7 +232,22 @@ if [ "$WORKERS" != 1 ]; then
 fi
 
 bench_topology "$NS_C" "$NS_S" "$V_C" "$V_S" || { echo "run.sh: cannot create the topology" >&2; exit 2; }
-if [ -n "$RPS" ]; then
+# rps_set CMASK SMASK: receive packet steering on the client's and the server's veth end.
+rps_set() {
+    ip netns exec "$NS_C" sh -c "echo $1 > /sys/class/net/$V_C/queues/rx-0/rps_cpus" &&
+        ip netns exec "$NS_S" sh -c "echo $2 > /sys/class/net/$V_S/queues/rx-0/rps_cpus"
+}
+# cpu_mask LIST: the hex mask of a taskset-style CPU list.
+cpu_mask() {
+    python3 -c 'import sys
+m = 0
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    for c in range(int(a), int(b or a) + 1):
+        m |= 1 << c
+print("%x" % m)' "$1"
+}
+if [ -n "$RPS" ] && [ "$RPS" != sides ]; then
     ip netns exec "$NS_C" sh -c "echo $RPS > /sys/class/net/$V_C/queues/rx-0/rps_cpus" || exit 2
     ip netns exec "$NS_S" sh -c "echo $RPS > /sys/class/net/$V_S/queues/rx-0/rps_cpus" || exit 2
 fi
@@ -258,19 +285,22 @@ dev_of() {  # dev_of SIDE(c|s) KIND(ustack|memif)
     fi
 }
 
-# launch NS U -- CMD...: sets LCMD to run CMD in NS with ulimit -n 20000 (ab -c 10000);
-# U=1: with a bpffs for libxdp (`ip netns exec` gives a private /sys) and UENV. Everything
-# execs, so the pid of LCMD is CMD's own.
+# launch NS U CPUS -- CMD...: sets LCMD to run CMD in NS with ulimit -n 20000 (ab -c 10000);
+# U=1: with a bpffs for libxdp (`ip netns exec` gives a private /sys) and UENV. CPUS: a
+# taskset CPU list CMD and its children (a spawned ustackd too) are confined to, or empty.
+# Everything execs, so the pid of LCMD is CMD's own.
 launch() {
-    local ns=$1 u=$2
-    shift 3
+    local ns=$1 u=$2 cpus=$3
+    shift 4
+    LCMD=()
+    [ -n "$cpus" ] && LCMD=(taskset -c "$cpus")
     if [ "$u" = 1 ]; then
         # shellcheck disable=SC2016
-        LCMD=(ip netns exec "$ns" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+        LCMD+=(ip netns exec "$ns" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null
             ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec env "$@"' sh "${UENV[@]}" "$@")
     else
         # shellcheck disable=SC2016
-        LCMD=(ip netns exec "$ns" sh -c 'ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"' sh "$@")
+        LCMD+=(ip netns exec "$ns" sh -c 'ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"' sh "$@")
     fi
 }
 
@@ -295,8 +325,8 @@ start_server() {
         u_env s "$cores" "$(dev_of s "$side")"
         UENV+=("USTACK_STACKD_LOG=$d/stackd.log")
     fi
-    launch "$NS_S" "$u" -- "${cmd[@]}"
-    SRV_CMD="ip netns exec S $([ "$u" = 1 ] && echo "env ${UENV[*]} ")${cmd[*]}"
+    launch "$NS_S" "$u" "$SRV_CPUS" -- "${cmd[@]}"
+    SRV_CMD="${SRV_CPUS:+taskset -c $SRV_CPUS }ip netns exec S $([ "$u" = 1 ] && echo "env ${UENV[*]} ")${cmd[*]}"
     echo "$SRV_CMD" >"$d/server.cmd"
     "${LCMD[@]}" >"$d/server.out" 2>"$d/server.err" </dev/null &
     SRV_PID=$! SRV_KIND=$kind
@@ -357,8 +387,8 @@ ucli_start() {
     mkdir -p "$d"
     u_env c "$cores" "$(dev_of c "$kind")"
     UENV+=("USTACK_STACKD_LOG=$d/client-stackd.log")
-    launch "$NS_C" 1 -- python3 "$BIN/uclient.py"
-    UCLI_CMD="ip netns exec C env ${UENV[*]} python3 bench/uclient.py"
+    launch "$NS_C" 1 "$CLI_CPUS" -- python3 "$BIN/uclient.py"
+    UCLI_CMD="${CLI_CPUS:+taskset -c $CLI_CPUS }ip netns exec C env ${UENV[*]} python3 bench/uclient.py"
     rm -f "$TMPD/ucli.fifo"
     mkfifo "$TMPD/ucli.fifo" || return 1
     "${LCMD[@]}" <"$TMPD/ucli.fifo" >"$d/uclient.out" 2>"$d/uclient.err" &
@@ -407,9 +437,9 @@ measure() {
     RUN_N=$((RUN_N + 1))
     d=$TMPD/runs/$(printf '%04d' "$RUN_N")
     mkdir -p "$d"
-    printf 'group=%s\nscenario=%s\nside=%s\nround=%s\nconc=%s\ntool=%s\ncores=%s\nseconds=%s\npair=%s\n' \
+    printf 'group=%s\nscenario=%s\nside=%s\nround=%s\nconc=%s\ntool=%s\ncores=%s\nseconds=%s\npair=%s\nlayout=%s\n' \
         "$group" "$scen" "$side" "$round" "$conc" "$tool" "$cores" "$([ "$tool" = ab ] && ab_secs "$conc" || echo "$SECS")" \
-        "$([ "$group" = both ] && [ "$side" = ustack ] && echo "$PAIR" || echo -)" >"$d/meta"
+        "$([ "$group" = both ] && [ "$side" = ustack ] && echo "$PAIR" || echo -)" "$(layout_word)" >"$d/meta"
     printf '%s\n' "$SRV_CMD" >"$d/server.cmd"
     srv_stats "$d/server.stats.before"
     ip netns exec "$NS_C" nstat -az >"$d/client.nstat.before" 2>/dev/null
@@ -428,8 +458,8 @@ measure() {
         rc=$(cat "$d/rc" 2>/dev/null)
         [ -n "$rc" ] || { rc=255; echo "the ustack client runner $(bench_alive "$UCLI_PID" && echo 'did not finish the job' || echo exited)" >>"$d/fail"; }
     else
-        launch "$NS_C" 0 -- "$@"
-        echo "ip netns exec C $*" >"$d/client.cmd"
+        launch "$NS_C" 0 "$CLI_CPUS" -- "$@"
+        echo "${CLI_CPUS:+taskset -c $CLI_CPUS }ip netns exec C $*" >"$d/client.cmd"
         grep '^cpu' /proc/stat >"$d/cpu.before"; date +%s.%N >"$d/t.before"
         timeout -k 5 $((SECS + 60)) "${LCMD[@]}" >"$d/out" 2>"$d/err" </dev/null &
         CLI_PID=$!
@@ -660,13 +690,55 @@ client_cpus() {
     if [ "$1" = both ] && [ "$c" = 1 ]; then echo 0; else echo "$c"; fi
 }
 
+# cpu_rest LIST: the CPUs of 0..nproc-1 not in the taskset-style LIST (e.g. 1 -> 0,2-7 on 8).
+cpu_rest() {
+    python3 - "$1" "$(nproc)" <<'PY'
+import sys
+have = set()
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    have.update(range(int(a), int(b or a) + 1))
+rest = [c for c in range(int(sys.argv[2])) if c not in have]
+out, i = [], 0
+while i < len(rest):
+    j = i
+    while j + 1 < len(rest) and rest[j + 1] == rest[j] + 1:
+        j += 1
+    out.append(str(rest[i]) if i == j else "%d-%d" % (rest[i], rest[j]))
+    i = j + 1
+print(",".join(out))
+PY
+}
+
+# set_layout CORES: SRV_CPUS and CLI_CPUS of the pass (both empty: shared).
+SRV_CPUS="" CLI_CPUS=""
+set_layout() {
+    SRV_CPUS="" CLI_CPUS=""
+    [ "$RPS" = sides ] && { rps_set 0 0 || log "rps_cpus could not be set"; }
+    [ "$LAYOUT" = split ] || return 0
+    local s c
+    s=$(bench_cpus "$1")
+    c=$(cpu_rest "$s")
+    if [ -z "$c" ]; then
+        log "cores $1: no CPU is left for the client side on this machine: this pass runs shared"
+        return 0
+    fi
+    SRV_CPUS=$s CLI_CPUS=$c
+    log "cores $1: server side on CPU(s) $SRV_CPUS, client side on CPU(s) $CLI_CPUS (ustack and kernel alike)"
+    if [ "$RPS" = sides ]; then
+        rps_set "$(cpu_mask "$CLI_CPUS")" "$(cpu_mask "$SRV_CPUS")" || log "rps_cpus could not be set"
+    fi
+}
+layout_word() { if [ -n "$SRV_CPUS" ]; then echo "split:$SRV_CPUS/$CLI_CPUS"; else echo shared; fi; }
+
 # ------------------------------------------------------------------ main
 
 LOAD_START=$(cat /proc/loadavg)
 log "load average: $LOAD_START (other work on this machine skews every number)"
-log "namespaces $NS_C / $NS_S; cores $CORES_LIST; $ROUNDS round(s) of $SECS s; groups $ONLY; nginx workers $WORKERS${RPS:+; rps_cpus $RPS on both veth ends}"
+log "namespaces $NS_C / $NS_S; cores $CORES_LIST; layout $LAYOUT; $ROUNDS round(s) of $SECS s; groups $ONLY; nginx workers $WORKERS${RPS:+; rps_cpus $RPS on both veth ends}"
 T0=$SECONDS
 for cores in ${CORES_LIST//,/ }; do
+    set_layout "$cores"
     for ((r = 1; r <= ROUNDS; r++)); do
         phase_ustack "$cores" "$r"
         phase_memif "$cores" "$r"
