@@ -7,9 +7,11 @@
 # ACK"). Prints p50/p90/max of the exchange (from the first write to the answer) for both,
 # and the ratio ustack/kernel of the p50.
 #
-# Usage (root): bench/nagle.sh [--conns N] [--bin DIR]
+# Usage (root): bench/nagle.sh [--conns N] [--bin DIR] [--quickack]
 #   --conns N   connections measured per side (default 200, at most 5000)
 #   --bin DIR   libustack.so and ustackd from DIR (default build/)
+#   --quickack  the server sets TCP_QUICKACK after every recv, as latency-tuned programs
+#               do on Linux (both sides)
 # Exit status: 0 both sides measured, 1 a side failed, 2 on set-up errors.
 
 set -u -o pipefail
@@ -18,10 +20,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 while IFS= read -r _v; do unset "$_v"; done < <(env | sed -n 's/^\(USTACK\(_[A-Za-z0-9_]*\)\{0,1\}\)=.*/\1/p')
 
-N=200 BIN=$ROOT/build
+N=200 BIN=$ROOT/build QA=0
 while [ $# -gt 0 ]; do
     case $1 in
         --conns) N=${2-}; shift ;;
+        --quickack) QA=1 ;;
         --bin) BIN=${2-}; shift ;;
         *) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 2 ;;
     esac
@@ -44,6 +47,7 @@ trap cleanup EXIT
 
 cat >"$OUT/srv.py" <<'EOF'
 import socket, sys
+quickack = sys.argv[2] == "1"
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1])))
@@ -57,6 +61,8 @@ while True:
         if not d:
             break
         got += len(d)
+        if quickack:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     c.sendall(b"ok" * 10)
     c.close()
 EOF
@@ -89,10 +95,10 @@ side() {
         ip netns exec "$NS_S" sh -c 'mount -t bpf bpf /sys/fs/bpf 2>/dev/null; exec env "$@"' sh \
             "LD_PRELOAD=$BIN/libustack.so" "USTACK_STACKD=$BIN/ustackd" \
             "USTACK_DEV=net_af_xdp0,iface=ngs" "USTACK_IP=$IP_S/24" USTACK_CORES=1 \
-            "USTACK_NAME=ung-$$" python3 "$OUT/srv.py" "$PORT" >"$OUT/srv.$kind" 2>&1 </dev/null &
+            "USTACK_NAME=ung-$$" python3 "$OUT/srv.py" "$PORT" "$QA" >"$OUT/srv.$kind" 2>&1 </dev/null &
     else
         ip -n "$NS_S" addr add "$IP_S/24" dev ngs
-        ip netns exec "$NS_S" python3 "$OUT/srv.py" "$PORT" >"$OUT/srv.$kind" 2>&1 </dev/null &
+        ip netns exec "$NS_S" python3 "$OUT/srv.py" "$PORT" "$QA" >"$OUT/srv.$kind" 2>&1 </dev/null &
     fi
     for ((i = 0; i < 300; i++)); do
         grep -q ready "$OUT/srv.$kind" 2>/dev/null && break

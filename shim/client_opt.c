@@ -403,9 +403,16 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             /* ustack has no TCP Fast Open: what Linux says with the client side off. */
             return -EOPNOTSUPP;
         case TCP_FASTOPEN:
-        case TCP_QUICKACK:
-            /* Linux accepts these whatever its sysctls say; they change nothing here. */
+            /* Linux accepts it whatever its sysctls say; it changes nothing here. */
             return unsupported_set(&k, level, name, val, len, true);
+        case TCP_QUICKACK:
+            /* Checked by the kernel (as Linux: any int), recorded for getsockopt; a nonzero
+             * value sends an ACK the stack is delaying now, without waiting for a reply. */
+            if ((rc = unsupported_set(&k, level, name, val, len, true)) < 0)
+                return rc;
+            if (get_int(val, len, &v) == 0 && v)
+                stack_set_async(&k, STK_TCP_QUICKACK, 1);
+            return 0;
         default:
             return unsupported_set(&k, level, name, val, len, false);
         }

@@ -448,6 +448,8 @@ enum stk_sockopt {
     STK_IPV6_TCLASS,      /* 0..255: the IPv6 traffic class (IPV6_TCLASS; ECN bits clear) */
     STK_TCP_SYNCNT,       /* 1..127: SYN (or a listener's SYN-ACK) retransmissions before the
                              handshake fails with ETIMEDOUT (TCP_SYNCNT; default syn_retries) */
+    STK_TCP_QUICKACK,     /* set only: nonzero sends at once an ACK being delayed or owed
+                             (TCP_QUICKACK, tcp(7)); no mode is kept, 0 changes nothing */
     STK_SOCKOPT_END,      /* one past the last option */
 };
 

@@ -747,6 +747,15 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
     case STK_TCP_DEFER_ACCEPT:
         t->defer_accept_s = val < 0 ? 0 : (uint32_t)val;
         return 0;
+    case STK_TCP_QUICKACK:
+        /* Linux sends a pending ACK at once (tcp_cleanup_rbuf) and leaves pingpong mode
+         * until the application replies; that mode is not kept here (tcp(7): "not
+         * permanent"), so 0 changes nothing: ACKs are delayed or owed as they are. */
+        if (val && (t->t_delack || t->owed) && stk__state_synced(t->state)) {
+            t->flags |= TF_ACK_NOW;
+            stk__tcp_output(e, t, now);
+        }
+        return 0;
     case STK_IPV6_V6ONLY:
         /* As Linux (do_ipv6_setsockopt): only before bind. */
         if (t->flags & TF_BOUND)

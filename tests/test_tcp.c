@@ -1101,6 +1101,30 @@ START_TEST(delack_small_segment)
 }
 END_TEST
 
+/* TCP_QUICKACK (tcp(7)): set while an ACK is being delayed, the ACK goes at once, and the
+ * delayed one is not sent again; with none pending, and set to 0, nothing is sent. */
+START_TEST(quickack_sends_the_delayed_ack)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_QUICKACK, 1), 0);
+    EXPECT_NONE(h);
+    stk_time_t t = h->now;
+    peer_send(h, F_ACK | F_PSH, 100);
+    EXPECT_NONE(h);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_QUICKACK, 0), 0);
+    EXPECT_NONE(h);
+    advance(h, t + 5 * MS);
+    EXPECT_NONE(h);
+    EQ(stk_setopt(h->e, h->now, h->sd, STK_TCP_QUICKACK, 1), 0);
+    EXPECT_ACK(h);
+    EQ(h->p_time, t + 5 * MS);
+    advance(h, t + 100 * MS);
+    EXPECT_NONE(h);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(delack_configured_time)
 {
     struct stk_config c = base_cfg();
@@ -4033,6 +4057,7 @@ int main(void)
     tc = tcase(s, "delack");
     tcase_add_test(tc, delack_small_segment);
     tcase_add_test(tc, delack_configured_time);
+    tcase_add_test(tc, quickack_sends_the_delayed_ack);
     tcase_add_test(tc, delack_two_full_segments);
     tc = tcase(s, "rcvbuf");
     tcase_add_test(tc, rcvbuf_autotune_grows);
