@@ -138,6 +138,10 @@ for g in ${ONLY//,/ }; do
 done
 case $PAIR in afxdp | memif) ;; *) echo "run.sh: --pair is afxdp or memif" >&2; exit 2 ;; esac
 case $LAYOUT in split | shared) ;; *) echo "run.sh: --layout is split or shared" >&2; exit 2 ;; esac
+if [ "$RPS" = sides ] && [ "$LAYOUT" != split ]; then
+    echo "run.sh: --rps sides needs --layout split (each side's CPUs)" >&2
+    exit 2
+fi
 
 [ "$(id -u)" = 0 ] || { echo "run.sh: must run as root (namespaces, veth, AF_XDP)" >&2; exit 2; }
 for t in ip ethtool timeout taskset python3 ab wrk curl; do

@@ -804,6 +804,7 @@ int dio_host_isn_key(const char *path, uint8_t key[16])
         char tmp[PATH_MAX];
         if (snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
             return -ENAMETOOLONG;
+        unlink(tmp); /* one left by a killed ustackd that had our pid */
         int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
             return -errno;

@@ -24,6 +24,10 @@
 
 #include "stk.h"
 
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24 /* linux/in.h */
+#endif
+
 #define C shim__c
 
 /* struct tcp_info as Linux fills it today (glibc's stops at tcpi_total_retrans). */
@@ -418,6 +422,11 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         }
     } else if (level == IPPROTO_IP && name == IP_TOS) {
         return tos_set(&k, level, name, val, len, STK_IP_TOS);
+    } else if (level == IPPROTO_IP && name == IP_BIND_ADDRESS_NO_PORT) {
+        /* A hint (curl sets it for --local-port): Linux then picks a bound socket's port at
+         * connect, to share it among 4-tuples. ustack never shares a live local port
+         * (docs/gaps.md), so the hint changes nothing: recorded without a word. */
+        return unsupported_set(&k, level, name, val, len, true);
     } else {
         /* IP-level options UDP programs set as a matter of course (IP_MTU_DISCOVER,
          * IP_RECVERR, ...): recorded without a word (docs/gaps.md "UDP"). */

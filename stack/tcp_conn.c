@@ -547,11 +547,14 @@ static uint32_t tuple_f(struct stk_engine *e, const struct stk_tcb *t, bool swap
                            : tuple_mac(key, t->lip, lip6, t->lport, t->rip, rip6, t->rport, 0));
 }
 
-/* RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), M a 4 us
- * clock (the engine's, moved by stk_config.clock_off_us). */
+/* RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey). M ticks every
+ * 64 ns (the engine clock, moved by stk_config.clock_off_us), as Linux's: with RFC 793's
+ * 4 us tick a tuple reused within a few hundred us (curl --local-port, ~90 bytes sent) got
+ * an ISN below the old connection's last sequence number, and the peer's TIME-WAIT, also
+ * seeing the same millisecond timestamp, refused the SYN for a 1 s retransmission. */
 uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now)
 {
-    return (uint32_t)((now + e->cfg.clock_off_us) / 4) + tuple_f(e, t, swap);
+    return (uint32_t)((now + e->cfg.clock_off_us) * 125 / 8) + tuple_f(e, t, swap);
 }
 
 /* The per-connection timestamp offset (RFC 7323 section 5.4): F of the reversed tuple, plus

@@ -3873,7 +3873,7 @@ START_TEST(isn_per_tuple)
     d = i1 - i3;
     REQUIRE(d > (1u << 20) && d < 0u - (1u << 20), "ISNs %u and %u look related", i1, i3);
 
-    /* The same tuple 1 s later: the same offset plus the 4 us clock. */
+    /* The same tuple 1 s later: the same offset plus the 64 ns clock. */
     EQ(stk_abort(h->e, h->now, s1), 0);
     EQ(stk_abort(h->e, h->now, s2), 0);
     EQ(stk_abort(h->e, h->now, s3), 0);
@@ -3883,7 +3883,28 @@ START_TEST(isn_per_tuple)
     me.port = 5555;
     EQ(stk_bind(h->e, s1, &me), 0);
     uint32_t i4 = syn_isn(h, s1, PEER_IP, 443);
-    EQ(i4 - i1, SEC / 4);
+    EQ(i4 - i1, SEC * 125 / 8);
+    th_free(h);
+}
+END_TEST
+
+/* A tuple used again 280 us later (curl --local-port: a request of ~90 bytes and a FIN on
+ * the first connection): the new ISN must be past everything the first one sent, or the
+ * peer's TIME-WAIT, seeing the same millisecond timestamp, refuses the SYN (RFC 6191). */
+START_TEST(isn_reused_tuple_moves_past_the_old_connection)
+{
+    struct th *h = th_new();
+    struct stk_sockaddr me = {.ip = 0, .port = 5555};
+    int s1 = stk_socket(h->e, NULL);
+    EQ(stk_bind(h->e, s1, &me), 0);
+    uint32_t i1 = syn_isn(h, s1, PEER_IP, 443);
+    EQ(stk_abort(h->e, h->now, s1), 0);
+    pkt_capture_clear(&h->segs);
+    advance_by(h, 280);
+    int s2 = stk_socket(h->e, NULL);
+    EQ(stk_bind(h->e, s2, &me), 0);
+    uint32_t i2 = syn_isn(h, s2, PEER_IP, 443);
+    REQUIRE((int32_t)(i2 - (i1 + 1 + 89 + 1)) > 0, "ISN %u is not past %u + 91", i2, i1);
     th_free(h);
 }
 END_TEST
@@ -3919,7 +3940,7 @@ START_TEST(isn_key_continues_across_instances)
     uint32_t isn_a, ts_a, isn_b, ts_b;
     first_syn(&a, &isn_a, &ts_a);
     first_syn(&b, &isn_b, &ts_b);
-    EQ(isn_b - isn_a, 3 * SEC / 4);
+    EQ(isn_b - isn_a, 3 * SEC * 125 / 8);
     EQ(ts_b - ts_a, 3000);
 
     /* The same two instances without the host key: each engine's own secret decides. */
@@ -4146,6 +4167,7 @@ int main(void)
     tc = tcase(s, "isn");
     tcase_add_test(tc, isn_per_tuple);
     tcase_add_test(tc, isn_key_continues_across_instances);
+    tcase_add_test(tc, isn_reused_tuple_moves_past_the_old_connection);
     tc = tcase(s, "regressions");
     tcase_add_test(tc, bug_delack_full_segments_with_ts);
     tcase_add_test(tc, bug_simultaneous_open_synack);
