@@ -509,6 +509,8 @@ START_TEST(af_xdp_pool_inside_umem)
     rte_pktmbuf_free(m);
     rte_mempool_free(plain);
     rte_mempool_free(packed);
+    /* EAL's runtime directory (7 MB of fbarrays in /var/run/dpdk, a tmpfs) goes too. */
+    dio_eal_cleanup();
 }
 END_TEST
 
