@@ -10,10 +10,12 @@
 # unlike rates, hardly depend on the machine's load.
 #
 # Usage (root): bench/connprof.sh [--client | --kernel] [--strace | --perf | --cpus | --wire]
-#                                 [--keepalive] [--requests N] [--bin DIR] [--dev-args S]
+#                                 [--keepalive] [--split] [--requests N] [--bin DIR] [--dev-args S]
 #   --client      ab under ustack against a kernel nginx (see above)
 #   --kernel      server mode with nginx on the kernel (no ustack at all): the reference for
 #                 --wire and --cpus
+#   --split       server mode: the nginx worker pinned to CPU 1 (the stack core's) and ab to
+#                 CPU 0, with or without --kernel (docs/benchmarks.md "Two machines on one")
 #   --keepalive   ab -k: 100 connections carry every request (the per-request path alone)
 #   --strace      strace -c -f on the ustack program and on ustackd during the run (slows
 #                 both: use the counts, not the rate); files strace.wk (or strace.ab),
@@ -38,7 +40,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/bench/lib.sh"
 while IFS= read -r _v; do unset "$_v"; done < <(env | sed -n 's/^\(USTACK\(_[A-Za-z0-9_]*\)\{0,1\}\)=.*/\1/p')
 
-MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server SETS=() KA="" KERNEL=0
+MODE=plain N=20000 BIN=$ROOT/build DEVX="" SIDE=server SETS=() KA="" KERNEL=0 SPLIT=0
 while [ $# -gt 0 ]; do
     case $1 in
         --client) SIDE=client ;;
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
         --cpus) MODE=cpus ;;
         --wire) MODE=wire ;;
         --kernel) KERNEL=1 ;;
+        --split) SPLIT=1 ;;
         --requests) N=${2-}; shift ;;
         --bin) BIN=${2-}; shift ;;
         --dev-args) DEVX=${2-}; shift ;;
@@ -58,6 +61,10 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || { echo "connprof.sh: root needed" >&2; exit 2; }
 case $N in '' | *[!0-9]*) echo "connprof.sh: bad --requests '$N'" >&2; exit 2 ;; esac
+if [ "$SPLIT" = 1 ] && [ "$SIDE" = client ]; then
+    echo "connprof.sh: --split goes with server mode" >&2
+    exit 2
+fi
 if [ "$KERNEL" = 1 ] && { [ "$SIDE" = client ] || [ "$MODE" = strace ] || [ "$MODE" = perf ]; }; then
     echo "connprof.sh: --kernel goes with server mode and --wire, --cpus or neither" >&2
     exit 2
@@ -121,10 +128,18 @@ if { [ -z "$SD" ] && [ "$KERNEL" = 0 ]; } || [ -z "$WK" ]; then
     exit 2
 fi
 ab_run() {
+    local -a pin=()
+    [ "$SPLIT" = 1 ] && pin=(taskset -c 0)
     # shellcheck disable=SC2046 # ab_argv's words
-    timeout $((120 + N / 100)) ip netns exec "$NS_C" sh -c 'ulimit -n 20000; exec "$@"' sh \
+    timeout $((120 + N / 100)) "${pin[@]}" ip netns exec "$NS_C" sh -c 'ulimit -n 20000; exec "$@"' sh \
         $(ab_argv "$1")
 }
+# --split: the nginx worker on the stack core's CPU (1), ab on CPU 0 (docs/benchmarks.md
+# "Two machines on one"); with --kernel the same places.
+if [ "$SPLIT" = 1 ] && ! taskset -apc 1 "$WK" >/dev/null; then
+    echo "connprof.sh: cannot pin the nginx worker to CPU 1" >&2
+    exit 2
+fi
 ab_run 2000 >"$OUT/warmup.out" 2>&1
 case $MODE in
     strace)
