@@ -241,15 +241,28 @@ rps_set() {
     ip netns exec "$NS_C" sh -c "echo $1 > /sys/class/net/$V_C/queues/rx-0/rps_cpus" &&
         ip netns exec "$NS_S" sh -c "echo $2 > /sys/class/net/$V_S/queues/rx-0/rps_cpus"
 }
-# cpu_mask LIST: the hex mask of a taskset-style CPU list.
-cpu_mask() {
-    python3 -c 'import sys
-m = 0
-for part in sys.argv[1].split(","):
+# cpus OP LIST, for a taskset-style CPU list (e.g. 1 or 0,2-7): OP mask, its hex mask (as
+# rps_cpus takes it); OP rest, the CPUs of 0..nproc-1 not in it, as a list (1 -> 0,2-7 on 8).
+cpus() {
+    python3 - "$1" "$2" "$(nproc)" <<'PY'
+import sys
+op, have = sys.argv[1], set()
+for part in sys.argv[2].split(","):
     a, _, b = part.partition("-")
-    for c in range(int(a), int(b or a) + 1):
-        m |= 1 << c
-print("%x" % m)' "$1"
+    have.update(range(int(a), int(b or a) + 1))
+if op == "mask":
+    print("%x" % sum(1 << c for c in have))
+    sys.exit(0)
+rest = [c for c in range(int(sys.argv[3])) if c not in have]
+out, i = [], 0
+while i < len(rest):
+    j = i
+    while j + 1 < len(rest) and rest[j + 1] == rest[j] + 1:
+        j += 1
+    out.append(str(rest[i]) if i == j else "%d-%d" % (rest[i], rest[j]))
+    i = j + 1
+print(",".join(out))
+PY
 }
 if [ -n "$RPS" ] && [ "$RPS" != sides ]; then
     ip netns exec "$NS_C" sh -c "echo $RPS > /sys/class/net/$V_C/queues/rx-0/rps_cpus" || exit 2
@@ -694,26 +707,6 @@ client_cpus() {
     if [ "$1" = both ] && [ "$c" = 1 ]; then echo 0; else echo "$c"; fi
 }
 
-# cpu_rest LIST: the CPUs of 0..nproc-1 not in the taskset-style LIST (e.g. 1 -> 0,2-7 on 8).
-cpu_rest() {
-    python3 - "$1" "$(nproc)" <<'PY'
-import sys
-have = set()
-for part in sys.argv[1].split(","):
-    a, _, b = part.partition("-")
-    have.update(range(int(a), int(b or a) + 1))
-rest = [c for c in range(int(sys.argv[2])) if c not in have]
-out, i = [], 0
-while i < len(rest):
-    j = i
-    while j + 1 < len(rest) and rest[j + 1] == rest[j] + 1:
-        j += 1
-    out.append(str(rest[i]) if i == j else "%d-%d" % (rest[i], rest[j]))
-    i = j + 1
-print(",".join(out))
-PY
-}
-
 # set_layout CORES: SRV_CPUS and CLI_CPUS of the pass (both empty: shared).
 SRV_CPUS="" CLI_CPUS=""
 set_layout() {
@@ -722,7 +715,7 @@ set_layout() {
     [ "$LAYOUT" = split ] || return 0
     local s c
     s=$(bench_cpus "$1")
-    c=$(cpu_rest "$s")
+    c=$(cpus rest "$s")
     if [ -z "$c" ]; then
         log "cores $1: no CPU is left for the client side on this machine: this pass runs shared"
         return 0
@@ -730,7 +723,7 @@ set_layout() {
     SRV_CPUS=$s CLI_CPUS=$c
     log "cores $1: server side on CPU(s) $SRV_CPUS, client side on CPU(s) $CLI_CPUS (ustack and kernel alike)"
     if [ "$RPS" = sides ]; then
-        rps_set "$(cpu_mask "$CLI_CPUS")" "$(cpu_mask "$SRV_CPUS")" || log "rps_cpus could not be set"
+        rps_set "$(cpus mask "$CLI_CPUS")" "$(cpus mask "$SRV_CPUS")" || log "rps_cpus could not be set"
     fi
 }
 layout_word() { if [ -n "$SRV_CPUS" ]; then echo "split:$SRV_CPUS/$CLI_CPUS"; else echo shared; fi; }

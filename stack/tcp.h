@@ -299,8 +299,8 @@ int stk__pick_port(struct stk_engine *e, struct stk_tcb *t);
  * is free or o is a TIME-WAIT that saw timestamps and no socket holds, which then goes
  * (RFC 6191: PAWS rejects the old incarnation's segments; Linux's tcp_twsk_unique). */
 bool stk__tw_take(struct stk_engine *e, struct stk_tcb *o);
-/* RFC 6528 ISN of t's 4-tuple at now; with swap, of the reversed tuple. */
-uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now);
+/* RFC 6528 ISN of t's 4-tuple at now. */
+uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, stk_time_t now);
 /* t's timestamp offset (RFC 7323 section 5.4): stk__ts_now = engine ms + this. */
 uint32_t stk__ts_offset(struct stk_engine *e, const struct stk_tcb *t);
 /* Our timestamp value for a cookie SYN-ACK, carrying the peer's window scale (-1: none)

@@ -552,9 +552,9 @@ static uint32_t tuple_f(struct stk_engine *e, const struct stk_tcb *t, bool swap
  * 4 us tick a tuple reused within a few hundred us (curl --local-port, ~90 bytes sent) got
  * an ISN below the old connection's last sequence number, and the peer's TIME-WAIT, also
  * seeing the same millisecond timestamp, refused the SYN for a 1 s retransmission. */
-uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, bool swap, stk_time_t now)
+uint32_t stk__isn(struct stk_engine *e, const struct stk_tcb *t, stk_time_t now)
 {
-    return (uint32_t)((now + e->cfg.clock_off_us) * 125 / 8) + tuple_f(e, t, swap);
+    return (uint32_t)((now + e->cfg.clock_off_us) * 125 / 8) + tuple_f(e, t, false);
 }
 
 /* The per-connection timestamp offset (RFC 7323 section 5.4): F of the reversed tuple, plus

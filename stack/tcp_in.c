@@ -947,7 +947,7 @@ static void listen_syn(struct stk_engine *e, struct stk_tcb *l, const struct stk
     t->ts_offset = stk__ts_offset(e, t);
     stk__set_state(e, t, STK_TCP_SYN_RECEIVED);
     syn_options(e, t, s, now);
-    t->iss = stk__isn(e, t, false, now);
+    t->iss = stk__isn(e, t, now);
     t->snd_una = t->iss;
     t->snd_buf_seq = t->iss + 1;
     t->snd_max = t->iss;

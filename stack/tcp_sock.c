@@ -326,7 +326,7 @@ static int connect_start(struct stk_engine *e, stk_time_t now, struct stk_tcb *t
     t->so_error = 0;
     t->soft_error = 0;
     t->pmtu = 0;
-    t->iss = stk__isn(e, t, false, now);
+    t->iss = stk__isn(e, t, now);
     t->ts_offset = stk__ts_offset(e, t);
     t->snd_una = t->iss;
     t->snd_max = t->iss;
