@@ -258,7 +258,7 @@ int dio_shm_open(int fd, unsigned ncores, struct dio_shm **out, char *err, size_
     /* A snapshot of the header, checked and then used: the client cannot change what we
      * checked. */
     if ((uint64_t)st.st_size < sizeof(h) || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
-        shm_region_check(&h, (uint64_t)st.st_size) != 0) {
+        shm_region_check(&h, (uint64_t)st.st_size, (uint64_t)st.st_size) != 0) {
         snprintf(err, errlen, "--shm-fd %d: not a valid ustack region (%lld bytes)", fd,
                  (long long)st.st_size);
         return -EINVAL;

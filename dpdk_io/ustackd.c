@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -505,6 +506,21 @@ int main(int argc, char **argv)
     if (shim_conf_load(&conf, err, sizeof(err)))
         return fail("%s", err);
     shim_log_setup(NULL, conf.log_level);
+    /* A program bounding its address space (`ulimit -v`, RLIMIT_AS) hands the bound to the
+     * ustackd it spawns, which maps every region whole and the EAL's memory: lift it (root
+     * may), or the EAL's start fails with a misleading message. */
+    struct rlimit as;
+    if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+        struct rlimit up = {RLIM_INFINITY, RLIM_INFINITY};
+        if (setrlimit(RLIMIT_AS, &up) < 0) { /* not privileged: up to the hard bound */
+            up = (struct rlimit){as.rlim_max, as.rlim_max};
+            (void)setrlimit(RLIMIT_AS, &up);
+            if (as.rlim_max != RLIM_INFINITY)
+                SHIM_WARN("an RLIMIT_AS of %llu MiB was inherited and cannot be lifted; starting "
+                          "the device may fail for it",
+                          (unsigned long long)(as.rlim_max >> 20));
+        }
+    }
     /* Signals are taken synchronously by this (control) thread; block them before EAL
      * starts its threads, which inherit the mask. */
     sigset_t set_sig;

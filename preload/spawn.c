@@ -328,6 +328,28 @@ static int do_attach(void *base, uint64_t size, int shm_fd, int pipe_fd)
 
 /* ---- attaching to an inherited region -------------------------------------------------- */
 
+/* Maps the head of the region in fd (fsize bytes): everything but the sockets' rings, which
+ * the client maps as sockets use them (docs/shm.md "Mapping"). The base and *mapped, or
+ * MAP_FAILED with errno (EINVAL: no region's header there). The caller checks it. */
+static void *map_head(int fd, uint64_t fsize, uint64_t *mapped)
+{
+    struct shm_hdr h;
+    if (fsize < sizeof(h) || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+        errno = EINVAL;
+        return MAP_FAILED;
+    }
+    struct shm_geometry g = {h.ncores, h.nsocks, h.nreplies, h.ring_size, h.nprocs};
+    uint64_t head = h.nprocs ? shm_region_head(&g) : 0;
+    if (!head || head > fsize) {
+        errno = EINVAL;
+        return MAP_FAILED;
+    }
+    void *base = mmap(NULL, (size_t)head, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base != MAP_FAILED)
+        *mapped = head;
+    return base;
+}
+
 static int attach_inherited(const char *shm, const char *pipe)
 {
     char *end;
@@ -338,31 +360,32 @@ static int attach_inherited(const char *shm, const char *pipe)
         /* -EBADF: a number, but nothing of a region there (the image closed it). */
         return *end || fd < 0 ? -EINVAL : -EBADF;
     }
-    void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0);
+    uint64_t mapped = 0;
+    void *base = map_head((int)fd, (uint64_t)st.st_size, &mapped);
     if (base == MAP_FAILED && errno == ENOMEM) {
         /* Not "not a region": the program bounds its address space (Dovecot's processes run
          * with RLIMIT_AS of 256 MiB, default_vsz_limit; vsftpd's session), docs/gaps.md. */
         snprintf(conf_err, sizeof(conf_err),
-                 "USTACK_SHM_FD=%.32s: cannot map the region (%lld MiB): %s; is RLIMIT_AS "
+                 "USTACK_SHM_FD=%.32s: cannot map the region's head: %s; is RLIMIT_AS "
                  "too low? (USTACK_SHM_SOCKS makes it smaller)",
-                 shm, (long long)(st.st_size >> 20), strerror(ENOMEM));
+                 shm, strerror(ENOMEM));
         return -ENOMEM;
     }
-    if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size) < 0) {
+    if (base == MAP_FAILED || shm_region_check(base, mapped, (uint64_t)st.st_size) < 0) {
         if (base != MAP_FAILED)
-            munmap(base, (size_t)st.st_size);
+            munmap(base, (size_t)mapped);
         snprintf(conf_err, sizeof(conf_err), "USTACK_SHM_FD=%.32s: not a ustack region", shm);
         return -EINVAL;
     }
     if (__atomic_load_n(&shm_hdr(base)->state, __ATOMIC_ACQUIRE) != SHM_READY) {
-        munmap(base, (size_t)st.st_size);
+        munmap(base, (size_t)mapped);
         snprintf(conf_err, sizeof(conf_err), "the ustackd of USTACK_SHM_FD=%.32s is gone", shm);
         return -ENETDOWN;
     }
     long pfd = pipe ? strtol(pipe, &end, 10) : -1;
     if (pfd >= 0 && REAL(fcntl)((int)pfd, F_GETFD) < 0)
         pfd = -1;
-    return do_attach(base, (uint64_t)st.st_size, (int)fd, (int)pfd);
+    return do_attach(base, mapped, (int)fd, (int)pfd);
 }
 
 /* ---- spawning ------------------------------------------------------------------------- */
@@ -483,8 +506,8 @@ static int spawn(void)
     int rc;
     unsigned socks = conf.shm_socks, ring = conf.shm_ring;
     struct shm_geometry g = {conf.ncores, socks, 4096, ring, SHM_NPROCS};
-    uint64_t size = shm_region_size(&g);
-    if (!size) {
+    uint64_t size = shm_region_size(&g), head = shm_region_head(&g);
+    if (!size || !head) {
         snprintf(conf_err, sizeof(conf_err), "no valid region for %u cores", conf.ncores);
         return -EINVAL;
     }
@@ -497,7 +520,8 @@ static int spawn(void)
         return -ENOMEM;
     }
     fd = high_fd(fd);
-    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* The head only: the rings are mapped as sockets use them (docs/shm.md "Mapping"). */
+    void *base = mmap(NULL, head, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         snprintf(conf_err, sizeof(conf_err), "cannot map the region: %s", strerror(errno));
         REAL(close)(fd);
@@ -567,7 +591,7 @@ static int spawn(void)
             REAL(close)(pw);
             for (uint32_t c = 0; c < g.ncores; c++)
                 REAL(close)(shm_cmdq(base, c)->wake_fd);
-            munmap(base, size);
+            munmap(base, head);
             REAL(close)(fd);
             return -EBUSY;
         }
@@ -582,7 +606,7 @@ static int spawn(void)
     setenv("USTACK_SHM_FD", v, 1);
     snprintf(v, sizeof(v), "%d", pw);
     setenv("USTACK_PIPE_FD", v, 1);
-    return do_attach(base, size, fd, pw);
+    return do_attach(base, head, fd, pw);
 
 fail:
     snprintf(conf_err, sizeof(conf_err), "cannot set up the region: %s", strerror(-rc));
@@ -590,7 +614,7 @@ fail_fds:
     for (uint32_t c = 0; c < g.ncores; c++)
         if (shm_cmdq(base, c)->wake_fd >= 0)
             REAL(close)(shm_cmdq(base, c)->wake_fd);
-    munmap(base, size);
+    munmap(base, head);
     REAL(close)(fd);
     return rc < 0 ? rc : -ENETDOWN;
 }
@@ -687,13 +711,14 @@ static int attach_socket(const char *path)
     }
     struct stat st;
     void *base = MAP_FAILED;
+    uint64_t mapped = 0;
     if (fstat(fds[0], &st) == 0 && st.st_size > 0)
-        base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
-    if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size) < 0 ||
+        base = map_head(fds[0], (uint64_t)st.st_size, &mapped);
+    if (base == MAP_FAILED || shm_region_check(base, mapped, (uint64_t)st.st_size) < 0 ||
         shm_hdr(base)->ncores != conf.ncores ||
         __atomic_load_n(&shm_hdr(base)->state, __ATOMIC_ACQUIRE) != SHM_READY) {
         if (base != MAP_FAILED)
-            munmap(base, (size_t)st.st_size);
+            munmap(base, (size_t)mapped);
         for (unsigned j = 0; j < nfds; j++)
             REAL(close)(fds[j]);
         snprintf(conf_err, sizeof(conf_err), "%.300s: ustackd sent no usable region", path);
@@ -710,7 +735,7 @@ static int attach_socket(const char *path)
     setenv("USTACK_SHM_FD", v, 1);
     snprintf(v, sizeof(v), "%d", fds[1]);
     setenv("USTACK_PIPE_FD", v, 1);
-    rc = do_attach(base, (uint64_t)st.st_size, fds[0], fds[1]);
+    rc = do_attach(base, mapped, fds[0], fds[1]);
     return rc < 0 ? rc : 1;
 }
 

@@ -123,6 +123,58 @@ int shim__high(int fd, bool cloexec)
     return n;
 }
 
+_Atomic uint32_t *shim__map_row(uint32_t p)
+{
+    if (C.whole)
+        return shm_hold(C.base, p, 0);
+    int fd = C.shm_fd;
+    void *r = fd >= 0 ? mmap(NULL, C.hold_stride, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                             (off_t)(C.off_hold + (uint64_t)p * C.hold_stride))
+                      : MAP_FAILED;
+    if (r == MAP_FAILED) {
+        shim_warn_once("rowmap",
+                       "cannot map a process's hold counts (%llu KiB of the region): %s; "
+                       "ustackd cannot close its sockets if it dies",
+                       (unsigned long long)(C.hold_stride >> 10),
+                       strerror(fd >= 0 ? errno : EBADF));
+        return NULL;
+    }
+    return r;
+}
+
+void shim__unmap_row(_Atomic uint32_t *row)
+{
+    if (row && !C.whole)
+        munmap((void *)row, C.hold_stride);
+}
+
+uint8_t *shim__map_chunk(uint32_t c)
+{
+    uint64_t span = (2ull * C.ring) << C.chunk_shift;
+    uint64_t off = C.off_data + (uint64_t)c * span;
+    if (c >= C.nchunks || off >= C.region_size)
+        return NULL;
+    size_t len = (size_t)(C.region_size - off < span ? C.region_size - off : span);
+    int fd = C.shm_fd;
+    void *p =
+        fd >= 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)off) : MAP_FAILED;
+    if (p == MAP_FAILED) {
+        int e = fd >= 0 ? errno : EBADF;
+        shim_warn_once(
+            "ringmap", "cannot map the rings of sockets %u-%u (%zu KiB of the region): %s%s",
+            c << C.chunk_shift, ((c + 1) << C.chunk_shift) - 1, len >> 10, strerror(e),
+            e == ENOMEM ? "; is RLIMIT_AS too low? (USTACK_SHM_RING makes rings smaller)" : "");
+        return NULL;
+    }
+    uint8_t *was = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&C.chunk[c], &was, (uint8_t *)p,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        munmap(p, len); /* another thread mapped it first */
+        return was;
+    }
+    return p;
+}
+
 int shim_attach(const struct shim_attach *a)
 {
     if (SHIM_LOAD(&C.attached))
@@ -148,6 +200,36 @@ int shim_attach(const struct shim_attach *a)
         shim_fdtab_destroy(&shim_fds);
         return rc;
     }
+    /* The rings' chunks: 2^shift slots of 2 x ring_size bytes in at most chunk_bytes. */
+    uint64_t slot_bytes = 2ull * h->ring_size,
+             cb = a->chunk_bytes ? a->chunk_bytes : SHIM_CHUNK_BYTES;
+    uint32_t shift = 0;
+    while (shift < 24 && (slot_bytes << (shift + 1)) <= cb)
+        shift++;
+    uint32_t nchunks = (uint32_t)(((uint64_t)h->nsocks + (1u << shift) - 1) >> shift);
+    size_t csz = (size_t)nchunks * sizeof(*C.chunk);
+    uint8_t *_Atomic *chunk =
+        mmap(NULL, csz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (chunk == MAP_FAILED) {
+        rc = -errno;
+        munmap(pins, psz);
+        munmap(files, fsz);
+        shim_fdtab_destroy(&shim_fds);
+        return rc;
+    }
+    /* Mapped whole (a test's region): every chunk is there already. */
+    C.whole = a->size >= h->size;
+    C.off_hold = h->off_hold;
+    C.hold_stride = h->hold_stride;
+    if (C.whole)
+        for (uint32_t c = 0; c < nchunks; c++)
+            atomic_init(&chunk[c],
+                        (uint8_t *)a->base + h->off_data + ((uint64_t)c * slot_bytes << shift));
+    C.chunk = chunk;
+    C.chunk_shift = shift;
+    C.nchunks = nchunks;
+    C.off_data = h->off_data;
+    C.region_size = h->size;
     C.pins = pins;
     C.files = files;
     C.base = a->base;
@@ -180,6 +262,8 @@ int shim_attach(const struct shim_attach *a)
                        "the region's process table (%u entries) is full: ustackd "
                        "cannot close this process's sockets if it dies",
                        h->nprocs);
+    else if (!(C.row = shim__map_row(C.pidx)))
+        C.pidx = SHM_NONE; /* untracked, as with a full table; ustackd frees the entry */
     C.lockval = C.pidx == SHM_NONE ? SHM_NONE : C.pidx + 1;
     for (uint32_t i = 0; i < C.ncores; i++) {
         C.wake_fd[i] = shm_cmdq(C.base, i)->wake_fd;
@@ -860,7 +944,7 @@ static int make_socket(int flags, bool dgram, int dom)
     s->core = dgram ? 0 : atomic_fetch_add(&C.next_core, 1) % C.ncores;
     atomic_store(&s->refs, 1);
     if (C.pidx != SHM_NONE)
-        atomic_store(shm_hold(C.base, C.pidx, i), 1);
+        atomic_store(&C.row[i], 1);
     s->domain = (uint32_t)dom;
     atomic_store(&s->app_flags, dom == AF_INET6 && bindv6only() ? SHM_A_V6ONLY : 0);
     atomic_store(&s->flags, dgram ? SHM_F_DGRAM : 0);
@@ -879,7 +963,7 @@ static int make_socket(int flags, bool dgram, int dom)
         /* Not queued: the stack never sees the slot, so it is ours to give back. */
         atomic_store(&s->attach_pend, 0);
         if (C.pidx != SHM_NONE)
-            atomic_store(shm_hold(C.base, C.pidx, i), 0);
+            atomic_store(&C.row[i], 0);
         shm_sock_free(C.base, i);
         shim__efd_close(efd);
         return rc;
@@ -1384,6 +1468,10 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
     if (!sk_valid(&k) || k.f->cstate != SHIM_CS_LISTEN)
         return -EINVAL;
     struct shm_sock *s = k.s;
+    /* The accept queue lives in the listener's rx ring area. */
+    uint8_t *aq = shim__rx_data(k.slot);
+    if (!aq)
+        return -ENOMEM;
     int64_t deadline = 0;
     for (;;) {
         uint32_t seq0 = SHIM_LOAD(&s->seq);
@@ -1397,14 +1485,14 @@ int shim_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
             if (efd < 0)
                 return efd;
             uint32_t i;
-            if (shm_aq_pop(s, shm_rx_data(C.base, k.slot), C.ring, &i)) {
+            if (shm_aq_pop(s, aq, C.ring, &i)) {
                 /* The queue's reference becomes this fd's (nobody else can hold it yet),
                  * counted as ours at once: a process killed from here on leaves it to
                  * ustackd's reclaim, not open for ever (docs/shm.md "Holders"). */
                 if (i < C.nsocks) {
                     atomic_store(&shm_sock(C.base, i)->refs, 1);
                     if (C.pidx != SHM_NONE)
-                        atomic_store(shm_hold(C.base, C.pidx, i), 1);
+                        atomic_store(&C.row[i], 1);
                 }
                 if (SHIM_RLX(&s->sigb) && shm_aq_empty(s) && shim__efd_hold(&k)) {
                     shim__settle(k.fd, k.slot);
@@ -1792,7 +1880,7 @@ void shim__release_ref(uint32_t slot, uint32_t gen)
     /* Our count first: dying between the two leaves refs one too high (the socket stays
      * open), never one too low (ustackd would drop a reference twice). */
     if (C.pidx != SHM_NONE) {
-        _Atomic uint32_t *hc = shm_hold(C.base, C.pidx, slot);
+        _Atomic uint32_t *hc = &C.row[slot];
         uint32_t h = atomic_load(hc);
         while (h && !atomic_compare_exchange_weak(hc, &h, h - 1)) {
         }
@@ -1829,7 +1917,7 @@ void shim__ref_add(uint32_t slot, uint32_t n)
 {
     atomic_fetch_add(&shm_sock(C.base, slot)->refs, n);
     if (C.pidx != SHM_NONE)
-        atomic_fetch_add(shm_hold(C.base, C.pidx, slot), n);
+        atomic_fetch_add(&C.row[slot], n);
 }
 
 /* Drops this process's fd reference now (caller holds the lock). */

@@ -57,12 +57,14 @@ struct shim_sys {
 
 /* What a process attaches with (preload/ maps the region; see docs/shm.md "Start-up"). */
 struct shim_attach {
-    uint32_t spare_fds; /* USTACK_SPARE_FDS: closed sockets' eventfds kept for reuse */
-    void *base;         /* the mapped region, already checked with shm_region_check() */
-    uint64_t size;      /* its mapping size */
-    int shm_fd;         /* the memfd, or -1 */
-    int pipe_fd;        /* the liveness pipe's write end, or -1 */
-    uint32_t ip;        /* ustack's address and prefix, host order (routing to the kernel) */
+    uint32_t spare_fds;   /* USTACK_SPARE_FDS: closed sockets' eventfds kept for reuse */
+    void *base;           /* the mapped region, already checked with shm_region_check() */
+    uint64_t size;        /* bytes mapped at base: the whole region, or its head (the rings are
+                             then mapped from shm_fd as sockets use them) */
+    uint32_t chunk_bytes; /* the rings' mapping unit (0: SHIM_CHUNK_BYTES) */
+    int shm_fd;           /* the memfd, or -1 */
+    int pipe_fd;          /* the liveness pipe's write end, or -1 */
+    uint32_t ip;          /* ustack's address and prefix, host order (routing to the kernel) */
     uint8_t prefix;
     uint32_t gw;         /* 0: none */
     uint32_t fdtab_size; /* the fd table's size: the hard RLIMIT_NOFILE */
@@ -93,6 +95,7 @@ static inline bool shim_fd_sock_number(int fd)
 /* Once, before anything else (sets the real functions). */
 void shim_init(const struct shim_sys *sys);
 /* Attaches to a region: fd table, per-socket state, library fds marked private. */
+#define SHIM_CHUNK_BYTES (4u << 20)
 int shim_attach(const struct shim_attach *a);
 bool shim_attached(void);
 /* The region's memfd and the liveness pipe's write end as this process numbers them now. */

@@ -127,9 +127,46 @@ struct shim_cli {
     uint8_t spare_stale[SHIM_SPARE_MAX]; /* not emptied at its close (shim_file.efd_stale) */
     _Atomic int nspare;
     int spare_resv, spare_max, spare_lim;
+    /* The sockets' rings, mapped from the region's memfd a chunk of 2^chunk_shift slots at a
+     * time when a socket of the chunk first moves data here (docs/shm.md "Mapping"): chunk[c]
+     * is the rx ring of the chunk's first slot, NULL until then. Only the head is mapped at
+     * attach, so that a process bounding its address space (RLIMIT_AS) pays for the rings it
+     * uses, not for all nsocks. */
+    uint8_t *_Atomic *chunk;
+    uint32_t chunk_shift, nchunks;
+    uint64_t off_data, region_size;
+    /* Our row of hold counts (NULL when pidx is SHM_NONE) and, between fork's prepare and
+     * its return, the child's: mapped one at a time like the rings, unless the region is
+     * mapped whole (docs/shm.md "Mapping"). */
+    _Atomic uint32_t *row, *child_row;
+    uint64_t off_hold, hold_stride;
+    bool whole;
 };
 
 extern struct shim_cli shim__c;
+
+/* Process p's row of hold counts (its own mapping unless the region is mapped whole), or
+ * NULL (said once on stderr); shim__unmap_row gives it back. */
+_Atomic uint32_t *shim__map_row(uint32_t p);
+void shim__unmap_row(_Atomic uint32_t *row);
+/* Maps chunk c (any thread; the first mapping wins): its base, or NULL (said once on
+ * stderr) when it cannot be mapped. */
+uint8_t *shim__map_chunk(uint32_t c);
+/* Socket slot's rx ring data, its tx ring's C.ring bytes after it; NULL when its chunk cannot
+ * be mapped (the caller fails with ENOMEM). slot < C.nsocks. */
+static inline uint8_t *shim__rx_data(uint32_t slot)
+{
+    uint32_t c = slot >> shim__c.chunk_shift;
+    uint8_t *b = atomic_load_explicit(&shim__c.chunk[c], memory_order_acquire);
+    if (__builtin_expect(!b, 0) && !(b = shim__map_chunk(c)))
+        return NULL;
+    return b + (size_t)(slot & ((1u << shim__c.chunk_shift) - 1)) * 2 * shim__c.ring;
+}
+static inline uint8_t *shim__tx_data(uint32_t slot)
+{
+    uint8_t *b = shim__rx_data(slot);
+    return b ? b + shim__c.ring : NULL;
+}
 
 /* A socket looked up from an fd. */
 struct shim_sk {

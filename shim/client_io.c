@@ -118,7 +118,9 @@ typedef ssize_t (*fill_fn)(void *ctx, uint8_t *p, size_t n);
 static ssize_t send_loop(struct shim_sk *k, size_t total, int flags, fill_fn fill, void *ctx)
 {
     struct shm_sock *s = k->s;
-    uint8_t *data = shm_tx_data(C.base, k->slot);
+    uint8_t *data = shim__tx_data(k->slot);
+    if (!data)
+        return -ENOMEM;
     bool nb = k->f->nonblock || (flags & MSG_DONTWAIT);
     int64_t deadline = 0;
     size_t sent = 0;
@@ -277,7 +279,9 @@ static ssize_t recv_iov(int fd, const struct iovec *iov, size_t niov, int flags)
     bool peek = flags & MSG_PEEK, trunc = flags & MSG_TRUNC;
     bool waitall = (flags & MSG_WAITALL) && !peek;
     bool nb = k.f->nonblock || (flags & MSG_DONTWAIT);
-    const uint8_t *data = shm_rx_data(C.base, k.slot);
+    const uint8_t *data = shim__rx_data(k.slot);
+    if (!data)
+        return -ENOMEM;
     struct iov_cur cur = {iov, niov, 0, 0, false};
     int64_t deadline = 0;
     size_t got = 0;
@@ -549,7 +553,9 @@ ssize_t shim__dg_sendmsg(struct shim_sk *k, const struct msghdr *m, int flags)
         return -ENETDOWN;
     if ((rc = dg_autobind(k)) < 0)
         return rc;
-    uint8_t *data = shm_tx_data(C.base, k->slot);
+    uint8_t *data = shim__tx_data(k->slot);
+    if (!data)
+        return -ENOMEM;
     bool nb = k->f->nonblock || (flags & MSG_DONTWAIT);
     int64_t deadline = 0;
     for (;;) {
@@ -607,10 +613,13 @@ int shim__dg_next_len(struct shim_sk *k)
 {
     struct shm_sock *s = k->s;
     struct shm_dgram h;
+    const uint8_t *data = shim__rx_data(k->slot);
+    if (!data)
+        return 0;
     shim__spin_lock(&s->rlock);
     uint32_t used = shm_ring_used(&s->rx, C.ring);
     if (used >= SHM_DGRAM_HLEN)
-        shm_ring_get_at(&s->rx, shm_rx_data(C.base, k->slot), C.ring, 0, &h, SHM_DGRAM_HLEN);
+        shm_ring_get_at(&s->rx, data, C.ring, 0, &h, SHM_DGRAM_HLEN);
     shim__spin_unlock(&s->rlock);
     return used >= SHM_DGRAM_HLEN && h.len <= used - SHM_DGRAM_HLEN ? (int)h.len : 0;
 }
@@ -689,7 +698,9 @@ ssize_t shim__dg_recvmsg(struct shim_sk *k, struct msghdr *m, int flags)
         return -EAGAIN; /* no IP_RECVERR queue */
     bool peek = flags & MSG_PEEK;
     bool nb = k->f->nonblock || (flags & MSG_DONTWAIT);
-    const uint8_t *data = shm_rx_data(C.base, k->slot);
+    const uint8_t *data = shim__rx_data(k->slot);
+    if (!data)
+        return -ENOMEM;
     int64_t deadline = 0;
     for (;;) {
         uint32_t seq0 = SHIM_LOAD(&s->seq);

@@ -41,7 +41,7 @@ static void bump_all(int delta)
             shim__attach_wait(e->slot);
             atomic_fetch_add(&shm_sock(C.base, e->slot)->refs, 1);
             if (C.child_pidx != SHM_NONE)
-                atomic_fetch_add(shm_hold(C.base, C.child_pidx, e->slot), 1);
+                atomic_fetch_add(&C.child_row[e->slot], 1);
         } else {
             atomic_fetch_sub(&shm_sock(C.base, e->slot)->refs, 1);
         }
@@ -62,6 +62,10 @@ void shim_fork_prepare(void)
     if (C.child_pidx == SHM_NONE)
         shim_warn_once("procs", "the region's process table is full: ustackd cannot close "
                                 "the sockets of a fork child if it dies");
+    else if (!(C.child_row = shim__map_row(C.child_pidx))) {
+        shm_proc_cancel(C.base, C.child_pidx, NULL);
+        C.child_pidx = SHM_NONE;
+    }
     bump_all(+1);
     shim__epoll_forking();
 }
@@ -71,8 +75,10 @@ void shim_fork_parent(void)
     if (!SHIM_LOAD(&C.attached))
         return;
     if (t_in_fork_hook)
-        return;              /* the hook unlocks after it has seen fork's result */
-    C.child_pidx = SHM_NONE; /* the child names its pid itself */
+        return;                   /* the hook unlocks after it has seen fork's result */
+    C.child_pidx = SHM_NONE;      /* the child names its pid itself */
+    shim__unmap_row(C.child_row); /* the child's now, in its own mapping */
+    C.child_row = NULL;
     pthread_mutex_unlock(&C.lock);
 }
 
@@ -91,10 +97,16 @@ void shim_fork_child_pid(int32_t pid)
     shim__spares_atfork_child();
     shim__pins_atfork_child();
     SHIM_STORE(&C.pid, pid);
+    shim__unmap_row(C.row); /* the parent's */
     C.pidx = C.child_pidx;
+    C.row = C.child_row;
     C.child_pidx = SHM_NONE;
-    if (C.pidx != SHM_NONE && !shm_proc_set_pid(C.base, C.pidx, pid))
+    C.child_row = NULL;
+    if (C.pidx != SHM_NONE && !shm_proc_set_pid(C.base, C.pidx, pid)) {
         C.pidx = SHM_NONE; /* ustackd gave the entry back: we run untracked */
+        shim__unmap_row(C.row);
+        C.row = NULL;
+    }
     C.lockval = C.pidx == SHM_NONE ? SHM_NONE : C.pidx + 1;
 }
 
@@ -112,11 +124,13 @@ void shim_fork_hook_end(int pid)
         return;
     if (pid < 0) {
         bump_all(-1);
-        shm_proc_cancel(C.base, C.child_pidx);
+        shm_proc_cancel(C.base, C.child_pidx, C.child_row);
     } else if (C.child_pidx != SHM_NONE) {
         shm_proc_set_pid(C.base, C.child_pidx, pid);
     }
     C.child_pidx = SHM_NONE;
+    shim__unmap_row(C.child_row);
+    C.child_row = NULL;
     pthread_mutex_unlock(&C.lock);
 }
 
@@ -520,7 +534,7 @@ int shim_pass_recv(const struct msghdr *msg)
             if (slot < C.nsocks && adopt_fd(fd, slot, gen, ps->nonblock, no_lo)) {
                 /* The message's reference becomes this process's. */
                 if (C.pidx != SHM_NONE)
-                    atomic_fetch_add(shm_hold(C.base, C.pidx, slot), 1);
+                    atomic_fetch_add(&C.row[slot], 1);
                 n++;
             } else {
                 shim__unref(slot, gen); /* the message's reference: the socket may close */

@@ -68,6 +68,18 @@ uint64_t shm_region_size(const struct shm_geometry *g)
     return layout(&d, &h);
 }
 
+uint64_t shm_region_head(const struct shm_geometry *g)
+{
+    struct shm_geometry d = *g;
+    if (!d.nprocs)
+        d.nprocs = SHM_NPROCS;
+    if (!geometry_ok(&d))
+        return 0;
+    struct shm_hdr h;
+    layout(&d, &h);
+    return h.off_hold;
+}
+
 void shm_region_init(void *base, const struct shm_geometry *g)
 {
     struct shm_hdr *h = base;
@@ -93,7 +105,7 @@ void shm_region_init(void *base, const struct shm_geometry *g)
     h->magic = SHM_MAGIC;
 }
 
-int shm_region_check(const void *base, uint64_t mapped)
+int shm_region_check(const void *base, uint64_t mapped, uint64_t fsize)
 {
     const struct shm_hdr *h = base;
     if (mapped < sizeof(*h) || h->magic != SHM_MAGIC || h->version != SHM_VERSION)
@@ -105,7 +117,7 @@ int shm_region_check(const void *base, uint64_t mapped)
     struct shm_hdr ref;
     memset(&ref, 0, sizeof(ref));
     uint64_t size = layout(&g, &ref);
-    if (size != h->size || size > mapped)
+    if (size != h->size || size > fsize || ref.off_hold > mapped)
         return -EINVAL;
     if (h->off_cmdq != ref.off_cmdq || h->off_reply != ref.off_reply ||
         h->off_sock != ref.off_sock || h->off_data != ref.off_data || h->off_proc != ref.off_proc ||
@@ -582,7 +594,7 @@ uint32_t shm_proc_find(void *base, int32_t pid)
     return SHM_NONE;
 }
 
-void shm_proc_cancel(void *base, uint32_t p)
+void shm_proc_cancel(void *base, uint32_t p, _Atomic uint32_t *row)
 {
     struct shm_hdr *h = base;
     if (p >= h->nprocs)
@@ -590,9 +602,9 @@ void shm_proc_cancel(void *base, uint32_t p)
     struct shm_proc *e = shm_proc(base, p);
     if (atomic_load_explicit(&e->state, ACQ) != SHM_PROC_PENDING)
         return;
-    for (uint32_t i = 0; i < h->nsocks; i++)
-        if (atomic_load_explicit(shm_hold(base, p, i), RLX))
-            atomic_store_explicit(shm_hold(base, p, i), 0, RLX);
+    for (uint32_t i = 0; row && i < h->nsocks; i++)
+        if (atomic_load_explicit(&row[i], RLX))
+            atomic_store_explicit(&row[i], 0, RLX);
     atomic_store_explicit(&e->pid, 0, RLX);
     atomic_store_explicit(&e->parent, 0, RLX);
     atomic_store_explicit(&e->state, SHM_PROC_FREE, REL);

@@ -319,10 +319,16 @@ struct shm_geometry {
 
 /* Bytes needed for a region of this geometry (0 if it is invalid). */
 uint64_t shm_region_size(const struct shm_geometry *g);
-/* Lays out a zeroed region of shm_region_size() bytes. */
+/* Bytes of its head: everything before the processes' hold counts and the sockets' rings
+ * (off_hold), 0 if invalid. An application maps only the head at attach, its own row of hold
+ * counts, and the rings a chunk at a time when a socket first uses them (shim/client.c,
+ * docs/shm.md "Mapping"). */
+uint64_t shm_region_head(const struct shm_geometry *g);
+/* Lays out a zeroed region of shm_region_size() bytes; only its head is written. */
 void shm_region_init(void *base, const struct shm_geometry *g);
-/* Checks a mapped region's header against its mapping size: 0 or -EINVAL. */
-int shm_region_check(const void *base, uint64_t mapped);
+/* Checks a region's header: the layout its geometry gives, a region of at most fsize bytes
+ * (the memfd's size), and at least its head among the mapped bytes at base. 0 or -EINVAL. */
+int shm_region_check(const void *base, uint64_t mapped, uint64_t fsize);
 
 /* ---- Attaching to a running ustackd (docs/shm.md "Start-up") ----------------------------
  * A process with no inherited region connects to ustackd's SOCK_SEQPACKET Unix socket,
@@ -485,8 +491,10 @@ uint32_t shm_proc_alloc(void *base, int32_t pid, int32_t parent);
 bool shm_proc_set_pid(void *base, uint32_t p, int32_t pid);
 /* A LIVE entry with this pid (an exec'd image finding its own), or SHM_NONE. */
 uint32_t shm_proc_find(void *base, int32_t pid);
-/* A PENDING entry whose fork failed: its hold counts are zeroed and it is FREE again. */
-void shm_proc_cancel(void *base, uint32_t p);
+/* A PENDING entry whose fork failed: its hold counts are zeroed and it is FREE again. row:
+ * the entry's hold counts as the caller maps them (NULL: the caller wrote none; a free
+ * entry's row is all zero). */
+void shm_proc_cancel(void *base, uint32_t p, _Atomic uint32_t *row);
 
 /* A reply slot for thread tid of process pid, or SHM_NONE. */
 uint32_t shm_reply_alloc(void *base, uint32_t tid, int32_t pid);

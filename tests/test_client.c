@@ -240,7 +240,13 @@ static void *fake_stack(void *arg)
     return NULL;
 }
 
-static void setup(void)
+/* lazy: the region is a memfd and the client maps only its head, the rings a chunk of
+ * LAZY_CHUNK bytes (two sockets) at a time as it uses them (docs/shm.md "Mapping"); the fake
+ * stack maps it whole, as ustackd. Otherwise an anonymous region mapped whole. */
+#define LAZY_CHUNK (2 * 2 * 4096)
+static int region_fd = -1;
+
+static void setup_with(bool lazy)
 {
     atomic_store(&paused, 0);
     atomic_store(&attach_cancels, 0);
@@ -248,7 +254,14 @@ static void setup(void)
         atomic_store(&fk[i].efd, -1);
     struct shm_geometry g = {1, NSOCKS, 16, 4096, 0};
     uint64_t size = shm_region_size(&g);
-    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (lazy) {
+        region_fd = memfd_create("ustack-test", 0);
+        ck_assert_int_ge(region_fd, 0);
+        ck_assert_int_eq(ftruncate(region_fd, (off_t)size), 0);
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, region_fd, 0);
+    } else {
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    }
     ck_assert_ptr_ne(base, MAP_FAILED);
     shm_region_init(base, &g);
     shm_cmdq(base, 0)->wake_fd = eventfd(0, EFD_NONBLOCK);
@@ -266,8 +279,30 @@ static void setup(void)
                             .ip = MY_IP,
                             .prefix = 24,
                             .fdtab_size = 4096};
+    if (lazy) {
+        uint64_t head = shm_region_head(&g);
+        ck_assert_uint_lt(head, size);
+        a.base = mmap(NULL, head, PROT_READ | PROT_WRITE, MAP_SHARED, region_fd, 0);
+        ck_assert_ptr_ne(a.base, MAP_FAILED);
+        ck_assert_int_eq(shm_region_check(a.base, head, size), 0);
+        ck_assert_int_eq(shm_region_check(a.base, head - 4096, size), -EINVAL);
+        ck_assert_int_eq(shm_region_check(a.base, head, size - 1), -EINVAL);
+        a.size = head;
+        a.shm_fd = region_fd;
+        a.chunk_bytes = LAZY_CHUNK;
+    }
     ck_assert_int_eq(shim_attach(&a), 0);
     ck_assert_int_eq(pthread_create(&stack_thread, NULL, fake_stack, NULL), 0);
+}
+
+static void setup(void)
+{
+    setup_with(false);
+}
+
+static void setup_lazy(void)
+{
+    setup_with(true);
 }
 
 static void teardown(void)
@@ -706,6 +741,55 @@ void *reader(void *p)
     ck_assert_int_eq(got, 20000);
     return NULL;
 }
+
+/* With only the region's head mapped (setup_lazy), the process's own row of hold counts is
+ * mapped at attach and a socket's rings when it first moves data, a chunk of two sockets at
+ * a time; a chunk that cannot be mapped (here:
+ * the region's fd swapped for a read-only one, as RLIMIT_AS would refuse it) fails that
+ * socket's calls with ENOMEM, and the others go on. */
+START_TEST(rings_mapped_on_first_use)
+{
+    ck_assert_uint_eq(shim__c.chunk_shift, 1);
+    ck_assert_uint_eq(shim__c.nchunks, NSOCKS / 2);
+    int fd[3];
+    for (int i = 0; i < 3; i++)
+        fd[i] = connected(7);
+    uint32_t slot[3];
+    for (int i = 0; i < 3; i++) {
+        slot[i] = shim_fds.ent[fd[i]].slot;
+        ck_assert_ptr_null(atomic_load(&shim__c.chunk[slot[i] >> 1]));
+    }
+    ck_assert_uint_ne(slot[0] >> 1, slot[2] >> 1);
+    /* Our hold counts: a row of our own mapping, the stack's view the same. */
+    ck_assert_ptr_ne(shim__c.row, shm_hold(base, shim__c.pidx, 0));
+    ck_assert_uint_eq(atomic_load(&shim__c.row[slot[0]]), 1);
+    ck_assert_uint_eq(atomic_load(shm_hold(base, shim__c.pidx, slot[0])), 1);
+    ck_assert_int_eq(shim_send(fd[0], "hello", 5, 0), 5);
+    ck_assert_ptr_nonnull(atomic_load(&shim__c.chunk[slot[0] >> 1]));
+    char buf[16] = {0};
+    ck_assert_int_eq(shim_recv(fd[0], buf, sizeof(buf), 0), 5);
+    ck_assert_str_eq(buf, "hello");
+    /* The client's view of the rings is the stack's. */
+    ck_assert_int_eq(shim__tx_data(slot[0]) - shim__rx_data(slot[0]), 4096);
+    /* A chunk that cannot be mapped. */
+    int good = shim__c.shm_fd, ro = open("/dev/zero", O_RDONLY);
+    ck_assert_int_ge(ro, 0);
+    shim__c.shm_fd = ro;
+    int other = slot[1] >> 1 == slot[0] >> 1 ? 2 : 1;
+    ck_assert_int_eq(shim_send(fd[other], "x", 1, 0), -ENOMEM);
+    ck_assert_int_eq(shim_recv(fd[other], buf, 1, MSG_DONTWAIT), -ENOMEM);
+    ck_assert_ptr_null(atomic_load(&shim__c.chunk[slot[other] >> 1]));
+    ck_assert_int_eq(shim_send(fd[0], "again", 5, 0), 5); /* a mapped one goes on */
+    ck_assert_int_eq(shim_recv(fd[0], buf, 5, MSG_WAITALL), 5);
+    shim__c.shm_fd = good;
+    close(ro);
+    ck_assert_int_eq(shim_send(fd[other], "x", 1, 0), 1);
+    ck_assert_int_eq(shim_recv(fd[other], buf, 1, 0), 1);
+    ck_assert_int_eq(buf[0], 'x');
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(shim_close(fd[i]), 0);
+}
+END_TEST
 
 /* Bad buffers fail with EFAULT (ucopy.h) instead of crashing; a send stops at the first bad
  * page with what it copied, a recv into a bad buffer consumes nothing; faults outside the
@@ -1889,7 +1973,19 @@ int main(int argc, char **argv)
     tcase_add_test(tc, stack_death_wakes_epoll);
     tcase_add_test(tc, stack_death_wakes_poll);
     tcase_add_test(tc, run_path_after_main_thread_exit);
+    /* The same calls with only the region's head mapped. */
+    TCase *lz = tcase_create("lazy");
+    tcase_add_checked_fixture(lz, setup_lazy, teardown);
+    tcase_set_timeout(lz, 30);
+    tcase_add_test(lz, rings_mapped_on_first_use);
+    tcase_add_test(lz, blocking_echo);
+    tcase_add_test(lz, listen_accept);
+    tcase_add_test(lz, fork_and_exec_references);
+    tcase_add_test(lz, nonblocking_connect);
+    tcase_add_test(lz, epoll_level_edge_oneshot);
+    tcase_add_test(lz, sendfile_from_file);
     suite_add_tcase(s, tc);
+    suite_add_tcase(s, lz);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -416,6 +416,59 @@ check_go() {
     u_gone "$kind" "cnote"
 }
 
+# ---------------------------------------------------------------- rlimit: a bounded address space
+
+# A program that bounds its address space (RLIMIT_AS: `ulimit -v`, Dovecot's
+# default_vsz_limit, vsftpd's session process) maps only the region's head and the rings of
+# the sockets it uses, not the whole region (2.1 GB with the default geometry; docs/shm.md
+# "Mapping"). A preloaded Python holding a connection runs curl bounded to RLIM_KB twice:
+# once with the region inherited (USTACK_SHM_FD), once with those variables unset, so that it
+# attaches to the running ustackd for a region of its own; each fetches 20 MiB. Then, where
+# ustackd may lift the bound it inherits (CAP_SYS_RESOURCE, which root has outside this kind
+# of sandbox), a bounded curl spawns ustackd itself.
+RLIM_KB=400000
+check_rlimit_as() {
+    local kind=$1 out="$NET_TMPD/rlimit.bin" cerr="$NET_TMPD/rlimit.err" rc=0 url how
+    url="http://$IP_K:$P_KHTTP/big.bin"
+    for how in inherited attached; do
+        rc=0
+        u_env "$kind" "rlimit-$how"
+        u_exec "${U_ENV[@]}" timeout -k 2 40 "$PY" -c '
+import socket, subprocess, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+unset = "unset USTACK_SHM_FD USTACK_PIPE_FD; " if sys.argv[3] == "attached" else ""
+sh = unset + "echo \"region fd ${USTACK_SHM_FD:-none}\" >&2; ulimit -v \"$1\" && exec curl -sS --max-time 30 -o \"$2\" \"$3\""
+sys.exit(subprocess.call(["bash", "-c", sh, "_"] + sys.argv[4:]))
+' "$IP_K" "$P_KHTTP" "$how" "$RLIM_KB" "$out" "$url" </dev/null 2>"$cerr" || rc=$?
+        if [ "$rc" != 0 ] || [ "$(sha "$out")" != "$BIG_SHA" ]; then
+            net_softfail "rlimit: a curl bounded to $RLIM_KB KiB ($how region) exited $rc, $(fsize "$out") bytes: $(errtail "$cerr")"
+        elif { [ $how = inherited ] && grep -q 'region fd none' "$cerr"; } \
+            || { [ $how = attached ] && ! grep -q 'region fd none' "$cerr"; }; then
+            net_softfail "rlimit: the $how curl saw $(head -1 "$cerr")"
+        else
+            net_log "rlimit: a curl bounded to $RLIM_KB KiB ($how region, $(head -1 "$cerr")) fetched 20 MiB, sha256 equal"
+        fi
+        rm -f "$out"
+        u_gone "$kind" "python and its bounded curl"
+    done
+    # CapEff's bit 24: CAP_SYS_RESOURCE.
+    if ! (( 0x$(awk '/^CapEff/ {print $2}' /proc/self/status) >> 24 & 1 )); then
+        net_log "rlimit: a bounded curl spawning ustackd not run: no CAP_SYS_RESOURCE here, ustackd cannot lift the bound"
+        return
+    fi
+    rc=0
+    u_env "$kind" "rlimit-spawn"
+    u_exec "${U_ENV[@]}" timeout -k 2 40 bash -c 'ulimit -v "$1" && exec curl -sS --max-time 35 -o "$2" "$3"' \
+        _ "$RLIM_KB" "$out" "$url" </dev/null 2>"$cerr" || rc=$?
+    if [ "$rc" != 0 ] || [ "$(sha "$out")" != "$BIG_SHA" ]; then
+        net_softfail "rlimit: a curl bounded to $RLIM_KB KiB spawning ustackd exited $rc, $(fsize "$out") bytes: $(errtail "$cerr")"
+    else
+        net_log "rlimit: a curl bounded to $RLIM_KB KiB spawned ustackd and fetched 20 MiB, sha256 equal"
+    fi
+    rm -f "$out"
+    u_gone "$kind" "bounded curl"
+}
+
 # ---------------------------------------------------------------- 6: secure exec
 
 # An exec the kernel runs with changed privileges ignores LD_PRELOAD: the program that makes
@@ -495,6 +548,7 @@ done
 check_restart af_xdp
 check_disabled af_packet
 check_go af_packet
+check_rlimit_as af_packet
 check_secure_exec af_packet
 check_unpreloaded_exec af_packet
 net_finish

@@ -87,7 +87,7 @@ int main(int argc, char **argv)
         return 2;
     }
     void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size)) {
+    if (base == MAP_FAILED || shm_region_check(base, (uint64_t)st.st_size, (uint64_t)st.st_size)) {
         fprintf(stderr, "scribble: cannot map the region\n");
         return 2;
     }
