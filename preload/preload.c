@@ -201,14 +201,18 @@ static void attach_for_child(void)
     (void)ustack__attach();
 }
 
+static void std_streams(void);
+
 __attribute__((constructor)) static void ustack_ctor(void)
 {
     ustack__init();
     ustack__stackd_path(); /* now, before the program can chdir() */
     /* An exec'd image: adopt the sockets the old image described (shim_exec_prepare). */
     const char *fds = getenv("USTACK_FDS");
-    if (fds && ustack__enabled() && ustack__attach() == 0)
+    if (fds && ustack__enabled() && ustack__attach() == 0) {
         shim_adopt(fds);
+        std_streams();
+    }
     if (fds)
         unsetenv("USTACK_FDS");
     else if (attach_early() == EARLY_START)
@@ -349,17 +353,30 @@ HOOK int dup(int fd)
     return REAL(dup)(fd);
 }
 
+static bool std_redirect(int oldfd, int newfd);
+static void std_stream(int fd);
+
 HOOK int dup2(int oldfd, int newfd)
 {
-    if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV))
-        return (int)ret(shim_dup3(oldfd, newfd, 0, true));
+    if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV)) {
+        bool std = std_redirect(oldfd, newfd);
+        int r = (int)ret(shim_dup3(oldfd, newfd, 0, true));
+        if (r >= 0 && std)
+            std_stream(newfd);
+        return r;
+    }
     return REAL(dup2)(oldfd, newfd);
 }
 
 HOOK int dup3(int oldfd, int newfd, int flags)
 {
-    if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV))
-        return (int)ret(shim_dup3(oldfd, newfd, flags, false));
+    if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV)) {
+        bool std = std_redirect(oldfd, newfd);
+        int r = (int)ret(shim_dup3(oldfd, newfd, flags, false));
+        if (r >= 0 && std)
+            std_stream(newfd);
+        return r;
+    }
     return REAL(dup3)(oldfd, newfd, flags);
 }
 
@@ -693,12 +710,19 @@ HOOK ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
  * which this library cannot see, so a FILE over a ustack socket is a cookie stream. */
 static ssize_t cookie_read(void *c, char *buf, size_t n)
 {
-    return ret(shim_recv((int)(intptr_t)c, buf, n, 0));
+    int fd = (int)(intptr_t)c;
+    /* The number may have become something else (stdout restored with dup2). */
+    if (!live_sock(fd))
+        return REAL(read)(fd, buf, n);
+    return ret(shim_recv(fd, buf, n, 0));
 }
 
 static ssize_t cookie_write(void *c, const char *buf, size_t n)
 {
-    return ret(shim_send((int)(intptr_t)c, buf, n, 0));
+    int fd = (int)(intptr_t)c;
+    if (!live_sock(fd))
+        return REAL(write)(fd, buf, n);
+    return ret(shim_send(fd, buf, n, 0));
 }
 
 static int cookie_close(void *c)
@@ -706,13 +730,71 @@ static int cookie_close(void *c)
     return close((int)(intptr_t)c);
 }
 
+/* The stream keeps the socket's number for fileno() (glibc marks a cookie stream's -2),
+ * which programs pass to poll, fstat or setsockopt; glibc's cookie I/O does not use it. */
+static FILE *cookie_stream(int fd, const char *mode)
+{
+    cookie_io_functions_t io = {cookie_read, cookie_write, NULL, cookie_close};
+    FILE *f = fopencookie((void *)(intptr_t)fd, mode, io);
+    if (f)
+        f->_fileno = fd;
+    return f;
+}
+
 HOOK FILE *fdopen(int fd, const char *mode)
 {
-    if (live_sock(fd)) {
-        cookie_io_functions_t io = {cookie_read, cookie_write, NULL, cookie_close};
-        return fopencookie((void *)(intptr_t)fd, mode, io);
-    }
+    if (live_sock(fd))
+        return cookie_stream(fd, mode);
     return REAL(fdopen)(fd, mode);
+}
+
+/* An exec'd image that finds the connection on its fds 0-2 (inetd's services, tcpserver,
+ * netcat -e, socat's nofork) talks through stdin, stdout and stderr, which glibc made
+ * before this library ran and which read and write the eventfd behind the number: they
+ * become cookie streams over the socket, with glibc's buffering for a socket (stdin and
+ * stdout fully buffered, stderr not). The old FILEs are left alone: closing them would
+ * close the numbers. */
+static FILE *std_cookie[3]; /* the cookie stream made for fd 0, 1 or 2, if any */
+
+static FILE **std_file(int fd)
+{
+    return fd == 0 ? &stdin : fd == 1 ? &stdout : &stderr;
+}
+
+/* fd (0-2) is a ustack socket now: its standard stream becomes a cookie stream over it,
+ * unless it is one already. */
+static void std_stream(int fd)
+{
+    FILE **std = std_file(fd);
+    if (std_cookie[fd] && *std == std_cookie[fd])
+        return;
+    FILE *f = cookie_stream(fd, fd == 0 ? "r" : "w");
+    if (!f)
+        return;
+    if (fd == 2)
+        setvbuf(f, NULL, _IONBF, 0);
+    *std = f;
+    std_cookie[fd] = f;
+}
+
+static void std_streams(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (live_sock(fd))
+            std_stream(fd);
+}
+
+/* dup2/dup3 of a ustack socket onto 0-2 (a forking server's child that then prints): what
+ * the standard stream holds is flushed first, to where it was going (the kernel would send
+ * it to the new file at the next flush; programs flush before they redirect), and what
+ * stdin had read ahead is dropped. */
+static bool std_redirect(int oldfd, int newfd)
+{
+    if (newfd < 0 || newfd > 2 || oldfd == newfd || !live_sock(oldfd))
+        return false;
+    if (newfd)
+        fflush(*std_file(newfd));
+    return true;
 }
 
 /* ---- stat ---------------------------------------------------------------------------- */

@@ -648,6 +648,77 @@ static int exec_child(int a, int b)
     return send(a, "exec", 4, 0) == 4 ? 0 : 4;
 }
 
+/* inetd-style: an exec'd program with the connection on its stdin, stdout and stderr
+ * (inetd's services, tcpserver, netcat -e) talks through stdio: fileno, fputs and fflush,
+ * fgets, unbuffered stderr, and exit's flush of stdout. Under ustack glibc's standard FILEs
+ * read and wrote the eventfd behind the numbers (the first fflush failed). */
+static void exec_stdio(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        if (dup2(a, 0) < 0 || dup2(a, 1) < 0 || dup2(a, 2) < 0)
+            _exit(126);
+        close(a);
+        execl(self_path, self_path, "--stdio-child", (char *)NULL);
+        _exit(127);
+    }
+    int rc = sem_wait_child(pid, 10000);
+    CHECK(rc == 0, "exec'd child failed (%d: 2 fileno, 3 fputs/fflush, 4 fgets, 5 echo)", rc);
+    char buf[16];
+    CHECK(sem_read_full(a, buf, 9, 5000) == 9 && !memcmp(buf, "err\ndone\n", 9),
+          "the child's stderr line and exit-flushed stdout line, echoed");
+    CHECK_OK(roundtrip(a, "parent"));
+}
+
+/* A forking server's child that puts the connection on stdout with dup2 and prints (no
+ * exec), then puts /dev/null there and back: each printf goes where fd 1 is at its flush. */
+static void dup2_stdout_printf(void)
+{
+    int a = sem_connect_peer(SEM_P_ECHO);
+    CHECK(a >= 0, "connect");
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null < 0 || dup2(a, 1) != 1)
+            _exit(2);
+        if (printf("to-socket\n") != 10 || fflush(stdout) != 0)
+            _exit(3);
+        if (dup2(null, 1) != 1 || printf("to-null\n") != 8 || fflush(stdout) != 0)
+            _exit(4);
+        if (dup2(a, 1) != 1 || printf("again\n") != 6 || fflush(stdout) != 0)
+            _exit(5);
+        _exit(0);
+    }
+    int rc = sem_wait_child(pid, 10000);
+    CHECK(rc == 0, "child failed (%d: 2 dup2, 3 printf to the socket, 4 to /dev/null, 5 again)",
+          rc);
+    char buf[32];
+    CHECK(sem_read_full(a, buf, 16, 5000) == 16 && !memcmp(buf, "to-socket\nagain\n", 16),
+          "echo of the lines printed to the socket: %.16s", buf);
+    CHECK_OK(roundtrip(a, "parent"));
+}
+
+static int stdio_child(void)
+{
+    if (fileno(stdin) != 0 || fileno(stdout) != 1 || fileno(stderr) != 2)
+        return 2;
+    if (fputs("ping\n", stdout) == EOF || fflush(stdout) != 0)
+        return 3;
+    char line[32];
+    if (!fgets(line, sizeof line, stdin))
+        return 4;
+    if (strcmp(line, "ping\n"))
+        return 5;
+    fputs("err\n", stderr); /* unbuffered: out before "done" */
+    printf("done\n");       /* fully buffered (a socket): out at exit */
+    return 0;
+}
+
 /* An exec'd program that closes every inherited fd before its first socket (closefrom(3),
  * as daemons and Erlang's erl_child_setup do) still gets working sockets: under ustack the
  * region named by the inherited USTACK_SHM_FD is gone, and the child attaches on its own.
@@ -849,6 +920,8 @@ int main(int argc, char **argv)
         return lo_child(atoi(argv[2]));
     if (argc == 2 && !strcmp(argv[1], "--closefrom-child"))
         return closefrom_child();
+    if (argc == 2 && !strcmp(argv[1], "--stdio-child"))
+        return stdio_child();
     self_path = "/proc/self/exe";
     static char path[4096];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
@@ -879,6 +952,8 @@ int main(int argc, char **argv)
     SEM_RUN(exec_inherits);
     SEM_RUN(sandboxed_child);
     SEM_RUN(exec_closefrom_child);
+    SEM_RUN(exec_stdio);
+    SEM_RUN(dup2_stdout_printf);
     SEM_RUN(exec_child_accepts_loopback);
     return sem_done();
 }

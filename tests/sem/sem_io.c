@@ -1,7 +1,7 @@
 /* tests/sem/sem_io.c - data transfer calls: read/write, readv/writev, sendmsg/recvmsg,
  * sendmmsg/recvmmsg, MSG_PEEK, MSG_WAITALL, MSG_TRUNC, FIONREAD/SIOCOUTQ, large byte-exact
- * transfers, TCP_NODELAY/TCP_CORK/MSG_MORE. Every expectation is what Linux does; run.sh
- * proves it by running this on the kernel. */
+ * transfers, TCP_NODELAY/TCP_CORK/MSG_MORE, stdio over a socket. Every expectation is what Linux
+ * does; run.sh proves it by running this on the kernel. */
 #include "sem.h"
 
 #include <limits.h>
@@ -329,6 +329,22 @@ static void big_blocking_send(void)
     CHECK(r == (ssize_t)n, "send returned %zd", r);
 }
 
+/* stdio over a socket (fdopen): the stream's fileno is the socket (programs poll it), and
+ * fprintf/fflush and fgets carry the bytes; fclose closes the socket. */
+static void fdopen_stream(void)
+{
+    int fd = sem_connect_peer(SEM_P_ECHO);
+    CHECK(fd >= 0, "connect");
+    FILE *f = fdopen(fd, "r+");
+    CHECK(f, "fdopen");
+    CHECK(fileno(f) == fd, "fileno %d of a stream over fd %d", fileno(f), fd);
+    CHECK(fprintf(f, "line %d\n", 1) == 7 && fflush(f) == 0, "fprintf and fflush");
+    char line[32];
+    CHECK(fgets(line, sizeof line, f) && !strcmp(line, "line 1\n"), "fgets of the echo");
+    CHECK(fclose(f) == 0, "fclose");
+    CHECK_ERR(fcntl(fd, F_GETFD), EBADF);
+}
+
 int main(void)
 {
     sem_init("sem_io", 5);
@@ -345,5 +361,6 @@ int main(void)
     SEM_RUN(bulk_odd_reads);
     SEM_RUN(nodelay_cork_more);
     SEM_RUN(big_blocking_send);
+    SEM_RUN(fdopen_stream);
     return sem_done();
 }
