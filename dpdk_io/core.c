@@ -767,6 +767,8 @@ int dio__core_main(void *arg)
         if (!c->rx_intr || c->rx_sock >= 0)
             rte_delay_us_sleep(50);
     }
+    /* What could not be delivered in time is reset: its peer would wait for ever. */
+    stk_abort_all(c->e, now);
     dio__tx_flush(c, now, true);
     answer_run(c);
     dio__pcap_core_fini(c);

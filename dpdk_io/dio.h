@@ -213,6 +213,7 @@ struct dio_app dio_services_app(struct dio_services *svc);
     X(shm_closes) \
     X(shm_aborts) \
     X(shm_close_timeouts) \
+    X(shm_fini_resets) \
     X(shm_orphans) \
     X(shm_rx_bytes) \
     X(shm_tx_bytes) \

@@ -2012,6 +2012,27 @@ static void reg_sleep_done(struct dio_shm *srv, struct dio_core *c)
     atomic_store_explicit(&shm_cmdq(srv->base, sc->idx)->sleeping, 0, RLX);
 }
 
+/* The region goes away (its last process exited, or ustackd stops) while socket i's tx
+ * ring still holds what the application wrote: the engine takes all of it, its send buffer
+ * grown to hold it, as the kernel keeps sending what an exited program wrote. Before, what
+ * did not fit was dropped and the FIN followed what did: the peer read a clean end of the
+ * stream with data missing. False when the engine cannot take it (its memory budget): the
+ * caller resets the connection instead. */
+static bool tx_handover(struct srv_core *sc, uint32_t i, struct ssock *ss, struct shm_sock *s,
+                        stk_time_t now)
+{
+    move_tx(sc, i, ss, s, now);
+    uint32_t left = shm_ring_used(&s->tx, sc->srv->ring);
+    int st = STK_TCP_CLOSED, cur = 0;
+    stk_getopt(sc->e, ss->sd, STK_SO_STATE, &st);
+    if (!left || !can_send(st))
+        return true; /* nothing left, or the engine refuses data anyway (as close would) */
+    stk_getopt(sc->e, ss->sd, STK_SO_SNDBUF, &cur);
+    stk_setopt(sc->e, now, ss->sd, STK_SO_SNDBUF, cur + (int)left);
+    move_tx(sc, i, ss, s, now);
+    return shm_ring_used(&s->tx, sc->srv->ring) == 0;
+}
+
 /* Stopping: queued commands are answered -ENETDOWN, connections closed (FIN, or RST where
  * data was unread), and every socket this core served is marked reset and woken, so that
  * no application thread keeps waiting for a stack that is gone. */
@@ -2042,9 +2063,10 @@ static void reg_fini(struct dio_shm *srv, struct dio_core *c, stk_time_t now)
                 if (ours && rings_sane(sc, s))
                     move_tx_udp(sc, i, ss, s, &f, now, &more);
                 stk_udp_close(sc->e, ss->sd);
+            } else if (ours && rings_sane(sc, s) && !tx_handover(sc, i, ss, s, now)) {
+                CTR(sc, shm_fini_resets, 1);
+                stk_abort(sc->e, now, ss->sd);
             } else {
-                if (ours && rings_sane(sc, s))
-                    move_tx(sc, i, ss, s, now);
                 stk_close(sc->e, now, ss->sd);
             }
             bool closing = ss->fl & SS_CLOSING;

@@ -387,6 +387,30 @@ static void serve_attach(struct dio_stack *s, struct dio_shmset *set, const stru
  * process exits (its pidfd, in dio_shm_watch_fd) and once a second, what dead clients held
  * is reclaimed, region by region: their reply slots, and their sockets (closed when no other
  * process holds them). */
+/* How long a spawned ustackd whose programs have all exited waits for their connections to
+ * deliver what they hold (docs/shm.md "Start-up, inheritance, exit"). */
+#define LINGER_MS 60000
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connections of every core that still have data or a FIN to deliver. */
+static unsigned stack_delivering(struct dio_stack *s)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < dio_stack_ncores(s); i++) {
+        struct stk_counters k;
+        struct dio_counters d;
+        if (dio_stack_counters(s, i, &k, &d) == 0)
+            n += stk_delivering(&k);
+    }
+    return n;
+}
+
 static void control_loop(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf,
                          bool standalone, sigset_t *set_sig)
 {
@@ -394,9 +418,25 @@ static void control_loop(struct dio_stack *s, struct dio_shmset *set, const stru
     if (sfd < 0)
         SHIM_WARN("signalfd: %s (polling for signals instead)", strerror(errno));
     static struct pollfd p[2 + 2 * MAX_REGIONS];
+    int64_t linger_end = 0;
     for (;;) {
-        if (set && !standalone && nregions == 0)
-            break; /* spawned: the last client of the last region is gone */
+        /* Spawned, and the last client of the last region is gone: the connections its
+         * programs closed may still hold data for a slow peer, which the kernel would go on
+         * sending after the program's exit. Wait for them, still taking attaches, up to
+         * LINGER_MS; then the stop resets what is left. */
+        if (set && !standalone && nregions == 0) {
+            int64_t now = mono_ms();
+            if (!linger_end)
+                linger_end = now + LINGER_MS;
+            unsigned busy = stack_delivering(s);
+            if (!busy || now >= linger_end) {
+                if (busy)
+                    SHIM_INFO("stopping with %u connections still delivering (reset)", busy);
+                break;
+            }
+        } else {
+            linger_end = 0;
+        }
         unsigned np = 0;
         p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
         p[np++] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
@@ -406,7 +446,7 @@ static void control_loop(struct dio_stack *s, struct dio_shmset *set, const stru
             p[np++] = (struct pollfd){.fd = dio_shm_watch_fd(regions[k].srv), .events = POLLIN};
         }
         /* Without a signalfd, signals are polled for between short waits. */
-        int n = poll(p, np, sfd < 0 ? 100 : set ? 1000 : -1);
+        int n = poll(p, np, sfd < 0 || linger_end ? 100 : set ? 1000 : -1);
         if (n < 0 && errno != EINTR)
             break;
         for (unsigned k = 0; k < nr; k++)

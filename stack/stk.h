@@ -263,6 +263,7 @@ struct stk_config {
     X(tcp_passive_opens) \
     X(tcp_conn_timeouts) \
     X(tcp_keepalive_drops) \
+    X(tcp_stop_aborts) \
     X(tcp_ooo_segs) \
     X(tcp_dup_segs) \
     X(tcp_zwp) \
@@ -483,6 +484,13 @@ int stk_shutdown(struct stk_engine *e, stk_time_t now, int sd, enum stk_shut how
 int stk_close(struct stk_engine *e, stk_time_t now, int sd);
 /* Sends RST and releases sd. */
 int stk_abort(struct stk_engine *e, stk_time_t now, int sd);
+/* The engine's owner stops for good: every connection that still has data or a FIN to
+ * deliver (handshakes, ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK) is reset, so
+ * that its peer learns it rather than waiting for ever (tcp_stop_aborts counts them);
+ * FIN_WAIT_2 and TIME_WAIT (all delivered) and listeners are left. Returns the count. */
+unsigned stk_abort_all(struct stk_engine *e, stk_time_t now);
+/* Connections stk_abort_all would reset (the owner waits for them to finish first). */
+unsigned stk_delivering(const struct stk_counters *k);
 int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt opt, int val);
 int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val);
 uint32_t stk_events(struct stk_engine *e, int sd);

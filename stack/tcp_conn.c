@@ -1082,6 +1082,45 @@ void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err)
     }
 }
 
+static bool delivering(enum stk_tcp_state st)
+{
+    return st != STK_TCP_CLOSED && st != STK_TCP_LISTEN && st != STK_TCP_FIN_WAIT_2 &&
+           st != STK_TCP_TIME_WAIT;
+}
+
+unsigned stk_delivering(const struct stk_counters *k)
+{
+    unsigned n = 0;
+    for (unsigned st = 0; st < sizeof(k->conns_by_state) / sizeof(k->conns_by_state[0]); st++)
+        if (delivering((enum stk_tcp_state)st))
+            n += (unsigned)k->conns_by_state[st];
+    return n;
+}
+
+unsigned stk_abort_all(struct stk_engine *e, stk_time_t now)
+{
+    struct stk_tcp *tcp = e->tcp;
+    if (!tcp)
+        return 0;
+    if (now > e->now)
+        e->now = now;
+    unsigned n = 0;
+    /* Handshakes a listener holds are in the connection hash too. */
+    for (uint32_t i = 0; i <= tcp->conn_mask; i++) {
+        for (struct stk_tcb *t = tcp->conn_hash[i], *next; t; t = next) {
+            next = t->hnext; /* t may be freed */
+            if (!delivering(t->state))
+                continue;
+            stk__send_rst(e, t, e->now);
+            stk__tcp_drop(e, t, ECONNRESET);
+            n++;
+        }
+    }
+    e->ctr.tcp_stop_aborts += n;
+    stk__flush_events(e);
+    return n;
+}
+
 /* RFC 5961 section 7 limits challenge ACKs. A fixed engine-wide budget is itself an off-path
  * side channel (CVE-2016-5696: an attacker counts the ACKs left in the second to learn
  * whether a guess hit a connection), so, as Linux since 4.7: each connection sends at most

@@ -1125,6 +1125,44 @@ START_TEST(quickack_sends_the_delayed_ack)
 }
 END_TEST
 
+/* The owner stops for good (ustackd's last word): a connection whose data and FIN are not
+ * yet acknowledged is reset, so that its peer does not wait for ever; one in FIN_WAIT_2 has
+ * delivered everything and is left to end on its own. */
+START_TEST(abort_all_resets_what_is_undelivered)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    nodelay(h);
+    EQI(app_send(h, 100, 0), 100);
+    EXPECT(h, F_ACK | F_PSH, h->pack, h->pseq, 100);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_ACK | F_FIN, h->pack + 100, h->pseq, 0);
+    EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_1], 1);
+    EQ(stk_delivering(ctr(h)), 1);
+    EQ(stk_abort_all(h->e, h->now), 1);
+    EXPECT(h, F_RST | F_ACK, h->pack + 101, h->pseq, 0);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->tcp_stop_aborts, 1);
+    EQ(stk_delivering(ctr(h)), 0);
+    EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_1], 0);
+    EQ(stk_abort_all(h->e, h->now), 0);
+    th_free(h);
+
+    h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_ACK | F_FIN, h->pack, h->pseq, 0);
+    h->pack++;
+    peer_ack(h);
+    EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_2], 1);
+    EQ(stk_delivering(ctr(h)), 0);
+    EQ(stk_abort_all(h->e, h->now), 0);
+    EXPECT_NONE(h);
+    EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_2], 1);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(delack_configured_time)
 {
     struct stk_config c = base_cfg();
@@ -4079,6 +4117,7 @@ int main(void)
     tcase_add_test(tc, delack_small_segment);
     tcase_add_test(tc, delack_configured_time);
     tcase_add_test(tc, quickack_sends_the_delayed_ack);
+    tcase_add_test(tc, abort_all_resets_what_is_undelivered);
     tcase_add_test(tc, delack_two_full_segments);
     tc = tcase(s, "rcvbuf");
     tcase_add_test(tc, rcvbuf_autotune_grows);

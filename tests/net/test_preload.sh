@@ -56,7 +56,7 @@ PASSIVE_SECS=${NET_PRELOAD_PASSIVE_SECS:-30} # the bound of the passive loadgen 
 CONN_BYTES=$((256 * 1024))
 BIG_BYTES=$((20 * 1024 * 1024))
 GONE_SECS=10        # bound for a ustackd to exit after its last program
-P_ECHO=7 P_BUSY=8 P_KHTTP=8080 P_LOHTTP=8081 P_UHTTP=8000
+P_ECHO=7 P_BUSY=8 P_KHTTP=8080 P_LOHTTP=8081 P_UHTTP=8000 P_SLOW=8082
 
 WWW="$NET_TMPD/www"
 mkdir -p "$WWW"
@@ -469,6 +469,41 @@ sys.exit(subprocess.call(["bash", "-c", sh, "_"] + sys.argv[4:]))
     u_gone "$kind" "bounded curl"
 }
 
+# ---------------------------------------------------------------- exit: what an exited program wrote
+
+# A program under ustack writes EXIT_BYTES to a kernel reader slower than it (4 KiB every
+# 40 ms, about 100 KB/s), closes and exits at once. As on the kernel, every byte must
+# arrive, then the FIN: the region's teardown hands what the tx ring still holds to the
+# engine, and the spawned ustackd waits for its connections to deliver (docs/shm.md
+# "Start-up, inheritance, exit"). Before, the reader got a clean end of the stream with
+# the ring's last ~60 KB missing, or (ustackd gone a second after the program) waited for
+# ever at about 770 KB of 1 MB.
+EXIT_BYTES=600000
+check_exit_delivers() {
+    local kind=$1 out="$NET_TMPD/exit.out" err="$NET_TMPD/exit.err" rc=0 want
+    want=$(head -c "$EXIT_BYTES" /dev/zero | tr '\0' 'x' | sha256sum | cut -d' ' -f1)
+    ip netns exec "$NS_K" timeout -k 2 40 "$PY" "$NET_ROOT/tests/net/helpers/slow_reader.py" \
+        "$IP_K" "$P_SLOW" 4096 40 30 >"$out" 2>&1 &
+    local rpid=$!
+    wait_for 10 net_k sh -c "ss -Hltn 'sport = :$P_SLOW' | grep -q ." || true
+    u_env "$kind" "exit"
+    u_exec "${U_ENV[@]}" timeout -k 2 30 "$PY" -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(b"x" * int(sys.argv[3]))
+s.close()
+' "$IP_K" "$P_SLOW" "$EXIT_BYTES" </dev/null 2>"$err" || rc=$?
+    wait "$rpid" || true
+    if [ "$rc" != 0 ]; then
+        net_softfail "exit: the writer under ustack exited $rc: $(errtail "$err")"
+    elif [ "$(head -1 "$out" | cut -d' ' -f1-2)" != "eof $EXIT_BYTES" ] || [ "$(sed -n 2p "$out")" != "$want" ]; then
+        net_softfail "exit: the slow reader got $(head -1 "$out" | tr '\n' ' ')(want eof $EXIT_BYTES, sha256 equal)"
+    else
+        net_log "exit: a program that wrote $EXIT_BYTES bytes and exited had them all delivered to a slow reader, then its FIN ($(head -1 "$out"))"
+    fi
+    u_gone "$kind" "the writer that exited"
+}
+
 # ---------------------------------------------------------------- 6: secure exec
 
 # An exec the kernel runs with changed privileges ignores LD_PRELOAD: the program that makes
@@ -549,6 +584,7 @@ check_restart af_xdp
 check_disabled af_packet
 check_go af_packet
 check_rlimit_as af_packet
+check_exit_delivers af_xdp
 check_secure_exec af_packet
 check_unpreloaded_exec af_packet
 net_finish
