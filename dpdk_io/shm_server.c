@@ -74,6 +74,7 @@ enum {
     SS_SHUT_WR = 1u << 2, /* shutdown(WR) once the tx ring is drained */
     SS_CLOSING = 1u << 3, /* close once the tx ring is drained */
     SS_UDP = 1u << 4,     /* sd is an engine UDP socket (stk_udp_*) */
+    SS_LINGER = 1u << 5,  /* closing with SO_LINGER: reply linger_reply when done */
 };
 
 struct ssock {
@@ -81,7 +82,9 @@ struct ssock {
     uint32_t gen; /* the slot's generation when this core took it */
     uint32_t next;
     uint32_t fl;
-    stk_time_t progress; /* closing: when tx bytes last moved */
+    stk_time_t progress;   /* closing: when tx bytes last moved */
+    stk_time_t linger_end; /* SS_LINGER: when close() returns whatever the FIN's fate */
+    uint32_t linger_reply; /* SS_LINGER: the waiting close()'s reply slot */
 };
 
 struct srec {
@@ -896,9 +899,21 @@ static uint32_t move_rx(struct srv_core *sc, uint32_t i, struct ssock *ss, struc
     return total;
 }
 
+/* A lingering close() is done (delivered, reset, timed out, or the stack stops): it returns 0,
+ * as Linux's close() does whichever way its wait ended. */
+static void linger_done(struct srv_core *sc, struct ssock *ss)
+{
+    if (!(ss->fl & SS_LINGER))
+        return;
+    ss->fl &= ~SS_LINGER;
+    struct shm_cmd c = {.reply = ss->linger_reply};
+    post_rc(sc, &c, 0);
+}
+
 static void finish_close(struct srv_core *sc, uint32_t i, bool abort, stk_time_t now)
 {
     struct ssock *ss = &sc->ss[i];
+    linger_done(sc, ss);
     if (ss->fl & SS_UDP) {
         stk_udp_close(sc->e, ss->sd);
         CTR(sc, shm_closes, 1);
@@ -912,6 +927,25 @@ static void finish_close(struct srv_core *sc, uint32_t i, bool abort, stk_time_t
     }
     release(sc, i);
     free_slot(sc, i);
+}
+
+/* A lingering close (SO_LINGER with a timeout) once the tx ring is drained: the FIN goes out
+ * as a shutdown, and the engine socket stays ours until the FIN is acknowledged (FIN_WAIT_2,
+ * TIME_WAIT), the connection ended, or linger_end; then the close completes and the
+ * application's close() returns (Linux's sk_stream_wait_close). State changes are engine
+ * events (the socket is served again); the time-out is the closing scan's. */
+static int linger_step(struct srv_core *sc, uint32_t i, int st, stk_time_t now)
+{
+    struct ssock *ss = &sc->ss[i];
+    if (st == STK_TCP_ESTABLISHED || st == STK_TCP_CLOSE_WAIT) {
+        stk_shutdown(sc->e, now, ss->sd, STK_SHUT_WR);
+        stk_getopt(sc->e, ss->sd, STK_SO_STATE, &st);
+    }
+    bool unacked = st == STK_TCP_FIN_WAIT_1 || st == STK_TCP_CLOSING || st == STK_TCP_LAST_ACK;
+    if (unacked && now < ss->linger_end)
+        return 0;
+    finish_close(sc, i, false, now);
+    return 1;
 }
 
 static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now);
@@ -1257,6 +1291,10 @@ static unsigned serve(struct srv_core *sc, uint32_t i, stk_time_t now)
     if (ss->fl & SS_CLOSING) {
         /* The app is gone: what it left in the tx ring goes out, then the engine closes
          * (or, if the peer keeps sending or never takes the data, resets). */
+        if ((tx_empty || !can_send(st)) && (ss->fl & SS_LINGER)) {
+            sc->cur = SHM_NONE;
+            return linger_step(sc, i, st, now);
+        }
         if (tx_empty || !can_send(st)) {
             sc->cur = SHM_NONE;
             finish_close(sc, i, false, now);
@@ -1584,7 +1622,9 @@ static int op_shutdown(struct srv_core *sc, const struct shm_cmd *cmd, struct sh
     return 0;
 }
 
-static void op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s,
+/* Returns true when the reply of a lingering close (SHM_CMD_F_LINGER) is left to the socket
+ * (SS_LINGER: finish_close posts it); the caller posts it otherwise. */
+static bool op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s,
                      stk_time_t now)
 {
     uint32_t i = cmd->sock;
@@ -1597,22 +1637,22 @@ static void op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
         if (s->core == sc->idx && atomic_load(&r->holder) == 0 && atomic_load(&r->lcores) == 0 &&
             (st == SHM_SOCK_RESERVED || st == SHM_SOCK_CLOSING)) {
             free_slot(sc, i);
-            return;
+            return false;
         }
         CTR(sc, shm_cmd_invalid, 1);
-        return;
+        return false;
     }
     if (ss->fl & SS_LISTEN) {
         close_listener(sc, i, now);
-        return;
+        return false;
     }
     if (ss->fl & SS_CLOSING)
-        return;
+        return false;
     if (ss->fl & SS_UDP) {
         /* Datagrams sent before close() still go out; unread ones are dropped. */
         drain_udp(sc, i, now);
         finish_close(sc, i, false, now);
-        return;
+        return false;
     }
     int nread = 0;
     stk_getopt(sc->e, ss->sd, STK_SO_NREAD, &nread);
@@ -1620,12 +1660,19 @@ static void op_close(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     if ((cmd->flags & SHM_CMD_F_ABORT) || nread > 0 || !rings_sane(sc, s) ||
         shm_ring_used(&s->rx, sc->srv->ring)) {
         finish_close(sc, i, true, now);
-        return;
+        return false;
     }
     ss->fl |= SS_CLOSING;
     ss->progress = now;
     sc->nclosing++;
+    bool linger = (cmd->flags & SHM_CMD_F_LINGER) && cmd->reply != SHM_NONE && cmd->a0 > 0;
+    if (linger) {
+        ss->fl |= SS_LINGER;
+        ss->linger_reply = cmd->reply;
+        ss->linger_end = now + (stk_time_t)cmd->a0 * STK_US_PER_S;
+    }
     serve(sc, i, now);
+    return linger;
 }
 
 static int op_getopt(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s, int *val)
@@ -1708,7 +1755,8 @@ static void exec(struct srv_core *sc, struct shm_cmd *cmd, stk_time_t now)
         goto bad;
     struct shm_sock *s = sock_at(sc, i);
     if (op == SHM_OP_CLOSE) {
-        op_close(sc, cmd, s, now);
+        if (!op_close(sc, cmd, s, now) && (cmd->flags & SHM_CMD_F_LINGER))
+            post_rc(sc, cmd, 0);
         return;
     }
     if (op == SHM_OP_SOCKET) {
@@ -1848,8 +1896,8 @@ bad:
                       "invalid or stale",
                       sc->idx, (unsigned long long)nbad, op, i, cmd->gen, (int)cmd->pid);
     }
-    if (op != SHM_OP_CLOSE && op != SHM_OP_KICK)
-        post_rc(sc, cmd, -EBADF);
+    if ((op != SHM_OP_CLOSE || (cmd->flags & SHM_CMD_F_LINGER)) && op != SHM_OP_KICK)
+        post_rc(sc, cmd, op == SHM_OP_CLOSE ? 0 : -EBADF);
 }
 
 /* ---- The app hooks ------------------------------------------------------------------------- */
@@ -1989,6 +2037,10 @@ static unsigned reg_poll(struct dio_shm *srv, struct dio_core *c, stk_time_t now
             if (ss->sd >= 0 && (ss->fl & SS_CLOSING) && now - ss->progress > CLOSE_STALL_US) {
                 CTR(sc, shm_close_timeouts, 1);
                 finish_close(sc, i, true, now);
+            } else if (ss->sd >= 0 && (ss->fl & SS_LINGER) && now >= ss->linger_end) {
+                /* close() returns; the connection goes on closing (Linux's orphan). */
+                linger_done(sc, ss);
+                serve(sc, i, now);
             }
         }
     }
@@ -2070,6 +2122,7 @@ static void reg_fini(struct dio_shm *srv, struct dio_core *c, stk_time_t now)
                 stk_close(sc->e, now, ss->sd);
             }
             bool closing = ss->fl & SS_CLOSING;
+            linger_done(sc, ss);
             release(sc, i);
             if (!ours)
                 continue;

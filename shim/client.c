@@ -529,19 +529,9 @@ bool shim__attach_cancel(uint32_t slot, uint32_t gen, uint32_t own)
     return !(v & (SHM_ATT_PEND | SHM_ATT_BUSY));
 }
 
-int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
+/* Waits for reply rep to move past seq0: 0, or -ENETDOWN when the stack died. */
+static int await_reply(struct shm_reply *rep, uint32_t seq0)
 {
-    if (SHIM_RLX(&C.dead))
-        return -ENETDOWN;
-    uint32_t r = reply_slot();
-    if (r == SHM_NONE)
-        return -ENOBUFS;
-    struct shm_reply *rep = shm_reply(C.base, r);
-    c->reply = r;
-    uint32_t seq0 = SHIM_LOAD(&rep->seq);
-    int rc = shim__push(core, c);
-    if (rc < 0)
-        return rc;
     for (unsigned i = 0; SHIM_LOAD(&rep->seq) == seq0; i++) {
         if (i < SHIM_SPIN * 4) {
             shim__relax();
@@ -558,10 +548,34 @@ int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
         if (w == -ETIMEDOUT && shim_stack_dead())
             return -ENETDOWN;
     }
+    return 0;
+}
+
+int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
+{
+    if (SHIM_RLX(&C.dead))
+        return -ENETDOWN;
+    uint32_t r = reply_slot();
+    if (r == SHM_NONE)
+        return -ENOBUFS;
+    struct shm_reply *rep = shm_reply(C.base, r);
+    c->reply = r;
+    uint32_t seq0 = SHIM_LOAD(&rep->seq);
+    int rc = shim__push(core, c);
+    if (rc < 0 || (rc = await_reply(rep, seq0)) < 0)
+        return rc;
     if (rp)
         *rp = rep;
     return rep->result;
 }
+
+/* A close() that lingers (SO_LINGER with a timeout, docs/preload.md "Close"): the last
+ * reference's CLOSE goes with a reply (shim__unref, while armed), which shim_close awaits
+ * once it let go of the lock. */
+static __thread struct {
+    bool armed, pushed;
+    uint32_t reply, seq0;
+} t_linger;
 
 void shim__kick(struct shim_sk *k)
 {
@@ -1907,6 +1921,19 @@ void shim__unref(uint32_t slot, uint32_t gen)
     struct shim_sk k = {-1, slot, gen, s, f, false};
     struct shm_cmd c;
     shim__cmd_init(&c, &k, SHM_OP_CLOSE);
+    uint32_t lg = SHIM_LOAD(&s->linger_s);
+    if (t_linger.armed && lg && !listener && !(SHIM_LOAD(&s->flags) & SHM_F_DGRAM) &&
+        !SHIM_RLX(&C.dead)) {
+        uint32_t r = reply_slot();
+        if (r != SHM_NONE) {
+            c.flags |= SHM_CMD_F_LINGER;
+            c.a0 = lg > INT32_MAX ? INT32_MAX : (int32_t)lg;
+            c.reply = r;
+            t_linger.reply = r;
+            t_linger.seq0 = SHIM_LOAD(&shm_reply(C.base, r)->seq);
+            t_linger.pushed = true;
+        }
+    }
     shim__push(s->core, &c);
     for (uint32_t core = 0; listener && core < C.ncores; core++)
         if (core != s->core)
@@ -2164,8 +2191,15 @@ int shim_close(int fd)
         } else {
             rc = C.sys.close(fd) < 0 ? -errno : 0;
         }
+        t_linger.armed = true;
         shim__release(slot, gen);
+        t_linger.armed = false;
         shim__unlock();
+        if (t_linger.pushed) {
+            /* Linux's close() waits here, after the number is gone (sk_stream_wait_close). */
+            t_linger.pushed = false;
+            await_reply(shm_reply(C.base, t_linger.reply), t_linger.seq0);
+        }
         return rc;
     }
     }

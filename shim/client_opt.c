@@ -304,11 +304,10 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
                 return -EINVAL;
             if (shim__uget(&l, val, sizeof(l)) < 0)
                 return -EFAULT;
-            if (l.l_onoff && l.l_linger > 0)
-                shim_warn_once("linger", "SO_LINGER with a timeout: close() does not wait "
-                                         "(only l_linger = 0, abort with RST, is honoured)");
             if ((rc = stack_set(&k, STK_SO_LINGER, l.l_onoff ? l.l_linger : -1)) < 0)
                 return rc;
+            /* The last close() waits for the FIN's acknowledgement this long (shim_close). */
+            SHIM_STORE(&k.s->linger_s, l.l_onoff && l.l_linger > 0 ? (uint32_t)l.l_linger : 0);
             shim__record_opt(k.f, level, name, val, sizeof(l));
             return 0;
         }

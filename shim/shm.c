@@ -504,6 +504,7 @@ void shm_sock_free_in(void *base, struct shm_hdr *sh, uint32_t i)
     atomic_store_explicit(&s->so_error, 0, RLX);
     atomic_store_explicit(&s->armed, 0, RLX);
     atomic_store_explicit(&s->kick, 0, RLX);
+    atomic_store_explicit(&s->linger_s, 0, RLX);
     atomic_store_explicit(&s->armed_et, 0, RLX);
     atomic_store_explicit(&s->nospace, 0, RLX);
     atomic_store_explicit(&s->lt_bits, 0, RLX);

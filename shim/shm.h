@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #define SHM_MAGIC     0x316d68736b747375ull /* "ustkshm1" */
-#define SHM_VERSION   8u
+#define SHM_VERSION   9u
 #define SHM_NONE      0xffffffffu
 #define SHM_MAX_CORES 64
 #define SHM_CMDQ_LEN  1024u /* commands per core queue, a power of two */
@@ -75,7 +75,7 @@ enum shm_op {
     SHM_OP_CONNECT,  /* addr; reply -EINPROGRESS or an error (UDP: 0; a0 = 1 dissolves the
                         association, AF_UNSPEC) */
     SHM_OP_SHUTDOWN, /* a0 = SHUT_RD/WR/RDWR */
-    SHM_OP_CLOSE,    /* the last holder closed it (no reply) */
+    SHM_OP_CLOSE,    /* the last holder closed it (no reply; with SHM_CMD_F_LINGER, one) */
     SHM_OP_SETOPT,   /* a0 = enum stk_sockopt, a1 = value */
     SHM_OP_GETOPT,   /* a0 = enum stk_sockopt; reply val */
     SHM_OP_KICK,     /* tx data queued or rx space freed (no reply); a1: SHM_KICK_* */
@@ -93,6 +93,10 @@ enum {
     /* SHM_OP_CLOSE: reset the connection (RST) instead of closing it gracefully. Stack cores
      * send it to each other for accepted connections a closed listener never handed out. */
     SHM_CMD_F_ABORT = 1u << 0,
+    /* SHM_OP_CLOSE of a socket with SO_LINGER on and a timeout (a0 seconds): the reply comes
+     * once the connection's FIN is acknowledged (FIN_WAIT_2, TIME_WAIT, closed), it was
+     * reset, or a0 seconds passed, as Linux's close() waits (docs/preload.md "Close"). */
+    SHM_CMD_F_LINGER = 1u << 1,
 };
 
 struct shm_cmd {
@@ -207,6 +211,9 @@ struct shm_sock {
      * one: its listener's, copied by the stack). Only applications act on it: an AF_INET6
      * socket shows IPv4 addresses as v4-mapped ones. */
     uint32_t domain;
+    /* SO_LINGER's timeout in seconds when on with one (l_onoff and l_linger > 0), else 0:
+     * written by applications, read by the one whose close is the last. */
+    _Atomic uint32_t linger_s;
     struct shm_ring rx, tx;
     /* A listener's accept queue lives in its rx data area: entries of {seq, socket}. */
     _Alignas(SHM_CACHELINE) _Atomic uint32_t aq_enq;

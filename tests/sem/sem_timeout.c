@@ -1,4 +1,5 @@
-/* tests/sem/sem_timeout.c - SO_RCVTIMEO and SO_SNDTIMEO on recv, accept, send and connect.
+/* tests/sem/sem_timeout.c - SO_RCVTIMEO and SO_SNDTIMEO on recv, accept, send and connect;
+ * SO_LINGER's wait in close().
  * Elapsed times must lie within +-50% of the timeout. Every expectation is what Linux does;
  * run.sh proves it by running this on the kernel. */
 #include "sem.h"
@@ -274,6 +275,33 @@ static void user_timeout(void)
     CHECK(err == ETIMEDOUT, "SO_ERROR %s", sem_ename(err));
 }
 
+/* SO_LINGER with a timeout (socket(7)): the last close() waits until the FIN is acknowledged
+ * or l_linger seconds passed, then returns 0, a non-blocking socket's too. A peer that
+ * acknowledges at once (echo): close() returns at once; a peer that never reads (sink, its
+ * window full): after about l_linger seconds. Under ustack close() did not wait before. */
+static void linger_close_waits(void)
+{
+    struct linger lg = {1, 1};
+    int fd = sem_connect_peer(SEM_P_ECHO);
+    CHECK(fd >= 0, "connect");
+    CHECK_OK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    char buf[4];
+    CHECK(send(fd, "abc", 3, 0) == 3 && sem_read_full(fd, buf, 3, 5000) == 3, "echo");
+    double t0 = sem_ms();
+    CHECK_OK(close(fd));
+    double dt = sem_ms() - t0;
+    CHECK(dt < 500, "close() to a peer that acknowledges took %.0f ms", dt);
+
+    fd = sem_connect_peer(SEM_P_SINK);
+    CHECK(fd >= 0, "connect to sink");
+    CHECK(sem_fill_sndbuf(fd) > 0, "fill the send buffer");
+    CHECK_OK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    t0 = sem_ms();
+    CHECK_OK(close(fd));
+    dt = sem_ms() - t0;
+    CHECK(within(dt, 1000), "close() with l_linger 1 and data the peer never takes: %.0f ms", dt);
+}
+
 /* TCP_SYNCNT (tcp(7)): the SYN retransmissions before a connection attempt gives up; reads
  * 6 (tcp_syn_retries) until set, 1..127 or EINVAL, and an accepted socket has the
  * listener's. (What it does to a connection attempt is test_tcp's syncnt_sockopt: no address
@@ -319,6 +347,7 @@ int main(void)
     SEM_RUN(connect_timeout);
     SEM_RUN(timeouts_are_separate);
     SEM_RUN(poll_timeout);
+    SEM_RUN(linger_close_waits);
     SEM_RUN(user_timeout);
     SEM_RUN(syn_count);
     return sem_done();
