@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <syslog.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <limits.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "log.h"
 #include "intr.h"
 #include "ucopy.h"
 
@@ -71,6 +73,22 @@ static long ret(long r)
     }
     return r;
 }
+
+/* The same for a call into the shim, which on success leaves errno as it was before it: the
+ * system calls the library makes inside (a futex wait's EAGAIN, an eventfd's) must not show
+ * through (netcat prints errno after a successful listen). */
+#define RET(call)                                                                                  \
+    __extension__({                                                                                \
+        int ret_e = errno;                                                                         \
+        long ret_r = (call);                                                                       \
+        if (ret_r < 0) {                                                                           \
+            errno = (int)-ret_r;                                                                   \
+            ret_r = -1;                                                                            \
+        } else {                                                                                   \
+            errno = ret_e;                                                                         \
+        }                                                                                          \
+        ret_r;                                                                                     \
+    })
 
 /* A ustack socket, or a spare eventfd the shim answers EBADF for (shim/client.c "Spare
  * eventfds"). */
@@ -203,8 +221,25 @@ static void attach_for_child(void)
 
 static void std_streams(void);
 
+/* The library's own lines (shim/log.c) when fd 2 is one of our sockets (an inetd service's
+ * stderr is its connection): not into the peer's stream, nor into the eventfd behind the
+ * number (a write there adds to its counter), but to syslog, as such services log. */
+static int log_fd_ok(int fd)
+{
+    return shim_fd_kind(fd) == SHIM_FD_KERNEL;
+}
+
+static void log_to_syslog(const char *line, size_t len)
+{
+    if (len && line[len - 1] == '\n')
+        len--;
+    syslog(LOG_USER | LOG_WARNING, "%.*s", (int)len, line);
+}
+
 __attribute__((constructor)) static void ustack_ctor(void)
 {
+    int e0 = errno; /* the program starts with its errno, not ours */
+    shim_log_set_sink(log_fd_ok, log_to_syslog);
     ustack__init();
     ustack__stackd_path(); /* now, before the program can chdir() */
     /* An exec'd image: adopt the sockets the old image described (shim_exec_prepare). */
@@ -217,6 +252,7 @@ __attribute__((constructor)) static void ustack_ctor(void)
         unsetenv("USTACK_FDS");
     else if (attach_early() == EARLY_START)
         ustack__attach(); /* a failure is printed once and returned by socket() */
+    errno = e0;
 }
 
 /* ---- sockets -------------------------------------------------------------------------- */
@@ -236,14 +272,16 @@ HOOK int socket(int domain, int type, int protocol)
         return REAL(socket)(domain, type, protocol);
     if (type & ~(0xf | SOCK_NONBLOCK | SOCK_CLOEXEC))
         return (int)ret(-EINVAL);
+    int e0 = errno; /* attaching makes system calls that may fail harmlessly */
     ustack__init();
     int rc = ustack__attach();
     if (rc < 0)
         return (int)ret(rc);
+    errno = e0;
     int flags = type & (SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (domain == AF_INET6)
-        return (int)ret(shim_socket6(flags, dgram));
-    return (int)ret(dgram ? shim_socket_dgram(flags) : shim_socket(flags));
+        return (int)RET(shim_socket6(flags, dgram));
+    return (int)RET(dgram ? shim_socket_dgram(flags) : shim_socket(flags));
 }
 
 HOOK int socketpair(int domain, int type, int protocol, int sv[2])
@@ -254,70 +292,70 @@ HOOK int socketpair(int domain, int type, int protocol, int sv[2])
 HOOK int bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     if (sock(fd))
-        return (int)ret(shim_bind(fd, addr, len));
+        return (int)RET(shim_bind(fd, addr, len));
     return REAL(bind)(fd, addr, len);
 }
 
 HOOK int listen(int fd, int backlog)
 {
     if (sock(fd))
-        return (int)ret(shim_listen(fd, backlog));
+        return (int)RET(shim_listen(fd, backlog));
     return REAL(listen)(fd, backlog);
 }
 
 HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
     if (sock(fd))
-        return (int)ret(shim_accept(fd, addr, len, 0));
+        return (int)RET(shim_accept(fd, addr, len, 0));
     return REAL(accept)(fd, addr, len);
 }
 
 HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     if (sock(fd))
-        return (int)ret(shim_accept(fd, addr, len, flags));
+        return (int)RET(shim_accept(fd, addr, len, flags));
     return REAL(accept4)(fd, addr, len, flags);
 }
 
 HOOK int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     if (sock(fd))
-        return (int)ret(shim_connect(fd, addr, len));
+        return (int)RET(shim_connect(fd, addr, len));
     return REAL(connect)(fd, addr, len);
 }
 
 HOOK int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
     if (sock(fd))
-        return (int)ret(shim_getsockname(fd, addr, len));
+        return (int)RET(shim_getsockname(fd, addr, len));
     return REAL(getsockname)(fd, addr, len);
 }
 
 HOOK int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 {
     if (sock(fd))
-        return (int)ret(shim_getpeername(fd, addr, len));
+        return (int)RET(shim_getpeername(fd, addr, len));
     return REAL(getpeername)(fd, addr, len);
 }
 
 HOOK int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 {
     if (sock(fd))
-        return (int)ret(shim_getsockopt(fd, level, name, val, len));
+        return (int)RET(shim_getsockopt(fd, level, name, val, len));
     return REAL(getsockopt)(fd, level, name, val, len);
 }
 
 HOOK int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
     if (sock(fd))
-        return (int)ret(shim_setsockopt(fd, level, name, val, len));
+        return (int)RET(shim_setsockopt(fd, level, name, val, len));
     return REAL(setsockopt)(fd, level, name, val, len);
 }
 
 HOOK int shutdown(int fd, int how)
 {
     if (sock(fd))
-        return (int)ret(shim_shutdown(fd, how));
+        return (int)RET(shim_shutdown(fd, how));
     return REAL(shutdown)(fd, how);
 }
 
@@ -326,14 +364,14 @@ HOOK int shutdown(int fd, int how)
 HOOK int close(int fd)
 {
     if (ours(fd))
-        return (int)ret(shim_close(fd));
+        return (int)RET(shim_close(fd));
     return REAL(close)(fd);
 }
 
 HOOK int close_range(unsigned first, unsigned last, int flags)
 {
     if (shim_attached())
-        return (int)ret(shim_close_range(first, last, flags));
+        return (int)RET(shim_close_range(first, last, flags));
     return REAL(close_range)(first, last, flags);
 }
 
@@ -349,7 +387,7 @@ HOOK void closefrom(int lowfd)
 HOOK int dup(int fd)
 {
     if (ours(fd) && shim_fd_kind(fd) != SHIM_FD_PRIV)
-        return (int)ret(shim_dup(fd));
+        return (int)RET(shim_dup(fd));
     return REAL(dup)(fd);
 }
 
@@ -360,7 +398,7 @@ HOOK int dup2(int oldfd, int newfd)
 {
     if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV)) {
         bool std = std_redirect(oldfd, newfd);
-        int r = (int)ret(shim_dup3(oldfd, newfd, 0, true));
+        int r = (int)RET(shim_dup3(oldfd, newfd, 0, true));
         if (r >= 0 && std)
             std_stream(newfd);
         return r;
@@ -372,7 +410,7 @@ HOOK int dup3(int oldfd, int newfd, int flags)
 {
     if (ours(newfd) || (ours(oldfd) && shim_fd_kind(oldfd) != SHIM_FD_PRIV)) {
         bool std = std_redirect(oldfd, newfd);
-        int r = (int)ret(shim_dup3(oldfd, newfd, flags, false));
+        int r = (int)RET(shim_dup3(oldfd, newfd, flags, false));
         if (r >= 0 && std)
             std_stream(newfd);
         return r;
@@ -387,7 +425,7 @@ HOOK int fcntl(int fd, int cmd, ...)
     void *arg = va_arg(ap, void *);
     va_end(ap);
     if (ours(fd))
-        return (int)ret(shim_fcntl(fd, cmd, arg));
+        return (int)RET(shim_fcntl(fd, cmd, arg));
     return REAL(fcntl)(fd, cmd, arg);
 }
 
@@ -398,7 +436,7 @@ HOOK int fcntl64(int fd, int cmd, ...)
     void *arg = va_arg(ap, void *);
     va_end(ap);
     if (ours(fd))
-        return (int)ret(shim_fcntl(fd, cmd, arg));
+        return (int)RET(shim_fcntl(fd, cmd, arg));
     return REAL(fcntl64)(fd, cmd, arg);
 }
 
@@ -409,7 +447,7 @@ HOOK int ioctl(int fd, unsigned long req, ...)
     void *arg = va_arg(ap, void *);
     va_end(ap);
     if (sock(fd))
-        return (int)ret(shim_ioctl(fd, req, arg));
+        return (int)RET(shim_ioctl(fd, req, arg));
     return REAL(ioctl)(fd, req, arg);
 }
 
@@ -420,7 +458,7 @@ HOOK ssize_t read(int fd, void *buf, size_t n)
     if (sock(fd)) {
         if (n == 0 && live_sock(fd))
             return 0; /* Linux's sock_read_iter: nothing to read, no wait (recv waits) */
-        return ret(shim_recv(fd, buf, n, 0));
+        return RET(shim_recv(fd, buf, n, 0));
     }
     return REAL(read)(fd, buf, n);
 }
@@ -438,7 +476,7 @@ HOOK ssize_t readv(int fd, const struct iovec *iov, int n)
         if (total == 0 && vec_ok)
             return 0;
         struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-        return ret(shim_recvmsg(fd, &m, 0));
+        return RET(shim_recvmsg(fd, &m, 0));
     }
     return REAL(readv)(fd, iov, n);
 }
@@ -446,7 +484,7 @@ HOOK ssize_t readv(int fd, const struct iovec *iov, int n)
 HOOK ssize_t write(int fd, const void *buf, size_t n)
 {
     if (sock(fd))
-        return ret(shim_send(fd, buf, n, 0));
+        return RET(shim_send(fd, buf, n, 0));
     return REAL(write)(fd, buf, n);
 }
 
@@ -456,7 +494,7 @@ HOOK ssize_t writev(int fd, const struct iovec *iov, int n)
         if (n < 0 || n > IOV_MAX)
             return ret(-EINVAL); /* writev(2): EINVAL, where sendmsg says EMSGSIZE */
         struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-        return ret(shim_sendmsg(fd, &m, 0));
+        return RET(shim_sendmsg(fd, &m, 0));
     }
     return REAL(writev)(fd, iov, n);
 }
@@ -464,7 +502,7 @@ HOOK ssize_t writev(int fd, const struct iovec *iov, int n)
 HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     if (sock(fd))
-        return ret(shim_recv(fd, buf, n, flags));
+        return RET(shim_recv(fd, buf, n, flags));
     return REAL(recv)(fd, buf, n, flags);
 }
 
@@ -472,7 +510,7 @@ HOOK ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *a
                       socklen_t *alen)
 {
     if (sock(fd))
-        return ret(shim_recvfrom(fd, buf, n, flags, addr, alen));
+        return RET(shim_recvfrom(fd, buf, n, flags, addr, alen));
     return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
 }
 
@@ -491,7 +529,7 @@ static bool has_rights(struct msghdr *m)
 HOOK ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
     if (sock(fd))
-        return ret(shim_recvmsg(fd, m, flags));
+        return RET(shim_recvmsg(fd, m, flags));
     ssize_t r = REAL(recvmsg)(fd, m, flags);
     /* Fds received over a Unix socket: a ustack socket among them is adopted (a process
      * not yet attached attaches to the running ustackd first). */
@@ -507,14 +545,14 @@ HOOK ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 HOOK int recvmmsg(int fd, struct mmsghdr *v, unsigned n, int flags, struct timespec *tmo)
 {
     if (sock(fd))
-        return (int)ret(shim_recvmmsg(fd, v, n, flags, tmo));
+        return (int)RET(shim_recvmmsg(fd, v, n, flags, tmo));
     return REAL(recvmmsg)(fd, v, n, flags, tmo);
 }
 
 HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     if (sock(fd))
-        return ret(shim_send(fd, buf, n, flags));
+        return RET(shim_send(fd, buf, n, flags));
     return REAL(send)(fd, buf, n, flags);
 }
 
@@ -522,14 +560,14 @@ HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct s
                     socklen_t alen)
 {
     if (sock(fd))
-        return ret(shim_sendto(fd, buf, n, flags, addr, alen));
+        return RET(shim_sendto(fd, buf, n, flags, addr, alen));
     return REAL(sendto)(fd, buf, n, flags, addr, alen);
 }
 
 HOOK ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
     if (sock(fd))
-        return ret(shim_sendmsg(fd, m, flags));
+        return RET(shim_sendmsg(fd, m, flags));
     /* Ustack sockets sent over a Unix socket (SCM_RIGHTS): noted for the receiver. */
     uint32_t taken[64];
     int n = shim_pass_send(m, taken, 64);
@@ -545,7 +583,7 @@ HOOK ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 HOOK int sendmmsg(int fd, struct mmsghdr *v, unsigned n, int flags)
 {
     if (sock(fd))
-        return (int)ret(shim_sendmmsg(fd, v, n, flags));
+        return (int)RET(shim_sendmmsg(fd, v, n, flags));
     return REAL(sendmmsg)(fd, v, n, flags);
 }
 
@@ -640,27 +678,27 @@ HOOK long syscall(long n, ...)
     switch (n) {
     case SYS_sendmmsg:
         if (sock((int)a[0]))
-            return (long)ret(
+            return (long)RET(
                 shim_sendmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2], (int)a[3]));
         break;
     case SYS_recvmmsg:
         if (sock((int)a[0]))
-            return (long)ret(shim_recvmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2],
+            return (long)RET(shim_recvmmsg((int)a[0], (struct mmsghdr *)a[1], (unsigned)a[2],
                                            (int)a[3], (struct timespec *)a[4]));
         break;
     case SYS_sendmsg:
         if (sock((int)a[0]))
-            return (long)ret(shim_sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
+            return (long)RET(shim_sendmsg((int)a[0], (const struct msghdr *)a[1], (int)a[2]));
         break;
     case SYS_recvmsg:
         if (sock((int)a[0]))
-            return (long)ret(shim_recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
+            return (long)RET(shim_recvmsg((int)a[0], (struct msghdr *)a[1], (int)a[2]));
         break;
     case SYS_close:
         /* libuv (node.js) closes every fd with syscall(SYS_close): a ustack socket closed
          * behind our back kept its slot for ever (16,384 connections, then none). */
         if (ours((int)a[0]))
-            return (long)ret(shim_close((int)a[0]));
+            return (long)RET(shim_close((int)a[0]));
         break;
         /* Not SYS_close_range: CPython's subprocess calls it in a vfork child, where the
          * library must not touch its tables (they are the parent's). */
@@ -691,18 +729,18 @@ HOOK long syscall(long n, ...)
 HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)
 {
     if (sock(in))
-        return ret(shim_sendfile_from(out, in, off, count));
+        return RET(shim_sendfile_from(out, in, off, count));
     if (sock(out))
-        return ret(shim_sendfile(out, in, off, count));
+        return RET(shim_sendfile(out, in, off, count));
     return REAL(sendfile)(out, in, off, count);
 }
 
 HOOK ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
 {
     if (sock(in))
-        return ret(shim_sendfile_from(out, in, (off_t *)off, count));
+        return RET(shim_sendfile_from(out, in, (off_t *)off, count));
     if (sock(out))
-        return ret(shim_sendfile(out, in, (off_t *)off, count));
+        return RET(shim_sendfile(out, in, (off_t *)off, count));
     return REAL(sendfile64)(out, in, off, count);
 }
 
@@ -714,7 +752,7 @@ static ssize_t cookie_read(void *c, char *buf, size_t n)
     /* The number may have become something else (stdout restored with dup2). */
     if (!live_sock(fd))
         return REAL(read)(fd, buf, n);
-    return ret(shim_recv(fd, buf, n, 0));
+    return RET(shim_recv(fd, buf, n, 0));
 }
 
 static ssize_t cookie_write(void *c, const char *buf, size_t n)
@@ -722,7 +760,7 @@ static ssize_t cookie_write(void *c, const char *buf, size_t n)
     int fd = (int)(intptr_t)c;
     if (!live_sock(fd))
         return REAL(write)(fd, buf, n);
-    return ret(shim_send(fd, buf, n, 0));
+    return RET(shim_send(fd, buf, n, 0));
 }
 
 static int cookie_close(void *c)
@@ -913,29 +951,29 @@ HOOK int epoll_create1(int flags)
 HOOK int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     if (sock(fd))
-        return (int)ret(shim_epoll_ctl(epfd, op, fd, ev));
+        return (int)RET(shim_epoll_ctl(epfd, op, fd, ev));
     return REAL(epoll_ctl)(epfd, op, fd, ev);
 }
 
 HOOK int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
 {
     if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
-        return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), NULL));
+        return (int)RET(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), NULL));
     int64_t t0 = timeout > 0 ? shim_clock_ns() : 0; /* only a finite wait needs it */
     int n = REAL(epoll_wait)(epfd, ev, max, timeout);
     if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL) /* a ustack member joined meanwhile */
-        return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), NULL));
+        return (int)RET(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), NULL));
     return n;
 }
 
 HOOK int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
     if (shim_fd_kind(epfd) == SHIM_FD_EPOLL)
-        return (int)ret(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), mask));
+        return (int)RET(shim_epoll_wait(epfd, ev, max, ms_ns(timeout), mask));
     int64_t t0 = timeout > 0 ? shim_clock_ns() : 0; /* only a finite wait needs it */
     int n = REAL(epoll_pwait)(epfd, ev, max, timeout, mask);
     if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL)
-        return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), mask));
+        return (int)RET(shim_epoll_after_kernel(epfd, ev, max, n, t0, ms_ns(timeout), mask));
     return n;
 }
 
@@ -946,7 +984,7 @@ HOOK int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct ti
         int64_t t = ts_ns(ts);
         if (t == -2)
             return (int)ret(-EINVAL);
-        return (int)ret(shim_epoll_wait(epfd, ev, max, t, mask));
+        return (int)RET(shim_epoll_wait(epfd, ev, max, t, mask));
     }
     if (!REAL(epoll_pwait2))
         return (int)ret(-ENOSYS);
@@ -954,7 +992,7 @@ HOOK int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct ti
     int n = REAL(epoll_pwait2)(epfd, ev, max, ts, mask);
     if (n > 0 && shim_fd_kind(epfd) == SHIM_FD_EPOLL) {
         int64_t t = ts_ns(ts);
-        return (int)ret(shim_epoll_after_kernel(epfd, ev, max, n, t0, t < 0 ? -1 : t, mask));
+        return (int)RET(shim_epoll_after_kernel(epfd, ev, max, n, t0, t < 0 ? -1 : t, mask));
     }
     return n;
 }
@@ -965,7 +1003,7 @@ HOOK int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct ti
 HOOK int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
     if (shim_poll_has_ours(fds, n))
-        return (int)ret(shim_poll(fds, n, ms_ns(timeout), NULL));
+        return (int)RET(shim_poll(fds, n, ms_ns(timeout), NULL));
     return REAL(poll)(fds, n, timeout);
 }
 
@@ -975,7 +1013,7 @@ HOOK int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const si
         int64_t t = ts_ns(ts);
         if (t == -2)
             return (int)ret(-EINVAL);
-        return (int)ret(shim_poll(fds, n, t, mask));
+        return (int)RET(shim_poll(fds, n, t, mask));
     }
     return REAL(ppoll)(fds, n, ts, mask);
 }
@@ -991,7 +1029,7 @@ HOOK int select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
                 return (int)ret(-EINVAL);
             t = (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
         }
-        return (int)ret(shim_select(n, r, w, e, t, NULL, tv));
+        return (int)RET(shim_select(n, r, w, e, t, NULL, tv));
     }
     return REAL(select)(n, r, w, e, tv);
 }
@@ -1003,7 +1041,7 @@ HOOK int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *
         int64_t t = ts_ns(ts);
         if (t == -2)
             return (int)ret(-EINVAL);
-        return (int)ret(shim_select(n, r, w, e, t, mask, NULL));
+        return (int)RET(shim_select(n, r, w, e, t, mask, NULL));
     }
     return REAL(pselect)(n, r, w, e, ts, mask);
 }
@@ -1066,9 +1104,9 @@ static bool intr_wraps(int sig)
 HOOK int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
     if (shim_ucopy_owns(sig))
-        return (int)ret(shim_ucopy_sigaction(sig, act, old));
+        return (int)RET(shim_ucopy_sigaction(sig, act, old));
     if (intr_wraps(sig))
-        return (int)ret(shim_intr_sigaction(REAL(sigaction), sig, act, old));
+        return (int)RET(shim_intr_sigaction(REAL(sigaction), sig, act, old));
     return REAL(sigaction)(sig, act, old);
 }
 

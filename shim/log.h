@@ -66,6 +66,11 @@ void shim_vlog(int level, const char *fmt, va_list ap) __attribute__((format(pri
 #define SHIM_INFO(...)  SHIM_LOG(SHIM_LOG_INFO, __VA_ARGS__)
 #define SHIM_DEBUG(...) SHIM_LOG(SHIM_LOG_DEBUG, __VA_ARGS__)
 
+/* Where lines go when fd 2 cannot take them: stderr_ok(2) false (libustack.so: fd 2 is one
+ * of its sockets, whose number is an eventfd in the kernel, and the line is no data for the
+ * peer) sends them to other(line, len) instead. NULL: always fd 2. */
+void shim_log_set_sink(int (*stderr_ok)(int fd), void (*other)(const char *line, size_t len));
+
 /* Tests: replace the clock the limiter reads (microseconds; NULL restores CLOCK_MONOTONIC)
  * and start over with a full bucket. */
 void shim_log_test_clock(uint64_t (*now_us)(void));

@@ -2,7 +2,8 @@
  * test_log.c - the logging of libustack.so and ustackd (shim/log.c): the token bucket on its
  * own (burst, refill rate, the suppressed count, clocks going backwards or far forwards),
  * and shim_log() end to end with fd 2 redirected to a file: the line format, the level
- * filter, and a flood cut to the burst plus a "N messages suppressed" line.
+ * filter, and a flood cut to the burst plus a "N messages suppressed" line; the sink lines
+ * go to when fd 2 cannot take them.
  */
 #define _GNU_SOURCE
 #include <check.h>
@@ -167,6 +168,38 @@ START_TEST(long_line_cut)
 }
 END_TEST
 
+/* A sink (libustack.so's, when fd 2 is one of its sockets): lines go to it, not to fd 2,
+ * while stderr_ok says no; back to fd 2 once it says yes. */
+static char sunk[1024];
+static int fd2_ok;
+static int ok_fd(int fd)
+{
+    return fd == 2 && fd2_ok;
+}
+static void sink(const char *line, size_t len)
+{
+    strncat(sunk, line,
+            len < sizeof sunk - strlen(sunk) - 1 ? len : sizeof sunk - strlen(sunk) - 1);
+}
+
+START_TEST(sink_when_fd2_is_not_ours)
+{
+    capture_stderr();
+    shim_log_setup("ustack", SHIM_LOG_WARN);
+    shim_log_set_sink(ok_fd, sink);
+    SHIM_WARN("to the sink");
+    fd2_ok = 1;
+    SHIM_WARN("to fd 2");
+    shim_log_set_sink(NULL, NULL);
+    int pid = (int)getpid();
+    char want[128];
+    snprintf(want, sizeof want, "ustack: [%d] to the sink\n", pid);
+    ck_assert_str_eq(sunk, want);
+    snprintf(want, sizeof want, "ustack: [%d] to fd 2\n", pid);
+    ck_assert_str_eq(captured(), want);
+}
+END_TEST
+
 START_TEST(flood_suppressed)
 {
     capture_stderr();
@@ -208,6 +241,7 @@ int main(void)
     tcase_add_test(log, format_and_level);
     tcase_add_test(log, long_line_cut);
     tcase_add_test(log, flood_suppressed);
+    tcase_add_test(log, sink_when_fd2_is_not_ours);
     suite_add_tcase(s, log);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -495,6 +495,43 @@ static void connect_own_listener(void)
     ping_pong(c, s);
 }
 
+/* A call that succeeds leaves errno alone (glibc's wrappers set it only on failure); netcat
+ * prints errno after a successful listen(). Under ustack the library's own system calls
+ * inside showed through: EAGAIN after bind and listen. */
+#define KEEPS_ERRNO(call)                                                                          \
+    do {                                                                                           \
+        errno = ENOTTY;                                                                            \
+        long r_ = (long)(call);                                                                    \
+        CHECK(r_ >= 0, "%s failed", #call);                                                        \
+        CHECK(errno == ENOTTY, "%s succeeded but left errno %s", #call, sem_ename(errno));         \
+    } while (0)
+
+static void errno_kept_on_success(void)
+{
+    int l, c, s, one = 1;
+    KEEPS_ERRNO(l = sem_track(socket(AF_INET, SOCK_STREAM, 0)));
+    KEEPS_ERRNO(setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    struct sockaddr_in a = sem_sin(sem_self_ip, sem_lport(11));
+    KEEPS_ERRNO(bind(l, (struct sockaddr *)&a, sizeof a));
+    KEEPS_ERRNO(listen(l, 4));
+    KEEPS_ERRNO(c = sem_track(socket(AF_INET, SOCK_STREAM, 0)));
+    struct sockaddr_in p = sem_peer_addr(SEM_P_ECHO);
+    KEEPS_ERRNO(connect(c, (struct sockaddr *)&p, sizeof p));
+    KEEPS_ERRNO(send(c, "abc", 3, 0));
+    char buf[4];
+    struct pollfd pf = {c, POLLIN, 0};
+    KEEPS_ERRNO(poll(&pf, 1, 5000));
+    KEEPS_ERRNO(recv(c, buf, sizeof buf, 0));
+    int v = 0;
+    socklen_t len = sizeof v;
+    KEEPS_ERRNO(getsockopt(c, SOL_SOCKET, SO_ERROR, &v, &len));
+    KEEPS_ERRNO(s = dup(c));
+    KEEPS_ERRNO(close(s));
+    KEEPS_ERRNO(shutdown(c, SHUT_WR));
+    KEEPS_ERRNO(close(c));
+    KEEPS_ERRNO(close(l));
+}
+
 /* The child of listen_port0_loopback: 0, or the line that failed. */
 static int port0_child(void)
 {
@@ -608,5 +645,6 @@ int main(void)
     SEM_RUN(connect_own_listener);
     SEM_RUN(listen_port0_loopback);
     SEM_RUN(ifaddrs_list_our_address);
+    SEM_RUN(errno_kept_on_success);
     return sem_done();
 }
