@@ -330,6 +330,10 @@ static int compatible(const struct shim_conf *c, const struct shm_attach_req *q,
 }
 
 /* One attach request: a new region for the client, or a one-line reason. */
+/* A spawned ustackd whose programs are all gone, waiting for its connections to deliver
+ * (control_loop); linger_abandon: a newcomer wants the device with another configuration. */
+static bool lingering, linger_abandon;
+
 static void serve_attach(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf)
 {
     int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -348,6 +352,16 @@ static void serve_attach(struct dio_stack *s, struct dio_shmset *set, const stru
     }
     q.dev[sizeof(q.dev) - 1] = 0;
     int rc = compatible(conf, &q, err, sizeof(err));
+    if (rc < 0 && lingering) {
+        /* We only wait for closed connections: they are reset now, and the client, told
+         * nothing, spawns its own ustackd, which finds us stopping and waits for the
+         * device (docs/shm.md "Start-up, inheritance, exit"). */
+        SHIM_INFO("a client wants the device with another configuration (%s): stopping", err);
+        linger_abandon = true;
+        dio_dev_lock_stopping();
+        close(fd);
+        return;
+    }
     if (rc == 0 && nregions == MAX_REGIONS) {
         snprintf(err, sizeof(err), "ustackd pid %ld serves %d regions already", (long)getpid(),
                  MAX_REGIONS);
@@ -429,13 +443,15 @@ static void control_loop(struct dio_stack *s, struct dio_shmset *set, const stru
             if (!linger_end)
                 linger_end = now + LINGER_MS;
             unsigned busy = stack_delivering(s);
-            if (!busy || now >= linger_end) {
+            lingering = true;
+            if (!busy || now >= linger_end || linger_abandon) {
                 if (busy)
                     SHIM_INFO("stopping with %u connections still delivering (reset)", busy);
                 break;
             }
         } else {
             linger_end = 0;
+            lingering = false;
         }
         unsigned np = 0;
         p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
