@@ -57,27 +57,27 @@ static uint64_t layout(const struct shm_geometry *g, struct shm_hdr *h)
     return off;
 }
 
-uint64_t shm_region_size(const struct shm_geometry *g)
+/* The layout of a geometry (nprocs defaulted) in *h: its total size, 0 if invalid. */
+static uint64_t layout_of(const struct shm_geometry *g, struct shm_hdr *h)
 {
     struct shm_geometry d = *g;
     if (!d.nprocs)
         d.nprocs = SHM_NPROCS;
     if (!geometry_ok(&d))
         return 0;
+    return layout(&d, h);
+}
+
+uint64_t shm_region_size(const struct shm_geometry *g)
+{
     struct shm_hdr h;
-    return layout(&d, &h);
+    return layout_of(g, &h);
 }
 
 uint64_t shm_region_head(const struct shm_geometry *g)
 {
-    struct shm_geometry d = *g;
-    if (!d.nprocs)
-        d.nprocs = SHM_NPROCS;
-    if (!geometry_ok(&d))
-        return 0;
     struct shm_hdr h;
-    layout(&d, &h);
-    return h.off_hold;
+    return layout_of(g, &h) ? h.off_hold : 0;
 }
 
 void shm_region_init(void *base, const struct shm_geometry *g)
