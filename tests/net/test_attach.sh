@@ -6,9 +6,10 @@
 #                download 4 MiB each from a kernel `python3 -m http.server` at once, all
 #                byte-exact, through one ustackd (one "ready" in the shared ustackd log; the
 #                losers of the spawn race attach), which exits after the last curl;
-#   in a row   - four curls under ustack one after another, each spawning while the last
-#                one's ustackd is still stopping: all byte-exact (the new ustackd waits for
-#                the device);
+#   in a row   - after a program that left data for a peer that never reads, four curls
+#                under ustack one after another: the first attaches to the ustackd that
+#                stays for that connection, the second (another USTACK_IP) makes it stop and
+#                its own ustackd waits for the device; all byte-exact;
 #   standalone - `ustackd --standalone` started by hand; two unrelated preloaded socat echo
 #                servers (ports 7 and 8) and a preloaded curl work through it at once; the
 #                two servers' regions are different memfds (inodes differ); killing one
@@ -119,18 +120,21 @@ check_parallel() {
 
 # ---------------------------------------------------------------- 1b: one after another
 
-# Short-lived clients in a row (a shell script's `curl ...; curl ...`): each one's ustackd
-# is still stopping when the next one spawns its own, which waits for the device instead of
-# failing that client ("Network is down").
+# Short-lived clients in a row (a shell script's `curl ...; curl ...`). First a client
+# leaves a connection its ustackd must deliver after it exits: data queued to a kernel peer
+# that never reads (socat into `sleep`). That ustackd stays (docs/shm.md "Start-up,
+# inheritance, exit"): the next curl, with the same configuration, attaches to it, and it
+# still runs after that curl. The second curl has another address (USTACK_IP .3): the
+# lingering ustackd stops for it (resetting the undelivered connection) and its own ustackd
+# waits for the device instead of failing ("Network is down"). Two more follow, each
+# spawning while the last one's ustackd may still be stopping.
 check_back_to_back() {
-    local kind=$1 i n fails=0
+    local kind=$1 i n fails=0 ip
     local d="$NET_TMPD/seq.$kind"
     mkdir -p "$d"
     net_flush_neigh
     u_env "$kind" "seq.$kind"
-    # First a client that leaves a connection its ustackd must drain when it stops: data
-    # queued to a kernel peer that never reads (socat into `sleep`), so the next curl
-    # spawns while that ustackd is stopping (up to its 1 s grace).
+    local first_log=$USTACKD_OUT
     net_k timeout -k 2 30 socat -u "TCP-LISTEN:$P_SINK,reuseaddr,fork" EXEC:"sleep 20" \
         </dev/null >/dev/null 2>&1 &
     net_bg $!
@@ -138,15 +142,27 @@ check_back_to_back() {
     u_exec "${U_ENV[@]}" sh -c "head -c 8388608 /dev/zero | timeout -k 1 3 socat -u - TCP:$IP_K:$P_SINK" \
         </dev/null >/dev/null 2>&1 || true
     for i in 1 2 3 4; do
-        u_exec "${U_ENV[@]}" timeout -k 2 60 curl -sS --max-time 50 -o "$d/$i" \
-            "http://$IP_K:$P_KHTTP/f.bin" 2>"$d/$i.err" </dev/null || true
+        ip=$IP_U
+        if [ "$i" -gt 1 ]; then
+            ip=${IP_U%.*}.3
+            u_env "$kind" "seq.$kind.$i"
+        fi
+        u_exec "${U_ENV[@]/#USTACK_IP=*/USTACK_IP=$ip/24}" timeout -k 2 60 curl -sS --max-time 50 \
+            -o "$d/$i" "http://$IP_K:$P_KHTTP/f.bin" 2>"$d/$i.err" </dev/null || true
         if [ "$(sha256sum "$d/$i" 2>/dev/null | cut -d' ' -f1)" != "$F_SHA" ]; then
             fails=$((fails + 1))
             net_softfail "$kind: curl $i of 4 in a row failed: $(grep -m 2 -v '^$' "$d/$i.err" | tr '\n' ' ')"
         fi
+        if [ "$i" = 1 ]; then
+            sleep 0.5
+            [ -n "$(u_stackds)" ] \
+                || net_softfail "$kind: the first ustackd did not stay for its undelivered connection"
+        fi
     done
-    n=$(grep -c 'for the stopping ustackd' "$USTACKD_OUT" 2>/dev/null || true)
-    [ "$fails" = 0 ] && net_log "$kind: four curls in a row byte-exact ($n ustackd waited for the previous one to stop)"
+    grep -q 'another configuration' "$first_log" 2>/dev/null \
+        || net_softfail "$kind: the lingering ustackd did not stop for a client with another address"
+    n=$(cat "$NET_TMPD"/stackd.seq."$kind".* 2>/dev/null | grep -c 'for the stopping ustackd' || true)
+    [ "$fails" = 0 ] && net_log "$kind: four curls in a row byte-exact, the first through the lingering ustackd ($n ustackd waited for the previous one to stop)"
     u_gone "the last curl in a row"
 }
 
