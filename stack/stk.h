@@ -484,10 +484,10 @@ int stk_shutdown(struct stk_engine *e, stk_time_t now, int sd, enum stk_shut how
 int stk_close(struct stk_engine *e, stk_time_t now, int sd);
 /* Sends RST and releases sd. */
 int stk_abort(struct stk_engine *e, stk_time_t now, int sd);
-/* The engine's owner stops for good: every connection that still has data or a FIN to
- * deliver (handshakes, ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK) is reset, so
- * that its peer learns it rather than waiting for ever (tcp_stop_aborts counts them);
- * FIN_WAIT_2 and TIME_WAIT (all delivered) and listeners are left. Returns the count. */
+/* The engine's owner stops for good: every connection still in its peer's conversation
+ * (handshakes, ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK) is reset,
+ * so that its peer learns it rather than waiting for ever (tcp_stop_aborts counts them);
+ * TIME_WAIT and listeners are left. Returns the count. */
 unsigned stk_abort_all(struct stk_engine *e, stk_time_t now);
 /* Connections stk_abort_all would reset (the owner waits for them to finish first). */
 unsigned stk_delivering(const struct stk_counters *k);

@@ -1082,10 +1082,12 @@ void stk__tcp_drop(struct stk_engine *e, struct stk_tcb *t, int err)
     }
 }
 
+/* A connection still in the peer's conversation: all but CLOSED, LISTEN and TIME_WAIT.
+ * FIN_WAIT_2 too: the peer's FIN is yet to be acknowledged (Linux keeps such an orphan for
+ * tcp_fin_timeout), and data it sends meanwhile draws a RST. */
 static bool delivering(enum stk_tcp_state st)
 {
-    return st != STK_TCP_CLOSED && st != STK_TCP_LISTEN && st != STK_TCP_FIN_WAIT_2 &&
-           st != STK_TCP_TIME_WAIT;
+    return st != STK_TCP_CLOSED && st != STK_TCP_LISTEN && st != STK_TCP_TIME_WAIT;
 }
 
 unsigned stk_delivering(const struct stk_counters *k)

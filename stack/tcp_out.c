@@ -352,8 +352,10 @@ int stk__send_zwp(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
             stk__min32(stk__max32(t->snd_wnd, 1), stk__min32(end - t->snd_una, t->snd_mss));
         int rc = xmit(e, t, t->snd_una, len, TH_ACK, now);
         t->snd_nxt = t->snd_una + len;
-        if (stk__seq_gt(t->snd_nxt, t->snd_max))
+        if (stk__seq_gt(t->snd_nxt, t->snd_max)) {
+            e->ctr.tcp_bytes_out += t->snd_nxt - t->snd_max; /* the probe's new bytes */
             t->snd_max = t->snd_nxt;
+        }
         return rc;
     }
     return xmit(e, t, t->snd_una - 1, 0, TH_ACK, now);
@@ -552,9 +554,12 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
             f |= TH_FIN;
         if (len && len == avail)
             f |= TH_PSH;
+        /* A segment may resend the old flight's end and carry new bytes past it (after a
+         * zero-window probe's byte): each kind is counted as what it is. */
+        uint32_t old_part = rexmit ? stk__min32(len, t->snd_max - t->snd_nxt) : 0;
         if (rexmit) {
             e->ctr.tcp_retrans++;
-            e->ctr.tcp_retrans_bytes += len;
+            e->ctr.tcp_retrans_bytes += old_part;
             t->total_retrans++;
         } else if (!(t->flags & (TF_TS | TF_RTT_TIMING)) && len) {
             /* Karn: time only segments sent once (timestamps time every ACK instead). */
@@ -562,7 +567,7 @@ void stk__tcp_output(struct stk_engine *e, struct stk_tcb *t, stk_time_t now)
             t->rtt_seq = t->snd_nxt;
             t->rtt_start = now;
         }
-        e->ctr.tcp_bytes_out += rexmit ? 0 : len;
+        e->ctr.tcp_bytes_out += len - old_part;
         sent_new |= !rexmit;
         xmit(e, t, t->snd_nxt, len, f, now);
         t->snd_nxt += len + (fin ? 1 : 0);

@@ -1126,8 +1126,8 @@ START_TEST(quickack_sends_the_delayed_ack)
 END_TEST
 
 /* The owner stops for good (ustackd's last word): a connection whose data and FIN are not
- * yet acknowledged is reset, so that its peer does not wait for ever; one in FIN_WAIT_2 has
- * delivered everything and is left to end on its own. */
+ * yet acknowledged is reset, so that its peer does not wait for ever; so is one in
+ * FIN_WAIT_2 (the peer's FIN would go unanswered); TIME_WAIT is left. */
 START_TEST(abort_all_resets_what_is_undelivered)
 {
     struct th *h = th_new();
@@ -1155,10 +1155,24 @@ START_TEST(abort_all_resets_what_is_undelivered)
     h->pack++;
     peer_ack(h);
     EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_2], 1);
+    EQ(stk_delivering(ctr(h)), 1);
+    EQ(stk_abort_all(h->e, h->now), 1);
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0);
+    EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_2], 0);
+    th_free(h);
+
+    /* TIME_WAIT: everything done, left alone. */
+    h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_ACK | F_FIN, h->pack, h->pseq, 0);
+    h->pack++;
+    peer_send(h, F_ACK | F_FIN, 0);
+    EXPECT_ACK(h);
+    EQ(ctr(h)->conns_by_state[STK_TCP_TIME_WAIT], 1);
     EQ(stk_delivering(ctr(h)), 0);
     EQ(stk_abort_all(h->e, h->now), 0);
     EXPECT_NONE(h);
-    EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_2], 1);
     th_free(h);
 }
 END_TEST
@@ -2547,6 +2561,7 @@ START_TEST(zero_window_persist)
         EXPECT_NONE(h);
     }
     EQ(ctr(h)->tcp_zwp, 3);
+    EQ(ctr(h)->tcp_bytes_out, 1); /* the probes' byte counts once as new payload */
     EQ(state_of(h, h->sd), STK_TCP_ESTABLISHED);
     /* Data from the peer is acknowledged with SEQ at the right edge of the peer's window
      * (s), not at SND.MAX (s + 1, the probe byte it dropped): a peer with a zero window
@@ -2562,6 +2577,7 @@ START_TEST(zero_window_persist)
     EXPECT_NONE(h);
     h->pack = s + 1000;
     peer_ack(h);
+    EQ(ctr(h)->tcp_bytes_out, 1000); /* each byte once, the probe's included */
     stk_tcp_info(h->e, h->sd, &ti);
     EQ(ti.unacked, 0);
     advance_by(h, 10 * SEC);
