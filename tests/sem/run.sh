@@ -184,12 +184,16 @@ run_mode() {
             >"$log" 2>"$log.err" </dev/null
         rc=$?
         if [ "$mode" = ustack ]; then
-            # The program's ustackd exits once its last client is gone (liveness pipe), then
-            # closes its connections for up to a second; the next program's ustackd would
-            # find the device still held. Wait for it, bounded.
-            for _ in $(seq 1 100); do
-                ip netns pids "$NS_T" 2>/dev/null | xargs -r ps -o comm= -p 2>/dev/null \
-                    | grep -qx ustackd || break
+            # The program's ustackd exits once its last client is gone (liveness pipe) and its
+            # connections have finished with their peers, for up to 60 s (the hold and sink
+            # peers keep theirs open for 10 s or more: docs/shm.md "Start-up"). The next
+            # program must not attach to it (each program gets a fresh stack): after a
+            # second it is stopped (SIGTERM: it resets what is left and exits), bounded.
+            for i in $(seq 1 60); do
+                sd=$(ip netns pids "$NS_T" 2>/dev/null | xargs -r ps -o pid=,comm= -p 2>/dev/null \
+                    | awk '$2 == "ustackd" {print $1}')
+                [ -n "$sd" ] || break
+                [ "$i" = 10 ] && kill -TERM $sd 2>/dev/null
                 sleep 0.1
             done
         fi
