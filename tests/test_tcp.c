@@ -1125,6 +1125,17 @@ START_TEST(quickack_sends_the_delayed_ack)
 }
 END_TEST
 
+/* An open connection the application closed at once: its FIN sent, not yet acknowledged. */
+static struct th *closed_first(void)
+{
+    struct th *h = th_new();
+    passive_open(h, &BARE);
+    EQ(stk_close(h->e, h->now, h->sd), 0);
+    EXPECT(h, F_ACK | F_FIN, h->pack, h->pseq, 0);
+    h->pack++;
+    return h;
+}
+
 /* The owner stops for good (ustackd's last word): a connection whose data and FIN are not
  * yet acknowledged is reset, so that its peer does not wait for ever; so is one in
  * FIN_WAIT_2 (the peer's FIN would go unanswered); TIME_WAIT is left. */
@@ -1148,11 +1159,7 @@ START_TEST(abort_all_resets_what_is_undelivered)
     EQ(stk_abort_all(h->e, h->now), 0);
     th_free(h);
 
-    h = th_new();
-    passive_open(h, &BARE);
-    EQ(stk_close(h->e, h->now, h->sd), 0);
-    EXPECT(h, F_ACK | F_FIN, h->pack, h->pseq, 0);
-    h->pack++;
+    h = closed_first();
     peer_ack(h);
     EQ(ctr(h)->conns_by_state[STK_TCP_FIN_WAIT_2], 1);
     EQ(stk_delivering(ctr(h)), 1);
@@ -1162,11 +1169,7 @@ START_TEST(abort_all_resets_what_is_undelivered)
     th_free(h);
 
     /* TIME_WAIT: everything done, left alone. */
-    h = th_new();
-    passive_open(h, &BARE);
-    EQ(stk_close(h->e, h->now, h->sd), 0);
-    EXPECT(h, F_ACK | F_FIN, h->pack, h->pseq, 0);
-    h->pack++;
+    h = closed_first();
     peer_send(h, F_ACK | F_FIN, 0);
     EXPECT_ACK(h);
     EQ(ctr(h)->conns_by_state[STK_TCP_TIME_WAIT], 1);
