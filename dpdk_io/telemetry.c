@@ -223,6 +223,7 @@ static int cmd_config(const char *cmd, const char *params, struct rte_tel_data *
     rte_tel_data_add_dict_string(d, "USTACK_HUGE", c->huge < 0 ? "auto" : c->huge ? "1" : "0");
     rte_tel_data_add_dict_u64(d, "USTACK_SHM_SOCKS", c->shm_socks);
     rte_tel_data_add_dict_u64(d, "USTACK_SHM_RING", c->shm_ring);
+    rte_tel_data_add_dict_u64(d, "USTACK_STACKD_IDLE_MS", c->stackd_idle_ms);
     clip(buf, sizeof(buf), c->pcap);
     rte_tel_data_add_dict_string(d, "USTACK_PCAP", buf);
     rte_tel_data_add_dict_u64(d, "USTACK_PCAP_MAX", c->pcap_max);

@@ -432,19 +432,23 @@ static void control_loop(struct dio_stack *s, struct dio_shmset *set, const stru
     if (sfd < 0)
         SHIM_WARN("signalfd: %s (polling for signals instead)", strerror(errno));
     static struct pollfd p[2 + 2 * MAX_REGIONS];
-    int64_t linger_end = 0;
+    int64_t linger_end = 0, idle_end = 0;
     for (;;) {
         /* Spawned, and the last client of the last region is gone: the connections its
          * programs closed may still hold data for a slow peer, which the kernel would go on
          * sending after the program's exit. Wait for them, still taking attaches, up to
          * LINGER_MS; then the stop resets what is left. */
         if (set && !standalone && nregions == 0) {
+            /* Also USTACK_STACKD_IDLE_MS for the next program of a script (`curl; curl`)
+             * to attach instead of starting another ustackd. */
             int64_t now = mono_ms();
-            if (!linger_end)
+            if (!linger_end) {
                 linger_end = now + LINGER_MS;
+                idle_end = now + conf->stackd_idle_ms;
+            }
             unsigned busy = stack_delivering(s);
             lingering = true;
-            if (!busy || now >= linger_end || linger_abandon) {
+            if ((!busy && now >= idle_end) || now >= linger_end || linger_abandon) {
                 if (busy)
                     SHIM_INFO("stopping with %u connections still delivering (reset)", busy);
                 break;

@@ -125,6 +125,7 @@ static int parse_internal(struct ctx *x, const struct var *v, const struct val *
     X(SHM_SOCKS, "USTACK_SHM_SOCKS", parse_uint, FIELD(shm_socks), 16, 1u << 20)                   \
     X(SHM_RING, "USTACK_SHM_RING", parse_ring, FIELD(shm_ring), 4096, 16u << 20)                   \
     X(SPARE_FDS, "USTACK_SPARE_FDS", parse_uint, FIELD(spare_fds), 0, 256)                         \
+    X(STACKD_IDLE, "USTACK_STACKD_IDLE_MS", parse_uint, FIELD(stackd_idle_ms), 0, 3600000)         \
     X(STACKD, "USTACK_STACKD", parse_path, 0, 0, 0)                                                \
     X(NAME, "USTACK_NAME", parse_name, 0, 0, 0)                                                    \
     X(PCAP, "USTACK_PCAP", parse_pcap, 0, 0, 0)                                                    \
@@ -950,6 +951,7 @@ static void defaults(struct ctx *x)
     c->mtu = 1500;
     c->idle_spin_us = 50;
     c->idle_sleep_us = 2000;
+    c->stackd_idle_ms = 500;
     c->idle_yield = 1;
     c->tx_flush_us = 0;
     c->ack_piggyback = 1;

@@ -216,6 +216,13 @@ START_TEST(shm_and_internal)
     ck_assert_uint_eq(c.spare_fds, 256);
     BAD("USTACK_SPARE_FDS", "257", "out of range (expected 0..256)");
     BAD("USTACK_SPARE_FDS", "-1", "not a decimal number");
+    OK("USTACK_DEV", "net_ring0");
+    ck_assert_uint_eq(c.stackd_idle_ms, 500);
+    OK("USTACK_STACKD_IDLE_MS", "0");
+    ck_assert_uint_eq(c.stackd_idle_ms, 0);
+    OK("USTACK_STACKD_IDLE_MS", "3600000");
+    ck_assert_uint_eq(c.stackd_idle_ms, 3600000);
+    BAD("USTACK_STACKD_IDLE_MS", "3600001", "out of range (expected 0..3600000)");
     OK("USTACK_SHM_FD", "1001", "USTACK_PIPE_FD", "1002", "USTACK_FDS", "1003,1004",
        "USTACK_READY_FD", "5", "USTACK_STACKD_LOG", "/tmp/x.log");
 }

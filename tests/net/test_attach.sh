@@ -9,7 +9,8 @@
 #   in a row   - after a program that left data for a peer that never reads, four curls
 #                under ustack one after another: the first attaches to the ustackd that
 #                stays for that connection, the second (another USTACK_IP) makes it stop and
-#                its own ustackd waits for the device; all byte-exact;
+#                its own ustackd waits for the device, the third and fourth attach to the
+#                second's idle ustackd; all byte-exact;
 #   standalone - `ustackd --standalone` started by hand; two unrelated preloaded socat echo
 #                servers (ports 7 and 8) and a preloaded curl work through it at once; the
 #                two servers' regions are different memfds (inodes differ); killing one
@@ -126,8 +127,8 @@ check_parallel() {
 # inheritance, exit"): the next curl, with the same configuration, attaches to it, and it
 # still runs after that curl. The second curl has another address (USTACK_IP .3): the
 # lingering ustackd stops for it (resetting the undelivered connection) and its own ustackd
-# waits for the device instead of failing ("Network is down"). Two more follow, each
-# spawning while the last one's ustackd may still be stopping.
+# waits for the device instead of failing ("Network is down"). Two more follow within
+# USTACK_STACKD_IDLE_MS (3 s here) and attach to that ustackd instead of starting their own.
 check_back_to_back() {
     local kind=$1 i n fails=0 ip
     local d="$NET_TMPD/seq.$kind"
@@ -147,8 +148,8 @@ check_back_to_back() {
             ip=${IP_U%.*}.3
             u_env "$kind" "seq.$kind.$i"
         fi
-        u_exec "${U_ENV[@]/#USTACK_IP=*/USTACK_IP=$ip/24}" timeout -k 2 60 curl -sS --max-time 50 \
-            -o "$d/$i" "http://$IP_K:$P_KHTTP/f.bin" 2>"$d/$i.err" </dev/null || true
+        u_exec "${U_ENV[@]/#USTACK_IP=*/USTACK_IP=$ip/24}" USTACK_STACKD_IDLE_MS=3000 timeout -k 2 60 \
+            curl -sS --max-time 50 -o "$d/$i" "http://$IP_K:$P_KHTTP/f.bin" 2>"$d/$i.err" </dev/null || true
         if [ "$(sha256sum "$d/$i" 2>/dev/null | cut -d' ' -f1)" != "$F_SHA" ]; then
             fails=$((fails + 1))
             net_softfail "$kind: curl $i of 4 in a row failed: $(grep -m 2 -v '^$' "$d/$i.err" | tr '\n' ' ')"
@@ -161,6 +162,12 @@ check_back_to_back() {
     done
     grep -q 'another configuration' "$first_log" 2>/dev/null \
         || net_softfail "$kind: the lingering ustackd did not stop for a client with another address"
+    # Curls 3 and 4 come within USTACK_STACKD_IDLE_MS of the one before: they attach to the
+    # ustackd curl 2 spawned and start none (no log of their own).
+    for i in 3 4; do
+        [ -s "$NET_TMPD/stackd.seq.$kind.$i" ] \
+            && net_softfail "$kind: curl $i of 4 spawned a ustackd instead of attaching to the idle one"
+    done
     n=$(cat "$NET_TMPD"/stackd.seq."$kind".* 2>/dev/null | grep -c 'for the stopping ustackd' || true)
     [ "$fails" = 0 ] && net_log "$kind: four curls in a row byte-exact, the first through the lingering ustackd ($n ustackd waited for the previous one to stop)"
     u_gone "the last curl in a row"
