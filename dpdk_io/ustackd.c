@@ -330,9 +330,11 @@ static int compatible(const struct shim_conf *c, const struct shm_attach_req *q,
 }
 
 /* One attach request: a new region for the client, or a one-line reason. */
-/* A spawned ustackd whose programs are all gone, waiting for its connections to deliver
- * (control_loop); linger_abandon: a newcomer wants the device with another configuration. */
-static bool lingering, linger_abandon;
+/* Nonzero while a spawned ustackd whose programs are all gone waits (control_loop): when it
+ * stops waiting at the latest (CLOCK_MONOTONIC ms). linger_abandon: a newcomer wants the
+ * device with another configuration. */
+static int64_t linger_end;
+static bool linger_abandon;
 
 static void serve_attach(struct dio_stack *s, struct dio_shmset *set, const struct shim_conf *conf)
 {
@@ -352,7 +354,7 @@ static void serve_attach(struct dio_stack *s, struct dio_shmset *set, const stru
     }
     q.dev[sizeof(q.dev) - 1] = 0;
     int rc = compatible(conf, &q, err, sizeof(err));
-    if (rc < 0 && lingering) {
+    if (rc < 0 && linger_end) {
         /* We only wait for closed connections: they are reset now, and the client, told
          * nothing, spawns its own ustackd, which finds us stopping and waits for the
          * device (docs/shm.md "Start-up, inheritance, exit"). */
@@ -412,7 +414,7 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Connections of every core that still have data or a FIN to deliver. */
+/* Connections of every core still in their peer's conversation (stk_delivering). */
 static unsigned stack_delivering(struct dio_stack *s)
 {
     unsigned n = 0;
@@ -432,7 +434,7 @@ static void control_loop(struct dio_stack *s, struct dio_shmset *set, const stru
     if (sfd < 0)
         SHIM_WARN("signalfd: %s (polling for signals instead)", strerror(errno));
     static struct pollfd p[2 + 2 * MAX_REGIONS];
-    int64_t linger_end = 0, idle_end = 0;
+    int64_t idle_end = 0;
     for (;;) {
         /* Spawned, and the last client of the last region is gone: the connections its
          * programs closed may still hold data for a slow peer, which the kernel would go on
@@ -447,7 +449,6 @@ static void control_loop(struct dio_stack *s, struct dio_shmset *set, const stru
                 idle_end = now + conf->stackd_idle_ms;
             }
             unsigned busy = stack_delivering(s);
-            lingering = true;
             if ((!busy && now >= idle_end) || now >= linger_end || linger_abandon) {
                 if (busy)
                     SHIM_INFO("stopping with %u connections still delivering (reset)", busy);
@@ -455,7 +456,6 @@ static void control_loop(struct dio_stack *s, struct dio_shmset *set, const stru
             }
         } else {
             linger_end = 0;
-            lingering = false;
         }
         unsigned np = 0;
         p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
