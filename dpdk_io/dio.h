@@ -254,6 +254,9 @@ struct dio_shm;
 int dio_shm_open(int fd, unsigned ncores, struct dio_shm **out, char *err, size_t errlen);
 /* Unmaps and frees; the stack must be stopped. */
 void dio_shm_close(struct dio_shm *srv);
+/* The user owning the region's processes (default: ustackd's effective uid; an attached
+ * region: its client's, from SO_PEERCRED). SO_REUSEPORT groups are per user, as Linux's. */
+void dio_shm_set_owner(struct dio_shm *srv, uint32_t uid);
 /* Publishes stack_pid = getpid() and SHM_READY (and wakes the spawner). */
 void dio_shm_ready(struct dio_shm *srv);
 /* Publishes SHM_GONE: the stack is stopping; clients stop waiting for it. */

@@ -153,7 +153,8 @@ struct dio_shm {
     uint32_t slot;              /* our place in the set (engine user pointers carry it) */
     struct dio_shmset *own_set; /* dio_shm_app's one-region set, freed with us */
     struct reap_mark *reap;
-    int fd; /* the memfd (the caller's) */
+    int fd;       /* the memfd (the caller's) */
+    uint32_t uid; /* dio_shm_set_owner */
     uint32_t nprocs;
     struct proc_mon *mon;
     int epfd;             /* pidfds of the region's processes */
@@ -286,6 +287,7 @@ int dio_shm_open(int fd, unsigned ncores, struct dio_shm **out, char *err, size_
         return -ENOMEM;
     srv->epfd = -1;
     srv->fd = fd;
+    srv->uid = (uint32_t)geteuid();
     srv->nprocs = h.nprocs;
     srv->size = h.size;
     srv->hdr_len = h.off_cmdq;
@@ -367,6 +369,11 @@ static void set_state(struct shm_hdr *h, uint32_t state)
 {
     atomic_store_explicit(&h->state, state, REL);
     shm_futex_wake(&h->state, INT_MAX);
+}
+
+void dio_shm_set_owner(struct dio_shm *srv, uint32_t uid)
+{
+    srv->uid = uid;
 }
 
 void dio_shm_ready(struct dio_shm *srv)
@@ -1707,13 +1714,16 @@ static int op_setopt(struct srv_core *sc, const struct shm_cmd *cmd, stk_time_t 
     struct dio_shm *srv = sc->srv;
     uint32_t i = cmd->sock;
     struct ssock *ss = &sc->ss[i];
-    int opt = cmd->a0;
+    int opt = cmd->a0, val = cmd->a1;
     if (opt < 1 || opt >= NOPT)
         return -ENOPROTOOPT;
-    int rc = stk_setopt(sc->e, now, ss->sd, (enum stk_sockopt)opt, cmd->a1);
+    /* One SO_REUSEPORT group per user, across regions (Linux: the same effective uid). */
+    if (opt == STK_SO_REUSEPORT && val)
+        val = (int)(srv->uid + 1 ? srv->uid + 1 : srv->uid);
+    int rc = stk_setopt(sc->e, now, ss->sd, (enum stk_sockopt)opt, val);
     if (rc)
         return rc;
-    record_opt(sc, i, opt, cmd->a1);
+    record_opt(sc, i, opt, val);
     /* A listener's home core passes it on to the other cores listening for it. */
     if ((ss->fl & SS_LISTEN) && atomic_load(&srv->rec[i].home) == sc->idx + 1) {
         uint64_t m = atomic_load(&srv->rec[i].lcores) & ~(1ull << sc->idx);

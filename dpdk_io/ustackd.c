@@ -383,6 +383,10 @@ static void serve_attach(struct dio_stack *s, struct dio_shmset *set, const stru
         close(fd);
         return;
     }
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+        dio_shm_set_owner(r.srv, (uint32_t)cred.uid);
     dio_shm_ready(r.srv);
     regions[nregions++] = r;
     int fds[SHM_MAX_CORES + 2];

@@ -1123,10 +1123,10 @@ static bool reuseport(const struct shim_file *f)
     return false;
 }
 
-/* SO_REUSEPORT: a second socket of this process bound to the same address becomes another
- * fd of the first (as if dup'd onto its number). The stack already hands each connection of
- * one listener to exactly one accept(), whichever process or worker calls it, so nginx's
- * per-worker "listen ... reuseport" sockets keep working, without per-socket balancing. */
+/* SO_REUSEPORT where the stack refused the port: a second socket of this process bound to
+ * the same address becomes another fd of the first (as if dup'd onto its number). TCP
+ * sockets share a port in the engine (STK_SO_REUSEPORT groups, one per user, across
+ * processes and regions), so this serves UDP sockets, which the engine does not group. */
 static int reuseport_alias(struct shim_sk *k, const struct shm_addr *a)
 {
     int lim = shim_fdtab_limit(&shim_fds), other = -1;
@@ -1229,14 +1229,18 @@ bool shim__own_address(const struct shm_addr *a)
     return memcmp(C.ip6, z, 16) && !memcmp(a->ip6, C.ip6, 16);
 }
 
-/* One kernel listener on a loopback address (127.0.0.1 in dom's form, or ::1), or -1. */
-static int lo_listen(int dom, bool v6, uint16_t port, int backlog)
+/* One kernel listener on a loopback address (127.0.0.1 in dom's form, or ::1), or -1. The
+ * companion of an SO_REUSEPORT listener has the option too, so that every listener of the
+ * group has its own. */
+static int lo_listen(int dom, bool v6, uint16_t port, int backlog, bool rport)
 {
     int l = C.sys.socket(dom, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (l < 0)
         return -1;
     int one = 1, only = v6;
     C.sys.setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (rport)
+        C.sys.setsockopt(l, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     struct sockaddr_storage ss;
     struct shm_addr a = {.port = port, .ip = INADDR_LOOPBACK};
     if (v6)
@@ -1263,11 +1267,12 @@ void shim__loopback_listener(struct shim_sk *k, uint16_t port, int backlog)
 {
     struct shim_file *f = k->f;
     int dom = shim__domain(k), n = 0;
-    bool any = shim_addr_any(&f->bind_a), v4 = f->bind_a.family == SHM_AF_INET;
+    bool any = shim_addr_any(&f->bind_a), v4 = f->bind_a.family == SHM_AF_INET, rp = reuseport(f);
     if (any ? dom == AF_INET || !(SHIM_LOAD(&k->s->app_flags) & SHM_A_V6ONLY) : v4)
-        if ((f->lacc[n] = lo_listen(dom, false, port, backlog)) >= 0)
+        if ((f->lacc[n] = lo_listen(dom, false, port, backlog, rp)) >= 0)
             shim__priv(&f->lacc[n++]);
-    if (dom == AF_INET6 && (any || !v4) && (f->lacc[n] = lo_listen(dom, true, port, backlog)) >= 0)
+    if (dom == AF_INET6 && (any || !v4) &&
+        (f->lacc[n] = lo_listen(dom, true, port, backlog, rp)) >= 0)
         shim__priv(&f->lacc[n++]);
     shim__lfd_set(f, n);
 }

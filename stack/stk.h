@@ -451,6 +451,11 @@ enum stk_sockopt {
                              handshake fails with ETIMEDOUT (TCP_SYNCNT; default syn_retries) */
     STK_TCP_QUICKACK,     /* set only: nonzero sends at once an ACK being delayed or owed
                              (TCP_QUICKACK, tcp(7)); no mode is kept, 0 changes nothing */
+    STK_SO_REUSEPORT,     /* set: 0 off, else a group key (ustackd: the owner's uid + 1).
+                             Sockets with the same key may bind and listen on one address
+                             and port; each connection goes to one listener of the group,
+                             chosen by a hash of its addresses and ports (SO_REUSEPORT,
+                             socket(7)). get: int bool */
     STK_SOCKOPT_END,      /* one past the last option */
 };
 

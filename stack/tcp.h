@@ -124,6 +124,7 @@ struct stk_tcb {
     struct stk_tcb *acc_head, *acc_tail;
     uint32_t acc_len, backlog, synq_len;
     uint32_t defer_accept_s;
+    uint32_t reuseport; /* STK_SO_REUSEPORT group key, 0: none */
 
     /* Options and sizes. */
     uint16_t snd_mss;  /* largest payload we send */
@@ -269,9 +270,12 @@ struct stk_tcb *stk__conn_lookup6(struct stk_engine *e, const uint8_t lip[16], u
                                   const uint8_t rip[16], uint16_t rport);
 /* The listener for an IPv4 segment: exact address first, then the IPv4 wildcard, then an
  * IPv6 wildcard that is not V6ONLY (dual stack, as Linux scores them). */
-struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport);
-/* The listener for an IPv6 segment: exact address first, then the IPv6 wildcard. */
-struct stk_tcb *stk__listen_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport);
+struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
+                                   uint16_t rport);
+/* The listener for an IPv6 segment: exact address first, then the IPv6 wildcard. Both pick
+ * one listener of an SO_REUSEPORT group by the segment's addresses and ports. */
+struct stk_tcb *stk__listen_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport,
+                                    const uint8_t rip[16], uint16_t rport);
 /* The connection and listener of a parsed segment, by its family. */
 static inline struct stk_tcb *stk__seg_conn(struct stk_engine *e, const struct stk_seg *s)
 {
@@ -281,8 +285,8 @@ static inline struct stk_tcb *stk__seg_conn(struct stk_engine *e, const struct s
 }
 static inline struct stk_tcb *stk__seg_listener(struct stk_engine *e, const struct stk_seg *s)
 {
-    return s->src6 ? stk__listen_lookup6(e, s->dst6, s->dport)
-                   : stk__listen_lookup(e, s->dst, s->dport);
+    return s->src6 ? stk__listen_lookup6(e, s->dst6, s->dport, s->src6, s->sport)
+                   : stk__listen_lookup(e, s->dst, s->dport, s->src, s->sport);
 }
 /* Gives t the addresses and ports of segment s (local = its destination). */
 void stk__tcb_addr_from_seg(struct stk_tcb *t, const struct stk_seg *s);

@@ -339,9 +339,38 @@ void stk__listen_remove(struct stk_engine *e, struct stk_tcb *t)
     }
 }
 
-struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport)
+/* Listeners of one SO_REUSEPORT group: the same key, port, family and local address. */
+static bool reuseport_peer(const struct stk_tcb *a, const struct stk_tcb *b)
 {
-    struct stk_tcb *any = NULL, *dual = NULL;
+    return a->reuseport == b->reuseport && a->lport == b->lport && a->lip == b->lip &&
+           !((a->flags ^ b->flags) & (TF_V6 | TF_V6ONLY)) &&
+           (!(a->flags & TF_V6) || memcmp(a->lip6, b->lip6, 16) == 0);
+}
+
+/* l, the listener an address lookup found, or the one of its SO_REUSEPORT group that the
+ * connection's hash h picks (Linux's reuseport_select_sock): the same connection (a
+ * retransmitted SYN, a cookie's ACK) finds the same listener while the group is unchanged. */
+static struct stk_tcb *reuseport_pick(struct stk_engine *e, struct stk_tcb *l, uint32_t h)
+{
+    if (!l || !l->reuseport)
+        return l;
+    struct stk_tcb *head = e->tcp->listen_hash[l->lport & 255];
+    uint32_t n = 0;
+    for (struct stk_tcb *t = head; t; t = t->hnext)
+        n += reuseport_peer(t, l);
+    if (n < 2)
+        return l;
+    uint32_t k = (uint32_t)(((uint64_t)h * n) >> 32);
+    for (struct stk_tcb *t = head; t; t = t->hnext)
+        if (reuseport_peer(t, l) && k-- == 0)
+            return t;
+    return l;
+}
+
+struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t lport, uint32_t rip,
+                                   uint16_t rport)
+{
+    struct stk_tcb *any = NULL, *dual = NULL, *l = NULL;
     for (struct stk_tcb *t = e->tcp->listen_hash[lport & 255]; t; t = t->hnext) {
         if (t->lport != lport)
             continue;
@@ -350,26 +379,33 @@ struct stk_tcb *stk__listen_lookup(struct stk_engine *e, uint32_t lip, uint16_t 
                 dual = t;
             continue;
         }
-        if (t->lip == lip)
-            return t;
+        if (t->lip == lip) {
+            l = t;
+            break;
+        }
         if (t->lip == 0)
             any = t;
     }
-    return any ? any : dual;
+    l = l ? l : any ? any : dual;
+    return l && l->reuseport ? reuseport_pick(e, l, hash4(e->tcp, lip, lport, rip, rport)) : l;
 }
 
-struct stk_tcb *stk__listen_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport)
+struct stk_tcb *stk__listen_lookup6(struct stk_engine *e, const uint8_t lip[16], uint16_t lport,
+                                    const uint8_t rip[16], uint16_t rport)
 {
-    struct stk_tcb *any = NULL;
+    struct stk_tcb *any = NULL, *l = NULL;
     for (struct stk_tcb *t = e->tcp->listen_hash[lport & 255]; t; t = t->hnext) {
         if (t->lport != lport || !(t->flags & TF_V6))
             continue;
-        if (t->lip == 0)
+        if (t->lip == 0) {
             any = t;
-        else if (memcmp(t->lip6, lip, 16) == 0)
-            return t;
+        } else if (memcmp(t->lip6, lip, 16) == 0) {
+            l = t;
+            break;
+        }
     }
-    return any;
+    l = l ? l : any;
+    return l && l->reuseport ? reuseport_pick(e, l, hash6(e->tcp, lip, lport, rip, rport)) : l;
 }
 
 /* ---- Ports ------------------------------------------------------------------------------- */
@@ -414,7 +450,8 @@ static void bind_link(struct stk_engine *e, struct stk_tcb *t)
 }
 
 /* bind(2) rules as Linux applies them: two sockets may share a port only when their
- * addresses differ, or both set SO_REUSEADDR and neither is listening. */
+ * addresses differ, both set SO_REUSEADDR and neither is listening, or both are of one
+ * SO_REUSEPORT group (the same key: ustackd's is the owner's uid). */
 int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_t port)
 {
     for (struct stk_tcb *o = *bind_head(e, port); o; o = o->bnext) {
@@ -424,6 +461,8 @@ int stk__bind_port(struct stk_engine *e, struct stk_tcb *t, uint32_t ip, uint16_
             (t->flags & TF_REUSEADDR) && (o->flags & TF_REUSEADDR) && o->state != STK_TCP_LISTEN;
         /* An active open has already checked its 4-tuple against TIME-WAIT holders. */
         if (o->state == STK_TCP_TIME_WAIT && ((t->flags & TF_REUSEADDR) || t->rport != 0))
+            reuse = true;
+        if (t->reuseport && t->reuseport == o->reuseport)
             reuse = true;
         if (!reuse)
             return -EADDRINUSE;

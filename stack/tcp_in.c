@@ -890,6 +890,7 @@ static void inherit_opts(struct stk_tcb *t, struct stk_tcb *l)
     t->tclass = l->tclass;
     t->linger_s = l->linger_s;
     t->cc_algo = l->cc_algo;
+    t->reuseport = l->reuseport; /* the port is shared with the group (Linux's sk_reuseport) */
     t->listener = l;
 }
 

@@ -151,9 +151,10 @@ int stk_listen(struct stk_engine *e, int sd, int backlog)
             return rc;
     }
     /* Two listeners on overlapping addresses and one port (SO_REUSEADDR lets both bind)
-     * cannot coexist. */
+     * cannot coexist, unless both are of one SO_REUSEPORT group. */
     for (struct stk_tcb *o = e->tcp->listen_hash[t->lport & 255]; o; o = o->hnext)
-        if (o->lport == t->lport && stk__addr_conflict(o, t))
+        if (o->lport == t->lport && stk__addr_conflict(o, t) &&
+            !(t->reuseport && t->reuseport == o->reuseport))
             return -EADDRINUSE;
     t->backlog = bl;
     stk__set_state(e, t, STK_TCP_LISTEN);
@@ -661,6 +662,9 @@ int stk_setopt(struct stk_engine *e, stk_time_t now, int sd, enum stk_sockopt op
     case STK_SO_REUSEADDR:
         set_flag(t, TF_REUSEADDR, val);
         return 0;
+    case STK_SO_REUSEPORT:
+        t->reuseport = (uint32_t)val;
+        return 0;
     case STK_SO_KEEPALIVE:
         set_flag(t, TF_KEEPALIVE, val);
         if (val && stk__state_synced(t->state) && !t->t_keep) {
@@ -782,6 +786,9 @@ int stk_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return 0;
     case STK_SO_REUSEADDR:
         *val = !!(t->flags & TF_REUSEADDR);
+        return 0;
+    case STK_SO_REUSEPORT:
+        *val = !!t->reuseport;
         return 0;
     case STK_SO_KEEPALIVE:
         *val = !!(t->flags & TF_KEEPALIVE);

@@ -3852,6 +3852,71 @@ START_TEST(sock_walk)
 }
 END_TEST
 
+/* SO_REUSEPORT: sockets with one group key share a port (bind and listen), others do not;
+ * each connection goes to one listener of the group, and a group member that closes leaves
+ * the rest of the connections to the others. A passive child keeps its listener's key, so a
+ * new member binds beside established connections. */
+static unsigned accept_all_on(struct th *h, int lsd)
+{
+    unsigned n = 0;
+    while (stk_accept(h->e, h->now, lsd, NULL, NULL) >= 0)
+        n++;
+    return n;
+}
+
+static void handshake_from(struct th *h, uint16_t lport, uint16_t pport)
+{
+    h->lport = lport;
+    h->pport = pport;
+    h->pseq = PEER_ISN;
+    peer_syn(h, &BARE);
+    peer_ack(h);
+}
+
+START_TEST(reuseport_group)
+{
+    struct th *h = th_new();
+    struct stk_engine *e = h->e;
+    struct stk_sockaddr any = {.ip = 0, .port = 8081};
+    int r[5];
+    for (int i = 0; i < 5; i++)
+        REQUIRE((r[i] = stk_socket(e, NULL)) >= 0, "socket");
+    EQ(stk_setopt(e, h->now, r[0], STK_SO_REUSEPORT, 7), 0);
+    EQ(stk_setopt(e, h->now, r[1], STK_SO_REUSEPORT, 7), 0);
+    EQ(stk_setopt(e, h->now, r[2], STK_SO_REUSEPORT, 9), 0); /* another user's */
+    int v = 0;
+    EQ(stk_getopt(e, r[0], STK_SO_REUSEPORT, &v), 0);
+    EQI(v, 1);
+    EQ(stk_getopt(e, r[3], STK_SO_REUSEPORT, &v), 0);
+    EQI(v, 0);
+    EQ(stk_bind(e, r[0], &any), 0);
+    EQ(stk_bind(e, r[1], &any), 0);
+    EQI(stk_bind(e, r[2], &any), -EADDRINUSE);
+    EQI(stk_bind(e, r[3], &any), -EADDRINUSE); /* without the option */
+    EQ(stk_listen(e, r[0], 64), 0);
+    EQ(stk_listen(e, r[1], 64), 0);
+
+    /* 32 connections from one peer, ports apart: both listeners get some, none twice. */
+    for (uint16_t k = 0; k < 32; k++)
+        handshake_from(h, 8081, (uint16_t)(PPORT + k));
+    unsigned n0 = accept_all_on(h, r[0]), n1 = accept_all_on(h, r[1]);
+    EQ(n0 + n1, 32);
+    REQUIRE(n0 > 0 && n1 > 0, "one listener got all 32: %u and %u", n0, n1);
+
+    /* A new member beside the established children, then gone again. */
+    EQ(stk_setopt(e, h->now, r[4], STK_SO_REUSEPORT, 7), 0);
+    EQ(stk_bind(e, r[4], &any), 0);
+    EQ(stk_close(e, h->now, r[4]), 0);
+
+    /* One listener closes: the next connections all go to the other. */
+    EQ(stk_close(e, h->now, r[1]), 0);
+    for (uint16_t k = 0; k < 8; k++)
+        handshake_from(h, 8081, (uint16_t)(PPORT + 100 + k));
+    EQ(accept_all_on(h, r[0]), 8);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(api_errnos)
 {
     struct th *h = th_new();
@@ -4221,6 +4286,7 @@ int main(void)
     tcase_add_test(tc, listen_backlog_overflow);
     tcase_add_test(tc, listener_close_with_syn_queue);
     tcase_add_test(tc, api_errnos);
+    tcase_add_test(tc, reuseport_group);
     tcase_add_test(tc, sock_walk);
     tc = tcase(s, "isn");
     tcase_add_test(tc, isn_per_tuple);

@@ -22,7 +22,11 @@
 #                SIGTERM (status 0);
 #   spawned    - a spawned ustackd serves a second, unrelated socat (no second ustackd), stays
 #                while that one runs after the spawner's socat exited, and exits once the last
-#                one did.
+#                one did;
+#   reuseport  - two unrelated socat servers (two regions) listen on one port with
+#                SO_REUSEPORT: both answer some of 40 connections, none fails, a third server
+#                without the option gets EADDRINUSE, and after one is killed the other
+#                answers every connection.
 # Every program is bounded (timeout or a kill); teardown kills what still runs in the
 # namespaces. Runs in about 50 s on an idle machine, up to 2 min when it is busy.
 # Knobs: NET_KINDS (default "af_packet"), LIBUSTACK (default build/libustack.so).
@@ -39,7 +43,7 @@ PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=""
 [ -x "$PY" ] || PY=$(command -v python3)
 
 GONE_SECS=10
-P_A=7 P_B=8 P_KHTTP=8080 P_SINK=9
+P_A=7 P_B=8 P_KHTTP=8080 P_SINK=9 P_R=10
 WWW="$NET_TMPD/www"
 mkdir -p "$WWW"
 head -c $((4 * 1024 * 1024)) /dev/urandom >"$WWW/f.bin"
@@ -285,10 +289,61 @@ check_spawned() {
     net_u ip link set "$VETH_U" xdp off 2>/dev/null || true
 }
 
+# ---------------------------------------------------------------- 4: SO_REUSEPORT across regions
+
+# who_answers: the name the reuseport server that took one connection sent ("" on failure).
+who_answers() {
+    net_k timeout 8 socat -t 3 - "TCP:$IP_U:$P_R,connect-timeout=5" </dev/null 2>/dev/null || true
+}
+
+check_reuseport() {
+    local kind=$1 pa pb i got a=0 b=0 bad=0 rc=0 err="$NET_TMPD/rp.c.err"
+    net_flush_neigh
+    u_env "$kind" "rp.$kind"
+    u_bg "${U_ENV[@]}" timeout -k 2 120 socat "TCP-LISTEN:$P_R,fork,reuseport" \
+        SYSTEM:'echo srvA' </dev/null >/dev/null 2>"$NET_TMPD/rp.a.err"
+    pa=$U_BG
+    wait_listen "$pa" "$P_R" || net_fail "$kind: reuseport server A does not listen: $(head -c 300 "$NET_TMPD/rp.a.err")"
+    u_bg "${U_ENV[@]}" timeout -k 2 120 socat "TCP-LISTEN:$P_R,fork,reuseport" \
+        SYSTEM:'echo srvB' </dev/null >/dev/null 2>"$NET_TMPD/rp.b.err"
+    pb=$U_BG
+    # B has joined once it answers a connection (A alone answers until then).
+    for i in $(seq 1 60); do
+        [ "$(who_answers)" = srvB ] && break
+        proc_alive "$pb" || break
+        sleep 0.1
+    done
+    proc_alive "$pb" || net_fail "$kind: reuseport server B (another region) could not listen: $(head -c 300 "$NET_TMPD/rp.b.err")"
+    for i in $(seq 1 40); do
+        got=$(who_answers)
+        case $got in srvA) a=$((a + 1)) ;; srvB) b=$((b + 1)) ;; *) bad=$((bad + 1)) ;; esac
+    done
+    net_log "$kind: 40 connections to one port of two SO_REUSEPORT servers: A $a, B $b, failed $bad"
+    [ "$bad" = 0 ] || net_softfail "$kind: $bad of 40 connections to the reuseport servers failed"
+    [ "$a" -gt 0 ] && [ "$b" -gt 0 ] || net_softfail "$kind: one reuseport server got every connection (A $a, B $b)"
+    # Without SO_REUSEPORT no third listener joins.
+    u_exec "${U_ENV[@]}" timeout -k 2 20 socat "TCP-LISTEN:$P_R" - </dev/null >/dev/null 2>"$err" || rc=$?
+    [ "$rc" != 0 ] && grep -q 'Address already in use' "$err" ||
+        net_softfail "$kind: a listener without SO_REUSEPORT: exit $rc, said: $(head -c 300 "$err" | tr '\n' ' ')"
+    # A gone: B takes every connection.
+    stop_bg "$pa"
+    sleep 0.5
+    a=0 b=0 bad=0
+    for i in $(seq 1 10); do
+        got=$(who_answers)
+        case $got in srvA) a=$((a + 1)) ;; srvB) b=$((b + 1)) ;; *) bad=$((bad + 1)) ;; esac
+    done
+    [ "$b" = 10 ] || net_softfail "$kind: after A stopped, B answered $b of 10 (A $a, failed $bad)"
+    stop_bg "$pb"
+    u_gone "the reuseport servers"
+    net_u ip link set "$VETH_U" xdp off 2>/dev/null || true
+}
+
 for kind in ${NET_KINDS:-af_packet}; do
     check_parallel "$kind"
     check_back_to_back "$kind"
     check_standalone "$kind"
     check_spawned "$kind"
+    check_reuseport "$kind"
 done
 net_finish

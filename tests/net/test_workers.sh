@@ -361,7 +361,7 @@ ab_check C-close 1 "$REQS" && check_served C-close "$from" "$WORKERS"
 { grep -h '^ustack:' "$NET_TMPD"/nginx.C.err "$PREFIX/error.log" 2>/dev/null || true; } | sort -u | head -n 3 |
     while read -r l; do net_log "[C] $l"; done
 
-# -- reload with reuseport listeners (one per worker, each an alias of the first in ustack)
+# -- reload with reuseport listeners (one per worker, one reuseport group in the stack)
 reload_under_load C
 
 # -- ustackd SIGKILLed while a worker sends a large file slowly

@@ -908,6 +908,74 @@ static int lo_child(int l)
     return sem_read_full(s, buf, 3, 5000) == 3 && sem_check_pat(buf, 0, 3) < 0 ? 0 : 3;
 }
 
+/* SO_REUSEPORT between processes: two fork children each make their own listener on one
+ * address and port (no socket shared between them), and the peer's connections are spread
+ * over the two, each accepted once; a socket without the option cannot join. (Linux: a
+ * reuseport group of one user; under ustack the children are two processes of one region, so
+ * the library's same-process alias cannot serve them.) */
+static int reuseport_listener(int k)
+{
+    int fd = sem_tcp(0), one = 1;
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = sem_sin(sem_self_ip, sem_lport(k));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) {
+        sem_close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void reuseport_children(void)
+{
+    enum { K = 12, CONNS = 24 };
+    int ready[2], res[2];
+    CHECK_OK(pipe(ready));
+    CHECK_OK(pipe(res));
+    sem_track(ready[0]);
+    sem_track(res[0]);
+    pid_t pid[2];
+    for (int c = 0; c < 2; c++) {
+        pid[c] = fork();
+        CHECK(pid[c] >= 0, "fork");
+        if (pid[c] == 0) {
+            int l = reuseport_listener(K);
+            char ch = l >= 0 ? 'y' : 'n';
+            (void)!write(ready[1], &ch, 1);
+            unsigned char n = 0;
+            /* Accept until none came for 1.5 s (bounded: at most CONNS, 10 s in all). */
+            double end = sem_ms() + 10000;
+            while (l >= 0 && n < CONNS && sem_ms() < end) {
+                int s = sem_accept_within(l, 1500);
+                if (s < 0)
+                    break;
+                sem_close(s);
+                n++;
+            }
+            (void)!write(res[1], &n, 1);
+            _exit(l >= 0 ? 0 : 1);
+        }
+    }
+    close(ready[1]);
+    close(res[1]);
+    char ch[2] = {0, 0};
+    CHECK(read(ready[0], &ch[0], 1) == 1 && read(ready[0], &ch[1], 1) == 1, "children ready");
+    CHECK(ch[0] == 'y' && ch[1] == 'y', "a child's SO_REUSEPORT listener failed: %c %c", ch[0],
+          ch[1]);
+    int other = sem_tcp(0);
+    CHECK(other >= 0, "socket");
+    struct sockaddr_in a = sem_sin(sem_self_ip, sem_lport(K));
+    CHECK_ERR(bind(other, (struct sockaddr *)&a, sizeof a), EADDRINUSE);
+    int c = sem_ctl(sem_lport(K), 0, 0, CONNS);
+    CHECK(c >= 0, "control");
+    unsigned char n[2] = {0, 0};
+    CHECK(read(res[0], &n[0], 1) == 1 && read(res[0], &n[1], 1) == 1, "counts");
+    CHECK(sem_wait_child(pid[0], 10000) == 0 && sem_wait_child(pid[1], 10000) == 0, "children");
+    CHECK(n[0] + n[1] == CONNS, "accepted %u + %u of %d", n[0], n[1], CONNS);
+    CHECK(n[0] > 0 && n[1] > 0, "one listener got every connection: %u and %u", n[0], n[1]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--exec-child"))
@@ -955,5 +1023,6 @@ int main(int argc, char **argv)
     SEM_RUN(exec_stdio);
     SEM_RUN(dup2_stdout_printf);
     SEM_RUN(exec_child_accepts_loopback);
+    SEM_RUN(reuseport_children);
     return sem_done();
 }
