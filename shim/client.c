@@ -90,6 +90,17 @@ void shim_init(const struct shim_sys *sys)
 
 static __thread uint32_t t_reply __attribute__((tls_model("initial-exec"))) = SHM_NONE;
 static __thread int32_t t_reply_pid __attribute__((tls_model("initial-exec")));
+/* Reply slots whose command a signal stopped this thread waiting for (a lingering close):
+ * each stays owned until the stack posts into it, so that no later command of any thread
+ * takes that result for its own; reply_slot() gives them back. */
+#define ORPHANS_MAX 4
+static __thread struct {
+    uint32_t slot, seq0;
+    int32_t pid;
+} t_orphan[ORPHANS_MAX] __attribute__((tls_model("initial-exec")));
+static __thread unsigned t_norphan __attribute__((tls_model("initial-exec")));
+
+static void reap_orphans(int32_t pid);
 
 static void reply_dtor(void *v)
 {
@@ -97,6 +108,10 @@ static void reply_dtor(void *v)
     if (t_reply != SHM_NONE && t_reply_pid == SHIM_RLX(&C.pid) && SHIM_LOAD(&C.attached))
         shm_reply_release(C.base, t_reply);
     t_reply = SHM_NONE;
+    /* Orphans still waiting for their reply stay owned: ustackd frees the slots of a
+     * process that exited. */
+    if (t_norphan && SHIM_LOAD(&C.attached))
+        reap_orphans(SHIM_RLX(&C.pid));
 }
 
 int shim__priv(int *where)
@@ -418,9 +433,26 @@ int64_t shim__deadline(int64_t timeout_ns)
 
 /* ---- commands ------------------------------------------------------------------------- */
 
+/* Gives back the orphaned reply slots whose reply came (a fork child's are its parent's). */
+static void reap_orphans(int32_t pid)
+{
+    unsigned k = 0;
+    for (unsigned i = 0; i < t_norphan; i++) {
+        if (t_orphan[i].pid != pid)
+            continue;
+        if (SHIM_LOAD(&shm_reply(C.base, t_orphan[i].slot)->seq) != t_orphan[i].seq0)
+            shm_reply_release(C.base, t_orphan[i].slot);
+        else
+            t_orphan[k++] = t_orphan[i];
+    }
+    t_norphan = k;
+}
+
 static uint32_t reply_slot(void)
 {
     int32_t pid = SHIM_RLX(&C.pid);
+    if (__builtin_expect(t_norphan != 0, 0))
+        reap_orphans(pid);
     if (t_reply != SHM_NONE && t_reply_pid == pid)
         return t_reply;
     uint32_t r = shm_reply_alloc(C.base, (uint32_t)syscall(SYS_gettid), pid);
@@ -529,8 +561,9 @@ bool shim__attach_cancel(uint32_t slot, uint32_t gen, uint32_t own)
     return !(v & (SHM_ATT_PEND | SHM_ATT_BUSY));
 }
 
-/* Waits for reply rep to move past seq0: 0, or -ENETDOWN when the stack died. */
-static int await_reply(struct shm_reply *rep, uint32_t seq0)
+/* Waits for reply rep to move past seq0: 0, or -ENETDOWN when the stack died; with intr, -EINTR
+ * once a signal handler ran during a sleep. */
+static int await_reply_(struct shm_reply *rep, uint32_t seq0, bool intr)
 {
     for (unsigned i = 0; SHIM_LOAD(&rep->seq) == seq0; i++) {
         if (i < SHIM_SPIN * 4) {
@@ -547,8 +580,15 @@ static int await_reply(struct shm_reply *rep, uint32_t seq0)
         atomic_store_explicit(&rep->sleeping, 0, memory_order_relaxed);
         if (w == -ETIMEDOUT && shim_stack_dead())
             return -ENETDOWN;
+        if (w == -EINTR && intr && SHIM_LOAD(&rep->seq) == seq0)
+            return -EINTR;
     }
     return 0;
+}
+
+static int await_reply(struct shm_reply *rep, uint32_t seq0)
+{
+    return await_reply_(rep, seq0, false);
 }
 
 int shim__call(uint32_t core, struct shm_cmd *c, struct shm_reply **rp)
@@ -2201,9 +2241,18 @@ int shim_close(int fd)
         t_linger.armed = false;
         shim__unlock();
         if (t_linger.pushed) {
-            /* Linux's close() waits here, after the number is gone (sk_stream_wait_close). */
+            /* Linux's close() waits here, after the number is gone (sk_stream_wait_close),
+             * until a signal: then close() returns 0 at once and the stack finishes alone. */
             t_linger.pushed = false;
-            await_reply(shm_reply(C.base, t_linger.reply), t_linger.seq0);
+            struct shm_reply *rep = shm_reply(C.base, t_linger.reply);
+            bool room = t_norphan < ORPHANS_MAX && t_linger.reply == t_reply;
+            if (await_reply_(rep, t_linger.seq0, room) == -EINTR) {
+                t_orphan[t_norphan].slot = t_linger.reply;
+                t_orphan[t_norphan].seq0 = t_linger.seq0;
+                t_orphan[t_norphan].pid = t_reply_pid;
+                t_norphan++;
+                t_reply = SHM_NONE; /* this thread's next command takes a new slot */
+            }
         }
         return rc;
     }

@@ -302,6 +302,57 @@ static void linger_close_waits(void)
     CHECK(within(dt, 1000), "close() with l_linger 1 and data the peer never takes: %.0f ms", dt);
 }
 
+/* A signal ends a lingering close() early (Linux's sk_stream_wait_close stops at a pending
+ * signal), and close() still returns 0: the socket is gone either way, its FIN and data
+ * left to the stack. */
+static volatile sig_atomic_t linger_alarms;
+static void on_linger_alarm(int sig)
+{
+    (void)sig;
+    linger_alarms++;
+}
+
+static void linger_close_signal(void)
+{
+    struct linger lg = {1, 4};
+    /* The second socket is made ready first: filling a send buffer takes a second or two. */
+    int fd2 = sem_connect_peer(SEM_P_SINK);
+    CHECK(fd2 >= 0, "connect to sink");
+    CHECK(sem_fill_sndbuf(fd2) > 0, "fill the send buffer");
+    int fd = sem_connect_peer(SEM_P_SINK);
+    CHECK(fd >= 0, "connect to sink again");
+    CHECK(sem_fill_sndbuf(fd) > 0, "fill the send buffer again");
+    CHECK_OK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_linger_alarm; /* no SA_RESTART: it would change nothing for close() */
+    sigemptyset(&sa.sa_mask);
+    CHECK_OK(sigaction(SIGALRM, &sa, &old));
+    struct itimerval it = {{0, 0}, {0, 300 * 1000}}, off = {{0, 0}, {0, 0}};
+    linger_alarms = 0;
+    CHECK_OK(setitimer(ITIMER_REAL, &it, NULL));
+    double t0 = sem_ms();
+    int rc = close(fd);
+    int e = errno;
+    double dt = sem_ms() - t0;
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    CHECK(rc == 0, "close() returned %d, errno %d", rc, e);
+    CHECK(linger_alarms == 1, "the alarm ran %d times", (int)linger_alarms);
+    CHECK(within(dt, 300), "close() with l_linger 4 and a signal after 300 ms took %.0f ms", dt);
+    /* The next lingering close of this thread waits for its own end, not the first one's:
+     * it starts before the first one's time (4 s) is over and lasts 2 s. */
+    while (sem_ms() - t0 < 3500)
+        usleep(10000);
+    lg.l_linger = 2;
+    CHECK_OK(setsockopt(fd2, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    double t1 = sem_ms();
+    CHECK_OK(close(fd2));
+    dt = sem_ms() - t1;
+    CHECK(within(dt, 2000), "the next close() with l_linger 2, from %.0f ms, took %.0f ms", t1 - t0,
+          dt);
+}
+
 /* TCP_SYNCNT (tcp(7)): the SYN retransmissions before a connection attempt gives up; reads
  * 6 (tcp_syn_retries) until set, 1..127 or EINVAL, and an accepted socket has the
  * listener's. (What it does to a connection attempt is test_tcp's syncnt_sockopt: no address
@@ -348,6 +399,7 @@ int main(void)
     SEM_RUN(timeouts_are_separate);
     SEM_RUN(poll_timeout);
     SEM_RUN(linger_close_waits);
+    SEM_RUN(linger_close_signal);
     SEM_RUN(user_timeout);
     SEM_RUN(syn_count);
     return sem_done();
