@@ -958,6 +958,15 @@ static int linger_step(struct srv_core *sc, uint32_t i, int st, stk_time_t now)
 static unsigned accept_all(struct srv_core *sc, uint32_t l, stk_time_t now);
 static void record_opt(struct srv_core *sc, uint32_t i, int opt, int val);
 
+/* The engine's value of option opt set to val: SO_REUSEPORT's is a group key, one per user
+ * across regions (Linux: sockets of the same effective uid), the region owner's uid + 1. */
+static int reuseport_key(const struct dio_shm *srv, int opt, int val)
+{
+    if (opt != STK_SO_REUSEPORT || !val)
+        return val;
+    return (int)(srv->uid + 1 ? srv->uid + 1 : srv->uid);
+}
+
 /* ---- UDP ----------------------------------------------------------------------------------- */
 
 /* tx ring -> engine: one datagram per record (docs/shm.md "Datagrams"). A record that does
@@ -1193,16 +1202,18 @@ static void exec_udp(struct srv_core *sc, struct shm_cmd *cmd, struct shm_sock *
         post_rc(sc, cmd, rc);
         return;
     }
-    case SHM_OP_SETOPT:
+    case SHM_OP_SETOPT: {
         if (cmd->a0 < 1 || cmd->a0 >= NOPT) {
             post_rc(sc, cmd, -ENOPROTOOPT);
             return;
         }
-        rc = stk_udp_setopt(sc->e, ss->sd, (enum stk_sockopt)cmd->a0, cmd->a1);
+        int v = reuseport_key(sc->srv, cmd->a0, cmd->a1);
+        rc = stk_udp_setopt(sc->e, ss->sd, (enum stk_sockopt)cmd->a0, v);
         if (rc == 0)
-            record_opt(sc, i, cmd->a0, cmd->a1);
+            record_opt(sc, i, cmd->a0, v);
         post_rc(sc, cmd, rc);
         return;
+    }
     case SHM_OP_GETOPT:
         if (cmd->a0 == STK_SO_ERROR) {
             int v = atomic_exchange(&s->so_error, 0), ev = 0;
@@ -1714,12 +1725,9 @@ static int op_setopt(struct srv_core *sc, const struct shm_cmd *cmd, stk_time_t 
     struct dio_shm *srv = sc->srv;
     uint32_t i = cmd->sock;
     struct ssock *ss = &sc->ss[i];
-    int opt = cmd->a0, val = cmd->a1;
+    int opt = cmd->a0, val = reuseport_key(srv, opt, cmd->a1);
     if (opt < 1 || opt >= NOPT)
         return -ENOPROTOOPT;
-    /* One SO_REUSEPORT group per user, across regions (Linux: the same effective uid). */
-    if (opt == STK_SO_REUSEPORT && val)
-        val = (int)(srv->uid + 1 ? srv->uid + 1 : srv->uid);
     int rc = stk_setopt(sc->e, now, ss->sd, (enum stk_sockopt)opt, val);
     if (rc)
         return rc;

@@ -1164,9 +1164,10 @@ static bool reuseport(const struct shim_file *f)
 }
 
 /* SO_REUSEPORT where the stack refused the port: a second socket of this process bound to
- * the same address becomes another fd of the first (as if dup'd onto its number). TCP
- * sockets share a port in the engine (STK_SO_REUSEPORT groups, one per user, across
- * processes and regions), so this serves UDP sockets, which the engine does not group. */
+ * the same address becomes another fd of the first (as if dup'd onto its number). Sockets
+ * share a port in the engine (STK_SO_REUSEPORT groups, one per user, across processes and
+ * regions), so this is left for a socket whose group the stack did not take (one set up
+ * before the option reached it). */
 static int reuseport_alias(struct shim_sk *k, const struct shm_addr *a)
 {
     int lim = shim_fdtab_limit(&shim_fds), other = -1;

@@ -331,19 +331,11 @@ int shim_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         case SO_ACCEPTCONN:
             return -ENOPROTOOPT;
         case SO_REUSEPORT:
-            if (!dgram) {
-                /* The stack's group key is the region owner's uid: sockets of any process
-                 * of that user may share the port (docs/preload.md "SO_REUSEPORT"). */
-                o = STK_SO_REUSEPORT;
-                boolean = true;
-                break;
-            }
-            /* UDP: recorded; sockets of one process share a port by the alias of
-             * shim_bind (docs/preload.md "UDP"). */
-            if ((rc = get_int(val, len, &v)) < 0)
-                return rc;
-            shim__record_opt(k.f, level, name, val, sizeof(int));
-            return 0;
+            /* The stack's group key is the region owner's uid: sockets of any process of
+             * that user may share the port (docs/preload.md "Routing"). */
+            o = STK_SO_REUSEPORT;
+            boolean = true;
+            break;
         default:
             return unsupported_set(&k, level, name, val, len, false);
         }

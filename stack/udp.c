@@ -149,7 +149,7 @@ static struct stk_udp_sock **bucket(struct stk_engine *e, uint16_t port)
 }
 
 /* Linux (udp_lib_lport_inuse): a port is taken by another socket on it unless both set
- * SO_REUSEADDR. */
+ * SO_REUSEADDR, or both are of one SO_REUSEPORT group (the same key). */
 /* Two bindings of one port overlap (ipv6(7), inet_rcv_saddr_equal): IPv4 when either is
  * 0.0.0.0 or they are equal (our address and our subnet's broadcast are two); IPv6 when
  * either is [::] or they are equal; IPv4 and IPv6 when the IPv6 one is a dual-stack [::].
@@ -170,7 +170,8 @@ static bool port_free(struct stk_engine *e, const struct stk_udp_sock *s, uint16
 {
     for (struct stk_udp_sock *o = *bucket(e, port); o; o = o->pnext) {
         if (o != s && o->lport == port && overlap(o, s) &&
-            !((o->flags & UF_REUSEADDR) && (s->flags & UF_REUSEADDR)))
+            !((o->flags & UF_REUSEADDR) && (s->flags & UF_REUSEADDR)) &&
+            !(s->reuseport && s->reuseport == o->reuseport))
             return false;
     }
     return true;
@@ -744,6 +745,9 @@ int stk_udp_setopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int val)
     case STK_IP_TOS:
     case STK_IPV6_TCLASS:
         return stk__tos_setopt(opt, val, 0xff, &s->tos, &s->tclass); /* ECN bits kept */
+    case STK_SO_REUSEPORT:
+        s->reuseport = (uint32_t)val;
+        return 0;
     default:
         return -ENOPROTOOPT;
     }
@@ -766,6 +770,9 @@ int stk_udp_getopt(struct stk_engine *e, int sd, enum stk_sockopt opt, int *val)
         return 0;
     case STK_SO_REUSEADDR:
         *val = !!(s->flags & UF_REUSEADDR);
+        return 0;
+    case STK_SO_REUSEPORT:
+        *val = !!s->reuseport;
         return 0;
     case STK_SO_BROADCAST:
         *val = !!(s->flags & UF_BROADCAST);
@@ -933,6 +940,33 @@ static uint16_t udp_len(struct stk_engine *e, const uint8_t *uh, size_t l4_len)
 
 /* Delivers in to the socket it scores best with, or to every socket on its port for a
  * broadcast/multicast. Returns false (counted in udp_noport) when no socket took it. */
+/* best, the socket a unicast datagram scores highest at, or the one of its SO_REUSEPORT group
+ * (the same key and score) that a keyed hash of the datagram's addresses and ports picks, as
+ * Linux's reuseport_select_sock: one sender's datagrams keep going to one socket while the
+ * group is unchanged. */
+static struct stk_udp_sock *reuseport_pick(struct stk_engine *e, struct stk_udp_sock *best,
+                                           int best_score, const struct udp_dgram_in *in)
+{
+    uint32_t n = 0;
+    for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext)
+        n += s->reuseport == best->reuseport && score(s, in, false) == best_score;
+    if (n < 2)
+        return best;
+    struct {
+        uint32_t src, dst;
+        uint16_t sport, dport;
+        uint8_t src6[16];
+    } k = {in->src, in->dst, in->sport, in->dport, {0}};
+    if (in->src6)
+        memcpy(k.src6, in->src6, 16);
+    uint32_t h = (uint32_t)stk__siphash(e->cfg.secret, &k, sizeof(k));
+    uint32_t i = (uint32_t)(((uint64_t)h * n) >> 32);
+    for (struct stk_udp_sock *s = *bucket(e, in->dport); s; s = s->pnext)
+        if (s->reuseport == best->reuseport && score(s, in, false) == best_score && i-- == 0)
+            return s;
+    return best;
+}
+
 static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcast)
 {
     if (bcast) {
@@ -961,6 +995,8 @@ static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcas
         e->ctr.udp_noport++;
         return false;
     }
+    if (best->reuseport)
+        best = reuseport_pick(e, best, best_score, in);
     deliver(e, best, in);
     return true;
 }

@@ -49,6 +49,7 @@ struct stk_udp_sock {
     uint32_t rcvbuf, sndbuf;
     uint8_t lip6[16], rip6[16]; /* network order, with UF_V6 / UF_R6 */
     uint8_t tos, tclass;        /* IP_TOS, IPV6_TCLASS of its datagrams (all eight bits) */
+    uint32_t reuseport;         /* STK_SO_REUSEPORT group key, 0: none */
 };
 
 struct stk_udp {

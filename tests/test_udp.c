@@ -653,6 +653,53 @@ START_TEST(lookup_and_broadcast)
 }
 END_TEST
 
+/* SO_REUSEPORT: sockets with one key share a port (another key, or none, cannot join), and
+ * each unicast datagram goes to one of them by its sender: one sender's datagrams always to
+ * the same socket, 32 senders spread over both; when one closes the other gets everything. */
+START_TEST(reuseport_group)
+{
+    struct th *h = th_new(0);
+    int r[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = stk_udp_socket(h->e, NULL);
+    ck_assert_int_eq(stk_udp_setopt(h->e, r[0], STK_SO_REUSEPORT, 5), 0);
+    ck_assert_int_eq(stk_udp_setopt(h->e, r[1], STK_SO_REUSEPORT, 5), 0);
+    ck_assert_int_eq(stk_udp_setopt(h->e, r[2], STK_SO_REUSEPORT, 6), 0);
+    int v = 0;
+    ck_assert_int_eq(stk_udp_getopt(h->e, r[1], STK_SO_REUSEPORT, &v), 0);
+    ck_assert_int_eq(v, 1);
+    struct stk_sockaddr a = {.ip = 0, .port = 6100};
+    ck_assert_int_eq(stk_udp_bind(h->e, r[0], &a), 0);
+    ck_assert_int_eq(stk_udp_bind(h->e, r[1], &a), 0);
+    ck_assert_int_eq(stk_udp_bind(h->e, r[2], &a), -EADDRINUSE);
+    ck_assert_int_eq(stk_udp_bind(h->e, r[3], &a), -EADDRINUSE);
+    char buf[8];
+    unsigned got[2] = {0, 0};
+    for (uint16_t p = 0; p < 32; p++) {
+        for (int k = 0; k < 3; k++)
+            inject(h, PEER_IP, US_IP, (uint16_t)(7000 + p), 6100, "d", 1, CS_GOOD);
+        int n0 = 0, n1 = 0;
+        while (stk_udp_recvfrom(h->e, h->now, r[0], buf, sizeof(buf), 0, NULL) == 1)
+            n0++;
+        while (stk_udp_recvfrom(h->e, h->now, r[1], buf, sizeof(buf), 0, NULL) == 1)
+            n1++;
+        ck_assert_msg((n0 == 3 && n1 == 0) || (n0 == 0 && n1 == 3),
+                      "sender port %u: %d and %d of its 3 datagrams", 7000 + p, n0, n1);
+        got[n1 == 3]++;
+    }
+    ck_assert_msg(got[0] > 0 && got[1] > 0, "one socket got every sender: %u and %u", got[0],
+                  got[1]);
+    stk_udp_close(h->e, r[0]);
+    for (uint16_t p = 0; p < 8; p++)
+        inject(h, PEER_IP, US_IP, (uint16_t)(8000 + p), 6100, "d", 1, CS_GOOD);
+    int n1 = 0;
+    while (stk_udp_recvfrom(h->e, h->now, r[1], buf, sizeof(buf), 0, NULL) == 1)
+        n1++;
+    ck_assert_int_eq(n1, 8);
+    th_free(h);
+}
+END_TEST
+
 /* A socket bound to the subnet's broadcast address (Linux's inet_bind takes RTN_BROADCAST as
  * RTN_LOCAL; nmbd binds one per interface): broadcasts to that address reach it, unicast to
  * ours does not; it shares its port with a socket bound to our address (only the wildcard
@@ -757,6 +804,7 @@ int main(void)
     tcase_add_test(tc, connected_icmp_errors);
     tcase_add_test(tc, unconnected_ignores_icmp);
     tcase_add_test(tc, lookup_and_broadcast);
+    tcase_add_test(tc, reuseport_group);
     tcase_add_test(tc, bind_broadcast_address);
     tcase_add_test(tc, shutdown_rules);
     tcase_add_test(tc, connect_errors);

@@ -579,6 +579,59 @@ static void reuseport_udp_tcp_pairs(void)
     }
 }
 
+/* SO_REUSEPORT spreads a port's datagrams over the group by sender (Linux hashes the
+ * addresses and ports): 32 senders, two datagrams each, to two sockets bound to one address
+ * and port; each sender's datagrams reach one socket, both sockets hear from some senders,
+ * nothing is lost or doubled. (Under ustack the second socket used to become a dup of the
+ * first: one socket, so the other "heard" nothing of its own.) */
+static void reuseport_spread(void)
+{
+    enum { SENDERS = 32 };
+    struct sockaddr_in a = sem_sin(sem_self_ip, sem_lport(9));
+    int r[2], one = 1;
+    for (int i = 0; i < 2; i++) {
+        r[i] = udp(SOCK_NONBLOCK);
+        CHECK(r[i] >= 0, "socket");
+        CHECK_OK(setsockopt(r[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof one));
+        CHECK_OK(bind(r[i], (struct sockaddr *)&a, sizeof a));
+    }
+    int plain = udp(0);
+    CHECK_ERR(bind(plain, (struct sockaddr *)&a, sizeof a), EADDRINUSE);
+    int snd[SENDERS];
+    for (int i = 0; i < SENDERS; i++) {
+        snd[i] = udp(0);
+        CHECK(snd[i] >= 0, "sender %d", i);
+        for (int k = 0; k < 2; k++) {
+            unsigned char b = (unsigned char)i;
+            CHECK(sendto(snd[i], &b, 1, 0, (struct sockaddr *)&a, sizeof a) == 1, "sendto %d", i);
+        }
+    }
+    int seen[2][SENDERS];
+    memset(seen, 0, sizeof seen);
+    int total = 0;
+    double end = sem_ms() + 5000;
+    while (total < 2 * SENDERS && sem_ms() < end) {
+        struct pollfd p[2] = {{r[0], POLLIN, 0}, {r[1], POLLIN, 0}};
+        if (poll(p, 2, 500) <= 0)
+            continue;
+        for (int i = 0; i < 2; i++) {
+            unsigned char b;
+            while (recv(r[i], &b, 1, 0) == 1 && b < SENDERS) {
+                seen[i][b]++;
+                total++;
+            }
+        }
+    }
+    CHECK(total == 2 * SENDERS, "%d of %d datagrams arrived", total, 2 * SENDERS);
+    int per[2] = {0, 0};
+    for (int s = 0; s < SENDERS; s++) {
+        CHECK((seen[0][s] == 2 && !seen[1][s]) || (!seen[0][s] && seen[1][s] == 2),
+              "sender %d: %d and %d datagrams", s, seen[0][s], seen[1][s]);
+        per[seen[1][s] == 2]++;
+    }
+    CHECK(per[0] > 0 && per[1] > 0, "one socket heard every sender: %d and %d", per[0], per[1]);
+}
+
 int main(void)
 {
     sem_init("sem_udp", 11);
@@ -604,5 +657,6 @@ int main(void)
     SEM_RUN(rcvbuf);
     SEM_RUN(ip_tos);
     SEM_RUN(reuseport_udp_tcp_pairs);
+    SEM_RUN(reuseport_spread);
     return sem_done();
 }
