@@ -1625,8 +1625,26 @@ static int op_shutdown(struct srv_core *sc, const struct shm_cmd *cmd, struct sh
     if (!(ss->fl & SS_LISTEN) && (st == STK_TCP_TIME_WAIT || st == STK_TCP_CLOSED) &&
         (atomic_load_explicit(&s->flags, RLX) & SHM_F_CONNECTED))
         return -ENOTCONN;
-    if ((ss->fl & SS_LISTEN) || st == STK_TCP_CLOSED || st == STK_TCP_SYN_SENT ||
-        st == STK_TCP_LISTEN)
+    if (ss->fl & SS_LISTEN) {
+        /* A listener shut for reading stops in every core's engine (it keeps its port and
+         * SS_LISTEN: listen() again resumes it, op_listen), and the connections in the
+         * shared queue are reset, as Linux's tcp_disconnect does. */
+        int rc = stk_shutdown(sc->e, now, ss->sd, (enum stk_shut)how);
+        if (rc || how == STK_SHUT_WR || atomic_load(&sc->srv->rec[i].home) != sc->idx + 1)
+            return rc;
+        uint64_t m = atomic_load(&sc->srv->rec[i].lcores) & ~(1ull << sc->idx);
+        struct shm_cmd f = *cmd;
+        f.reply = SHM_NONE;
+        for (uint32_t c = 0; c < sc->srv->ncores; c++)
+            if (m & (1ull << c))
+                forward(sc, c, &f);
+        uint32_t j, cap = shm_aq_capacity(sc->srv->ring);
+        for (uint32_t k = 0;
+             k < cap && shm_aq_pop(s, shm_rx_data(sc->srv->base, i), sc->srv->ring, &j); k++)
+            abort_queued(sc, j, now);
+        return 0;
+    }
+    if (st == STK_TCP_CLOSED || st == STK_TCP_SYN_SENT || st == STK_TCP_LISTEN)
         return stk_shutdown(sc->e, now, ss->sd, (enum stk_shut)how); /* nothing to drain */
     /* SHUT_RD only marks the read side: recv() on an empty ring returns 0, but, as on
      * Linux (whose TCP keeps queueing), data that arrives later is still delivered. So the

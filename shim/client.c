@@ -1350,6 +1350,27 @@ void shim__lfd_close(struct shim_file *f)
     }
 }
 
+/* listen() on a listener stopped by shutdown(SHUT_RD): every core's engine listens again on
+ * its port, and the loopback companions too (HAProxy resumes paused listeners so). */
+static int relisten(struct shim_sk *k, int backlog)
+{
+    backlog = backlog < 0 ? 0 : backlog > 65535 ? 65535 : backlog;
+    uint32_t home = k->s->core;
+    for (uint32_t n = 0; n < C.ncores; n++) {
+        struct shm_cmd c;
+        shim__cmd_init(&c, k, SHM_OP_LISTEN);
+        c.a0 = backlog;
+        int rc = shim__call(n == 0 ? home : (n == home ? 0 : n), &c, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    for (int i = 0; i < 2; i++)
+        if (k->f->lacc[i] >= 0)
+            C.sys.listen(k->f->lacc[i], backlog);
+    atomic_fetch_and(&k->s->app_flags, ~SHM_A_RD_SHUT);
+    return 0;
+}
+
 int shim_listen(int fd, int backlog)
 {
     SHIM_SK(k);
@@ -1360,6 +1381,8 @@ int shim_listen(int fd, int backlog)
         return -EINVAL;
     if (shim__dgram(&k))
         return -EOPNOTSUPP;
+    if (k.f->cstate == SHIM_CS_LISTEN && (SHIM_LOAD(&k.s->app_flags) & SHM_A_RD_SHUT))
+        return relisten(&k, backlog); /* after shutdown(SHUT_RD) */
     if (k.f->cstate == SHIM_CS_LISTEN)
         return 0; /* Linux only adjusts the backlog */
     if (k.f->cstate != SHIM_CS_NEW && k.f->cstate != SHIM_CS_FAILED)
@@ -1870,10 +1893,19 @@ int shim_shutdown(int fd, int how)
         return shim__dg_shutdown(&k, how);
     uint32_t bits = (how != SHUT_WR ? SHM_A_RD_SHUT : 0) | (how != SHUT_RD ? SHM_A_WR_SHUT : 0);
     if (k.f->cstate == SHIM_CS_LISTEN) {
-        /* Linux stops a listener shut for reading: accept() then fails with EINVAL. Wake
-         * threads blocked in accept() so that they see it. */
-        if (how != SHUT_WR) {
-            atomic_fetch_or(&k.s->app_flags, SHM_A_RD_SHUT);
+        /* Linux stops a listener shut for reading: accept() then fails with EINVAL, no new
+         * connection reaches it (the stack stops it, its SO_REUSEPORT group goes on without
+         * it, and its loopback companions stop too) until listen() again. Wake threads
+         * blocked in accept() so that they see it. */
+        if (how != SHUT_WR && !(atomic_fetch_or(&k.s->app_flags, SHM_A_RD_SHUT) & SHM_A_RD_SHUT)) {
+            struct shm_cmd c;
+            shim__cmd_init(&c, &k, SHM_OP_SHUTDOWN);
+            c.a0 = SHUT_RD;
+            if ((rc = shim__call(k.s->core, &c, NULL)) < 0)
+                return rc;
+            for (int i = 0; i < 2; i++)
+                if (k.f->lacc[i] >= 0)
+                    syscall(SYS_shutdown, k.f->lacc[i], SHUT_RD);
             atomic_fetch_add(&k.s->ev_in, 1); /* a state change: an edge for every waiter */
             atomic_fetch_add(&k.s->ev_out, 1);
             shm_futex_wake(&k.s->seq, 1 << 30);

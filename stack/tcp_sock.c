@@ -529,8 +529,16 @@ int stk_shutdown(struct stk_engine *e, stk_time_t now, int sd, enum stk_shut how
     if (how != STK_SHUT_RD && how != STK_SHUT_WR && how != STK_SHUT_RDWR)
         return -EINVAL;
     if (t->state == STK_TCP_LISTEN) {
-        /* Linux stops listening; pending connections are reset. */
+        /* Linux (inet_shutdown, tcp_disconnect) stops a listener shut for reading and
+         * resets its pending connections; the socket keeps its port (it leaves its
+         * SO_REUSEPORT group), and listen() again resumes it (HAProxy pauses listeners so
+         * during a reload). SHUT_WR alone changes nothing. */
+        if (how == STK_SHUT_WR)
+            return 0;
+        uint32_t bound = t->flags & TF_BOUND;
+        t->flags &= ~TF_BOUND; /* stk__tcp_drop leaves the bind list alone */
         stk__tcp_drop(e, t, 0);
+        t->flags |= bound;
         stk__flush_events(e);
         return 0;
     }

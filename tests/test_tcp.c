@@ -3917,6 +3917,51 @@ START_TEST(reuseport_group)
 }
 END_TEST
 
+/* shutdown(SHUT_RD) of a listener (Linux's tcp_disconnect): it stops listening (a SYN draws a
+ * RST, a queued connection is reset) but keeps its port, leaving its SO_REUSEPORT group to the
+ * others, and listen() again resumes it on the same port. SHUT_WR alone changes nothing. */
+START_TEST(listener_shutdown_resumes)
+{
+    struct th *h = th_new();
+    struct stk_engine *e = h->e;
+    struct stk_sockaddr any = {.ip = 0, .port = 8082};
+    int a = stk_socket(e, NULL), b = stk_socket(e, NULL);
+    EQ(stk_setopt(e, h->now, a, STK_SO_REUSEPORT, 3), 0);
+    EQ(stk_setopt(e, h->now, b, STK_SO_REUSEPORT, 3), 0);
+    EQ(stk_bind(e, a, &any), 0);
+    EQ(stk_listen(e, a, 16), 0);
+    EQ(stk_shutdown(e, h->now, a, STK_SHUT_WR), 0);
+    EQ(state_of(h, a), STK_TCP_LISTEN);
+    handshake_from(h, 8082, PPORT); /* queued on a, never accepted */
+    EQ(stk_shutdown(e, h->now, a, STK_SHUT_RD), 0);
+    EQ(state_of(h, a), STK_TCP_CLOSED);
+    EXPECT(h, F_RST | F_ACK, h->pack, h->pseq, 0); /* the queued connection */
+    h->pport = PPORT + 1;
+    h->pseq = 1000;
+    peer_send(h, F_SYN, 0);
+    EXPECT(h, F_RST | F_ACK, 0, 1001, 0);
+    /* Still bound: another socket of the group binds beside it; one without the option not. */
+    EQ(stk_bind(e, b, &any), 0);
+    int c = stk_socket(e, NULL);
+    EQI(stk_bind(e, c, &any), -EADDRINUSE);
+    EQ(stk_listen(e, b, 16), 0);
+    for (uint16_t k = 0; k < 8; k++)
+        handshake_from(h, 8082, (uint16_t)(PPORT + 10 + k));
+    EQ(accept_all_on(h, b), 8);
+    /* Resumed on its port: the group has both again. */
+    EQ(stk_listen(e, a, 16), 0);
+    struct stk_sockaddr got;
+    EQ(stk_getsockname(e, a, &got), 0);
+    EQ(got.port, 8082);
+    for (uint16_t k = 0; k < 32; k++)
+        handshake_from(h, 8082, (uint16_t)(PPORT + 100 + k));
+    unsigned na = accept_all_on(h, a), nb = accept_all_on(h, b);
+    EQ(na + nb, 32);
+    REQUIRE(na > 0 && nb > 0, "after listen() again: %u and %u", na, nb);
+    th_free(h);
+}
+END_TEST
+
 START_TEST(api_errnos)
 {
     struct th *h = th_new();
@@ -4287,6 +4332,7 @@ int main(void)
     tcase_add_test(tc, listener_close_with_syn_queue);
     tcase_add_test(tc, api_errnos);
     tcase_add_test(tc, reuseport_group);
+    tcase_add_test(tc, listener_shutdown_resumes);
     tcase_add_test(tc, sock_walk);
     tc = tcase(s, "isn");
     tcase_add_test(tc, isn_per_tuple);

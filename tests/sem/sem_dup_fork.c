@@ -976,6 +976,41 @@ static void reuseport_children(void)
     CHECK(n[0] > 0 && n[1] > 0, "one listener got every connection: %u and %u", n[0], n[1]);
 }
 
+/* shutdown(SHUT_RD) stops a listener (Linux's tcp_disconnect): accept() fails with EINVAL, a
+ * connection attempt is refused, listen() again resumes it on its port. A stopped member of an
+ * SO_REUSEPORT group leaves the group's connections to the others (HAProxy pauses its
+ * listeners so during a reload). */
+static void listener_shutdown_resume(void)
+{
+    enum { K = 13 };
+    int l = sem_listen_self(K, SOCK_NONBLOCK);
+    CHECK(l >= 0, "listen");
+    CHECK_OK(shutdown(l, SHUT_RD));
+    CHECK_ERR(accept(l, NULL, NULL), EINVAL);
+    int c = sem_ctl(sem_lport(K), 0, 0, 1);
+    CHECK(c >= 0, "control");
+    char line[64];
+    CHECK(sem_ctl_line(c, line, sizeof line, 5000) > 0 && !strcmp(line, "err 0 111"),
+          "a connection to the stopped listener: %s", line);
+    CHECK_OK(listen(l, 16));
+    int c2 = sem_ctl(sem_lport(K), 0, 0, 1);
+    CHECK(c2 >= 0, "control");
+    int s = sem_accept_within(l, 5000);
+    CHECK(s >= 0, "accept after listen() again");
+    CHECK(sem_ctl_line(c2, line, sizeof line, 5000) > 0 && !strcmp(line, "ok 0"), "ctl: %s", line);
+
+    enum { K2 = 14, CONNS = 16 };
+    int a = reuseport_listener(K2), b = reuseport_listener(K2);
+    CHECK(a >= 0 && b >= 0, "two SO_REUSEPORT listeners");
+    CHECK_OK(shutdown(a, SHUT_RD));
+    int c3 = sem_ctl(sem_lport(K2), 0, 0, CONNS);
+    CHECK(c3 >= 0, "control");
+    int nb = 0;
+    while (nb < CONNS && sem_accept_within(b, 3000) >= 0)
+        nb++;
+    CHECK(nb == CONNS, "the listener left in the group accepted %d of %d", nb, CONNS);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--exec-child"))
@@ -1024,5 +1059,6 @@ int main(int argc, char **argv)
     SEM_RUN(dup2_stdout_printf);
     SEM_RUN(exec_child_accepts_loopback);
     SEM_RUN(reuseport_children);
+    SEM_RUN(listener_shutdown_resume);
     return sem_done();
 }
