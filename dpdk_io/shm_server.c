@@ -1610,6 +1610,22 @@ static int op_listen(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_
     return 0;
 }
 
+/* A listener's home core passes a command it ran on to the other cores listening for the
+ * socket (without a reply). Returns whether this is the home core. */
+static bool listener_forward(struct srv_core *sc, uint32_t i, const struct shm_cmd *cmd)
+{
+    struct dio_shm *srv = sc->srv;
+    if (atomic_load(&srv->rec[i].home) != sc->idx + 1)
+        return false;
+    uint64_t m = atomic_load(&srv->rec[i].lcores) & ~(1ull << sc->idx);
+    struct shm_cmd f = *cmd;
+    f.reply = SHM_NONE;
+    for (uint32_t c = 0; c < srv->ncores; c++)
+        if (m & (1ull << c))
+            forward(sc, c, &f);
+    return true;
+}
+
 static int op_shutdown(struct srv_core *sc, const struct shm_cmd *cmd, struct shm_sock *s,
                        stk_time_t now)
 {
@@ -1630,14 +1646,8 @@ static int op_shutdown(struct srv_core *sc, const struct shm_cmd *cmd, struct sh
          * SS_LISTEN: listen() again resumes it, op_listen), and the connections in the
          * shared queue are reset, as Linux's tcp_disconnect does. */
         int rc = stk_shutdown(sc->e, now, ss->sd, (enum stk_shut)how);
-        if (rc || how == STK_SHUT_WR || atomic_load(&sc->srv->rec[i].home) != sc->idx + 1)
+        if (rc || how == STK_SHUT_WR || !listener_forward(sc, i, cmd))
             return rc;
-        uint64_t m = atomic_load(&sc->srv->rec[i].lcores) & ~(1ull << sc->idx);
-        struct shm_cmd f = *cmd;
-        f.reply = SHM_NONE;
-        for (uint32_t c = 0; c < sc->srv->ncores; c++)
-            if (m & (1ull << c))
-                forward(sc, c, &f);
         uint32_t j, cap = shm_aq_capacity(sc->srv->ring);
         for (uint32_t k = 0;
              k < cap && shm_aq_pop(s, shm_rx_data(sc->srv->base, i), sc->srv->ring, &j); k++)
@@ -1750,15 +1760,8 @@ static int op_setopt(struct srv_core *sc, const struct shm_cmd *cmd, stk_time_t 
     if (rc)
         return rc;
     record_opt(sc, i, opt, val);
-    /* A listener's home core passes it on to the other cores listening for it. */
-    if ((ss->fl & SS_LISTEN) && atomic_load(&srv->rec[i].home) == sc->idx + 1) {
-        uint64_t m = atomic_load(&srv->rec[i].lcores) & ~(1ull << sc->idx);
-        struct shm_cmd f = *cmd;
-        f.reply = SHM_NONE;
-        for (uint32_t c = 0; c < srv->ncores; c++)
-            if (m & (1ull << c))
-                forward(sc, c, &f);
-    }
+    if (ss->fl & SS_LISTEN)
+        listener_forward(sc, i, cmd);
     return 0;
 }
 

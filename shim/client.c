@@ -1350,11 +1350,10 @@ void shim__lfd_close(struct shim_file *f)
     }
 }
 
-/* listen() on a listener stopped by shutdown(SHUT_RD): every core's engine listens again on
- * its port, and the loopback companions too (HAProxy resumes paused listeners so). */
-static int relisten(struct shim_sk *k, int backlog)
+/* LISTEN (backlog already clamped) on the socket's home core first, which makes the accept
+ * queue, then on every other core. */
+static int listen_cores(struct shim_sk *k, int backlog)
 {
-    backlog = backlog < 0 ? 0 : backlog > 65535 ? 65535 : backlog;
     uint32_t home = k->s->core;
     for (uint32_t n = 0; n < C.ncores; n++) {
         struct shm_cmd c;
@@ -1364,6 +1363,16 @@ static int relisten(struct shim_sk *k, int backlog)
         if (rc < 0)
             return rc;
     }
+    return 0;
+}
+
+/* listen() on a listener stopped by shutdown(SHUT_RD): every core's engine listens again on
+ * its port, and the loopback companions too (HAProxy resumes paused listeners so). */
+static int relisten(struct shim_sk *k, int backlog)
+{
+    int rc = listen_cores(k, backlog);
+    if (rc < 0)
+        return rc;
     for (int i = 0; i < 2; i++)
         if (k->f->lacc[i] >= 0)
             C.sys.listen(k->f->lacc[i], backlog);
@@ -1381,33 +1390,18 @@ int shim_listen(int fd, int backlog)
         return -EINVAL;
     if (shim__dgram(&k))
         return -EOPNOTSUPP;
+    backlog = backlog < 0 ? 0 : backlog > 65535 ? 65535 : backlog;
     if (k.f->cstate == SHIM_CS_LISTEN && (SHIM_LOAD(&k.s->app_flags) & SHM_A_RD_SHUT))
         return relisten(&k, backlog); /* after shutdown(SHUT_RD) */
     if (k.f->cstate == SHIM_CS_LISTEN)
         return 0; /* Linux only adjusts the backlog */
     if (k.f->cstate != SHIM_CS_NEW && k.f->cstate != SHIM_CS_FAILED)
         return -EINVAL;
-    if (backlog < 0)
-        backlog = 0;
-    if (backlog > 65535)
-        backlog = 65535;
     struct shm_addr any = {.family = shim__domain(&k) == AF_INET6 ? SHM_AF_INET6 : SHM_AF_INET};
     if (!k.f->bound && (rc = do_bind(&k, &any)) < 0) /* Linux binds an ephemeral port */
         return rc;
-    struct shm_cmd c;
-    shim__cmd_init(&c, &k, SHM_OP_LISTEN);
-    c.a0 = backlog;
-    uint32_t home = k.s->core;
-    if ((rc = shim__call(home, &c, NULL)) < 0)
+    if ((rc = listen_cores(&k, backlog)) < 0)
         return rc;
-    for (uint32_t core = 0; core < C.ncores; core++) {
-        if (core == home)
-            continue;
-        shim__cmd_init(&c, &k, SHM_OP_LISTEN);
-        c.a0 = backlog;
-        if ((rc = shim__call(core, &c, NULL)) < 0)
-            return rc;
-    }
     k.f->cstate = SHIM_CS_LISTEN;
     if (shim_addr_any(&k.f->bind_a) || shim__own_address(&k.f->bind_a)) {
         uint16_t port = k.s->la.port ? k.s->la.port : k.f->bind_a.port;

@@ -352,8 +352,6 @@ static bool reuseport_peer(const struct stk_tcb *a, const struct stk_tcb *b)
  * retransmitted SYN, a cookie's ACK) finds the same listener while the group is unchanged. */
 static struct stk_tcb *reuseport_pick(struct stk_engine *e, struct stk_tcb *l, uint32_t h)
 {
-    if (!l || !l->reuseport)
-        return l;
     struct stk_tcb *head = e->tcp->listen_hash[l->lport & 255];
     uint32_t n = 0;
     for (struct stk_tcb *t = head; t; t = t->hnext)

@@ -938,8 +938,6 @@ static uint16_t udp_len(struct stk_engine *e, const uint8_t *uh, size_t l4_len)
     return ulen;
 }
 
-/* Delivers in to the socket it scores best with, or to every socket on its port for a
- * broadcast/multicast. Returns false (counted in udp_noport) when no socket took it. */
 /* best, the socket a unicast datagram scores highest at, or the one of its SO_REUSEPORT group
  * (the same key and score) that a keyed hash of the datagram's addresses and ports picks, as
  * Linux's reuseport_select_sock: one sender's datagrams keep going to one socket while the
@@ -967,6 +965,8 @@ static struct stk_udp_sock *reuseport_pick(struct stk_engine *e, struct stk_udp_
     return best;
 }
 
+/* Delivers in to the socket it scores best with, or to every socket on its port for a
+ * broadcast/multicast. Returns false (counted in udp_noport) when no socket took it. */
 static bool demux(struct stk_engine *e, const struct udp_dgram_in *in, bool bcast)
 {
     if (bcast) {
